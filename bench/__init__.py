@@ -1,0 +1,107 @@
+"""Performance suite: one module per area, collected by `surgbot bench`.
+
+Each module exposes `run(quick: bool) -> list[dict]`, returning figures made
+with `figure()` / `timing()`.  A figure has a name, a unit and either timing
+statistics (median, p99, max over repeated runs after warm-up) or a rate; an
+anchor (a published or baseline figure) travels beside it, and where the
+baseline was measured in the same process the ratio is filled in.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from typing import Callable, Iterable
+
+import numpy as np
+
+# Modules run by `surgbot bench`, in order.  A capability adds its module here.
+MODULES = (
+    "bench.sim",
+    "bench.g1",
+    "bench.psm",
+    "bench.endoscope",
+)
+
+
+def stats(samples: Iterable[float]) -> dict:
+    a = np.asarray(list(samples), dtype=float)
+    if a.size == 0:
+        return {"n": 0}
+    return {
+        "n": int(a.size),
+        "median": float(np.median(a)),
+        "p99": float(np.percentile(a, 99)),
+        "max": float(a.max()),
+        "mean": float(a.mean()),
+    }
+
+
+def figure(name: str, unit: str, *, samples: Iterable[float] | None = None,
+           value: float | None = None, anchor: float | None = None,
+           anchor_source: str = "", baseline: float | None = None,
+           baseline_name: str = "", note: str = "", raw: Iterable[float] | None = None,
+           higher_is_better: bool = False) -> dict:
+    """One named figure.  `samples` -> median/p99/max; `value` -> a single rate or count.
+
+    `baseline` is a figure measured in the same process (same unit); the ratio
+    is baseline/ours for times (how many times faster) and ours/baseline for
+    rates (`higher_is_better`).  `raw` keeps samples for plots (histograms).
+    """
+    fig: dict = {"name": name, "unit": unit}
+    if samples is not None:
+        fig.update(stats(samples))
+    if value is not None:
+        fig["value"] = float(value)
+    ours = fig.get("median", fig.get("value"))
+    if anchor is not None:
+        fig["anchor"] = float(anchor)
+        fig["anchor_source"] = anchor_source
+    if baseline is not None:
+        fig["baseline"] = float(baseline)
+        fig["baseline_name"] = baseline_name
+        if ours:
+            fig["ratio"] = float(ours / baseline if higher_is_better else baseline / ours)
+    if note:
+        fig["note"] = note
+    if raw is not None:
+        fig["raw"] = [float(x) for x in raw]
+    return fig
+
+
+def time_calls(fn: Callable[[], object], repeats: int, warmup: int = 10) -> list[float]:
+    """Wall time of `fn()` in milliseconds, `repeats` times after `warmup` calls."""
+    for _ in range(warmup):
+        fn()
+    out = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        out.append((time.perf_counter() - t0) * 1e3)
+    return out
+
+
+def machine() -> dict:
+    """CPU, cores and versions of what the figures depend on."""
+    info = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu": platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+    }
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    info["cpu"] = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    for mod in ("numpy", "mujoco", "pinocchio", "casadi", "rclpy", "cyclonedds"):
+        try:
+            m = __import__(mod)
+            info[mod] = getattr(m, "__version__", "?")
+        except Exception:  # noqa: BLE001 - a missing module is reported, not fatal
+            info[mod] = None
+    return info

@@ -1,0 +1,1 @@
+"""VLA policy, inverse dynamics model, data and serving (later waves)."""

@@ -1,0 +1,41 @@
+"""ament_python package `surgbot`; also a plain pip-installable distribution."""
+
+from glob import glob
+
+from setuptools import find_packages, setup
+
+PACKAGE = "surgbot"
+
+# ROS 2 executables (contract section 1); each is also a console script.
+NODES = {
+    "sim_node": "surgbot.nodes.sim_node:main",
+    "g1_bridge": "surgbot.nodes.g1_bridge:main",
+    "endoscope_holder": "surgbot.nodes.endoscope_holder:main",
+}
+
+setup(
+    name=PACKAGE,
+    version="0.1.0",
+    packages=find_packages(include=["surgbot", "surgbot.*", "sim", "sim.*",
+                                    "policies", "policies.*", "teleop", "teleop.*",
+                                    "bench", "bench.*"]),
+    package_data={"sim": ["models/*.xml", "models/**/*.xml"]},
+    data_files=[
+        ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
+        (f"share/{PACKAGE}", ["package.xml"]),
+        (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
+        (f"share/{PACKAGE}/config", glob("config/*.yaml")),
+    ],
+    install_requires=["setuptools"],
+    zip_safe=False,
+    maintainer="surgbot developers",
+    maintainer_email="surgbot@example.org",
+    description="ROS 2 control stack for robot-assisted surgery (G1 endoscope holder, dVRK PSM, VLA).",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    tests_require=["pytest"],
+    entry_points={
+        "console_scripts": [f"{PACKAGE}=surgbot.cli:main"]
+        + [f"{name}={target}" for name, target in NODES.items()],
+    },
+)

@@ -1,0 +1,53 @@
+"""`surgbot` command line (contract section 1).
+
+Each subcommand lives in the module that owns it and exposes
+`add_arguments(parser)` and `run(args) -> int`; this file only dispatches, so
+importing the CLI stays cheap and a broken optional area cannot break `--help`.
+Bad input exits 2 with a one-line reason (argparse's convention).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# name -> (module, one-line help)
+SUBCOMMANDS = {
+    "sim": ("sim.runner", "MuJoCo twin of the hardware (G1 over unitree DDS, PSM over CRTK ROS 2)"),
+    "bench": ("bench.runner", "performance suite; last stdout line is one JSON object"),
+}
+
+
+class CliError(Exception):
+    """Bad input: reported as one line, exit code 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="surgbot", description=__doc__.splitlines()[0])
+    from surgbot import __version__
+    parser.add_argument("--version", action="version", version=f"surgbot {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name, (module, help_text) in SUBCOMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(_module=module)
+        importlib.import_module(module).add_arguments(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    module = importlib.import_module(args._module)
+    try:
+        return int(module.run(args) or 0)
+    except CliError as exc:
+        print(f"surgbot {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Links to hardware (or its twin): unitree DDS, CRTK ROS 2 client."""

@@ -1,0 +1,1 @@
+"""Thin rclpy nodes, one core each."""

@@ -1,0 +1,1 @@
+"""Safety checks: finite values, limits, rate clamps, staleness. Pure functions."""

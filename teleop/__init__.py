@@ -1,0 +1,1 @@
+"""Teleop console server, web page and mapping (later waves)."""

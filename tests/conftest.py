@@ -1,0 +1,105 @@
+"""Shared test fixtures: a private ROS domain and G1 DDS domain per test run,
+and a process launcher that always cleans up what it started."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+PYTHON = sys.executable
+
+os.environ.setdefault("MUJOCO_GL", "osmesa")
+os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
+
+
+def _pick_domains() -> tuple[int, int]:
+    """Two DDS domains unlikely to be used by another run on this machine.
+
+    ROS_DOMAIN_ID must be <= 101 for Fast DDS port arithmetic to stay safe on
+    Linux; the G1 domain sits in 102..232.  Derived from the pid and clock so
+    parallel runs differ.
+    """
+    seed = (os.getpid() * 7919 + int(time.time() * 1000)) & 0xFFFFFFFF
+    ros = 10 + seed % 90
+    g1 = 110 + (seed // 90) % 110
+    return ros, g1
+
+
+ROS_DOMAIN, G1_DOMAIN = _pick_domains()
+os.environ["ROS_DOMAIN_ID"] = str(ROS_DOMAIN)
+os.environ["SURGBOT_G1_DOMAIN"] = str(G1_DOMAIN)
+os.environ.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
+os.environ.setdefault("PYTHONUNBUFFERED", "1")
+
+
+@pytest.fixture(scope="session")
+def ros_domain() -> int:
+    return ROS_DOMAIN
+
+
+@pytest.fixture(scope="session")
+def g1_domain() -> int:
+    return G1_DOMAIN
+
+
+class Processes:
+    """Starts subprocesses in their own process group; kills them all on exit."""
+
+    def __init__(self, tmp: Path):
+        self.tmp = tmp
+        self.procs: list[tuple[subprocess.Popen, Path]] = []
+
+    def start(self, args: list[str], name: str = "proc", env: dict | None = None) -> subprocess.Popen:
+        log = self.tmp / f"{name}-{len(self.procs)}.log"
+        full_env = dict(os.environ)
+        full_env.update(env or {})
+        proc = subprocess.Popen(
+            args, cwd=REPO, env=full_env, stdout=open(log, "wb"), stderr=subprocess.STDOUT,
+            start_new_session=True)
+        self.procs.append((proc, log))
+        return proc
+
+    def log(self, proc: subprocess.Popen) -> str:
+        for p, log in self.procs:
+            if p is proc:
+                return log.read_text(errors="replace")
+        return ""
+
+    def stop(self, proc: subprocess.Popen, sig=signal.SIGINT, timeout: float = 10.0) -> int | None:
+        if proc.poll() is None:
+            try:
+                os.killpg(proc.pid, sig)
+            except ProcessLookupError:
+                pass
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(5)
+        return proc.returncode
+
+    def close(self) -> None:
+        for proc, _ in self.procs:
+            if proc.poll() is None:
+                self.stop(proc, signal.SIGTERM, timeout=5)
+
+
+@pytest.fixture
+def processes(tmp_path):
+    procs = Processes(tmp_path)
+    yield procs
+    procs.close()
+
+
+@pytest.fixture(scope="module")
+def module_processes(tmp_path_factory):
+    procs = Processes(tmp_path_factory.mktemp("procs"))
+    yield procs
+    procs.close()
