@@ -1,0 +1,29 @@
+# Two commands (README): `make demo` runs the main job, `make test` the tests.
+# Each bootstraps what it needs (apt packages, .venv, pinned packages).
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+export MUJOCO_GL ?= osmesa
+export PYOPENGL_PLATFORM ?= $(MUJOCO_GL)
+export PYTHONUNBUFFERED := 1
+
+.PHONY: demo test bootstrap bench report clean-venv
+
+bootstrap:
+	@bash scripts/bootstrap.sh
+
+demo: bootstrap
+	$(VENV)/bin/surgbot sim --scene box_trainer --headless --duration 10
+
+# pytest exits 5 when it collected no test: that is a failure here, not a pass.
+test: bootstrap
+	@set -o pipefail; $(PY) -m pytest tests -q -p no:cacheprovider --timeout 300; rc=$$?; \
+	  if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; \
+	  [ $$rc -eq 0 ] || exit $$rc
+	$(VENV)/bin/surgbot bench --quick --json
+
+bench: bootstrap
+	$(VENV)/bin/surgbot bench --json --out out/bench --report
+
+clean-venv:
+	rm -rf $(VENV)

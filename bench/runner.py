@@ -1,0 +1,97 @@
+"""`surgbot bench [--quick] [--json] [--only AREA] [--out DIR] [--report]`.
+
+Runs every module in `bench.MODULES`, prints one progress line per area to
+stderr, a table to stdout, and as the last stdout line (with `--json`) one
+JSON object: `{"machine": {...}, "figures": {name: {...}}, "errors": {...}}`.
+`--out DIR` also writes `DIR/bench.json`; `--report` regenerates
+`docs/performance.md` and its PNG plots from that JSON.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from bench import MODULES, machine
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--quick", action="store_true", help="short runs (smoke check, < 2 min)")
+    parser.add_argument("--json", action="store_true", help="last stdout line is one JSON object")
+    parser.add_argument("--only", action="append", default=[], metavar="AREA",
+                        help="run only this area (sim, g1, psm, endoscope); repeatable")
+    parser.add_argument("--out", default=None, metavar="DIR", help="write DIR/bench.json")
+    parser.add_argument("--report", action="store_true",
+                        help="regenerate docs/performance.md + PNG plots from the results")
+
+
+def run(args) -> int:
+    from surgbot.cli import CliError
+
+    areas = [m.split(".", 1)[1] for m in MODULES]
+    for only in args.only:
+        if only not in areas:
+            raise CliError(f"unknown area {only!r}; known: {', '.join(areas)}")
+    selected = [m for m in MODULES if not args.only or m.split(".", 1)[1] in args.only]
+
+    result = {"machine": machine(), "quick": bool(args.quick), "figures": {}, "errors": {},
+              "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    for i, module_name in enumerate(selected, 1):
+        area = module_name.split(".", 1)[1]
+        print(f"[{i}/{len(selected)}] bench {area} ...", file=sys.stderr, flush=True)
+        t0 = time.perf_counter()
+        try:
+            module = importlib.import_module(module_name)
+            figures = module.run(quick=args.quick)
+        except Exception as exc:  # noqa: BLE001 - one broken area must not hide the others
+            result["errors"][area] = f"{type(exc).__name__}: {exc}"
+            traceback.print_exc(file=sys.stderr)
+            continue
+        for fig in figures:
+            fig["area"] = area
+            result["figures"][fig["name"]] = fig
+        print(f"[{i}/{len(selected)}] bench {area}: {len(figures)} figures in "
+              f"{time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
+
+    print(format_table(result))
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "bench.json").write_text(json.dumps(result, indent=1))
+    if args.report:
+        from bench.report import write_report
+        path = write_report(result, REPO / "docs")
+        print(f"wrote {path}", file=sys.stderr)
+    if args.json:
+        slim = dict(result)
+        slim["figures"] = {k: {kk: vv for kk, vv in v.items() if kk != "raw"}
+                           for k, v in result["figures"].items()}
+        print(json.dumps(slim))
+    return 1 if result["errors"] and not result["figures"] else 0
+
+
+def _fmt(x) -> str:
+    if x is None:
+        return ""
+    if isinstance(x, float):
+        return f"{x:.4g}"
+    return str(x)
+
+
+def format_table(result: dict) -> str:
+    rows = [("figure", "unit", "median/value", "p99", "max", "anchor", "ratio")]
+    for name, f in result["figures"].items():
+        rows.append((name, f.get("unit", ""), _fmt(f.get("median", f.get("value"))),
+                     _fmt(f.get("p99")), _fmt(f.get("max")), _fmt(f.get("anchor")),
+                     _fmt(f.get("ratio"))))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
+    for area, err in result["errors"].items():
+        lines.append(f"ERROR {area}: {err}")
+    return "\n".join(lines)
