@@ -19,6 +19,7 @@ a twin keeps the latest one behind its own small lock and applies it in
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -50,6 +51,7 @@ class SimWorld:
     twins: list = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     ros_node: object | None = None      # the sim's rclpy node, when ROS is up
+    use_sim_time: bool = False          # stamps from physics time (--fast, with /clock)
 
     @property
     def time(self) -> float:
@@ -76,6 +78,19 @@ class SimWorld:
         for twin in reversed(self.twins):
             twin.close()
         self.twins.clear()
+
+    def stamp_ns(self) -> int:
+        """Header stamp for published messages: physics time when running with
+        /clock (`use_sim_time`), wall time otherwise (as the real robots)."""
+        if self.use_sim_time:
+            return int(round(self.data.time * 1e9))
+        return time.time_ns()
+
+    def stamp(self):
+        """`builtin_interfaces/Time` for a header (imports ROS lazily)."""
+        from builtin_interfaces.msg import Time
+        ns = self.stamp_ns()
+        return Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
 
     # Small helpers every twin needs -------------------------------------
     def joint_qpos_adr(self, name: str) -> int:

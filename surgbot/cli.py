@@ -50,4 +50,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run the canonical module's main: under `python -m surgbot.cli` this file is
+    # `__main__`, and subcommands raise `surgbot.cli.CliError` (another class object).
+    from surgbot.cli import main as _main
+    sys.exit(_main())

@@ -223,8 +223,6 @@ def _analytic_candidates(T: np.ndarray, seed: np.ndarray, clamp: bool) -> list[t
         M = (_rot_x(-HALF_PI)).T @ (R5.T @ R6)     # = RotZ(q6 - pi/2)
         q[5] = np.arctan2(M[1, 0], M[0, 0]) + HALF_PI
         q[5] = _wrap_near(q[5], 0.0)
-        if q[4] and abs(q[3] - seed[3]) > np.pi:  # keep roll near the seed if 2pi fits
-            pass
         out.append((q, clamped))
     return out
 
@@ -282,7 +280,8 @@ def ik(T_goal, seed=None, clamp_insertion: bool = True, tol_pos: float = 1e-4,
         T = fk(q)
         pe, re = pose_error(T_goal, T)
         it = 0
-        if not clamped and (pe > 1e-9 or re > 1e-9):
+        if not clamped and (1e-9 < pe < 1e-3 or (pe < 1e-3 and 1e-7 < re < 1e-2)):
+            # closed form is exact on the model; polish only round-off-level misses
             q2, it = ik_numeric(T_goal, q, iterations=5, tol_pos=1e-10, tol_rot=1e-10)
             pe2, re2 = pose_error(T_goal, fk(q2))
             if pe2 + 0.05 * re2 < pe + 0.05 * re:

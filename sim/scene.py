@@ -1,0 +1,412 @@
+"""Scenes: the G1 (holding the endoscope) and the PSM composed with a task set-up.
+
+`build_model(scene, seed)` returns a compiled `mujoco.MjModel`; `build_spec`
+returns the `MjSpec` before compilation (to add things in a test or a task).
+
+Layout: the world frame is on the floor, z up; the G1 pelvis stands at
+(0, 0, 0.793) facing +x.  The right arm's standing posture (`STAND_POSTURE`,
+keyframe `stand`) is chosen first; the scope shaft line is then computed with
+forward kinematics of the G1 model alone, and the port (`scope_port`, the
+fulcrum) is put on that line `INSERTION_DEPTH` behind the tip.  The box
+trainer / head phantom is placed relative to the port, so the keyframe puts
+the shaft through the port by construction (tests check it independently).
+
+Robot names stay unprefixed (joint/site names are the contract).  Geoms the
+endoscope must see through from inside (box lid, head shell) are in
+geom group `OUTER_GROUP`, which the endoscope camera hides.
+
+Seeds place the task objects reproducibly (numpy default_rng(seed)).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import warnings
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import mujoco
+import numpy as np
+
+from surgbot.contract import G1_JOINT_NAMES, SCENES
+
+MODELS_DIR = Path(__file__).resolve().parent / "models"
+G1_XML = MODELS_DIR / "g1_29dof.xml"
+PSM_XML = MODELS_DIR / "psm.xml"
+PSM_ROOT_BODY = "PSM1_base"
+
+TIMESTEP = 0.002               # 500 Hz, the G1 lowstate rate
+INSERTION_DEPTH = 0.050        # scope inserted past the fulcrum in the stand pose (m)
+OUTER_GROUP = 3                # geoms hidden from the endoscope camera
+SCENE_SITE_GROUP = 4
+
+# Standing posture: legs straight (feet on the floor with the pelvis at 0.793 m),
+# left arm relaxed, right arm forward with the wrist pitched down so the scope
+# points ~48 deg below horizontal into the task area.  Every value is well
+# inside the joint limits (FACTS.md).
+STAND_POSTURE: dict[str, float] = {name: 0.0 for name in G1_JOINT_NAMES}
+STAND_POSTURE.update({
+    "left_shoulder_pitch_joint": 0.2,
+    "left_shoulder_roll_joint": 0.25,
+    "left_elbow_joint": 0.9,
+    "right_shoulder_pitch_joint": -0.4,
+    "right_shoulder_roll_joint": -0.15,
+    "right_shoulder_yaw_joint": 0.3,
+    "right_elbow_joint": 0.6,
+    "right_wrist_pitch_joint": 0.6,
+})
+
+# Colours the tests and tasks look for in images.
+TARGET_COLOURS = {"red": (0.9, 0.1, 0.1, 1.0), "green": (0.1, 0.8, 0.15, 1.0),
+                  "blue": (0.1, 0.25, 0.95, 1.0)}
+SPHENOID_TARGET_RGBA = (0.95, 0.85, 0.1, 1.0)
+TASK_BODY_PREFIXES = ("target_", "block_", "needle", "tissue", "peg_", "sphenoid_target")
+
+
+@dataclass(frozen=True)
+class ScopeLine:
+    """The scope shaft in world coordinates in the stand pose."""
+    tip: np.ndarray        # endoscope_tip position
+    direction: np.ndarray  # unit vector, shaft base -> tip
+    port: np.ndarray       # fulcrum on the line, INSERTION_DEPTH behind the tip
+
+
+@lru_cache(maxsize=1)
+def stand_scope_line() -> ScopeLine:
+    """Forward kinematics of the G1 alone at STAND_POSTURE (pelvis as in the file)."""
+    model = mujoco.MjModel.from_xml_path(str(G1_XML))
+    data = mujoco.MjData(model)
+    for name, q in STAND_POSTURE.items():
+        data.qpos[model.jnt_qposadr[model.joint(name).id]] = q
+    mujoco.mj_kinematics(model, data)
+    tip = data.site("endoscope_tip").xpos.copy()
+    base = data.site("endoscope_shaft_base").xpos.copy()
+    u = (tip - base) / np.linalg.norm(tip - base)
+    return ScopeLine(tip=tip, direction=u, port=tip - INSERTION_DEPTH * u)
+
+
+def _quat_z_to(z: np.ndarray, x_hint=(1.0, 0.0, 0.0), y_hint=None) -> np.ndarray:
+    """Quaternion (w,x,y,z) of a frame whose z axis is `z` and x is close to `x_hint`
+    (or, when given, y close to `y_hint`)."""
+    z = np.asarray(z, float) / np.linalg.norm(z)
+    if y_hint is not None:
+        y = np.asarray(y_hint, float)
+        y = y - y.dot(z) * z
+        y /= np.linalg.norm(y)
+        x = np.cross(y, z)
+        return _quat_z_to(z, x_hint=x)
+    x = np.asarray(x_hint, float)
+    x = x - x.dot(z) * z
+    if np.linalg.norm(x) < 1e-6:
+        x = np.cross(z, [0.0, 1.0, 0.0])
+    x /= np.linalg.norm(x)
+    y = np.cross(z, x)
+    q = np.zeros(4)
+    mujoco.mju_mat2Quat(q, np.column_stack([x, y, z]).flatten())
+    return q
+
+
+def _add_static_box(parent, name, pos, size, rgba, *, collide=True, group=0, quat=None):
+    geom = parent.add_geom(name=name, type=mujoco.mjtGeom.mjGEOM_BOX, pos=list(pos),
+                           size=list(size), rgba=list(rgba), group=group)
+    if quat is not None:
+        geom.quat = list(quat)
+    if not collide:
+        geom.contype = 0
+        geom.conaffinity = 0
+    return geom
+
+
+def _common(spec: mujoco.MjSpec) -> None:
+    spec.modelname = "surgbot_scene"
+    spec.option.timestep = TIMESTEP
+    spec.option.integrator = mujoco.mjtIntegrator.mjINT_IMPLICITFAST
+    spec.visual.global_.offwidth = 1280
+    spec.visual.global_.offheight = 960
+    # The endoscope looks at things 5-150 mm away: near plane must be ~1 mm.
+    spec.stat.extent = 2.0
+    spec.visual.map.znear = 0.0005     # x extent = 1 mm
+    spec.visual.map.zfar = 5.0         # x extent = 10 m
+    spec.visual.headlight.ambient = [0.1, 0.1, 0.1]
+    spec.visual.headlight.diffuse = [0.2, 0.2, 0.2]
+    tex = spec.add_texture(name="floor_tex", type=mujoco.mjtTexture.mjTEXTURE_2D,
+                           builtin=mujoco.mjtBuiltin.mjBUILTIN_CHECKER,
+                           rgb1=[0.32, 0.34, 0.38], rgb2=[0.26, 0.28, 0.31], width=256, height=256)
+    mat = spec.add_material(name="floor_mat", texrepeat=[8, 8], reflectance=0.0)
+    mat.textures[mujoco.mjtTextureRole.mjTEXROLE_RGB] = tex.name
+    wb = spec.worldbody
+    wb.add_geom(name="floor", type=mujoco.mjtGeom.mjGEOM_PLANE, size=[4, 4, 0.05], material="floor_mat")
+    wb.add_light(name="room_light", pos=[0.5, 0.0, 3.0], dir=[0, 0, -1], type=mujoco.mjtLightType.mjLIGHT_DIRECTIONAL,
+                 diffuse=[0.45, 0.45, 0.45], castshadow=False)
+    wb.add_camera(name="overview", pos=[1.6, -1.3, 1.5], xyaxes=[0.63, 0.78, 0, -0.4, 0.32, 0.86], fovy=50)
+
+
+@contextlib.contextmanager
+def _quiet_attach():
+    """Robots are attached with an empty prefix on purpose (their joint/site names
+    are the contract); MuJoCo warns about that and about option conflicts at
+    compile time.  Drop those two messages, pass anything else to stderr."""
+    previous = mujoco.get_mju_user_warning()
+
+    def handler(msg: str) -> None:
+        if "empty prefix" in msg or "Attach conflict" in msg or "keeping parent value" in msg:
+            return
+        print(f"MuJoCo warning: {msg}", file=sys.stderr)
+
+    mujoco.set_mju_user_warning(handler)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        mujoco.set_mju_user_warning(previous)
+
+
+def _attach_robots(spec: mujoco.MjSpec, psm_rcm_pos, psm_shaft_dir, psm_lean) -> bool:
+    """G1 at the world origin, PSM (when its model exists) with its RCM at the PSM port."""
+    with _quiet_attach():
+        g1 = mujoco.MjSpec.from_file(str(G1_XML))
+        spec.attach(g1, prefix="", frame=spec.worldbody.add_frame(name="g1_mount"))
+        if not PSM_XML.exists():
+            return False
+        psm = mujoco.MjSpec.from_file(str(PSM_XML))
+        # The PSM tool points along -z of PSM1_base at zero joints (dVRK DH), so
+        # put the base's -z along the port -> task-area direction; the arm's
+        # yaw axis (base -y) leans towards `psm_lean` (up and away from the G1).
+        d = np.asarray(psm_shaft_dir, float)
+        frame = spec.worldbody.add_frame(
+            name="psm_mount", pos=list(psm_rcm_pos),
+            quat=list(_quat_z_to(-d, y_hint=-np.asarray(psm_lean, float))))
+        spec.attach(psm, prefix="", frame=frame)
+    return True
+
+
+def _place_apart(rng, centre, half, n, min_gap, taken=()):
+    """n points in the square centre +- half (xy) at least min_gap apart."""
+    pts = list(taken)
+    out = []
+    for _ in range(2000):
+        if len(out) == n:
+            break
+        p = centre + rng.uniform(-half, half, size=2)
+        if all(np.linalg.norm(p - q) >= min_gap for q in pts):
+            pts.append(p)
+            out.append(p)
+    if len(out) < n:
+        raise RuntimeError("could not place task objects apart")
+    return out
+
+
+def _box_trainer(spec: mujoco.MjSpec, rng: np.random.Generator, line: ScopeLine):
+    port = line.port
+    box_h = 0.14                          # inner height, floor plate to lid
+    wall = 0.005
+    table_top = port[2] - box_h - wall    # box floor plate sits on the table
+    floor_top = table_top + wall
+    # Where the scope's optical axis meets the box floor: centre of the task area.
+    s = (floor_top - line.tip[2]) / line.direction[2]
+    view = line.tip + s * line.direction
+    cx, cy = view[0] + 0.02, view[1]
+    wb = spec.worldbody
+
+    # table
+    tx0, tx1, ty0, ty1 = 0.25, 1.05, cy - 0.4, cy + 0.4
+    tcx, tcy = (tx0 + tx1) / 2, (ty0 + ty1) / 2
+    _add_static_box(wb, "table_top", (tcx, tcy, table_top - 0.015),
+                    ((tx1 - tx0) / 2, (ty1 - ty0) / 2, 0.015), (0.55, 0.42, 0.3, 1))
+    for i, (lx, ly) in enumerate([(tx0 + 0.04, ty0 + 0.04), (tx0 + 0.04, ty1 - 0.04),
+                                  (tx1 - 0.04, ty0 + 0.04), (tx1 - 0.04, ty1 - 0.04)]):
+        _add_static_box(wb, f"table_leg_{i}", (lx, ly, (table_top - 0.03) / 2),
+                        (0.025, 0.025, (table_top - 0.03) / 2), (0.3, 0.3, 0.3, 1))
+
+    # box trainer: floor plate, 4 walls, lid with the ports (lid/walls hidden from the scope)
+    bx0, bx1 = port[0] - 0.06, port[0] + 0.34
+    by0, by1 = cy - 0.19, cy + 0.19
+    bcx, bcy = (bx0 + bx1) / 2, (by0 + by1) / 2
+    hx, hy = (bx1 - bx0) / 2, (by1 - by0) / 2
+    grey = (0.12, 0.12, 0.13, 1)
+    _add_static_box(wb, "box_floor", (bcx, bcy, table_top + wall / 2), (hx, hy, wall / 2), (0.25, 0.3, 0.28, 1))
+    zc = floor_top + box_h / 2
+    _add_static_box(wb, "box_wall_near", (bx0, bcy, zc), (wall / 2, hy, box_h / 2), grey)
+    _add_static_box(wb, "box_wall_far", (bx1, bcy, zc), (wall / 2, hy, box_h / 2), grey)
+    _add_static_box(wb, "box_wall_left", (bcx, by1, zc), (hx, wall / 2, box_h / 2), grey)
+    _add_static_box(wb, "box_wall_right", (bcx, by0, zc), (hx, wall / 2, box_h / 2), grey)
+    _add_static_box(wb, "box_lid", (bcx, bcy, port[2] + wall / 2), (hx, hy, wall / 2), (0.1, 0.1, 0.1, 0.6),
+                    collide=False, group=OUTER_GROUP)
+    wb.add_light(name="box_light", pos=[cx, cy, port[2] - 0.01], dir=[0, 0, -1],
+                 type=mujoco.mjtLightType.mjLIGHT_SPOT, cutoff=70, exponent=1,
+                 diffuse=[0.2, 0.2, 0.2], castshadow=False)
+    wb.add_site(name="scope_port", pos=list(port), size=[0.004, 0, 0], rgba=[0, 1, 1, 1],
+                group=SCENE_SITE_GROUP)
+
+    # PSM port on the lid, far right corner; its tool aims at the task area.
+    psm_port = np.array([port[0] + 0.24, cy - 0.12, port[2]])
+    wb.add_site(name="psm_port", pos=list(psm_port), size=[0.004, 0, 0], rgba=[1, 0, 1, 1],
+                group=SCENE_SITE_GROUP)
+    wb.add_site(name="task_center", pos=[cx, cy, floor_top], size=[0.004, 0, 0], group=SCENE_SITE_GROUP)
+    psm_dir = np.array([cx, cy, floor_top + 0.02]) - psm_port
+    psm_lean = np.array([-psm_dir[0], -psm_dir[1], 0.0]) / np.linalg.norm(psm_dir[:2]) + [0, 0, 1]
+
+    # tissue pad (static) and task objects
+    pad_top = floor_top + 0.006
+    _add_static_box(wb, "tissue_pad", (cx, cy, floor_top + 0.003), (0.07, 0.055, 0.003), (0.85, 0.55, 0.55, 1))
+    centre = np.array([cx, cy])
+    target_xy = _place_apart(rng, centre, 0.03, len(TARGET_COLOURS), 0.022)
+    for (cname, rgba), xy in zip(TARGET_COLOURS.items(), target_xy):
+        body = wb.add_body(name=f"target_{cname}", pos=[xy[0], xy[1], pad_top])
+        body.add_geom(name=f"target_{cname}_disc", type=mujoco.mjtGeom.mjGEOM_CYLINDER,
+                      size=[0.006, 0.0006, 0], pos=[0, 0, 0.0006], rgba=list(rgba), contype=0, conaffinity=0)
+    peg_xy = _place_apart(rng, centre, 0.06, 4, 0.02, taken=target_xy)
+    for i, xy in enumerate(peg_xy):
+        body = wb.add_body(name=f"peg_{i}", pos=[xy[0], xy[1], pad_top])
+        body.add_geom(name=f"peg_{i}_geom", type=mujoco.mjtGeom.mjGEOM_CYLINDER, size=[0.0025, 0.012, 0],
+                      pos=[0, 0, 0.012], rgba=[0.9, 0.9, 0.85, 1])
+    block_xy = _place_apart(rng, centre, 0.05, 2, 0.025, taken=target_xy + peg_xy)
+    for i, xy in enumerate(block_xy):
+        body = wb.add_body(name=f"block_{i}", pos=[xy[0], xy[1], pad_top + 0.006],
+                           quat=list(_yaw_quat(rng.uniform(-np.pi, np.pi))))
+        body.add_freejoint(name=f"block_{i}_free")
+        body.add_geom(name=f"block_{i}_geom", type=mujoco.mjtGeom.mjGEOM_BOX, size=[0.006, 0.006, 0.006],
+                      rgba=[0.95, 0.6, 0.1, 1], mass=0.004)
+    # suture needle: a 3/8 circle, radius 12 mm, built from capsule segments
+    nxy = _place_apart(rng, centre, 0.06, 1, 0.02, taken=target_xy + peg_xy + block_xy)[0]
+    needle = wb.add_body(name="needle", pos=[nxy[0], nxy[1], pad_top + 0.0008],
+                         quat=list(_yaw_quat(rng.uniform(-np.pi, np.pi))))
+    needle.add_freejoint(name="needle_free")
+    r, arc, nseg = 0.012, 0.75 * np.pi, 6
+    angles = np.linspace(-arc / 2, arc / 2, nseg + 1)
+    for i in range(nseg):
+        a0, a1 = angles[i], angles[i + 1]
+        needle.add_geom(name=f"needle_seg_{i}", type=mujoco.mjtGeom.mjGEOM_CAPSULE,
+                        fromto=[r * np.cos(a0), r * np.sin(a0), 0, r * np.cos(a1), r * np.sin(a1), 0],
+                        size=[0.0008, 0, 0], rgba=[0.8, 0.8, 0.85, 1], mass=0.0003)
+    return psm_port, psm_dir, psm_lean
+
+
+def _yaw_quat(yaw: float) -> np.ndarray:
+    return np.array([np.cos(yaw / 2), 0.0, 0.0, np.sin(yaw / 2)])
+
+
+def _endonasal(spec: mujoco.MjSpec, rng: np.random.Generator, line: ScopeLine):
+    """Supine head phantom; nostril = fulcrum; sphenoid target ~85 mm deep."""
+    port, u = line.port, line.direction
+    wb = spec.worldbody
+    q_head = _quat_z_to(u)                                # frame: z along the approach
+    rot = np.zeros(9)
+    mujoco.mju_quat2Mat(rot, q_head)
+    rot = rot.reshape(3, 3)
+    head_r = 0.085
+    head_c = port + head_r * u
+    table_top = head_c[2] - head_r - 0.03                 # head rest 30 mm thick
+    _add_static_box(wb, "table_top", (head_c[0] + 0.25, head_c[1], table_top - 0.015), (0.45, 0.3, 0.015),
+                    (0.55, 0.42, 0.3, 1))
+    for i, (dx, dy) in enumerate([(-0.4, -0.25), (-0.4, 0.25), (0.4, -0.25), (0.4, 0.25)]):
+        _add_static_box(wb, f"table_leg_{i}", (head_c[0] + 0.25 + dx, head_c[1] + dy, (table_top - 0.03) / 2),
+                        (0.025, 0.025, (table_top - 0.03) / 2), (0.3, 0.3, 0.3, 1))
+    _add_static_box(wb, "head_rest", (head_c[0], head_c[1], table_top + 0.015), (0.07, 0.09, 0.015),
+                    (0.2, 0.2, 0.25, 1))
+    skin = (0.87, 0.72, 0.62, 1)
+    wb.add_geom(name="head_shell", type=mujoco.mjtGeom.mjGEOM_ELLIPSOID, pos=list(head_c),
+                size=[0.075, 0.09, head_r], quat=list(q_head), rgba=list(skin), group=OUTER_GROUP,
+                contype=0, conaffinity=0)
+    wb.add_geom(name="head_nose", type=mujoco.mjtGeom.mjGEOM_BOX, pos=list(port - 0.008 * u + 0.012 * rot[:, 1]),
+                size=[0.009, 0.014, 0.01], quat=list(q_head), rgba=list(skin), group=OUTER_GROUP,
+                contype=0, conaffinity=0)
+    wb.add_site(name="scope_port", pos=list(port), size=[0.003, 0, 0], rgba=[0, 1, 1, 1], group=SCENE_SITE_GROUP)
+
+    # Nasal corridor (after posterior septectomy: one channel for both nostrils)
+    # and the sphenoid sinus chamber, in the approach frame (z = depth).
+    mucosa = (0.78, 0.38, 0.38, 1)
+    frame = wb.add_frame(name="nasal_frame", pos=list(port), quat=list(q_head))
+    cw_x, cw_y, c0, c1 = 0.018, 0.013, 0.004, 0.066
+    zc, hz = (c0 + c1) / 2, (c1 - c0) / 2
+    for name, pos, size in [("nasal_wall_left", (-cw_x, 0, zc), (0.002, cw_y, hz)),
+                            ("nasal_wall_right", (cw_x, 0, zc), (0.002, cw_y, hz)),
+                            ("nasal_floor", (0, cw_y, zc), (cw_x, 0.002, hz)),
+                            ("nasal_roof", (0, -cw_y, zc), (cw_x, 0.002, hz))]:
+        _add_static_box(frame, name, pos, size, mucosa, collide=False)
+    sw, s0, s1 = 0.024, c1, 0.092
+    sz, shz = (s0 + s1) / 2, (s1 - s0) / 2
+    bone = (0.55, 0.46, 0.38, 1)
+    for name, pos, size in [("sphenoid_wall_left", (-sw, 0, sz), (0.002, sw, shz)),
+                            ("sphenoid_wall_right", (sw, 0, sz), (0.002, sw, shz)),
+                            ("sphenoid_floor", (0, sw, sz), (sw, 0.002, shz)),
+                            ("sphenoid_roof", (0, -sw, sz), (sw, 0.002, shz)),
+                            ("sphenoid_back", (0, 0, s1), (sw, sw, 0.002))]:
+        _add_static_box(frame, name, pos, size, bone, collide=False)
+    # sella/pituitary target on the back wall, seeded lateral offset
+    off = rng.uniform(-0.006, 0.006, size=2)
+    depth = 0.085
+    target_pos = port + rot @ np.array([off[0], off[1], depth])
+    body = wb.add_body(name="sphenoid_target", pos=list(target_pos), quat=list(q_head))
+    body.add_geom(name="sphenoid_target_geom", type=mujoco.mjtGeom.mjGEOM_SPHERE, size=[0.005, 0, 0],
+                  rgba=list(SPHENOID_TARGET_RGBA), contype=0, conaffinity=0)
+    wb.add_site(name="task_center", pos=list(target_pos), size=[0.003, 0, 0], group=SCENE_SITE_GROUP)
+    # Second nostril for the PSM: 12 mm beside the scope's, aimed at the target.
+    psm_port = port + 0.012 * rot[:, 0]
+    wb.add_site(name="psm_port", pos=list(psm_port), size=[0.003, 0, 0], rgba=[1, 0, 1, 1], group=SCENE_SITE_GROUP)
+    return psm_port, target_pos - psm_port, np.array([0.9, -0.45, 1.0])
+
+
+def build_spec(scene: str, seed: int = 0) -> mujoco.MjSpec:
+    """The scene as an MjSpec with robots attached and the `stand` keyframe added."""
+    if scene not in SCENES:
+        raise ValueError(f"unknown scene {scene!r} (choose from {', '.join(SCENES)})")
+    rng = np.random.default_rng(int(seed))
+    line = stand_scope_line()
+    spec = mujoco.MjSpec()
+    _common(spec)
+    # Robots first so the G1's qpos block starts at 0 (pelvis free joint, then contract order).
+    # The task geometry decides where the PSM port is, so lay it out on a scratch spec first.
+    scratch = mujoco.MjSpec()
+    psm_port, psm_dir, psm_lean = (_box_trainer if scene == "box_trainer" else _endonasal)(
+        scratch, np.random.default_rng(int(seed)), line)
+    has_psm = _attach_robots(spec, psm_port, psm_dir, psm_lean)
+    (_box_trainer if scene == "box_trainer" else _endonasal)(spec, rng, line)
+    # Software GL (osmesa/llvmpipe): a shadow-casting light costs ~90 ms a frame
+    # and reflections ~15 ms; the endoscope needs neither.
+    for light in spec.lights:
+        light.castshadow = False
+    spec.modelname = f"surgbot_{scene}"
+    spec.comment = f"scene={scene} seed={int(seed)} psm={'yes' if has_psm else 'no'}"
+    # Keyframe `stand`: qpos0 with the G1 joints at STAND_POSTURE.
+    with _quiet_attach():
+        model = spec.compile()
+    qpos = model.qpos0.copy()
+    for name, q in STAND_POSTURE.items():
+        qpos[model.jnt_qposadr[model.joint(name).id]] = q
+    spec.add_key(name="stand", qpos=list(qpos), ctrl=[0.0] * model.nu, time=0.0)
+    return spec
+
+
+def build_model(scene: str, seed: int = 0) -> mujoco.MjModel:
+    """Compiled model of `scene` (`box_trainer` or `endonasal`) with object placement from `seed`."""
+    spec = build_spec(scene, seed)
+    with _quiet_attach():
+        return spec.compile()
+
+
+def has_psm(model: mujoco.MjModel) -> bool:
+    return mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_BODY, PSM_ROOT_BODY) >= 0
+
+
+def task_bodies(model: mujoco.MjModel) -> list[str]:
+    """Names of the task objects (targets, blocks, needle, pegs, ...) in the model."""
+    names = []
+    for i in range(model.nbody):
+        name = model.body(i).name
+        if name.startswith(TASK_BODY_PREFIXES):
+            names.append(name)
+    return names
+
+
+def reset_to_stand(model: mujoco.MjModel, data: mujoco.MjData) -> None:
+    """Put `data` at the `stand` keyframe (if the model has one) and run forward kinematics."""
+    kid = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_KEY, "stand")
+    if kid >= 0:
+        mujoco.mj_resetDataKeyframe(model, data, kid)
+    else:
+        mujoco.mj_resetData(model, data)
+    mujoco.mj_forward(model, data)

@@ -1,0 +1,541 @@
+"""The endoscope holder core: modes, commands and fulcrum registration (no ROS).
+
+State in (measured joint positions, commands, head/button/PSM inputs, each
+with a timestamp from the caller's clock), joint command out (`step(t)`).
+
+Control structure, per step:
+
+* a *setpoint view* (pivot-feasible tip pose, `pivot.View`) moves toward the
+  mode's goal through the tremor filter and a speed limit;
+* the pivot IK integrates a *kinematic reference* `q_ref` that follows the
+  setpoint exactly on the model (fulcrum first, then view, then posture);
+* a joint-space integrator on `q_ref - q_measured` adds the offset the
+  robot's PD needs against gravity sag, disturbances and tracking error, so
+  the *measured* arm converges to `q_ref` (and, the model being the sim's
+  own MJCF, the measured scope to the setpoint view);
+* the command is `q_ref + offset` with `dq_ref` as velocity feed-forward.
+
+Bad input (non-finite values, wrong frame, unknown joints) is rejected with a
+reason and changes nothing.  Everything the node should log is queued in
+`events` as (level, text).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pinocchio as pin
+
+from surgbot import contract
+from surgbot.control.filters import TremorFilter
+from surgbot.control.pivot import PivotConfig, PivotIK, ScopeState, View, rotation_aligning
+from surgbot.kinematics.g1_arm import G1ScopeArm
+
+MODES = contract.ENDOSCOPE_MODES
+IDLE, HOLD, TELEOP, HEAD_FOLLOW, TOOL_FOLLOW, FAULT = MODES
+
+
+@dataclass
+class HolderConfig:
+    rate_hz: float = 500.0
+    fulcrum: tuple | None = None            # world point; None: captured at start at entry_depth
+    entry_depth: float = 0.05               # m, tip ahead of the fulcrum when capturing it
+    pivot: PivotConfig = field(default_factory=PivotConfig)
+    teleop_timeout_s: float = contract.ENDOSCOPE_TELEOP_TIMEOUT_S
+    max_angular_speed: float = np.radians(45.0)    # rad/s, setpoint pan/tilt/roll speed
+    max_insertion_speed: float = 0.04              # m/s
+    max_angular_accel: float = np.radians(60.0)    # rad/s^2: smooth starts/stops keep the arm on the fulcrum
+    max_insertion_accel: float = 0.06              # m/s^2
+    max_servo_cv_angular: float = 1.0              # rad/s, larger servo_cv is rejected
+    max_servo_cv_linear: float = 0.1               # m/s
+    tremor_notches: tuple = ((6.5, 1.5), (8.5, 1.5), (11.5, 1.5))
+    tremor_lowpass_hz: float = 40.0
+    bridge_kp: dict | None = None                  # name -> kp the bridge uses (default: g1_bridge's)
+    bridge_kd: dict | None = None                  # name -> kd the bridge uses (default: g1_bridge's)
+    integral_stability: float = 0.6                # per joint ki <= this * kd / M_jj (PID stability: ki < kd/I)
+    accel_feedforward: bool = True                 # q offset M(q) ddq / kp: the PD then supplies the inertia torque
+    accel_filter_hz: float = 30.0
+    command_lead_s: float = 0.006                  # s, q command leads by dq*lead: covers the link delay
+    integral_gain: float = 15.0                    # 1/s, joint-space sag/disturbance correction (upper bound)
+    integral_limit: float = 0.25                   # rad, anti-windup
+    fault_fulcrum_error: float = 0.015             # m, measured, sustained -> FAULT (FACTS: >20 mm injures)
+    fault_persist_s: float = 0.5
+    joint_state_timeout_s: float = 0.1
+    # head follow
+    deadman_button: int = 0
+    head_pan_gain: float = 1.0
+    head_tilt_gain: float = 1.0
+    head_zoom_gain: float = 0.5
+    # tool follow
+    psm_base_pose: tuple | None = None             # (x y z qx qy qz qw) of PSM1_base in world
+    tool_deadband_out_deg: float = 8.0             # start re-centring beyond this
+    tool_deadband_in_deg: float = 2.0              # stop once within this
+    tool_speed_deg: float = 10.0                   # deg/s
+    psm_timeout_s: float = 0.5
+
+
+def _finite(*arrays) -> bool:
+    return all(np.all(np.isfinite(np.asarray(a, float))) for a in arrays)
+
+
+def _quat_xyzw_to_R(q) -> np.ndarray:
+    q = np.asarray(q, float)
+    return pin.Quaternion(q[3], q[0], q[1], q[2]).normalized().toRotationMatrix()
+
+
+class EndoscopeHolderCore:
+    """Modes IDLE/HOLD/TELEOP/HEAD_FOLLOW/TOOL_FOLLOW/FAULT around the pivot IK."""
+
+    def __init__(self, arm: G1ScopeArm, config: HolderConfig | None = None):
+        self.arm = arm
+        self.cfg = config or HolderConfig()
+        self.dt = 1.0 / self.cfg.rate_hz
+        n = arm.nq
+        self.n = n
+        self.ik: PivotIK | None = None
+        if self.cfg.fulcrum is not None:
+            self._make_ik(np.asarray(self.cfg.fulcrum, float), None)
+        self.mode = IDLE
+        self.events: list[tuple[str, str]] = []
+        self.q_meas = np.zeros(n)
+        self.t_meas: float | None = None
+        self.q_ref = np.zeros(n)
+        self.dq_ref = np.zeros(n)
+        self.offset = np.zeros(n)
+        self.q_cmd = np.zeros(n)
+        self.setpoint: View | None = None
+        self.goal: View | None = None
+        self.anchor: View | None = None
+        self._filter = TremorFilter(4, self.cfg.rate_hz, self.cfg.tremor_notches, self.cfg.tremor_lowpass_hz)
+        self._last_cmd_t = -np.inf
+        self._cv = None                     # (w (3), v_insertion) of the latest servo_cv
+        self._fault_since: float | None = None
+        self._sp_vel = np.zeros(4)          # setpoint velocity: tip-frame angular (3), insertion (1)
+        self.measured: ScopeState | None = None
+        self.reasons_last_cmd: list[str] = []
+        # head follow
+        self._deadman = False
+        self._head: tuple[np.ndarray, np.ndarray] | None = None
+        self._head_ref: tuple[np.ndarray, np.ndarray] | None = None
+        # tool follow
+        self._psm_base = None if self.cfg.psm_base_pose is None else self._se3(self.cfg.psm_base_pose)
+        self._tool_world: np.ndarray | None = None
+        self._tool_t = -np.inf
+        self._tool_tracking = False
+        kp = dict(self.cfg.bridge_kp or {})
+        kd = dict(self.cfg.bridge_kd or {})
+        if not kp or not kd:
+            from surgbot.control.g1_bridge import DEFAULT_KD, DEFAULT_KP, UPPER_NAMES
+            kp = kp or dict(zip(UPPER_NAMES, DEFAULT_KP.tolist()))
+            kd = kd or dict(zip(UPPER_NAMES, DEFAULT_KD.tolist()))
+        self._inv_kp = np.array([1.0 / float(kp.get(nm, 1e9)) for nm in arm.joint_names])
+        self._kd = np.array([float(kd.get(nm, 0.0)) for nm in arm.joint_names])
+        self._ki = np.full(n, self.cfg.integral_gain)
+        self._ddq = np.zeros(n)
+        self._acc_alpha = 1.0 - np.exp(-2 * np.pi * self.cfg.accel_filter_hz * self.dt)
+        self.stats = {"steps": 0, "rejected": 0, "saturated_steps": 0}
+
+    # ------------------------------------------------------------------ helpers
+    @staticmethod
+    def _se3(pose) -> pin.SE3:
+        p = np.asarray(pose, float)
+        return pin.SE3(_quat_xyzw_to_R(p[3:7]), p[:3].copy())
+
+    def _event(self, level: str, text: str) -> None:
+        self.events.append((level, text))
+        if len(self.events) > 200:
+            del self.events[:100]
+
+    def _reject(self, text: str) -> tuple[bool, str]:
+        self.stats["rejected"] += 1
+        self._event("error", text)
+        return False, text
+
+    def _make_ik(self, fulcrum: np.ndarray, axis: np.ndarray | None) -> None:
+        if self.ik is None:
+            self.ik = PivotIK(self.arm, fulcrum, self.cfg.pivot, port_axis=axis)
+        else:
+            self.ik.fulcrum = fulcrum.copy()
+            if axis is not None:
+                self.ik.port_axis = axis / np.linalg.norm(axis)
+
+    @property
+    def fulcrum(self) -> np.ndarray | None:
+        return None if self.ik is None else self.ik.fulcrum
+
+    @property
+    def active_names(self) -> tuple[str, ...]:
+        ik = self.ik
+        act = ik.active if ik is not None else np.isin(np.arange(self.n), self.arm.arm_idx)
+        return tuple(n for n, a in zip(self.arm.joint_names, act) if a)
+
+    def _set_mode(self, mode: str, why: str = "") -> None:
+        if mode != self.mode:
+            self._event("info", f"mode {self.mode} -> {mode}" + (f" ({why})" if why else ""))
+            self.mode = mode
+
+    def _capture(self) -> None:
+        """Setpoint := the view where the arm is now; reference := measured joints."""
+        self.q_ref = self.q_meas.copy()
+        self._ddq[:] = 0.0
+        self.offset[:] = 0.0
+        self.dq_ref[:] = 0.0
+        self.setpoint = self.ik.view_of(self.q_meas)
+        self.goal = self.setpoint.copy()
+        self._reanchor()
+
+    def _reanchor(self) -> None:
+        self.anchor = self.setpoint.copy()
+        self._sp_vel[:] = 0.0
+        self._filter.reset(np.array([0.0, 0.0, 0.0, self.setpoint.depth]))
+
+    # ------------------------------------------------------------------ inputs
+    def update_joint_state(self, names, positions, t: float) -> tuple[bool, str]:
+        names = list(names)
+        positions = np.asarray(positions, float)
+        if len(names) != len(positions):
+            return self._reject(f"joint state: {len(names)} names but {len(positions)} positions")
+        if not _finite(positions):
+            return self._reject("joint state: non-finite position")
+        index = {nm: i for i, nm in enumerate(self.arm.joint_names)}
+        got = {index[nm]: p for nm, p in zip(names, positions) if nm in index}
+        if len(got) < self.n:
+            missing = [nm for nm in self.arm.joint_names if index[nm] not in got]
+            return self._reject(f"joint state lacks {missing}")
+        for i, p in got.items():
+            self.q_meas[i] = p
+        first = self.t_meas is None
+        self.t_meas = float(t)
+        if first:
+            self.q_ref = self.q_meas.copy()
+            self.q_cmd = self.q_meas.copy()
+            if self.ik is None:
+                self.set_fulcrum(depth=self.cfg.entry_depth)
+            elif self.ik.port_axis is None:
+                M = self.arm.tip_pose(self.q_meas)
+                self.ik.port_axis = M.rotation[:, 2].copy()
+            # the posture the null space pulls toward: the one the arm started in
+            self.ik.q_posture = self.q_meas.copy()
+        return True, ""
+
+    def set_hold(self, on: bool) -> tuple[bool, str]:
+        if self.t_meas is None or self.ik is None:
+            return False, "no joint state yet"
+        if on:
+            self._capture()
+            self._set_mode(HOLD, "hold requested")
+            return True, "HOLD"
+        self._set_mode(IDLE, "hold released")
+        return True, "IDLE"
+
+    def set_follow_tool(self, on: bool) -> tuple[bool, str]:
+        if not on:
+            if self.mode == TOOL_FOLLOW:
+                self._set_mode(HOLD, "tool follow off")
+            return True, self.mode
+        if self._psm_base is None:
+            return False, "psm_base_pose is not configured"
+        if self.mode in (IDLE, FAULT):
+            return False, f"not in {self.mode}: call hold first"
+        self._tool_tracking = False
+        self.goal = self.setpoint.copy()
+        self._set_mode(TOOL_FOLLOW, "follow_tool requested")
+        return True, TOOL_FOLLOW
+
+    def set_fulcrum(self, depth: float | None = None) -> tuple[bool, str]:
+        """Fulcrum := the shaft point `depth` behind the tip (default: the current entry depth)."""
+        if self.t_meas is None:
+            return False, "no joint state yet"
+        M = self.arm.tip_pose(self.q_meas)
+        z = M.rotation[:, 2].copy()
+        if depth is None:
+            depth = self.ik_depth() if self.ik is not None else self.cfg.entry_depth
+        lo, hi = self.cfg.pivot.depth_range
+        if not (lo <= depth <= hi):
+            return False, f"entry depth {depth * 1e3:.1f} mm outside [{lo * 1e3:.0f}, {hi * 1e3:.0f}] mm"
+        self._make_ik(M.translation - depth * z, z)
+        self._event("info", f"fulcrum set at {np.round(self.ik.fulcrum, 4).tolist()} ({depth * 1e3:.1f} mm behind the tip)")
+        if self.mode != IDLE:
+            self._capture()
+            if self.mode not in (HOLD, FAULT):
+                self._set_mode(HOLD, "fulcrum re-registered")
+        return True, f"fulcrum {np.round(self.ik.fulcrum, 4).tolist()}"
+
+    def ik_depth(self) -> float:
+        return self.ik.state(self.q_meas).depth
+
+    def _can_teleop(self) -> str:
+        if self.mode in (IDLE, HOLD, TELEOP):
+            return ""
+        return f"servo command ignored in {self.mode}"
+
+    def servo_cp(self, position, quat_xyzw, frame_id: str, t: float) -> tuple[bool, str]:
+        """Desired tip pose in world: projected onto pivot-feasible poses."""
+        if frame_id != contract.WORLD_FRAME:
+            return self._reject(f"servo_cp: frame_id {frame_id!r}, expected {contract.WORLD_FRAME!r}")
+        if not _finite(position, quat_xyzw):
+            return self._reject("servo_cp: non-finite pose")
+        qn = float(np.linalg.norm(quat_xyzw))
+        if not 0.5 < qn < 1.5:
+            return self._reject(f"servo_cp: quaternion norm {qn:.3f} is not a rotation")
+        if self.ik is None or self.t_meas is None:
+            return self._reject("servo_cp: no joint state/fulcrum yet")
+        busy = self._can_teleop()
+        if busy:
+            return self._reject(busy)
+        view, reasons = self.ik.project(np.asarray(position, float), _quat_xyzw_to_R(quat_xyzw))
+        if reasons:
+            self._event("warn", "servo_cp: " + "; ".join(reasons))
+        self.reasons_last_cmd = reasons
+        self._enter_teleop(t)
+        self.goal = view
+        self._cv = None
+        return True, "; ".join(reasons)
+
+    def servo_cv(self, linear, angular, frame_id: str, t: float) -> tuple[bool, str]:
+        """View velocity in the tip frame: angular x/y pan/tilt about the fulcrum, z roll; linear z insertion."""
+        if frame_id not in (contract.ENDOSCOPE_TIP_FRAME, ""):
+            return self._reject(f"servo_cv: frame_id {frame_id!r}, expected {contract.ENDOSCOPE_TIP_FRAME!r}")
+        if not _finite(linear, angular):
+            return self._reject("servo_cv: non-finite twist")
+        w = np.asarray(angular, float)
+        v = float(linear[2])
+        if np.linalg.norm(w) > self.cfg.max_servo_cv_angular or abs(v) > self.cfg.max_servo_cv_linear:
+            return self._reject(f"servo_cv: |w| {np.linalg.norm(w):.2f} rad/s or |v| {abs(v):.3f} m/s over the limit")
+        if abs(linear[0]) > 1e-9 or abs(linear[1]) > 1e-9:
+            self._event("warn", "servo_cv: linear x/y ignored (the shaft pivots about the fulcrum)")
+        if self.ik is None or self.t_meas is None:
+            return self._reject("servo_cv: no joint state/fulcrum yet")
+        busy = self._can_teleop()
+        if busy:
+            return self._reject(busy)
+        self._enter_teleop(t)
+        self._cv = (w.copy(), v)
+        return True, ""
+
+    def _enter_teleop(self, t: float) -> None:
+        if self.mode != TELEOP:
+            if self.mode == IDLE:
+                self._capture()
+            else:
+                self.goal = self.setpoint.copy()
+                self._reanchor()
+            self._set_mode(TELEOP, "servo command")
+        self._last_cmd_t = float(t)
+
+    def head(self, position, quat_xyzw, frame_id: str, t: float) -> tuple[bool, str]:
+        if frame_id != contract.WORLD_FRAME or not _finite(position, quat_xyzw):
+            return self._reject("head: bad frame or non-finite pose")
+        self._head = (np.asarray(position, float).copy(), _quat_xyzw_to_R(quat_xyzw))
+        return True, ""
+
+    def buttons(self, buttons, t: float) -> tuple[bool, str]:
+        b = list(buttons)
+        pressed = len(b) > self.cfg.deadman_button and bool(b[self.cfg.deadman_button])
+        if pressed and not self._deadman:
+            if self._head is None:
+                self._event("warn", "deadman pressed but no /teleop/head yet")
+            elif self.mode in (HOLD, TELEOP):
+                self._head_ref = (self._head[0].copy(), self._head[1].copy())
+                self.goal = self.setpoint.copy()
+                self._reanchor()
+                self._set_mode(HEAD_FOLLOW, "deadman pressed")
+            else:
+                self._event("warn", f"deadman ignored in {self.mode}")
+        elif not pressed and self._deadman and self.mode == HEAD_FOLLOW:
+            self._set_mode(HOLD, "deadman released")
+        self._deadman = pressed
+        return True, ""
+
+    def psm_tip(self, position, frame_id: str, t: float) -> tuple[bool, str]:
+        """PSM tool tip in PSM1_base (from /PSM1/measured_cp)."""
+        if frame_id not in (contract.PSM_BASE_FRAME, "") or not _finite(position):
+            return self._reject("psm measured_cp: bad frame or non-finite")
+        if self._psm_base is None:
+            return False, "psm_base_pose not configured"
+        self._tool_world = self._psm_base.act(np.asarray(position, float))
+        self._tool_t = float(t)
+        return True, ""
+
+    # ------------------------------------------------------------------ step
+    def step(self, t: float) -> tuple[tuple[str, ...], np.ndarray, np.ndarray] | None:
+        """One control period.  Returns (joint names, positions, velocities) or None (no command)."""
+        if self.t_meas is None or self.ik is None:
+            return None
+        self.stats["steps"] += 1
+        self.measured = self.ik.state(self.q_meas)
+        if self.mode == IDLE:
+            return None
+        if t - self.t_meas > self.cfg.joint_state_timeout_s:
+            if self.mode != FAULT:
+                self._set_mode(FAULT, f"joint state {1e3 * (t - self.t_meas):.0f} ms old")
+            return self._command(np.zeros(self.n))
+        if self.mode == FAULT:
+            return self._command(np.zeros(self.n))
+        self._check_fault(t)
+        if self.mode == FAULT:
+            return self._command(np.zeros(self.n))
+        if self.mode == TELEOP and t - self._last_cmd_t > self.cfg.teleop_timeout_s:
+            self._cv = None
+            self._set_mode(HOLD, f"no command for {1e3 * self.cfg.teleop_timeout_s:.0f} ms")
+            self.goal = self.setpoint.copy()
+
+        dt = self.dt
+        ik = self.ik
+        if self.mode == TELEOP and self._cv is not None:
+            w, v = self._cv
+            self.goal, reasons = ik.move_view(self.goal, w[0] * dt, w[1] * dt, v * dt, w[2] * dt)
+            if reasons:
+                self.reasons_last_cmd = reasons
+        elif self.mode == HEAD_FOLLOW:
+            self._head_goal()
+        elif self.mode == TOOL_FOLLOW:
+            self._tool_goal(t)
+
+        prev = self.setpoint
+        if self.mode in (TELEOP, HEAD_FOLLOW):
+            filtered = self._filtered(self.goal)
+        else:
+            filtered = self.goal
+        new = self._speed_limited(prev, filtered)
+        w_ff = pin.log3(prev.rotation.T @ new.rotation) / dt
+        d_ff = (new.depth - prev.depth) / dt
+        self.setpoint = new
+
+        inactive = ~ik.active
+        self.q_ref[inactive] = self.q_meas[inactive]
+        dq, _ = ik.step(self.q_ref, new, dt, w_ff, d_ff)
+        if not _finite(dq):
+            self._set_mode(FAULT, "IK produced a non-finite step")
+            return self._command(np.zeros(self.n))
+        if ik.info.saturated:
+            self.stats["saturated_steps"] += 1
+            if self.stats["saturated_steps"] % 250 == 1:
+                self._event("warn", f"joint limit: {sorted(set(ik.info.saturated))} held at the margin, view clipped")
+        self.q_ref += dq * dt
+        self._ddq += self._acc_alpha * ((dq - self.dq_ref) / dt - self._ddq)
+        self.dq_ref = dq
+        err = (self.q_ref - self.q_meas) * ik.active
+        lim = self.cfg.integral_limit
+        np.clip(self.offset + self._ki * dt * err, -lim, lim, out=self.offset)
+        return self._command(dq)
+
+    def _command(self, dq: np.ndarray):
+        if self.mode == FAULT:
+            dq = np.zeros(self.n)     # freeze: keep the last command, never go limp
+        else:
+            q = self.q_ref + self.offset + self.cfg.command_lead_s * dq
+            M = pin.crba(self.arm.model, self.arm.data, self.q_ref)
+            Md = np.diag(M)
+            # per-joint PID stability bound ki < kd / I (I: the joint's inertia at this posture)
+            np.minimum(self.cfg.integral_gain, self.cfg.integral_stability * self._kd / Md, out=self._ki)
+            if self.cfg.accel_feedforward:
+                q = q + (np.triu(M) + np.triu(M, 1).T) @ self._ddq * self._inv_kp * self.ik.active
+            q = np.clip(q, self.arm.limits.lower, self.arm.limits.upper)
+            self.q_cmd = q
+        act = self.ik.active
+        names = tuple(nm for nm, a in zip(self.arm.joint_names, act) if a)
+        return names, self.q_cmd[act].copy(), dq[act].copy()
+
+    def _check_fault(self, t: float) -> None:
+        err = self.measured.fulcrum_error
+        if err > self.cfg.fault_fulcrum_error:
+            if self._fault_since is None:
+                self._fault_since = t
+            elif t - self._fault_since >= self.cfg.fault_persist_s:
+                self._set_mode(FAULT, f"measured fulcrum error {err * 1e3:.1f} mm")
+        else:
+            self._fault_since = None
+
+    def _filtered(self, goal: View) -> View:
+        a = self.anchor
+        x = np.empty(4)
+        x[:3] = pin.log3(a.rotation.T @ goal.rotation)
+        x[3] = goal.depth
+        y = self._filter(x)
+        return View(a.rotation @ pin.exp3(y[:3]), float(y[3]))
+
+    def _speed_limited(self, cur: View, tgt: View) -> View:
+        """Setpoint one period closer to `tgt` with bounded speed and acceleration.
+
+        Per part (rotation, insertion): the speed that can still stop at the
+        target, `min(v_max, sqrt(2 a_max d))`, along the remaining error;
+        the setpoint velocity moves toward it by at most `a_max dt`.
+        """
+        dt = self.dt
+        c = self.cfg
+        r = pin.log3(cur.rotation.T @ tgt.rotation)
+        dd = tgt.depth - cur.depth
+        v = self._sp_vel
+        v[:3] = self._approach(v[:3], r, c.max_angular_speed, c.max_angular_accel, dt)
+        v[3:] = self._approach(v[3:], np.array([dd]), c.max_insertion_speed, c.max_insertion_accel, dt)
+        return View(cur.rotation @ pin.exp3(v[:3] * dt), cur.depth + float(v[3]) * dt)
+
+    @staticmethod
+    def _approach(v: np.ndarray, err: np.ndarray, vmax: float, amax: float, dt: float) -> np.ndarray:
+        dist = float(np.linalg.norm(err))
+        if dist < 1e-12:
+            want = np.zeros_like(v)
+        else:
+            # stop exactly: never ask for more than the error left in one period
+            speed = min(vmax, np.sqrt(2.0 * amax * dist), dist / dt)
+            want = err * (speed / dist)
+        dv = want - v
+        n = float(np.linalg.norm(dv))
+        if n > amax * dt:
+            dv *= amax * dt / n
+        return v + dv
+
+    def _head_goal(self) -> None:
+        if self._head is None or self._head_ref is None:
+            return
+        p0, R0 = self._head_ref
+        p, R = self._head
+        r = pin.log3(R0.T @ R)            # head-frame rotation since the deadman press (x fwd, y left, z up)
+        yaw, pitch = r[2], r[1]
+        fwd = float(np.dot(p - p0, R0[:, 0]))
+        c = self.cfg
+        self.goal, _ = self.ik.move_view(self.anchor, -c.head_tilt_gain * pitch, -c.head_pan_gain * yaw,
+                                         c.head_zoom_gain * fwd, 0.0)
+
+    def _tool_goal(self, t: float) -> None:
+        if self._tool_world is None or t - self._tool_t > self.cfg.psm_timeout_s:
+            return
+        u = self._tool_world - self.ik.fulcrum
+        nu = float(np.linalg.norm(u))
+        if nu < 1e-6:
+            return
+        u /= nu
+        z = self.setpoint.rotation[:, 2]
+        ang = float(np.degrees(np.arccos(np.clip(np.dot(z, u), -1.0, 1.0))))
+        if ang > self.cfg.tool_deadband_out_deg:
+            self._tool_tracking = True
+        elif ang < self.cfg.tool_deadband_in_deg:
+            self._tool_tracking = False
+        if not self._tool_tracking:
+            self.goal = self.setpoint.copy()
+            return
+        step = min(np.radians(ang), np.radians(self.cfg.tool_speed_deg) * self.dt)
+        Ra = rotation_aligning(z, u)
+        axis_angle = pin.log3(Ra)
+        nrm = float(np.linalg.norm(axis_angle))
+        R = pin.exp3(axis_angle * (step / nrm)) @ self.setpoint.rotation if nrm > 1e-9 else self.setpoint.rotation
+        view, _ = self.ik.project(self.ik.fulcrum + self.setpoint.depth * R[:, 2], R)
+        self.goal = view
+
+    # ------------------------------------------------------------------ outputs
+    def tip_pose(self) -> pin.SE3:
+        return self.arm.tip_pose(self.q_meas)
+
+    def diagnostics(self) -> dict:
+        m = self.measured
+        return {
+            "mode": self.mode,
+            "fulcrum_error_m": None if m is None else m.fulcrum_error,
+            "depth_m": None if m is None else m.depth,
+            "sigma_min": None if self.ik is None else self.ik.info.sigma_min,
+            "saturated": [] if self.ik is None else list(self.ik.info.saturated),
+            "integral_offset_max_rad": float(np.max(np.abs(self.offset))),
+            **self.stats,
+        }

@@ -1,0 +1,362 @@
+"""ROS-free core of the G1 bridge: arm commands by joint name -> `rt/arm_sdk` every 2 ms.
+
+The bridge never lets the arm jump and never drops the scope:
+
+* every target moves toward its goal at most `max_velocity` (default
+  0.5 rad/s, Unitree's arm_sdk example figure) per second of real time;
+* `engage` starts from the MEASURED posture (target = goal = measured q)
+  and ramps the arm_sdk weight 0 -> 1 over `ramp_time` (2 s); `release`
+  ramps it back to 0 over the same time, then stops streaming;
+* with no new command the last target is held (never dropped);
+* `rt/lowstate` older than `stale_after` (50 ms) while streaming -> stop
+  streaming, FAULT (IDLE streams nothing, so it only reports the age).
+  The robot keeps the last arm_sdk command (as the twin does), so the arm
+  holds.  Only fresh state plus an explicit `engage` resumes; that engage
+  starts from the weight last sent, so the blend is continuous;
+* bad input (NaN/inf, unknown or lower-body names, mismatched lengths,
+  duplicates, targets outside the joint limits) is rejected with a reason
+  and changes nothing;
+* shutdown while engaged holds the last targets (the stream stops, the
+  robot keeps them) unless `release_on_shutdown`.
+
+Time is passed in (`now`, seconds, monotonic); `step(now)` is called by the
+node's 500 Hz timer and is steppable in a test without threads.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from surgbot import contract
+
+UPPER = tuple(contract.G1_UPPER_BODY)                     # indices 12..28
+UPPER_NAMES = tuple(contract.G1_JOINT_NAMES[i] for i in UPPER)
+UPPER_INDEX = {n: k for k, n in enumerate(UPPER_NAMES)}
+N_UPPER = len(UPPER)
+
+G1_MJCF = Path(__file__).resolve().parents[2] / "sim" / "models" / "g1_29dof.xml"
+
+# Joint limits of the 17 upper-body joints (rad), generated from
+# sim/models/g1_29dof.xml (= FACTS.md, Unitree URDF); used when the MJCF is not
+# installed.  tests/test_g1_bridge_core.py checks it against the MJCF.
+UPPER_LIMITS_TABLE = np.array([
+    [-2.618, 2.618], [-0.52, 0.52], [-0.52, 0.52],
+    [-3.0892, 2.6704], [-1.5882, 2.2515], [-2.618, 2.618], [-1.0472, 2.0944],
+    [-1.97222, 1.97222], [-1.61443, 1.61443], [-1.61443, 1.61443],
+    [-3.0892, 2.6704], [-2.2515, 1.5882], [-2.618, 2.618], [-1.0472, 2.0944],
+    [-1.97222, 1.97222], [-1.61443, 1.61443], [-1.61443, 1.61443],
+])
+
+# arm_sdk gains per upper-body joint: waist, then shoulder p/r/y, elbow,
+# wrist r/p/y per arm.  Stiffer than Unitree's example (60/1.5) at the
+# shoulder/elbow to hold a scope; wrist pitch/yaw are 5 Nm motors.
+DEFAULT_KP = np.array([200, 200, 200] + [150, 150, 100, 100, 40, 30, 30] * 2, dtype=float)
+DEFAULT_KD = np.array([5, 5, 5] + [3, 3, 2, 2, 1, 0.8, 0.8] * 2, dtype=float)
+
+
+class State(str, Enum):
+    IDLE = "IDLE"            # not streaming, robot in its own standing control (weight 0)
+    ENGAGING = "ENGAGING"    # weight ramping up
+    ENGAGED = "ENGAGED"      # weight 1, following commands
+    RELEASING = "RELEASING"  # weight ramping down
+    FAULT = "FAULT"          # lowstate stale: not streaming, robot holds the last command
+
+
+STREAMING = (State.ENGAGING, State.ENGAGED, State.RELEASING)
+
+
+@dataclass
+class ArmSdkCommand:
+    """One rt/arm_sdk sample: per upper-body joint (contract order 12..28) + weight."""
+
+    q: np.ndarray
+    dq: np.ndarray
+    tau: np.ndarray
+    kp: np.ndarray
+    kd: np.ndarray
+    weight: float
+
+
+@dataclass
+class Result:
+    ok: bool
+    reason: str = ""
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+
+def joint_limits_from_mjcf(path: Path | str = G1_MJCF) -> np.ndarray:
+    """(17, 2) position limits of the upper-body joints, read with MuJoCo."""
+    import mujoco
+    m = mujoco.MjModel.from_xml_path(str(path))
+    return np.array([m.jnt_range[m.joint(n).id] for n in UPPER_NAMES], dtype=float)
+
+
+def upper_limits() -> np.ndarray:
+    try:
+        return joint_limits_from_mjcf()
+    except Exception:  # noqa: BLE001 - no MJCF installed: the generated table
+        return UPPER_LIMITS_TABLE.copy()
+
+
+class GravityModel:
+    """Gravity torques of the G1 (with its scope) at a measured posture, from the MJCF.
+
+    The arm_sdk PD at weight 1 replaces the robot's own controller, so the
+    bridge sends gravity as `tau` feed-forward; pelvis orientation from the IMU.
+    """
+
+    def __init__(self, path: Path | str = G1_MJCF):
+        import mujoco
+        self._mj = mujoco
+        self.model = mujoco.MjModel.from_xml_path(str(path))
+        self.model.opt.disableflags |= int(mujoco.mjtDisableBit.mjDSBL_CONSTRAINT)
+        self.data = mujoco.MjData(self.model)
+        self._qadr = np.array([self.model.jnt_qposadr[self.model.joint(n).id] for n in contract.G1_JOINT_NAMES])
+        self._dadr = np.array([self.model.jnt_dofadr[self.model.joint(n).id] for n in contract.G1_JOINT_NAMES])
+        free = [j for j in range(self.model.njnt) if self.model.jnt_type[j] == mujoco.mjtJoint.mjJNT_FREE]
+        self._quat_adr = int(self.model.jnt_qposadr[free[0]]) + 3 if free else None
+        self._out = np.zeros(self.model.nv)
+
+    def __call__(self, q29: np.ndarray, quat_wxyz: Sequence[float] | None = None) -> np.ndarray:
+        d = self.data
+        d.qpos[self._qadr] = q29
+        if self._quat_adr is not None and quat_wxyz is not None:
+            d.qpos[self._quat_adr:self._quat_adr + 4] = quat_wxyz
+        d.qvel[:] = 0.0
+        d.qacc[:] = 0.0
+        self._mj.mj_kinematics(self.model, d)
+        self._mj.mj_comPos(self.model, d)
+        self._mj.mj_rne(self.model, d, 0, self._out)
+        return self._out[self._dadr].copy()
+
+
+@dataclass
+class _Lowstate:
+    q: np.ndarray
+    dq: np.ndarray
+    tick: int
+    t_recv: float
+    quat: np.ndarray | None = None
+
+
+@dataclass
+class Counters:
+    commands_accepted: int = 0
+    commands_rejected: int = 0
+    lowstate_received: int = 0
+    lowstate_rejected: int = 0
+    faults: int = 0
+    sent: int = 0
+    extra: dict = field(default_factory=dict)
+
+
+class G1BridgeCore:
+    """State machine + target shaping for rt/arm_sdk (see module doc)."""
+
+    def __init__(self, limits: np.ndarray | None = None, kp: Sequence[float] | None = None,
+                 kd: Sequence[float] | None = None, max_velocity: float = 0.5, ramp_time: float = 2.0,
+                 stale_after: float = 0.05, dt: float = 0.002, command_timeout: float = 0.1,
+                 gravity: Callable[[np.ndarray, Sequence[float] | None], np.ndarray] | None = None,
+                 release_on_shutdown: bool = False):
+        self.limits = np.asarray(limits if limits is not None else upper_limits(), dtype=float)
+        self.kp = np.asarray(kp if kp is not None else DEFAULT_KP, dtype=float)
+        self.kd = np.asarray(kd if kd is not None else DEFAULT_KD, dtype=float)
+        for name, arr in (("limits", self.limits), ("kp", self.kp), ("kd", self.kd)):
+            if arr.shape[0] != N_UPPER or not np.all(np.isfinite(arr)):
+                raise ValueError(f"{name} must have {N_UPPER} finite rows, got shape {arr.shape}")
+        if max_velocity <= 0 or ramp_time <= 0 or stale_after <= 0 or dt <= 0:
+            raise ValueError("max_velocity, ramp_time, stale_after and dt must be > 0")
+        self.max_velocity = float(max_velocity)
+        self.ramp_time = float(ramp_time)
+        self.stale_after = float(stale_after)
+        self.dt = float(dt)
+        self.command_timeout = float(command_timeout)
+        self.gravity = gravity
+        self.release_on_shutdown = bool(release_on_shutdown)
+
+        self.state = State.IDLE
+        self.reason = "waiting for rt/lowstate"
+        self.weight = 0.0
+        self.target = np.zeros(N_UPPER)
+        self.goal = np.zeros(N_UPPER)
+        self._ff_velocity = np.zeros(N_UPPER)
+        self._ff_until = -math.inf
+        self._last_step: float | None = None
+        self._lowstate: _Lowstate | None = None
+        self.counters = Counters()
+
+    # ------------------------------------------------------------------ inputs
+    def on_lowstate(self, q29: Sequence[float], dq29: Sequence[float], tick: int, t_recv: float,
+                    quat_wxyz: Sequence[float] | None = None) -> Result:
+        q = np.asarray(q29, dtype=float)
+        dq = np.asarray(dq29, dtype=float)
+        if q.shape != (contract.G1_NUM_JOINTS,) or dq.shape != q.shape:
+            self.counters.lowstate_rejected += 1
+            return Result(False, f"lowstate needs {contract.G1_NUM_JOINTS} q and dq")
+        if not (np.all(np.isfinite(q)) and np.all(np.isfinite(dq))):
+            self.counters.lowstate_rejected += 1
+            return Result(False, "lowstate has non-finite values")
+        prev = self._lowstate
+        if prev is not None and int(tick) == prev.tick:
+            # A repeated tick is not news: the robot's clock did not move.
+            return Result(False, "lowstate tick did not advance")
+        self._lowstate = _Lowstate(q.copy(), dq.copy(), int(tick), float(t_recv),
+                                   None if quat_wxyz is None else np.asarray(quat_wxyz, dtype=float))
+        self.counters.lowstate_received += 1
+        return Result(True)
+
+    def lowstate_age(self, now: float) -> float:
+        return math.inf if self._lowstate is None else max(0.0, now - self._lowstate.t_recv)
+
+    def measured_upper(self) -> np.ndarray | None:
+        return None if self._lowstate is None else self._lowstate.q[list(UPPER)].copy()
+
+    def command(self, names: Sequence[str], positions: Sequence[float],
+                velocities: Sequence[float] | None = None, now: float = 0.0) -> Result:
+        """Set goals for a subset of the 17 upper-body joints; all or nothing."""
+        res = self._check_command(list(names), positions, velocities)
+        if not res.ok:
+            self.counters.commands_rejected += 1
+            return res
+        idx, pos, vel = res.reason
+        self.goal[idx] = pos
+        if vel is not None:
+            self._ff_velocity[:] = 0.0
+            self._ff_velocity[idx] = np.clip(vel, -self.max_velocity, self.max_velocity)
+            self._ff_until = now + self.command_timeout
+        self.counters.commands_accepted += 1
+        return Result(True)
+
+    def _check_command(self, names, positions, velocities):
+        try:
+            pos = np.asarray(list(positions), dtype=float)
+            vel = None if velocities is None or len(velocities) == 0 else np.asarray(list(velocities), dtype=float)
+        except (TypeError, ValueError):
+            return Result(False, "positions/velocities must be numbers")
+        if len(names) == 0:
+            return Result(False, "empty command: no joint names")
+        if pos.shape != (len(names),):
+            return Result(False, f"{len(names)} names but {pos.size} positions")
+        if vel is not None and vel.shape != (len(names),):
+            return Result(False, f"{len(names)} names but {vel.size} velocities")
+        if len(set(names)) != len(names):
+            return Result(False, "duplicate joint names")
+        lower = [n for n in names if n in contract.G1_INDEX and n not in UPPER_INDEX]
+        if lower:
+            return Result(False, f"not upper-body joints (arm_sdk drives indices 12..28 only): {lower}")
+        unknown = [n for n in names if n not in UPPER_INDEX]
+        if unknown:
+            return Result(False, f"unknown joint names: {unknown}")
+        if not np.all(np.isfinite(pos)) or (vel is not None and not np.all(np.isfinite(vel))):
+            return Result(False, "non-finite position or velocity")
+        idx = np.array([UPPER_INDEX[n] for n in names])
+        lo, hi = self.limits[idx, 0], self.limits[idx, 1]
+        bad = [f"{n}={p:.4f} not in [{a:.4f}, {b:.4f}]"
+               for n, p, a, b in zip(names, pos, lo, hi) if not a <= p <= b]
+        if bad:
+            return Result(False, "target outside joint limits: " + "; ".join(bad))
+        if self.state not in (State.ENGAGING, State.ENGAGED):
+            return Result(False, f"not engaged (state {self.state.value}): call /g1/engage first")
+        return Result(True, (idx, pos, vel))  # type: ignore[arg-type]
+
+    def engage(self, now: float) -> Result:
+        if self.lowstate_age(now) > self.stale_after:
+            return Result(False, f"no fresh rt/lowstate (age {self.lowstate_age(now) * 1e3:.0f} ms)")
+        if self.state in (State.ENGAGING, State.ENGAGED):
+            return Result(True, f"already {self.state.value}")
+        if self.state in (State.IDLE, State.FAULT):
+            # Start where the arm is; after a FAULT the robot still holds the
+            # weight last sent, so the ramp continues from there.
+            measured = self.measured_upper()
+            self.target = measured.copy()
+            self.goal = measured.copy()
+            self._ff_until = -math.inf
+        self.state = State.ENGAGING if self.weight < 1.0 else State.ENGAGED
+        self.reason = "engage requested"
+        self._last_step = None
+        return Result(True, f"engaging from weight {self.weight:.3f}")
+
+    def release(self, now: float) -> Result:
+        if self.state in (State.IDLE,):
+            return Result(True, "already released")
+        if self.state == State.FAULT:
+            return Result(False, "FAULT: no fresh rt/lowstate, cannot stream the release ramp")
+        self.state = State.RELEASING
+        self.reason = "release requested"
+        self.goal = self.target.copy()   # hold where we are while the weight goes down
+        self._ff_until = -math.inf
+        return Result(True, f"releasing from weight {self.weight:.3f}")
+
+    def shutdown(self, now: float) -> Result:
+        """What to do at node shutdown: ok=True means 'run the release ramp first'."""
+        if self.state not in STREAMING:
+            return Result(False, f"not streaming ({self.state.value}): nothing to do")
+        if self.release_on_shutdown:
+            self.release(now)
+            return Result(True, "release_on_shutdown: ramping the weight to 0 before exit")
+        return Result(False, f"shutdown while {self.state.value} (weight {self.weight:.3f}): streaming stops and "
+                             "the robot holds the last arm_sdk targets; release_on_shutdown is false, "
+                             "so the scope is not dropped")
+
+    # ------------------------------------------------------------------ output
+    def step(self, now: float) -> ArmSdkCommand | None:
+        """The next rt/arm_sdk sample, or None when nothing must be streamed."""
+        age = self.lowstate_age(now)
+        if age > self.stale_after and self.state in STREAMING:
+            was = self.state
+            self.state = State.FAULT
+            self.reason = (f"rt/lowstate stale ({age * 1e3:.0f} ms > {self.stale_after * 1e3:.0f} ms) "
+                           f"while {was.value}: streaming stopped, robot holds the last command")
+            self.counters.faults += 1
+            self._last_step = None
+            return None
+        if self.state not in STREAMING:
+            return None
+        elapsed = self.dt if self._last_step is None else min(self.dt, max(0.0, now - self._last_step))
+        self._last_step = now
+
+        max_step = self.max_velocity * elapsed
+        delta = np.clip(self.goal - self.target, -max_step, max_step)
+        prev = self.target
+        self.target = np.clip(prev + delta, self.limits[:, 0], self.limits[:, 1])
+        moving = np.abs(self.goal - self.target) > 1e-12
+        dq = np.where(moving, delta / elapsed, 0.0) if elapsed > 0 else np.zeros(N_UPPER)
+        if now <= self._ff_until:
+            dq = np.where(moving, dq, self._ff_velocity)
+
+        if self.state == State.ENGAGING:
+            self.weight = min(1.0, self.weight + elapsed / self.ramp_time)
+            if self.weight > 1.0 - 1e-9:
+                self.weight = 1.0
+            if self.weight >= 1.0:
+                self.state, self.reason = State.ENGAGED, "engaged"
+        elif self.state == State.RELEASING:
+            self.weight = max(0.0, self.weight - elapsed / self.ramp_time)
+            if self.weight < 1e-9:
+                self.weight = 0.0
+
+        tau = np.zeros(N_UPPER)
+        if self.gravity is not None and self._lowstate is not None:
+            tau = np.asarray(self.gravity(self._lowstate.q, self._lowstate.quat))[list(UPPER)]
+        cmd = ArmSdkCommand(q=self.target.copy(), dq=dq, tau=tau, kp=self.kp.copy(), kd=self.kd.copy(),
+                            weight=self.weight)
+        if self.state == State.RELEASING and self.weight <= 0.0:
+            self.state, self.reason = State.IDLE, "released"   # this weight-0 sample is the last one
+        self.counters.sent += 1
+        return cmd
+
+    def status(self, now: float) -> dict:
+        return {"state": self.state.value, "reason": self.reason, "weight": self.weight,
+                "lowstate_age": self.lowstate_age(now), "faults": self.counters.faults,
+                "commands_accepted": self.counters.commands_accepted,
+                "commands_rejected": self.counters.commands_rejected,
+                "lowstate_received": self.counters.lowstate_received,
+                "lowstate_rejected": self.counters.lowstate_rejected, "sent": self.counters.sent}

@@ -1,0 +1,244 @@
+"""The ROS-free PSM core: the dVRK operating-state table command by command,
+motion gating, trajectories against the dVRK limits, homing and FAULT."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sim.psm_state import (ACCEPTED, DISABLED, ENABLED, FAULT, PAUSED, PSMCore, STATE_COMMANDS,
+                           TrapezoidTrajectory)
+from surgbot.contract import PSM_JOINT_NAMES
+from surgbot.kinematics import psm
+
+DT = 0.002
+
+# FACTS.md, typed out again here (not imported) so the code is checked against the table.
+TABLE = {
+    "DISABLED": {"enable", "disable", "home", "unhome", "pause"},
+    "ENABLED": {"enable", "disable", "pause", "home", "unhome"},
+    "PAUSED": {"disable", "pause", "resume", "unhome"},
+    "FAULT": {"disable", "unhome"},
+}
+
+
+class Plant:
+    """An ideal arm: measured joints follow the setpoint with one step of delay."""
+
+    def __init__(self, core: PSMCore, q0=None):
+        self.core, self.t = core, 0.0
+        self.q = np.zeros(6) if q0 is None else np.asarray(q0, float)
+        self.sp = core.step(0.0, self.q)
+        self.offset = np.zeros(6)
+
+    def run(self, seconds: float, record=None):
+        for _ in range(int(round(seconds / DT))):
+            self.t += DT
+            self.sp = self.core.step(self.t, self.q)
+            self.q = self.sp.q.copy() + self.offset
+            if record is not None:
+                record.append((self.t, self.sp.q.copy()))
+
+
+def _in_state(state: str, homed: bool = True) -> tuple[PSMCore, Plant]:
+    core = PSMCore()
+    plant = Plant(core)
+    core.outbox.clear()            # the start pose (insertion 0) sits on a limit: a warning
+    if state == DISABLED:
+        return core, plant
+    core.state_command("home")
+    plant.run(core.power_up_s + 3.0)
+    assert core.state == ENABLED and core.is_homed
+    if not homed:
+        core.state_command("unhome")
+    if state == PAUSED:
+        core.state_command("pause")
+    if state == FAULT:
+        plant.offset = np.array([0.6, 0, 0, 0, 0, 0])
+        plant.run(0.01)
+        plant.offset[:] = 0
+    assert core.state == state
+    core.outbox.clear()
+    return core, plant
+
+
+def test_accepted_table_matches_facts():
+    assert {k: set(v) for k, v in ACCEPTED.items()} == TABLE
+
+
+@pytest.mark.parametrize("state", ["DISABLED", "ENABLED", "PAUSED", "FAULT"])
+@pytest.mark.parametrize("command", STATE_COMMANDS)
+def test_state_command_table(state, command):
+    core, plant = _in_state(state)
+    accepted = core.state_command(command)
+    assert accepted == (command in TABLE[state])
+    if not accepted:
+        assert core.outbox == [("warning", f"command {command} is not supported in state {state}")]
+        assert core.state == state
+        return
+    plant.run(core.power_up_s + 3.0)
+    expected = {
+        ("DISABLED", "enable"): ENABLED, ("DISABLED", "home"): ENABLED,
+        ("ENABLED", "pause"): PAUSED, ("PAUSED", "resume"): ENABLED,
+    }.get((state, command), DISABLED if command == "disable" else state)
+    assert core.state == expected
+    if command == "unhome":
+        assert not core.is_homed
+    if command == "home":
+        assert core.is_homed and not core.is_busy
+
+
+def test_unknown_state_command_is_an_error():
+    core, _ = _in_state(DISABLED)
+    assert not core.state_command("fly")
+    assert core.outbox[0][0] == "error" and "fly" in core.outbox[0][1]
+
+
+def test_enable_goes_through_power_up_busy():
+    core, plant = _in_state(DISABLED)
+    core.state_command("enable")
+    plant.run(0.1)
+    assert core.is_busy and core.state == DISABLED
+    plant.run(core.power_up_s)
+    assert core.state == ENABLED and not core.is_busy and not core.is_homed
+
+
+def test_homing_reaches_home_within_3_deg():
+    core, plant = _in_state(DISABLED)
+    core.state_command("home")
+    plant.run(core.power_up_s + 0.05)
+    assert core.is_busy and not core.is_homed
+    plant.run(3.0)
+    assert core.is_homed and not core.is_busy
+    assert np.all(np.abs(plant.q - psm.HOME) < np.deg2rad(3))
+
+
+@pytest.mark.parametrize("state,homed", [("DISABLED", False), ("ENABLED", False), ("PAUSED", True),
+                                         ("FAULT", True)])
+def test_motion_rejected_unless_enabled_and_homed(state, homed):
+    core, plant = _in_state(state, homed=homed)
+    before = core.q_sp.copy()
+    q = psm.HOME + 0.1
+    for ok in (core.move_jp([], q), core.servo_jp(PSM_JOINT_NAMES, q), core.servo_cp(psm.fk(q)),
+               core.move_cp(psm.fk(q)), core.servo_cv([0.01, 0, 0], [0, 0, 0]), core.jaw_servo_jp([], [0.3]),
+               core.jaw_move_jp(["jaw"], [0.3]), core.hold()):
+        assert not ok
+    assert [k for k, _ in core.outbox] == ["error"] * 8
+    plant.run(0.2)
+    np.testing.assert_array_equal(core.q_sp, before)
+
+
+@pytest.mark.parametrize("names,positions,why", [
+    ([], [0, 0, 0.1, 0, 0, np.nan], "NaN"),
+    ([], [0, 0, 0.1, 0, 0], "6 positions"),
+    (["yaw", "pitch", "insertion", "roll", "wrist_pitch", "elbow"], [0, 0, 0.1, 0, 0, 0], "elbow"),
+    (["yaw", "yaw", "insertion", "roll", "wrist_pitch", "wrist_yaw"], [0, 0, 0.1, 0, 0, 0], "exactly"),
+    ([], [0, 0, 0.3, 0, 0, 0], "limits"),
+    ([], [2.0, 0, 0.1, 0, 0, 0], "limits"),
+])
+def test_bad_joint_commands_rejected_and_change_nothing(names, positions, why):
+    core, plant = _in_state(ENABLED)
+    before = core.q_sp.copy()
+    assert not core.move_jp(names, positions)
+    assert not core.servo_jp(names, positions)
+    assert len(core.outbox) == 2 and all(k == "error" and why in m for k, m in core.outbox)
+    plant.run(0.1)
+    np.testing.assert_array_equal(core.q_sp, before)
+
+
+def test_named_joints_in_any_order_are_accepted():
+    core, plant = _in_state(ENABLED)
+    goal = np.array([0.1, -0.1, 0.15, 0.2, 0.1, -0.1])
+    order = [5, 3, 1, 0, 2, 4]
+    assert core.servo_jp([PSM_JOINT_NAMES[i] for i in order], goal[order])
+    np.testing.assert_allclose(core.q_sp, goal)
+
+
+def test_bad_poses_and_jaw_rejected():
+    core, plant = _in_state(ENABLED)
+    before = core.q_sp.copy()
+    T = psm.fk(psm.HOME)
+    T_far = T.copy()
+    T_far[2, 3] = -0.5
+    T_nan = T.copy()
+    T_nan[1, 1] = np.nan
+    assert not core.servo_cp(T_far)
+    assert not core.move_cp(T_nan)
+    assert not core.servo_cv([np.inf, 0, 0], [0, 0, 0])
+    assert not core.servo_cv([0, 0], [0, 0, 0])
+    assert not core.jaw_servo_jp(["gripper"], [0.2])
+    assert not core.jaw_servo_jp([], [2.0])
+    assert not core.jaw_move_jp([], [0.1, 0.2])
+    assert [k for k, _ in core.outbox] == ["error"] * 7
+    plant.run(0.1)
+    np.testing.assert_array_equal(core.q_sp, before)
+
+
+def test_move_jp_trajectory_respects_dvrk_limits_and_is_synchronised():
+    core, plant = _in_state(ENABLED)
+    goal = np.array([1.2, -0.8, 0.2, 3.0, 1.0, -1.2])
+    rec = []
+    assert core.move_jp([], goal)
+    assert core.is_busy
+    plant.run(6.0, rec)
+    t = np.array([r[0] for r in rec])
+    q = np.array([r[1] for r in rec])
+    v = np.diff(q, axis=0) / DT
+    a = np.diff(v, axis=0) / DT
+    assert np.all(np.abs(v).max(axis=0) <= psm.MAX_VELOCITY * 1.001)
+    assert np.all(np.abs(a).max(axis=0) <= psm.MAX_ACCELERATION * 1.01)
+    # yaw (1.2 rad at 90 deg/s, 90 deg/s^2) is the slowest; it never reaches cruise speed:
+    # triangle of 2 sqrt(1.2 / (pi/2)) = 1.748 s
+    moving = np.any(np.abs(v) > 1e-9, axis=1)
+    ends = [t[np.flatnonzero(np.abs(v[:, j]) > 1e-9)[-1]] for j in range(6)]
+    assert np.ptp(ends) < 2 * DT                       # all joints stop together
+    assert abs(moving.sum() * DT - 2 * np.sqrt(1.2 / (np.pi / 2))) < 0.01
+    np.testing.assert_allclose(q[-1], goal, atol=1e-12)
+    assert ("goal_reached", True) in core.outbox and not core.is_busy
+
+
+def test_interrupted_move_reports_goal_not_reached():
+    core, plant = _in_state(ENABLED)
+    core.move_jp([], psm.HOME + [0.5, 0, 0, 0, 0, 0])
+    plant.run(0.2)
+    core.hold()
+    assert ("goal_reached", False) in core.outbox and not core.is_busy
+    held = core.q_sp.copy()
+    plant.run(0.5)
+    np.testing.assert_array_equal(core.q_sp, held)
+
+
+def test_servo_cv_integrates_twist_in_base_frame():
+    core, plant = _in_state(ENABLED)
+    p0 = psm.fk(core.q_sp)[:3, 3]
+    for _ in range(50):                     # 0.5 s of 10 mm/s along x, refreshed at 100 Hz
+        core.servo_cv([0.01, 0, 0], [0, 0, 0])
+        plant.run(0.01)
+    p1 = psm.fk(core.q_sp)[:3, 3]
+    np.testing.assert_allclose(p1 - p0, [0.005, 0, 0], atol=1e-4)
+    plant.run(0.5)           # the last twist acts for 100 ms (<= 1 mm more), then stops
+    p2 = psm.fk(core.q_sp)[:3, 3]
+    assert 0.0 <= p2[0] - p1[0] <= 0.0011
+    plant.run(0.5)
+    np.testing.assert_allclose(psm.fk(core.q_sp)[:3, 3], p2, atol=1e-12)
+
+
+def test_tracking_error_faults_and_only_disable_clears():
+    core, plant = _in_state(ENABLED)
+    plant.offset = np.array([0, 0, 0.051, 0, 0, 0])    # insertion tolerance is 0.05 m
+    plant.run(0.01)
+    assert core.state == FAULT
+    assert any(k == "error" and "insertion" in m for k, m in core.outbox)
+    plant.offset[:] = 0
+    for cmd in ("enable", "resume", "home", "pause"):
+        assert not core.state_command(cmd)
+        assert core.state == FAULT
+    assert core.state_command("disable") and core.state == DISABLED
+
+
+def test_trapezoid_short_move_is_triangular():
+    tr = TrapezoidTrajectory([0.0], [0.01], [1.0], [1.0], 0.0)
+    # 0.01 rad at 1 rad/s^2: triangle of 2*sqrt(0.01) = 0.2 s, peak speed 0.1 rad/s
+    assert tr.duration == pytest.approx(0.2)
+    _, v, _ = tr.sample(0.1)
+    assert v[0] == pytest.approx(0.1)

@@ -1,0 +1,244 @@
+"""Sim in the loop: the PSM twin (MuJoCo world of psm.xml + rclpy) in a subprocess,
+driven only through the CRTK contract by `surgbot.hw.crtk.PSMClient` in this process.
+
+Ground truth comes from the simulation, not from the code under test:
+`measured_cp` is the MuJoCo tool-tip site relative to the base body, and
+`/sim/ground_truth/psm_rcm_error` is the distance of the port point from the
+simulated shaft line.  `/sim/psm/disturbance` (sim-only test hook) pushes a
+joint with a generalized force to force a tracking error.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import numpy as np
+import pytest
+
+rclpy = pytest.importorskip("rclpy")
+
+from conftest import PYTHON  # noqa: E402
+from surgbot.contract import PSM_JOINT_NAMES  # noqa: E402
+from surgbot.hw.crtk import PSMClient, spin_in_background  # noqa: E402
+from surgbot.kinematics import psm  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def arm(module_processes):
+    from sensor_msgs.msg import JointState
+    from std_msgs.msg import Float64
+
+    proc = module_processes.start([PYTHON, "-m", "sim.psm_twin", "--duration", "300"], name="psm_twin")
+    rclpy.init()
+    node = rclpy.create_node("test_psm_twin")
+    rcm_errors: list[float] = []
+    lock = threading.Lock()
+
+    def on_rcm(msg):
+        with lock:
+            rcm_errors.append(msg.data)
+
+    node.create_subscription(Float64, "/sim/ground_truth/psm_rcm_error", on_rcm, 50)
+    disturbance = node.create_publisher(JointState, "/sim/psm/disturbance", 10)
+    executor, thread = spin_in_background(node)
+    client = PSMClient(node)
+    try:
+        client.wait_for_state(20.0)
+    except TimeoutError:
+        pytest.fail("twin did not come up:\n" + module_processes.log(proc))
+    client.rcm_errors, client.rcm_lock, client.disturbance_pub = rcm_errors, lock, disturbance
+    client.proc, client.procs = proc, module_processes
+    yield client
+    client.close()
+    executor.shutdown(timeout_sec=2.0)
+    thread.join(timeout=2.0)
+    node.destroy_node()
+    rclpy.shutdown()
+    module_processes.stop(proc)
+
+
+def _new_errors(client, before: int, settle: float = 0.3) -> list[str]:
+    time.sleep(settle)
+    return client.errors[before:]
+
+
+def test_enable_and_home_within_5_s(arm):
+    assert arm.operating_state()["state"] == "DISABLED"
+    t0 = time.monotonic()
+    arm.enable(5.0)
+    arm.home(5.0 - (time.monotonic() - t0))
+    elapsed = time.monotonic() - t0
+    assert elapsed < 5.0
+    time.sleep(0.2)
+    q, _ = arm.measured_js()
+    assert np.all(np.abs(q - psm.HOME) < np.deg2rad(3))
+    st = arm.operating_state()
+    assert st == {"state": "ENABLED", "is_homed": True, "is_busy": False}
+
+
+def test_move_jp_random_goals_reach_within_half_mm_and_respect_velocity_limits(arm):
+    rng = np.random.default_rng(7)
+    for _ in range(3):
+        goal = rng.uniform(psm.LOWER * 0.5, psm.UPPER * 0.5)
+        goal[2] = rng.uniform(0.08, 0.2)
+        peak = np.zeros(6)
+        handle = arm.move_jp(goal)
+        t_end = time.monotonic() + 10.0
+        done = threading.Event()
+        result = []
+        threading.Thread(target=lambda: (result.append(handle.wait(10.0)), done.set()), daemon=True).start()
+        while not done.is_set() and time.monotonic() < t_end:
+            v, _ = arm.measured_jv()
+            peak = np.maximum(peak, np.abs(v))
+            time.sleep(0.005)
+        assert result == [True]
+        time.sleep(0.3)
+        T, _ = arm.measured_cp()
+        err = np.linalg.norm(T[:3, 3] - psm.fk(goal)[:3, 3])
+        assert err < 5e-4, err
+        assert np.all(peak <= psm.MAX_VELOCITY * 1.1), peak / psm.MAX_VELOCITY
+
+
+def test_servo_cp_circle_tracks_within_1_mm_and_rcm_stays_put(arm):
+    arm.move_jp(psm.HOME).wait(10.0)
+    time.sleep(0.3)
+    with arm.rcm_lock:
+        arm.rcm_errors.clear()
+    T0 = psm.fk(psm.HOME)
+    center = T0[:3, 3].copy()
+    radius, freq = 0.01, 0.5             # 2 cm diameter, 0.5 Hz
+    T = T0.copy()
+    T[:3, 3] = center + [radius, 0, 0]
+    arm.move_cp(T).wait(5.0)
+    time.sleep(0.3)
+    samples = []
+    t0 = time.monotonic()
+    while (t := time.monotonic() - t0) < 4.0:
+        a = 2 * np.pi * freq * t
+        T[:3, 3] = center + radius * np.array([np.cos(a), np.sin(a), 0.0])
+        arm.servo_cp(T)
+        if t > 0.2:
+            samples.append(arm.measured_cp()[0][:3, 3])
+        time.sleep(0.01)
+    p = np.array(samples)
+    # distance of each measured tip position from the commanded circle
+    rel = p - center
+    radial = np.hypot(rel[:, 0], rel[:, 1]) - radius
+    path_err = np.hypot(radial, rel[:, 2])
+    angles = np.unwrap(np.arctan2(rel[:, 1], rel[:, 0]))
+    assert np.ptp(angles) > 2 * 2 * np.pi * 0.85         # it really went round ~2 times
+    worst = int(np.argmax(path_err))
+    assert path_err.max() < 1e-3, (path_err.max(), worst, len(p), p[max(0, worst - 3):worst + 3] - center)
+    with arm.rcm_lock:
+        rcm = list(arm.rcm_errors)
+    assert len(rcm) > 100 and max(rcm) < 5e-4, max(rcm)
+    assert not [e for e in arm.errors if "servo_cp" in e]
+
+
+def _bad_inputs(arm):
+    from geometry_msgs.msg import PoseStamped, TwistStamped
+    from sensor_msgs.msg import JointState
+
+    q = psm.HOME + 0.05
+    T = psm.fk(q)
+    pose_far = T.copy()
+    pose_far[2, 3] = -0.5
+    cases = [
+        ("servo_jp NaN", lambda: arm.servo_jp([0, 0, 0.1, np.nan, 0, 0])),
+        ("servo_jp inf", lambda: arm.servo_jp([0, 0, np.inf, 0, 0, 0])),
+        ("move_jp too short", lambda: arm._pub["move_jp"].publish(arm._joint_msg(PSM_JOINT_NAMES[:5], q[:5]))),
+        ("move_jp unknown name", lambda: arm._pub["move_jp"].publish(
+            arm._joint_msg(list(PSM_JOINT_NAMES[:5]) + ["elbow"], q))),
+        ("move_jp out of limits", lambda: arm.move_jp([0, 0, 0.3, 0, 0, 0])),
+        ("move_cp unreachable", lambda: arm.move_cp(pose_far)),
+        ("servo_cp unreachable", lambda: arm.servo_cp(pose_far)),
+        ("servo_cv NaN", lambda: arm.servo_cv([np.nan, 0, 0, 0, 0, 0])),
+        ("jaw out of range", lambda: arm.jaw_servo_jp(3.0)),
+    ]
+
+    def zero_quat():
+        msg = arm._pose_msg(T)
+        msg.pose.orientation.w = 0.0
+        msg.pose.orientation.x = msg.pose.orientation.y = msg.pose.orientation.z = 0.0
+        arm._pub["servo_cp"].publish(msg)
+
+    def wrong_frame():
+        msg = arm._pose_msg(T)
+        msg.header.frame_id = "world"
+        arm._pub["move_cp"].publish(msg)
+
+    def jaw_wrong_name():
+        arm._pub["jaw/servo_jp"].publish(arm._joint_msg(["gripper"], [0.2]))
+
+    cases += [("servo_cp zero quaternion", zero_quat), ("move_cp wrong frame", wrong_frame),
+              ("jaw wrong name", jaw_wrong_name)]
+    assert PoseStamped and TwistStamped and JointState
+    return cases
+
+
+def test_bad_inputs_rejected_one_error_each_and_nothing_moves(arm):
+    arm.move_jp(psm.HOME).wait(10.0)
+    time.sleep(1.0)                      # settled: what follows must not move the arm
+    for label, send in _bad_inputs(arm):
+        q0, _ = arm.measured_js()
+        sp0, _ = arm.setpoint_js()
+        jaw0, _ = arm.jaw_setpoint_js()
+        before = len(arm.errors)
+        send()
+        new = _new_errors(arm, before)
+        assert len(new) == 1, (label, new)
+        q1, _ = arm.measured_js()
+        sp1, _ = arm.setpoint_js()
+        assert np.abs(q1 - q0).max() < 1e-4, (label, q1 - q0)
+        np.testing.assert_array_equal(sp1, sp0, err_msg=label)
+        assert arm.jaw_setpoint_js()[0] == jaw0
+    assert arm.operating_state()["state"] == "ENABLED"
+
+
+def test_motion_rejected_while_paused(arm):
+    arm.pause()
+    time.sleep(0.2)
+    assert arm.operating_state()["state"] == "PAUSED"
+    q0, _ = arm.setpoint_js()
+    before = len(arm.errors)
+    assert arm.move_jp(psm.HOME + 0.1).wait(2.0) is False
+    new = _new_errors(arm, before)
+    assert len(new) == 1 and "PAUSED" in new[0]
+    np.testing.assert_array_equal(arm.setpoint_js()[0], q0)
+    arm.resume()
+    time.sleep(0.2)
+    assert arm.operating_state()["state"] == "ENABLED"
+
+
+def test_jaw_move(arm):
+    assert arm.jaw_move_jp(0.8).wait(5.0)
+    time.sleep(0.3)
+    assert abs(arm.jaw_measured_js()[0] - 0.8) < np.deg2rad(1)
+    assert arm.jaw_close().wait(5.0)
+
+
+def test_forced_tracking_error_faults_and_only_disable_clears(arm):
+    from sensor_msgs.msg import JointState
+
+    push = JointState(name=["yaw"], effort=[60.0])     # 2x the yaw actuator's force limit
+    arm.disturbance_pub.publish(push)
+    deadline = time.monotonic() + 3.0
+    while time.monotonic() < deadline and arm.operating_state()["state"] != "FAULT":
+        time.sleep(0.02)
+    arm.disturbance_pub.publish(JointState(name=["yaw"], effort=[0.0]))
+    assert arm.operating_state()["state"] == "FAULT"
+    assert any("tracking error" in e and "yaw" in e for e in arm.errors)
+    n_warn = len(arm.warnings)
+    for cmd in ("enable", "resume", "home"):
+        arm.state_command(cmd)
+    time.sleep(0.3)
+    assert arm.operating_state()["state"] == "FAULT"
+    assert {w for w in arm.warnings[n_warn:]} >= {
+        f"command {c} is not supported in state FAULT" for c in ("enable", "resume", "home")}
+    arm.disable()
+    assert arm.operating_state()["state"] == "DISABLED"
+    arm.enable(5.0)
+    assert arm.operating_state()["state"] == "ENABLED"
+    assert json.dumps(arm.operating_state())

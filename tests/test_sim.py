@@ -1,0 +1,244 @@
+"""Sim runner, endoscope camera and ground truth: rendering, CLI, ROS topics."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import mujoco
+import numpy as np
+import pytest
+
+from sim.camera import EndoscopeCamera, intrinsics
+from sim.scene import SPHENOID_TARGET_RGBA, TARGET_COLOURS, build_model, reset_to_stand
+from sim.world import SimWorld
+from surgbot import contract
+
+from conftest import PYTHON, REPO
+
+SIM_CMD = [PYTHON, "-m", "surgbot.cli", "sim"]
+
+
+def _camera_frame(scene: str, seed: int = 0):
+    model = build_model(scene, seed)
+    data = mujoco.MjData(model)
+    reset_to_stand(model, data)
+    world = SimWorld(model=model, data=data, scene=scene, seed=seed)
+    cam = world.add(EndoscopeCamera(320, 240, hz=30))
+    try:
+        deadline = time.monotonic() + 20
+        while cam.latest() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        frame = cam.latest()
+    finally:
+        world.close()
+    assert frame is not None, cam.error
+    return model, data, cam, frame[0]
+
+
+def _colour_mask(image: np.ndarray, rgba) -> np.ndarray:
+    """Pixels whose strong channels (those > 0.5 in `rgba`) dominate the weak ones.
+    Lighting changes brightness and saturates channels, but keeps that pattern."""
+    high = np.asarray(rgba[:3]) > 0.5
+    img = image.astype(float)
+    hi, lo = img[..., high], img[..., ~high]
+    return (hi.min(axis=2) > 80) & (hi.min(axis=2) > 1.8 * lo.max(axis=2))
+
+
+def _project(data, point, K):
+    """Pixel (u, v) of a world point in the endoscope optical frame (z fwd, x right, y down)."""
+    p = data.site("endoscope_tip").xpos
+    R = data.site("endoscope_tip").xmat.reshape(3, 3)
+    x, y, z = R.T @ (np.asarray(point) - p)
+    assert z > 0
+    return K[0, 0] * x / z + K[0, 2], K[1, 1] * y / z + K[1, 2]
+
+
+def test_intrinsics_from_fovy():
+    K = intrinsics(90.0, 320, 240)
+    assert K[1, 1] == pytest.approx(120.0)        # half height / tan(45 deg)
+    assert K[0, 0] == K[1, 1] and K[0, 2] == 160 and K[1, 2] == 120
+
+
+def test_box_trainer_endoscope_sees_targets_where_geometry_says():
+    model, data, cam, image = _camera_frame("box_trainer")
+    assert image.shape == (240, 320, 3) and image.dtype == np.uint8
+    assert image.std() > 20                         # not empty, not uniform
+    for colour, rgba in TARGET_COLOURS.items():
+        mask = _colour_mask(image, rgba)
+        assert mask.sum() > 15, colour
+        # the blob sits where the pinhole model of the tip frame puts the target
+        vs, us = np.nonzero(mask)
+        u, v = _project(data, data.xpos[model.body(f"target_{colour}").id], cam.K)
+        assert math.hypot(us.mean() - u, vs.mean() - v) < 8.0, (colour, (us.mean(), vs.mean()), (u, v))
+    assert cam.frames >= 1
+
+
+def test_endonasal_endoscope_sees_sphenoid_target():
+    model, data, cam, image = _camera_frame("endonasal", seed=3)
+    assert image.std() > 10
+    mask = _colour_mask(image, SPHENOID_TARGET_RGBA)
+    assert mask.sum() > 100
+    vs, us = np.nonzero(mask)
+    u, v = _project(data, data.xpos[model.body("sphenoid_target").id], cam.K)
+    assert math.hypot(us.mean() - u, vs.mean() - v) < 8.0
+
+
+def test_camera_rejects_bad_settings():
+    with pytest.raises(ValueError):
+        EndoscopeCamera(0, 240)
+    with pytest.raises(ValueError):
+        EndoscopeCamera(320, 240, hz=float("nan"))
+
+
+def _one_line_error(proc: subprocess.CompletedProcess) -> str:
+    """Exit 2 and exactly one error line, the last one (argparse prints its usage above it)."""
+    lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
+    assert proc.returncode == 2, proc.stderr
+    assert [ln for ln in lines if "error:" in ln] == lines[-1:], proc.stderr
+    if not lines[0].startswith("usage:"):
+        assert len(lines) == 1, proc.stderr
+    return lines[-1]
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--scene", "operating_theatre"], "invalid choice"),
+    (["--model", "/nonexistent/scene.xml"], "no such file"),
+    (["--model", "setup.py"], "MJCF"),
+    (["--duration", "-1"], "duration"),
+    (["--duration", "nan"], "duration"),
+    (["--camera-hz", "0"], "camera-hz"),
+])
+def test_bad_input_exits_2_with_one_line(args, needle):
+    proc = subprocess.run(SIM_CMD + args, cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert needle in _one_line_error(proc)
+
+
+def test_malformed_model_file_exits_2(tmp_path):
+    bad = tmp_path / "bad.xml"
+    bad.write_text("<mujoco><worldbody><body><geom type='nope'/></body></worldbody></mujoco>")
+    proc = subprocess.run(SIM_CMD + ["--model", str(bad)], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert "does not load" in _one_line_error(proc)
+
+
+def test_headless_run_for_duration_reports_rtf(processes):
+    t0 = time.monotonic()
+    proc = processes.start(SIM_CMD + ["--headless", "--duration", "5", "--scene", "box_trainer"], name="sim")
+    rc = proc.wait(90)
+    out = processes.log(proc)
+    assert rc == 0, out
+    rtf = float(out.split("real-time factor:")[1].split()[0])
+    cam = float(out.split("camera rate:")[1].split()[0])
+    # real-time pacing: 5 simulated seconds take at least ~5 s of wall time
+    assert time.monotonic() - t0 >= 4.9
+    assert 0.3 < rtf <= 1.05
+    assert cam > 0
+
+
+def test_sigterm_stops_cleanly(processes):
+    proc = processes.start(SIM_CMD + ["--headless", "--scene", "endonasal", "--no-camera"], name="sim")
+    time.sleep(4.0)
+    assert proc.poll() is None, processes.log(proc)
+    rc = processes.stop(proc, signal.SIGTERM, timeout=20)
+    out = processes.log(proc)
+    assert rc == 0, out
+    assert "real-time factor:" in out and "camera rate: off" in out
+
+
+def _wait_for(pred, timeout):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(0.001)
+    return False
+
+
+def test_ros_topics_reach_another_node(processes):
+    """Camera and ground truth topics, received by a separate rclpy node, agree with the model."""
+    import rclpy
+    from geometry_msgs.msg import PointStamped, PoseStamped
+    from rclpy.executors import SingleThreadedExecutor
+    from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+    from std_msgs.msg import String
+
+    seed = 5
+    sim = processes.start(SIM_CMD + ["--headless", "--duration", "60", "--seed", str(seed)], name="sim")
+    model = build_model("box_trainer", seed)
+    data = mujoco.MjData(model)
+    reset_to_stand(model, data)
+    got: dict[str, list] = {k: [] for k in ("image", "jpeg", "info", "fulcrum", "tip", "task", "psm")}
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx)
+    node = rclpy.create_node("test_sim_listener", context=ctx)
+    ex = SingleThreadedExecutor(context=ctx)
+    ex.add_node(node)
+    try:
+        node.create_subscription(Image, contract.ENDOSCOPE_IMAGE, lambda m: got["image"].append(m), 5)
+        node.create_subscription(CompressedImage, contract.ENDOSCOPE_IMAGE_COMPRESSED,
+                                 lambda m: got["jpeg"].append(m), 5)
+        node.create_subscription(CameraInfo, contract.ENDOSCOPE_CAMERA_INFO, lambda m: got["info"].append(m), 5)
+        node.create_subscription(PointStamped, contract.GT_FULCRUM, lambda m: got["fulcrum"].append(m), 10)
+        node.create_subscription(PoseStamped, contract.GT_ENDOSCOPE_TIP, lambda m: got["tip"].append(m), 10)
+        node.create_subscription(PoseStamped, contract.GT_PSM_TIP, lambda m: got["psm"].append(m), 10)
+        node.create_subscription(String, contract.SIM_TASK, lambda m: got["task"].append(m), 10)
+
+        def all_in():
+            ex.spin_once(timeout_sec=0.05)
+            return all(len(v) >= 3 for v in got.values()) and sim.poll() is None
+        assert _wait_for(all_in, 45), ({k: len(v) for k, v in got.items()}, processes.log(sim))
+    finally:
+        ex.shutdown()
+        node.destroy_node()
+        ctx.try_shutdown()
+    img = got["image"][-1]
+    assert (img.width, img.height, img.encoding, img.step) == (320, 240, "rgb8", 960)
+    pixels = np.frombuffer(bytes(img.data), np.uint8).reshape(240, 320, 3)
+    assert pixels.std() > 20
+    assert img.header.frame_id == contract.ENDOSCOPE_TIP_FRAME
+    assert bytes(got["jpeg"][-1].data[:2]) == b"\xff\xd8" and got["jpeg"][-1].format == "jpeg"
+    K = np.array(got["info"][-1].k).reshape(3, 3)
+    assert np.allclose(K, intrinsics(float(model.cam_fovy[model.camera("endoscope_camera").id]), 320, 240))
+    # ground truth agrees with the model: fulcrum = scope_port, tip near its keyframe pose
+    f = got["fulcrum"][-1]
+    assert f.header.frame_id == contract.WORLD_FRAME
+    assert np.allclose([f.point.x, f.point.y, f.point.z], data.site("scope_port").xpos, atol=1e-9)
+    tip = got["tip"][-1].pose
+    tip_pos = np.array([tip.position.x, tip.position.y, tip.position.z])
+    assert np.linalg.norm(tip_pos - data.site("endoscope_tip").xpos) < 0.02
+    task = json.loads(got["task"][-1].data)
+    assert task["seed"] == seed and task["scene"] == "box_trainer" and task["success"] is False
+    red = model.body("target_red").id
+    assert np.allclose(task["objects"]["target_red"]["pos"], data.xpos[red], atol=1e-9)
+    psm = got["psm"][-1].pose.position
+    assert np.linalg.norm(np.array([psm.x, psm.y, psm.z]) - data.site("psm_port").xpos) < 0.3
+
+
+def test_fast_mode_publishes_clock(processes):
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+    from rosgraph_msgs.msg import Clock
+
+    sim = processes.start(SIM_CMD + ["--headless", "--fast", "--no-camera", "--duration", "600"], name="sim")
+    clocks = []
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx)
+    node = rclpy.create_node("test_clock_listener", context=ctx)
+    ex = SingleThreadedExecutor(context=ctx)
+    ex.add_node(node)
+    try:
+        node.create_subscription(Clock, contract.CLOCK, lambda m: clocks.append(m.clock), 100)
+        assert _wait_for(lambda: ex.spin_once(timeout_sec=0.05) or len(clocks) > 200, 45), processes.log(sim)
+    finally:
+        ex.shutdown()
+        node.destroy_node()
+        ctx.try_shutdown()
+    t = [c.sec + c.nanosec * 1e-9 for c in clocks]
+    assert all(b >= a for a, b in zip(t, t[1:]))
+    assert t[-1] - t[0] > 0.1
+    assert processes.stop(sim, signal.SIGINT, timeout=20) == 0
