@@ -105,6 +105,8 @@ class PSMTwin:
         self._thread: threading.Thread | None = None
         self.node = None
         self.published = collections.Counter()
+        self._sp_key: bytes | None = None
+        self._sp_T: np.ndarray | None = None
 
     # ---------------------------------------------------------------- bind
     def bind(self, world) -> None:
@@ -373,7 +375,10 @@ class PSMTwin:
         Rb = s["base_R"]
         p_tip = Rb.T @ (s["tip_p"] - s["base_p"])
         self._publish("measured_cp", pose(p_tip, Rb.T @ s["tip_R"], PSM_BASE_FRAME))
-        T_sp = kin.fk(s["q_sp"])
+        key = s["q_sp"].tobytes()
+        if key != self._sp_key:                   # setpoint FK only when the setpoint moved
+            self._sp_key, self._sp_T = key, kin.fk(s["q_sp"])
+        T_sp = self._sp_T
         self._publish("setpoint_cp", pose(T_sp[:3, 3], T_sp[:3, :3], PSM_BASE_FRAME))
         twist = kin.jacobian(s["q"]) @ s["qd"]
         cv = M["TwistStamped"]()
@@ -440,6 +445,10 @@ def main(argv: list[str] | None = None) -> int:
             ahead = world.time - (time.perf_counter() - t0)
             if ahead > 0:
                 time.sleep(ahead)
+            elif ahead < -0.02:
+                # starved of CPU: slow down rather than burst through the backlog,
+                # so streamed commands are not applied as one big jump
+                t0 += -ahead
     except KeyboardInterrupt:
         pass
     finally:

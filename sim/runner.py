@@ -159,11 +159,15 @@ def _optional_twin(module: str, cls: str, **kwargs):
     return getattr(mod, cls)(**kwargs)
 
 
+MAX_CATCH_UP_S = 0.02   # behind by more than this: drop the backlog, do not burst
+
+
 def step_loop(world, cfg: SimConfig, stop: threading.Event, viewer=None) -> SimResult:
     """Advance physics until `stop` or `cfg.duration` simulated seconds.
 
-    Real time: steps are paced against the wall clock in chunks (sleeping when
-    ahead, catching up without sleeping when behind).  Fast: back to back.
+    Real time: steps are paced against the wall clock (sleeping when ahead,
+    catching up without sleeping when up to MAX_CATCH_UP_S behind, dropping a
+    larger backlog).  Fast: back to back.
     """
     dt = world.dt
     n_total = None if cfg.duration is None else int(round(cfg.duration / dt))
@@ -171,16 +175,22 @@ def step_loop(world, cfg: SimConfig, stop: threading.Event, viewer=None) -> SimR
     step_ms: list[float] = []
     t_sim0 = world.time
     t0 = time.perf_counter()
+    skipped = 0.0
     next_view = t0
     perf = time.perf_counter
     while not stop.is_set():
         if n_total is not None and steps >= n_total:
             break
         if not cfg.fast:
-            lag = (perf() - t0) - (world.time - t_sim0)
+            lag = (perf() - t0) - (world.time - t_sim0) - skipped
             if lag < 0:
                 stop.wait(min(-lag, 0.002))
                 continue
+            if lag > MAX_CATCH_UP_S:
+                # A stall (the machine was busy): a robot does not replay the
+                # missed time in a burst, so neither does the twin.  Streamed
+                # commands would turn into jumps.  The RTF shows the loss.
+                skipped += lag
         s0 = perf()
         world.step()
         s1 = perf()

@@ -108,6 +108,19 @@ class Client:
             time.sleep(0.05)
         return False
 
+    def wait_settled(self, tol: float = 5e-4, span: float = 0.5, timeout: float = 8.0) -> bool:
+        """Wait until no joint moved more than `tol` over the last `span` seconds."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            time.sleep(0.1)
+            with self.lock:
+                now = self.js[-1][0]
+                recent = np.array([q for t, q in self.js if t >= now - span])
+                covered = self.js[0][0] <= now - span
+            if covered and len(recent) > 5 and np.ptp(recent, axis=0).max() < tol:
+                return True
+        return False
+
     def call(self, cli, timeout=10.0):
         assert cli.wait_for_service(timeout_sec=timeout)
         fut = cli.call_async(Trigger.Request())
@@ -130,6 +143,36 @@ class Client:
         rclpy.try_shutdown()
 
 
+class TickRecorder:
+    """rt/lowstate straight off DDS: (tick in sim ms, q) — motion speeds in the sim's own time,
+    immune to a loaded machine bunching the samples in wall time."""
+
+    def __init__(self):
+        from unitree_sdk2py.idl.unitree_hg.msg.dds_ import LowState_
+        from surgbot.hw import unitree
+        unitree.init_channel(G1_DOMAIN, "lo")
+        self.lock = threading.Lock()
+        self.rows: list[tuple[int, np.ndarray]] = []
+        self._unitree = unitree
+        self.reader = unitree.RawReader(unitree.participant(), contract.G1_TOPIC_LOWSTATE, LowState_, self._on)
+
+    def _on(self, data: bytes, _t: float) -> None:
+        rec, ok = self._unitree.decode_lowstate(data)
+        if rec is not None and ok:
+            with self.lock:
+                self.rows.append((int(rec["tick"]), rec["motor_state"]["q"][:contract.G1_NUM_JOINTS].astype(float)))
+                del self.rows[:-20000]
+
+    def mark(self) -> int:
+        with self.lock:
+            return self.rows[-1][0] if self.rows else 0
+
+    def since(self, tick: int) -> tuple[np.ndarray, np.ndarray]:
+        with self.lock:
+            rows = [r for r in self.rows if r[0] > tick]
+        return np.array([r[0] for r in rows]) * 1e-3, np.array([r[1] for r in rows])
+
+
 @pytest.fixture(scope="module")
 def rig(module_processes):
     sim = module_processes.start(sim_command(), name="sim")
@@ -138,6 +181,7 @@ def rig(module_processes):
          str(REPO / "config" / "g1_bridge.yaml"), "-p", f"g1_domain:={G1_DOMAIN}",
          "-p", f"stale_after:={STALE_AFTER}"], name="g1_bridge")
     client = Client()
+    ticks = TickRecorder()
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         with client.lock:
@@ -151,7 +195,7 @@ def rig(module_processes):
         raise AssertionError("no /g1/joint_states:\n" + module_processes.log(sim)[-3000:]
                              + module_processes.log(bridge)[-3000:])
     time.sleep(1.0)
-    yield {"client": client, "sim": sim, "bridge": bridge, "procs": module_processes}
+    yield {"client": client, "sim": sim, "bridge": bridge, "procs": module_processes, "ticks": ticks}
     client.close()
 
 
@@ -162,8 +206,8 @@ def stand_pose() -> np.ndarray:
     return np.array([key[m.jnt_qposadr[m.joint(n).id]] for n in contract.G1_JOINT_NAMES])
 
 
-def max_speed(t: np.ndarray, q: np.ndarray, window: float = 0.1) -> np.ndarray:
-    """Per-joint max |dq/dt| over windows of >= `window` s (filters receive-time jitter)."""
+def max_speed(t: np.ndarray, q: np.ndarray, window: float = 0.02) -> np.ndarray:
+    """Per-joint max |dq/dt| over windows of >= `window` s of sim time."""
     out = np.zeros(q.shape[1])
     j = 0
     for i in range(len(t)):
@@ -203,22 +247,31 @@ def test_arm_command_moves_right_wrist_and_elbow(rig):
     c = rig["client"]
     start = c.q()
     target = {"right_elbow_joint": start[ELBOW] + 0.25, "right_wrist_pitch_joint": start[WRIST] - 0.2}
+    t0 = time.monotonic()
     c.command(target.keys(), target.values())
-    t, q = c.record(0.25 / 0.5 + 1.5)
+    c.record(0.25 / 0.5 + 1.5)
+    assert c.wait_settled()
     final = c.q()
     assert final[ELBOW] == pytest.approx(target["right_elbow_joint"], abs=0.01)
     assert final[WRIST] == pytest.approx(target["right_wrist_pitch_joint"], abs=0.01)
-    # the velocity limit (0.5 rad/s on every target) shows in the measured motion
-    speeds = max_speed(t, q)
-    # (receive-time windows: a sim catching up after a stall compresses motion in wall time)
-    assert speeds[ELBOW] < 0.75 and speeds[WRIST] < 0.75
-    assert speeds[ELBOW] > 0.3, "elbow really moved at about the limit"
+    # The 0.5 rad/s limit on every target shows in the measured move: 10 % -> 90 % of
+    # the elbow's 0.25 rad takes at least 0.8 * 0.25 / 0.5 = 0.4 s of wall time (a
+    # loaded box only slows the stream down).  Peak speeds are not asserted here:
+    # when the sim stalls while the bridge streams, either clock sees bunched motion.
+    with c.lock:
+        rows = [(t, q[ELBOW]) for t, q in c.js if t >= t0]
+    t = np.array([r[0] for r in rows])
+    moved = np.abs(np.array([r[1] for r in rows]) - start[ELBOW])
+    t10, t90 = t[np.argmax(moved >= 0.025)], t[np.argmax(moved >= 0.225)]
+    speed = 0.2 / (t90 - t10)
+    assert 0.1 < speed < 0.55
     others = [i for i in UPPER if i not in (ELBOW, WRIST)]
     assert np.abs(final[others] - start[others]).max() < 0.01
 
 
 def test_holds_pose_for_10_s_without_commands(rig):
     c = rig["client"]
+    assert c.wait_settled()
     ref = c.q()
     t, q = c.record(10.0)
     assert t[-1] - t[0] > 9.5
@@ -243,15 +296,14 @@ def test_release_ramp_is_continuous(rig):
     c = rig["client"]
     res = c.call(c.release_cli)
     assert res.success, res.message
-    t0 = time.monotonic()
+    mark = rig["ticks"].mark()
     assert c.wait_state("IDLE")
-    time.sleep(0.5)
-    with c.lock:
-        rows = [(t, qq) for t, qq in c.js if t >= t0]
-    t, q = np.array([r[0] for r in rows]), np.array([r[1] for r in rows])
-    # the blend walks the arm back to the standing controller's pose over 2 s
+    assert c.wait_settled()
+    t, q = rig["ticks"].since(mark)
+    # the blend walks the arm back to the standing controller's pose over 2 s; a
+    # weight jump would snap ~0.25 rad within tens of ms (several rad/s in sim time)
     speeds = max_speed(t, q)
-    assert speeds[UPPER].max() < 0.5
+    assert speeds[UPPER].max() < 1.5
     np.testing.assert_allclose(q[-1][UPPER], stand_pose()[UPPER], atol=0.01)
 
 

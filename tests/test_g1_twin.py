@@ -179,10 +179,12 @@ def _lowcmd(q: np.ndarray, mode_machine: int = 5, corrupt_crc: bool = False):
     from unitree_sdk2py.utils.crc import CRC
     cmd = unitree_hg_msg_dds__LowCmd_()
     cmd.mode_machine = mode_machine
-    kp = [60, 60, 60, 100, 40, 40] * 2 + [60, 40, 40] + [80] * 14
+    # stiff and well damped so the held posture settles quickly (the heavy torso on waist pitch)
+    kp = [60, 60, 60, 100, 40, 40] * 2 + [300, 300, 300] + [80] * 14
+    kd = [2.0] * 12 + [15.0] * 3 + [2.0] * 14
     for i in range(N):
         m = cmd.motor_cmd[i]
-        m.mode, m.q, m.dq, m.tau, m.kp, m.kd = 1, float(q[i]), 0.0, 0.0, kp[i], 2.0
+        m.mode, m.q, m.dq, m.tau, m.kp, m.kd = 1, float(q[i]), 0.0, 0.0, kp[i], kd[i]
     cmd.crc = CRC().Crc(cmd)
     if corrupt_crc:
         cmd.crc ^= 0x00010000
@@ -225,8 +227,8 @@ def test_invalid_lowcmd_changes_nothing_and_is_counted(processes, listener):
     assert msc.ReleaseMode()[0] == 0
     assert msc.CheckMode()[1]["name"] == ""
     hold_target = listener.q()
-    _stream(pub, _lowcmd(hold_target), 1.0)
-    time.sleep(0.5)
+    _stream(pub, _lowcmd(hold_target), 1.5)
+    time.sleep(1.0)
     held = listener.q()
 
     # 3) bad crc, then wrong mode_machine: nothing moves

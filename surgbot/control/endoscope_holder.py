@@ -33,6 +33,8 @@ from surgbot.control.pivot import PivotConfig, PivotIK, ScopeState, View, rotati
 from surgbot.kinematics.g1_arm import G1ScopeArm
 
 MODES = contract.ENDOSCOPE_MODES
+GOAL_VELOCITY_FILTER_HZ = 3.0   # low-pass of the goal-velocity feed-forward
+SETPOINT_GAIN = 15.0      # 1/s, setpoint pull toward a (filtered) goal near it
 IDLE, HOLD, TELEOP, HEAD_FOLLOW, TOOL_FOLLOW, FAULT = MODES
 
 
@@ -43,9 +45,10 @@ class HolderConfig:
     entry_depth: float = 0.05               # m, tip ahead of the fulcrum when capturing it
     pivot: PivotConfig = field(default_factory=PivotConfig)
     teleop_timeout_s: float = contract.ENDOSCOPE_TELEOP_TIMEOUT_S
+    servo_cv_hold_s: float = 0.05                  # a servo_cv velocity applies this long after its message
     max_angular_speed: float = np.radians(45.0)    # rad/s, setpoint pan/tilt/roll speed
     max_insertion_speed: float = 0.04              # m/s
-    max_angular_accel: float = np.radians(60.0)    # rad/s^2: smooth starts/stops keep the arm on the fulcrum
+    max_angular_accel: float = np.radians(180.0)   # rad/s^2: smooth starts/stops keep the arm on the fulcrum
     max_insertion_accel: float = 0.06              # m/s^2
     max_servo_cv_angular: float = 1.0              # rad/s, larger servo_cv is rejected
     max_servo_cv_linear: float = 0.1               # m/s
@@ -112,6 +115,9 @@ class EndoscopeHolderCore:
         self._cv = None                     # (w (3), v_insertion) of the latest servo_cv
         self._fault_since: float | None = None
         self._sp_vel = np.zeros(4)          # setpoint velocity: tip-frame angular (3), insertion (1)
+        self._prev_target: View | None = None
+        self._goal_vel = np.zeros(4)
+        self._goal_vel_alpha = 1.0 - np.exp(-2 * np.pi * GOAL_VELOCITY_FILTER_HZ * self.dt)
         self.measured: ScopeState | None = None
         self.reasons_last_cmd: list[str] = []
         # head follow
@@ -188,6 +194,8 @@ class EndoscopeHolderCore:
     def _reanchor(self) -> None:
         self.anchor = self.setpoint.copy()
         self._sp_vel[:] = 0.0
+        self._goal_vel[:] = 0.0
+        self._prev_target = None
         self._filter.reset(np.array([0.0, 0.0, 0.0, self.setpoint.depth]))
 
     # ------------------------------------------------------------------ inputs
@@ -383,7 +391,7 @@ class EndoscopeHolderCore:
 
         dt = self.dt
         ik = self.ik
-        if self.mode == TELEOP and self._cv is not None:
+        if self.mode == TELEOP and self._cv is not None and t - self._last_cmd_t <= self.cfg.servo_cv_hold_s:
             w, v = self._cv
             self.goal, reasons = ik.move_view(self.goal, w[0] * dt, w[1] * dt, v * dt, w[2] * dt)
             if reasons:
@@ -467,20 +475,42 @@ class EndoscopeHolderCore:
         c = self.cfg
         r = pin.log3(cur.rotation.T @ tgt.rotation)
         dd = tgt.depth - cur.depth
+        # the target's own velocity (a moving goal is tracked, not chased)
+        prev = self._prev_target
+        if prev is None:
+            gw, gd = np.zeros(3), 0.0
+        else:
+            gw = cur.rotation.T @ prev.rotation @ pin.log3(prev.rotation.T @ tgt.rotation) / dt
+            gd = (tgt.depth - prev.depth) / dt
+            if np.linalg.norm(gw) > c.max_angular_speed:     # a jump, not a motion: no feed-forward
+                gw = np.zeros(3)
+            if abs(gd) > c.max_insertion_speed:
+                gd = 0.0
+        self._prev_target = tgt.copy()
+        # smooth the feed-forward: residual tremor must not reach the acceleration limit
+        a = self._goal_vel_alpha
+        self._goal_vel[:3] += a * (gw - self._goal_vel[:3])
+        self._goal_vel[3] += a * (gd - self._goal_vel[3])
+        gw, gd = self._goal_vel[:3], self._goal_vel[3]
         v = self._sp_vel
-        v[:3] = self._approach(v[:3], r, c.max_angular_speed, c.max_angular_accel, dt)
-        v[3:] = self._approach(v[3:], np.array([dd]), c.max_insertion_speed, c.max_insertion_accel, dt)
+        v[:3] = self._approach(v[:3], r, c.max_angular_speed, c.max_angular_accel, dt, gw)
+        v[3:] = self._approach(v[3:], np.array([dd]), c.max_insertion_speed, c.max_insertion_accel, dt,
+                               np.array([gd]))
         return View(cur.rotation @ pin.exp3(v[:3] * dt), cur.depth + float(v[3]) * dt)
 
     @staticmethod
-    def _approach(v: np.ndarray, err: np.ndarray, vmax: float, amax: float, dt: float) -> np.ndarray:
+    def _approach(v: np.ndarray, err: np.ndarray, vmax: float, amax: float, dt: float,
+                  goal_vel: np.ndarray) -> np.ndarray:
         dist = float(np.linalg.norm(err))
         if dist < 1e-12:
-            want = np.zeros_like(v)
+            want = goal_vel.copy()
         else:
-            # stop exactly: never ask for more than the error left in one period
-            speed = min(vmax, np.sqrt(2.0 * amax * dist), dist / dt)
-            want = err * (speed / dist)
+            # far: the speed that can still stop in time; near: a linear pull (no limit cycle)
+            speed = min(vmax, np.sqrt(2.0 * amax * dist), SETPOINT_GAIN * dist)
+            want = goal_vel + err * (speed / dist)
+        nw = float(np.linalg.norm(want))
+        if nw > vmax:
+            want *= vmax / nw
         dv = want - v
         n = float(np.linalg.norm(dv))
         if n > amax * dt:

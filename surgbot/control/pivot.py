@@ -34,9 +34,11 @@ class PivotConfig:
     k_fulcrum: float = 60.0          # 1/s, lateral fulcrum error convergence
     k_view: float = 30.0             # 1/s, view error convergence
     k_posture: float = 0.5           # 1/s, pull to the posture in the remaining null space
+    max_view_rate: float = 1.0       # cap on the view task's commanded rate (rad/s; insertion / depth_scale)
+    max_fulcrum_rate: float = 0.05   # m/s cap on the lateral correction
     depth_scale: float = 0.1         # m: insertion row divided by this (rad-comparable units)
-    sigma_singular: float = 0.04     # below this smallest singular value, damping rises
-    lambda_max: float = 0.03         # damping at a full singularity
+    sigma_singular: float = 0.08     # below this smallest singular value, damping rises
+    lambda_max: float = 0.1         # damping at a full singularity
     limit_margin: float = 0.03       # rad kept from each joint limit
     max_joint_speed: float = 1.0     # rad/s, cap on every joint (also below the hardware cap)
     depth_range: tuple = (0.02, 0.15)    # m, allowed insertion depth (fulcrum to tip)
@@ -193,6 +195,9 @@ class PivotIK:
         Jf = -Jv + skew(f) @ Jw
         J1 = Jf[:2]
         e1 = -cfg.k_fulcrum * f[:2]
+        n1 = np.hypot(e1[0], e1[1])
+        if n1 > cfg.max_fulcrum_rate:
+            e1 *= cfg.max_fulcrum_rate / n1
         J2 = self._J2
         J2[:3] = Jw
         J2[3] = -Jf[2] / cfg.depth_scale
@@ -200,6 +205,9 @@ class PivotIK:
         e2 = np.empty(4)
         e2[:3] = cfg.k_view * e_rot
         e2[3] = cfg.k_view * (target.depth - st.depth) / cfg.depth_scale
+        n2 = float(np.linalg.norm(e2))
+        if n2 > cfg.max_view_rate:      # a far target must not ask for huge rates (chatter near singularities)
+            e2 *= cfg.max_view_rate / n2
         if w_ff is not None:
             e2[:3] += w_ff
             e2[3] += depth_ff / cfg.depth_scale
