@@ -196,6 +196,7 @@ def rig(module_processes):
                              + module_processes.log(bridge)[-3000:])
     time.sleep(1.0)
     yield {"client": client, "sim": sim, "bridge": bridge, "procs": module_processes, "ticks": ticks}
+    ticks.reader.close()
     client.close()
 
 

@@ -248,12 +248,23 @@ def init_channel(domain: int, interface: str | None = "lo") -> None:
         _initialized = (int(domain), interface or "")
 
 
+_participant = None
+
+
 def participant():
-    """A DomainParticipant of our own on the initialised G1 domain (raw readers/writers)."""
+    """The process's DomainParticipant on the initialised G1 domain (raw readers/writers).
+
+    One per process, like the SDK's own factory: participants created and
+    dropped per reader leave listener threads calling into freed objects.
+    """
+    global _participant
     from cyclonedds.domain import DomainParticipant
-    if _initialized is None:
-        raise RuntimeError("init_channel() first")
-    return DomainParticipant(_initialized[0])
+    with _init_lock:
+        if _initialized is None:
+            raise RuntimeError("init_channel() first")
+        if _participant is None:
+            _participant = DomainParticipant(_initialized[0])
+        return _participant
 
 
 class RawWriter:
@@ -292,7 +303,16 @@ class RawReader:
         self.topic = Topic(dp, topic_name, idl_type)
         self.reader = DataReader(dp, self.topic, listener=Listener(on_data_available=self._on_data))
 
+    def close(self) -> None:
+        """Detach the listener before the reader goes: a DDS thread must not call into a dead handler."""
+        if self.reader is not None:
+            self.reader.set_listener(None)
+            self._handler = lambda data, t: None
+            self.reader = None
+
     def _on_data(self, reader) -> None:
+        if self.reader is None:
+            return
         now = time.monotonic()
         ret = self._take(self.reader._ref, 32)
         if isinstance(ret, int):
