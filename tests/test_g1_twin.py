@@ -98,6 +98,13 @@ def stop_twin(processes, proc) -> dict:
     raise AssertionError("no counters in twin log:\n" + processes.log(proc))
 
 
+# The SDK's writers carry a DDS listener (publication matched) and its Close()
+# only drops the Python object: a discovery event after the twin exits then
+# calls into freed memory and kills the test process.  SDK endpoints created in
+# this process therefore live until the process ends.
+_KEEP_ALIVE: list = []
+
+
 class LowstateListener:
     """Latest rt/lowstate (SDK subscriber: the SDK's own deserializer)."""
 
@@ -129,7 +136,7 @@ class LowstateListener:
         return np.array([m.motor_state[i].q for i in range(N)])
 
     def close(self):
-        self.sub.Close()
+        _KEEP_ALIVE.append(self.sub)   # see _KEEP_ALIVE: never destroyed mid-process
 
 
 @pytest.fixture
@@ -211,6 +218,7 @@ def test_invalid_lowcmd_changes_nothing_and_is_counted(processes, listener):
     msc = MotionSwitcherClient()
     msc.SetTimeout(5.0)
     msc.Init()
+    _KEEP_ALIVE.extend([pub, msc])
 
     code, mode = msc.CheckMode()
     assert code == 0 and mode["name"], "twin starts in a standing mode"
