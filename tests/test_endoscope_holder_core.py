@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import numpy as np
 import pinocchio as pin
-import pytest
 
 from bench.endoscope import ArmLoop
-from surgbot.control.endoscope_holder import HOLD, IDLE, TELEOP, HEAD_FOLLOW, TOOL_FOLLOW, HolderConfig
+from surgbot.control.endoscope_holder import HEAD_FOLLOW, HOLD, TELEOP, TOOL_FOLLOW, HolderConfig
 from surgbot.control.pivot import PivotConfig
 from surgbot.kinematics.g1_arm import RIGHT_ARM_JOINTS, WAIST_JOINTS
 
-ARM_JOINTS = [n for n in RIGHT_ARM_JOINTS]
+ARM_JOINTS = list(RIGHT_ARM_JOINTS)
 
 
 def make_loop(**cfg) -> ArmLoop:
@@ -28,8 +27,7 @@ def make_loop(**cfg) -> ArmLoop:
                         joint_weights={n: 0.5 for n in WAIST_JOINTS},
                         depth_range=cfg.pop("depth_range", (0.015, 0.15)))
     hc = HolderConfig(fulcrum=cfg.pop("fulcrum", tuple(probe.port)), pivot=pivot, **cfg)
-    gravity_ff = hc.__dict__.pop("_gravity_ff", True)
-    return ArmLoop("box_trainer", holder_config=hc, gravity_ff=gravity_ff)
+    return ArmLoop("box_trainer", holder_config=hc)
 
 
 def quat(R):

@@ -40,10 +40,10 @@ ELBOW, WRIST = IDX["right_elbow_joint"], IDX["right_wrist_pitch_joint"]
 
 
 def sim_command() -> list[str]:
-    if (REPO / "sim" / "runner.py").exists() and os.environ.get("SURGBOT_G1_TEST_TWIN") != "standalone":
-        return [PYTHON, "-m", "surgbot.cli", "sim", "--scene", "box_trainer", "--headless",
-                "--g1-domain", str(G1_DOMAIN)]
-    return [PYTHON, "-m", "sim.g1_twin", "--domain", str(G1_DOMAIN), "--scene", "box_trainer"]
+    """The real `surgbot sim` runner; no camera (these tests read joints, not images,
+    and rendering would only take CPU from the 500 Hz loops under test)."""
+    return [PYTHON, "-m", "surgbot.cli", "sim", "--scene", "box_trainer", "--headless", "--no-camera",
+            "--g1-domain", str(G1_DOMAIN)]
 
 
 class Client:

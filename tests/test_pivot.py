@@ -13,7 +13,7 @@ import numpy as np
 import pinocchio as pin
 import pytest
 
-from surgbot.control.pivot import PivotConfig, PivotIK, View, rotation_aligning
+from surgbot.control.pivot import PivotConfig, PivotIK, rotation_aligning
 from surgbot.kinematics.g1_arm import DEFAULT_MJCF, RIGHT_ARM_JOINTS, WAIST_JOINTS, G1ScopeArm
 
 # A 7-DoF right arm from FACTS.md offsets with the scope in a fixed child body

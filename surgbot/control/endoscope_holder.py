@@ -22,6 +22,7 @@ reason and changes nothing.  Everything the node should log is queued in
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -33,7 +34,9 @@ from surgbot.control.pivot import PivotConfig, PivotIK, ScopeState, View, rotati
 from surgbot.kinematics.g1_arm import G1ScopeArm
 
 MODES = contract.ENDOSCOPE_MODES
-GOAL_VELOCITY_FILTER_HZ = 3.0   # low-pass of the goal-velocity feed-forward
+INTEGRATE_BELOW_ANGULAR = np.radians(0.5)    # rad/s: setpoint slower than this counts as still
+INTEGRATE_BELOW_INSERTION = 0.0005          # m/s
+GOAL_VELOCITY_FILTER_HZ = 2.0   # low-pass of the goal-velocity feed-forward
 SETPOINT_GAIN = 15.0      # 1/s, setpoint pull toward a (filtered) goal near it
 IDLE, HOLD, TELEOP, HEAD_FOLLOW, TOOL_FOLLOW, FAULT = MODES
 
@@ -48,7 +51,7 @@ class HolderConfig:
     servo_cv_hold_s: float = 0.05                  # a servo_cv velocity applies this long after its message
     max_angular_speed: float = np.radians(45.0)    # rad/s, setpoint pan/tilt/roll speed
     max_insertion_speed: float = 0.04              # m/s
-    max_angular_accel: float = np.radians(180.0)   # rad/s^2: smooth starts/stops keep the arm on the fulcrum
+    max_angular_accel: float = np.radians(90.0)    # rad/s^2: smooth starts/stops keep the arm on the fulcrum
     max_insertion_accel: float = 0.06              # m/s^2
     max_servo_cv_angular: float = 1.0              # rad/s, larger servo_cv is rejected
     max_servo_cv_linear: float = 0.1               # m/s
@@ -65,6 +68,7 @@ class HolderConfig:
     fault_fulcrum_error: float = 0.015             # m, measured, sustained -> FAULT (FACTS: >20 mm injures)
     fault_persist_s: float = 0.5
     joint_state_timeout_s: float = 0.1
+    pause_if_state_older_s: float = 0.015          # older measurement: hold the last command, do not run ahead
     # head follow
     deadman_button: int = 0
     head_pan_gain: float = 1.0
@@ -74,7 +78,7 @@ class HolderConfig:
     psm_base_pose: tuple | None = None             # (x y z qx qy qz qw) of PSM1_base in world
     tool_deadband_out_deg: float = 8.0             # start re-centring beyond this
     tool_deadband_in_deg: float = 2.0              # stop once within this
-    tool_speed_deg: float = 10.0                   # deg/s
+    tool_speed_deg: float = 15.0                   # deg/s
     psm_timeout_s: float = 0.5
 
 
@@ -138,9 +142,12 @@ class EndoscopeHolderCore:
         self._inv_kp = np.array([1.0 / float(kp.get(nm, 1e9)) for nm in arm.joint_names])
         self._kd = np.array([float(kd.get(nm, 0.0)) for nm in arm.joint_names])
         self._ki = np.full(n, self.cfg.integral_gain)
+        self._M = np.zeros((n, n))
+        self._mass_count = 0
+        self._inv_kp_active = self._inv_kp.copy()
         self._ddq = np.zeros(n)
         self._acc_alpha = 1.0 - np.exp(-2 * np.pi * self.cfg.accel_filter_hz * self.dt)
-        self.stats = {"steps": 0, "rejected": 0, "saturated_steps": 0}
+        self.stats = {"steps": 0, "rejected": 0, "saturated_steps": 0, "paused_steps": 0}
 
     # ------------------------------------------------------------------ helpers
     @staticmethod
@@ -381,6 +388,11 @@ class EndoscopeHolderCore:
             return self._command(np.zeros(self.n))
         if self.mode == FAULT:
             return self._command(np.zeros(self.n))
+        if t - self.t_meas > self.cfg.pause_if_state_older_s:
+            # the robot (or a stalled sim) has not reported for a while: advancing the view on
+            # the wall clock would run ahead of the arm; repeat the last command instead
+            self.stats["paused_steps"] += 1
+            return self._repeat()
         self._check_fault(t)
         if self.mode == FAULT:
             return self._command(np.zeros(self.n))
@@ -424,27 +436,46 @@ class EndoscopeHolderCore:
         self.q_ref += dq * dt
         self._ddq += self._acc_alpha * ((dq - self.dq_ref) / dt - self._ddq)
         self.dq_ref = dq
-        err = (self.q_ref - self.q_meas) * ik.active
-        lim = self.cfg.integral_limit
-        np.clip(self.offset + self._ki * dt * err, -lim, lim, out=self.offset)
+        # integrate only while the view is still: during a motion the tracking lag (and, on a
+        # loaded host, a sim running slower than the wall clock) would wind the integrator up
+        w = self._sp_vel[:3]
+        moving = (math.sqrt(w @ w) > INTEGRATE_BELOW_ANGULAR
+                  or abs(self._sp_vel[3]) > INTEGRATE_BELOW_INSERTION)
+        if not moving:
+            err = (self.q_ref - self.q_meas) * ik.active
+            lim = self.cfg.integral_limit
+            np.clip(self.offset + self._ki * dt * err, -lim, lim, out=self.offset)
         return self._command(dq)
+
+    def _repeat(self):
+        act = self.ik.active
+        names = tuple(nm for nm, a in zip(self.arm.joint_names, act) if a)
+        return names, self.q_cmd[act].copy(), np.zeros(int(act.sum()))
 
     def _command(self, dq: np.ndarray):
         if self.mode == FAULT:
             dq = np.zeros(self.n)     # freeze: keep the last command, never go limp
         else:
             q = self.q_ref + self.offset + self.cfg.command_lead_s * dq
-            M = pin.crba(self.arm.model, self.arm.data, self.q_ref)
-            Md = np.diag(M)
-            # per-joint PID stability bound ki < kd / I (I: the joint's inertia at this posture)
-            np.minimum(self.cfg.integral_gain, self.cfg.integral_stability * self._kd / Md, out=self._ki)
+            self._mass_count -= 1
+            if self._mass_count <= 0:       # the inertia changes slowly with posture: refresh every 25 steps
+                self._update_mass()
             if self.cfg.accel_feedforward:
-                q = q + (np.triu(M) + np.triu(M, 1).T) @ self._ddq * self._inv_kp * self.ik.active
+                q += (self._M @ self._ddq) * self._inv_kp_active
             q = np.clip(q, self.arm.limits.lower, self.arm.limits.upper)
             self.q_cmd = q
         act = self.ik.active
         names = tuple(nm for nm, a in zip(self.arm.joint_names, act) if a)
         return names, self.q_cmd[act].copy(), dq[act].copy()
+
+    def _update_mass(self) -> None:
+        """Joint-space inertia at q_ref (symmetrised) and the per-joint integral gains it bounds."""
+        M = pin.crba(self.arm.model, self.arm.data, self.q_ref)
+        self._M = np.triu(M) + np.triu(M, 1).T
+        # per-joint PID stability bound ki < kd / I (I: the joint's inertia at this posture)
+        np.minimum(self.cfg.integral_gain, self.cfg.integral_stability * self._kd / np.diag(self._M), out=self._ki)
+        self._inv_kp_active = self._inv_kp * self.ik.active
+        self._mass_count = 25
 
     def _check_fault(self, t: float) -> None:
         err = self.measured.fulcrum_error
@@ -482,7 +513,7 @@ class EndoscopeHolderCore:
         else:
             gw = cur.rotation.T @ prev.rotation @ pin.log3(prev.rotation.T @ tgt.rotation) / dt
             gd = (tgt.depth - prev.depth) / dt
-            if np.linalg.norm(gw) > c.max_angular_speed:     # a jump, not a motion: no feed-forward
+            if math.sqrt(gw @ gw) > c.max_angular_speed:     # a jump, not a motion: no feed-forward
                 gw = np.zeros(3)
             if abs(gd) > c.max_insertion_speed:
                 gd = 0.0
@@ -501,18 +532,18 @@ class EndoscopeHolderCore:
     @staticmethod
     def _approach(v: np.ndarray, err: np.ndarray, vmax: float, amax: float, dt: float,
                   goal_vel: np.ndarray) -> np.ndarray:
-        dist = float(np.linalg.norm(err))
+        dist = math.sqrt(err @ err)
         if dist < 1e-12:
             want = goal_vel.copy()
         else:
             # far: the speed that can still stop in time; near: a linear pull (no limit cycle)
             speed = min(vmax, np.sqrt(2.0 * amax * dist), SETPOINT_GAIN * dist)
             want = goal_vel + err * (speed / dist)
-        nw = float(np.linalg.norm(want))
+        nw = math.sqrt(want @ want)
         if nw > vmax:
             want *= vmax / nw
         dv = want - v
-        n = float(np.linalg.norm(dv))
+        n = math.sqrt(dv @ dv)
         if n > amax * dt:
             dv *= amax * dt / n
         return v + dv
@@ -530,28 +561,38 @@ class EndoscopeHolderCore:
                                          c.head_zoom_gain * fwd, 0.0)
 
     def _tool_goal(self, t: float) -> None:
+        """Re-aim the shaft at the tool when the camera sees it off-centre by more than the dead-band.
+
+        The shaft line through the tool puts the tool on the optical axis.  The
+        dead-band is judged from the camera (the tip), where an offset looks
+        larger than from the fulcrum; the motion is a slow, constant-rate turn.
+        """
         if self._tool_world is None or t - self._tool_t > self.cfg.psm_timeout_s:
             return
-        u = self._tool_world - self.ik.fulcrum
+        f = self.ik.fulcrum
+        sp = self.setpoint
+        z = sp.rotation[:, 2]
+        u = self._tool_world - f
         nu = float(np.linalg.norm(u))
-        if nu < 1e-6:
+        to_tool = self._tool_world - sp.tip_position(f)
+        nt = float(np.linalg.norm(to_tool))
+        if nu < 1e-6 or nt < 1e-6:
             return
         u /= nu
-        z = self.setpoint.rotation[:, 2]
-        ang = float(np.degrees(np.arccos(np.clip(np.dot(z, u), -1.0, 1.0))))
-        if ang > self.cfg.tool_deadband_out_deg:
+        ang_cam = float(np.degrees(np.arccos(np.clip(np.dot(z, to_tool / nt), -1.0, 1.0))))
+        if ang_cam > self.cfg.tool_deadband_out_deg:
             self._tool_tracking = True
-        elif ang < self.cfg.tool_deadband_in_deg:
+        elif ang_cam < self.cfg.tool_deadband_in_deg:
             self._tool_tracking = False
         if not self._tool_tracking:
-            self.goal = self.setpoint.copy()
+            self.goal = sp.copy()
             return
-        step = min(np.radians(ang), np.radians(self.cfg.tool_speed_deg) * self.dt)
-        Ra = rotation_aligning(z, u)
-        axis_angle = pin.log3(Ra)
+        ang = float(np.arccos(np.clip(np.dot(z, u), -1.0, 1.0)))
+        step = min(ang, np.radians(self.cfg.tool_speed_deg) * self.dt)
+        axis_angle = pin.log3(rotation_aligning(z, u))
         nrm = float(np.linalg.norm(axis_angle))
-        R = pin.exp3(axis_angle * (step / nrm)) @ self.setpoint.rotation if nrm > 1e-9 else self.setpoint.rotation
-        view, _ = self.ik.project(self.ik.fulcrum + self.setpoint.depth * R[:, 2], R)
+        R = pin.exp3(axis_angle * (step / nrm)) @ sp.rotation if nrm > 1e-9 else sp.rotation
+        view, _ = self.ik.project(f + sp.depth * R[:, 2], R)
         self.goal = view
 
     # ------------------------------------------------------------------ outputs

@@ -45,37 +45,57 @@ def frequency_response(sections, f: np.ndarray, fs: float) -> np.ndarray:
     return h
 
 
+def cascade_state_space(sections) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """(A, B, C, D) of a biquad cascade (DF-II transposed states, 2 per section)."""
+    n = 2 * len(sections)
+    A = np.zeros((n, n))
+    B = np.zeros(n)
+    C = np.zeros(n)
+    D = 1.0
+    # output of section k: y_k = b0 u_k + z0_k, with u_k = y_{k-1}; express u_k = Cu x + Du u
+    Cu, Du = np.zeros(n), 1.0
+    for k, (b, a) in enumerate(sections):
+        i = 2 * k
+        Cy = b[0] * Cu
+        Cy[i] += 1.0
+        Dy = b[0] * Du
+        # z0' = b1 u - a1 y + z1 ;  z1' = b2 u - a2 y
+        A[i] = b[1] * Cu - a[1] * Cy
+        A[i, i + 1] += 1.0
+        B[i] = b[1] * Du - a[1] * Dy
+        A[i + 1] = b[2] * Cu - a[2] * Cy
+        B[i + 1] = b[2] * Du - a[2] * Dy
+        Cu, Du = Cy, Dy
+    C, D = Cu, Du
+    return A, B, C, D
+
+
 class BiquadCascade:
-    """Vector signal through a fixed cascade of biquads (DF-II transposed)."""
+    """Vector signal through a fixed cascade of biquads, as one state-space update
+    (two small matrix products a sample instead of a Python loop over sections)."""
 
     def __init__(self, sections, dim: int):
         self.sections = [(np.asarray(b, float), np.asarray(a, float)) for b, a in sections]
         self.dim = dim
-        self._z = np.zeros((len(self.sections), 2, dim))
+        self.A, self.B, self.C, self.D = cascade_state_space(self.sections)
+        self._x = np.zeros((len(self.A), dim))
+        self._Bc = self.B[:, None]
         self.primed = False
 
-    def reset(self, x: np.ndarray) -> None:
-        """Steady state at a constant input x (no start-up transient)."""
-        x = np.asarray(x, float)
-        for k, (b, a) in enumerate(self.sections):
-            # steady state of DF-II T with constant input x and output y = x * dc gain
-            g = b.sum() / a.sum()
-            y = g * x
-            self._z[k, 1] = b[2] * x - a[2] * y
-            self._z[k, 0] = b[1] * x - a[1] * y + self._z[k, 1]
-            x = y
+    def reset(self, u: np.ndarray) -> None:
+        """Steady state at a constant input u (no start-up transient)."""
+        u = np.asarray(u, float)
+        n = len(self.A)
+        xs = np.linalg.solve(np.eye(n) - self.A, self.B)      # state per unit constant input
+        self._x = np.outer(xs, u)
         self.primed = True
 
-    def __call__(self, x: np.ndarray) -> np.ndarray:
+    def __call__(self, u: np.ndarray) -> np.ndarray:
         if not self.primed:
-            self.reset(x)
-        y = np.asarray(x, float)
-        for k, (b, a) in enumerate(self.sections):
-            z = self._z[k]
-            out = b[0] * y + z[0]
-            z[0] = b[1] * y - a[1] * out + z[1]
-            z[1] = b[2] * y - a[2] * out
-            y = out
+            self.reset(u)
+        x = self._x
+        y = self.C @ x + self.D * u
+        self._x = self.A @ x + self._Bc * u
         return y
 
 

@@ -21,6 +21,7 @@ rises smoothly with the smallest singular value (slows down, never jumps).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -117,6 +118,7 @@ class PivotIK:
         self.vmax = np.minimum(arm.limits.velocity, self.config.max_joint_speed)
         self.q_posture = arm.q_reference.copy()
         self._J2 = np.zeros((4, n))
+        self._S = np.zeros((3, 3))
         self._eye = np.eye(n)
         self.info = StepInfo()
 
@@ -127,7 +129,7 @@ class PivotIK:
 
     def _state_from(self, p: np.ndarray, R: np.ndarray) -> ScopeState:
         f = R.T @ (self.fulcrum - p)
-        return ScopeState(p.copy(), R.copy(), f, float(np.hypot(f[0], f[1])), float(-f[2]))
+        return ScopeState(p.copy(), R.copy(), f, math.hypot(f[0], f[1]), float(-f[2]))
 
     def project(self, position: np.ndarray, rotation: np.ndarray) -> tuple[View, list[str]]:
         """Nearest pivot-feasible view to a requested tip pose, and why it was changed (if it was).
@@ -192,10 +194,13 @@ class PivotIK:
         f = st.fulcrum_in_tip
         Jv = J[:3]
         Jw = J[3:]
-        Jf = -Jv + skew(f) @ Jw
+        S = self._S           # skew(f), filled in place
+        S[0, 1], S[0, 2], S[1, 2] = -f[2], f[1], -f[0]
+        S[1, 0], S[2, 0], S[2, 1] = f[2], -f[1], f[0]
+        Jf = S @ Jw - Jv
         J1 = Jf[:2]
         e1 = -cfg.k_fulcrum * f[:2]
-        n1 = np.hypot(e1[0], e1[1])
+        n1 = math.hypot(e1[0], e1[1])
         if n1 > cfg.max_fulcrum_rate:
             e1 *= cfg.max_fulcrum_rate / n1
         J2 = self._J2
@@ -205,7 +210,7 @@ class PivotIK:
         e2 = np.empty(4)
         e2[:3] = cfg.k_view * e_rot
         e2[3] = cfg.k_view * (target.depth - st.depth) / cfg.depth_scale
-        n2 = float(np.linalg.norm(e2))
+        n2 = math.sqrt(e2 @ e2)
         if n2 > cfg.max_view_rate:      # a far target must not ask for huge rates (chatter near singularities)
             e2 *= cfg.max_view_rate / n2
         if w_ff is not None:
@@ -238,9 +243,9 @@ class PivotIK:
         J2f = J2 * W
         # task 1: 2x2 damped normal equations (the fulcrum task is never near-singular in practice)
         A1 = J1f @ J1f.T
-        A1[0, 0] += 1e-8
-        A1[1, 1] += 1e-8
-        J1p = J1f.T @ np.linalg.inv(A1)
+        a, b, c, d = A1[0, 0] + 1e-8, A1[0, 1], A1[1, 0], A1[1, 1] + 1e-8
+        det = a * d - b * c
+        J1p = J1f.T @ np.array([[d, -b], [-c, a]]) * (1.0 / det)
         dq1 = J1p @ e1
         N1 = self._eye - J1p @ J1f
         # task 2 in the null space of 1, damped by its smallest singular value

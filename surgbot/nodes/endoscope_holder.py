@@ -37,6 +37,37 @@ DIAG_NAME = "endoscope_holder"
 STALE_COMMAND_S = 1.0      # a servo command stamped further than this from now is rejected
 
 
+def scene_port(scene: str) -> list[float]:
+    """The port (fulcrum) of a sim scene: its `scope_port` site in the `stand` keyframe.
+
+    Sim only: stands in for registering the port on the patient (`fulcrum`
+    parameter or `/endoscope/set_fulcrum` on hardware)."""
+    import mujoco
+
+    from sim.scene import build_model, reset_to_stand
+
+    m = build_model(scene)
+    d = mujoco.MjData(m)
+    reset_to_stand(m, d)
+    return [float(v) for v in d.site("scope_port").xpos]
+
+
+def scene_psm_base(scene: str) -> list[float] | None:
+    """Sim only: PSM1_base pose in world (x y z qx qy qz qw) from the scene, if it has a PSM."""
+    import mujoco
+
+    from sim.scene import PSM_ROOT_BODY, build_model, reset_to_stand
+
+    m = build_model(scene)
+    if mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_BODY, PSM_ROOT_BODY) < 0:
+        return None
+    d = mujoco.MjData(m)
+    reset_to_stand(m, d)
+    b = d.body(PSM_ROOT_BODY)
+    w, x, y, z = (float(v) for v in b.xquat)
+    return [float(v) for v in b.xpos] + [x, y, z, w]
+
+
 class EndoscopeHolderNode(Node):
     def __init__(self, **kwargs):
         super().__init__("endoscope_holder", **kwargs)
@@ -48,6 +79,12 @@ class EndoscopeHolderNode(Node):
         waist_weight = float(p("waist_weight", 0.5).value)
         depth_range = list(p("depth_range", [0.02, 0.15]).value)
         psm_base = list(p("psm_base_pose", [0.0]).value)
+        scene = str(p("scene", "").value)
+        if len(fulcrum) != 3 and scene:
+            fulcrum = scene_port(scene)
+        if len(psm_base) != 7 and scene:
+            psm_base = scene_psm_base(scene) or psm_base
+            self.get_logger().info(f"fulcrum registered from scene {scene!r}: port at {np.round(fulcrum, 4).tolist()}")
         cfg = HolderConfig(
             rate_hz=rate,
             fulcrum=tuple(fulcrum) if len(fulcrum) == 3 else None,
@@ -73,7 +110,7 @@ class EndoscopeHolderNode(Node):
             psm_base_pose=tuple(psm_base) if len(psm_base) == 7 else None,
             tool_deadband_out_deg=float(p("tool_deadband_out_deg", 8.0).value),
             tool_deadband_in_deg=float(p("tool_deadband_in_deg", 2.0).value),
-            tool_speed_deg=float(p("tool_speed_deg", 10.0).value),
+            tool_speed_deg=float(p("tool_speed_deg", 15.0).value),
         )
         self.publish_hz = float(p("state_publish_hz", 100.0).value)
         self.arm = G1ScopeArm(mjcf)
@@ -180,8 +217,14 @@ class EndoscopeHolderNode(Node):
 
     def _drain(self) -> None:
         log = self.get_logger()
+        # one call site per severity: rclpy refuses a severity change at one call site
         for level, text in self.core.events:
-            {"error": log.error, "warn": log.warning}.get(level, log.info)(text)
+            if level == "error":
+                log.error(text)
+            elif level == "warn":
+                log.warning(text)
+            else:
+                log.info(text)
         self.core.events.clear()
 
     # ------------------------------------------------------------------ loop
@@ -261,6 +304,7 @@ class EndoscopeHolderNode(Node):
             "sigma_min": str(d["sigma_min"]),
             "saturated": json.dumps(d["saturated"]),
             "rejected": str(d["rejected"]),
+            "paused_steps": str(d["paused_steps"]),
             "steps": str(d["steps"]),
         }
         s.values = [KeyValue(key=k, value=v) for k, v in values.items()]
