@@ -410,7 +410,7 @@ class PSMTwin:
 def main(argv: list[str] | None = None) -> int:
     """A world of psm.xml alone, with its own rclpy node, paced to real time."""
     import rclpy
-    from rclpy.executors import MultiThreadedExecutor
+    from rclpy.executors import SingleThreadedExecutor
 
     from sim.world import SimWorld
 
@@ -433,7 +433,7 @@ def main(argv: list[str] | None = None) -> int:
     node = rclpy.create_node("surgbot_sim_psm")
     world.ros_node = node
     twin = world.add(PSMTwin(rate_hz=args.rate, publish_tip_ground_truth=True))
-    executor = MultiThreadedExecutor(num_threads=2)
+    executor = SingleThreadedExecutor()   # callbacks only queue commands; see crtk.spin_in_background
     executor.add_node(node)
     spin = threading.Thread(target=executor.spin, daemon=True)
     spin.start()
