@@ -82,6 +82,21 @@ def time_calls(fn: Callable[[], object], repeats: int, warmup: int = 10) -> list
     return out
 
 
+def dds_domains() -> tuple[int, int]:
+    """(ROS_DOMAIN_ID, G1 DDS domain) for this bench process, chosen once.
+
+    Taken from the environment when set (tests set both), else picked at
+    random in the same ranges as the tests, and written back to the
+    environment so every child process and every module shares them: the
+    unitree SDK's channel factory is one per process and cannot switch domain.
+    """
+    import random
+    ros = os.environ.get("ROS_DOMAIN_ID") or str(10 + random.randrange(90))
+    g1 = os.environ.get("SURGBOT_G1_DOMAIN") or str(110 + random.randrange(110))
+    os.environ["ROS_DOMAIN_ID"], os.environ["SURGBOT_G1_DOMAIN"] = ros, g1
+    return int(ros), int(g1)
+
+
 def machine() -> dict:
     """CPU, cores and versions of what the figures depend on."""
     info = {

@@ -14,7 +14,6 @@ on a private DDS domain, with the real `g1_bridge` node for the latency:
 from __future__ import annotations
 
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -71,18 +70,14 @@ def run(quick: bool = True) -> list[dict]:
     from surgbot.hw import unitree
     from unitree_sdk2py.idl.unitree_hg.msg.dds_ import LowState_
 
-    domain = int(os.environ.get("SURGBOT_G1_DOMAIN", 110 + random.randrange(110)))
-    env = dict(os.environ, SURGBOT_G1_DOMAIN=str(domain))
-    env.setdefault("ROS_DOMAIN_ID", str(10 + random.randrange(90)))
+    from bench import dds_domains
+    _, domain = dds_domains()
+    env = dict(os.environ)
     env.setdefault("MUJOCO_GL", "osmesa")
     py = sys.executable
-    if (REPO / "sim" / "runner.py").exists() and os.environ.get("SURGBOT_G1_TEST_TWIN") != "standalone":
-        sim_args = [py, "-m", "surgbot.cli", "sim", "--scene", "box_trainer", "--headless",
-                    "--g1-domain", str(domain)]
-        sim_name = "surgbot sim --headless"
-    else:
-        sim_args = [py, "-m", "sim.g1_twin", "--domain", str(domain), "--scene", "box_trainer"]
-        sim_name = "sim.g1_twin"
+    sim_args = [py, "-m", "surgbot.cli", "sim", "--scene", "box_trainer", "--headless",
+                "--g1-domain", str(domain)]
+    sim_name = "surgbot sim --headless"
     figs = _codec_figures()
     unitree.init_channel(domain, "lo")
     dp = unitree.participant()
@@ -134,7 +129,6 @@ def _latency(recv, lock, env, n: int) -> list[dict]:
     import rclpy
     from sensor_msgs.msg import JointState
     from std_srvs.srv import Trigger
-    os.environ["ROS_DOMAIN_ID"] = env["ROS_DOMAIN_ID"]
     rclpy.init()
     node = rclpy.create_node("bench_g1")
     pub = node.create_publisher(JointState, contract.G1_ARM_COMMAND, 10)

@@ -59,9 +59,9 @@ def _rate_and_latency(rate: float, seconds: float, latency: bool) -> list[dict]:
     from surgbot.hw.crtk import PSMClient, spin_in_background
     from surgbot.kinematics import psm
 
+    from bench import dds_domains
+    dds_domains()
     env = dict(os.environ)
-    env.setdefault("ROS_DOMAIN_ID", str(40 + os.getpid() % 50))
-    os.environ["ROS_DOMAIN_ID"] = env["ROS_DOMAIN_ID"]
     proc = _twin(rate, env)
     rclpy.init()
     node = rclpy.create_node(f"bench_psm_{int(rate)}")

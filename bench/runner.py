@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import importlib
 import json
+import subprocess
 import sys
+import tempfile
 import time
 import traceback
 from pathlib import Path
@@ -46,12 +48,10 @@ def run(args) -> int:
         area = module_name.split(".", 1)[1]
         print(f"[{i}/{len(selected)}] bench {area} ...", file=sys.stderr, flush=True)
         t0 = time.perf_counter()
-        try:
-            module = importlib.import_module(module_name)
-            figures = module.run(quick=args.quick)
-        except Exception as exc:  # noqa: BLE001 - one broken area must not hide the others
-            result["errors"][area] = f"{type(exc).__name__}: {exc}"
-            traceback.print_exc(file=sys.stderr)
+        figures, error = _run_area(module_name, args.quick)
+        if error:
+            result["errors"][area] = error
+            print(f"[{i}/{len(selected)}] bench {area}: FAILED: {error}", file=sys.stderr, flush=True)
             continue
         for fig in figures:
             fig["area"] = area
@@ -76,6 +76,43 @@ def run(args) -> int:
     return 1 if result["errors"] and not result["figures"] else 0
 
 
+def _run_area(module_name: str, quick: bool) -> tuple[list[dict], str | None]:
+    """Run one area in its own process and read its figures back.
+
+    Each area starts and stops DDS participants, twins and rclpy contexts; the
+    unitree SDK's channel factory is one per process and its endpoints do not
+    survive being torn down and rebuilt in the same process.  A crash in one
+    area is reported as that area's error instead of ending the suite.
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "figures.json"
+        proc = subprocess.run(
+            [sys.executable, "-m", "bench.runner", "--area", module_name, "--area-out", str(out)]
+            + (["--quick"] if quick else []),
+            cwd=REPO, stdout=sys.stderr, stderr=sys.stderr)
+        if proc.returncode != 0 or not out.exists():
+            return [], f"{module_name} exited with code {proc.returncode}"
+        data = json.loads(out.read_text())
+        return data["figures"], data.get("error")
+
+
+def _area_main(argv: list[str]) -> int:
+    """`python -m bench.runner --area bench.X --area-out FILE [--quick]` (used by `run`)."""
+    import argparse
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--area", required=True, choices=MODULES)
+    ap.add_argument("--area-out", required=True)
+    ap.add_argument("--quick", action="store_true")
+    a = ap.parse_args(argv)
+    try:
+        figures, error = importlib.import_module(a.area).run(quick=a.quick), None
+    except Exception as exc:  # noqa: BLE001 - reported as this area's error
+        traceback.print_exc(file=sys.stderr)
+        figures, error = [], f"{type(exc).__name__}: {exc}"
+    Path(a.area_out).write_text(json.dumps({"figures": figures, "error": error}))
+    return 0
+
+
 def _fmt(x) -> str:
     if x is None:
         return ""
@@ -95,3 +132,7 @@ def format_table(result: dict) -> str:
     for area, err in result["errors"].items():
         lines.append(f"ERROR {area}: {err}")
     return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(_area_main(sys.argv[1:]))

@@ -20,7 +20,6 @@ import sys  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
 
-import numpy as np  # noqa: E402
 
 from bench import figure  # noqa: E402
 
@@ -54,7 +53,8 @@ def _render_probe(backend: str, frames: int) -> list[float] | None:
 
 def _world(scene: str, camera: bool, fast: bool):
     from sim.runner import SimConfig, make_world
-    domain = int(os.environ.get("SURGBOT_G1_DOMAIN", 0)) or (150 + os.getpid() % 80)
+    from bench import dds_domains
+    domain = dds_domains()[1]
     cfg = SimConfig(scene=scene, camera=camera, fast=fast, ros=False, g1_domain=domain)
     world, _ = make_world(cfg, node=None)
     return world, cfg

@@ -148,6 +148,7 @@ def rig(module_processes):
     c = Client()
     ok = c.wait(lambda: c.gt_fulcrum is not None and bool(c.gt_tip), timeout=90)
     assert ok, "no ground truth from the sim:\n" + procs.log(sim)[-3000:]
+    assert bridge.poll() is None, "g1_bridge died:\n" + procs.log(bridge)[-3000:]
     port = [float(v) for v in c.gt_fulcrum]
     holder = procs.start([PYTHON, "-m", "surgbot.nodes.endoscope_holder", "--ros-args", "--params-file",
                           str(REPO / "config" / "endoscope_holder.yaml"),

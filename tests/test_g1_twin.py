@@ -8,7 +8,6 @@ unitree_sdk2py's own classes, as any program for the real robot would.
 from __future__ import annotations
 
 import json
-import math
 import os
 import signal
 import threading

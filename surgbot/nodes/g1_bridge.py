@@ -18,12 +18,10 @@ Parameters (config/g1_bridge.yaml): `g1_domain`, `g1_interface`, `kp`, `kd`
 from __future__ import annotations
 
 import math
-import os
 import sys
 import threading
 import time
 
-import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.node import Node

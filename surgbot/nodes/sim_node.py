@@ -13,7 +13,6 @@ import threading
 
 def main(argv: list[str] | None = None) -> int:
     from sim import runner  # sets MUJOCO_GL before mujoco is imported
-    from surgbot import contract
 
     argv = sys.argv if argv is None else argv
     ros = runner.RosContext(args=argv)
