@@ -49,7 +49,7 @@ if [ ! -x "$VENV/bin/python" ]; then
   say "creating $VENV with $PYTHON"
   "$PYTHON" -m venv "$VENV"
 fi
-"$VENV/bin/python" -m pip install -q --upgrade "pip==26.3" "setuptools==84.2.1" "wheel==0.48.0"
+"$VENV/bin/python" -m pip install -q --upgrade "pip==26.3"   # setuptools and wheel come pinned from the lock
 
 # cyclonedds 0.10.2 (the G1's own DDS version) builds against Debian's libddsc:
 # its setup looks for $CYCLONEDDS_HOME/{include,bin,lib/libddsc.so}.

@@ -1,0 +1,38 @@
+"""Write requirements/lock.txt from the current .venv.
+
+`pip freeze` also lists the `.egg-info` records that the ROS 2 PyPI wheels
+carry inside them (action_msgs, builtin_interfaces, ...): those are not
+installable distributions, so only `.dist-info` ones are kept.  Developer
+tools that the project does not need are left out.
+
+    .venv/bin/python scripts/freeze_lock.py
+"""
+
+from importlib.metadata import distributions
+from pathlib import Path
+
+SKIP = {"surgbot", "py-spy", "pyflakes", "line-profiler", "line_profiler"}
+HEADER = """\
+# Exact versions tested together (Python 3.11, Debian 12). Regenerate with:
+#   .venv/bin/python scripts/freeze_lock.py
+# cyclonedds builds from source against Debian's cyclonedds-dev (scripts/bootstrap.sh sets CYCLONEDDS_HOME).
+"""
+
+
+def main() -> None:
+    pins = {}
+    for dist in distributions():
+        path = getattr(dist, "_path", None)
+        name = dist.metadata["Name"]
+        if not name or path is None or not str(path).endswith(".dist-info"):
+            continue
+        if name.lower() in SKIP:
+            continue
+        pins[name.lower()] = f"{name}=={dist.version}"
+    lock = Path(__file__).resolve().parents[1] / "requirements" / "lock.txt"
+    lock.write_text(HEADER + "\n".join(pins[k] for k in sorted(pins)) + "\n")
+    print(f"{lock}: {len(pins)} pins")
+
+
+if __name__ == "__main__":
+    main()
