@@ -1,28 +1,50 @@
-"""Endoscope camera twin: renders `endoscope_camera` headless in its own thread.
+"""Endoscope camera twin: renders `endoscope_camera` headless in a child process.
 
-Rendering (10-20 ms a frame on a CPU GL) must never hold up physics, so the
-twin keeps a private `MjData`: under `world.lock` it copies the state
-(qpos/qvel/act/mocap/time, microseconds), then runs `mj_forward` and renders
-outside the lock.  The GL context is created in the render thread (osmesa and
-EGL contexts are current in one thread only).
+Rendering (10-20 ms a frame on a CPU GL) must never hold up physics.  In a
+thread it did: `mj_forward` / `Renderer.render` hold the GIL for part of
+their run, which put 20-40 ms gaps into the 500 Hz `rt/lowstate` stream (the
+G1 bridge's watchdog is 50 ms).  So the renderer is its own process
+(`sim.camera_process`, started with `python -m`): it loads the very same
+model (the parent's MjModel saved as MJB), gets the state through shared
+memory and publishes the ROS topics from its own rclpy node, on the sim
+node's domain and namespace.
 
-With `world.ros_node` set it publishes `/endoscope/image_raw` (rgb8),
+The physics thread's share, in `after_step`, only when a frame is due and the
+child has taken the previous state: copy time/qpos/qvel/act/mocap and the
+header stamp (`world.stamp_ns()`) into shared memory under `world.lock`, and
+write one byte to the child's stdin.  The child renders at most `hz` frames a
+second (wall clock), and puts each frame back into shared memory (`latest()`).
+
+With `world.ros_node` set the child publishes `/endoscope/image_raw` (rgb8),
 `/endoscope/image_raw/compressed` (jpeg) and `/endoscope/camera_info`
 (pinhole K from the MuJoCo camera's vertical field of view), frame
 `endoscope_tip` (the optical frame: z forward, x right, y down).
+
+The child dies with the parent: `close()` stops it, and it exits by itself
+when its stdin reaches EOF (the parent died, even by SIGKILL) or its parent
+pid changes.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
+import mmap
+import os
+import select
+import subprocess
+import sys
+import tempfile
 import threading
 import time
+from pathlib import Path
 
 import mujoco
 import numpy as np
 
-from surgbot import contract
+from sim.camera_process import (CONSUMED, FRAME_SEQ, FRAME_STAMP, FRAMES, RENDER_COUNT, RENDER_RING, STATE_SEQ,
+                                STATE_STAMP, STOP, T_FIRST, T_LAST, Layout)
 
 log = logging.getLogger("surgbot.sim.camera")
 
@@ -30,6 +52,9 @@ DEFAULT_WIDTH = 320
 DEFAULT_HEIGHT = 240
 DEFAULT_HZ = 30.0
 HIDDEN_GEOM_GROUP = 3      # sim.scene.OUTER_GROUP: box lid/walls, head shell
+READY_TIMEOUT_S = 30.0
+CHILD_NODE_NAME = "sim_endoscope_camera"
+_REPO = Path(__file__).resolve().parent.parent
 
 
 def intrinsics(fovy_deg: float, width: int, height: int) -> np.ndarray:
@@ -38,8 +63,42 @@ def intrinsics(fovy_deg: float, width: int, height: int) -> np.ndarray:
     return np.array([[f, 0.0, width / 2.0], [0.0, f, height / 2.0], [0.0, 0.0, 1.0]])
 
 
+def _anonymous_file(name: str, content: bytes | None = None, size: int = 0) -> int:
+    """fd of an unnamed in-memory file (nothing to unlink, gone with its last holder)."""
+    if hasattr(os, "memfd_create"):
+        fd = os.memfd_create(name)
+    else:  # pragma: no cover - non-Linux
+        f = tempfile.TemporaryFile()
+        fd = os.dup(f.fileno())
+        f.close()
+    if content is not None:
+        view = memoryview(content)
+        while view:
+            view = view[os.write(fd, view):]
+        os.lseek(fd, 0, os.SEEK_SET)
+    else:
+        os.ftruncate(fd, size)
+    return fd
+
+
+def _read_line(stream, timeout: float) -> str | None:
+    """One line from a child's stdout pipe, None on timeout."""
+    fd = stream.fileno()
+    buf = b""
+    deadline = time.monotonic() + timeout
+    while b"\n" not in buf:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            return None
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            break
+        buf += chunk
+    return buf.decode("utf-8", "replace").split("\n", 1)[0]
+
+
 class EndoscopeCamera:
-    """Twin: renders the endoscope view at `hz` (wall clock) and publishes it."""
+    """Twin: renders the endoscope view at `hz` (wall clock) in a child process and publishes it."""
 
     name = "endoscope_camera"
 
@@ -52,16 +111,18 @@ class EndoscopeCamera:
         self.width, self.height, self.hz = int(width), int(height), float(hz)
         self.camera = camera
         self.jpeg_quality = int(jpeg_quality)
-        self.frames = 0                     # frames rendered (and published, with ROS)
-        self.render_ms: list[float] = []    # per-frame render time (forward + render), last 1000
-        self.error: str | None = None
-        self._latest: tuple[np.ndarray, int] | None = None
-        self._latest_lock = threading.Lock()
-        self._stop = threading.Event()
-        self._ready = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._t_start = None
-        self._t_last = None
+        self._period = 1.0 / self.hz
+        self._proc: subprocess.Popen | None = None
+        self._block: mmap.mmap | None = None
+        self._shm: Layout | None = None
+        self._pipe_fd: int | None = None
+        self._lock = threading.Lock()           # latest() from other threads vs close()
+        self._latest_cache: tuple[int, tuple[np.ndarray, int]] | None = None
+        self._next_due = 0.0
+        self._next_check = 0.0
+        self._parent_error: str | None = None
+        # What the accessors return once the child is gone.
+        self._final = {"frames": 0, "render_ms": [], "rate_hz": 0.0, "error": None, "latest": None}
 
     # ------------------------------------------------------------------ twin hooks
     def bind(self, world) -> None:
@@ -74,135 +135,206 @@ class EndoscopeCamera:
             raise ValueError(f"camera {self.width}x{self.height} larger than the model's offscreen buffer "
                              f"{model.vis.global_.offwidth}x{model.vis.global_.offheight}")
         self.K = intrinsics(float(model.cam_fovy[self._cam_id]), self.width, self.height)
-        self._pubs = None
-        node = world.ros_node
-        if node is not None:
-            from rclpy.qos import QoSProfile, ReliabilityPolicy, HistoryPolicy
-            from sensor_msgs.msg import CameraInfo, CompressedImage, Image
-            qos = QoSProfile(depth=2, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE)
-            self._pubs = (node.create_publisher(Image, contract.ENDOSCOPE_IMAGE, qos),
-                          node.create_publisher(CompressedImage, contract.ENDOSCOPE_IMAGE_COMPRESSED, qos),
-                          node.create_publisher(CameraInfo, contract.ENDOSCOPE_CAMERA_INFO, qos))
-        self._thread = threading.Thread(target=self._run, name="endoscope-camera", daemon=True)
-        self._thread.start()
-        # First frame (GL context up) before physics starts, so a broken GL shows at once.
-        if not self._ready.wait(30.0):
-            log.warning("endoscope camera: renderer not ready after 30 s")
-        if self.error:
-            raise RuntimeError(f"endoscope camera failed: {self.error}")
+        sizes = dict(nq=model.nq, nv=model.nv, na=model.na, nmocap=model.nmocap,
+                     width=self.width, height=self.height)
+        block_size = Layout.nbytes(**sizes)
+        block_fd = _anonymous_file("surgbot-endoscope-state", size=block_size)
+        mjb = np.zeros(mujoco.mj_sizeModel(model), np.uint8)
+        mujoco.mj_saveModel(model, None, mjb)
+        model_fd = _anonymous_file("surgbot-endoscope-model", content=mjb.tobytes())
+        try:
+            self._block = mmap.mmap(block_fd, block_size)
+            self._shm = Layout(self._block, **sizes)
+            with world.lock:
+                self._write_state(world)        # the first frame is rendered before physics starts
+            node = world.ros_node
+            spec = {
+                "block_fd": block_fd, "block_size": block_size, "model_fd": model_fd, "sizes": sizes,
+                "width": self.width, "height": self.height, "camera_id": int(self._cam_id),
+                "jpeg_quality": self.jpeg_quality, "parent_pid": os.getpid(), "ros": node is not None,
+                "domain_id": node.context.get_domain_id() if node is not None else None,
+                "namespace": node.get_namespace() if node is not None else None,
+                "node_name": CHILD_NODE_NAME,
+            }
+            gl = os.environ.get("MUJOCO_GL", "osmesa")
+            env = dict(os.environ, MUJOCO_GL=gl, PYOPENGL_PLATFORM=os.environ.get("PYOPENGL_PLATFORM", gl))
+            env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_REPO), env.get("PYTHONPATH")) if p)
+            self._proc = subprocess.Popen(
+                [sys.executable, "-m", "sim.camera_process", json.dumps(spec)], cwd=str(_REPO), env=env,
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, pass_fds=(block_fd, model_fd))
+        except Exception:
+            self.close()
+            raise
+        finally:
+            os.close(block_fd)
+            os.close(model_fd)
+        self._pipe_fd = self._proc.stdin.fileno()
+        os.set_blocking(self._pipe_fd, False)       # the physics thread never waits on the child
+        self._signal()
+        # First frame (GL context and ROS node up) before physics starts, so a broken GL shows at once.
+        line = _read_line(self._proc.stdout, READY_TIMEOUT_S)
+        self._proc.stdout.close()
+        if line is None:
+            log.warning("endoscope camera: renderer not ready after %.0f s", READY_TIMEOUT_S)
+        elif line != "ready":
+            error = self.error or (line[len("error "):] if line.startswith("error ") else
+                                   f"renderer process exited with code {self._proc.wait(5)}")
+            self.close()
+            raise RuntimeError(f"endoscope camera failed: {error}")
+        self._next_due = time.perf_counter() + self._period
 
     def before_step(self, world) -> None:
         pass
 
     def after_step(self, world) -> None:
-        pass
+        now = time.perf_counter()
+        if now < self._next_due or self._shm is None:
+            return
+        header = self._shm.header
+        if header[CONSUMED] != header[STATE_SEQ]:
+            # Still rendering the last state: try again next step; see once a second that it lives.
+            if now >= self._next_check:
+                self._next_check = now + 1.0
+                self._check_alive()
+            return
+        with world.lock:
+            self._write_state(world)
+        self._signal()
+        self._next_due += self._period
+        if self._next_due < now - self._period:
+            self._next_due = now                # fell behind: don't try to catch up in a burst
 
     def close(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(10.0)
-            self._thread = None
+        with self._lock:
+            proc, shm = self._proc, self._shm
+            if shm is not None:
+                shm.header[STOP] = 1
+            if proc is not None:
+                try:
+                    proc.stdin.close()          # EOF: the child leaves its loop
+                except OSError:
+                    pass
+                try:
+                    proc.wait(5.0)
+                except subprocess.TimeoutExpired:
+                    proc.terminate()
+                    try:
+                        proc.wait(2.0)
+                    except subprocess.TimeoutExpired:
+                        proc.kill()
+                        proc.wait()
+            if shm is not None:
+                self._final = {"frames": self.frames, "render_ms": self.render_ms, "rate_hz": self.rate_hz,
+                               "error": self.error, "latest": self._read_latest()}
+            self._proc = self._shm = None
+            self._pipe_fd = None
+            self._latest_cache = None
+            if self._block is not None:
+                del shm
+                try:
+                    self._block.close()
+                except BufferError:             # a view still alive somewhere: the GC unmaps it
+                    pass
+                self._block = None
 
     # ------------------------------------------------------------------ results
     @property
+    def pid(self) -> int | None:
+        """Renderer process id while it runs (bound and not closed), else None."""
+        proc = self._proc
+        return proc.pid if proc is not None and proc.poll() is None else None
+
+    @property
+    def frames(self) -> int:
+        """Frames rendered (and published, with ROS)."""
+        shm = self._shm
+        return int(shm.header[FRAMES]) if shm is not None else self._final["frames"]
+
+    @property
+    def render_ms(self) -> list[float]:
+        """Per-frame render time (state copy + forward + render, in the child), oldest first, last 1000."""
+        shm = self._shm
+        if shm is None:
+            return list(self._final["render_ms"])
+        n = int(shm.header[RENDER_COUNT])
+        ring = shm.render_ms.copy()
+        if n <= RENDER_RING:
+            return ring[:n].tolist()
+        start = n % RENDER_RING
+        return np.concatenate([ring[start:], ring[:start]]).tolist()
+
+    @property
     def rate_hz(self) -> float:
-        """Achieved frame rate since the first frame (wall clock)."""
-        if self._t_start is None or self._t_last is None or self.frames < 2:
-            return 0.0
-        span = self._t_last - self._t_start
-        return (self.frames - 1) / span if span > 0 else 0.0
+        """Achieved frame rate (wall clock) since the first frame rendered while physics runs."""
+        shm = self._shm
+        if shm is None:
+            return self._final["rate_hz"]
+        frames = int(shm.header[FRAMES])
+        span = float(shm.times[T_LAST] - shm.times[T_FIRST])
+        return (frames - 2) / span if frames >= 3 and span > 0 else 0.0
+
+    @property
+    def error(self) -> str | None:
+        """Why the renderer stopped (None while it runs)."""
+        shm = self._shm
+        if shm is None:
+            return self._final["error"]
+        return shm.get_error() or self._parent_error
 
     def latest(self) -> tuple[np.ndarray, int] | None:
-        """Last frame (HxWx3 uint8, read-only) and its stamp in ns, or None."""
-        with self._latest_lock:
-            return self._latest
+        """Last frame (HxWx3 uint8, read-only copy) and its stamp in ns, or None."""
+        with self._lock:
+            if self._shm is None:
+                return self._final["latest"]
+            return self._read_latest()
 
-    # ------------------------------------------------------------------ render thread
-    def _run(self) -> None:
-        world = self.world
-        model = world.model
+    # ------------------------------------------------------------------ internals
+    def _read_latest(self) -> tuple[np.ndarray, int] | None:
+        """Seqlock read of the child's frame (retries while the child is writing it)."""
+        shm = self._shm
+        header = shm.header
+        for _ in range(50):
+            seq = int(header[FRAME_SEQ])
+            if seq == 0:
+                return None
+            if self._latest_cache is not None and self._latest_cache[0] == seq:
+                return self._latest_cache[1]
+            if seq & 1:
+                time.sleep(0.0005)
+                continue
+            image = shm.image.copy()
+            stamp_ns = int(header[FRAME_STAMP])
+            if int(header[FRAME_SEQ]) == seq:
+                image.flags.writeable = False
+                self._latest_cache = (seq, (image, stamp_ns))
+                return self._latest_cache[1]
+        return self._latest_cache[1] if self._latest_cache is not None else None
+
+    def _write_state(self, world) -> None:
+        """Copy the state for the next frame (caller holds world.lock; microseconds)."""
+        shm, d = self._shm, world.data
+        shm.state_time[0] = d.time
+        shm.qpos[:] = d.qpos
+        shm.qvel[:] = d.qvel
+        if shm.act.size:
+            shm.act[:] = d.act
+        if shm.mocap_pos.size:
+            shm.mocap_pos[:] = d.mocap_pos
+            shm.mocap_quat[:] = d.mocap_quat
+        shm.header[STATE_STAMP] = world.stamp_ns()
+        shm.header[STATE_SEQ] += 1              # last: the child reads the state after seeing this
+
+    def _signal(self) -> None:
+        """Wake the child (one byte on its stdin; never blocks)."""
         try:
-            renderer = mujoco.Renderer(model, self.height, self.width)
-        except Exception as exc:  # noqa: BLE001 - reported by bind(), not swallowed
-            self.error = f"{type(exc).__name__}: {exc}"
-            self._ready.set()
-            return
-        data = mujoco.MjData(model)
-        option = mujoco.MjvOption()
-        option.geomgroup[HIDDEN_GEOM_GROUP] = 0
-        period = 1.0 / self.hz
-        next_t = time.perf_counter()
-        try:
-            while not self._stop.is_set():
-                t0 = time.perf_counter()
-                with world.lock:
-                    data.qpos[:] = world.data.qpos
-                    data.qvel[:] = world.data.qvel
-                    if model.na:
-                        data.act[:] = world.data.act
-                    if model.nmocap:
-                        data.mocap_pos[:] = world.data.mocap_pos
-                        data.mocap_quat[:] = world.data.mocap_quat
-                    data.time = world.data.time
-                    stamp_ns = world.stamp_ns()
-                mujoco.mj_forward(model, data)
-                renderer.update_scene(data, camera=self._cam_id, scene_option=option)
-                image = renderer.render()
-                t1 = time.perf_counter()
-                self.render_ms.append((t1 - t0) * 1e3)
-                if len(self.render_ms) > 1000:
-                    del self.render_ms[:500]
-                with self._latest_lock:
-                    image.flags.writeable = False
-                    self._latest = (image, stamp_ns)
-                if self._pubs is not None:
-                    self._publish(image, stamp_ns)
-                self.frames += 1
-                self._t_last = time.perf_counter()
-                if self._t_start is None:
-                    self._t_start = self._t_last
-                    self._ready.set()
-                next_t += period
-                delay = next_t - time.perf_counter()
-                if delay > 0:
-                    self._stop.wait(delay)
-                elif delay < -period:
-                    next_t = time.perf_counter()     # fell behind: don't try to catch up in a burst
-        except Exception as exc:  # noqa: BLE001 - a dead camera must be visible, not silent
-            self.error = f"{type(exc).__name__}: {exc}"
+            os.write(self._pipe_fd, b"\x01")
+        except BlockingIOError:
+            pass                                # it has a backlog of wake-ups already
+        except OSError:
+            self._check_alive()
+
+    def _check_alive(self) -> None:
+        proc = self._proc
+        if proc is not None and proc.poll() is not None and self._parent_error is None:
+            self._parent_error = f"renderer process exited with code {proc.returncode}"
             log.error("endoscope camera stopped: %s", self.error)
-            self._ready.set()
-        finally:
-            renderer.close()
-
-    def _publish(self, image: np.ndarray, stamp_ns: int) -> None:
-        import cv2
-        from builtin_interfaces.msg import Time
-        from sensor_msgs.msg import CameraInfo, CompressedImage, Image
-        stamp = Time(sec=stamp_ns // 1_000_000_000, nanosec=stamp_ns % 1_000_000_000)
-        frame = contract.ENDOSCOPE_TIP_FRAME
-        img = Image()
-        img.header.stamp, img.header.frame_id = stamp, frame
-        img.height, img.width = self.height, self.width
-        img.encoding, img.is_bigendian, img.step = "rgb8", 0, self.width * 3
-        img.data = image.tobytes()
-        ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR),
-                                [cv2.IMWRITE_JPEG_QUALITY, self.jpeg_quality])
-        info = CameraInfo()
-        info.header.stamp, info.header.frame_id = stamp, frame
-        info.height, info.width = self.height, self.width
-        info.distortion_model = "plumb_bob"
-        info.d = [0.0] * 5
-        info.k = [float(x) for x in self.K.flatten()]
-        info.r = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
-        info.p = [float(self.K[0, 0]), 0.0, float(self.K[0, 2]), 0.0,
-                  0.0, float(self.K[1, 1]), float(self.K[1, 2]), 0.0, 0.0, 0.0, 1.0, 0.0]
-        pub_img, pub_jpeg, pub_info = self._pubs
-        pub_img.publish(img)
-        if ok:
-            cimg = CompressedImage()
-            cimg.header.stamp, cimg.header.frame_id = stamp, frame
-            cimg.format = "jpeg"
-            cimg.data = jpeg.tobytes()
-            pub_jpeg.publish(cimg)
-        pub_info.publish(info)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import signal
 import subprocess
 import time
@@ -85,6 +86,76 @@ def test_endonasal_endoscope_sees_sphenoid_target():
     vs, us = np.nonzero(mask)
     u, v = _project(data, data.xpos[model.body("sphenoid_target").id], cam.K)
     assert math.hypot(us.mean() - u, vs.mean() - v) < 8.0
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_camera_renders_parent_state_in_another_process():
+    """Frames come from a child process, carry the stamp of the physics state they show, and
+    close() ends that process."""
+    model = build_model("box_trainer", 0)
+    data = mujoco.MjData(model)
+    reset_to_stand(model, data)
+    world = SimWorld(model=model, data=data, use_sim_time=True)   # stamps = physics time
+    cam = world.add(EndoscopeCamera(160, 120, hz=60))
+    pid = cam.pid
+    try:
+        assert pid is not None and pid != os.getpid() and _alive(pid)
+        first = cam.latest()
+        assert first is not None and first[1] == 0                 # state at bind, t = 0
+        deadline = time.monotonic() + 20
+        while cam.frames < 4 and time.monotonic() < deadline:
+            world.step()
+            time.sleep(0.002)
+        image, stamp_ns = cam.latest()
+        assert cam.frames >= 4, cam.error
+        assert image.shape == (120, 160, 3) and not image.flags.writeable
+        # the stamp is one physics step's time: a whole number of 2 ms steps, not after now
+        steps = stamp_ns / (world.dt * 1e9)
+        assert steps == pytest.approx(round(steps), abs=1e-6) and 0 < stamp_ns <= round(world.time * 1e9)
+        assert len(cam.render_ms) == cam.frames and all(ms > 0 for ms in cam.render_ms)
+    finally:
+        world.close()
+    assert not _alive(pid) and cam.pid is None
+    assert cam.frames >= 4 and cam.latest()[1] >= stamp_ns      # results survive close()
+
+
+def test_camera_process_dies_with_the_sim(processes):
+    """SIGKILL of the sim (no close() runs) still ends its renderer process."""
+    sim = processes.start(SIM_CMD + ["--headless", "--no-ros", "--duration", "600"], name="sim")
+    children: list[int] = []
+
+    def renderer_up():
+        children[:] = [int(p) for p in os.listdir("/proc") if p.isdigit()
+                       and _ppid(int(p)) == sim.pid and "camera_process" in _cmdline(int(p))]
+        return bool(children) and sim.poll() is None
+    assert _wait_for(renderer_up, 45), processes.log(sim)
+    time.sleep(1.0)
+    os.kill(sim.pid, signal.SIGKILL)
+    sim.wait(10)
+    assert _wait_for(lambda: not _alive(children[0]), 10), "renderer outlived the sim"
+
+
+def _ppid(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[1])
+    except (FileNotFoundError, ProcessLookupError, ValueError, IndexError):
+        return None
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace")
+    except (FileNotFoundError, ProcessLookupError):
+        return ""
 
 
 def test_camera_rejects_bad_settings():
