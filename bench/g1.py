@@ -14,7 +14,6 @@ on a private DDS domain, with the real `g1_bridge` node for the latency:
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -24,27 +23,16 @@ from pathlib import Path
 import numpy as np
 
 from bench import figure, time_calls
-from surgbot import contract
+from surgbot import contract, processes
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def _start(args: list[str], env: dict) -> subprocess.Popen:
-    return subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    return processes.start(args, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        try:
-            os.killpg(proc.pid, signal.SIGINT)
-            proc.wait(10)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            proc.wait(5)
+_stop = processes.stop
 
 
 def _codec_figures() -> list[dict]:

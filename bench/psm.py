@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from bench import figure, time_calls
+from surgbot import processes
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -36,20 +37,12 @@ def _ik_figures(quick: bool) -> list[dict]:
 
 
 def _twin(rate: float, env: dict) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "sim.psm_twin", "--duration", "600", "--rate", str(rate),
-                             "--start-home"], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+    return processes.start([sys.executable, "-m", "sim.psm_twin", "--duration", "600", "--rate", str(rate),
+                            "--start-home"], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
 
 
-def _stop(proc: subprocess.Popen) -> None:
-    import signal
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGINT)
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(5)
+_stop = processes.stop
 
 
 def _rate_and_latency(rate: float, seconds: float, latency: bool) -> list[dict]:

@@ -1,5 +1,6 @@
 """Shared test fixtures: a private ROS domain and G1 DDS domain per test run,
-and a process launcher that always cleans up what it started."""
+and a process launcher that always cleans up what it started (children also
+get SIGTERM if the test process itself dies)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+from surgbot import processes as child_processes
 
 REPO = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
@@ -60,9 +63,8 @@ class Processes:
         log = self.tmp / f"{name}-{len(self.procs)}.log"
         full_env = dict(os.environ)
         full_env.update(env or {})
-        proc = subprocess.Popen(
-            args, cwd=REPO, env=full_env, stdout=open(log, "wb"), stderr=subprocess.STDOUT,
-            start_new_session=True)
+        proc = child_processes.start(args, cwd=REPO, env=full_env, stdout=open(log, "wb"),
+                                     stderr=subprocess.STDOUT)
         self.procs.append((proc, log))
         return proc
 
@@ -73,17 +75,7 @@ class Processes:
         return ""
 
     def stop(self, proc: subprocess.Popen, sig=signal.SIGINT, timeout: float = 10.0) -> int | None:
-        if proc.poll() is None:
-            try:
-                os.killpg(proc.pid, sig)
-            except ProcessLookupError:
-                pass
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(5)
-        return proc.returncode
+        return child_processes.stop(proc, sig, timeout)
 
     def close(self) -> None:
         for proc, _ in self.procs:

@@ -34,7 +34,7 @@ from surgbot.control.pivot import PivotConfig, PivotIK, ScopeState, View, rotati
 from surgbot.kinematics.g1_arm import G1ScopeArm
 
 MODES = contract.ENDOSCOPE_MODES
-INTEGRATE_BELOW_ANGULAR = np.radians(0.5)    # rad/s: setpoint slower than this counts as still
+INTEGRATE_BELOW_ANGULAR = math.radians(0.5)  # rad/s: setpoint slower than this counts as still
 INTEGRATE_BELOW_INSERTION = 0.0005          # m/s
 GOAL_VELOCITY_FILTER_HZ = 2.0   # low-pass of the goal-velocity feed-forward
 SETPOINT_GAIN = 15.0      # 1/s, setpoint pull toward a (filtered) goal near it
@@ -118,10 +118,14 @@ class EndoscopeHolderCore:
         self._last_cmd_t = -np.inf
         self._cv = None                     # (w (3), v_insertion) of the latest servo_cv
         self._fault_since: float | None = None
-        self._sp_vel = np.zeros(4)          # setpoint velocity: tip-frame angular (3), insertion (1)
+        self._sp_vel = [0.0, 0.0, 0.0, 0.0]     # setpoint velocity: tip-frame angular (3), insertion (1)
         self._prev_target: View | None = None
-        self._goal_vel = np.zeros(4)
-        self._goal_vel_alpha = 1.0 - np.exp(-2 * np.pi * GOAL_VELOCITY_FILTER_HZ * self.dt)
+        self._goal_vel = [0.0, 0.0, 0.0, 0.0]   # (Python floats: 4 numbers are cheaper than numpy calls)
+        self._goal_vel_alpha = float(1.0 - np.exp(-2 * np.pi * GOAL_VELOCITY_FILTER_HZ * self.dt))
+        # speed/acceleration limits as Python floats (numpy scalars would slow the per-step arithmetic)
+        c = self.cfg
+        self._limits_angular = (float(c.max_angular_speed), float(c.max_angular_accel))
+        self._limits_insertion = (float(c.max_insertion_speed), float(c.max_insertion_accel))
         self.measured: ScopeState | None = None
         self.reasons_last_cmd: list[str] = []
         # head follow
@@ -142,7 +146,10 @@ class EndoscopeHolderCore:
         self._inv_kp = np.array([1.0 / float(kp.get(nm, 1e9)) for nm in arm.joint_names])
         self._kd = np.array([float(kd.get(nm, 0.0)) for nm in arm.joint_names])
         self._ki = np.full(n, self.cfg.integral_gain)
+        self._ki_dt_active: np.ndarray | None = None     # ki * dt on the active joints (integrator step)
         self._M = np.zeros((n, n))
+        self._M_over_kp = np.zeros((n, n))                 # rows of M scaled by 1/kp (active joints)
+        self._lower_tri = np.tril_indices(n, -1)
         self._mass_count = 0
         self._inv_kp_active = self._inv_kp.copy()
         self._ddq = np.zeros(n)
@@ -168,6 +175,10 @@ class EndoscopeHolderCore:
     def _make_ik(self, fulcrum: np.ndarray, axis: np.ndarray | None) -> None:
         if self.ik is None:
             self.ik = PivotIK(self.arm, fulcrum, self.cfg.pivot, port_axis=axis)
+            act = self.ik.active
+            self._active_idx = np.flatnonzero(act)
+            self._active_names = tuple(self.arm.joint_names[i] for i in self._active_idx)
+            self._inactive = ~act
         else:
             self.ik.fulcrum = fulcrum.copy()
             if axis is not None:
@@ -200,8 +211,8 @@ class EndoscopeHolderCore:
 
     def _reanchor(self) -> None:
         self.anchor = self.setpoint.copy()
-        self._sp_vel[:] = 0.0
-        self._goal_vel[:] = 0.0
+        self._sp_vel = [0.0, 0.0, 0.0, 0.0]
+        self._goal_vel = [0.0, 0.0, 0.0, 0.0]
         self._prev_target = None
         self._filter.reset(np.array([0.0, 0.0, 0.0, self.setpoint.depth]))
 
@@ -419,62 +430,79 @@ class EndoscopeHolderCore:
         else:
             filtered = self.goal
         new = self._speed_limited(prev, filtered)
-        w_ff = pin.log3(prev.rotation.T @ new.rotation) / dt
-        d_ff = (new.depth - prev.depth) / dt
         self.setpoint = new
+        # the setpoint's own velocity is the step just taken: new = prev * exp(v dt), depth + v dt
+        vx, vy, vz, vd = self._sp_vel
+        w_ff = (vx, vy, vz)
 
-        inactive = ~ik.active
-        self.q_ref[inactive] = self.q_meas[inactive]
-        dq, _ = ik.step(self.q_ref, new, dt, w_ff, d_ff)
-        if not _finite(dq):
+        np.copyto(self.q_ref, self.q_meas, where=self._inactive)
+        dq, _ = ik.step(self.q_ref, new, dt, w_ff, vd)
+        if not math.isfinite(dq.dot(dq)):      # (|dq| is bounded by the speed cap: no overflow)
             self._set_mode(FAULT, "IK produced a non-finite step")
             return self._command(np.zeros(self.n))
         if ik.info.saturated:
             self.stats["saturated_steps"] += 1
             if self.stats["saturated_steps"] % 250 == 1:
                 self._event("warn", f"joint limit: {sorted(set(ik.info.saturated))} held at the margin, view clipped")
-        self.q_ref += dq * dt
-        self._ddq += self._acc_alpha * ((dq - self.dq_ref) / dt - self._ddq)
+        q_ref = self.q_ref
+        q_ref += dq * dt
+        acc = dq - self.dq_ref
+        acc /= dt
+        acc -= self._ddq
+        acc *= self._acc_alpha
+        self._ddq += acc
         self.dq_ref = dq
         # integrate only while the view is still: during a motion the tracking lag (and, on a
         # loaded host, a sim running slower than the wall clock) would wind the integrator up
-        w = self._sp_vel[:3]
-        moving = (math.sqrt(w @ w) > INTEGRATE_BELOW_ANGULAR
-                  or abs(self._sp_vel[3]) > INTEGRATE_BELOW_INSERTION)
+        moving = (math.sqrt(vx * vx + vy * vy + vz * vz) > INTEGRATE_BELOW_ANGULAR
+                  or abs(vd) > INTEGRATE_BELOW_INSERTION)
         if not moving:
-            err = (self.q_ref - self.q_meas) * ik.active
+            k = self._ki_dt_active
+            if k is None:
+                k = self._ki_dt_active = self._ki * dt * ik.active
+            off = self.offset
+            step = q_ref - self.q_meas
+            step *= k
+            off += step
             lim = self.cfg.integral_limit
-            np.clip(self.offset + self._ki * dt * err, -lim, lim, out=self.offset)
+            np.maximum(off, -lim, out=off)
+            np.minimum(off, lim, out=off)
         return self._command(dq)
 
     def _repeat(self):
-        act = self.ik.active
-        names = tuple(nm for nm, a in zip(self.arm.joint_names, act) if a)
-        return names, self.q_cmd[act].copy(), np.zeros(int(act.sum()))
+        idx = self._active_idx
+        return self._active_names, self.q_cmd[idx], np.zeros(len(idx))
 
     def _command(self, dq: np.ndarray):
         if self.mode == FAULT:
             dq = np.zeros(self.n)     # freeze: keep the last command, never go limp
         else:
-            q = self.q_ref + self.offset + self.cfg.command_lead_s * dq
             self._mass_count -= 1
             if self._mass_count <= 0:       # the inertia changes slowly with posture: refresh every 25 steps
                 self._update_mass()
             if self.cfg.accel_feedforward:
-                q += (self._M @ self._ddq) * self._inv_kp_active
-            q = np.clip(q, self.arm.limits.lower, self.arm.limits.upper)
+                q = self._M_over_kp.dot(self._ddq)       # the PD then supplies the inertia torque M ddq
+                q += self.q_ref
+            else:
+                q = self.q_ref.copy()
+            q += self.offset
+            q += self.cfg.command_lead_s * dq
+            np.maximum(q, self.arm.limits.lower, out=q)
+            np.minimum(q, self.arm.limits.upper, out=q)
             self.q_cmd = q
-        act = self.ik.active
-        names = tuple(nm for nm, a in zip(self.arm.joint_names, act) if a)
-        return names, self.q_cmd[act].copy(), dq[act].copy()
+        idx = self._active_idx
+        return self._active_names, self.q_cmd[idx], dq[idx]
 
     def _update_mass(self) -> None:
         """Joint-space inertia at q_ref (symmetrised) and the per-joint integral gains it bounds."""
-        M = pin.crba(self.arm.model, self.arm.data, self.q_ref)
-        self._M = np.triu(M) + np.triu(M, 1).T
+        M = np.array(pin.crba(self.arm.model, self.arm.data, self.q_ref))      # upper triangle filled
+        M[self._lower_tri] = M.T[self._lower_tri]
+        self._M = M
         # per-joint PID stability bound ki < kd / I (I: the joint's inertia at this posture)
-        np.minimum(self.cfg.integral_gain, self.cfg.integral_stability * self._kd / np.diag(self._M), out=self._ki)
+        np.minimum(self.cfg.integral_gain, self.cfg.integral_stability * self._kd / M.diagonal(), out=self._ki)
         self._inv_kp_active = self._inv_kp * self.ik.active
+        self._M_over_kp = self._M * self._inv_kp_active[:, None]
+        self._ki_dt_active = self._ki * self.dt * self.ik.active
         self._mass_count = 25
 
     def _check_fault(self, t: float) -> None:
@@ -489,11 +517,9 @@ class EndoscopeHolderCore:
 
     def _filtered(self, goal: View) -> View:
         a = self.anchor
-        x = np.empty(4)
-        x[:3] = pin.log3(a.rotation.T @ goal.rotation)
-        x[3] = goal.depth
-        y = self._filter(x)
-        return View(a.rotation @ pin.exp3(y[:3]), float(y[3]))
+        lx, ly, lz = pin.log3(a.rotation.T.dot(goal.rotation)).tolist()
+        y = self._filter((lx, ly, lz, goal.depth))
+        return View(a.rotation.dot(pin.exp3(y[:3])), float(y[3]))
 
     def _speed_limited(self, cur: View, tgt: View) -> View:
         """Setpoint one period closer to `tgt` with bounded speed and acceleration.
@@ -501,51 +527,82 @@ class EndoscopeHolderCore:
         Per part (rotation, insertion): the speed that can still stop at the
         target, `min(v_max, sqrt(2 a_max d))`, along the remaining error;
         the setpoint velocity moves toward it by at most `a_max dt`.
+        Scalars are Python floats (4 numbers: numpy calls would cost more
+        than the arithmetic).  Views are never changed in place, so the
+        target is kept without a copy.
         """
         dt = self.dt
-        c = self.cfg
-        r = pin.log3(cur.rotation.T @ tgt.rotation)
+        w_max, a_w = self._limits_angular
+        v_max, a_v = self._limits_insertion
+        Rc = cur.rotation
+        Rt = tgt.rotation
+        rx, ry, rz = pin.log3(Rc.T.dot(Rt)).tolist()
         dd = tgt.depth - cur.depth
         # the target's own velocity (a moving goal is tracked, not chased)
         prev = self._prev_target
-        if prev is None:
-            gw, gd = np.zeros(3), 0.0
+        if prev is None or prev is tgt:     # (HOLD: the same goal every step, it does not move)
+            gx = gy = gz = gd = 0.0
         else:
-            gw = cur.rotation.T @ prev.rotation @ pin.log3(prev.rotation.T @ tgt.rotation) / dt
+            Rp = prev.rotation
+            gx, gy, gz = Rc.T.dot(Rp).dot(pin.log3(Rp.T.dot(Rt))).tolist()
+            gx, gy, gz = gx / dt, gy / dt, gz / dt
             gd = (tgt.depth - prev.depth) / dt
-            if math.sqrt(gw @ gw) > c.max_angular_speed:     # a jump, not a motion: no feed-forward
-                gw = np.zeros(3)
-            if abs(gd) > c.max_insertion_speed:
+            if math.sqrt(gx * gx + gy * gy + gz * gz) > w_max:   # a jump, not a motion: no feed-forward
+                gx = gy = gz = 0.0
+            if abs(gd) > v_max:
                 gd = 0.0
-        self._prev_target = tgt.copy()
+        self._prev_target = tgt
         # smooth the feed-forward: residual tremor must not reach the acceleration limit
         a = self._goal_vel_alpha
-        self._goal_vel[:3] += a * (gw - self._goal_vel[:3])
-        self._goal_vel[3] += a * (gd - self._goal_vel[3])
-        gw, gd = self._goal_vel[:3], self._goal_vel[3]
-        v = self._sp_vel
-        v[:3] = self._approach(v[:3], r, c.max_angular_speed, c.max_angular_accel, dt, gw)
-        v[3:] = self._approach(v[3:], np.array([dd]), c.max_insertion_speed, c.max_insertion_accel, dt,
-                               np.array([gd]))
-        return View(cur.rotation @ pin.exp3(v[:3] * dt), cur.depth + float(v[3]) * dt)
+        fx, fy, fz, fd = self._goal_vel
+        fx += a * (gx - fx)
+        fy += a * (gy - fy)
+        fz += a * (gz - fz)
+        fd += a * (gd - fd)
+        self._goal_vel = [fx, fy, fz, fd]
+        vx, vy, vz, vd = self._sp_vel
+        vx, vy, vz = self._approach3((vx, vy, vz), (rx, ry, rz), w_max, a_w, dt, (fx, fy, fz))
+        vd = self._approach1(vd, dd, v_max, a_v, dt, fd)
+        self._sp_vel = [vx, vy, vz, vd]
+        return View(Rc.dot(pin.exp3(np.array((vx * dt, vy * dt, vz * dt)))), cur.depth + vd * dt)
 
     @staticmethod
-    def _approach(v: np.ndarray, err: np.ndarray, vmax: float, amax: float, dt: float,
-                  goal_vel: np.ndarray) -> np.ndarray:
-        dist = math.sqrt(err @ err)
+    def _approach3(v, err, vmax: float, amax: float, dt: float, goal_vel) -> tuple[float, float, float]:
+        """Velocity one step closer to the one that reaches `err` (3 floats each)."""
+        ex, ey, ez = err
+        gx, gy, gz = goal_vel
+        dist = math.sqrt(ex * ex + ey * ey + ez * ez)
         if dist < 1e-12:
-            want = goal_vel.copy()
+            wx, wy, wz = gx, gy, gz
         else:
             # far: the speed that can still stop in time; near: a linear pull (no limit cycle)
-            speed = min(vmax, np.sqrt(2.0 * amax * dist), SETPOINT_GAIN * dist)
-            want = goal_vel + err * (speed / dist)
-        nw = math.sqrt(want @ want)
+            k = min(vmax, math.sqrt(2.0 * amax * dist), SETPOINT_GAIN * dist) / dist
+            wx, wy, wz = gx + ex * k, gy + ey * k, gz + ez * k
+        nw = math.sqrt(wx * wx + wy * wy + wz * wz)
         if nw > vmax:
-            want *= vmax / nw
-        dv = want - v
-        n = math.sqrt(dv @ dv)
+            s = vmax / nw
+            wx, wy, wz = wx * s, wy * s, wz * s
+        vx, vy, vz = v
+        dx, dy, dz = wx - vx, wy - vy, wz - vz
+        n = math.sqrt(dx * dx + dy * dy + dz * dz)
         if n > amax * dt:
-            dv *= amax * dt / n
+            s = amax * dt / n
+            dx, dy, dz = dx * s, dy * s, dz * s
+        return vx + dx, vy + dy, vz + dz
+
+    @staticmethod
+    def _approach1(v: float, err: float, vmax: float, amax: float, dt: float, goal_vel: float) -> float:
+        """`_approach3` for the insertion (1 float)."""
+        dist = abs(err)
+        if dist < 1e-12:
+            want = goal_vel
+        else:
+            want = goal_vel + err * (min(vmax, math.sqrt(2.0 * amax * dist), SETPOINT_GAIN * dist) / dist)
+        if abs(want) > vmax:
+            want *= vmax / abs(want)
+        dv = want - v
+        if abs(dv) > amax * dt:
+            dv *= amax * dt / abs(dv)
         return v + dv
 
     def _head_goal(self) -> None:

@@ -71,32 +71,43 @@ def cascade_state_space(sections) -> tuple[np.ndarray, np.ndarray, np.ndarray, f
 
 
 class BiquadCascade:
-    """Vector signal through a fixed cascade of biquads, as one state-space update
-    (two small matrix products a sample instead of a Python loop over sections)."""
+    """Vector signal through a fixed cascade of biquads, as one state-space update.
+
+    The state and the input share one buffer `[x; u]`, so a sample is a
+    single product with `[[C, D], [A, B]]` (output row first, next state
+    below) instead of a Python loop over sections.
+    """
 
     def __init__(self, sections, dim: int):
         self.sections = [(np.asarray(b, float), np.asarray(a, float)) for b, a in sections]
         self.dim = dim
         self.A, self.B, self.C, self.D = cascade_state_space(self.sections)
-        self._x = np.zeros((len(self.A), dim))
-        self._Bc = self.B[:, None]
+        n = len(self.A)
+        self._n = n
+        self._M = np.zeros((n + 1, n + 1))
+        self._M[0, :n] = self.C
+        self._M[0, n] = self.D
+        self._M[1:, :n] = self.A
+        self._M[1:, n] = self.B
+        self._xu = np.zeros((n + 1, dim))      # rows 0..n-1: state, row n: the input
         self.primed = False
 
     def reset(self, u: np.ndarray) -> None:
         """Steady state at a constant input u (no start-up transient)."""
         u = np.asarray(u, float)
-        n = len(self.A)
+        n = self._n
         xs = np.linalg.solve(np.eye(n) - self.A, self.B)      # state per unit constant input
-        self._x = np.outer(xs, u)
+        self._xu[:n] = np.outer(xs, u)
         self.primed = True
 
-    def __call__(self, u: np.ndarray) -> np.ndarray:
+    def __call__(self, u) -> np.ndarray:
         if not self.primed:
             self.reset(u)
-        x = self._x
-        y = self.C @ x + self.D * u
-        self._x = self.A @ x + self._Bc * u
-        return y
+        xu = self._xu
+        xu[self._n] = u
+        z = self._M.dot(xu)
+        xu[:self._n] = z[1:]
+        return z[0]
 
 
 def tremor_sections(fs: float, notches=((6.5, 1.5), (8.5, 1.5), (11.5, 1.5)), lowpass_hz: float = 40.0):

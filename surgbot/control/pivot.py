@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+import eigenpy
 import numpy as np
 import pinocchio as pin
 
@@ -46,6 +47,9 @@ class PivotConfig:
     max_angle_from_axis_deg: float = 60.0  # pan/tilt cone around the port axis
     active_joints: tuple | None = None     # names the solver may move (default: right arm)
     joint_weights: dict = field(default_factory=dict)  # name -> weight (< 1: moved less, e.g. waist)
+
+
+_THIN_UV = int(eigenpy.DecompositionOptions.ComputeThinU) | int(eigenpy.DecompositionOptions.ComputeThinV)
 
 
 def skew(v: np.ndarray) -> np.ndarray:
@@ -117,19 +121,25 @@ class PivotIK:
         self.upper = arm.limits.upper - self.config.limit_margin
         self.vmax = np.minimum(arm.limits.velocity, self.config.max_joint_speed)
         self.q_posture = arm.q_reference.copy()
-        self._J2 = np.zeros((4, n))
-        self._S = np.zeros((3, 3))
+        # [fulcrum x, y; orientation; depth] rows = T @ [Jv; Jw]; the fixed entries are set here
+        self._inv_depth_scale = 1.0 / self.config.depth_scale
+        self._T = np.zeros((6, 6))
+        self._T[0, 0] = self._T[1, 1] = -1.0
+        self._T[2:5, 3:6] = np.eye(3)
+        self._T[5, 2] = self._inv_depth_scale
         self._eye = np.eye(n)
         self.info = StepInfo()
 
     # ---------------------------------------------------------------- geometry
     def state(self, q: np.ndarray) -> ScopeState:
-        M = self.arm.tip_pose(q)
-        return self._state_from(M.translation, M.rotation)
+        p, R = self.arm.tip_position_rotation(q)
+        return self._state_from(p, R)
 
     def _state_from(self, p: np.ndarray, R: np.ndarray) -> ScopeState:
-        f = R.T @ (self.fulcrum - p)
-        return ScopeState(p.copy(), R.copy(), f, math.hypot(f[0], f[1]), float(-f[2]))
+        """`p`, `R` are kept (callers pass copies)."""
+        f = R.T.dot(self.fulcrum - p)
+        fx, fy, fz = f.tolist()
+        return ScopeState(p, R, f, math.hypot(fx, fy), -fz)
 
     def project(self, position: np.ndarray, rotation: np.ndarray) -> tuple[View, list[str]]:
         """Nearest pivot-feasible view to a requested tip pose, and why it was changed (if it was).
@@ -185,98 +195,127 @@ class PivotIK:
 
         `w_ff` (tip-frame angular velocity) and `depth_ff` are the target's own
         motion, fed forward so a moving target is followed without lag.
+
+        Written for a 500 Hz Python loop: the scalar parts are Python floats,
+        the task rows come from one 6x6 product with the Jacobian, and no
+        n x n matrix is formed outside `_solve`.
         """
         cfg = self.config
         M, J = self.arm.tip_jacobian_local(q)
-        p = M.translation
-        R = M.rotation
-        st = self._state_from(p, R)
-        f = st.fulcrum_in_tip
-        Jv = J[:3]
-        Jw = J[3:]
-        S = self._S           # skew(f), filled in place
-        S[0, 1], S[0, 2], S[1, 2] = -f[2], f[1], -f[0]
-        S[1, 0], S[2, 0], S[2, 1] = f[2], -f[1], f[0]
-        Jf = S @ Jw - Jv
-        J1 = Jf[:2]
-        e1 = -cfg.k_fulcrum * f[:2]
-        n1 = math.hypot(e1[0], e1[1])
+        st = self._state_from(M.translation.copy(), M.rotation.copy())
+        fx, fy, fz = st.fulcrum_in_tip.tolist()
+        # task rows = T @ [Jv; Jw]: fulcrum lateral f' = (-Jv + [f]x Jw) dq (rows x, y), orientation
+        # Jw, depth -f_z' / depth_scale; only the [f]x entries of T change
+        T = self._T
+        T[0, 4], T[0, 5], T[1, 3], T[1, 5] = -fz, fy, fz, -fx
+        T[5, 3], T[5, 4] = fy * self._inv_depth_scale, -fx * self._inv_depth_scale
+        B = T.dot(J)
+        k1 = cfg.k_fulcrum
+        e1x, e1y = -k1 * fx, -k1 * fy
+        n1 = math.hypot(e1x, e1y)
         if n1 > cfg.max_fulcrum_rate:
-            e1 *= cfg.max_fulcrum_rate / n1
-        J2 = self._J2
-        J2[:3] = Jw
-        J2[3] = -Jf[2] / cfg.depth_scale
-        e_rot = pin.log3(R.T @ target.rotation)
-        e2 = np.empty(4)
-        e2[:3] = cfg.k_view * e_rot
-        e2[3] = cfg.k_view * (target.depth - st.depth) / cfg.depth_scale
-        n2 = math.sqrt(e2 @ e2)
+            s = cfg.max_fulcrum_rate / n1
+            e1x, e1y = e1x * s, e1y * s
+        kv = cfg.k_view
+        ex, ey, ez = pin.log3(st.tip_rotation.T.dot(target.rotation)).tolist()
+        ex, ey, ez = kv * ex, kv * ey, kv * ez
+        ed = kv * (target.depth - st.depth) / cfg.depth_scale
+        n2 = math.sqrt(ex * ex + ey * ey + ez * ez + ed * ed)
         if n2 > cfg.max_view_rate:      # a far target must not ask for huge rates (chatter near singularities)
-            e2 *= cfg.max_view_rate / n2
+            s = cfg.max_view_rate / n2
+            ex, ey, ez, ed = ex * s, ey * s, ez * s, ed * s
         if w_ff is not None:
-            e2[:3] += w_ff
-            e2[3] += depth_ff / cfg.depth_scale
-        e3 = cfg.k_posture * (self.q_posture - q)
+            wx, wy, wz = w_ff.tolist() if isinstance(w_ff, np.ndarray) else w_ff
+            ex, ey, ez = ex + wx, ey + wy, ez + wz
+            ed += depth_ff / cfg.depth_scale
+        e = np.array((e1x, e1y, ex, ey, ez, ed))
+        e3 = self.q_posture - q
+        e3 *= cfg.k_posture
 
-        free = self.active.copy()
+        free = self.active
         info = StepInfo()
+        lower, upper = self.lower, self.upper
         dq1 = dq_rest = None
         for _ in range(3):
-            dq1, dq_rest = self._solve(J1, e1, J2, e2, e3, free, info)
+            dq1, dq_rest = self._solve(B, e, e3, free, info)
             dq = dq1 + dq_rest
             q_next = q + dq * dt
-            hit = free & (((q_next < self.lower) & (dq < 0)) | ((q_next > self.upper) & (dq > 0)))
-            if not hit.any():
+            if not np.count_nonzero((q_next < lower) | (q_next > upper)):     # no joint crosses a margin
                 break
-            free &= ~hit
+            hit = free & (((q_next < lower) & (dq < 0)) | ((q_next > upper) & (dq > 0)))
+            if not np.count_nonzero(hit):
+                break
+            free = free & ~hit
             info.saturated.extend(self.arm.joint_names[i] for i in np.flatnonzero(hit))
         dq = self._speed_limit(dq1, dq_rest, info)
         # a joint already past its margin is only allowed to move back inside
-        dq = np.where((q < self.lower) & (dq < 0) | (q > self.upper) & (dq > 0), 0.0, dq)
+        if np.count_nonzero((q < lower) | (q > upper)):
+            dq = np.where((q < lower) & (dq < 0) | (q > upper) & (dq > 0), 0.0, dq)
         self.info = info
         return dq, st
 
-    def _solve(self, J1, e1, J2, e2, e3, free, info):
-        # weighted least norm: solve for z with dq = W z (W = weights of the free joints)
+    def _solve(self, B, e, e3, free, info):
+        """Task-priority DLS on the stacked rows B (fulcrum 2, view 4) with errors e, posture e3.
+
+        Weighted least norm: solve for z with dq = W z (W = weights of the free joints).
+        """
         W = free * self.weights
-        J1f = J1 * W
-        J2f = J2 * W
+        BW = B * W
+        J1f = BW[:2]
+        J2f = BW[2:]
         # task 1: 2x2 damped normal equations (the fulcrum task is never near-singular in practice)
-        A1 = J1f @ J1f.T
-        a, b, c, d = A1[0, 0] + 1e-8, A1[0, 1], A1[1, 0], A1[1, 1] + 1e-8
+        (a, b), (c, d) = J1f.dot(J1f.T).tolist()
+        a += 1e-8
+        d += 1e-8
         det = a * d - b * c
-        J1p = J1f.T @ np.array([[d, -b], [-c, a]]) * (1.0 / det)
-        dq1 = J1p @ e1
-        N1 = self._eye - J1p @ J1f
+        J1p = J1f.T.dot(np.array(((d / det, -b / det), (-c / det, a / det))))
+        dq1 = J1p.dot(e[:2])
+        N1 = self._eye - J1p.dot(J1f)
         # task 2 in the null space of 1, damped by its smallest singular value
-        JN = J2f @ N1
-        U, s, Vt = np.linalg.svd(JN, full_matrices=False)
-        smin = s[-1]
+        # (Eigen's Jacobi SVD through eigenpy: same decomposition as numpy's, a third of the call cost)
+        svd = eigenpy.HhJacobiSVD(J2f.dot(N1), _THIN_UV)
+        U = svd.matrixU()
+        V = svd.matrixV()
+        s = svd.singularValues()
+        sl = s.tolist()
+        smin = sl[-1]
         cfg = self.config
         lam2 = 0.0 if smin >= cfg.sigma_singular else cfg.lambda_max ** 2 * (1.0 - (smin / cfg.sigma_singular) ** 2)
-        info.sigma_min = float(smin)
-        info.damping = float(np.sqrt(lam2))
-        inv = s / (s * s + lam2 + 1e-12)
-        r = (e2 - J2f @ dq1)
-        dq2 = Vt.T @ (inv * (U.T @ r))
+        info.sigma_min = smin
+        info.damping = math.sqrt(lam2)
+        s0, s1, s2, s3 = sl      # 4 view rows
+        c = lam2 + 1e-12
+        inv = np.array((s0 / (s0 * s0 + c), s1 / (s1 * s1 + c), s2 / (s2 * s2 + c), s3 / (s3 * s3 + c)))
+        r = e[2:] - J2f.dot(dq1)
+        dq2 = V.dot(inv * U.T.dot(r))
         # task 3 in what is left
-        keep = s > 1e-6
-        V = Vt[keep]
-        N2 = N1 - V.T @ V
-        dq3 = N2 @ (e3 * free)
-        return dq1 * W, (dq2 + dq3) * W
+        if smin <= 1e-6:
+            V = V[:, s > 1e-6]
+        N2 = N1 - V.dot(V.T)
+        dq3 = N2.dot(e3 * free)
+        dq_rest = dq2 + dq3
+        dq_rest *= W
+        return dq1 * W, dq_rest
 
     def _speed_limit(self, dq1, dq_rest, info):
         """Scale the view/posture part first, the fulcrum part only if it alone is too fast."""
         v = self.vmax
         dq = dq1 + dq_rest
-        if np.all(np.abs(dq) <= v):
+        if not np.count_nonzero(np.abs(dq) > v):
             return dq
-        if np.all(np.abs(dq1) <= v):
+        if (np.abs(dq1) <= v).all():
             # largest alpha in [0,1] with |dq1 + alpha dq_rest| <= v per joint
-            with np.errstate(divide="ignore", invalid="ignore"):
-                hi = np.where(dq_rest > 0, (v - dq1) / dq_rest, np.where(dq_rest < 0, (-v - dq1) / dq_rest, np.inf))
-            alpha = float(np.clip(np.min(hi), 0.0, 1.0))
+            alpha = 1.0
+            for a1, r, vm in zip(dq1.tolist(), dq_rest.tolist(), v.tolist()):
+                if r > 0.0:
+                    h = (vm - a1) / r
+                elif r < 0.0:
+                    h = (-vm - a1) / r
+                else:
+                    continue
+                if h < alpha:
+                    alpha = h
+            alpha = max(alpha, 0.0)
             info.speed_scale = alpha
             return dq1 + alpha * dq_rest
         scale = float(np.min(v / np.maximum(np.abs(dq), 1e-12)))

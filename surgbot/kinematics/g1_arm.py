@@ -227,6 +227,13 @@ class G1ScopeArm:
         pin.framesForwardKinematics(self.model, self.data, q)
         return self.data.oMf[self.tip_id].copy()
 
+    def tip_position_rotation(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Tip position and rotation (copies); joint FK plus the tip frame only (the model has ~70
+        frames, `tip_pose` updates them all: this is the per-control-step path)."""
+        pin.forwardKinematics(self.model, self.data, q)
+        M = pin.updateFramePlacement(self.model, self.data, self.tip_id)
+        return M.translation.copy(), M.rotation.copy()
+
     def frame_pose(self, q: np.ndarray, frame: str) -> pin.SE3:
         pin.framesForwardKinematics(self.model, self.data, q)
         return self.data.oMf[self.model.getFrameId(frame)].copy()
