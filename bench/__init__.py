@@ -25,6 +25,9 @@ MODULES = (
 )
 
 
+RAW_KEEP = 4000   # samples kept per figure for plots (stripped from --json output)
+
+
 def stats(samples: Iterable[float]) -> dict:
     a = np.asarray(list(samples), dtype=float)
     if a.size == 0:
@@ -47,11 +50,15 @@ def figure(name: str, unit: str, *, samples: Iterable[float] | None = None,
 
     `baseline` is a figure measured in the same process (same unit); the ratio
     is baseline/ours for times (how many times faster) and ours/baseline for
-    rates (`higher_is_better`).  `raw` keeps samples for plots (histograms).
+    rates (`higher_is_better`).  Samples (or `raw`) are kept, thinned, for the
+    report's histograms.
     """
     fig: dict = {"name": name, "unit": unit}
     if samples is not None:
+        samples = np.asarray(list(samples), dtype=float)
         fig.update(stats(samples))
+        if raw is None and samples.size > 1:
+            raw = samples[:: max(1, samples.size // RAW_KEEP)]   # for the report's histograms
     if value is not None:
         fig["value"] = float(value)
     ours = fig.get("median", fig.get("value"))

@@ -37,6 +37,7 @@ def _fmt(x) -> str:
 def _plots(result: dict, out: Path) -> list[str]:
     os.environ.setdefault("MPLBACKEND", "Agg")
     import matplotlib.pyplot as plt
+    import numpy as np
 
     names = []
     with_raw = [(n, f) for n, f in result["figures"].items() if f.get("raw")]
@@ -56,6 +57,21 @@ def _plots(result: dict, out: Path) -> list[str]:
         plt.savefig(out / fname, dpi=90)
         plt.close()
         names.append(fname)
+
+    rates = [(n, f["value"], f["anchor"]) for n, f in result["figures"].items()
+             if f.get("unit") == "Hz" and f.get("value") is not None and f.get("anchor")]
+    if rates:
+        plt.figure(figsize=(6, 0.45 * len(rates) + 1))
+        y = np.arange(len(rates))
+        plt.barh(y + 0.2, [r[1] for r in rates], height=0.4, color="#3a6ea5", label="measured")
+        plt.barh(y - 0.2, [r[2] for r in rates], height=0.4, color="#bbbbbb", label="anchor / target")
+        plt.yticks(y, [r[0] for r in rates], fontsize=7)
+        plt.xlabel("Hz")
+        plt.legend(fontsize=7)
+        plt.tight_layout()
+        plt.savefig(out / "perf_rates.png", dpi=90)
+        plt.close()
+        names.append("perf_rates.png")
 
     ratios = [(n, f["ratio"]) for n, f in result["figures"].items() if f.get("ratio")]
     if ratios:

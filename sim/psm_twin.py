@@ -37,6 +37,7 @@ from surgbot.contract import (GT_PSM_TIP, PSM_BASE_FRAME, PSM_DEFAULT_RATE_HZ, P
                               PSM_JOINT_NAMES, PSM_MAX_RATE_HZ, PSM_NAMESPACE, WORLD_FRAME,
                               psm_topic)
 from surgbot.kinematics import psm as kin
+from surgbot.rosutil import latched_qos
 from sim.psm_state import PSMCore
 
 MODEL_PATH = Path(__file__).resolve().parent / "models" / "psm.xml"
@@ -131,7 +132,6 @@ class PSMTwin:
 
     def _bind_ros(self, node) -> None:
         from geometry_msgs.msg import PointStamped, PoseStamped, TwistStamped
-        from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
         from sensor_msgs.msg import JointState
         from std_msgs.msg import Bool, Empty, Float64, String
 
@@ -148,8 +148,7 @@ class PSMTwin:
             self.rate_hz = float(min(max(self.rate_hz, 1.0), PSM_MAX_RATE_HZ))
 
         t = lambda name: psm_topic(name, self.namespace)  # noqa: E731
-        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
-                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        latched = latched_qos()
         self.msgs = dict(JointState=JointState, PoseStamped=PoseStamped, TwistStamped=TwistStamped,
                          String=String, Bool=Bool, PointStamped=PointStamped, Float64=Float64)
         self.pub = {

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from surgbot.contract import PSM_BASE_FRAME, PSM_JAW_NAME, PSM_JOINT_NAMES, PSM_NAMESPACE, psm_topic
+from surgbot.rosutil import latched_qos
 
 STALE_AFTER_S = 1.0     # crtk_python_client: data older than 1 s raises TimeoutError
 
@@ -104,7 +105,6 @@ class PSMClient:
 
     def __init__(self, node, namespace: str = PSM_NAMESPACE):
         from geometry_msgs.msg import PoseStamped, TwistStamped
-        from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
         from sensor_msgs.msg import JointState
         from std_msgs.msg import Bool, Empty, String
 
@@ -121,8 +121,7 @@ class PSMClient:
         self._errors: list[str] = []
         self.warnings: list[str] = []
         t = lambda name: psm_topic(name, namespace)  # noqa: E731
-        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
-                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        latched = latched_qos()
         self._subs = []
         for name, typ in (("measured_js", JointState), ("setpoint_js", JointState),
                           ("measured_cp", PoseStamped), ("setpoint_cp", PoseStamped),

@@ -19,11 +19,9 @@ import time
 from collections import deque
 
 import numpy as np
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PointStamped, PoseStamped, TwistStamped
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import JointState, Joy
 from std_msgs.msg import Float64, String
 from std_srvs.srv import SetBool, Trigger
@@ -32,6 +30,7 @@ from surgbot import contract
 from surgbot.control.endoscope_holder import EndoscopeHolderCore, HolderConfig
 from surgbot.control.pivot import PivotConfig
 from surgbot.kinematics.g1_arm import DEFAULT_MJCF, G1ScopeArm, RIGHT_ARM_JOINTS, WAIST_JOINTS
+from surgbot.rosutil import latched_qos, run_node
 
 DIAG_NAME = "endoscope_holder"
 STALE_COMMAND_S = 1.0      # a servo command stamped further than this from now is rejected
@@ -120,9 +119,7 @@ class EndoscopeHolderNode(Node):
         self.pub_cp = self.create_publisher(PoseStamped, contract.ENDOSCOPE_MEASURED_CP, 10)
         self.pub_fulcrum = self.create_publisher(PointStamped, contract.ENDOSCOPE_FULCRUM, 10)
         self.pub_ferr = self.create_publisher(Float64, contract.ENDOSCOPE_FULCRUM_ERROR, 10)
-        latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL,
-                             reliability=ReliabilityPolicy.RELIABLE)
-        self.pub_mode = self.create_publisher(String, contract.ENDOSCOPE_MODE, latched)
+        self.pub_mode = self.create_publisher(String, contract.ENDOSCOPE_MODE, latched_qos())
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_subscription(JointState, contract.G1_JOINT_STATES, self._on_joint_states, 10)
         self.create_subscription(PoseStamped, contract.ENDOSCOPE_SERVO_CP, self._on_servo_cp, 10)
@@ -315,20 +312,7 @@ class EndoscopeHolderNode(Node):
 
 
 def main(args: list[str] | None = None) -> int:
-    rclpy.init(args=sys.argv if args is None else args)
-    node = EndoscopeHolderNode()
-    try:
-        rclpy.spin(node)
-    except KeyboardInterrupt:
-        pass
-    except Exception:  # noqa: BLE001 - ExternalShutdownException on SIGINT/SIGTERM
-        if rclpy.ok():
-            raise
-    finally:
-        node.destroy_node()
-        if rclpy.ok():
-            rclpy.try_shutdown()
-    return 0
+    return run_node(EndoscopeHolderNode, args)
 
 
 if __name__ == "__main__":

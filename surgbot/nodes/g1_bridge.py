@@ -22,7 +22,6 @@ import sys
 import threading
 import time
 
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.node import Node
 from sensor_msgs.msg import Imu, JointState
@@ -32,6 +31,7 @@ from surgbot import contract
 from surgbot.control.g1_bridge import (DEFAULT_KD, DEFAULT_KP, UPPER, ArmSdkCommand, G1BridgeCore,
                                        GravityModel, State, upper_limits)
 from surgbot.hw import unitree
+from surgbot.rosutil import run_node
 
 DIAG_NAME = "g1_bridge"
 
@@ -237,21 +237,7 @@ class G1BridgeNode(Node):
 
 
 def main(args: list[str] | None = None) -> int:
-    rclpy.init(args=sys.argv if args is None else args)
-    node = G1BridgeNode()
-    try:
-        rclpy.spin(node)
-    except KeyboardInterrupt:
-        pass
-    except Exception:  # noqa: BLE001 - ExternalShutdownException on SIGINT/SIGTERM
-        if rclpy.ok():
-            raise
-    finally:
-        node.shutdown()
-        node.destroy_node()
-        if rclpy.ok():
-            rclpy.try_shutdown()
-    return 0
+    return run_node(G1BridgeNode, args, on_shutdown=lambda node: node.shutdown())
 
 
 if __name__ == "__main__":
