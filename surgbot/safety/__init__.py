@@ -1,1 +1,0 @@
-"""Safety checks: finite values, limits, rate clamps, staleness. Pure functions."""
