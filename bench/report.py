@@ -119,6 +119,15 @@ def write_report(result: dict, docs: Path) -> Path:
         lines.append(f"\nArea `{area}` failed: `{err}`")
     lines += ["", "## Anchors (published figures)", "", "| what | figure | source |", "|---|---|---|"]
     lines += [f"| {a} | {b} | {c} |" for a, b, c in ANCHORS]
+    gpu = docs / "performance_gpu.json"
+    if gpu.exists():
+        g = json.loads(gpu.read_text())
+        lines += ["", "## On a GPU (when one is lent)", "",
+                  f"{g['machine']}; `{g['command']}`, {g['date']}. Only the parts of the suite that "
+                  "run without the ROS/DDS stack travel there (its cp311 wheels do not).", "",
+                  "| figure | unit | median | p99 |", "|---|---|---|---|"]
+        lines += [f"| {f['name']} | {f['unit']} | {_fmt(f['median'])} | {_fmt(f['p99'])} |"
+                  for f in g["figures"]]
     if images:
         lines += ["", "## Plots", ""]
         lines += [f"![{img}]({img})" for img in images]
