@@ -26,7 +26,7 @@ ANCHORS = [
 ]
 
 
-def _fmt(x) -> str:
+def fmt_number(x) -> str:
     if x is None:
         return ""
     if isinstance(x, float):
@@ -106,15 +106,15 @@ def write_report(result: dict, docs: Path) -> Path:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, f in result["figures"].items():
-        anchor = _fmt(f.get("anchor"))
+        anchor = fmt_number(f.get("anchor"))
         if anchor and f.get("anchor_source"):
             anchor += f" ({f['anchor_source']})"
-        base = _fmt(f.get("baseline"))
+        base = fmt_number(f.get("baseline"))
         if base and f.get("baseline_name"):
             base += f" ({f['baseline_name']})"
-        lines.append(f"| {name} | {f.get('unit', '')} | {_fmt(f.get('median', f.get('value')))} | "
-                     f"{_fmt(f.get('p99'))} | {_fmt(f.get('max'))} | {anchor} | {base} | "
-                     f"{_fmt(f.get('ratio'))} | {f.get('note', '')} |")
+        lines.append(f"| {name} | {f.get('unit', '')} | {fmt_number(f.get('median', f.get('value')))} | "
+                     f"{fmt_number(f.get('p99'))} | {fmt_number(f.get('max'))} | {anchor} | {base} | "
+                     f"{fmt_number(f.get('ratio'))} | {f.get('note', '')} |")
     for area, err in result.get("errors", {}).items():
         lines.append(f"\nArea `{area}` failed: `{err}`")
     lines += ["", "## Anchors (published figures)", "", "| what | figure | source |", "|---|---|---|"]
@@ -126,7 +126,7 @@ def write_report(result: dict, docs: Path) -> Path:
                   f"{g['machine']}; `{g['command']}`, {g['date']}. Only the parts of the suite that "
                   "run without the ROS/DDS stack travel there (its cp311 wheels do not).", "",
                   "| figure | unit | median | p99 |", "|---|---|---|---|"]
-        lines += [f"| {f['name']} | {f['unit']} | {_fmt(f['median'])} | {_fmt(f['p99'])} |"
+        lines += [f"| {f['name']} | {f['unit']} | {fmt_number(f['median'])} | {fmt_number(f['p99'])} |"
                   for f in g["figures"]]
     if images:
         lines += ["", "## Plots", ""]

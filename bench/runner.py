@@ -19,6 +19,7 @@ import traceback
 from pathlib import Path
 
 from bench import MODULES, machine
+from bench.report import fmt_number as _fmt
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -111,14 +112,6 @@ def _area_main(argv: list[str]) -> int:
         figures, error = [], f"{type(exc).__name__}: {exc}"
     Path(a.area_out).write_text(json.dumps({"figures": figures, "error": error}))
     return 0
-
-
-def _fmt(x) -> str:
-    if x is None:
-        return ""
-    if isinstance(x, float):
-        return f"{x:.4g}"
-    return str(x)
 
 
 def format_table(result: dict) -> str:

@@ -244,15 +244,24 @@ class PSMCore:
             return self.error(f"{what} rejected: arm is busy homing")
         return True
 
-    def _joint_vector(self, what: str, names, positions) -> np.ndarray | None:
-        names = list(names or [])
+    def _positions(self, what: str, positions, expected: tuple[str, ...]) -> np.ndarray | None:
+        """`positions` as a float vector of len(expected), or None after one error message."""
         try:
             pos = np.asarray(list(positions), dtype=float)
         except (TypeError, ValueError):
             self.error(f"{what} rejected: positions are not numbers")
             return None
-        if pos.shape != (6,):
-            self.error(f"{what} rejected: expected 6 positions ({', '.join(PSM_JOINT_NAMES)}), got {pos.size}")
+        if pos.shape != (len(expected),):
+            n = len(expected)
+            self.error(f"{what} rejected: expected {n} position{'s' if n > 1 else ''} "
+                       f"({', '.join(expected)}), got {pos.size}")
+            return None
+        return pos
+
+    def _joint_vector(self, what: str, names, positions) -> np.ndarray | None:
+        names = list(names or [])
+        pos = self._positions(what, positions, PSM_JOINT_NAMES)
+        if pos is None:
             return None
         if names:
             if sorted(names) != sorted(PSM_JOINT_NAMES) or len(set(names)) != 6:
@@ -273,13 +282,8 @@ class PSMCore:
 
     def _jaw_value(self, what: str, names, positions) -> float | None:
         names = list(names or [])
-        try:
-            pos = np.asarray(list(positions), dtype=float)
-        except (TypeError, ValueError):
-            self.error(f"{what} rejected: positions are not numbers")
-            return None
-        if pos.shape != (1,):
-            self.error(f"{what} rejected: expected 1 position ({PSM_JAW_NAME}), got {pos.size}")
+        pos = self._positions(what, positions, (PSM_JAW_NAME,))
+        if pos is None:
             return None
         if names and names != [PSM_JAW_NAME]:
             self.error(f"{what} rejected: joint name must be '{PSM_JAW_NAME}', got {names}")
