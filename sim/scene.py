@@ -39,6 +39,7 @@ PSM_ROOT_BODY = "PSM1_base"
 
 TIMESTEP = 0.002               # 500 Hz, the G1 lowstate rate
 INSERTION_DEPTH = 0.050        # scope inserted past the fulcrum in the stand pose (m)
+PSM_START_INSERTION = 0.050    # PSM instrument insertion in the stand keyframe (m), inside 0..0.24
 OUTER_GROUP = 3                # geoms hidden from the endoscope camera
 SCENE_SITE_GROUP = 4
 
@@ -377,6 +378,10 @@ def build_spec(scene: str, seed: int = 0) -> mujoco.MjSpec:
     qpos = model.qpos0.copy()
     for name, q in STAND_POSTURE.items():
         qpos[model.jnt_qposadr[model.joint(name).id]] = q
+    if has_psm:
+        # The PSM powers on with its instrument part-inserted, inside the
+        # insertion range (zero is the range's end: a limit warning at start).
+        qpos[model.jnt_qposadr[model.joint("insertion").id]] = PSM_START_INSERTION
     spec.add_key(name="stand", qpos=list(qpos), ctrl=[0.0] * model.nu, time=0.0)
     return spec
 
