@@ -61,7 +61,10 @@ ln -sfn "/usr/lib/$(gcc -dumpmachine 2>/dev/null || echo x86_64-linux-gnu)" "$CD
 
 say "installing pinned packages from $LOCK (first run takes a few minutes)"
 log="$VENV/pip-install.log"
-if ! CYCLONEDDS_HOME="$CDDS_HOME" "$VENV/bin/python" -m pip install --progress-bar off -r "$LOCK" >"$log" 2>&1; then
+# --no-deps: the lock is complete (every dependency pinned).  It also keeps
+# unitree-sdk2py-dimos's declared opencv-python out: lerobot's
+# opencv-python-headless provides the same cv2, and two wheels owning cv2 break it.
+if ! CYCLONEDDS_HOME="$CDDS_HOME" "$VENV/bin/python" -m pip install --progress-bar off --no-deps -r "$LOCK" >"$log" 2>&1; then
   grep -v "is ignored: it is neither" "$log" | tail -30 >&2; say "error: pip install failed (full log: $log)"; exit 1
 fi
 if ! "$VENV/bin/python" -m pip install --no-deps --no-build-isolation -e . >>"$log" 2>&1; then

@@ -16,6 +16,7 @@ HEADER = """\
 # Exact versions tested together (Python 3.11, Debian 12). Regenerate with:
 #   .venv/bin/python scripts/freeze_lock.py
 # cyclonedds builds from source against Debian's cyclonedds-dev (scripts/bootstrap.sh sets CYCLONEDDS_HOME).
+# Installed with --no-deps: complete, and opencv-python-headless (lerobot) is the one cv2 (see bootstrap.sh).
 """
 
 

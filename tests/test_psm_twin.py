@@ -19,7 +19,7 @@ import pytest
 
 rclpy = pytest.importorskip("rclpy")
 
-from conftest import PYTHON  # noqa: E402
+from tests.conftest import PYTHON  # noqa: E402
 from surgbot.contract import PSM_JOINT_NAMES  # noqa: E402
 from surgbot.hw.crtk import PSMClient, spin_in_background  # noqa: E402
 from surgbot.kinematics import psm  # noqa: E402

@@ -18,7 +18,7 @@ from sim.scene import SPHENOID_TARGET_RGBA, TARGET_COLOURS, build_model, reset_t
 from sim.world import SimWorld
 from surgbot import contract
 
-from conftest import PYTHON, REPO
+from tests.conftest import PYTHON, REPO
 
 SIM_CMD = [PYTHON, "-m", "surgbot.cli", "sim"]
 
