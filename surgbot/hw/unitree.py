@@ -158,40 +158,39 @@ def _packed(rec: np.ndarray, dtype: np.dtype) -> bytes:
     return (raw & _MASKS[dtype]).tobytes()
 
 
-def encode_lowcmd(cmd: np.ndarray, set_crc: bool = True) -> bytes:
-    """XCDR1 bytes of a LOWCMD_C record (crc filled in, into `cmd` too, unless told not to)."""
-    c = _packed(cmd, LOWCMD_C)
+def _encode(rec: np.ndarray, dtype: np.dtype, split, set_crc: bool) -> bytes:
+    """XCDR1 bytes of a record (crc filled in, into `rec` too, unless told not to)."""
+    c = _packed(rec, dtype)
     if set_crc:
         crc = crc32_words(c)
-        cmd["crc"] = crc
+        rec["crc"] = crc
         c = c[:-4] + int(crc).to_bytes(4, "little")
-    return _c_to_cdr(c, _LOWCMD_SPLIT)
+    return _c_to_cdr(c, split)
+
+
+def _decode(cdr: bytes, dtype: np.dtype, split) -> tuple[np.ndarray | None, bool]:
+    """(record, crc_ok) from XCDR1 bytes; (None, False) if malformed."""
+    c = _cdr_to_c(cdr, split, dtype.itemsize)
+    if c is None:
+        return None, False
+    rec = np.frombuffer(bytearray(c), dtype=dtype).reshape(())
+    return rec, int(rec["crc"]) == crc32_words(c)
+
+
+def encode_lowcmd(cmd: np.ndarray, set_crc: bool = True) -> bytes:
+    return _encode(cmd, LOWCMD_C, _LOWCMD_SPLIT, set_crc)
 
 
 def encode_lowstate(state: np.ndarray, set_crc: bool = True) -> bytes:
-    c = _packed(state, LOWSTATE_C)
-    if set_crc:
-        crc = crc32_words(c)
-        state["crc"] = crc
-        c = c[:-4] + int(crc).to_bytes(4, "little")
-    return _c_to_cdr(c, _LOWSTATE_SPLIT)
+    return _encode(state, LOWSTATE_C, _LOWSTATE_SPLIT, set_crc)
 
 
 def decode_lowcmd(cdr: bytes) -> tuple[np.ndarray | None, bool]:
-    """(LOWCMD_C record, crc_ok) from XCDR1 bytes; (None, False) if malformed."""
-    c = _cdr_to_c(cdr, _LOWCMD_SPLIT, LOWCMD_C.itemsize)
-    if c is None:
-        return None, False
-    rec = np.frombuffer(bytearray(c), dtype=LOWCMD_C).reshape(())
-    return rec, int(rec["crc"]) == crc32_words(c)
+    return _decode(cdr, LOWCMD_C, _LOWCMD_SPLIT)
 
 
 def decode_lowstate(cdr: bytes) -> tuple[np.ndarray | None, bool]:
-    c = _cdr_to_c(cdr, _LOWSTATE_SPLIT, LOWSTATE_C.itemsize)
-    if c is None:
-        return None, False
-    rec = np.frombuffer(bytearray(c), dtype=LOWSTATE_C).reshape(())
-    return rec, int(rec["crc"]) == crc32_words(c)
+    return _decode(cdr, LOWSTATE_C, _LOWSTATE_SPLIT)
 
 
 def lowcmd_from_sdk(msg) -> np.ndarray:

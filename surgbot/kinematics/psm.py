@@ -83,12 +83,16 @@ def _transform(alpha: float, a: float, theta: float, d: float) -> np.ndarray:
     return T
 
 
-def check_joints(q, name: str = "joint vector") -> np.ndarray:
-    """A finite float vector of the 6 PSM joints, or KinematicsError."""
+def _numeric(x, name: str) -> np.ndarray:
     try:
-        arr = np.asarray(q, dtype=float)
+        return np.asarray(x, dtype=float)
     except (TypeError, ValueError) as exc:
         raise KinematicsError(f"{name} is not numeric: {exc}") from None
+
+
+def check_joints(q, name: str = "joint vector") -> np.ndarray:
+    """A finite float vector of the 6 PSM joints, or KinematicsError."""
+    arr = _numeric(q, name)
     if arr.shape != (N_JOINTS,):
         raise KinematicsError(f"{name} must have {N_JOINTS} values, got shape {arr.shape}")
     if not np.all(np.isfinite(arr)):
@@ -98,10 +102,7 @@ def check_joints(q, name: str = "joint vector") -> np.ndarray:
 
 def check_pose(T, name: str = "pose") -> np.ndarray:
     """A finite 4x4 rigid transform (rotation orthonormal within 1e-3), or KinematicsError."""
-    try:
-        arr = np.asarray(T, dtype=float)
-    except (TypeError, ValueError) as exc:
-        raise KinematicsError(f"{name} is not numeric: {exc}") from None
+    arr = _numeric(T, name)
     if arr.shape != (4, 4):
         raise KinematicsError(f"{name} must be 4x4, got shape {arr.shape}")
     if not np.all(np.isfinite(arr)):
