@@ -17,7 +17,7 @@ demo: bootstrap
 
 # pytest exits 5 when it collected no test: that is a failure here, not a pass.
 test: bootstrap
-	@set -o pipefail; $(PY) -m pytest tests -q -p no:cacheprovider --timeout 300; rc=$$?; \
+	@set -o pipefail; PYTHONFAULTHANDLER=1 $(PY) -m pytest tests -q -p no:cacheprovider --timeout 300; rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; \
 	  [ $$rc -eq 0 ] || exit $$rc
 	$(VENV)/bin/surgbot bench --quick --json
