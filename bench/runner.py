@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -128,4 +129,9 @@ def format_table(result: dict) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(_area_main(sys.argv[1:]))
+    status = _area_main(sys.argv[1:])
+    # the figures are written; skip interpreter finalisation, which tears down
+    # DDS listener threads and rclpy contexts in an unsafe order (segfaults)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
