@@ -237,3 +237,15 @@ def test_gravity_model_matches_subtree_statics():
         assert tau[contract.G1_INDEX[name]] == pytest.approx(-expected, rel=1e-6, abs=1e-9)
     # waist yaw axis is vertical: gravity exerts no torque about it
     assert tau[contract.G1_INDEX["waist_yaw_joint"]] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_config_file_gains_are_the_core_defaults():
+    """config/g1_bridge.yaml and DEFAULT_KP/KD are one set of gains (the holder sizes its integrator by them)."""
+    import yaml
+    from pathlib import Path
+    from surgbot.control.g1_bridge import DEFAULT_KD, DEFAULT_KP
+    path = Path(__file__).resolve().parents[1] / "config" / "g1_bridge.yaml"
+    params = yaml.safe_load(path.read_text())["g1_bridge"]["ros__parameters"]
+    assert params["kp"] == DEFAULT_KP.tolist() and params["kd"] == DEFAULT_KD.tolist()
+    right = slice(10, 17)
+    assert np.all(DEFAULT_KP[right] >= 4 * DEFAULT_KP[3:10]), "the scope arm is the stiff one"

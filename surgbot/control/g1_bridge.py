@@ -54,10 +54,21 @@ UPPER_LIMITS_TABLE = np.array([
 ])
 
 # arm_sdk gains per upper-body joint: waist, then shoulder p/r/y, elbow,
-# wrist r/p/y per arm.  Stiffer than Unitree's example (60/1.5) at the
-# shoulder/elbow to hold a scope; wrist pitch/yaw are 5 Nm motors.
-DEFAULT_KP = np.array([200, 200, 200] + [150, 150, 100, 100, 40, 30, 30] * 2, dtype=float)
-DEFAULT_KD = np.array([5, 5, 5] + [3, 3, 2, 2, 1, 0.8, 0.8] * 2, dtype=float)
+# wrist r/p/y per arm.  The left arm: stiffer than Unitree's example (60/1.5)
+# at the shoulder/elbow.  The right arm holds the endoscope and gets 8x that
+# stiffness (3x the damping): a position-controlled arm deflects by tau/kp
+# before any outer loop can react, and a 1 Nm disturbance on a wrist joint at
+# kp 30 moves the scope tip ~8 mm; at these gains the HOLD jitter under 1 Nm
+# steps is ~0.16 mm RMS (bench endoscope.hold_jitter_rms).  The PD runs in
+# the motor drivers, so the 500 Hz link does not bound it; wrist pitch/yaw
+# are 5 Nm motors and saturate at ~20 mrad error.  To confirm on hardware
+# (README): start from the left-arm figures and raise.
+ARM_KP = [150, 150, 100, 100, 40, 30, 30]
+ARM_KD = [3, 3, 2, 2, 1, 0.8, 0.8]
+SCOPE_ARM_KP = [1200, 1200, 800, 800, 320, 240, 240]      # 8 x ARM_KP
+SCOPE_ARM_KD = [9, 9, 6, 6, 3, 2.4, 2.4]                  # 3 x ARM_KD
+DEFAULT_KP = np.array([200, 200, 200] + ARM_KP + SCOPE_ARM_KP, dtype=float)
+DEFAULT_KD = np.array([5, 5, 5] + ARM_KD + SCOPE_ARM_KD, dtype=float)
 
 
 class State(str, Enum):
