@@ -56,20 +56,30 @@ def skew(v: np.ndarray) -> np.ndarray:
     return np.array([[0.0, -v[2], v[1]], [v[2], 0.0, -v[0]], [-v[1], v[0], 0.0]])
 
 
+_COS_5_DEG = math.cos(math.radians(5.0))
+
+
 def rotation_aligning(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Smallest rotation taking unit vector a to unit vector b."""
-    v = np.cross(a, b)
-    s = np.linalg.norm(v)
-    c = float(np.dot(a, b))
-    if s < 1e-12:
-        if c > 0:
-            return np.eye(3)
-        # 180 deg: any axis orthogonal to a
-        axis = np.cross(a, [1.0, 0.0, 0.0])
-        if np.linalg.norm(axis) < 1e-6:
-            axis = np.cross(a, [0.0, 1.0, 0.0])
-        return pin.exp3(np.pi * axis / np.linalg.norm(axis))
-    return pin.exp3(v / s * np.arctan2(s, c))
+    """Smallest rotation taking unit vector a to unit vector b.
+
+    (3-vector products as Python floats: `np.cross` alone costs more than
+    the whole function; this runs every step in the servo_cv/head/tool modes.)
+    """
+    ax, ay, az = np.asarray(a, float).tolist()
+    bx, by, bz = np.asarray(b, float).tolist()
+    vx, vy, vz = ay * bz - az * by, az * bx - ax * bz, ax * by - ay * bx
+    s = math.sqrt(vx * vx + vy * vy + vz * vz)
+    c = ax * bx + ay * by + az * bz
+    if s >= 1e-12:
+        k = math.atan2(s, c) / s
+        return pin.exp3(np.array((vx * k, vy * k, vz * k)))
+    if c > 0:
+        return np.eye(3)
+    # 180 deg: any axis orthogonal to a
+    axis = np.cross(a, [1.0, 0.0, 0.0])
+    if np.linalg.norm(axis) < 1e-6:
+        axis = np.cross(a, [0.0, 1.0, 0.0])
+    return pin.exp3(np.pi * axis / np.linalg.norm(axis))
 
 
 @dataclass
@@ -127,19 +137,22 @@ class PivotIK:
         self._T[0, 0] = self._T[1, 1] = -1.0
         self._T[2:5, 3:6] = np.eye(3)
         self._T[5, 2] = self._inv_depth_scale
-        self._eye = np.eye(n)
+        # per-step constants (active joints, weights and gains are fixed at construction)
+        self._w_active = self.active * self.weights
+        self._posture_gain = self.config.k_posture * self.active
+        self._model, self._data, self._tip_id = arm.model, arm.data, arm.tip_id
         self.info = StepInfo()
 
     # ---------------------------------------------------------------- geometry
     def state(self, q: np.ndarray) -> ScopeState:
-        p, R = self.arm.tip_position_rotation(q)
-        return self._state_from(p, R)
+        pin.forwardKinematics(self._model, self._data, q)
+        return self._state_of(pin.updateFramePlacement(self._model, self._data, self._tip_id))
 
-    def _state_from(self, p: np.ndarray, R: np.ndarray) -> ScopeState:
-        """`p`, `R` are kept (callers pass copies)."""
-        f = R.T.dot(self.fulcrum - p)
+    def _state_of(self, M: pin.SE3) -> ScopeState:
+        """State from a tip pose (pinocchio's `rotation`/`translation` return copies)."""
+        f = M.actInv(self.fulcrum)                # R^T (p_f - p)
         fx, fy, fz = f.tolist()
-        return ScopeState(p, R, f, math.hypot(fx, fy), -fz)
+        return ScopeState(M.translation, M.rotation, f, math.hypot(fx, fy), -fz)
 
     def project(self, position: np.ndarray, rotation: np.ndarray) -> tuple[View, list[str]]:
         """Nearest pivot-feasible view to a requested tip pose, and why it was changed (if it was).
@@ -150,17 +163,23 @@ class PivotIK:
         """
         reasons: list[str] = []
         lo, hi = self.config.depth_range
-        d = np.asarray(position, float) - self.fulcrum
-        depth = float(np.linalg.norm(d))
+        z = rotation[:, 2]
+        zx, zy, zz = z.tolist()
+        px, py, pz = np.asarray(position, float).tolist()
+        fx, fy, fz = self.fulcrum.tolist()
+        dx, dy, dz = px - fx, py - fy, pz - fz
+        depth = math.sqrt(dx * dx + dy * dy + dz * dz)
         if depth < 1e-6:
-            u = rotation[:, 2].copy()
+            ux, uy, uz = zx, zy, zz
         else:
-            u = d / depth
-        if float(np.dot(u, rotation[:, 2])) < np.cos(np.radians(5.0)):
+            ux, uy, uz = dx / depth, dy / depth, dz / depth
+        if ux * zx + uy * zy + uz * zz < _COS_5_DEG:
             reasons.append("orientation rotated onto the shaft through the fulcrum")
+        u = np.array((ux, uy, uz))
         if self.port_axis is not None:
-            ang = float(np.arccos(np.clip(np.dot(u, self.port_axis), -1.0, 1.0)))
-            amax = np.radians(self.config.max_angle_from_axis_deg)
+            ax, ay, az = self.port_axis.tolist()
+            ang = math.acos(min(1.0, max(-1.0, ux * ax + uy * ay + uz * az)))
+            amax = math.radians(self.config.max_angle_from_axis_deg)
             if ang > amax:
                 axis = np.cross(self.port_axis, u)
                 axis /= np.linalg.norm(axis)
@@ -168,9 +187,9 @@ class PivotIK:
                 reasons.append(f"pan/tilt {np.degrees(ang):.1f} deg clipped to {np.degrees(amax):.1f} deg from the port axis")
         if depth < lo or depth > hi:
             reasons.append(f"insertion {depth * 1e3:.1f} mm clipped to [{lo * 1e3:.0f}, {hi * 1e3:.0f}] mm")
-            depth = float(np.clip(depth, lo, hi))
-        R = rotation_aligning(rotation[:, 2], u) @ rotation
-        return View(R, depth), reasons
+            depth = min(max(depth, lo), hi)
+        R = rotation_aligning(z, u).dot(rotation)
+        return View(R, float(depth)), reasons
 
     def view_of(self, q: np.ndarray) -> View:
         """The pivot-feasible view nearest to where the scope is at q."""
@@ -196,14 +215,20 @@ class PivotIK:
         `w_ff` (tip-frame angular velocity) and `depth_ff` are the target's own
         motion, fed forward so a moving target is followed without lag.
 
-        Written for a 500 Hz Python loop: the scalar parts are Python floats,
-        the task rows come from one 6x6 product with the Jacobian, and no
-        n x n matrix is formed outside `_solve`.
+        Written for a 500 Hz Python loop, where a step costs about one
+        microsecond per numpy/pinocchio call whatever the matrix size: the
+        scalar parts are Python floats, the task rows come from one 6x6
+        product with the Jacobian, and no n x n matrix is formed.
         """
         cfg = self.config
-        M, J = self.arm.tip_jacobian_local(q)
-        st = self._state_from(M.translation.copy(), M.rotation.copy())
-        fx, fy, fz = st.fulcrum_in_tip.tolist()
+        model, data, tip = self._model, self._data, self._tip_id
+        pin.computeJointJacobians(model, data, q)
+        M = pin.updateFramePlacement(model, data, tip)
+        J = pin.getFrameJacobian(model, data, tip, pin.LOCAL)
+        f = M.actInv(self.fulcrum)        # R^T (p_f - p)
+        fx, fy, fz = f.tolist()
+        R = M.rotation
+        st = ScopeState(M.translation, R, f, math.hypot(fx, fy), -fz)
         # task rows = T @ [Jv; Jw]: fulcrum lateral f' = (-Jv + [f]x Jw) dq (rows x, y), orientation
         # Jw, depth -f_z' / depth_scale; only the [f]x entries of T change
         T = self._T
@@ -217,9 +242,9 @@ class PivotIK:
             s = cfg.max_fulcrum_rate / n1
             e1x, e1y = e1x * s, e1y * s
         kv = cfg.k_view
-        ex, ey, ez = pin.log3(st.tip_rotation.T.dot(target.rotation)).tolist()
+        ex, ey, ez = pin.log3(R.T.dot(target.rotation)).tolist()
         ex, ey, ez = kv * ex, kv * ey, kv * ez
-        ed = kv * (target.depth - st.depth) / cfg.depth_scale
+        ed = kv * (target.depth + fz) / cfg.depth_scale
         n2 = math.sqrt(ex * ex + ey * ey + ez * ez + ed * ed)
         if n2 > cfg.max_view_rate:      # a far target must not ask for huge rates (chatter near singularities)
             s = cfg.max_view_rate / n2
@@ -228,74 +253,102 @@ class PivotIK:
             wx, wy, wz = w_ff.tolist() if isinstance(w_ff, np.ndarray) else w_ff
             ex, ey, ez = ex + wx, ey + wy, ez + wz
             ed += depth_ff / cfg.depth_scale
-        e = np.array((e1x, e1y, ex, ey, ez, ed))
+        err = (e1x, e1y, ex, ey, ez, ed)
         e3 = self.q_posture - q
-        e3 *= cfg.k_posture
+        e3 *= self._posture_gain          # k_posture on the active joints, 0 elsewhere
 
-        free = self.active
         info = StepInfo()
         lower, upper = self.lower, self.upper
-        dq1 = dq_rest = None
+        free = self.active
+        W = self._w_active
+        e3f = e3
+        inside = False                    # dq keeps every joint inside its margins
+        z1 = None
         for _ in range(3):
-            dq1, dq_rest = self._solve(B, e, e3, free, info)
-            dq = dq1 + dq_rest
-            q_next = q + dq * dt
+            z1, z = self._solve(B, err, e3f, W, info)
+            dq = z * W
+            q_next = dq * dt
+            q_next += q
             if not np.count_nonzero((q_next < lower) | (q_next > upper)):     # no joint crosses a margin
+                inside = True
                 break
             hit = free & (((q_next < lower) & (dq < 0)) | ((q_next > upper) & (dq > 0)))
             if not np.count_nonzero(hit):
                 break
             free = free & ~hit
+            W = free * self.weights
+            e3f = e3 * free
             info.saturated.extend(self.arm.joint_names[i] for i in np.flatnonzero(hit))
-        dq = self._speed_limit(dq1, dq_rest, info)
-        # a joint already past its margin is only allowed to move back inside
-        if np.count_nonzero((q < lower) | (q > upper)):
+        if np.count_nonzero(np.abs(dq) > self.vmax):
+            dq1 = z1 * W
+            dq = self._speed_limit(dq1, dq - dq1, info)
+            inside = False
+        # a joint already past its margin is only allowed to move back inside (a step that ends
+        # inside every margin already does: a joint below `lower` then has dq > 0, above `upper` dq < 0)
+        if not inside and np.count_nonzero((q < lower) | (q > upper)):
             dq = np.where((q < lower) & (dq < 0) | (q > upper) & (dq > 0), 0.0, dq)
         self.info = info
         return dq, st
 
-    def _solve(self, B, e, e3, free, info):
-        """Task-priority DLS on the stacked rows B (fulcrum 2, view 4) with errors e, posture e3.
+    def _solve(self, B, err, e3f, W, info):
+        """Task-priority DLS on the stacked rows B (fulcrum 2, view 4) with errors `err`, posture e3f.
 
-        Weighted least norm: solve for z with dq = W z (W = weights of the free joints).
+        Weighted least norm: solve for z with dq = W z (W = weights of the free
+        joints).  Returns (z1, z): the fulcrum part and the whole step.  The
+        algebra is the textbook one,
+
+            J1+ = J1^T (J1 J1^T)^-1,  N1 = I - J1+ J1,  z1 = J1+ e1,
+            z2 = (J2 N1)+_damped (e2 - J2 z1),  z3 = (N1 - V V^T) e3  (V: row space of J2 N1),
+
+        rearranged so that the 2x2 and 4-row pieces are Python floats, the
+        10-wide rows come from one product with J1, and, away from a
+        singularity (no damping), z2 + z3 = N1 e3 + (J2 N1)+ (e2 - J2 z1 - J2 N1 e3)
+        is one SVD solve.
         """
-        W = free * self.weights
+        e1x, e1y, e2x, e2y, e2z, e2d = err
         BW = B * W
-        J1f = BW[:2]
-        J2f = BW[2:]
+        J1 = BW[:2]
+        S = BW.dot(J1.T)                  # rows 0-1: J1 J1^T, rows 2-5: C = J2 J1^T
+        (a, b), (c, d), (c00, c01), (c10, c11), (c20, c21), (c30, c31) = S.tolist()
+        h0, h1, h2, h3, h4, h5 = BW.dot(e3f).tolist()       # J1 e3, J2 e3
         # task 1: 2x2 damped normal equations (the fulcrum task is never near-singular in practice)
-        (a, b), (c, d) = J1f.dot(J1f.T).tolist()
         a += 1e-8
         d += 1e-8
         det = a * d - b * c
-        J1p = J1f.T.dot(np.array(((d / det, -b / det), (-c / det, a / det))))
-        dq1 = J1p.dot(e[:2])
-        N1 = self._eye - J1p.dot(J1f)
+        i00, i01, i10, i11 = d / det, -b / det, -c / det, a / det
+        g0, g1 = i00 * e1x + i01 * e1y, i10 * e1x + i11 * e1y        # z1 = J1^T g
+        k0, k1 = i00 * h0 + i01 * h1, i10 * h0 + i11 * h1            # N1 e3 = e3 - J1^T k
+        KG = np.array(((i00, i01), (i10, i11), (g0, g1), (g0 - k0, g1 - k1))).dot(J1)
+        X = BW[2:] - S[2:].dot(KG[:2])    # J2 N1
         # task 2 in the null space of 1, damped by its smallest singular value
         # (Eigen's Jacobi SVD through eigenpy: same decomposition as numpy's, a third of the call cost)
-        svd = eigenpy.HhJacobiSVD(J2f.dot(N1), _THIN_UV)
+        svd = eigenpy.HhJacobiSVD(X, _THIN_UV)
+        s = svd.singularValues()
+        smin = s.item(3)                  # 4 view rows, descending
+        info.sigma_min = smin
+        z = KG[3] + e3f                   # z1 + N1 e3
+        cfg = self.config
+        if smin >= cfg.sigma_singular:
+            info.damping = 0.0
+            # e2 - J2 z1 - J2 N1 e3 = e2 - h2 - C (g - k)
+            u0, u1 = g0 - k0, g1 - k1
+            z += svd.solve(np.array((e2x - h2 - c00 * u0 - c01 * u1, e2y - h3 - c10 * u0 - c11 * u1,
+                                     e2z - h4 - c20 * u0 - c21 * u1, e2d - h5 - c30 * u0 - c31 * u1)))
+            return KG[2], z
+        lam2 = cfg.lambda_max ** 2 * (1.0 - (smin / cfg.sigma_singular) ** 2)
+        info.damping = math.sqrt(lam2)
         U = svd.matrixU()
         V = svd.matrixV()
-        s = svd.singularValues()
-        sl = s.tolist()
-        smin = sl[-1]
-        cfg = self.config
-        lam2 = 0.0 if smin >= cfg.sigma_singular else cfg.lambda_max ** 2 * (1.0 - (smin / cfg.sigma_singular) ** 2)
-        info.sigma_min = smin
-        info.damping = math.sqrt(lam2)
-        s0, s1, s2, s3 = sl      # 4 view rows
-        c = lam2 + 1e-12
-        inv = np.array((s0 / (s0 * s0 + c), s1 / (s1 * s1 + c), s2 / (s2 * s2 + c), s3 / (s3 * s3 + c)))
-        r = e[2:] - J2f.dot(dq1)
-        dq2 = V.dot(inv * U.T.dot(r))
-        # task 3 in what is left
+        r = np.array((e2x - c00 * g0 - c01 * g1, e2y - c10 * g0 - c11 * g1,
+                      e2z - c20 * g0 - c21 * g1, e2d - c30 * g0 - c31 * g1))      # e2 - J2 z1
+        y = U.T.dot(r)
+        y *= s / (s * s + (lam2 + 1e-12))
+        vt_e3 = V.T.dot(e3f)              # V V^T e3: drop directions with no singular value
         if smin <= 1e-6:
-            V = V[:, s > 1e-6]
-        N2 = N1 - V.dot(V.T)
-        dq3 = N2.dot(e3 * free)
-        dq_rest = dq2 + dq3
-        dq_rest *= W
-        return dq1 * W, dq_rest
+            vt_e3 *= s > 1e-6
+        y -= vt_e3
+        z += V.dot(y)
+        return KG[2], z
 
     def _speed_limit(self, dq1, dq_rest, info):
         """Scale the view/posture part first, the fulcrum part only if it alone is too fast."""
