@@ -131,8 +131,12 @@ class G1BridgeNode(Node):
             if cmd is not None:
                 self._write(cmd)
             if state != was:
-                log = self.get_logger().error if state == State.FAULT else self.get_logger().info
-                log(f"{was.value} -> {state.value}: {reason}")
+                # one call site per severity: rclpy raises if a call site changes severity (it
+                # killed this thread on the first FAULT)
+                if state == State.FAULT:
+                    self.get_logger().error(f"{was.value} -> {state.value}: {reason}")
+                else:
+                    self.get_logger().info(f"{was.value} -> {state.value}: {reason}")
             deadline += period
             delay = deadline - time.monotonic()
             if delay < -0.05:        # overran badly (machine stalled): resynchronise
