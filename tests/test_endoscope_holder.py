@@ -251,18 +251,18 @@ def test_hold_recovers_from_a_joint_torque_disturbance(rig):
     p0, _ = c.tip()
     msg = JointState()
     msg.name = ["right_elbow_joint", "right_wrist_pitch_joint"]
-    msg.effort = [1.0, -1.0]
+    msg.effort = [3.0, -2.0]        # the scope arm is stiff (bridge SCOPE_ARM_KP): 1 Nm moves it < 1 mm
     t0 = time.monotonic()
     c.pub_dist.publish(msg)
     time.sleep(0.5)
     # corrected while the torque is still on (within seconds of sim time on a loaded box) ...
-    assert c.wait(lambda: np.linalg.norm(c.tip()[0] - p0) < 0.5e-3, timeout=10.0)
+    assert c.wait(lambda: np.linalg.norm(c.tip()[0] - p0) < 0.15e-3, timeout=10.0)
     peak = max(np.linalg.norm(p - p0) for p, _ in c.tips_since(t0))
-    assert peak > 1e-3                # the torque did push the arm (the sim applied it)
+    assert peak > 0.5e-3              # the torque did push the arm (the sim applied it)
     c.pub_dist.publish(JointState())
     time.sleep(0.5)
     # ... and again after it is gone
-    assert c.wait(lambda: np.linalg.norm(c.tip()[0] - p0) < 0.5e-3, timeout=10.0)
+    assert c.wait(lambda: np.linalg.norm(c.tip()[0] - p0) < 0.15e-3, timeout=10.0)
     errs = [line_distance(rig["port"], p, R) for p, R in c.tips_since(t0)]
     assert max(errs) < 15e-3 and c.mode == "HOLD"
 

@@ -10,6 +10,7 @@ delay.  Every number asserted is ground truth from MuJoCo (site poses, the
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import pinocchio as pin
 
 from bench.endoscope import ArmLoop
@@ -20,14 +21,14 @@ from surgbot.kinematics.g1_arm import RIGHT_ARM_JOINTS, WAIST_JOINTS
 ARM_JOINTS = list(RIGHT_ARM_JOINTS)
 
 
-def make_loop(**cfg) -> ArmLoop:
+def make_loop(scene: str = "box_trainer", **cfg) -> ArmLoop:
     """Scene loop whose holder has the default config plus `cfg` overrides (fulcrum = the port)."""
-    probe = ArmLoop("box_trainer")
+    probe = ArmLoop(scene)
     pivot = PivotConfig(active_joints=WAIST_JOINTS + RIGHT_ARM_JOINTS,
                         joint_weights={n: 0.5 for n in WAIST_JOINTS},
                         depth_range=cfg.pop("depth_range", (0.015, 0.15)))
     hc = HolderConfig(fulcrum=cfg.pop("fulcrum", tuple(probe.port)), pivot=pivot, **cfg)
-    return ArmLoop("box_trainer", holder_config=hc)
+    return ArmLoop(scene, holder_config=hc)
 
 
 def quat(R):
@@ -63,27 +64,35 @@ def test_hold_removes_gravity_sag_without_bridge_feedforward():
 
 
 def test_hold_under_joint_torque_disturbance():
-    """1 Nm random steps on the arm joints: back on the view between steps, never off the port."""
+    """Acceptance: 60 s of 1 Nm random steps (one right-arm joint at a time, every 1-3 s):
+    tip drift < 0.5 mm, RMS jitter < 0.2 mm (transients included), never off the port."""
     loop = held(make_loop())
     p0, _ = loop.tip()
     rng = np.random.default_rng(7)
-    windows, ferr = [], []
-    for _ in range(6):
-        loop.disturbance[:] = 0.0
-        loop.disturbance[loop.index[rng.choice(ARM_JOINTS)]] = rng.choice([-1.0, 1.0])
-        P = []
-        loop.run(2.0, lambda l: (P.append(l.tip()[0]), ferr.append(l.fulcrum_error())))
-        windows.append(np.array(P))
-    steady = np.concatenate([w[-150:] for w in windows])          # last 0.3 s of each 2 s window
-    drift = np.linalg.norm(steady.mean(0) - p0)
-    assert drift < 0.5e-3
-    assert np.sqrt(np.mean(np.sum((steady - p0) ** 2, axis=1))) < 0.5e-3
-    assert max(ferr) < 15e-3 and loop.core.mode == HOLD           # transients stay below the FAULT bound
+    P, ferr, next_change = [], [], [0.0]
+
+    def each(lp):
+        if lp.t >= next_change[0]:
+            lp.disturbance[:] = 0.0
+            lp.disturbance[lp.index[rng.choice(ARM_JOINTS)]] = rng.choice([-1.0, 1.0])
+            next_change[0] = lp.t + rng.uniform(1.0, 3.0)
+        P.append(lp.tip()[0])
+        ferr.append(lp.fulcrum_error())
+
+    loop.run(60.0, each)
+    P = np.array(P)
+    assert np.count_nonzero(np.linalg.norm(P - p0, axis=1) > 0.5e-3) > 100, "the disturbance is felt"
+    drift = np.linalg.norm(P[-500:].mean(0) - p0)                  # last 1 s vs the start
+    jitter = np.sqrt(np.mean(np.sum((P - P.mean(0)) ** 2, axis=1)))
+    assert drift < 0.5e-3, drift
+    assert jitter < 0.2e-3, jitter
+    assert max(ferr) < 2e-3 and loop.core.mode == HOLD
 
 
-def test_view_sequence_keeps_fulcrum_and_reaches_targets():
-    """Pan/tilt +-25 deg, insertion +30/-30 mm, roll +-45 deg via servo_cp (shortened; full 60 s in bench)."""
-    loop = held(make_loop())
+@pytest.mark.parametrize("scene", ["box_trainer", "endonasal"])
+def test_view_sequence_keeps_fulcrum_and_reaches_targets(scene):
+    """Pan/tilt +-25 deg, insertion +30/-30 mm, roll +-45 deg via servo_cp, both scenes (full 60 s in bench)."""
+    loop = held(make_loop(scene))
     c = loop.core
     v0 = c.setpoint.copy()
     port = loop.port
@@ -259,3 +268,22 @@ def test_tool_follow_keeps_the_tool_in_the_central_image():
     assert np.mean(inside) > 0.95
     assert np.percentile(ferr, 99) < 1e-3 and max(ferr) < 2e-3
     assert c.mode == TOOL_FOLLOW
+
+
+def test_hold_is_stable_with_a_slow_link():
+    """The DDS round trip (holder -> bridge -> robot -> bridge -> holder) can reach 10-20 ms on a loaded
+    host: after a view change HOLD must settle, not limit-cycle (an integral gain of 60 1/s did at 12 ms)."""
+    probe = ArmLoop("box_trainer")
+    pivot = PivotConfig(active_joints=WAIST_JOINTS + RIGHT_ARM_JOINTS, joint_weights={n: 0.5 for n in WAIST_JOINTS})
+    loop = held(ArmLoop("box_trainer", delay_steps=10,
+                        holder_config=HolderConfig(fulcrum=tuple(probe.port), pivot=pivot)))
+    c = loop.core
+    target, _ = c.ik.move_view(c.setpoint.copy(), np.radians(10), np.radians(10), 0.005, 0.0)
+    p, q = target.tip_position(loop.port), quat(target.rotation)
+    loop.run(3.0, lambda l: l.core.servo_cp(p, q, "world", l.t))
+    P, ferr = [], []
+    loop.run(3.0, lambda l: (P.append(l.tip()[0]), ferr.append(l.fulcrum_error())))
+    P = np.array(P)
+    assert c.mode == HOLD
+    assert np.ptp(P[-500:], axis=0).max() < 0.03e-3          # still over the last second
+    assert np.linalg.norm(P[-1] - p) < 1e-3 and max(ferr) < 2e-3

@@ -63,7 +63,7 @@ class HolderConfig:
     accel_feedforward: bool = True                 # q offset M(q) ddq / kp: the PD then supplies the inertia torque
     accel_filter_hz: float = 30.0
     command_lead_s: float = 0.006                  # s, q command leads by dq*lead: covers the link delay
-    integral_gain: float = 15.0                    # 1/s, joint-space sag/disturbance correction (upper bound)
+    integral_gain: float = 15.0                    # 1/s, joint-space sag/disturbance correction (upper bound; 60 limit-cycles with >= 8 ms link delay)
     integral_limit: float = 0.25                   # rad, anti-windup
     fault_fulcrum_error: float = 0.015             # m, measured, sustained -> FAULT (FACTS: >20 mm injures)
     fault_persist_s: float = 0.5
@@ -126,6 +126,7 @@ class EndoscopeHolderCore:
         c = self.cfg
         self._limits_angular = (float(c.max_angular_speed), float(c.max_angular_accel))
         self._limits_insertion = (float(c.max_insertion_speed), float(c.max_insertion_accel))
+        self._tool_speed = math.radians(c.tool_speed_deg)
         self.measured: ScopeState | None = None
         self.reasons_last_cmd: list[str] = []
         # head follow
@@ -154,6 +155,11 @@ class EndoscopeHolderCore:
         self._inv_kp_active = self._inv_kp.copy()
         self._ddq = np.zeros(n)
         self._acc_alpha = 1.0 - np.exp(-2 * np.pi * self.cfg.accel_filter_hz * self.dt)
+        self._acc_keep = 1.0 - self._acc_alpha          # ddq <- keep ddq + (alpha / dt) (dq - dq_ref)
+        self._acc_gain = self._acc_alpha / self.dt
+        self._crba_symmetric: bool | None = None          # does pin.crba fill the lower triangle too
+        self._mass_consts = None                           # per-joint constants of _update_mass
+        self._filter_input = None                          # (goal, anchor, filter input) of the last step
         self.stats = {"steps": 0, "rejected": 0, "saturated_steps": 0, "paused_steps": 0}
 
     # ------------------------------------------------------------------ helpers
@@ -179,6 +185,7 @@ class EndoscopeHolderCore:
             self._active_idx = np.flatnonzero(act)
             self._active_names = tuple(self.arm.joint_names[i] for i in self._active_idx)
             self._inactive = ~act
+            self._any_inactive = bool(self._inactive.any())    # (else q_ref needs no copy of them)
         else:
             self.ik.fulcrum = fulcrum.copy()
             if axis is not None:
@@ -353,6 +360,9 @@ class EndoscopeHolderCore:
     def head(self, position, quat_xyzw, frame_id: str, t: float) -> tuple[bool, str]:
         if frame_id != contract.WORLD_FRAME or not _finite(position, quat_xyzw):
             return self._reject("head: bad frame or non-finite pose")
+        qn = float(np.linalg.norm(quat_xyzw))
+        if not 0.5 < qn < 1.5:
+            return self._reject(f"head: quaternion norm {qn:.3f} is not a rotation")
         self._head = (np.asarray(position, float).copy(), _quat_xyzw_to_R(quat_xyzw))
         return True, ""
 
@@ -370,6 +380,7 @@ class EndoscopeHolderCore:
             else:
                 self._event("warn", f"deadman ignored in {self.mode}")
         elif not pressed and self._deadman and self.mode == HEAD_FOLLOW:
+            self.goal = self.setpoint.copy()          # the view stops where it is, not at the head's last goal
             self._set_mode(HOLD, "deadman released")
         self._deadman = pressed
         return True, ""
@@ -435,7 +446,8 @@ class EndoscopeHolderCore:
         vx, vy, vz, vd = self._sp_vel
         w_ff = (vx, vy, vz)
 
-        np.copyto(self.q_ref, self.q_meas, where=self._inactive)
+        if self._any_inactive:
+            np.copyto(self.q_ref, self.q_meas, where=self._inactive)
         dq, _ = ik.step(self.q_ref, new, dt, w_ff, vd)
         if not math.isfinite(dq.dot(dq)):      # (|dq| is bounded by the speed cap: no overflow)
             self._set_mode(FAULT, "IK produced a non-finite step")
@@ -446,11 +458,11 @@ class EndoscopeHolderCore:
                 self._event("warn", f"joint limit: {sorted(set(ik.info.saturated))} held at the margin, view clipped")
         q_ref = self.q_ref
         q_ref += dq * dt
+        ddq = self._ddq                 # low-passed acceleration: ddq += alpha ((dq - dq_ref) / dt - ddq)
+        ddq *= self._acc_keep
         acc = dq - self.dq_ref
-        acc /= dt
-        acc -= self._ddq
-        acc *= self._acc_alpha
-        self._ddq += acc
+        acc *= self._acc_gain
+        ddq += acc
         self.dq_ref = dq
         # integrate only while the view is still: during a motion the tracking lag (and, on a
         # loaded host, a sim running slower than the wall clock) would wind the integrator up
@@ -494,15 +506,26 @@ class EndoscopeHolderCore:
         return self._active_names, self.q_cmd[idx], dq[idx]
 
     def _update_mass(self) -> None:
-        """Joint-space inertia at q_ref (symmetrised) and the per-joint integral gains it bounds."""
-        M = np.array(pin.crba(self.arm.model, self.arm.data, self.q_ref))      # upper triangle filled
-        M[self._lower_tri] = M.T[self._lower_tri]
+        """Joint-space inertia at q_ref (symmetric) and the per-joint integral gains it bounds.
+
+        Runs inside every 25th step, so it is kept to a few calls: it must not
+        stand out in the step-time tail.
+        """
+        M = np.array(pin.crba(self.arm.model, self.arm.data, self.q_ref))
+        if self._crba_symmetric is None:      # pin 4's Python crba fills both triangles, older ones the upper
+            self._crba_symmetric = bool(np.array_equal(M, M.T))
+        if not self._crba_symmetric:
+            M[self._lower_tri] = M.T[self._lower_tri]
         self._M = M
+        if self._mass_consts is None:
+            act = self.ik.active
+            self._inv_kp_active = self._inv_kp * act
+            self._mass_consts = (self.cfg.integral_stability * self._kd, self._inv_kp_active[:, None], self.dt * act)
+        stability_kd, inv_kp_column, dt_active = self._mass_consts
         # per-joint PID stability bound ki < kd / I (I: the joint's inertia at this posture)
-        np.minimum(self.cfg.integral_gain, self.cfg.integral_stability * self._kd / M.diagonal(), out=self._ki)
-        self._inv_kp_active = self._inv_kp * self.ik.active
-        self._M_over_kp = self._M * self._inv_kp_active[:, None]
-        self._ki_dt_active = self._ki * self.dt * self.ik.active
+        np.minimum(self.cfg.integral_gain, stability_kd / M.diagonal(), out=self._ki)
+        self._M_over_kp = M * inv_kp_column
+        self._ki_dt_active = self._ki * dt_active
         self._mass_count = 25
 
     def _check_fault(self, t: float) -> None:
@@ -517,8 +540,14 @@ class EndoscopeHolderCore:
 
     def _filtered(self, goal: View) -> View:
         a = self.anchor
-        lx, ly, lz = pin.log3(a.rotation.T.dot(goal.rotation)).tolist()
-        y = self._filter((lx, ly, lz, goal.depth))
+        c = self._filter_input
+        if c is not None and c[0] is goal and c[1] is a:     # (commands come slower than steps)
+            u = c[2]
+        else:
+            lx, ly, lz = pin.log3(a.rotation.T.dot(goal.rotation)).tolist()
+            u = (lx, ly, lz, goal.depth)
+            self._filter_input = (goal, a, u)
+        y = self._filter(u)
         return View(a.rotation.dot(pin.exp3(y[:3])), float(y[3]))
 
     def _speed_limited(self, cur: View, tgt: View) -> View:
@@ -533,18 +562,21 @@ class EndoscopeHolderCore:
         """
         dt = self.dt
         w_max, a_w = self._limits_angular
+        if self.mode == TOOL_FOLLOW:
+            w_max = min(w_max, self._tool_speed)
         v_max, a_v = self._limits_insertion
         Rc = cur.rotation
+        RcT = Rc.T
         Rt = tgt.rotation
-        rx, ry, rz = pin.log3(Rc.T.dot(Rt)).tolist()
+        rx, ry, rz = pin.log3(RcT.dot(Rt)).tolist()
         dd = tgt.depth - cur.depth
         # the target's own velocity (a moving goal is tracked, not chased)
         prev = self._prev_target
         if prev is None or prev is tgt:     # (HOLD: the same goal every step, it does not move)
             gx = gy = gz = gd = 0.0
         else:
-            Rp = prev.rotation
-            gx, gy, gz = Rc.T.dot(Rp).dot(pin.log3(Rp.T.dot(Rt))).tolist()
+            # in the setpoint frame: Rc^T Rp log3(Rp^T Rt) = Rc^T log3(Rt Rp^T) (world-frame turn)
+            gx, gy, gz = RcT.dot(pin.log3(Rt.dot(prev.rotation.T))).tolist()
             gx, gy, gz = gx / dt, gy / dt, gz / dt
             gd = (tgt.depth - prev.depth) / dt
             if math.sqrt(gx * gx + gy * gy + gz * gz) > w_max:   # a jump, not a motion: no feed-forward
@@ -642,13 +674,11 @@ class EndoscopeHolderCore:
         elif ang_cam < self.cfg.tool_deadband_in_deg:
             self._tool_tracking = False
         if not self._tool_tracking:
-            self.goal = sp.copy()
-            return
-        ang = float(np.arccos(np.clip(np.dot(z, u), -1.0, 1.0)))
-        step = min(ang, np.radians(self.cfg.tool_speed_deg) * self.dt)
-        axis_angle = pin.log3(rotation_aligning(z, u))
-        nrm = float(np.linalg.norm(axis_angle))
-        R = pin.exp3(axis_angle * (step / nrm)) @ sp.rotation if nrm > 1e-9 else sp.rotation
+            return          # keep the goal: the setpoint settles on it (a goal tied to the setpoint would coast)
+        # the goal is the view whose shaft passes through the tool; the speed limit (tool_speed_deg
+        # in this mode) makes the turn.  (A goal one small step ahead of the moving setpoint moves
+        # with it, and its velocity fed forward kept the scope swinging past the tool.)
+        R = rotation_aligning(z, u) @ sp.rotation
         view, _ = self.ik.project(f + sp.depth * R[:, 2], R)
         self.goal = view
 

@@ -14,6 +14,7 @@ engaged and never engages it itself.  Parameters: config/endoscope_holder.yaml.
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from collections import deque
@@ -67,6 +68,16 @@ def scene_psm_base(scene: str) -> list[float] | None:
     return [float(v) for v in b.xpos] + [x, y, z, w]
 
 
+def _bridge_gains(name: str, values: list) -> dict | None:
+    """The g1_bridge kp/kd (17 values, contract upper-body order) as name -> gain; [0.0]: the bridge's defaults."""
+    from surgbot.control.g1_bridge import UPPER_NAMES
+    if values == [0.0]:
+        return None
+    if len(values) != len(UPPER_NAMES) or not all(math.isfinite(float(v)) and float(v) > 0 for v in values):
+        raise ValueError(f"{name}: {len(UPPER_NAMES)} positive gains in g1_bridge order expected, got {values}")
+    return dict(zip(UPPER_NAMES, (float(v) for v in values)))
+
+
 class EndoscopeHolderNode(Node):
     def __init__(self, **kwargs):
         super().__init__("endoscope_holder", **kwargs)
@@ -110,6 +121,8 @@ class EndoscopeHolderNode(Node):
             tool_deadband_out_deg=float(p("tool_deadband_out_deg", 8.0).value),
             tool_deadband_in_deg=float(p("tool_deadband_in_deg", 2.0).value),
             tool_speed_deg=float(p("tool_speed_deg", 15.0).value),
+            bridge_kp=_bridge_gains("bridge_kp", list(p("bridge_kp", [0.0]).value)),
+            bridge_kd=_bridge_gains("bridge_kd", list(p("bridge_kd", [0.0]).value)),
         )
         self.publish_hz = float(p("state_publish_hz", 100.0).value)
         self.arm = G1ScopeArm(mjcf)

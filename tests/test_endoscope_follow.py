@@ -1,0 +1,640 @@
+"""HEAD_FOLLOW and TOOL_FOLLOW of `endoscope_holder` in the loop with the real sim (issue 5).
+
+One rig for the module, as tests/test_endoscope_holder.py: `surgbot sim`
+(MuJoCo twin: G1 over unitree DDS, PSM over CRTK), `g1_bridge` and the
+holder node, engaged and holding.  The PSM is driven through its CRTK
+topics (`PSMClient`), the head through `/teleop/head` + `/teleop/buttons`
+(contract section 6).  Every number asserted is ground truth published by
+the sim (`/sim/ground_truth/*`: the scope's optical frame, the port, the
+PSM tool tip), projected through a pinhole built from the sim camera's
+fovy and image size; never the holder's own estimate.
+
+The box is shared and loaded (sim stalls of 0.5 s were seen while other
+rigs ran), so the rig widens the holder's joint-state timeout and the
+bridge's staleness window and slows the view (as the holder's node test
+does).  The fulcrum bounds are that test's node-level ones (p99 < 3 mm,
+max < 6 mm); the contract's 1 mm / 2 mm are asserted in the deterministic
+in-process loop (test_endoscope_holder_core.py).  The framing bound (> 95%
+of frames in the central 50% of the image) is the issue's own.  Measured
+numbers are printed (-s).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+import time
+
+import mujoco
+import numpy as np
+import pinocchio as pin
+import pytest
+
+from surgbot import contract
+from tests.conftest import PYTHON, REPO
+
+rclpy = pytest.importorskip("rclpy")
+from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+from geometry_msgs.msg import PointStamped, PoseStamped  # noqa: E402
+from rclpy.qos import DurabilityPolicy, QoSProfile  # noqa: E402
+from sensor_msgs.msg import Joy  # noqa: E402
+from std_msgs.msg import String  # noqa: E402
+from std_srvs.srv import SetBool, Trigger  # noqa: E402
+
+from sim.camera import DEFAULT_HEIGHT, DEFAULT_WIDTH, intrinsics  # noqa: E402
+from sim.scene import PSM_ROOT_BODY, build_model, reset_to_stand  # noqa: E402
+from surgbot.hw.crtk import PSMClient  # noqa: E402
+
+G1_DOMAIN = int(os.environ["SURGBOT_G1_DOMAIN"])
+SCENE = "box_trainer"
+HEAD_PAN_GAIN = 0.8           # distinct gains: the measured angles must follow each one
+HEAD_TILT_GAIN = 0.6
+SQUARE_SIDE = 0.03            # m
+SQUARE_PERIOD_S = 20.0
+# square centre in the optical frame of the scope's starting view (x right, y down, z forward):
+# toward the PSM port and ~23 deg off the axis, so a scope that stays put frames well under
+# 95% of it (asserted) and the holder has to turn to keep the tool central
+SQUARE_CENTRE_IN_VIEW = np.array([0.028, -0.018, 0.08])
+
+
+# ---------------------------------------------------------------------- geometry
+class SceneGeometry:
+    """What the test takes from the sim's scene model: PSM base, camera model."""
+
+    def __init__(self):
+        m = build_model(SCENE)
+        d = mujoco.MjData(m)
+        reset_to_stand(m, d)
+        b = d.body(PSM_ROOT_BODY)
+        w, x, y, z = (float(v) for v in b.xquat)
+        self.psm_base_pose = [float(v) for v in b.xpos] + [x, y, z, w]      # x y z qx qy qz qw
+        self.psm_base = pin.SE3(pin.Quaternion(w, x, y, z).toRotationMatrix(), b.xpos.copy())
+        cam = m.camera("endoscope_camera").id
+        self.K = intrinsics(float(m.cam_fovy[cam]), DEFAULT_WIDTH, DEFAULT_HEIGHT)
+        self.width, self.height = DEFAULT_WIDTH, DEFAULT_HEIGHT
+        tip = d.site("endoscope_tip")
+        # the camera sits a fraction of a mm ahead of the tip site: its centre in the tip frame
+        self.cam_in_tip = tip.xmat.reshape(3, 3).T @ (d.cam_xpos[cam] - tip.xpos)
+
+    def pixel(self, p_tip, R_tip, point) -> tuple[float, float, float]:
+        """(u, v, depth) of a world point in the endoscope image (ROS optical frame of the tip)."""
+        c = R_tip.T @ (np.asarray(point) - p_tip) - self.cam_in_tip
+        uvw = self.K @ c
+        return float(uvw[0] / c[2]), float(uvw[1] / c[2]), float(c[2])
+
+    def in_central_half(self, p_tip, R_tip, point) -> bool:
+        """Inside the central 50% of the image: the middle half of its width and of its height."""
+        u, v, depth = self.pixel(p_tip, R_tip, point)
+        return (depth > 0 and abs(u - self.width / 2) < self.width / 4
+                and abs(v - self.height / 2) < self.height / 4)
+
+
+def line_distance(point, p, R) -> float:
+    d = np.asarray(point) - p
+    z = R[:, 2]
+    return float(np.linalg.norm(d - np.dot(d, z) * z))
+
+
+def pose_of(msg: PoseStamped):
+    p, o = msg.pose.position, msg.pose.orientation
+    R = pin.Quaternion(o.w, o.x, o.y, o.z).normalized().toRotationMatrix()
+    return np.array([p.x, p.y, p.z]), R
+
+
+def stamp_of(msg) -> int:
+    return msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+
+
+def rot_z(a):
+    return pin.exp3(np.array([0.0, 0.0, a]))
+
+
+def rot_y(a):
+    return pin.exp3(np.array([0.0, a, 0.0]))
+
+
+def view_angles_deg(R0, R1) -> tuple[float, float]:
+    """Where the new optical axis points as seen in the old view: (left, down) in degrees."""
+    a = R0.T @ R1[:, 2]
+    return float(np.degrees(np.arctan2(-a[0], a[2]))), float(np.degrees(np.arctan2(a[1], a[2])))
+
+
+# ---------------------------------------------------------------------- client
+class Client:
+    """Test-side rclpy node: ground truth in, head/buttons/PSM commands out."""
+
+    def __init__(self):
+        rclpy.init()
+        self.node = n = rclpy.create_node("test_endoscope_follow_client")
+        self.lock = threading.Lock()
+        self.gt_tip: list[tuple[float, int, np.ndarray, np.ndarray]] = []   # (monotonic, stamp, p, R)
+        self.gt_psm: dict[int, np.ndarray] = {}                              # stamp -> world tool tip
+        self.gt_fulcrum: np.ndarray | None = None
+        self.mode: str | None = None
+        self.diag = None
+        self.bridge_state = ""
+        n.create_subscription(PoseStamped, contract.GT_ENDOSCOPE_TIP, self._on_gt_tip, 50)
+        n.create_subscription(PoseStamped, contract.GT_PSM_TIP, self._on_gt_psm, 50)
+        n.create_subscription(PointStamped, contract.GT_FULCRUM, self._on_gt_fulcrum, 10)
+        n.create_subscription(String, contract.ENDOSCOPE_MODE, lambda m: setattr(self, "mode", m.data),
+                              QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL))
+        n.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, 10)
+        self.pub_head = n.create_publisher(PoseStamped, contract.TELEOP_HEAD, 10)
+        self.pub_buttons = n.create_publisher(Joy, contract.TELEOP_BUTTONS, 10)
+        self.pub_servo_cp = n.create_publisher(PoseStamped, contract.ENDOSCOPE_SERVO_CP, 10)
+        self.engage = n.create_client(Trigger, contract.G1_ENGAGE)
+        self.hold = n.create_client(SetBool, contract.ENDOSCOPE_HOLD)
+        self.follow_tool = n.create_client(SetBool, contract.ENDOSCOPE_FOLLOW_TOOL)
+        self.psm = PSMClient(n)
+        # the console streams the head and buttons continuously (~50 Hz); the test sets what it streams
+        self.head_p = np.array([0.2, 0.0, 1.55])
+        self.head_R = rot_z(np.radians(20.0))          # head frame: x forward, y left, z up
+        self.deadman = False
+        self.streaming = False
+        self._stop = threading.Event()
+        self.executor = rclpy.executors.SingleThreadedExecutor()
+        self.executor.add_node(n)
+        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
+        self.thread.start()
+        self.streamer = threading.Thread(target=self._stream, daemon=True)
+        self.streamer.start()
+
+    # callbacks
+    def _on_gt_tip(self, msg):
+        p, R = pose_of(msg)
+        with self.lock:
+            self.gt_tip.append((time.monotonic(), stamp_of(msg), p, R))
+            del self.gt_tip[:-6000]
+
+    def _on_gt_psm(self, msg):
+        p, _ = pose_of(msg)
+        with self.lock:
+            self.gt_psm[stamp_of(msg)] = p
+            if len(self.gt_psm) > 6000:
+                for k in sorted(self.gt_psm)[:1000]:
+                    del self.gt_psm[k]
+
+    def _on_gt_fulcrum(self, msg):
+        self.gt_fulcrum = np.array([msg.point.x, msg.point.y, msg.point.z])
+
+    def _on_diag(self, msg):
+        for s in msg.status:
+            if s.name == "endoscope_holder":
+                self.diag = {kv.key: kv.value for kv in s.values}
+            elif s.name == "g1_bridge":
+                self.bridge_state = s.message
+
+    # ground truth
+    def tip(self):
+        with self.lock:
+            _, _, p, R = self.gt_tip[-1]
+            return p.copy(), R.copy()
+
+    def tips_since(self, t0: float):
+        with self.lock:
+            return [(p, R) for t, _, p, R in self.gt_tip if t >= t0]
+
+    def frames_since(self, t0: float, t1: float | None = None):
+        """(scope p, scope R, tool p) from the same physics step, received in [t0, t1]."""
+        t1 = math.inf if t1 is None else t1
+        with self.lock:
+            return [(p, R, self.gt_psm[s]) for t, s, p, R in self.gt_tip if t0 <= t <= t1 and s in self.gt_psm]
+
+    def rejected(self) -> int:
+        return int(self.diag["rejected"]) if self.diag else -1
+
+    # head / buttons
+    def head_msg(self, p, R, frame="world", quat=None) -> PoseStamped:
+        m = PoseStamped()
+        m.header.frame_id = frame
+        m.header.stamp = self.node.get_clock().now().to_msg()
+        m.pose.position.x, m.pose.position.y, m.pose.position.z = (float(v) for v in p)
+        if quat is None:
+            q = pin.Quaternion(R)
+            quat = (q.x, q.y, q.z, q.w)
+        o = m.pose.orientation
+        o.x, o.y, o.z, o.w = (float(v) for v in quat)
+        return m
+
+    def _stream(self):
+        while not self._stop.wait(0.02):
+            if not self.streaming:
+                continue
+            self.pub_head.publish(self.head_msg(self.head_p, self.head_R))
+            joy = Joy()
+            joy.header.stamp = self.node.get_clock().now().to_msg()
+            joy.buttons = [1 if self.deadman else 0, 0]
+            joy.axes = [0.0, 0.0]
+            self.pub_buttons.publish(joy)
+
+    # endoscope servo_cp (to put the view back between tests)
+    def servo_cp(self, p, R):
+        m = PoseStamped()
+        m.header.frame_id = contract.WORLD_FRAME
+        m.header.stamp = self.node.get_clock().now().to_msg()
+        q = pin.Quaternion(R)
+        m.pose.position.x, m.pose.position.y, m.pose.position.z = (float(v) for v in p)
+        o = m.pose.orientation
+        o.x, o.y, o.z, o.w = float(q.x), float(q.y), float(q.z), float(q.w)
+        self.pub_servo_cp.publish(m)
+
+    # services / waiting
+    def call(self, cli, req, timeout=10.0):
+        assert cli.wait_for_service(timeout_sec=timeout)
+        fut = cli.call_async(req)
+        end = time.monotonic() + timeout
+        while not fut.done() and time.monotonic() < end:
+            time.sleep(0.01)
+        assert fut.done(), "service call timed out"
+        return fut.result()
+
+    def set_bool(self, cli, value: bool):
+        req = SetBool.Request()
+        req.data = value
+        return self.call(cli, req)
+
+    def wait(self, cond, timeout=15.0) -> bool:
+        """`cond()` became true within `timeout` (checked at least once)."""
+        end = time.monotonic() + timeout
+        while not cond():
+            if time.monotonic() >= end:
+                return False
+            time.sleep(0.05)
+        return True
+
+    def settled(self, span=0.5, tol=0.03e-3, timeout=20.0) -> bool:
+        """The GT scope tip moved less than `tol` over the last `span` seconds."""
+        def still():
+            P = np.array([p for p, _ in self.tips_since(time.monotonic() - span)])
+            return len(P) > 5 and np.ptp(P, axis=0).max() < tol
+        return self.wait(still, timeout)
+
+    def close(self):
+        self._stop.set()
+        self.streamer.join(1.0)
+        self.psm.close()
+        self.executor.shutdown()
+        self.node.destroy_node()
+        rclpy.try_shutdown()
+
+
+# ---------------------------------------------------------------------- rig
+@pytest.fixture(scope="module")
+def rig(module_processes):
+    procs = module_processes
+    geo = SceneGeometry()
+    sim = procs.start([PYTHON, "-m", "surgbot.cli", "sim", "--scene", SCENE, "--headless", "--no-camera",
+                       "--g1-domain", str(G1_DOMAIN)], name="sim")
+    bridge = procs.start([PYTHON, "-m", "surgbot.nodes.g1_bridge", "--ros-args", "--params-file",
+                          str(REPO / "config" / "g1_bridge.yaml"), "-p", f"g1_domain:={G1_DOMAIN}",
+                          "-p", "stale_after:=0.6", "-p", "max_velocity:=2.0"], name="g1_bridge")
+    c = Client()
+    ok = c.wait(lambda: c.gt_fulcrum is not None and bool(c.gt_tip) and bool(c.gt_psm), timeout=90)
+    assert ok, "no ground truth from the sim:\n" + procs.log(sim)[-3000:]
+    assert bridge.poll() is None, "g1_bridge died:\n" + procs.log(bridge)[-3000:]
+    port = [float(v) for v in c.gt_fulcrum]
+    base = ", ".join(repr(v) for v in geo.psm_base_pose)
+    holder = procs.start([PYTHON, "-m", "surgbot.nodes.endoscope_holder", "--ros-args", "--params-file",
+                          str(REPO / "config" / "endoscope_holder.yaml"),
+                          "-p", f"fulcrum:=[{port[0]!r}, {port[1]!r}, {port[2]!r}]",
+                          "-p", f"psm_base_pose:=[{base}]",
+                          "-p", f"head_pan_gain:={HEAD_PAN_GAIN}", "-p", f"head_tilt_gain:={HEAD_TILT_GAIN}",
+                          "-p", "joint_state_timeout_s:=1.0",
+                          # loaded box: the sim runs below real time, the holder on the wall clock
+                          "-p", "max_angular_speed_deg:=10.0", "-p", "max_angular_accel_deg:=15.0"],
+                         name="holder")
+    assert c.wait(lambda: c.mode is not None, timeout=60), procs.log(holder)[-3000:]
+    res = c.call(c.engage, Trigger.Request())
+    assert res.success, res.message
+    assert c.wait(lambda: c.bridge_state.startswith("ENGAGED"), timeout=30), c.bridge_state
+    res = c.set_bool(c.hold, True)
+    assert res.success, res.message
+    # the PSM powers up and homes (CRTK, as on a dVRK console) while the holder settles
+    c.psm.wait_for_state(10.0)
+    c.psm.enable(10.0)
+    c.psm.home(30.0)
+    assert c.settled(timeout=20.0)
+    p0, R0 = c.tip()
+    yield {"client": c, "geo": geo, "port": np.array(port), "procs": procs, "holder": holder,
+           "start_view": (p0, R0)}
+    c.close()
+
+
+def holder_log(rig) -> str:
+    return rig["procs"].log(rig["holder"])[-2000:]
+
+
+def fulcrum_errors(port, tips) -> np.ndarray:
+    return np.array([line_distance(port, p, R) for p, R in tips])
+
+
+def assert_node_level_fulcrum(errs: np.ndarray) -> None:
+    # Loaded-box bounds, as tests/test_endoscope_holder.py: the sim runs below real time with
+    # 100+ ms stalls while the holder runs on the wall clock (contract numbers: core loop test)
+    assert len(errs) > 50
+    big = np.flatnonzero(errs > 3e-3)
+    assert np.percentile(errs, 99) < 3e-3 and errs.max() < 6e-3, (
+        f"fulcrum error p99 {np.percentile(errs, 99) * 1e3:.2f} mm, max {errs.max() * 1e3:.2f} mm at "
+        f"sample {int(np.argmax(errs))} of {len(errs)}; > 3 mm in samples {big[:3].tolist()}..{big[-3:].tolist()}")
+
+
+@pytest.fixture(autouse=True)
+def holding(rig):
+    """Each test starts from HOLD with the deadman up: a FAULT in one (a >1 s stall of the loaded
+    box stops the joint states; the holder then freezes, as it must) does not cascade."""
+    c = rig["client"]
+    c.deadman = False
+    c.streaming = True
+    if c.mode == "FAULT" or not c.bridge_state.startswith("ENGAGED"):
+        if not c.bridge_state.startswith("ENGAGED"):
+            assert c.call(c.engage, Trigger.Request()).success
+            assert c.wait(lambda: c.bridge_state.startswith("ENGAGED"), timeout=30), c.bridge_state
+        assert c.set_bool(c.hold, True).success
+        c.settled()
+    assert c.wait(lambda: c.mode == "HOLD", 3.0), c.mode
+    yield
+
+
+# ---------------------------------------------------------------------- HEAD_FOLLOW
+def test_head_yaw_pans_the_view_about_the_port(rig):
+    c, port = rig["client"], rig["port"]
+    base_R = c.head_R.copy()
+    rig["head_base_R"] = base_R
+    c.streaming = True
+    time.sleep(0.3)
+    assert c.settled()
+    p0, R0 = c.tip()
+    c.deadman = True
+    assert c.wait(lambda: c.mode == "HEAD_FOLLOW", 3.0), c.mode
+    t0 = time.monotonic()
+    yaw = 12.0
+    c.head_R = base_R @ rot_z(np.radians(yaw))          # look left
+    time.sleep(1.0)
+    assert c.settled(timeout=20.0)
+    assert c.mode == "HEAD_FOLLOW", holder_log(rig)
+    _, R1 = c.tip()
+    left, down = view_angles_deg(R0, R1)
+    errs = fulcrum_errors(port, c.tips_since(t0))
+    print(f"\nHEAD_FOLLOW yaw {yaw:.1f} deg (pan gain {HEAD_PAN_GAIN}): view left {left:.2f} deg, "
+          f"down {down:.2f} deg; fulcrum error p99 {np.percentile(errs, 99) * 1e3:.2f} mm, "
+          f"max {errs.max() * 1e3:.2f} mm")
+    assert abs(left - HEAD_PAN_GAIN * yaw) < 1.0
+    assert abs(down) < 1.0
+    assert c.mode == "HEAD_FOLLOW"
+    assert_node_level_fulcrum(errs)
+
+
+def test_releasing_the_deadman_holds_the_view(rig):
+    c = rig["client"]
+    c.deadman = False
+    assert c.wait(lambda: c.mode == "HOLD", 3.0), c.mode
+    assert c.settled()
+    p0, R0 = c.tip()
+    # the head keeps moving: the view does not
+    base_R = rig["head_base_R"]
+    for k in range(1, 51):
+        c.head_R = base_R @ rot_z(np.radians(-0.3 * k)) @ rot_y(np.radians(0.2 * k))
+        time.sleep(0.02)
+    time.sleep(0.5)
+    p1, R1 = c.tip()
+    assert c.mode == "HOLD"
+    assert np.linalg.norm(p1 - p0) < 0.15e-3
+    assert np.degrees(np.linalg.norm(pin.log3(R0.T @ R1))) < 0.1
+
+
+def test_head_pitch_tilts_the_view_after_a_new_press(rig):
+    """A new press takes the head's current pose as the reference: only the pitch after it counts."""
+    c, port = rig["client"], rig["port"]
+    ref_R = c.head_R.copy()                  # where the previous test left the head
+    p0, R0 = c.tip()
+    c.deadman = True
+    assert c.wait(lambda: c.mode == "HEAD_FOLLOW", 3.0), c.mode
+    time.sleep(0.3)
+    p_pressed, _ = c.tip()
+    assert np.linalg.norm(p_pressed - p0) < 0.15e-3       # pressing alone moves nothing
+    t0 = time.monotonic()
+    pitch = 10.0
+    c.head_R = ref_R @ rot_y(np.radians(pitch))           # look down
+    time.sleep(1.0)
+    assert c.settled(timeout=20.0)
+    assert c.mode == "HEAD_FOLLOW", holder_log(rig)
+    _, R1 = c.tip()
+    left, down = view_angles_deg(R0, R1)
+    errs = fulcrum_errors(port, c.tips_since(t0))
+    print(f"\nHEAD_FOLLOW pitch {pitch:.1f} deg (tilt gain {HEAD_TILT_GAIN}): view down {down:.2f} deg, "
+          f"left {left:.2f} deg; fulcrum error p99 {np.percentile(errs, 99) * 1e3:.2f} mm, "
+          f"max {errs.max() * 1e3:.2f} mm")
+    series = [round(view_angles_deg(R0, R)[1], 2) for _, R in c.tips_since(t0)[::25]]
+    assert abs(down - HEAD_TILT_GAIN * pitch) < 1.0, f"view down over time: {series}\n" + holder_log(rig)
+    assert abs(left) < 1.0
+    assert_node_level_fulcrum(errs)
+
+
+def send_bad_head(c, make_bad) -> tuple[float, float, int]:
+    """Deadman held (HEAD_FOLLOW), then only `make_bad(turned)` messages reach the holder (4 rounds).
+
+    `turned` is a head pose 15 deg of yaw away: what a wrongly accepted message would ask for.
+    Returns how far the GT tip moved (m), how far the view turned (deg), and how many
+    messages the holder counted as rejected.
+    """
+    c.deadman = True
+    assert c.wait(lambda: c.mode == "HEAD_FOLLOW", 3.0), c.mode
+    assert c.settled()
+    assert c.wait(lambda: c.diag is not None, 3.0)
+    turned = c.head_R @ rot_z(np.radians(15.0))
+    bad = make_bad(turned)
+    c.streaming = False
+    try:
+        time.sleep(0.1)
+        rejected0 = c.rejected()
+        p0, R0 = c.tip()
+        for _ in range(4):
+            for m in bad:
+                c.pub_head.publish(m)
+                time.sleep(0.02)
+        joy = Joy()
+        joy.buttons = [1, 0]
+        c.pub_buttons.publish(joy)                        # deadman still held
+        time.sleep(1.5)
+        p1, R1 = c.tip()
+        c.wait(lambda: c.rejected() >= rejected0 + 4 * len(bad), 3.0)
+        return (float(np.linalg.norm(p1 - p0)), float(np.degrees(np.linalg.norm(pin.log3(R0.T @ R1)))),
+                c.rejected() - rejected0)
+    finally:
+        c.streaming = True
+
+
+def test_malformed_head_messages_are_rejected_and_change_nothing(rig):
+    c = rig["client"]
+    nan = float("nan")
+    moved, turned_deg, rejected = send_bad_head(c, lambda turned: [
+        c.head_msg([nan, 0.0, 1.5], turned),                               # NaN position
+        c.head_msg(c.head_p, turned, quat=(nan, 0.0, 0.0, 1.0)),           # NaN orientation
+        c.head_msg(c.head_p, turned, frame="head"),                        # wrong frame_id
+        c.head_msg(c.head_p, turned, frame=""),                            # no frame_id
+    ])
+    assert c.mode == "HEAD_FOLLOW"
+    assert moved < 1e-3 and turned_deg < 1.0, (moved, turned_deg)        # (accepted: ~5 deg; drift on a loaded box)
+    assert rejected >= 16
+    c.deadman = False
+
+
+def test_a_head_quaternion_that_is_not_a_rotation_is_rejected(rig):
+    """(0, 0, 0, 0) must not be read as the identity: relative to the reference that is a big turn."""
+    c = rig["client"]
+    try:
+        moved, turned_deg, rejected = send_bad_head(c, lambda turned: [
+            c.head_msg(c.head_p, turned, quat=(0.0, 0.0, 0.0, 0.0)),
+            c.head_msg(c.head_p, turned, quat=(0.0, 0.0, 0.0, 3.0)),
+        ])
+        assert c.mode == "HEAD_FOLLOW"
+        assert moved < 1e-3 and turned_deg < 1.0, (moved, turned_deg)
+        assert rejected >= 8
+    finally:
+        c.deadman = False
+        assert c.wait(lambda: c.mode == "HOLD", 3.0)
+
+
+def test_releasing_the_deadman_mid_motion_stops_the_view(rig):
+    """Release while the view is turning: it stops near where it was, not at the head's goal."""
+    c = rig["client"]
+    assert c.mode == "HOLD"
+    assert c.settled()
+    _, R0 = c.tip()
+    ref_R = c.head_R.copy()
+    c.deadman = True
+    assert c.wait(lambda: c.mode == "HEAD_FOLLOW", 3.0), c.mode
+    yaw = -25.0                                          # look right: the goal is 20 deg of pan
+
+    def right_deg():
+        return -view_angles_deg(R0, c.tip()[1])[0]
+
+    c.head_R = ref_R @ rot_z(np.radians(yaw))
+    assert c.wait(lambda: right_deg() > 3.0, 15.0), f"view turned only {right_deg():.2f} deg"
+    c.deadman = False
+    at_release = right_deg()
+    assert c.wait(lambda: c.mode == "HOLD", 3.0), c.mode
+    assert c.settled(timeout=20.0)
+    final = right_deg()
+    goal = -HEAD_PAN_GAIN * yaw
+    print(f"\nHEAD_FOLLOW released at {at_release:.2f} deg of a {goal:.1f} deg pan: view stopped at {final:.2f} deg")
+    # the setpoint runs ahead of the measured scope (more so on a loaded box): it stops where the
+    # setpoint was at the release, a few degrees past `at_release`, far short of the goal
+    assert final - at_release < 0.5 * (goal - at_release)
+    assert c.mode == "HOLD"
+
+
+def test_view_returns_to_the_start_for_tool_follow(rig):
+    """servo_cp back to the starting view, where the square was laid out (PSM reach, framing margin)."""
+    c = rig["client"]
+    p1, R1 = rig["start_view"]
+
+    def arrived():
+        p, R = c.tip()
+        return np.linalg.norm(p - p1) < 1e-3 and np.degrees(np.linalg.norm(pin.log3(R.T @ R1))) < 1.0
+
+    end = time.monotonic() + 30.0
+    while time.monotonic() < end and not arrived():
+        c.servo_cp(p1, R1)
+        time.sleep(0.02)
+    assert arrived()
+    assert c.wait(lambda: c.mode == "HOLD", 5.0)
+
+
+# ---------------------------------------------------------------------- TOOL_FOLLOW
+def test_tool_follow_keeps_the_psm_tip_in_the_central_image(rig):
+    """The PSM traces a 3 cm square in 20 s; the tool tip stays in the central 50% of the image."""
+    c, geo, port = rig["client"], rig["geo"], rig["port"]
+    psm = c.psm
+    assert c.mode == "HOLD", holder_log(rig)
+    # the holder's PSM base (from the scene) agrees with the sim: CRTK measured_cp mapped to world
+    # is the ground-truth tool tip
+    T, _ = psm.measured_cp()
+    with c.lock:
+        gt_tool = c.gt_psm[max(c.gt_psm)]
+    assert np.linalg.norm(geo.psm_base.act(T[:3, 3]) - gt_tool) < 1e-3
+
+    p0, R0 = c.tip()
+    centre = p0 + R0 @ SQUARE_CENTRE_IN_VIEW
+    h = SQUARE_SIDE / 2
+    corners = [centre + h * (a * R0[:, 0] + b * R0[:, 1]) for a, b in ((-1, -1), (1, -1), (1, 1), (-1, 1))]
+    base_inv = geo.psm_base.inverse()
+
+    def psm_pose(world_point):
+        Tc = T.copy()
+        Tc[:3, 3] = base_inv.act(world_point)
+        return Tc
+
+    assert psm.move_cp(psm_pose(corners[0])).wait(20.0), psm.errors[-3:]
+    follow_t0 = time.monotonic()
+    res = c.set_bool(c.follow_tool, True)
+    assert res.success, res.message
+    assert c.mode == "TOOL_FOLLOW"
+
+    def tool_off_axis_deg():
+        p, R = c.tip()
+        with c.lock:
+            d = c.gt_psm[max(c.gt_psm)] - p
+        return float(np.degrees(np.arccos(np.dot(d, R[:, 2]) / np.linalg.norm(d))))
+
+    try:
+        before = tool_off_axis_deg()
+        assert before > 15.0                       # the scope has to turn to centre the tool
+        # centred and still (a follower that swings through the tool would pass a bare angle test)
+        assert c.wait(lambda: tool_off_axis_deg() < 3.0 and c.settled(span=0.5, tol=0.05e-3, timeout=0.0),
+                      timeout=20.0), f"tool {tool_off_axis_deg():.1f} deg off, scope not settled on it\n" \
+            + holder_log(rig)
+
+        # trace the square (servo_cp stream at 50 Hz, constant speed along the edges)
+        stop = threading.Event()
+        errors_before = len(psm.errors)
+
+        def trace():
+            t_start = time.monotonic()
+            while not stop.is_set():
+                s = (time.monotonic() - t_start) / (SQUARE_PERIOD_S / 4)
+                if s >= 4:
+                    break
+                k = int(s)
+                a = s - k
+                psm.servo_cp(psm_pose(corners[k] + a * (corners[(k + 1) % 4] - corners[k])))
+                time.sleep(0.02)
+
+        t0 = time.monotonic()
+        tracer = threading.Thread(target=trace, daemon=True)
+        tracer.start()
+        tracer.join(SQUARE_PERIOD_S + 5.0)
+        stop.set()
+        t1 = time.monotonic()
+        assert not psm.errors[errors_before:], psm.errors[errors_before:]
+        assert c.mode == "TOOL_FOLLOW"
+
+        frames = c.frames_since(t0, t1)
+        assert len(frames) > 200, f"only {len(frames)} ground-truth frames in {t1 - t0:.1f} s"
+        tools = np.array([tool for _, _, tool in frames])
+        # the PSM really traced the square: its tip spans ~3 cm on both square axes
+        span = np.ptp(np.c_[tools @ R0[:, 0], tools @ R0[:, 1]], axis=0)
+        assert np.all(span > 0.8 * SQUARE_SIDE) and np.all(span < 1.2 * SQUARE_SIDE), span
+        inside = np.array([geo.in_central_half(p, R, tool) for p, R, tool in frames])
+        # a scope left where it started would lose the tool: the framing is the follower's doing
+        static = np.array([geo.in_central_half(p0, R0, tool) for tool in tools])
+        errs = fulcrum_errors(port, [(p, R) for p, R, _ in c.frames_since(follow_t0, t1)])
+        p_end, R_end = c.tip()
+        turned = float(np.degrees(np.arccos(np.clip(np.dot(R0[:, 2], R_end[:, 2]), -1, 1))))
+        print(f"\nTOOL_FOLLOW: {len(frames)} frames, tool in central 50%: {inside.mean():.3f} "
+              f"(scope left in place: {static.mean():.3f}); tool {before:.1f} deg off-axis at follow start; "
+              f"scope turned {turned:.1f} deg; fulcrum error p99 {np.percentile(errs, 99) * 1e3:.2f} mm, "
+              f"max {errs.max() * 1e3:.2f} mm ({len(errs)} samples)")
+        uv = np.array([geo.pixel(p, R, tool)[:2] for p, R, tool in frames])
+        worst = np.abs(uv - [geo.width / 2, geo.height / 2]).max(axis=0)
+        paused = f"{c.diag.get('paused_steps')}/{c.diag.get('steps')}" if c.diag else "?"
+        print(f"  largest offset from the image centre: {worst[0]:.0f} px (x), {worst[1]:.0f} px (y) "
+              f"(limits {geo.width / 4:.0f}, {geo.height / 4:.0f}); holder steps paused for stale joint "
+              f"states: {paused}")
+        assert inside.mean() > 0.95, f"outside at frames {np.flatnonzero(~inside)[[0, -1]]} of {len(inside)}"
+        assert static.mean() < 0.9
+        assert_node_level_fulcrum(errs)
+    finally:
+        res = c.set_bool(c.follow_tool, False)
+    assert res.success and c.mode == "HOLD", res.message
