@@ -22,7 +22,6 @@ numbers are printed (-s).
 from __future__ import annotations
 
 import math
-import os
 import threading
 import time
 
@@ -32,21 +31,19 @@ import pinocchio as pin
 import pytest
 
 from surgbot import contract
-from tests.conftest import PYTHON, REPO
 
 rclpy = pytest.importorskip("rclpy")
-from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
-from geometry_msgs.msg import PointStamped, PoseStamped  # noqa: E402
-from rclpy.qos import DurabilityPolicy, QoSProfile  # noqa: E402
+from geometry_msgs.msg import PoseStamped  # noqa: E402
 from sensor_msgs.msg import Joy  # noqa: E402
-from std_msgs.msg import String  # noqa: E402
 from std_srvs.srv import SetBool, Trigger  # noqa: E402
 
 from sim.camera import DEFAULT_HEIGHT, DEFAULT_WIDTH, intrinsics  # noqa: E402
-from sim.scene import PSM_ROOT_BODY, build_model, reset_to_stand  # noqa: E402
+from sim.scene import build_model, reset_to_stand  # noqa: E402
 from surgbot.hw.crtk import PSMClient  # noqa: E402
+from surgbot.nodes.endoscope_holder import scene_psm_base  # noqa: E402
+from tests.endoscope_rig import (SLOW_VIEW, HolderClient, line_distance, pose_msg, pose_of,  # noqa: E402
+                                 stamp_of, start_holder_engaged, start_sim_and_bridge)
 
-G1_DOMAIN = int(os.environ["SURGBOT_G1_DOMAIN"])
 SCENE = "box_trainer"
 HEAD_PAN_GAIN = 0.8           # distinct gains: the measured angles must follow each one
 HEAD_TILT_GAIN = 0.6
@@ -63,13 +60,14 @@ class SceneGeometry:
     """What the test takes from the sim's scene model: PSM base, camera model."""
 
     def __init__(self):
+        # the PSM base pose the holder node itself takes with `scene:=` (checked against ground truth
+        # in the tool-follow test)
+        self.psm_base_pose = scene_psm_base(SCENE)                          # x y z qx qy qz qw
+        x, y, z, qx, qy, qz, qw = self.psm_base_pose
+        self.psm_base = pin.SE3(pin.Quaternion(qw, qx, qy, qz).toRotationMatrix(), np.array([x, y, z]))
         m = build_model(SCENE)
         d = mujoco.MjData(m)
         reset_to_stand(m, d)
-        b = d.body(PSM_ROOT_BODY)
-        w, x, y, z = (float(v) for v in b.xquat)
-        self.psm_base_pose = [float(v) for v in b.xpos] + [x, y, z, w]      # x y z qx qy qz qw
-        self.psm_base = pin.SE3(pin.Quaternion(w, x, y, z).toRotationMatrix(), b.xpos.copy())
         cam = m.camera("endoscope_camera").id
         self.K = intrinsics(float(m.cam_fovy[cam]), DEFAULT_WIDTH, DEFAULT_HEIGHT)
         self.width, self.height = DEFAULT_WIDTH, DEFAULT_HEIGHT
@@ -90,22 +88,6 @@ class SceneGeometry:
                 and abs(v - self.height / 2) < self.height / 4)
 
 
-def line_distance(point, p, R) -> float:
-    d = np.asarray(point) - p
-    z = R[:, 2]
-    return float(np.linalg.norm(d - np.dot(d, z) * z))
-
-
-def pose_of(msg: PoseStamped):
-    p, o = msg.pose.position, msg.pose.orientation
-    R = pin.Quaternion(o.w, o.x, o.y, o.z).normalized().toRotationMatrix()
-    return np.array([p.x, p.y, p.z]), R
-
-
-def stamp_of(msg) -> int:
-    return msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
-
-
 def rot_z(a):
     return pin.exp3(np.array([0.0, 0.0, a]))
 
@@ -121,30 +103,16 @@ def view_angles_deg(R0, R1) -> tuple[float, float]:
 
 
 # ---------------------------------------------------------------------- client
-class Client:
-    """Test-side rclpy node: ground truth in, head/buttons/PSM commands out."""
+class Client(HolderClient):
+    """The rig's client plus the PSM tool tip ground truth, head/buttons streaming, follow_tool and CRTK."""
 
     def __init__(self):
-        rclpy.init()
-        self.node = n = rclpy.create_node("test_endoscope_follow_client")
-        self.lock = threading.Lock()
-        self.gt_tip: list[tuple[float, int, np.ndarray, np.ndarray]] = []   # (monotonic, stamp, p, R)
+        super().__init__("test_endoscope_follow_client")
+        n = self.node
         self.gt_psm: dict[int, np.ndarray] = {}                              # stamp -> world tool tip
-        self.gt_fulcrum: np.ndarray | None = None
-        self.mode: str | None = None
-        self.diag = None
-        self.bridge_state = ""
-        n.create_subscription(PoseStamped, contract.GT_ENDOSCOPE_TIP, self._on_gt_tip, 50)
         n.create_subscription(PoseStamped, contract.GT_PSM_TIP, self._on_gt_psm, 50)
-        n.create_subscription(PointStamped, contract.GT_FULCRUM, self._on_gt_fulcrum, 10)
-        n.create_subscription(String, contract.ENDOSCOPE_MODE, lambda m: setattr(self, "mode", m.data),
-                              QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL))
-        n.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, 10)
         self.pub_head = n.create_publisher(PoseStamped, contract.TELEOP_HEAD, 10)
         self.pub_buttons = n.create_publisher(Joy, contract.TELEOP_BUTTONS, 10)
-        self.pub_servo_cp = n.create_publisher(PoseStamped, contract.ENDOSCOPE_SERVO_CP, 10)
-        self.engage = n.create_client(Trigger, contract.G1_ENGAGE)
-        self.hold = n.create_client(SetBool, contract.ENDOSCOPE_HOLD)
         self.follow_tool = n.create_client(SetBool, contract.ENDOSCOPE_FOLLOW_TOOL)
         self.psm = PSMClient(n)
         # the console streams the head and buttons continuously (~50 Hz); the test sets what it streams
@@ -153,19 +121,9 @@ class Client:
         self.deadman = False
         self.streaming = False
         self._stop = threading.Event()
-        self.executor = rclpy.executors.SingleThreadedExecutor()
-        self.executor.add_node(n)
-        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
-        self.thread.start()
+        self.start()
         self.streamer = threading.Thread(target=self._stream, daemon=True)
         self.streamer.start()
-
-    # callbacks
-    def _on_gt_tip(self, msg):
-        p, R = pose_of(msg)
-        with self.lock:
-            self.gt_tip.append((time.monotonic(), stamp_of(msg), p, R))
-            del self.gt_tip[:-6000]
 
     def _on_gt_psm(self, msg):
         p, _ = pose_of(msg)
@@ -174,26 +132,6 @@ class Client:
             if len(self.gt_psm) > 6000:
                 for k in sorted(self.gt_psm)[:1000]:
                     del self.gt_psm[k]
-
-    def _on_gt_fulcrum(self, msg):
-        self.gt_fulcrum = np.array([msg.point.x, msg.point.y, msg.point.z])
-
-    def _on_diag(self, msg):
-        for s in msg.status:
-            if s.name == "endoscope_holder":
-                self.diag = {kv.key: kv.value for kv in s.values}
-            elif s.name == "g1_bridge":
-                self.bridge_state = s.message
-
-    # ground truth
-    def tip(self):
-        with self.lock:
-            _, _, p, R = self.gt_tip[-1]
-            return p.copy(), R.copy()
-
-    def tips_since(self, t0: float):
-        with self.lock:
-            return [(p, R) for t, _, p, R in self.gt_tip if t >= t0]
 
     def frames_since(self, t0: float, t1: float | None = None):
         """(scope p, scope R, tool p) from the same physics step, received in [t0, t1]."""
@@ -204,18 +142,8 @@ class Client:
     def rejected(self) -> int:
         return int(self.diag["rejected"]) if self.diag else -1
 
-    # head / buttons
-    def head_msg(self, p, R, frame="world", quat=None) -> PoseStamped:
-        m = PoseStamped()
-        m.header.frame_id = frame
-        m.header.stamp = self.node.get_clock().now().to_msg()
-        m.pose.position.x, m.pose.position.y, m.pose.position.z = (float(v) for v in p)
-        if quat is None:
-            q = pin.Quaternion(R)
-            quat = (q.x, q.y, q.z, q.w)
-        o = m.pose.orientation
-        o.x, o.y, o.z, o.w = (float(v) for v in quat)
-        return m
+    def head_msg(self, p, R, frame=contract.WORLD_FRAME, quat=None) -> PoseStamped:
+        return pose_msg(p, R, frame, quat, stamp=self.node.get_clock().now().to_msg())
 
     def _stream(self):
         while not self._stop.wait(0.02):
@@ -228,55 +156,11 @@ class Client:
             joy.axes = [0.0, 0.0]
             self.pub_buttons.publish(joy)
 
-    # endoscope servo_cp (to put the view back between tests)
-    def servo_cp(self, p, R):
-        m = PoseStamped()
-        m.header.frame_id = contract.WORLD_FRAME
-        m.header.stamp = self.node.get_clock().now().to_msg()
-        q = pin.Quaternion(R)
-        m.pose.position.x, m.pose.position.y, m.pose.position.z = (float(v) for v in p)
-        o = m.pose.orientation
-        o.x, o.y, o.z, o.w = float(q.x), float(q.y), float(q.z), float(q.w)
-        self.pub_servo_cp.publish(m)
-
-    # services / waiting
-    def call(self, cli, req, timeout=10.0):
-        assert cli.wait_for_service(timeout_sec=timeout)
-        fut = cli.call_async(req)
-        end = time.monotonic() + timeout
-        while not fut.done() and time.monotonic() < end:
-            time.sleep(0.01)
-        assert fut.done(), "service call timed out"
-        return fut.result()
-
-    def set_bool(self, cli, value: bool):
-        req = SetBool.Request()
-        req.data = value
-        return self.call(cli, req)
-
-    def wait(self, cond, timeout=15.0) -> bool:
-        """`cond()` became true within `timeout` (checked at least once)."""
-        end = time.monotonic() + timeout
-        while not cond():
-            if time.monotonic() >= end:
-                return False
-            time.sleep(0.05)
-        return True
-
-    def settled(self, span=0.5, tol=0.03e-3, timeout=20.0) -> bool:
-        """The GT scope tip moved less than `tol` over the last `span` seconds."""
-        def still():
-            P = np.array([p for p, _ in self.tips_since(time.monotonic() - span)])
-            return len(P) > 5 and np.ptp(P, axis=0).max() < tol
-        return self.wait(still, timeout)
-
     def close(self):
         self._stop.set()
         self.streamer.join(1.0)
         self.psm.close()
-        self.executor.shutdown()
-        self.node.destroy_node()
-        rclpy.try_shutdown()
+        super().close()
 
 
 # ---------------------------------------------------------------------- rig
@@ -284,39 +168,19 @@ class Client:
 def rig(module_processes):
     procs = module_processes
     geo = SceneGeometry()
-    sim = procs.start([PYTHON, "-m", "surgbot.cli", "sim", "--scene", SCENE, "--headless", "--no-camera",
-                       "--g1-domain", str(G1_DOMAIN)], name="sim")
-    bridge = procs.start([PYTHON, "-m", "surgbot.nodes.g1_bridge", "--ros-args", "--params-file",
-                          str(REPO / "config" / "g1_bridge.yaml"), "-p", f"g1_domain:={G1_DOMAIN}",
-                          "-p", "stale_after:=0.6", "-p", "max_velocity:=2.0"], name="g1_bridge")
     c = Client()
-    ok = c.wait(lambda: c.gt_fulcrum is not None and bool(c.gt_tip) and bool(c.gt_psm), timeout=90)
-    assert ok, "no ground truth from the sim:\n" + procs.log(sim)[-3000:]
-    assert bridge.poll() is None, "g1_bridge died:\n" + procs.log(bridge)[-3000:]
-    port = [float(v) for v in c.gt_fulcrum]
+    start_sim_and_bridge(procs, c, SCENE, stale_after=0.6, ready=lambda: bool(c.gt_psm))
     base = ", ".join(repr(v) for v in geo.psm_base_pose)
-    holder = procs.start([PYTHON, "-m", "surgbot.nodes.endoscope_holder", "--ros-args", "--params-file",
-                          str(REPO / "config" / "endoscope_holder.yaml"),
-                          "-p", f"fulcrum:=[{port[0]!r}, {port[1]!r}, {port[2]!r}]",
-                          "-p", f"psm_base_pose:=[{base}]",
-                          "-p", f"head_pan_gain:={HEAD_PAN_GAIN}", "-p", f"head_tilt_gain:={HEAD_TILT_GAIN}",
-                          "-p", "joint_state_timeout_s:=1.0",
-                          # loaded box: the sim runs below real time, the holder on the wall clock
-                          "-p", "max_angular_speed_deg:=10.0", "-p", "max_angular_accel_deg:=15.0"],
-                         name="holder")
-    assert c.wait(lambda: c.mode is not None, timeout=60), procs.log(holder)[-3000:]
-    res = c.call(c.engage, Trigger.Request())
-    assert res.success, res.message
-    assert c.wait(lambda: c.bridge_state.startswith("ENGAGED"), timeout=30), c.bridge_state
-    res = c.set_bool(c.hold, True)
-    assert res.success, res.message
+    holder, port = start_holder_engaged(procs, c, [
+        f"psm_base_pose:=[{base}]", f"head_pan_gain:={HEAD_PAN_GAIN}", f"head_tilt_gain:={HEAD_TILT_GAIN}",
+        "joint_state_timeout_s:=1.0", *SLOW_VIEW])
     # the PSM powers up and homes (CRTK, as on a dVRK console) while the holder settles
     c.psm.wait_for_state(10.0)
     c.psm.enable(10.0)
     c.psm.home(30.0)
     assert c.settled(timeout=20.0)
     p0, R0 = c.tip()
-    yield {"client": c, "geo": geo, "port": np.array(port), "procs": procs, "holder": holder,
+    yield {"client": c, "geo": geo, "port": port, "procs": procs, "holder": holder,
            "start_view": (p0, R0)}
     c.close()
 
@@ -327,6 +191,20 @@ def holder_log(rig) -> str:
 
 def fulcrum_errors(port, tips) -> np.ndarray:
     return np.array([line_distance(port, p, R) for p, R in tips])
+
+
+def follow_head_to(rig, head_R, R0) -> tuple[float, float, np.ndarray, float]:
+    """Turn the head (deadman held) to `head_R` and let the view settle: the view's (left, down)
+    angles from `R0` in degrees, the GT fulcrum errors on the way, and when the turn began."""
+    c = rig["client"]
+    t0 = time.monotonic()
+    c.head_R = head_R
+    time.sleep(1.0)
+    assert c.settled(timeout=20.0)
+    assert c.mode == "HEAD_FOLLOW", holder_log(rig)
+    _, R1 = c.tip()
+    left, down = view_angles_deg(R0, R1)
+    return left, down, fulcrum_errors(rig["port"], c.tips_since(t0)), t0
 
 
 def assert_node_level_fulcrum(errs: np.ndarray) -> None:
@@ -358,7 +236,7 @@ def holding(rig):
 
 # ---------------------------------------------------------------------- HEAD_FOLLOW
 def test_head_yaw_pans_the_view_about_the_port(rig):
-    c, port = rig["client"], rig["port"]
+    c = rig["client"]
     base_R = c.head_R.copy()
     rig["head_base_R"] = base_R
     c.streaming = True
@@ -367,15 +245,8 @@ def test_head_yaw_pans_the_view_about_the_port(rig):
     p0, R0 = c.tip()
     c.deadman = True
     assert c.wait(lambda: c.mode == "HEAD_FOLLOW", 3.0), c.mode
-    t0 = time.monotonic()
     yaw = 12.0
-    c.head_R = base_R @ rot_z(np.radians(yaw))          # look left
-    time.sleep(1.0)
-    assert c.settled(timeout=20.0)
-    assert c.mode == "HEAD_FOLLOW", holder_log(rig)
-    _, R1 = c.tip()
-    left, down = view_angles_deg(R0, R1)
-    errs = fulcrum_errors(port, c.tips_since(t0))
+    left, down, errs, _ = follow_head_to(rig, base_R @ rot_z(np.radians(yaw)), R0)     # look left
     print(f"\nHEAD_FOLLOW yaw {yaw:.1f} deg (pan gain {HEAD_PAN_GAIN}): view left {left:.2f} deg, "
           f"down {down:.2f} deg; fulcrum error p99 {np.percentile(errs, 99) * 1e3:.2f} mm, "
           f"max {errs.max() * 1e3:.2f} mm")
@@ -405,7 +276,7 @@ def test_releasing_the_deadman_holds_the_view(rig):
 
 def test_head_pitch_tilts_the_view_after_a_new_press(rig):
     """A new press takes the head's current pose as the reference: only the pitch after it counts."""
-    c, port = rig["client"], rig["port"]
+    c = rig["client"]
     ref_R = c.head_R.copy()                  # where the previous test left the head
     p0, R0 = c.tip()
     c.deadman = True
@@ -413,15 +284,8 @@ def test_head_pitch_tilts_the_view_after_a_new_press(rig):
     time.sleep(0.3)
     p_pressed, _ = c.tip()
     assert np.linalg.norm(p_pressed - p0) < 0.15e-3       # pressing alone moves nothing
-    t0 = time.monotonic()
     pitch = 10.0
-    c.head_R = ref_R @ rot_y(np.radians(pitch))           # look down
-    time.sleep(1.0)
-    assert c.settled(timeout=20.0)
-    assert c.mode == "HEAD_FOLLOW", holder_log(rig)
-    _, R1 = c.tip()
-    left, down = view_angles_deg(R0, R1)
-    errs = fulcrum_errors(port, c.tips_since(t0))
+    left, down, errs, t0 = follow_head_to(rig, ref_R @ rot_y(np.radians(pitch)), R0)  # look down
     print(f"\nHEAD_FOLLOW pitch {pitch:.1f} deg (tilt gain {HEAD_TILT_GAIN}): view down {down:.2f} deg, "
           f"left {left:.2f} deg; fulcrum error p99 {np.percentile(errs, 99) * 1e3:.2f} mm, "
           f"max {errs.max() * 1e3:.2f} mm")
@@ -529,16 +393,7 @@ def test_view_returns_to_the_start_for_tool_follow(rig):
     """servo_cp back to the starting view, where the square was laid out (PSM reach, framing margin)."""
     c = rig["client"]
     p1, R1 = rig["start_view"]
-
-    def arrived():
-        p, R = c.tip()
-        return np.linalg.norm(p - p1) < 1e-3 and np.degrees(np.linalg.norm(pin.log3(R.T @ R1))) < 1.0
-
-    end = time.monotonic() + 30.0
-    while time.monotonic() < end and not arrived():
-        c.servo_cp(p1, R1)
-        time.sleep(0.02)
-    assert arrived()
+    assert c.servo_cp_until(p1, R1, mm=1.0, deg=1.0)
     assert c.wait(lambda: c.mode == "HOLD", 5.0)
 
 

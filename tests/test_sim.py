@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -228,11 +229,27 @@ def _wait_for(pred, timeout):
     return False
 
 
+@contextlib.contextmanager
+def listener_node(name: str):
+    """A private rclpy context, a node in it and a SingleThreadedExecutor; all torn down after."""
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx)
+    node = rclpy.create_node(name, context=ctx)
+    ex = SingleThreadedExecutor(context=ctx)
+    ex.add_node(node)
+    try:
+        yield node, ex
+    finally:
+        ex.shutdown()
+        node.destroy_node()
+        ctx.try_shutdown()
+
+
 def test_ros_topics_reach_another_node(processes):
     """Camera and ground truth topics, received by a separate rclpy node, agree with the model."""
-    import rclpy
     from geometry_msgs.msg import PointStamped, PoseStamped
-    from rclpy.executors import SingleThreadedExecutor
     from sensor_msgs.msg import CameraInfo, CompressedImage, Image
     from std_msgs.msg import String
 
@@ -242,12 +259,7 @@ def test_ros_topics_reach_another_node(processes):
     data = mujoco.MjData(model)
     reset_to_stand(model, data)
     got: dict[str, list] = {k: [] for k in ("image", "jpeg", "info", "fulcrum", "tip", "task", "psm")}
-    ctx = rclpy.Context()
-    rclpy.init(context=ctx)
-    node = rclpy.create_node("test_sim_listener", context=ctx)
-    ex = SingleThreadedExecutor(context=ctx)
-    ex.add_node(node)
-    try:
+    with listener_node("test_sim_listener") as (node, ex):
         node.create_subscription(Image, contract.ENDOSCOPE_IMAGE, lambda m: got["image"].append(m), 5)
         node.create_subscription(CompressedImage, contract.ENDOSCOPE_IMAGE_COMPRESSED,
                                  lambda m: got["jpeg"].append(m), 5)
@@ -261,10 +273,6 @@ def test_ros_topics_reach_another_node(processes):
             ex.spin_once(timeout_sec=0.05)
             return all(len(v) >= 3 for v in got.values()) and sim.poll() is None
         assert _wait_for(all_in, 45), ({k: len(v) for k, v in got.items()}, processes.log(sim))
-    finally:
-        ex.shutdown()
-        node.destroy_node()
-        ctx.try_shutdown()
     img = got["image"][-1]
     assert (img.width, img.height, img.encoding, img.step) == (320, 240, "rgb8", 960)
     pixels = np.frombuffer(bytes(img.data), np.uint8).reshape(240, 320, 3)
@@ -289,24 +297,13 @@ def test_ros_topics_reach_another_node(processes):
 
 
 def test_fast_mode_publishes_clock(processes):
-    import rclpy
-    from rclpy.executors import SingleThreadedExecutor
     from rosgraph_msgs.msg import Clock
 
     sim = processes.start(SIM_CMD + ["--headless", "--fast", "--no-camera", "--duration", "600"], name="sim")
     clocks = []
-    ctx = rclpy.Context()
-    rclpy.init(context=ctx)
-    node = rclpy.create_node("test_clock_listener", context=ctx)
-    ex = SingleThreadedExecutor(context=ctx)
-    ex.add_node(node)
-    try:
+    with listener_node("test_clock_listener") as (node, ex):
         node.create_subscription(Clock, contract.CLOCK, lambda m: clocks.append(m.clock), 100)
         assert _wait_for(lambda: ex.spin_once(timeout_sec=0.05) or len(clocks) > 200, 45), processes.log(sim)
-    finally:
-        ex.shutdown()
-        node.destroy_node()
-        ctx.try_shutdown()
     t = [c.sec + c.nanosec * 1e-9 for c in clocks]
     assert all(b >= a for a, b in zip(t, t[1:]))
     assert t[-1] - t[0] > 0.1
