@@ -101,8 +101,6 @@ class EndoscopeHolderCore:
         n = arm.nq
         self.n = n
         self.ik: PivotIK | None = None
-        if self.cfg.fulcrum is not None:
-            self._make_ik(np.asarray(self.cfg.fulcrum, float), None)
         self.mode = IDLE
         self.events: list[tuple[str, str]] = []
         self.q_meas = np.zeros(n)
@@ -152,15 +150,14 @@ class EndoscopeHolderCore:
         self._M_over_kp = np.zeros((n, n))                 # rows of M scaled by 1/kp (active joints)
         self._lower_tri = np.tril_indices(n, -1)
         self._mass_count = 0
-        self._inv_kp_active = self._inv_kp.copy()
         self._ddq = np.zeros(n)
         self._acc_alpha = 1.0 - np.exp(-2 * np.pi * self.cfg.accel_filter_hz * self.dt)
         self._acc_keep = 1.0 - self._acc_alpha          # ddq <- keep ddq + (alpha / dt) (dq - dq_ref)
         self._acc_gain = self._acc_alpha / self.dt
         self._crba_symmetric: bool | None = None          # does pin.crba fill the lower triangle too
-        self._mass_consts = None                           # per-joint constants of _update_mass
-        self._filter_input = None                          # (goal, anchor, filter input) of the last step
         self.stats = {"steps": 0, "rejected": 0, "saturated_steps": 0, "paused_steps": 0}
+        if self.cfg.fulcrum is not None:
+            self._make_ik(np.asarray(self.cfg.fulcrum, float), None)     # (uses the gains above)
 
     # ------------------------------------------------------------------ helpers
     @staticmethod
@@ -186,6 +183,10 @@ class EndoscopeHolderCore:
             self._active_names = tuple(self.arm.joint_names[i] for i in self._active_idx)
             self._inactive = ~act
             self._any_inactive = bool(self._inactive.any())    # (else q_ref needs no copy of them)
+            # per-joint constants of _update_mass
+            self._stability_kd = self.cfg.integral_stability * self._kd
+            self._inv_kp_column = (self._inv_kp * act)[:, None]
+            self._dt_active = self.dt * act
         else:
             self.ik.fulcrum = fulcrum.copy()
             if axis is not None:
@@ -517,15 +518,10 @@ class EndoscopeHolderCore:
         if not self._crba_symmetric:
             M[self._lower_tri] = M.T[self._lower_tri]
         self._M = M
-        if self._mass_consts is None:
-            act = self.ik.active
-            self._inv_kp_active = self._inv_kp * act
-            self._mass_consts = (self.cfg.integral_stability * self._kd, self._inv_kp_active[:, None], self.dt * act)
-        stability_kd, inv_kp_column, dt_active = self._mass_consts
         # per-joint PID stability bound ki < kd / I (I: the joint's inertia at this posture)
-        np.minimum(self.cfg.integral_gain, stability_kd / M.diagonal(), out=self._ki)
-        self._M_over_kp = M * inv_kp_column
-        self._ki_dt_active = self._ki * dt_active
+        np.minimum(self.cfg.integral_gain, self._stability_kd / M.diagonal(), out=self._ki)
+        self._M_over_kp = M * self._inv_kp_column
+        self._ki_dt_active = self._ki * self._dt_active
         self._mass_count = 25
 
     def _check_fault(self, t: float) -> None:
@@ -540,14 +536,8 @@ class EndoscopeHolderCore:
 
     def _filtered(self, goal: View) -> View:
         a = self.anchor
-        c = self._filter_input
-        if c is not None and c[0] is goal and c[1] is a:     # (commands come slower than steps)
-            u = c[2]
-        else:
-            lx, ly, lz = pin.log3(a.rotation.T.dot(goal.rotation)).tolist()
-            u = (lx, ly, lz, goal.depth)
-            self._filter_input = (goal, a, u)
-        y = self._filter(u)
+        lx, ly, lz = pin.log3(a.rotation.T.dot(goal.rotation)).tolist()
+        y = self._filter((lx, ly, lz, goal.depth))
         return View(a.rotation.dot(pin.exp3(y[:3])), float(y[3]))
 
     def _speed_limited(self, cur: View, tgt: View) -> View:
