@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import importlib
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -129,9 +128,6 @@ def format_table(result: dict) -> str:
 
 
 if __name__ == "__main__":
-    status = _area_main(sys.argv[1:])
-    # the figures are written; skip interpreter finalisation, which tears down
-    # DDS listener threads and rclpy contexts in an unsafe order (segfaults)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(status)
+    from surgbot.processes import exit_skipping_finalisation
+    # the figures are written: DDS listener threads and rclpy contexts must not be finalised
+    exit_skipping_finalisation(_area_main(sys.argv[1:]))

@@ -98,13 +98,10 @@ def module_processes(tmp_path_factory):
 
 
 # ---------------------------------------------------------------------- process exit
-# This process holds native threads that are not safe to finalise: DDS listener
-# threads of cyclonedds/unitree_sdk2py (their Close() only drops the Python
-# object, see tests/test_g1_twin.py), rclpy contexts, torch/ffmpeg decoder
-# pools.  CI once saw "Segmentation fault" after "164 passed": the interpreter
-# tearing those down at exit.  Once pytest has reported and every fixture has
-# cleaned up its subprocesses, leave with pytest's own status and skip the
-# interpreter's finalisation.
+# Once pytest has reported and every fixture has stopped its subprocesses,
+# leave with pytest's own status: this process holds DDS listener threads and
+# rclpy/torch state that crash the interpreter's finalisation (see
+# surgbot.processes.exit_skipping_finalisation).
 _EXIT_STATUS: list[int] = []
 
 
@@ -114,8 +111,5 @@ def pytest_sessionfinish(session, exitstatus):
 
 @pytest.hookimpl(trylast=True)
 def pytest_unconfigure(config):
-    if not _EXIT_STATUS or os.environ.get("SURGBOT_TEST_NORMAL_EXIT"):
-        return
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(_EXIT_STATUS[-1])
+    if _EXIT_STATUS:
+        child_processes.exit_skipping_finalisation(_EXIT_STATUS[-1])
