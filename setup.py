@@ -5,6 +5,7 @@ from glob import glob
 from setuptools import find_packages, setup
 
 PACKAGE = "surgbot"
+AREAS = ("sim", "policies", "teleop", "bench")   # = surgbot.AREAS
 
 # ROS 2 executables (contract section 1); each is also a console script.
 NODES = {
@@ -16,10 +17,12 @@ NODES = {
 setup(
     name=PACKAGE,
     version="0.1.0",
-    packages=find_packages(include=["surgbot", "surgbot.*", "sim", "sim.*",
-                                    "policies", "policies.*", "teleop", "teleop.*",
-                                    "bench", "bench.*"]),
-    package_data={"sim": ["models/*.xml", "models/**/*.xml"]},
+    # The design card's top-level folders install inside the one `surgbot`
+    # package (surgbot/__init__.py serves the same names in a source checkout).
+    packages=find_packages(include=["surgbot", "surgbot.*"]) + [
+        f"{PACKAGE}.{p}" for area in AREAS for p in find_packages(include=[area, f"{area}.*"])],
+    package_dir={f"{PACKAGE}.{area}": area for area in AREAS},
+    package_data={f"{PACKAGE}.sim": ["models/*.xml", "models/**/*.xml"]},
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),

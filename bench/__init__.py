@@ -18,10 +18,10 @@ import numpy as np
 
 # Modules run by `surgbot bench`, in order.  A capability adds its module here.
 MODULES = (
-    "bench.sim",
-    "bench.g1",
-    "bench.psm",
-    "bench.endoscope",
+    "surgbot.bench.sim",
+    "surgbot.bench.g1",
+    "surgbot.bench.psm",
+    "surgbot.bench.endoscope",
 )
 
 

@@ -19,7 +19,7 @@ from collections import deque
 import mujoco
 import numpy as np
 
-import bench
+from surgbot import bench
 
 BRIDGE_MAX_VELOCITY = 2.0     # rad/s: g1_bridge `max_velocity` the holder needs (default 0.5)
 
@@ -30,8 +30,8 @@ class ArmLoop:
     def __init__(self, scene: str = "box_trainer", seed: int = 0, delay_steps: int = 2,
                  use_waist: bool = True, holder_config=None, gravity_ff: bool = True,
                  max_velocity: float = BRIDGE_MAX_VELOCITY):
-        from sim import scene as scenes
-        from sim.g1_twin import STAND_KD, STAND_KP
+        from surgbot.sim import scene as scenes
+        from surgbot.sim.g1_twin import STAND_KD, STAND_KP
         from surgbot import contract
         from surgbot.control.endoscope_holder import EndoscopeHolderCore, HolderConfig
         from surgbot.control.pivot import PivotConfig

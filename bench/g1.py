@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench import figure, time_calls
+from surgbot.bench import figure, time_calls
 from surgbot import contract, processes
 
 REPO = Path(__file__).resolve().parents[1]
@@ -58,7 +58,7 @@ def run(quick: bool = True) -> list[dict]:
     from surgbot.hw import unitree
     from unitree_sdk2py.idl.unitree_hg.msg.dds_ import LowState_
 
-    from bench import dds_domains
+    from surgbot.bench import dds_domains
     _, domain = dds_domains()
     env = dict(os.environ)
     env.setdefault("MUJOCO_GL", "osmesa")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench import figure, time_calls
+from surgbot.bench import figure, time_calls
 from surgbot import processes
 
 REPO = Path(__file__).resolve().parents[1]
@@ -37,7 +37,7 @@ def _ik_figures(quick: bool) -> list[dict]:
 
 
 def _twin(rate: float, env: dict) -> subprocess.Popen:
-    return processes.start([sys.executable, "-m", "sim.psm_twin", "--duration", "600", "--rate", str(rate),
+    return processes.start([sys.executable, "-m", "surgbot.sim.psm_twin", "--duration", "600", "--rate", str(rate),
                             "--start-home"], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
                            stderr=subprocess.DEVNULL)
 
@@ -52,7 +52,7 @@ def _rate_and_latency(rate: float, seconds: float, latency: bool) -> list[dict]:
     from surgbot.hw.crtk import PSMClient, spin_in_background
     from surgbot.kinematics import psm
 
-    from bench import dds_domains
+    from surgbot.bench import dds_domains
     dds_domains()
     env = dict(os.environ)
     proc = _twin(rate, env)

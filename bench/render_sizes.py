@@ -20,7 +20,7 @@ def measure(n: int = 100) -> list[dict]:
     import mujoco
     import numpy as np
 
-    from sim.scene import build_model
+    from surgbot.sim.scene import build_model
 
     model = build_model("box_trainer", 0)
     data = mujoco.MjData(model)

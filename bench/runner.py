@@ -18,8 +18,8 @@ import time
 import traceback
 from pathlib import Path
 
-from bench import MODULES, machine
-from bench.report import fmt_number as _fmt
+from surgbot.bench import MODULES, machine
+from surgbot.bench.report import fmt_number as _fmt
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -35,7 +35,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from surgbot.cli import CliError
+    from surgbot.errors import CliError
 
     areas = [m.split(".", 1)[1] for m in MODULES]
     for only in args.only:
@@ -66,7 +66,7 @@ def run(args) -> int:
         out.mkdir(parents=True, exist_ok=True)
         (out / "bench.json").write_text(json.dumps(result, indent=1))
     if args.report:
-        from bench.report import write_report
+        from surgbot.bench.report import write_report
         path = write_report(result, REPO / "docs")
         print(f"wrote {path}", file=sys.stderr)
     if args.json:
@@ -88,7 +88,7 @@ def _run_area(module_name: str, quick: bool) -> tuple[list[dict], str | None]:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "figures.json"
         proc = subprocess.run(
-            [sys.executable, "-m", "bench.runner", "--area", module_name, "--area-out", str(out)]
+            [sys.executable, "-m", "surgbot.bench.runner", "--area", module_name, "--area-out", str(out)]
             + (["--quick"] if quick else []),
             cwd=REPO, stdout=sys.stderr, stderr=sys.stderr)
         if proc.returncode != 0 or not out.exists():

@@ -21,13 +21,13 @@ import threading  # noqa: E402
 import time  # noqa: E402
 
 
-from bench import figure  # noqa: E402
+from surgbot.bench import figure  # noqa: E402
 
 _RENDER_PROBE = r"""
 import json, os, sys, time
 sys.path.insert(0, os.getcwd())
 import mujoco, numpy as np
-from sim.scene import build_model, reset_to_stand, OUTER_GROUP
+from surgbot.sim.scene import build_model, reset_to_stand, OUTER_GROUP
 m = build_model("box_trainer"); d = mujoco.MjData(m); reset_to_stand(m, d)
 r = mujoco.Renderer(m, 240, 320); opt = mujoco.MjvOption(); opt.geomgroup[OUTER_GROUP] = 0
 ts = []
@@ -52,8 +52,8 @@ def _render_probe(backend: str, frames: int) -> list[float] | None:
 
 
 def _world(scene: str, camera: bool, fast: bool):
-    from sim.runner import SimConfig, make_world
-    from bench import dds_domains
+    from surgbot.sim.runner import SimConfig, make_world
+    from surgbot.bench import dds_domains
     domain = dds_domains()[1]
     cfg = SimConfig(scene=scene, camera=camera, fast=fast, ros=False, g1_domain=domain)
     world, _ = make_world(cfg, node=None)
@@ -61,7 +61,7 @@ def _world(scene: str, camera: bool, fast: bool):
 
 
 def _run(scene: str, camera: bool, fast: bool, sim_seconds: float):
-    from sim.runner import step_loop
+    from surgbot.sim.runner import step_loop
     world, cfg = _world(scene, camera, fast)
     cfg.duration = sim_seconds
     try:
@@ -77,7 +77,7 @@ def _run(scene: str, camera: bool, fast: bool, sim_seconds: float):
 def run(quick: bool) -> list[dict]:
     import mujoco
 
-    from sim.scene import build_model, reset_to_stand
+    from surgbot.sim.scene import build_model, reset_to_stand
     figs = []
     n_steps = 1000 if quick else 5000
     for scene in ("box_trainer", "endonasal"):

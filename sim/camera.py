@@ -43,7 +43,7 @@ from pathlib import Path
 import mujoco
 import numpy as np
 
-from sim.camera_process import (CONSUMED, FRAME_SEQ, FRAME_STAMP, FRAMES, RENDER_COUNT, RENDER_RING, STATE_SEQ,
+from surgbot.sim.camera_process import (CONSUMED, FRAME_SEQ, FRAME_STAMP, FRAMES, RENDER_COUNT, RENDER_RING, STATE_SEQ,
                                 STATE_STAMP, STOP, T_FIRST, T_LAST, Layout)
 
 log = logging.getLogger("surgbot.sim.camera")
@@ -160,7 +160,7 @@ class EndoscopeCamera:
             env = dict(os.environ, MUJOCO_GL=gl, PYOPENGL_PLATFORM=os.environ.get("PYOPENGL_PLATFORM", gl))
             env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_REPO), env.get("PYTHONPATH")) if p)
             self._proc = subprocess.Popen(
-                [sys.executable, "-m", "sim.camera_process", json.dumps(spec)], cwd=str(_REPO), env=env,
+                [sys.executable, "-m", "surgbot.sim.camera_process", json.dumps(spec)], cwd=str(_REPO), env=env,
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, pass_fds=(block_fd, model_fd))
         except Exception:
             self.close()

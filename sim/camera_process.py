@@ -1,4 +1,4 @@
-"""Endoscope renderer process: the child side of `sim.camera.EndoscopeCamera`.
+"""Endoscope renderer process: the child side of `surgbot.sim.camera.EndoscopeCamera`.
 
 Rendering in the sim process, even in a thread, stalled physics: mujoco's
 `mj_forward` and `Renderer.render` hold the GIL for part of their run, so the
@@ -20,7 +20,7 @@ Protocol (all in one shared block, see `Layout`; written by one side each):
 The child exits when stdin reaches EOF (the parent closed it or died), when
 `STOP` is set, or when its parent pid changes.
 
-Run as `python -m sim.camera_process SPEC_JSON` with the block's fd and the
+Run as `python -m surgbot.sim.camera_process SPEC_JSON` with the block's fd and the
 model's (MJB) fd passed open.
 """
 
@@ -198,7 +198,7 @@ def serve(spec: dict) -> int:
     try:
         import mujoco
 
-        from sim.camera import intrinsics
+        from surgbot.sim.camera import intrinsics
         with os.fdopen(spec["model_fd"], "rb") as f:
             mjb = f.read()
         model = mujoco.MjModel.from_binary_path("model.mjb", {"model.mjb": mjb})

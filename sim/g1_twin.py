@@ -369,11 +369,11 @@ class G1Twin:
 
 # ---------------------------------------------------------------------- standalone entry point
 def _build_world(scene: str | None):
-    from sim.world import SimWorld
+    from surgbot.sim.world import SimWorld
     model = None
     if scene:
         try:
-            from sim.scene import build_model
+            from surgbot.sim.scene import build_model
             model = build_model(scene, 0)
         except ImportError:
             model = None
@@ -395,7 +395,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--domain", type=int, default=contract.G1_SIM_DOMAIN)
     p.add_argument("--interface", default=contract.G1_SIM_INTERFACE)
     p.add_argument("--duration", type=float, default=0.0, help="seconds (0 = until interrupted)")
-    p.add_argument("--scene", default=None, help="scene for sim.scene.build_model (default: G1 only)")
+    p.add_argument("--scene", default=None, help="scene for surgbot.sim.scene.build_model (default: G1 only)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     world = _build_world(args.scene)

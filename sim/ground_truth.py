@@ -61,7 +61,7 @@ class GroundTruth:
         self._pubs = None
 
     def bind(self, world) -> None:
-        from sim.scene import task_bodies
+        from surgbot.sim.scene import task_bodies
         m = world.model
         self._tip = m.site(ENDOSCOPE_TIP_SITE).id
         self._fulcrum = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_SITE, FULCRUM_SITE)

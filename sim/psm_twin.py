@@ -38,7 +38,7 @@ from surgbot.contract import (GT_PSM_TIP, PSM_BASE_FRAME, PSM_DEFAULT_RATE_HZ, P
                               psm_topic)
 from surgbot.kinematics import psm as kin
 from surgbot.rosutil import latched_qos
-from sim.psm_state import PSMCore
+from surgbot.sim.psm_state import PSMCore
 
 MODEL_PATH = Path(__file__).resolve().parent / "models" / "psm.xml"
 GT_PSM_RCM = "/sim/ground_truth/psm_rcm"
@@ -411,9 +411,9 @@ def main(argv: list[str] | None = None) -> int:
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
 
-    from sim.world import SimWorld
+    from surgbot.sim.world import SimWorld
 
-    ap = argparse.ArgumentParser(prog="python -m sim.psm_twin", description=main.__doc__)
+    ap = argparse.ArgumentParser(prog="python -m surgbot.sim.psm_twin", description=main.__doc__)
     ap.add_argument("--duration", type=float, default=0.0, help="seconds of sim time (0: until Ctrl-C)")
     ap.add_argument("--rate", type=float, default=None, help="psm_rate_hz (default 100, max 1000)")
     ap.add_argument("--start-home", action="store_true", help="start with the joints at home")

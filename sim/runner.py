@@ -100,7 +100,7 @@ def load_model(cfg: SimConfig):
         except Exception as exc:  # noqa: BLE001 - any load error is bad input
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ValueError(f"--model {cfg.model_path!r} does not load: {first}") from None
-    from sim.scene import build_model
+    from surgbot.sim.scene import build_model
     return build_model(cfg.scene, cfg.seed)
 
 
@@ -108,8 +108,8 @@ def make_world(cfg: SimConfig, node=None):
     """SimWorld at the `stand` keyframe with the twins this config asks for."""
     import mujoco
 
-    from sim.scene import has_psm, reset_to_stand
-    from sim.world import SimWorld
+    from surgbot.sim.scene import has_psm, reset_to_stand
+    from surgbot.sim.world import SimWorld
     model = load_model(cfg)
     data = mujoco.MjData(model)
     reset_to_stand(model, data)
@@ -118,20 +118,20 @@ def make_world(cfg: SimConfig, node=None):
     notes = []
     try:
         if cfg.camera and mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, "endoscope_camera") >= 0:
-            from sim.camera import EndoscopeCamera
+            from surgbot.sim.camera import EndoscopeCamera
             world.add(EndoscopeCamera(cfg.camera_width, cfg.camera_height, cfg.camera_hz))
         elif cfg.camera:
             notes.append("camera: model has no endoscope_camera, not rendering")
         if mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_SITE, "endoscope_tip") >= 0:
-            from sim.ground_truth import GroundTruth
+            from surgbot.sim.ground_truth import GroundTruth
             world.add(GroundTruth(publish_clock=cfg.fast))
-        g1 = _optional_twin("sim.g1_twin", "G1Twin", domain=cfg.g1_domain, interface=cfg.g1_interface)
+        g1 = _optional_twin("surgbot.sim.g1_twin", "G1Twin", domain=cfg.g1_domain, interface=cfg.g1_interface)
         if g1 is None:
             notes.append("G1 twin: sim/g1_twin.py not present, the G1 is not served over unitree DDS")
         elif _has_g1(model):
             world.add(g1)
         if has_psm(model):
-            psm = _optional_twin("sim.psm_twin", "PSMTwin")
+            psm = _optional_twin("surgbot.sim.psm_twin", "PSMTwin")
             if psm is None:
                 notes.append("PSM twin: sim/psm_twin.py not present, the PSM is not served over CRTK")
             else:
@@ -319,7 +319,7 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
 
 
 def run(args: argparse.Namespace) -> int:
-    from surgbot.cli import CliError
+    from surgbot.errors import CliError
     cfg = config_from_args(args)
     try:
         cfg.validate()

@@ -12,15 +12,13 @@ import argparse
 import importlib
 import sys
 
+from surgbot.errors import CliError
+
 # name -> (module, one-line help)
 SUBCOMMANDS = {
-    "sim": ("sim.runner", "MuJoCo twin of the hardware (G1 over unitree DDS, PSM over CRTK ROS 2)"),
-    "bench": ("bench.runner", "performance suite; last stdout line is one JSON object"),
+    "sim": ("surgbot.sim.runner", "MuJoCo twin of the hardware (G1 over unitree DDS, PSM over CRTK ROS 2)"),
+    "bench": ("surgbot.bench.runner", "performance suite; last stdout line is one JSON object"),
 }
-
-
-class CliError(Exception):
-    """Bad input: reported as one line, exit code 2."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,7 +48,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    # Run the canonical module's main: under `python -m surgbot.cli` this file is
-    # `__main__`, and subcommands raise `surgbot.cli.CliError` (another class object).
-    from surgbot.cli import main as _main
-    sys.exit(_main())
+    sys.exit(main())

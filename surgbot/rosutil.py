@@ -1,35 +1,152 @@
-"""Small rclpy helpers shared by nodes, twins and clients (rclpy imported lazily)."""
+"""Small rclpy helpers shared by nodes, twins and clients.
+
+* `latched_qos()`: the transient-local profile of state topics.
+* `declare_config(node, Config)`: ROS parameters generated from a core's config
+  dataclass (names, types, descriptions, ranges) and the config built back
+  from them, so a default lives only in the dataclass.
+* `Diagnostics`: one `/diagnostics` publisher per node (level, message,
+  key/values from a callback, 1 Hz by default).
+* `trigger_handler` / `setbool_handler`: a core call -> a std_srvs response.
+* `run_node(make_node)`: init, spin, clean shutdown on Ctrl-C / SIGTERM /
+  external shutdown.
+"""
 
 from __future__ import annotations
 
 import sys
-from typing import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rclpy.executors import ExternalShutdownException
+from rclpy.parameter import Parameter
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+
+from surgbot import config as config_mod
+
+DIAGNOSTICS_TOPIC = "/diagnostics"
+DIAGNOSTICS_PERIOD_S = 1.0
+
+_ARRAY_TYPES = {float: Parameter.Type.DOUBLE_ARRAY, int: Parameter.Type.INTEGER_ARRAY,
+                bool: Parameter.Type.BOOL_ARRAY, str: Parameter.Type.STRING_ARRAY}
+_SCALAR_TYPES = {float: Parameter.Type.DOUBLE, int: Parameter.Type.INTEGER,
+                 bool: Parameter.Type.BOOL, str: Parameter.Type.STRING}
 
 
-def latched_qos(depth: int = 1):
+def latched_qos(depth: int = 1) -> QoSProfile:
     """Reliable, transient-local: late joiners get the last state (operating_state, mode, safety)."""
-    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
     return QoSProfile(depth=depth, reliability=ReliabilityPolicy.RELIABLE,
                       durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
 
+def _descriptor(spec: config_mod.FieldSpec) -> ParameterDescriptor:
+    d = ParameterDescriptor(description=spec.help, read_only=spec.read_only)
+    if spec.is_array or (spec.lo is None and spec.hi is None):
+        return d
+    if spec.kind is float:
+        d.floating_point_range = [FloatingPointRange(
+            from_value=float(spec.lo if spec.lo is not None else -sys.float_info.max),
+            to_value=float(spec.hi if spec.hi is not None else sys.float_info.max), step=0.0)]
+    elif spec.kind is int:
+        d.integer_range = [IntegerRange(from_value=int(spec.lo if spec.lo is not None else -(2 ** 63)),
+                                        to_value=int(spec.hi if spec.hi is not None else 2 ** 63 - 1), step=0)]
+    return d
+
+
+def declare_config(node, cls: type, overrides: Mapping[str, Any] | None = None):
+    """Declare one ROS parameter per leaf of config dataclass `cls`; return `cls` built from their values.
+
+    Unset optional fields are declared typed without a value (a params file
+    may set them).  `overrides` replace dataclass defaults for this node only
+    (e.g. values computed at start); the params file still wins.  An invalid
+    value raises `ValueError` from the config's `__post_init__`, naming it.
+    """
+    values: dict[str, Any] = {}
+    for spec in config_mod.fields(cls):
+        default = (overrides or {}).get(spec.name, spec.default)
+        ptype = (_ARRAY_TYPES if spec.is_array else _SCALAR_TYPES)[spec.kind]
+        desc = _descriptor(spec)
+        if default is None or (spec.is_array and len(default) == 0):
+            param = node.declare_parameter(spec.name, ptype, desc)
+        else:
+            param = node.declare_parameter(spec.name, list(default) if spec.is_array else default, desc)
+        if param.type_ == Parameter.Type.NOT_SET:
+            continue
+        value = param.value
+        if spec.is_array:
+            value = tuple(value)
+        values[spec.name] = value
+    return config_mod.build(cls, values)
+
+
+class Diagnostics:
+    """`/diagnostics` for one node: `status()` returns (level, message, key/values) each period."""
+
+    OK, WARN, ERROR, STALE = (DiagnosticStatus.OK, DiagnosticStatus.WARN,
+                              DiagnosticStatus.ERROR, DiagnosticStatus.STALE)
+
+    def __init__(self, node, name: str, status: Callable[[], tuple[bytes, str, Mapping[str, Any]]],
+                 period_s: float = DIAGNOSTICS_PERIOD_S, hardware_id: str = ""):
+        self._node = node
+        self._name = name
+        self._hardware_id = hardware_id
+        self._status = status
+        self._pub = node.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC, 10)
+        self._timer = node.create_timer(period_s, self.publish)
+
+    def publish(self) -> None:
+        level, message, values = self._status()
+        s = DiagnosticStatus(level=level, name=self._name, message=message, hardware_id=self._hardware_id)
+        s.values = [KeyValue(key=str(k), value=_fmt(v)) for k, v in values.items()]
+        arr = DiagnosticArray(status=[s])
+        arr.header.stamp = self._node.get_clock().now().to_msg()
+        self._pub.publish(arr)
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    return str(v)
+
+
+def trigger_handler(call: Callable[[], Any]) -> Callable:
+    """std_srvs/Trigger callback from a core call returning a `Result` (or anything truthy with `reason`)."""
+    def handle(_request, response):
+        result = call()
+        response.success = bool(result)
+        response.message = getattr(result, "reason", "") or ("ok" if response.success else "refused")
+        return response
+    return handle
+
+
+def setbool_handler(call: Callable[[bool], Any]) -> Callable:
+    """std_srvs/SetBool callback from a core call taking the bool and returning a `Result`."""
+    def handle(request, response):
+        result = call(bool(request.data))
+        response.success = bool(result)
+        response.message = getattr(result, "reason", "") or ("ok" if response.success else "refused")
+        return response
+    return handle
+
+
 def run_node(make_node: Callable[[], object], args: list[str] | None = None,
              on_shutdown: Callable[[object], None] | None = None) -> int:
-    """init, spin until SIGINT/SIGTERM, run `on_shutdown(node)`, tear down.  For `main()`s."""
-    import rclpy
+    """init, spin until Ctrl-C, SIGTERM or external shutdown, run `on_shutdown(node)`, tear down."""
     rclpy.init(args=sys.argv if args is None else args)
-    node = make_node()
+    # rclpy's own SIGINT/SIGTERM handlers shut the context down; spin then
+    # raises ExternalShutdownException (or KeyboardInterrupt).
+    node = None
     try:
+        node = make_node()
         rclpy.spin(node)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, ExternalShutdownException):
         pass
-    except Exception:  # noqa: BLE001 - ExternalShutdownException on SIGINT/SIGTERM
-        if rclpy.ok():
-            raise
     finally:
-        if on_shutdown is not None:
-            on_shutdown(node)
-        node.destroy_node()
-        if rclpy.ok():
-            rclpy.try_shutdown()
+        if node is not None:
+            if on_shutdown is not None:
+                on_shutdown(node)
+            node.destroy_node()
+        rclpy.try_shutdown()
     return 0

@@ -37,8 +37,8 @@ from geometry_msgs.msg import PoseStamped  # noqa: E402
 from sensor_msgs.msg import Joy  # noqa: E402
 from std_srvs.srv import SetBool, Trigger  # noqa: E402
 
-from sim.camera import DEFAULT_HEIGHT, DEFAULT_WIDTH, intrinsics  # noqa: E402
-from sim.scene import build_model, reset_to_stand  # noqa: E402
+from surgbot.sim.camera import DEFAULT_HEIGHT, DEFAULT_WIDTH, intrinsics  # noqa: E402
+from surgbot.sim.scene import build_model, reset_to_stand  # noqa: E402
 from surgbot.hw.crtk import PSMClient  # noqa: E402
 from surgbot.nodes.endoscope_holder import scene_psm_base  # noqa: E402
 from tests.endoscope_rig import (SLOW_VIEW, HolderClient, line_distance, pose_msg, pose_of,  # noqa: E402

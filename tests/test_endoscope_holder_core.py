@@ -1,6 +1,6 @@
-"""The holder core in an in-process MuJoCo loop (`bench.endoscope.ArmLoop`).
+"""The holder core in an in-process MuJoCo loop (`surgbot.bench.endoscope.ArmLoop`).
 
-The scene model is the sim's own (`sim.scene.build_model`); the G1 is held
+The scene model is the sim's own (`surgbot.sim.scene.build_model`); the G1 is held
 by the twin's standing PD and the commanded joints by a PD with g1_bridge's
 gains, speed limit and gravity feed-forward, 2 control periods of command
 delay.  Every number asserted is ground truth from MuJoCo (site poses, the
@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import pinocchio as pin
 
-from bench.endoscope import ArmLoop
+from surgbot.bench.endoscope import ArmLoop
 from surgbot.control.endoscope_holder import HEAD_FOLLOW, HOLD, TELEOP, TOOL_FOLLOW, HolderConfig
 from surgbot.control.pivot import PivotConfig
 from surgbot.kinematics.g1_arm import RIGHT_ARM_JOINTS, WAIST_JOINTS

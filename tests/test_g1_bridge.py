@@ -200,7 +200,7 @@ def rig(module_processes):
 
 
 def stand_pose() -> np.ndarray:
-    from sim.scene import build_model
+    from surgbot.sim.scene import build_model
     m = build_model("box_trainer", 0)
     key = np.array(m.key("stand").qpos)
     return np.array([key[m.jnt_qposadr[m.joint(n).id]] for n in contract.G1_JOINT_NAMES])

@@ -78,7 +78,7 @@ def test_corrupted_crc_is_detected():
 
 # ---------------------------------------------------------------------- twin on DDS
 def start_twin(processes, duration: float = 60.0):
-    proc = processes.start([PYTHON, "-m", "sim.g1_twin", "--domain", str(G1_DOMAIN),
+    proc = processes.start([PYTHON, "-m", "surgbot.sim.g1_twin", "--domain", str(G1_DOMAIN),
                             "--scene", "box_trainer", "--duration", str(duration)], name="g1_twin")
     deadline = time.time() + 30
     while time.time() < deadline:
@@ -146,7 +146,7 @@ def listener():
 
 
 def stand_pose() -> np.ndarray:
-    from sim.scene import build_model
+    from surgbot.sim.scene import build_model
     m = build_model("box_trainer", 0)
     key = np.array(m.key("stand").qpos)
     return np.array([key[m.jnt_qposadr[m.joint(n).id]] for n in contract.G1_JOINT_NAMES])

@@ -6,7 +6,7 @@ import mujoco
 import numpy as np
 import pytest
 
-from sim.scene import G1_XML, INSERTION_DEPTH, STAND_POSTURE, build_model, reset_to_stand, task_bodies
+from surgbot.sim.scene import G1_XML, INSERTION_DEPTH, STAND_POSTURE, build_model, reset_to_stand, task_bodies
 from surgbot.contract import G1_JOINT_NAMES, SCENES
 
 # FACTS.md: "At q=0, pelvis frame" (left arm; the right arm mirrors y).

@@ -6,7 +6,7 @@ import mujoco
 import numpy as np
 import pytest
 
-from sim.psm_twin import MODEL_PATH
+from surgbot.sim.psm_twin import MODEL_PATH
 from surgbot.contract import PSM_JOINT_NAMES
 from surgbot.kinematics import psm
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sim.psm_state import (ACCEPTED, DISABLED, ENABLED, FAULT, PAUSED, PSMCore, STATE_COMMANDS,
+from surgbot.sim.psm_state import (ACCEPTED, DISABLED, ENABLED, FAULT, PAUSED, PSMCore, STATE_COMMANDS,
                            TrapezoidTrajectory)
 from surgbot.contract import PSM_JOINT_NAMES
 from surgbot.kinematics import psm

@@ -30,7 +30,7 @@ def arm(module_processes):
     from sensor_msgs.msg import JointState
     from std_msgs.msg import Float64
 
-    proc = module_processes.start([PYTHON, "-m", "sim.psm_twin", "--duration", "300"], name="psm_twin")
+    proc = module_processes.start([PYTHON, "-m", "surgbot.sim.psm_twin", "--duration", "300"], name="psm_twin")
     rclpy.init()
     node = rclpy.create_node("test_psm_twin")
     rcm_errors: list[float] = []

@@ -14,9 +14,9 @@ import mujoco
 import numpy as np
 import pytest
 
-from sim.camera import EndoscopeCamera, intrinsics
-from sim.scene import SPHENOID_TARGET_RGBA, TARGET_COLOURS, build_model, reset_to_stand
-from sim.world import SimWorld
+from surgbot.sim.camera import EndoscopeCamera, intrinsics
+from surgbot.sim.scene import SPHENOID_TARGET_RGBA, TARGET_COLOURS, build_model, reset_to_stand
+from surgbot.sim.world import SimWorld
 from surgbot import contract
 
 from tests.conftest import PYTHON, REPO

@@ -33,14 +33,14 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from surgbot import contract
+from surgbot import area_path, contract
 
 UPPER = tuple(contract.G1_UPPER_BODY)                     # indices 12..28
 UPPER_NAMES = tuple(contract.G1_JOINT_NAMES[i] for i in UPPER)
 UPPER_INDEX = {n: k for k, n in enumerate(UPPER_NAMES)}
 N_UPPER = len(UPPER)
 
-G1_MJCF = Path(__file__).resolve().parents[2] / "sim" / "models" / "g1_29dof.xml"
+G1_MJCF = area_path("sim") / "models" / "g1_29dof.xml"
 
 # Joint limits of the 17 upper-body joints (rad), generated from
 # sim/models/g1_29dof.xml (= FACTS.md, Unitree URDF); used when the MJCF is not

@@ -24,10 +24,10 @@ import mujoco
 import numpy as np
 import pinocchio as pin
 
+from surgbot import area_path
 from surgbot.contract import G1_JOINT_NAMES, G1_RIGHT_ARM, G1_WAIST
 
-REPO = Path(__file__).resolve().parents[2]
-DEFAULT_MJCF = REPO / "sim" / "models" / "g1_29dof.xml"
+DEFAULT_MJCF = area_path("sim") / "models" / "g1_29dof.xml"
 TIP_FRAME = "endoscope_tip"
 SHAFT_BASE_FRAME = "endoscope_shaft_base"
 RIGHT_ARM_JOINTS = tuple(G1_JOINT_NAMES[i] for i in G1_RIGHT_ARM)

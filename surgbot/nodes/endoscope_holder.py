@@ -44,7 +44,7 @@ def scene_port(scene: str) -> list[float]:
     parameter or `/endoscope/set_fulcrum` on hardware)."""
     import mujoco
 
-    from sim.scene import build_model, reset_to_stand
+    from surgbot.sim.scene import build_model, reset_to_stand
 
     m = build_model(scene)
     d = mujoco.MjData(m)
@@ -56,7 +56,7 @@ def scene_psm_base(scene: str) -> list[float] | None:
     """Sim only: PSM1_base pose in world (x y z qx qy qz qw) from the scene, if it has a PSM."""
     import mujoco
 
-    from sim.scene import PSM_ROOT_BODY, build_model, reset_to_stand
+    from surgbot.sim.scene import PSM_ROOT_BODY, build_model, reset_to_stand
 
     m = build_model(scene)
     if mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_BODY, PSM_ROOT_BODY) < 0:

@@ -12,7 +12,7 @@ import threading
 
 
 def main(argv: list[str] | None = None) -> int:
-    from sim import runner  # sets MUJOCO_GL before mujoco is imported
+    from surgbot.sim import runner  # sets MUJOCO_GL before mujoco is imported
 
     argv = sys.argv if argv is None else argv
     ros = runner.RosContext(args=argv)

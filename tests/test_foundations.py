@@ -1,0 +1,164 @@
+"""Ground-layer modules: geometry, config dataclasses, pacing, results (checked against independent math)."""
+
+from __future__ import annotations
+
+import math
+import threading
+from dataclasses import dataclass, field
+
+import numpy as np
+import pytest
+
+from surgbot import config, geometry
+from surgbot.pacing import Pacer
+from surgbot.results import Result
+
+RNG = np.random.default_rng(7)
+
+
+def _axis_angle(axis, angle):
+    """Rodrigues' formula: an independent way to build a rotation."""
+    k = np.asarray(axis, float) / np.linalg.norm(axis)
+    K = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
+    return np.eye(3) + math.sin(angle) * K + (1 - math.cos(angle)) * K @ K
+
+
+def test_quaternion_of_a_known_rotation():
+    # 90 deg about z: (x, y, z, w) = (0, 0, sin 45, cos 45)
+    s = math.sqrt(0.5)
+    R = geometry.quat_to_matrix((0, 0, s, s))
+    np.testing.assert_allclose(R, _axis_angle([0, 0, 1], math.pi / 2), atol=1e-12)
+    np.testing.assert_allclose(geometry.matrix_to_quat(R), (0, 0, s, s), atol=1e-12)
+
+
+def test_quaternion_round_trip_over_random_rotations_including_near_180_deg():
+    for k in range(500):
+        angle = math.pi - 1e-9 if k % 50 == 0 else RNG.uniform(0, math.pi)
+        R = _axis_angle(RNG.normal(size=3), angle)
+        q = geometry.matrix_to_quat(R)
+        assert q[3] >= 0
+        np.testing.assert_allclose(geometry.quat_to_matrix(q), R, atol=1e-9)
+
+
+@pytest.mark.parametrize("q", [(0, 0, 0, 0), (float("nan"), 0, 0, 1), (0, 0, float("inf"), 1), (1, 2, 3)])
+def test_bad_quaternions_are_rejected(q):
+    with pytest.raises(ValueError):
+        geometry.quat_to_matrix(q)
+
+
+def test_strict_norm_rejects_non_unit_quaternions():
+    with pytest.raises(ValueError, match="norm"):
+        geometry.quat_to_matrix((0, 0, 0, 2), strict_norm=True)
+    geometry.quat_to_matrix((0, 0, 0, 1.001), strict_norm=True)
+
+
+def test_rot6d_is_the_first_two_columns_and_round_trips():
+    R = _axis_angle([1, 2, 3], 1.1)
+    v = geometry.matrix_to_rot6d(R)
+    np.testing.assert_array_equal(v, [R[0, 0], R[1, 0], R[2, 0], R[0, 1], R[1, 1], R[2, 1]])
+    np.testing.assert_allclose(geometry.rot6d_to_matrix(v), R, atol=1e-12)
+    # a perturbed 6D vector still maps to a rotation (Gram-Schmidt)
+    assert geometry.is_rotation(geometry.rot6d_to_matrix(v + RNG.normal(scale=0.05, size=6)))
+
+
+@pytest.mark.parametrize("v", [np.zeros(6), [1, 0, 0, 2, 0, 0], [1, 0, 0, float("nan"), 1, 0], [1, 0, 0]])
+def test_degenerate_6d_rotations_are_rejected(v):
+    with pytest.raises(ValueError):
+        geometry.rot6d_to_matrix(v)
+
+
+def test_pose10_round_trip_and_transform_inverse():
+    T = np.eye(4)
+    T[:3, :3] = _axis_angle([0, 1, 1], 0.7)
+    T[:3, 3] = [0.01, -0.02, 0.15]
+    v = geometry.pose10_from_matrix(T, 0.3)
+    assert v.shape == (10,) and v.dtype == np.float32
+    T2, jaw = geometry.matrix_from_pose10(v)
+    np.testing.assert_allclose(T2, T, atol=1e-6)
+    assert jaw == pytest.approx(0.3)
+    np.testing.assert_allclose(geometry.invert_transform(T) @ T, np.eye(4), atol=1e-12)
+    assert geometry.rotation_angle(np.eye(3), _axis_angle([0, 0, 1], 0.25)) == pytest.approx(0.25)
+
+
+def test_stamps_round_trip():
+    @dataclass
+    class Time:
+        sec: int = 0
+        nanosec: int = 0
+
+    st = geometry.sec_to_stamp(12.000000345, Time())
+    assert (st.sec, st.nanosec) == (12, 345)
+    assert geometry.stamp_to_ns(st) == 12_000_000_345
+    assert geometry.stamp_to_sec(st) == pytest.approx(12.000000345)
+    with pytest.raises(ValueError):
+        geometry.sec_to_stamp(float("nan"), Time())
+
+
+@dataclass(frozen=True)
+class _Inner:
+    gain: float = config.param(2.0, "a gain, 1/s", lo=0.0)
+
+
+@dataclass(frozen=True)
+class _Cfg:
+    rate_hz: float = config.param(500.0, "loop rate, Hz", lo=1.0)
+    name: str = config.param("x", "a name")
+    limits_m: tuple[float, ...] = config.param((0.02, 0.15), "depth range, m")
+    fulcrum: tuple[float, ...] | None = config.param(None, "fulcrum in world, m; unset: captured at start")
+    inner: _Inner = field(default_factory=_Inner)
+
+    def __post_init__(self):
+        if self.rate_hz <= 0:
+            raise ValueError("rate_hz must be > 0: it sets the control period")
+
+
+def test_config_fields_flatten_nested_configs_with_docs():
+    specs = {s.name: s for s in config.fields(_Cfg)}
+    assert set(specs) == {"rate_hz", "name", "limits_m", "fulcrum", "inner.gain"}
+    assert specs["fulcrum"].optional and specs["fulcrum"].default is None
+    assert specs["limits_m"].is_array and specs["limits_m"].kind is float
+    assert specs["inner.gain"].help == "a gain, 1/s" and specs["inner.gain"].lo == 0.0
+
+
+def test_config_build_overrides_only_what_is_given_and_checks_types():
+    cfg = config.build(_Cfg, {"inner.gain": 3, "fulcrum": [0, 0, 1]})
+    assert cfg.inner.gain == 3.0 and cfg.fulcrum == (0.0, 0.0, 1.0) and cfg.rate_hz == 500.0
+    with pytest.raises(ValueError, match="unknown"):
+        config.build(_Cfg, {"rate": 1.0})
+    with pytest.raises(ValueError, match="number"):
+        config.build(_Cfg, {"rate_hz": "fast"})
+    with pytest.raises(ValueError, match="finite"):
+        config.build(_Cfg, {"rate_hz": float("nan")})
+    with pytest.raises(ValueError, match="control period"):
+        config.build(_Cfg, {"rate_hz": -1.0})
+
+
+def test_config_from_a_ros_params_file(tmp_path):
+    f = tmp_path / "p.yaml"
+    f.write_text("node:\n  ros__parameters:\n    rate_hz: 250.0\n    inner:\n      gain: 0.5\n")
+    cfg = config.config_from_yaml(_Cfg, f, "node")
+    assert cfg.rate_hz == 250.0 and cfg.inner.gain == 0.5
+
+
+def test_pacer_sleeps_when_ahead_and_drops_a_stall():
+    now = [0.0]
+    stop = threading.Event()
+    p = Pacer(clock=lambda: now[0], stop=stop, max_catch_up_s=0.02)
+    now[0] = 0.01
+    assert p.lag(0.01) == pytest.approx(0.0)
+    now[0] = 0.5                      # a 0.49 s stall
+    p.pace(0.011)
+    assert p.stalls == 1 and p.dropped_s == pytest.approx(0.489)
+    assert p.lag(0.011) == pytest.approx(0.0)
+    now[0] = 0.51                     # 10 ms behind: caught up without dropping
+    p.pace(0.011)
+    assert p.stalls == 1
+
+
+def test_result_convention():
+    ok = Result.success(value=3)
+    assert ok and ok.value == 3
+    bad = Result.failure("not engaged")
+    assert not bad and bad.reason == "not engaged" and bad.value is None
+    with pytest.raises(ValueError):
+        Result.failure("")
