@@ -96,8 +96,16 @@ class _Session:
         self.node = rclpy.create_node("surgbot_ctl", context=self.context)
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
-        self._thread = threading.Thread(target=self.executor.spin, daemon=True)
+        self._thread = threading.Thread(target=self._spin, daemon=True)
         self._thread.start()
+
+    def _spin(self) -> None:
+        from rclpy.executors import ExternalShutdownException
+
+        try:
+            self.executor.spin()
+        except ExternalShutdownException:
+            pass                     # close() shut the context down: the normal way out
 
     def close(self) -> None:
         # the spin thread must have left rclpy before the context goes, or
