@@ -13,6 +13,7 @@ NODES = {
     "g1_bridge": "surgbot.nodes.g1_bridge:main",
     "endoscope_holder": "surgbot.nodes.endoscope_holder:main",
     "safety_supervisor": "surgbot.nodes.safety_supervisor:main",
+    "recorder": "surgbot.nodes.recorder:main",
 }
 
 setup(
