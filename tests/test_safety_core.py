@@ -139,3 +139,18 @@ def test_a_disarmed_source_is_not_watched(sup):
 def test_supervisor_config_refuses_zero_timeouts():
     with pytest.raises(ValueError, match="zero timeout"):
         SupervisorConfig(psm_state_timeout_s=0.0)
+
+
+def test_state_watch_is_fail_safe():
+    from surgbot.safety.state_watch import SafetyStateWatch
+
+    w = SafetyStateWatch(stale_after_s=0.25)
+    assert not w.allows_motion(0.0)                                  # no supervisor yet
+    w.update('{"state": "OK", "reasons": []}', now=1.0)
+    assert w.allows_motion(1.2)
+    assert "silent for 300 ms" in w.allows_motion(1.3).reason        # supervisor gone: hold
+    w.update('{"state": "ESTOP", "reasons": ["e-stop requested"]}', now=2.0)
+    assert "ESTOP: e-stop requested" in w.allows_motion(2.0).reason
+    w.update("not json", now=3.0)
+    assert not w.allows_motion(3.0)
+    assert SafetyStateWatch(required=False).allows_motion(0.0)       # a rig without a supervisor
