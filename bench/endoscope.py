@@ -72,7 +72,7 @@ class ArmLoop:
             active = (WAIST_JOINTS if use_waist else ()) + RIGHT_ARM_JOINTS
             holder_config = HolderConfig(fulcrum=tuple(self.port),
                                          pivot=PivotConfig(active_joints=active,
-                                                           joint_weights={n: 0.5 for n in WAIST_JOINTS}))
+                                                           joint_weights={n: 0.5 for n in WAIST_JOINTS if n in active}))
         self.core = EndoscopeHolderCore(self.arm, holder_config)
         self.index = contract.G1_INDEX
         self.t = 0.0
