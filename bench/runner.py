@@ -9,6 +9,7 @@ JSON object: `{"machine": {...}, "figures": {name: {...}}, "errors": {...}}`.
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import json
 import subprocess
@@ -20,6 +21,8 @@ from pathlib import Path
 
 from surgbot.bench import MODULES, machine
 from surgbot.bench.report import fmt_number as _fmt
+from surgbot.errors import CliError
+from surgbot.processes import exit_skipping_finalisation
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -35,8 +38,6 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from surgbot.errors import CliError
-
     areas = [m.split(".", 1)[1] for m in MODULES]
     for only in args.only:
         if only not in areas:
@@ -99,7 +100,6 @@ def _run_area(module_name: str, quick: bool) -> tuple[list[dict], str | None]:
 
 def _area_main(argv: list[str]) -> int:
     """`python -m bench.runner --area bench.X --area-out FILE [--quick]` (used by `run`)."""
-    import argparse
     ap = argparse.ArgumentParser()
     ap.add_argument("--area", required=True, choices=MODULES)
     ap.add_argument("--area-out", required=True)
@@ -121,13 +121,12 @@ def format_table(result: dict) -> str:
                      _fmt(f.get("p99")), _fmt(f.get("max")), _fmt(f.get("anchor")),
                      _fmt(f.get("ratio"))))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
     for area, err in result["errors"].items():
         lines.append(f"ERROR {area}: {err}")
     return "\n".join(lines)
 
 
 if __name__ == "__main__":
-    from surgbot.processes import exit_skipping_finalisation
     # the figures are written: DDS listener threads and rclpy contexts must not be finalised
     exit_skipping_finalisation(_area_main(sys.argv[1:]))

@@ -41,6 +41,8 @@ import time  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+from surgbot.geometry import ns_to_stamp  # noqa: E402
+
 # Header slots (int64).
 STATE_SEQ, CONSUMED, STATE_STAMP, FRAME_SEQ, FRAME_STAMP, FRAMES, STOP, ERROR_LEN, RENDER_COUNT = range(9)
 HEADER_SLOTS = 16
@@ -128,7 +130,7 @@ class _Publisher:
         import cv2
         from builtin_interfaces.msg import Time
         from sensor_msgs.msg import CameraInfo, CompressedImage, Image
-        stamp = Time(sec=stamp_ns // 1_000_000_000, nanosec=stamp_ns % 1_000_000_000)
+        stamp = ns_to_stamp(stamp_ns, Time())
         frame = self.contract.ENDOSCOPE_TIP_FRAME
         K = self.K
         img = Image()

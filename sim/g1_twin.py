@@ -51,6 +51,7 @@ import numpy as np
 
 from surgbot import contract
 from surgbot.hw import unitree
+from surgbot.pacing import Pacer
 
 log = logging.getLogger("sim.g1_twin")
 
@@ -401,22 +402,18 @@ def main(argv: list[str] | None = None) -> int:
     world = _build_world(args.scene)
     twin = world.add(G1Twin(domain=args.domain, interface=args.interface))
     print(f"g1 twin ready domain={args.domain}", flush=True)
-    t0 = time.monotonic()
     sim0 = world.time
-    late = 0
+    pacer = Pacer()
     try:
         while args.duration <= 0 or world.time - sim0 < args.duration:
             world.step()
-            ahead = (world.time - sim0) - (time.monotonic() - t0)
-            if ahead > 0:
-                time.sleep(ahead)
-            elif ahead < -0.05:
-                late += 1
+            pacer.pace(world.time - sim0)
     except KeyboardInterrupt:
         pass
-    wall = time.monotonic() - t0
+    wall = pacer.wall_s()
     print(f"g1 twin: {world.time - sim0:.2f} s simulated in {wall:.2f} s "
-          f"(real-time factor {(world.time - sim0) / wall:.3f})", flush=True)
+          f"(real-time factor {(world.time - sim0) / wall:.3f}, {pacer.stalls} stalls dropped "
+          f"{pacer.dropped_s:.2f} s)", flush=True)
     print("g1 twin counters: " + json.dumps(twin.counters()), flush=True)
     world.close()
     return 0

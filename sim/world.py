@@ -26,6 +26,8 @@ from typing import Protocol, runtime_checkable
 import mujoco
 import numpy as np
 
+from surgbot.geometry import ns_to_stamp
+
 
 @runtime_checkable
 class Twin(Protocol):
@@ -89,8 +91,7 @@ class SimWorld:
     def stamp(self):
         """`builtin_interfaces/Time` for a header (imports ROS lazily)."""
         from builtin_interfaces.msg import Time
-        ns = self.stamp_ns()
-        return Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
+        return ns_to_stamp(self.stamp_ns(), Time())
 
     # Small helpers every twin needs -------------------------------------
     def joint_qpos_adr(self, name: str) -> int:

@@ -26,6 +26,7 @@ import pinocchio as pin
 
 from surgbot import area_path
 from surgbot.contract import G1_JOINT_NAMES, G1_RIGHT_ARM, G1_WAIST
+from surgbot.geometry import quat_to_matrix
 
 DEFAULT_MJCF = area_path("sim") / "models" / "g1_29dof.xml"
 TIP_FRAME = "endoscope_tip"
@@ -35,9 +36,8 @@ WAIST_JOINTS = tuple(G1_JOINT_NAMES[i] for i in G1_WAIST)
 
 
 def pose_to_se3(pos, quat_xyzw) -> pin.SE3:
-    q = np.asarray(quat_xyzw, float)
-    q = q / np.linalg.norm(q)
-    return pin.SE3(pin.Quaternion(q[3], q[0], q[1], q[2]).toRotationMatrix(), np.asarray(pos, float))
+    """SE3 of a position and an (x, y, z, w) quaternion (zero or non-finite: ValueError)."""
+    return pin.SE3(quat_to_matrix(quat_xyzw), np.asarray(pos, float))
 
 
 def _mj_joint_frame(mj: mujoco.MjModel, md: mujoco.MjData, jid: int) -> pin.SE3:
@@ -116,7 +116,7 @@ class G1ScopeArm:
                 if base is None and free:
                     a = mj.jnt_qposadr[free[0]]
                     p, w = mj.qpos0[a:a + 3], mj.qpos0[a + 3:a + 7]
-                    M = pin.SE3(pin.Quaternion(w[0], w[1], w[2], w[3]).toRotationMatrix(), p.copy())
+                    M = pin.SE3(quat_to_matrix((w[1], w[2], w[3], w[0])), p.copy())     # MuJoCo: w x y z
                 q[jm.idx_q:jm.idx_q + 7] = pin.SE3ToXYZQUAT(M)
             elif jm.nq == 1:
                 q[jm.idx_q] = float(reference.get(name, 0.0))
