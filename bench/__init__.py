@@ -124,6 +124,6 @@ def machine() -> dict:
         try:
             m = __import__(mod)
             info[mod] = getattr(m, "__version__", "?")
-        except Exception:  # noqa: BLE001 - a missing module is reported, not fatal
+        except Exception:  # a missing module is reported, not fatal
             info[mod] = None
     return info

@@ -107,7 +107,7 @@ def _area_main(argv: list[str]) -> int:
     a = ap.parse_args(argv)
     try:
         figures, error = importlib.import_module(a.area).run(quick=a.quick), None
-    except Exception as exc:  # noqa: BLE001 - reported as this area's error
+    except Exception as exc:  # reported as this area's error
         traceback.print_exc(file=sys.stderr)
         figures, error = [], f"{type(exc).__name__}: {exc}"
     Path(a.area_out).write_text(json.dumps({"figures": figures, "error": error}))

@@ -14,14 +14,14 @@ import os
 os.environ.setdefault("MUJOCO_GL", "osmesa")
 os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
 
-import dataclasses  # noqa: E402
-import json  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import threading  # noqa: E402
-import time  # noqa: E402
+import dataclasses
+import json
+import subprocess
+import sys
+import threading
+import time
 
-from surgbot.bench import figure  # noqa: E402
+from surgbot.bench import figure
 
 _RENDER_PROBE = r"""
 import json, os, sys, time
@@ -47,7 +47,7 @@ def _render_probe(backend: str, frames: int) -> list[float] | None:
         out = subprocess.run([sys.executable, "-c", _RENDER_PROBE, str(frames)], cwd=repo, env=env,
                              capture_output=True, text=True, timeout=120)
         return json.loads(out.stdout.strip().splitlines()[-1])
-    except Exception:  # noqa: BLE001 - a missing backend is reported as absent
+    except Exception:  # a missing backend is reported as absent
         return None
 
 

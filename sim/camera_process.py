@@ -32,16 +32,16 @@ import os
 os.environ.setdefault("MUJOCO_GL", "osmesa")
 os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
 
-import json  # noqa: E402
-import mmap  # noqa: E402
-import select  # noqa: E402
-import signal  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
+import json
+import mmap
+import select
+import signal
+import sys
+import time
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from surgbot.geometry import ns_to_stamp  # noqa: E402
+from surgbot.geometry import ns_to_stamp
 
 # Header slots (int64).
 STATE_SEQ, CONSUMED, STATE_STAMP, FRAME_SEQ, FRAME_STAMP, FRAMES, STOP, ERROR_LEN, RENDER_COUNT = range(9)
@@ -175,7 +175,7 @@ def _handshake(line: str) -> None:
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 1)
     os.close(devnull)
-    sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115 - replaces the closed-over stream
+    sys.stdout = open(1, "w", closefd=False)  # replaces the closed-over stream
 
 
 def _wait_for_state(stdin_fd: int, timeout: float) -> bool:
@@ -261,7 +261,7 @@ def serve(spec: dict) -> int:
             if not handshaken:
                 _handshake("ready")
                 handshaken = True
-    except Exception as exc:  # noqa: BLE001 - reported to the parent, not swallowed
+    except Exception as exc:  # reported to the parent, not swallowed
         message = f"{type(exc).__name__}: {exc}"
         shm.set_error(message)
         if not handshaken:
@@ -271,7 +271,7 @@ def serve(spec: dict) -> int:
         if publisher is not None:
             try:
                 publisher.close()
-            except Exception:  # noqa: BLE001 - best effort at exit
+            except Exception:  # best effort at exit
                 pass
         if renderer is not None:
             renderer.close()

@@ -18,9 +18,13 @@ import json
 
 import mujoco
 import numpy as np
+from geometry_msgs.msg import PointStamped, PoseStamped
+from rosgraph_msgs.msg import Clock
+from std_msgs.msg import String
 
 from surgbot import contract
 from surgbot.geometry import matrix_to_quat
+from surgbot.sim.scene import task_bodies
 
 PSM_TIP_SITE = "PSM1_tool_tip"
 FULCRUM_SITE = "scope_port"
@@ -56,7 +60,6 @@ class GroundTruth:
         self._pubs = None
 
     def bind(self, world) -> None:
-        from surgbot.sim.scene import task_bodies
         m = world.model
         self._tip = m.site(ENDOSCOPE_TIP_SITE).id
         self._fulcrum = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_SITE, FULCRUM_SITE)
@@ -67,9 +70,6 @@ class GroundTruth:
         node = world.ros_node
         if node is None:
             return
-        from geometry_msgs.msg import PointStamped, PoseStamped
-        from rosgraph_msgs.msg import Clock
-        from std_msgs.msg import String
         self._msgs = (PoseStamped, PointStamped, String, Clock)
         self._pubs = {
             "tip": node.create_publisher(PoseStamped, contract.GT_ENDOSCOPE_TIP, 10),

@@ -28,10 +28,21 @@ from pathlib import Path
 os.environ.setdefault("MUJOCO_GL", "osmesa")
 os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
 
-from surgbot import contract  # noqa: E402  (after MUJOCO_GL is set, like every import below)
-from surgbot.config import param  # noqa: E402
-from surgbot.errors import CliError  # noqa: E402
-from surgbot.pacing import Pacer  # noqa: E402
+import importlib  # after MUJOCO_GL is set, like every import below
+
+import mujoco
+import rclpy
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.signals import SignalHandlerOptions
+
+from surgbot import contract
+from surgbot.config import param
+from surgbot.errors import CliError
+from surgbot.pacing import Pacer
+from surgbot.sim.camera import EndoscopeCamera
+from surgbot.sim.ground_truth import GroundTruth
+from surgbot.sim.scene import build_model, has_psm, reset_to_stand
+from surgbot.sim.world import SimWorld
 
 NODE_NAME = "sim_node"
 
@@ -115,23 +126,17 @@ class SimResult:
 
 def load_model(cfg: SimConfig):
     """The scene's model, or the MJCF given with --model (ValueError if it does not load)."""
-    import mujoco
     if cfg.model_path is not None:
         try:
             return mujoco.MjModel.from_xml_path(str(cfg.model_path))
-        except Exception as exc:  # noqa: BLE001 - any load error is bad input
+        except Exception as exc:  # any load error is bad input
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ValueError(f"--model {cfg.model_path!r} does not load: {first}") from None
-    from surgbot.sim.scene import build_model
     return build_model(cfg.scene, cfg.seed)
 
 
 def make_world(cfg: SimConfig, node=None):
     """SimWorld at the `stand` keyframe with the twins this config asks for."""
-    import mujoco
-
-    from surgbot.sim.scene import has_psm, reset_to_stand
-    from surgbot.sim.world import SimWorld
     model = load_model(cfg)
     data = mujoco.MjData(model)
     reset_to_stand(model, data)
@@ -140,12 +145,10 @@ def make_world(cfg: SimConfig, node=None):
     notes = []
     try:
         if cfg.camera and mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, "endoscope_camera") >= 0:
-            from surgbot.sim.camera import EndoscopeCamera
             world.add(EndoscopeCamera(cfg.camera_width, cfg.camera_height, cfg.camera_hz))
         elif cfg.camera:
             notes.append("camera: model has no endoscope_camera, not rendering")
         if mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_SITE, "endoscope_tip") >= 0:
-            from surgbot.sim.ground_truth import GroundTruth
             world.add(GroundTruth(publish_clock=cfg.fast))
         g1 = _optional_twin("surgbot.sim.g1_twin", "G1Twin", domain=cfg.g1_domain, interface=cfg.g1_interface)
         if g1 is None:
@@ -165,13 +168,11 @@ def make_world(cfg: SimConfig, node=None):
 
 
 def _has_g1(model) -> bool:
-    import mujoco
     return all(mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_JOINT, n) >= 0 for n in contract.G1_JOINT_NAMES)
 
 
 def _optional_twin(module: str, cls: str, **kwargs):
     """Instance of module.cls, or None when the module itself does not exist."""
-    import importlib
     try:
         mod = importlib.import_module(module)
     except ModuleNotFoundError as exc:
@@ -231,9 +232,9 @@ def simulate(cfg: SimConfig, node=None, stop: threading.Event | None = None, log
     viewer = None
     if not cfg.headless and os.environ.get("DISPLAY"):
         try:
-            import mujoco.viewer
+            import mujoco.viewer  # needs a display: imported only when a window is asked for
             viewer = mujoco.viewer.launch_passive(world.model, world.data)
-        except Exception as exc:  # noqa: BLE001 - the sim runs fine without a window
+        except Exception as exc:  # the sim runs fine without a window
             log(f"sim: no viewer ({type(exc).__name__}: {exc}); running headless")
     try:
         result = step_loop(world, cfg, stop, viewer)
@@ -263,9 +264,6 @@ class RosContext:
     """rclpy context + node `sim_node` spun by a single-threaded executor in a thread."""
 
     def __init__(self, args: list[str] | None = None, node_name: str = NODE_NAME, parameters=None):
-        import rclpy
-        from rclpy.executors import SingleThreadedExecutor
-        from rclpy.signals import SignalHandlerOptions
         self.context = rclpy.Context()
         rclpy.init(args=args, context=self.context, signal_handler_options=SignalHandlerOptions.NO)
         self.node = rclpy.create_node(node_name, context=self.context, parameter_overrides=parameters or [],
@@ -276,7 +274,6 @@ class RosContext:
         self.thread.start()
 
     def _spin(self) -> None:
-        from rclpy.executors import ExternalShutdownException
         try:
             self.executor.spin()
         except (ExternalShutdownException, KeyboardInterrupt):
@@ -285,7 +282,7 @@ class RosContext:
     def close(self) -> None:
         try:
             self.executor.shutdown(timeout_sec=2.0)
-        except Exception:  # noqa: BLE001 - best effort at exit
+        except Exception:  # best effort at exit
             pass
         self.thread.join(3.0)
         try:
@@ -296,7 +293,7 @@ class RosContext:
 
 
 def install_stop_signals(stop: threading.Event) -> None:
-    def handler(signum, frame):  # noqa: ARG001
+    def handler(signum, frame):
         stop.set()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, handler)

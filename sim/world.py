@@ -25,6 +25,7 @@ from typing import Protocol, runtime_checkable
 
 import mujoco
 import numpy as np
+from builtin_interfaces.msg import Time
 
 from surgbot.geometry import ns_to_stamp
 
@@ -33,11 +34,11 @@ from surgbot.geometry import ns_to_stamp
 class Twin(Protocol):
     name: str
 
-    def bind(self, world: "SimWorld") -> None: ...
+    def bind(self, world: SimWorld) -> None: ...
 
-    def before_step(self, world: "SimWorld") -> None: ...
+    def before_step(self, world: SimWorld) -> None: ...
 
-    def after_step(self, world: "SimWorld") -> None: ...
+    def after_step(self, world: SimWorld) -> None: ...
 
     def close(self) -> None: ...
 
@@ -89,8 +90,7 @@ class SimWorld:
         return time.time_ns()
 
     def stamp(self):
-        """`builtin_interfaces/Time` for a header (imports ROS lazily)."""
-        from builtin_interfaces.msg import Time
+        """`builtin_interfaces/Time` for a header."""
         return ns_to_stamp(self.stamp_ns(), Time())
 
     # Small helpers every twin needs -------------------------------------

@@ -74,8 +74,9 @@ class EndoscopeHolderCore:
         self.n = arm.nq
         c = self.cfg
         self.modes = ModeMachine(c.fault_fulcrum_error, c.fault_persist_s)
-        self.shaper = ViewShaper(self.dt, (math.radians(c.max_angular_speed_deg), math.radians(c.max_angular_accel_deg)),
-                                 (c.max_insertion_speed, c.max_insertion_accel), c.tremor_notches, c.tremor_lowpass_hz)
+        angular = (math.radians(c.max_angular_speed_deg), math.radians(c.max_angular_accel_deg))
+        self.shaper = ViewShaper(self.dt, angular, (c.max_insertion_speed, c.max_insertion_accel),
+                                 c.tremor_notches, c.tremor_lowpass_hz)
         self.head_follow = HeadFollow(c)
         self.tool_follow = ToolFollow(c)
         self.ik: PivotIK | None = None

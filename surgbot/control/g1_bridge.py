@@ -296,7 +296,7 @@ class G1BridgeCore:
         idx = np.array([UPPER_INDEX[n] for n in names])
         lo, hi = self.limits[idx, 0], self.limits[idx, 1]
         bad = [f"{n}={p:.4f} not in [{a:.4f}, {b:.4f}]"
-               for n, p, a, b in zip(names, pos, lo, hi) if not a <= p <= b]
+               for n, p, a, b in zip(names, pos, lo, hi, strict=True) if not a <= p <= b]
         if bad:
             return Result.failure("target outside joint limits: " + "; ".join(bad))
         if self.state not in (State.ENGAGING, State.ENGAGED):

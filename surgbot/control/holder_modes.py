@@ -9,7 +9,7 @@ holder facade decides when.
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 from surgbot.results import Result
 
@@ -17,16 +17,13 @@ EVENT_LOG_MAX = 200          # events kept for the node to drain; past this the 
 EVENT_LOG_KEEP = EVENT_LOG_MAX // 2
 
 
-class State(str, Enum):
+class State(StrEnum):
     IDLE = "IDLE"
     HOLD = "HOLD"
     TELEOP = "TELEOP"
     HEAD_FOLLOW = "HEAD_FOLLOW"
     TOOL_FOLLOW = "TOOL_FOLLOW"
     FAULT = "FAULT"
-
-    def __str__(self) -> str:       # "HOLD", not "State.HOLD", in messages
-        return self.value
 
 
 TELEOP_FROM = (State.IDLE, State.HOLD, State.TELEOP)     # modes a servo command may take over

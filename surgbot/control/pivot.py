@@ -134,7 +134,7 @@ class View:
     def tip_position(self, fulcrum: np.ndarray) -> np.ndarray:
         return fulcrum + self.depth * self.rotation[:, 2]
 
-    def copy(self) -> "View":
+    def copy(self) -> View:
         return View(self.rotation.copy(), float(self.depth))
 
 
@@ -227,7 +227,8 @@ class PivotIK:
                 axis = np.cross(self.port_axis, u)
                 axis /= np.linalg.norm(axis)
                 u = pin.exp3(axis * amax) @ self.port_axis
-                reasons.append(f"pan/tilt {np.degrees(ang):.1f} deg clipped to {np.degrees(amax):.1f} deg from the port axis")
+                reasons.append(f"pan/tilt {np.degrees(ang):.1f} deg clipped to {np.degrees(amax):.1f} deg "
+                               "from the port axis")
         if depth < lo or depth > hi:
             reasons.append(f"insertion {depth * 1e3:.1f} mm clipped to [{lo * 1e3:.0f}, {hi * 1e3:.0f}] mm")
             depth = min(max(depth, lo), hi)
@@ -402,7 +403,7 @@ class PivotIK:
         if (np.abs(dq1) <= v).all():
             # largest alpha in [0,1] with |dq1 + alpha dq_rest| <= v per joint
             alpha = 1.0
-            for a1, r, vm in zip(dq1.tolist(), dq_rest.tolist(), v.tolist()):
+            for a1, r, vm in zip(dq1.tolist(), dq_rest.tolist(), v.tolist(), strict=True):
                 if r > 0.0:
                     h = (vm - a1) / r
                 elif r < 0.0:
