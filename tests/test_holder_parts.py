@@ -18,7 +18,7 @@ from surgbot.contract import ENDOSCOPE_MODES
 from surgbot.control.follow import HeadFollow, ToolFollow
 from surgbot.control.g1_bridge import DEFAULT_KD, UPPER_NAMES
 from surgbot.control.holder_config import HolderConfig
-from surgbot.control.holder_modes import EVENT_LOG_MAX, HolderResult, ModeMachine, State
+from surgbot.control.holder_modes import EVENT_LOG_MAX, Gate, HolderResult, ModeMachine, State
 from surgbot.control.joint_servo import MASS_REFRESH_STEPS, JointServo
 from surgbot.control.pivot import PivotConfig, PivotIK, View
 from surgbot.control.view_shaping import ViewShaper, approach1, approach3
@@ -257,3 +257,14 @@ def test_tool_follow_dead_band_has_hysteresis_and_aims_through_the_tool(ik):
     assert tf.goal(pik, sp, t) is None and not tf.tracking          # inside the inner band: stops
     tf.set_tip(tool_at(10.0), t)
     assert tf.goal(pik, sp, t + cfg.psm_timeout_s + 0.01) is None   # a stale tool is not followed
+
+
+def test_gate_freezes_on_stale_state_pauses_on_late_state():
+    mm = ModeMachine(0.015, 0.5, joint_state_timeout_s=0.1, pause_if_state_older_s=0.015)
+    assert mm.gate(0.0, 0.0, 0.0) is Gate.OFF                      # IDLE sends nothing
+    mm.set(State.HOLD)
+    assert mm.gate(0.0, 0.002, 0.0) is Gate.RUN
+    assert mm.gate(0.0, 0.05, 0.0) is Gate.PAUSED and mm.mode == State.HOLD
+    assert mm.gate(0.0, 0.2, 0.0) is Gate.FROZEN and mm.mode == State.FAULT
+    assert "200 ms old" in mm.events[-1][1]
+    assert mm.gate(1.0, 0.002, 0.0) is Gate.FROZEN                # FAULT stays until an explicit command

@@ -30,14 +30,16 @@ a payload in `value`.  What the node should log is queued in `events` as
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 import pinocchio as pin
 
 from surgbot import contract
+from surgbot.control import holder_inputs as inputs
 from surgbot.control.follow import HeadFollow, ToolFollow
-from surgbot.control.holder_config import ROTATION_QUAT_NORM, HolderConfig
-from surgbot.control.holder_modes import FOLLOW_FROM, HolderResult, ModeMachine, State
+from surgbot.control.holder_config import HolderConfig
+from surgbot.control.holder_modes import FOLLOW_FROM, Gate, HolderResult, ModeMachine, State
 from surgbot.control.joint_servo import JointServo
 from surgbot.control.pivot import PivotIK, ScopeState, View
 from surgbot.control.view_shaping import ViewShaper
@@ -49,19 +51,9 @@ IDLE, HOLD, TELEOP, HEAD_FOLLOW, TOOL_FOLLOW, FAULT = State
 INTEGRATE_BELOW_ANGULAR = math.radians(0.5)  # rad/s: setpoint slower than this counts as still
 INTEGRATE_BELOW_INSERTION = 0.0005          # m/s
 SATURATION_WARN_EVERY = 250                 # steps: a joint-limit warning once per 0.5 s at 500 Hz, not each step
-LINEAR_XY_EPS = 1e-9                        # m/s: servo_cv linear x/y above this is reported as ignored
 
 __all__ = ["EndoscopeHolderCore", "HolderConfig", "HolderResult", "State", "MODES",
            "IDLE", "HOLD", "TELEOP", "HEAD_FOLLOW", "TOOL_FOLLOW", "FAULT"]
-
-
-def _finite(*arrays) -> bool:
-    return all(np.all(np.isfinite(np.asarray(a, float))) for a in arrays)
-
-
-def _rotation_quat(quat_xyzw) -> bool:
-    lo, hi = ROTATION_QUAT_NORM
-    return lo < float(np.linalg.norm(quat_xyzw)) < hi
 
 
 class EndoscopeHolderCore:
@@ -73,7 +65,8 @@ class EndoscopeHolderCore:
         self.dt = self.cfg.dt
         self.n = arm.nq
         c = self.cfg
-        self.modes = ModeMachine(c.fault_fulcrum_error, c.fault_persist_s)
+        self.modes = ModeMachine(c.fault_fulcrum_error, c.fault_persist_s, c.joint_state_timeout_s,
+                                 c.pause_if_state_older_s)
         angular = (math.radians(c.max_angular_speed_deg), math.radians(c.max_angular_accel_deg))
         self.shaper = ViewShaper(self.dt, angular, (c.max_insertion_speed, c.max_insertion_accel),
                                  c.tremor_notches, c.tremor_lowpass_hz)
@@ -153,20 +146,11 @@ class EndoscopeHolderCore:
         self.shaper.reanchor()
 
     # ------------------------------------------------------------------ inputs
-    def update_joint_state(self, names, positions, t: float) -> HolderResult:
-        names = list(names)
-        positions = np.asarray(positions, float)
-        if len(names) != len(positions):
-            return self._reject(f"joint state: {len(names)} names but {len(positions)} positions")
-        if not _finite(positions):
-            return self._reject("joint state: non-finite position")
-        index = {nm: i for i, nm in enumerate(self.arm.joint_names)}
-        got = {index[nm]: p for nm, p in zip(names, positions, strict=True) if nm in index}
-        if len(got) < self.n:
-            missing = [nm for nm in self.arm.joint_names if index[nm] not in got]
-            return self._reject(f"joint state lacks {missing}")
-        for i, p in got.items():
-            self.q_meas[i] = p
+    def update_joint_state(self, names: Sequence[str], positions: Sequence[float], t: float) -> HolderResult:
+        q, why = inputs.joint_positions(self.arm.joint_names, names, positions)
+        if q is None:
+            return self._reject(why)
+        self.q_meas[:] = q
         first = self.t_meas is None
         self.t_meas = float(t)
         if first:
@@ -232,14 +216,11 @@ class EndoscopeHolderCore:
         """m, insertion of the measured scope past the fulcrum."""
         return self.ik.state(self.q_meas).depth
 
-    def servo_cp(self, position, quat_xyzw, frame_id: str, t: float) -> HolderResult:
+    def servo_cp(self, position: Sequence[float], quat_xyzw: Sequence[float], frame_id: str, t: float) -> HolderResult:
         """Desired tip pose in world: projected onto pivot-feasible poses (reason: what was clipped)."""
-        if frame_id != contract.WORLD_FRAME:
-            return self._reject(f"servo_cp: frame_id {frame_id!r}, expected {contract.WORLD_FRAME!r}")
-        if not _finite(position, quat_xyzw):
-            return self._reject("servo_cp: non-finite pose")
-        if not _rotation_quat(quat_xyzw):
-            return self._reject(f"servo_cp: quaternion norm {float(np.linalg.norm(quat_xyzw)):.3f} is not a rotation")
+        why = inputs.servo_cp_refusal(position, quat_xyzw, frame_id)
+        if why:
+            return self._reject(why)
         if self.ik is None or self.t_meas is None:
             return self._reject("servo_cp: no joint state/fulcrum yet")
         busy = self.modes.teleop_refusal()
@@ -254,17 +235,15 @@ class EndoscopeHolderCore:
         self._cv = None
         return HolderResult.success(view, "; ".join(reasons))
 
-    def servo_cv(self, linear, angular, frame_id: str, t: float) -> HolderResult:
+    def servo_cv(self, linear: Sequence[float], angular: Sequence[float], frame_id: str, t: float) -> HolderResult:
         """View velocity in the tip frame: angular x/y pan/tilt about the fulcrum, z roll; linear z insertion."""
-        if frame_id not in (contract.ENDOSCOPE_TIP_FRAME, ""):
-            return self._reject(f"servo_cv: frame_id {frame_id!r}, expected {contract.ENDOSCOPE_TIP_FRAME!r}")
-        if not _finite(linear, angular):
-            return self._reject("servo_cv: non-finite twist")
+        why = inputs.servo_cv_refusal(linear, angular, frame_id, self.cfg.max_servo_cv_angular,
+                                      self.cfg.max_servo_cv_linear)
+        if why:
+            return self._reject(why)
         w = np.asarray(angular, float)
         v = float(linear[2])
-        if np.linalg.norm(w) > self.cfg.max_servo_cv_angular or abs(v) > self.cfg.max_servo_cv_linear:
-            return self._reject(f"servo_cv: |w| {np.linalg.norm(w):.2f} rad/s or |v| {abs(v):.3f} m/s over the limit")
-        if abs(linear[0]) > LINEAR_XY_EPS or abs(linear[1]) > LINEAR_XY_EPS:
+        if abs(linear[0]) > inputs.LINEAR_XY_EPS or abs(linear[1]) > inputs.LINEAR_XY_EPS:
             self.modes.event("warn", "servo_cv: linear x/y ignored (the shaft pivots about the fulcrum)")
         if self.ik is None or self.t_meas is None:
             return self._reject("servo_cv: no joint state/fulcrum yet")
@@ -284,16 +263,15 @@ class EndoscopeHolderCore:
             self.modes.set(TELEOP, "servo command")
         self._last_cmd_t = float(t)
 
-    def head(self, position, quat_xyzw, frame_id: str, t: float) -> HolderResult:
+    def head(self, position: Sequence[float], quat_xyzw: Sequence[float], frame_id: str, t: float) -> HolderResult:
         """The surgeon's head pose in world (/teleop/head)."""
-        if frame_id != contract.WORLD_FRAME or not _finite(position, quat_xyzw):
-            return self._reject("head: bad frame or non-finite pose")
-        if not _rotation_quat(quat_xyzw):
-            return self._reject(f"head: quaternion norm {float(np.linalg.norm(quat_xyzw)):.3f} is not a rotation")
+        why = inputs.head_refusal(position, quat_xyzw, frame_id)
+        if why:
+            return self._reject(why)
         self.head_follow.set_head(position, quat_xyzw)
         return HolderResult.success()
 
-    def buttons(self, buttons, t: float) -> HolderResult:
+    def buttons(self, buttons: Sequence[int], t: float) -> HolderResult:
         """/teleop/buttons: the deadman starts (pressed) and ends (released) HEAD_FOLLOW."""
         hf = self.head_follow
         pressed = hf.pressed(buttons)
@@ -312,10 +290,11 @@ class EndoscopeHolderCore:
         hf.deadman = pressed
         return HolderResult.success()
 
-    def psm_tip(self, position, frame_id: str, t: float) -> HolderResult:
+    def psm_tip(self, position: Sequence[float], frame_id: str, t: float) -> HolderResult:
         """PSM tool tip in PSM1_base (from /PSM1/measured_cp)."""
-        if frame_id not in (contract.PSM_BASE_FRAME, "") or not _finite(position):
-            return self._reject("psm measured_cp: bad frame or non-finite")
+        why = inputs.psm_tip_refusal(position, frame_id)
+        if why:
+            return self._reject(why)
         if self.tool_follow.psm_base is None:
             return HolderResult.failure("psm_base_pose not configured")
         self.tool_follow.set_tip(position, t)
@@ -329,22 +308,11 @@ class EndoscopeHolderCore:
         self.stats["steps"] += 1
         self.measured = self.ik.state(self.q_meas)
         modes = self.modes
-        if modes.mode == IDLE:
-            return None
-        if t - self.t_meas > self.cfg.joint_state_timeout_s:
-            if modes.mode != FAULT:
-                modes.set(FAULT, f"joint state {1e3 * (t - self.t_meas):.0f} ms old")
-            return self._frozen()
-        if modes.mode == FAULT:
-            return self._frozen()
-        if t - self.t_meas > self.cfg.pause_if_state_older_s:
-            # the robot (or a stalled sim) has not reported for a while: advancing the view on
-            # the wall clock would run ahead of the arm; repeat the last command instead
-            self.stats["paused_steps"] += 1
-            return self._frozen()
-        modes.check_fulcrum(self.measured.fulcrum_error, t)
-        if modes.mode == FAULT:
-            return self._frozen()
+        gate = modes.gate(t, t - self.t_meas, self.measured.fulcrum_error)
+        if gate is not Gate.RUN:
+            if gate is Gate.PAUSED:
+                self.stats["paused_steps"] += 1
+            return None if gate is Gate.OFF else self._frozen()
         if modes.mode == TELEOP and t - self._last_cmd_t > self.cfg.teleop_timeout_s:
             self._cv = None
             modes.set(HOLD, f"no command for {1e3 * self.cfg.teleop_timeout_s:.0f} ms")

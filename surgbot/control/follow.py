@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 import pinocchio as pin
@@ -31,10 +32,10 @@ class HeadFollow:
         self._ref: tuple[np.ndarray, np.ndarray] | None = None
         self.deadman = False
 
-    def set_head(self, position, quat_xyzw) -> None:
+    def set_head(self, position: Sequence[float], quat_xyzw: Sequence[float]) -> None:
         self.head = (np.asarray(position, float).copy(), quat_to_matrix(quat_xyzw))
 
-    def pressed(self, buttons) -> bool:
+    def pressed(self, buttons: Sequence[int]) -> bool:
         b = list(buttons)
         return len(b) > self.cfg.deadman_button and bool(b[self.cfg.deadman_button])
 
@@ -70,7 +71,7 @@ class ToolFollow:
         self.t = -math.inf
         self.tracking = False
 
-    def set_tip(self, position_in_psm_base, t: float) -> None:
+    def set_tip(self, position_in_psm_base: Sequence[float], t: float) -> None:
         self.tool_world = self.psm_base.act(np.asarray(position_in_psm_base, float))
         self.t = float(t)
 

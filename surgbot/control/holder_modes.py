@@ -9,7 +9,8 @@ holder facade decides when.
 
 from __future__ import annotations
 
-from enum import StrEnum
+import math
+from enum import Enum, StrEnum
 
 from surgbot.results import Result
 
@@ -30,6 +31,15 @@ TELEOP_FROM = (State.IDLE, State.HOLD, State.TELEOP)     # modes a servo command
 FOLLOW_FROM = (State.HOLD, State.TELEOP, State.HEAD_FOLLOW, State.TOOL_FOLLOW)
 
 
+class Gate(Enum):
+    """What a control period does (`ModeMachine.gate`)."""
+
+    OFF = "off"          # IDLE: no command
+    FROZEN = "frozen"    # FAULT: the last command again, never limp
+    PAUSED = "paused"    # the measurement is late: the last command again, the view does not run ahead
+    RUN = "run"
+
+
 class HolderResult(Result):
     """A `Result` that also unpacks as `(ok, reason)`.
 
@@ -45,8 +55,11 @@ class HolderResult(Result):
 class ModeMachine:
     """Current mode, the event log (level, text) and the sustained-fulcrum-error fault."""
 
-    def __init__(self, fault_fulcrum_error_m: float, fault_persist_s: float):
+    def __init__(self, fault_fulcrum_error_m: float, fault_persist_s: float,
+                 joint_state_timeout_s: float = math.inf, pause_if_state_older_s: float = math.inf):
         self.mode = State.IDLE
+        self._state_timeout_s = joint_state_timeout_s
+        self._pause_after_s = pause_if_state_older_s
         self.events: list[tuple[str, str]] = []
         self._fault_error_m = fault_fulcrum_error_m
         self._fault_persist_s = fault_persist_s
@@ -71,6 +84,22 @@ class ModeMachine:
     def teleop_refusal(self) -> str:
         """Why a servo command is refused in this mode ("" if it is taken)."""
         return "" if self.mode in TELEOP_FROM else f"servo command ignored in {self.mode}"
+
+    def gate(self, t: float, state_age_s: float, fulcrum_error_m: float) -> Gate:
+        """This period's gate; a joint state older than the timeout or a lasting fulcrum error -> FAULT."""
+        if self.mode == State.IDLE:
+            return Gate.OFF
+        if state_age_s > self._state_timeout_s:
+            self.set(State.FAULT, f"joint state {1e3 * state_age_s:.0f} ms old")
+            return Gate.FROZEN
+        if self.mode == State.FAULT:
+            return Gate.FROZEN
+        if state_age_s > self._pause_after_s:
+            # the robot (or a stalled sim) has not reported for a while: advancing the view on
+            # the wall clock would run ahead of the arm
+            return Gate.PAUSED
+        self.check_fulcrum(fulcrum_error_m, t)
+        return Gate.FROZEN if self.mode == State.FAULT else Gate.RUN
 
     def check_fulcrum(self, error_m: float, t: float) -> None:
         """FAULT once the measured fulcrum error stays above the limit for `fault_persist_s`."""

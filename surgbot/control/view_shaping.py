@@ -15,6 +15,7 @@ more than the arithmetic (the step budget is 0.3 ms at 500 Hz).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 import pinocchio as pin
@@ -28,7 +29,10 @@ STILL_DISTANCE = 1e-12          # rad or m: a goal this close is reached
 TREMOR_CHANNELS = 4             # filtered: rotation from the anchor (3) and depth (1)
 
 
-def approach3(v, err, vmax: float, amax: float, dt: float, goal_vel) -> tuple[float, float, float]:
+Vec3 = tuple[float, float, float]
+
+
+def approach3(v: Vec3, err: Vec3, vmax: float, amax: float, dt: float, goal_vel: Vec3) -> tuple[float, float, float]:
     """Velocity (3 floats) one step closer to the one that reaches `err`, bounded by `vmax`, `amax`.
 
     Far from the goal: the speed that can still stop in time, `sqrt(2 amax d)`;
@@ -74,7 +78,7 @@ class ViewShaper:
     """Setpoint view, its velocity, the anchor of the tremor filter."""
 
     def __init__(self, dt: float, angular_limits: tuple[float, float], insertion_limits: tuple[float, float],
-                 tremor_notches, tremor_lowpass_hz: float):
+                 tremor_notches: Sequence[tuple[float, float]], tremor_lowpass_hz: float):
         """`angular_limits` = (rad/s, rad/s^2), `insertion_limits` = (m/s, m/s^2)."""
         self.dt = dt
         self._limits_angular = (float(angular_limits[0]), float(angular_limits[1]))

@@ -45,6 +45,10 @@ from surgbot.rosutil import Diagnostics, declare_config, run_node, trigger_handl
 NODE_NAME = "g1_bridge"
 SHUTDOWN_RAMP_MARGIN_S = 0.5     # s past the release ramp that shutdown waits for it
 STREAM_JOIN_TIMEOUT_S = 1.0
+# The stream catches up on up to 50 ms of missed samples (the sim's 20 ms would be too little):
+# the core advances the targets and the weight ramp by at most one period per sample, so every
+# dropped sample slows the arm; a longer stall is dropped (no burst of stale commands).
+STREAM_MAX_CATCH_UP_S = 0.05
 
 
 @dataclass(frozen=True)
@@ -140,7 +144,7 @@ class G1BridgeNode(Node):
     def _stream_loop(self) -> None:
         """rt/arm_sdk at rate_hz on absolute deadlines (`Pacer`: a stall drops the backlog, no burst)."""
         period = 1.0 / self.rate_hz
-        pacer = Pacer(stop=self._stop, clock=time.monotonic)
+        pacer = Pacer(stop=self._stop, clock=time.monotonic, max_catch_up_s=STREAM_MAX_CATCH_UP_S)
         ticks = 0
         while not self._stop.is_set():
             now = time.monotonic()
