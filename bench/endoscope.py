@@ -194,7 +194,7 @@ def _view_sequence(quick: bool) -> list[dict]:
 def casadi_fk(model, frame_id: int):
     """Tip pose as CasADi expressions of q, from the pinocchio model's joint placements and axes
     (pinocchio's own casadi module is not in the PyPI wheel)."""
-    import casadi as ca
+    import casadi as ca  # the baseline's optional dependency: only this comparison needs it
 
     q = ca.SX.sym("q", model.nq)
     poses = [(ca.SX.eye(3), ca.SX.zeros(3, 1))]
@@ -225,7 +225,7 @@ class CasadiPivotIK:
     equality constraint and joint limits as bounds."""
 
     def __init__(self, arm, fulcrum: np.ndarray, active: np.ndarray):
-        import casadi as ca
+        import casadi as ca  # optional dependency of the baseline only
 
         q, R, p = casadi_fk(arm.model, arm.tip_id)
         n = arm.nq

@@ -67,7 +67,7 @@ def run(args) -> int:
         out.mkdir(parents=True, exist_ok=True)
         (out / "bench.json").write_text(json.dumps(result, indent=1))
     if args.report:
-        from surgbot.bench.report import write_report
+        from surgbot.bench.report import write_report  # matplotlib: only with --report (CLI start-up)
         path = write_report(result, REPO / "docs")
         print(f"wrote {path}", file=sys.stderr)
     if args.json:

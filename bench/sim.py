@@ -21,7 +21,11 @@ import sys
 import threading
 import time
 
-from surgbot.bench import figure
+import mujoco
+
+from surgbot.bench import dds_domains, figure
+from surgbot.sim.runner import SimConfig, make_world, step_loop
+from surgbot.sim.scene import build_model, reset_to_stand
 
 _RENDER_PROBE = r"""
 import json, os, sys, time
@@ -52,8 +56,6 @@ def _render_probe(backend: str, frames: int) -> list[float] | None:
 
 
 def _world(scene: str, camera: bool, fast: bool):
-    from surgbot.bench import dds_domains
-    from surgbot.sim.runner import SimConfig, make_world
     domain = dds_domains()[1]
     cfg = SimConfig(scene=scene, camera=camera, fast=fast, ros=False, g1_domain=domain)
     world, _ = make_world(cfg, node=None)
@@ -61,7 +63,6 @@ def _world(scene: str, camera: bool, fast: bool):
 
 
 def _run(scene: str, camera: bool, fast: bool, sim_seconds: float):
-    from surgbot.sim.runner import step_loop
     world, cfg = _world(scene, camera, fast)
     cfg = dataclasses.replace(cfg, duration=sim_seconds)
     try:
@@ -75,9 +76,6 @@ def _run(scene: str, camera: bool, fast: bool, sim_seconds: float):
 
 
 def run(quick: bool) -> list[dict]:
-    import mujoco
-
-    from surgbot.sim.scene import build_model, reset_to_stand
     figs = []
     n_steps = 1000 if quick else 5000
     for scene in ("box_trainer", "endonasal"):

@@ -39,8 +39,16 @@ import signal
 import sys
 import time
 
+import cv2
+import mujoco
 import numpy as np
+import rclpy
+from builtin_interfaces.msg import Time
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.signals import SignalHandlerOptions
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
+from surgbot import contract
 from surgbot.geometry import ns_to_stamp
 
 # Header slots (int64).
@@ -108,12 +116,6 @@ class _Publisher:
     """rclpy node of its own publishing the three endoscope topics (same messages as before the split)."""
 
     def __init__(self, spec: dict, K: np.ndarray):
-        import rclpy
-        from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
-        from rclpy.signals import SignalHandlerOptions
-        from sensor_msgs.msg import CameraInfo, CompressedImage, Image
-
-        from surgbot import contract
         self.contract = contract
         self.width, self.height, self.K = spec["width"], spec["height"], K
         self.jpeg_quality = int(spec["jpeg_quality"])
@@ -127,9 +129,6 @@ class _Publisher:
         self.pub_info = self.node.create_publisher(CameraInfo, contract.ENDOSCOPE_CAMERA_INFO, qos)
 
     def publish(self, image: np.ndarray, stamp_ns: int) -> None:
-        import cv2
-        from builtin_interfaces.msg import Time
-        from sensor_msgs.msg import CameraInfo, CompressedImage, Image
         stamp = ns_to_stamp(stamp_ns, Time())
         frame = self.contract.ENDOSCOPE_TIP_FRAME
         K = self.K
@@ -198,9 +197,7 @@ def serve(spec: dict) -> int:
     renderer = publisher = None
     handshaken = False
     try:
-        import mujoco
-
-        from surgbot.sim.camera import intrinsics
+        from surgbot.sim.camera import intrinsics  # (camera imports this module: a cycle at import time)
         with os.fdopen(spec["model_fd"], "rb") as f:
             mjb = f.read()
         model = mujoco.MjModel.from_binary_path("model.mjb", {"model.mjb": mjb})

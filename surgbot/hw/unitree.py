@@ -24,6 +24,10 @@ itself (logged as "selected interface lo is not multicast-capable").  That
 works between processes on one host, so no `CYCLONEDDS_URI` is needed; a
 custom one (peers / AllowMulticast) can still be given by the user and is
 honoured because the SDK's per-domain config only names the interface.
+
+The cyclonedds / unitree_sdk2py imports sit in the functions that open DDS
+or talk to the SDK: the codec half of this module (numpy only) serves tools
+that never open DDS, and importing cyclonedds loads its C library.
 """
 
 from __future__ import annotations
