@@ -113,7 +113,7 @@ class Layout:
 
 
 class _Publisher:
-    """rclpy node of its own publishing the three endoscope topics (same messages as before the split)."""
+    """rclpy node of its own publishing the three endoscope topics (image, JPEG, camera info)."""
 
     def __init__(self, spec: dict, K: np.ndarray):
         self.contract = contract

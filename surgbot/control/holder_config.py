@@ -41,8 +41,8 @@ class HolderConfig:
                                     "s without a servo command: TELEOP -> HOLD", lo=0.0)
     servo_cv_hold_s: float = param(0.05, "s a servo_cv velocity applies after its message", lo=0.0)
     max_angular_speed_deg: float = param(45.0, "deg/s, setpoint pan/tilt/roll speed", lo=0.0)
-    # 90, not the 60 the node once restated: the in-process fulcrum tests and the bench's view
-    # sequences (fulcrum error p99 < 1 mm) were all measured at 90
+    # the fulcrum tests (test_endoscope_holder_core) and the bench's view sequences (fulcrum
+    # error p99 < 1 mm) are measured at this acceleration
     max_angular_accel_deg: float = param(90.0, "deg/s^2, setpoint angular acceleration (smooth starts/stops "
                                                "keep the arm on the fulcrum)", lo=0.0)
     max_insertion_speed: float = param(0.04, "m/s, setpoint insertion speed", lo=0.0)

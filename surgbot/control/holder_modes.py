@@ -43,9 +43,9 @@ class Gate(Enum):
 class HolderResult(Result):
     """A `Result` that also unpacks as `(ok, reason)`.
 
-    The holder's public commands returned `(bool, str)` before the one
-    result convention; callers (tests, bench, other engineers' code) unpack
-    them, so the holder's results keep unpacking while being `Result`s.
+    Callers of the holder (tests, bench, tools) unpack `ok, reason = ...`;
+    a typed payload, where a command has one, is in `value` as for every
+    `Result`.
     """
 
     def __iter__(self):
