@@ -173,14 +173,14 @@ class EndoscopeHolderCore:
             self.modes.set(HOLD, "hold requested")
         else:
             self.modes.set(IDLE, "hold released")
-        return HolderResult.success(self.mode)
+        return HolderResult.success(self.mode, self.mode.value)
 
     def set_follow_tool(self, on: bool) -> HolderResult:
         """TOOL_FOLLOW from a holding mode (on) or back to HOLD (off); value: the new mode."""
         if not on:
             if self.mode == TOOL_FOLLOW:
                 self.modes.set(HOLD, "tool follow off")
-            return HolderResult.success(self.mode)
+            return HolderResult.success(self.mode, self.mode.value)
         if self.tool_follow.psm_base is None:
             return HolderResult.failure("psm_base_pose is not configured")
         if self.mode not in FOLLOW_FROM:
@@ -188,7 +188,7 @@ class EndoscopeHolderCore:
         self.tool_follow.tracking = False
         self.goal = self.setpoint.copy()
         self.modes.set(TOOL_FOLLOW, "follow_tool requested")
-        return HolderResult.success(self.mode)
+        return HolderResult.success(self.mode, self.mode.value)
 
     def set_fulcrum(self, depth: float | None = None) -> HolderResult:
         """Fulcrum := the shaft point `depth` m behind the tip (default: the current entry depth).
