@@ -1,6 +1,6 @@
 """`surgbot bench [--quick] [--json] [--only AREA] [--out DIR] [--report]`.
 
-Runs every module in `bench.MODULES`, prints one progress line per area to
+Runs every module in `surgbot.bench.MODULES`, prints one progress line per area to
 stderr, a table to stdout, and as the last stdout line (with `--json`) one
 JSON object: `{"machine": {...}, "figures": {name: {...}}, "errors": {...}}`.
 `--out DIR` also writes `DIR/bench.json`; `--report` regenerates
@@ -37,17 +37,22 @@ def add_arguments(parser) -> None:
                         help="regenerate docs/performance.md + PNG plots from the results")
 
 
+def area_of(module_name: str) -> str:
+    """`surgbot.bench.endoscope` -> `endoscope` (the name `--only` and the report use)."""
+    return module_name.rsplit(".", 1)[1]
+
+
 def run(args) -> int:
-    areas = [m.split(".", 1)[1] for m in MODULES]
+    areas = [area_of(m) for m in MODULES]
     for only in args.only:
         if only not in areas:
             raise CliError(f"unknown area {only!r}; known: {', '.join(areas)}")
-    selected = [m for m in MODULES if not args.only or m.split(".", 1)[1] in args.only]
+    selected = [m for m in MODULES if not args.only or area_of(m) in args.only]
 
     result = {"machine": machine(), "quick": bool(args.quick), "figures": {}, "errors": {},
               "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
     for i, module_name in enumerate(selected, 1):
-        area = module_name.split(".", 1)[1]
+        area = area_of(module_name)
         print(f"[{i}/{len(selected)}] bench {area} ...", file=sys.stderr, flush=True)
         t0 = time.perf_counter()
         figures, error = _run_area(module_name, args.quick)
@@ -99,7 +104,7 @@ def _run_area(module_name: str, quick: bool) -> tuple[list[dict], str | None]:
 
 
 def _area_main(argv: list[str]) -> int:
-    """`python -m bench.runner --area bench.X --area-out FILE [--quick]` (used by `run`)."""
+    """`python -m surgbot.bench.runner --area surgbot.bench.X --area-out FILE [--quick]` (used by `run`)."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--area", required=True, choices=MODULES)
     ap.add_argument("--area-out", required=True)
