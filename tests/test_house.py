@@ -179,3 +179,32 @@ def test_the_blocker_does_block():
     failed = json.loads(out.stdout.strip().splitlines()[-1])
     assert "surgbot.sim" in failed.get("surgbot.nodes.sim_node", "")
 
+
+
+@pytest.mark.sim
+def test_holder_node_declares_exactly_its_config_and_takes_the_params_file():
+    """The node's ROS parameters are the config dataclasses' fields; the shipped file and a scene reach the core."""
+    import rclpy
+
+    from surgbot.nodes.endoscope_holder import EndoscopeHolderNode, scene_port
+
+    context = rclpy.Context()
+    rclpy.init(args=["--ros-args", "--params-file", str(CONFIG / "endoscope_holder.yaml"), "-p", "scene:=endonasal",
+                     "-p", "max_angular_speed_deg:=12.5"], context=context)
+    try:
+        node = EndoscopeHolderNode(context=context)
+        try:
+            declared = set(node._parameters) - {"use_sim_time", "start_type_description_service"}   # rclpy own
+            assert declared == set(_specs((HolderConfig, HolderNodeConfig)))
+            cfg = node.core.cfg
+            shipped = config_mod.yaml_parameters(CONFIG / "endoscope_holder.yaml", "endoscope_holder")
+            assert cfg.pivot.active_joints == tuple(shipped["pivot.active_joints"])
+            assert cfg.max_angular_speed_deg == 12.5                    # -p wins over the default
+            assert cfg.max_angular_accel_deg == HolderConfig().max_angular_accel_deg
+            assert cfg.fulcrum == tuple(scene_port("endonasal"))       # from config/scenes/endonasal.yaml
+            desc = node.describe_parameter("max_angular_speed_deg")
+            assert "deg/s" in desc.description and desc.read_only
+        finally:
+            node.destroy_node()
+    finally:
+        context.try_shutdown()
