@@ -36,6 +36,7 @@ def fmt_number(x) -> str:
 
 def _plots(result: dict, out: Path) -> list[str]:
     os.environ.setdefault("MPLBACKEND", "Agg")
+    # after the backend is chosen; matplotlib's import cost is paid only with --report
     import matplotlib.pyplot as plt
     import numpy as np
 

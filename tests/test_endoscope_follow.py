@@ -29,20 +29,27 @@ import mujoco
 import numpy as np
 import pinocchio as pin
 import pytest
+from geometry_msgs.msg import PoseStamped
+from sensor_msgs.msg import Joy
+from std_srvs.srv import SetBool, Trigger
 
 from surgbot import contract
+from surgbot.hw.crtk import PSMClient
+from surgbot.nodes.endoscope_holder import scene_psm_base
+from surgbot.sim.camera import DEFAULT_HEIGHT, DEFAULT_WIDTH, intrinsics
+from surgbot.sim.scene import build_model, reset_to_stand
+from tests.endoscope_rig import (
+    SLOW_VIEW,
+    HolderClient,
+    line_distance,
+    pose_msg,
+    pose_of,
+    stamp_of,
+    start_holder_engaged,
+    start_sim_and_bridge,
+)
 
-rclpy = pytest.importorskip("rclpy")
-from geometry_msgs.msg import PoseStamped  # noqa: E402
-from sensor_msgs.msg import Joy  # noqa: E402
-from std_srvs.srv import SetBool, Trigger  # noqa: E402
-
-from surgbot.sim.camera import DEFAULT_HEIGHT, DEFAULT_WIDTH, intrinsics  # noqa: E402
-from surgbot.sim.scene import build_model, reset_to_stand  # noqa: E402
-from surgbot.hw.crtk import PSMClient  # noqa: E402
-from surgbot.nodes.endoscope_holder import scene_psm_base  # noqa: E402
-from tests.endoscope_rig import (SLOW_VIEW, HolderClient, line_distance, pose_msg, pose_of,  # noqa: E402
-                                 stamp_of, start_holder_engaged, start_sim_and_bridge)
+pytestmark = pytest.mark.sim
 
 SCENE = "box_trainer"
 HEAD_PAN_GAIN = 0.8           # distinct gains: the measured angles must follow each one

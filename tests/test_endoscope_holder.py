@@ -17,17 +17,22 @@ import time
 import numpy as np
 import pinocchio as pin
 import pytest
+from geometry_msgs.msg import PointStamped, PoseStamped
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Float64
+from std_srvs.srv import Trigger
 
 from surgbot import contract
+from tests.endoscope_rig import (
+    SLOW_VIEW,
+    HolderClient,
+    line_distance,
+    pose_of,
+    start_holder_engaged,
+    start_sim_and_bridge,
+)
 
-rclpy = pytest.importorskip("rclpy")
-from geometry_msgs.msg import PointStamped, PoseStamped  # noqa: E402
-from sensor_msgs.msg import JointState  # noqa: E402
-from std_msgs.msg import Float64  # noqa: E402
-from std_srvs.srv import Trigger  # noqa: E402
-
-from tests.endoscope_rig import (SLOW_VIEW, HolderClient, line_distance, pose_of,  # noqa: E402
-                                 start_holder_engaged, start_sim_and_bridge)
+pytestmark = pytest.mark.sim
 
 
 class Client(HolderClient):
