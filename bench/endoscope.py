@@ -76,11 +76,22 @@ class ArmLoop:
         self.core = EndoscopeHolderCore(self.arm, holder_config)
         self.index = contract.G1_INDEX
         self.t = 0.0
+        # the port/nostril pushes back on the shaft as in the twin (sim/entry_point.py)
+        from surgbot.sim.entry_point import EntryModel
+        self.entry = EntryModel(m)
+        self.entry_contact = self.entry.contact(self.data)
+        # False: the holder gets no joint states (a lost /g1/joint_states link), the loop still runs
+        self.measuring = True
+        self.last_command = None        # the holder's latest output (names, q, dq) or None
         self.steps_per_control = max(1, int(round(1.0 / (holder_config.rate_hz * m.opt.timestep))))
 
     # ground truth ---------------------------------------------------------
     def tip(self) -> tuple[np.ndarray, np.ndarray]:
         return self.data.site_xpos[self.tip_site].copy(), self.data.site_xmat[self.tip_site].reshape(3, 3).copy()
+
+    def entry_force(self) -> float:
+        """|force| the scope puts on the port/nostril tissue at the last physics step, N (ground truth)."""
+        return self.entry_contact.magnitude
 
     def fulcrum_error(self) -> float:
         """Distance of the sim's port site from the shaft line (ground truth)."""
@@ -93,8 +104,10 @@ class ArmLoop:
     def step(self) -> None:
         """One control period: measure, run the core, apply (delayed) command, step physics."""
         q = self.data.qpos[self.qadr]
-        self.core.update_joint_state(self.names, q, self.t)
+        if self.measuring:
+            self.core.update_joint_state(self.names, q, self.t)
         out = self.core.step(self.t)
+        self.last_command = out
         self._queue.append(out)
         if len(self._queue) > self.delay_steps:
             cmd = self._queue.popleft()
@@ -129,6 +142,7 @@ class ArmLoop:
         tau = tau_ff + kp * (self.q_des - q) + kd * (self.dq_des * self.driven - dq)
         d.ctrl[self.act] = tau
         d.qfrc_applied[self.dadr] = self.disturbance
+        self.entry_contact = self.entry.apply(d)
         mujoco.mj_step(self.model, d)
 
     def run(self, seconds: float, each=None) -> None:

@@ -123,8 +123,10 @@ def make_world(cfg: SimConfig, node=None):
         elif cfg.camera:
             notes.append("camera: model has no endoscope_camera, not rendering")
         if mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_SITE, "endoscope_tip") >= 0:
+            from surgbot.sim.entry_point import EntryPoint
             from surgbot.sim.ground_truth import GroundTruth
             world.add(GroundTruth(publish_clock=cfg.fast))
+            world.add(EntryPoint())     # the port/nostril pushes back on the shaft (no-op without a stiffness)
         g1 = _optional_twin("surgbot.sim.g1_twin", "G1Twin", domain=cfg.g1_domain, interface=cfg.g1_interface)
         if g1 is None:
             notes.append("G1 twin: sim/g1_twin.py not present, the G1 is not served over unitree DDS")
