@@ -28,7 +28,7 @@ from surgbot import contract
 from surgbot.bench.endoscope import ArmLoop
 from surgbot.control.endoscope_holder import FAULT, HOLD
 from surgbot.hw import unitree
-from tests.test_g1_twin import _KEEP_ALIVE, G1_DOMAIN, LowstateListener, _lowcmd, _stream, start_twin, stop_twin
+from tests.test_g1_twin import _KEEP_ALIVE, LowstateListener, _lowcmd, _stream, start_twin, stop_twin
 
 N = contract.G1_NUM_JOINTS
 UPPER = list(contract.G1_UPPER_BODY)
@@ -60,7 +60,7 @@ def test_fulcrum_error_beyond_the_limit_for_the_persist_time_faults_with_a_froze
     for j in ("right_shoulder_pitch_joint", "right_shoulder_roll_joint"):
         loop.disturbance[loop.index[j]] = 40.0
     rows = []
-    loop.run(2.5, lambda l: rows.append((l.t, l.fulcrum_error(), l.core.mode, l.last_command)))
+    loop.run(2.5, lambda lp: rows.append((lp.t, lp.fulcrum_error(), lp.core.mode, lp.last_command)))
     t = np.array([r[0] for r in rows])
     err = np.array([r[1] for r in rows])
     faulted = np.array([r[2] == FAULT for r in rows])
@@ -84,7 +84,7 @@ def test_stale_joint_states_fault_with_a_frozen_command_and_the_arm_holds():
     t_last = loop.t - loop.steps_per_control * loop.model.opt.timestep   # the last state the holder got
     loop.measuring = False            # /g1/joint_states stops; the robot keeps the last command
     rows = []
-    loop.run(1.0, lambda l: rows.append((l.t, l.core.mode, l.last_command, l.tip()[0])))
+    loop.run(1.0, lambda lp: rows.append((lp.t, lp.core.mode, lp.last_command, lp.tip()[0])))
     modes = [m for _, m, _, _ in rows]
     assert FAULT in modes, "joint states 1 s old and no FAULT"
     k = modes.index(FAULT)
@@ -97,7 +97,7 @@ def test_stale_joint_states_fault_with_a_frozen_command_and_the_arm_holds():
     # fresh joint states again: FAULT stays (no silent resume), the command stays frozen
     loop.measuring = True
     more = []
-    loop.run(0.5, lambda l: more.append((l.core.mode, l.last_command)))
+    loop.run(0.5, lambda lp: more.append((lp.core.mode, lp.last_command)))
     assert all(m == FAULT for m, _ in more)
     assert frozen([rows[-1][2]] + [cmd for _, cmd in more])
 
@@ -116,7 +116,7 @@ def test_a_non_finite_ik_step_faults_with_a_frozen_command(monkeypatch):
     before = loop.last_command
     monkeypatch.setattr(c.ik, "step", nan_step)
     rows = []
-    loop.run(0.5, lambda l: rows.append((l.core.mode, l.last_command, l.tip()[0])))
+    loop.run(0.5, lambda lp: rows.append((lp.core.mode, lp.last_command, lp.tip()[0])))
     assert all(m == FAULT for m, _, _ in rows), "FAULT at the first non-finite step"
     cmds = [before] + [cmd for _, cmd, _ in rows]
     assert frozen(cmds) and np.all(np.isfinite(cmds[-1][1])) and np.all(cmds[-1][2] == 0.0)
