@@ -32,7 +32,6 @@ import pytest
 
 from surgbot import contract
 
-rclpy = pytest.importorskip("rclpy")
 from geometry_msgs.msg import PoseStamped  # noqa: E402
 from sensor_msgs.msg import Joy  # noqa: E402
 from std_srvs.srv import SetBool, Trigger  # noqa: E402

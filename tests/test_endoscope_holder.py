@@ -20,7 +20,6 @@ import pytest
 
 from surgbot import contract
 
-rclpy = pytest.importorskip("rclpy")
 from geometry_msgs.msg import PointStamped, PoseStamped  # noqa: E402
 from sensor_msgs.msg import JointState  # noqa: E402
 from std_msgs.msg import Float64  # noqa: E402

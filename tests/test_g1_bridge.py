@@ -21,7 +21,7 @@ import pytest
 from surgbot import contract
 from tests.conftest import PYTHON, REPO
 
-rclpy = pytest.importorskip("rclpy")
+import rclpy  # noqa: E402 - required: a missing rclpy is an error, never a skip
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
 from sensor_msgs.msg import Imu, JointState  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
