@@ -22,6 +22,7 @@ import numpy as np
 from surgbot import bench
 
 BRIDGE_MAX_VELOCITY = 2.0     # rad/s: g1_bridge `max_velocity` the holder needs (default 0.5)
+ENTRY_FORCE_GOAL_N = 0.5      # issue 19: force on the nostril under HOLD with 1 Nm disturbances and views
 
 
 class ArmLoop:
@@ -159,6 +160,7 @@ def run(quick: bool) -> list[dict]:
     figs += _step_time_and_casadi(quick)
     figs += _view_sequence(quick)
     figs += _hold_drift(quick)
+    figs += _entry_force_hold(quick)
     return figs
 
 
@@ -188,14 +190,15 @@ def _view_sequence(quick: bool) -> list[dict]:
         if quick:
             moves = moves[:2]
         dwell = 7.5 if not quick else 3.0            # 8 x 7.5 s = 60 s
-        ferr, pos_err, rot_err = [], [], []
+        ferr, pos_err, rot_err, force = [], [], [], []
         for mv in moves:
             tgt, _ = c.ik.move_view(v0, np.radians(mv[0]), np.radians(mv[1]), mv[2], np.radians(mv[3]))
             p, R = tgt.tip_position(loop.port), tgt.rotation
             qx = pin.Quaternion(R)
             quat = [qx.x, qx.y, qx.z, qx.w]
-            loop.run(dwell - 0.3, lambda l: (l.core.servo_cp(p, quat, "world", l.t), ferr.append(l.fulcrum_error())))
-            loop.run(0.3, lambda l: ferr.append(l.fulcrum_error()))
+            loop.run(dwell - 0.3, lambda l: (l.core.servo_cp(p, quat, "world", l.t), ferr.append(l.fulcrum_error()),
+                                             force.append(l.entry_force())))
+            loop.run(0.3, lambda l: (ferr.append(l.fulcrum_error()), force.append(l.entry_force())))
             tip, Rt = loop.tip()
             pos_err.append(np.linalg.norm(tip - p) * 1e3)
             rot_err.append(np.degrees(np.linalg.norm(pin.log3(Rt.T @ R))))
@@ -207,6 +210,10 @@ def _view_sequence(quick: bool) -> list[dict]:
                          note="tip position error at the end of each dwell (acceptance < 1 mm)"),
             bench.figure(f"endoscope.view_sequence_target_angle.{scene}", "deg", samples=rot_err,
                          note="orientation error at the end of each dwell (acceptance < 1 deg)"),
+            bench.figure(f"endoscope.view_sequence_entry_force.{scene}", "N", samples=force,
+                         anchor=ENTRY_FORCE_GOAL_N, anchor_source="goal < 0.5 N at the nostril (issue 19)",
+                         note=f"force on the {'nostril' if scene == 'endonasal' else 'port'} tissue "
+                              f"(stiffness {loop.entry.k:.0f} N/m, sim/entry_point.py), every 2 ms"),
         ]
     return figs
 
@@ -427,4 +434,34 @@ def _hold_drift(quick: bool) -> list[dict]:
         bench.figure("endoscope.hold_fulcrum_error", "mm", samples=np.array(errs) * 1e3),
         bench.figure("endoscope.hold_sim_rtf", "x", value=seconds / wall, higher_is_better=True,
                      note="in-process MuJoCo + holder core, real-time factor"),
+    ]
+
+
+def _entry_force_hold(quick: bool) -> list[dict]:
+    """HOLD in the endonasal scene under 1 Nm random steps: the force the scope puts on the nostril."""
+    seconds = 10.0 if quick else 120.0
+    loop = ArmLoop("endonasal")
+    rng = np.random.default_rng(2)
+    loop.run(0.3)
+    loop.core.set_hold(True)
+    loop.run(1.0)
+    arm = [n for n in loop.names if n.startswith("right_") and n.split("_")[1] in ("shoulder", "elbow", "wrist")]
+    force, ferr, next_change = [], [], [0.0]
+
+    def each(lp):
+        if lp.t >= next_change[0]:
+            lp.disturbance[:] = 0.0
+            lp.disturbance[lp.index[rng.choice(arm)]] = rng.choice([-1.0, 1.0])
+            next_change[0] = lp.t + rng.uniform(1.0, 3.0)
+        force.append(lp.entry_force())
+        ferr.append(lp.fulcrum_error())
+
+    loop.run(seconds, each)
+    return [
+        bench.figure("endoscope.entry_force_hold.endonasal", "N", samples=force, anchor=ENTRY_FORCE_GOAL_N,
+                     anchor_source="goal < 0.5 N at the nostril (issue 19)",
+                     note=f"{seconds:.0f} s HOLD, 1 Nm random steps on one right-arm joint every 1-3 s; "
+                          f"nostril stiffness {loop.entry.k:.0f} N/m (sim/entry_point.py); in-process loop"),
+        bench.figure("endoscope.entry_fulcrum_error_hold.endonasal", "mm", samples=np.array(ferr) * 1e3,
+                     note="ground-truth fulcrum error of the same run"),
     ]
