@@ -132,7 +132,14 @@ def disallowed_skips() -> list[tuple[str, str]]:
     return [(n, r) for n, r in _SKIPS if not r.startswith(tuple(ALLOWED_SKIP_PREFIXES))]
 
 
+# Node-level tests append one line per judged motion (tests/endoscope_rig.py judge_windows):
+# which windows of wall time the sim kept real time in, the fulcrum error there and elsewhere.
+NODE_WINDOW_REPORT: list[str] = []
+
+
 def pytest_terminal_summary(terminalreporter):
+    for line in NODE_WINDOW_REPORT:
+        terminalreporter.write_line("node-level windows: " + line)
     bad = disallowed_skips()
     terminalreporter.write_line(f"skip policy: {len(_SKIPS)} skipped, {len(_SKIPS) - len(bad)} allowed "
                                 f"({', '.join(ALLOWED_SKIP_PREFIXES)}), {len(bad)} not allowed")
