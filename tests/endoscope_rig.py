@@ -40,13 +40,14 @@ import pinocchio as pin
 import rclpy
 import rclpy.executors
 from diagnostic_msgs.msg import DiagnosticArray
-from geometry_msgs.msg import PointStamped, PoseStamped
+from geometry_msgs.msg import PointStamped, PoseStamped, Vector3Stamped
 from rclpy.qos import DurabilityPolicy, QoSProfile
 from std_msgs.msg import String
 from std_srvs.srv import SetBool, Trigger
 
 from surgbot import contract
 from surgbot.hw import unitree
+from surgbot.sim.entry_point import ENTRY_FORCE_TOPIC
 from tests.conftest import NODE_WINDOW_REPORT, PYTHON, REPO
 
 G1_DOMAIN = int(os.environ["SURGBOT_G1_DOMAIN"])
@@ -138,6 +139,7 @@ def judge_windows(client: HolderClient, port, t0: float, t1: float, label: str) 
     ls = client.lowstate.between(t0 - 1.0, t1)
     with client.lock:
         gt = [(t, stamp * 1e-9, line_distance(port, p, R)) for t, stamp, p, R in client.gt_tip if t0 <= t <= t1]
+        force = [f for t, f in client.entry_force if t0 <= t <= t1]
     kept, excluded, notes = [], [], []
     worst_gap, rtfs = 0.0, []
     edges = np.arange(t0, t1 - 0.05, WINDOW_S)
@@ -167,7 +169,8 @@ def judge_windows(client: HolderClient, port, t0: float, t1: float, label: str) 
     line = (f"{label}: {len(edges) - len(notes)}/{len(edges)} windows of {WINDOW_S} s kept "
             f"(sim rtf >= {KEPT_MIN_RTF}, rt/lowstate gap <= {KEPT_MAX_GAP_S * 1e3:.0f} ms); fulcrum error "
             f"kept {stats(kept_a)}, all {stats(all_a)}; sim rtf min {min(rtfs, default=0):.2f}, "
-            f"worst rt/lowstate gap {worst_gap * 1e3:.0f} ms; excluded: {', '.join(notes) or 'none'}")
+            f"worst rt/lowstate gap {worst_gap * 1e3:.0f} ms; force on the port tissue max "
+            f"{max(force, default=float('nan')):.3f} N; excluded: {', '.join(notes) or 'none'}")
     NODE_WINDOW_REPORT.append(line)
     print("\n" + line)
     return {"kept": kept_a, "all": all_a, "windows": len(edges), "excluded": len(notes), "line": line}
@@ -199,6 +202,8 @@ class HolderClient:
         self.bridge_state = ""
         n.create_subscription(PoseStamped, contract.GT_ENDOSCOPE_TIP, self._on_gt_tip, 50)
         n.create_subscription(PointStamped, contract.GT_FULCRUM, self._on_gt_fulcrum, 10)
+        self.entry_force: list[tuple[float, float]] = []     # (monotonic, |force on the port tissue| N)
+        n.create_subscription(Vector3Stamped, ENTRY_FORCE_TOPIC, self._on_entry_force, 50)
         n.create_subscription(String, contract.ENDOSCOPE_MODE, lambda m: setattr(self, "mode", m.data),
                               QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL))
         n.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, 10)
@@ -219,6 +224,12 @@ class HolderClient:
         with self.lock:
             self.gt_tip.append((time.monotonic(), stamp_of(msg), p, R))
             del self.gt_tip[:-6000]
+
+    def _on_entry_force(self, msg):
+        v = msg.vector
+        with self.lock:
+            self.entry_force.append((time.monotonic(), float(np.linalg.norm([v.x, v.y, v.z]))))
+            del self.entry_force[:-6000]
 
     def _on_gt_fulcrum(self, msg):
         self.gt_fulcrum = np.array([msg.point.x, msg.point.y, msg.point.z])
