@@ -30,6 +30,7 @@ from surgbot.sim import scene as scenes
 from surgbot.sim.g1_twin import STAND_KD, STAND_KP
 
 BRIDGE_MAX_VELOCITY = 2.0     # rad/s: g1_bridge `max_velocity` the holder needs (default 0.5)
+ENTRY_FORCE_GOAL_N = 0.5      # issue 19: force on the nostril under HOLD with 1 Nm disturbances and views
 
 
 class ArmLoop:
@@ -76,11 +77,22 @@ class ArmLoop:
         self.core = EndoscopeHolderCore(self.arm, holder_config)
         self.index = contract.G1_INDEX
         self.t = 0.0
+        # the port/nostril pushes back on the shaft as in the twin (sim/entry_point.py)
+        from surgbot.sim.entry_point import EntryModel
+        self.entry = EntryModel(m)
+        self.entry_contact = self.entry.contact(self.data)
+        # False: the holder gets no joint states (a lost /g1/joint_states link), the loop still runs
+        self.measuring = True
+        self.last_command = None        # the holder's latest output (names, q, dq) or None
         self.steps_per_control = max(1, int(round(1.0 / (holder_config.rate_hz * m.opt.timestep))))
 
     # ground truth ---------------------------------------------------------
     def tip(self) -> tuple[np.ndarray, np.ndarray]:
         return self.data.site_xpos[self.tip_site].copy(), self.data.site_xmat[self.tip_site].reshape(3, 3).copy()
+
+    def entry_force(self) -> float:
+        """|force| the scope puts on the port/nostril tissue at the last physics step, N (ground truth)."""
+        return self.entry_contact.magnitude
 
     def fulcrum_error(self) -> float:
         """Distance of the sim's port site from the shaft line (ground truth)."""
@@ -93,8 +105,10 @@ class ArmLoop:
     def step(self) -> None:
         """One control period: measure, run the core, apply (delayed) command, step physics."""
         q = self.data.qpos[self.qadr]
-        self.core.update_joint_state(self.names, q, self.t)
+        if self.measuring:
+            self.core.update_joint_state(self.names, q, self.t)
         out = self.core.step(self.t)
+        self.last_command = out
         self._queue.append(out)
         if len(self._queue) > self.delay_steps:
             cmd = self._queue.popleft()
@@ -129,6 +143,7 @@ class ArmLoop:
         tau = tau_ff + kp * (self.q_des - q) + kd * (self.dq_des * self.driven - dq)
         d.ctrl[self.act] = tau
         d.qfrc_applied[self.dadr] = self.disturbance
+        self.entry_contact = self.entry.apply(d)
         mujoco.mj_step(self.model, d)
 
     def run(self, seconds: float, each=None) -> None:
@@ -145,6 +160,7 @@ def run(quick: bool) -> list[dict]:
     figs += _step_time_and_casadi(quick)
     figs += _view_sequence(quick)
     figs += _hold_drift(quick)
+    figs += _entry_force_hold(quick)
     return figs
 
 
@@ -168,14 +184,16 @@ def _view_sequence(quick: bool) -> list[dict]:
         if quick:
             moves = moves[:2]
         dwell = 7.5 if not quick else 3.0            # 8 x 7.5 s = 60 s
-        ferr, pos_err, rot_err = [], [], []
+        ferr, pos_err, rot_err, force = [], [], [], []
         for mv in moves:
             tgt, _ = c.ik.move_view(v0, np.radians(mv[0]), np.radians(mv[1]), mv[2], np.radians(mv[3]))
             p, R = tgt.tip_position(loop.port), tgt.rotation
             quat = list(matrix_to_quat(R))
-            loop.run(dwell - 0.3, lambda lp, p=p, quat=quat, ferr=ferr: (lp.core.servo_cp(p, quat, "world", lp.t),
-                                                                         ferr.append(lp.fulcrum_error())))
-            loop.run(0.3, lambda lp, ferr=ferr: ferr.append(lp.fulcrum_error()))
+            loop.run(dwell - 0.3, lambda lp, p=p, quat=quat, ferr=ferr, force=force: (
+                lp.core.servo_cp(p, quat, "world", lp.t), ferr.append(lp.fulcrum_error()),
+                force.append(lp.entry_force())))
+            loop.run(0.3, lambda lp, ferr=ferr, force=force: (ferr.append(lp.fulcrum_error()),
+                                                              force.append(lp.entry_force())))
             tip, Rt = loop.tip()
             pos_err.append(np.linalg.norm(tip - p) * 1e3)
             rot_err.append(np.degrees(np.linalg.norm(pin.log3(Rt.T @ R))))
@@ -187,6 +205,10 @@ def _view_sequence(quick: bool) -> list[dict]:
                          note="tip position error at the end of each dwell (acceptance < 1 mm)"),
             bench.figure(f"endoscope.view_sequence_target_angle.{scene}", "deg", samples=rot_err,
                          note="orientation error at the end of each dwell (acceptance < 1 deg)"),
+            bench.figure(f"endoscope.view_sequence_entry_force.{scene}", "N", samples=force,
+                         anchor=ENTRY_FORCE_GOAL_N, anchor_source="goal < 0.5 N at the nostril (issue 19)",
+                         note=f"force on the {'nostril' if scene == 'endonasal' else 'port'} tissue "
+                              f"(stiffness {loop.entry.k:.0f} N/m, sim/entry_point.py), every 2 ms"),
         ]
     return figs
 
@@ -406,4 +428,34 @@ def _hold_drift(quick: bool) -> list[dict]:
         bench.figure("endoscope.hold_fulcrum_error", "mm", samples=np.array(errs) * 1e3),
         bench.figure("endoscope.hold_sim_rtf", "x", value=seconds / wall, higher_is_better=True,
                      note="in-process MuJoCo + holder core, real-time factor"),
+    ]
+
+
+def _entry_force_hold(quick: bool) -> list[dict]:
+    """HOLD in the endonasal scene under 1 Nm random steps: the force the scope puts on the nostril."""
+    seconds = 10.0 if quick else 120.0
+    loop = ArmLoop("endonasal")
+    rng = np.random.default_rng(2)
+    loop.run(0.3)
+    loop.core.set_hold(True)
+    loop.run(1.0)
+    arm = [n for n in loop.names if n.startswith("right_") and n.split("_")[1] in ("shoulder", "elbow", "wrist")]
+    force, ferr, next_change = [], [], [0.0]
+
+    def each(lp):
+        if lp.t >= next_change[0]:
+            lp.disturbance[:] = 0.0
+            lp.disturbance[lp.index[rng.choice(arm)]] = rng.choice([-1.0, 1.0])
+            next_change[0] = lp.t + rng.uniform(1.0, 3.0)
+        force.append(lp.entry_force())
+        ferr.append(lp.fulcrum_error())
+
+    loop.run(seconds, each)
+    return [
+        bench.figure("endoscope.entry_force_hold.endonasal", "N", samples=force, anchor=ENTRY_FORCE_GOAL_N,
+                     anchor_source="goal < 0.5 N at the nostril (issue 19)",
+                     note=f"{seconds:.0f} s HOLD, 1 Nm random steps on one right-arm joint every 1-3 s; "
+                          f"nostril stiffness {loop.entry.k:.0f} N/m (sim/entry_point.py); in-process loop"),
+        bench.figure("endoscope.entry_fulcrum_error_hold.endonasal", "mm", samples=np.array(ferr) * 1e3,
+                     note="ground-truth fulcrum error of the same run"),
     ]

@@ -40,6 +40,7 @@ from surgbot.config import param
 from surgbot.errors import CliError
 from surgbot.pacing import Pacer
 from surgbot.sim.camera import EndoscopeCamera
+from surgbot.sim.entry_point import EntryPoint
 from surgbot.sim.ground_truth import GroundTruth
 from surgbot.sim.scene import build_model, has_psm, reset_to_stand
 from surgbot.sim.world import SimWorld
@@ -150,6 +151,7 @@ def make_world(cfg: SimConfig, node=None):
             notes.append("camera: model has no endoscope_camera, not rendering")
         if mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_SITE, "endoscope_tip") >= 0:
             world.add(GroundTruth(publish_clock=cfg.fast))
+            world.add(EntryPoint())     # the port/nostril pushes back on the shaft (no-op without a stiffness)
         g1 = _optional_twin("surgbot.sim.g1_twin", "G1Twin", domain=cfg.g1_domain, interface=cfg.g1_interface)
         if g1 is None:
             notes.append("G1 twin: sim/g1_twin.py not present, the G1 is not served over unitree DDS")

@@ -69,8 +69,7 @@ BRIDGE = NodeSpec("g1_bridge", "g1_bridge", "surgbot.nodes.g1_bridge", ("g1_brid
                   {"g1_domain": "$g1_domain", "g1_interface": "$g1_interface"})
 HOLDER = NodeSpec("endoscope_holder", "endoscope_holder", "surgbot.nodes.endoscope_holder",
                   ("endoscope_holder.yaml",), {"scene": "$scene"})
-SUPERVISOR = NodeSpec("safety_supervisor", "safety_supervisor", "surgbot.nodes.safety_supervisor",
-                      ("safety_supervisor.yaml",))
+SUPERVISOR = NodeSpec("safety_supervisor", "safety_supervisor", "surgbot.nodes.safety_supervisor")
 CONSOLE = NodeSpec("teleop_console", "teleop_console", "surgbot.nodes.teleop_console", ("teleop_console.yaml",),
                    {"host": "$console_host", "port": "$console_port", "token": "$console_token"})
 MAPPER = NodeSpec("teleop_mapper", "teleop_mapper", "surgbot.nodes.teleop_mapper", ("teleop_mapper.yaml",))
@@ -98,12 +97,6 @@ def resolve(value, arguments: dict[str, str]):
     if isinstance(value, str) and value.startswith("$"):
         return arguments[value[1:]]
     return value
-
-
-def scene_params_file(scene: str) -> str | None:
-    """`config/scenes/<scene>.yaml` (fulcrum, PSM base of a sim scene) when the scene has one."""
-    path = config_dir() / "scenes" / f"{scene}.yaml"
-    return str(path) if path.is_file() else None
 
 
 # --------------------------------------------------------------------------- ros2 launch

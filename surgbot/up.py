@@ -25,7 +25,7 @@ from pathlib import Path
 
 from surgbot import contract, processes
 from surgbot.errors import CliError
-from surgbot.stack import NodeSpec, StackOptions, config_dir, nodes_for, resolve, scene_params_file
+from surgbot.stack import NodeSpec, StackOptions, config_dir, nodes_for, resolve
 
 POLL_PERIOD_S = 0.2          # a dead node is reported within this (contract: within 1 s)
 MAX_RESTARTS = 3
@@ -62,13 +62,13 @@ class Running:
     restarts: int = 0
 
 
-def node_argv(spec: NodeSpec, arguments: dict[str, str], extra_params_files: tuple[str, ...] = ()) -> list[str]:
+def node_argv(spec: NodeSpec, arguments: dict[str, str]) -> list[str]:
     """The command line `surgbot up` runs for one node (what `ros2 launch` would run)."""
     argv = [sys.executable, "-m", spec.module]
     if not spec.ros:
         return argv + [str(resolve(a, arguments)) for a in spec.args]
     argv += ["--ros-args", "-r", f"__node:={spec.name}"]
-    for name in spec.params_files + extra_params_files:
+    for name in spec.params_files:
         argv += ["--params-file", name if os.path.isabs(name) else str(config_dir() / name)]
     for key, value in spec.params.items():
         value = resolve(value, arguments)
@@ -112,10 +112,8 @@ def options_from(args: argparse.Namespace) -> StackOptions:
 class Stack:
     """Starts, watches and stops the node processes of one stack."""
 
-    def __init__(self, nodes: list[NodeSpec], arguments: dict[str, str], log_dir: Path, restart: bool,
-                 extra_params: dict[str, tuple[str, ...]] | None = None, say=print):
+    def __init__(self, nodes: list[NodeSpec], arguments: dict[str, str], log_dir: Path, restart: bool, say=print):
         self.nodes, self.arguments, self.log_dir, self.restart = nodes, arguments, log_dir, restart
-        self.extra_params = extra_params or {}
         self.say = say
         self.running: list[Running] = []
         self.stop_event = threading.Event()
@@ -126,7 +124,7 @@ class Stack:
             self.running.append(self._spawn(spec))
 
     def _spawn(self, spec: NodeSpec, restarts: int = 0) -> Running:
-        argv = node_argv(spec, self.arguments, self.extra_params.get(spec.name, ()))
+        argv = node_argv(spec, self.arguments)
         log = self.log_dir / f"{spec.name}.log"
         with open(log, "ab") as out:
             proc = processes.start(argv, stdout=out, stderr=subprocess.STDOUT)
@@ -166,13 +164,8 @@ def _tail(path: Path) -> str:
 def run(args: argparse.Namespace) -> int:
     opts = options_from(args)
     nodes = nodes_for(opts)
-    extra: dict[str, tuple[str, ...]] = {}
-    if opts.sim_scene is not None:
-        scene_file = scene_params_file(opts.sim_scene)
-        if scene_file:
-            extra["endoscope_holder"] = (scene_file,)
     log_dir = args.log_dir or Path(f"/tmp/surgbot-up-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
-    stack = Stack(nodes, opts.launch_arguments(), log_dir, args.restart, extra)
+    stack = Stack(nodes, opts.launch_arguments(), log_dir, args.restart)
     previous = {s: signal.signal(s, lambda *_: stack.stop_event.set()) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         stack.start()
