@@ -1,12 +1,11 @@
 """The PSM twin: serves `/PSM1` over CRTK ROS 2 exactly as a dVRK console does.
 
 Wiring only: ROS messages are unpacked on rclpy threads and queued under a
-lock; `before_step` feeds them to the ROS-free `PSMCore` (sim/psm_state.py),
-steps it with the measured joints and writes the MuJoCo position servos
-(joint PID: ctrl = setpoint + velocity feed-forward + integral term; the
-proportional and damping terms are the actuators' kp/kv, integrated
-implicitly).  A publisher thread sends the measured/setpoint topics at
-`psm_rate_hz` (100 Hz default, up to 1 kHz) from the latest physics snapshot.
+lock; `before_step` hands them to the ROS-free `PSMPlant` (sim/psm_plant.py:
+the `PSMCore` motion model and the MuJoCo joint PID, shared with the
+Gymnasium environments), `after_step` takes its snapshot.  A publisher
+thread sends the measured/setpoint topics at `psm_rate_hz` (100 Hz
+default, up to 1 kHz) from the latest physics snapshot.
 
 Sim-only extras (not part of the contract):
 * `/sim/ground_truth/psm_rcm` (PointStamped, world): the RCM site;
@@ -38,16 +37,13 @@ from surgbot.contract import (GT_PSM_TIP, PSM_BASE_FRAME, PSM_DEFAULT_RATE_HZ, P
                               psm_topic)
 from surgbot.kinematics import psm as kin
 from surgbot.rosutil import latched_qos
+from surgbot.sim.psm_plant import PSMPlant
 from surgbot.sim.psm_state import PSMCore
 
 MODEL_PATH = Path(__file__).resolve().parent / "models" / "psm.xml"
 GT_PSM_RCM = "/sim/ground_truth/psm_rcm"
 GT_PSM_RCM_ERROR = "/sim/ground_truth/psm_rcm_error"
 SIM_PSM_DISTURBANCE = "/sim/psm/disturbance"
-
-INTEGRAL_RATE = 1.0                       # ki / kp, 1/s
-INTEGRAL_LIMIT = np.array([0.02, 0.02, 0.004, 0.05, 0.05, 0.05])
-SERVO_KINDS = ("servo_jp", "servo_cp", "servo_cv", "jaw_servo_jp")
 
 
 def quat_to_matrix(x: float, y: float, z: float, w: float) -> np.ndarray:
@@ -101,7 +97,7 @@ class PSMTwin:
         self._disturbance = np.zeros(6)
         self._snap_lock = threading.Lock()
         self._snap: dict | None = None
-        self._integral = np.zeros(6)
+        self.plant: PSMPlant | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.node = None
@@ -111,21 +107,7 @@ class PSMTwin:
 
     # ---------------------------------------------------------------- bind
     def bind(self, world) -> None:
-        m = world.model
-        self.qadr = np.array([world.joint_qpos_adr(n) for n in PSM_JOINT_NAMES])
-        self.dadr = np.array([world.joint_dof_adr(n) for n in PSM_JOINT_NAMES])
-        self.jaw_qadr = world.joint_qpos_adr(PSM_JAW_NAME)
-        self.jaw_dadr = world.joint_dof_adr(PSM_JAW_NAME)
-        self.act = np.array([m.actuator(f"PSM1_{n}").id for n in PSM_JOINT_NAMES])
-        self.jaw_act = m.actuator(f"PSM1_{PSM_JAW_NAME}").id
-        kp = m.actuator_gainprm[self.act, 0]
-        kv = -m.actuator_biasprm[self.act, 2]
-        self.ff_gain = kv / kp                    # velocity feed-forward in position units
-        self.jaw_ff_gain = float(-m.actuator_biasprm[self.jaw_act, 2] / m.actuator_gainprm[self.jaw_act, 0])
-        self.base_body = m.body(PSM_BASE_FRAME).id
-        self.roll_body = m.body("PSM1_roll_link").id
-        self.tip_site = m.site("PSM1_tool_tip").id
-        self.rcm_site = m.site("PSM1_rcm").id
+        self.plant = PSMPlant(world.model, self.core)
         self.node = world.ros_node
         if self.node is not None:
             self._bind_ros(self.node)
@@ -239,47 +221,12 @@ class PSMTwin:
             batch = list(self._commands)
             self._commands.clear()
             disturbance = self._disturbance.copy()
-        # streams: only the newest of each kind in this batch matters
-        last = {kind: i for i, (kind, _) in enumerate(batch) if kind in SERVO_KINDS}
-        core = self.core
-        core.t = world.time
-        for i, (kind, args) in enumerate(batch):
-            if kind in SERVO_KINDS and last[kind] != i:
-                continue
-            if kind == "reject":
-                core.error(args[0])
-            else:
-                core.command(kind, *args)
-        q = d.qpos[self.qadr]
-        sp = core.step(world.time, q, d.qvel[self.dadr], float(d.qpos[self.jaw_qadr]))
-        if sp.powered:
-            # integrate only while a joint's setpoint is still: no wind-up during moves
-            err = np.where(np.abs(sp.qd) < 1e-9, sp.q - q, 0.0)
-            self._integral = np.clip(self._integral + INTEGRAL_RATE * err * world.dt,
-                                     -INTEGRAL_LIMIT, INTEGRAL_LIMIT)
-            d.ctrl[self.act] = sp.q + self.ff_gain * sp.qd + self._integral
-            d.ctrl[self.jaw_act] = sp.jaw + self.jaw_ff_gain * sp.jaw_d
-        else:                                    # brakes: hold where the arm was left
-            self._integral[:] = 0.0
-            d.ctrl[self.act] = sp.q
-            d.ctrl[self.jaw_act] = sp.jaw
-        d.qfrc_applied[self.dadr] = disturbance
+        self.plant.control(d, world.time, world.dt, batch, disturbance)
 
     def after_step(self, world) -> None:
         d = world.data
         core = self.core
-        snap = {
-            "t": world.time,
-            "q": d.qpos[self.qadr].copy(), "qd": d.qvel[self.dadr].copy(),
-            "eff": d.actuator_force[self.act].copy(),
-            "jaw": float(d.qpos[self.jaw_qadr]), "jaw_v": float(d.qvel[self.jaw_dadr]),
-            "jaw_eff": float(d.actuator_force[self.jaw_act]),
-            "q_sp": core.q_sp.copy(), "qd_sp": core.qd_sp.copy(), "jaw_sp": core.jaw_sp,
-            "base_p": d.xpos[self.base_body].copy(), "base_R": d.xmat[self.base_body].reshape(3, 3).copy(),
-            "tip_p": d.site_xpos[self.tip_site].copy(), "tip_R": d.site_xmat[self.tip_site].reshape(3, 3).copy(),
-            "roll_p": d.xpos[self.roll_body].copy(), "roll_z": d.xmat[self.roll_body].reshape(3, 3)[:, 2].copy(),
-            "rcm_p": d.site_xpos[self.rcm_site].copy(),
-        }
+        snap = self.plant.snapshot(d, world.time)
         with self._snap_lock:
             self._snap = snap
         if self.node is None:
