@@ -83,18 +83,32 @@ class PSMPlant:
         self.apply_commands(t, commands)
         q = data.qpos[self.qadr]
         sp = self.core.step(t, q, data.qvel[self.dadr], float(data.qpos[self.jaw_qadr]))
-        if sp.powered:
+        extra = np.zeros(6) if disturbance is None else np.array(disturbance, float)
+        jaw_extra = 0.0
+        if sp.powered and sp.effort is not None:
+            # effort mode (servo_jf/servo_cf/free): servo on the measured joints (kp term
+            # zero, the actuators' damping stays) and apply the efforts as joint forces
+            self._integral[:] = 0.0
+            data.ctrl[self.act] = q
+            extra += sp.effort + (data.qfrc_bias[self.dadr] if sp.gravity_compensation else 0.0)
+        elif sp.powered:
             # integrate only while a joint's setpoint is still: no wind-up during moves
             err = np.where(np.abs(sp.qd) < STILL_VELOCITY, sp.q - q, 0.0)
             self._integral = np.clip(self._integral + INTEGRAL_RATE * err * dt,
                                      -INTEGRAL_LIMIT, INTEGRAL_LIMIT)
             data.ctrl[self.act] = sp.q + self.ff_gain * sp.qd + self._integral
-            data.ctrl[self.jaw_act] = sp.jaw + self.jaw_ff_gain * sp.jaw_d
         else:                                    # brakes: hold where the arm was left
             self._integral[:] = 0.0
             data.ctrl[self.act] = sp.q
+        if sp.powered and sp.jaw_effort is not None:
+            data.ctrl[self.jaw_act] = data.qpos[self.jaw_qadr]
+            jaw_extra = sp.jaw_effort
+        elif sp.powered:
+            data.ctrl[self.jaw_act] = sp.jaw + self.jaw_ff_gain * sp.jaw_d
+        else:
             data.ctrl[self.jaw_act] = sp.jaw
-        data.qfrc_applied[self.dadr] = 0.0 if disturbance is None else disturbance
+        data.qfrc_applied[self.dadr] = extra
+        data.qfrc_applied[self.jaw_dadr] = jaw_extra
         return sp
 
     def set_joints(self, data: mujoco.MjData, q, jaw: float = 0.0) -> None:
