@@ -18,8 +18,9 @@ as the dVRK does), so the twin publishes the outbox and nothing else.
 Besides position control (servo/move jp, jr, cp; servo_cv), the core has the
 dVRK's effort mode: `servo_jf` (joint efforts), `servo_cf` (a tool-tip
 wrench, applied as J^T w) and `free` (zero effort); the plant then applies
-the efforts (plus gravity compensation while `use_gravity_compensation`) and
-the setpoint follows the measured joints.
+the efforts and the setpoint follows the measured joints.  The simulated arm
+is counterbalanced (psm.xml gravcomp), so `use_gravity_compensation` is
+recorded and has nothing to add.
 """
 
 from __future__ import annotations
@@ -122,7 +123,6 @@ class Setpoint:
     powered: bool
     effort: np.ndarray | None = None       # effort mode: joint efforts to apply (q follows the arm)
     jaw_effort: float | None = None
-    gravity_compensation: bool = True
 
 
 @dataclass
@@ -516,7 +516,7 @@ class PSMCore:
         return Result.success()
 
     def free(self) -> Result:
-        """The dVRK's `free`: effort mode with zero effort (gravity compensated when enabled)."""
+        """The dVRK's `free`: effort mode with zero effort (the arm is counterbalanced: it stays, movable by hand)."""
         if (no := self._refused("free")) is not None:
             return no
         self._enter_effort_mode(np.zeros(6))
@@ -664,8 +664,7 @@ class PSMCore:
         self._check_limits()
         return Setpoint(self.q_sp.copy(), self.qd_sp.copy(), self.jaw_sp, self.jaw_d_sp,
                         powered or self._power_up_until is not None,
-                        None if self.effort is None else self.effort.copy(), self.jaw_effort,
-                        self.gravity_compensation)
+                        None if self.effort is None else self.effort.copy(), self.jaw_effort)
 
     def _integrate_twist(self, t: float, dt: float) -> None:
         v, w, t_cmd = self._cv

@@ -19,8 +19,6 @@ from rclpy.serialization import deserialize_message, serialize_message
 
 from surgbot.hw.crtk_msgs_path import default_prefix, ensure_crtk_msgs
 
-pytestmark = pytest.mark.unit
-
 REPO = Path(__file__).resolve().parents[1]
 SOURCE = ensure_crtk_msgs()
 
@@ -64,6 +62,7 @@ SETPOINT_MODE_CONSTANTS = {"POSITION": 1, "VELOCITY": 2, "EFFORT": 4, "NONE": 0,
                            "F": 4, "PF": 5, "VF": 6, "PVF": 7}
 
 
+@pytest.mark.unit
 def test_package_is_exactly_the_dvrk_set():
     built = {n for n in dir(crtk_msg) if not n.startswith("_")}
     assert built == set(MESSAGES)
@@ -75,11 +74,13 @@ def test_package_is_exactly_the_dvrk_set():
 
 
 @pytest.mark.parametrize("name", sorted(MESSAGES))
+@pytest.mark.unit
 def test_message_fields_match_the_dvrk_definitions(name):
     assert getattr(crtk_msg, name).get_fields_and_field_types() == MESSAGES[name]
 
 
 @pytest.mark.parametrize("name", sorted(SERVICES))
+@pytest.mark.unit
 def test_service_fields_match_the_dvrk_definitions(name):
     srv = getattr(crtk_srv, name)
     request, response = SERVICES[name]
@@ -87,6 +88,7 @@ def test_service_fields_match_the_dvrk_definitions(name):
     assert srv.Response.get_fields_and_field_types() == response
 
 
+@pytest.mark.unit
 def test_setpoint_mode_constants():
     for key, value in SETPOINT_MODE_CONSTANTS.items():
         assert getattr(crtk_msg.SetpointMode, key) == value
@@ -138,6 +140,7 @@ def _filled() -> dict:
 
 
 @pytest.mark.parametrize("key", sorted(_filled()))
+@pytest.mark.unit
 def test_cdr_round_trip_keeps_every_field(key):
     msg = _filled()[key]
     back = deserialize_message(serialize_message(msg), type(msg))
@@ -145,6 +148,7 @@ def test_cdr_round_trip_keeps_every_field(key):
     assert back is not msg
 
 
+@pytest.mark.sim
 def test_every_type_round_trips_over_dds():
     """Publish each message type and call each service through real DDS, in one process."""
     from std_msgs.msg import Empty  # noqa: F401 - loads std_msgs typesupport first, as a node does
@@ -194,6 +198,7 @@ def test_every_type_round_trips_over_dds():
         rclpy.shutdown()
 
 
+@pytest.mark.unit
 def test_loader_uses_the_build_in_the_venv_and_the_build_is_stamped():
     # no ROS workspace provides crtk_msgs on this machine: ours, from <venv>/opt/crtk_msgs
     assert SOURCE == str(default_prefix())
@@ -201,6 +206,7 @@ def test_loader_uses_the_build_in_the_venv_and_the_build_is_stamped():
     assert (default_prefix() / ".surgbot-stamp").is_file()
 
 
+@pytest.mark.sim
 def test_build_script_is_a_no_op_when_nothing_changed():
     stamp = default_prefix() / ".surgbot-stamp"
     before = stamp.stat().st_mtime_ns

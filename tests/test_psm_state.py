@@ -6,10 +6,20 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from surgbot.sim.psm_state import (ACCEPTED, DISABLED, ENABLED, FAULT, PAUSED, PSMCore, STATE_COMMANDS,
-                           TrapezoidTrajectory)
 from surgbot.contract import PSM_JOINT_NAMES
 from surgbot.kinematics import psm
+from surgbot.sim.psm_state import (
+    ACCEPTED,
+    DISABLED,
+    ENABLED,
+    FAULT,
+    PAUSED,
+    STATE_COMMANDS,
+    PSMCore,
+    TrapezoidTrajectory,
+)
+
+pytestmark = pytest.mark.unit
 
 DT = 0.002
 
