@@ -355,3 +355,18 @@ def test_trajectory_ratio_slows_moves():
         v, a, dist = ratio * np.pi / 2, ratio * np.pi / 2, 0.5
         expected = dist / v + v / a if dist >= v * v / a else 2 * np.sqrt(dist / a)
         assert core._traj.duration == pytest.approx(expected, rel=1e-9)
+
+
+def test_twin_config_from_the_shipped_yaml_and_bad_values():
+    from pathlib import Path
+
+    from surgbot.config import config_from_yaml
+    from surgbot.sim.psm_twin import PSMTwinConfig
+
+    yaml = Path(__file__).resolve().parents[1] / "config" / "psm.yaml"
+    cfg = config_from_yaml(PSMTwinConfig, yaml, "sim_node")
+    assert (cfg.psm_rate_hz, cfg.psm_namespace) == (100.0, "/PSM1")
+    for bad in ({"psm_rate_hz": 0.0}, {"psm_rate_hz": 2000.0}, {"psm_rate_hz": float("nan")},
+                {"psm_namespace": "PSM1"}, {"psm_namespace": "/PSM 1"}, {"psm_secondary_rate_hz": -1.0}):
+        with pytest.raises(ValueError):
+            PSMTwinConfig(**bad)

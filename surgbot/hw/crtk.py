@@ -271,14 +271,16 @@ class PSMClient:
         with self._cond:
             return self._serial
 
-    def wait_for_sample(self, key: str, after: int, timeout: float = 1.0):
-        """The first `key` message received after serial `after` (blocks on the callbacks, no polling)."""
+    def wait_for_sample(self, key: str, after: int, timeout: float = 1.0) -> tuple[object, int]:
+        """(message, its serial): the newest `key` message once one newer than serial `after` has
+        arrived (blocks on the callbacks' condition, no polling); TimeoutError otherwise."""
         def newer() -> bool:
             s = self._samples.get(key)
             return s is not None and s.serial > after
         self._wait_for(newer, timeout, f"a new {key}")
         with self._cond:
-            return self._samples[key].msg
+            s = self._samples[key]
+            return s.msg, s.serial
 
     def _js(self, key: str, age: float) -> tuple[np.ndarray, float]:
         s = self._fresh(key, age)
