@@ -217,3 +217,23 @@ def test_build_script_is_a_no_op_when_nothing_changed():
     assert "building" not in out.stderr, out.stderr
     assert stamp.stat().st_mtime_ns == before
     assert time.monotonic() - t0 < 30.0
+
+
+@pytest.mark.sim
+def test_a_crtk_msgs_of_the_environment_is_used_and_never_shadowed(tmp_path):
+    """A sourced dVRK workspace puts its crtk_msgs on PYTHONPATH: the loader must leave it alone."""
+    theirs = tmp_path / "site" / "crtk_msgs"
+    theirs.mkdir(parents=True)
+    (theirs / "__init__.py").write_text("WORKSPACE = 'dvrk'\n")
+    code = ("import sys; from surgbot.hw.crtk_msgs_path import ensure_crtk_msgs, default_prefix\n"
+            "src = ensure_crtk_msgs(); import crtk_msgs\n"
+            "assert src == 'environment', src\n"
+            "assert crtk_msgs.WORKSPACE == 'dvrk'\n"
+            "assert not any(p.startswith(str(default_prefix())) for p in sys.path)\n"
+            "print('ok')\n")
+    import os
+    import sys
+    env = dict(os.environ, PYTHONPATH=str(tmp_path / "site"))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env,
+                         cwd=tmp_path)
+    assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stdout + out.stderr

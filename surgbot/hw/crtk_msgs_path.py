@@ -61,13 +61,19 @@ def site_packages(prefix: Path) -> Path:
     return prefix / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"
 
 
+def _provided_by_environment() -> bool:
+    """A real crtk_msgs package on sys.path (not a folder that merely has the name, e.g. our sources)."""
+    spec = importlib.util.find_spec(PACKAGE)
+    return spec is not None and spec.origin not in (None, "namespace") and spec.origin.endswith("__init__.py")
+
+
 def ensure_crtk_msgs() -> str:
     """Make `import crtk_msgs` work; returns where it comes from ("environment" or our prefix)."""
     global _source
     with _lock:
         if _source is not None:
             return _source
-        if PACKAGE in sys.modules or importlib.util.find_spec(PACKAGE) is not None:
+        if PACKAGE in sys.modules or _provided_by_environment():
             _source = "environment"
             return _source
         prefix = default_prefix()
