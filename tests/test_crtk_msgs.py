@@ -237,3 +237,26 @@ def test_a_crtk_msgs_of_the_environment_is_used_and_never_shadowed(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env,
                          cwd=tmp_path)
     assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stdout + out.stderr
+
+
+@pytest.mark.sim
+@pytest.mark.timeout(900)          # ~45 s of CPU; minutes of wall time on a loaded 2-core box
+def test_colcon_builds_the_interface_package(tmp_path):
+    """What a ROS 2 user runs, here against the venv's ROS wheels as the ROS prefix."""
+    import os
+    import sys
+
+    venv = Path(sys.prefix)
+    env = dict(os.environ, AMENT_PREFIX_PATH=str(venv), CMAKE_PREFIX_PATH=str(venv), PYTHONPATH="")
+    out = subprocess.run(
+        [str(venv / "bin" / "colcon"), "--log-base", str(tmp_path / "log"), "build", "--merge-install",
+         "--base-paths", str(REPO / "ros2_ws" / "src"), "--packages-select", "crtk_msgs",
+         "--build-base", str(tmp_path / "build"), "--install-base", str(tmp_path / "install"),
+         "--cmake-args", f"-DPython3_EXECUTABLE={sys.executable}", "-DBUILD_TESTING=OFF"],
+        capture_output=True, text=True, timeout=600, cwd=tmp_path, env=env)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    install = tmp_path / "install"
+    assert (install / "share" / "ament_index" / "resource_index" / "rosidl_interfaces" / "crtk_msgs").is_file()
+    assert (install / "lib" / "libcrtk_msgs__rosidl_typesupport_fastrtps_c.so").is_file()
+    site = install / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"
+    assert (site / "crtk_msgs" / "msg" / "_operating_state.py").is_file()
