@@ -118,7 +118,8 @@ class PSMTwin:
         m = world.model
         self.plant = PSMPlant(m, self.core)
         base = self.plant.base_body
-        self._psm_bodies = {b for b in range(m.nbody) if _in_subtree(m, b, base)}
+        psm_bodies = [b for b in range(m.nbody) if _in_subtree(m, b, base)]
+        self._psm_geom = np.isin(m.geom_bodyid, psm_bodies)      # geom id -> belongs to the arm
         self.node = world.ros_node
         if self.node is not None:
             self._bind_ros(world)
@@ -201,15 +202,17 @@ class PSMTwin:
         w = np.zeros(6)
         if d.ncon == 0:
             return w
+        on1 = self._psm_geom[d.contact.geom1]
+        on2 = self._psm_geom[d.contact.geom2]
+        mine = np.flatnonzero(on1 != on2)      # not the arm's, or the arm against itself: skipped
+        if mine.size == 0:
+            return w
         f6 = np.zeros(6)
         tip_world = self.plant.base_pose(d) @ np.append(T_meas[:3, 3], 1.0)
-        for i in range(d.ncon):
-            c = d.contact[i]
-            on1 = int(m.geom_bodyid[c.geom1]) in self._psm_bodies
-            on2 = int(m.geom_bodyid[c.geom2]) in self._psm_bodies
-            if on1 == on2:                     # not the arm's, or the arm against itself
-                continue
-            mujoco.mj_contactForce(m, d, i, f6)
+        for i in mine:
+            c = d.contact[int(i)]
+            on2 = bool(self._psm_geom[c.geom2])
+            mujoco.mj_contactForce(m, d, int(i), f6)
             f = c.frame.reshape(3, 3).T @ f6[:3] * (1.0 if on2 else -1.0)
             w[:3] += f
             w[3:] += np.cross(c.pos - tip_world[:3], f)
