@@ -370,3 +370,45 @@ def test_twin_config_from_the_shipped_yaml_and_bad_values():
                 {"psm_namespace": "PSM1"}, {"psm_namespace": "/PSM 1"}, {"psm_secondary_rate_hz": -1.0}):
         with pytest.raises(ValueError):
             PSMTwinConfig(**bad)
+
+
+def test_measured_cf_is_the_contact_wrench_mujoco_applies_to_the_arm():
+    """The tool pressed into a block: J^T (contact wrench at the tip) must equal MuJoCo's own
+    generalized contact force on the six arm joints (qfrc_constraint; no joint limit is active)."""
+    import mujoco
+
+    from surgbot.sim.psm_twin import MODEL_PATH, PSMTwin
+    from surgbot.sim.world import SimWorld
+
+    spec = mujoco.MjSpec.from_file(str(MODEL_PATH))
+    model = spec.compile()
+    data = mujoco.MjData(model)
+    qadr = [model.jnt_qposadr[model.joint(n).id] for n in PSM_JOINT_NAMES]
+    data.qpos[qadr] = psm.HOME
+    mujoco.mj_forward(model, data)
+    tip = data.site("PSM1_tool_tip")
+    z = tip.xmat.reshape(3, 3)[:, 2]                 # the fingers point along the tip frame's z
+    half = 0.01
+    block = spec.worldbody.add_geom(type=mujoco.mjtGeom.mjGEOM_BOX, size=[half] * 3,
+                                    pos=tip.xpos + z * (0.0098 + 0.001 + half), contype=1, conaffinity=2)
+    block.quat = [1, 0, 0, 0]
+    model = spec.compile()
+    data = mujoco.MjData(model)
+    data.qpos[qadr] = psm.HOME
+    mujoco.mj_forward(model, data)
+    world = SimWorld(model, data, scene="psm_block")
+    twin = world.add(PSMTwin())
+    twin.core.state_command("home")
+    while world.time < 3.0:
+        world.step()
+    assert twin.core.is_homed
+    twin._submit("servo_jp", ([], psm.HOME + [0, 0, 0.004, 0, 0, 0], None))   # 3 mm into the block
+    while world.time < 4.0:
+        world.step()
+    assert data.ncon > 0
+    w = twin._snap["wrench"]
+    tau_from_wrench = psm.jacobian(twin._snap["q"]).T @ w
+    dadr = [model.jnt_dofadr[model.joint(n).id] for n in PSM_JOINT_NAMES]
+    np.testing.assert_allclose(tau_from_wrench, data.qfrc_constraint[dadr], atol=1e-6 + 1e-6 * np.abs(w).max())
+    assert np.linalg.norm(w[:3]) > 1.0               # really pressing (kp 1000 N/m x ~3 mm)
+    world.close()
