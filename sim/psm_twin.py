@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import collections
 import math
+import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,6 +61,11 @@ GT_PSM_RCM_ERROR = "/sim/ground_truth/psm_rcm_error"
 SIM_PSM_DISTURBANCE = "/sim/psm/disturbance"
 GROUND_TRUTH_RATE_HZ = 100.0
 COMMAND_QUEUE = 256
+# Above the dVRK's default rate the publisher thread must get the GIL every millisecond;
+# with CPython's default 5 ms switch interval a busy thread can hold it for 5 ms.  Measured
+# here (loaded 2-core box, 4 interleaved pairs, twin at 1 kHz): 0.5 ms gave measured_js
+# 822-1000 Hz vs 391-967 Hz and servo_jp->setpoint_js p50 7-11 ms vs 8-24 ms.
+GIL_SWITCH_INTERVAL_S = 0.0005
 
 
 @dataclass(frozen=True)
@@ -134,6 +140,8 @@ class PSMTwin:
 
         node = self.node
         self.config = declare_config(node, PSMTwinConfig, overrides=_overrides(self.config))
+        if self.config.psm_rate_hz > PSM_DEFAULT_RATE_HZ and sys.getswitchinterval() > GIL_SWITCH_INTERVAL_S:
+            sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)     # process-wide: the sim's other threads too
         self.server = CRTKServer(node, self.config.psm_namespace, self._submit, lambda: self._state)
         self._world = world
         self._gt = {"gt_rcm": node.create_publisher(PointStamped, GT_PSM_RCM, 10),
