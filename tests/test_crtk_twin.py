@@ -330,3 +330,16 @@ def test_operating_state_service_and_trajectory_ratio(twin):
     finally:
         node.destroy_client(client)
         node.destroy_subscription(sub)
+
+
+def test_subscribe_operating_state_helper_sees_the_twin(twin):
+    from surgbot.hw.crtk import subscribe_operating_state
+    got: list[dict] = []
+    sub = subscribe_operating_state(twin.node, got.append)
+    try:
+        deadline = time.monotonic() + 10.0
+        while not got and time.monotonic() < deadline:       # transient-local: the current state at once
+            time.sleep(0.05)
+        assert got and got[-1] == twin.operating_state()
+    finally:
+        twin.node.destroy_subscription(sub)

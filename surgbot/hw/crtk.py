@@ -90,6 +90,16 @@ COMMAND_TYPES = {"servo_jp": "JointState", "servo_jr": "JointState", "move_jp": 
                  "body/servo_cf": "WrenchStamped"}
 
 
+def subscribe_operating_state(node, callback, namespace: str = PSM_NAMESPACE):
+    """`<namespace>/operating_state` (crtk_msgs/OperatingState, transient-local) as a dict
+    {state, is_homed, is_busy} for nodes that only watch the arm (teleop mapper, console)."""
+    OperatingState = _types()["OperatingState"]
+
+    def on_msg(msg) -> None:
+        callback({"state": msg.state, "is_homed": bool(msg.is_homed), "is_busy": bool(msg.is_busy)})
+    return node.create_subscription(OperatingState, psm_topic("operating_state", namespace), on_msg, latched_qos())
+
+
 def pose_to_matrix(msg) -> np.ndarray:
     """4x4 of a PoseStamped as received (a non-unit quaternion is normalised)."""
     return geometry.pose_msg_to_matrix(msg, strict_norm=False)
