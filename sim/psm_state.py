@@ -34,6 +34,8 @@ import numpy as np
 from surgbot.contract import PSM_JAW_NAME, PSM_JOINT_NAMES
 from surgbot.kinematics import psm as kin
 from surgbot.results import Result
+from surgbot.sim import psm_inputs as inputs
+from surgbot.sim.psm_trajectory import TrapezoidTrajectory
 
 
 class State(StrEnum):
@@ -59,9 +61,6 @@ MOTION_COMMANDS = ("servo_jp", "servo_jr", "move_jp", "move_jr", "servo_cp", "mo
                    "servo_jf", "servo_cf", "free", "jaw_servo_jp", "jaw_move_jp", "jaw_servo_jf", "hold")
 SETTINGS = ("set_trajectory_ratio", "set_gravity_compensation", "set_cf_orientation_absolute",
             "set_tool_present")
-# Joint effort limits (N m, N): the twin's actuator force ranges (sim/models/psm.xml).
-MAX_EFFORT = np.array([30.0, 30.0, 40.0, 2.0, 2.0, 2.0])
-JAW_MAX_EFFORT = 2.0
 
 POWER_UP_S = 0.5              # amplifiers on -> ENABLED
 HOMED_TOLERANCE = np.array([np.deg2rad(3)] * 2 + [0.003] + [np.deg2rad(3)] * 3)
@@ -69,49 +68,6 @@ HOMING_SETTLE_S = 2.0         # after the homing trajectory, time allowed to set
 SERVO_CV_TIMEOUT_S = 0.1      # a twist older than this stops (no runaway on a lost link)
 SERVO_STREAM_GAP_S = 0.05     # servo_jp/cp closer than this form a stream: velocity feed-forward
 LIMIT_MARGIN = 5e-4
-
-
-class TrapezoidTrajectory:
-    """Synchronised trapezoidal joint trajectory: every joint starts and stops together.
-
-    One normalised profile s(t) in [0, 1] scales all joint displacements, with
-    the cruise and ramp times chosen so that no joint exceeds its velocity or
-    acceleration limit (the slowest joint sets the duration).
-    """
-
-    def __init__(self, start, goal, vmax, amax, t0: float):
-        self.start = np.asarray(start, float).copy()
-        self.goal = np.asarray(goal, float).copy()
-        self.t0 = t0
-        D = np.abs(self.goal - self.start)
-        dv = float(np.max(D / vmax)) if D.size else 0.0
-        da = float(np.max(D / amax)) if D.size else 0.0
-        if da <= 0.0:
-            self.ramp, self.cruise_end, self.duration = 0.0, 0.0, 0.0
-            return
-        u = math.sqrt(da) if math.sqrt(da) >= dv else dv    # u = duration - ramp
-        self.ramp = da / u
-        self.duration = u + self.ramp
-        self.cruise_end = u
-        self._vpeak = 1.0 / u                                # of s(t)
-        self._acc = 1.0 / (self.ramp * u)
-
-    def sample(self, t: float) -> tuple[np.ndarray, np.ndarray, bool]:
-        """(position, velocity, done) at time t."""
-        tau = t - self.t0
-        if self.duration <= 0.0 or tau >= self.duration:
-            return self.goal.copy(), np.zeros_like(self.goal), True
-        tau = max(tau, 0.0)
-        a, ta, T = self._acc, self.ramp, self.duration
-        if tau < ta:
-            s, ds = 0.5 * a * tau * tau, a * tau
-        elif tau < T - ta:
-            s, ds = 0.5 * a * ta * ta + self._vpeak * (tau - ta), self._vpeak
-        else:
-            r = T - tau
-            s, ds = 1.0 - 0.5 * a * r * r, a * r
-        d = self.goal - self.start
-        return self.start + s * d, ds * d, False
 
 
 @dataclass
@@ -289,107 +245,25 @@ class PSMCore:
             return self.error(f"{what} rejected: arm is busy homing")
         return None
 
-    def _positions(self, what: str, positions, expected: tuple[str, ...]) -> np.ndarray | None:
-        """`positions` as a float vector of len(expected), or None after one error message."""
-        try:
-            pos = np.asarray(list(positions), dtype=float)
-        except (TypeError, ValueError):
-            self.error(f"{what} rejected: positions are not numbers")
-            return None
-        if pos.shape != (len(expected),):
-            n = len(expected)
-            self.error(f"{what} rejected: expected {n} position{'s' if n > 1 else ''} "
-                       f"({', '.join(expected)}), got {pos.size}")
-            return None
-        return pos
-
-    def _ordered(self, what: str, names, values, expected: tuple[str, ...]) -> np.ndarray | None:
-        """`values` as floats in the order of `expected` (reordered by `names` when given)."""
-        names = list(names or [])
-        v = self._positions(what, values, expected)
-        if v is None or not names:
-            return v
-        if sorted(names) != sorted(expected) or len(set(names)) != len(expected):
-            unknown = [n for n in names if n not in expected]
-            self.error(f"{what} rejected: joint names must be exactly {list(expected)}"
-                       + (f"; unknown {unknown}" if unknown else ""))
-            return None
-        return v[[names.index(n) for n in expected]]
-
-    def _joint_vector(self, what: str, names, positions) -> np.ndarray | None:
-        pos = self._ordered(what, names, positions, PSM_JOINT_NAMES)
-        if pos is None:
-            return None
-        if not np.all(np.isfinite(pos)):
-            self.error(f"{what} rejected: positions contain NaN or inf")
-            return None
-        bad = [f"{PSM_JOINT_NAMES[i]}={pos[i]:.4f} not in [{kin.LOWER[i]:.3f}, {kin.UPPER[i]:.3f}]"
-               for i in range(6) if not (kin.LOWER[i] <= pos[i] <= kin.UPPER[i])]
-        if bad:
-            self.error(f"{what} rejected: outside joint limits: {'; '.join(bad)}")
-            return None
-        return pos
-
-    def _jaw_value(self, what: str, names, positions) -> float | None:
-        names = list(names or [])
-        pos = self._positions(what, positions, (PSM_JAW_NAME,))
-        if pos is None:
-            return None
-        if names and names != [PSM_JAW_NAME]:
-            self.error(f"{what} rejected: joint name must be '{PSM_JAW_NAME}', got {names}")
-            return None
-        v = float(pos[0])
-        if not math.isfinite(v):
-            self.error(f"{what} rejected: jaw position is NaN or inf")
-            return None
-        if not (kin.JAW_LOWER <= v <= kin.JAW_UPPER):
-            self.error(f"{what} rejected: jaw {v:.4f} not in [{kin.JAW_LOWER}, {kin.JAW_UPPER}]")
-            return None
-        return v
-
-    def _pose_ik(self, what: str, pose) -> np.ndarray | None:
+    def _pose_ik(self, what: str, pose) -> np.ndarray | Result:
+        """Joints reaching `pose` (seeded by the setpoint), or the refusal."""
         try:
             T = kin.check_pose(pose, what)
             res = kin.ik(T, seed=self.q_sp)
         except kin.KinematicsError as exc:
-            self.error(f"{what} rejected: {exc}")
-            return None
+            return self.error(f"{what} rejected: {exc}")
         if res.insertion_clamped:
             self._say("warning", f"{what}: insertion clamped to keep the wrist "
                                  f"{kin.MIN_WRIST_DISTANCE * 1e3:.0f} mm from the RCM")
         return res.q
 
-    def _joint_delta(self, what: str, names, positions) -> np.ndarray | None:
-        """A relative joint command (jr): finite, 6 values (named or in order), goal within limits."""
-        d = self._ordered(what, names, positions, PSM_JOINT_NAMES)
-        if d is None:
-            return None
-        if not np.all(np.isfinite(d)):
-            self.error(f"{what} rejected: positions contain NaN or inf")
-            return None
-        return self._joint_vector(what, PSM_JOINT_NAMES, self.q_sp + d)
-
-    def _efforts(self, what: str, names, efforts, expected: tuple[str, ...],
-                 limit: np.ndarray) -> np.ndarray | None:
-        """Joint efforts: finite, len(expected) values, within the actuators' force range."""
-        e = self._ordered(what, names, efforts, expected)
-        if e is None:
-            return None
-        if not np.all(np.isfinite(e)):
-            self.error(f"{what} rejected: efforts contain NaN or inf")
-            return None
-        over = [f"{expected[i]}={e[i]:.3g} beyond +-{limit[i]:g}" for i in np.flatnonzero(np.abs(e) > limit)]
-        if over:
-            self.error(f"{what} rejected: effort outside the actuator range: {'; '.join(over)}")
-            return None
-        return e
-
     def servo_jp(self, names, positions, stamp: float | None = None) -> Result:
         if (no := self._refused("servo_jp")) is not None:
             return no
-        q = self._joint_vector("servo_jp", names, positions)
-        if q is None:
-            return Result.failure("servo_jp rejected")
+        try:
+            q = inputs.joint_positions("servo_jp", names, positions)
+        except ValueError as exc:
+            return self.error(str(exc))
         self._servo_to(q, stamp)
         return Result.success()
 
@@ -397,9 +271,10 @@ class PSMCore:
         """Relative servo: setpoint + delta, applied like servo_jp."""
         if (no := self._refused("servo_jr")) is not None:
             return no
-        q = self._joint_delta("servo_jr", names, positions)
-        if q is None:
-            return Result.failure("servo_jr rejected")
+        try:
+            q = inputs.joint_goal("servo_jr", names, positions, self.q_sp)
+        except ValueError as exc:
+            return self.error(str(exc))
         self._servo_to(q, None)
         return Result.success()
 
@@ -425,18 +300,20 @@ class PSMCore:
     def move_jp(self, names, positions) -> Result:
         if (no := self._refused("move_jp")) is not None:
             return no
-        q = self._joint_vector("move_jp", names, positions)
-        if q is None:
-            return Result.failure("move_jp rejected")
+        try:
+            q = inputs.joint_positions("move_jp", names, positions)
+        except ValueError as exc:
+            return self.error(str(exc))
         return self._start_move(q)
 
     def move_jr(self, names, positions) -> Result:
         """Relative move: trajectory to setpoint + delta."""
         if (no := self._refused("move_jr")) is not None:
             return no
-        q = self._joint_delta("move_jr", names, positions)
-        if q is None:
-            return Result.failure("move_jr rejected")
+        try:
+            q = inputs.joint_goal("move_jr", names, positions, self.q_sp)
+        except ValueError as exc:
+            return self.error(str(exc))
         return self._start_move(q)
 
     def _start_move(self, q: np.ndarray) -> Result:
@@ -450,8 +327,8 @@ class PSMCore:
         if (no := self._refused("servo_cp")) is not None:
             return no
         q = self._pose_ik("servo_cp", pose)
-        if q is None:
-            return Result.failure("servo_cp rejected")
+        if isinstance(q, Result):
+            return q
         self._servo_to(q, stamp)
         return Result.success()
 
@@ -459,8 +336,8 @@ class PSMCore:
         if (no := self._refused("move_cp")) is not None:
             return no
         q = self._pose_ik("move_cp", pose)
-        if q is None:
-            return Result.failure("move_cp rejected")
+        if isinstance(q, Result):
+            return q
         return self._start_move(q)
 
     def servo_cv(self, linear, angular) -> Result:
@@ -485,9 +362,10 @@ class PSMCore:
         """Effort mode: apply these joint efforts (N m, N) until a position command."""
         if (no := self._refused("servo_jf")) is not None:
             return no
-        e = self._efforts("servo_jf", names, efforts, PSM_JOINT_NAMES, MAX_EFFORT)
-        if e is None:
-            return Result.failure("servo_jf rejected")
+        try:
+            e = inputs.efforts("servo_jf", names, efforts)
+        except ValueError as exc:
+            return self.error(str(exc))
         self._enter_effort_mode(e)
         return Result.success()
 
@@ -499,19 +377,15 @@ class PSMCore:
         what = "body/servo_cf" if body else "spatial/servo_cf"
         if (no := self._refused(what)) is not None:
             return no
-        w = self._positions(what, wrench, ("fx", "fy", "fz", "tx", "ty", "tz"))
-        if w is None:
-            return Result.failure(f"{what} rejected")
-        if not np.all(np.isfinite(w)):
-            return self.error(f"{what} rejected: wrench contains NaN or inf")
-        if body and not self.cf_orientation_absolute:
-            R = kin.fk(self.q_meas)[:3, :3]
-            w = np.concatenate([R @ w[:3], R @ w[3:]])
-        e = kin.jacobian(self.q_meas).T @ w
-        over = [f"{PSM_JOINT_NAMES[i]}={e[i]:.3g} beyond +-{MAX_EFFORT[i]:g}"
-                for i in np.flatnonzero(np.abs(e) > MAX_EFFORT)]
-        if over:
-            return self.error(f"{what} rejected: joint efforts outside the actuator range: {'; '.join(over)}")
+        try:
+            w = inputs.wrench(what, wrench)
+            if body and not self.cf_orientation_absolute:
+                R = kin.fk(self.q_meas)[:3, :3]
+                w = np.concatenate([R @ w[:3], R @ w[3:]])
+            e = inputs.effort_range(what, kin.jacobian(self.q_meas).T @ w, PSM_JOINT_NAMES, inputs.MAX_EFFORT,
+                                    "joint efforts")
+        except ValueError as exc:
+            return self.error(str(exc))
         self._enter_effort_mode(e)
         return Result.success()
 
@@ -533,9 +407,10 @@ class PSMCore:
     def jaw_servo_jp(self, names, positions) -> Result:
         if (no := self._refused("jaw/servo_jp")) is not None:
             return no
-        v = self._jaw_value("jaw/servo_jp", names, positions)
-        if v is None:
-            return Result.failure("jaw/servo_jp rejected")
+        try:
+            v = inputs.jaw_position("jaw/servo_jp", names, positions)
+        except ValueError as exc:
+            return self.error(str(exc))
         self._jaw_traj = None
         self.jaw_effort = None
         self.jaw_sp, self.jaw_d_sp = v, 0.0
@@ -544,9 +419,10 @@ class PSMCore:
     def jaw_move_jp(self, names, positions) -> Result:
         if (no := self._refused("jaw/move_jp")) is not None:
             return no
-        v = self._jaw_value("jaw/move_jp", names, positions)
-        if v is None:
-            return Result.failure("jaw/move_jp rejected")
+        try:
+            v = inputs.jaw_position("jaw/move_jp", names, positions)
+        except ValueError as exc:
+            return self.error(str(exc))
         self.jaw_effort = None
         r = self.trajectory_ratio
         self._jaw_traj = TrapezoidTrajectory([self.jaw_sp], [v], [kin.JAW_MAX_VELOCITY * r],
@@ -558,9 +434,10 @@ class PSMCore:
         """Jaw effort (N m) until the next jaw position command."""
         if (no := self._refused("jaw/servo_jf")) is not None:
             return no
-        e = self._efforts("jaw/servo_jf", names, efforts, (PSM_JAW_NAME,), np.array([JAW_MAX_EFFORT]))
-        if e is None:
-            return Result.failure("jaw/servo_jf rejected")
+        try:
+            e = inputs.efforts("jaw/servo_jf", names, efforts, (PSM_JAW_NAME,), np.array([inputs.JAW_MAX_EFFORT]))
+        except ValueError as exc:
+            return self.error(str(exc))
         self._jaw_traj = None
         self.jaw_effort = float(e[0])
         self.jaw_sp, self.jaw_d_sp = float(self.jaw_meas), 0.0
