@@ -68,7 +68,11 @@ def _ready(arm) -> None:
         arm.home(10.0)
 
 
-def _new_errors(client, before: int, settle: float = 0.3) -> list[str]:
+def _new_errors(client, before: int, settle: float = 0.3, timeout: float = 5.0) -> list[str]:
+    """Errors since `before`: waits for the first (a loaded box delays it), then `settle` s for more."""
+    deadline = time.monotonic() + timeout
+    while len(client.errors) <= before and time.monotonic() < deadline:
+        time.sleep(0.02)
     time.sleep(settle)
     return client.errors[before:]
 
