@@ -122,7 +122,7 @@ def _twin_figures(rate: float, seconds: float, n_latency: int) -> list[dict]:
     node = rclpy.create_node(f"bench_psm_{int(rate)}")
     arrivals = _Arrivals()
     node.create_subscription(JointState, "/PSM1/measured_js", arrivals, 100)
-    executor, thread = spin_in_background(node)
+    _, thread = spin_in_background(node)
     client = PSMClient(node, streams=("setpoint_cp", "setpoint_js"))
     figs: list[dict] = []
     try:
@@ -148,11 +148,9 @@ def _twin_figures(rate: float, seconds: float, n_latency: int) -> list[dict]:
                            samples=_latency(client, send_jp, "setpoint_js", lambda m: m.position[0], n_latency),
                            note="servo_jp published -> first setpoint_js with it received"))
     finally:
-        executor.shutdown(timeout_sec=2.0)       # before destroying what it waits on
+        rclpy.shutdown()                         # stops the spinning thread cleanly, then tear down
         thread.join(timeout=2.0)
-        client.close()
         node.destroy_node()
-        rclpy.shutdown()
         processes.stop(proc)
     return figs
 
@@ -198,7 +196,7 @@ def _sim_with_psm(rate: float, seconds: float, domain: int, lowstate: _Arrivals)
     node = rclpy.create_node(f"bench_sim_psm_{int(rate)}")
     psm_js = _Arrivals()
     node.create_subscription(JointState, "/PSM1/measured_js", psm_js, 100)
-    executor, thread = spin_in_background(node)
+    _, thread = spin_in_background(node)
     client = PSMClient(node, streams=("setpoint_cp",))
     figs: list[dict] = []
     try:
@@ -220,11 +218,9 @@ def _sim_with_psm(rate: float, seconds: float, domain: int, lowstate: _Arrivals)
                                note=f"sim_node box_trainer, PSM at {rate:g} Hz, measured_js + setpoint_cp read"))
         figs += _rate_figures("sim_psm_measured_js", rate, t_psm)
     finally:
-        executor.shutdown(timeout_sec=2.0)       # before destroying what it waits on
+        rclpy.shutdown()                         # stops the spinning thread cleanly, then tear down
         thread.join(timeout=2.0)
-        client.close()
         node.destroy_node()
-        rclpy.shutdown()
         processes.stop(sim)
     return figs
 

@@ -54,11 +54,18 @@ def spin_in_background(node):
     MultiThreadedExecutor burned ~75% of a core here on 11 topics at 100 Hz
     (futex churn), starving the control loop it was meant to serve.
     """
-    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 
     executor = SingleThreadedExecutor()
     executor.add_node(node)
-    thread = threading.Thread(target=executor.spin, daemon=True)
+
+    def spin() -> None:
+        try:
+            executor.spin()
+        except ExternalShutdownException:     # rclpy.shutdown(): the clean way to stop it
+            pass
+
+    thread = threading.Thread(target=spin, daemon=True)
     thread.start()
     return executor, thread
 
