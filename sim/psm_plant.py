@@ -87,10 +87,11 @@ class PSMPlant:
         jaw_extra = 0.0
         if sp.powered and sp.effort is not None:
             # effort mode (servo_jf/servo_cf/free): servo on the measured joints (kp term
-            # zero, the actuators' damping stays) and apply the efforts as joint forces
+            # zero, the actuators' damping stays) and apply the efforts as joint forces;
+            # gravity is already balanced (psm.xml: gravcomp=1, the real arm is counterbalanced)
             self._integral[:] = 0.0
             data.ctrl[self.act] = q
-            extra += sp.effort + (data.qfrc_bias[self.dadr] if sp.gravity_compensation else 0.0)
+            extra += sp.effort
         elif sp.powered:
             # integrate only while a joint's setpoint is still: no wind-up during moves
             err = np.where(np.abs(sp.qd) < STILL_VELOCITY, sp.q - q, 0.0)
