@@ -131,6 +131,7 @@ class PSMTwin:
             self._bind_ros(world)
 
     def _bind_ros(self, world) -> None:
+        # ROS imports here: a world without a node (unit tests, tools) uses the twin without rclpy
         from geometry_msgs.msg import PointStamped, PoseStamped
         from sensor_msgs.msg import JointState
         from std_msgs.msg import Float64

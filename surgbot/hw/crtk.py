@@ -71,7 +71,8 @@ def spin_in_background(node):
 
 
 def _types():
-    """The message types, imported once crtk_msgs is on the path."""
+    """The message types, imported once crtk_msgs is on the path (so importing this module
+    neither needs ROS nor a built crtk_msgs; a client does)."""
     ensure_crtk_msgs()
     from crtk_msgs.msg import OperatingState, StringStamped
     from crtk_msgs.srv import QueryForwardKinematics, QueryInverseKinematics
