@@ -51,6 +51,7 @@ CMAKE=$VENV/bin/cmake
   say "error: $VENV lacks the ament_cmake / rosidl_default_generators wheels (pinned in requirements/lock.txt)"; exit 2; }
 
 say "building crtk_msgs into $PREFIX"
+mkdir -p "$VENV/opt"
 work=$(mktemp -d "$VENV/opt/.crtk_msgs-build.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 log=$work/build.log
