@@ -10,7 +10,8 @@
 # Needs: g++, Python.h (python3.11-dev), the ros-* build wheels of
 # requirements/lock.txt (ament_cmake, rosidl_default_generators) in the venv.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+SELF="$(cd "$(dirname "$0")" && pwd)/$(basename "$0")"
+cd "$(dirname "$SELF")/.."
 
 VENV=${1:-.venv}
 VENV=$(cd "$VENV" && pwd)
@@ -25,7 +26,7 @@ say() { echo "[build_interfaces] $*" >&2; }
 # files, this script, the ROS wheels (their versions), the interpreter.
 want=$( { find "$PKG" -type f \( -name '*.msg' -o -name '*.srv' -o -name CMakeLists.txt -o -name package.xml \) \
             -print0 | sort -z | xargs -0 sha256sum | sed "s|$PKG/||";
-          grep -E '^ros-' requirements/lock.txt; cat "$0"; "$PY" -c 'import sys; print(sys.version)'; } \
+          grep -E '^ros-' requirements/lock.txt; cat "$SELF"; "$PY" -c 'import sys; print(sys.version)'; } \
         | sha256sum | cut -c1-16)
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ]; then
   exit 0
