@@ -1,5 +1,21 @@
-"""PSM figures: /PSM1/measured_js rate and jitter as seen by another process at
-100 Hz and 1 kHz, servo_cp -> setpoint_cp latency, and IK solve time."""
+"""PSM figures: CRTK state rate and jitter, servo -> setpoint latency, IK/FK time, and the
+G1 `rt/lowstate` period with the PSM served at 1 kHz in the same sim.
+
+Measured from this process against the twin in its own process (private DDS
+domain), at the dVRK's default 100 Hz and at 1 kHz:
+
+* `psm_measured_js_rate_<R>hz`, `psm_measured_js_interarrival_<R>hz`: receive
+  rate and gaps of `/PSM1/measured_js`;
+* `psm_servo_cp_to_setpoint_cp_<R>hz`: client publishes `servo_cp` -> the
+  first `setpoint_cp` carrying that pose arrives (the twin applies a command
+  on its next physics step, 2 ms, and publishes it on its next tick, 1/R);
+  the client subscribes to `setpoint_cp` only and wakes on its callback;
+* `psm_servo_jp_to_setpoint_js_<R>hz`: the same for `servo_jp`;
+* `sim_g1_lowstate_period_psm_<R>hz`: `rt/lowstate` receive gaps from
+  `sim_node` (box_trainer: G1 + PSM + camera) with `psm_rate_hz` R while this
+  process reads `measured_js` and `setpoint_cp` (the twin skips topics nobody
+  reads, as the dVRK's bridge does).
+"""
 
 from __future__ import annotations
 
@@ -12,10 +28,11 @@ from pathlib import Path
 
 import numpy as np
 
-from surgbot.bench import figure, time_calls
 from surgbot import processes
+from surgbot.bench import figure, time_calls
 
 REPO = Path(__file__).resolve().parents[1]
+WARMUP_TIMEOUT_S = 30.0
 
 
 def _ik_figures(quick: bool) -> list[dict]:
@@ -36,91 +53,188 @@ def _ik_figures(quick: bool) -> list[dict]:
     ]
 
 
-def _twin(rate: float, env: dict) -> subprocess.Popen:
-    return processes.start([sys.executable, "-m", "surgbot.sim.psm_twin", "--duration", "600", "--rate", str(rate),
-                            "--start-home"], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
-                           stderr=subprocess.DEVNULL)
+def _start(args: list[str]) -> subprocess.Popen:
+    env = dict(os.environ)
+    env.setdefault("MUJOCO_GL", "osmesa")
+    return processes.start(args, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-_stop = processes.stop
+class _Arrivals:
+    """Receive times of one topic (callback thread)."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.t: list[float] = []
+
+    def __call__(self, _msg) -> None:
+        t = time.perf_counter()
+        with self.lock:
+            self.t.append(t)
+
+    def window(self, seconds: float) -> np.ndarray:
+        with self.lock:
+            self.t.clear()
+        time.sleep(seconds)
+        with self.lock:
+            return np.array(self.t)
 
 
-def _rate_and_latency(rate: float, seconds: float, latency: bool) -> list[dict]:
+def _rate_figures(tag: str, rate: float, a: np.ndarray) -> list[dict]:
+    if len(a) < 3:
+        return [figure(f"{tag}_rate_{int(rate)}hz", "Hz", note="no samples")]
+    return [figure(f"{tag}_rate_{int(rate)}hz", "Hz", value=(len(a) - 1) / (a[-1] - a[0]), anchor=rate,
+                   anchor_source="requested psm_rate_hz", higher_is_better=True),
+            figure(f"{tag}_interarrival_{int(rate)}hz", "ms", samples=np.diff(a) * 1e3, anchor=1e3 / rate,
+                   anchor_source="nominal period")]
+
+
+def _latency(client, send, key: str, value, n: int, tol: float = 1e-9) -> list[float]:
+    """ms from `send(k)` to the first `key` sample whose `value(msg)` is what was sent (within tol:
+    setpoint_cp is FK of the twin's IK of the pose)."""
+    out = []
+    for k in range(n):
+        target = send(k)
+        serial = client.serial()
+        t0 = time.perf_counter()
+        deadline = t0 + 0.5
+        while time.perf_counter() < deadline:
+            try:
+                msg, serial = client.wait_for_sample(key, serial, timeout=deadline - time.perf_counter())
+            except TimeoutError:
+                break
+            if abs(value(msg) - target) < tol:
+                out.append((time.perf_counter() - t0) * 1e3)
+                break
+        time.sleep(0.02)
+    return out
+
+
+def _twin_figures(rate: float, seconds: float, n_latency: int) -> list[dict]:
     import rclpy
     from sensor_msgs.msg import JointState
 
     from surgbot.hw.crtk import PSMClient, spin_in_background
     from surgbot.kinematics import psm
 
-    from surgbot.bench import dds_domains
-    dds_domains()
-    env = dict(os.environ)
-    proc = _twin(rate, env)
+    proc = _start([sys.executable, "-m", "surgbot.sim.psm_twin", "--duration", "900", "--rate", str(rate),
+                   "--start-home"])
     rclpy.init()
     node = rclpy.create_node(f"bench_psm_{int(rate)}")
-    arrivals: list[float] = []
-    lock = threading.Lock()
-
-    def on_js(_msg):
-        t = time.perf_counter()
-        with lock:
-            arrivals.append(t)
-
-    node.create_subscription(JointState, "/PSM1/measured_js", on_js, 100)
-    executor, thread = spin_in_background(node)
-    client = PSMClient(node)
+    arrivals = _Arrivals()
+    node.create_subscription(JointState, "/PSM1/measured_js", arrivals, 100)
+    _, thread = spin_in_background(node)
+    client = PSMClient(node, streams=("setpoint_cp", "setpoint_js"))
     figs: list[dict] = []
     try:
-        client.wait_for_state(20.0)
-        t_end = time.monotonic() + 10.0
-        while time.monotonic() < t_end and len(arrivals) < 10:
-            time.sleep(0.05)
-        with lock:
-            arrivals.clear()
-        time.sleep(seconds)
-        with lock:
-            a = np.array(arrivals)
-        gaps = np.diff(a) * 1e3
-        figs.append(figure(f"psm_measured_js_rate_{int(rate)}hz", "Hz", value=(len(a) - 1) / (a[-1] - a[0]),
-                           anchor=rate, anchor_source="requested psm_rate_hz", higher_is_better=True))
-        figs.append(figure(f"psm_measured_js_interarrival_{int(rate)}hz", "ms", samples=gaps,
-                           anchor=1e3 / rate, anchor_source="nominal period"))
-        if latency:
-            client.home(15.0)
-            base = psm.fk(psm.HOME)
-            lat = []
-            for k in range(40 if seconds < 5 else 150):
-                T = base.copy()
-                T[0, 3] += 0.002 * ((k % 2) * 2 - 1) * (1 + k % 5) / 5
-                t0 = time.perf_counter()
-                client.servo_cp(T)
-                while time.perf_counter() - t0 < 0.5:
-                    try:
-                        sp, _ = client.setpoint_cp()
-                    except TimeoutError:
-                        sp = None
-                    if sp is not None and abs(sp[0, 3] - T[0, 3]) < 1e-6:
-                        lat.append((time.perf_counter() - t0) * 1e3)
-                        break
-                    time.sleep(0.0002)
-                time.sleep(0.02)
-            figs.append(figure(f"psm_servo_cp_to_setpoint_cp_{int(rate)}hz", "ms", samples=lat,
-                               note="client publish -> twin IK on next physics step -> next setpoint_cp"))
+        client.wait_for_state(WARMUP_TIMEOUT_S)
+        time.sleep(1.0)
+        figs += _rate_figures("psm_measured_js", rate, arrivals.window(seconds))
+        client.home(20.0)
+        time.sleep(0.5)
+        base = psm.fk(psm.HOME)
+
+        lat_cp = _latency(client, lambda k: _send_x(client, base, k), "setpoint_cp",
+                          lambda m: m.pose.position.x, n_latency, tol=1e-6)
+        figs.append(figure(f"psm_servo_cp_to_setpoint_cp_{int(rate)}hz", "ms", samples=lat_cp,
+                           note="servo_cp published -> first setpoint_cp with that pose received"))
+
+        def send_jp(k):
+            q = psm.HOME.copy()
+            q[0] = 0.01 * (1 + k % 5) * ((k % 2) * 2 - 1)
+            client.servo_jp(q)
+            return q[0]
+
+        figs.append(figure(f"psm_servo_jp_to_setpoint_js_{int(rate)}hz", "ms",
+                           samples=_latency(client, send_jp, "setpoint_js", lambda m: m.position[0], n_latency),
+                           note="servo_jp published -> first setpoint_js with it received"))
     finally:
-        client.close()
-        executor.shutdown(timeout_sec=2.0)
+        rclpy.shutdown()                         # stops the spinning thread cleanly, then tear down
         thread.join(timeout=2.0)
         node.destroy_node()
-        rclpy.shutdown()
-        _stop(proc)
+        processes.stop(proc)
+    return figs
+
+
+def _send_x(client, base: np.ndarray, k: int) -> float:
+    T = base.copy()
+    T[0, 3] += 0.0015 * ((k % 2) * 2 - 1) * (1 + k % 4) / 4
+    client.servo_cp(T)
+    return float(T[0, 3])
+
+
+def _g1_with_psm_figures(rates: tuple[float, ...], seconds: float) -> list[dict]:
+    """rt/lowstate from one reader (the SDK's channel is one per process) across the sims of `rates`."""
+    from unitree_sdk2py.idl.unitree_hg.msg.dds_ import LowState_
+
+    from surgbot import contract
+    from surgbot.bench import dds_domains
+    from surgbot.hw import unitree
+
+    _, domain = dds_domains()
+    unitree.init_channel(domain, "lo")
+    dp = unitree.participant()
+    lowstate = _Arrivals()
+    reader = unitree.RawReader(dp, contract.G1_TOPIC_LOWSTATE, LowState_, lambda _d, _t: lowstate(None))
+    figs: list[dict] = []
+    try:
+        for rate in rates:
+            figs += _sim_with_psm(rate, seconds, domain, lowstate)
+    finally:
+        del reader
+    return figs
+
+
+def _sim_with_psm(rate: float, seconds: float, domain: int, lowstate: _Arrivals) -> list[dict]:
+    import rclpy
+    from sensor_msgs.msg import JointState
+
+    from surgbot.hw.crtk import PSMClient, spin_in_background
+
+    sim = _start([sys.executable, "-m", "surgbot.nodes.sim_node", "--ros-args", "-p", "scene:=box_trainer",
+                  "-p", f"g1_domain:={domain}", "-p", f"psm_rate_hz:={float(rate)}"])
+    rclpy.init()
+    node = rclpy.create_node(f"bench_sim_psm_{int(rate)}")
+    psm_js = _Arrivals()
+    node.create_subscription(JointState, "/PSM1/measured_js", psm_js, 100)
+    _, thread = spin_in_background(node)
+    client = PSMClient(node, streams=("setpoint_cp",))
+    figs: list[dict] = []
+    try:
+        client.wait_for_state(60.0)
+        with lowstate.lock:
+            lowstate.t.clear()
+        t_end = time.monotonic() + WARMUP_TIMEOUT_S
+        while time.monotonic() < t_end and len(lowstate.t) < 100:
+            time.sleep(0.1)
+        time.sleep(1.0)
+        with psm_js.lock:
+            psm_js.t.clear()
+        t_low = lowstate.window(seconds)
+        with psm_js.lock:
+            t_psm = np.array(psm_js.t)
+        if len(t_low) > 2:
+            figs.append(figure(f"sim_g1_lowstate_period_psm_{int(rate)}hz", "ms", samples=np.diff(t_low) * 1e3,
+                               anchor=2.0, anchor_source="contract: 500 Hz",
+                               note=f"sim_node box_trainer, PSM at {rate:g} Hz, measured_js + setpoint_cp read"))
+        figs += _rate_figures("sim_psm_measured_js", rate, t_psm)
+    finally:
+        rclpy.shutdown()                         # stops the spinning thread cleanly, then tear down
+        thread.join(timeout=2.0)
+        node.destroy_node()
+        processes.stop(sim)
     return figs
 
 
 def run(quick: bool) -> list[dict]:
-    seconds = 3.0 if quick else 15.0
+    from surgbot.bench import dds_domains
+    dds_domains()
+    seconds = 2.0 if quick else 15.0
+    n_latency = 25 if quick else 200
     figs = _ik_figures(quick)
-    figs += _rate_and_latency(100.0, seconds, latency=False)
-    figs += _rate_and_latency(1000.0, seconds, latency=True)
+    for rate in (100.0, 1000.0):
+        figs += _twin_figures(rate, seconds, n_latency)
+    # quick (smoke check): the combined sim at 1 kHz only; full: its 100 Hz baseline too
+    figs += _g1_with_psm_figures((1000.0,) if quick else (100.0, 1000.0), seconds)
     return figs
 
 

@@ -75,6 +75,7 @@ if [ ! -f "$LOCK" ]; then say "error: no lock for Python $PYV ($LOCK)"; exit 2; 
 # 2. the venv, rebuilt when the lock or this script changes
 want=$( (echo "$PYV"; cat "$LOCK" "$0" setup.py) | sha256sum | cut -c1-16)
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ] && [ -x "$VENV/bin/python" ]; then
+  bash scripts/build_interfaces.sh "$VENV"   # section "ROS 2 interface packages" below; no-op when built
   exit 0
 fi
 if [ -x "$VENV/bin/python" ] && [ "$(py_version "$VENV/bin/python")" != "$PYV" ]; then
@@ -110,3 +111,11 @@ fi
   || { say "error: the venv does not import its core packages"; exit 1; }
 echo "$want" > "$STAMP"
 say "ready: $VENV"
+
+# ---- ROS 2 interface packages (crtk_msgs, issue 10) ---------------------------
+# The dVRK's crtk_msgs built with the ROS wheels into $VENV/opt/crtk_msgs
+# (found at run time by surgbot/hw/crtk_msgs_path.py).  Also called on the
+# venv-up-to-date path above; the script skips the build when its hash stamp
+# matches (definitions, ros-* wheel versions, interpreter).
+bash scripts/build_interfaces.sh "$VENV"
+# ---- end ROS 2 interface packages ---------------------------------------------

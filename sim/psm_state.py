@@ -8,21 +8,46 @@ poses), produces the joint setpoint (trajectories, servo streams, twist
 integration) and watches the tracking error.  The clock is passed in, so a
 unit test steps it with a plain loop and a fake plant.
 
-Messages for `/PSM1/error`, `/PSM1/warning`, `/PSM1/status` and goal-reached
-events go to `outbox`; the twin drains it.
+Every command returns a `Result` (surgbot.results): refused with the reason,
+and nothing changed.  What the arm reports on its own channels goes to
+`outbox` as (kind, text) with kind `error`, `warning`, `status` (the dVRK's
+`/PSM1/error|warning|status`) or `goal_reached`; a refused command is
+reported there too (state commands on `warning`, motion commands on `error`,
+as the dVRK does), so the twin publishes the outbox and nothing else.
+
+Besides position control (servo/move jp, jr, cp; servo_cv), the core has the
+dVRK's effort mode: `servo_jf` (joint efforts), `servo_cf` (a tool-tip
+wrench, applied as J^T w) and `free` (zero effort); the plant then applies
+the efforts and the setpoint follows the measured joints.  The simulated arm
+is counterbalanced (psm.xml gravcomp), so `use_gravity_compensation` is
+recorded and has nothing to add.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 import numpy as np
 
 from surgbot.contract import PSM_JAW_NAME, PSM_JOINT_NAMES
 from surgbot.kinematics import psm as kin
+from surgbot.results import Result
+from surgbot.sim import psm_inputs as inputs
+from surgbot.sim.psm_trajectory import TrapezoidTrajectory
 
-DISABLED, ENABLED, PAUSED, FAULT = "DISABLED", "ENABLED", "PAUSED", "FAULT"
+
+class State(StrEnum):
+    """The dVRK operating states (a str Enum whose str() is the name published)."""
+
+    DISABLED = "DISABLED"
+    ENABLED = "ENABLED"
+    PAUSED = "PAUSED"
+    FAULT = "FAULT"
+
+
+DISABLED, ENABLED, PAUSED, FAULT = State.DISABLED, State.ENABLED, State.PAUSED, State.FAULT
 
 # dVRK: state commands accepted in each operating state (FACTS.md)
 ACCEPTED = {
@@ -32,8 +57,10 @@ ACCEPTED = {
     FAULT: ("disable", "unhome"),
 }
 STATE_COMMANDS = ("enable", "disable", "home", "unhome", "pause", "resume")
-MOTION_COMMANDS = ("servo_jp", "move_jp", "servo_cp", "move_cp", "servo_cv",
-                   "jaw_servo_jp", "jaw_move_jp", "hold")
+MOTION_COMMANDS = ("servo_jp", "servo_jr", "move_jp", "move_jr", "servo_cp", "move_cp", "servo_cv",
+                   "servo_jf", "servo_cf", "free", "jaw_servo_jp", "jaw_move_jp", "jaw_servo_jf", "hold")
+SETTINGS = ("set_trajectory_ratio", "set_gravity_compensation", "set_cf_orientation_absolute",
+            "set_tool_present")
 
 POWER_UP_S = 0.5              # amplifiers on -> ENABLED
 HOMED_TOLERANCE = np.array([np.deg2rad(3)] * 2 + [0.003] + [np.deg2rad(3)] * 3)
@@ -43,49 +70,6 @@ SERVO_STREAM_GAP_S = 0.05     # servo_jp/cp closer than this form a stream: velo
 LIMIT_MARGIN = 5e-4
 
 
-class TrapezoidTrajectory:
-    """Synchronised trapezoidal joint trajectory: every joint starts and stops together.
-
-    One normalised profile s(t) in [0, 1] scales all joint displacements, with
-    the cruise and ramp times chosen so that no joint exceeds its velocity or
-    acceleration limit (the slowest joint sets the duration).
-    """
-
-    def __init__(self, start, goal, vmax, amax, t0: float):
-        self.start = np.asarray(start, float).copy()
-        self.goal = np.asarray(goal, float).copy()
-        self.t0 = t0
-        D = np.abs(self.goal - self.start)
-        dv = float(np.max(D / vmax)) if D.size else 0.0
-        da = float(np.max(D / amax)) if D.size else 0.0
-        if da <= 0.0:
-            self.ramp, self.cruise_end, self.duration = 0.0, 0.0, 0.0
-            return
-        u = math.sqrt(da) if math.sqrt(da) >= dv else dv    # u = duration - ramp
-        self.ramp = da / u
-        self.duration = u + self.ramp
-        self.cruise_end = u
-        self._vpeak = 1.0 / u                                # of s(t)
-        self._acc = 1.0 / (self.ramp * u)
-
-    def sample(self, t: float) -> tuple[np.ndarray, np.ndarray, bool]:
-        """(position, velocity, done) at time t."""
-        tau = t - self.t0
-        if self.duration <= 0.0 or tau >= self.duration:
-            return self.goal.copy(), np.zeros_like(self.goal), True
-        tau = max(tau, 0.0)
-        a, ta, T = self._acc, self.ramp, self.duration
-        if tau < ta:
-            s, ds = 0.5 * a * tau * tau, a * tau
-        elif tau < T - ta:
-            s, ds = 0.5 * a * ta * ta + self._vpeak * (tau - ta), self._vpeak
-        else:
-            r = T - tau
-            s, ds = 1.0 - 0.5 * a * r * r, a * r
-        d = self.goal - self.start
-        return self.start + s * d, ds * d, False
-
-
 @dataclass
 class Setpoint:
     q: np.ndarray
@@ -93,6 +77,8 @@ class Setpoint:
     jaw: float
     jaw_d: float
     powered: bool
+    effort: np.ndarray | None = None       # effort mode: joint efforts to apply (q follows the arm)
+    jaw_effort: float | None = None
 
 
 @dataclass
@@ -100,7 +86,7 @@ class PSMCore:
     """Operating state, setpoints and checks of one PSM (see module doc)."""
 
     power_up_s: float = POWER_UP_S
-    state: str = DISABLED
+    state: State = DISABLED
     is_homed: bool = False
     is_busy: bool = False
     outbox: list = field(default_factory=list)   # (kind, payload): error/warning/status/goal_reached
@@ -125,14 +111,25 @@ class PSMCore:
         self._at_limit = np.zeros(6, bool)
         self._servo_t: float | None = None
         self._servo_stamp: float | None = None
+        self.effort: np.ndarray | None = None     # effort mode when set
+        self.jaw_effort: float | None = None
+        self.trajectory_ratio = 1.0
+        self.gravity_compensation = True
+        self.cf_orientation_absolute = False
+        self.tool_present = True
 
     # ------------------------------------------------------------- helpers
     def _say(self, kind: str, text: str) -> None:
         self.outbox.append((kind, text))
 
-    def error(self, text: str) -> bool:
+    def error(self, text: str) -> Result:
+        """Report `text` on the error channel; the refused command's Result."""
         self._say("error", text)
-        return False
+        return Result.failure(text)
+
+    def warning(self, text: str) -> Result:
+        self._say("warning", text)
+        return Result.failure(text)
 
     def _set_state(self, state: str | None = None, *, homed: bool | None = None,
                    busy: bool | None = None) -> None:
@@ -147,7 +144,7 @@ class PSMCore:
             self.state_changed = True
 
     def operating_state(self) -> dict:
-        return {"state": self.state, "is_homed": self.is_homed, "is_busy": self.is_busy}
+        return {"state": str(self.state), "is_homed": self.is_homed, "is_busy": self.is_busy}
 
     def _stop_motion(self, interrupted: bool) -> None:
         """Drop trajectories and streams; a running move reports goal_reached false."""
@@ -161,6 +158,8 @@ class PSMCore:
         self._servo_t = None
         self.qd_sp = np.zeros(6)
         self.jaw_d_sp = 0.0
+        self.effort = None
+        self.jaw_effort = None
         if self._homing:
             self._homing = False
             self._homing_done_at = None
@@ -172,14 +171,15 @@ class PSMCore:
         self.jaw_sp = float(self.jaw_meas)
 
     # ------------------------------------------------------- state commands
-    def state_command(self, name: str) -> bool:
+    def state_command(self, name: str) -> Result:
+        """A CRTK state command; unknown, empty or not accepted in this state: a warning, no change."""
         if not isinstance(name, str) or name not in STATE_COMMANDS:
-            return self.error(f"unknown state command {name!r}; expected one of {', '.join(STATE_COMMANDS)}")
+            return self.warning(f"state command {name!r} is not supported; "
+                                f"expected one of {', '.join(STATE_COMMANDS)}")
         if name not in ACCEPTED[self.state]:
-            self._say("warning", f"command {name} is not supported in state {self.state}")
-            return False
+            return self.warning(f"command {name} is not supported in state {self.state}")
         getattr(self, f"_cmd_{name}")()
-        return True
+        return Result.success()
 
     def _cmd_enable(self) -> None:
         if self.state == ENABLED:
@@ -233,7 +233,8 @@ class PSMCore:
         self._say("status", "resumed")
 
     # ------------------------------------------------------- motion commands
-    def _motion_allowed(self, what: str) -> bool:
+    def _refused(self, what: str) -> Result | None:
+        """The refusal when motion is not allowed now (None: allowed)."""
         if self.state != ENABLED:
             return self.error(f"{what} rejected: arm is {self.state}, needs ENABLED")
         if self._power_up_until is not None:
@@ -242,81 +243,40 @@ class PSMCore:
             return self.error(f"{what} rejected: arm is not homed")
         if self._homing:
             return self.error(f"{what} rejected: arm is busy homing")
-        return True
+        return None
 
-    def _positions(self, what: str, positions, expected: tuple[str, ...]) -> np.ndarray | None:
-        """`positions` as a float vector of len(expected), or None after one error message."""
-        try:
-            pos = np.asarray(list(positions), dtype=float)
-        except (TypeError, ValueError):
-            self.error(f"{what} rejected: positions are not numbers")
-            return None
-        if pos.shape != (len(expected),):
-            n = len(expected)
-            self.error(f"{what} rejected: expected {n} position{'s' if n > 1 else ''} "
-                       f"({', '.join(expected)}), got {pos.size}")
-            return None
-        return pos
-
-    def _joint_vector(self, what: str, names, positions) -> np.ndarray | None:
-        names = list(names or [])
-        pos = self._positions(what, positions, PSM_JOINT_NAMES)
-        if pos is None:
-            return None
-        if names:
-            if sorted(names) != sorted(PSM_JOINT_NAMES) or len(set(names)) != 6:
-                unknown = [n for n in names if n not in PSM_JOINT_NAMES]
-                self.error(f"{what} rejected: joint names must be exactly {list(PSM_JOINT_NAMES)}"
-                           + (f"; unknown {unknown}" if unknown else ""))
-                return None
-            pos = pos[[names.index(n) for n in PSM_JOINT_NAMES]]
-        if not np.all(np.isfinite(pos)):
-            self.error(f"{what} rejected: positions contain NaN or inf")
-            return None
-        bad = [f"{PSM_JOINT_NAMES[i]}={pos[i]:.4f} not in [{kin.LOWER[i]:.3f}, {kin.UPPER[i]:.3f}]"
-               for i in range(6) if not (kin.LOWER[i] <= pos[i] <= kin.UPPER[i])]
-        if bad:
-            self.error(f"{what} rejected: outside joint limits: {'; '.join(bad)}")
-            return None
-        return pos
-
-    def _jaw_value(self, what: str, names, positions) -> float | None:
-        names = list(names or [])
-        pos = self._positions(what, positions, (PSM_JAW_NAME,))
-        if pos is None:
-            return None
-        if names and names != [PSM_JAW_NAME]:
-            self.error(f"{what} rejected: joint name must be '{PSM_JAW_NAME}', got {names}")
-            return None
-        v = float(pos[0])
-        if not math.isfinite(v):
-            self.error(f"{what} rejected: jaw position is NaN or inf")
-            return None
-        if not (kin.JAW_LOWER <= v <= kin.JAW_UPPER):
-            self.error(f"{what} rejected: jaw {v:.4f} not in [{kin.JAW_LOWER}, {kin.JAW_UPPER}]")
-            return None
-        return v
-
-    def _pose_ik(self, what: str, pose) -> np.ndarray | None:
+    def _pose_ik(self, what: str, pose) -> np.ndarray | Result:
+        """Joints reaching `pose` (seeded by the setpoint), or the refusal."""
         try:
             T = kin.check_pose(pose, what)
             res = kin.ik(T, seed=self.q_sp)
         except kin.KinematicsError as exc:
-            self.error(f"{what} rejected: {exc}")
-            return None
+            return self.error(f"{what} rejected: {exc}")
         if res.insertion_clamped:
             self._say("warning", f"{what}: insertion clamped to keep the wrist "
                                  f"{kin.MIN_WRIST_DISTANCE * 1e3:.0f} mm from the RCM")
         return res.q
 
-    def servo_jp(self, names, positions, stamp: float | None = None) -> bool:
-        if not self._motion_allowed("servo_jp"):
-            return False
-        q = self._joint_vector("servo_jp", names, positions)
-        if q is None:
-            return False
+    def servo_jp(self, names, positions, stamp: float | None = None) -> Result:
+        if (no := self._refused("servo_jp")) is not None:
+            return no
+        try:
+            q = inputs.joint_positions("servo_jp", names, positions)
+        except ValueError as exc:
+            return self.error(str(exc))
         self._servo_to(q, stamp)
-        return True
+        return Result.success()
+
+    def servo_jr(self, names, positions) -> Result:
+        """Relative servo: setpoint + delta, applied like servo_jp."""
+        if (no := self._refused("servo_jr")) is not None:
+            return no
+        try:
+            q = inputs.joint_goal("servo_jr", names, positions, self.q_sp)
+        except ValueError as exc:
+            return self.error(str(exc))
+        self._servo_to(q, None)
+        return Result.success()
 
     def _servo_to(self, q: np.ndarray, stamp: float | None) -> None:
         """Jump the setpoint; a steady stream also yields its velocity (feed-forward).
@@ -337,40 +297,52 @@ class PSMCore:
         self._servo_t = self.t
         self._servo_stamp = stamp
 
-    def move_jp(self, names, positions) -> bool:
-        if not self._motion_allowed("move_jp"):
-            return False
-        q = self._joint_vector("move_jp", names, positions)
-        if q is None:
-            return False
+    def move_jp(self, names, positions) -> Result:
+        if (no := self._refused("move_jp")) is not None:
+            return no
+        try:
+            q = inputs.joint_positions("move_jp", names, positions)
+        except ValueError as exc:
+            return self.error(str(exc))
         return self._start_move(q)
 
-    def _start_move(self, q: np.ndarray) -> bool:
+    def move_jr(self, names, positions) -> Result:
+        """Relative move: trajectory to setpoint + delta."""
+        if (no := self._refused("move_jr")) is not None:
+            return no
+        try:
+            q = inputs.joint_goal("move_jr", names, positions, self.q_sp)
+        except ValueError as exc:
+            return self.error(str(exc))
+        return self._start_move(q)
+
+    def _start_move(self, q: np.ndarray) -> Result:
         self._stop_motion(interrupted=True)
-        self._traj = TrapezoidTrajectory(self.q_sp, q, kin.MAX_VELOCITY, kin.MAX_ACCELERATION, self.t)
+        r = self.trajectory_ratio
+        self._traj = TrapezoidTrajectory(self.q_sp, q, kin.MAX_VELOCITY * r, kin.MAX_ACCELERATION * r, self.t)
         self._set_state(busy=True)
-        return True
+        return Result.success()
 
-    def servo_cp(self, pose, stamp: float | None = None) -> bool:
-        if not self._motion_allowed("servo_cp"):
-            return False
+    def servo_cp(self, pose, stamp: float | None = None) -> Result:
+        if (no := self._refused("servo_cp")) is not None:
+            return no
         q = self._pose_ik("servo_cp", pose)
-        if q is None:
-            return False
+        if isinstance(q, Result):
+            return q
         self._servo_to(q, stamp)
-        return True
+        return Result.success()
 
-    def move_cp(self, pose) -> bool:
-        if not self._motion_allowed("move_cp"):
-            return False
+    def move_cp(self, pose) -> Result:
+        if (no := self._refused("move_cp")) is not None:
+            return no
         q = self._pose_ik("move_cp", pose)
-        if q is None:
-            return False
+        if isinstance(q, Result):
+            return q
         return self._start_move(q)
 
-    def servo_cv(self, linear, angular) -> bool:
-        if not self._motion_allowed("servo_cv"):
-            return False
+    def servo_cv(self, linear, angular) -> Result:
+        if (no := self._refused("servo_cv")) is not None:
+            return no
         try:
             v = np.asarray(list(linear), float)
             w = np.asarray(list(angular), float)
@@ -384,34 +356,127 @@ class PSMCore:
             self._stop_motion(interrupted=True)
             self._cv_pose = kin.fk(self.q_sp)
         self._cv = (v, w, self.t)
-        return True
+        return Result.success()
 
-    def jaw_servo_jp(self, names, positions) -> bool:
-        if not self._motion_allowed("jaw/servo_jp"):
-            return False
-        v = self._jaw_value("jaw/servo_jp", names, positions)
-        if v is None:
-            return False
-        self._jaw_traj = None
-        self.jaw_sp, self.jaw_d_sp = v, 0.0
-        return True
+    def servo_jf(self, names, efforts) -> Result:
+        """Effort mode: apply these joint efforts (N m, N) until a position command."""
+        if (no := self._refused("servo_jf")) is not None:
+            return no
+        try:
+            e = inputs.efforts("servo_jf", names, efforts)
+        except ValueError as exc:
+            return self.error(str(exc))
+        self._enter_effort_mode(e)
+        return Result.success()
 
-    def jaw_move_jp(self, names, positions) -> bool:
-        if not self._motion_allowed("jaw/move_jp"):
-            return False
-        v = self._jaw_value("jaw/move_jp", names, positions)
-        if v is None:
-            return False
-        self._jaw_traj = TrapezoidTrajectory([self.jaw_sp], [v], [kin.JAW_MAX_VELOCITY],
-                                             [kin.JAW_MAX_ACCELERATION], self.t)
-        self._set_state(busy=True)
-        return True
+    def servo_cf(self, wrench, body: bool = False) -> Result:
+        """Effort mode from a tool-tip wrench (force, torque): tau = J^T w.
 
-    def hold(self) -> bool:
-        if not self._motion_allowed("hold"):
-            return False
+        `body`: the wrench is in the tool-tip frame (body/servo_cf) unless
+        `set_cf_orientation_absolute(True)`; otherwise in PSM1_base (spatial/servo_cf)."""
+        what = "body/servo_cf" if body else "spatial/servo_cf"
+        if (no := self._refused(what)) is not None:
+            return no
+        try:
+            w = inputs.wrench(what, wrench)
+            if body and not self.cf_orientation_absolute:
+                R = kin.fk(self.q_meas)[:3, :3]
+                w = np.concatenate([R @ w[:3], R @ w[3:]])
+            e = inputs.effort_range(what, kin.jacobian(self.q_meas).T @ w, PSM_JOINT_NAMES, inputs.MAX_EFFORT,
+                                    "joint efforts")
+        except ValueError as exc:
+            return self.error(str(exc))
+        self._enter_effort_mode(e)
+        return Result.success()
+
+    def free(self) -> Result:
+        """The dVRK's `free`: effort mode with zero effort (the arm is counterbalanced: it stays, movable by hand)."""
+        if (no := self._refused("free")) is not None:
+            return no
+        self._enter_effort_mode(np.zeros(6))
+        self.jaw_effort = 0.0
+        return Result.success()
+
+    def _enter_effort_mode(self, effort: np.ndarray) -> None:
+        jaw = self.jaw_effort
         self._stop_motion(interrupted=True)
-        return True
+        self.effort = effort
+        self.jaw_effort = jaw
+        self._hold_measured()
+
+    def jaw_servo_jp(self, names, positions) -> Result:
+        if (no := self._refused("jaw/servo_jp")) is not None:
+            return no
+        try:
+            v = inputs.jaw_position("jaw/servo_jp", names, positions)
+        except ValueError as exc:
+            return self.error(str(exc))
+        self._jaw_traj = None
+        self.jaw_effort = None
+        self.jaw_sp, self.jaw_d_sp = v, 0.0
+        return Result.success()
+
+    def jaw_move_jp(self, names, positions) -> Result:
+        if (no := self._refused("jaw/move_jp")) is not None:
+            return no
+        try:
+            v = inputs.jaw_position("jaw/move_jp", names, positions)
+        except ValueError as exc:
+            return self.error(str(exc))
+        self.jaw_effort = None
+        r = self.trajectory_ratio
+        self._jaw_traj = TrapezoidTrajectory([self.jaw_sp], [v], [kin.JAW_MAX_VELOCITY * r],
+                                             [kin.JAW_MAX_ACCELERATION * r], self.t)
+        self._set_state(busy=True)
+        return Result.success()
+
+    def jaw_servo_jf(self, names, efforts) -> Result:
+        """Jaw effort (N m) until the next jaw position command."""
+        if (no := self._refused("jaw/servo_jf")) is not None:
+            return no
+        try:
+            e = inputs.efforts("jaw/servo_jf", names, efforts, (PSM_JAW_NAME,), np.array([inputs.JAW_MAX_EFFORT]))
+        except ValueError as exc:
+            return self.error(str(exc))
+        self._jaw_traj = None
+        self.jaw_effort = float(e[0])
+        self.jaw_sp, self.jaw_d_sp = float(self.jaw_meas), 0.0
+        return Result.success()
+
+    def hold(self) -> Result:
+        if (no := self._refused("hold")) is not None:
+            return no
+        self._stop_motion(interrupted=True)
+        return Result.success()
+
+    # ------------------------------------------------------------ settings
+    def set_trajectory_ratio(self, ratio) -> Result:
+        """trajectory_j/set_ratio: scale of the move velocity/acceleration limits, in (0, 1]."""
+        try:
+            r = float(ratio)
+        except (TypeError, ValueError):
+            return self.error(f"trajectory_j/set_ratio rejected: {ratio!r} is not a number")
+        if not (math.isfinite(r) and 0.0 < r <= 1.0):
+            return self.error(f"trajectory_j/set_ratio rejected: {r} not in (0, 1]")
+        self.trajectory_ratio = r
+        self.state_changed = True          # the twin republishes trajectory_j/ratio with the state
+        return Result.success()
+
+    def _flag(self, what: str, attr: str, value) -> Result:
+        if not isinstance(value, (bool, np.bool_)):
+            return self.error(f"{what} rejected: expected a bool, got {value!r}")
+        setattr(self, attr, bool(value))
+        return Result.success()
+
+    def set_gravity_compensation(self, value) -> Result:
+        return self._flag("use_gravity_compensation", "gravity_compensation", value)
+
+    def set_cf_orientation_absolute(self, value) -> Result:
+        return self._flag("body/set_cf_orientation_absolute", "cf_orientation_absolute", value)
+
+    def set_tool_present(self, value) -> Result:
+        """emulate_tool_present: recorded; the twin's instrument is always there."""
+        return self._flag("emulate_tool_present", "tool_present", value)
 
     # ------------------------------------------------------------------ step
     def step(self, t: float, q_meas, qd_meas=None, jaw_meas: float = 0.0) -> Setpoint:
@@ -466,12 +531,17 @@ class PSMCore:
             self._servo_t = None                  # stream ended: hold still
             self.qd_sp = np.zeros(6)
 
+        if self.effort is not None:               # effort mode: the setpoint is where the arm is
+            self.q_sp, self.qd_sp = self.q_meas.copy(), np.zeros(6)
+        if self.jaw_effort is not None:
+            self.jaw_sp, self.jaw_d_sp = self.jaw_meas, 0.0
         powered = self.state in (ENABLED, PAUSED) and self._power_up_until is None
         if powered:
             self._check_tracking()
         self._check_limits()
         return Setpoint(self.q_sp.copy(), self.qd_sp.copy(), self.jaw_sp, self.jaw_d_sp,
-                        powered or self._power_up_until is not None)
+                        powered or self._power_up_until is not None,
+                        None if self.effort is None else self.effort.copy(), self.jaw_effort)
 
     def _integrate_twist(self, t: float, dt: float) -> None:
         v, w, t_cmd = self._cv
@@ -520,10 +590,10 @@ class PSMCore:
         self._at_limit = at
 
     # ------------------------------------------------------------ dispatch
-    def command(self, kind: str, *args) -> bool:
-        """One command by kind name (state, servo_jp, ..., hold); False if rejected."""
+    def command(self, kind: str, *args) -> Result:
+        """One command by kind name (state, servo_jp, ..., hold, settings); its Result."""
         if kind == "state":
             return self.state_command(*args)
-        if kind in MOTION_COMMANDS:
+        if kind in MOTION_COMMANDS or kind in SETTINGS:
             return getattr(self, kind)(*args)
         return self.error(f"unknown command kind {kind!r}")

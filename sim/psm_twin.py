@@ -1,12 +1,19 @@
 """The PSM twin: serves `/PSM1` over CRTK ROS 2 exactly as a dVRK console does.
 
-Wiring only: ROS messages are unpacked on rclpy threads and queued under a
-lock; `before_step` feeds them to the ROS-free `PSMCore` (sim/psm_state.py),
-steps it with the measured joints and writes the MuJoCo position servos
-(joint PID: ctrl = setpoint + velocity feed-forward + integral term; the
-proportional and damping terms are the actuators' kp/kv, integrated
-implicitly).  A publisher thread sends the measured/setpoint topics at
-`psm_rate_hz` (100 Hz default, up to 1 kHz) from the latest physics snapshot.
+Wiring only.  `sim/psm_crtk.py` (`CRTKServer`) holds the dVRK's topics,
+types and services and unpacks messages into `(kind, args)` commands on
+rclpy threads; they are queued under a lock and `before_step` hands them to
+the ROS-free `PSMPlant` (sim/psm_plant.py: the `PSMCore` motion model and
+the MuJoCo joint PID, shared with the Gymnasium environments), so a command
+is applied on the next physics step.  `after_step` takes the snapshot and
+publishes what the core reported (`error`/`warning`/`status`,
+`goal_reached`, `operating_state`).  A publisher thread, paced by
+`surgbot.pacing.Pacer`, sends the state topics at `psm_rate_hz` (100 Hz
+default, up to 1 kHz) from the newest snapshot, so a setpoint changed by a
+servo command is in the next `setpoint_*` message.
+
+Parameters come from `PSMTwinConfig` (declared on the sim's node with
+`surgbot.rosutil.declare_config`; config/psm.yaml only overrides).
 
 Sim-only extras (not part of the contract):
 * `/sim/ground_truth/psm_rcm` (PointStamped, world): the RCM site;
@@ -16,72 +23,71 @@ Sim-only extras (not part of the contract):
   force added to the named PSM joints until replaced (empty effort clears it):
   the test hook that forces a tracking error.
 
-Standalone: `python -m sim.psm_twin --duration 20 [--rate 100]` runs a world
-of psm.xml alone, paced to real time, with its own rclpy node.
+Standalone: `python -m surgbot.sim.psm_twin --duration 20 [--rate 100]` runs
+a world of psm.xml alone, paced to real time, with its own rclpy node.
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
-import json
 import math
+import sys
 import threading
-import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import mujoco
 import numpy as np
 
-from surgbot.contract import (GT_PSM_TIP, PSM_BASE_FRAME, PSM_DEFAULT_RATE_HZ, PSM_JAW_NAME,
-                              PSM_JOINT_NAMES, PSM_MAX_RATE_HZ, PSM_NAMESPACE, WORLD_FRAME,
-                              psm_topic)
+from surgbot import geometry
+from surgbot.config import param
+from surgbot.contract import (
+    GT_PSM_TIP,
+    PSM_DEFAULT_RATE_HZ,
+    PSM_JOINT_NAMES,
+    PSM_MAX_RATE_HZ,
+    PSM_NAMESPACE,
+    WORLD_FRAME,
+)
 from surgbot.kinematics import psm as kin
-from surgbot.rosutil import latched_qos
+from surgbot.pacing import Pacer
+from surgbot.sim.psm_plant import PSMPlant
 from surgbot.sim.psm_state import PSMCore
 
 MODEL_PATH = Path(__file__).resolve().parent / "models" / "psm.xml"
 GT_PSM_RCM = "/sim/ground_truth/psm_rcm"
 GT_PSM_RCM_ERROR = "/sim/ground_truth/psm_rcm_error"
 SIM_PSM_DISTURBANCE = "/sim/psm/disturbance"
-
-INTEGRAL_RATE = 1.0                       # ki / kp, 1/s
-INTEGRAL_LIMIT = np.array([0.02, 0.02, 0.004, 0.05, 0.05, 0.05])
-SERVO_KINDS = ("servo_jp", "servo_cp", "servo_cv", "jaw_servo_jp")
-
-
-def quat_to_matrix(x: float, y: float, z: float, w: float) -> np.ndarray:
-    n = math.sqrt(x * x + y * y + z * z + w * w)
-    x, y, z, w = x / n, y / n, z / n, w / n
-    return np.array([
-        [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-        [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-        [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]])
+GROUND_TRUTH_RATE_HZ = 100.0
+COMMAND_QUEUE = 256
+# Above the dVRK's default rate the publisher thread must get the GIL every millisecond;
+# with CPython's default 5 ms switch interval a busy thread can hold it for 5 ms.  Measured
+# here (loaded 2-core box, 4 interleaved pairs, twin at 1 kHz): 0.5 ms gave measured_js
+# 822-1000 Hz vs 391-967 Hz and servo_jp->setpoint_js p50 7-11 ms vs 8-24 ms.
+GIL_SWITCH_INTERVAL_S = 0.0005
 
 
-def matrix_to_quat(R: np.ndarray) -> tuple[float, float, float, float]:
-    """(x, y, z, w) of a rotation matrix (ROS order)."""
-    q = np.zeros(4)
-    mujoco.mju_mat2Quat(q, np.ascontiguousarray(R, dtype=float).reshape(9))
-    return float(q[1]), float(q[2]), float(q[3]), float(q[0])
+@dataclass(frozen=True)
+class PSMTwinConfig:
+    """Parameters of the PSM twin (ROS parameters on the sim's node)."""
 
+    psm_rate_hz: float = param(PSM_DEFAULT_RATE_HZ, "rate of measured/setpoint js/cp, measured_cv, jaw/* "
+                               "(Hz; dVRK default 100)", lo=1.0, hi=PSM_MAX_RATE_HZ)
+    psm_secondary_rate_hz: float = param(100.0, "rate of local/*_cp, spatial|body/measured_cf and "
+                                         "*/jacobian (Hz, at most psm_rate_hz)", lo=1.0, hi=PSM_MAX_RATE_HZ)
+    psm_namespace: str = param(PSM_NAMESPACE, "CRTK namespace of the arm")
+    psm_tip_ground_truth: bool = param(False, f"also publish {GT_PSM_TIP} (the scenes' ground-truth "
+                                       "node does when it runs)")
 
-def pose_msg_to_matrix(msg) -> np.ndarray:
-    """4x4 from a PoseStamped; ValueError with a reason if it is not a pose in PSM1_base."""
-    frame = msg.header.frame_id
-    if frame not in ("", PSM_BASE_FRAME):
-        raise ValueError(f"frame_id {frame!r} not supported, poses are in {PSM_BASE_FRAME}")
-    p, o = msg.pose.position, msg.pose.orientation
-    vals = [p.x, p.y, p.z, o.x, o.y, o.z, o.w]
-    if not all(math.isfinite(v) for v in vals):
-        raise ValueError("pose contains NaN or inf")
-    n = math.sqrt(o.x ** 2 + o.y ** 2 + o.z ** 2 + o.w ** 2)
-    if abs(n - 1.0) > 1e-2:
-        raise ValueError(f"orientation quaternion norm {n:.4f} is not 1")
-    T = np.eye(4)
-    T[:3, :3] = quat_to_matrix(o.x, o.y, o.z, o.w)
-    T[:3, 3] = [p.x, p.y, p.z]
-    return T
+    def __post_init__(self):
+        for name in ("psm_rate_hz", "psm_secondary_rate_hz"):
+            v = getattr(self, name)
+            if not (math.isfinite(v) and 0.0 < v <= PSM_MAX_RATE_HZ):
+                raise ValueError(f"{name} must be in (0, {PSM_MAX_RATE_HZ:g}] Hz, got {v}")
+        ns = self.psm_namespace
+        if not (ns.startswith("/") and len(ns) > 1 and all(c.isalnum() or c in "_/" for c in ns)):
+            raise ValueError(f"psm_namespace must be an absolute ROS namespace like /PSM1, got {ns!r}")
 
 
 class PSMTwin:
@@ -89,144 +95,74 @@ class PSMTwin:
 
     name = "psm"
 
-    def __init__(self, rate_hz: float | None = None, namespace: str = PSM_NAMESPACE,
-                 publish_tip_ground_truth: bool = False):
-        self.requested_rate = rate_hz
-        self.rate_hz = float(rate_hz or PSM_DEFAULT_RATE_HZ)
-        self.namespace = namespace
-        self.publish_tip_ground_truth = publish_tip_ground_truth
+    def __init__(self, config: PSMTwinConfig | None = None):
+        self.config = config or PSMTwinConfig()
         self.core = PSMCore()
+        self.plant: PSMPlant | None = None
+        self.server = None
+        self.node = None
         self._cmd_lock = threading.Lock()
-        self._commands: collections.deque = collections.deque(maxlen=256)
+        self._commands: collections.deque = collections.deque(maxlen=COMMAND_QUEUE)
         self._disturbance = np.zeros(6)
         self._snap_lock = threading.Lock()
         self._snap: dict | None = None
-        self._integral = np.zeros(6)
+        self._seq = 0
+        self._state = self.core.operating_state()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.node = None
-        self.published = collections.Counter()
-        self._sp_key: bytes | None = None
-        self._sp_T: np.ndarray | None = None
+
+    @property
+    def rate_hz(self) -> float:
+        return self.config.psm_rate_hz
+
+    @property
+    def published(self) -> dict[str, int]:
+        return dict(self.server.published) if self.server else {}
 
     # ---------------------------------------------------------------- bind
     def bind(self, world) -> None:
         m = world.model
-        self.qadr = np.array([world.joint_qpos_adr(n) for n in PSM_JOINT_NAMES])
-        self.dadr = np.array([world.joint_dof_adr(n) for n in PSM_JOINT_NAMES])
-        self.jaw_qadr = world.joint_qpos_adr(PSM_JAW_NAME)
-        self.jaw_dadr = world.joint_dof_adr(PSM_JAW_NAME)
-        self.act = np.array([m.actuator(f"PSM1_{n}").id for n in PSM_JOINT_NAMES])
-        self.jaw_act = m.actuator(f"PSM1_{PSM_JAW_NAME}").id
-        kp = m.actuator_gainprm[self.act, 0]
-        kv = -m.actuator_biasprm[self.act, 2]
-        self.ff_gain = kv / kp                    # velocity feed-forward in position units
-        self.jaw_ff_gain = float(-m.actuator_biasprm[self.jaw_act, 2] / m.actuator_gainprm[self.jaw_act, 0])
-        self.base_body = m.body(PSM_BASE_FRAME).id
-        self.roll_body = m.body("PSM1_roll_link").id
-        self.tip_site = m.site("PSM1_tool_tip").id
-        self.rcm_site = m.site("PSM1_rcm").id
+        self.plant = PSMPlant(m, self.core)
+        base = self.plant.base_body
+        psm_bodies = [b for b in range(m.nbody) if _in_subtree(m, b, base)]
+        self._psm_geom = np.isin(m.geom_bodyid, psm_bodies)      # geom id -> belongs to the arm
         self.node = world.ros_node
         if self.node is not None:
-            self._bind_ros(self.node)
+            self._bind_ros(world)
 
-    def _bind_ros(self, node) -> None:
-        from geometry_msgs.msg import PointStamped, PoseStamped, TwistStamped
+    def _bind_ros(self, world) -> None:
+        # ROS imports here: a world without a node (unit tests, tools) uses the twin without rclpy
+        from geometry_msgs.msg import PointStamped, PoseStamped
         from sensor_msgs.msg import JointState
-        from std_msgs.msg import Bool, Empty, Float64, String
+        from std_msgs.msg import Float64
 
-        try:
-            if not node.has_parameter("psm_rate_hz"):
-                node.declare_parameter("psm_rate_hz", self.rate_hz)
-            value = float(node.get_parameter("psm_rate_hz").value)
-            if self.requested_rate is None:
-                self.rate_hz = value
-        except Exception as exc:  # noqa: BLE001 - a bad parameter falls back to the default
-            node.get_logger().warning(f"psm_rate_hz parameter unusable ({exc}); using {self.rate_hz} Hz")
-        if not (0 < self.rate_hz <= PSM_MAX_RATE_HZ):
-            node.get_logger().warning(f"psm_rate_hz {self.rate_hz} outside (0, {PSM_MAX_RATE_HZ}]; clamped")
-            self.rate_hz = float(min(max(self.rate_hz, 1.0), PSM_MAX_RATE_HZ))
+        from surgbot.rosutil import declare_config
+        from surgbot.sim.psm_crtk import CRTKServer
 
-        t = lambda name: psm_topic(name, self.namespace)  # noqa: E731
-        latched = latched_qos()
-        self.msgs = dict(JointState=JointState, PoseStamped=PoseStamped, TwistStamped=TwistStamped,
-                         String=String, Bool=Bool, PointStamped=PointStamped, Float64=Float64)
-        self.pub = {
-            "measured_js": node.create_publisher(JointState, t("measured_js"), 10),
-            "setpoint_js": node.create_publisher(JointState, t("setpoint_js"), 10),
-            "measured_cp": node.create_publisher(PoseStamped, t("measured_cp"), 10),
-            "setpoint_cp": node.create_publisher(PoseStamped, t("setpoint_cp"), 10),
-            "measured_cv": node.create_publisher(TwistStamped, t("measured_cv"), 10),
-            "jaw/measured_js": node.create_publisher(JointState, t("jaw/measured_js"), 10),
-            "jaw/setpoint_js": node.create_publisher(JointState, t("jaw/setpoint_js"), 10),
-            "operating_state": node.create_publisher(String, t("operating_state"), latched),
-            "goal_reached": node.create_publisher(Bool, t("goal_reached"), 10),
-            "error": node.create_publisher(String, t("error"), 10),
-            "warning": node.create_publisher(String, t("warning"), 10),
-            "status": node.create_publisher(String, t("status"), 10),
-            "gt_rcm": node.create_publisher(PointStamped, GT_PSM_RCM, 10),
-            "gt_rcm_error": node.create_publisher(Float64, GT_PSM_RCM_ERROR, 10),
-        }
-        if self.publish_tip_ground_truth:
-            self.pub["gt_tip"] = node.create_publisher(PoseStamped, GT_PSM_TIP, 10)
-        self.subs = [
-            node.create_subscription(JointState, t("servo_jp"), lambda m: self._on_js("servo_jp", m), 10),
-            node.create_subscription(JointState, t("move_jp"), lambda m: self._on_js("move_jp", m), 10),
-            node.create_subscription(PoseStamped, t("servo_cp"), lambda m: self._on_cp("servo_cp", m), 10),
-            node.create_subscription(PoseStamped, t("move_cp"), lambda m: self._on_cp("move_cp", m), 10),
-            node.create_subscription(TwistStamped, t("servo_cv"), self._on_cv, 10),
-            node.create_subscription(JointState, t("jaw/servo_jp"), lambda m: self._on_js("jaw_servo_jp", m), 10),
-            node.create_subscription(JointState, t("jaw/move_jp"), lambda m: self._on_js("jaw_move_jp", m), 10),
-            node.create_subscription(Empty, t("hold"), lambda m: self._queue("hold"), 10),
-            node.create_subscription(String, t("state_command"), lambda m: self._queue("state", m.data), 10),
-            node.create_subscription(JointState, SIM_PSM_DISTURBANCE, self._on_disturbance, 10),
-        ]
-        self._publish_operating_state()
+        node = self.node
+        self.config = declare_config(node, PSMTwinConfig, overrides=_overrides(self.config))
+        if self.config.psm_rate_hz > PSM_DEFAULT_RATE_HZ and sys.getswitchinterval() > GIL_SWITCH_INTERVAL_S:
+            sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)     # process-wide: the sim's other threads too
+        self.server = CRTKServer(node, self.config.psm_namespace, self._submit, lambda: self._state)
+        self._world = world
+        self._gt = {"gt_rcm": node.create_publisher(PointStamped, GT_PSM_RCM, 10),
+                    "gt_rcm_error": node.create_publisher(Float64, GT_PSM_RCM_ERROR, 10)}
+        if self.config.psm_tip_ground_truth:
+            self._gt["gt_tip"] = node.create_publisher(PoseStamped, GT_PSM_TIP, 10)
+        self._gt_msgs = (PointStamped, Float64, PoseStamped)
+        self._dist_sub = node.create_subscription(JointState, SIM_PSM_DISTURBANCE, self._on_disturbance, 10)
+        self.server.operating_state(self._state, self.core.trajectory_ratio, world.stamp_ns())
         self._thread = threading.Thread(target=self._publish_loop, name="psm-publisher", daemon=True)
         self._thread.start()
 
     # ------------------------------------------------- rclpy-thread callbacks
-    def _queue(self, kind: str, *args) -> None:
+    def _submit(self, kind: str, args: tuple) -> None:
         with self._cmd_lock:
             self._commands.append((kind, args))
 
-    def _reject(self, text: str) -> None:
-        with self._cmd_lock:
-            self._commands.append(("reject", (text,)))
-
-    @staticmethod
-    def _stamp(msg) -> float | None:
-        st = msg.header.stamp
-        return (st.sec + 1e-9 * st.nanosec) or None
-
-    def _on_js(self, kind: str, msg) -> None:
-        if kind == "servo_jp":
-            self._queue(kind, list(msg.name), list(msg.position), self._stamp(msg))
-        else:
-            self._queue(kind, list(msg.name), list(msg.position))
-
-    def _on_cp(self, kind: str, msg) -> None:
-        try:
-            T = pose_msg_to_matrix(msg)
-        except ValueError as exc:
-            self._reject(f"{kind} rejected: {exc}")
-            return
-        if kind == "servo_cp":
-            self._queue(kind, T, self._stamp(msg))
-        else:
-            self._queue(kind, T)
-
-    def _on_cv(self, msg) -> None:
-        if msg.header.frame_id not in ("", PSM_BASE_FRAME):
-            self._reject(f"servo_cv rejected: frame_id {msg.header.frame_id!r} not supported, "
-                         f"twists are in {PSM_BASE_FRAME}")
-            return
-        lin, ang = msg.twist.linear, msg.twist.angular
-        self._queue("servo_cv", [lin.x, lin.y, lin.z], [ang.x, ang.y, ang.z])
-
     def _on_disturbance(self, msg) -> None:
         force = np.zeros(6)
-        for name, effort in zip(msg.name, msg.effort):
+        for name, effort in zip(msg.name, msg.effort, strict=False):   # extra names: no effort
             if name in PSM_JOINT_NAMES and math.isfinite(effort):
                 force[PSM_JOINT_NAMES.index(name)] = effort
         with self._cmd_lock:
@@ -234,68 +170,63 @@ class PSMTwin:
 
     # ------------------------------------------------------- physics hooks
     def before_step(self, world) -> None:
-        d = world.data
         with self._cmd_lock:
             batch = list(self._commands)
             self._commands.clear()
             disturbance = self._disturbance.copy()
-        # streams: only the newest of each kind in this batch matters
-        last = {kind: i for i, (kind, _) in enumerate(batch) if kind in SERVO_KINDS}
-        core = self.core
-        core.t = world.time
-        for i, (kind, args) in enumerate(batch):
-            if kind in SERVO_KINDS and last[kind] != i:
-                continue
-            if kind == "reject":
-                core.error(args[0])
-            else:
-                core.command(kind, *args)
-        q = d.qpos[self.qadr]
-        sp = core.step(world.time, q, d.qvel[self.dadr], float(d.qpos[self.jaw_qadr]))
-        if sp.powered:
-            # integrate only while a joint's setpoint is still: no wind-up during moves
-            err = np.where(np.abs(sp.qd) < 1e-9, sp.q - q, 0.0)
-            self._integral = np.clip(self._integral + INTEGRAL_RATE * err * world.dt,
-                                     -INTEGRAL_LIMIT, INTEGRAL_LIMIT)
-            d.ctrl[self.act] = sp.q + self.ff_gain * sp.qd + self._integral
-            d.ctrl[self.jaw_act] = sp.jaw + self.jaw_ff_gain * sp.jaw_d
-        else:                                    # brakes: hold where the arm was left
-            self._integral[:] = 0.0
-            d.ctrl[self.act] = sp.q
-            d.ctrl[self.jaw_act] = sp.jaw
-        d.qfrc_applied[self.dadr] = disturbance
+        self.plant.control(world.data, world.time, world.dt, batch, disturbance)
 
     def after_step(self, world) -> None:
-        d = world.data
-        core = self.core
-        snap = {
-            "t": world.time,
-            "q": d.qpos[self.qadr].copy(), "qd": d.qvel[self.dadr].copy(),
-            "eff": d.actuator_force[self.act].copy(),
-            "jaw": float(d.qpos[self.jaw_qadr]), "jaw_v": float(d.qvel[self.jaw_dadr]),
-            "jaw_eff": float(d.actuator_force[self.jaw_act]),
-            "q_sp": core.q_sp.copy(), "qd_sp": core.qd_sp.copy(), "jaw_sp": core.jaw_sp,
-            "base_p": d.xpos[self.base_body].copy(), "base_R": d.xmat[self.base_body].reshape(3, 3).copy(),
-            "tip_p": d.site_xpos[self.tip_site].copy(), "tip_R": d.site_xmat[self.tip_site].reshape(3, 3).copy(),
-            "roll_p": d.xpos[self.roll_body].copy(), "roll_z": d.xmat[self.roll_body].reshape(3, 3)[:, 2].copy(),
-            "rcm_p": d.site_xpos[self.rcm_site].copy(),
-        }
+        d, core = world.data, self.core
+        snap = self.plant.snapshot(d, world.time)
+        self._seq += 1
+        snap["seq"] = self._seq
+        snap["stamp_ns"] = world.stamp_ns()
+        snap["T_meas"] = self.plant.measured_cp(d)
+        snap["wrench"] = self._contact_wrench(world, snap["T_meas"])
+        snap["effort_sp"] = np.zeros(6) if core.effort is None else core.effort.copy()
+        snap["jaw_effort_sp"] = 0.0 if core.jaw_effort is None else float(core.jaw_effort)
         with self._snap_lock:
             self._snap = snap
-        if self.node is None:
-            core.outbox.clear()
-            core.state_changed = False
+        events, core.outbox = core.outbox, []
+        changed, core.state_changed = core.state_changed, False
+        if changed:
+            self._state = core.operating_state()
+        if self.server is None:
             return
-        if core.outbox:
-            events, core.outbox = core.outbox, []
-            for kind, payload in events:
-                if kind == "goal_reached":
-                    self._publish("goal_reached", self.msgs["Bool"](data=bool(payload)))
-                else:
-                    self._publish(kind, self.msgs["String"](data=str(payload)))
-                    self._log(kind, f"{self.namespace}: {payload}")
-        if core.state_changed:
-            self._publish_operating_state()
+        for kind, payload in events:
+            self.server.event(kind, payload)
+            if kind != "goal_reached":
+                self._log(kind, f"{self.config.psm_namespace}: {payload}")
+        if changed:
+            self.server.operating_state(self._state, core.trajectory_ratio, snap["stamp_ns"])
+
+    def _contact_wrench(self, world, T_meas: np.ndarray) -> np.ndarray:
+        """Wrench (force, torque about the tool tip; PSM1_base axes) the contacts exert on the arm.
+
+        Sum over MuJoCo contacts touching a PSM body; the contact force acts
+        on geom2 along the frame's normal (geom1 -> geom2) and on geom1 in
+        reverse.  Zero in free space (what a dVRK reports with no load)."""
+        m, d = world.model, world.data
+        w = np.zeros(6)
+        if d.ncon == 0:
+            return w
+        on1 = self._psm_geom[d.contact.geom1]
+        on2 = self._psm_geom[d.contact.geom2]
+        mine = np.flatnonzero(on1 != on2)      # not the arm's, or the arm against itself: skipped
+        if mine.size == 0:
+            return w
+        f6 = np.zeros(6)
+        tip_world = self.plant.base_pose(d) @ np.append(T_meas[:3, 3], 1.0)
+        for i in mine:
+            c = d.contact[int(i)]
+            on2 = bool(self._psm_geom[c.geom2])
+            mujoco.mj_contactForce(m, d, int(i), f6)
+            f = c.frame.reshape(3, 3).T @ f6[:3] * (1.0 if on2 else -1.0)
+            w[:3] += f
+            w[3:] += np.cross(c.pos - tip_world[:3], f)
+        Rb = self.plant.base_pose(d)[:3, :3]
+        return np.concatenate([Rb.T @ w[:3], Rb.T @ w[3:]])
 
     def _log(self, kind: str, text: str) -> None:
         # rclpy ties one severity to each call site, hence three calls
@@ -307,102 +238,64 @@ class PSMTwin:
         else:
             log.info(text)
 
-    def _publish(self, key: str, msg) -> None:
-        try:
-            self.pub[key].publish(msg)
-            self.published[key] += 1
-        except Exception:  # noqa: BLE001 - context shut down while closing
-            pass
-
-    def _publish_operating_state(self) -> None:
-        self.core.state_changed = False
-        self._publish("operating_state", self.msgs["String"](data=json.dumps(self.core.operating_state())))
-
     # ------------------------------------------------------ publisher thread
     def _publish_loop(self) -> None:
-        period = 1.0 / self.rate_hz
-        gt_every = max(1, int(round(self.rate_hz / 100.0)))
-        next_t = time.perf_counter()
+        cfg = self.config
+        period = 1.0 / cfg.psm_rate_hz
+        secondary_every = max(1, round(cfg.psm_rate_hz / min(cfg.psm_secondary_rate_hz, cfg.psm_rate_hz)))
+        gt_every = max(1, round(cfg.psm_rate_hz / min(GROUND_TRUTH_RATE_HZ, cfg.psm_rate_hz)))
+        pacer = Pacer(stop=self._stop)
         k = 0
         while not self._stop.is_set():
-            next_t += period
-            delay = next_t - time.perf_counter()
-            if delay > 0:
-                time.sleep(delay)
-            else:
-                next_t = time.perf_counter()      # overrun: do not burst to catch up
+            k += 1
+            pacer.pace(k * period)
             with self._snap_lock:
                 snap = self._snap
             if snap is None:
                 continue
             try:
-                self._publish_state(snap, ground_truth=(k % gt_every == 0))
-            except Exception as exc:  # noqa: BLE001 - keep serving; report once per kind
+                self.server.publish_state(snap, secondary=(k % secondary_every == 0))
+                if k % gt_every == 0:
+                    self._publish_ground_truth(snap)
+            except Exception as exc:  # noqa: BLE001 - keep serving; the node logs it
                 if not self._stop.is_set():
                     self.node.get_logger().error(f"psm publisher: {exc}")
-            k += 1
 
-    def _publish_state(self, s: dict, ground_truth: bool) -> None:
-        M = self.msgs
-        stamp = self.node.get_clock().now().to_msg()
-
-        def js(names, pos, vel=None, eff=None):
-            msg = M["JointState"]()
-            msg.header.stamp = stamp
-            msg.name = list(names)
-            msg.position = [float(v) for v in pos]
-            if vel is not None:
-                msg.velocity = [float(v) for v in vel]
-            if eff is not None:
-                msg.effort = [float(v) for v in eff]
-            return msg
-
-        def pose(p, R, frame):
-            msg = M["PoseStamped"]()
-            msg.header.stamp = stamp
-            msg.header.frame_id = frame
-            msg.pose.position.x, msg.pose.position.y, msg.pose.position.z = (float(v) for v in p)
-            o = msg.pose.orientation
-            o.x, o.y, o.z, o.w = matrix_to_quat(R)
-            return msg
-
-        self._publish("measured_js", js(PSM_JOINT_NAMES, s["q"], s["qd"], s["eff"]))
-        self._publish("setpoint_js", js(PSM_JOINT_NAMES, s["q_sp"], s["qd_sp"]))
-        self._publish("jaw/measured_js", js([PSM_JAW_NAME], [s["jaw"]], [s["jaw_v"]], [s["jaw_eff"]]))
-        self._publish("jaw/setpoint_js", js([PSM_JAW_NAME], [s["jaw_sp"]]))
-        # measured_cp: the simulated tool-tip site relative to the simulated base
-        Rb = s["base_R"]
-        p_tip = Rb.T @ (s["tip_p"] - s["base_p"])
-        self._publish("measured_cp", pose(p_tip, Rb.T @ s["tip_R"], PSM_BASE_FRAME))
-        key = s["q_sp"].tobytes()
-        if key != self._sp_key:                   # setpoint FK only when the setpoint moved
-            self._sp_key, self._sp_T = key, kin.fk(s["q_sp"])
-        T_sp = self._sp_T
-        self._publish("setpoint_cp", pose(T_sp[:3, 3], T_sp[:3, :3], PSM_BASE_FRAME))
-        twist = kin.jacobian(s["q"]) @ s["qd"]
-        cv = M["TwistStamped"]()
-        cv.header.stamp = stamp
-        cv.header.frame_id = PSM_BASE_FRAME
-        (cv.twist.linear.x, cv.twist.linear.y, cv.twist.linear.z,
-         cv.twist.angular.x, cv.twist.angular.y, cv.twist.angular.z) = (float(v) for v in twist)
-        self._publish("measured_cv", cv)
-        if ground_truth:
-            pt = M["PointStamped"]()
-            pt.header.stamp = stamp
-            pt.header.frame_id = WORLD_FRAME
-            pt.point.x, pt.point.y, pt.point.z = (float(v) for v in s["rcm_p"])
-            self._publish("gt_rcm", pt)
-            r = s["base_p"] - s["roll_p"]
-            dist = float(np.linalg.norm(r - s["roll_z"] * (r @ s["roll_z"])))
-            self._publish("gt_rcm_error", M["Float64"](data=dist))
-            if "gt_tip" in self.pub:
-                self._publish("gt_tip", pose(s["tip_p"], s["tip_R"], WORLD_FRAME))
+    def _publish_ground_truth(self, s: dict) -> None:
+        PointStamped, Float64, PoseStamped = self._gt_msgs
+        stamp = geometry.ns_to_stamp(s["stamp_ns"], PointStamped().header.stamp)
+        pt = PointStamped()
+        pt.header.stamp, pt.header.frame_id = stamp, WORLD_FRAME
+        pt.point.x, pt.point.y, pt.point.z = (float(v) for v in s["rcm_p"])
+        self._gt["gt_rcm"].publish(pt)
+        r = s["base_p"] - s["roll_p"]
+        dist = float(np.linalg.norm(r - s["roll_z"] * (r @ s["roll_z"])))
+        self._gt["gt_rcm_error"].publish(Float64(data=dist))
+        if "gt_tip" in self._gt:
+            T = np.eye(4)
+            T[:3, :3], T[:3, 3] = s["tip_R"], s["tip_p"]
+            msg = PoseStamped()
+            msg.header.stamp, msg.header.frame_id = stamp, WORLD_FRAME
+            self._gt["gt_tip"].publish(geometry.matrix_to_pose_msg(T, msg))
 
     def close(self) -> None:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=2.0)
             self._thread = None
+
+
+def _in_subtree(model, body: int, root: int) -> bool:
+    """True if `body` is `root` or one of its descendants (body 0, the world, is nobody's)."""
+    while body != 0 and body != root:
+        body = int(model.body_parentid[body])
+    return body == root
+
+
+def _overrides(cfg: PSMTwinConfig) -> dict:
+    """Values given to the constructor that differ from the defaults (a params file still wins)."""
+    default = PSMTwinConfig()
+    return {k: getattr(cfg, k) for k in cfg.__dataclass_fields__ if getattr(cfg, k) != getattr(default, k)}
 
 
 # ---------------------------------------------------------------- standalone
@@ -420,40 +313,36 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.rate is not None and not (0 < args.rate <= PSM_MAX_RATE_HZ):
         ap.error(f"--rate must be in (0, {PSM_MAX_RATE_HZ:g}]")
+    cfg = PSMTwinConfig(psm_tip_ground_truth=True,
+                        **({} if args.rate is None else {"psm_rate_hz": float(args.rate)}))
 
     model = mujoco.MjModel.from_xml_path(str(MODEL_PATH))
     data = mujoco.MjData(model)
     world = SimWorld(model, data, scene="psm_only")
     if args.start_home:
-        for name, v in zip(PSM_JOINT_NAMES, kin.HOME):
+        for name, v in zip(PSM_JOINT_NAMES, kin.HOME, strict=True):
             data.qpos[world.joint_qpos_adr(name)] = v
     mujoco.mj_forward(model, data)
     rclpy.init()
     node = rclpy.create_node("surgbot_sim_psm")
     world.ros_node = node
-    twin = world.add(PSMTwin(rate_hz=args.rate, publish_tip_ground_truth=True))
+    twin = world.add(PSMTwin(cfg))
     executor = SingleThreadedExecutor()   # callbacks only queue commands; see crtk.spin_in_background
     executor.add_node(node)
     spin = threading.Thread(target=executor.spin, daemon=True)
     spin.start()
     print(f"psm twin up: rate {twin.rate_hz:g} Hz", flush=True)
-    t0 = time.perf_counter()
+    pacer = Pacer()
+    t0 = world.time
     try:
         while (args.duration <= 0 or world.time < args.duration) and rclpy.ok():
             world.step()
-            ahead = world.time - (time.perf_counter() - t0)
-            if ahead > 0:
-                time.sleep(ahead)
-            elif ahead < -0.02:
-                # starved of CPU: slow down rather than burst through the backlog,
-                # so streamed commands are not applied as one big jump
-                t0 += -ahead
+            pacer.pace(world.time - t0)
     except KeyboardInterrupt:
         pass
     finally:
-        wall = time.perf_counter() - t0
-        print(f"psm twin done: sim {world.time:.2f} s in {wall:.2f} s wall, "
-              f"published {dict(twin.published)}", flush=True)
+        print(f"psm twin done: sim {world.time:.2f} s in {pacer.wall_s():.2f} s wall "
+              f"({pacer.stalls} stalls dropped {pacer.dropped_s:.2f} s), published {twin.published}", flush=True)
         world.close()
         executor.shutdown(timeout_sec=1.0)
         node.destroy_node()

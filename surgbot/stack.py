@@ -62,7 +62,7 @@ class StackOptions:
                 "console_token": self.console_token, "policy_port": str(self.policy_port)}
 
 
-SIM = NodeSpec("sim_node", "sim_node", "surgbot.nodes.sim_node",
+SIM = NodeSpec("sim_node", "sim_node", "surgbot.nodes.sim_node", ("psm.yaml",),
                params={"scene": "$scene", "task": "$task", "headless": True, "g1_domain": "$g1_domain",
                        "g1_interface": "$g1_interface"})
 BRIDGE = NodeSpec("g1_bridge", "g1_bridge", "surgbot.nodes.g1_bridge", ("g1_bridge.yaml",),

@@ -6,9 +6,11 @@ import mujoco
 import numpy as np
 import pytest
 
-from surgbot.sim.psm_twin import MODEL_PATH
 from surgbot.contract import PSM_JOINT_NAMES
 from surgbot.kinematics import psm
+from surgbot.sim.psm_twin import MODEL_PATH
+
+pytestmark = pytest.mark.unit
 
 POS_TOL = 1e-4                 # 0.1 mm
 ROT_TOL = np.deg2rad(0.1)      # 0.1 deg

@@ -6,10 +6,20 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from surgbot.sim.psm_state import (ACCEPTED, DISABLED, ENABLED, FAULT, PAUSED, PSMCore, STATE_COMMANDS,
-                           TrapezoidTrajectory)
 from surgbot.contract import PSM_JOINT_NAMES
 from surgbot.kinematics import psm
+from surgbot.sim.psm_state import (
+    ACCEPTED,
+    DISABLED,
+    ENABLED,
+    FAULT,
+    PAUSED,
+    STATE_COMMANDS,
+    PSMCore,
+    TrapezoidTrajectory,
+)
+
+pytestmark = pytest.mark.unit
 
 DT = 0.002
 
@@ -71,7 +81,7 @@ def test_accepted_table_matches_facts():
 def test_state_command_table(state, command):
     core, plant = _in_state(state)
     accepted = core.state_command(command)
-    assert accepted == (command in TABLE[state])
+    assert bool(accepted) == (command in TABLE[state])
     if not accepted:
         assert core.outbox == [("warning", f"command {command} is not supported in state {state}")]
         assert core.state == state
@@ -88,10 +98,16 @@ def test_state_command_table(state, command):
         assert core.is_homed and not core.is_busy
 
 
-def test_unknown_state_command_is_an_error():
-    core, _ = _in_state(DISABLED)
-    assert not core.state_command("fly")
-    assert core.outbox[0][0] == "error" and "fly" in core.outbox[0][1]
+@pytest.mark.parametrize("state", ["DISABLED", "ENABLED"])
+@pytest.mark.parametrize("command", ["fly", "", " enable", "ENABLE", None])
+def test_unknown_or_empty_state_command_is_a_warning_and_changes_nothing(state, command):
+    core, plant = _in_state(state)
+    before = core.operating_state()
+    result = core.state_command(command)
+    assert not result and result.reason
+    assert core.outbox == [("warning", result.reason)] and repr(command) in result.reason
+    plant.run(core.power_up_s + 0.5)
+    assert core.operating_state() == before
 
 
 def test_enable_goes_through_power_up_busy():
@@ -119,11 +135,13 @@ def test_motion_rejected_unless_enabled_and_homed(state, homed):
     core, plant = _in_state(state, homed=homed)
     before = core.q_sp.copy()
     q = psm.HOME + 0.1
-    for ok in (core.move_jp([], q), core.servo_jp(PSM_JOINT_NAMES, q), core.servo_cp(psm.fk(q)),
+    results = (core.move_jp([], q), core.servo_jp(PSM_JOINT_NAMES, q), core.servo_cp(psm.fk(q)),
                core.move_cp(psm.fk(q)), core.servo_cv([0.01, 0, 0], [0, 0, 0]), core.jaw_servo_jp([], [0.3]),
-               core.jaw_move_jp(["jaw"], [0.3]), core.hold()):
-        assert not ok
-    assert [k for k, _ in core.outbox] == ["error"] * 8
+               core.jaw_move_jp(["jaw"], [0.3]), core.hold(), core.servo_jr([], [0.01] * 6),
+               core.move_jr([], [0.01] * 6), core.servo_jf([], [0.1] * 6), core.free(),
+               core.servo_cf([1, 0, 0, 0, 0, 0]), core.jaw_servo_jf([], [0.1]))
+    assert not any(results) and all(r.reason for r in results)
+    assert [k for k, _ in core.outbox] == ["error"] * len(results)
     plant.run(0.2)
     np.testing.assert_array_equal(core.q_sp, before)
 
@@ -142,6 +160,10 @@ def test_bad_joint_commands_rejected_and_change_nothing(names, positions, why):
     assert not core.move_jp(names, positions)
     assert not core.servo_jp(names, positions)
     assert len(core.outbox) == 2 and all(k == "error" and why in m for k, m in core.outbox)
+    if why != "limits":                   # relative commands: same checks on the delta
+        core.outbox.clear()
+        assert not core.servo_jr(names, positions) and not core.move_jr(names, positions)
+        assert len(core.outbox) == 2 and all(k == "error" and why in m for k, m in core.outbox)
     plant.run(0.1)
     np.testing.assert_array_equal(core.q_sp, before)
 
@@ -242,3 +264,151 @@ def test_trapezoid_short_move_is_triangular():
     assert tr.duration == pytest.approx(0.2)
     _, v, _ = tr.sample(0.1)
     assert v[0] == pytest.approx(0.1)
+
+
+def test_relative_joint_commands_add_to_the_setpoint():
+    core, plant = _in_state(ENABLED)
+    q0 = core.q_sp.copy()
+    delta = np.array([0.05, -0.02, 0.01, 0.1, 0.0, -0.1])
+    assert core.servo_jr([], delta)
+    np.testing.assert_allclose(core.q_sp, q0 + delta, atol=1e-15)
+    assert core.move_jr([], -delta)
+    plant.run(3.0)
+    np.testing.assert_allclose(core.q_sp, q0, atol=1e-12)
+    core.outbox.clear()
+    assert not core.servo_jr([], [0, 0, 1.0, 0, 0, 0])          # insertion beyond its 0.24 m limit
+    assert core.outbox[0][0] == "error" and "limits" in core.outbox[0][1]
+
+
+def test_effort_mode_setpoint_follows_the_arm_and_position_command_leaves_it():
+    core, plant = _in_state(ENABLED)
+    tau = np.array([1.0, -2.0, 3.0, 0.1, 0.0, -0.1])
+    assert core.servo_jf([], tau)
+    plant.offset = np.array([0.01, 0.0, 0.002, 0.0, 0.0, 0.0])     # the arm moves under the effort
+    sp = core.step(plant.t + DT, plant.q + plant.offset)
+    np.testing.assert_array_equal(sp.effort, tau)
+    np.testing.assert_allclose(sp.q, plant.q + plant.offset)        # no tracking error, no FAULT
+    assert core.state == ENABLED
+    plant.offset[:] = 0
+    assert core.free()
+    assert np.all(core.step(plant.t + 2 * DT, plant.q).effort == 0.0)
+    assert core.hold()
+    assert core.step(plant.t + 3 * DT, plant.q).effort is None
+
+
+def test_servo_cf_is_jacobian_transpose_of_the_wrench():
+    core, plant = _in_state(ENABLED)
+    q = core.q_meas.copy()
+    w = np.array([0.5, -0.3, 1.0, 0.0, 0.01, 0.0])
+    assert core.servo_cf(w)
+    # J^T w by finite differences of the tip position/rotation (virtual work), not psm.jacobian
+    eps, tau = 1e-6, np.zeros(6)
+    T0 = psm.fk(q)
+    for i in range(6):
+        dq = np.zeros(6)
+        dq[i] = eps
+        T1 = psm.fk(q + dq)
+        dp = (T1[:3, 3] - T0[:3, 3]) / eps
+        dR = (T1[:3, :3] @ T0[:3, :3].T - np.eye(3)) / eps
+        omega = np.array([dR[2, 1], dR[0, 2], dR[1, 0]])
+        tau[i] = dp @ w[:3] + omega @ w[3:]
+    np.testing.assert_allclose(core.effort, tau, atol=1e-5)
+    R = T0[:3, :3]
+    assert core.servo_cf(np.concatenate([R.T @ w[:3], R.T @ w[3:]]), body=True)   # same wrench, tip frame
+    np.testing.assert_allclose(core.effort, tau, atol=1e-5)
+
+
+@pytest.mark.parametrize("call,why", [
+    (lambda c: c.servo_jf([], [0, 0, np.nan, 0, 0, 0]), "NaN"),
+    (lambda c: c.servo_jf([], [0, 0, 0, 0, 0]), "6 positions"),
+    (lambda c: c.servo_jf([], [31.0, 0, 0, 0, 0, 0]), "actuator range"),
+    (lambda c: c.servo_jf(["yaw"] * 6, [0] * 6), "exactly"),
+    (lambda c: c.servo_cf([np.inf, 0, 0, 0, 0, 0]), "NaN"),
+    (lambda c: c.servo_cf([0, 0, 0]), "6 positions"),
+    (lambda c: c.servo_cf([0, 0, 500.0, 0, 0, 0]), "actuator range"),
+    (lambda c: c.jaw_servo_jf([], [np.nan]), "NaN"),
+    (lambda c: c.jaw_servo_jf([], [0.1, 0.2]), "1 position"),
+    (lambda c: c.jaw_servo_jf(["gripper"], [0.1]), "exactly"),
+    (lambda c: c.set_trajectory_ratio(0.0), "(0, 1]"),
+    (lambda c: c.set_trajectory_ratio(float("nan")), "(0, 1]"),
+    (lambda c: c.set_gravity_compensation("yes"), "bool"),
+])
+def test_bad_effort_and_setting_commands_rejected_and_change_nothing(call, why):
+    core, plant = _in_state(ENABLED)
+    before = (core.q_sp.copy(), core.effort, core.jaw_effort, core.trajectory_ratio, core.gravity_compensation)
+    result = call(core)
+    assert not result
+    assert len(core.outbox) == 1 and core.outbox[0][0] == "error" and why in core.outbox[0][1], core.outbox
+    after = (core.q_sp.copy(), core.effort, core.jaw_effort, core.trajectory_ratio, core.gravity_compensation)
+    np.testing.assert_array_equal(after[0], before[0])
+    assert after[1:] == before[1:]
+
+
+def test_trajectory_ratio_slows_moves():
+    core, plant = _in_state(ENABLED)
+    goal = core.q_sp + np.array([0.5, 0, 0, 0, 0, 0])
+    assert core.move_jp([], goal)
+    for ratio in (1.0, 0.5, 0.05):
+        assert core.set_trajectory_ratio(ratio)
+        assert core.move_jp([], goal)
+        # yaw moves 0.5 rad with v = a = ratio * 90 deg/s(^2): trapezoid or triangle
+        v, a, dist = ratio * np.pi / 2, ratio * np.pi / 2, 0.5
+        expected = dist / v + v / a if dist >= v * v / a else 2 * np.sqrt(dist / a)
+        assert core._traj.duration == pytest.approx(expected, rel=1e-9)
+
+
+def test_twin_config_from_the_shipped_yaml_and_bad_values():
+    from pathlib import Path
+
+    from surgbot.config import config_from_yaml
+    from surgbot.sim.psm_twin import PSMTwinConfig
+
+    yaml = Path(__file__).resolve().parents[1] / "config" / "psm.yaml"
+    cfg = config_from_yaml(PSMTwinConfig, yaml, "sim_node")
+    assert (cfg.psm_rate_hz, cfg.psm_namespace) == (100.0, "/PSM1")
+    for bad in ({"psm_rate_hz": 0.0}, {"psm_rate_hz": 2000.0}, {"psm_rate_hz": float("nan")},
+                {"psm_namespace": "PSM1"}, {"psm_namespace": "/PSM 1"}, {"psm_secondary_rate_hz": -1.0}):
+        with pytest.raises(ValueError):
+            PSMTwinConfig(**bad)
+
+
+def test_measured_cf_is_the_contact_wrench_mujoco_applies_to_the_arm():
+    """The tool pressed into a block: J^T (contact wrench at the tip) must equal MuJoCo's own
+    generalized contact force on the six arm joints (qfrc_constraint; no joint limit is active)."""
+    import mujoco
+
+    from surgbot.sim.psm_twin import MODEL_PATH, PSMTwin
+    from surgbot.sim.world import SimWorld
+
+    spec = mujoco.MjSpec.from_file(str(MODEL_PATH))
+    model = spec.compile()
+    data = mujoco.MjData(model)
+    qadr = [model.jnt_qposadr[model.joint(n).id] for n in PSM_JOINT_NAMES]
+    data.qpos[qadr] = psm.HOME
+    mujoco.mj_forward(model, data)
+    tip = data.site("PSM1_tool_tip")
+    z = tip.xmat.reshape(3, 3)[:, 2]                 # the fingers point along the tip frame's z
+    half = 0.01
+    block = spec.worldbody.add_geom(type=mujoco.mjtGeom.mjGEOM_BOX, size=[half] * 3,
+                                    pos=tip.xpos + z * (0.0098 + 0.001 + half), contype=1, conaffinity=2)
+    block.quat = [1, 0, 0, 0]
+    model = spec.compile()
+    data = mujoco.MjData(model)
+    data.qpos[qadr] = psm.HOME
+    mujoco.mj_forward(model, data)
+    world = SimWorld(model, data, scene="psm_block")
+    twin = world.add(PSMTwin())
+    twin.core.state_command("home")
+    while world.time < 3.0:
+        world.step()
+    assert twin.core.is_homed
+    twin._submit("servo_jp", ([], psm.HOME + [0, 0, 0.004, 0, 0, 0], None))   # 3 mm into the block
+    while world.time < 4.0:
+        world.step()
+    assert data.ncon > 0
+    w = twin._snap["wrench"]
+    tau_from_wrench = psm.jacobian(twin._snap["q"]).T @ w
+    dadr = [model.jnt_dofadr[model.joint(n).id] for n in PSM_JOINT_NAMES]
+    np.testing.assert_allclose(tau_from_wrench, data.qfrc_constraint[dadr], atol=1e-6 + 1e-6 * np.abs(w).max())
+    assert np.linalg.norm(w[:3]) > 1.0               # really pressing (kp 1000 N/m x ~3 mm)
+    world.close()

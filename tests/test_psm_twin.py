@@ -19,10 +19,10 @@ import pytest
 
 import rclpy  # noqa: E402 - required: a missing rclpy is an error, never a skip
 
-from tests.conftest import PYTHON  # noqa: E402
 from surgbot.contract import PSM_JOINT_NAMES  # noqa: E402
 from surgbot.hw.crtk import PSMClient, spin_in_background  # noqa: E402
 from surgbot.kinematics import psm  # noqa: E402
+from tests.conftest import PYTHON  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +68,11 @@ def _ready(arm) -> None:
         arm.home(10.0)
 
 
-def _new_errors(client, before: int, settle: float = 0.3) -> list[str]:
+def _new_errors(client, before: int, settle: float = 0.3, timeout: float = 5.0) -> list[str]:
+    """Errors since `before`: waits for the first (a loaded box delays it), then `settle` s for more."""
+    deadline = time.monotonic() + timeout
+    while len(client.errors) <= before and time.monotonic() < deadline:
+        time.sleep(0.02)
     time.sleep(settle)
     return client.errors[before:]
 
@@ -98,7 +102,8 @@ def test_move_jp_random_goals_reach_within_half_mm_and_respect_velocity_limits(a
         t_end = time.monotonic() + 10.0
         done = threading.Event()
         result = []
-        threading.Thread(target=lambda: (result.append(handle.wait(10.0)), done.set()), daemon=True).start()
+        threading.Thread(target=lambda h=handle, r=result, e=done: (r.append(h.wait(10.0)), e.set()),
+                         daemon=True).start()
         while not done.is_set() and time.monotonic() < t_end:
             v, _ = arm.measured_jv()
             peak = np.maximum(peak, np.abs(v))
