@@ -12,6 +12,8 @@ NODES = {
     "sim_node": "surgbot.nodes.sim_node:main",
     "g1_bridge": "surgbot.nodes.g1_bridge:main",
     "endoscope_holder": "surgbot.nodes.endoscope_holder:main",
+    "teleop_console": "surgbot.nodes.teleop_console:main",
+    "teleop_mapper": "surgbot.nodes.teleop_mapper:main",
 }
 
 setup(
@@ -22,7 +24,8 @@ setup(
     packages=find_packages(include=["surgbot", "surgbot.*"]) + [
         f"{PACKAGE}.{p}" for area in AREAS for p in find_packages(include=[area, f"{area}.*"])],
     package_dir={f"{PACKAGE}.{area}": area for area in AREAS},
-    package_data={f"{PACKAGE}.sim": ["models/*.xml", "models/**/*.xml"]},
+    package_data={f"{PACKAGE}.sim": ["models/*.xml", "models/**/*.xml"],
+                  f"{PACKAGE}.teleop": ["web/*.html", "web/*.js", "web/*.css", "web/package*.json"]},
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),

@@ -179,6 +179,8 @@ class TeleopMapperCore:
         if right_pose is not None and hand is None:
             self._reject("hand_pose")
             return Command()
+        if self._last_t is not None and t - self._last_t > self.cfg.link_timeout_s:
+            self.link_lost(f"{1e3 * (t - self._last_t):.0f} ms since the last sample")   # before any tick saw it
         dt = 0.0 if self._last_t is None else min(MAX_DT_S, max(0.0, t - self._last_t))
         self._last_t = float(t)
         rise = [x and not p for x, p in zip(b, self._prev_buttons, strict=True)]

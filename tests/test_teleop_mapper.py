@@ -203,6 +203,9 @@ def test_link_loss_stops_and_needs_a_fresh_clutch():
     assert r.send(clutch=False).servo_cp is None
     assert r.core.state == State.READY
     assert r.send(clutch=True).servo_cp is not None
+    # a gap seen first by a sample (before any watchdog tick) counts the same
+    r.t += 0.25
+    assert r.send(clutch=True).servo_cp is None and r.core.state == State.NEED_CLUTCH
 
 
 def test_psm_leaving_enabled_unclutches():
