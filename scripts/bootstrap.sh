@@ -7,6 +7,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(cyclonedds-dev libosmesa6 libegl1 libgl1 libglx-mesa0 libgles2 ffmpeg ca-certificates)
+# --- teleop console (issue 12): Chromium for the page's browser tests, Node.js + npm for its assets ---
+APT_PACKAGES+=(chromium chromium-driver)
+command -v npm >/dev/null || APT_PACKAGES+=(nodejs npm)   # a Node.js that bundles npm counts
+# --- end teleop console ---
 VENV=.venv
 STAMP=$VENV/.surgbot-stamp
 LOCK=requirements/lock.txt
@@ -39,6 +43,17 @@ if [ -z "$PYTHON" ]; then
   say "error: Python 3.11 is required (the ROS 2 rclpy wheels are cp311); install python3.11 and python3.11-venv"
   exit 2
 fi
+
+# --- teleop console web assets (issue 12): IWER (WebXR emulation) from the npm registry, pinned by
+# teleop/web/package-lock.json; reinstalled only when the lock changes.  The console serves them itself.
+WEB=teleop/web
+web_want=$(cat "$WEB/package.json" "$WEB/package-lock.json" | sha256sum | cut -c1-16)
+if [ "$(cat "$WEB/node_modules/.surgbot-stamp" 2>/dev/null)" != "$web_want" ]; then
+  say "installing the console page's npm packages ($WEB/package-lock.json)"
+  (cd "$WEB" && npm ci --no-audit --no-fund --loglevel=error >&2) || { say "error: npm ci failed in $WEB"; exit 1; }
+  echo "$web_want" > "$WEB/node_modules/.surgbot-stamp"
+fi
+# --- end teleop console web assets ---
 
 # 2. the venv, rebuilt when the lock or this script changes
 want=$(cat "$LOCK" "$0" setup.py | sha256sum | cut -c1-16)

@@ -107,7 +107,8 @@ class TeleopMapperCore:
         self.jaw_cmd: float | None = None
         self._jaw_slow = False
         self._ref: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None   # hand0, tool0, R_base_cam
-        self._last_t: float | None = None
+        self._last_t: float | None = None                 # stamp of the newest sample
+        self._last_rx: float | None = None                # when it was taken
         self._prev_buttons = [0] * P.N_BUTTONS
 
     # ------------------------------------------------------------------ state inputs
@@ -156,20 +157,24 @@ class TeleopMapperCore:
 
     # ------------------------------------------------------------------ link
     def tick(self, t: float) -> None:
-        """Watchdog: no valid sample for `link_timeout_s` stops commanding."""
-        if self._last_t is not None and t - self._last_t > self.cfg.link_timeout_s:
-            self.link_lost(f"no valid xr sample for {1e3 * (t - self._last_t):.0f} ms")
+        """Watchdog: no sample taken for `link_timeout_s` (receipt clock) stops commanding."""
+        if self._last_rx is not None and t - self._last_rx > self.cfg.link_timeout_s:
+            self.link_lost(f"no valid xr sample for {1e3 * (t - self._last_rx):.0f} ms")
 
     def link_lost(self, why: str) -> None:
-        self._last_t = None
+        self._last_t = self._last_rx = None
         self.counters["link_lost"] += 1
         if self.state == State.FOLLOWING or (self.state == State.READY and self._prev_buttons[P.BTN_CLUTCH]):
             self._set_state(State.NEED_CLUTCH, why)
         self._prev_buttons = [0] * P.N_BUTTONS
 
     # ------------------------------------------------------------------ samples
-    def sample(self, t: float, right_pose, buttons, axes) -> Command:
-        """One operator sample: right hand pose (operator frame, or None), `/teleop/buttons` layout."""
+    def sample(self, t: float, right_pose, buttons, axes, received: float | None = None) -> Command:
+        """One operator sample: right hand pose (operator frame, or None), `/teleop/buttons` layout.
+
+        `t` is when the operator's sample was taken (the console's stamp): gaps in the stream are
+        judged on it; `received` (default `t`) is when this process took it, for the watchdog.
+        """
         b = [int(bool(x)) for x in list(buttons)[:P.N_BUTTONS]] + [0] * max(0, P.N_BUTTONS - len(buttons))
         a = [float(x) for x in list(axes)[:P.N_AXES]] + [0.0] * max(0, P.N_AXES - len(axes))
         if not all(math.isfinite(x) and -1.0 <= x <= 1.0 for x in a):
@@ -182,7 +187,8 @@ class TeleopMapperCore:
         if self._last_t is not None and t - self._last_t > self.cfg.link_timeout_s:
             self.link_lost(f"{1e3 * (t - self._last_t):.0f} ms since the last sample")   # before any tick saw it
         dt = 0.0 if self._last_t is None else min(MAX_DT_S, max(0.0, t - self._last_t))
-        self._last_t = float(t)
+        self._last_t = max(float(t), self._last_t or float(t))
+        self._last_rx = float(t if received is None else received)
         rise = [x and not p for x, p in zip(b, self._prev_buttons, strict=True)]
         self._prev_buttons = b
         actions = []

@@ -36,7 +36,7 @@ from sensor_msgs.msg import CompressedImage, Image, Joy
 from std_msgs.msg import Float64, String
 
 from surgbot import area_path, contract, geometry
-from surgbot.nodes.teleop_mapper import LINK_LOST_FRAME, MAPPER_STATE_TOPIC, psm_state_subscription
+from surgbot.nodes.teleop_mapper import LINK_LOST_FRAME, MAPPER_STATE_TOPIC, SAMPLE_QUEUE, psm_state_subscription
 from surgbot.rosutil import Diagnostics, declare_config, latched_qos
 from surgbot.teleop import protocol as P
 from surgbot.teleop import tls
@@ -62,10 +62,11 @@ class TeleopConsoleNode(Node):
         super().__init__("teleop_console", **kwargs)
         self.cfg = declare_config(self, ConsoleConfig, overrides)
         self.token = token
-        self.pub_head = self.create_publisher(PoseStamped, contract.TELEOP_HEAD, 10)
-        self.pub_left = self.create_publisher(PoseStamped, contract.TELEOP_LEFT, 10)
-        self.pub_right = self.create_publisher(PoseStamped, contract.TELEOP_RIGHT, 10)
-        self.pub_buttons = self.create_publisher(Joy, contract.TELEOP_BUTTONS, 10)
+        # ~0.5 s of samples: a briefly starved subscriber must not lose one half of a sample
+        self.pub_head = self.create_publisher(PoseStamped, contract.TELEOP_HEAD, SAMPLE_QUEUE)
+        self.pub_left = self.create_publisher(PoseStamped, contract.TELEOP_LEFT, SAMPLE_QUEUE)
+        self.pub_right = self.create_publisher(PoseStamped, contract.TELEOP_RIGHT, SAMPLE_QUEUE)
+        self.pub_buttons = self.create_publisher(Joy, contract.TELEOP_BUTTONS, SAMPLE_QUEUE)
         self.robot = {"endoscope_mode": None, "psm_state": None, "fulcrum_error_mm": None, "safety": None,
                       "mapper": None, "stamp_source": None}
         newest = QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from collections.abc import Callable
 
 import numpy as np
@@ -34,6 +33,9 @@ from surgbot.teleop.mapper import Command, State, TeleopMapperCore
 MAPPER_STATE_TOPIC = "/teleop/mapper_state"
 LINK_LOST_FRAME = "link_lost"
 WATCHDOG_HZ = 100.0
+WATCHDOG_LATE_S = 0.05      # a watchdog tick this late skips its check once (see _on_watchdog)
+MAX_WAITING_SAMPLES = 8
+SAMPLE_QUEUE = 50            # a starved executor must not drop one half of a sample (~0.5 s at 90 Hz)
 
 
 def psm_state_subscription(node: Node, callback: Callable[[dict], None]):
@@ -68,8 +70,8 @@ class TeleopMapperNode(Node):
         self.pub_jaw = self.create_publisher(JointState, contract.psm_topic("jaw/servo_jp"), 10)
         self.pub_cv = self.create_publisher(TwistStamped, contract.ENDOSCOPE_SERVO_CV, 10)
         self.pub_state = self.create_publisher(String, MAPPER_STATE_TOPIC, latched_qos())
-        self.create_subscription(PoseStamped, contract.TELEOP_RIGHT, self._on_right, 10)
-        self.create_subscription(Joy, contract.TELEOP_BUTTONS, self._on_joy, 10)
+        self.create_subscription(PoseStamped, contract.TELEOP_RIGHT, self._on_right, SAMPLE_QUEUE)
+        self.create_subscription(Joy, contract.TELEOP_BUTTONS, self._on_joy, SAMPLE_QUEUE)
         self.create_subscription(PoseStamped, contract.ENDOSCOPE_MEASURED_CP, self._on_camera, 10)
         self.create_subscription(String, contract.ENDOSCOPE_MODE,
                                  lambda m: setattr(self.core, "endoscope_mode", m.data), latched_qos())
@@ -78,17 +80,18 @@ class TeleopMapperNode(Node):
         psm_state_subscription(self, self._on_psm_state)
         self.cli_follow = self.create_client(SetBool, contract.ENDOSCOPE_FOLLOW_TOOL)
         self.cli_hold = self.create_client(SetBool, contract.ENDOSCOPE_HOLD)
-        self._right: tuple[int, np.ndarray | None] | None = None
-        self._joy: tuple[int, list, list] | None = None        # a sample waiting for its right-hand pose
+        self._rights: dict[int, np.ndarray] = {}              # right poses waiting for their Joy
+        self._joys: dict[int, tuple[list, list]] = {}          # samples waiting for their right-hand pose
         self._last_state: State | None = None
+        self._last_watchdog: float | None = None
         self.create_timer(1.0 / WATCHDOG_HZ, self._on_watchdog)
         self.create_timer(1.0, lambda: self._publish_state(force=True))
         Diagnostics(self, "teleop_mapper", self._diagnostics, hardware_id="PSM1 teleop")
         self._publish_state(force=True)
 
-    @staticmethod
-    def _now() -> float:
-        return time.monotonic()
+    def _now(self) -> float:
+        # ROS time: the console stamps each sample on receipt with it, and the core compares the two
+        return self.get_clock().now().nanoseconds * 1e-9
 
     # ------------------------------------------------------------------ robot state
     def _on_camera(self, msg: PoseStamped) -> None:
@@ -116,36 +119,53 @@ class TeleopMapperNode(Node):
         self._drain()
 
     # ------------------------------------------------------------------ operator samples
+    # One console sample = /teleop/right + /teleop/buttons with the same stamp.  The executor may
+    # deliver the two topics in any interleaving, each topic in order: both halves wait (a few
+    # samples at most) for their partner; a Joy older than a right pose that is already here and
+    # has no partner of its own was a sample without a tracked right hand.
     def _on_right(self, msg: PoseStamped) -> None:
         try:
             T = geometry.pose_msg_to_matrix(msg)
         except ValueError:
             T = np.full((4, 4), np.nan)                 # the core rejects and counts it
         stamp = geometry.stamp_to_ns(msg)
-        self._right = (stamp, T)
-        if self._joy is not None and self._joy[0] == stamp:
-            _, buttons, axes = self._joy
-            self._joy = None
-            self._process(T, buttons, axes)
+        for s in sorted(k for k in self._joys if k < stamp):
+            b, a = self._joys.pop(s)
+            self._process(s, None, b, a)
+        if stamp in self._joys:
+            b, a = self._joys.pop(stamp)
+            self._process(stamp, T, b, a)
+            return
+        self._rights[stamp] = T
+        while len(self._rights) > MAX_WAITING_SAMPLES:
+            del self._rights[min(self._rights)]
 
     def _on_joy(self, msg: Joy) -> None:
         if msg.header.frame_id == LINK_LOST_FRAME:
-            self._joy = None
+            self._joys.clear()
+            self._rights.clear()
             self.core.link_lost("the console lost the operator's link")
             self._drain()
             return
-        if self._joy is not None:                        # the previous sample had no right hand
-            _, b, a = self._joy
-            self._joy = None
-            self._process(None, b, a)
         stamp = geometry.stamp_to_ns(msg)
-        if self._right is not None and self._right[0] == stamp:
-            self._process(self._right[1], list(msg.buttons), list(msg.axes))
+        buttons, axes = list(msg.buttons), list(msg.axes)
+        for s in [k for k in self._rights if k < stamp]:
+            del self._rights[s]                          # poses whose Joy never came: not a sample
+        if stamp in self._rights:
+            self._process(stamp, self._rights.pop(stamp), buttons, axes)
+        elif self._rights:                               # only newer poses here: this sample had none
+            self._process(stamp, None, buttons, axes)
         else:
-            self._joy = (stamp, list(msg.buttons), list(msg.axes))
+            self._joys[stamp] = (buttons, axes)
+            while len(self._joys) > MAX_WAITING_SAMPLES:
+                s = min(self._joys)
+                b, a = self._joys.pop(s)
+                self._process(s, None, b, a)
 
-    def _process(self, right, buttons, axes) -> None:
-        cmd = self.core.sample(self._now(), right, buttons, axes)
+    def _process(self, stamp_ns: int, right, buttons, axes) -> None:
+        # the sample's own stamp (console receipt) times it: gaps in the operator's stream are
+        # measured there, not where this process happened to be scheduled
+        cmd = self.core.sample(stamp_ns * 1e-9, right, buttons, axes, received=self._now())
         self._publish(cmd)
         self._drain()
 
@@ -189,7 +209,12 @@ class TeleopMapperNode(Node):
 
     # ------------------------------------------------------------------ housekeeping
     def _on_watchdog(self) -> None:
-        self.core.tick(self._now())
+        now = self._now()
+        late = self._last_watchdog is not None and now - self._last_watchdog > WATCHDOG_LATE_S
+        self._last_watchdog = now
+        if late:
+            return      # this process was starved: let the samples queued meanwhile be taken first
+        self.core.tick(now)
         self._drain()
 
     def _drain(self) -> None:

@@ -23,7 +23,7 @@
   $('token').value = sessionStorage.getItem('surgbot-token') || '';
 
   const stats = {
-    sent: 0, sentTimes: [], framesDrawn: 0, lastSeq: -1, ages: [], decodeMs: [], acked: 0,
+    sent: 0, sentTimes: [], framesDrawn: 0, lastSeq: -1, ages: [], recvAges: [], decodeMs: [], acked: 0,
     status: null, closeCode: null, closeReason: '', authed: false, mode: 'idle', rttMs: null,
   };
   window.surgbot = { stats, role };
@@ -90,6 +90,10 @@
   let decoding = false;
 
   function onFrame(buf) {
+    if (buf.byteLength >= 16) {      // age on arrival, before decoding (how the anchors' figures are taken)
+      stats.recvAges.push(Date.now() - new DataView(buf).getFloat64(8, true));
+      if (stats.recvAges.length > 20000) stats.recvAges.shift();
+    }
     pending = buf;                 // an older undecoded frame is simply replaced
     if (!decoding) decodeNext();
   }
