@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import platform
 import time
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 
@@ -22,6 +22,7 @@ MODULES = (
     "surgbot.bench.g1",
     "surgbot.bench.psm",
     "surgbot.bench.endoscope",
+    "surgbot.bench.console",
 )
 
 

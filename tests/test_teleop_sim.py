@@ -259,10 +259,18 @@ def test_link_loss_stops_the_psm_and_needs_a_fresh_clutch(rig):
     the arm settles on it), the mapper wants a fresh clutch, and a link that comes back with the
     clutch still squeezed moves nothing."""
     c, op = rig["client"], rig["op"]
-    op.send(clutch=1)
-    assert c.wait(lambda: c.mapper["state"] == "FOLLOWING", 3)
-    op.send(hand=[0.0, 0.0, 0.10], seconds=2.0)         # moving when the link drops
-    time.sleep(0.8)
+    for _ in range(3):          # a load-induced link loss before the planned one: start that again
+        op.send(clutch=0)
+        assert c.wait(lambda: c.mapper["state"] == "READY", 3), c.mapper
+        op.send(clutch=1)
+        assert c.wait(lambda: c.mapper["state"] == "FOLLOWING", 3)
+        op.send(hand=[0.0, 0.0, 0.10], seconds=2.0)     # moving when the link drops
+        time.sleep(0.8)
+        if c.mapper["state"] == "FOLLOWING":
+            break
+        op.send(hand=[0.0, 0.0, -0.10], seconds=1.0)
+        time.sleep(1.0)
+    assert c.mapper["state"] == "FOLLOWING", logs(rig)
     op.send(streaming=False)
     t_loss = time.monotonic()
     assert c.wait(lambda: c.mapper["state"] == "NEED_CLUTCH", 2), c.mapper
@@ -306,7 +314,7 @@ def view_turn_deg(R0, R1) -> float:
 
 def test_head_yaw_pans_the_scope_only_with_the_deadman_and_link_loss_stops_it(rig):
     c, op = rig["client"], rig["op"]
-    assert c.settled()
+    assert c.settled(timeout=40)
     _, R0 = c.tip()
     op.turn_head(15.0, 1.5)                          # no deadman: nothing moves
     time.sleep(2.0)
@@ -317,7 +325,7 @@ def test_head_yaw_pans_the_scope_only_with_the_deadman_and_link_loss_stops_it(ri
     assert c.wait(lambda: c.mode == "HEAD_FOLLOW", 3), logs(rig)
     op.turn_head(0.0, 1.5)                           # turn right by 15 deg from the press
     time.sleep(1.5)
-    assert c.settled(timeout=20)
+    assert c.settled(timeout=40)
     _, R2 = c.tip()
     pan = view_turn_deg(R1, R2)
     right = float((R1.T @ R2[:, 2])[0])             # new optical axis seen in the old view: +x = right

@@ -34,7 +34,7 @@ MAPPER_STATE_TOPIC = "/teleop/mapper_state"
 LINK_LOST_FRAME = "link_lost"
 WATCHDOG_HZ = 100.0
 WATCHDOG_LATE_S = 0.05      # a watchdog tick this late skips its check once (see _on_watchdog)
-MAX_WAITING_SAMPLES = 8
+HAND_MAX_AGE_S = 0.05       # a right pose this much older than the Joy: hand not tracked
 SAMPLE_QUEUE = 50            # a starved executor must not drop one half of a sample (~0.5 s at 90 Hz)
 
 
@@ -80,8 +80,7 @@ class TeleopMapperNode(Node):
         psm_state_subscription(self, self._on_psm_state)
         self.cli_follow = self.create_client(SetBool, contract.ENDOSCOPE_FOLLOW_TOOL)
         self.cli_hold = self.create_client(SetBool, contract.ENDOSCOPE_HOLD)
-        self._rights: dict[int, np.ndarray] = {}              # right poses waiting for their Joy
-        self._joys: dict[int, tuple[list, list]] = {}          # samples waiting for their right-hand pose
+        self._right: tuple[int, np.ndarray] | None = None     # newest right pose (stamp ns, 4x4)
         self._last_state: State | None = None
         self._last_watchdog: float | None = None
         self.create_timer(1.0 / WATCHDOG_HZ, self._on_watchdog)
@@ -119,48 +118,30 @@ class TeleopMapperNode(Node):
         self._drain()
 
     # ------------------------------------------------------------------ operator samples
-    # One console sample = /teleop/right + /teleop/buttons with the same stamp.  The executor may
-    # deliver the two topics in any interleaving, each topic in order: both halves wait (a few
-    # samples at most) for their partner; a Joy older than a right pose that is already here and
-    # has no partner of its own was a sample without a tracked right hand.
+    # One console sample = /teleop/right + /teleop/buttons with one stamp.  Each Joy drives the core
+    # with the newest right pose; the executor may hand the two topics over in either order, so that
+    # pose may be the previous sample's (one period older) but never a stale one: a pose more than
+    # HAND_MAX_AGE_S older than the Joy means the right hand is not tracked.
     def _on_right(self, msg: PoseStamped) -> None:
         try:
             T = geometry.pose_msg_to_matrix(msg)
         except ValueError:
             T = np.full((4, 4), np.nan)                 # the core rejects and counts it
         stamp = geometry.stamp_to_ns(msg)
-        for s in sorted(k for k in self._joys if k < stamp):
-            b, a = self._joys.pop(s)
-            self._process(s, None, b, a)
-        if stamp in self._joys:
-            b, a = self._joys.pop(stamp)
-            self._process(stamp, T, b, a)
-            return
-        self._rights[stamp] = T
-        while len(self._rights) > MAX_WAITING_SAMPLES:
-            del self._rights[min(self._rights)]
+        if self._right is None or stamp >= self._right[0]:
+            self._right = (stamp, T)
 
     def _on_joy(self, msg: Joy) -> None:
         if msg.header.frame_id == LINK_LOST_FRAME:
-            self._joys.clear()
-            self._rights.clear()
+            self._right = None
             self.core.link_lost("the console lost the operator's link")
             self._drain()
             return
         stamp = geometry.stamp_to_ns(msg)
-        buttons, axes = list(msg.buttons), list(msg.axes)
-        for s in [k for k in self._rights if k < stamp]:
-            del self._rights[s]                          # poses whose Joy never came: not a sample
-        if stamp in self._rights:
-            self._process(stamp, self._rights.pop(stamp), buttons, axes)
-        elif self._rights:                               # only newer poses here: this sample had none
-            self._process(stamp, None, buttons, axes)
-        else:
-            self._joys[stamp] = (buttons, axes)
-            while len(self._joys) > MAX_WAITING_SAMPLES:
-                s = min(self._joys)
-                b, a = self._joys.pop(s)
-                self._process(s, None, b, a)
+        hand = None
+        if self._right is not None and abs(stamp - self._right[0]) <= HAND_MAX_AGE_S * 1e9:
+            hand = self._right[1]
+        self._process(stamp, hand, list(msg.buttons), list(msg.axes))
 
     def _process(self, stamp_ns: int, right, buttons, axes) -> None:
         # the sample's own stamp (console receipt) times it: gaps in the operator's stream are
