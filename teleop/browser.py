@@ -31,7 +31,8 @@ def launch(playwright, *, uncapped: bool = True):
 
 def offline_page(browser, origin: str, blocked: list[str]):
     """A page whose requests to anything but `origin` are aborted and recorded in `blocked`."""
-    page = browser.new_page(ignore_https_errors=True, viewport={"width": 1280, "height": 720})
+    # bypass_csp: Playwright evaluates its probes as strings, which the page's CSP (no eval) refuses
+    page = browser.new_page(ignore_https_errors=True, bypass_csp=True, viewport={"width": 1280, "height": 720})
 
     def route(r):
         if r.request.url.startswith(origin + "/"):
