@@ -156,6 +156,33 @@ def test_page_enters_vr_through_iwer_and_streams_poses(rig, tmp_path):
     page.close()
 
 
+def test_hand_tracked_side_sends_wrist_pose_and_pinch(rig):
+    """Vision Pro style: no controllers, tracked hands (IWER's hand mode): wrist pose + pinch as trigger."""
+    lst = rig["listener"]
+    page = open_page(rig, "?xr=emulate")
+    page.evaluate("() => { xrDevice.primaryInputMode = 'hand'; }")
+    page.wait_for_function("!document.getElementById('enter-vr').disabled", timeout=20000)
+    page.click("#enter-vr")
+    page.wait_for_function("window.surgbot.stats.mode === 'xr'", timeout=20000)
+    page.evaluate("() => { const h = xrDevice.hands.right; h.position.set(0.2, 1.2, -0.4); h.updatePinchValue(1.0); }")
+    time.sleep(1.0)
+    with lst.lock:
+        _, axes = lst.joy[-1]
+    T0 = lst.last_right()
+    page.evaluate("() => xrDevice.hands.right.position.set(0.3, 1.2, -0.4)")
+    time.sleep(0.5)
+    d = lst.last_right()[:3, 3] - T0[:3, 3]
+    print(f"\nhand tracking: pinch -> trigger {axes[P.AX_RTRIG]:.2f}; wrist +10 cm right -> {np.round(d * 1e3, 1)} mm")
+    assert axes[P.AX_RTRIG] > 0.8
+    np.testing.assert_allclose(d, [0.0, -0.1, 0.0], atol=5e-3)
+    page.evaluate("() => xrDevice.hands.right.updatePinchValue(0.0)")
+    time.sleep(0.5)
+    with lst.lock:
+        _, axes = lst.joy[-1]
+    assert axes[P.AX_RTRIG] < 0.2
+    page.close()
+
+
 def test_video_is_decoded_and_shown(rig, tmp_path):
     lst = rig["listener"]
     page = open_page(rig)
