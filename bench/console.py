@@ -180,7 +180,7 @@ def _page_run(origin: str, seconds: float, robot: _Robot, console_pid: int) -> d
     blocked: list[str] = []
     with sync_playwright() as pw:
         b = browser.launch(pw)
-        page = browser.offline_page(b, origin, blocked)
+        page = browser.offline_page(b, origin, blocked, browser.XR_WINDOW)
         page.goto(f"{origin}/?xr=emulate#token={TOKEN}")
         page.wait_for_function("window.surgbot && window.surgbot.stats.authed", timeout=60000)
         page.wait_for_function("!document.getElementById('enter-vr').disabled", timeout=30000)

@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 
 CHROMIUM = os.environ.get("SURGBOT_CHROMIUM", "/usr/bin/chromium")
+XR_WINDOW = (640, 360)        # window (and emulated XR canvas) size for immersive runs
 CHROMIUM_ARGS = (
     "--no-sandbox", "--ignore-certificate-errors", "--enable-unsafe-swiftshader",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -29,10 +30,15 @@ def launch(playwright, *, uncapped: bool = True):
     return playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=args)
 
 
-def offline_page(browser, origin: str, blocked: list[str]):
-    """A page whose requests to anything but `origin` are aborted and recorded in `blocked`."""
+def offline_page(browser, origin: str, blocked: list[str], size: tuple[int, int] = (1280, 720)):
+    """A page whose requests to anything but `origin` are aborted and recorded in `blocked`.
+
+    `size` is the window (the emulated headset renders its views into a canvas of that size:
+    SwiftShader draws every pixel on the CPU, so the tests and the bench use a small one).
+    """
     # bypass_csp: Playwright evaluates its probes as strings, which the page's CSP (no eval) refuses
-    page = browser.new_page(ignore_https_errors=True, bypass_csp=True, viewport={"width": 1280, "height": 720})
+    page = browser.new_page(ignore_https_errors=True, bypass_csp=True,
+                            viewport={"width": size[0], "height": size[1]})
 
     def route(r):
         if r.request.url.startswith(origin + "/"):

@@ -113,13 +113,27 @@ def rig(module_processes):
     with sync_playwright() as pw:
         b = browser.launch(pw)
         yield {"listener": listener, "browser": b, "origin": origin, "blocked": blocked, "procs": procs,
-               "console": console}
+               "console": console, "pages": []}
         b.close()
     listener.close()
 
 
-def open_page(rig, query: str = ""):
-    page = browser.offline_page(rig["browser"], rig["origin"], rig["blocked"])
+@pytest.fixture(autouse=True)
+def close_pages(rig):
+    """Every page a test opened is closed after it, pass or fail (an open page keeps the operator seat)."""
+    yield
+    for page in rig["pages"]:
+        if not page.is_closed():
+            page.close()
+    rig["pages"].clear()
+
+
+def open_page(rig, query: str = "", small: bool = True):
+    """The page with the token in its fragment; `small`: the window the XR and rate runs use (the
+    video check takes the full 640x480 canvas)."""
+    size = browser.XR_WINDOW if small else (1280, 720)
+    page = browser.offline_page(rig["browser"], rig["origin"], rig["blocked"], size)
+    rig["pages"].append(page)
     page.goto(f"{rig['origin']}/{query}#token={TOKEN}")
     page.wait_for_function("window.surgbot && window.surgbot.stats.authed", timeout=30000)
     assert "token" not in page.url                     # the fragment is cleared from the address bar
@@ -185,7 +199,7 @@ def test_hand_tracked_side_sends_wrist_pose_and_pinch(rig):
 
 def test_video_is_decoded_and_shown(rig, tmp_path):
     lst = rig["listener"]
-    page = open_page(rig)
+    page = open_page(rig, small=False)
     page.wait_for_function("window.surgbot.stats.framesDrawn > 30", timeout=30000)
     time.sleep(1.0)
     stats = page.evaluate("({n: window.surgbot.stats.framesDrawn, acked: window.surgbot.stats.acked,"
