@@ -5,7 +5,8 @@ rclpy executor (ground truth at hundreds of messages a second): on a loaded
 box that sharing alone opened 200 ms gaps, which the console rightly treats
 as a lost link.  Commands arrive as JSON lines on stdin:
 `{"hand": [dx, dy, dz], "seconds": T}` (OpenXR frame, relative), `{"head_yaw": deg, "seconds": T}`,
-`{"clutch": 0|1}`, `{"deadman": 0|1}`, `{"streaming": true|false}`, `{"quit": true}`.
+`{"clutch": 0|1}`, `{"deadman": 0|1}`, `{"a": 0|1}`, `{"b": 0|1}` (right hand buttons),
+`{"zoom": -1..1}` (left stick y, forward = -1), `{"streaming": true|false}`, `{"quit": true}`.
 It prints `welcome` once authenticated and `ack N` after each command.
 
     python -m tests.teleop_operator PORT TOKEN
@@ -55,6 +56,8 @@ class Operator:
         self.head_yaw = Ramp(0.0)
         self.clutch = 0.0
         self.deadman = 0.0
+        self.a = self.b = 0.0
+        self.zoom = 0.0
         self.streaming = True
         self.quit = False
 
@@ -63,9 +66,9 @@ class Operator:
         hand[:3, 3] = self.hand.now()
         return {"type": "xr", "t": time.time() * 1e3, "head": xr_matrix(float(self.head_yaw.now())),
                 "left": {"pose": xr_matrix(p=(-0.25, 1.1, -0.35)), "trigger": 0.0, "squeeze": self.deadman,
-                         "buttons": [0.0, self.deadman, 0, 0, 0, 0], "axes": [0, 0, 0, 0]},
+                         "buttons": [0.0, self.deadman, 0, 0, 0, 0], "axes": [0, 0, 0, self.zoom]},
                 "right": {"pose": P.column_major(hand), "trigger": 0.0, "squeeze": self.clutch,
-                          "buttons": [0.0, self.clutch, 0, 0, 0, 0], "axes": [0, 0, 0, 0]}}
+                          "buttons": [0.0, self.clutch, 0, 0, self.a, self.b], "axes": [0, 0, 0, 0]}}
 
     def command(self, c: dict) -> None:
         if "hand" in c:
@@ -73,7 +76,7 @@ class Operator:
             self.hand = Ramp(p, p + np.asarray(c["hand"], float), float(c.get("seconds", 0.0)))
         if "head_yaw" in c:
             self.head_yaw = Ramp(self.head_yaw.now(), float(c["head_yaw"]), float(c.get("seconds", 0.0)))
-        for key in ("clutch", "deadman"):
+        for key in ("clutch", "deadman", "a", "b", "zoom"):
             if key in c:
                 setattr(self, key, float(c[key]))
         if "streaming" in c:

@@ -27,6 +27,7 @@ import pytest
 from geometry_msgs.msg import PoseStamped
 from rclpy.qos import DurabilityPolicy, QoSProfile
 from std_msgs.msg import String
+from std_srvs.srv import Trigger
 
 from surgbot import contract
 from surgbot import processes as child_processes
@@ -164,10 +165,18 @@ def logs(rig) -> str:
 
 @pytest.fixture(autouse=True)
 def fresh(rig):
+    """Each test starts released, the holder in HOLD: a FAULT in one (a > 1 s stall of the loaded box
+    stops the joint states; the holder then freezes, as it must) does not cascade (as in
+    test_endoscope_follow.py)."""
     c, op = rig["client"], rig["op"]
-    op.send(streaming=True, clutch=0, deadman=0)
+    op.send(streaming=True, clutch=0, deadman=0, a=0, b=0, zoom=0)
     assert c.wait(lambda: c.mapper["state"] == "READY", 5), c.mapper
-    assert c.wait(lambda: c.mode == "HOLD", 5), c.mode
+    if c.mode == "FAULT" or not c.bridge_state.startswith("ENGAGED"):
+        if not c.bridge_state.startswith("ENGAGED"):
+            assert c.call(c.engage, Trigger.Request()).success
+            assert c.wait(lambda: c.bridge_state.startswith("ENGAGED"), timeout=30), c.bridge_state
+        assert c.set_bool(c.hold, True).success
+    assert c.wait(lambda: c.mode == "HOLD", 10), c.mode
     yield
 
 
@@ -346,3 +355,26 @@ def test_head_yaw_pans_the_scope_only_with_the_deadman_and_link_loss_stops_it(ri
     print(f"link loss during a head turn: holder back to HOLD, view drift afterwards {drift:.3f} deg")
     assert drift < STILL_DEG
     op.send(deadman=0)
+
+
+def test_stick_zooms_and_buttons_switch_the_holder_mode(rig):
+    c, op = rig["client"], rig["op"]
+    assert c.settled(timeout=40)
+    p0, R0 = c.tip()
+    op.send(zoom=-1.0)                                 # left stick forward: the scope goes in
+    assert c.wait(lambda: c.mode == "TELEOP", 3), (c.mode, logs(rig))
+    time.sleep(1.5)
+    op.send(zoom=0.0)
+    assert c.wait(lambda: c.mode == "HOLD", 3), c.mode          # 200 ms without servo_cv: HOLD
+    assert c.settled(timeout=40)
+    p1, R1 = c.tip()
+    along = float(np.dot(p1 - p0, R0[:, 2]))           # along the old optical axis
+    across = float(np.linalg.norm((p1 - p0) - along * R0[:, 2]))
+    print(f"\nzoom: stick forward 1.5 s -> scope {along * 1e3:.1f} mm in along its axis, {across * 1e3:.2f} mm across")
+    assert along > 3e-3 and across < 0.2 * along
+    op.send(a=1)                                       # A: TOOL_FOLLOW
+    assert c.wait(lambda: c.mode == "TOOL_FOLLOW", 5), (c.mode, logs(rig))
+    op.send(a=0)
+    op.send(b=1)                                       # B: HOLD
+    assert c.wait(lambda: c.mode == "HOLD", 5), (c.mode, logs(rig))
+    op.send(b=0)
