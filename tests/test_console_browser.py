@@ -18,6 +18,7 @@ import os
 import re
 import threading
 import time
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -118,6 +119,13 @@ def rig(module_processes):
     listener.close()
 
 
+def artifacts(tmp_path) -> Path:
+    """Where screenshots go: $SURGBOT_TEST_ARTIFACTS (CI keeps it) or the test's tmp dir."""
+    d = Path(os.environ.get("SURGBOT_TEST_ARTIFACTS", tmp_path))
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
 @pytest.fixture(autouse=True)
 def close_pages(rig):
     """Every page a test opened is closed after it, pass or fail (an open page keeps the operator seat)."""
@@ -164,7 +172,7 @@ def test_page_enters_vr_through_iwer_and_streams_poses(rig, tmp_path):
     print(f"controller +10 cm right -> /teleop/right moved {np.round(d * 1e3, 2)} mm (x fwd, y left, z up)")
     np.testing.assert_allclose(d, [0.0, -0.1, 0.0], atol=2e-3)
     # the headset's own view: the video panel is drawn in the emulated session
-    page.screenshot(path=str(tmp_path / "console_xr.png"))
+    page.screenshot(path=str(artifacts(tmp_path) / "console_xr.png"))
     page.evaluate("() => xrDevice.controllers.right.updateButtonValue('squeeze', 0)")
     assert rig["blocked"] == []
     page.close()
@@ -204,7 +212,7 @@ def test_video_is_decoded_and_shown(rig, tmp_path):
     time.sleep(1.0)
     stats = page.evaluate("({n: window.surgbot.stats.framesDrawn, acked: window.surgbot.stats.acked,"
                           " ages: window.surgbot.stats.ages.slice(-60)})")
-    shot = tmp_path / "console_video.png"
+    shot = artifacts(tmp_path) / "console_video.png"
     page.locator("#video").screenshot(path=str(shot))
     print(f"\nvideo: {stats['n']} frames drawn, {stats['acked']} acked, age p50 "
           f"{np.median(stats['ages']):.1f} ms; screenshot {shot}")

@@ -52,6 +52,19 @@ def cert(tmp_path_factory):
     return c, k
 
 
+def test_certificate_names_loopback_and_fingerprint_matches(cert):
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    c = x509.load_pem_x509_certificate(cert[0].read_bytes())
+    san = c.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert "localhost" in san.get_values_for_type(x509.DNSName)
+    assert {str(a) for a in san.get_values_for_type(x509.IPAddress)} >= {"127.0.0.1", "::1"}
+    fp = tls.fingerprint(cert[0])
+    assert fp == ":".join(f"{b:02X}" for b in c.fingerprint(hashes.SHA256())) and len(fp.split(":")) == 32
+    with pytest.raises(ValueError):
+        tls.ensure_certificate(cert="/nonexistent.pem", key="")
+
+
 def client_ssl():
     ctx = ssl.create_default_context()
     ctx.check_hostname = False
