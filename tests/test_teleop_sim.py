@@ -334,8 +334,11 @@ def test_head_yaw_pans_the_scope_only_with_the_deadman_and_link_loss_stops_it(ri
     op.send(deadman=1)
     assert c.wait(lambda: c.mode == "HEAD_FOLLOW", 3), logs(rig)
     op.turn_head(0.0, 1.5)                           # turn right by 15 deg from the press
-    time.sleep(1.5)
-    assert c.settled(timeout=40)
+
+    def panned_right() -> bool:                      # the view is slowed (SLOW_VIEW) and the sim stalls:
+        _, R = c.tip()                               # wait for the motion, do not guess its duration
+        return view_turn_deg(R1, R) > 5.0 and (R1.T @ R[:, 2])[0] > 0.05
+    c.wait(panned_right, 30)
     _, R2 = c.tip()
     pan = view_turn_deg(R1, R2)
     right = float((R1.T @ R2[:, 2])[0])             # new optical axis seen in the old view: +x = right
