@@ -308,10 +308,8 @@ def test_link_loss_stops_the_psm_and_needs_a_fresh_clutch(rig):
     assert c.wait(lambda: c.mapper["state"] == "READY", 3)
     op.send(clutch=1)
     assert c.wait(lambda: c.mapper["state"] == "FOLLOWING", 3)
-    p0 = c.tool()
-    op.move((0.0, 0.0, -0.03), 1.0)
-    assert c.tool_settled()
-    moved = np.linalg.norm(c.tool() - p0)
+    p0, p1, *_ = clutched_move(rig, (0.0, 0.0, -0.03), 1.0)
+    moved = np.linalg.norm(p1 - p0)
     print(f"fresh clutch: hand 3 cm forward -> tool {moved * 1e3:.2f} mm; mapper {c.mapper}; "
           f"PSM setpoint {np.round(c.psm.setpoint_cp()[0][:3, 3] * 1e3, 1)} mm")
     assert moved > 4e-3                                 # a fresh clutch drives again

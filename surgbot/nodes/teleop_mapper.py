@@ -34,7 +34,9 @@ MAPPER_STATE_TOPIC = "/teleop/mapper_state"
 LINK_LOST_FRAME = "link_lost"
 WATCHDOG_HZ = 100.0
 WATCHDOG_LATE_S = 0.05      # a watchdog tick this late skips its check once (see _on_watchdog)
-HAND_MAX_AGE_S = 0.05       # a right pose this much older than the Joy: hand not tracked
+HAND_MAX_AGE_S = 0.2        # a right pose this much older than the Joy: hand not tracked (a pose that old
+                            # repeats a target already sent: it moves nothing; DDS may deliver the two
+                            # topics tens of ms apart on a loaded machine)
 SAMPLE_QUEUE = 50            # a starved executor must not drop one half of a sample (~0.5 s at 90 Hz)
 
 
@@ -120,8 +122,8 @@ class TeleopMapperNode(Node):
     # ------------------------------------------------------------------ operator samples
     # One console sample = /teleop/right + /teleop/buttons with one stamp.  Each Joy drives the core
     # with the newest right pose; the executor may hand the two topics over in either order, so that
-    # pose may be the previous sample's (one period older) but never a stale one: a pose more than
-    # HAND_MAX_AGE_S older than the Joy means the right hand is not tracked.
+    # pose may be a few samples older, never a stale one: a pose more than HAND_MAX_AGE_S older than
+    # the Joy means the right hand is not tracked.
     def _on_right(self, msg: PoseStamped) -> None:
         try:
             T = geometry.pose_msg_to_matrix(msg)
