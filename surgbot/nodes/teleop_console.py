@@ -27,6 +27,7 @@ import threading
 
 import numpy as np
 import rclpy
+from builtin_interfaces.msg import Time
 from geometry_msgs.msg import PoseStamped
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
@@ -87,7 +88,9 @@ class TeleopConsoleNode(Node):
 
     # ------------------------------------------------------------------ ConsoleSink
     def on_xr(self, sample: P.XrSample, t_recv: float) -> None:
-        stamp = self.get_clock().now().to_msg()
+        # stamped when the message came off the socket (wall clock, as this node's ROS time): the
+        # mapper judges gaps in the operator's stream on it, the bench measures receive -> servo_cp
+        stamp = geometry.sec_to_stamp(t_recv, Time())
         for pub, T in ((self.pub_head, sample.head),
                        (self.pub_left, sample.left.pose if sample.left else None),
                        (self.pub_right, sample.right.pose if sample.right else None)):
