@@ -36,7 +36,7 @@ MAX_AXES = 4
 MAX_POSITION_M = 10.0           # a tracked pose further than this from the origin is not a person
 RIGID_TOL = 1e-3                # |R^T R - I| and |det R - 1| tolerance (float32 matrices from the browser)
 MAX_TOKEN_CHARS = 256
-MAX_NESTING = 8                 # deepest valid message has 3 levels; deeper JSON is not parsed at all
+MAX_OPENINGS = 32               # brackets in one message (a valid one has 9): deep JSON is not parsed at all
 SIDES = ("left", "right")
 SOURCES = ("controller", "hand")
 ROLES = ("operator", "viewer")
@@ -124,27 +124,13 @@ class XrSample:
 
 
 # ------------------------------------------------------------------ parsing
-def _depth_ok(text: str) -> bool:
-    """Bracket depth <= MAX_NESTING (strings skipped): deep JSON is refused before `json.loads` sees it."""
-    depth = 0
-    in_str = esc = False
-    for ch in text:
-        if in_str:
-            if esc:
-                esc = False
-            elif ch == "\\":
-                esc = True
-            elif ch == '"':
-                in_str = False
-        elif ch == '"':
-            in_str = True
-        elif ch in "[{":
-            depth += 1
-            if depth > MAX_NESTING:
-                return False
-        elif ch in "]}":
-            depth -= 1
-    return True
+def _nesting_ok(text: str) -> bool:
+    """At most MAX_OPENINGS brackets: bounds the nesting depth before `json.loads` sees the text.
+
+    A valid message opens 9; counting (in C) is ~100x cheaper than tracking the depth in Python,
+    and a deeply nested document needs as many openings as levels.
+    """
+    return text.count("[") + text.count("{") <= MAX_OPENINGS
 
 
 def _reject_constant(name: str):
@@ -153,7 +139,7 @@ def _reject_constant(name: str):
 
 def loads(text: str) -> dict:
     """JSON object of a client text message; NaN/Infinity literals, deep nesting and non-objects rejected."""
-    if not _depth_ok(text):
+    if not _nesting_ok(text):
         raise Rejected("too_deep")
     try:
         obj = json.loads(text, parse_constant=_reject_constant)
@@ -189,22 +175,32 @@ def rigid_from_column_major(values, what: str) -> np.ndarray:
     """4x4 from 16 column-major numbers; rejected unless a finite rigid transform within MAX_POSITION_M."""
     if not isinstance(values, list) or len(values) != 16:
         raise Rejected("bad_shape", f"{what} must be 16 numbers")
-    m = np.array([_number(x, f"{what}[{i}]") for i, x in enumerate(values)]).reshape(4, 4).T
-    R = m[:3, :3]
-    if (np.abs(m[3] - (0.0, 0.0, 0.0, 1.0)).max() > RIGID_TOL
-            or np.abs(R.T @ R - np.eye(3)).max() > RIGID_TOL or abs(np.linalg.det(R) - 1.0) > RIGID_TOL):
+    for x in values:
+        if type(x) not in (int, float):                  # exact types: json's true/false are not numbers
+            raise Rejected("bad_type", f"{what} holds a {type(x).__name__}")
+    if not all(map(math.isfinite, values)):
+        raise Rejected("non_finite", what)
+    # plain float arithmetic: for one 3x3 it is ~10x faster than numpy's small-array calls
+    c0, c1, c2 = values[0:3], values[4:7], values[8:11]
+    dot = lambda a, b: a[0] * b[0] + a[1] * b[1] + a[2] * b[2]  # noqa: E731
+    cross = (c1[1] * c2[2] - c1[2] * c2[1], c1[2] * c2[0] - c1[0] * c2[2], c1[0] * c2[1] - c1[1] * c2[0])
+    gram = (dot(c0, c0) - 1.0, dot(c1, c1) - 1.0, dot(c2, c2) - 1.0, dot(c0, c1), dot(c0, c2), dot(c1, c2))
+    bottom = (values[3], values[7], values[11], values[15] - 1.0)
+    if (max(map(abs, gram)) > RIGID_TOL or max(map(abs, bottom)) > RIGID_TOL
+            or abs(dot(c0, cross) - 1.0) > RIGID_TOL):
         raise Rejected("not_rigid", what)
-    if np.linalg.norm(m[:3, 3]) > MAX_POSITION_M:
+    if math.sqrt(dot(values[12:15], values[12:15])) > MAX_POSITION_M:
         raise Rejected("out_of_range", f"{what} position beyond {MAX_POSITION_M} m")
-    return m
+    return np.array(values, dtype=float).reshape(4, 4).T
+
+
+_XR_TO_ROBOT_4 = np.eye(4)
+_XR_TO_ROBOT_4[:3, :3] = XR_TO_ROBOT
 
 
 def xr_to_robot(T_xr: np.ndarray) -> np.ndarray:
     """A pose in the OpenXR space -> the operator frame (x forward, y left, z up), body axes re-axed too."""
-    out = np.eye(4)
-    out[:3, :3] = XR_TO_ROBOT @ T_xr[:3, :3] @ XR_TO_ROBOT.T
-    out[:3, 3] = XR_TO_ROBOT @ T_xr[:3, 3]
-    return out
+    return _XR_TO_ROBOT_4 @ T_xr @ _XR_TO_ROBOT_4.T
 
 
 def column_major(T: np.ndarray) -> list[float]:

@@ -44,6 +44,7 @@ CLOSE_UNAUTHORIZED = 4401
 CLOSE_OPERATOR_TAKEN = 4409
 HARD_MAX_MESSAGE = 1 << 20          # aiohttp closes (1009) above this; below it we drop and count
 WATCHDOG_PERIOD_S = 0.02
+PUBLISH_MIN_INTERVAL_S = 1.0 / 250.0    # poses reach ROS at most this often (headsets run 72-120 Hz)
 STATIC_TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css", ".png": "image/png",
                 ".svg": "image/svg+xml"}
 VENDOR = {"iwer.min.js": Path("node_modules/iwer/build/iwer.min.js")}
@@ -90,6 +91,8 @@ class ConsoleServer:
         self.accepted = 0
         self.coalesced = 0                  # valid samples superseded before they were published
         self._pending_xr: tuple[P.XrSample, float] | None = None
+        self._last_publish = -1e9
+        self._flush: asyncio.TimerHandle | None = None
         self.clients: set[_Client] = set()
         self.operator: _Client | None = None
         self.frames = FrameSlot()
@@ -276,19 +279,26 @@ class ConsoleServer:
         self.last_xr, self.last_xr_t = sample, now
         self._xr_times.append(now)
         self.link_up = True
-        # Poses are "newest only" too: messages already buffered on the socket are read without the
-        # loop running anything else, so this callback runs once the buffer is drained and publishes
-        # the newest sample; a client faster than this process (or a burst after a stall) never
-        # builds a backlog of stale poses.
-        if self._pending_xr is None:
-            self.loop.call_soon(self._publish_xr)
-        else:
+        # Poses are "newest only" too: at most one publish per PUBLISH_MIN_INTERVAL_S; a sample
+        # arriving sooner waits as the pending one (a newer replaces it, counted as coalesced) and
+        # is flushed when the interval is over, so a client faster than the robot side needs (an
+        # uncapped browser, a burst after a stall) costs parsing only, and the delay stays bounded.
+        if self._pending_xr is not None:
             self.coalesced += 1
         self._pending_xr = (sample, now)
+        wait = self._last_publish + PUBLISH_MIN_INTERVAL_S - time.monotonic()
+        if wait <= 0:
+            self._publish_xr()
+        elif self._flush is None:
+            self._flush = self.loop.call_later(wait, self._publish_xr)
 
     def _publish_xr(self) -> None:
+        if self._flush is not None:
+            self._flush.cancel()
+            self._flush = None
         pending, self._pending_xr = self._pending_xr, None
         if pending is not None and self.link_up:
+            self._last_publish = time.monotonic()
             self.sink.on_xr(*pending)
 
     def _lose_link(self, reason: str) -> None:

@@ -12,6 +12,7 @@
   const TURN_SPEED_RAD_S = 0.5;
   const EYE_HEIGHT_M = 1.6;
   const RECONNECT_MS = 1000;
+  const MIN_SEND_INTERVAL_MS = 7.5;     // at most ~133 messages/s (120 Hz headsets are not throttled)
 
   // ------------------------------------------------------------------ token
   // The console prints a URL with #token=...: a fragment never reaches a server or a log.
@@ -54,8 +55,14 @@
     };
   }
 
+  let lastSendMs = -1e9;
   function send(msg) {
     if (!ws || ws.readyState !== WebSocket.OPEN || !stats.authed) return;
+    // one message per XR (or animation) frame; headsets run at 72-120 Hz, an uncapped desktop or
+    // headless browser could run at several hundred: more than the robot side uses
+    const now = performance.now();
+    if (now - lastSendMs < MIN_SEND_INTERVAL_MS) return;
+    lastSendMs = now;
     ws.send(JSON.stringify(msg));
     stats.sent++;
     stats.sentTimes.push(performance.now());
