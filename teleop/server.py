@@ -44,7 +44,7 @@ CLOSE_UNAUTHORIZED = 4401
 CLOSE_OPERATOR_TAKEN = 4409
 HARD_MAX_MESSAGE = 1 << 20          # aiohttp closes (1009) above this; below it we drop and count
 WATCHDOG_PERIOD_S = 0.02
-PUBLISH_MIN_INTERVAL_S = 1.0 / 250.0    # poses reach ROS at most this often (headsets run 72-120 Hz)
+PUBLISH_MIN_INTERVAL_S = 1.0 / 500.0    # poses reach ROS at most this often (headsets run 72-120 Hz)
 STATIC_TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css", ".png": "image/png",
                 ".svg": "image/svg+xml"}
 VENDOR = {"iwer.min.js": Path("node_modules/iwer/build/iwer.min.js")}

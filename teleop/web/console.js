@@ -12,7 +12,7 @@
   const TURN_SPEED_RAD_S = 0.5;
   const EYE_HEIGHT_M = 1.6;
   const RECONNECT_MS = 1000;
-  const MIN_SEND_INTERVAL_MS = 6.5;     // at most ~150 messages/s (120 Hz headsets with jitter pass)
+  const MIN_SEND_INTERVAL_MS = 6.5;     // at most ~150 messages/s on average
 
   // ------------------------------------------------------------------ token
   // The console prints a URL with #token=...: a fragment never reaches a server or a log.
@@ -55,14 +55,15 @@
     };
   }
 
-  let lastSendMs = -1e9;
+  let nextSendMs = 0;
   function send(msg) {
     if (!ws || ws.readyState !== WebSocket.OPEN || !stats.authed) return;
     // one message per XR (or animation) frame; headsets run at 72-120 Hz, an uncapped desktop or
-    // headless browser could run at several hundred: more than the robot side uses
+    // headless browser could run at several hundred: more than the robot side uses.  An average
+    // rate cap (not a minimum gap), so jittered frames of a 120 Hz headset all pass.
     const now = performance.now();
-    if (now - lastSendMs < MIN_SEND_INTERVAL_MS) return;
-    lastSendMs = now;
+    if (now < nextSendMs) return;
+    nextSendMs = Math.max(nextSendMs, now - MIN_SEND_INTERVAL_MS) + MIN_SEND_INTERVAL_MS;
     ws.send(JSON.stringify(msg));
     stats.sent++;
     stats.sentTimes.push(performance.now());
