@@ -136,6 +136,15 @@ def close_pages(rig):
     rig["pages"].clear()
 
 
+def moved_on_ros(lst: Listener, T0: np.ndarray, timeout: float = 5.0) -> None:
+    """Wait until /teleop/right shows a move of more than 9 cm from `T0` (a loaded box delays the
+    page, the console and DDS alike: wait for the arrival, then settle 0.2 s)."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end and np.linalg.norm(lst.last_right()[:3, 3] - T0[:3, 3]) < 0.09:
+        time.sleep(0.02)
+    time.sleep(0.2)
+
+
 def open_page(rig, query: str = "", small: bool = True):
     """The page with the token in its fragment; `small`: the window the XR and rate runs use (the
     video check takes the full 640x480 canvas)."""
@@ -167,7 +176,7 @@ def test_page_enters_vr_through_iwer_and_streams_poses(rig, tmp_path):
     # move the emulated controller 10 cm right (+x in OpenXR): the operator frame's -y
     T0 = lst.last_right()
     page.evaluate("() => xrDevice.controllers.right.position.set(0.3, 1.2, -0.4)")
-    time.sleep(0.5)
+    moved_on_ros(lst, T0)
     d = lst.last_right()[:3, 3] - T0[:3, 3]
     print(f"controller +10 cm right -> /teleop/right moved {np.round(d * 1e3, 2)} mm (x fwd, y left, z up)")
     np.testing.assert_allclose(d, [0.0, -0.1, 0.0], atol=2e-3)
@@ -192,7 +201,7 @@ def test_hand_tracked_side_sends_wrist_pose_and_pinch(rig):
         _, axes = lst.joy[-1]
     T0 = lst.last_right()
     page.evaluate("() => xrDevice.hands.right.position.set(0.3, 1.2, -0.4)")
-    time.sleep(0.5)
+    moved_on_ros(lst, T0)
     d = lst.last_right()[:3, 3] - T0[:3, 3]
     print(f"\nhand tracking: pinch -> trigger {axes[P.AX_RTRIG]:.2f}; wrist +10 cm right -> {np.round(d * 1e3, 1)} mm")
     assert axes[P.AX_RTRIG] > 0.8
