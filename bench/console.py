@@ -16,7 +16,7 @@ published, on `/endoscope/image_raw/compressed`, and listens.
 * `console_server_cpu_30fps`: the console process's CPU time over the video
   run / wall time (percent of one core), anchor: Vuer 92%.
 * `console_page_pose_rate`: `xr` messages the page's own XR frame loop sent
-  per second, as they arrived on `/teleop/head`.
+  per second (what reached `/teleop/head`, newest-only, in the note).
 """
 
 from __future__ import annotations
@@ -256,7 +256,7 @@ def run(quick: bool) -> list[dict]:
                note="capture stamp -> frame drawn on the page (decoded, on the canvas, texture queued); goal p50 < 20"),
         figure("console_server_cpu_30fps", "% of a core", value=page["cpu_pct"], anchor=VUER_CPU_PCT,
                anchor_source="Vuer server per client (FACTS)", note="console process, one XR page + video; goal < 10"),
-        figure("console_page_pose_rate", "Hz", value=page["ros_rate"], higher_is_better=True,
-               note=f"xr messages from the page's XR frame loop (IWER) reaching /teleop/head; page counted "
-                    f"{page['page_rate']:.1f}/s, video drawn {page['fps']:.1f} fps"),
+        figure("console_page_pose_rate", "Hz", value=page["page_rate"], higher_is_better=True,
+               note=f"xr messages sent by the page's XR frame loop (IWER, capped ~150/s); /teleop/head got "
+                    f"{page['ros_rate']:.1f}/s (newest-only), video drawn {page['fps']:.1f} fps"),
     ]
