@@ -352,8 +352,10 @@ class ConsoleServer:
 
     # ------------------------------------------------------------------ status
     def xr_rate_hz(self) -> float:
-        t = list(self._xr_times)
-        if len(t) < 2 or self.clock() - t[-1] > 1.0:
+        """Valid xr messages per second over the last second."""
+        now = self.clock()
+        t = [x for x in self._xr_times if now - x <= 1.0]
+        if len(t) < 2:
             return 0.0
         return (len(t) - 1) / max(t[-1] - t[0], 1e-6)
 
