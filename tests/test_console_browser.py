@@ -85,6 +85,7 @@ class Listener:
 
     def close(self):
         self.executor.shutdown()
+        self.thread.join(5.0)                 # spin has returned before the context goes away
         self.node.destroy_node()
         rclpy.try_shutdown()
 

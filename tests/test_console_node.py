@@ -50,7 +50,8 @@ class Listener:
         n.create_subscription(Joy, contract.TELEOP_BUTTONS, lambda m: self._add(self.joys, m), 1000)
         self.executor = rclpy.executors.SingleThreadedExecutor()
         self.executor.add_node(n)
-        threading.Thread(target=self.executor.spin, daemon=True).start()
+        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
+        self.thread.start()
 
     def _add(self, lst, v):
         with self.lock:
@@ -62,6 +63,7 @@ class Listener:
 
     def close(self):
         self.executor.shutdown()
+        self.thread.join(5.0)                 # spin has returned before the context goes away
         self.node.destroy_node()
         rclpy.try_shutdown()
 
