@@ -146,6 +146,16 @@ def moved_on_ros(lst: Listener, T0: np.ndarray, timeout: float = 5.0) -> None:
     time.sleep(0.2)
 
 
+def trigger_on_ros(lst: Listener, ok, timeout: float = 5.0) -> None:
+    """Wait until the right trigger on /teleop/buttons satisfies `ok` (or the timeout; asserted after)."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        with lst.lock:
+            if lst.joy and ok(lst.joy[-1][1][P.AX_RTRIG]):
+                return
+        time.sleep(0.02)
+
+
 def open_page(rig, query: str = "", small: bool = True):
     """The page with the token in its fragment; `small`: the window the XR and rate runs use (the
     video check takes the full 640x480 canvas)."""
@@ -199,7 +209,7 @@ def test_hand_tracked_side_sends_wrist_pose_and_pinch(rig):
     page.click("#enter-vr")
     page.wait_for_function("window.surgbot.stats.mode === 'xr'", timeout=20000)
     page.evaluate("() => { const h = xrDevice.hands.right; h.position.set(0.2, 1.2, -0.4); h.updatePinchValue(1.0); }")
-    time.sleep(1.0)
+    trigger_on_ros(lst, lambda v: v > 0.8)
     with lst.lock:
         _, axes = lst.joy[-1]
     T0 = lst.last_right()
@@ -210,7 +220,7 @@ def test_hand_tracked_side_sends_wrist_pose_and_pinch(rig):
     assert axes[P.AX_RTRIG] > 0.8
     np.testing.assert_allclose(d, [0.0, -0.1, 0.0], atol=5e-3)
     page.evaluate("() => xrDevice.hands.right.updatePinchValue(0.0)")
-    time.sleep(0.5)
+    trigger_on_ros(lst, lambda v: v < 0.2)
     with lst.lock:
         _, axes = lst.joy[-1]
     assert axes[P.AX_RTRIG] < 0.2
