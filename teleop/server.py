@@ -90,6 +90,7 @@ class ConsoleServer:
         self.rejected: Counter = Counter()
         self.accepted = 0
         self.coalesced = 0                  # valid samples superseded before they were published
+        self.dropped_stale = 0              # valid samples still pending when the link was declared lost
         self._pending_xr: tuple[P.XrSample, float] | None = None
         self._last_publish = -1e9
         self._flush: asyncio.TimerHandle | None = None
@@ -297,14 +298,20 @@ class ConsoleServer:
             self._flush.cancel()
             self._flush = None
         pending, self._pending_xr = self._pending_xr, None
-        if pending is not None and self.link_up:
-            self._last_publish = time.monotonic()
-            self.sink.on_xr(*pending)
+        if pending is None:
+            return
+        if not self.link_up:
+            self.dropped_stale += 1
+            return
+        self._last_publish = time.monotonic()
+        self.sink.on_xr(*pending)
 
     def _lose_link(self, reason: str) -> None:
         if self.link_up:
             self.link_up = False
-            self._pending_xr = None
+            if self._pending_xr is not None:          # never published after the link was declared lost
+                self.dropped_stale += 1
+                self._pending_xr = None
             self.sink.on_link_lost(reason)
 
     async def _watchdog(self) -> None:
@@ -381,6 +388,7 @@ class ConsoleServer:
             "video_dropped": self.video.dropped,
             "accepted": self.accepted,
             "coalesced": self.coalesced,
+            "dropped_stale": self.dropped_stale,
             "rejected": dict(self.rejected),
             "rejected_total": sum(self.rejected.values()),
             **self.robot_status,

@@ -269,11 +269,11 @@ def test_fuzz_10000_messages_server_stays_up_publishes_only_valid_counts_every_r
             while time.monotonic() < end and not (sink.samples and sink.samples[-1].t_ms == 99.0):
                 await asyncio.sleep(0.05)
             assert not ws.closed
-        return server.accepted, dict(server.rejected), list(sink.samples), server.coalesced
+        return server.accepted, dict(server.rejected), list(sink.samples), server.coalesced + server.dropped_stale
 
     accepted, rejected, samples, coalesced = run(cert, body, max_message_rate_hz=1e6, rate_burst=1_000_000)
     assert samples[-1].t_ms == 99.0
-    print(f"\nfuzz: accepted {accepted} ({coalesced} superseded before publishing), "
+    print(f"\nfuzz: accepted {accepted} ({coalesced} superseded or stale before publishing), "
           f"rejected {sum(rejected.values())}: {rejected}")
     assert accepted + sum(rejected.values()) == len(msgs) + 1            # every message accounted for
     assert rejected.get("auth_failed", 0) == 0
@@ -287,7 +287,7 @@ def test_fuzz_10000_messages_server_stays_up_publishes_only_valid_counts_every_r
                 assert abs(np.linalg.det(R) - 1) < 1e-3
             if hand is not None:
                 assert 0.0 <= hand.squeeze <= 1.0 and 0.0 <= hand.trigger <= 1.0
-    assert len(samples) + coalesced == accepted          # newest-only: superseded samples are counted
+    assert len(samples) + coalesced == accepted          # newest-only: superseded (or stale) samples are counted
     assert accepted >= sum(1 for k, _ in msgs if k == "valid") + 1       # the valid ones all got through
 
 
