@@ -14,6 +14,8 @@ NODES = {
     "endoscope_holder": "surgbot.nodes.endoscope_holder:main",
     "safety_supervisor": "surgbot.nodes.safety_supervisor:main",
     "recorder": "surgbot.nodes.recorder:main",
+    "teleop_console": "surgbot.nodes.teleop_console:main",
+    "teleop_mapper": "surgbot.nodes.teleop_mapper:main",
 }
 
 setup(
@@ -24,7 +26,8 @@ setup(
     packages=find_packages(include=["surgbot", "surgbot.*"]) + [
         f"{PACKAGE}.{p}" for area in AREAS for p in find_packages(include=[area, f"{area}.*"])],
     package_dir={f"{PACKAGE}.{area}": area for area in AREAS},
-    package_data={f"{PACKAGE}.sim": ["models/*.xml", "models/**/*.xml"]},
+    package_data={f"{PACKAGE}.sim": ["models/*.xml", "models/**/*.xml"],
+                  f"{PACKAGE}.teleop": ["web/*.html", "web/*.js", "web/*.css", "web/package*.json"]},
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),

@@ -10,6 +10,10 @@ cd "$(dirname "$0")/.."
 
 SUPPORTED=(3.12 3.11)       # newest first is only the search order; the default is what the machine has
 APT_PACKAGES=(cyclonedds-dev libosmesa6 libegl1 libgl1 libglx-mesa0 libgles2 ffmpeg ca-certificates)
+# --- teleop console (issue 12): Chromium for the page's browser tests, Node.js + npm for its assets ---
+APT_PACKAGES+=(chromium chromium-driver)
+command -v npm >/dev/null || APT_PACKAGES+=(nodejs npm)   # a Node.js that bundles npm counts
+# --- end teleop console ---
 VENV=.venv
 STAMP=$VENV/.surgbot-stamp
 
@@ -71,6 +75,17 @@ fi
 PYV=$(py_version "$PYTHON")
 LOCK=requirements/lock-py$PYV.txt
 if [ ! -f "$LOCK" ]; then say "error: no lock for Python $PYV ($LOCK)"; exit 2; fi
+
+# --- teleop console web assets (issue 12): IWER (WebXR emulation) from the npm registry, pinned by
+# teleop/web/package-lock.json; reinstalled only when the lock changes.  The console serves them itself.
+WEB=teleop/web
+web_want=$(cat "$WEB/package.json" "$WEB/package-lock.json" | sha256sum | cut -c1-16)
+if [ "$(cat "$WEB/node_modules/.surgbot-stamp" 2>/dev/null)" != "$web_want" ]; then
+  say "installing the console page's npm packages ($WEB/package-lock.json)"
+  (cd "$WEB" && npm ci --no-audit --no-fund --loglevel=error >&2) || { say "error: npm ci failed in $WEB"; exit 1; }
+  echo "$web_want" > "$WEB/node_modules/.surgbot-stamp"
+fi
+# --- end teleop console web assets ---
 
 # 2. the venv, rebuilt when the lock or this script changes
 want=$( (echo "$PYV"; cat "$LOCK" "$0" setup.py) | sha256sum | cut -c1-16)

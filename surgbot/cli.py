@@ -20,6 +20,7 @@ SUBCOMMANDS = {
     "bench": ("surgbot.bench.runner", "performance suite; last stdout line is one JSON object"),
     "up": ("surgbot.up", "every node of the stack as supervised processes (for machines without ros2 launch)"),
     "ctl": ("surgbot.ctl", "service calls and one-shot messages to a running stack (no ros2 CLI needed)"),
+    "console": ("surgbot.teleop.cli", "teleop VR console server (HTTPS + WSS, token, video)"),
 }
 
 

@@ -10,12 +10,11 @@ import numpy as np
 
 
 def test_lerobot_dataset_v3_roundtrip_with_video(tmp_path):
+    import mujoco  # noqa: F401  (the stacks must import together)
+    import pinocchio  # noqa: F401
+    import rclpy  # noqa: F401
     import torch
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
-
-    import mujoco        # noqa: F401  (the stacks must import together)
-    import pinocchio     # noqa: F401
-    import rclpy         # noqa: F401
 
     h, w, fps = 48, 64, 16
     features = {

@@ -16,7 +16,6 @@ import time
 
 import numpy as np
 import pytest
-
 import rclpy  # noqa: E402 - required: a missing rclpy is an error, never a skip
 
 from surgbot.contract import PSM_JOINT_NAMES  # noqa: E402

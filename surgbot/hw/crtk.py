@@ -98,6 +98,11 @@ COMMAND_TYPES = {"servo_jp": "JointState", "servo_jr": "JointState", "move_jp": 
                  "body/servo_cf": "WrenchStamped"}
 
 
+def message_types() -> dict:
+    """The ROS message and service classes of the CRTK link, by name (crtk_msgs put on the path first)."""
+    return _types()
+
+
 def subscribe_operating_state(node, callback, namespace: str = PSM_NAMESPACE):
     """`<namespace>/operating_state` (crtk_msgs/OperatingState, transient-local) as a dict
     {state, is_homed, is_busy} for nodes that only watch the arm (teleop mapper, console)."""

@@ -1,0 +1,217 @@
+"""`teleop_console` rclpy node: the VR console server (contract section 6).
+
+Thin shell around `surgbot.teleop.server.ConsoleServer` (aiohttp, asyncio in
+the main thread; rclpy spins in a background thread).  Each valid `xr`
+message becomes `/teleop/head`, `/teleop/left`, `/teleop/right`
+(PoseStamped, `world`, operator axes) and `/teleop/buttons` (Joy, layout in
+`surgbot.teleop.protocol`), all with one stamp.  A lost link (no valid `xr`
+for `link_timeout_s`, or the operator gone) publishes one all-released Joy,
+so the holder's deadman lets go and the view stops.  Video: the camera's
+JPEG (`/endoscope/image_raw/compressed`) is passed through, or `image_raw`
+encoded (`video_source`).  Status shown by the page: `/endoscope/mode`,
+`/endoscope/fulcrum_error`, `/PSM1/operating_state`, `/safety/state`,
+`/teleop/mapper_state`.  Parameters: config/teleop_console.yaml; the token
+comes from `SURGBOT_CONSOLE_TOKEN` (or `surgbot console --token`) or is
+generated and printed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import signal
+import sys
+import threading
+
+import numpy as np
+import rclpy
+from builtin_interfaces.msg import Time
+from geometry_msgs.msg import PoseStamped
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from rclpy.signals import SignalHandlerOptions
+from sensor_msgs.msg import CompressedImage, Image, Joy
+from std_msgs.msg import Float64, String
+
+from surgbot import area_path, contract, geometry
+from surgbot.nodes.teleop_mapper import LINK_LOST_FRAME, MAPPER_STATE_TOPIC, SAMPLE_QUEUE, psm_state_subscription
+from surgbot.rosutil import Diagnostics, declare_config, latched_qos
+from surgbot.teleop import protocol as P
+from surgbot.teleop import tls
+from surgbot.teleop.config import ConsoleConfig
+from surgbot.teleop.server import ConsoleServer
+from surgbot.teleop.video import JpegEncoder, capture_ms
+
+TOKEN_ENV = "SURGBOT_CONSOLE_TOKEN"
+TOKEN_BYTES = 24
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
+def console_token(given: str = "") -> tuple[str, bool]:
+    """(token, generated): `given`, else $SURGBOT_CONSOLE_TOKEN, else a new random one."""
+    token = given or os.environ.get(TOKEN_ENV, "")
+    if token:
+        return token, False
+    return secrets.token_urlsafe(TOKEN_BYTES), True
+
+
+class TeleopConsoleNode(Node):
+    def __init__(self, token: str, overrides: dict | None = None, **kwargs):
+        super().__init__("teleop_console", **kwargs)
+        self.cfg = declare_config(self, ConsoleConfig, overrides)
+        self.token = token
+        # ~0.5 s of samples: a briefly starved subscriber must not lose one half of a sample
+        self.pub_head = self.create_publisher(PoseStamped, contract.TELEOP_HEAD, SAMPLE_QUEUE)
+        self.pub_left = self.create_publisher(PoseStamped, contract.TELEOP_LEFT, SAMPLE_QUEUE)
+        self.pub_right = self.create_publisher(PoseStamped, contract.TELEOP_RIGHT, SAMPLE_QUEUE)
+        self.pub_buttons = self.create_publisher(Joy, contract.TELEOP_BUTTONS, SAMPLE_QUEUE)
+        self.robot = {"endoscope_mode": None, "psm_state": None, "fulcrum_error_mm": None, "safety": None,
+                      "mapper": None, "stamp_source": None}
+        newest = QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT)
+        if self.cfg.video_source == "compressed":
+            self.create_subscription(CompressedImage, contract.ENDOSCOPE_IMAGE_COMPRESSED, self._on_jpeg, newest)
+        elif self.cfg.video_source == "raw":
+            self.encoder = JpegEncoder(self.cfg.jpeg_quality, self.cfg.video_width)
+            self.create_subscription(Image, contract.ENDOSCOPE_IMAGE, self._on_raw, newest)
+        self.create_subscription(String, contract.ENDOSCOPE_MODE, lambda m: self._set("endoscope_mode", m.data),
+                                 latched_qos())
+        self.create_subscription(Float64, contract.ENDOSCOPE_FULCRUM_ERROR,
+                                 lambda m: self._set("fulcrum_error_mm", round(m.data * 1e3, 2)), 10)
+        self.create_subscription(String, contract.SAFETY_STATE, self._on_safety, latched_qos())
+        self.create_subscription(String, MAPPER_STATE_TOPIC, self._on_mapper, latched_qos())
+        psm_state_subscription(self, lambda s: self._set("psm_state", s.get("state")))
+        self.server: ConsoleServer | None = None
+        Diagnostics(self, "teleop_console", self._diagnostics, hardware_id="console")
+
+    # ------------------------------------------------------------------ ConsoleSink
+    def on_xr(self, sample: P.XrSample, t_recv: float) -> None:
+        # stamped when the message came off the socket (wall clock, as this node's ROS time): the
+        # mapper judges gaps in the operator's stream on it, the bench measures receive -> servo_cp
+        stamp = geometry.sec_to_stamp(t_recv, Time())
+        for pub, T in ((self.pub_head, sample.head),
+                       (self.pub_left, sample.left.pose if sample.left else None),
+                       (self.pub_right, sample.right.pose if sample.right else None)):
+            if T is not None:
+                msg = PoseStamped()
+                msg.header.stamp = stamp
+                msg.header.frame_id = contract.WORLD_FRAME
+                pub.publish(geometry.matrix_to_pose_msg(T, msg))
+        buttons, axes = sample.joy()
+        self._publish_joy(stamp, buttons, axes)
+
+    def on_link_lost(self, reason: str) -> None:
+        self.get_logger().warning(f"operator link lost ({reason}): deadman and clutch released")
+        self._publish_joy(self.get_clock().now().to_msg(), [0] * P.N_BUTTONS, [0.0] * P.N_AXES, LINK_LOST_FRAME)
+
+    def _publish_joy(self, stamp, buttons, axes, frame: str = contract.WORLD_FRAME) -> None:
+        joy = Joy()
+        joy.header.stamp = stamp
+        joy.header.frame_id = frame
+        joy.buttons, joy.axes = list(buttons), [float(a) for a in axes]
+        self.pub_buttons.publish(joy)
+
+    # ------------------------------------------------------------------ inputs
+    def _set(self, key: str, value) -> None:
+        self.robot[key] = value
+        if self.server is not None:
+            self.server.set_robot_status(self.robot)
+
+    def _on_safety(self, msg: String) -> None:
+        try:
+            self._set("safety", json.loads(msg.data).get("state"))
+        except (ValueError, AttributeError):
+            self._set("safety", "unreadable")
+
+    def _on_mapper(self, msg: String) -> None:
+        try:
+            self._set("mapper", json.loads(msg.data).get("state"))
+        except (ValueError, AttributeError):
+            self._set("mapper", "unreadable")
+
+    def _frame(self, jpeg: bytes, stamp) -> None:
+        if self.server is None:
+            return
+        cap, own = capture_ms(geometry.stamp_to_sec(stamp))
+        if self.robot["stamp_source"] != ("camera" if own else "receipt"):
+            self._set("stamp_source", "camera" if own else "receipt")
+        self.server.publish_frame(jpeg, cap)
+
+    def _on_jpeg(self, msg: CompressedImage) -> None:
+        self._frame(bytes(msg.data), msg.header.stamp)
+
+    def _on_raw(self, msg: Image) -> None:
+        if msg.encoding != "rgb8" or msg.step != msg.width * 3:
+            return
+        img = np.frombuffer(bytes(msg.data), np.uint8).reshape(msg.height, msg.width, 3)
+        self._frame(self.encoder.encode(img), msg.header.stamp)
+
+    def _diagnostics(self):
+        s = self.server.status() if self.server is not None else {}
+        level = Diagnostics.OK if s.get("link") == "up" or not s.get("operator") else Diagnostics.WARN
+        keys = ("link", "operator", "viewers", "xr_rate_hz", "accepted", "rejected_total", "video_sent",
+                "video_dropped", "video_age_ms", "glass_to_glass_ms")
+        values = {k: s.get(k) for k in keys}
+        values.update({f"rejected_{k}": v for k, v in s.get("rejected", {}).items()})
+        return level, f"link {s.get('link', 'down')}", values
+
+    # ------------------------------------------------------------------ server
+    async def serve(self, stop: asyncio.Event) -> None:
+        cert, key, created = tls.ensure_certificate(self.cfg.cert, self.cfg.key, (self.cfg.host,))
+        self.server = ConsoleServer(self.cfg, self.token, self, area_path("teleop") / "web",
+                                    tls.server_context(cert, key))
+        self.server.set_robot_status(self.robot)
+        port = await self.server.start()
+        host = self.cfg.host if self.cfg.host not in ("0.0.0.0", "::") else "<this machine's address>"
+        url_host = f"[{host}]" if ":" in host else host
+        log = self.get_logger()
+        if self.cfg.host not in LOOPBACK:
+            log.warning(f"the console listens on {self.cfg.host}:{port}: reachable from other machines on that "
+                        f"network (token required, but anyone there can try); use the default 127.0.0.1 with "
+                        f"`adb reverse` where you can")
+        print(f"teleop console: https://{url_host}:{port}/#token={self.token}\n"
+              f"  certificate {cert} ({'created' if created else 'existing'})\n"
+              f"  SHA-256 fingerprint {tls.fingerprint(cert)}", flush=True)
+        try:
+            await stop.wait()
+        finally:
+            await self.server.stop()
+
+
+def run_console(token: str, overrides: dict | None = None, args: list[str] | None = None) -> int:
+    """rclpy in a background thread, the server in this thread's asyncio loop, until SIGINT/SIGTERM."""
+    # asyncio owns SIGINT/SIGTERM here (rclpy's own handlers would race it for the same signals)
+    rclpy.init(args=sys.argv if args is None else args, signal_handler_options=SignalHandlerOptions.NO)
+    node = TeleopConsoleNode(token, overrides)
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    spinner = threading.Thread(target=executor.spin, daemon=True)
+    spinner.start()
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await node.serve(stop)
+
+    try:
+        asyncio.run(main())
+    finally:
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+def main(args: list[str] | None = None) -> int:
+    token, generated = console_token()
+    if generated:
+        print("teleop console: no SURGBOT_CONSOLE_TOKEN set, generated a token for this run", flush=True)
+    return run_console(token, args=args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

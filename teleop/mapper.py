@@ -1,0 +1,279 @@
+"""Teleop mapping core: operator hands and buttons -> PSM servo_cp + jaw, scope zoom and mode requests.
+
+ROS-free: state in, command out, the clock passed in.  The right hand
+drives the PSM as a dVRK master drives its PSM:
+
+* clutch = right squeeze; released, nothing is commanded (the PSM holds);
+* translation relative to the clutch-in pose, scaled (`scale`) and expressed
+  in the endoscope camera frame: the operator frame (x forward, y left,
+  z up: what the operator faces, the video panel) maps to the camera's
+  optical frame (x right, y down, z forward), so a hand moving right in front
+  of the video moves the tool right in the image.  The camera pose
+  (`/endoscope/measured_cp`) and the PSM base pose are taken at clutch-in,
+  so a moving scope does not drag the tool;
+* orientation: the hand's rotation since clutch-in, re-expressed the same
+  way, applied to the tool's clutch-in orientation;
+* trigger -> jaw (open released, closed pressed) with the dVRK's rate
+  limits (720 deg/s, 36 deg/s after clutch-in until the jaw has caught up);
+* clutch-in starts from the last command (or measured_cp if the arm is
+  elsewhere): no jump on re-clutch.
+
+Safety: the tool tip stays in a box of PSM1_base, each command moves at most
+`max_step_m` / `max_step_rad`, non-finite or non-rigid poses are rejected,
+and no valid sample for `link_timeout_s` stops commanding until the clutch
+has been released and pressed again.  The left hand's deadman and the head
+go to the holder directly (`/teleop/buttons`, `/teleop/head`); this core
+adds the left-stick zoom (`/endoscope/servo_cv` insertion) and the A/B mode
+requests (TOOL_FOLLOW / HOLD).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass
+from enum import StrEnum
+
+import numpy as np
+
+from surgbot import geometry
+from surgbot.results import Result
+from surgbot.teleop import protocol as P
+from surgbot.teleop.config import MapperConfig
+
+# operator frame (x forward, y left, z up) -> camera optical frame (x right, y down, z forward)
+OPERATOR_TO_CAMERA = np.array([[0.0, -1.0, 0.0], [0.0, 0.0, -1.0], [1.0, 0.0, 0.0]])
+MAX_DT_S = 0.05               # jaw integration step bound (a late sample must not open the jaw at once)
+RIGID_TOL = 1e-3
+
+
+class State(StrEnum):
+    WAITING = "WAITING"           # camera or PSM pose not known yet
+    READY = "READY"               # clutch released: nothing commanded
+    FOLLOWING = "FOLLOWING"       # clutched: commanding the PSM
+    NEED_CLUTCH = "NEED_CLUTCH"   # after a link loss or PSM state change: release the clutch first
+
+
+@dataclass(frozen=True)
+class Command:
+    servo_cp: np.ndarray | None = None       # 4x4 tool pose in PSM1_base
+    jaw: float | None = None                 # rad
+    insertion_m_s: float | None = None       # scope zoom, /endoscope/servo_cv linear.z
+    actions: tuple[str, ...] = ()            # "follow_tool_on", "follow_tool_off", "hold"
+
+
+def _rigid(T) -> np.ndarray | None:
+    m = np.asarray(T, dtype=float)
+    if m.shape != (4, 4) or not np.all(np.isfinite(m)):
+        return None
+    R = m[:3, :3]
+    if np.abs(R.T @ R - np.eye(3)).max() > RIGID_TOL or abs(np.linalg.det(R) - 1.0) > RIGID_TOL:
+        return None
+    return m
+
+
+def _limit_rotation(R_from: np.ndarray, R_to: np.ndarray, max_rad: float) -> tuple[np.ndarray, bool]:
+    """R_to, or the rotation `max_rad` of the way from R_from towards it."""
+    d = R_from.T @ R_to
+    angle = math.acos(max(-1.0, min(1.0, (np.trace(d) - 1.0) / 2.0)))
+    if angle <= max_rad:
+        return R_to, False
+    axis = np.array([d[2, 1] - d[1, 2], d[0, 2] - d[2, 0], d[1, 0] - d[0, 1]])
+    n = np.linalg.norm(axis)
+    if n < 1e-9:                                   # ~180 deg: no defined axis; hold the orientation
+        return R_from, True
+    k = axis / n
+    K = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
+    step = np.eye(3) + math.sin(max_rad) * K + (1 - math.cos(max_rad)) * K @ K
+    return R_from @ step, True
+
+
+class TeleopMapperCore:
+    def __init__(self, cfg: MapperConfig, psm_base_world: np.ndarray):
+        base = _rigid(psm_base_world)
+        if base is None:
+            raise ValueError("psm_base_world must be a finite rigid 4x4")
+        self.cfg = cfg
+        self.R_world_base = base[:3, :3]
+        self.state = State.WAITING
+        self.counters: Counter = Counter()
+        self.events: list[tuple[str, str]] = []
+        self.camera: tuple[np.ndarray, float] | None = None      # (R_world_cam, t)
+        self.measured: np.ndarray | None = None                   # T_base_tool
+        self.jaw_measured: float | None = None
+        self.psm_enabled = True
+        self.endoscope_mode = ""
+        self.last_cmd: np.ndarray | None = None
+        self.jaw_cmd: float | None = None
+        self._jaw_slow = False
+        self._ref: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None   # hand0, tool0, R_base_cam
+        self._last_t: float | None = None                 # stamp of the newest sample
+        self._last_rx: float | None = None                # when it was taken
+        self._prev_buttons = [0] * P.N_BUTTONS
+
+    # ------------------------------------------------------------------ state inputs
+    def _reject(self, reason: str) -> Result:
+        self.counters[f"rejected_{reason}"] += 1
+        return Result.failure(reason)
+
+    def _event(self, level: str, text: str) -> None:
+        self.events.append((level, text))
+
+    def _set_state(self, state: State, why: str) -> None:
+        if state != self.state:
+            self._event("info", f"{self.state.value} -> {state.value}: {why}")
+            self.state = state
+
+    def set_camera(self, T_world_cam, t: float) -> Result:
+        m = _rigid(T_world_cam)
+        if m is None:
+            return self._reject("camera_pose")
+        self.camera = (m[:3, :3].copy(), float(t))
+        self._ready_check()
+        return Result.success()
+
+    def set_measured(self, T_base_tool) -> Result:
+        m = _rigid(T_base_tool)
+        if m is None:
+            return self._reject("measured_cp")
+        self.measured = m
+        self._ready_check()
+        return Result.success()
+
+    def set_jaw_measured(self, q: float) -> Result:
+        if not math.isfinite(q):
+            return self._reject("jaw_measured")
+        self.jaw_measured = float(q)
+        return Result.success()
+
+    def set_psm_enabled(self, enabled: bool) -> None:
+        if self.psm_enabled and not enabled and self.state == State.FOLLOWING:
+            self._set_state(State.NEED_CLUTCH, "PSM left ENABLED")
+        self.psm_enabled = bool(enabled)
+
+    def _ready_check(self) -> None:
+        if self.state == State.WAITING and self.camera is not None and self.measured is not None:
+            self._set_state(State.READY, "camera and PSM poses known")
+
+    # ------------------------------------------------------------------ link
+    def tick(self, t: float) -> None:
+        """Watchdog: no sample taken for `link_timeout_s` (receipt clock) stops commanding."""
+        if self._last_rx is not None and t - self._last_rx > self.cfg.link_timeout_s:
+            self.link_lost(f"no valid xr sample for {1e3 * (t - self._last_rx):.0f} ms")
+
+    def link_lost(self, why: str) -> None:
+        self._last_t = self._last_rx = None
+        self.counters["link_lost"] += 1
+        if self.state == State.FOLLOWING or (self.state == State.READY and self._prev_buttons[P.BTN_CLUTCH]):
+            self._set_state(State.NEED_CLUTCH, why)
+        self._prev_buttons = [0] * P.N_BUTTONS
+
+    # ------------------------------------------------------------------ samples
+    def sample(self, t: float, right_pose, buttons, axes, received: float | None = None) -> Command:
+        """One operator sample: right hand pose (operator frame, or None), `/teleop/buttons` layout.
+
+        `t` is when the operator's sample was taken (the console's stamp): gaps in the stream are
+        judged on it; `received` (default `t`) is when this process took it, for the watchdog.
+        """
+        b = [int(bool(x)) for x in list(buttons)[:P.N_BUTTONS]] + [0] * max(0, P.N_BUTTONS - len(buttons))
+        a = [float(x) for x in list(axes)[:P.N_AXES]] + [0.0] * max(0, P.N_AXES - len(axes))
+        if not all(math.isfinite(x) and -1.0 <= x <= 1.0 for x in a):
+            self._reject("axes")
+            return Command()
+        hand = _rigid(right_pose) if right_pose is not None else None
+        if right_pose is not None and hand is None:
+            self._reject("hand_pose")
+            return Command()
+        if self._last_t is not None and t - self._last_t > self.cfg.link_timeout_s:
+            self.link_lost(f"{1e3 * (t - self._last_t):.0f} ms since the last sample")   # before any tick saw it
+        dt = 0.0 if self._last_t is None else min(MAX_DT_S, max(0.0, t - self._last_t))
+        self._last_t = max(float(t), self._last_t or float(t))
+        self._last_rx = float(t if received is None else received)
+        rise = [x and not p for x, p in zip(b, self._prev_buttons, strict=True)]
+        self._prev_buttons = b
+        actions = []
+        if rise[P.BTN_A]:
+            actions.append("follow_tool_off" if self.endoscope_mode == "TOOL_FOLLOW" else "follow_tool_on")
+        if rise[P.BTN_B]:
+            actions.append("hold")
+        zoom = self._zoom(a[P.AX_LY], bool(b[P.BTN_DEADMAN]))
+
+        clutch = a[P.AX_RSQUEEZE] > self.cfg.clutch_threshold or bool(b[P.BTN_CLUTCH])
+        pose = jaw = None
+        if self.state == State.NEED_CLUTCH and not clutch:
+            self._set_state(State.READY, "clutch released")
+        elif self.state == State.READY and clutch and hand is not None:
+            self._clutch_in(hand, t)
+        elif self.state == State.FOLLOWING and (not clutch or hand is None):
+            self._set_state(State.READY, "clutch released" if not clutch else "right hand not tracked")
+        if self.state == State.FOLLOWING:
+            pose = self._follow(hand)
+            jaw = self._jaw(a[P.AX_RTRIG], dt)
+        return Command(servo_cp=pose, jaw=jaw, insertion_m_s=zoom, actions=tuple(actions))
+
+    def _zoom(self, stick_y: float, deadman: bool) -> float | None:
+        dz = self.cfg.stick_deadzone
+        if deadman or abs(stick_y) <= dz:
+            return None
+        # stick forward (-1) pushes the scope in; rescaled so the speed starts at 0 past the dead zone
+        return -math.copysign((abs(stick_y) - dz) / (1.0 - dz), stick_y) * self.cfg.zoom_speed_m_s
+
+    def _clutch_in(self, hand: np.ndarray, t: float) -> None:
+        if not self.psm_enabled:
+            self._event("warn", "clutch ignored: PSM not ENABLED")
+            return
+        if self.camera is None or t - self.camera[1] > self.cfg.camera_timeout_s:
+            self._event("warn", "clutch ignored: no recent /endoscope/measured_cp")
+            return
+        start = self.measured
+        if self.last_cmd is not None and np.linalg.norm(self.last_cmd[:3, 3] - start[:3, 3]) \
+                <= self.cfg.max_setpoint_offset_m:
+            start = self.last_cmd
+        R_base_cam = self.R_world_base.T @ self.camera[0]
+        self._ref = (hand.copy(), start.copy(), R_base_cam)
+        self.last_cmd = start.copy()
+        if self.jaw_cmd is None or self.jaw_measured is not None and abs(self.jaw_cmd - self.jaw_measured) > 0.1:
+            self.jaw_cmd = self.jaw_measured if self.jaw_measured is not None else self.cfg.jaw_open_rad
+        self._jaw_slow = True
+        self.counters["clutch_in"] += 1
+        self._set_state(State.FOLLOWING, "clutch pressed")
+
+    def _follow(self, hand: np.ndarray) -> np.ndarray:
+        hand0, tool0, R_bc = self._ref
+        c = self.cfg
+        d_cam = OPERATOR_TO_CAMERA @ (hand[:3, 3] - hand0[:3, 3])
+        p = tool0[:3, 3] + c.scale * (R_bc @ d_cam)
+        R_rel_op = hand[:3, :3] @ hand0[:3, :3].T
+        R_rel_base = R_bc @ OPERATOR_TO_CAMERA @ R_rel_op @ OPERATOR_TO_CAMERA.T @ R_bc.T
+        R = R_rel_base @ tool0[:3, :3]
+        lo, hi = np.asarray(c.workspace_min_m), np.asarray(c.workspace_max_m)
+        clipped = np.clip(p, lo, hi)
+        if np.any(clipped != p):
+            self.counters["workspace_clipped"] += 1
+        prev = self.last_cmd
+        step = clipped - prev[:3, 3]
+        n = float(np.linalg.norm(step))
+        if n > c.max_step_m:
+            clipped = prev[:3, 3] + step * (c.max_step_m / n)
+            self.counters["step_limited"] += 1
+        R, limited = _limit_rotation(prev[:3, :3], R, c.max_step_rad)
+        if limited:
+            self.counters["step_limited"] += 1
+        out = np.eye(4)
+        out[:3, :3], out[:3, 3] = geometry.quat_to_matrix(geometry.matrix_to_quat(R)), clipped
+        self.last_cmd = out
+        self.counters["commands"] += 1
+        return out
+
+    def _jaw(self, trigger: float, dt: float) -> float:
+        c = self.cfg
+        target = c.jaw_open_rad + min(1.0, max(0.0, trigger)) * (c.jaw_closed_rad - c.jaw_open_rad)
+        rate = math.radians(c.jaw_rate_after_clutch_deg_s if self._jaw_slow else c.jaw_rate_deg_s)
+        err = target - self.jaw_cmd
+        self.jaw_cmd += max(-rate * dt, min(rate * dt, err))
+        if self._jaw_slow and abs(target - self.jaw_cmd) < c.jaw_caught_up_rad:
+            self._jaw_slow = False
+        return self.jaw_cmd
+
+    def diagnostics(self) -> dict:
+        return {"state": self.state.value, **{k: int(v) for k, v in self.counters.items()}}
