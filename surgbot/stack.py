@@ -52,14 +52,13 @@ class StackOptions:
     g1_interface: str = contract.G1_SIM_INTERFACE
     console_host: str = "127.0.0.1"
     console_port: int = contract.CONSOLE_DEFAULT_PORT
-    console_token: str = ""
     policy_port: int = POLICY_DEFAULT_PORT
 
     def launch_arguments(self) -> dict[str, str]:
         return {"scene": self.sim_scene or "", "task": self.task or "", "g1_domain": str(self.g1_domain),
                 "g1_interface": self.g1_interface, "checkpoint": self.policy_checkpoint or "",
                 "console_host": self.console_host, "console_port": str(self.console_port),
-                "console_token": self.console_token, "policy_port": str(self.policy_port)}
+                "policy_port": str(self.policy_port)}
 
 
 SIM = NodeSpec("sim_node", "sim_node", "surgbot.nodes.sim_node", ("psm.yaml",),
@@ -71,8 +70,9 @@ HOLDER = NodeSpec("endoscope_holder", "endoscope_holder", "surgbot.nodes.endosco
                   ("endoscope_holder.yaml",), {"scene": "$scene"})
 SUPERVISOR = NodeSpec("safety_supervisor", "safety_supervisor", "surgbot.nodes.safety_supervisor")
 CONSOLE = NodeSpec("teleop_console", "teleop_console", "surgbot.nodes.teleop_console", ("teleop_console.yaml",),
-                   {"host": "$console_host", "port": "$console_port", "token": "$console_token"})
-MAPPER = NodeSpec("teleop_mapper", "teleop_mapper", "surgbot.nodes.teleop_mapper", ("teleop_mapper.yaml",))
+                   {"host": "$console_host", "port": "$console_port"})   # token: SURGBOT_CONSOLE_TOKEN, never a param
+MAPPER = NodeSpec("teleop_mapper", "teleop_mapper", "surgbot.nodes.teleop_mapper", ("teleop_mapper.yaml",),
+                  {"scene": "$scene"})
 POLICY_SERVER = NodeSpec("policy_server", "surgbot", "surgbot.cli", ros=False,
                          args=("policy", "serve", "--checkpoint", "$checkpoint", "--port", "$policy_port"))
 POLICY_NODE = NodeSpec("policy_node", "policy_node", "surgbot.nodes.policy_node", ("policy_node.yaml",),
@@ -110,7 +110,7 @@ LAUNCH_ARG_HELP = {
     "scene": "sim scene: box_trainer or endonasal", "task": "task laid out in the sim (empty: none)",
     "g1_domain": "G1 DDS domain (sim 1, robot 0)", "g1_interface": "G1 DDS interface (sim lo, robot: its NIC)",
     "checkpoint": "policy checkpoint ('default' = bundled)", "console_host": "console bind address",
-    "console_port": "console HTTPS/WSS port", "console_token": "console token (empty: generated and printed)",
+    "console_port": "console HTTPS/WSS port (its token: SURGBOT_CONSOLE_TOKEN, else generated and printed)",
     "policy_port": "policy server port",
 }
 

@@ -46,7 +46,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--g1-interface", default=None, help="G1 DDS interface (sim lo, robot: its NIC)")
     p.add_argument("--console-host", default="127.0.0.1")
     p.add_argument("--console-port", type=int, default=contract.CONSOLE_DEFAULT_PORT)
-    p.add_argument("--console-token", default=os.environ.get("SURGBOT_CONSOLE_TOKEN", ""))
+    p.add_argument("--console-token", default=None,
+                   help="console token (default: SURGBOT_CONSOLE_TOKEN, else generated and printed by the console)")
     p.add_argument("--policy-port", type=int, default=5555)
     p.add_argument("--restart", action="store_true", help=f"restart a node that dies (<= {MAX_RESTARTS} times)")
     p.add_argument("--log-dir", type=Path, default=None, help="node logs (default: a new folder under /tmp)")
@@ -100,8 +101,7 @@ def options_from(args: argparse.Namespace) -> StackOptions:
         policy_checkpoint=args.policy,
         g1_domain=args.g1_domain if args.g1_domain is not None else (0 if hardware else defaults.g1_domain),
         g1_interface=args.g1_interface or defaults.g1_interface,
-        console_host=args.console_host, console_port=args.console_port, console_token=args.console_token,
-        policy_port=args.policy_port)
+        console_host=args.console_host, console_port=args.console_port, policy_port=args.policy_port)
     if opts.console and not _port_free(opts.console_host, opts.console_port):
         raise CliError(f"port {opts.console_port} on {opts.console_host} is in use (another console?)")
     if opts.policy_checkpoint and not _port_free("127.0.0.1", opts.policy_port):
@@ -164,6 +164,8 @@ def _tail(path: Path) -> str:
 def run(args: argparse.Namespace) -> int:
     opts = options_from(args)
     nodes = nodes_for(opts)
+    if args.console_token:
+        os.environ["SURGBOT_CONSOLE_TOKEN"] = args.console_token   # the console reads it; never a ROS parameter
     log_dir = args.log_dir or Path(f"/tmp/surgbot-up-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
     stack = Stack(nodes, opts.launch_arguments(), log_dir, args.restart)
     previous = {s: signal.signal(s, lambda *_: stack.stop_event.set()) for s in (signal.SIGINT, signal.SIGTERM)}

@@ -16,6 +16,7 @@ import re
 import subprocess
 
 import pytest
+import yaml
 
 from surgbot import config as config_mod
 from surgbot.control.g1_bridge import G1BridgeConfig
@@ -26,6 +27,7 @@ from surgbot.nodes.recorder import RecorderConfig
 from surgbot.safety.filter import PoseFilterConfig
 from surgbot.safety.supervisor import SupervisorConfig
 from surgbot.sim.runner import SimConfig
+from surgbot.teleop.config import ConsoleConfig, MapperConfig
 from tests.conftest import PYTHON, REPO
 
 pytestmark = pytest.mark.unit
@@ -35,6 +37,8 @@ CONFIG = REPO / "config"
 NODE_CONFIGS = {
     "endoscope_holder.yaml": ("endoscope_holder", (HolderConfig, HolderNodeConfig)),
     "g1_bridge.yaml": ("g1_bridge", (G1BridgeConfig, G1BridgeNodeConfig)),
+    "teleop_console.yaml": ("teleop_console", (ConsoleConfig,)),
+    "teleop_mapper.yaml": ("teleop_mapper", (MapperConfig,)),
     "scenes/box_trainer.yaml": ("endoscope_holder", (HolderConfig, HolderNodeConfig)),
     "scenes/endonasal.yaml": ("endoscope_holder", (HolderConfig, HolderNodeConfig)),
 }
@@ -68,7 +72,8 @@ def test_every_params_file_belongs_to_a_node():
 def test_params_file_keys_are_declared_parameters_and_build(name):
     node, classes = NODE_CONFIGS[name]
     values = config_mod.yaml_parameters(CONFIG / name, node)
-    assert values, f"{name}: no ros__parameters for {node}"
+    data = yaml.safe_load((CONFIG / name).read_text())
+    assert "ros__parameters" in (data.get(node) or {}), f"{name}: no ros__parameters for {node}"
     specs = _specs(classes)
     undeclared = sorted(set(values) - set(specs))
     assert not undeclared, f"{name}: {undeclared} are not parameters of {node}"
@@ -162,6 +167,7 @@ HARDWARE_SIDE = [
     "surgbot.control.view_shaping", "surgbot.control.joint_servo", "surgbot.control.follow",
     "surgbot.kinematics.g1_arm", "surgbot.kinematics.psm", "surgbot.hw.unitree", "surgbot.hw.crtk",
     "surgbot.nodes.safety_supervisor", "surgbot.nodes.recorder", "surgbot.safety.filter",
+    "surgbot.nodes.teleop_console", "surgbot.nodes.teleop_mapper", "surgbot.teleop.mapper", "surgbot.teleop.server",
     "surgbot.safety.supervisor", "surgbot.safety.state_watch", "surgbot.ctl", "surgbot.up", "surgbot.stack",
 ]
 SIM_OWN_NODES = {"sim_node"}

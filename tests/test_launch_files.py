@@ -47,3 +47,39 @@ def test_stack_nodes_are_console_scripts_with_existing_parameter_files(kind):
         for value in list(spec.params.values()) + list(spec.args):
             if isinstance(value, str) and value.startswith("$"):
                 assert value[1:] in LAUNCH_ARG_HELP, value
+
+
+def _node_configs() -> dict[str, tuple]:
+    """executable -> the config dataclasses whose fields are its ROS parameters."""
+    from surgbot.control.g1_bridge import G1BridgeConfig
+    from surgbot.control.holder_config import HolderConfig
+    from surgbot.nodes.endoscope_holder import HolderNodeConfig
+    from surgbot.nodes.g1_bridge import G1BridgeNodeConfig
+    from surgbot.safety.supervisor import SupervisorConfig
+    from surgbot.sim.psm_twin import PSMTwinConfig
+    from surgbot.sim.runner import SimConfig
+    from surgbot.teleop.config import ConsoleConfig, MapperConfig
+    configs = {"sim_node": (SimConfig, PSMTwinConfig), "g1_bridge": (G1BridgeConfig, G1BridgeNodeConfig),
+               "endoscope_holder": (HolderConfig, HolderNodeConfig), "safety_supervisor": (SupervisorConfig,),
+               "teleop_console": (ConsoleConfig,), "teleop_mapper": (MapperConfig,)}
+    try:
+        from surgbot.policies.vla.node_config import PolicyNodeConfig
+        configs["policy_node"] = (PolicyNodeConfig,)
+    except ImportError:
+        pass
+    return configs
+
+
+@pytest.mark.parametrize("kind", sorted(LAUNCH_KINDS))
+def test_every_parameter_a_launch_file_sets_is_declared_by_its_node(kind):
+    from surgbot.config import fields, yaml_parameters
+
+    configs = _node_configs()
+    for spec in nodes_for(LAUNCH_KINDS[kind]):
+        if not spec.ros:
+            continue
+        declared = {s.name for cls in configs[spec.executable] for s in fields(cls)}
+        given = set(spec.params)
+        for name in spec.params_files:
+            given |= set(yaml_parameters(config_dir() / name, spec.name))
+        assert given <= declared, f"{kind}: {spec.name} does not declare {sorted(given - declared)}"
