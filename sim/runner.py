@@ -54,6 +54,7 @@ class SimConfig:
     camera: bool = True
     model_path: str | None = None
     ros: bool = True
+    task: str | None = None              # a sim/tasks task laid out in the box trainer (--task)
 
     def validate(self) -> None:
         """Raise ValueError with a one-line reason for bad input."""
@@ -69,6 +70,12 @@ class SimConfig:
             raise ValueError(f"--g1-domain must be a DDS domain id 0..232, got {self.g1_domain}")
         if not self.g1_interface or any(c.isspace() for c in self.g1_interface):
             raise ValueError(f"--g1-interface must be a network interface name, got {self.g1_interface!r}")
+        if self.task is not None:
+            from surgbot.sim.tasks import TASK_NAMES
+            if self.task not in TASK_NAMES:
+                raise ValueError(f"unknown task {self.task!r} (choose from {', '.join(TASK_NAMES)})")
+            if self.scene != "box_trainer" or self.model_path is not None:
+                raise ValueError("--task needs --scene box_trainer (and no --model)")
         if self.model_path is not None:
             p = Path(self.model_path)
             if not p.is_file():
@@ -117,6 +124,10 @@ def make_world(cfg: SimConfig, node=None):
                      seed=cfg.seed, ros_node=node, use_sim_time=cfg.fast)
     notes = []
     try:
+        task_twin = None
+        if cfg.task is not None:             # first: it moves objects before the camera copies the model
+            from surgbot.sim.tasks.twin import TaskTwin
+            task_twin = world.add(TaskTwin(cfg.task, cfg.seed))
         if cfg.camera and mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, "endoscope_camera") >= 0:
             from surgbot.sim.camera import EndoscopeCamera
             world.add(EndoscopeCamera(cfg.camera_width, cfg.camera_height, cfg.camera_hz))
@@ -124,7 +135,8 @@ def make_world(cfg: SimConfig, node=None):
             notes.append("camera: model has no endoscope_camera, not rendering")
         if mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_SITE, "endoscope_tip") >= 0:
             from surgbot.sim.ground_truth import GroundTruth
-            world.add(GroundTruth(publish_clock=cfg.fast))
+            world.add(GroundTruth(publish_clock=cfg.fast, task=cfg.task,
+                                  task_payload=task_twin.payload if task_twin is not None else None))
         g1 = _optional_twin("surgbot.sim.g1_twin", "G1Twin", domain=cfg.g1_domain, interface=cfg.g1_interface)
         if g1 is None:
             notes.append("G1 twin: sim/g1_twin.py not present, the G1 is not served over unitree DDS")
@@ -308,6 +320,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-camera", action="store_true", help="do not render the endoscope")
     parser.add_argument("--model", default=None, metavar="PATH", help="load this MJCF instead of a scene (debugging)")
     parser.add_argument("--no-ros", action="store_true", help="no rclpy node (physics + DDS twin only)")
+    parser.add_argument("--task", default=None, metavar="T",
+                        help="lay out a task (reach, needle_pick, peg_transfer) by --seed; /sim/task reports it")
 
 
 def config_from_args(args: argparse.Namespace) -> SimConfig:
@@ -315,7 +329,8 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         scene=args.scene, seed=args.seed, duration=args.duration, fast=args.fast, headless=args.headless,
         g1_domain=_default_g1_domain() if args.g1_domain is None else args.g1_domain,
         g1_interface=args.g1_interface, camera_width=args.camera_width, camera_height=args.camera_height,
-        camera_hz=args.camera_hz, camera=not args.no_camera, model_path=args.model, ros=not args.no_ros)
+        camera_hz=args.camera_hz, camera=not args.no_camera, model_path=args.model, ros=not args.no_ros,
+        task=args.task)
 
 
 def run(args: argparse.Namespace) -> int:
