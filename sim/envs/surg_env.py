@@ -39,7 +39,7 @@ from surgbot.geometry import invert_transform, matrix_from_pose10, pose10_from_m
 from surgbot.kinematics import psm as kin  # noqa: E402
 from surgbot.sim.psm_plant import PSMPlant  # noqa: E402
 from surgbot.sim.psm_state import ENABLED, FAULT, PSMCore  # noqa: E402
-from surgbot.sim.scene import ENDOSCOPE_CAMERA, OUTER_GROUP, build_env_model, reset_to_stand  # noqa: E402
+from surgbot.sim.scene import ENDOSCOPE_CAMERA, OUTER_GROUP, build_env_model  # noqa: E402
 from surgbot.sim.tasks import BoxGeometry, Layout, apply_layout, configure_solver, get_task  # noqa: E402
 from surgbot.sim.tasks.base import down_rotation  # noqa: E402
 
@@ -71,6 +71,7 @@ class SurgEnv(gym.Env):
         self.data = mujoco.MjData(self.model)
         self.geo = BoxGeometry(self.model)
         self.plant = PSMPlant(self.model)
+        self._key = self.model.key("stand").id
         self._renderer: mujoco.Renderer | None = None
         self._scene_option = mujoco.MjvOption()
         self._scene_option.geomgroup[OUTER_GROUP] = 0
@@ -94,10 +95,15 @@ class SurgEnv(gym.Env):
         super().reset(seed=seed)
         episode_seed = int(seed) if seed is not None else int(self.np_random.integers(MAX_SEED))
         m, d = self.model, self.data
-        reset_to_stand(m, d)
         self.layout = self.task.layout(episode_seed, self.geo.centre)
+        # With sleeping on, MuJoCo skips the kinematics of sleeping and static
+        # bodies; the layout just moved them, so compute everything once awake.
+        sleep = m.opt.enableflags & mujoco.mjtEnableBit.mjENBL_SLEEP
+        m.opt.enableflags &= ~sleep
+        mujoco.mj_resetDataKeyframe(m, d, self._key)
         apply_layout(m, d, self.geo, self.layout)
         mujoco.mj_forward(m, d)
+        m.opt.enableflags |= sleep
         self._base = self.plant.base_pose(d)
         self._base_inv = invert_transform(self._base)
         self._place_arm(self.layout)
