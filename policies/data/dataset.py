@@ -16,6 +16,8 @@ was.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import json
 import os
 import shutil
@@ -139,12 +141,30 @@ class DatasetSession:
         try:
             if exc_type is None and self.kept > 0:
                 self.dataset.finalize()
+                self.dataset = None
+                gc.collect()
                 (self.work / SIDECAR).write_text(json.dumps(self.meta, indent=1))
+                self._remove_empty_image_dir()
                 self._swap_in()
         finally:
-            if self.work.exists():
-                shutil.rmtree(self.work, ignore_errors=True)
+            self._discard_work()
         return False
+
+    def _discard_work(self) -> None:
+        """Close LeRobot's writers first: their finalisers would write into the folder again."""
+        if self.dataset is not None:
+            with contextlib.suppress(Exception):
+                self.dataset.finalize()
+            self.dataset = None
+            gc.collect()
+        if self.work.exists():
+            shutil.rmtree(self.work, ignore_errors=True)
+
+    def _remove_empty_image_dir(self) -> None:
+        """LeRobot's per-frame PNG staging folder, empty once the videos are encoded."""
+        images = self.work / "images"
+        if images.is_dir() and not any(p.is_file() for p in images.rglob("*")):
+            shutil.rmtree(images)
 
     def _swap_in(self) -> None:
         old = self.out.parent / f".{self.out.name}.old-{os.getpid()}"
