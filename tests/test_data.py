@@ -148,3 +148,37 @@ def test_lerobot_train_runs_act_on_a_recorded_dataset(recorded, tmp_path):
     assert (ckpt / "model.safetensors").is_file() and (ckpt / "config.json").is_file()
     cfg = json.loads((ckpt / "config.json").read_text())
     assert cfg["type"] == "act" and cfg["dim_model"] == 256
+
+
+# ------------------------------------------------------- live-topic sampler (ROS-free core)
+def test_live_sampler_holds_15_hz_and_cuts_episodes():
+    from surgbot.policies.data.ros_source import LiveSampler
+
+    s = LiveSampler("reach", 8, 8)
+    assert not s.start()                                    # nothing received yet: refused with a reason
+    T = np.eye(4)
+    T[:3, 3] = [0.01, 0.02, -0.15]
+    s.on_image(0.0, np.full((16, 16, 3), 7, np.uint8))      # resized to the dataset's 8x8
+    s.on_pose(0.0, T)
+    s.on_jaw(0.0, 0.3)
+    assert s.start() and not s.start()
+    assert s.sample(0.0) == 1
+    cmd = T.copy()
+    cmd[2, 3] -= 0.001
+    s.on_command_pose(cmd)
+    s.on_command_jaw(0.1)
+    s.on_pose(0.2, T)
+    s.on_image(0.2, np.full((8, 8, 3), 9, np.uint8))
+    assert s.sample(0.2) == 3                               # slots at 1/15, 2/15, 3/15 s: two held
+    assert s.sample(0.9) == 0 and s.skipped == 1            # inputs 0.7 s old: stale, nothing added
+    s.on_instruction("touch the red target")
+    assert s.stop(keep=True)
+    kind, frames = s.finished.pop()
+    assert kind == "keep" and len(frames) == 4 and s.held == 2
+    assert all(f["task"] == "touch the red target" for f in frames)
+    assert frames[0]["image"].shape == (8, 8, 3) and frames[0]["image"][0, 0, 0] == 7
+    assert np.array_equal(frames[0]["action"], frames[0]["state"])   # nothing commanded yet: hold
+    assert frames[-1]["action"][2] == np.float32(-0.151) and frames[-1]["action"][9] == np.float32(0.1)
+    assert not s.stop(keep=True)
+    assert s.start() and s.stop(keep=False)                 # an empty discarded episode is fine
+    assert s.finished.pop()[0] == "discard"

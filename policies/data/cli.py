@@ -60,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
     from surgbot.policies.data.dataset import check_output
     check_output(out, args.append, h, w)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("SVT_LOG", "1")          # the AV1 encoder's banner: errors only
     try:
         if args.source == "sim":
             from surgbot.policies.data.record import record_expert
