@@ -46,6 +46,7 @@ from surgbot.sim.tasks.base import down_rotation  # noqa: E402
 CONTROL_HZ = 15.0
 DEFAULT_IMAGE_SIZE = (128, 128)                 # (height, width)
 POSITION_BOUND_M = 1.0                          # observation/action box for positions (PSM1_base)
+ROT6D_BOUND = 1.001                             # unit-vector entries, with room for float32 rounding
 SETTLE_S = 0.2                                  # physics before the first observation (objects settle)
 MAX_SEED = 2 ** 31 - 1
 
@@ -75,8 +76,8 @@ class SurgEnv(gym.Env):
         self._renderer: mujoco.Renderer | None = None
         self._scene_option = mujoco.MjvOption()
         self._scene_option.geomgroup[OUTER_GROUP] = 0
-        bound = np.array([POSITION_BOUND_M] * 3 + [1.0] * 6 + [kin.JAW_UPPER], np.float32)
-        low = np.array([-POSITION_BOUND_M] * 3 + [-1.0] * 6 + [kin.JAW_LOWER], np.float32)
+        bound = np.array([POSITION_BOUND_M] * 3 + [ROT6D_BOUND] * 6 + [kin.JAW_UPPER], np.float32)
+        low = np.array([-POSITION_BOUND_M] * 3 + [-ROT6D_BOUND] * 6 + [kin.JAW_LOWER], np.float32)
         self.action_space = spaces.Box(low, bound, dtype=np.float32)
         obs = {"state": spaces.Box(low, bound, dtype=np.float32)}
         if self.images:
