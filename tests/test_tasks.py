@@ -234,3 +234,32 @@ def test_block_still_held_over_the_target_is_not_success():
     assert not info["success"]
     b = env.data.body(TRANSFER_BLOCK).xpos
     assert b[2] > env.geo.pad_top + 0.01            # held in the air by the jaws
+
+
+def test_sim_task_option_is_checked():
+    from surgbot.sim.runner import SimConfig
+    with pytest.raises(ValueError, match="unknown task 'suture'"):
+        SimConfig(task="suture").validate()
+    with pytest.raises(ValueError, match="box_trainer"):
+        SimConfig(task="reach", scene="endonasal").validate()
+    SimConfig(task="peg_transfer").validate()
+
+
+def test_task_twin_lays_out_and_judges_in_the_twin_world():
+    """The twin's world (G1 + PSM, no ROS) gets the same layout as the environment for a seed."""
+    from surgbot.sim.runner import SimConfig, make_world
+    world, _ = make_world(SimConfig(task="needle_pick", seed=6, camera=False, ros=False))
+    try:
+        twin = next(t for t in world.twins if t.name == "task")
+        env = make("needle_pick")
+        env.reset(seed=6)
+        assert twin.layout.objects == env.layout.objects and twin.layout.instruction == env.layout.instruction
+        for _ in range(50):
+            world.step()
+        payload = twin.payload(world)
+        assert payload["task"] == "needle_pick" and payload["success"] is False and payload["failure"] == ""
+        nx, ny, _ = env.layout.objects["needle"]
+        assert np.allclose(payload["objects"]["needle"]["pos"][:2], [nx, ny], atol=2e-4)   # resting where laid
+        assert world.model.opt.noslip_iterations == env.model.opt.noslip_iterations > 0
+    finally:
+        world.close()
