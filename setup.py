@@ -12,6 +12,8 @@ NODES = {
     "sim_node": "surgbot.nodes.sim_node:main",
     "g1_bridge": "surgbot.nodes.g1_bridge:main",
     "endoscope_holder": "surgbot.nodes.endoscope_holder:main",
+    "safety_supervisor": "surgbot.nodes.safety_supervisor:main",
+    "recorder": "surgbot.nodes.recorder:main",
 }
 
 setup(

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import os
 import platform
+import random
 import time
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 
@@ -98,7 +99,6 @@ def dds_domains() -> tuple[int, int]:
     environment so every child process and every module shares them: the
     unitree SDK's channel factory is one per process and cannot switch domain.
     """
-    import random
     ros = os.environ.get("ROS_DOMAIN_ID") or str(10 + random.randrange(90))
     g1 = os.environ.get("SURGBOT_G1_DOMAIN") or str(110 + random.randrange(110))
     os.environ["ROS_DOMAIN_ID"], os.environ["SURGBOT_G1_DOMAIN"] = ros, g1
@@ -125,6 +125,6 @@ def machine() -> dict:
         try:
             m = __import__(mod)
             info[mod] = getattr(m, "__version__", "?")
-        except Exception:  # noqa: BLE001 - a missing module is reported, not fatal
+        except Exception:  # a missing module is reported, not fatal
             info[mod] = None
     return info

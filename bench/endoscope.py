@@ -7,8 +7,8 @@ the upper body driven, like `rt/arm_sdk` at weight 1 from `g1_bridge`, by a PD
 toward the holder's joint command with the bridge's own gains
 (`surgbot.control.g1_bridge.DEFAULT_KP/KD`), its per-joint speed limit and,
 optionally, its gravity feed-forward (off: the holder's integrator must remove
-the sag alone), with a command delay standing in for the DDS round trip.  Ground truth is read from MuJoCo's sites, never from
-the controller.
+the sag alone), with a command delay standing in for the DDS round trip.
+Ground truth is read from MuJoCo's sites, never from the controller.
 """
 
 from __future__ import annotations
@@ -18,10 +18,19 @@ from collections import deque
 
 import mujoco
 import numpy as np
+import pinocchio as pin
 
-from surgbot import bench
+from surgbot import bench, contract
+from surgbot.control.endoscope_holder import EndoscopeHolderCore, HolderConfig
+from surgbot.control.g1_bridge import DEFAULT_KD, DEFAULT_KP
+from surgbot.control.pivot import PivotConfig
+from surgbot.geometry import matrix_to_quat
+from surgbot.kinematics.g1_arm import RIGHT_ARM_JOINTS, WAIST_JOINTS, G1ScopeArm
+from surgbot.sim import scene as scenes
+from surgbot.sim.g1_twin import STAND_KD, STAND_KP
 
 BRIDGE_MAX_VELOCITY = 2.0     # rad/s: g1_bridge `max_velocity` the holder needs (default 0.5)
+ENTRY_FORCE_GOAL_N = 0.5      # issue 19: force on the nostril under HOLD with 1 Nm disturbances and views
 
 
 class ArmLoop:
@@ -30,13 +39,6 @@ class ArmLoop:
     def __init__(self, scene: str = "box_trainer", seed: int = 0, delay_steps: int = 2,
                  use_waist: bool = True, holder_config=None, gravity_ff: bool = True,
                  max_velocity: float = BRIDGE_MAX_VELOCITY):
-        from surgbot.sim import scene as scenes
-        from surgbot.sim.g1_twin import STAND_KD, STAND_KP
-        from surgbot import contract
-        from surgbot.control.endoscope_holder import EndoscopeHolderCore, HolderConfig
-        from surgbot.control.pivot import PivotConfig
-        from surgbot.kinematics.g1_arm import G1ScopeArm, RIGHT_ARM_JOINTS, WAIST_JOINTS
-
         self.model = scenes.build_model(scene, seed)
         self.data = mujoco.MjData(self.model)
         scenes.reset_to_stand(self.model, self.data)
@@ -47,7 +49,6 @@ class ArmLoop:
         self.dadr = np.array([m.jnt_dofadr[m.joint(n).id] for n in names])
         self.act = np.array([m.actuator(n).id for n in names])     # motor actuators named like the joints
         self.stand = self.data.qpos[self.qadr].copy()
-        from surgbot.control.g1_bridge import DEFAULT_KD, DEFAULT_KP
         self.kp = STAND_KP.copy()
         self.kd = STAND_KD.copy()
         self.bridge_kp = self.kp.copy()
@@ -72,15 +73,26 @@ class ArmLoop:
             active = (WAIST_JOINTS if use_waist else ()) + RIGHT_ARM_JOINTS
             holder_config = HolderConfig(fulcrum=tuple(self.port),
                                          pivot=PivotConfig(active_joints=active,
-                                                           joint_weights={n: 0.5 for n in WAIST_JOINTS}))
+                                                           joint_weights={n: 0.5 for n in WAIST_JOINTS if n in active}))
         self.core = EndoscopeHolderCore(self.arm, holder_config)
         self.index = contract.G1_INDEX
         self.t = 0.0
+        # the port/nostril pushes back on the shaft as in the twin (sim/entry_point.py)
+        from surgbot.sim.entry_point import EntryModel
+        self.entry = EntryModel(m)
+        self.entry_contact = self.entry.contact(self.data)
+        # False: the holder gets no joint states (a lost /g1/joint_states link), the loop still runs
+        self.measuring = True
+        self.last_command = None        # the holder's latest output (names, q, dq) or None
         self.steps_per_control = max(1, int(round(1.0 / (holder_config.rate_hz * m.opt.timestep))))
 
     # ground truth ---------------------------------------------------------
     def tip(self) -> tuple[np.ndarray, np.ndarray]:
         return self.data.site_xpos[self.tip_site].copy(), self.data.site_xmat[self.tip_site].reshape(3, 3).copy()
+
+    def entry_force(self) -> float:
+        """|force| the scope puts on the port/nostril tissue at the last physics step, N (ground truth)."""
+        return self.entry_contact.magnitude
 
     def fulcrum_error(self) -> float:
         """Distance of the sim's port site from the shaft line (ground truth)."""
@@ -93,14 +105,16 @@ class ArmLoop:
     def step(self) -> None:
         """One control period: measure, run the core, apply (delayed) command, step physics."""
         q = self.data.qpos[self.qadr]
-        self.core.update_joint_state(self.names, q, self.t)
+        if self.measuring:
+            self.core.update_joint_state(self.names, q, self.t)
         out = self.core.step(self.t)
+        self.last_command = out
         self._queue.append(out)
         if len(self._queue) > self.delay_steps:
             cmd = self._queue.popleft()
             if cmd is not None:
                 jn, qp, qv = cmd
-                for n, a, b in zip(jn, qp, qv):
+                for n, a, b in zip(jn, qp, qv, strict=True):
                     i = self.index[n]
                     if not self.driven[i]:
                         self.q_des[i] = self.data.qpos[self.qadr[i]]
@@ -129,6 +143,7 @@ class ArmLoop:
         tau = tau_ff + kp * (self.q_des - q) + kd * (self.dq_des * self.driven - dq)
         d.ctrl[self.act] = tau
         d.qfrc_applied[self.dadr] = self.disturbance
+        self.entry_contact = self.entry.apply(d)
         mujoco.mj_step(self.model, d)
 
     def run(self, seconds: float, each=None) -> None:
@@ -145,17 +160,12 @@ def run(quick: bool) -> list[dict]:
     figs += _step_time_and_casadi(quick)
     figs += _view_sequence(quick)
     figs += _hold_drift(quick)
+    figs += _entry_force_hold(quick)
     return figs
 
 
 def _view_sequence(quick: bool) -> list[dict]:
     """The acceptance sequence: pan/tilt +-25 deg, insertion +-30 mm, roll +-45 deg (60 s in full)."""
-    import pinocchio as pin
-
-    from surgbot.control.pivot import PivotConfig
-    from surgbot.control.endoscope_holder import HolderConfig
-    from surgbot.kinematics.g1_arm import RIGHT_ARM_JOINTS, WAIST_JOINTS
-
     figs = []
     for scene in (("box_trainer",) if quick else ("box_trainer", "endonasal")):
         probe = ArmLoop(scene)
@@ -174,14 +184,16 @@ def _view_sequence(quick: bool) -> list[dict]:
         if quick:
             moves = moves[:2]
         dwell = 7.5 if not quick else 3.0            # 8 x 7.5 s = 60 s
-        ferr, pos_err, rot_err = [], [], []
+        ferr, pos_err, rot_err, force = [], [], [], []
         for mv in moves:
             tgt, _ = c.ik.move_view(v0, np.radians(mv[0]), np.radians(mv[1]), mv[2], np.radians(mv[3]))
             p, R = tgt.tip_position(loop.port), tgt.rotation
-            qx = pin.Quaternion(R)
-            quat = [qx.x, qx.y, qx.z, qx.w]
-            loop.run(dwell - 0.3, lambda l: (l.core.servo_cp(p, quat, "world", l.t), ferr.append(l.fulcrum_error())))
-            loop.run(0.3, lambda l: ferr.append(l.fulcrum_error()))
+            quat = list(matrix_to_quat(R))
+            loop.run(dwell - 0.3, lambda lp, p=p, quat=quat, ferr=ferr, force=force: (
+                lp.core.servo_cp(p, quat, "world", lp.t), ferr.append(lp.fulcrum_error()),
+                force.append(lp.entry_force())))
+            loop.run(0.3, lambda lp, ferr=ferr, force=force: (ferr.append(lp.fulcrum_error()),
+                                                              force.append(lp.entry_force())))
             tip, Rt = loop.tip()
             pos_err.append(np.linalg.norm(tip - p) * 1e3)
             rot_err.append(np.degrees(np.linalg.norm(pin.log3(Rt.T @ R))))
@@ -193,6 +205,10 @@ def _view_sequence(quick: bool) -> list[dict]:
                          note="tip position error at the end of each dwell (acceptance < 1 mm)"),
             bench.figure(f"endoscope.view_sequence_target_angle.{scene}", "deg", samples=rot_err,
                          note="orientation error at the end of each dwell (acceptance < 1 deg)"),
+            bench.figure(f"endoscope.view_sequence_entry_force.{scene}", "N", samples=force,
+                         anchor=ENTRY_FORCE_GOAL_N, anchor_source="goal < 0.5 N at the nostril (issue 19)",
+                         note=f"force on the {'nostril' if scene == 'endonasal' else 'port'} tissue "
+                              f"(stiffness {loop.entry.k:.0f} N/m, sim/entry_point.py), every 2 ms"),
         ]
     return figs
 
@@ -200,7 +216,7 @@ def _view_sequence(quick: bool) -> list[dict]:
 def casadi_fk(model, frame_id: int):
     """Tip pose as CasADi expressions of q, from the pinocchio model's joint placements and axes
     (pinocchio's own casadi module is not in the PyPI wheel)."""
-    import casadi as ca
+    import casadi as ca  # the baseline's optional dependency: only this comparison needs it
 
     q = ca.SX.sym("q", model.nq)
     poses = [(ca.SX.eye(3), ca.SX.zeros(3, 1))]
@@ -231,7 +247,7 @@ class CasadiPivotIK:
     equality constraint and joint limits as bounds."""
 
     def __init__(self, arm, fulcrum: np.ndarray, active: np.ndarray):
-        import casadi as ca
+        import casadi as ca  # optional dependency of the baseline only
 
         q, R, p = casadi_fk(arm.model, arm.tip_id)
         n = arm.nq
@@ -286,8 +302,6 @@ def _step_time_and_casadi(quick: bool) -> list[dict]:
     each (quick: 10), re-solved from its own last solution, after one untimed
     warm-up solve (first-call set-up is not a control step).
     """
-    import pinocchio as pin
-
     loop = ArmLoop("box_trainer")
     loop.run(0.3)
     loop.core.set_hold(True)
@@ -328,9 +342,9 @@ def _step_time_and_casadi(quick: bool) -> list[dict]:
             p, R = tgt.tip_position(loop.port), tgt.rotation
             chain.update(k=0, left=solves_per_move if side_by_side else 0, q=None if q0 is None else q0.copy(),
                          R=R, p=p)
-            qx = pin.Quaternion(R)
-            quat = [qx.x, qx.y, qx.z, qx.w]
-            loop.run(move_s, lambda l: (l.core.servo_cp(p, quat, "world", l.t), ferr_ours.append(l.fulcrum_error())))
+            quat = list(matrix_to_quat(R))
+            loop.run(move_s, lambda lp, p=p, quat=quat: (lp.core.servo_cp(p, quat, "world", lp.t),
+                                                         ferr_ours.append(lp.fulcrum_error())))
     core.step = orig_step
     # pivot IK alone (one differential step)
     q = core.q_ref.copy()
@@ -341,7 +355,7 @@ def _step_time_and_casadi(quick: bool) -> list[dict]:
     md = mujoco.MjData(loop.model)
     for qc, p_t, last in cas_solutions:
         md.qpos[:] = loop.data.qpos
-        for nm, v in zip(loop.arm.joint_names, qc):
+        for nm, v in zip(loop.arm.joint_names, qc, strict=True):
             md.qpos[loop.model.jnt_qposadr[loop.model.joint(nm).id]] = v
         mujoco.mj_kinematics(loop.model, md)
         pt, Rt = md.site_xpos[loop.tip_site], md.site_xmat[loop.tip_site].reshape(3, 3)
@@ -380,7 +394,8 @@ def _hold_drift(quick: bool) -> list[dict]:
     loop.run(1.0)
     loop.core.set_hold(True)
     loop.run(3.0)
-    arm_names = [n for n in loop.names if n.startswith("right_") and "hip" not in n and "knee" not in n and "ankle" not in n]
+    arm_names = [n for n in loop.names
+                 if n.startswith("right_") and "hip" not in n and "knee" not in n and "ankle" not in n]
     p0, _ = loop.tip()
     samples = []
     errs = []
@@ -413,4 +428,34 @@ def _hold_drift(quick: bool) -> list[dict]:
         bench.figure("endoscope.hold_fulcrum_error", "mm", samples=np.array(errs) * 1e3),
         bench.figure("endoscope.hold_sim_rtf", "x", value=seconds / wall, higher_is_better=True,
                      note="in-process MuJoCo + holder core, real-time factor"),
+    ]
+
+
+def _entry_force_hold(quick: bool) -> list[dict]:
+    """HOLD in the endonasal scene under 1 Nm random steps: the force the scope puts on the nostril."""
+    seconds = 10.0 if quick else 120.0
+    loop = ArmLoop("endonasal")
+    rng = np.random.default_rng(2)
+    loop.run(0.3)
+    loop.core.set_hold(True)
+    loop.run(1.0)
+    arm = [n for n in loop.names if n.startswith("right_") and n.split("_")[1] in ("shoulder", "elbow", "wrist")]
+    force, ferr, next_change = [], [], [0.0]
+
+    def each(lp):
+        if lp.t >= next_change[0]:
+            lp.disturbance[:] = 0.0
+            lp.disturbance[lp.index[rng.choice(arm)]] = rng.choice([-1.0, 1.0])
+            next_change[0] = lp.t + rng.uniform(1.0, 3.0)
+        force.append(lp.entry_force())
+        ferr.append(lp.fulcrum_error())
+
+    loop.run(seconds, each)
+    return [
+        bench.figure("endoscope.entry_force_hold.endonasal", "N", samples=force, anchor=ENTRY_FORCE_GOAL_N,
+                     anchor_source="goal < 0.5 N at the nostril (issue 19)",
+                     note=f"{seconds:.0f} s HOLD, 1 Nm random steps on one right-arm joint every 1-3 s; "
+                          f"nostril stiffness {loop.entry.k:.0f} N/m (sim/entry_point.py); in-process loop"),
+        bench.figure("endoscope.entry_fulcrum_error_hold.endonasal", "mm", samples=np.array(ferr) * 1e3,
+                     note="ground-truth fulcrum error of the same run"),
     ]

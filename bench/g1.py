@@ -13,6 +13,7 @@ on a private DDS domain, with the real `g1_bridge` node for the latency:
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -21,9 +22,15 @@ import time
 from pathlib import Path
 
 import numpy as np
+import rclpy
+from sensor_msgs.msg import JointState
+from std_srvs.srv import Trigger
+from unitree_sdk2py.idl.unitree_hg.msg.dds_ import LowState_
+from unitree_sdk2py.utils.crc import CRC
 
-from surgbot.bench import figure, time_calls
 from surgbot import contract, processes
+from surgbot.bench import dds_domains, figure, time_calls
+from surgbot.hw import unitree
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -36,8 +43,6 @@ _stop = processes.stop
 
 
 def _codec_figures() -> list[dict]:
-    from unitree_sdk2py.utils.crc import CRC
-    from surgbot.hw import unitree
     st = unitree.new_lowstate()
     st["mode_machine"] = 5
     sdk = unitree.lowstate_to_sdk(st)
@@ -55,10 +60,6 @@ def _codec_figures() -> list[dict]:
 
 
 def run(quick: bool = True) -> list[dict]:
-    from surgbot.hw import unitree
-    from unitree_sdk2py.idl.unitree_hg.msg.dds_ import LowState_
-
-    from surgbot.bench import dds_domains
     _, domain = dds_domains()
     env = dict(os.environ)
     env.setdefault("MUJOCO_GL", "osmesa")
@@ -76,7 +77,8 @@ def run(quick: bool = True) -> list[dict]:
         rec, ok = unitree.decode_lowstate(data)
         if rec is not None and ok:
             with lock:
-                recv.append((t, int(rec["tick"]), float(rec["motor_state"]["q"][contract.G1_INDEX["right_elbow_joint"]])))
+                elbow = float(rec["motor_state"]["q"][contract.G1_INDEX["right_elbow_joint"]])
+                recv.append((t, int(rec["tick"]), elbow))
 
     reader = unitree.RawReader(dp, contract.G1_TOPIC_LOWSTATE, LowState_, on_state)
     sim = _start(sim_args, env)
@@ -114,9 +116,6 @@ def run(quick: bool = True) -> list[dict]:
 
 
 def _latency(recv, lock, env, n: int) -> list[dict]:
-    import rclpy
-    from sensor_msgs.msg import JointState
-    from std_srvs.srv import Trigger
     rclpy.init()
     node = rclpy.create_node("bench_g1")
     pub = node.create_publisher(JointState, contract.G1_ARM_COMMAND, 10)
@@ -159,6 +158,5 @@ def _latency(recv, lock, env, n: int) -> list[dict]:
 
 
 if __name__ == "__main__":
-    import json
     for f in run(quick="--full" not in sys.argv):
         print(json.dumps(f))

@@ -17,6 +17,7 @@ SIZES = ((320, 240), (640, 480), (1280, 720))
 
 
 def measure(n: int = 100) -> list[dict]:
+    # imported here so that `--help` works on a machine whose Python lacks mujoco
     import mujoco
     import numpy as np
 

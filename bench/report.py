@@ -26,6 +26,23 @@ ANCHORS = [
 ]
 
 
+# Where each figure comes from (issue 19): a figure is only as good as the loop that produced it.
+PROVENANCE = [
+    ("`sim.*`", "the twin's world loop in this process (`SimWorld.step`, G1 + PSM twins, ground truth), "
+                "and `surgbot sim` subprocesses for the real-time/camera rows"),
+    ("`g1.*`", "`surgbot sim` + `g1_bridge` subprocesses on real unitree DDS and rclpy; receive-side "
+               "timings in the bench process"),
+    ("`psm_*`", "the PSM twin subprocess over CRTK ROS 2, timed by a client in the bench process"),
+    ("`endoscope.*`", "the in-process loop `bench.endoscope.ArmLoop`: MuJoCo (the twin's own scene model, "
+                      "entry-point spring included) + `EndoscopeHolderCore`, bridge PD/speed limit/gravity "
+                      "feed-forward modelled in-process, 2 control periods of command delay, no DDS, no ROS, "
+                      "no scheduler: deterministic, faster than real time. Not the node-level twin"),
+    ("node-level twin", "not benchmarked: the sim-in-the-loop tests (tests/test_endoscope_holder.py, "
+                        "tests/test_endoscope_follow.py) print their fulcrum errors per real-time window "
+                        "(`node-level windows:` lines of `make test`)"),
+]
+
+
 def fmt_number(x) -> str:
     if x is None:
         return ""
@@ -36,6 +53,7 @@ def fmt_number(x) -> str:
 
 def _plots(result: dict, out: Path) -> list[str]:
     os.environ.setdefault("MPLBACKEND", "Agg")
+    # after the backend is chosen; matplotlib's import cost is paid only with --report
     import matplotlib.pyplot as plt
     import numpy as np
 
@@ -117,6 +135,10 @@ def write_report(result: dict, docs: Path) -> Path:
                      f"{fmt_number(f.get('ratio'))} | {f.get('note', '')} |")
     for area, err in result.get("errors", {}).items():
         lines.append(f"\nArea `{area}` failed: `{err}`")
+    lines += ["", "## Where the figures come from", "", "| figures | loop |", "|---|---|"]
+    lines += [f"| {a} | {b} |" for a, b in PROVENANCE]
+    lines += ["", "Samples give median, p99 and max: the max is the worst case of the run, quote it "
+                  "with the median."]
     lines += ["", "## Anchors (published figures)", "", "| what | figure | source |", "|---|---|---|"]
     lines += [f"| {a} | {b} | {c} |" for a, b, c in ANCHORS]
     gpu = docs / "performance_gpu.json"
@@ -128,6 +150,11 @@ def write_report(result: dict, docs: Path) -> Path:
                   "| figure | unit | median | p99 |", "|---|---|---|---|"]
         lines += [f"| {f['name']} | {f['unit']} | {fmt_number(f['median'])} | {fmt_number(f['p99'])} |"
                   for f in g["figures"]]
+    # plots of figures carried over from an earlier run (no samples now) stay listed
+    for name, f in result["figures"].items():
+        fname = "perf_" + "".join(c if c.isalnum() else "_" for c in name) + ".png"
+        if not f.get("raw") and fname not in images and (docs / fname).exists():
+            images.append(fname)
     if images:
         lines += ["", "## Plots", ""]
         lines += [f"![{img}]({img})" for img in images]

@@ -1,6 +1,6 @@
 """`surgbot bench [--quick] [--json] [--only AREA] [--out DIR] [--report]`.
 
-Runs every module in `bench.MODULES`, prints one progress line per area to
+Runs every module in `surgbot.bench.MODULES`, prints one progress line per area to
 stderr, a table to stdout, and as the last stdout line (with `--json`) one
 JSON object: `{"machine": {...}, "figures": {name: {...}}, "errors": {...}}`.
 `--out DIR` also writes `DIR/bench.json`; `--report` regenerates
@@ -9,6 +9,7 @@ JSON object: `{"machine": {...}, "figures": {name: {...}}, "errors": {...}}`.
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import json
 import subprocess
@@ -20,6 +21,8 @@ from pathlib import Path
 
 from surgbot.bench import MODULES, machine
 from surgbot.bench.report import fmt_number as _fmt
+from surgbot.errors import CliError
+from surgbot.processes import exit_skipping_finalisation
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -34,19 +37,22 @@ def add_arguments(parser) -> None:
                         help="regenerate docs/performance.md + PNG plots from the results")
 
 
-def run(args) -> int:
-    from surgbot.errors import CliError
+def area_of(module_name: str) -> str:
+    """`surgbot.bench.endoscope` -> `endoscope` (the name `--only` and the report use)."""
+    return module_name.rsplit(".", 1)[1]
 
-    areas = [m.split(".", 1)[1] for m in MODULES]
+
+def run(args) -> int:
+    areas = [area_of(m) for m in MODULES]
     for only in args.only:
         if only not in areas:
             raise CliError(f"unknown area {only!r}; known: {', '.join(areas)}")
-    selected = [m for m in MODULES if not args.only or m.split(".", 1)[1] in args.only]
+    selected = [m for m in MODULES if not args.only or area_of(m) in args.only]
 
     result = {"machine": machine(), "quick": bool(args.quick), "figures": {}, "errors": {},
               "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
     for i, module_name in enumerate(selected, 1):
-        area = module_name.split(".", 1)[1]
+        area = area_of(module_name)
         print(f"[{i}/{len(selected)}] bench {area} ...", file=sys.stderr, flush=True)
         t0 = time.perf_counter()
         figures, error = _run_area(module_name, args.quick)
@@ -66,7 +72,7 @@ def run(args) -> int:
         out.mkdir(parents=True, exist_ok=True)
         (out / "bench.json").write_text(json.dumps(result, indent=1))
     if args.report:
-        from surgbot.bench.report import write_report
+        from surgbot.bench.report import write_report  # matplotlib: only with --report (CLI start-up)
         path = write_report(result, REPO / "docs")
         print(f"wrote {path}", file=sys.stderr)
     if args.json:
@@ -98,8 +104,7 @@ def _run_area(module_name: str, quick: bool) -> tuple[list[dict], str | None]:
 
 
 def _area_main(argv: list[str]) -> int:
-    """`python -m bench.runner --area bench.X --area-out FILE [--quick]` (used by `run`)."""
-    import argparse
+    """`python -m surgbot.bench.runner --area surgbot.bench.X --area-out FILE [--quick]` (used by `run`)."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--area", required=True, choices=MODULES)
     ap.add_argument("--area-out", required=True)
@@ -107,7 +112,7 @@ def _area_main(argv: list[str]) -> int:
     a = ap.parse_args(argv)
     try:
         figures, error = importlib.import_module(a.area).run(quick=a.quick), None
-    except Exception as exc:  # noqa: BLE001 - reported as this area's error
+    except Exception as exc:  # reported as this area's error
         traceback.print_exc(file=sys.stderr)
         figures, error = [], f"{type(exc).__name__}: {exc}"
     Path(a.area_out).write_text(json.dumps({"figures": figures, "error": error}))
@@ -121,13 +126,12 @@ def format_table(result: dict) -> str:
                      _fmt(f.get("p99")), _fmt(f.get("max")), _fmt(f.get("anchor")),
                      _fmt(f.get("ratio"))))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
     for area, err in result["errors"].items():
         lines.append(f"ERROR {area}: {err}")
     return "\n".join(lines)
 
 
 if __name__ == "__main__":
-    from surgbot.processes import exit_skipping_finalisation
     # the figures are written: DDS listener threads and rclpy contexts must not be finalised
     exit_skipping_finalisation(_area_main(sys.argv[1:]))

@@ -14,14 +14,18 @@ import os
 os.environ.setdefault("MUJOCO_GL", "osmesa")
 os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
 
-import json  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import threading  # noqa: E402
-import time  # noqa: E402
+import dataclasses
+import json
+import subprocess
+import sys
+import threading
+import time
 
+import mujoco
 
-from surgbot.bench import figure  # noqa: E402
+from surgbot.bench import dds_domains, figure
+from surgbot.sim.runner import SimConfig, make_world, step_loop
+from surgbot.sim.scene import build_model, reset_to_stand
 
 _RENDER_PROBE = r"""
 import json, os, sys, time
@@ -47,13 +51,11 @@ def _render_probe(backend: str, frames: int) -> list[float] | None:
         out = subprocess.run([sys.executable, "-c", _RENDER_PROBE, str(frames)], cwd=repo, env=env,
                              capture_output=True, text=True, timeout=120)
         return json.loads(out.stdout.strip().splitlines()[-1])
-    except Exception:  # noqa: BLE001 - a missing backend is reported as absent
+    except Exception:  # a missing backend is reported as absent
         return None
 
 
 def _world(scene: str, camera: bool, fast: bool):
-    from surgbot.sim.runner import SimConfig, make_world
-    from surgbot.bench import dds_domains
     domain = dds_domains()[1]
     cfg = SimConfig(scene=scene, camera=camera, fast=fast, ros=False, g1_domain=domain)
     world, _ = make_world(cfg, node=None)
@@ -61,9 +63,8 @@ def _world(scene: str, camera: bool, fast: bool):
 
 
 def _run(scene: str, camera: bool, fast: bool, sim_seconds: float):
-    from surgbot.sim.runner import step_loop
     world, cfg = _world(scene, camera, fast)
-    cfg.duration = sim_seconds
+    cfg = dataclasses.replace(cfg, duration=sim_seconds)
     try:
         result = step_loop(world, cfg, threading.Event())
         cam = next((t for t in world.twins if t.name == "endoscope_camera"), None)
@@ -75,9 +76,6 @@ def _run(scene: str, camera: bool, fast: bool, sim_seconds: float):
 
 
 def run(quick: bool) -> list[dict]:
-    import mujoco
-
-    from surgbot.sim.scene import build_model, reset_to_stand
     figs = []
     n_steps = 1000 if quick else 5000
     for scene in ("box_trainer", "endonasal"):
@@ -100,7 +98,8 @@ def run(quick: bool) -> list[dict]:
                        note="SimWorld.step with twins, no camera"))
     fast_cam, rate_fast, _ = _run("box_trainer", camera=True, fast=True, sim_seconds=secs)
     figs.append(figure("sim.box_trainer.rtf_fast_camera", "x", value=fast_cam.real_time_factor,
-                       higher_is_better=True, note=f"--fast with the 320x240 camera at 30 Hz (camera {rate_fast:.1f} Hz)"))
+                       higher_is_better=True,
+                       note=f"--fast with the 320x240 camera at 30 Hz (camera {rate_fast:.1f} Hz)"))
     rt_cam, rate_rt, render_ms = _run("box_trainer", camera=True, fast=False, sim_seconds=secs)
     figs.append(figure("sim.box_trainer.rtf_realtime_camera", "x", value=rt_cam.real_time_factor, anchor=1.0,
                        anchor_source="issue target: >= 1.0 on 2 cores with the camera at 320x240",

@@ -1,52 +1,88 @@
 #!/usr/bin/env bash
 # Bootstrap everything `make demo` / `make test` need on a fresh Debian 12 /
-# Ubuntu 24.04 machine: apt packages, a Python 3.11 .venv, pinned packages
-# (requirements/lock.txt), cyclonedds 0.10.2 built against Debian's libddsc,
-# and surgbot itself (editable).  Re-running is a no-op when nothing changed.
+# Ubuntu 24.04 machine: apt packages, a .venv on a supported Python (3.11 or
+# 3.12), the pinned packages of that Python's lock (requirements/lock-pyX.Y.txt),
+# cyclonedds 0.10.2 built against the distribution's libddsc, and surgbot
+# itself (editable).  Re-running is a no-op when nothing changed.
+#   SURGBOT_PYTHON=/path/to/python   use this interpreter (must be a supported version)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+SUPPORTED=(3.12 3.11)       # newest first is only the search order; the default is what the machine has
 APT_PACKAGES=(cyclonedds-dev libosmesa6 libegl1 libgl1 libglx-mesa0 libgles2 ffmpeg ca-certificates)
 VENV=.venv
 STAMP=$VENV/.surgbot-stamp
-LOCK=requirements/lock.txt
 
 say() { echo "[bootstrap] $*" >&2; }
+SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+
+# A shell with a system ROS 2 sourced (/opt/ros/<distro>/setup.bash) puts that
+# distribution's Python packages and libraries first: mixed with the venv's
+# PyPI ROS 2 wheels, rclpy loads the wrong typesupport libraries.
+if [ -n "${ROS_DISTRO:-}" ] || [[ "${AMENT_PREFIX_PATH:-}" == *"/opt/ros/"* ]]; then
+  say "error: this shell has ROS 2 ${ROS_DISTRO:-} sourced (${AMENT_PREFIX_PATH:-}); the .venv brings its own ROS 2 client from PyPI and the two must not be mixed. Use a new shell that does not source /opt/ros/*/setup.bash, or build with colcon against the system ROS (README: 'On a machine with ROS 2 installed')"
+  exit 2
+fi
+
+py_version() { "$1" -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null; }
+is_supported() { local v; for v in "${SUPPORTED[@]}"; do [ "$1" = "$v" ] && return 0; done; return 1; }
+# Interpreter to use: SURGBOT_PYTHON, else python3.11 (Debian 12's, what CI and
+# the lock were first tested with), else python3.12 (Ubuntu 24.04's), else python3.
+if [ -n "${SURGBOT_PYTHON:-}" ]; then
+  v=$(py_version "$SURGBOT_PYTHON") || true
+  if [ -z "$v" ]; then say "error: SURGBOT_PYTHON=$SURGBOT_PYTHON does not run"; exit 2; fi
+  if ! is_supported "$v"; then say "error: SURGBOT_PYTHON is Python $v; supported: ${SUPPORTED[*]}"; exit 2; fi
+fi
+find_python() {
+  local c v
+  if [ -n "${SURGBOT_PYTHON:-}" ]; then command -v "$SURGBOT_PYTHON"; return 0; fi
+  for c in python3.11 python3.12 python3; do
+    command -v "$c" >/dev/null || continue
+    v=$(py_version "$c") || continue
+    if is_supported "$v"; then command -v "$c"; return 0; fi
+  done
+  return 1
+}
 
 # 1. apt packages (only the missing ones; dpkg-query is fast)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
-find_python() {
-  for c in python3.11 python3; do
-    if command -v "$c" >/dev/null && "$c" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then
-      command -v "$c"; return 0
-    fi
-  done
-  return 1
-}
 PYTHON=$(find_python || true)
-if [ -z "$PYTHON" ]; then missing+=(python3.11 python3.11-venv python3.11-dev); fi
+if [ -z "$PYTHON" ]; then missing+=(python3 python3-venv python3-dev); fi
+if [ -n "$PYTHON" ] && [ "${PYTHON#/usr/bin/}" != "$PYTHON" ]; then
+  # the distribution's interpreter needs its venv module and headers (cyclonedds builds against them)
+  pv=$(py_version "$PYTHON")
+  for p in "python$pv-venv" "python$pv-dev"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+fi
 if [ ${#missing[@]} -gt 0 ]; then
-  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
   say "installing apt packages: ${missing[*]}"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
   PYTHON=$(find_python || true)
 fi
 if [ -z "$PYTHON" ]; then
-  say "error: Python 3.11 is required (the ROS 2 rclpy wheels are cp311); install python3.11 and python3.11-venv"
+  say "error: no supported Python found (supported: ${SUPPORTED[*]}). Debian 12 ships 3.11 (apt install python3.11 python3.11-venv python3.11-dev), Ubuntu 24.04 ships 3.12 (apt install python3.12 python3.12-venv python3.12-dev); or point SURGBOT_PYTHON at one (e.g. from pyenv)"
   exit 2
 fi
+PYV=$(py_version "$PYTHON")
+LOCK=requirements/lock-py$PYV.txt
+if [ ! -f "$LOCK" ]; then say "error: no lock for Python $PYV ($LOCK)"; exit 2; fi
 
 # 2. the venv, rebuilt when the lock or this script changes
-want=$(cat "$LOCK" "$0" setup.py | sha256sum | cut -c1-16)
+want=$( (echo "$PYV"; cat "$LOCK" "$0" setup.py) | sha256sum | cut -c1-16)
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ] && [ -x "$VENV/bin/python" ]; then
   exit 0
 fi
+if [ -x "$VENV/bin/python" ] && [ "$(py_version "$VENV/bin/python")" != "$PYV" ]; then
+  say "$VENV is Python $(py_version "$VENV/bin/python"), $PYV asked: recreating it"
+  rm -rf "$VENV"
+fi
 if [ ! -x "$VENV/bin/python" ]; then
-  say "creating $VENV with $PYTHON"
+  say "creating $VENV with $PYTHON (Python $PYV)"
   "$PYTHON" -m venv "$VENV"
 fi
 "$VENV/bin/python" -m pip install -q --upgrade "pip==26.3"   # setuptools and wheel come pinned from the lock

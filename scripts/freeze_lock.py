@@ -1,4 +1,4 @@
-"""Write requirements/lock.txt from the current .venv.
+"""Write requirements/lock-pyX.Y.txt (this interpreter's version) from the current .venv.
 
 `pip freeze` also lists the `.egg-info` records that the ROS 2 PyPI wheels
 carry inside them (action_msgs, builtin_interfaces, ...): those are not
@@ -8,12 +8,13 @@ tools that the project does not need are left out.
     .venv/bin/python scripts/freeze_lock.py
 """
 
+import sys
 from importlib.metadata import distributions
 from pathlib import Path
 
 SKIP = {"surgbot", "py-spy", "pyflakes", "line-profiler", "line_profiler"}
 HEADER = """\
-# Exact versions tested together (Python 3.11, Debian 12). Regenerate with:
+# Exact versions tested together (Python {version}). Regenerate from a venv that passed `make test`:
 #   .venv/bin/python scripts/freeze_lock.py
 # cyclonedds builds from source against Debian's cyclonedds-dev (scripts/bootstrap.sh sets CYCLONEDDS_HOME).
 # Installed with --no-deps: complete, and opencv-python-headless (lerobot) is the one cv2 (see bootstrap.sh).
@@ -30,8 +31,9 @@ def main() -> None:
         if name.lower() in SKIP:
             continue
         pins[name.lower()] = f"{name}=={dist.version}"
-    lock = Path(__file__).resolve().parents[1] / "requirements" / "lock.txt"
-    lock.write_text(HEADER + "\n".join(pins[k] for k in sorted(pins)) + "\n")
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    lock = Path(__file__).resolve().parents[1] / "requirements" / f"lock-py{version}.txt"
+    lock.write_text(HEADER.format(version=version) + "\n".join(pins[k] for k in sorted(pins)) + "\n")
     print(f"{lock}: {len(pins)} pins")
 
 

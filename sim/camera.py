@@ -43,8 +43,20 @@ from pathlib import Path
 import mujoco
 import numpy as np
 
-from surgbot.sim.camera_process import (CONSUMED, FRAME_SEQ, FRAME_STAMP, FRAMES, RENDER_COUNT, RENDER_RING, STATE_SEQ,
-                                STATE_STAMP, STOP, T_FIRST, T_LAST, Layout)
+from surgbot.sim.camera_process import (
+    CONSUMED,
+    FRAME_SEQ,
+    FRAME_STAMP,
+    FRAMES,
+    RENDER_COUNT,
+    RENDER_RING,
+    STATE_SEQ,
+    STATE_STAMP,
+    STOP,
+    T_FIRST,
+    T_LAST,
+    Layout,
+)
 
 log = logging.getLogger("surgbot.sim.camera")
 

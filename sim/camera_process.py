@@ -32,14 +32,24 @@ import os
 os.environ.setdefault("MUJOCO_GL", "osmesa")
 os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
 
-import json  # noqa: E402
-import mmap  # noqa: E402
-import select  # noqa: E402
-import signal  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
+import json
+import mmap
+import select
+import signal
+import sys
+import time
 
-import numpy as np  # noqa: E402
+import cv2
+import mujoco
+import numpy as np
+import rclpy
+from builtin_interfaces.msg import Time
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.signals import SignalHandlerOptions
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+
+from surgbot import contract
+from surgbot.geometry import ns_to_stamp
 
 # Header slots (int64).
 STATE_SEQ, CONSUMED, STATE_STAMP, FRAME_SEQ, FRAME_STAMP, FRAMES, STOP, ERROR_LEN, RENDER_COUNT = range(9)
@@ -103,15 +113,9 @@ class Layout:
 
 
 class _Publisher:
-    """rclpy node of its own publishing the three endoscope topics (same messages as before the split)."""
+    """rclpy node of its own publishing the three endoscope topics (image, JPEG, camera info)."""
 
     def __init__(self, spec: dict, K: np.ndarray):
-        import rclpy
-        from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
-        from rclpy.signals import SignalHandlerOptions
-        from sensor_msgs.msg import CameraInfo, CompressedImage, Image
-
-        from surgbot import contract
         self.contract = contract
         self.width, self.height, self.K = spec["width"], spec["height"], K
         self.jpeg_quality = int(spec["jpeg_quality"])
@@ -125,10 +129,7 @@ class _Publisher:
         self.pub_info = self.node.create_publisher(CameraInfo, contract.ENDOSCOPE_CAMERA_INFO, qos)
 
     def publish(self, image: np.ndarray, stamp_ns: int) -> None:
-        import cv2
-        from builtin_interfaces.msg import Time
-        from sensor_msgs.msg import CameraInfo, CompressedImage, Image
-        stamp = Time(sec=stamp_ns // 1_000_000_000, nanosec=stamp_ns % 1_000_000_000)
+        stamp = ns_to_stamp(stamp_ns, Time())
         frame = self.contract.ENDOSCOPE_TIP_FRAME
         K = self.K
         img = Image()
@@ -173,7 +174,7 @@ def _handshake(line: str) -> None:
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 1)
     os.close(devnull)
-    sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115 - replaces the closed-over stream
+    sys.stdout = open(1, "w", closefd=False)  # replaces the closed-over stream
 
 
 def _wait_for_state(stdin_fd: int, timeout: float) -> bool:
@@ -196,9 +197,7 @@ def serve(spec: dict) -> int:
     renderer = publisher = None
     handshaken = False
     try:
-        import mujoco
-
-        from surgbot.sim.camera import intrinsics
+        from surgbot.sim.camera import intrinsics  # (camera imports this module: a cycle at import time)
         with os.fdopen(spec["model_fd"], "rb") as f:
             mjb = f.read()
         model = mujoco.MjModel.from_binary_path("model.mjb", {"model.mjb": mjb})
@@ -259,7 +258,7 @@ def serve(spec: dict) -> int:
             if not handshaken:
                 _handshake("ready")
                 handshaken = True
-    except Exception as exc:  # noqa: BLE001 - reported to the parent, not swallowed
+    except Exception as exc:  # reported to the parent, not swallowed
         message = f"{type(exc).__name__}: {exc}"
         shm.set_error(message)
         if not handshaken:
@@ -269,7 +268,7 @@ def serve(spec: dict) -> int:
         if publisher is not None:
             try:
                 publisher.close()
-            except Exception:  # noqa: BLE001 - best effort at exit
+            except Exception:  # best effort at exit
                 pass
         if renderer is not None:
             renderer.close()

@@ -45,12 +45,19 @@ import logging
 import math
 import threading
 import time
+from pathlib import Path
 
 import mujoco
 import numpy as np
+from sensor_msgs.msg import JointState
+from unitree_sdk2py.idl.unitree_hg.msg.dds_ import LowCmd_, LowState_
+from unitree_sdk2py.rpc.internal import RPC_ERR_SERVER_API_PARAMETER
 
 from surgbot import contract
 from surgbot.hw import unitree
+from surgbot.pacing import Pacer
+from surgbot.sim.scene import build_model
+from surgbot.sim.world import SimWorld
 
 log = logging.getLogger("sim.g1_twin")
 
@@ -147,7 +154,6 @@ class G1Twin:
         self._state["motor_state"]["temperature"][: contract.G1_NUM_JOINTS] = 35
         self._state["motor_state"]["vol"][: contract.G1_NUM_JOINTS] = 58.0
 
-        from unitree_sdk2py.idl.unitree_hg.msg.dds_ import LowCmd_, LowState_
         unitree.init_channel(self.domain, self.interface)
         self._dp = unitree.participant()
         self._writer = unitree.RawWriter(self._dp, contract.G1_TOPIC_LOWSTATE, LowState_)
@@ -164,7 +170,6 @@ class G1Twin:
                  self.domain, self.interface, 1.0 / self.period)
 
     def _bind_ros(self, node) -> None:
-        from sensor_msgs.msg import JointState
         self._ros_sub = node.create_subscription(JointState, DISTURBANCE_TOPIC, self._on_disturbance, 10)
 
     # ------------------------------------------------------------------ RPC
@@ -178,7 +183,6 @@ class G1Twin:
         return {"form": "0", "name": ""}
 
     def _rpc_select(self, name: str) -> int:
-        from unitree_sdk2py.rpc.internal import RPC_ERR_SERVER_API_PARAMETER
         if name not in (unitree.STANDING_MODE["name"], "normal"):
             log.warning("motion_switcher SelectMode(%r): unknown mode", name)
             return RPC_ERR_SERVER_API_PARAMETER
@@ -265,7 +269,7 @@ class G1Twin:
             log.error("%s: non-finite effort, ignored", DISTURBANCE_TOPIC)
             return
         tau = np.zeros(contract.G1_NUM_JOINTS)
-        for n, e in zip(names, effort):
+        for n, e in zip(names, effort, strict=True):
             tau[contract.G1_INDEX[n]] = e
         with self._lock:
             self._disturbance = tau
@@ -369,16 +373,9 @@ class G1Twin:
 
 # ---------------------------------------------------------------------- standalone entry point
 def _build_world(scene: str | None):
-    from surgbot.sim.world import SimWorld
-    model = None
     if scene:
-        try:
-            from surgbot.sim.scene import build_model
-            model = build_model(scene, 0)
-        except ImportError:
-            model = None
-    if model is None:
-        from pathlib import Path
+        model = build_model(scene, 0)
+    else:
         model = mujoco.MjModel.from_xml_path(str(Path(__file__).parent / "models" / "g1_29dof.xml"))
     data = mujoco.MjData(model)
     try:
@@ -390,7 +387,7 @@ def _build_world(scene: str | None):
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m sim.g1_twin --domain N --duration S`: the G1 twin alone, in real time."""
+    """`python -m surgbot.sim.g1_twin --domain N --duration S`: the G1 twin alone, in real time."""
     p = argparse.ArgumentParser(description=main.__doc__)
     p.add_argument("--domain", type=int, default=contract.G1_SIM_DOMAIN)
     p.add_argument("--interface", default=contract.G1_SIM_INTERFACE)
@@ -401,22 +398,18 @@ def main(argv: list[str] | None = None) -> int:
     world = _build_world(args.scene)
     twin = world.add(G1Twin(domain=args.domain, interface=args.interface))
     print(f"g1 twin ready domain={args.domain}", flush=True)
-    t0 = time.monotonic()
     sim0 = world.time
-    late = 0
+    pacer = Pacer()
     try:
         while args.duration <= 0 or world.time - sim0 < args.duration:
             world.step()
-            ahead = (world.time - sim0) - (time.monotonic() - t0)
-            if ahead > 0:
-                time.sleep(ahead)
-            elif ahead < -0.05:
-                late += 1
+            pacer.pace(world.time - sim0)
     except KeyboardInterrupt:
         pass
-    wall = time.monotonic() - t0
+    wall = pacer.wall_s()
     print(f"g1 twin: {world.time - sim0:.2f} s simulated in {wall:.2f} s "
-          f"(real-time factor {(world.time - sim0) / wall:.3f})", flush=True)
+          f"(real-time factor {(world.time - sim0) / wall:.3f}, {pacer.stalls} stalls dropped "
+          f"{pacer.dropped_s:.2f} s)", flush=True)
     print("g1 twin counters: " + json.dumps(twin.counters()), flush=True)
     world.close()
     return 0

@@ -18,18 +18,17 @@ import json
 
 import mujoco
 import numpy as np
+from geometry_msgs.msg import PointStamped, PoseStamped
+from rosgraph_msgs.msg import Clock
+from std_msgs.msg import String
 
 from surgbot import contract
+from surgbot.geometry import matrix_to_quat
+from surgbot.sim.scene import task_bodies
 
 PSM_TIP_SITE = "PSM1_tool_tip"
 FULCRUM_SITE = "scope_port"
 ENDOSCOPE_TIP_SITE = "endoscope_tip"
-
-
-def _quat_xyzw(xmat: np.ndarray) -> tuple[float, float, float, float]:
-    q = np.zeros(4)
-    mujoco.mju_mat2Quat(q, np.asarray(xmat, float).reshape(9))
-    return float(q[1]), float(q[2]), float(q[3]), float(q[0])
 
 
 def task_state(world, task_bodies: list[str], task: str | None = None) -> dict:
@@ -62,7 +61,6 @@ class GroundTruth:
         self._pubs = None
 
     def bind(self, world) -> None:
-        from surgbot.sim.scene import task_bodies
         m = world.model
         self._tip = m.site(ENDOSCOPE_TIP_SITE).id
         self._fulcrum = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_SITE, FULCRUM_SITE)
@@ -73,9 +71,6 @@ class GroundTruth:
         node = world.ros_node
         if node is None:
             return
-        from geometry_msgs.msg import PointStamped, PoseStamped
-        from rosgraph_msgs.msg import Clock
-        from std_msgs.msg import String
         self._msgs = (PoseStamped, PointStamped, String, Clock)
         self._pubs = {
             "tip": node.create_publisher(PoseStamped, contract.GT_ENDOSCOPE_TIP, 10),
@@ -132,6 +127,6 @@ class GroundTruth:
         msg = cls()
         msg.header.stamp, msg.header.frame_id = stamp, contract.WORLD_FRAME
         msg.pose.position.x, msg.pose.position.y, msg.pose.position.z = (float(v) for v in pos)
-        q = _quat_xyzw(xmat)
+        q = matrix_to_quat(np.asarray(xmat, float).reshape(3, 3))
         msg.pose.orientation.x, msg.pose.orientation.y, msg.pose.orientation.z, msg.pose.orientation.w = q
         return msg

@@ -11,6 +11,7 @@ simulated seconds and prints the achieved real-time factor and camera rate.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import os
 import signal
@@ -27,7 +28,24 @@ from pathlib import Path
 os.environ.setdefault("MUJOCO_GL", "osmesa")
 os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
 
-from surgbot import contract  # noqa: E402
+import importlib  # after MUJOCO_GL is set, like every import below
+
+import mujoco
+import rclpy
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.signals import SignalHandlerOptions
+
+from surgbot import contract
+from surgbot.config import param
+from surgbot.errors import CliError
+from surgbot.pacing import Pacer
+from surgbot.sim.camera import EndoscopeCamera
+from surgbot.sim.entry_point import EntryPoint
+from surgbot.sim.ground_truth import GroundTruth
+from surgbot.sim.scene import build_model, has_psm, reset_to_stand
+from surgbot.sim.tasks import TASK_NAMES
+from surgbot.sim.tasks.twin import TaskTwin
+from surgbot.sim.world import SimWorld
 
 NODE_NAME = "sim_node"
 
@@ -39,22 +57,38 @@ def _default_g1_domain() -> int:
         return contract.G1_SIM_DOMAIN
 
 
-@dataclass
+CAMERA_SIZE_RANGE = ((16, 1280), (16, 960))    # px, width and height a render may have
+MAX_CAMERA_HZ = 240.0
+MAX_DDS_DOMAIN = 232
+VIEWER_HZ = 30.0                               # passive viewer refresh
+STEP_MS_SAMPLES = 200_000                      # step times kept for the figures (~7 min at 2 ms)
+
+
+@dataclass(frozen=True)
 class SimConfig:
-    scene: str = "box_trainer"
-    seed: int = 0
-    duration: float | None = None        # simulated seconds; None = until signalled
-    fast: bool = False
-    headless: bool = True
-    g1_domain: int = field(default_factory=_default_g1_domain)
-    g1_interface: str = contract.G1_SIM_INTERFACE
-    camera_width: int = 320
-    camera_height: int = 240
-    camera_hz: float = 30.0
-    camera: bool = True
-    model_path: str | None = None
-    ros: bool = True
-    task: str | None = None              # a sim/tasks task laid out in the box trainer (--task)
+    """One sim run (`surgbot sim` flags, `sim_node` ROS parameters)."""
+
+    scene: str = param("box_trainer", "task scene (contract SCENES)")
+    seed: int = param(0, "object placement seed", lo=0)
+    duration: float | None = param(None, "simulated seconds to run; unset: until signalled")
+    fast: bool = param(False, "step as fast as possible and publish /clock")
+    headless: bool = param(True, "no viewer window (always the case without DISPLAY)")
+    g1_domain: int = dataclasses.field(default_factory=_default_g1_domain, metadata={
+        "help": f"unitree DDS domain (default $SURGBOT_G1_DOMAIN or {contract.G1_SIM_DOMAIN})",
+        "lo": 0, "hi": MAX_DDS_DOMAIN, "read_only": True})
+    g1_interface: str = param(contract.G1_SIM_INTERFACE, "unitree DDS network interface")
+    camera_width: int = param(320, "px, endoscope image width", lo=CAMERA_SIZE_RANGE[0][0],
+                              hi=CAMERA_SIZE_RANGE[0][1])
+    camera_height: int = param(240, "px, endoscope image height", lo=CAMERA_SIZE_RANGE[1][0],
+                               hi=CAMERA_SIZE_RANGE[1][1])
+    camera_hz: float = param(30.0, "Hz, endoscope frame rate", lo=0.0, hi=MAX_CAMERA_HZ)
+    camera: bool = param(True, "render the endoscope camera")
+    model_path: str | None = param(None, "load this MJCF instead of a scene (debugging)")
+    ros: bool = param(True, "serve the sim's ROS topics (sim_node)")
+    task: str | None = param(None, "task laid out by seed (reach, needle_pick, peg_transfer); unset: none")
+
+    def __post_init__(self):
+        self.validate()
 
     def validate(self) -> None:
         """Raise ValueError with a one-line reason for bad input."""
@@ -62,16 +96,17 @@ class SimConfig:
             raise ValueError(f"unknown scene {self.scene!r} (choose from {', '.join(contract.SCENES)})")
         if self.duration is not None and not (math.isfinite(self.duration) and self.duration >= 0):
             raise ValueError(f"--duration must be a finite number >= 0, got {self.duration}")
-        if not (16 <= self.camera_width <= 1280 and 16 <= self.camera_height <= 960):
-            raise ValueError(f"camera size {self.camera_width}x{self.camera_height} outside 16x16 .. 1280x960")
-        if not (math.isfinite(self.camera_hz) and 0 < self.camera_hz <= 240):
-            raise ValueError(f"--camera-hz must be in (0, 240], got {self.camera_hz}")
-        if not (0 <= self.g1_domain <= 232):
-            raise ValueError(f"--g1-domain must be a DDS domain id 0..232, got {self.g1_domain}")
+        (w_lo, w_hi), (h_lo, h_hi) = CAMERA_SIZE_RANGE
+        if not (w_lo <= self.camera_width <= w_hi and h_lo <= self.camera_height <= h_hi):
+            raise ValueError(f"camera size {self.camera_width}x{self.camera_height} outside "
+                             f"{w_lo}x{h_lo} .. {w_hi}x{h_hi}")
+        if not (math.isfinite(self.camera_hz) and 0 < self.camera_hz <= MAX_CAMERA_HZ):
+            raise ValueError(f"--camera-hz must be in (0, {MAX_CAMERA_HZ:.0f}], got {self.camera_hz}")
+        if not (0 <= self.g1_domain <= MAX_DDS_DOMAIN):
+            raise ValueError(f"--g1-domain must be a DDS domain id 0..{MAX_DDS_DOMAIN}, got {self.g1_domain}")
         if not self.g1_interface or any(c.isspace() for c in self.g1_interface):
             raise ValueError(f"--g1-interface must be a network interface name, got {self.g1_interface!r}")
         if self.task is not None:
-            from surgbot.sim.tasks import TASK_NAMES
             if self.task not in TASK_NAMES:
                 raise ValueError(f"unknown task {self.task!r} (choose from {', '.join(TASK_NAMES)})")
             if self.scene != "box_trainer" or self.model_path is not None:
@@ -100,23 +135,17 @@ class SimResult:
 
 def load_model(cfg: SimConfig):
     """The scene's model, or the MJCF given with --model (ValueError if it does not load)."""
-    import mujoco
     if cfg.model_path is not None:
         try:
             return mujoco.MjModel.from_xml_path(str(cfg.model_path))
-        except Exception as exc:  # noqa: BLE001 - any load error is bad input
+        except Exception as exc:  # any load error is bad input
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ValueError(f"--model {cfg.model_path!r} does not load: {first}") from None
-    from surgbot.sim.scene import build_model
     return build_model(cfg.scene, cfg.seed)
 
 
 def make_world(cfg: SimConfig, node=None):
     """SimWorld at the `stand` keyframe with the twins this config asks for."""
-    import mujoco
-
-    from surgbot.sim.scene import has_psm, reset_to_stand
-    from surgbot.sim.world import SimWorld
     model = load_model(cfg)
     data = mujoco.MjData(model)
     reset_to_stand(model, data)
@@ -126,17 +155,15 @@ def make_world(cfg: SimConfig, node=None):
     try:
         task_twin = None
         if cfg.task is not None:             # first: it moves objects before the camera copies the model
-            from surgbot.sim.tasks.twin import TaskTwin
             task_twin = world.add(TaskTwin(cfg.task, cfg.seed))
         if cfg.camera and mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, "endoscope_camera") >= 0:
-            from surgbot.sim.camera import EndoscopeCamera
             world.add(EndoscopeCamera(cfg.camera_width, cfg.camera_height, cfg.camera_hz))
         elif cfg.camera:
             notes.append("camera: model has no endoscope_camera, not rendering")
         if mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_SITE, "endoscope_tip") >= 0:
-            from surgbot.sim.ground_truth import GroundTruth
             world.add(GroundTruth(publish_clock=cfg.fast, task=cfg.task,
                                   task_payload=task_twin.payload if task_twin is not None else None))
+            world.add(EntryPoint())     # the port/nostril pushes back on the shaft (no-op without a stiffness)
         g1 = _optional_twin("surgbot.sim.g1_twin", "G1Twin", domain=cfg.g1_domain, interface=cfg.g1_interface)
         if g1 is None:
             notes.append("G1 twin: sim/g1_twin.py not present, the G1 is not served over unitree DDS")
@@ -155,13 +182,11 @@ def make_world(cfg: SimConfig, node=None):
 
 
 def _has_g1(model) -> bool:
-    import mujoco
     return all(mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_JOINT, n) >= 0 for n in contract.G1_JOINT_NAMES)
 
 
 def _optional_twin(module: str, cls: str, **kwargs):
     """Instance of module.cls, or None when the module itself does not exist."""
-    import importlib
     try:
         mod = importlib.import_module(module)
     except ModuleNotFoundError as exc:
@@ -171,52 +196,41 @@ def _optional_twin(module: str, cls: str, **kwargs):
     return getattr(mod, cls)(**kwargs)
 
 
-MAX_CATCH_UP_S = 0.02   # behind by more than this: drop the backlog, do not burst
-
-
 def step_loop(world, cfg: SimConfig, stop: threading.Event, viewer=None) -> SimResult:
     """Advance physics until `stop` or `cfg.duration` simulated seconds.
 
-    Real time: steps are paced against the wall clock (sleeping when ahead,
-    catching up without sleeping when up to MAX_CATCH_UP_S behind, dropping a
-    larger backlog).  Fast: back to back.
+    Real time: paced by `surgbot.pacing.Pacer` (sleep when ahead, catch up
+    briefly, drop a larger backlog: a robot does not replay missed time in a
+    burst, so neither does the twin; the RTF shows the loss).  Fast: back to
+    back.
     """
     dt = world.dt
     n_total = None if cfg.duration is None else int(round(cfg.duration / dt))
     steps = 0
     step_ms: list[float] = []
     t_sim0 = world.time
-    t0 = time.perf_counter()
-    skipped = 0.0
-    next_view = t0
     perf = time.perf_counter
+    pacer = Pacer(fast=cfg.fast, stop=stop, clock=perf)
+    next_view = pacer.t0
     while not stop.is_set():
         if n_total is not None and steps >= n_total:
             break
-        if not cfg.fast:
-            lag = (perf() - t0) - (world.time - t_sim0) - skipped
-            if lag < 0:
-                stop.wait(min(-lag, 0.002))
-                continue
-            if lag > MAX_CATCH_UP_S:
-                # A stall (the machine was busy): a robot does not replay the
-                # missed time in a burst, so neither does the twin.  Streamed
-                # commands would turn into jumps.  The RTF shows the loss.
-                skipped += lag
+        pacer.pace(world.time - t_sim0)
+        if stop.is_set():
+            break
         s0 = perf()
         world.step()
         s1 = perf()
-        if len(step_ms) < 200_000:
+        if len(step_ms) < STEP_MS_SAMPLES:
             step_ms.append((s1 - s0) * 1e3)
         steps += 1
         if viewer is not None and s1 >= next_view:
-            next_view = s1 + 1 / 30
+            next_view = s1 + 1 / VIEWER_HZ
             if not viewer.is_running():
                 break
             with world.lock:
                 viewer.sync()
-    wall = time.perf_counter() - t0
-    return SimResult(sim_time=world.time - t_sim0, wall_time=wall, steps=steps, step_ms=step_ms)
+    return SimResult(sim_time=world.time - t_sim0, wall_time=pacer.wall_s(), steps=steps, step_ms=step_ms)
 
 
 def simulate(cfg: SimConfig, node=None, stop: threading.Event | None = None, log=print) -> SimResult:
@@ -232,9 +246,9 @@ def simulate(cfg: SimConfig, node=None, stop: threading.Event | None = None, log
     viewer = None
     if not cfg.headless and os.environ.get("DISPLAY"):
         try:
-            import mujoco.viewer
+            import mujoco.viewer  # needs a display: imported only when a window is asked for
             viewer = mujoco.viewer.launch_passive(world.model, world.data)
-        except Exception as exc:  # noqa: BLE001 - the sim runs fine without a window
+        except Exception as exc:  # the sim runs fine without a window
             log(f"sim: no viewer ({type(exc).__name__}: {exc}); running headless")
     try:
         result = step_loop(world, cfg, stop, viewer)
@@ -264,9 +278,6 @@ class RosContext:
     """rclpy context + node `sim_node` spun by a single-threaded executor in a thread."""
 
     def __init__(self, args: list[str] | None = None, node_name: str = NODE_NAME, parameters=None):
-        import rclpy
-        from rclpy.executors import SingleThreadedExecutor
-        from rclpy.signals import SignalHandlerOptions
         self.context = rclpy.Context()
         rclpy.init(args=args, context=self.context, signal_handler_options=SignalHandlerOptions.NO)
         self.node = rclpy.create_node(node_name, context=self.context, parameter_overrides=parameters or [],
@@ -277,7 +288,6 @@ class RosContext:
         self.thread.start()
 
     def _spin(self) -> None:
-        from rclpy.executors import ExternalShutdownException
         try:
             self.executor.spin()
         except (ExternalShutdownException, KeyboardInterrupt):
@@ -286,7 +296,7 @@ class RosContext:
     def close(self) -> None:
         try:
             self.executor.shutdown(timeout_sec=2.0)
-        except Exception:  # noqa: BLE001 - best effort at exit
+        except Exception:  # best effort at exit
             pass
         self.thread.join(3.0)
         try:
@@ -297,7 +307,7 @@ class RosContext:
 
 
 def install_stop_signals(stop: threading.Event) -> None:
-    def handler(signum, frame):  # noqa: ARG001
+    def handler(signum, frame):
         stop.set()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, handler)
@@ -305,18 +315,19 @@ def install_stop_signals(stop: threading.Event) -> None:
 
 # ---------------------------------------------------------------------- CLI
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--scene", choices=contract.SCENES, default="box_trainer", help="task scene")
+    parser.add_argument("--scene", choices=contract.SCENES, default=None, help="task scene (default box_trainer)")
     parser.add_argument("--headless", action="store_true", help="no viewer window (always the case without DISPLAY)")
     parser.add_argument("--duration", type=float, default=None, metavar="S",
                         help="stop after S simulated seconds (default: run until Ctrl-C/SIGTERM)")
     parser.add_argument("--fast", action="store_true", help="step as fast as possible and publish /clock")
-    parser.add_argument("--seed", type=int, default=0, help="object placement seed")
+    parser.add_argument("--seed", type=int, default=None, help="object placement seed (default 0)")
     parser.add_argument("--g1-domain", type=int, default=None,
                         help=f"unitree DDS domain (default $SURGBOT_G1_DOMAIN or {contract.G1_SIM_DOMAIN})")
-    parser.add_argument("--g1-interface", default=contract.G1_SIM_INTERFACE, help="unitree DDS network interface")
-    parser.add_argument("--camera-width", type=int, default=320)
-    parser.add_argument("--camera-height", type=int, default=240)
-    parser.add_argument("--camera-hz", type=float, default=30.0)
+    parser.add_argument("--g1-interface", default=None,
+                        help=f"unitree DDS network interface (default {contract.G1_SIM_INTERFACE})")
+    parser.add_argument("--camera-width", type=int, default=None, help="px (default 320)")
+    parser.add_argument("--camera-height", type=int, default=None, help="px (default 240)")
+    parser.add_argument("--camera-hz", type=float, default=None, help="Hz (default 30)")
     parser.add_argument("--no-camera", action="store_true", help="do not render the endoscope")
     parser.add_argument("--model", default=None, metavar="PATH", help="load this MJCF instead of a scene (debugging)")
     parser.add_argument("--no-ros", action="store_true", help="no rclpy node (physics + DDS twin only)")
@@ -325,19 +336,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> SimConfig:
-    return SimConfig(
-        scene=args.scene, seed=args.seed, duration=args.duration, fast=args.fast, headless=args.headless,
-        g1_domain=_default_g1_domain() if args.g1_domain is None else args.g1_domain,
-        g1_interface=args.g1_interface, camera_width=args.camera_width, camera_height=args.camera_height,
-        camera_hz=args.camera_hz, camera=not args.no_camera, model_path=args.model, ros=not args.no_ros,
-        task=args.task)
+    """The run's config; flags left unset keep SimConfig's defaults (ValueError on bad input)."""
+    given = dict(scene=args.scene, seed=args.seed, duration=args.duration, fast=args.fast, headless=args.headless,
+                 g1_domain=args.g1_domain, g1_interface=args.g1_interface, camera_width=args.camera_width,
+                 camera_height=args.camera_height, camera_hz=args.camera_hz, camera=not args.no_camera,
+                 model_path=args.model, ros=not args.no_ros, task=args.task)
+    return SimConfig(**{k: v for k, v in given.items() if v is not None or k in ("duration", "model_path")})
 
 
 def run(args: argparse.Namespace) -> int:
-    from surgbot.errors import CliError
-    cfg = config_from_args(args)
     try:
-        cfg.validate()
+        cfg = config_from_args(args)
         load_model(cfg) if cfg.model_path is not None else None
     except ValueError as exc:
         raise CliError(str(exc)) from None

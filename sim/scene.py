@@ -31,6 +31,7 @@ import mujoco
 import numpy as np
 
 from surgbot.contract import G1_JOINT_NAMES, SCENES
+from surgbot.sim.entry_point import ENTRY_STIFFNESS_NUMERIC
 
 MODELS_DIR = Path(__file__).resolve().parent / "models"
 G1_XML = MODELS_DIR / "g1_29dof.xml"
@@ -42,6 +43,12 @@ INSERTION_DEPTH = 0.050        # scope inserted past the fulcrum in the stand po
 PSM_START_INSERTION = 0.050    # PSM instrument insertion in the stand keyframe (m), inside 0..0.24
 OUTER_GROUP = 3                # geoms hidden from the endoscope camera
 SCENE_SITE_GROUP = 4
+# Lateral stiffness of the scope's entry point (N/m; sim/entry_point.py applies it).  Model
+# choices, not measurements: a trocar grommet in a foam/rubber box-trainer lid ~0.5 N/mm; the
+# nasal vestibule's soft tissue ~0.2 N/mm (soft-tissue indentation stiffness is of order
+# 0.1-1 N/mm).  0.5 N at the nostril (the holder's goal) is then 2.5 mm of fulcrum error.
+PORT_STIFFNESS = 500.0
+NOSTRIL_STIFFNESS = 200.0
 
 # Standing posture: legs straight (feet on the floor with the pelvis at 0.793 m),
 # left arm relaxed, right arm forward with the wrist pitched down so the scope
@@ -247,6 +254,7 @@ def _box_trainer(spec: mujoco.MjSpec, rng: np.random.Generator, line: ScopeLine)
                  diffuse=[0.2, 0.2, 0.2], castshadow=False)
     wb.add_site(name="scope_port", pos=list(port), size=[0.004, 0, 0], rgba=[0, 1, 1, 1],
                 group=SCENE_SITE_GROUP)
+    _entry_stiffness(spec, PORT_STIFFNESS)
 
     # PSM port on the lid, far right corner; its tool aims at the task area.
     psm_port = np.array([port[0] + 0.24, cy - 0.12, port[2]])
@@ -261,7 +269,7 @@ def _box_trainer(spec: mujoco.MjSpec, rng: np.random.Generator, line: ScopeLine)
     _add_static_box(wb, "tissue_pad", (cx, cy, floor_top + 0.003), (0.07, 0.055, 0.003), (0.85, 0.55, 0.55, 1))
     centre = np.array([cx, cy])
     target_xy = _place_apart(rng, centre, 0.03, len(TARGET_COLOURS), 0.022)
-    for (cname, rgba), xy in zip(TARGET_COLOURS.items(), target_xy):
+    for (cname, rgba), xy in zip(TARGET_COLOURS.items(), target_xy, strict=True):
         body = wb.add_body(name=f"target_{cname}", pos=[xy[0], xy[1], pad_top])
         body.add_geom(name=f"target_{cname}_disc", type=mujoco.mjtGeom.mjGEOM_CYLINDER,
                       size=[0.006, 0.0006, 0], pos=[0, 0, 0.0006], rgba=list(rgba), contype=0, conaffinity=0)
@@ -310,6 +318,11 @@ def _add_task_objects(wb, rng: np.random.Generator, centre, pad_top: float, take
                   rgba=list(TRANSFER_BLOCK_RGBA), mass=TRANSFER_BLOCK_MASS, condim=4, friction=[1.0, 0.02, 0.001])
 
 
+def _entry_stiffness(spec: mujoco.MjSpec, k: float) -> None:
+    """The entry point's lateral stiffness as a model numeric (read by sim/entry_point.py)."""
+    spec.add_numeric(name=ENTRY_STIFFNESS_NUMERIC, data=[float(k)], size=1)
+
+
 def _yaw_quat(yaw: float) -> np.ndarray:
     return np.array([np.cos(yaw / 2), 0.0, 0.0, np.sin(yaw / 2)])
 
@@ -340,6 +353,7 @@ def _endonasal(spec: mujoco.MjSpec, rng: np.random.Generator, line: ScopeLine):
                 size=[0.009, 0.014, 0.01], quat=list(q_head), rgba=list(skin), group=OUTER_GROUP,
                 contype=0, conaffinity=0)
     wb.add_site(name="scope_port", pos=list(port), size=[0.003, 0, 0], rgba=[0, 1, 1, 1], group=SCENE_SITE_GROUP)
+    _entry_stiffness(spec, NOSTRIL_STIFFNESS)
 
     # Nasal corridor (after posterior septectomy: one channel for both nostrils)
     # and the sphenoid sinus chamber, in the approach frame (z = depth).

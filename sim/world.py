@@ -25,17 +25,20 @@ from typing import Protocol, runtime_checkable
 
 import mujoco
 import numpy as np
+from builtin_interfaces.msg import Time
+
+from surgbot.geometry import ns_to_stamp
 
 
 @runtime_checkable
 class Twin(Protocol):
     name: str
 
-    def bind(self, world: "SimWorld") -> None: ...
+    def bind(self, world: SimWorld) -> None: ...
 
-    def before_step(self, world: "SimWorld") -> None: ...
+    def before_step(self, world: SimWorld) -> None: ...
 
-    def after_step(self, world: "SimWorld") -> None: ...
+    def after_step(self, world: SimWorld) -> None: ...
 
     def close(self) -> None: ...
 
@@ -87,10 +90,8 @@ class SimWorld:
         return time.time_ns()
 
     def stamp(self):
-        """`builtin_interfaces/Time` for a header (imports ROS lazily)."""
-        from builtin_interfaces.msg import Time
-        ns = self.stamp_ns()
-        return Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
+        """`builtin_interfaces/Time` for a header."""
+        return ns_to_stamp(self.stamp_ns(), Time())
 
     # Small helpers every twin needs -------------------------------------
     def joint_qpos_adr(self, name: str) -> int:

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 SCALARS = (float, int, bool, str)
 
 
@@ -163,8 +165,6 @@ def flatten_yaml(section: Mapping[str, Any], prefix: str = "") -> dict[str, Any]
 
 def yaml_parameters(path: str | Path, node_name: str) -> dict[str, Any]:
     """The `ros__parameters` of `node_name` (or `/**`) in a ROS 2 params file, flattened."""
-    import yaml   # the params-file format; only tools and tests read it outside rclpy
-
     data = yaml.safe_load(Path(path).read_text()) or {}
     out: dict[str, Any] = {}
     for key in ("/**", node_name, f"/{node_name}"):

@@ -1,6 +1,6 @@
 """One result/state convention for every core.
 
-* A core's mode machine is a `class State(str, Enum)` of its own (the value is
+* A core's mode machine is a `class State(enum.StrEnum)` of its own (the value is
   the name the contract publishes, e.g. `/endoscope/mode`).
 * Every command a core accepts or refuses returns a `Result`: `ok`, a
   one-line `reason` when refused (what a node logs and a service returns as

@@ -5,11 +5,28 @@
 test-side rclpy client that judges them only by the sim's ground truth
 (`/sim/ground_truth/*`), never by the holder's own estimate.
 
-The box is shared and loaded (rt/lowstate gaps of 100+ ms happen), so the
-rig widens the holder's joint-state timeout and the bridge's staleness
-window and slows the view: the sim runs below real time while the holder
-runs on the wall clock.  The contract's fulcrum numbers are asserted in the
-deterministic in-process loop (test_endoscope_holder_core.py).
+Everything else is the shipped config/*.yaml.  The overrides, each for a
+measured reason (the rig records `rt/lowstate` receive gaps and the sim's
+real-time factor during every judged motion and prints them at the end of
+the run, "node-level windows: ..."):
+* g1_bridge `stale_after` (shipped 0.05 s): on this 2-core box with other
+  suites running, `rt/lowstate` gaps of 45-190 ms were measured in quiet
+  HOLD (issue 19 runs; bench/g1.py g1.lowstate.gaps_over_50ms is 0 on a
+  quiet box), which would FAULT the bridge mid-test; the test takes the
+  worst measured gap with margin (0.3 s; 0.6 s in the follow rig, which
+  runs the PSM twin and a CRTK client as well);
+* holder `joint_state_timeout_s` (shipped 0.1 s): the same gaps plus the
+  bridge's republishing, same margins (0.5 s / 1.0 s);
+* bridge `max_velocity` 2.0 rad/s: not for load, the holder needs it
+  (config/endoscope_holder.yaml header; README);
+* SLOW_VIEW (view 10 deg/s, 15 deg/s^2 instead of 45, 60): sim real-time
+  factors of 0.5-0.9 were measured during motions; the holder runs on the
+  wall clock, so a slower view keeps the sim-time accelerations the arm
+  sees in the range it meets on a real-time robot.
+Fulcrum bounds: the contract's (p99 < 1 mm, max < 2 mm) on the windows of
+each motion where the loop kept real time (`judge_windows`), a loaded-box
+bound over all windows; the excluded windows are reported.  The in-process
+loop (test_endoscope_holder_core.py) asserts the contract on every sample.
 """
 
 from __future__ import annotations
@@ -23,17 +40,19 @@ import pinocchio as pin
 import rclpy
 import rclpy.executors
 from diagnostic_msgs.msg import DiagnosticArray
-from geometry_msgs.msg import PointStamped, PoseStamped
+from geometry_msgs.msg import PointStamped, PoseStamped, Vector3Stamped
 from rclpy.qos import DurabilityPolicy, QoSProfile
 from std_msgs.msg import String
 from std_srvs.srv import SetBool, Trigger
 
 from surgbot import contract
-from tests.conftest import PYTHON, REPO
+from surgbot.hw import unitree
+from surgbot.sim.entry_point import ENTRY_FORCE_TOPIC
+from tests.conftest import NODE_WINDOW_REPORT, PYTHON, REPO
 
 G1_DOMAIN = int(os.environ["SURGBOT_G1_DOMAIN"])
 
-# view limits for the loaded box (sim-time accelerations stay realistic when the sim lags)
+# view limits for the loaded box (measured sim rtf 0.5-0.9 during motions: see the module doc)
 SLOW_VIEW = ("max_angular_speed_deg:=10.0", "max_angular_accel_deg:=15.0")
 
 
@@ -69,6 +88,102 @@ def pose_msg(p, R=None, frame: str = contract.WORLD_FRAME, quat=None, stamp=None
     return m
 
 
+# Node-level fulcrum bounds are judged per window of wall time, on the windows where the loop ran
+# as a robot does (the contract's numbers hold for a robot that runs in real time; the holder runs
+# on the wall clock, a stalled sim does not, so on a loaded box the scope lags its own setpoint):
+# * the sim kept real time: sim seconds per wall second >= KEPT_MIN_RTF, from the ground-truth
+#   stamps (published every 10 ms of physics time, stamped with the sim's wall clock);
+# * `rt/lowstate` arrived without a gap over the contract's 50 ms watchdog (section 8; what the
+#   shipped bridge config would FAULT on), as received by a subscriber in this process.
+WINDOW_S = 0.5
+KEPT_MIN_RTF = 0.9
+KEPT_MAX_GAP_S = 0.050
+GT_PERIOD_S = 0.01            # sim/ground_truth.py default rate 100 Hz of physics time
+CONTRACT_P99_M = 1e-3         # contract: fulcrum error p99 < 1 mm, max < 2 mm (issue 5)
+CONTRACT_MAX_M = 2e-3
+
+
+TICK_OFFSET = 4 + 12          # LowState_ XCDR1: 4-byte encapsulation header, then version u32[2], 2 u8, tick
+
+
+class LowstateMonitor:
+    """`rt/lowstate` as received in this process: (monotonic receive time, tick in ms of sim time)."""
+
+    def __init__(self):
+        from unitree_sdk2py.idl.unitree_hg.msg.dds_ import LowState_
+        unitree.init_channel(G1_DOMAIN, "lo")
+        self.lock = threading.Lock()
+        self.rows: list[tuple[float, int]] = []
+        self.reader = unitree.RawReader(unitree.participant(), contract.G1_TOPIC_LOWSTATE, LowState_, self._on)
+
+    def _on(self, data: bytes, t_recv: float) -> None:
+        # only the receive time is needed (the tick is read for the report): no decode, no CRC, so
+        # this 500 Hz callback takes no CPU from the test's own streams
+        with self.lock:
+            self.rows.append((t_recv, int.from_bytes(data[TICK_OFFSET:TICK_OFFSET + 4], "little")))
+            if len(self.rows) > 200_000:
+                del self.rows[:100_000]
+
+    def between(self, t0: float, t1: float) -> np.ndarray:
+        with self.lock:
+            return np.array([r for r in self.rows if t0 <= r[0] <= t1], dtype=float).reshape(-1, 2)
+
+    def close(self) -> None:
+        self.reader.close()
+
+
+def judge_windows(client: HolderClient, port, t0: float, t1: float, label: str) -> dict:
+    """Split [t0, t1] (this process's monotonic clock) into WINDOW_S windows; keep those where the
+    loop ran in real time (see KEPT_*); return the ground-truth fulcrum errors of the kept windows
+    and of all, and a one-line report (also printed at the end of the run by tests/conftest.py)."""
+    ls = client.lowstate.between(t0 - 1.0, t1)
+    with client.lock:
+        gt = [(t, stamp * 1e-9, line_distance(port, p, R)) for t, stamp, p, R in client.gt_tip if t0 <= t <= t1]
+        force = [f for t, f in client.entry_force if t0 <= t <= t1]
+    kept, excluded, notes = [], [], []
+    worst_gap, rtfs = 0.0, []
+    edges = np.arange(t0, t1 - 0.05, WINDOW_S)
+    for a in edges:
+        b = min(a + WINDOW_S, t1)
+        rows = [(s, e) for t, s, e in gt if a <= t < b]
+        errs = [e for _, e in rows]
+        stamps = [s for s, _ in rows]
+        rtf = (len(stamps) - 1) * GT_PERIOD_S / (stamps[-1] - stamps[0]) \
+            if len(stamps) > 2 and stamps[-1] > stamps[0] else 0.0
+        recv = ls[(ls[:, 0] >= a) & (ls[:, 0] < b), 0] if len(ls) else np.zeros(0)
+        before = ls[ls[:, 0] < a, 0] if len(ls) else np.zeros(0)
+        times = np.concatenate([before[-1:], recv, [b]])
+        gap = float(np.max(np.diff(times))) if len(times) > 1 else b - a
+        worst_gap = max(worst_gap, gap)
+        rtfs.append(rtf)
+        if rtf >= KEPT_MIN_RTF and gap <= KEPT_MAX_GAP_S:
+            kept += errs
+        else:
+            excluded += errs
+            notes.append(f"{a - t0:.1f}s (rtf {rtf:.2f}, gap {gap * 1e3:.0f} ms)")
+    kept_a, all_a = np.array(kept), np.array(kept + excluded)
+
+    def stats(x):
+        return f"p99 {np.percentile(x, 99) * 1e3:.2f} mm, max {x.max() * 1e3:.2f} mm" if len(x) else "n/a"
+
+    line = (f"{label}: {len(edges) - len(notes)}/{len(edges)} windows of {WINDOW_S} s kept "
+            f"(sim rtf >= {KEPT_MIN_RTF}, rt/lowstate gap <= {KEPT_MAX_GAP_S * 1e3:.0f} ms); fulcrum error "
+            f"kept {stats(kept_a)}, all {stats(all_a)}; sim rtf min {min(rtfs, default=0):.2f}, "
+            f"worst rt/lowstate gap {worst_gap * 1e3:.0f} ms; force on the port tissue max "
+            f"{max(force, default=float('nan')):.3f} N; excluded: {', '.join(notes) or 'none'}")
+    NODE_WINDOW_REPORT.append(line)
+    print("\n" + line)
+    return {"kept": kept_a, "all": all_a, "windows": len(edges), "excluded": len(notes), "line": line}
+
+
+def assert_contract_fulcrum(judged: dict) -> None:
+    """The contract's fulcrum bounds on the windows where the loop kept real time (none kept: the
+    report says so and only the caller's loaded-box bound applies)."""
+    kept = judged["kept"]
+    if len(kept):
+        assert np.percentile(kept, 99) < CONTRACT_P99_M and kept.max() < CONTRACT_MAX_M, judged["line"]
+
+
 class HolderClient:
     """Test-side rclpy node: ground truth, holder mode and diagnostics in; servo_cp and services out.
 
@@ -87,6 +202,8 @@ class HolderClient:
         self.bridge_state = ""
         n.create_subscription(PoseStamped, contract.GT_ENDOSCOPE_TIP, self._on_gt_tip, 50)
         n.create_subscription(PointStamped, contract.GT_FULCRUM, self._on_gt_fulcrum, 10)
+        self.entry_force: list[tuple[float, float]] = []     # (monotonic, |force on the port tissue| N)
+        n.create_subscription(Vector3Stamped, ENTRY_FORCE_TOPIC, self._on_entry_force, 50)
         n.create_subscription(String, contract.ENDOSCOPE_MODE, lambda m: setattr(self, "mode", m.data),
                               QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL))
         n.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, 10)
@@ -94,6 +211,7 @@ class HolderClient:
         self.engage = n.create_client(Trigger, contract.G1_ENGAGE)
         self.hold = n.create_client(SetBool, contract.ENDOSCOPE_HOLD)
         self.executor = rclpy.executors.SingleThreadedExecutor()
+        self.lowstate = LowstateMonitor()
 
     def start(self) -> None:
         self.executor.add_node(self.node)
@@ -106,6 +224,12 @@ class HolderClient:
         with self.lock:
             self.gt_tip.append((time.monotonic(), stamp_of(msg), p, R))
             del self.gt_tip[:-6000]
+
+    def _on_entry_force(self, msg):
+        v = msg.vector
+        with self.lock:
+            self.entry_force.append((time.monotonic(), float(np.linalg.norm([v.x, v.y, v.z]))))
+            del self.entry_force[:-6000]
 
     def _on_gt_fulcrum(self, msg):
         self.gt_fulcrum = np.array([msg.point.x, msg.point.y, msg.point.z])
@@ -176,6 +300,7 @@ class HolderClient:
         return True
 
     def close(self):
+        self.lowstate.close()
         self.executor.shutdown()
         self.node.destroy_node()
         rclpy.try_shutdown()

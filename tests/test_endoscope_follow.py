@@ -12,9 +12,10 @@ fovy and image size; never the holder's own estimate.
 The box is shared and loaded (sim stalls of 0.5 s were seen while other
 rigs ran), so the rig widens the holder's joint-state timeout and the
 bridge's staleness window and slows the view (as the holder's node test
-does).  The fulcrum bounds are that test's node-level ones (p99 < 3 mm,
-max < 6 mm); the contract's 1 mm / 2 mm are asserted in the deterministic
-in-process loop (test_endoscope_holder_core.py).  The framing bound (> 95%
+does; measured reasons in tests/endoscope_rig.py).  The contract's fulcrum
+bounds (p99 < 1 mm, max < 2 mm) are asserted on the windows where the sim
+kept real time, the loaded-box ones (p99 < 3 mm, max < 6 mm) over all
+windows, and the excluded windows reported.  The framing bound (> 95%
 of frames in the central 50% of the image) is the issue's own.  Measured
 numbers are printed (-s).
 """
@@ -29,20 +30,29 @@ import mujoco
 import numpy as np
 import pinocchio as pin
 import pytest
+from geometry_msgs.msg import PoseStamped
+from sensor_msgs.msg import Joy
+from std_srvs.srv import SetBool, Trigger
 
 from surgbot import contract
+from surgbot.hw.crtk import PSMClient
+from surgbot.nodes.endoscope_holder import scene_psm_base
+from surgbot.sim.camera import DEFAULT_HEIGHT, DEFAULT_WIDTH, intrinsics
+from surgbot.sim.scene import build_model, reset_to_stand
+from tests.endoscope_rig import (
+    SLOW_VIEW,
+    HolderClient,
+    assert_contract_fulcrum,
+    judge_windows,
+    line_distance,
+    pose_msg,
+    pose_of,
+    stamp_of,
+    start_holder_engaged,
+    start_sim_and_bridge,
+)
 
-rclpy = pytest.importorskip("rclpy")
-from geometry_msgs.msg import PoseStamped  # noqa: E402
-from sensor_msgs.msg import Joy  # noqa: E402
-from std_srvs.srv import SetBool, Trigger  # noqa: E402
-
-from surgbot.sim.camera import DEFAULT_HEIGHT, DEFAULT_WIDTH, intrinsics  # noqa: E402
-from surgbot.sim.scene import build_model, reset_to_stand  # noqa: E402
-from surgbot.hw.crtk import PSMClient  # noqa: E402
-from surgbot.nodes.endoscope_holder import scene_psm_base  # noqa: E402
-from tests.endoscope_rig import (SLOW_VIEW, HolderClient, line_distance, pose_msg, pose_of,  # noqa: E402
-                                 stamp_of, start_holder_engaged, start_sim_and_bridge)
+pytestmark = pytest.mark.sim
 
 SCENE = "box_trainer"
 HEAD_PAN_GAIN = 0.8           # distinct gains: the measured angles must follow each one
@@ -207,9 +217,11 @@ def follow_head_to(rig, head_R, R0) -> tuple[float, float, np.ndarray, float]:
     return left, down, fulcrum_errors(rig["port"], c.tips_since(t0)), t0
 
 
-def assert_node_level_fulcrum(errs: np.ndarray) -> None:
-    # Loaded-box bounds, as tests/test_endoscope_holder.py: the sim runs below real time with
-    # 100+ ms stalls while the holder runs on the wall clock (contract numbers: core loop test)
+def assert_node_level_fulcrum(rig, t0: float, t1: float, label: str, errs: np.ndarray) -> None:
+    # The contract bounds (p99 < 1 mm, max < 2 mm) on the windows where the loop kept real time
+    # (tests/endoscope_rig.py judge_windows, reported); over all windows the loaded-box bounds, as
+    # tests/test_endoscope_holder.py: a stalled sim lags the holder, which runs on the wall clock
+    assert_contract_fulcrum(judge_windows(rig["client"], rig["port"], t0, t1, label))
     assert len(errs) > 50
     big = np.flatnonzero(errs > 3e-3)
     assert np.percentile(errs, 99) < 3e-3 and errs.max() < 6e-3, (
@@ -246,14 +258,14 @@ def test_head_yaw_pans_the_view_about_the_port(rig):
     c.deadman = True
     assert c.wait(lambda: c.mode == "HEAD_FOLLOW", 3.0), c.mode
     yaw = 12.0
-    left, down, errs, _ = follow_head_to(rig, base_R @ rot_z(np.radians(yaw)), R0)     # look left
+    left, down, errs, t0 = follow_head_to(rig, base_R @ rot_z(np.radians(yaw)), R0)    # look left
     print(f"\nHEAD_FOLLOW yaw {yaw:.1f} deg (pan gain {HEAD_PAN_GAIN}): view left {left:.2f} deg, "
           f"down {down:.2f} deg; fulcrum error p99 {np.percentile(errs, 99) * 1e3:.2f} mm, "
           f"max {errs.max() * 1e3:.2f} mm")
     assert abs(left - HEAD_PAN_GAIN * yaw) < 1.0
     assert abs(down) < 1.0
     assert c.mode == "HEAD_FOLLOW"
-    assert_node_level_fulcrum(errs)
+    assert_node_level_fulcrum(rig, t0, time.monotonic(), "HEAD_FOLLOW yaw", errs)
 
 
 def test_releasing_the_deadman_holds_the_view(rig):
@@ -292,7 +304,7 @@ def test_head_pitch_tilts_the_view_after_a_new_press(rig):
     series = [round(view_angles_deg(R0, R)[1], 2) for _, R in c.tips_since(t0)[::25]]
     assert abs(down - HEAD_TILT_GAIN * pitch) < 1.0, f"view down over time: {series}\n" + holder_log(rig)
     assert abs(left) < 1.0
-    assert_node_level_fulcrum(errs)
+    assert_node_level_fulcrum(rig, t0, time.monotonic(), "HEAD_FOLLOW pitch", errs)
 
 
 def send_bad_head(c, make_bad) -> tuple[float, float, int]:
@@ -489,7 +501,7 @@ def test_tool_follow_keeps_the_psm_tip_in_the_central_image(rig):
               f"states: {paused}")
         assert inside.mean() > 0.95, f"outside at frames {np.flatnonzero(~inside)[[0, -1]]} of {len(inside)}"
         assert static.mean() < 0.9
-        assert_node_level_fulcrum(errs)
+        assert_node_level_fulcrum(rig, follow_t0, t1, "TOOL_FOLLOW square", errs)
     finally:
         res = c.set_bool(c.follow_tool, False)
     assert res.success and c.mode == "HOLD", res.message

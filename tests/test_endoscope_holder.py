@@ -4,10 +4,10 @@ Everything goes through the contract: the holder reads `/g1/joint_states`
 and writes `/g1/arm_command`; this test drives it with `/endoscope/*`
 topics/services and judges it only by `/sim/ground_truth/*` (the sim's own
 scope tip and port), never by the holder's estimate.  The box is shared and
-loaded (rt/lowstate gaps of 100+ ms happen, see test_g1_bridge.py), so the
-holder's joint-state timeout and the bridge's staleness window are widened;
-the in-process loop (test_endoscope_holder_core.py) and bench/endoscope.py
-hold the tight numbers.
+loaded (rt/lowstate gaps of 100+ ms happen), so the holder's joint-state
+timeout and the bridge's staleness window are widened (measured reasons in
+tests/endoscope_rig.py); the contract's fulcrum bounds are asserted on the
+windows where the sim kept real time, and the excluded windows reported.
 """
 
 from __future__ import annotations
@@ -17,17 +17,24 @@ import time
 import numpy as np
 import pinocchio as pin
 import pytest
+from geometry_msgs.msg import PointStamped, PoseStamped
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Float64
+from std_srvs.srv import Trigger
 
 from surgbot import contract
+from tests.endoscope_rig import (
+    SLOW_VIEW,
+    HolderClient,
+    assert_contract_fulcrum,
+    judge_windows,
+    line_distance,
+    pose_of,
+    start_holder_engaged,
+    start_sim_and_bridge,
+)
 
-rclpy = pytest.importorskip("rclpy")
-from geometry_msgs.msg import PointStamped, PoseStamped  # noqa: E402
-from sensor_msgs.msg import JointState  # noqa: E402
-from std_msgs.msg import Float64  # noqa: E402
-from std_srvs.srv import Trigger  # noqa: E402
-
-from tests.endoscope_rig import (SLOW_VIEW, HolderClient, line_distance, pose_of,  # noqa: E402
-                                 start_holder_engaged, start_sim_and_bridge)
+pytestmark = pytest.mark.sim
 
 
 class Client(HolderClient):
@@ -52,7 +59,8 @@ class Client(HolderClient):
 def rig(module_processes):
     procs = module_processes
     c = Client()
-    start_sim_and_bridge(procs, c, "box_trainer", stale_after=0.3)
+    # overrides of the shipped files for the loaded box, each measured: see tests/endoscope_rig.py
+    start_sim_and_bridge(procs, c, "box_trainer", stale_after=0.3)      # rt/lowstate gaps up to 190 ms
     holder, port = start_holder_engaged(procs, c, ["joint_state_timeout_s:=0.5", *SLOW_VIEW])
     time.sleep(2.0)
     yield {"client": c, "port": port, "procs": procs, "holder": holder}
@@ -67,6 +75,7 @@ def test_holds_the_scope_in_the_port_and_publishes_the_contract(rig):
     errs = [line_distance(rig["port"], p, R) for p, R in c.tips_since(t0)]
     assert len(errs) > 50
     assert max(errs) < 1e-3
+    assert_contract_fulcrum(judge_windows(c, rig["port"], t0, time.monotonic(), "holder HOLD 3 s"))
     p_gt, R_gt = c.tip()
     p_cp, R_cp = pose_of(c.cp)
     assert c.cp.header.frame_id == "world"
@@ -92,15 +101,15 @@ def test_servo_cp_moves_the_view_about_the_port(rig):
     assert c.mode == "TELEOP"
     assert c.wait(lambda: c.mode == "HOLD", 5.0)          # 200 ms without a command
     time.sleep(0.5)
-    tips = c.tips_since(t0)
-    errs = np.array([line_distance(port, p, R) for p, R in tips])
+    judged = judge_windows(c, port, t0, time.monotonic(), "holder servo_cp 10+10 deg, +5 mm")
     p, R = c.tip()
     assert np.linalg.norm(p - p1) < 1e-3
     assert np.degrees(np.linalg.norm(pin.log3(R.T @ R1))) < 1.0
-    # Loaded-box bounds: the sim runs below real time with 100+ ms stalls while the holder
-    # runs on the wall clock; the contract numbers (p99 < 1 mm, max < 2 mm) are asserted in
-    # the deterministic in-process loop (test_endoscope_holder_core.py) and the bench.
-    assert np.percentile(errs, 99) < 3e-3 and errs.max() < 6e-3
+    # the contract bounds where the sim kept real time; in the windows where the loaded box
+    # stalled the sim (reported) the holder runs on the wall clock ahead of the arm, and only
+    # the loaded-box bound is asserted there
+    assert_contract_fulcrum(judged)
+    assert np.percentile(judged["all"], 99) < 3e-3 and judged["all"].max() < 6e-3
 
 
 def test_bad_commands_leave_the_arm_holding(rig):
@@ -135,8 +144,11 @@ def test_hold_recovers_from_a_joint_torque_disturbance(rig):
     time.sleep(0.5)
     # ... and again after it is gone
     assert c.wait(lambda: np.linalg.norm(c.tip()[0] - p0) < 0.15e-3, timeout=10.0)
-    errs = [line_distance(rig["port"], p, R) for p, R in c.tips_since(t0)]
-    assert max(errs) < 15e-3 and c.mode == "HOLD"
+    judged = judge_windows(c, rig["port"], t0, time.monotonic(), "holder HOLD, 3 + 2 Nm steps on and off")
+    # in-process the same steps give p99 0.36 mm, max 0.65 mm: the contract bounds apply where the
+    # sim kept real time; a stalled window (reported) may only stay below the FAULT threshold
+    assert_contract_fulcrum(judged)
+    assert judged["all"].max() < 15e-3 and c.mode == "HOLD"
 
 
 def test_set_fulcrum_captures_the_port(rig):

@@ -10,13 +10,16 @@ delay.  Every number asserted is ground truth from MuJoCo (site poses, the
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import pinocchio as pin
+import pytest
 
 from surgbot.bench.endoscope import ArmLoop
 from surgbot.control.endoscope_holder import HEAD_FOLLOW, HOLD, TELEOP, TOOL_FOLLOW, HolderConfig
 from surgbot.control.pivot import PivotConfig
 from surgbot.kinematics.g1_arm import RIGHT_ARM_JOINTS, WAIST_JOINTS
+
+# in-process MuJoCo loops over minutes of simulated time: not `unit` (seconds)
+pytestmark = pytest.mark.sim
 
 ARM_JOINTS = list(RIGHT_ARM_JOINTS)
 
@@ -55,7 +58,7 @@ def test_hold_removes_gravity_sag_without_bridge_feedforward():
     p0, _ = loop.tip()
     loop.core.set_hold(True)
     dev = []
-    loop.run(4.0, lambda l: dev.append(np.linalg.norm(l.tip()[0] - p0)))
+    loop.run(4.0, lambda lp: dev.append(np.linalg.norm(lp.tip()[0] - p0)))
     dev = np.array(dev) * 1e3
     assert dev.max() > 2.0                 # the sag is real (mm)
     assert dev[-250:].max() < 0.3          # and gone after 3.5 s
@@ -102,8 +105,8 @@ def test_view_sequence_keeps_fulcrum_and_reaches_targets(scene):
         target, reasons = c.ik.move_view(v0, np.radians(move[0]), np.radians(move[1]), move[2], np.radians(move[3]))
         assert reasons == []
         p, q = target.tip_position(port), quat(target.rotation)
-        loop.run(3.0, lambda l: (l.core.servo_cp(p, q, "world", l.t), ferr.append(l.fulcrum_error())))
-        loop.run(0.3, lambda l: ferr.append(l.fulcrum_error()))
+        loop.run(3.0, lambda lp, p=p, q=q: (lp.core.servo_cp(p, q, "world", lp.t), ferr.append(lp.fulcrum_error())))
+        loop.run(0.3, lambda lp: ferr.append(lp.fulcrum_error()))
         tip, R = loop.tip()
         assert np.linalg.norm(tip - p) < 1e-3, move
         assert np.degrees(np.linalg.norm(pin.log3(R.T @ target.rotation))) < 1.0, move
@@ -123,11 +126,11 @@ def test_teleop_tremor_suppressed_and_deliberate_motion_passes():
     q0 = quat(R0)
     P = []
 
-    def still(l):
-        if int(round(l.t * 500)) % 5 == 0:   # 100 Hz command stream
-            tremor = 0.002 * np.sin(2 * np.pi * 8.0 * l.t)
-            l.core.servo_cp(p_still + tremor * x_axis, q0, "world", l.t)
-        P.append(l.tip()[0])
+    def still(lp):
+        if int(round(lp.t * 500)) % 5 == 0:   # 100 Hz command stream
+            tremor = 0.002 * np.sin(2 * np.pi * 8.0 * lp.t)
+            lp.core.servo_cp(p_still + tremor * x_axis, q0, "world", lp.t)
+        P.append(lp.tip()[0])
 
     loop.run(1.0, still)
     P.clear()
@@ -142,13 +145,13 @@ def test_teleop_tremor_suppressed_and_deliberate_motion_passes():
     t0 = loop.t
     cmd, meas = [], []
 
-    def wave(l):
-        s = amp * np.sin(2 * np.pi * 0.5 * (l.t - t0))
+    def wave(lp):
+        s = amp * np.sin(2 * np.pi * 0.5 * (lp.t - t0))
         v, _ = c.ik.move_view(v0, 0.0, s, 0.0, 0.0)
-        if int(round(l.t * 500)) % 5 == 0:
-            tremor = 0.002 * np.sin(2 * np.pi * 8.0 * l.t)
-            l.core.servo_cp(v.tip_position(loop.port) + tremor * x_axis, quat(v.rotation), "world", l.t)
-        _, R = l.tip()
+        if int(round(lp.t * 500)) % 5 == 0:
+            tremor = 0.002 * np.sin(2 * np.pi * 8.0 * lp.t)
+            lp.core.servo_cp(v.tip_position(loop.port) + tremor * x_axis, quat(v.rotation), "world", lp.t)
+        _, R = lp.tip()
         cmd.append(s)
         meas.append(np.arctan2(np.dot(R[:, 2], x_axis), np.dot(R[:, 2], R0[:, 2])))
 
@@ -165,7 +168,7 @@ def test_servo_cv_pans_about_the_fulcrum_and_times_out_to_hold():
     loop = held(make_loop())
     c = loop.core
     _, R0 = loop.tip()
-    loop.run(1.0, lambda l: l.core.servo_cv([0, 0, 0], [0.0, 0.1, 0.0], "endoscope_tip", l.t))
+    loop.run(1.0, lambda lp: lp.core.servo_cv([0, 0, 0], [0.0, 0.1, 0.0], "endoscope_tip", lp.t))
     assert c.mode == TELEOP
     loop.run(0.15)
     assert c.mode == TELEOP
@@ -226,7 +229,7 @@ def test_head_follow_pans_with_the_deadman_held():
     _, R0 = loop.tip()
     yaw = np.radians(10.0)
     qz = [0, 0, np.sin(yaw / 2), np.cos(yaw / 2)]
-    loop.run(2.0, lambda l: l.core.head(head_p, qz, "world", l.t))
+    loop.run(2.0, lambda lp: lp.core.head(head_p, qz, "world", lp.t))
     _, R1 = loop.tip()
     assert abs(line_angle(R0, R1) - 10.0) < 0.5
     # head turned left -> the view moved left: the new axis has a negative component on the old image x
@@ -250,15 +253,15 @@ def test_tool_follow_keeps_the_tool_in_the_central_image():
     assert ok and c.mode == TOOL_FOLLOW
     inside, ferr = [], []
 
-    def each(l):
-        s = (l.t - t0) / 5.0
+    def each(lp):
+        s = (lp.t - t0) / 5.0
         k = int(s) % 4
         a = s - int(s)
         tool = corners[k] + a * (corners[(k + 1) % 4] - corners[k])
-        l.core.psm_tip(tool, "PSM1_base", l.t)
-        ferr.append(l.fulcrum_error())
-        if int(round(l.t * 500)) % 17 == 0:       # ~30 Hz "frames"
-            d = l.data
+        lp.core.psm_tip(tool, "PSM1_base", lp.t)
+        ferr.append(lp.fulcrum_error())
+        if int(round(lp.t * 500)) % 17 == 0:       # ~30 Hz "frames"
+            d = lp.data
             pc = d.cam_xmat[cam].reshape(3, 3).T @ (tool - d.cam_xpos[cam])   # MuJoCo camera: looks along -z
             u, v = 160 + fy * pc[0] / -pc[2], 120 - fy * pc[1] / -pc[2]
             inside.append(pc[2] < 0 and abs(u - 160) < 80 and abs(v - 120) < 60)
@@ -280,9 +283,9 @@ def test_hold_is_stable_with_a_slow_link():
     c = loop.core
     target, _ = c.ik.move_view(c.setpoint.copy(), np.radians(10), np.radians(10), 0.005, 0.0)
     p, q = target.tip_position(loop.port), quat(target.rotation)
-    loop.run(3.0, lambda l: l.core.servo_cp(p, q, "world", l.t))
+    loop.run(3.0, lambda lp: lp.core.servo_cp(p, q, "world", lp.t))
     P, ferr = [], []
-    loop.run(3.0, lambda l: (P.append(l.tip()[0]), ferr.append(l.fulcrum_error())))
+    loop.run(3.0, lambda lp: (P.append(lp.tip()[0]), ferr.append(lp.fulcrum_error())))
     P = np.array(P)
     assert c.mode == HOLD
     assert np.ptp(P[-500:], axis=0).max() < 0.03e-3          # still over the last second

@@ -17,14 +17,15 @@ import time
 
 import numpy as np
 import pytest
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from sensor_msgs.msg import Imu, JointState
+from std_srvs.srv import Trigger
 
 from surgbot import contract
 from tests.conftest import PYTHON, REPO
 
-rclpy = pytest.importorskip("rclpy")
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
-from sensor_msgs.msg import Imu, JointState  # noqa: E402
-from std_srvs.srv import Trigger  # noqa: E402
+pytestmark = pytest.mark.sim
 
 G1_DOMAIN = int(os.environ["SURGBOT_G1_DOMAIN"])
 # The contract's 50 ms watchdog is exercised exactly in test_g1_bridge_core.py.
@@ -148,6 +149,7 @@ class TickRecorder:
 
     def __init__(self):
         from unitree_sdk2py.idl.unitree_hg.msg.dds_ import LowState_
+
         from surgbot.hw import unitree
         unitree.init_channel(G1_DOMAIN, "lo")
         self.lock = threading.Lock()

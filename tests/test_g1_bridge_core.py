@@ -9,8 +9,19 @@ import numpy as np
 import pytest
 
 from surgbot import contract
-from surgbot.control.g1_bridge import (G1_MJCF, N_UPPER, UPPER, UPPER_LIMITS_TABLE, UPPER_NAMES,
-                                       G1BridgeCore, GravityModel, State, joint_limits_from_mjcf)
+from surgbot.control.g1_bridge import (
+    G1_MJCF,
+    N_UPPER,
+    UPPER,
+    UPPER_LIMITS_TABLE,
+    UPPER_NAMES,
+    G1BridgeCore,
+    GravityModel,
+    State,
+    joint_limits_from_mjcf,
+)
+
+pytestmark = pytest.mark.unit
 
 DT = 0.002
 
@@ -241,8 +252,10 @@ def test_gravity_model_matches_subtree_statics():
 
 def test_config_file_gains_are_the_core_defaults():
     """config/g1_bridge.yaml and DEFAULT_KP/KD are one set of gains (the holder sizes its integrator by them)."""
-    import yaml
     from pathlib import Path
+
+    import yaml
+
     from surgbot.control.g1_bridge import DEFAULT_KD, DEFAULT_KP
     path = Path(__file__).resolve().parents[1] / "config" / "g1_bridge.yaml"
     params = yaml.safe_load(path.read_text())["g1_bridge"]["ros__parameters"]

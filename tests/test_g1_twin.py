@@ -20,6 +20,8 @@ from surgbot import contract
 from surgbot.hw import unitree
 from tests.conftest import PYTHON
 
+pytestmark = pytest.mark.sim
+
 G1_DOMAIN = int(os.environ["SURGBOT_G1_DOMAIN"])
 N = contract.G1_NUM_JOINTS
 

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import mujoco
 import numpy as np
+import pinocchio as pin
 import pytest
 
-from surgbot.sim.scene import G1_XML, INSERTION_DEPTH, STAND_POSTURE, build_model, reset_to_stand, task_bodies
 from surgbot.contract import G1_JOINT_NAMES, SCENES
+from surgbot.sim.scene import G1_XML, INSERTION_DEPTH, STAND_POSTURE, build_model, reset_to_stand, task_bodies
+
+pytestmark = pytest.mark.unit
 
 # FACTS.md: "At q=0, pelvis frame" (left arm; the right arm mirrors y).
 FACTS_Q0_LEFT = {
@@ -143,7 +146,6 @@ def test_endoscope_geometry_and_frames(g1):
 
 
 def test_g1_loads_in_pinocchio_with_the_same_kinematics(g1):
-    pin = pytest.importorskip("pinocchio")
     model, data = g1
     pm = pin.buildModelFromMJCF(str(G1_XML))
     pd = pm.createData()

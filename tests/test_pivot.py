@@ -16,6 +16,8 @@ import pytest
 from surgbot.control.pivot import PivotConfig, PivotIK, rotation_aligning
 from surgbot.kinematics.g1_arm import DEFAULT_MJCF, RIGHT_ARM_JOINTS, WAIST_JOINTS, G1ScopeArm
 
+pytestmark = pytest.mark.unit
+
 # A 7-DoF right arm from FACTS.md offsets with the scope in a fixed child body
 # of a fixed body, under a root body with a non-zero pos: the layout on which
 # pin 4.1's MJCF parser misplaces frames (G1ScopeArm must repair it).
@@ -59,7 +61,7 @@ STAND = {"right_shoulder_pitch_joint": -0.4, "right_shoulder_roll_joint": -0.15,
 def mj_site(mj, md, arm: G1ScopeArm, q: np.ndarray, site: str = "endoscope_tip"):
     """MuJoCo's own pose of a site with the arm joints at q (others at qpos0)."""
     md.qpos[:] = mj.qpos0
-    for n, v in zip(arm.joint_names, q):
+    for n, v in zip(arm.joint_names, q, strict=True):
         md.qpos[mj.jnt_qposadr[mj.joint(n).id]] = v
     mujoco.mj_kinematics(mj, md)
     s = mj.site(site).id

@@ -17,7 +17,7 @@ import time
 import numpy as np
 import pytest
 
-rclpy = pytest.importorskip("rclpy")
+import rclpy  # noqa: E402 - required: a missing rclpy is an error, never a skip
 
 from tests.conftest import PYTHON  # noqa: E402
 from surgbot.contract import PSM_JOINT_NAMES  # noqa: E402

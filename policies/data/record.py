@@ -15,8 +15,8 @@ from pathlib import Path
 import gymnasium as gym
 from tqdm import tqdm
 
-from surgbot.policies.data.dataset import DatasetSession
 from surgbot.errors import CliError
+from surgbot.policies.data.dataset import DatasetSession
 from surgbot.sim.envs import ENV_IDS
 from surgbot.sim.envs.experts import make_expert, run_episode
 

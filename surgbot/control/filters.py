@@ -12,8 +12,11 @@ signal, preallocated, so one update costs a few small numpy operations.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
+
+Section = tuple[np.ndarray, np.ndarray]      # (b, a) of one biquad
 
 
 def notch_biquad(f0: float, q: float, fs: float) -> tuple[np.ndarray, np.ndarray]:
@@ -36,7 +39,7 @@ def lowpass_biquad(fc: float, fs: float, q: float = 1 / math.sqrt(2)) -> tuple[n
     return b / a[0], a / a[0]
 
 
-def frequency_response(sections, f: np.ndarray, fs: float) -> np.ndarray:
+def frequency_response(sections: Sequence[Section], f: np.ndarray, fs: float) -> np.ndarray:
     """Complex response of a biquad cascade at frequencies f (Hz)."""
     z = np.exp(-1j * 2 * np.pi * np.asarray(f, float) / fs)
     h = np.ones_like(z)
@@ -45,7 +48,7 @@ def frequency_response(sections, f: np.ndarray, fs: float) -> np.ndarray:
     return h
 
 
-def cascade_state_space(sections) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+def cascade_state_space(sections: Sequence[Section]) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
     """(A, B, C, D) of a biquad cascade (DF-II transposed states, 2 per section)."""
     n = 2 * len(sections)
     A = np.zeros((n, n))
@@ -78,7 +81,7 @@ class BiquadCascade:
     below) instead of a Python loop over sections.
     """
 
-    def __init__(self, sections, dim: int):
+    def __init__(self, sections: Sequence[Section], dim: int):
         self.sections = [(np.asarray(b, float), np.asarray(a, float)) for b, a in sections]
         self.dim = dim
         self.A, self.B, self.C, self.D = cascade_state_space(self.sections)
@@ -110,8 +113,8 @@ class BiquadCascade:
         return z[0]
 
 
-def tremor_sections(fs: float, notches=((6.5, 1.5), (8.5, 1.5), (11.5, 1.5)), lowpass_hz: float = 40.0):
-    """The default tremor filter: notches across 6-12 Hz plus a low-pass above the band."""
+def tremor_sections(fs: float, notches: Sequence[tuple[float, float]], lowpass_hz: float) -> list[Section]:
+    """Tremor filter sections: a notch per (centre Hz, quality), plus a low-pass above the band."""
     secs = [notch_biquad(f0, q, fs) for f0, q in notches]
     if lowpass_hz and lowpass_hz < fs / 2:
         secs.append(lowpass_biquad(lowpass_hz, fs))
@@ -121,8 +124,7 @@ def tremor_sections(fs: float, notches=((6.5, 1.5), (8.5, 1.5), (11.5, 1.5)), lo
 class TremorFilter(BiquadCascade):
     """Suppresses 6-12 Hz content of a command signal sampled at `fs` Hz."""
 
-    def __init__(self, dim: int, fs: float, notches=((6.5, 1.5), (8.5, 1.5), (11.5, 1.5)),
-                 lowpass_hz: float = 40.0):
+    def __init__(self, dim: int, fs: float, notches: Sequence[tuple[float, float]], lowpass_hz: float):
         super().__init__(tremor_sections(fs, notches, lowpass_hz), dim)
         self.fs = fs
 

@@ -25,15 +25,19 @@ node's 500 Hz timer and is steppable in a test without threads.
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
-from typing import Callable, Sequence
 
+import mujoco
 import numpy as np
 
 from surgbot import area_path, contract
+from surgbot.config import param
+from surgbot.results import Result
 
 UPPER = tuple(contract.G1_UPPER_BODY)                     # indices 12..28
 UPPER_NAMES = tuple(contract.G1_JOINT_NAMES[i] for i in UPPER)
@@ -71,7 +75,7 @@ DEFAULT_KP = np.array([200, 200, 200] + ARM_KP + SCOPE_ARM_KP, dtype=float)
 DEFAULT_KD = np.array([5, 5, 5] + ARM_KD + SCOPE_ARM_KD, dtype=float)
 
 
-class State(str, Enum):
+class State(StrEnum):
     IDLE = "IDLE"            # not streaming, robot in its own standing control (weight 0)
     ENGAGING = "ENGAGING"    # weight ramping up
     ENGAGED = "ENGAGED"      # weight 1, following commands
@@ -94,18 +98,42 @@ class ArmSdkCommand:
     weight: float
 
 
-@dataclass
-class Result:
-    ok: bool
-    reason: str = ""
+@dataclass(frozen=True)
+class G1BridgeConfig:
+    """Target shaping and safety of the bridge core (ROS parameters of the g1_bridge node)."""
 
-    def __bool__(self) -> bool:
-        return self.ok
+    kp: tuple[float, ...] = param(tuple(DEFAULT_KP.tolist()), "arm_sdk kp per upper-body joint (17, contract order)")
+    kd: tuple[float, ...] = param(tuple(DEFAULT_KD.tolist()), "arm_sdk kd per upper-body joint (17, contract order)")
+    max_velocity: float = param(0.5, "rad/s, every target moves toward its goal at most this fast (Unitree's "
+                                     "arm_sdk example figure)", lo=1e-6)
+    ramp_time: float = param(2.0, "s, engage 0 -> 1 and release 1 -> 0 weight ramps", lo=1e-6)
+    stale_after: float = param(0.05, "s, rt/lowstate older than this while streaming -> FAULT (contract "
+                                     "section 8)", lo=1e-6)
+    rate_hz: float = param(contract.G1_LOWSTATE_HZ, "Hz, rt/arm_sdk stream while engaged", lo=1.0)
+    command_timeout: float = param(0.1, "s a command's velocity feed-forward applies", lo=0.0)
+    release_on_shutdown: bool = param(False, "true: shutdown ramps the weight to 0 (drops the arm); false: "
+                                             "the robot holds the last targets (the scope stays put)")
+
+    def __post_init__(self):
+        for name in ("kp", "kd"):
+            v = tuple(float(x) for x in getattr(self, name))
+            object.__setattr__(self, name, v)
+            if len(v) != N_UPPER or not all(math.isfinite(x) and x >= 0 for x in v):
+                raise ValueError(f"{name} must be {N_UPPER} finite gains >= 0 (upper-body contract order)")
+        for name in ("max_velocity", "ramp_time", "stale_after", "rate_hz"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if not self.command_timeout >= 0:
+            raise ValueError(f"command_timeout must be >= 0, got {self.command_timeout}")
+
+    @property
+    def dt(self) -> float:
+        """s, one stream period."""
+        return 1.0 / self.rate_hz
 
 
 def joint_limits_from_mjcf(path: Path | str = G1_MJCF) -> np.ndarray:
     """(17, 2) position limits of the upper-body joints, read with MuJoCo."""
-    import mujoco
     m = mujoco.MjModel.from_xml_path(str(path))
     return np.array([m.jnt_range[m.joint(n).id] for n in UPPER_NAMES], dtype=float)
 
@@ -113,7 +141,7 @@ def joint_limits_from_mjcf(path: Path | str = G1_MJCF) -> np.ndarray:
 def upper_limits() -> np.ndarray:
     try:
         return joint_limits_from_mjcf()
-    except Exception:  # noqa: BLE001 - no MJCF installed: the generated table
+    except (OSError, ValueError):     # no MJCF installed (MuJoCo raises ValueError): the generated table
         return UPPER_LIMITS_TABLE.copy()
 
 
@@ -125,7 +153,6 @@ class GravityModel:
     """
 
     def __init__(self, path: Path | str = G1_MJCF):
-        import mujoco
         self._mj = mujoco
         self.model = mujoco.MjModel.from_xml_path(str(path))
         self.model.opt.disableflags |= int(mujoco.mjtDisableBit.mjDSBL_CONSTRAINT)
@@ -172,26 +199,23 @@ class Counters:
 class G1BridgeCore:
     """State machine + target shaping for rt/arm_sdk (see module doc)."""
 
-    def __init__(self, limits: np.ndarray | None = None, kp: Sequence[float] | None = None,
-                 kd: Sequence[float] | None = None, max_velocity: float = 0.5, ramp_time: float = 2.0,
-                 stale_after: float = 0.05, dt: float = 0.002, command_timeout: float = 0.1,
-                 gravity: Callable[[np.ndarray, Sequence[float] | None], np.ndarray] | None = None,
-                 release_on_shutdown: bool = False):
+    def __init__(self, config: G1BridgeConfig | None = None, *, limits: np.ndarray | None = None,
+                 gravity: Callable[[np.ndarray, Sequence[float] | None], np.ndarray] | None = None, **overrides):
+        """`overrides` replace fields of `config` (e.g. `release_on_shutdown=True` in a test)."""
+        cfg = dataclasses.replace(config or G1BridgeConfig(), **overrides)
+        self.config = cfg
         self.limits = np.asarray(limits if limits is not None else upper_limits(), dtype=float)
-        self.kp = np.asarray(kp if kp is not None else DEFAULT_KP, dtype=float)
-        self.kd = np.asarray(kd if kd is not None else DEFAULT_KD, dtype=float)
-        for name, arr in (("limits", self.limits), ("kp", self.kp), ("kd", self.kd)):
-            if arr.shape[0] != N_UPPER or not np.all(np.isfinite(arr)):
-                raise ValueError(f"{name} must have {N_UPPER} finite rows, got shape {arr.shape}")
-        if max_velocity <= 0 or ramp_time <= 0 or stale_after <= 0 or dt <= 0:
-            raise ValueError("max_velocity, ramp_time, stale_after and dt must be > 0")
-        self.max_velocity = float(max_velocity)
-        self.ramp_time = float(ramp_time)
-        self.stale_after = float(stale_after)
-        self.dt = float(dt)
-        self.command_timeout = float(command_timeout)
+        if self.limits.shape != (N_UPPER, 2) or not np.all(np.isfinite(self.limits)):
+            raise ValueError(f"limits must be ({N_UPPER}, 2) finite, got shape {self.limits.shape}")
+        self.kp = np.asarray(cfg.kp, dtype=float)
+        self.kd = np.asarray(cfg.kd, dtype=float)
+        self.max_velocity = cfg.max_velocity
+        self.ramp_time = cfg.ramp_time
+        self.stale_after = cfg.stale_after
+        self.dt = cfg.dt
+        self.command_timeout = cfg.command_timeout
         self.gravity = gravity
-        self.release_on_shutdown = bool(release_on_shutdown)
+        self.release_on_shutdown = cfg.release_on_shutdown
 
         self.state = State.IDLE
         self.reason = "waiting for rt/lowstate"
@@ -211,18 +235,18 @@ class G1BridgeCore:
         dq = np.asarray(dq29, dtype=float)
         if q.shape != (contract.G1_NUM_JOINTS,) or dq.shape != q.shape:
             self.counters.lowstate_rejected += 1
-            return Result(False, f"lowstate needs {contract.G1_NUM_JOINTS} q and dq")
+            return Result.failure(f"lowstate needs {contract.G1_NUM_JOINTS} q and dq")
         if not (np.all(np.isfinite(q)) and np.all(np.isfinite(dq))):
             self.counters.lowstate_rejected += 1
-            return Result(False, "lowstate has non-finite values")
+            return Result.failure("lowstate has non-finite values")
         prev = self._lowstate
         if prev is not None and int(tick) == prev.tick:
             # A repeated tick is not news: the robot's clock did not move.
-            return Result(False, "lowstate tick did not advance")
+            return Result.failure("lowstate tick did not advance")
         self._lowstate = _Lowstate(q.copy(), dq.copy(), int(tick), float(t_recv),
                                    None if quat_wxyz is None else np.asarray(quat_wxyz, dtype=float))
         self.counters.lowstate_received += 1
-        return Result(True)
+        return Result.success()
 
     def lowstate_age(self, now: float) -> float:
         return math.inf if self._lowstate is None else max(0.0, now - self._lowstate.t_recv)
@@ -237,52 +261,53 @@ class G1BridgeCore:
         if not res.ok:
             self.counters.commands_rejected += 1
             return res
-        idx, pos, vel = res.reason
+        idx, pos, vel = res.value
         self.goal[idx] = pos
         if vel is not None:
             self._ff_velocity[:] = 0.0
             self._ff_velocity[idx] = np.clip(vel, -self.max_velocity, self.max_velocity)
             self._ff_until = now + self.command_timeout
         self.counters.commands_accepted += 1
-        return Result(True)
+        return Result.success()
 
-    def _check_command(self, names, positions, velocities):
+    def _check_command(self, names: list[str], positions: Sequence[float],
+                       velocities: Sequence[float] | None) -> Result:
         try:
             pos = np.asarray(list(positions), dtype=float)
             vel = None if velocities is None or len(velocities) == 0 else np.asarray(list(velocities), dtype=float)
         except (TypeError, ValueError):
-            return Result(False, "positions/velocities must be numbers")
+            return Result.failure("positions/velocities must be numbers")
         if len(names) == 0:
-            return Result(False, "empty command: no joint names")
+            return Result.failure("empty command: no joint names")
         if pos.shape != (len(names),):
-            return Result(False, f"{len(names)} names but {pos.size} positions")
+            return Result.failure(f"{len(names)} names but {pos.size} positions")
         if vel is not None and vel.shape != (len(names),):
-            return Result(False, f"{len(names)} names but {vel.size} velocities")
+            return Result.failure(f"{len(names)} names but {vel.size} velocities")
         if len(set(names)) != len(names):
-            return Result(False, "duplicate joint names")
+            return Result.failure("duplicate joint names")
         lower = [n for n in names if n in contract.G1_INDEX and n not in UPPER_INDEX]
         if lower:
-            return Result(False, f"not upper-body joints (arm_sdk drives indices 12..28 only): {lower}")
+            return Result.failure(f"not upper-body joints (arm_sdk drives indices 12..28 only): {lower}")
         unknown = [n for n in names if n not in UPPER_INDEX]
         if unknown:
-            return Result(False, f"unknown joint names: {unknown}")
+            return Result.failure(f"unknown joint names: {unknown}")
         if not np.all(np.isfinite(pos)) or (vel is not None and not np.all(np.isfinite(vel))):
-            return Result(False, "non-finite position or velocity")
+            return Result.failure("non-finite position or velocity")
         idx = np.array([UPPER_INDEX[n] for n in names])
         lo, hi = self.limits[idx, 0], self.limits[idx, 1]
         bad = [f"{n}={p:.4f} not in [{a:.4f}, {b:.4f}]"
-               for n, p, a, b in zip(names, pos, lo, hi) if not a <= p <= b]
+               for n, p, a, b in zip(names, pos, lo, hi, strict=True) if not a <= p <= b]
         if bad:
-            return Result(False, "target outside joint limits: " + "; ".join(bad))
+            return Result.failure("target outside joint limits: " + "; ".join(bad))
         if self.state not in (State.ENGAGING, State.ENGAGED):
-            return Result(False, f"not engaged (state {self.state.value}): call /g1/engage first")
-        return Result(True, (idx, pos, vel))  # type: ignore[arg-type]
+            return Result.failure(f"not engaged (state {self.state.value}): call /g1/engage first")
+        return Result.success((idx, pos, vel))
 
     def engage(self, now: float) -> Result:
         if self.lowstate_age(now) > self.stale_after:
-            return Result(False, f"no fresh rt/lowstate (age {self.lowstate_age(now) * 1e3:.0f} ms)")
+            return Result.failure(f"no fresh rt/lowstate (age {self.lowstate_age(now) * 1e3:.0f} ms)")
         if self.state in (State.ENGAGING, State.ENGAGED):
-            return Result(True, f"already {self.state.value}")
+            return Result.success(self.state, f"already {self.state.value}")
         if self.state in (State.IDLE, State.FAULT):
             # Start where the arm is; after a FAULT the robot still holds the
             # weight last sent, so the ramp continues from there.
@@ -293,27 +318,27 @@ class G1BridgeCore:
         self.state = State.ENGAGING if self.weight < 1.0 else State.ENGAGED
         self.reason = "engage requested"
         self._last_step = None
-        return Result(True, f"engaging from weight {self.weight:.3f}")
+        return Result.success(self.state, f"engaging from weight {self.weight:.3f}")
 
     def release(self, now: float) -> Result:
         if self.state in (State.IDLE,):
-            return Result(True, "already released")
+            return Result.success(self.state, "already released")
         if self.state == State.FAULT:
-            return Result(False, "FAULT: no fresh rt/lowstate, cannot stream the release ramp")
+            return Result.failure("FAULT: no fresh rt/lowstate, cannot stream the release ramp")
         self.state = State.RELEASING
         self.reason = "release requested"
         self.goal = self.target.copy()   # hold where we are while the weight goes down
         self._ff_until = -math.inf
-        return Result(True, f"releasing from weight {self.weight:.3f}")
+        return Result.success(self.state, f"releasing from weight {self.weight:.3f}")
 
     def shutdown(self, now: float) -> Result:
         """What to do at node shutdown: ok=True means 'run the release ramp first'."""
         if self.state not in STREAMING:
-            return Result(False, f"not streaming ({self.state.value}): nothing to do")
+            return Result.failure(f"not streaming ({self.state.value}): nothing to do")
         if self.release_on_shutdown:
             self.release(now)
-            return Result(True, "release_on_shutdown: ramping the weight to 0 before exit")
-        return Result(False, f"shutdown while {self.state.value} (weight {self.weight:.3f}): streaming stops and "
+            return Result.success(self.state, "release_on_shutdown: ramping the weight to 0 before exit")
+        return Result.failure(f"shutdown while {self.state.value} (weight {self.weight:.3f}): streaming stops and "
                              "the robot holds the last arm_sdk targets; release_on_shutdown is false, "
                              "so the scope is not dropped")
 

@@ -22,31 +22,74 @@ rises smoothly with the smallest singular value (slows down, never jumps).
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import eigenpy
 import numpy as np
 import pinocchio as pin
 
+from surgbot.config import param
 from surgbot.kinematics.g1_arm import G1ScopeArm
 
 
-@dataclass
+@dataclass(frozen=True)
 class PivotConfig:
-    k_fulcrum: float = 60.0          # 1/s, lateral fulcrum error convergence
-    k_view: float = 30.0             # 1/s, view error convergence
-    k_posture: float = 0.5           # 1/s, pull to the posture in the remaining null space
-    max_view_rate: float = 1.0       # cap on the view task's commanded rate (rad/s; insertion / depth_scale)
-    max_fulcrum_rate: float = 0.05   # m/s cap on the lateral correction
-    depth_scale: float = 0.1         # m: insertion row divided by this (rad-comparable units)
-    sigma_singular: float = 0.08     # below this smallest singular value, damping rises
-    lambda_max: float = 0.1         # damping at a full singularity
-    limit_margin: float = 0.03       # rad kept from each joint limit
-    max_joint_speed: float = 1.0     # rad/s, cap on every joint (also below the hardware cap)
-    depth_range: tuple = (0.02, 0.15)    # m, allowed insertion depth (fulcrum to tip)
-    max_angle_from_axis_deg: float = 60.0  # pan/tilt cone around the port axis
-    active_joints: tuple | None = None     # names the solver may move (default: right arm)
-    joint_weights: dict = field(default_factory=dict)  # name -> weight (< 1: moved less, e.g. waist)
+    """Gains and limits of the pivot IK (ROS parameters `pivot.*` of the endoscope holder)."""
+
+    k_fulcrum: float = param(60.0, "1/s, lateral fulcrum error convergence", lo=0.0)
+    k_view: float = param(30.0, "1/s, view error convergence", lo=0.0)
+    k_posture: float = param(0.5, "1/s, pull to the posture in the remaining null space", lo=0.0)
+    max_view_rate: float = param(1.0, "cap on the view task's commanded rate, rad/s (insertion: / depth_scale)",
+                                 lo=0.0)
+    max_fulcrum_rate: float = param(0.05, "m/s, cap on the lateral fulcrum correction", lo=0.0)
+    depth_scale: float = param(0.1, "m, the insertion row is divided by this (rad-comparable units)", lo=1e-6)
+    sigma_singular: float = param(0.08, "below this smallest singular value of the view task, damping rises",
+                                  lo=1e-9)
+    lambda_max: float = param(0.1, "damped least-squares damping at a full singularity", lo=0.0)
+    limit_margin: float = param(0.03, "rad kept from each joint limit", lo=0.0)
+    max_joint_speed: float = param(1.0, "rad/s, cap on every joint (also below the hardware cap)", lo=1e-6)
+    depth_range: tuple[float, ...] = param((0.02, 0.15), "m, allowed insertion depth (fulcrum to tip): [min, max]")
+    max_angle_from_axis_deg: float = param(60.0, "deg, pan/tilt cone around the port axis", lo=0.0, hi=180.0)
+    active_joints: tuple[str, ...] | None = param(None, "joint names the solver may move (unset: the right arm)")
+    joint_weights: tuple[float, ...] | None = param(
+        None, "weight per active joint, in active_joints order (< 1: moved less, e.g. the waist); unset: all 1")
+
+    def __post_init__(self):
+        for name in ("depth_range", "active_joints", "joint_weights"):
+            v = getattr(self, name)
+            if isinstance(v, list):
+                object.__setattr__(self, name, tuple(v))
+        if isinstance(self.joint_weights, Mapping):
+            # by name, for callers that build a config in code: stored in active_joints order
+            if self.active_joints is None:
+                raise ValueError("pivot.joint_weights by name needs pivot.active_joints")
+            unknown = sorted(set(self.joint_weights) - set(self.active_joints))
+            if unknown:
+                raise ValueError(f"pivot.joint_weights: {unknown} are not active joints")
+            object.__setattr__(self, "joint_weights",
+                               tuple(float(self.joint_weights.get(n, 1.0)) for n in self.active_joints))
+        lo, hi = (self.depth_range + (math.nan, math.nan))[:2]
+        if len(self.depth_range) != 2 or not 0.0 <= lo < hi:
+            raise ValueError(f"pivot.depth_range must be [min, max] with 0 <= min < max m, got {self.depth_range}")
+        if self.joint_weights is not None:
+            if self.active_joints is None or len(self.joint_weights) != len(self.active_joints):
+                raise ValueError("pivot.joint_weights needs one weight per pivot.active_joints entry")
+            if not all(w > 0 and math.isfinite(w) for w in self.joint_weights):
+                raise ValueError("pivot.joint_weights must be finite and > 0")
+        for name in ("k_fulcrum", "k_view", "k_posture", "max_view_rate", "max_fulcrum_rate", "lambda_max",
+                     "limit_margin"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"pivot.{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("depth_scale", "sigma_singular", "max_joint_speed"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"pivot.{name} must be > 0, got {getattr(self, name)}")
+
+    def weight(self, joint: str) -> float:
+        """The solver weight of `joint` (1 unless set)."""
+        if self.joint_weights is None or self.active_joints is None or joint not in self.active_joints:
+            return 1.0
+        return self.joint_weights[self.active_joints.index(joint)]
 
 
 _THIN_UV = int(eigenpy.DecompositionOptions.ComputeThinU) | int(eigenpy.DecompositionOptions.ComputeThinV)
@@ -91,7 +134,7 @@ class View:
     def tip_position(self, fulcrum: np.ndarray) -> np.ndarray:
         return fulcrum + self.depth * self.rotation[:, 2]
 
-    def copy(self) -> "View":
+    def copy(self) -> View:
         return View(self.rotation.copy(), float(self.depth))
 
 
@@ -126,7 +169,7 @@ class PivotIK:
         self.n = n
         names = self.config.active_joints or tuple(arm.joint_names[i] for i in arm.arm_idx)
         self.active = np.array([nm in names for nm in arm.joint_names])
-        self.weights = np.array([float(self.config.joint_weights.get(nm, 1.0)) for nm in arm.joint_names])
+        self.weights = np.array([self.config.weight(nm) for nm in arm.joint_names])
         self.lower = arm.limits.lower + self.config.limit_margin
         self.upper = arm.limits.upper - self.config.limit_margin
         self.vmax = np.minimum(arm.limits.velocity, self.config.max_joint_speed)
@@ -184,7 +227,8 @@ class PivotIK:
                 axis = np.cross(self.port_axis, u)
                 axis /= np.linalg.norm(axis)
                 u = pin.exp3(axis * amax) @ self.port_axis
-                reasons.append(f"pan/tilt {np.degrees(ang):.1f} deg clipped to {np.degrees(amax):.1f} deg from the port axis")
+                reasons.append(f"pan/tilt {np.degrees(ang):.1f} deg clipped to {np.degrees(amax):.1f} deg "
+                               "from the port axis")
         if depth < lo or depth > hi:
             reasons.append(f"insertion {depth * 1e3:.1f} mm clipped to [{lo * 1e3:.0f}, {hi * 1e3:.0f}] mm")
             depth = min(max(depth, lo), hi)
@@ -359,7 +403,7 @@ class PivotIK:
         if (np.abs(dq1) <= v).all():
             # largest alpha in [0,1] with |dq1 + alpha dq_rest| <= v per joint
             alpha = 1.0
-            for a1, r, vm in zip(dq1.tolist(), dq_rest.tolist(), v.tolist()):
+            for a1, r, vm in zip(dq1.tolist(), dq_rest.tolist(), v.tolist(), strict=True):
                 if r > 0.0:
                     h = (vm - a1) / r
                 elif r < 0.0:

@@ -24,6 +24,10 @@ itself (logged as "selected interface lo is not multicast-capable").  That
 works between processes on one host, so no `CYCLONEDDS_URI` is needed; a
 custom one (peers / AllowMulticast) can still be given by the user and is
 honoured because the SDK's per-domain config only names the interface.
+
+The cyclonedds / unitree_sdk2py imports sit in the functions that open DDS
+or talk to the SDK: the codec half of this module (numpy only) serves tools
+that never open DDS, and importing cyclonedds loads its C library.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ import json
 import logging
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -320,7 +324,7 @@ class RawReader:
             if info.valid_data:
                 try:
                     self._handler(data, now)
-                except Exception:  # noqa: BLE001 - a bad sample must not kill the DDS thread
+                except Exception:  # a bad sample must not kill the DDS thread
                     log.exception("handler for %s failed", self.topic.name)
 
 
@@ -339,9 +343,12 @@ def make_motion_switcher_server(on_check: Callable[[], dict], on_select: Callabl
     CheckMode returns the JSON `{"form", "name"}` (name "" when released).
     """
     from unitree_sdk2py.comm.motion_switcher.motion_switcher_api import (
-        MOTION_SWITCHER_API_ID_CHECK_MODE, MOTION_SWITCHER_API_ID_RELEASE_MODE,
-        MOTION_SWITCHER_API_ID_SELECT_MODE, MOTION_SWITCHER_API_VERSION,
-        MOTION_SWITCHER_SERVICE_NAME)
+        MOTION_SWITCHER_API_ID_CHECK_MODE,
+        MOTION_SWITCHER_API_ID_RELEASE_MODE,
+        MOTION_SWITCHER_API_ID_SELECT_MODE,
+        MOTION_SWITCHER_API_VERSION,
+        MOTION_SWITCHER_SERVICE_NAME,
+    )
     from unitree_sdk2py.rpc.internal import RPC_ERR_SERVER_API_PARAMETER
     from unitree_sdk2py.rpc.server import Server
 
@@ -351,7 +358,7 @@ def make_motion_switcher_server(on_check: Callable[[], dict], on_select: Callabl
         def __init__(self):
             super().__init__(MOTION_SWITCHER_SERVICE_NAME)
 
-        def Init(self):  # noqa: N802 - SDK naming
+        def Init(self):  # SDK naming
             self._RegistHandler(MOTION_SWITCHER_API_ID_CHECK_MODE, self._check, False)
             self._RegistHandler(MOTION_SWITCHER_API_ID_SELECT_MODE, self._select, False)
             self._RegistHandler(MOTION_SWITCHER_API_ID_RELEASE_MODE, self._release, False)

@@ -26,18 +26,22 @@ import pinocchio as pin
 
 from surgbot import area_path
 from surgbot.contract import G1_JOINT_NAMES, G1_RIGHT_ARM, G1_WAIST
+from surgbot.geometry import quat_to_matrix
 
 DEFAULT_MJCF = area_path("sim") / "models" / "g1_29dof.xml"
 TIP_FRAME = "endoscope_tip"
 SHAFT_BASE_FRAME = "endoscope_shaft_base"
 RIGHT_ARM_JOINTS = tuple(G1_JOINT_NAMES[i] for i in G1_RIGHT_ARM)
 WAIST_JOINTS = tuple(G1_JOINT_NAMES[i] for i in G1_WAIST)
+DEFAULT_CAMERA_FOVY_DEG = 60.0      # a model without the endoscope camera (test fixtures)
+# FACTS.md: wrist pitch/yaw are 5 Nm / 22 rad/s motors, the other arm joints 25 Nm / 37 rad/s
+SMALL_WRIST_VELOCITY, ARM_VELOCITY = 22.0, 37.0        # rad/s
+SMALL_WRIST_EFFORT, ARM_EFFORT = 5.0, 25.0             # Nm
 
 
 def pose_to_se3(pos, quat_xyzw) -> pin.SE3:
-    q = np.asarray(quat_xyzw, float)
-    q = q / np.linalg.norm(q)
-    return pin.SE3(pin.Quaternion(q[3], q[0], q[1], q[2]).toRotationMatrix(), np.asarray(pos, float))
+    """SE3 of a position and an (x, y, z, w) quaternion (zero or non-finite: ValueError)."""
+    return pin.SE3(quat_to_matrix(quat_xyzw), np.asarray(pos, float))
 
 
 def _mj_joint_frame(mj: mujoco.MjModel, md: mujoco.MjData, jid: int) -> pin.SE3:
@@ -99,9 +103,14 @@ class G1ScopeArm:
             raise ValueError(f"{mjcf_path} lacks sites {tip_frame!r}/{shaft_base_frame!r}")
         self.limits = self._limits(mj)
         self.q_reference = np.array([reference.get(n, 0.0) for n in self.joint_names])
-        shaft = self.model.frames[self.tip_id].placement.translation - self.model.frames[self.shaft_base_id].placement.translation
-        self.shaft_length = float(np.linalg.norm(shaft)) if self.model.frames[self.tip_id].parentJoint == self.model.frames[self.shaft_base_id].parentJoint else float("nan")
-        self.camera_fovy_deg = float(mj.cam_fovy[mj.camera("endoscope_camera").id]) if _has(mj, mujoco.mjtObj.mjOBJ_CAMERA, "endoscope_camera") else 60.0
+        tip_frame, base_frame = self.model.frames[self.tip_id], self.model.frames[self.shaft_base_id]
+        shaft = tip_frame.placement.translation - base_frame.placement.translation
+        # a length only if both sites ride the same joint (a rigid shaft)
+        self.shaft_length = (float(np.linalg.norm(shaft)) if tip_frame.parentJoint == base_frame.parentJoint
+                             else float("nan"))
+        self.camera_fovy_deg = (float(mj.cam_fovy[mj.camera("endoscope_camera").id])
+                                if _has(mj, mujoco.mjtObj.mjOBJ_CAMERA, "endoscope_camera")
+                                else DEFAULT_CAMERA_FOVY_DEG)
 
     # ------------------------------------------------------------------ build
     @staticmethod
@@ -116,7 +125,7 @@ class G1ScopeArm:
                 if base is None and free:
                     a = mj.jnt_qposadr[free[0]]
                     p, w = mj.qpos0[a:a + 3], mj.qpos0[a + 3:a + 7]
-                    M = pin.SE3(pin.Quaternion(w[0], w[1], w[2], w[3]).toRotationMatrix(), p.copy())
+                    M = pin.SE3(quat_to_matrix((w[1], w[2], w[3], w[0])), p.copy())     # MuJoCo: w x y z
                 q[jm.idx_q:jm.idx_q + 7] = pin.SE3ToXYZQUAT(M)
             elif jm.nq == 1:
                 q[jm.idx_q] = float(reference.get(name, 0.0))
@@ -208,8 +217,9 @@ class G1ScopeArm:
             else:
                 lo.append(-np.pi)
                 hi.append(np.pi)
-        vel = np.array([22.0 if ("wrist_pitch" in n or "wrist_yaw" in n) else 37.0 for n in self.joint_names])
-        eff = np.array([5.0 if ("wrist_pitch" in n or "wrist_yaw" in n) else 25.0 for n in self.joint_names])
+        small = [("wrist_pitch" in n or "wrist_yaw" in n) for n in self.joint_names]
+        vel = np.where(small, SMALL_WRIST_VELOCITY, ARM_VELOCITY)
+        eff = np.where(small, SMALL_WRIST_EFFORT, ARM_EFFORT)
         return ArmLimits(np.array(lo), np.array(hi), vel, eff)
 
     # ---------------------------------------------------------------- runtime
@@ -217,7 +227,7 @@ class G1ScopeArm:
         """Model-order q from a (name, position) list; joints not given keep q_out's value."""
         q = self.q_reference.copy() if q_out is None else q_out
         index = {n: i for i, n in enumerate(self.joint_names)}
-        for n, p in zip(names, positions):
+        for n, p in zip(names, positions, strict=True):
             i = index.get(n)
             if i is not None:
                 q[i] = p

@@ -236,7 +236,7 @@ def ik_numeric(T_goal, seed, iterations: int = 100, tol_pos: float = 1e-7,
     # Weight orientation by a 5 cm lever so metres and radians compare.
     w = np.array([1, 1, 1, 0.05, 0.05, 0.05])
     it = 0
-    for it in range(1, iterations + 1):
+    for it in range(1, iterations + 1):  # noqa: B007 - the iteration count is returned after the loop
         T = fk(q)
         e = np.concatenate([T_goal[:3, 3] - T[:3, 3], rotation_error(T_goal[:3, :3], T[:3, :3])])
         if np.linalg.norm(e[:3]) < tol_pos and np.linalg.norm(e[3:]) < tol_rot:

@@ -8,19 +8,26 @@ state (`/endoscope/measured_cp`, `/endoscope/fulcrum`,
 `/endoscope/servo_cp`, `/endoscope/servo_cv`, `/teleop/head`,
 `/teleop/buttons`, `/PSM1/measured_cp`; serves `/endoscope/hold`,
 `/endoscope/follow_tool`, `/endoscope/set_fulcrum`.  It needs the G1 bridge
-engaged and never engages it itself.  Parameters: config/endoscope_holder.yaml.
+engaged and never engages it itself.
+
+Parameters: generated from `HolderConfig` (the core's) and
+`HolderNodeConfig` (this node's); config/endoscope_holder.yaml only
+overrides.  In the sim, `scene:=<name>` takes the port and the PSM base
+from config/scenes/<name>.yaml (generated from the scene model by
+`python -m surgbot.sim.scene_params`): this node imports nothing from the
+simulator.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import sys
 import time
 from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PointStamped, PoseStamped, TwistStamped
 from rclpy.node import Node
 from sensor_msgs.msg import JointState, Joy
@@ -28,135 +35,118 @@ from std_msgs.msg import Float64, String
 from std_srvs.srv import SetBool, Trigger
 
 from surgbot import contract
-from surgbot.control.endoscope_holder import EndoscopeHolderCore, HolderConfig
-from surgbot.control.pivot import PivotConfig
-from surgbot.kinematics.g1_arm import DEFAULT_MJCF, G1ScopeArm, RIGHT_ARM_JOINTS, WAIST_JOINTS
-from surgbot.rosutil import latched_qos, run_node
+from surgbot.config import param, yaml_parameters
+from surgbot.control.endoscope_holder import EndoscopeHolderCore, HolderConfig, State
+from surgbot.geometry import matrix_to_quat, stamp_to_sec
+from surgbot.kinematics.g1_arm import DEFAULT_MJCF, G1ScopeArm
+from surgbot.rosutil import Diagnostics, declare_config, latched_qos, run_node, setbool_handler, trigger_handler
 
-DIAG_NAME = "endoscope_holder"
+NODE_NAME = "endoscope_holder"
 STALE_COMMAND_S = 1.0      # a servo command stamped further than this from now is rejected
+STATS_WINDOW = 2000        # step/period samples kept for /diagnostics (4 s at 500 Hz)
+# config/ beside the package in a source checkout, share/surgbot/config when installed
+CONFIG_DIRS = (Path(__file__).resolve().parents[2] / "config", Path(sys.prefix) / "share" / "surgbot" / "config")
+SCENE_KEYS = ("fulcrum", "psm_base_pose")
+
+
+@dataclass(frozen=True)
+class HolderNodeConfig:
+    """The node's own parameters (the core's are `HolderConfig`)."""
+
+    mjcf: str = param("", "G1 + scope MJCF; empty: sim/models/g1_29dof.xml (the file the twin loads)")
+    state_publish_hz: float = param(100.0, "Hz, /endoscope/measured_cp, fulcrum, fulcrum_error", lo=0.1)
+    scene: str = param("", "sim only: fulcrum and psm_base_pose from config/scenes/<scene>.yaml where unset")
+
+    def __post_init__(self):
+        if not self.state_publish_hz > 0:
+            raise ValueError(f"state_publish_hz must be > 0, got {self.state_publish_hz}")
+        if self.scene and self.scene not in contract.SCENES:
+            raise ValueError(f"scene {self.scene!r} is not one of {', '.join(contract.SCENES)}")
+
+
+def scene_file(scene: str) -> Path:
+    """config/scenes/<scene>.yaml (source checkout first, then the installed share folder)."""
+    for folder in CONFIG_DIRS:
+        path = folder / "scenes" / f"{scene}.yaml"
+        if path.is_file():
+            return path
+    raise FileNotFoundError(f"no config/scenes/{scene}.yaml (run python -m surgbot.sim.scene_params)")
+
+
+def scene_parameters(scene: str) -> dict[str, list[float]]:
+    """`fulcrum` and (if the scene has a PSM) `psm_base_pose` of a sim scene, from its params file."""
+    values = yaml_parameters(scene_file(scene), NODE_NAME)
+    return {k: [float(v) for v in values[k]] for k in SCENE_KEYS if k in values}
 
 
 def scene_port(scene: str) -> list[float]:
-    """The port (fulcrum) of a sim scene: its `scope_port` site in the `stand` keyframe.
-
-    Sim only: stands in for registering the port on the patient (`fulcrum`
-    parameter or `/endoscope/set_fulcrum` on hardware)."""
-    import mujoco
-
-    from surgbot.sim.scene import build_model, reset_to_stand
-
-    m = build_model(scene)
-    d = mujoco.MjData(m)
-    reset_to_stand(m, d)
-    return [float(v) for v in d.site("scope_port").xpos]
+    """Sim only: the port (fulcrum) of a scene, world [x, y, z] m."""
+    return scene_parameters(scene)["fulcrum"]
 
 
 def scene_psm_base(scene: str) -> list[float] | None:
-    """Sim only: PSM1_base pose in world (x y z qx qy qz qw) from the scene, if it has a PSM."""
-    import mujoco
-
-    from surgbot.sim.scene import PSM_ROOT_BODY, build_model, reset_to_stand
-
-    m = build_model(scene)
-    if mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_BODY, PSM_ROOT_BODY) < 0:
-        return None
-    d = mujoco.MjData(m)
-    reset_to_stand(m, d)
-    b = d.body(PSM_ROOT_BODY)
-    w, x, y, z = (float(v) for v in b.xquat)
-    return [float(v) for v in b.xpos] + [x, y, z, w]
-
-
-def _bridge_gains(name: str, values: list) -> dict | None:
-    """The g1_bridge kp/kd (17 values, contract upper-body order) as name -> gain; [0.0]: the bridge's defaults."""
-    from surgbot.control.g1_bridge import UPPER_NAMES
-    if values == [0.0]:
-        return None
-    if len(values) != len(UPPER_NAMES) or not all(math.isfinite(float(v)) and float(v) > 0 for v in values):
-        raise ValueError(f"{name}: {len(UPPER_NAMES)} positive gains in g1_bridge order expected, got {values}")
-    return dict(zip(UPPER_NAMES, (float(v) for v in values)))
+    """Sim only: PSM1_base pose in world (x y z qx qy qz qw) of a scene, if it has a PSM."""
+    return scene_parameters(scene).get("psm_base_pose")
 
 
 class EndoscopeHolderNode(Node):
     def __init__(self, **kwargs):
-        super().__init__("endoscope_holder", **kwargs)
-        p = self.declare_parameter
-        mjcf = str(p("mjcf", "").value) or str(DEFAULT_MJCF)
-        rate = float(p("rate_hz", 500.0).value)
-        fulcrum = list(p("fulcrum", [0.0]).value)
-        use_waist = bool(p("use_waist", True).value)
-        waist_weight = float(p("waist_weight", 0.5).value)
-        depth_range = list(p("depth_range", [0.02, 0.15]).value)
-        psm_base = list(p("psm_base_pose", [0.0]).value)
-        scene = str(p("scene", "").value)
-        if len(fulcrum) != 3 and scene:
-            fulcrum = scene_port(scene)
-        if len(psm_base) != 7 and scene:
-            psm_base = scene_psm_base(scene) or psm_base
-            self.get_logger().info(f"fulcrum registered from scene {scene!r}: port at {np.round(fulcrum, 4).tolist()}")
-        cfg = HolderConfig(
-            rate_hz=rate,
-            fulcrum=tuple(fulcrum) if len(fulcrum) == 3 else None,
-            entry_depth=float(p("entry_depth", 0.05).value),
-            pivot=PivotConfig(
-                active_joints=(WAIST_JOINTS if use_waist else ()) + RIGHT_ARM_JOINTS,
-                joint_weights={n: waist_weight for n in WAIST_JOINTS},
-                depth_range=(float(depth_range[0]), float(depth_range[1])),
-                max_angle_from_axis_deg=float(p("max_angle_from_axis_deg", 60.0).value),
-                max_joint_speed=float(p("max_joint_speed", 1.0).value)),
-            max_angular_speed=np.radians(float(p("max_angular_speed_deg", 45.0).value)),
-            max_insertion_speed=float(p("max_insertion_speed", 0.04).value),
-            max_angular_accel=np.radians(float(p("max_angular_accel_deg", 60.0).value)),
-            max_insertion_accel=float(p("max_insertion_accel", 0.06).value),
-            teleop_timeout_s=float(p("teleop_timeout_s", contract.ENDOSCOPE_TELEOP_TIMEOUT_S).value),
-            integral_gain=float(p("integral_gain", 15.0).value),
-            fault_fulcrum_error=float(p("fault_fulcrum_error", 0.015).value),
-            joint_state_timeout_s=float(p("joint_state_timeout_s", 0.1).value),
-            deadman_button=int(p("deadman_button", 0).value),
-            head_pan_gain=float(p("head_pan_gain", 1.0).value),
-            head_tilt_gain=float(p("head_tilt_gain", 1.0).value),
-            head_zoom_gain=float(p("head_zoom_gain", 0.5).value),
-            psm_base_pose=tuple(psm_base) if len(psm_base) == 7 else None,
-            tool_deadband_out_deg=float(p("tool_deadband_out_deg", 8.0).value),
-            tool_deadband_in_deg=float(p("tool_deadband_in_deg", 2.0).value),
-            tool_speed_deg=float(p("tool_speed_deg", 15.0).value),
-            bridge_kp=_bridge_gains("bridge_kp", list(p("bridge_kp", [0.0]).value)),
-            bridge_kd=_bridge_gains("bridge_kd", list(p("bridge_kd", [0.0]).value)),
-        )
-        self.publish_hz = float(p("state_publish_hz", 100.0).value)
-        self.arm = G1ScopeArm(mjcf)
+        super().__init__(NODE_NAME, **kwargs)
+        node_cfg = declare_config(self, HolderNodeConfig)
+        overrides = scene_parameters(node_cfg.scene) if node_cfg.scene else {}
+        cfg = declare_config(self, HolderConfig, overrides)
+        if node_cfg.scene:
+            self.get_logger().info(f"scene {node_cfg.scene!r}: fulcrum {cfg.fulcrum} "
+                                   f"(from {scene_file(node_cfg.scene)} unless set)")
+        self.publish_hz = node_cfg.state_publish_hz
+        self.arm = G1ScopeArm(node_cfg.mjcf or str(DEFAULT_MJCF))
         self.core = EndoscopeHolderCore(self.arm, cfg)
+        rate = cfg.rate_hz
 
         self.pub_cmd = self.create_publisher(JointState, contract.G1_ARM_COMMAND, 10)
         self.pub_cp = self.create_publisher(PoseStamped, contract.ENDOSCOPE_MEASURED_CP, 10)
         self.pub_fulcrum = self.create_publisher(PointStamped, contract.ENDOSCOPE_FULCRUM, 10)
         self.pub_ferr = self.create_publisher(Float64, contract.ENDOSCOPE_FULCRUM_ERROR, 10)
         self.pub_mode = self.create_publisher(String, contract.ENDOSCOPE_MODE, latched_qos())
-        self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_subscription(JointState, contract.G1_JOINT_STATES, self._on_joint_states, 10)
         self.create_subscription(PoseStamped, contract.ENDOSCOPE_SERVO_CP, self._on_servo_cp, 10)
         self.create_subscription(TwistStamped, contract.ENDOSCOPE_SERVO_CV, self._on_servo_cv, 10)
         self.create_subscription(PoseStamped, contract.TELEOP_HEAD, self._on_head, 10)
         self.create_subscription(Joy, contract.TELEOP_BUTTONS, self._on_buttons, 10)
         self.create_subscription(PoseStamped, contract.psm_topic("measured_cp"), self._on_psm_cp, 10)
-        self.create_service(SetBool, contract.ENDOSCOPE_HOLD, self._on_hold)
-        self.create_service(SetBool, contract.ENDOSCOPE_FOLLOW_TOOL, self._on_follow_tool)
-        self.create_service(Trigger, contract.ENDOSCOPE_SET_FULCRUM, self._on_set_fulcrum)
+        self.create_service(SetBool, contract.ENDOSCOPE_HOLD, setbool_handler(self._mode_call(self.core.set_hold)))
+        self.create_service(SetBool, contract.ENDOSCOPE_FOLLOW_TOOL,
+                            setbool_handler(self._mode_call(self.core.set_follow_tool)))
+        self.create_service(Trigger, contract.ENDOSCOPE_SET_FULCRUM, trigger_handler(self._set_fulcrum))
 
-        self._step_ms: deque = deque(maxlen=2000)
-        self._period_ms: deque = deque(maxlen=2000)
+        self._step_ms: deque = deque(maxlen=STATS_WINDOW)
+        self._period_ms: deque = deque(maxlen=STATS_WINDOW)
         self._tips: deque = deque(maxlen=int(self.publish_hz))
         self._last_tick: float | None = None
         self._tick = 0
         self._pub_every = max(1, int(round(rate / self.publish_hz)))
-        self._last_mode = None
-        self._last_cmd_names: tuple | None = None
+        self._last_mode: State | None = None
         self.create_timer(1.0 / rate, self._on_timer)
-        self.create_timer(1.0, self._publish_diagnostics)
+        self.diagnostics = Diagnostics(self, NODE_NAME, self._diagnostic_status,
+                                       hardware_id="unitree_g1 right arm + endoscope")
         self.get_logger().info(
             f"endoscope_holder: {len(self.core.active_names)} joints {self.core.active_names}, {rate:.0f} Hz, "
-            f"fulcrum {'from parameter' if cfg.fulcrum else 'captured at start'}; waiting for {contract.G1_JOINT_STATES}")
+            f"fulcrum {'from parameter' if cfg.fulcrum else 'captured at start'}; "
+            f"waiting for {contract.G1_JOINT_STATES}")
+
+    def _mode_call(self, call):
+        """A core mode command for a service: the log drained and the mode published after it."""
+        def run(on: bool):
+            res = call(on)
+            self._drain()
+            self._publish_mode(force=True)
+            return res
+        return run
+
+    def _set_fulcrum(self):
+        res = self.core.set_fulcrum()
+        self._drain()
+        return res
 
     # ------------------------------------------------------------------ inputs
     def _now(self) -> float:
@@ -166,7 +156,7 @@ class EndoscopeHolderNode(Node):
         if stamp.sec == 0 and stamp.nanosec == 0:
             return ""
         now = self.get_clock().now().nanoseconds * 1e-9
-        age = now - (stamp.sec + stamp.nanosec * 1e-9)
+        age = now - stamp_to_sec(stamp)
         return f"stamp {age:.2f} s old" if abs(age) > STALE_COMMAND_S else ""
 
     def _on_joint_states(self, msg: JointState) -> None:
@@ -204,26 +194,6 @@ class EndoscopeHolderNode(Node):
         p = msg.pose.position
         self.core.psm_tip([p.x, p.y, p.z], msg.header.frame_id, self._now())
         self._drain()
-
-    def _on_hold(self, req, resp):
-        ok, text = self.core.set_hold(bool(req.data))
-        resp.success, resp.message = ok, text
-        self._drain()
-        self._publish_mode(force=True)
-        return resp
-
-    def _on_follow_tool(self, req, resp):
-        ok, text = self.core.set_follow_tool(bool(req.data))
-        resp.success, resp.message = ok, text
-        self._drain()
-        self._publish_mode(force=True)
-        return resp
-
-    def _on_set_fulcrum(self, _req, resp):
-        ok, text = self.core.set_fulcrum()
-        resp.success, resp.message = ok, text
-        self._drain()
-        return resp
 
     def _drain(self) -> None:
         log = self.get_logger()
@@ -264,21 +234,19 @@ class EndoscopeHolderNode(Node):
     def _publish_mode(self, force: bool = False) -> None:
         if force or self.core.mode != self._last_mode:
             self._last_mode = self.core.mode
-            self.pub_mode.publish(String(data=self.core.mode))
+            self.pub_mode.publish(String(data=self.core.mode.value))
 
     def _publish_state(self) -> None:
         m = self.core.measured
         if m is None:
             return
         stamp = self.get_clock().now().to_msg()
-        import pinocchio as pin
-        q = pin.Quaternion(m.tip_rotation)
         cp = PoseStamped()
         cp.header.stamp = stamp
         cp.header.frame_id = contract.WORLD_FRAME
         cp.pose.position.x, cp.pose.position.y, cp.pose.position.z = (float(v) for v in m.tip_position)
-        cp.pose.orientation.x, cp.pose.orientation.y = float(q.x), float(q.y)
-        cp.pose.orientation.z, cp.pose.orientation.w = float(q.z), float(q.w)
+        o = cp.pose.orientation
+        o.x, o.y, o.z, o.w = matrix_to_quat(m.tip_rotation)
         self.pub_cp.publish(cp)
         self._tips.append(m.tip_position.copy())
         f = self.core.fulcrum
@@ -288,13 +256,9 @@ class EndoscopeHolderNode(Node):
         self.pub_fulcrum.publish(pt)
         self.pub_ferr.publish(Float64(data=float(m.fulcrum_error)))
 
-    def _publish_diagnostics(self) -> None:
+    def _diagnostic_status(self):
         d = self.core.diagnostics()
-        s = DiagnosticStatus()
-        s.name = DIAG_NAME
-        s.hardware_id = "unitree_g1 right arm + endoscope"
-        s.level = DiagnosticStatus.ERROR if d["mode"] == "FAULT" else DiagnosticStatus.OK
-        s.message = d["mode"]
+        level = Diagnostics.ERROR if d["mode"] == State.FAULT.value else Diagnostics.OK
         if len(self._tips) > 2:
             P = np.array(self._tips)
             jitter = float(np.sqrt(np.mean(np.sum((P - P.mean(0)) ** 2, axis=1))))
@@ -317,11 +281,7 @@ class EndoscopeHolderNode(Node):
             "paused_steps": str(d["paused_steps"]),
             "steps": str(d["steps"]),
         }
-        s.values = [KeyValue(key=k, value=v) for k, v in values.items()]
-        arr = DiagnosticArray()
-        arr.header.stamp = self.get_clock().now().to_msg()
-        arr.status = [s]
-        self.pub_diag.publish(arr)
+        return level, d["mode"], values
 
 
 def main(args: list[str] | None = None) -> int:

@@ -9,10 +9,9 @@ Thin shell around `surgbot.control.g1_bridge.G1BridgeCore`:
 * ROS side: `/g1/joint_states`, `/g1/imu`, `/g1/arm_command`, services
   `/g1/engage`, `/g1/release`, and `/diagnostics` (state, lowstate age, FAULT).
 
-Parameters (config/g1_bridge.yaml): `g1_domain`, `g1_interface`, `kp`, `kd`
-(17 values, upper-body contract order), `max_velocity`, `ramp_time`,
-`stale_after`, `release_on_shutdown`, `gravity_compensation`,
-`state_publish_hz`, `diagnostics_hz`.
+Parameters: generated from `G1BridgeConfig` (the core's: gains, speed,
+ramps, staleness) and `G1BridgeNodeConfig` (DDS domain and interface,
+gravity feed-forward, publish rates); config/g1_bridge.yaml only overrides.
 """
 
 from __future__ import annotations
@@ -21,42 +20,66 @@ import math
 import sys
 import threading
 import time
+from dataclasses import dataclass
 
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.node import Node
 from sensor_msgs.msg import Imu, JointState
 from std_srvs.srv import Trigger
+from unitree_sdk2py.idl.unitree_hg.msg.dds_ import LowCmd_, LowState_
 
 from surgbot import contract
-from surgbot.control.g1_bridge import (DEFAULT_KD, DEFAULT_KP, UPPER, ArmSdkCommand, G1BridgeCore,
-                                       GravityModel, State, upper_limits)
+from surgbot.config import param
+from surgbot.control.g1_bridge import (
+    UPPER,
+    ArmSdkCommand,
+    G1BridgeConfig,
+    G1BridgeCore,
+    GravityModel,
+    State,
+    upper_limits,
+)
 from surgbot.hw import unitree
-from surgbot.rosutil import run_node
+from surgbot.pacing import Pacer
+from surgbot.rosutil import Diagnostics, declare_config, run_node, trigger_handler
 
-DIAG_NAME = "g1_bridge"
+NODE_NAME = "g1_bridge"
+SHUTDOWN_RAMP_MARGIN_S = 0.5     # s past the release ramp that shutdown waits for it
+STREAM_JOIN_TIMEOUT_S = 1.0
+# The stream catches up on up to 50 ms of missed samples (the sim's 20 ms would be too little):
+# the core advances the targets and the weight ramp by at most one period per sample, so every
+# dropped sample slows the arm; a longer stall is dropped (no burst of stale commands).
+STREAM_MAX_CATCH_UP_S = 0.05
+
+
+@dataclass(frozen=True)
+class G1BridgeNodeConfig:
+    """The node's own parameters (the core's are `G1BridgeConfig`)."""
+
+    g1_domain: int = param(contract.G1_SIM_DOMAIN, "unitree DDS domain: 1 the sim twin, 0 the robot", lo=0, hi=232)
+    g1_interface: str = param(contract.G1_SIM_INTERFACE, "network interface of the unitree DDS: lo for the sim, "
+                                                          "the NIC on 192.168.123.0/24 for the robot")
+    gravity_compensation: bool = param(True, "tau feed-forward from sim/models/g1_29dof.xml")
+    state_publish_hz: float = param(250.0, "Hz, /g1/joint_states and /g1/imu", lo=0.1)
+    diagnostics_hz: float = param(10.0, "Hz, /diagnostics", lo=0.01)
+
+    def __post_init__(self):
+        if not self.g1_interface or any(c.isspace() for c in self.g1_interface):
+            raise ValueError(f"g1_interface must be a network interface name, got {self.g1_interface!r}")
+        for name in ("state_publish_hz", "diagnostics_hz"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
 
 
 class G1BridgeNode(Node):
     def __init__(self, **kwargs):
-        super().__init__("g1_bridge", **kwargs)
-        p = self.declare_parameter
-        self.g1_domain = int(p("g1_domain", contract.G1_SIM_DOMAIN).value)
-        self.g1_interface = str(p("g1_interface", contract.G1_SIM_INTERFACE).value)
-        kp = list(p("kp", DEFAULT_KP.tolist()).value)
-        kd = list(p("kd", DEFAULT_KD.tolist()).value)
-        max_velocity = float(p("max_velocity", 0.5).value)
-        ramp_time = float(p("ramp_time", 2.0).value)
-        stale_after = float(p("stale_after", 0.05).value)
-        release_on_shutdown = bool(p("release_on_shutdown", False).value)
-        gravity = bool(p("gravity_compensation", True).value)
-        self.rate_hz = float(p("rate_hz", contract.G1_LOWSTATE_HZ).value)
-        state_hz = float(p("state_publish_hz", 250.0).value)
-        diag_hz = float(p("diagnostics_hz", 10.0).value)
-
-        self.core = G1BridgeCore(limits=upper_limits(), kp=kp, kd=kd, max_velocity=max_velocity,
-                                 ramp_time=ramp_time, stale_after=stale_after, dt=1.0 / self.rate_hz,
-                                 gravity=GravityModel() if gravity else None,
-                                 release_on_shutdown=release_on_shutdown)
+        super().__init__(NODE_NAME, **kwargs)
+        node_cfg = declare_config(self, G1BridgeNodeConfig)
+        cfg = declare_config(self, G1BridgeConfig)
+        self.g1_domain = node_cfg.g1_domain
+        self.g1_interface = node_cfg.g1_interface
+        self.rate_hz = cfg.rate_hz
+        self.core = G1BridgeCore(cfg, limits=upper_limits(),
+                                 gravity=GravityModel() if node_cfg.gravity_compensation else None)
         self.lock = threading.Lock()
         self._latest = None          # latest decoded lowstate record
         self._published_tick = None
@@ -65,7 +88,6 @@ class G1BridgeNode(Node):
         self.last_rejection = ""
 
         # DDS
-        from unitree_sdk2py.idl.unitree_hg.msg.dds_ import LowCmd_, LowState_
         unitree.init_channel(self.g1_domain, self.g1_interface)
         self._dp = unitree.participant()
         self._arm_writer = unitree.RawWriter(self._dp, contract.G1_TOPIC_ARM_SDK, LowCmd_)
@@ -77,12 +99,12 @@ class G1BridgeNode(Node):
         # ROS
         self.pub_js = self.create_publisher(JointState, contract.G1_JOINT_STATES, 10)
         self.pub_imu = self.create_publisher(Imu, contract.G1_IMU, 10)
-        self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_subscription(JointState, contract.G1_ARM_COMMAND, self._on_arm_command, 10)
-        self.create_service(Trigger, contract.G1_ENGAGE, self._on_engage)
-        self.create_service(Trigger, contract.G1_RELEASE, self._on_release)
-        self.create_timer(1.0 / state_hz, self._publish_state)
-        self.create_timer(1.0 / diag_hz, self._publish_diagnostics)
+        self.create_service(Trigger, contract.G1_ENGAGE, trigger_handler(lambda: self._logged("engage")))
+        self.create_service(Trigger, contract.G1_RELEASE, trigger_handler(lambda: self._logged("release")))
+        self.create_timer(1.0 / node_cfg.state_publish_hz, self._publish_state)
+        self.diagnostics = Diagnostics(self, NODE_NAME, self._diagnostic_status, 1.0 / node_cfg.diagnostics_hz,
+                                       hardware_id=f"unitree_g1 domain {self.g1_domain} {self.g1_interface}")
 
         self._stop = threading.Event()
         self._stream_thread = threading.Thread(target=self._stream_loop, name="arm_sdk", daemon=True)
@@ -120,8 +142,10 @@ class G1BridgeNode(Node):
         self._arm_writer.write(unitree.encode_lowcmd(self._cmd))
 
     def _stream_loop(self) -> None:
+        """rt/arm_sdk at rate_hz on absolute deadlines (`Pacer`: a stall drops the backlog, no burst)."""
         period = 1.0 / self.rate_hz
-        deadline = time.monotonic()
+        pacer = Pacer(stop=self._stop, clock=time.monotonic, max_catch_up_s=STREAM_MAX_CATCH_UP_S)
+        ticks = 0
         while not self._stop.is_set():
             now = time.monotonic()
             with self.lock:
@@ -137,12 +161,8 @@ class G1BridgeNode(Node):
                     self.get_logger().error(f"{was.value} -> {state.value}: {reason}")
                 else:
                     self.get_logger().info(f"{was.value} -> {state.value}: {reason}")
-            deadline += period
-            delay = deadline - time.monotonic()
-            if delay < -0.05:        # overran badly (machine stalled): resynchronise
-                deadline = time.monotonic()
-            elif delay > 0:
-                time.sleep(delay)
+            ticks += 1
+            pacer.pace(ticks * period)
 
     # ------------------------------------------------------------------ ROS
     def _on_arm_command(self, msg: JointState) -> None:
@@ -154,19 +174,12 @@ class G1BridgeNode(Node):
             self.get_logger().error(f"{contract.G1_ARM_COMMAND} rejected: {res.reason}",
                                     throttle_duration_sec=1.0)
 
-    def _on_engage(self, _req, resp):
+    def _logged(self, command: str):
+        """engage / release on the core, logged."""
         with self.lock:
-            res = self.core.engage(time.monotonic())
-        resp.success, resp.message = res.ok, res.reason
-        self.get_logger().info(f"engage: {res.ok} {res.reason}")
-        return resp
-
-    def _on_release(self, _req, resp):
-        with self.lock:
-            res = self.core.release(time.monotonic())
-        resp.success, resp.message = res.ok, res.reason
-        self.get_logger().info(f"release: {res.ok} {res.reason}")
-        return resp
+            res = getattr(self.core, command)(time.monotonic())
+        self.get_logger().info(f"{command}: {res.ok} {res.reason}")
+        return res
 
     def _publish_state(self) -> None:
         with self.lock:
@@ -196,30 +209,22 @@ class G1BridgeNode(Node):
         m.linear_acceleration.x, m.linear_acceleration.y, m.linear_acceleration.z = (float(v) for v in a)
         self.pub_imu.publish(m)
 
-    def _publish_diagnostics(self) -> None:
+    def _diagnostic_status(self):
         now = time.monotonic()
         with self.lock:
             st = self.core.status(now)
-        s = DiagnosticStatus()
-        s.name = DIAG_NAME
-        s.hardware_id = f"unitree_g1 domain {self.g1_domain} {self.g1_interface}"
-        s.level = {"FAULT": DiagnosticStatus.ERROR}.get(st["state"], DiagnosticStatus.OK)
+        level = Diagnostics.ERROR if st["state"] == State.FAULT.value else Diagnostics.OK
         reason = st["reason"]
-        if st["state"] == "IDLE" and st["lowstate_age"] > self.core.stale_after:
-            s.level = DiagnosticStatus.WARN
+        if st["state"] == State.IDLE.value and st["lowstate_age"] > self.core.stale_after:
+            level = Diagnostics.WARN
             reason = "no fresh rt/lowstate" if math.isfinite(st["lowstate_age"]) else "waiting for rt/lowstate"
-        s.message = f"{st['state']}: {reason}"
         age = st["lowstate_age"]
         values = dict(st, lowstate_age_ms=(age * 1e3 if math.isfinite(age) else -1.0),
                       lowstate_bad_crc=self.lowstate_bad_crc,
                       lowstate_bad_mode_machine=self.lowstate_bad_mode_machine,
                       last_rejection=self.last_rejection)
         values.pop("lowstate_age")
-        s.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
-        arr = DiagnosticArray()
-        arr.header.stamp = self.get_clock().now().to_msg()
-        arr.status = [s]
-        self.pub_diag.publish(arr)
+        return level, f"{st['state']}: {reason}", values
 
     # ------------------------------------------------------------------ shutdown
     def shutdown(self) -> None:
@@ -228,7 +233,7 @@ class G1BridgeNode(Node):
             res = self.core.shutdown(time.monotonic())
         if res.ok:
             self.get_logger().warning(res.reason)
-            deadline = time.monotonic() + self.core.ramp_time + 0.5
+            deadline = time.monotonic() + self.core.ramp_time + SHUTDOWN_RAMP_MARGIN_S
             while time.monotonic() < deadline:
                 with self.lock:
                     if self.core.state not in (State.RELEASING,):
@@ -237,7 +242,7 @@ class G1BridgeNode(Node):
         else:
             self.get_logger().warning(f"shutdown: {res.reason}")
         self._stop.set()
-        self._stream_thread.join(timeout=1.0)
+        self._stream_thread.join(timeout=STREAM_JOIN_TIMEOUT_S)
 
 
 def main(args: list[str] | None = None) -> int:

@@ -1,0 +1,138 @@
+"""`safety_supervisor` rclpy node: e-stop, watchdogs and `/safety/state` (contract section 8).
+
+Thin shell around `surgbot.safety.supervisor.SupervisorCore`.  Watches:
+
+* `/PSM1/measured_js` (`psm_state_timeout_s`, 100 ms);
+* `/g1/joint_states`, which the bridge publishes from each `rt/lowstate`
+  (`lowstate_timeout_s`, 50 ms: the lowstate age as seen through the bridge);
+* the console link: `/teleop/right` and `/teleop/head` (`console_link_timeout_s`, 200 ms);
+* `/policy/state` (chunk age while enabled, `policy_chunk_timeout_s`);
+* every node's `/diagnostics` (silent for `node_timeout_s`, or at ERROR level).
+
+Each watchdog arms on its first message.  On ESTOP or FAULT it sends
+`/PSM1/hold` at once and publishes the state (transient-local, and at
+`publish_hz` so command sources can treat a silent supervisor as a fault:
+fail-safe).  `/safety/reset` is refused, with the causes, while any persists.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from geometry_msgs.msg import PoseStamped
+from rclpy.node import Node
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Empty, String
+from std_srvs.srv import Trigger
+
+from surgbot import contract
+from surgbot.rosutil import Diagnostics, declare_config, latched_qos, run_node, trigger_handler
+from surgbot.safety.supervisor import State, SupervisorConfig, SupervisorCore
+
+NODE_NAME = "safety_supervisor"
+POLICY_STATE_TOPIC = "/policy/state"
+WATCH_PSM = "psm_measured_js"
+WATCH_LOWSTATE = "g1_lowstate"
+WATCH_CONSOLE = "console_link"
+WATCH_POLICY = "policy_chunk"
+NODE_PREFIX = "node:"
+
+
+class SafetySupervisorNode(Node):
+    def __init__(self, **kwargs):
+        super().__init__(NODE_NAME, **kwargs)
+        self.cfg: SupervisorConfig = declare_config(self, SupervisorConfig)
+        c = self.cfg
+        self.core = SupervisorCore(c)
+        for name, timeout in ((WATCH_PSM, c.psm_state_timeout_s), (WATCH_LOWSTATE, c.lowstate_timeout_s),
+                              (WATCH_CONSOLE, c.console_link_timeout_s), (WATCH_POLICY, c.policy_chunk_timeout_s)):
+            self.core.watch(name, timeout)
+        self.pub_state = self.create_publisher(String, contract.SAFETY_STATE, latched_qos())
+        self.pub_hold = self.create_publisher(Empty, contract.psm_topic("hold"), 10)
+        self.create_subscription(JointState, contract.psm_topic("measured_js"),
+                                 lambda _m: self.core.feed(WATCH_PSM, self._now()), 10)
+        self.create_subscription(JointState, contract.G1_JOINT_STATES,
+                                 lambda _m: self.core.feed(WATCH_LOWSTATE, self._now()), 10)
+        for topic in (contract.TELEOP_RIGHT, contract.TELEOP_HEAD):
+            self.create_subscription(PoseStamped, topic, lambda _m: self.core.feed(WATCH_CONSOLE, self._now()), 10)
+        self.create_subscription(String, POLICY_STATE_TOPIC, self._on_policy_state, 10)
+        self.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 50)
+        self.create_service(Trigger, contract.SAFETY_ESTOP, trigger_handler(lambda: self._estop()))
+        self.create_service(Trigger, contract.SAFETY_RESET, trigger_handler(lambda: self._reset()))
+        self.create_timer(1.0 / c.publish_hz, self._on_timer)
+        self.diagnostics = Diagnostics(self, NODE_NAME, self._status)
+        self._publish()
+        self.get_logger().info(f"{NODE_NAME}: watching {sorted(self.core.watchdogs)}; state {self.core.state.value}")
+
+    @staticmethod
+    def _now() -> float:
+        return time.monotonic()
+
+    def _on_policy_state(self, msg: String) -> None:
+        try:
+            st = json.loads(msg.data)
+            enabled, age = bool(st.get("enabled", False)), st.get("chunk_age_s")
+        except (ValueError, AttributeError):
+            self.core.feed(WATCH_POLICY, self._now(), ok=False, detail="malformed /policy/state")
+            return
+        if not enabled:
+            self.core.disarm(WATCH_POLICY)
+            return
+        ok = age is None or float(age) <= self.cfg.policy_chunk_timeout_s
+        self.core.feed(WATCH_POLICY, self._now(), ok=ok,
+                       detail="" if ok else f"chunk {float(age) * 1e3:.0f} ms old")
+
+    def _on_diagnostics(self, msg: DiagnosticArray) -> None:
+        now = self._now()
+        for s in msg.status:
+            if not s.name or s.name == NODE_NAME:
+                continue
+            key = NODE_PREFIX + s.name
+            if key not in self.core.watchdogs:
+                self.core.watch(key, self.cfg.node_timeout_s)
+            bad = s.level == DiagnosticStatus.ERROR
+            self.core.feed(key, now, ok=not bad, detail=s.message or "diagnostics at ERROR")
+
+    def _estop(self):
+        result = self.core.estop(self._now())
+        self._react()
+        return result
+
+    def _reset(self):
+        result = self.core.reset(self._now())
+        if not result:
+            self.get_logger().warning(result.reason)
+        self._publish()
+        return result
+
+    def _on_timer(self) -> None:
+        if self.core.step(self._now()):
+            self.get_logger().error(f"FAULT: {'; '.join(self.core.reasons)}")
+            self._react()
+        else:
+            self._publish()
+
+    def _react(self) -> None:
+        """Entering ESTOP/FAULT: the PSM holds now; the state goes out at once."""
+        if self.core.state is not State.OK:
+            self.pub_hold.publish(Empty())
+        self._publish()
+
+    def _publish(self) -> None:
+        self.pub_state.publish(String(data=json.dumps(self.core.to_json(self._now()))))
+
+    def _status(self):
+        level = Diagnostics.OK if self.core.state is State.OK else Diagnostics.ERROR
+        values = {name: (d.cause(self._now()) or ("armed" if d.last_s is not None else "not armed"))
+                  for name, d in self.core.watchdogs.items()}
+        return level, self.core.state.value, values
+
+
+def main(args: list[str] | None = None) -> int:
+    return run_node(SafetySupervisorNode, args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,126 @@
+"""`SupervisorCore`: e-stop and watchdogs behind `/safety/state` (contract section 8), ROS-free.
+
+* Each watched source (`/PSM1/measured_js`, the bridge's `rt/lowstate` age,
+  the console link, the policy chunk, a node's `/diagnostics`) is a named
+  `Watchdog` with its own timeout.  A watchdog arms on its first message (a
+  part of the stack that has not started yet is not a fault) and can be
+  disarmed when its source stops on purpose (operator logged out, policy
+  disabled).
+* A source can also report itself bad (`feed(name, now, ok=False, detail)`:
+  the bridge's FAULT, a node's diagnostics at ERROR).
+* ESTOP (asked for) and FAULT (a watchdog or a bad report) latch: the state
+  stays until `reset`, and `reset` is refused, naming the causes, while any
+  cause persists.  So nothing moves again until a person resets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from surgbot.config import param
+from surgbot.results import Result
+
+
+class State(StrEnum):
+    OK = "OK"
+    ESTOP = "ESTOP"
+    FAULT = "FAULT"
+
+
+@dataclass(frozen=True)
+class SupervisorConfig:
+    """Watchdog timeouts (s), from the contract (section 8) and FACTS (dVRK watchdog 30 ms, MoveIt Servo 0.1 s)."""
+
+    psm_state_timeout_s: float = param(0.1, "/PSM1/measured_js older than this -> FAULT, s", lo=0.0)
+    lowstate_timeout_s: float = param(0.05, "G1 rt/lowstate older than this (bridge report) -> FAULT, s", lo=0.0)
+    console_link_timeout_s: float = param(0.2, "console link silent this long while armed -> FAULT, s", lo=0.0)
+    policy_chunk_timeout_s: float = param(0.5, "policy chunk older than this while enabled -> FAULT, s", lo=0.0)
+    node_timeout_s: float = param(3.0, "a node's /diagnostics silent this long -> FAULT (1 Hz: 3 missed), s",
+                                  lo=0.0)
+    publish_hz: float = param(20.0, "/safety/state publish rate, Hz", lo=1.0)
+
+    def __post_init__(self):
+        for name in ("psm_state_timeout_s", "lowstate_timeout_s", "console_link_timeout_s",
+                     "policy_chunk_timeout_s", "node_timeout_s"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be > 0: a zero timeout faults on every message")
+
+
+@dataclass
+class Watchdog:
+    name: str
+    timeout_s: float
+    last_s: float | None = None       # None: not armed
+    bad: str = ""                     # the source's own report of a fault, "" when fine
+
+    def cause(self, now: float) -> str:
+        if self.bad:
+            return f"{self.name}: {self.bad}"
+        if self.last_s is not None and now - self.last_s > self.timeout_s:
+            return f"{self.name}: silent for {(now - self.last_s) * 1e3:.0f} ms (> {self.timeout_s * 1e3:.0f} ms)"
+        return ""
+
+
+@dataclass
+class SupervisorCore:
+    config: SupervisorConfig = field(default_factory=SupervisorConfig)
+    state: State = State.OK
+    reasons: list[str] = field(default_factory=list)     # latched: why the state left OK
+    watchdogs: dict[str, Watchdog] = field(default_factory=dict)
+    estop_requested: bool = False
+    changed_at_s: float | None = None
+
+    def watch(self, name: str, timeout_s: float) -> None:
+        """Declare a watched source (not armed until its first `feed`)."""
+        if timeout_s <= 0:
+            raise ValueError(f"{name}: timeout must be > 0")
+        self.watchdogs[name] = Watchdog(name, timeout_s)
+
+    def feed(self, name: str, now: float, ok: bool = True, detail: str = "") -> None:
+        dog = self.watchdogs.get(name)
+        if dog is None:
+            raise KeyError(f"unknown watchdog {name!r}")
+        dog.last_s = now
+        dog.bad = "" if ok else (detail or "reported a fault")
+
+    def disarm(self, name: str) -> None:
+        dog = self.watchdogs[name]
+        dog.last_s, dog.bad = None, ""
+
+    def active_causes(self, now: float) -> list[str]:
+        causes = [c for c in (d.cause(now) for d in self.watchdogs.values()) if c]
+        if self.estop_requested:
+            causes.insert(0, "e-stop pressed")
+        return causes
+
+    def estop(self, now: float, reason: str = "e-stop requested") -> Result[State]:
+        self.estop_requested = True
+        if self.state is not State.ESTOP:
+            self._enter(State.ESTOP, [reason], now)
+        return Result.success(self.state)
+
+    def step(self, now: float) -> bool:
+        """Evaluate the watchdogs; True when the state changed."""
+        if self.state is State.OK:
+            causes = [c for c in (d.cause(now) for d in self.watchdogs.values()) if c]
+            if causes:
+                self._enter(State.FAULT, causes, now)
+                return True
+        return False
+
+    def reset(self, now: float) -> Result[State]:
+        """Back to OK only when nothing persists; refused with the causes otherwise."""
+        self.estop_requested = False
+        causes = self.active_causes(now)
+        if causes:
+            return Result.failure("reset refused, still: " + "; ".join(causes))
+        self.state, self.reasons, self.changed_at_s = State.OK, [], now
+        return Result.success(self.state)
+
+    def _enter(self, state: State, reasons: list[str], now: float) -> None:
+        self.state, self.reasons, self.changed_at_s = state, list(reasons), now
+
+    def to_json(self, now: float) -> dict:
+        """The `/safety/state` payload (contract: state, reasons) plus the causes active now."""
+        return {"state": self.state.value, "reasons": list(self.reasons), "active": self.active_causes(now)}

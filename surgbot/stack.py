@@ -1,0 +1,138 @@
+"""The node sets of the stack, in one place: `launch/*.launch.py` and `surgbot up` both read them.
+
+A `NodeSpec` names a ROS 2 executable of this package (a console script,
+also runnable as `python -m MODULE`), its parameter files under `config/`
+and its per-launch parameters (values taken from the launch arguments).
+`nodes_for(options)` returns the ordered list for a stack: sources of
+commands last, so a stack stops in reverse order (command sources first,
+the sim last) and the robots hold while it does.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from surgbot import area_path, contract
+
+CONFIG_DIR_NAME = "config"
+POLICY_DEFAULT_PORT = 5555
+
+
+def config_dir() -> Path:
+    """`config/` of a source checkout, or `share/surgbot/config` of an install (ament index)."""
+    source = area_path("sim").parent / CONFIG_DIR_NAME
+    if source.is_dir():
+        return source
+    from ament_index_python.packages import get_package_share_directory  # installed: ROS knows where
+
+    return Path(get_package_share_directory("surgbot")) / CONFIG_DIR_NAME
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    name: str                                   # ROS node name (and the process name in `surgbot up`)
+    executable: str                             # console script / `ros2 run surgbot EXECUTABLE`
+    module: str                                 # `python -m MODULE` equivalent
+    params_files: tuple[str, ...] = ()          # under config/
+    params: dict = field(default_factory=dict)  # name -> value or "$arg" (a launch argument)
+    args: tuple[str, ...] = ()                  # plain command-line arguments (non-ROS processes)
+    ros: bool = True                            # False: a plain process (the policy server)
+
+
+@dataclass(frozen=True)
+class StackOptions:
+    sim_scene: str | None = "box_trainer"      # None: hardware (a real G1 and a real dVRK console)
+    task: str | None = None
+    console: bool = False
+    policy_checkpoint: str | None = None
+    g1_domain: int = contract.G1_SIM_DOMAIN
+    g1_interface: str = contract.G1_SIM_INTERFACE
+    console_host: str = "127.0.0.1"
+    console_port: int = contract.CONSOLE_DEFAULT_PORT
+    console_token: str = ""
+    policy_port: int = POLICY_DEFAULT_PORT
+
+    def launch_arguments(self) -> dict[str, str]:
+        return {"scene": self.sim_scene or "", "task": self.task or "", "g1_domain": str(self.g1_domain),
+                "g1_interface": self.g1_interface, "checkpoint": self.policy_checkpoint or "",
+                "console_host": self.console_host, "console_port": str(self.console_port),
+                "console_token": self.console_token, "policy_port": str(self.policy_port)}
+
+
+SIM = NodeSpec("sim_node", "sim_node", "surgbot.nodes.sim_node",
+               params={"scene": "$scene", "task": "$task", "headless": True, "g1_domain": "$g1_domain",
+                       "g1_interface": "$g1_interface"})
+BRIDGE = NodeSpec("g1_bridge", "g1_bridge", "surgbot.nodes.g1_bridge", ("g1_bridge.yaml",),
+                  {"g1_domain": "$g1_domain", "g1_interface": "$g1_interface"})
+HOLDER = NodeSpec("endoscope_holder", "endoscope_holder", "surgbot.nodes.endoscope_holder",
+                  ("endoscope_holder.yaml",), {"scene": "$scene"})
+SUPERVISOR = NodeSpec("safety_supervisor", "safety_supervisor", "surgbot.nodes.safety_supervisor")
+CONSOLE = NodeSpec("teleop_console", "teleop_console", "surgbot.nodes.teleop_console", ("teleop_console.yaml",),
+                   {"host": "$console_host", "port": "$console_port", "token": "$console_token"})
+MAPPER = NodeSpec("teleop_mapper", "teleop_mapper", "surgbot.nodes.teleop_mapper", ("teleop_mapper.yaml",))
+POLICY_SERVER = NodeSpec("policy_server", "surgbot", "surgbot.cli", ros=False,
+                         args=("policy", "serve", "--checkpoint", "$checkpoint", "--port", "$policy_port"))
+POLICY_NODE = NodeSpec("policy_node", "policy_node", "surgbot.nodes.policy_node", ("policy_node.yaml",),
+                       {"server_port": "$policy_port"})
+
+
+def nodes_for(options: StackOptions) -> list[NodeSpec]:
+    """The ordered node set of a stack (the launch files: sim, teleop, autonomy, hardware)."""
+    nodes: list[NodeSpec] = []
+    if options.sim_scene is not None:
+        nodes.append(SIM)
+    nodes += [BRIDGE, HOLDER, SUPERVISOR]
+    if options.console:
+        nodes += [CONSOLE, MAPPER]
+    if options.policy_checkpoint:
+        nodes += [POLICY_SERVER, POLICY_NODE]
+    return nodes
+
+
+def resolve(value, arguments: dict[str, str]):
+    """A "$arg" placeholder -> the launch argument's value; anything else unchanged."""
+    if isinstance(value, str) and value.startswith("$"):
+        return arguments[value[1:]]
+    return value
+
+
+# --------------------------------------------------------------------------- ros2 launch
+LAUNCH_KINDS = {
+    "sim": StackOptions(),
+    "teleop": StackOptions(console=True),
+    "autonomy": StackOptions(policy_checkpoint="default"),
+    "hardware": StackOptions(sim_scene=None, g1_domain=0, g1_interface="eth0"),
+}
+LAUNCH_ARG_HELP = {
+    "scene": "sim scene: box_trainer or endonasal", "task": "task laid out in the sim (empty: none)",
+    "g1_domain": "G1 DDS domain (sim 1, robot 0)", "g1_interface": "G1 DDS interface (sim lo, robot: its NIC)",
+    "checkpoint": "policy checkpoint ('default' = bundled)", "console_host": "console bind address",
+    "console_port": "console HTTPS/WSS port", "console_token": "console token (empty: generated and printed)",
+    "policy_port": "policy server port",
+}
+
+
+def generate_launch_description_for(kind: str):
+    """The LaunchDescription of `launch/<kind>.launch.py` (imports ROS 2 `launch` only here)."""
+    from launch import LaunchDescription
+    from launch.actions import DeclareLaunchArgument, ExecuteProcess
+    from launch.substitutions import LaunchConfiguration
+    from launch_ros.actions import Node
+
+    options = LAUNCH_KINDS[kind]
+    actions = [DeclareLaunchArgument(name, default_value=value, description=LAUNCH_ARG_HELP[name])
+               for name, value in options.launch_arguments().items()]
+    args = {name: LaunchConfiguration(name) for name in options.launch_arguments()}
+    for spec in nodes_for(options):
+        if not spec.ros:
+            cmd = [sys.executable, "-m", spec.module] + [resolve(a, args) for a in spec.args]
+            actions.append(ExecuteProcess(cmd=cmd, name=spec.name, output="screen"))
+            continue
+        params = [os.path.join(str(config_dir()), f) for f in spec.params_files]
+        overrides = {k: resolve(v, args) for k, v in spec.params.items()}
+        actions.append(Node(package="surgbot", executable=spec.executable, name=spec.name, output="screen",
+                            parameters=params + ([overrides] if overrides else [])))
+    return LaunchDescription(actions)

@@ -1,0 +1,179 @@
+"""`surgbot up`: the launch files' node sets as supervised processes, for machines without `ros2 launch`.
+
+One process per node, as launch would start them (`python -m MODULE
+--ros-args -r __node:=NAME --params-file config/X.yaml -p k:=v`), from the
+same `surgbot.stack` definitions.  Supervised: a node that exits is reported
+within `POLL_PERIOD_S` with the tail of its log, and then either restarted
+(`--restart`, at most `MAX_RESTARTS` times per node) or the whole stack is
+stopped and `surgbot up` exits 1: never a stack silently missing a node.
+Ctrl-C (or SIGTERM) stops the nodes in reverse order (command sources first,
+the sim last), so the robots hold while the stack goes down.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from surgbot import contract, processes
+from surgbot.errors import CliError
+from surgbot.stack import NodeSpec, StackOptions, config_dir, nodes_for, resolve
+
+POLL_PERIOD_S = 0.2          # a dead node is reported within this (contract: within 1 s)
+MAX_RESTARTS = 3
+STOP_TIMEOUT_S = 10.0
+LOG_TAIL_LINES = 15
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--sim", metavar="SCENE", default="box_trainer", choices=contract.SCENES,
+                       help="run the MuJoCo twin of this scene (default box_trainer)")
+    where.add_argument("--hardware", action="store_true", help="real G1 and a running dVRK console: no twins")
+    p.add_argument("--task", help="lay out this task in the sim (reach, needle_pick, peg_transfer)")
+    p.add_argument("--console", action="store_true", help="add the teleop console and mapper")
+    p.add_argument("--policy", metavar="CKPT", help="add the policy server and node with this checkpoint "
+                                                     "('default' = the bundled one)")
+    p.add_argument("--g1-domain", type=int, default=None, help="G1 DDS domain (sim 1, robot 0)")
+    p.add_argument("--g1-interface", default=None, help="G1 DDS interface (sim lo, robot: its NIC)")
+    p.add_argument("--console-host", default="127.0.0.1")
+    p.add_argument("--console-port", type=int, default=contract.CONSOLE_DEFAULT_PORT)
+    p.add_argument("--console-token", default=os.environ.get("SURGBOT_CONSOLE_TOKEN", ""))
+    p.add_argument("--policy-port", type=int, default=5555)
+    p.add_argument("--restart", action="store_true", help=f"restart a node that dies (<= {MAX_RESTARTS} times)")
+    p.add_argument("--log-dir", type=Path, default=None, help="node logs (default: a new folder under /tmp)")
+
+
+@dataclass
+class Running:
+    spec: NodeSpec
+    argv: list[str]
+    log: Path
+    proc: subprocess.Popen
+    started: float
+    restarts: int = 0
+
+
+def node_argv(spec: NodeSpec, arguments: dict[str, str]) -> list[str]:
+    """The command line `surgbot up` runs for one node (what `ros2 launch` would run)."""
+    argv = [sys.executable, "-m", spec.module]
+    if not spec.ros:
+        return argv + [str(resolve(a, arguments)) for a in spec.args]
+    argv += ["--ros-args", "-r", f"__node:={spec.name}"]
+    for name in spec.params_files:
+        argv += ["--params-file", name if os.path.isabs(name) else str(config_dir() / name)]
+    for key, value in spec.params.items():
+        value = resolve(value, arguments)
+        if value == "":
+            continue                                   # unset launch argument: the node's default
+        if isinstance(value, bool):
+            value = "true" if value else "false"
+        argv += ["-p", f"{key}:={value}"]
+    return argv
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def options_from(args: argparse.Namespace) -> StackOptions:
+    hardware = bool(args.hardware)
+    if args.task is not None and hardware:
+        raise CliError("--task lays out a task in the sim; it cannot be used with --hardware")
+    defaults = StackOptions()
+    opts = StackOptions(
+        sim_scene=None if hardware else args.sim, task=args.task, console=args.console,
+        policy_checkpoint=args.policy,
+        g1_domain=args.g1_domain if args.g1_domain is not None else (0 if hardware else defaults.g1_domain),
+        g1_interface=args.g1_interface or defaults.g1_interface,
+        console_host=args.console_host, console_port=args.console_port, console_token=args.console_token,
+        policy_port=args.policy_port)
+    if opts.console and not _port_free(opts.console_host, opts.console_port):
+        raise CliError(f"port {opts.console_port} on {opts.console_host} is in use (another console?)")
+    if opts.policy_checkpoint and not _port_free("127.0.0.1", opts.policy_port):
+        raise CliError(f"policy port {opts.policy_port} is in use (another policy server?)")
+    return opts
+
+
+class Stack:
+    """Starts, watches and stops the node processes of one stack."""
+
+    def __init__(self, nodes: list[NodeSpec], arguments: dict[str, str], log_dir: Path, restart: bool, say=print):
+        self.nodes, self.arguments, self.log_dir, self.restart = nodes, arguments, log_dir, restart
+        self.say = say
+        self.running: list[Running] = []
+        self.stop_event = threading.Event()
+
+    def start(self) -> None:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        for spec in self.nodes:
+            self.running.append(self._spawn(spec))
+
+    def _spawn(self, spec: NodeSpec, restarts: int = 0) -> Running:
+        argv = node_argv(spec, self.arguments)
+        log = self.log_dir / f"{spec.name}.log"
+        with open(log, "ab") as out:
+            proc = processes.start(argv, stdout=out, stderr=subprocess.STDOUT)
+        return Running(spec, argv, log, proc, time.monotonic(), restarts)
+
+    def watch(self) -> int:
+        """Until stopped: 0 after Ctrl-C/SIGTERM, 1 when a node died and was not restarted."""
+        while not self.stop_event.wait(POLL_PERIOD_S):
+            for i, r in enumerate(self.running):
+                code = r.proc.poll()
+                if code is None:
+                    continue
+                self.say(f"surgbot up: node {r.spec.name} exited with code {code} after "
+                         f"{time.monotonic() - r.started:.1f} s; last lines of {r.log}:\n{_tail(r.log)}")
+                if self.restart and r.restarts < MAX_RESTARTS:
+                    self.say(f"surgbot up: restarting {r.spec.name} ({r.restarts + 1}/{MAX_RESTARTS})")
+                    self.running[i] = self._spawn(r.spec, r.restarts + 1)
+                    continue
+                self.say("surgbot up: stopping the stack")
+                return 1
+        return 0
+
+    def stop(self) -> None:
+        for r in reversed(self.running):
+            if r.proc.poll() is None:
+                processes.stop(r.proc, signal.SIGINT, STOP_TIMEOUT_S)
+
+
+def _tail(path: Path) -> str:
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return "(no log)"
+    return "\n".join("    " + ln for ln in lines[-LOG_TAIL_LINES:])
+
+
+def run(args: argparse.Namespace) -> int:
+    opts = options_from(args)
+    nodes = nodes_for(opts)
+    log_dir = args.log_dir or Path(f"/tmp/surgbot-up-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
+    stack = Stack(nodes, opts.launch_arguments(), log_dir, args.restart)
+    previous = {s: signal.signal(s, lambda *_: stack.stop_event.set()) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        stack.start()
+        print(f"surgbot up: {len(nodes)} nodes ({', '.join(n.name for n in nodes)}); logs in {log_dir}; "
+              "Ctrl-C stops", flush=True)
+        return stack.watch()
+    finally:
+        stack.stop()
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        print("surgbot up: stopped", flush=True)

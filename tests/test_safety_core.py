@@ -1,0 +1,156 @@
+"""The one safety filter and the supervisor core (ROS-free)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from surgbot.kinematics import psm
+from surgbot.safety import checks
+from surgbot.safety.filter import PoseFilterConfig, PoseSafetyFilter
+from surgbot.safety.supervisor import State, SupervisorConfig, SupervisorCore
+
+pytestmark = pytest.mark.unit
+
+P0 = np.array([0.0, 0.0, -0.12])
+R0 = np.eye(3)
+
+
+def _rz(deg):
+    a = math.radians(deg)
+    return np.array([[math.cos(a), -math.sin(a), 0], [math.sin(a), math.cos(a), 0], [0, 0, 1]])
+
+
+@pytest.fixture
+def filt():
+    reports = []
+    f = PoseSafetyFilter(PoseFilterConfig(jaw_min_rad=psm.JAW_LOWER, jaw_max_rad=psm.JAW_UPPER),
+                         report=lambda cause, text: reports.append((cause, text)))
+    f.reports = reports
+    return f
+
+
+def test_a_valid_stream_passes_and_is_remembered(filt):
+    for k in range(10):
+        p = P0 + [0.004 * k, 0, 0]
+        assert filt.check(p, R0, 0.2, now=k * 0.01)
+    assert filt.log.total == 0
+
+
+@pytest.mark.parametrize("position,rotation,jaw,cause", [
+    ([0, 0, float("nan")], np.eye(3), 0.0, checks.CAUSE_NON_FINITE),
+    ([0, 0], np.eye(3), 0.0, checks.CAUSE_SHAPE),
+    (P0, np.zeros((3, 3)), 0.0, checks.CAUSE_SINGULAR),
+    (P0, np.diag([1.0, 1.0, -1.0]), 0.0, checks.CAUSE_SINGULAR),      # a reflection is not a rotation
+    (P0, np.eye(3), float("inf"), checks.CAUSE_NON_FINITE),
+    (P0, np.eye(3), 2.0, checks.CAUSE_LIMIT),                          # above the dVRK jaw limit 1.396
+    ([0.0, 0.0, -0.30], np.eye(3), 0.0, checks.CAUSE_WORKSPACE),       # beyond the insertion range
+])
+def test_bad_commands_are_refused_by_cause_and_change_nothing(filt, position, rotation, jaw, cause):
+    assert filt.check(P0, R0, 0.0, now=0.0)
+    r = filt.check(position, rotation, jaw, now=0.01)
+    assert not r and checks.cause_of(r.reason) == cause
+    assert filt.log.counts[cause] == 1
+    # the last accepted pose is still the reference: a 4 mm step from P0 passes
+    assert filt.check(P0 + [0.004, 0, 0], R0, 0.0, now=0.02)
+
+
+def test_a_jump_is_refused_not_clamped(filt):
+    assert filt.check(P0, R0, 0.0, now=0.0)
+    r = filt.check(P0 + [0.006, 0, 0], R0, 0.0, now=0.01)          # 6 mm > 5 mm per tick
+    assert not r and "jumps 0.006" in r.reason
+    assert not filt.check(P0, _rz(15), 0.0, now=0.02)               # 15 deg > 0.2 rad (11.5 deg)
+    assert filt.check(P0, _rz(10), 0.0, now=0.03)
+
+
+def test_rejections_are_reported_at_most_once_per_period_per_cause(filt):
+    for k in range(100):                                             # 1 kHz of NaN for 0.1 s
+        filt.check([math.nan, 0, 0], R0, 0.0, now=k * 0.001)
+    filt.check([0, 0, -0.5], R0, 0.0, now=0.1)
+    assert filt.log.counts == {checks.CAUSE_NON_FINITE: 100, checks.CAUSE_WORKSPACE: 1}
+    assert [c for c, _ in filt.reports] == [checks.CAUSE_NON_FINITE, checks.CAUSE_WORKSPACE]
+    filt.check([math.nan, 0, 0], R0, 0.0, now=1.5)
+    assert filt.reports[-1][0] == checks.CAUSE_NON_FINITE and "(101 so far)" in filt.reports[-1][1]
+
+
+def test_filter_config_rejects_an_empty_box_and_half_set_jaw_limits():
+    with pytest.raises(ValueError, match="empty"):
+        PoseFilterConfig(workspace_min_m=(0, 0, 0), workspace_max_m=(0.1, 0.1, 0.0))
+    with pytest.raises(ValueError, match="both"):
+        PoseFilterConfig(jaw_min_rad=0.0)
+
+
+def test_fresh_and_limits_checks():
+    assert not checks.fresh("measured_js", None, 0.1)
+    assert "150 ms old" in checks.fresh("measured_js", 0.15, 0.1).reason
+    assert checks.fresh("measured_js", 0.05, 0.1)
+    r = checks.within_limits("q", np.array([0.0, 0.3]), [-1, -0.2], [1, 0.2])
+    assert not r and "q[1]" in r.reason
+
+
+@pytest.fixture
+def sup():
+    s = SupervisorCore(SupervisorConfig())
+    s.watch("psm_measured_js", 0.1)
+    s.watch("console_link", 0.2)
+    return s
+
+
+def test_watchdogs_arm_on_first_message_and_fault_on_silence(sup):
+    assert not sup.step(now=10.0) and sup.state is State.OK          # nothing started yet: no fault
+    sup.feed("psm_measured_js", now=10.0)
+    assert not sup.step(now=10.09)
+    assert sup.step(now=10.11) and sup.state is State.FAULT
+    assert sup.reasons[0].startswith("psm_measured_js: silent for 110 ms")
+
+
+def test_fault_latches_and_reset_needs_every_cause_gone(sup):
+    sup.feed("psm_measured_js", now=0.0)
+    sup.step(now=0.5)
+    assert sup.state is State.FAULT
+    r = sup.reset(now=0.6)
+    assert not r and "psm_measured_js" in r.reason and sup.state is State.FAULT
+    sup.feed("psm_measured_js", now=0.7)                               # the stream is back
+    assert sup.state is State.FAULT                                    # ... but only a person clears it
+    assert sup.reset(now=0.71) and sup.state is State.OK
+
+
+def test_estop_latches_until_reset_and_a_bad_report_is_a_cause(sup):
+    sup.feed("psm_measured_js", now=0.0)
+    assert sup.estop(now=0.01) and sup.state is State.ESTOP
+    sup.feed("psm_measured_js", now=0.02, ok=False, detail="tracking error FAULT")
+    assert sup.to_json(0.02)["active"] == ["e-stop pressed", "psm_measured_js: tracking error FAULT"]
+    r = sup.reset(now=0.03)
+    assert not r and "tracking error" in r.reason
+    sup.feed("psm_measured_js", now=0.04)
+    assert sup.reset(now=0.05) and sup.to_json(0.05) == {"state": "OK", "reasons": [], "active": []}
+
+
+def test_a_disarmed_source_is_not_watched(sup):
+    sup.feed("console_link", now=0.0)
+    sup.disarm("console_link")                                         # operator logged out on purpose
+    assert not sup.step(now=5.0) and sup.state is State.OK
+    with pytest.raises(KeyError):
+        sup.feed("unknown", now=0.0)
+
+
+def test_supervisor_config_refuses_zero_timeouts():
+    with pytest.raises(ValueError, match="zero timeout"):
+        SupervisorConfig(psm_state_timeout_s=0.0)
+
+
+def test_state_watch_is_fail_safe():
+    from surgbot.safety.state_watch import SafetyStateWatch
+
+    w = SafetyStateWatch(stale_after_s=0.25)
+    assert not w.allows_motion(0.0)                                  # no supervisor yet
+    w.update('{"state": "OK", "reasons": []}', now=1.0)
+    assert w.allows_motion(1.2)
+    assert "silent for 300 ms" in w.allows_motion(1.3).reason        # supervisor gone: hold
+    w.update('{"state": "ESTOP", "reasons": ["e-stop requested"]}', now=2.0)
+    assert "ESTOP: e-stop requested" in w.allows_motion(2.0).reason
+    w.update("not json", now=3.0)
+    assert not w.allows_motion(3.0)
+    assert SafetyStateWatch(required=False).allows_motion(0.0)       # a rig without a supervisor

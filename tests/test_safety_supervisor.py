@@ -1,0 +1,79 @@
+"""The safety_supervisor node on real DDS with the PSM twin: watchdog FAULT, e-stop, reset policy."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+
+import pytest
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Empty, String
+from std_srvs.srv import Trigger
+
+from surgbot import contract
+from tests.conftest import PYTHON
+from tests.test_sim import _wait_for, listener_node
+
+pytestmark = pytest.mark.sim
+
+
+def _call(node, ex, name: str, timeout: float = 10.0):
+    client = node.create_client(Trigger, name)
+    assert _wait_for(lambda: ex.spin_once(timeout_sec=0.05) or client.service_is_ready(), timeout), name
+    future = client.call_async(Trigger.Request())
+    assert _wait_for(lambda: ex.spin_once(timeout_sec=0.05) or future.done(), timeout), name
+    return future.result()
+
+
+def test_psm_state_loss_faults_estop_latches_and_reset_waits_for_the_cause(processes):
+    twin = processes.start([PYTHON, "-m", "surgbot.sim.psm_twin", "--duration", "300"], name="psm_twin")
+    sup = processes.start([PYTHON, "-m", "surgbot.nodes.safety_supervisor"], name="supervisor")
+    states: list[tuple[float, dict]] = []
+    holds: list[float] = []
+    with listener_node("test_safety_listener") as (node, ex):
+        node.create_subscription(String, contract.SAFETY_STATE,
+                                 lambda m: states.append((time.monotonic(), json.loads(m.data))), 50)
+        node.create_subscription(Empty, contract.psm_topic("hold"), lambda _m: holds.append(time.monotonic()), 10)
+
+        def spin_until(pred, timeout):
+            return _wait_for(lambda: ex.spin_once(timeout_sec=0.01) or pred(), timeout)
+
+        js: list[float] = []
+        node.create_subscription(JointState, contract.psm_topic("measured_js"),
+                                 lambda _m: js.append(time.monotonic()), 10)
+        assert spin_until(lambda: states and states[-1][1]["state"] == "OK", 60), processes.log(sup)
+        # the twin's measured_js reaches the supervisor too (armed watchdog); 1 s of it
+        assert spin_until(lambda: len(js) > 100, 60), processes.log(twin)
+        assert states[-1][1]["state"] == "OK", states[-1]
+
+        # the PSM's state stream stops (its process frozen): FAULT, and the PSM is told to hold
+        t_stop = time.monotonic()
+        twin.send_signal(signal.SIGSTOP)
+        try:
+            assert spin_until(lambda: states[-1][1]["state"] == "FAULT", 15), states[-3:]
+            t_fault = next(t for t, s in states if t >= t_stop and s["state"] == "FAULT")
+            assert spin_until(lambda: any(h >= t_stop for h in holds), 10)
+            assert "psm_measured_js" in states[-1][1]["reasons"][0]
+            detection_ms = (t_fault - t_stop) * 1e3
+            print(f"psm_measured_js loss -> FAULT seen by a listener in {detection_ms:.0f} ms")
+            assert detection_ms < 1000            # contract budget 100 ms + 50 ms publish period; loaded CI margin
+            r = _call(node, ex, contract.SAFETY_RESET)
+            assert not r.success and "psm_measured_js" in r.message     # the cause persists
+        finally:
+            twin.send_signal(signal.SIGCONT)
+        spin_until(lambda: False, 1.0)          # the stream is back...
+        assert states[-1][1]["state"] == "FAULT"   # ...but only a person clears a FAULT
+        r = _call(node, ex, contract.SAFETY_RESET)
+        assert r.success, r.message
+        assert spin_until(lambda: states[-1][1]["state"] == "OK", 15)
+
+        n_holds = len(holds)
+        r = _call(node, ex, contract.SAFETY_ESTOP)
+        assert r.success
+        assert spin_until(lambda: states[-1][1]["state"] == "ESTOP" and len(holds) > n_holds, 15)
+        spin_until(lambda: False, 0.5)
+        assert states[-1][1]["state"] == "ESTOP"    # latched
+        assert _call(node, ex, contract.SAFETY_RESET).success
+        assert spin_until(lambda: states[-1][1]["state"] == "OK", 15)
+    assert processes.stop(sup, signal.SIGINT) == 0, processes.log(sup)
