@@ -24,6 +24,7 @@ MODULES = (
     "surgbot.bench.psm",
     "surgbot.bench.endoscope",
     "surgbot.bench.console",
+    "surgbot.bench.data",
 )
 
 

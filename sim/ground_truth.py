@@ -49,13 +49,14 @@ class GroundTruth:
     name = "ground_truth"
 
     def __init__(self, rate_hz: float = 100.0, task_hz: float = 2.0, publish_clock: bool = False,
-                 task: str | None = None):
+                 task: str | None = None, task_payload=None):
         if not (0 < rate_hz <= 1000 and 0 < task_hz <= 100):
             raise ValueError("ground truth rates must be in (0, 1000] Hz and task (0, 100] Hz")
         self.period = 1.0 / rate_hz
         self.task_period = 1.0 / task_hz
         self.publish_clock = publish_clock
         self.task = task
+        self.task_payload = task_payload      # world -> dict: a running task's /sim/task (sim/tasks/twin.py)
         self.published = 0
         self._pubs = None
 
@@ -115,7 +116,8 @@ class GroundTruth:
             self._next_task += self.task_period
             if self._next_task <= t:
                 self._next_task = t + self.task_period
-            self._pubs["task"].publish(String(data=json.dumps(task_state(world, self._bodies, self.task))))
+            payload = self.task_payload(world) if self.task_payload else task_state(world, self._bodies, self.task)
+            self._pubs["task"].publish(String(data=json.dumps(payload)))
 
     def close(self) -> None:
         pass

@@ -43,6 +43,8 @@ from surgbot.sim.camera import EndoscopeCamera
 from surgbot.sim.entry_point import EntryPoint
 from surgbot.sim.ground_truth import GroundTruth
 from surgbot.sim.scene import build_model, has_psm, reset_to_stand
+from surgbot.sim.tasks import TASK_NAMES
+from surgbot.sim.tasks.twin import TaskTwin
 from surgbot.sim.world import SimWorld
 
 NODE_NAME = "sim_node"
@@ -83,6 +85,7 @@ class SimConfig:
     camera: bool = param(True, "render the endoscope camera")
     model_path: str | None = param(None, "load this MJCF instead of a scene (debugging)")
     ros: bool = param(True, "serve the sim's ROS topics (sim_node)")
+    task: str | None = param(None, "task laid out by seed (reach, needle_pick, peg_transfer); unset: none")
 
     def __post_init__(self):
         self.validate()
@@ -103,6 +106,11 @@ class SimConfig:
             raise ValueError(f"--g1-domain must be a DDS domain id 0..{MAX_DDS_DOMAIN}, got {self.g1_domain}")
         if not self.g1_interface or any(c.isspace() for c in self.g1_interface):
             raise ValueError(f"--g1-interface must be a network interface name, got {self.g1_interface!r}")
+        if self.task is not None:
+            if self.task not in TASK_NAMES:
+                raise ValueError(f"unknown task {self.task!r} (choose from {', '.join(TASK_NAMES)})")
+            if self.scene != "box_trainer" or self.model_path is not None:
+                raise ValueError("--task needs --scene box_trainer (and no --model)")
         if self.model_path is not None:
             p = Path(self.model_path)
             if not p.is_file():
@@ -145,12 +153,16 @@ def make_world(cfg: SimConfig, node=None):
                      seed=cfg.seed, ros_node=node, use_sim_time=cfg.fast)
     notes = []
     try:
+        task_twin = None
+        if cfg.task is not None:             # first: it moves objects before the camera copies the model
+            task_twin = world.add(TaskTwin(cfg.task, cfg.seed))
         if cfg.camera and mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, "endoscope_camera") >= 0:
             world.add(EndoscopeCamera(cfg.camera_width, cfg.camera_height, cfg.camera_hz))
         elif cfg.camera:
             notes.append("camera: model has no endoscope_camera, not rendering")
         if mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_SITE, "endoscope_tip") >= 0:
-            world.add(GroundTruth(publish_clock=cfg.fast))
+            world.add(GroundTruth(publish_clock=cfg.fast, task=cfg.task,
+                                  task_payload=task_twin.payload if task_twin is not None else None))
             world.add(EntryPoint())     # the port/nostril pushes back on the shaft (no-op without a stiffness)
         g1 = _optional_twin("surgbot.sim.g1_twin", "G1Twin", domain=cfg.g1_domain, interface=cfg.g1_interface)
         if g1 is None:
@@ -319,6 +331,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-camera", action="store_true", help="do not render the endoscope")
     parser.add_argument("--model", default=None, metavar="PATH", help="load this MJCF instead of a scene (debugging)")
     parser.add_argument("--no-ros", action="store_true", help="no rclpy node (physics + DDS twin only)")
+    parser.add_argument("--task", default=None, metavar="T",
+                        help="lay out a task (reach, needle_pick, peg_transfer) by --seed; /sim/task reports it")
 
 
 def config_from_args(args: argparse.Namespace) -> SimConfig:
@@ -326,7 +340,7 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
     given = dict(scene=args.scene, seed=args.seed, duration=args.duration, fast=args.fast, headless=args.headless,
                  g1_domain=args.g1_domain, g1_interface=args.g1_interface, camera_width=args.camera_width,
                  camera_height=args.camera_height, camera_hz=args.camera_hz, camera=not args.no_camera,
-                 model_path=args.model, ros=not args.no_ros)
+                 model_path=args.model, ros=not args.no_ros, task=args.task)
     return SimConfig(**{k: v for k, v in given.items() if v is not None or k in ("duration", "model_path")})
 
 

@@ -177,6 +177,12 @@ def _attach_robots(spec: mujoco.MjSpec, psm_rcm_pos, psm_shaft_dir, psm_lean) ->
     with _quiet_attach():
         g1 = mujoco.MjSpec.from_file(str(G1_XML))
         spec.attach(g1, prefix="", frame=spec.worldbody.add_frame(name="g1_mount"))
+    return _attach_psm(spec, psm_rcm_pos, psm_shaft_dir, psm_lean)
+
+
+def _attach_psm(spec: mujoco.MjSpec, psm_rcm_pos, psm_shaft_dir, psm_lean) -> bool:
+    """The PSM (when its model exists) with its RCM at the PSM port."""
+    with _quiet_attach():
         if not PSM_XML.exists():
             return False
         psm = mujoco.MjSpec.from_file(str(PSM_XML))
@@ -263,7 +269,7 @@ def _box_trainer(spec: mujoco.MjSpec, rng: np.random.Generator, line: ScopeLine)
     _add_static_box(wb, "tissue_pad", (cx, cy, floor_top + 0.003), (0.07, 0.055, 0.003), (0.85, 0.55, 0.55, 1))
     centre = np.array([cx, cy])
     target_xy = _place_apart(rng, centre, 0.03, len(TARGET_COLOURS), 0.022)
-    for (cname, rgba), xy in zip(TARGET_COLOURS.items(), target_xy):
+    for (cname, rgba), xy in zip(TARGET_COLOURS.items(), target_xy, strict=True):
         body = wb.add_body(name=f"target_{cname}", pos=[xy[0], xy[1], pad_top])
         body.add_geom(name=f"target_{cname}_disc", type=mujoco.mjtGeom.mjGEOM_CYLINDER,
                       size=[0.006, 0.0006, 0], pos=[0, 0, 0.0006], rgba=list(rgba), contype=0, conaffinity=0)
@@ -291,7 +297,25 @@ def _box_trainer(spec: mujoco.MjSpec, rng: np.random.Generator, line: ScopeLine)
         needle.add_geom(name=f"needle_seg_{i}", type=mujoco.mjtGeom.mjGEOM_CAPSULE,
                         fromto=[r * np.cos(a0), r * np.sin(a0), 0, r * np.cos(a1), r * np.sin(a1), 0],
                         size=[0.0008, 0, 0], rgba=[0.8, 0.8, 0.85, 1], mass=0.0003)
+    _add_task_objects(wb, rng, centre, pad_top, taken=target_xy + peg_xy + block_xy + [nxy])
     return psm_port, psm_dir, psm_lean
+
+
+# Peg-transfer block: small enough for the PSM jaws (they open ~6 mm at mid-finger).
+TRANSFER_BLOCK = "block_transfer"
+TRANSFER_BLOCK_HALF = 0.0025          # m, half edge
+TRANSFER_BLOCK_MASS = 0.0005          # kg
+TRANSFER_BLOCK_RGBA = (0.95, 0.85, 0.15, 1.0)
+
+
+def _add_task_objects(wb, rng: np.random.Generator, centre, pad_top: float, taken) -> None:
+    """Objects the tasks (sim/tasks) need beyond the scene's own set: the peg-transfer block."""
+    xy = _place_apart(rng, centre, 0.05, 1, 0.02, taken=taken)[0]
+    body = wb.add_body(name=TRANSFER_BLOCK, pos=[xy[0], xy[1], pad_top + TRANSFER_BLOCK_HALF],
+                       quat=list(_yaw_quat(rng.uniform(-np.pi, np.pi))))
+    body.add_freejoint(name=f"{TRANSFER_BLOCK}_free")
+    body.add_geom(name=f"{TRANSFER_BLOCK}_geom", type=mujoco.mjtGeom.mjGEOM_BOX, size=[TRANSFER_BLOCK_HALF] * 3,
+                  rgba=list(TRANSFER_BLOCK_RGBA), mass=TRANSFER_BLOCK_MASS, condim=4, friction=[1.0, 0.02, 0.001])
 
 
 def _entry_stiffness(spec: mujoco.MjSpec, k: float) -> None:
@@ -429,3 +453,57 @@ def reset_to_stand(model: mujoco.MjModel, data: mujoco.MjData) -> None:
     else:
         mujoco.mj_resetData(model, data)
     mujoco.mj_forward(model, data)
+
+
+# ------------------------------------------------ Gymnasium environments' scene
+ENV_VIEW_BODY = "endoscope_view"      # mocap body carrying the camera in the environments
+ENDOSCOPE_CAMERA = "endoscope_camera"
+
+
+@lru_cache(maxsize=1)
+def stand_camera_pose() -> tuple[np.ndarray, np.ndarray, float]:
+    """World position, 3x3 rotation and fovy (deg) of `endoscope_camera` at STAND_POSTURE."""
+    model = mujoco.MjModel.from_xml_path(str(G1_XML))
+    data = mujoco.MjData(model)
+    for name, q in STAND_POSTURE.items():
+        data.qpos[model.jnt_qposadr[model.joint(name).id]] = q
+    mujoco.mj_kinematics(model, data)
+    mujoco.mj_camlight(model, data)
+    cam = model.camera(ENDOSCOPE_CAMERA).id
+    return data.cam_xpos[cam].copy(), data.cam_xmat[cam].reshape(3, 3).copy(), float(model.cam_fovy[cam])
+
+
+def build_env_spec(seed: int = 0) -> mujoco.MjSpec:
+    """The box trainer and the PSM as in `build_spec`, without the G1.
+
+    The Gymnasium environments need no humanoid: the holder's only effect on
+    the image is where the scope looks from, so the endoscope camera rides a
+    mocap body (`ENV_VIEW_BODY`) put where the G1 holds it (the tasks
+    randomise it about the port).  Same layout code, same PSM mount."""
+    line = stand_scope_line()
+    spec = mujoco.MjSpec()
+    _common(spec)
+    scratch = mujoco.MjSpec()
+    psm_port, psm_dir, psm_lean = _box_trainer(scratch, np.random.default_rng(int(seed)), line)
+    if not _attach_psm(spec, psm_port, psm_dir, psm_lean):
+        raise RuntimeError(f"{PSM_XML} is missing")
+    _box_trainer(spec, np.random.default_rng(int(seed)), line)
+    for light in spec.lights:
+        light.castshadow = False
+    pos, R, fovy = stand_camera_pose()
+    q = np.zeros(4)
+    mujoco.mju_mat2Quat(q, R.flatten())
+    view = spec.worldbody.add_body(name=ENV_VIEW_BODY, pos=list(pos), quat=list(q), mocap=True)
+    view.add_camera(name=ENDOSCOPE_CAMERA, fovy=fovy)
+    spec.modelname = "surgbot_box_trainer_env"
+    with _quiet_attach():
+        model = spec.compile()
+    qpos = model.qpos0.copy()
+    qpos[model.jnt_qposadr[model.joint("insertion").id]] = PSM_START_INSERTION
+    spec.add_key(name="stand", qpos=list(qpos), mpos=list(pos), mquat=list(q), time=0.0)
+    return spec
+
+
+def build_env_model(seed: int = 0) -> mujoco.MjModel:
+    with _quiet_attach():
+        return build_env_spec(seed).compile()

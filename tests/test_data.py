@@ -1,0 +1,184 @@
+"""`surgbot data record`: LeRobotDataset v3 from the experts, read back with
+LeRobot's own loader and compared with what the environment produces; bad
+input; Ctrl-C; LeRobot's own `lerobot-train` on the result."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+import surgbot.sim.envs  # noqa: F401 - registers the environments
+from surgbot.policies.data.dataset import ACTION_KEY, IMAGE_KEY, SIDECAR, STATE_KEY
+from surgbot.policies.data.record import record_expert
+from surgbot.sim.envs import ENV_IDS
+from surgbot.sim.envs.experts import run_episode
+
+pytestmark = pytest.mark.unit
+SIZE = (64, 80)
+CLI = [sys.executable, "-m", "surgbot.cli", "data", "record"]
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", "MUJOCO_GL": "osmesa"}
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory):
+    out = tmp_path_factory.mktemp("data") / "reach_ds"
+    res = record_expert("reach", 2, out, seed=20, image_size=SIZE, progress=False)
+    return out, res
+
+
+def load(out: Path) -> LeRobotDataset:
+    return LeRobotDataset("local/" + out.name, root=out)
+
+
+def test_recorded_dataset_loads_and_matches_the_environment(recorded):
+    out, res = recorded
+    assert res.kept == 2 and res.failed == 0
+    ds = load(out)
+    assert ds.num_episodes == 2 and ds.fps == 15 and len(ds) == res.frames
+    assert set(ds.features) >= {IMAGE_KEY, STATE_KEY, ACTION_KEY}
+    side = json.loads((out / SIDECAR).read_text())
+    assert side["source"] == "expert" and [e["seed"] for e in side["episodes"]] == [20, 21]
+    env = gym.make(ENV_IDS["reach"], image_size=SIZE)
+    index = 0
+    for ep in side["episodes"]:
+        frames: list = []
+
+        def keep(o, a, i, frames=frames):
+            frames.append((o["image"], o["state"], a, i["instruction"]))
+
+        run_episode(env, ep["seed"], on_step=keep)
+        assert len(frames) == ep["length"]
+        for k in (0, len(frames) // 2, len(frames) - 1):
+            item = ds[index + k]
+            image, state, action, text = frames[k]
+            assert int(item["episode_index"]) == ep["episode_index"] and int(item["frame_index"]) == k
+            assert np.array_equal(item[STATE_KEY].numpy(), state)
+            assert np.array_equal(item[ACTION_KEY].numpy(), action)
+            assert item["task"] == text == ep["instruction"]
+            # video is lossy: close to this frame, farther from a frame of another moment
+            got = item[IMAGE_KEY].numpy().transpose(1, 2, 0) * 255.0
+            err = np.abs(got - image).mean()
+            other = frames[(k + len(frames) // 2) % len(frames)][0]
+            assert err < 6.0 and err < np.abs(got - other).mean()
+        index += ep["length"]
+    env.close()
+
+
+def run_cli(*args, timeout=600):
+    return subprocess.run(CLI + list(args), capture_output=True, text=True, env=ENV, timeout=timeout)
+
+
+def one_line_error(proc) -> str:
+    lines = [s for s in proc.stderr.strip().splitlines() if s.strip()]
+    assert proc.returncode == 2, proc.stderr
+    assert len(lines) == 1 or "error:" in lines[-1], proc.stderr
+    return lines[-1]
+
+
+def test_bad_input_exits_2_and_changes_nothing(recorded, tmp_path):
+    out, _ = recorded
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+    new = str(tmp_path / "a")
+    assert "unknown task" in one_line_error(run_cli("--task", "suture", "--episodes", "1", "--out", new))
+    assert "positive" in one_line_error(run_cli("--task", "reach", "--episodes", "0", "--out", new))
+    assert "HxW" in one_line_error(run_cli("--task", "reach", "--episodes", "1", "--out", new, "--image-size", "big"))
+    assert "not empty" in one_line_error(run_cli("--task", "reach", "--episodes", "1", "--out", str(out)))
+    msg = one_line_error(run_cli("--task", "reach", "--episodes", "1", "--out", str(out), "--append",
+                                 "--image-size", "96x96"))
+    assert "features differ" in msg
+    assert not (tmp_path / "a").exists()
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
+
+
+def test_append_grows_the_dataset(recorded, tmp_path):
+    import shutil
+    out = tmp_path / "grow"
+    shutil.copytree(recorded[0], out)
+    res = record_expert("reach", 1, out, seed=40, image_size=SIZE, append=True, progress=False)
+    assert res.kept == 1
+    ds = load(out)
+    assert ds.num_episodes == 3
+    side = json.loads((out / SIDECAR).read_text())
+    assert [e["seed"] for e in side["episodes"]] == [20, 21, 40]
+    assert not any(p.name.startswith(".grow.") for p in tmp_path.iterdir())
+
+
+def test_ctrl_c_leaves_nothing_loadable(tmp_path):
+    out = tmp_path / "interrupted"
+    proc = subprocess.Popen(CLI + ["--task", "reach", "--episodes", "40", "--out", str(out), "--image-size", "32x32"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    partial = None
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and partial is None:
+        found = [p for p in tmp_path.iterdir() if p.name.startswith(".interrupted.partial")]
+        if found and any(found[0].rglob("*.parquet")):     # at least one episode saved
+            partial = found[0]
+        time.sleep(0.2)
+    assert partial is not None, proc.communicate(timeout=30)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    lines = [s for s in err.strip().splitlines() if s.strip()]
+    assert proc.returncode == 2 and "interrupted" in lines[-1], err
+    assert not out.exists() and not partial.exists()
+
+
+@pytest.mark.sim
+def test_lerobot_train_runs_act_on_a_recorded_dataset(recorded, tmp_path):
+    out, _ = recorded
+    train = Path(sys.executable).with_name("lerobot-train")
+    cmd = [str(train), "--dataset.repo_id=local/" + out.name, f"--dataset.root={out}", "--policy.type=act",
+           "--policy.device=cpu", "--policy.push_to_hub=false", "--policy.pretrained_backbone_weights=null",
+           "--policy.dim_model=256", "--policy.dim_feedforward=1024", "--policy.n_encoder_layers=2",
+           "--policy.chunk_size=10", "--policy.n_action_steps=10",
+           f"--output_dir={tmp_path / 'train'}", "--steps=20", "--batch_size=4", "--num_workers=0",
+           "--eval_freq=0", "--save_freq=20", "--wandb.enable=false", "--log_freq=5"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=1500)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ckpt = tmp_path / "train" / "checkpoints" / "last" / "pretrained_model"
+    assert (ckpt / "model.safetensors").is_file() and (ckpt / "config.json").is_file()
+    cfg = json.loads((ckpt / "config.json").read_text())
+    assert cfg["type"] == "act" and cfg["dim_model"] == 256
+
+
+# ------------------------------------------------------- live-topic sampler (ROS-free core)
+def test_live_sampler_holds_15_hz_and_cuts_episodes():
+    from surgbot.policies.data.ros_source import LiveSampler
+
+    s = LiveSampler("reach", 8, 8)
+    assert not s.start()                                    # nothing received yet: refused with a reason
+    T = np.eye(4)
+    T[:3, 3] = [0.01, 0.02, -0.15]
+    s.on_image(0.0, np.full((16, 16, 3), 7, np.uint8))      # resized to the dataset's 8x8
+    s.on_pose(0.0, T)
+    s.on_jaw(0.0, 0.3)
+    assert s.start() and not s.start()
+    assert s.sample(0.0) == 1
+    cmd = T.copy()
+    cmd[2, 3] -= 0.001
+    s.on_command_pose(cmd)
+    s.on_command_jaw(0.1)
+    s.on_pose(0.2, T)
+    s.on_image(0.2, np.full((8, 8, 3), 9, np.uint8))
+    assert s.sample(0.2) == 3                               # slots at 1/15, 2/15, 3/15 s: two held
+    assert s.sample(0.9) == 0 and s.skipped == 1            # inputs 0.7 s old: stale, nothing added
+    s.on_instruction("touch the red target")
+    assert s.stop(keep=True)
+    kind, frames = s.finished.pop()
+    assert kind == "keep" and len(frames) == 4 and s.held == 2
+    assert all(f["task"] == "touch the red target" for f in frames)
+    assert frames[0]["image"].shape == (8, 8, 3) and frames[0]["image"][0, 0, 0] == 7
+    assert np.array_equal(frames[0]["action"], frames[0]["state"])   # nothing commanded yet: hold
+    assert frames[-1]["action"][2] == np.float32(-0.151) and frames[-1]["action"][9] == np.float32(0.1)
+    assert not s.stop(keep=True)
+    assert s.start() and s.stop(keep=False)                 # an empty discarded episode is fine
+    assert s.finished.pop()[0] == "discard"

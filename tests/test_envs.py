@@ -1,0 +1,116 @@
+"""Gymnasium environments: API conformance, determinism, the shared PSM plant,
+bad actions, and the scripted experts' success rate (>= 19/20 seeds)."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+import surgbot.sim.envs  # noqa: F401 - registers the environments
+from surgbot.geometry import matrix_from_pose10, pose10_from_matrix
+from surgbot.kinematics import psm as kin
+from surgbot.sim.envs import ENV_IDS
+from surgbot.sim.envs.experts import make_expert, run_episode
+from surgbot.sim.psm_plant import PSMPlant
+
+pytestmark = pytest.mark.unit
+SMALL = (48, 64)
+
+
+@pytest.mark.parametrize("task", list(ENV_IDS))
+def test_check_env_passes(task):
+    env = gym.make(ENV_IDS[task], render_mode="rgb_array", image_size=SMALL)
+    check_env(env.unwrapped, skip_render_check=False)
+    obs, info = env.reset(seed=0)
+    assert obs["image"].shape == (*SMALL, 3) and obs["image"].dtype == np.uint8
+    assert obs["state"].shape == (10,) and obs["state"].dtype == np.float32
+    assert isinstance(info["instruction"], str) and info["instruction"] and info["success"] is False
+    assert env.render().shape == (*SMALL, 3)
+    env.close()
+
+
+def test_default_image_size_and_control_rate():
+    env = gym.make(ENV_IDS["reach"])
+    obs, _ = env.reset(seed=0)
+    assert obs["image"].shape == (128, 128, 3)
+    for _ in range(15):
+        *_, info = env.step(obs["state"])
+    assert info["elapsed_s"] == pytest.approx(1.0, abs=1e-9)          # 15 actions = 1 s of physics
+    env.close()
+
+
+@pytest.mark.parametrize("task", list(ENV_IDS))
+def test_same_seed_same_layout_and_first_image(task):
+    a = gym.make(ENV_IDS[task], image_size=SMALL)
+    b = gym.make(ENV_IDS[task], image_size=SMALL)
+    oa, ia = a.reset(seed=11)
+    ob, ib = b.reset(seed=11)
+    assert np.array_equal(oa["image"], ob["image"]) and np.array_equal(oa["state"], ob["state"])
+    assert ia["instruction"] == ib["instruction"]
+    assert np.array_equal(a.unwrapped.data.xpos, b.unwrapped.data.xpos)
+    oc, _ = b.reset(seed=12)
+    assert not np.array_equal(oa["image"], oc["image"])
+    # and the same actions give the same trajectory
+    act = oa["state"].copy()
+    act[2] -= 0.004
+    b.reset(seed=11)
+    for _ in range(5):
+        sa, sb = a.step(act)[0]["state"], b.step(act)[0]["state"]
+        assert np.array_equal(sa, sb)
+    a.close()
+    b.close()
+
+
+def test_environment_drives_the_psm_with_the_twin_plant():
+    env = gym.make(ENV_IDS["reach"], images=False).unwrapped
+    assert isinstance(env.plant, PSMPlant)
+    obs, _ = env.reset(seed=4)
+    T, jaw = matrix_from_pose10(obs["state"])
+    T[:3, 3] += [0.003, -0.002, 0.004]
+    for _ in range(15):
+        obs, *_ = env.step(pose10_from_matrix(T, 0.3))
+    # measured tip (MuJoCo site) agrees with the DH forward kinematics of the measured joints
+    q = env.data.qpos[env.plant.qadr]
+    assert np.allclose(kin.fk(q)[:3, 3], matrix_from_pose10(obs["state"])[0][:3, 3], atol=1e-6)
+    assert np.linalg.norm(kin.fk(q)[:3, 3] - T[:3, 3]) < 5e-4
+    assert abs(obs["state"][9] - 0.3) < 0.02
+
+
+def test_bad_actions():
+    env = gym.make(ENV_IDS["reach"], images=False)
+    obs, _ = env.reset(seed=0)
+    for bad, msg in [(np.zeros(9), "shape"), (np.full(10, np.nan), "NaN"), (np.zeros(10), "6D")]:
+        with pytest.raises(ValueError, match=msg):
+            env.step(bad.astype(np.float32))
+    # a pose the PSM cannot reach is refused by the PSM core; the arm holds
+    far = obs["state"].copy()
+    far[:3] = [0.0, 0.0, 0.5]
+    obs2, _, term, _, info = env.step(far)
+    assert info["rejected"] >= 1 and not term
+    assert np.linalg.norm(obs2["state"][:3] - obs["state"][:3]) < 2e-4
+    with pytest.raises(ValueError, match="unknown task"):
+        surgbot.sim.envs.surg_env.SurgEnv("suture")
+    env.close()
+
+
+@pytest.mark.parametrize("task", list(ENV_IDS))
+def test_expert_success_over_20_seeds(task):
+    env = gym.make(ENV_IDS[task], images=False)
+    expert = make_expert(env)
+    results = [run_episode(env, 1000 + s, expert) for s in range(20)]
+    ok = sum(r["success"] for r in results)
+    assert ok >= 19, [(r["seed"], r["failure"]) for r in results if not r["success"]]
+    # the experts stay within the task horizon and at dVRK-plausible tip speeds
+    assert max(r["elapsed_s"] for r in results) < env.unwrapped.task.horizon_s
+    env.close()
+
+
+def test_expert_speeds_are_plausible():
+    env = gym.make(ENV_IDS["peg_transfer"], images=False)
+    states = []
+    run_episode(env, 5, on_step=lambda obs, a, info: states.append(obs["state"][:3].copy()))
+    v = np.linalg.norm(np.diff(np.array(states), axis=0), axis=1) * 15.0
+    assert v.max() < 0.05                       # m/s: well under the PSM's teleop speeds
+    env.close()
