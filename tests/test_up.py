@@ -12,6 +12,7 @@ import pytest
 from std_msgs.msg import String
 
 from surgbot import contract
+from surgbot.rosutil import latched_qos
 from surgbot.stack import StackOptions, nodes_for
 from surgbot.up import node_argv
 from tests.conftest import PYTHON, REPO
@@ -54,9 +55,11 @@ def test_up_brings_the_sim_stack_up_and_a_killed_node_stops_it(processes, tmp_pa
     seen: dict[str, float] = {}
     with listener_node("test_up_listener") as (node, ex):
         from sensor_msgs.msg import JointState
-        for topic, kind in ((contract.SAFETY_STATE, String), (contract.ENDOSCOPE_MODE, String),
-                            (contract.G1_JOINT_STATES, JointState), (contract.psm_topic("measured_js"), JointState)):
-            node.create_subscription(kind, topic, lambda _m, t=topic: seen.__setitem__(t, time.monotonic()), 10)
+        for topic, kind, qos in ((contract.SAFETY_STATE, String, latched_qos()),
+                                 (contract.ENDOSCOPE_MODE, String, latched_qos()),     # published on change
+                                 (contract.G1_JOINT_STATES, JointState, 10),
+                                 (contract.psm_topic("measured_js"), JointState, 10)):
+            node.create_subscription(kind, topic, lambda _m, t=topic: seen.__setitem__(t, time.monotonic()), qos)
         assert _wait_for(lambda: ex.spin_once(timeout_sec=0.05) or len(seen) == 4, 90), (seen, processes.log(up))
     children = {c.pid: " ".join(c.cmdline()) for c in psutil.Process(up.pid).children(recursive=True)}
     holder = next(pid for pid, cmd in children.items() if "surgbot.nodes.endoscope_holder" in cmd)
