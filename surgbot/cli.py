@@ -18,6 +18,7 @@ from surgbot.errors import CliError
 SUBCOMMANDS = {
     "sim": ("surgbot.sim.runner", "MuJoCo twin of the hardware (G1 over unitree DDS, PSM over CRTK ROS 2)"),
     "bench": ("surgbot.bench.runner", "performance suite; last stdout line is one JSON object"),
+    "policy": ("surgbot.policies.vla.cli", "VLA policy: train (LeRobot), serve (pyzmq)"),
 }
 
 
