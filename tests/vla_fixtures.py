@@ -94,3 +94,21 @@ def make_dataset(root: Path, episodes: int = 4, frames: int = 20, seed: int = 0,
         ds.save_episode()
     ds.finalize()
     return root
+
+
+def save_checkpoint(dataset: Path, out: Path) -> Path:
+    """An untrained surgvla built by LeRobot's make_policy from `dataset`, saved LeRobot's way."""
+    import torch
+    from lerobot.datasets.lerobot_dataset import LeRobotDatasetMetadata
+    from lerobot.policies.factory import make_policy, make_pre_post_processors
+
+    from surgbot.policies.vla.configuration_surgvla import SurgVLAConfig
+
+    torch.manual_seed(0)
+    meta = LeRobotDatasetMetadata(f"local/{dataset.name}", root=dataset)
+    cfg = SurgVLAConfig(device="cpu", push_to_hub=False)
+    policy = make_policy(cfg, ds_meta=meta)
+    pre, post = make_pre_post_processors(cfg, dataset_stats=meta.stats)
+    for part in (policy, pre, post):
+        part.save_pretrained(out)
+    return out

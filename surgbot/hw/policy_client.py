@@ -61,7 +61,7 @@ def _decode(obj: dict) -> Any:
     count = int(np.prod(shape, dtype=np.int64)) if shape else 1
     if count * dtype.itemsize != len(data) or len(data) > MAX_ARRAY_BYTES:
         raise ValueError(f"{len(data)} data bytes do not make a {dtype_s} array of shape {shape}")
-    return np.frombuffer(data, dtype=dtype).reshape(shape)
+    return np.frombuffer(data, dtype=dtype).reshape(tuple(shape))
 
 
 def pack(obj: Any) -> bytes:
