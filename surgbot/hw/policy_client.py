@@ -37,8 +37,8 @@ def _encode(obj: Any) -> Any:
     if isinstance(obj, np.ndarray):
         if obj.dtype.kind not in ALLOWED_DTYPE_KINDS:
             raise TypeError(f"arrays of dtype {obj.dtype} are not sent")
-        a = np.ascontiguousarray(obj)
-        return {NDARRAY_TAG: True, "dtype": a.dtype.str, "shape": list(a.shape), "data": a.tobytes()}
+        return {NDARRAY_TAG: True, "dtype": obj.dtype.str, "shape": list(obj.shape),
+                "data": obj.tobytes(order="C")}
     if isinstance(obj, np.generic):
         return obj.item()
     raise TypeError(f"cannot encode {type(obj).__name__}")
