@@ -22,6 +22,7 @@ MODULES = (
     "surgbot.bench.g1",
     "surgbot.bench.psm",
     "surgbot.bench.endoscope",
+    "surgbot.bench.policy",
 )
 
 

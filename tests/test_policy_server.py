@@ -186,7 +186,7 @@ def test_wire_format_round_trip_and_refusals():
     arrays = [np.arange(12, dtype=np.float32).reshape(3, 4), np.zeros((2, 2, 3), np.uint8),
               np.array([True, False]), np.array(3.5), np.arange(5, dtype=">i8")]
     back = unpack(pack({"a": arrays, "s": "x", "n": np.float64(2.0)}))
-    for a, b in zip(arrays, back["a"]):
+    for a, b in zip(arrays, back["a"], strict=True):
         assert a.dtype == b.dtype and a.shape == b.shape and np.array_equal(a, b)
     assert back["s"] == "x" and back["n"] == 2.0
     with pytest.raises(TypeError):

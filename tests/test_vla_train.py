@@ -124,6 +124,6 @@ def test_mixing_weights_draw_each_dataset_with_its_share():
     assert w.shape == (sum(lengths),) and abs(float(w.sum()) - 1.0) < 1e-9
     draws = torch.multinomial(w, 200_000, replacement=True, generator=torch.Generator().manual_seed(0))
     edges = np.cumsum([0] + lengths)
-    shares = [float(((draws >= a) & (draws < b)).float().mean()) for a, b in zip(edges[:-1], edges[1:])]
+    shares = [float(((draws >= a) & (draws < b)).float().mean()) for a, b in zip(edges[:-1], edges[1:], strict=True)]
     # binomial std at n=2e5 is <= 0.0012: 0.01 is > 8 sigma
     np.testing.assert_allclose(shares, weights, atol=0.01)

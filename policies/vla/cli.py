@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 from pathlib import Path
 
 from surgbot.errors import CliError
@@ -53,14 +54,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.policy_command == "train":
-        import json
         summary = importlib.import_module("surgbot.policies.vla.train").train(args)
         print(json.dumps(summary))
         return 0
     if args.policy_command == "serve":
         if not 0 < args.port < 65536:
             raise CliError(f"--port {args.port} outside 1..65535")
-        import torch
+        import torch  # the learning stack only when serving: `surgbot --help` stays fast
+        import zmq
+
         from surgbot.policies.serving.server import run_server
         from surgbot.policies.vla.runtime import CheckpointError, PolicyRuntime
         torch.set_num_threads(max(1, args.threads))
@@ -70,6 +72,6 @@ def run(args: argparse.Namespace) -> int:
             raise CliError(str(exc)) from None
         try:
             return run_server(runtime, args.host, args.port)
-        except Exception as exc:  # zmq.ZMQError: address in use, bad host
+        except zmq.ZMQError as exc:   # address in use, bad host
             raise CliError(f"cannot serve on {args.host}:{args.port}: {exc}") from None
     raise CliError(f"unknown policy command {args.policy_command}")

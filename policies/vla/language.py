@@ -57,7 +57,7 @@ class InstructionEncoder:
                 with torch.inference_mode():
                     emb = self._model.encode(new, convert_to_numpy=True, normalize_embeddings=True,
                                              batch_size=64, show_progress_bar=False)
-                for t, e in zip(new, emb):
+                for t, e in zip(new, emb, strict=True):
                     self._cache[t] = np.asarray(e, dtype=np.float32)
             return torch.from_numpy(np.stack([self._cache[t] for t in texts]))
 

@@ -82,7 +82,7 @@ class SurgVLANet(nn.Module):
         # Stride 2 everywhere but the last block: 96 px -> 12x12 keypoint map.
         strides = [2] * (len(chans) - 1) + [1]
         self.blocks = nn.ModuleList(
-            FiLMBlock(c_in, c_out, s) for c_in, c_out, s in zip([3] + chans[:-1], chans, strides))
+            FiLMBlock(c_in, c_out, s) for c_in, c_out, s in zip([3] + chans[:-1], chans, strides, strict=True))
         self.keypoints = SpatialSoftArgmax(chans[-1], config.num_keypoints)
         self.language = nn.Sequential(
             nn.Linear(config.language_dim, config.language_hidden_dim), nn.ReLU(),

@@ -138,7 +138,7 @@ class PolicyRuntime:
         self.check(image, state, instruction)
         t0 = time.perf_counter()
         obs = {
-            IMAGE_KEY: torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255.0)[None],
+            IMAGE_KEY: torch.from_numpy(image.copy()).permute(2, 0, 1).float().div_(255.0)[None],
             STATE_KEY: torch.from_numpy(state.astype(np.float32))[None],
             "task": instruction,
         }

@@ -94,7 +94,8 @@ def check_dataset(root: Path) -> LeRobotDatasetMetadata:
 def mixing_weights(lengths: list[int], weights: list[float]) -> torch.Tensor:
     """Per-sample weights so that dataset i is drawn with probability weights[i] / sum(weights)."""
     total = float(sum(weights))
-    return torch.cat([torch.full((n,), w / total / n, dtype=torch.double) for n, w in zip(lengths, weights)])
+    return torch.cat([torch.full((n,), w / total / n, dtype=torch.double)
+                      for n, w in zip(lengths, weights, strict=True)])
 
 
 def plot_loss(out: Path) -> Path:
@@ -123,7 +124,7 @@ def _datasets(args, cfg: SurgVLAConfig) -> tuple[list[LeRobotDataset], list[LeRo
     if len(shapes) != 1:
         raise CliError(f"the datasets' {IMAGE_KEY} shapes differ: {sorted(shapes)}")
     sets = [LeRobotDataset(m.repo_id, root=d, delta_timestamps=resolve_delta_timestamps(cfg, m))
-            for d, m in zip(args.dataset, metas)]
+            for d, m in zip(args.dataset, metas, strict=True)]
     return sets, metas
 
 
