@@ -12,6 +12,7 @@ NODES = {
     "sim_node": "surgbot.nodes.sim_node:main",
     "g1_bridge": "surgbot.nodes.g1_bridge:main",
     "endoscope_holder": "surgbot.nodes.endoscope_holder:main",
+    "policy_node": "surgbot.nodes.policy_node:main",
 }
 
 setup(

@@ -185,6 +185,23 @@ def test_old_chunk_server_timeout_error_and_stale_state_hold():
     assert st["gate_rejections"]["server error"] == 2 and st["enabled"] and st["state"] == "HOLD"
 
 
+def test_a_server_error_drops_the_plan_until_a_fresh_chunk():
+    ex = enabled(max_step_m=1.0)
+    _running(ex, HOME)
+    ex.on_chunk(chunk(HOME[:3], (0.001, 0, 0)), ex.tick_index, 0.0)
+    ex.on_measured(HOME, DT)
+    assert ex.tick(DT).state is State.RUNNING
+    ex.on_server_error("PolicyTimeout: no reply")
+    held = []
+    for k in range(2, 6):
+        ex.on_measured(HOME, k * DT)
+        out = ex.tick(k * DT)
+        held.append(out.command)
+        assert out.state is State.HOLD
+    for c in held:                                       # the last command, repeated: the arm stops
+        np.testing.assert_allclose(c[:3], HOME[:3] + [0.001, 0, 0])
+
+
 def test_disabled_publishes_nothing_and_bad_inputs_are_refused():
     ex = PolicyExecutor()
     ex.on_measured(HOME, 0.0)

@@ -136,6 +136,11 @@ class PolicyExecutor:
         self._measured, self._measured_time = p, float(now)
         return Result.success()
 
+    @property
+    def measured(self) -> np.ndarray | None:
+        """The last measured 10-d pose (what the node sends as the observation's state)."""
+        return None if self._measured is None else self._measured.copy()
+
     def observation_taken(self, now: float) -> None:
         """The node sent the observation of this tick to the server."""
         self._request = (self.tick_index, float(now))
@@ -164,7 +169,9 @@ class PolicyExecutor:
         return Result.success()
 
     def on_server_error(self, reason: str) -> None:
+        """The server failed or timed out: drop the plan (hold) until a fresh chunk arrives."""
         self._request = None
+        self._plan = None
         self._server_error = reason or "server error"
         self.rejections["server error"] += 1
 
