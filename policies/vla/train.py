@@ -191,6 +191,7 @@ def train(args: argparse.Namespace) -> dict:
         prefetch_factor=2 if args.num_workers > 0 else None)
     policy, optimizer, loader, scheduler = accelerator.prepare(policy, optimizer, loader, scheduler)
 
+    accelerator.wait_for_everyone()   # every process checked `out` before the main one writes there
     out.mkdir(parents=True, exist_ok=True)
     meters = {"loss": AverageMeter("loss", ":.4f"), "grad_norm": AverageMeter("grdn", ":.3f"),
               "lr": AverageMeter("lr", ":0.1e"), "update_s": AverageMeter("updt_s", ":.3f"),
