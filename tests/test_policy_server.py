@@ -166,6 +166,12 @@ def test_client_times_out_and_recovers_on_a_dead_port():
             assert time.monotonic() - t0 < 2.0
 
 
+def test_client_refuses_a_float_image_before_sending():
+    with PolicyClient(port=free_port(), timeout_s=0.2) as client:
+        with pytest.raises(ValueError, match="uint8"):
+            client.infer(np.zeros((fx.H, fx.W, 3), np.float32), np.zeros(10, np.float32), "x")
+
+
 def test_client_module_does_not_import_torch():
     code = ("import sys\nimport surgbot.hw.policy_client\n"
             "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'lerobot', 'transformers'))\n"

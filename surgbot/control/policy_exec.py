@@ -15,8 +15,8 @@ in-process evaluation and the tests step the same object.
   outside the workspace box -> clipped to it; a step larger than the per-tick
   limits -> shortened; no chunk, a chunk older than `max_chunk_age_s`, a
   stale PSM state, or a server error/timeout -> HOLD (the last commanded pose
-  is repeated, or the measured one if nothing was commanded).  Each reason is
-  counted and reported.
+  is repeated; nothing is sent if nothing was commanded yet, so the arm keeps
+  its own setpoint).  Each reason is counted and reported.
 """
 
 from __future__ import annotations
@@ -188,7 +188,9 @@ class PolicyExecutor:
         self.state, self.hold_reason = State.HOLD, reason
         if count:
             self.rejections[reason.split(":")[0]] += 1
-        cmd = self._last_command if self._last_command is not None else self._measured
+        # Repeat the last command; before any, send nothing: the arm keeps its own setpoint
+        # (re-commanding the measured pose would let the arm creep by its tracking error).
+        cmd = self._last_command
         return TickOutput(None if cmd is None else cmd.copy(), State.HOLD, self._want_chunk() and not
                           self._server_error, reason)
 

@@ -143,8 +143,11 @@ class PolicyClient:
     def infer(self, image: np.ndarray, state: np.ndarray, instruction: str,
               timeout_s: float | None = None) -> tuple[np.ndarray, float]:
         """(actions float32 [H, 10], the server's inference milliseconds)."""
+        image = np.asarray(image)
+        if image.dtype != np.uint8:   # a float image in [0, 1] cast to uint8 would be black: refuse it
+            raise ValueError(f"image must be uint8 HxWx3, got {image.dtype}")
         reply = self.request({"cmd": "infer", "obs": {
-            "image": np.asarray(image, dtype=np.uint8), "state": np.asarray(state, dtype=np.float32),
+            "image": image, "state": np.asarray(state, dtype=np.float32),
             "instruction": str(instruction)}}, timeout_s)
         actions = reply.get("actions")
         if not isinstance(actions, np.ndarray) or actions.ndim != 2:
