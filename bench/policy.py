@@ -1,6 +1,6 @@
 """VLA policy figures: inference p50/p99 (goal p50 < 20 ms on 2 cores) against LeRobot's ACT
 in the same process, model-only time, zmq round trip (ping and infer), training step
-time, checkpoint size.
+time, checkpoint size, and the policy_node core's cost per control tick.
 
 The weights do not change the cost, so the checkpoint is the bundled one when it
 exists and otherwise a freshly initialised surgvla saved and loaded LeRobot's way
@@ -129,6 +129,27 @@ def _zmq_figures(rt: PolicyRuntime, n: int) -> list[dict]:
     ]
 
 
+def _exec_tick_ms(n: int) -> list[float]:
+    """One control tick of the policy_node core (scheduler + blend + gate), chunks arriving every 8 ticks."""
+    from surgbot.control.policy_exec import PolicyExecutor
+
+    ex = PolicyExecutor()
+    ex.set_instruction(INSTRUCTION)
+    ex.enable(True)
+    home = np.array([0.0, 0.0, -0.113, 1, 0, 0, 0, 1, 0, 0.0])
+    chunk = np.repeat(home[None], 16, axis=0)
+    chunk[:, 0] += 0.001 * np.arange(16)
+    clock = [0.0]
+
+    def tick() -> None:
+        clock[0] += 1.0 / 15.0
+        ex.on_measured(home, clock[0])
+        if ex.tick(clock[0]).request_chunk:
+            ex.observation_taken(clock[0])
+            ex.on_chunk(chunk, ex.tick_index, clock[0])
+    return time_calls(tick, n)
+
+
 def run(quick: bool) -> list[dict]:
     torch.set_num_threads(THREADS)
     n = 40 if quick else 400
@@ -157,4 +178,6 @@ def run(quick: bool) -> list[dict]:
                                   anchor_source="FACTS.md: small ACT (15.6M), batch 8, 96x96" if bs == 8 else "",
                                   note="forward + backward + AdamW, inputs already decoded"))
         figures += _zmq_figures(rt, n)
+        figures.append(figure("policy_exec_tick", "ms", samples=_exec_tick_ms(200 if quick else 5000),
+                              note="policy_node core per 15 Hz tick (budget 66.7 ms): scheduler, blend, gate"))
     return figures
