@@ -177,6 +177,7 @@ def test_old_chunk_server_timeout_error_and_stale_state_hold():
     ex.on_measured(HOME, t + 2 * DT)
     out = ex.tick(t + 2 * DT)
     assert out.reason == "server: ValueError: state must be float [10]" and out.command is None
+    assert ex.status(t)["last_server_error"] == "ValueError: state must be float [10]"
     out = ex.tick(t + 2 * DT + 0.3)                        # no PSM pose for 0.3 s
     assert out.reason == "stale PSM state"
     st = ex.status(t)

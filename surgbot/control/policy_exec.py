@@ -108,6 +108,7 @@ class PolicyExecutor:
         self._measured_time = -math.inf
         self._request: tuple[int, float] | None = None    # (tick, time) of the request in flight
         self._server_error = ""
+        self.last_server_error = ""    # kept for /policy/state until a good chunk arrives
         self.last_infer_ms = float("nan")
 
     # --- inputs ---------------------------------------------------------------
@@ -155,6 +156,7 @@ class PolicyExecutor:
             self._server_error = "bad chunk"
             return Result.failure(f"chunk must be finite [H, {POSE_DIM}], got {a.shape}")
         self.last_infer_ms = float(infer_ms)
+        self.last_server_error = ""
         new = _Plan(obs_tick, a.copy(), float(obs_time), a.shape[0])
         old = self._plan
         if old is not None and self.config.blend_new_weight < 1.0:
@@ -172,7 +174,7 @@ class PolicyExecutor:
         """The server failed or timed out: drop the plan (hold) until a fresh chunk arrives."""
         self._request = None
         self._plan = None
-        self._server_error = reason or "server error"
+        self._server_error = self.last_server_error = reason or "server error"
         self.rejections["server error"] += 1
 
     # --- one control tick --------------------------------------------------------
@@ -267,6 +269,7 @@ class PolicyExecutor:
         age = None if self._plan is None else now - self._plan.obs_time
         return {"enabled": self.state is not State.DISABLED, "state": self.state.value,
                 "instruction": self.instruction, "hold_reason": self.hold_reason,
+                "last_server_error": self.last_server_error,
                 "chunk_age_s": age, "inference_ms": None if math.isnan(self.last_infer_ms) else self.last_infer_ms,
                 "gate_rejections": dict(self.rejections)}
 
