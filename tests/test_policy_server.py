@@ -45,7 +45,7 @@ def server(checkpoint, tmp_path_factory):
     log = tmp_path_factory.mktemp("serve_log") / "server.log"
     from surgbot import processes
     proc = processes.start([str(BIN / "surgbot"), "policy", "serve", "--checkpoint", str(checkpoint),
-                            "--port", str(port)], cwd=REPO, env=ENV, stdout=open(log, "wb"),
+                            "--port", str(port), "--threads", "1"], cwd=REPO, env=ENV, stdout=open(log, "wb"),
                            stderr=subprocess.STDOUT)
     client = PolicyClient(port=port, timeout_s=2.0)
     deadline = time.monotonic() + STARTUP_S

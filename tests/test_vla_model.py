@@ -23,6 +23,15 @@ pytestmark = pytest.mark.unit
 CHECKPOINT_LIMIT_BYTES = 20 * 1024 * 1024   # issue 15: checkpoint < 20 MB
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """One intra-op thread: on a shared 2-core machine OpenMP's spinning threads make tiny steps 10-100x slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> Path:
     return fx.make_dataset(tmp_path_factory.mktemp("vla") / "tiny", episodes=2, frames=20)

@@ -23,7 +23,9 @@ from tests.conftest import REPO
 pytestmark = pytest.mark.sim   # multi-process (real command lines), no DDS
 
 BIN = Path(sys.executable).parent
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", "TOKENIZERS_PARALLELISM": "false"}
+# One OpenMP thread per training process: CI's 2 cores are shared with the test process.
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", "TOKENIZERS_PARALLELISM": "false",
+       "OMP_NUM_THREADS": "1"}
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +85,7 @@ def test_surgbot_policy_train_mixes_datasets_plots_and_resumes(datasets, tmp_pat
     out = tmp_path / "run"
     cmd = [str(BIN / "surgbot"), "policy", "train", "--dataset", str(expert), "--dataset", str(pseudo),
            "--weight", "3", "--weight", "1", "--out", str(out), "--batch-size", "4", "--save-freq", "2",
-           "--log-freq", "1"]
+           "--log-freq", "1", "--threads", "1"]
     first = _run(cmd + ["--steps", "2"])
     assert first.returncode == 0, first.stderr[-3000:]
     summary = json.loads(first.stdout.strip().splitlines()[-1])
