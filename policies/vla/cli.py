@@ -49,7 +49,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     s.add_argument("--port", type=int, default=DEFAULT_PORT)
     s.add_argument("--host", default="127.0.0.1", help="bind address (0.0.0.0 to serve other machines)")
     s.add_argument("--device", default="cpu")
-    s.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    s.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads (1: beside the sim and nodes on 2 cores, OpenMP spinning of a second "
+                        "thread raised p99 from 4 to 150 ms here)")
 
 
 def run(args: argparse.Namespace) -> int:
