@@ -16,6 +16,7 @@ NODES = {
     "recorder": "surgbot.nodes.recorder:main",
     "teleop_console": "surgbot.nodes.teleop_console:main",
     "teleop_mapper": "surgbot.nodes.teleop_mapper:main",
+    "policy_node": "surgbot.nodes.policy_node:main",
 }
 
 setup(

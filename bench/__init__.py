@@ -25,6 +25,7 @@ MODULES = (
     "surgbot.bench.endoscope",
     "surgbot.bench.console",
     "surgbot.bench.data",
+    "surgbot.bench.policy",
 )
 
 

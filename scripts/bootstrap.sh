@@ -88,7 +88,7 @@ fi
 # --- end teleop console web assets ---
 
 # 2. the venv, rebuilt when the lock or this script changes
-want=$( (echo "$PYV"; cat "$LOCK" "$0" setup.py) | sha256sum | cut -c1-16)
+want=$( (echo "$PYV"; cat "$LOCK" "$0" setup.py packaging/lerobot_policy_surgvla/setup.py) | sha256sum | cut -c1-16)
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ] && [ -x "$VENV/bin/python" ]; then
   bash scripts/build_interfaces.sh "$VENV"   # section "ROS 2 interface packages" below; no-op when built
   exit 0
@@ -121,6 +121,11 @@ if ! CYCLONEDDS_HOME="$CDDS_HOME" "$VENV/bin/python" -m pip install --progress-b
 fi
 if ! "$VENV/bin/python" -m pip install --no-deps --no-build-isolation -e . >>"$log" 2>&1; then
   grep -v "is ignored: it is neither" "$log" | tail -30 >&2; say "error: installing surgbot failed"; exit 1
+fi
+# VLA policy: LeRobot plugin distribution `lerobot_policy_surgvla` (LeRobot imports every installed
+# distribution named lerobot_policy_*, which registers policy type `surgvla` for lerobot-train).
+if ! "$VENV/bin/python" -m pip install --no-deps --no-build-isolation -e packaging/lerobot_policy_surgvla >>"$log" 2>&1; then
+  grep -v "is ignored: it is neither" "$log" | tail -30 >&2; say "error: installing the lerobot_policy_surgvla plugin failed"; exit 1
 fi
 "$VENV/bin/python" -c "import rclpy, mujoco, pinocchio, unitree_sdk2py, cyclonedds" \
   || { say "error: the venv does not import its core packages"; exit 1; }

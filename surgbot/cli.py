@@ -22,6 +22,7 @@ SUBCOMMANDS = {
     "up": ("surgbot.up", "every node of the stack as supervised processes (for machines without ros2 launch)"),
     "ctl": ("surgbot.ctl", "service calls and one-shot messages to a running stack (no ros2 CLI needed)"),
     "console": ("surgbot.teleop.cli", "teleop VR console server (HTTPS + WSS, token, video)"),
+    "policy": ("surgbot.policies.vla.cli", "VLA policy: train (LeRobot), serve (pyzmq)"),
 }
 
 

@@ -1,0 +1,118 @@
+"""SurgVLA configuration: a LeRobot `PreTrainedConfig` registered as policy type `surgvla`.
+
+LeRobot finds the policy, its processors and this config by naming convention
+(`lerobot/policies/factory.py`: `<Name>Config` in `configuration_<type>` ->
+`<Name>Policy` in `modeling_<type>` and `make_<type>_pre_post_processors` in
+`processor_<type>`), so these three modules keep those names.  The plugin
+distribution `lerobot_policy_surgvla` (packaging/) imports them so that
+`lerobot-train --policy.type=surgvla` finds the type.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from lerobot.configs.policies import PreTrainedConfig
+from lerobot.configs.types import NormalizationMode
+from lerobot.optim.optimizers import AdamWConfig
+from lerobot.utils.constants import ACTION, OBS_STATE
+
+POLICY_TYPE = "surgvla"
+IMAGE_KEY = "observation.images.endoscope"       # contract section 9
+STATE_KEY = OBS_STATE                            # "observation.state", 10 floats
+ACTION_KEY = ACTION                              # "action", 10 floats
+LANGUAGE_KEY = "observation.language_embedding"  # added by the preprocessor (frozen MiniLM)
+POSE_DIM = 10                                    # xyz + 6D rotation + jaw (contract section 7)
+LANGUAGE_DIM = 384                               # all-MiniLM-L6-v2 sentence embedding
+
+
+@PreTrainedConfig.register_subclass(POLICY_TYPE)
+@dataclass
+class SurgVLAConfig(PreTrainedConfig):
+    """Endoscope image + instruction + state -> a chunk of absolute 10-d tool poses.
+
+    chunk_size: actions predicted per call (H); n_action_steps: how many of
+    them `select_action` plays before asking again (half the chunk, as the
+    policy node's scheduler does).  The image is resized to `image_size`
+    inside the model, so the encoder's cost does not depend on the camera.
+    """
+
+    n_obs_steps: int = 1
+    chunk_size: int = 16
+    n_action_steps: int = 8
+
+    normalization_mapping: dict[str, NormalizationMode] = field(
+        default_factory=lambda: {
+            "VISUAL": NormalizationMode.MEAN_STD,
+            "STATE": NormalizationMode.MEAN_STD,
+            "ACTION": NormalizationMode.MEAN_STD,
+        }
+    )
+    # Added to the std before dividing: a 6D-rotation component that hardly
+    # varies in the demos must not turn float noise into large inputs.
+    normalization_eps: float = 1e-4
+
+    image_size: tuple[int, int] = (96, 96)        # (height, width) the encoder sees
+    conv_channels: tuple[int, ...] = (24, 48, 96, 128)
+    num_keypoints: int = 32                       # spatial soft-argmax points of the last feature map
+    language_dim: int = LANGUAGE_DIM
+    language_hidden_dim: int = 128
+    state_hidden_dim: int = 64
+    head_hidden_dim: int = 512
+    dropout: float = 0.1
+    state_clip: float = 5.0                       # normalised state clamped to +-this many std
+    random_shift_px: int = 4                      # training-time image shift augmentation (DrQ style)
+
+    # Instructions seen in training (filled from the dataset's task table at
+    # construction); the server reports them in `metadata`.
+    known_instructions: list[str] = field(default_factory=list)
+
+    optimizer_lr: float = 3e-4
+    optimizer_weight_decay: float = 1e-4
+    optimizer_grad_clip_norm: float = 10.0
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.n_obs_steps != 1:
+            raise ValueError(f"surgvla uses one observation step, got n_obs_steps={self.n_obs_steps}")
+        if not 1 <= self.n_action_steps <= self.chunk_size:
+            raise ValueError(f"n_action_steps must be in 1..chunk_size={self.chunk_size}, got {self.n_action_steps}")
+        if len(self.image_size) != 2 or min(self.image_size) < 16:
+            raise ValueError(f"image_size must be (height, width) >= 16 px, got {self.image_size}")
+        if not self.conv_channels:
+            raise ValueError("conv_channels must name at least one block")
+        if self.normalization_eps <= 0:
+            raise ValueError("normalization_eps must be > 0")
+
+    def get_optimizer_preset(self) -> AdamWConfig:
+        return AdamWConfig(lr=self.optimizer_lr, weight_decay=self.optimizer_weight_decay,
+                           grad_clip_norm=self.optimizer_grad_clip_norm)
+
+    def get_scheduler_preset(self) -> None:
+        return None
+
+    def validate_features(self) -> None:
+        """The contract-9 features: the endoscope video, a 10-d state and a 10-d action."""
+        missing = [k for k in (IMAGE_KEY, STATE_KEY) if k not in (self.input_features or {})]
+        if ACTION_KEY not in (self.output_features or {}):
+            missing.append(ACTION_KEY)
+        if missing:
+            raise ValueError(f"surgvla needs the features {missing} (contract section 9)")
+        for key, ft in ((STATE_KEY, self.input_features[STATE_KEY]), (ACTION_KEY, self.output_features[ACTION_KEY])):
+            if tuple(ft.shape) != (POSE_DIM,):
+                raise ValueError(f"{key} must have shape ({POSE_DIM},) (contract section 7), got {tuple(ft.shape)}")
+        shape = tuple(self.input_features[IMAGE_KEY].shape)
+        if len(shape) != 3 or shape[0] != 3:
+            raise ValueError(f"{IMAGE_KEY} must be a 3-channel image (C, H, W), got {shape}")
+
+    @property
+    def observation_delta_indices(self) -> None:
+        return None
+
+    @property
+    def action_delta_indices(self) -> list[int]:
+        return list(range(self.chunk_size))
+
+    @property
+    def reward_delta_indices(self) -> None:
+        return None

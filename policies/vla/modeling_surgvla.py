@@ -1,0 +1,197 @@
+"""SurgVLA: a small vision-language-action policy that trains from scratch on 2 CPU cores.
+
+    image (normalised, resized to image_size) --conv blocks, each FiLM-modulated
+        by the instruction--> spatial soft-argmax keypoints + pooled features
+    instruction -> frozen MiniLM embedding (preprocessor) -> MLP -> FiLM params
+    state (normalised, clamped) -> MLP
+    [image, language, state] -> MLP -> H x 10 normalised actions (L1 loss)
+
+The head predicts the chunk as an offset from the current state expressed in
+action units (the buffers below hold the dataset's state/action stats), so
+an untrained head already outputs "stay where you are" and training learns
+motions rather than absolute positions.  The output is still the absolute
+pose of contract section 7 (the postprocessor unnormalises it).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import torch
+import torch.nn.functional as F
+from lerobot.policies.pretrained import PreTrainedPolicy
+from torch import Tensor, nn
+
+from surgbot.policies.vla.configuration_surgvla import (
+    ACTION_KEY,
+    IMAGE_KEY,
+    LANGUAGE_KEY,
+    POLICY_TYPE,
+    POSE_DIM,
+    STATE_KEY,
+    SurgVLAConfig,
+)
+
+GROUP_NORM_GROUPS = 8
+PAD_KEY = "action_is_pad"
+
+
+def _stat(stats: dict | None, key: str, name: str, default: float) -> Tensor:
+    value = ((stats or {}).get(key) or {}).get(name)
+    if value is None:
+        return torch.full((POSE_DIM,), float(default))
+    return torch.as_tensor(value, dtype=torch.float32).reshape(POSE_DIM)
+
+
+class FiLMBlock(nn.Module):
+    """conv(stride) -> GroupNorm -> FiLM(gamma, beta) from the instruction -> ReLU."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int):
+        super().__init__()
+        self.conv = nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False)
+        self.norm = nn.GroupNorm(GROUP_NORM_GROUPS, c_out)
+
+    def forward(self, x: Tensor, gamma: Tensor, beta: Tensor) -> Tensor:
+        x = self.norm(self.conv(x))
+        return F.relu(x * (1.0 + gamma[:, :, None, None]) + beta[:, :, None, None])
+
+
+class SpatialSoftArgmax(nn.Module):
+    """Feature map -> K expected (x, y) image positions in [-1, 1] (where things are)."""
+
+    def __init__(self, channels: int, keypoints: int):
+        super().__init__()
+        self.proj = nn.Conv2d(channels, keypoints, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, _, h, w = x.shape
+        logits = self.proj(x).flatten(2)                              # B, K, HW
+        attn = torch.softmax(logits, dim=-1)
+        ys = torch.linspace(-1.0, 1.0, h, device=x.device, dtype=x.dtype)
+        xs = torch.linspace(-1.0, 1.0, w, device=x.device, dtype=x.dtype)
+        gy, gx = torch.meshgrid(ys, xs, indexing="ij")
+        grid = torch.stack([gx.reshape(-1), gy.reshape(-1)], dim=-1)  # HW, 2
+        return (attn @ grid).reshape(b, -1)                          # B, 2K
+
+
+class SurgVLANet(nn.Module):
+    def __init__(self, config: SurgVLAConfig):
+        super().__init__()
+        self.config = config
+        chans = list(config.conv_channels)
+        # Stride 2 everywhere but the last block: 96 px -> 12x12 keypoint map.
+        strides = [2] * (len(chans) - 1) + [1]
+        self.blocks = nn.ModuleList(
+            FiLMBlock(c_in, c_out, s) for c_in, c_out, s in zip([3] + chans[:-1], chans, strides, strict=True))
+        self.keypoints = SpatialSoftArgmax(chans[-1], config.num_keypoints)
+        self.language = nn.Sequential(
+            nn.Linear(config.language_dim, config.language_hidden_dim), nn.ReLU(),
+            nn.Linear(config.language_hidden_dim, config.language_hidden_dim), nn.ReLU())
+        self.film = nn.Linear(config.language_hidden_dim, 2 * sum(chans))
+        nn.init.zeros_(self.film.weight)   # FiLM starts as identity
+        nn.init.zeros_(self.film.bias)
+        self.state = nn.Sequential(
+            nn.Linear(POSE_DIM, config.state_hidden_dim), nn.ReLU(),
+            nn.Linear(config.state_hidden_dim, config.state_hidden_dim), nn.ReLU())
+        feat = 2 * config.num_keypoints + chans[-1] + config.language_hidden_dim + config.state_hidden_dim
+        self.head = nn.Sequential(
+            nn.Linear(feat, config.head_hidden_dim), nn.ReLU(), nn.Dropout(config.dropout),
+            nn.Linear(config.head_hidden_dim, config.head_hidden_dim), nn.ReLU(),
+            nn.Linear(config.head_hidden_dim, config.chunk_size * POSE_DIM))
+        nn.init.zeros_(self.head[-1].weight)   # untrained: offset 0 = hold the current pose
+        nn.init.zeros_(self.head[-1].bias)
+        self._split = [c for c in chans for _ in (0, 1)]
+
+    def forward(self, image: Tensor, state: Tensor, language: Tensor) -> Tensor:
+        """image [B,3,h,w] normalised, state [B,10] normalised, language [B,384] -> offsets [B,H,10]."""
+        lang = self.language(language)
+        film = torch.split(self.film(lang), self._split, dim=-1)
+        x = image
+        for i, block in enumerate(self.blocks):
+            x = block(x, film[2 * i], film[2 * i + 1])
+        img = torch.cat([self.keypoints(x), x.mean(dim=(2, 3))], dim=-1)
+        out = self.head(torch.cat([img, lang, self.state(state)], dim=-1))
+        return out.reshape(-1, self.config.chunk_size, POSE_DIM)
+
+
+class SurgVLAPolicy(PreTrainedPolicy):
+    """LeRobot policy `surgvla` (see module docstring)."""
+
+    config_class = SurgVLAConfig
+    name = POLICY_TYPE
+
+    def __init__(self, config: SurgVLAConfig, dataset_stats: dict | None = None, dataset_meta=None, **kwargs):
+        super().__init__(config)
+        config.validate_features()
+        self.config = config
+        if dataset_meta is not None and not config.known_instructions:
+            config.known_instructions = [str(t) for t in dataset_meta.tasks.index]
+        self.model = SurgVLANet(config)
+        # state (normalised) -> action units: a = (s*std_s + mean_s - mean_a) / (std_a + eps).
+        # Saved with the weights, so a checkpoint carries what it was trained with.
+        self.register_buffer("state_mean", _stat(dataset_stats, STATE_KEY, "mean", 0.0))
+        self.register_buffer("state_std", _stat(dataset_stats, STATE_KEY, "std", 1.0))
+        self.register_buffer("action_mean", _stat(dataset_stats, ACTION_KEY, "mean", 0.0))
+        self.register_buffer("action_std", _stat(dataset_stats, ACTION_KEY, "std", 1.0))
+        self.reset()
+
+    def get_optim_params(self) -> dict:
+        return self.parameters()
+
+    def reset(self) -> None:
+        self._action_queue: deque[Tensor] = deque([], maxlen=self.config.n_action_steps)
+
+    def _prepare_image(self, image: Tensor) -> Tensor:
+        h, w = self.config.image_size
+        if image.shape[-2:] != (h, w):
+            image = F.interpolate(image, size=(h, w), mode="bilinear", align_corners=False)
+        if self.training and self.config.random_shift_px > 0:
+            image = _random_shift(image, self.config.random_shift_px)
+        return image
+
+    def _chunk(self, batch: dict[str, Tensor]) -> Tensor:
+        for key in (IMAGE_KEY, STATE_KEY, LANGUAGE_KEY):
+            if key not in batch:
+                raise KeyError(f"surgvla input '{key}' missing (run the surgvla preprocessor first)")
+        eps = self.config.normalization_eps
+        state = batch[STATE_KEY].clamp(-self.config.state_clip, self.config.state_clip)
+        offsets = self.model(self._prepare_image(batch[IMAGE_KEY]), state, batch[LANGUAGE_KEY])
+        state_as_action = (state * (self.state_std + eps) + self.state_mean - self.action_mean) / (
+            self.action_std + eps)
+        return state_as_action[:, None, :] + offsets
+
+    @torch.no_grad()
+    def predict_action_chunk(self, batch: dict[str, Tensor], **kwargs) -> Tensor:
+        """[B, H, 10] normalised actions (the postprocessor unnormalises them)."""
+        self.eval()
+        return self._chunk(batch)
+
+    @torch.no_grad()
+    def select_action(self, batch: dict[str, Tensor], **kwargs) -> Tensor:
+        """One action; a new chunk is predicted when the first n_action_steps are played."""
+        self.eval()
+        if not self._action_queue:
+            chunk = self._chunk(batch)[:, : self.config.n_action_steps]
+            self._action_queue.extend(chunk.transpose(0, 1))
+        return self._action_queue.popleft()
+
+    def forward(self, batch: dict[str, Tensor], reduction: str = "mean") -> tuple[Tensor, dict]:
+        pred = self._chunk(batch)
+        err = F.l1_loss(pred, batch[ACTION_KEY], reduction="none")
+        if PAD_KEY in batch:
+            err = err * (~batch[PAD_KEY]).unsqueeze(-1)
+        per_sample = err.mean(dim=(1, 2))
+        loss = per_sample if reduction == "none" else per_sample.mean()
+        return loss, {"l1_loss": float(per_sample.mean().detach())}
+
+
+def _random_shift(image: Tensor, pad: int) -> Tensor:
+    """Shift each image by up to +-pad pixels (edge replicated), one random shift per sample."""
+    b, _, h, w = image.shape
+    padded = F.pad(image, (pad, pad, pad, pad), mode="replicate")
+    dx = torch.randint(0, 2 * pad + 1, (b,), device=image.device)
+    dy = torch.randint(0, 2 * pad + 1, (b,), device=image.device)
+    rows = (torch.arange(h, device=image.device)[None, :] + dy[:, None])          # B, h
+    cols = (torch.arange(w, device=image.device)[None, :] + dx[:, None])          # B, w
+    idx_b = torch.arange(b, device=image.device)[:, None, None]
+    return padded.permute(0, 2, 3, 1)[idx_b, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)

@@ -1,0 +1,268 @@
+"""`surgbot policy train`: LeRobot's training step over several datasets mixed by weight.
+
+LeRobot 0.4.4's `lerobot-train` takes one dataset (its MultiLeRobotDataset is
+switched off), so this wrapper builds the pieces `lerobot-train` builds, with
+LeRobot's own functions: `make_policy`, `make_pre_post_processors`,
+`make_optimizer_and_scheduler`, `update_policy` (forward, backward, clip,
+step under `accelerate`), `save_checkpoint` / `load_training_state`.  What it
+adds: several datasets (checked to carry the contract-9 features), a sampler
+that draws each dataset with its weight, the datasets' stats merged,
+CPU-friendly defaults, a progress bar, `train_log.jsonl` + `loss.png`, resume.
+The output folder has LeRobot's layout (`checkpoints/<step>/pretrained_model`,
+`checkpoints/last`), so `from_pretrained`, `lerobot-eval` and the server load it.
+
+GPUs / several machines (LeRobot's own multi-GPU path):
+    accelerate launch --multi_gpu --num_processes 8 -m surgbot.policies.vla.train \
+        --dataset DIR --dataset DIR2 --weight 0.7 --weight 0.3 --out OUT --device cuda --batch-size 256
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from lerobot.configs.default import DatasetConfig
+from lerobot.configs.policies import PreTrainedConfig
+from lerobot.configs.train import TrainPipelineConfig
+from lerobot.datasets.compute_stats import aggregate_stats
+from lerobot.datasets.factory import resolve_delta_timestamps
+from lerobot.datasets.lerobot_dataset import LeRobotDataset, LeRobotDatasetMetadata
+from lerobot.optim.factory import make_optimizer_and_scheduler
+from lerobot.policies.factory import make_policy, make_pre_post_processors
+from lerobot.scripts.lerobot_train import update_policy
+from lerobot.utils.logging_utils import AverageMeter, MetricsTracker
+from lerobot.utils.random_utils import set_seed
+from lerobot.utils.train_utils import (
+    get_step_checkpoint_dir,
+    load_training_state,
+    save_checkpoint,
+    update_last_checkpoint,
+)
+from tqdm import tqdm
+
+from surgbot.errors import CliError
+from surgbot.policies.vla.cli import add_train_arguments
+from surgbot.policies.vla.configuration_surgvla import (
+    ACTION_KEY,
+    IMAGE_KEY,
+    POSE_DIM,
+    STATE_KEY,
+    SurgVLAConfig,
+)
+from surgbot.policies.vla.modeling_surgvla import SurgVLAPolicy
+
+CONTRACT_FPS = 15
+LOG_FILE = "train_log.jsonl"
+LOSS_PNG = "loss.png"
+SUMMARY_FILE = "train_summary.json"
+LAST = "last"
+
+
+def check_dataset(root: Path) -> LeRobotDatasetMetadata:
+    """The dataset's metadata, or CliError naming what contract section 9 misses."""
+    if not (root / "meta" / "info.json").is_file():
+        raise CliError(f"{root} is not a LeRobotDataset v3 folder (no meta/info.json)")
+    try:
+        meta = LeRobotDatasetMetadata(f"local/{root.name}", root=root)
+    except Exception as exc:  # noqa: BLE001 - corrupt metadata: one line
+        raise CliError(f"{root}: unreadable dataset metadata ({type(exc).__name__}: {exc})") from exc
+    feats = meta.features
+    missing = [k for k in (IMAGE_KEY, STATE_KEY, ACTION_KEY) if k not in feats]
+    if missing:
+        raise CliError(f"{root} lacks the features {missing} (contract section 9)")
+    for key in (STATE_KEY, ACTION_KEY):
+        if tuple(feats[key]["shape"]) != (POSE_DIM,):
+            raise CliError(f"{root}: {key} has shape {tuple(feats[key]['shape'])}, expected ({POSE_DIM},)")
+    img = feats[IMAGE_KEY]
+    if img["dtype"] not in ("video", "image") or len(img["shape"]) != 3 or img["shape"][-1] != 3:
+        raise CliError(f"{root}: {IMAGE_KEY} must be an RGB video/image, got {img['dtype']} {img['shape']}")
+    if int(meta.fps) != CONTRACT_FPS:
+        raise CliError(f"{root}: fps {meta.fps}, the contract uses {CONTRACT_FPS}")
+    if meta.total_frames == 0:
+        raise CliError(f"{root} has no frames")
+    return meta
+
+
+def mixing_weights(lengths: list[int], weights: list[float]) -> torch.Tensor:
+    """Per-sample weights so that dataset i is drawn with probability weights[i] / sum(weights)."""
+    total = float(sum(weights))
+    return torch.cat([torch.full((n,), w / total / n, dtype=torch.double)
+                      for n, w in zip(lengths, weights, strict=True)])
+
+
+def plot_loss(out: Path) -> Path:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(line) for line in (out / LOG_FILE).read_text().splitlines() if line.strip()]
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+    if rows:
+        ax.plot([r["step"] for r in rows], [r["loss"] for r in rows], lw=1.0)
+        ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("L1 loss (normalised actions)")
+    ax.set_title("surgvla training loss")
+    ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out / LOSS_PNG)
+    plt.close(fig)
+    return out / LOSS_PNG
+
+
+def _datasets(args, cfg: SurgVLAConfig) -> tuple[list[LeRobotDataset], list[LeRobotDatasetMetadata]]:
+    metas = [check_dataset(d) for d in args.dataset]
+    shapes = {tuple(m.features[IMAGE_KEY]["shape"]) for m in metas}
+    if len(shapes) != 1:
+        raise CliError(f"the datasets' {IMAGE_KEY} shapes differ: {sorted(shapes)}")
+    sets = [LeRobotDataset(m.repo_id, root=d, delta_timestamps=resolve_delta_timestamps(cfg, m))
+            for d, m in zip(args.dataset, metas, strict=True)]
+    return sets, metas
+
+
+def train(args: argparse.Namespace) -> dict:
+    """Run (or resume) a training; returns the summary written to OUT/train_summary.json."""
+    weights = args.weight or [1.0] * len(args.dataset)
+    if len(weights) != len(args.dataset):
+        raise CliError(f"{len(weights)} --weight values for {len(args.dataset)} --dataset folders")
+    if any(not math.isfinite(w) or w <= 0 for w in weights):
+        raise CliError("--weight values must be finite and > 0")
+    if args.steps < 1 or args.batch_size < 1:
+        raise CliError("--steps and --batch-size must be >= 1")
+    out: Path = args.out
+    last = out / "checkpoints" / LAST
+    if args.resume and not (last / "pretrained_model").is_dir():
+        raise CliError(f"--resume: no checkpoint at {last}")
+    if not args.resume and out.exists() and any(out.iterdir()):
+        raise CliError(f"{out} exists and is not empty (use --resume to continue it)")
+    torch.set_num_threads(max(1, args.threads))
+
+    cfg = SurgVLAConfig(device=args.device, push_to_hub=False)
+    if args.lr is not None:
+        cfg.optimizer_lr = args.lr
+    if args.image_size:
+        cfg.image_size = tuple(args.image_size)
+    datasets, metas = _datasets(args, cfg)
+    stats = aggregate_stats([m.stats for m in metas])
+    cfg.known_instructions = sorted({str(t) for m in metas for t in m.tasks.index})
+
+    train_cfg = TrainPipelineConfig(
+        dataset=DatasetConfig(repo_id=metas[0].repo_id, root=str(args.dataset[0]), use_imagenet_stats=False),
+        policy=cfg, output_dir=out, job_name="surgvla", resume=args.resume, seed=args.seed,
+        num_workers=args.num_workers, batch_size=args.batch_size, steps=args.steps, eval_freq=0,
+        log_freq=args.log_freq, save_freq=args.save_freq)
+    train_cfg.optimizer = cfg.get_optimizer_preset()
+    train_cfg.scheduler = cfg.get_scheduler_preset()
+
+    accelerator = Accelerator(step_scheduler_with_optimizer=False, cpu=args.device == "cpu")
+    set_seed(args.seed, accelerator=accelerator)
+    if args.resume:
+        pretrained = last / "pretrained_model"
+        cfg = PreTrainedConfig.from_pretrained(pretrained)
+        cfg.device, cfg.pretrained_path = args.device, pretrained
+        train_cfg.policy = cfg
+        policy = SurgVLAPolicy.from_pretrained(pretrained, config=cfg)
+        pre, post = make_pre_post_processors(cfg, pretrained_path=str(pretrained))
+    else:
+        meta = metas[0]
+        meta.stats = stats
+        policy = make_policy(cfg, ds_meta=meta)
+        pre, post = make_pre_post_processors(cfg, dataset_stats=stats)
+    optimizer, scheduler = make_optimizer_and_scheduler(train_cfg, policy)
+    step = 0
+    if args.resume:
+        step, optimizer, scheduler = load_training_state(last.resolve(), optimizer, scheduler)
+
+    concat = torch.utils.data.ConcatDataset(datasets)
+    sampler = torch.utils.data.WeightedRandomSampler(
+        mixing_weights([len(d) for d in datasets], weights), num_samples=len(concat), replacement=True,
+        generator=torch.Generator().manual_seed(args.seed + step))
+    loader = torch.utils.data.DataLoader(
+        concat, batch_size=args.batch_size, sampler=sampler, num_workers=args.num_workers,
+        pin_memory=args.device == "cuda", drop_last=False,
+        prefetch_factor=2 if args.num_workers > 0 else None)
+    policy, optimizer, loader, scheduler = accelerator.prepare(policy, optimizer, loader, scheduler)
+
+    accelerator.wait_for_everyone()   # every process checked `out` before the main one writes there
+    out.mkdir(parents=True, exist_ok=True)
+    meters = {"loss": AverageMeter("loss", ":.4f"), "grad_norm": AverageMeter("grdn", ":.3f"),
+              "lr": AverageMeter("lr", ":0.1e"), "update_s": AverageMeter("updt_s", ":.3f"),
+              "dataloading_s": AverageMeter("data_s", ":.3f")}
+    tracker = MetricsTracker(args.batch_size, len(concat), sum(m.total_episodes for m in metas), meters,
+                             initial_step=step, accelerator=accelerator)
+    main = accelerator.is_main_process
+    bar = tqdm(total=args.steps, initial=step, desc="surgvla", unit="step", file=sys.stderr,
+               disable=not main, dynamic_ncols=True)
+    t_start, step_times = time.perf_counter(), []
+    it = iter(loader)
+    with open(out / LOG_FILE, "a") as log:
+        while step < args.steps:
+            t0 = time.perf_counter()
+            try:
+                batch = next(it)
+            except StopIteration:
+                it = iter(loader)
+                batch = next(it)
+            batch = pre(batch)
+            tracker.dataloading_s = time.perf_counter() - t0
+            tracker, _ = update_policy(tracker, policy, batch, optimizer, train_cfg.optimizer.grad_clip_norm,
+                                       accelerator=accelerator, lr_scheduler=scheduler)
+            step += 1
+            tracker.step()
+            step_times.append(time.perf_counter() - t0)
+            if main:
+                bar.update(1)
+                bar.set_postfix(loss=f"{tracker.loss.val:.4f}")
+                if step % args.log_freq == 0 or step == args.steps:
+                    log.write(json.dumps({"step": step, "loss": tracker.loss.avg, "lr": tracker.lr.val,
+                                          "step_s": tracker.update_s.avg + tracker.dataloading_s.avg}) + "\n")
+                    log.flush()
+                    tracker.reset_averages()
+            if step % args.save_freq == 0 or step == args.steps:
+                if main:
+                    ckpt = get_step_checkpoint_dir(out, args.steps, step)
+                    save_checkpoint(ckpt, step, train_cfg, accelerator.unwrap_model(policy), optimizer,
+                                    scheduler, pre, post)
+                    update_last_checkpoint(ckpt)
+                    plot_loss(out)
+                accelerator.wait_for_everyone()
+    bar.close()
+    summary = {
+        "steps": step, "datasets": [str(d) for d in args.dataset], "weights": weights,
+        "frames": [len(d) for d in datasets], "batch_size": args.batch_size, "device": args.device,
+        "wall_s": time.perf_counter() - t_start,
+        "step_s_median": float(np.median(step_times)) if step_times else None,
+        "checkpoint": str((last / "pretrained_model").resolve()),
+        "instructions": cfg.known_instructions,
+        "parameters": int(sum(p.numel() for p in accelerator.unwrap_model(policy).parameters())),
+    }
+    if main:
+        (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
+    accelerator.end_training()
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING)
+    parser = argparse.ArgumentParser(prog="surgbot.policies.vla.train", description=__doc__.splitlines()[0])
+    add_train_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        summary = train(args)
+    except CliError as exc:
+        print(f"surgbot policy train: error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,190 @@
+"""`policy_node` rclpy node (contract section 10): the VLA drives the PSM through the safety gate.
+
+Thin shell around `surgbot.control.policy_exec.PolicyExecutor`: subscribes
+`/endoscope/image_raw` (or `/compressed`), `/PSM1/measured_cp`,
+`/PSM1/jaw/measured_js`, `/policy/instruction`; serves `/policy/enable`;
+on a `rate_hz` timer publishes `/PSM1/servo_cp` and `/PSM1/jaw/servo_jp`
+(what the gate lets through; HOLD repeats the last command) and
+`/policy/state` (JSON).  Inference runs on one worker thread through the
+torch-free `PolicyClient` (pyzmq, contract section 7); its results are
+handed to the core on the timer thread, so the core is never shared.
+Parameters: config/policy_node.yaml (generated from `PolicyNodeConfig`).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+from geometry_msgs.msg import PoseStamped
+from rclpy.node import Node
+from sensor_msgs.msg import CompressedImage, Image, JointState
+from std_msgs.msg import String
+from std_srvs.srv import SetBool
+
+from surgbot import contract
+from surgbot.config import param
+from surgbot.control.policy_exec import PolicyExecConfig, PolicyExecutor, State
+from surgbot.geometry import matrix_from_pose10, matrix_to_pose_msg, pose10_from_matrix, pose_msg_to_matrix
+from surgbot.hw.policy_client import PolicyClient, PolicyServerError, PolicyTimeout
+from surgbot.rosutil import Diagnostics, declare_config, latched_qos, run_node, setbool_handler
+
+POLICY_ENABLE = "/policy/enable"
+POLICY_INSTRUCTION = "/policy/instruction"
+POLICY_STATE = "/policy/state"
+STATE_PUBLISH_EVERY = 5        # ticks between /policy/state messages (3 Hz at 15 Hz)
+
+
+@dataclass(frozen=True)
+class PolicyNodeConfig:
+    server_host: str = param("127.0.0.1", "policy server host (contract section 7)")
+    server_port: int = param(5555, "policy server port", lo=1, hi=65535)
+    compressed_image: bool = param(False, "subscribe /endoscope/image_raw/compressed (jpeg) instead of raw")
+    instruction: str = param("", "initial instruction ('' = wait for /policy/instruction)")
+    exec: PolicyExecConfig = field(default_factory=PolicyExecConfig)
+
+
+class PolicyNode(Node):
+    def __init__(self, **kwargs):
+        super().__init__("policy_node", **kwargs)
+        self.cfg: PolicyNodeConfig = declare_config(self, PolicyNodeConfig)
+        self.core = PolicyExecutor(self.cfg.exec)
+        if self.cfg.instruction:
+            self.core.set_instruction(self.cfg.instruction)
+        self.client = PolicyClient(self.cfg.server_host, self.cfg.server_port,
+                                   timeout_s=self.cfg.exec.server_timeout_s)
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="policy_client")
+        self._pending: Future | None = None
+        self._pending_obs: tuple[int, float] | None = None
+        self._image: np.ndarray | None = None
+        self._image_size: tuple[int, int] | None = None   # (h, w) the server wants, from metadata
+        self._jaw: float | None = None
+        self._lock = threading.Lock()
+
+        self.pub_cp = self.create_publisher(PoseStamped, contract.psm_topic("servo_cp"), 10)
+        self.pub_jaw = self.create_publisher(JointState, contract.psm_topic("jaw/servo_jp"), 10)
+        self.pub_state = self.create_publisher(String, POLICY_STATE, latched_qos())
+        if self.cfg.compressed_image:
+            self.create_subscription(CompressedImage, contract.ENDOSCOPE_IMAGE_COMPRESSED, self._on_jpeg, 2)
+        else:
+            self.create_subscription(Image, contract.ENDOSCOPE_IMAGE, self._on_image, 2)
+        self.create_subscription(PoseStamped, contract.psm_topic("measured_cp"), self._on_cp, 10)
+        self.create_subscription(JointState, contract.psm_topic("jaw/measured_js"), self._on_jaw, 10)
+        self.create_subscription(String, POLICY_INSTRUCTION, self._on_instruction, 10)
+        self.create_service(SetBool, POLICY_ENABLE, setbool_handler(self.core.enable))
+        self.diagnostics = Diagnostics(self, "policy_node", self._diag)
+        self.create_timer(1.0 / self.cfg.exec.rate_hz, self._on_timer)
+        self.get_logger().info(f"policy_node: server {self.client.endpoint}, {self.cfg.exec.rate_hz:.0f} Hz; "
+                               f"call {POLICY_ENABLE} to start")
+
+    # --- inputs ------------------------------------------------------------------
+    def _now(self) -> float:
+        return time.monotonic()
+
+    def _on_image(self, msg: Image) -> None:
+        if msg.encoding != "rgb8" or msg.step != msg.width * 3 or len(msg.data) != msg.height * msg.step:
+            self.core.rejections["bad image"] += 1
+            return
+        with self._lock:
+            self._image = np.frombuffer(bytes(msg.data), np.uint8).reshape(msg.height, msg.width, 3)
+
+    def _on_jpeg(self, msg: CompressedImage) -> None:
+        bgr = cv2.imdecode(np.frombuffer(bytes(msg.data), np.uint8), cv2.IMREAD_COLOR)
+        if bgr is None:
+            self.core.rejections["bad image"] += 1
+            return
+        with self._lock:
+            self._image = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+    def _on_jaw(self, msg: JointState) -> None:
+        if len(msg.position) >= 1 and np.isfinite(msg.position[0]):
+            self._jaw = float(msg.position[0])
+
+    def _on_cp(self, msg: PoseStamped) -> None:
+        if self._jaw is None or msg.header.frame_id not in ("", contract.PSM_BASE_FRAME):
+            return
+        try:
+            T = pose_msg_to_matrix(msg.pose)
+        except ValueError:
+            self.core.rejections["bad measured pose"] += 1
+            return
+        self.core.on_measured(pose10_from_matrix(T, self._jaw), self._now())
+
+    def _on_instruction(self, msg: String) -> None:
+        result = self.core.set_instruction(msg.data)
+        if not result:
+            self.get_logger().error(f"instruction rejected: {result.reason}")
+
+    # --- inference on the worker thread ----------------------------------------------
+    def _infer(self, image: np.ndarray, state: np.ndarray, instruction: str):
+        if self._image_size is None:
+            self._image_size = tuple(self.client.metadata()["image_size"])
+        h, w = self._image_size
+        if image.shape[:2] != (h, w):
+            image = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
+        return self.client.infer(image, state, instruction)
+
+    def _collect(self) -> None:
+        if self._pending is None or not self._pending.done():
+            return
+        fut, (tick, t_obs) = self._pending, self._pending_obs
+        self._pending = None
+        try:
+            actions, infer_ms = fut.result()
+        except (PolicyTimeout, PolicyServerError, KeyError, ValueError, OSError) as exc:
+            self.core.on_server_error(f"{type(exc).__name__}: {exc}")
+            return
+        self.core.on_chunk(actions, tick, t_obs, infer_ms)
+
+    # --- loop ----------------------------------------------------------------------
+    def _on_timer(self) -> None:
+        now = self._now()
+        self._collect()
+        out = self.core.tick(now)
+        if out.command is not None:
+            self._publish_command(out.command)
+        if out.request_chunk and self._pending is None and self.core.measured is not None:
+            with self._lock:
+                image = self._image
+            if image is not None:
+                state = self.core.measured.astype(np.float32)
+                self.core.observation_taken(now)
+                self._pending_obs = (self.core.tick_index, now)
+                self._pending = self._pool.submit(self._infer, image, state, self.core.instruction)
+        if self.core.tick_index % STATE_PUBLISH_EVERY == 0 or out.state is not State.RUNNING:
+            self.pub_state.publish(String(data=json.dumps(self.core.status(now))))
+
+    def _publish_command(self, pose10: np.ndarray) -> None:
+        T, jaw = matrix_from_pose10(pose10)
+        msg = PoseStamped()
+        msg.header.stamp = self.get_clock().now().to_msg()
+        msg.header.frame_id = contract.PSM_BASE_FRAME
+        matrix_to_pose_msg(T, msg)
+        self.pub_cp.publish(msg)
+        js = JointState()
+        js.header.stamp = msg.header.stamp
+        js.name = [contract.PSM_JAW_NAME]
+        js.position = [float(jaw)]
+        self.pub_jaw.publish(js)
+
+    def _diag(self):
+        st = self.core.status(self._now())
+        level = Diagnostics.OK if st["state"] != "HOLD" else Diagnostics.WARN
+        return level, st["hold_reason"] or st["state"], {k: v for k, v in st.items() if k != "gate_rejections"}
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self.client.close()
+
+
+def main(args: list[str] | None = None) -> int:
+    return run_node(PolicyNode, args, on_shutdown=lambda n: n.close())
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

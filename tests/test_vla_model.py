@@ -1,0 +1,198 @@
+"""SurgVLA as a LeRobot policy: size, language path, save/load round trip, bad input (in-process)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from lerobot.configs.types import FeatureType, PolicyFeature
+from lerobot.datasets.lerobot_dataset import LeRobotDataset, LeRobotDatasetMetadata
+from lerobot.policies.act.configuration_act import ACTConfig
+from lerobot.policies.factory import make_policy, make_pre_post_processors
+
+from surgbot.policies.vla.configuration_surgvla import SurgVLAConfig
+from surgbot.policies.vla.modeling_surgvla import SurgVLAPolicy
+from surgbot.policies.vla.runtime import CheckpointError, PolicyRuntime, resolve_checkpoint
+from tests import vla_fixtures as fx
+
+pytestmark = pytest.mark.unit
+
+CHECKPOINT_LIMIT_BYTES = 20 * 1024 * 1024   # issue 15: checkpoint < 20 MB
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """One intra-op thread: on a shared 2-core machine OpenMP's spinning threads make tiny steps 10-100x slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    return fx.make_dataset(tmp_path_factory.mktemp("vla") / "tiny", episodes=2, frames=20)
+
+
+def _train_steps(policy, pre, ds: LeRobotDataset, steps: int, batch: int = 8) -> None:
+    opt = torch.optim.AdamW(policy.parameters(), lr=1e-3)
+    gen = torch.Generator().manual_seed(0)
+    loader = torch.utils.data.DataLoader(ds, batch_size=batch, shuffle=True, generator=gen)
+    it = iter(loader)
+    policy.train()
+    for _ in range(steps):
+        loss, info = policy.forward(pre(next(it)))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        assert np.isfinite(info["l1_loss"])
+
+
+@pytest.fixture(scope="module")
+def checkpoint(dataset, tmp_path_factory) -> tuple[Path, SurgVLAPolicy, object, object]:
+    """A policy built by LeRobot's make_policy from the dataset, trained 3 steps, saved LeRobot's way."""
+    torch.manual_seed(0)
+    meta = LeRobotDatasetMetadata("local/tiny", root=dataset)
+    cfg = SurgVLAConfig(device="cpu", push_to_hub=False)
+    policy = make_policy(cfg, ds_meta=meta)
+    pre, post = make_pre_post_processors(cfg, dataset_stats=meta.stats)
+    ds = LeRobotDataset("local/tiny", root=dataset,
+                        delta_timestamps={"action": [i / fx.FPS for i in cfg.action_delta_indices]})
+    _train_steps(policy, pre, ds, steps=3)
+    out = tmp_path_factory.mktemp("ckpt") / "pretrained_model"
+    policy.save_pretrained(out)
+    pre.save_pretrained(out)
+    post.save_pretrained(out)
+    policy.eval()
+    return out, policy, pre, post
+
+
+def test_checkpoint_is_small_and_outputs_an_h16_chunk_of_10d_poses(checkpoint):
+    path, policy, _, _ = checkpoint
+    size = sum(f.stat().st_size for f in path.iterdir())
+    assert size < CHECKPOINT_LIMIT_BYTES, f"checkpoint {size / 1e6:.1f} MB"
+    rt = PolicyRuntime(path)
+    img = fx.render(fx.layout(np.random.default_rng(1)), fx.px_to_xyz(24, 32))
+    state = np.concatenate([fx.px_to_xyz(24, 32), fx.ROT6D, [0.0]]).astype(np.float32)
+    actions, ms = rt.infer(img, state, fx.INSTRUCTIONS["red"])
+    assert actions.shape == (16, 10) and actions.dtype == np.float32 and ms > 0
+    # untrained-ish: the chunk starts near the current pose (offset head starts at zero)
+    assert np.linalg.norm(actions[0, :3] - state[:3]) < 0.05
+    meta = rt.metadata()
+    assert meta["action_horizon"] == 16 and meta["image_size"] == [fx.H, fx.W]
+    assert sorted(meta["instructions"]) == sorted(fx.INSTRUCTIONS.values())
+
+
+def test_from_pretrained_round_trip_gives_identical_actions(checkpoint):
+    path, policy, pre, post = checkpoint
+    loaded = SurgVLAPolicy.from_pretrained(path)
+    lpre, lpost = make_pre_post_processors(loaded.config, pretrained_path=str(path))
+    rng = np.random.default_rng(7)
+    for k in range(3):
+        img = fx.render(fx.layout(rng), fx.px_to_xyz(20 + k, 30))
+        obs = {"observation.images.endoscope": torch.from_numpy(img).permute(2, 0, 1).float()[None] / 255.0,
+               "observation.state": torch.from_numpy(np.concatenate(
+                   [fx.px_to_xyz(20 + k, 30), fx.ROT6D, [0.1 * k]]).astype(np.float32))[None],
+               "task": fx.INSTRUCTIONS["blue" if k % 2 else "red"]}
+        a = post(policy.predict_action_chunk(pre(dict(obs))))
+        b = lpost(loaded.predict_action_chunk(lpre(dict(obs))))
+        assert torch.equal(a, b)
+        c, _ = PolicyRuntime(path).infer(img, obs["observation.state"][0].numpy(), obs["task"])
+        np.testing.assert_array_equal(c, a[0].numpy())
+
+
+def test_language_selects_the_motion():
+    """Same image and state, two instructions whose demos go opposite ways: the policy follows the words.
+
+    Ground truth: "move left" demos move x by -STEP per step, "move right" by +STEP.
+    """
+    torch.manual_seed(0)
+    step_m, h = 0.002, 16
+    cfg = SurgVLAConfig(device="cpu", image_size=(16, 16), chunk_size=h, push_to_hub=False, dropout=0.0,
+                        random_shift_px=0,
+                        input_features={"observation.images.endoscope": PolicyFeature(FeatureType.VISUAL, (3, 16, 16)),
+                                        "observation.state": PolicyFeature(FeatureType.STATE, (10,))},
+                        output_features={"action": PolicyFeature(FeatureType.ACTION, (10,))})
+    stats = {"observation.state": {"mean": np.zeros(10), "std": np.full(10, 0.01)},
+             "action": {"mean": np.zeros(10), "std": np.full(10, 0.01)},
+             "observation.images.endoscope": {"mean": np.full((3, 1, 1), 0.5), "std": np.full((3, 1, 1), 0.25)}}
+    policy = SurgVLAPolicy(cfg, dataset_stats=stats)
+    pre, post = make_pre_post_processors(cfg, dataset_stats=stats)
+    words = {-1.0: "move the tool to the left", 1.0: "move the tool to the right"}
+    k = torch.arange(1, h + 1, dtype=torch.float32)
+
+    def batch(n: int) -> dict:
+        sign = torch.tensor([-1.0, 1.0]).repeat(n // 2)
+        state = torch.zeros(n, 10)
+        state[:, :3] = torch.rand(n, 3) * 0.01
+        action = state[:, None, :].repeat(1, h, 1)
+        action[:, :, 0] += sign[:, None] * step_m * k
+        return {"observation.images.endoscope": torch.rand(n, 3, 16, 16), "observation.state": state,
+                "action": action, "action_is_pad": torch.zeros(n, h, dtype=torch.bool),
+                "task": [words[float(s)] for s in sign]}
+
+    opt = torch.optim.AdamW(policy.parameters(), lr=2e-3)
+    policy.train()
+    for _ in range(60):
+        loss, _ = policy.forward(pre(batch(16)))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    policy.eval()
+    probe = batch(2)
+    with torch.no_grad():
+        for sign, text in words.items():
+            obs = {"observation.images.endoscope": probe["observation.images.endoscope"][:1],
+                   "observation.state": probe["observation.state"][:1], "task": text}
+            chunk = post(policy.predict_action_chunk(pre(obs)))[0]
+            dx = (chunk[-1, 0] - probe["observation.state"][0, 0]).item()
+            # the demo moves h*step = 32 mm; ask for the right side and at least half of it
+            assert sign * dx > 0.5 * h * step_m, f"{text!r}: last action moved x by {dx * 1e3:.1f} mm"
+
+
+def test_bad_checkpoints_are_one_line_errors(checkpoint, tmp_path):
+    path, *_ = checkpoint
+    with pytest.raises(CheckpointError, match="not found"):
+        resolve_checkpoint(tmp_path / "nope")
+    with pytest.raises(CheckpointError, match="holds no"):
+        resolve_checkpoint(tmp_path)
+    # same checkpoint, edited to another action size
+    other = tmp_path / "a7"
+    other.mkdir()
+    for f in path.iterdir():
+        (other / f.name).write_bytes(f.read_bytes())
+    cfg = json.loads((other / "config.json").read_text())
+    cfg["output_features"]["action"]["shape"] = [7]
+    (other / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match=r"action size \(7,\)") as exc:
+        PolicyRuntime(other)
+    assert "\n" not in str(exc.value)
+    # another policy type
+    act = tmp_path / "act"
+    ACTConfig(device="cpu", pretrained_backbone_weights=None).save_pretrained(act)
+    (act / "model.safetensors").write_bytes(b"")
+    with pytest.raises(CheckpointError, match="'act' policy"):
+        PolicyRuntime(act)
+
+
+def test_bad_inputs_are_rejected_before_the_model(checkpoint):
+    path, *_ = checkpoint
+    rt = PolicyRuntime(path)
+    img = np.zeros((fx.H, fx.W, 3), np.uint8)
+    state = np.zeros(10, np.float32)
+    bad = [
+        (img[:-1], state, "x", "image must be"),
+        (img.astype(np.float32), state, "x", "image must be"),
+        (img, np.zeros(9, np.float32), "x", "state must be"),
+        (img, np.full(10, np.nan, np.float32), "x", "NaN"),
+        (img, state.astype(np.int64), "x", "state must be"),
+        (img, state, "", "instruction"),
+        (img, state, 3, "instruction"),
+        (img, state, "x" * 1000, "longer"),
+    ]
+    for image, st, text, match in bad:
+        with pytest.raises(ValueError, match=match):
+            rt.infer(image, st, text)

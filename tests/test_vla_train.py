@@ -1,0 +1,131 @@
+"""Training: LeRobot's own `lerobot-train --policy.type=surgvla` and `surgbot policy train` (mixing, resume).
+
+Subprocesses (the real command lines), a few steps each on tiny datasets: CI has 2 cores.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from surgbot.policies.vla.runtime import PolicyRuntime
+from surgbot.policies.vla.train import mixing_weights
+from tests import vla_fixtures as fx
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.sim   # multi-process (real command lines), no DDS
+
+BIN = Path(sys.executable).parent
+# One OpenMP thread per training process: CI's 2 cores are shared with the test process.
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", "TOKENIZERS_PARALLELISM": "false",
+       "OMP_NUM_THREADS": "1"}
+
+
+@pytest.fixture(scope="module")
+def datasets(tmp_path_factory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("vla_train")
+    return (fx.make_dataset(root / "expert", episodes=2, frames=20, seed=0),
+            fx.make_dataset(root / "pseudo", episodes=2, frames=20, seed=1))
+
+
+def _run(args: list[str], timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run(args, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=timeout)
+
+
+def _probe(rt: PolicyRuntime) -> np.ndarray:
+    img = fx.render(fx.layout(np.random.default_rng(3)), fx.px_to_xyz(24, 32))
+    state = np.concatenate([fx.px_to_xyz(24, 32), fx.ROT6D, [0.0]]).astype(np.float32)
+    actions, _ = rt.infer(img, state, fx.INSTRUCTIONS["red"])
+    return actions
+
+
+def test_plugin_distribution_registers_the_policy_type_for_lerobot():
+    """LeRobot's own discovery (imports distributions named lerobot_policy_*) finds `surgvla`."""
+    code = (
+        "from lerobot.configs.policies import PreTrainedConfig\n"
+        "assert 'surgvla' not in PreTrainedConfig.get_known_choices()\n"
+        "from lerobot.utils.import_utils import register_third_party_plugins\n"
+        "register_third_party_plugins()\n"
+        "from lerobot.policies.factory import get_policy_class, make_policy_config\n"
+        "print(get_policy_class('surgvla').__name__, type(make_policy_config('surgvla', device='cpu')).__name__)\n"
+    )
+    out = _run([sys.executable, "-c", code], timeout=180)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split()[-2:] == ["SurgVLAPolicy", "SurgVLAConfig"]
+
+
+def test_lerobot_train_trains_surgvla_offline_and_the_checkpoint_serves(datasets, tmp_path):
+    expert, _ = datasets
+    out = tmp_path / "lerobot_out"
+    res = _run([str(BIN / "lerobot-train"), "--dataset.repo_id=local/expert", f"--dataset.root={expert}",
+                "--policy.type=surgvla", "--policy.device=cpu", "--policy.push_to_hub=false",
+                f"--output_dir={out}", "--steps=3", "--batch_size=4", "--num_workers=0", "--eval_freq=0",
+                "--wandb.enable=false", "--log_freq=1"])
+    assert res.returncode == 0, res.stderr[-3000:]
+    model = out / "checkpoints" / "last" / "pretrained_model"
+    for name in ("config.json", "model.safetensors", "policy_preprocessor.json", "policy_postprocessor.json",
+                 "train_config.json"):
+        assert (model / name).is_file(), name
+    assert json.loads((out / "checkpoints" / "last" / "training_state" / "training_step.json").read_text())[
+        "step"] == 3
+    rt = PolicyRuntime(out)   # the training output folder resolves to checkpoints/last/pretrained_model
+    assert _probe(rt).shape == (16, 10)
+    assert sorted(rt.metadata()["instructions"]) == sorted(fx.INSTRUCTIONS.values())
+
+
+def test_surgbot_policy_train_mixes_datasets_plots_and_resumes(datasets, tmp_path):
+    expert, pseudo = datasets
+    out = tmp_path / "run"
+    cmd = [str(BIN / "surgbot"), "policy", "train", "--dataset", str(expert), "--dataset", str(pseudo),
+           "--weight", "3", "--weight", "1", "--out", str(out), "--batch-size", "4", "--save-freq", "2",
+           "--log-freq", "1", "--threads", "1"]
+    first = _run(cmd + ["--steps", "2"])
+    assert first.returncode == 0, first.stderr[-3000:]
+    summary = json.loads(first.stdout.strip().splitlines()[-1])
+    assert summary["steps"] == 2 and summary["weights"] == [3.0, 1.0] and summary["frames"] == [40, 40]
+    assert (out / "loss.png").stat().st_size > 1000
+    # the same folder again without --resume is refused (nothing overwritten)
+    again = _run(cmd + ["--steps", "2"])
+    assert again.returncode == 2 and "--resume" in again.stderr.strip().splitlines()[-1]
+    resumed = _run(cmd + ["--steps", "4", "--resume"])
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2, 3, 4]
+    assert all(np.isfinite(r["loss"]) for r in log)
+    assert json.loads((out / "checkpoints" / "last" / "training_state" / "training_step.json").read_text())[
+        "step"] == 4
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["000002", "000004", "last"]
+    assert _probe(PolicyRuntime(out)).shape == (16, 10)
+
+
+def test_dataset_without_the_required_features_is_a_one_line_error(tmp_path):
+    feats = {k: v for k, v in fx.FEATURES.items() if k != "observation.state"}
+    bad = fx.make_dataset(tmp_path / "nostate", episodes=1, frames=4, features=feats)
+    res = _run([str(BIN / "surgbot"), "policy", "train", "--dataset", str(bad), "--out", str(tmp_path / "o"),
+                "--steps", "1"])
+    assert res.returncode == 2
+    lines = res.stderr.strip().splitlines()
+    assert lines[-1].startswith("surgbot policy: error:") and "observation.state" in lines[-1]
+    assert not (tmp_path / "o").exists()
+    res = _run([str(BIN / "surgbot"), "policy", "train", "--dataset", str(tmp_path / "none"), "--out",
+                str(tmp_path / "o"), "--steps", "1"])
+    assert res.returncode == 2 and "not a LeRobotDataset" in res.stderr.strip().splitlines()[-1]
+
+
+def test_mixing_weights_draw_each_dataset_with_its_share():
+    """WeightedRandomSampler over the per-sample weights: dataset shares follow W_i / sum(W), whatever the sizes."""
+    lengths, weights = [1000, 50, 200], [0.5, 0.3, 0.2]
+    w = mixing_weights(lengths, weights)
+    assert w.shape == (sum(lengths),) and abs(float(w.sum()) - 1.0) < 1e-9
+    draws = torch.multinomial(w, 200_000, replacement=True, generator=torch.Generator().manual_seed(0))
+    edges = np.cumsum([0] + lengths)
+    shares = [float(((draws >= a) & (draws < b)).float().mean()) for a, b in zip(edges[:-1], edges[1:], strict=True)]
+    # binomial std at n=2e5 is <= 0.0012: 0.01 is > 8 sigma
+    np.testing.assert_allclose(shares, weights, atol=0.01)
