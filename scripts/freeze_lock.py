@@ -12,7 +12,7 @@ import sys
 from importlib.metadata import distributions
 from pathlib import Path
 
-SKIP = {"surgbot", "py-spy", "pyflakes", "line-profiler", "line_profiler"}
+SKIP = {"surgbot", "lerobot_policy_surgvla", "lerobot-policy-surgvla", "py-spy", "pyflakes", "line-profiler", "line_profiler"}
 HEADER = """\
 # Exact versions tested together (Python {version}). Regenerate from a venv that passed `make test`:
 #   .venv/bin/python scripts/freeze_lock.py

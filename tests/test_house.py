@@ -23,6 +23,7 @@ from surgbot.control.g1_bridge import G1BridgeConfig
 from surgbot.control.holder_config import HolderConfig
 from surgbot.nodes.endoscope_holder import HolderNodeConfig
 from surgbot.nodes.g1_bridge import G1BridgeNodeConfig
+from surgbot.nodes.policy_node import PolicyNodeConfig
 from surgbot.nodes.recorder import RecorderConfig
 from surgbot.safety.filter import PoseFilterConfig
 from surgbot.safety.supervisor import SupervisorConfig
@@ -39,6 +40,7 @@ NODE_CONFIGS = {
     "g1_bridge.yaml": ("g1_bridge", (G1BridgeConfig, G1BridgeNodeConfig)),
     "teleop_console.yaml": ("teleop_console", (ConsoleConfig,)),
     "teleop_mapper.yaml": ("teleop_mapper", (MapperConfig,)),
+    "policy_node.yaml": ("policy_node", (PolicyNodeConfig,)),
     "scenes/box_trainer.yaml": ("endoscope_holder", (HolderConfig, HolderNodeConfig)),
     "scenes/endonasal.yaml": ("endoscope_holder", (HolderConfig, HolderNodeConfig)),
 }
@@ -167,7 +169,8 @@ HARDWARE_SIDE = [
     "surgbot.control.view_shaping", "surgbot.control.joint_servo", "surgbot.control.follow",
     "surgbot.kinematics.g1_arm", "surgbot.kinematics.psm", "surgbot.hw.unitree", "surgbot.hw.crtk",
     "surgbot.nodes.safety_supervisor", "surgbot.nodes.recorder", "surgbot.safety.filter",
-    "surgbot.nodes.teleop_console", "surgbot.nodes.teleop_mapper", "surgbot.teleop.mapper", "surgbot.teleop.server",
+    "surgbot.nodes.teleop_console", "surgbot.nodes.teleop_mapper", "surgbot.nodes.policy_node",
+    "surgbot.control.policy_exec", "surgbot.hw.policy_client", "surgbot.teleop.mapper", "surgbot.teleop.server",
     "surgbot.safety.supervisor", "surgbot.safety.state_watch", "surgbot.ctl", "surgbot.up", "surgbot.stack",
 ]
 SIM_OWN_NODES = {"sim_node"}

@@ -62,11 +62,8 @@ def _node_configs() -> dict[str, tuple]:
     configs = {"sim_node": (SimConfig, PSMTwinConfig), "g1_bridge": (G1BridgeConfig, G1BridgeNodeConfig),
                "endoscope_holder": (HolderConfig, HolderNodeConfig), "safety_supervisor": (SupervisorConfig,),
                "teleop_console": (ConsoleConfig,), "teleop_mapper": (MapperConfig,)}
-    try:
-        from surgbot.policies.vla.node_config import PolicyNodeConfig
-        configs["policy_node"] = (PolicyNodeConfig,)
-    except ImportError:
-        pass
+    from surgbot.nodes.policy_node import PolicyNodeConfig
+    configs["policy_node"] = (PolicyNodeConfig,)
     return configs
 
 
