@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 import mujoco
 import numpy as np
 
+from surgbot.geometry import matrix_to_quat
 from surgbot.sim.scene import ENV_VIEW_BODY, TARGET_COLOURS, stand_camera_pose, stand_scope_line
 
 COLOURS = tuple(TARGET_COLOURS)                    # ("red", "green", "blue")
@@ -215,10 +216,9 @@ def apply_layout(model: mujoco.MjModel, data: mujoco.MjData, geo: BoxGeometry, l
             model.body_quat[body.id] = quat
     if geo.view_mocap >= 0:
         pos, R = view_pose(layout.view)
-        q = np.zeros(4)
-        mujoco.mju_mat2Quat(q, R.flatten())
+        x, y, z, w = matrix_to_quat(R)
         data.mocap_pos[geo.view_mocap] = pos
-        data.mocap_quat[geo.view_mocap] = q
+        data.mocap_quat[geo.view_mocap] = (w, x, y, z)         # MuJoCo's order
 
 
 def configure_solver(model: mujoco.MjModel, sleep: bool = False) -> None:
