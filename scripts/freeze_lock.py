@@ -12,7 +12,9 @@ import sys
 from importlib.metadata import distributions
 from pathlib import Path
 
-SKIP = {"surgbot", "lerobot_policy_surgvla", "lerobot-policy-surgvla", "py-spy", "pyflakes", "line-profiler", "line_profiler"}
+# ours (surgbot and its LeRobot plugin install from this checkout) and developer tools
+SKIP = {"surgbot", "lerobot_policy_surgvla", "lerobot-policy-surgvla",
+        "py-spy", "pyflakes", "line-profiler", "line_profiler"}
 HEADER = """\
 # Exact versions tested together (Python {version}). Regenerate from a venv that passed `make test`:
 #   .venv/bin/python scripts/freeze_lock.py
