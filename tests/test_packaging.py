@@ -49,3 +49,22 @@ def test_colcon_builds_the_workspace(tmp_path):
     share = tmp_path / "install" / "surgbot" / "share"
     assert (share / "ament_index" / "resource_index" / "packages" / "surgbot").exists()
     assert (share / "surgbot" / "package.xml").exists()
+
+
+def test_a_plain_install_adds_one_top_level_package(tmp_path):
+    """`pip install .` puts sim/, bench/, policies/, teleop/ inside `surgbot` (issue 9): `import sim` fails."""
+    target = tmp_path / "site"
+    out = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+                          "--target", str(target), str(REPO)], capture_output=True, text=True, timeout=300,
+                         cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    tops = {p.name for p in target.iterdir() if not p.name.endswith(".dist-info") and p.name not in ("bin", "share")}
+    assert tops == {"surgbot"}, tops
+    probe = ("import importlib.util, surgbot.sim.scene, surgbot.bench, surgbot.teleop, surgbot.policies\n"
+             f"assert surgbot.sim.scene.__file__.startswith({str(target)!r})\n"
+             "assert importlib.util.find_spec('sim') is None, 'a top-level sim was installed'\n"
+             "assert (surgbot.area_path('sim') / 'models' / 'g1_29dof.xml').is_file()\n")
+    env = {"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin", "PYTHONNOUSERSITE": "1"}
+    out = subprocess.run([sys.executable, "-I", "-c", f"import sys; sys.path.insert(0, {str(target)!r})\n" + probe],
+                         capture_output=True, text=True, timeout=120, cwd=tmp_path, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
