@@ -14,10 +14,12 @@
 from __future__ import annotations
 
 import sys
+import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import rclpy
+import rclpy.executors
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.executors import ExternalShutdownException
@@ -129,6 +131,36 @@ def setbool_handler(call: Callable[[bool], Any]) -> Callable:
         response.message = getattr(result, "reason", "") or ("ok" if response.success else "refused")
         return response
     return handle
+
+
+class BackgroundSpinner:
+    """Spins an executor in a daemon thread in short `spin_once` slices until `stop()`.
+
+    `stop()` returns only after the thread has left rclpy, so the caller may
+    then destroy nodes and shut the context down.  (Destroying them while
+    another thread sits in `executor.spin()` crashed a test process with a
+    segfault, intermittently, on a loaded machine.)
+    """
+
+    SLICE_S = 0.05
+
+    def __init__(self, executor):
+        self.executor = executor
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.executor.spin_once(timeout_sec=self.SLICE_S)
+            except (ExternalShutdownException, rclpy.executors.ShutdownException):
+                return
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.thread.join()
+        self.executor.shutdown()
 
 
 def run_node(make_node: Callable[[], object], args: list[str] | None = None,

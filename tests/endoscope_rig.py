@@ -47,6 +47,7 @@ from std_srvs.srv import SetBool, Trigger
 
 from surgbot import contract
 from surgbot.hw import unitree
+from surgbot.rosutil import BackgroundSpinner
 from surgbot.sim.entry_point import ENTRY_FORCE_TOPIC
 from tests.conftest import NODE_WINDOW_REPORT, PYTHON, REPO
 
@@ -211,12 +212,12 @@ class HolderClient:
         self.engage = n.create_client(Trigger, contract.G1_ENGAGE)
         self.hold = n.create_client(SetBool, contract.ENDOSCOPE_HOLD)
         self.executor = rclpy.executors.SingleThreadedExecutor()
+        self.spinner: BackgroundSpinner | None = None
         self.lowstate = LowstateMonitor()
 
     def start(self) -> None:
         self.executor.add_node(self.node)
-        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
-        self.thread.start()
+        self.spinner = BackgroundSpinner(self.executor)
 
     # callbacks
     def _on_gt_tip(self, msg):
@@ -301,7 +302,8 @@ class HolderClient:
 
     def close(self):
         self.lowstate.close()
-        self.executor.shutdown()
+        if self.spinner is not None:
+            self.spinner.stop()
         self.node.destroy_node()
         rclpy.try_shutdown()
 

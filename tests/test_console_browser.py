@@ -31,6 +31,7 @@ from playwright.sync_api import sync_playwright
 from sensor_msgs.msg import CompressedImage, Joy
 
 from surgbot import contract, geometry
+from surgbot.rosutil import BackgroundSpinner
 from surgbot.teleop import browser
 from surgbot.teleop import protocol as P
 from tests.conftest import PYTHON
@@ -61,8 +62,7 @@ class Listener:
                               lambda m: setattr(self, "jpeg", bytes(m.data)), 2)
         self.executor = rclpy.executors.SingleThreadedExecutor()
         self.executor.add_node(n)
-        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
-        self.thread.start()
+        self.spinner = BackgroundSpinner(self.executor)
 
     def _append(self, lst, v):
         with self.lock:
@@ -84,8 +84,7 @@ class Listener:
             return self.right[-1][1].copy()
 
     def close(self):
-        self.executor.shutdown()
-        self.thread.join(5.0)                 # spin has returned before the context goes away
+        self.spinner.stop()                   # the spin thread has left rclpy before the node goes
         self.node.destroy_node()
         rclpy.try_shutdown()
 

@@ -29,6 +29,7 @@ from geometry_msgs.msg import PoseStamped
 from sensor_msgs.msg import Joy
 
 from surgbot import contract, geometry
+from surgbot.rosutil import BackgroundSpinner
 from surgbot.teleop import protocol as P
 from tests.conftest import PYTHON, REPO
 from tests.test_console_server import fuzz_messages, xr_msg
@@ -50,8 +51,7 @@ class Listener:
         n.create_subscription(Joy, contract.TELEOP_BUTTONS, lambda m: self._add(self.joys, m), 1000)
         self.executor = rclpy.executors.SingleThreadedExecutor()
         self.executor.add_node(n)
-        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
-        self.thread.start()
+        self.spinner = BackgroundSpinner(self.executor)
 
     def _add(self, lst, v):
         with self.lock:
@@ -62,8 +62,7 @@ class Listener:
             return len(self.poses), len(self.joys)
 
     def close(self):
-        self.executor.shutdown()
-        self.thread.join(5.0)                 # spin has returned before the context goes away
+        self.spinner.stop()                   # the spin thread has left rclpy before the node goes
         self.node.destroy_node()
         rclpy.try_shutdown()
 

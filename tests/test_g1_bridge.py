@@ -23,6 +23,7 @@ from sensor_msgs.msg import Imu, JointState
 from std_srvs.srv import Trigger
 
 from surgbot import contract
+from surgbot.rosutil import BackgroundSpinner
 from tests.conftest import PYTHON, REPO
 
 pytestmark = pytest.mark.sim
@@ -68,8 +69,7 @@ class Client:
         self.release_cli = self.node.create_client(Trigger, contract.G1_RELEASE)
         self.executor = rclpy.executors.SingleThreadedExecutor()
         self.executor.add_node(self.node)
-        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
-        self.thread.start()
+        self.spinner = BackgroundSpinner(self.executor)
 
     def _on_js(self, msg):
         with self.lock:
@@ -141,7 +141,7 @@ class Client:
             time.sleep(0.05)
 
     def close(self):
-        self.executor.shutdown()
+        self.spinner.stop()
         self.node.destroy_node()
         rclpy.try_shutdown()
 
