@@ -18,14 +18,13 @@ demo: bootstrap
 # Lint first (ruff.toml), then pytest: unit and sim tests (`pytest -m unit` alone runs in seconds).
 # pytest's own faulthandler (on by default) prints a native crash's traceback to the real stderr
 # (PYTHONFAULTHANDLER=1 would write it into pytest's capture, lost with the process).
-# pytest exits 5 when it collected no test: that is a failure here, not a pass.
+# One pytest process per test module (scripts/run_tests.py says why); a module that collects no
+# test fails the run, like pytest's exit 5.
 # -rs lists every skip; tests/conftest.py prints the skip count and fails the run on a skip
 # whose reason is not in its ALLOWED_SKIP_PREFIXES (no silent skips).
 test: bootstrap
 	$(VENV)/bin/ruff check .
-	@set -o pipefail; $(PY) -m pytest tests -q -rs -p no:cacheprovider --timeout 300; rc=$$?; \
-	  if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; \
-	  [ $$rc -eq 0 ] || exit $$rc
+	$(PY) scripts/run_tests.py -rs --timeout 300
 	$(VENV)/bin/surgbot bench --quick --json
 
 bench: bootstrap
