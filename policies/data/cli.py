@@ -1,7 +1,7 @@
 """`surgbot data record`: expert demonstrations (or live ROS topics) -> LeRobotDataset v3.
 
     surgbot data record --task T --episodes N --out DIR [--seed S] [--image-size HxW]
-                        [--append] [--source sim|ros]
+                        [--append] [--source sim|ros] [--each-target] [--vcodec libsvtav1|h264]
 
 Bad input (unknown task, non-positive episodes, a non-empty output without
 --append, an output whose features differ, Ctrl-C) exits 2 with one line and
@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import sys
 from pathlib import Path
 
 from surgbot.errors import CliError
@@ -35,6 +34,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     rec.add_argument("--append", action="store_true", help="add episodes to an existing dataset")
     rec.add_argument("--source", choices=("sim", "ros"), default="sim",
                      help="sim: scripted experts in the in-process environment; ros: live topics")
+    rec.add_argument("--each-target", action="store_true",
+                     help="sim: record every layout seed once per colour it may name (same scene, different "
+                          "instruction and motion: teaches a policy to follow the instruction)")
+    rec.add_argument("--vcodec", choices=("libsvtav1", "h264"), default="libsvtav1",
+                     help="sim: video codec of the endoscope frames (LeRobot's AV1 default, or h264)")
     rec.add_argument("--timeout", type=float, default=600.0,
                      help="ros source: seconds to wait for the episodes before giving up")
 
@@ -65,7 +69,8 @@ def run(args: argparse.Namespace) -> int:
         if args.source == "sim":
             from surgbot.policies.data.record import record_expert
             res = record_expert(args.task, args.episodes, out, seed=args.seed, image_size=(h, w),
-                                append=args.append, progress=sys.stderr.isatty())
+                                append=args.append, progress=True, each_target=args.each_target,
+                                vcodec=args.vcodec)
         else:
             from surgbot.policies.data.ros_source import record_ros
             res = record_ros(args.task, args.episodes, out, image_size=(h, w), append=args.append,

@@ -40,6 +40,25 @@ POLICY_STATE = "/policy/state"
 STATE_PUBLISH_EVERY = 5        # ticks between /policy/state messages (3 Hz at 15 Hz)
 
 
+def fit_image(image: np.ndarray, h: int, w: int) -> np.ndarray:
+    """The camera frame at the size the policy was trained on: centre-cropped to its aspect, then resized.
+
+    The sim renders the same vertical field of view at any size, so a crop
+    (never a squeeze) keeps what the policy saw in training where it was."""
+    ih, iw = image.shape[:2]
+    if (ih, iw) == (h, w):
+        return image
+    if iw * h > ih * w:                       # wider than wanted: crop columns
+        cw = max(1, round(ih * w / h))
+        x0 = (iw - cw) // 2
+        image = image[:, x0:x0 + cw]
+    elif iw * h < ih * w:                     # taller: crop rows
+        ch = max(1, round(iw * h / w))
+        y0 = (ih - ch) // 2
+        image = image[y0:y0 + ch]
+    return cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
+
+
 @dataclass(frozen=True)
 class PolicyNodeConfig:
     server_host: str = param("127.0.0.1", "policy server host (contract section 7)")
@@ -124,10 +143,7 @@ class PolicyNode(Node):
     def _infer(self, image: np.ndarray, state: np.ndarray, instruction: str):
         if self._image_size is None:
             self._image_size = tuple(self.client.metadata()["image_size"])
-        h, w = self._image_size
-        if image.shape[:2] != (h, w):
-            image = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
-        return self.client.infer(image, state, instruction)
+        return self.client.infer(fit_image(image, *self._image_size), state, instruction)
 
     def _collect(self) -> None:
         if self._pending is None or not self._pending.done():
