@@ -7,7 +7,11 @@ LeRobot's own functions: `make_policy`, `make_pre_post_processors`,
 step under `accelerate`), `save_checkpoint` / `load_training_state`.  What it
 adds: several datasets (checked to carry the contract-9 features), a sampler
 that draws each dataset with its weight, the datasets' stats merged,
-CPU-friendly defaults, a progress bar, `train_log.jsonl` + `loss.png`, resume.
+CPU-friendly defaults, a progress bar, `train_log.jsonl` + `loss.png`, resume;
+`--in-memory` (frame_cache.py: every video decoded once into RAM instead of
+a seek per sample), `--first-frames K --first-frames-weight W` (the first K
+frames of each episode, where the instruction alone decides the way, drawn
+W times as often) and `--cosine` (warm-up, then cosine decay of the rate).
 The output folder has LeRobot's layout (`checkpoints/<step>/pretrained_model`,
 `checkpoints/last`), so `from_pretrained`, `lerobot-eval` and the server load it.
 
