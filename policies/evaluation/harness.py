@@ -120,7 +120,10 @@ def load_chunk_policy(spec: str | Path, device: str = "cpu") -> ChunkPolicy:
         except ModuleNotFoundError as exc:
             raise PolicyLoadError(f"{path}: a '{kind}' checkpoint needs surgbot.policies.evaluation."
                                   f"lerobot_adapter, which is not installed ({exc.name})") from None
-        return LeRobotChunkPolicy(path)
+        try:
+            return LeRobotChunkPolicy(path, device=device)
+        except ValueError as exc:      # the adapter's AdapterError: one line
+            raise PolicyLoadError(str(exc)) from None
     raise PolicyLoadError(f"{path}: policy type '{kind}' is not supported (surgvla, act, diffusion)")
 
 
