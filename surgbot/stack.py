@@ -48,22 +48,26 @@ class StackOptions:
     task: str | None = None
     console: bool = False
     policy_checkpoint: str | None = None
-    g1_domain: int = contract.G1_SIM_DOMAIN
+    g1_domain: int = field(default_factory=contract.g1_sim_domain)
     g1_interface: str = contract.G1_SIM_INTERFACE
     console_host: str = "127.0.0.1"
     console_port: int = contract.CONSOLE_DEFAULT_PORT
     policy_port: int = POLICY_DEFAULT_PORT
+    seed: int = 0
+    overview_hz: float = 0.0
+    record_dir: str | None = None              # rosbag2/MCAP recording of the run into this folder
 
     def launch_arguments(self) -> dict[str, str]:
         return {"scene": self.sim_scene or "", "task": self.task or "", "g1_domain": str(self.g1_domain),
                 "g1_interface": self.g1_interface, "checkpoint": self.policy_checkpoint or "",
                 "console_host": self.console_host, "console_port": str(self.console_port),
-                "policy_port": str(self.policy_port)}
+                "policy_port": str(self.policy_port), "seed": str(self.seed),
+                "overview_hz": str(self.overview_hz), "record_dir": self.record_dir or ""}
 
 
 SIM = NodeSpec("sim_node", "sim_node", "surgbot.nodes.sim_node", ("psm.yaml",),
-               params={"scene": "$scene", "task": "$task", "headless": True, "g1_domain": "$g1_domain",
-                       "g1_interface": "$g1_interface"})
+               params={"scene": "$scene", "task": "$task", "seed": "$seed", "headless": True,
+                       "g1_domain": "$g1_domain", "g1_interface": "$g1_interface", "overview_hz": "$overview_hz"})
 BRIDGE = NodeSpec("g1_bridge", "g1_bridge", "surgbot.nodes.g1_bridge", ("g1_bridge.yaml",),
                   {"g1_domain": "$g1_domain", "g1_interface": "$g1_interface"})
 HOLDER = NodeSpec("endoscope_holder", "endoscope_holder", "surgbot.nodes.endoscope_holder",
@@ -75,6 +79,8 @@ MAPPER = NodeSpec("teleop_mapper", "teleop_mapper", "surgbot.nodes.teleop_mapper
                   {"scene": "$scene"})
 POLICY_SERVER = NodeSpec("policy_server", "surgbot", "surgbot.cli", ros=False,
                          args=("policy", "serve", "--checkpoint", "$checkpoint", "--port", "$policy_port"))
+RECORDER = NodeSpec("recorder", "recorder", "surgbot.nodes.recorder",
+                    params={"out_dir": "$record_dir", "record_on_start": True})
 POLICY_NODE = NodeSpec("policy_node", "policy_node", "surgbot.nodes.policy_node", ("policy_node.yaml",),
                        {"server_port": "$policy_port"})
 
@@ -89,6 +95,8 @@ def nodes_for(options: StackOptions) -> list[NodeSpec]:
         nodes += [CONSOLE, MAPPER]
     if options.policy_checkpoint:
         nodes += [POLICY_SERVER, POLICY_NODE]
+    if options.record_dir:
+        nodes.insert(0, RECORDER)       # first up, last down: records the whole run
     return nodes
 
 
@@ -112,6 +120,9 @@ LAUNCH_ARG_HELP = {
     "checkpoint": "policy checkpoint ('default' = bundled)", "console_host": "console bind address",
     "console_port": "console HTTPS/WSS port (its token: SURGBOT_CONSOLE_TOKEN, else generated and printed)",
     "policy_port": "policy server port",
+    "seed": "sim seed (task layout)",
+    "overview_hz": "sim outside overview camera rate on /sim/overview/* (0: off)",
+    "record_dir": "record the run (rosbag2, MCAP) under this folder ('' = no recorder node)",
 }
 
 
