@@ -320,7 +320,8 @@ def test_record_messages_cut_lerobot_episodes_of_the_real_recorder(console, tmp_
           f"{t_stop_seen - t_start_sent:.2f} s between the start and stop outcomes; discard left none")
     # one frame per 1/15 s between the recorder's start and stop (each inside its sent..seen window)
     assert 15 * (t_stop_sent - t_start_seen) - 1 <= n <= 15 * (t_stop_seen - t_start_sent) + 1
-    published = [feeder.published_at(matrix_from_pose10(ds[i][STATE_KEY].numpy())[0][2, 3]) for i in range(n)]
+    states = np.stack(ds.hf_dataset[STATE_KEY])                  # the table column: no video decoding
+    published = [feeder.published_at(matrix_from_pose10(x)[0][2, 3]) for x in states]
     assert all(b >= a - 1e-6 for a, b in zip(published, published[1:], strict=False))      # time runs forward
     # every frame comes from the kept episode: published after the discard was answered (a pose is at
     # most STALE_S old when sampled) and no later than the stop's outcome

@@ -156,9 +156,13 @@ class TeleopConsoleNode(Node):
         last = status["last"]
         if last is not None and last["n"] != self._record_logged:
             self._record_logged = last["n"]
-            log = self.get_logger().info if last["ok"] else self.get_logger().warning
-            log(f"record {last['action']}: {'ok' if last['ok'] else 'refused'} ({last['message']}); "
-                f"{status['episodes']} kept, {status['discarded']} discarded")
+            text = (f"record {last['action']}: {'ok' if last['ok'] else 'refused'} ({last['message']}); "
+                    f"{status['episodes']} kept, {status['discarded']} discarded")
+            # two call sites: rclpy refuses one call site logging at two severities
+            if last["ok"]:
+                self.get_logger().info(text)
+            else:
+                self.get_logger().warning(text)
         self._set("record", status)
 
     def _publish_joy(self, stamp, buttons, axes, frame: str = contract.WORLD_FRAME) -> None:
