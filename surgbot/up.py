@@ -134,6 +134,11 @@ class Stack:
         log = self.log_dir / f"{spec.name}.log"
         with open(log, "ab") as out:
             proc = processes.start(argv, stdout=out, stderr=subprocess.STDOUT)
+        if spec.nice:
+            try:
+                os.setpriority(os.PRIO_PROCESS, proc.pid, os.getpriority(os.PRIO_PROCESS, 0) + spec.nice)
+            except OSError as exc:          # gone already (the watch reports it) or not permitted
+                self.say(f"surgbot up: could not lower the priority of {spec.name}: {exc}")
         return Running(spec, argv, log, proc, time.monotonic(), restarts)
 
     def watch(self) -> int:

@@ -19,7 +19,8 @@ import numpy as np
 from surgbot.media import Mp4Writer
 
 ENDOSCOPE_FPS = 15.0
-OVERVIEW_FPS = 10.0
+OVERVIEW_FPS = 5.0         # the outside view (also the sim's overview camera rate): enough to follow the robots
+OVERVIEW_EVERY = round(ENDOSCOPE_FPS / OVERVIEW_FPS)     # endoscope ticks per overview frame
 ENDOSCOPE_SCALE = 2                    # 320x240 -> 640x480: overlay text stays legible
 BANNER_ALPHA = 0.55
 FONT = cv2.FONT_HERSHEY_SIMPLEX
@@ -66,7 +67,7 @@ class VideoRecorder:
                 endo, over = self.frames()
                 if endo is not None:
                     self.endoscope.write(overlay(endo, self.overlay_lines()))
-                if over is not None and tick % 3 != 2:            # 10 of every 15 ticks: OVERVIEW_FPS
+                if over is not None and tick % OVERVIEW_EVERY == 0:
                     self.overview.write(over)
                 tick += 1
         except Exception as exc:    # noqa: BLE001 - reported in the summary; the demo goes on
