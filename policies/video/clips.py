@@ -19,18 +19,18 @@ import math
 import os
 import shutil
 from dataclasses import dataclass, field
-from fractions import Fraction
 from pathlib import Path
 
 import av
 import numpy as np
 
+from surgbot.media import Mp4Writer
+from surgbot.media import read_mp4 as media_read_mp4
+
 FPS = 15
 POSE_DIM = 10
 TRUTH_DIR = "truth"
-CODEC_CHOICES = ("libx264", "mpeg4")        # first one this PyAV build has is used
 CRF = "12"                                   # near-lossless h264 (the IDM reads millimetres off pixels)
-MPEG4_QSCALE = 2
 
 
 class ClipError(ValueError):
@@ -64,54 +64,25 @@ class Clip:
         return None if self.meta.first_state is None else np.asarray(self.meta.first_state, np.float32)
 
 
-def _codec() -> str:
-    for name in CODEC_CHOICES:
-        try:
-            av.codec.Codec(name, "w")
-            return name
-        except Exception:  # noqa: BLE001 - this PyAV build lacks the encoder: try the next one
-            continue
-    raise RuntimeError(f"PyAV has none of the encoders {CODEC_CHOICES}")
-
-
 def write_mp4(path: Path, frames: np.ndarray, fps: int = FPS) -> None:
-    """uint8 [T, H, W, 3] -> mp4 at `fps` (h264 4:4:4 near-lossless, or MPEG-4 where PyAV lacks x264)."""
+    """uint8 [T, H, W, 3] -> mp4 at `fps` with the project's writer (surgbot.media), near-lossless."""
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
         raise ValueError(f"frames must be uint8 [T, H, W, 3], got {frames.dtype} {frames.shape}")
-    codec = _codec()
-    if codec == "libx264":
-        pix_fmt, options = "yuv444p", {"crf": CRF, "preset": "veryfast"}
-    else:
-        pix_fmt, options = "yuv420p", {"qscale": str(MPEG4_QSCALE)}
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream(codec, rate=Fraction(fps, 1), options=options)
-        stream.height, stream.width = int(frames.shape[1]), int(frames.shape[2])
-        stream.pix_fmt = pix_fmt
+    with Mp4Writer(path, fps, crf=CRF) as writer:
         for img in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
+            writer.write(img)
 
 
 def read_mp4(path: Path) -> tuple[np.ndarray, float]:
     """All frames (uint8 [T, H, W, 3]) and the stream's frame rate; ClipError if it does not decode."""
     try:
-        with av.open(str(path)) as container:
-            if not container.streams.video:
-                raise ClipError(f"{path.name}: no video stream")
-            stream = container.streams.video[0]
-            rate = stream.average_rate or stream.base_rate or stream.guessed_rate
-            frames = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
-    except ClipError:
-        raise
+        return media_read_mp4(path)
     except Exception as exc:  # noqa: BLE001 - any decoder error is a bad clip: one line
-        raise ClipError(f"{path.name}: not a readable video ({type(exc).__name__}: "
-                        f"{str(exc).splitlines()[0] if str(exc) else 'decode failed'})") from None
-    if not frames:
-        raise ClipError(f"{path.name}: no decodable frames (truncated or empty)")
-    return np.stack(frames), float(rate) if rate else float("nan")
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if "no video frames" in text:
+            raise ClipError(f"{path.name}: no decodable frames (truncated or empty)") from None
+        raise ClipError(f"{path.name}: not a readable video ({text.split(': ', 1)[-1][:160]})") from None
 
 
 def read_meta(path: Path, tasks: tuple[str, ...]) -> ClipMeta:
