@@ -4,9 +4,10 @@ Unknowns: x_0 .. x_{T-1}, the pose at each frame (x_0 = the robot state at
 the first frame, x_t = the pose commanded at t-1; `data.py`).  Observations:
 * every window t (frames t and t+k): x_{t+1+i} - x_t = offset_t[i], i < k,
   with the held-out error sigma_delta[i] of that offset;
-* every frame: x_t = pose head's estimate, error sigma_state * pose_inflation
-  (its error is mostly one bias per clip - the view - so it only anchors
-  where nothing else does);
+* every frame: x_t + b = pose head's estimate, error sigma_state *
+  pose_inflation, where b is one unknown bias per clip (the pose head's error
+  is largely one offset per view: measured 1-10 mm mean, 1-4 mm spread per
+  clip); a weak prior b ~ 0 (sigma_state) fixes it when no state is given;
 * the first state when the clip's NAME.json gives it (1000 x the pose weight).
 Weighted least squares, one sparse solve per pose component.  Then
 state_t = x_t and action_t = x_{t+1} (the next commanded pose): consistent
@@ -29,7 +30,7 @@ from scipy.sparse.linalg import spsolve
 from surgbot.geometry import matrix_to_rot6d, rot6d_to_matrix
 
 ANCHOR_WEIGHT = 1e3
-DEFAULT_POSE_INFLATION = 4.0
+DEFAULT_POSE_INFLATION = 4.0      # 1-4 measured alike (bench: reach/needle_pick, 4 clips each)
 
 
 @dataclass
@@ -41,7 +42,8 @@ class Fused:
 
 def fuse(pose_est: np.ndarray, offsets: np.ndarray, sigma_state: np.ndarray, sigma_delta: np.ndarray,
          first_state: np.ndarray | None, pose_inflation: float = DEFAULT_POSE_INFLATION) -> Fused:
-    """pose_est [T, D]; offsets [W, k, D] for windows t = 0..W-1 (W = T - k); see module doc."""
+    """pose_est [T, D]; offsets [W, k, D] for windows t = 0..W-1 (W = T - k); see module doc.
+    Unknowns: the T poses and the bias b (column T)."""
     T, D = pose_est.shape
     W, k, _ = offsets.shape
     if W != T - k or W < 1:
@@ -56,30 +58,36 @@ def fuse(pose_est: np.ndarray, offsets: np.ndarray, sigma_state: np.ndarray, sig
             ids.append((t, i))
             r += 1
     n_rel = r
-    rows += list(range(r, r + T))
-    cols += list(range(T))
-    vals += [1.0] * T
-    r += T
+    for t in range(T):                     # pose rows: x_t + b = pose estimate (b: the clip's view bias)
+        rows += [r, r]
+        cols += [t, T]
+        vals += [1.0, 1.0]
+        r += 1
+    rows.append(r)                         # prior: the bias is of the order of the pose head's error
+    cols.append(T)
+    vals.append(1.0)
+    r += 1
     if first_state is not None:
         rows.append(r)
         cols.append(0)
         vals.append(1.0)
         r += 1
-    A = sp.csr_matrix((vals, (rows, cols)), shape=(r, T))
+    A = sp.csr_matrix((vals, (rows, cols)), shape=(r, T + 1))
     poses = np.zeros((T, D))
     rel_i = np.array([i for _, i in ids])
     for d in range(D):
         w = np.empty(r)
         w[:n_rel] = 1.0 / sigma_delta[rel_i, d]
         w[n_rel:n_rel + T] = 1.0 / (sigma_state[d] * pose_inflation)
-        b = np.empty(r)
+        w[n_rel + T] = 1.0 / sigma_state[d]
+        b = np.zeros(r)
         b[:n_rel] = offsets[:, :, d].reshape(-1)
         b[n_rel:n_rel + T] = pose_est[:, d]
         if first_state is not None:
             w[-1] = ANCHOR_WEIGHT / sigma_state[d]
             b[-1] = first_state[d]
         Aw = sp.diags(w) @ A
-        poses[:, d] = spsolve((Aw.T @ Aw).tocsc(), Aw.T @ (w * b))
+        poses[:, d] = spsolve((Aw.T @ Aw).tocsc(), Aw.T @ (w * b))[:T]
     # agreement: residual of every window's offset, normalised, per predicted frame
     resid = np.zeros((W, k, D))
     for t in range(W):
