@@ -25,6 +25,7 @@ SUBCOMMANDS = {
     "policy": ("surgbot.policies.vla.cli", "VLA policy: train (LeRobot), serve (pyzmq)"),
     "demo": ("surgbot.demo.cli", "the main job: the whole stack in sim, the G1 holding the scope, the VLA doing "
              "needle_pick and peg_transfer; videos + summary"),
+    "idm": ("surgbot.policies.idm.cli", "inverse dynamics model: train on recordings, label world-model clips"),
 }
 
 
