@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import importlib
 import json
+import re
 from pathlib import Path
 
 from surgbot.policies.results import cells as C
+from surgbot.policies.results.runner import trained_step
 from surgbot.policies.results.stats import wilson_interval
 
 PAGE = Path("docs/results.md")
@@ -202,6 +204,45 @@ SECTIONS = {
 }
 
 
+TQDM_RE = re.compile(r"(\d+)/(\d+) \[[^\]]*?([\d.]+)s/step\]")
+
+
+def section_work(res: dict, root: Path) -> str:
+    """What exists under out/results/ on the machine that generated the page: datasets built, trainings
+    and how far they got (measured, not results: a training becomes a result only through its cells)."""
+    work = root / C.WORK
+    rows = []
+    for ds in C.DATASETS.values():
+        marker = work / "data" / f".{ds.key}.done"
+        if marker.is_file():
+            info = json.loads(marker.read_text())
+            rows.append([f"dataset `{ds.key}`", f"{info['episodes']} episodes, {mb(info.get('bytes'))}",
+                         f"{info['wall_s']:.0f} s", "; ".join(f"`{c}`" for c in info["commands"])])
+    trainings = {c.training.key: c.training for c in C.CELLS.values() if c.training.command}
+    logs_dir = work / "logs"
+    logs = [f.read_text(errors="replace") for f in sorted(logs_dir.glob("*.log"))] if logs_dir.is_dir() else []
+    for key, tr in trainings.items():
+        out = work / "train" / key
+        mine = [t.split(f"training {key}:", 1)[1] for t in logs if f"training {key}:" in t]
+        if not out.exists() and not mine:
+            continue
+        step = trained_step(out)
+        progress = f"checkpoint at step {step} of {tr.steps}" if step else f"no checkpoint yet (of {tr.steps} steps)"
+        state = work / "state" / f"train-{key}.json"
+        wall = sum(r["wall_s"] for r in json.loads(state.read_text())["runs"]) if state.is_file() else None
+        hits = TQDM_RE.findall(mine[-1]) if mine else []
+        if hits:
+            done, total, sps = hits[-1]
+            progress += f"; last seen at step {done}/{total}, {float(sps):.1f} s/step"
+        rows.append([f"training `{key}`", progress, "-" if wall is None else f"{wall:.0f} s",
+                     f"`{' '.join(tr.command)}`"])
+    if not rows:
+        return "Nothing built on this machine yet.\n"
+    return ("Measured while building the cells on the machine that generated this page (2 shared cores, "
+            "niceness 10): what exists under `out/results/` and how far it got. These are costs, not "
+            "results.\n\n" + table(["what", "state", "wall time", "command"], rows) + "\n")
+
+
 def render_page(res: dict, root: Path) -> str:
     parts = [
         "# Learning results\n",
@@ -220,6 +261,7 @@ def render_page(res: dict, root: Path) -> str:
         parts.append(f"## {title}\n\n" + fn(res, root))
     for title in EXTERNAL_SECTIONS:
         parts.append(f"## {title}\n\n" + section_external(title, root))
+    parts.append("## Work in progress on this machine\n\n" + section_work(res, root))
     parts.append("## Commands of every cell\n\n" + commands_list(res))
     return "\n".join(parts)
 
