@@ -23,6 +23,10 @@ PLOT_SUCCESS = "results_success.png"
 PLOT_SCALING = "results_scaling.png"
 PLOT_CURVES = "results_curves.png"
 PSEUDO_GOAL_POINTS = 15
+PRIORITY = [f"{p}-50@{t}" for t in C.PSEUDO_TASKS for p in ("act", "vla", "diffusion")] + \
+    [f"vla-{n}@{t}" for n in (5, 20) for t in C.PSEUDO_TASKS] + \
+    [f"vla-5-pseudo{n}@{t}" for n in C.PSEUDO_CLIPS for t in C.PSEUDO_TASKS] + \
+    [n for n in C.CELLS if n.endswith("@reach")] + [n for n in C.CELLS if n.startswith("bundled")]
 EXTERNAL_SECTIONS = {"IDM": "surgbot.policies.idm.report:results_section"}
 NOT_RUN = "not run"
 
@@ -191,6 +195,11 @@ def reading(res: dict) -> str:
                    "(`surgbot.policies.results.interim_eval`) because `surgbot policy eval` was not installed "
                    "yet; rerun them with the harness: " + ", ".join(f"`{n}`" for n in interim) + ".")
     missing = [n for n in C.CELLS if n not in res]
+    order = [n for n in PRIORITY if n not in res]
+    if order:
+        out.append("- Next experiment: run the cells not run yet, in this order (baselines and our VLA on the "
+                   "same 50 demonstrations first, then the 5-demonstration cells the pseudo-kinematics question "
+                   "needs): " + ", ".join(f"`{n}`" for n in order[:6]) + (" ..." if len(order) > 6 else "") + ".")
     out.append(f"- Cells run: {len(res)} of {len(C.CELLS)}. Not run: "
                + (", ".join(f"`{n}`" for n in missing) if missing else "none") + ".")
     return "\n".join(out) + "\n"
