@@ -109,7 +109,14 @@ def test_page_and_plots_from_fixture_json(tmp_path):
     row = next(line for line in page.splitlines() if line.startswith("| `act-50@peg_transfer`"))
     assert "not run" in row and "%" not in row
     assert page.count("not run") >= len(C.CELLS) - 3
-    assert "## IDM" in page and "surgbot.policies.idm.report.results_section" in page
+    assert "## IDM" in page and report.IDM_BEGIN in page and report.IDM_END in page
+    # the IDM issue's block (written by bench/idm.py between the markers) survives a regeneration verbatim
+    block = f"{report.IDM_BEGIN}\n## IDM\n\n| size | position error |\n|---|---|\n| 15 | 1.2 mm |\n{report.IDM_END}"
+    a, b = page.index(report.IDM_BEGIN), page.index(report.IDM_END) + len(report.IDM_END)
+    (tmp_path / "docs" / "results.md").write_text(page[:a] + block + page[b:])
+    report.generate(tmp_path)
+    again = (tmp_path / "docs" / "results.md").read_text()
+    assert again.count(report.IDM_BEGIN) == 1 and block in again and "12/50 = 24%" in again
     for name in (report.PLOT_SUCCESS, report.PLOT_SCALING, report.PLOT_CURVES):
         assert (d / name).read_bytes()[:8] == PNG_MAGIC and (d / name).stat().st_size > 5000
 
