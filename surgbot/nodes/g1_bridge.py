@@ -39,6 +39,7 @@ from surgbot.control.g1_bridge import (
     upper_limits,
 )
 from surgbot.hw import unitree
+from surgbot.nodes.safety_link import SafetyLink
 from surgbot.pacing import Pacer
 from surgbot.rosutil import Diagnostics, declare_config, run_node, trigger_handler
 
@@ -49,6 +50,7 @@ STREAM_JOIN_TIMEOUT_S = 1.0
 # the core advances the targets and the weight ramp by at most one period per sample, so every
 # dropped sample slows the arm; a longer stall is dropped (no burst of stale commands).
 STREAM_MAX_CATCH_UP_S = 0.05
+SAFETY_CHECK_PERIOD_S = 0.01     # a silent safety supervisor is noticed within this past its stale time
 
 
 @dataclass(frozen=True)
@@ -97,6 +99,9 @@ class G1BridgeNode(Node):
         self._cmd["mode_machine"] = unitree.MODE_MACHINE
 
         # ROS
+        # /safety/state: ESTOP, FAULT or a silent supervisor holds the current targets at full weight
+        self.safety = SafetyLink(self, self._on_safety)
+        self.create_timer(SAFETY_CHECK_PERIOD_S, self.safety.check)
         self.pub_js = self.create_publisher(JointState, contract.G1_JOINT_STATES, 10)
         self.pub_imu = self.create_publisher(Imu, contract.G1_IMU, 10)
         self.create_subscription(JointState, contract.G1_ARM_COMMAND, self._on_arm_command, 10)
@@ -174,8 +179,17 @@ class G1BridgeNode(Node):
             self.get_logger().error(f"{contract.G1_ARM_COMMAND} rejected: {res.reason}",
                                     throttle_duration_sec=1.0)
 
+    def _on_safety(self, block: str) -> None:
+        with self.lock:
+            self.core.set_safety(block, time.monotonic())
+        if block:
+            self.get_logger().error(f"safety: holding the arm targets: {block}")
+        else:
+            self.get_logger().info("safety state OK again: /g1/engage to accept arm commands")
+
     def _logged(self, command: str):
         """engage / release on the core, logged."""
+        self.safety.check()
         with self.lock:
             res = getattr(self.core, command)(time.monotonic())
         self.get_logger().info(f"{command}: {res.ok} {res.reason}")
@@ -213,7 +227,8 @@ class G1BridgeNode(Node):
         now = time.monotonic()
         with self.lock:
             st = self.core.status(now)
-        level = Diagnostics.ERROR if st["state"] == State.FAULT.value else Diagnostics.OK
+        level = Diagnostics.ERROR if st["state"] == State.FAULT.value and not self.core.safety_stopped \
+            else Diagnostics.WARN if self.safety.block else Diagnostics.OK
         reason = st["reason"]
         if st["state"] == State.IDLE.value and st["lowstate_age"] > self.core.stale_after:
             level = Diagnostics.WARN
