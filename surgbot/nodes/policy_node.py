@@ -38,6 +38,7 @@ from surgbot.rosutil import Diagnostics, declare_config, latched_qos, run_node, 
 POLICY_ENABLE = "/policy/enable"
 POLICY_INSTRUCTION = "/policy/instruction"
 POLICY_STATE = "/policy/state"
+SAFETY_CHECK_PERIOD_S = 0.01   # a silent safety supervisor is noticed within this past its stale time
 STATE_PUBLISH_EVERY = 5        # ticks between /policy/state messages (3 Hz at 15 Hz)
 
 
@@ -79,6 +80,7 @@ class PolicyNode(Node):
         self.create_subscription(String, POLICY_INSTRUCTION, self._on_instruction, 10)
         # /safety/state: ESTOP, FAULT or a silent supervisor disables the executor at once
         self.safety = SafetyLink(self, self._on_safety)
+        self.create_timer(SAFETY_CHECK_PERIOD_S, self.safety.check)   # between the 15 Hz control ticks
         self.create_service(SetBool, POLICY_ENABLE, setbool_handler(self._enable))
         self.diagnostics = Diagnostics(self, "policy_node", self._diag)
         self.create_timer(1.0 / self.cfg.exec.rate_hz, self._on_timer)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from surgbot.config import param
 from surgbot.results import Result
 
-SUPERVISOR_STALE_S = 0.25      # 5 periods of the supervisor's 20 Hz state
+SUPERVISOR_STALE_S = 0.15      # 7 periods of the supervisor's 50 Hz state; + a 10 ms check: < 200 ms link budget
 
 
 @dataclass(frozen=True)
