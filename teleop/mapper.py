@@ -103,6 +103,7 @@ class TeleopMapperCore:
         self._last_t: float | None = None                 # stamp of the newest sample
         self._last_rx: float | None = None                # when it was taken
         self._prev_buttons = [0] * P.N_BUTTONS
+        self._last_hand: np.ndarray | None = None         # position of the last accepted hand pose
 
     # ------------------------------------------------------------------ state inputs
     def _reject(self, reason: str) -> Result:
@@ -174,6 +175,7 @@ class TeleopMapperCore:
 
     def link_lost(self, why: str) -> None:
         self._last_t = self._last_rx = None
+        self._last_hand = None
         self.counters["link_lost"] += 1
         if self.state == State.FOLLOWING or (self.state == State.READY and self._prev_buttons[P.BTN_CLUTCH]):
             self._set_state(State.NEED_CLUTCH, why)
@@ -196,6 +198,14 @@ class TeleopMapperCore:
         if right_pose is not None and hand is None:
             self._reject("hand_pose")
             return Command()
+        if hand is not None and self.cfg.max_hand_jump_m is not None and self._last_hand is not None:
+            jump = checks.step_within("hand", self._last_hand, hand[:3, 3], self.cfg.max_hand_jump_m)
+            if not jump:                         # a glitch of the tracking: not a motion to follow
+                self.limiter.refuse(jump.reason, self.now)
+                self._reject("hand_jump")
+                return Command()
+        if hand is not None:
+            self._last_hand = hand[:3, 3].copy()
         if self._last_t is not None and t - self._last_t > self.cfg.link_timeout_s:
             self.link_lost(f"{1e3 * (t - self._last_t):.0f} ms since the last sample")   # before any tick saw it
         dt = 0.0 if self._last_t is None else min(MAX_DT_S, max(0.0, t - self._last_t))

@@ -345,8 +345,13 @@ class Observer:
         return True
 
     # figures
-    def figures(self, t_fault: float, t_end: float, budget_ms: float, expect_state: bool) -> dict:
-        """Figures of one fault over [t_fault, t_end] (see the module doc)."""
+    def figures(self, t_fault: float, t_end: float, budget_ms: float, expect_state: bool,
+                measure_safe: bool = True) -> dict:
+        """Figures of one fault over [t_fault, t_end] (see the module doc).
+
+        `measure_safe` False (input refused where it enters: the stack keeps commanding as before):
+        no time to a safe state, only the displacements.
+        """
         ts, states = self.safety.between(t_fault, t_end)
         bad = [(t, s) for t, s in zip(ts, states, strict=True) if s[0] != "OK"]
         detection_ms = (bad[0][0] - t_fault) * 1e3 if bad else None
@@ -357,13 +362,16 @@ class Observer:
             last[name] = float((t[-1] - t_fault) * 1e3) if len(t) else None
         changes = [v for v in last.values() if v is not None]
         last_change_ms = max(changes) if changes else 0.0
-        if expect_state:
+        if not measure_safe:
+            safe_ms = None
+        elif expect_state:
             safe_ms = None if detection_ms is None else max(detection_ms, last_change_ms)
         else:
             safe_ms = last_change_ms
         out = {"detection_ms": _r(detection_ms), "time_to_safe_ms": _r(safe_ms), "reasons": reasons,
                "last_setpoint_change_ms": {k: _r(v) for k, v in last.items()},
-               "command_after_budget": any(v is not None and v > budget_ms for v in last.values())}
+               "command_after_budget": (any(v is not None and v > budget_ms for v in last.values())
+                                        if measure_safe else None)}
         for name, series in (("psm_tip", self.gt_psm), ("scope_tip", self.gt_scope)):
             p0 = series.last_before(t_fault)
             _, ps = series.between(t_fault, t_end)

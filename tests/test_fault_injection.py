@@ -193,14 +193,14 @@ def measure(r: Rig, sc: Scenario) -> dict:
         else:
             t_end = t_fault + sc.window_s
         time.sleep(max(0.0, t_end - time.monotonic()))
-        figs = o.figures(t_fault, t_end, budget if budget is not None else float("inf"), sc.latching)
+        figs = o.figures(t_fault, t_end, budget if budget is not None else float("inf"), sc.latching,
+                         measure_safe=sc.latching or sc.name == "supervisor_sigkill")
         if not sc.latching:
             figs["tripped"] = _first_bad(o, t_fault) is not None    # a load trip here is reported, not hidden
         if sc.restore is not None:
             sc.restore(r)
         row = {"hazard": sc.hazard, "detection": sc.detection, "reaction": sc.reaction, "budget": sc.budget,
-               "budget_ms": budget, "attempts": attempt, "test": f"tests/test_fault_injection.py::{sc.name}",
-               **figs}
+               "budget_ms": budget, "attempts": attempt, "test": test_id(sc), **figs}
         if sc.latching:
             t_check = time.monotonic()
             time.sleep(1.0)
@@ -216,6 +216,10 @@ def measure(r: Rig, sc: Scenario) -> dict:
                         "budget": sc.budget, "error": "precondition broken by load in every attempt",
                         "notes": r.notes[-ATTEMPTS:]}
     raise AssertionError(f"{sc.name}: no clean attempt in {ATTEMPTS}: {r.notes[-ATTEMPTS:]}")
+
+
+def test_id(sc: Scenario) -> str:
+    return f"tests/test_fault_injection.py::test_fault[{sc.name}]"
 
 
 def _first_bad(o: Observer, t0: float):
@@ -438,8 +442,8 @@ SCENARIOS = [
              "input", operator_fault(glitch=[0.0, 0.0, 20.0]), prepare=after(clutch_and_move, 0.5),
              restore=release_clutch, latching=False),
     Scenario("console_glitch_1m", "a 1 m one-sample jump of the tracked hand while clutched",
-             "mapper: shared PoseLimiter (workspace box, per-command step)",
-             "followed at the step limit, clipped to the box", "input", operator_fault(glitch=[0.0, 0.0, 1.0]),
+             "mapper hand-jump check (shipped max_hand_jump_m 0.1 m, surgbot.safety.checks.step_within)",
+             "sample refused and counted; the next sample is followed", "input", operator_fault(glitch=[0.0, 0.0, 1.0]),
              prepare=after(clutch_and_move, 0.5), restore=release_clutch, latching=False),
     Scenario("console_wrong_token", "a client with a wrong token", "console hello check",
              "socket closed with 4401, nothing published", "input", wrong_token, latching=False),
@@ -460,8 +464,8 @@ SCENARIOS = [
              "chunk refused, HOLD (nothing new commanded)", "input", policy_mode("nan"),
              prepare=after(run_policy, 0.5), restore=policy_normal, latching=False, window_s=2.0),
     Scenario("policy_out_of_workspace", "policy server returns chunks 10 cm outside the workspace",
-             "policy gate (shared PoseLimiter: workspace box, per-tick step)",
-             "clipped to the box at the step limit", "input", policy_mode("outside"),
+             "policy gate (shipped exec.workspace_refuse_margin_m 1 cm, surgbot.safety.checks.in_box)",
+             "chunk refused, HOLD (the last command repeated)", "input", policy_mode("outside"),
              prepare=after(run_policy, 0.5), restore=policy_normal, latching=False, window_s=2.0),
     Scenario("policy_node_sigkill", "policy node killed while driving the PSM",
              "supervisor /policy/state watchdog (0.5 s)", "PSM keeps its last setpoint; FAULT", "link",
@@ -544,7 +548,7 @@ def _reset_while_cause_persists(r: Rig, sc: Scenario) -> None:
     still = o.state() != "OK"
     ok = o.trigger(o.reset)
     RESULTS[sc.name] = {"hazard": sc.hazard, "detection": sc.detection, "reaction": sc.reaction,
-                        "budget": sc.budget, "test": f"tests/test_fault_injection.py::{sc.name}",
+                        "budget": sc.budget, "test": test_id(sc),
                         "reset_refused_while_cause": refused, "refusal": res.message,
                         "latched_after_cause_removed": still, "reset_after_cause": ok.success,
                         "reset_required": still, **o.figures(t, t + 1.0, BUDGET_MS["link"], True)}

@@ -194,3 +194,31 @@ def test_limiter_clips_to_the_box_then_steps_at_most_the_limit_along_the_request
     assert lim.log.counts == {checks.CAUSE_WORKSPACE: 1, checks.CAUSE_STEP: 1, CAUSE_ROTATION_STEP: 1}
     with pytest.raises(ValueError):
         PoseLimiter((0, 0, 0), (0, 1, 1), 0.01, 0.1)
+
+
+def test_mapper_refuses_a_hand_glitch_when_configured_and_follows_on():
+    from surgbot.teleop.config import MapperConfig
+    r = Rig(MapperConfig(max_hand_jump_m=0.1))
+    r.send()
+    before = r.send().servo_cp
+    glitch = r.hand.copy()
+    glitch[:3, 3] += [0.0, 0.0, 1.0]
+    assert r.send(hand=glitch).servo_cp is None                  # one sample 1 m away: refused
+    assert r.core.counters["rejected_hand_jump"] == 1
+    after_ = r.send().servo_cp                                   # the next real sample is followed again
+    np.testing.assert_allclose(after_[:3, 3], before[:3, 3], atol=1e-12)
+    assert r.core.state == MapperState.FOLLOWING
+
+
+def test_policy_refuses_an_action_far_outside_the_box_when_configured():
+    from surgbot.control.policy_exec import PolicyExecConfig
+    ex = PolicyExecutor(PolicyExecConfig(workspace_refuse_margin_m=0.01))
+    ex.on_measured(HOME, 0.0)
+    hi = np.array(ex.config.workspace_max_m)
+    a = HOME.copy()
+    a[0] = hi[0] + 0.005                                         # 5 mm over: clipped
+    ok = ex.gate(a)
+    assert ok and ok.value[0] <= hi[0]
+    a[0] = hi[0] + 0.02                                          # 2 cm over: refused
+    assert not ex.gate(a) and "outside the workspace" in ex.gate(a).reason
+    assert ex.limiter.log.counts[checks.CAUSE_WORKSPACE] >= 2

@@ -58,6 +58,9 @@ class PolicyExecConfig:
     max_chunk_age_s: float = param(1.5, "a chunk whose observation is older than this is not played", lo=0.05, hi=10.0)
     server_timeout_s: float = param(0.5, "no chunk this long after asking: HOLD", lo=0.05, hi=10.0)
     max_state_age_s: float = param(0.25, "PSM pose older than this: HOLD", lo=0.01, hi=5.0)
+    workspace_refuse_margin_m: float | None = param(
+        None, "an action further than this outside the workspace box is refused (HOLD) instead of clipped: "
+              "a policy that far out is wrong, not a little over (unset: always clipped)", lo=0.0)
 
     def __post_init__(self):
         lo, hi = np.asarray(self.workspace_min_m, float), np.asarray(self.workspace_max_m, float)
@@ -267,6 +270,14 @@ class PolicyExecutor:
             self.limiter.refuse(f"{checks.CAUSE_SINGULAR}: degenerate rotation", self._now)
             return Result.failure(f"degenerate rotation ({exc})")
         notes = []
+        margin = cfg.workspace_refuse_margin_m
+        if margin is not None:
+            far = checks.in_box("action", a[:3], np.subtract(cfg.workspace_min_m, margin),
+                                np.add(cfg.workspace_max_m, margin))
+            if not far:
+                self.limiter.refuse(far.reason, self._now)
+                self.rejections["workspace"] += 1
+                return Result.failure(f"outside the workspace by more than {margin * 1e3:.0f} mm")
         ref = self._last_command if self._last_command is not None else self._measured
         pos, R, causes = self.limiter.limit(a[:3], R, None if ref is None else ref[:3],
                                             None if ref is None else rot6d_to_matrix(ref[3:9]), self._now)
