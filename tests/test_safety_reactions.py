@@ -25,7 +25,7 @@ from surgbot.safety import checks
 from surgbot.safety.filter import CAUSE_ROTATION_STEP, PoseLimiter
 from surgbot.safety.state_watch import SafetyStateWatch, SafetyWatchConfig
 from surgbot.teleop.mapper import State as MapperState
-from tests.test_g1_bridge_core import engaged
+from tests.test_g1_bridge_core import Clock, engaged
 from tests.test_policy_exec import DT as POLICY_DT
 from tests.test_policy_exec import HOME, chunk
 from tests.test_teleop_mapper import Rig, rot
@@ -222,3 +222,26 @@ def test_policy_refuses_an_action_far_outside_the_box_when_configured():
     a[0] = hi[0] + 0.02                                          # 2 cm over: refused
     assert not ex.gate(a) and "outside the workspace" in ex.gate(a).reason
     assert ex.limiter.log.counts[checks.CAUSE_WORKSPACE] >= 2
+
+
+def test_a_restarted_bridge_engages_from_the_weight_the_robot_still_holds(tmp_path):
+    from surgbot.control.bridge_memory import WeightMemory
+    path = tmp_path / "bridge.json"
+    first = G1BridgeCore(limits=UPPER_LIMITS_TABLE)
+    clk = engaged(first)
+    mem = WeightMemory(path)
+    assert mem.offer(first.weight, clk.tick, clk.t)
+    assert not mem.offer(first.weight, clk.tick + 2, clk.t + 1.0)       # unchanged: not rewritten
+    assert WeightMemory(path).load(clk.tick + 1000) == 1.0                # same robot run, later
+    assert WeightMemory(path).load(clk.tick - 1) is None                  # the robot restarted (tick went back)
+    assert WeightMemory(tmp_path / "none.json").load(5) is None
+
+    second = G1BridgeCore(limits=UPPER_LIMITS_TABLE)                      # the new process
+    clk2 = Clock(second)
+    clk2.feed()
+    assert second.restore_weight(WeightMemory(path).load(clk2.tick + 10))
+    assert second.engage(clk2.t)
+    cmds = clk2.step(3)
+    assert all(c.weight == 1.0 for c in cmds) and second.state == BridgeState.ENGAGED   # never toward 0
+    np.testing.assert_allclose(cmds[0].q, clk2.q[12:29])                 # on the measured posture
+    assert not second.restore_weight(0.5)                                 # only while IDLE

@@ -361,6 +361,15 @@ class G1BridgeCore:
         self._last_step = None
         return Result.success(self.state, f"engaging from weight {self.weight:.3f}")
 
+    def restore_weight(self, weight: float) -> Result:
+        """An IDLE bridge starts from the weight the robot still holds (a previous bridge's last sample)."""
+        if self.state != State.IDLE:
+            return Result.failure(f"only an IDLE bridge takes a remembered weight (state {self.state.value})")
+        if not (math.isfinite(weight) and 0.0 <= weight <= 1.0):
+            return Result.failure(f"weight {weight} not in [0, 1]")
+        self.weight = float(weight)
+        return Result.success(self.weight)
+
     def release(self, now: float) -> Result:
         if self.state in (State.IDLE,):
             return Result.success(self.state, "already released")

@@ -29,6 +29,7 @@ from unitree_sdk2py.idl.unitree_hg.msg.dds_ import LowCmd_, LowState_
 
 from surgbot import contract
 from surgbot.config import param
+from surgbot.control.bridge_memory import WeightMemory, default_path
 from surgbot.control.g1_bridge import (
     UPPER,
     ArmSdkCommand,
@@ -63,6 +64,9 @@ class G1BridgeNodeConfig:
     gravity_compensation: bool = param(True, "tau feed-forward from sim/models/g1_29dof.xml")
     state_publish_hz: float = param(250.0, "Hz, /g1/joint_states and /g1/imu", lo=0.1)
     diagnostics_hz: float = param(10.0, "Hz, /diagnostics", lo=0.01)
+    weight_file: str = param("", "file keeping the last rt/arm_sdk weight sent, so a restarted bridge engages "
+                                 "from the weight the robot still holds; empty: a file per DDS domain in "
+                                 "$XDG_RUNTIME_DIR or the temp folder")
 
     def __post_init__(self):
         if not self.g1_interface or any(c.isspace() for c in self.g1_interface):
@@ -88,6 +92,8 @@ class G1BridgeNode(Node):
         self.lowstate_bad_crc = 0
         self.lowstate_bad_mode_machine = 0
         self.last_rejection = ""
+        self.memory = WeightMemory(node_cfg.weight_file or default_path(node_cfg.g1_domain, node_cfg.g1_interface))
+        self._weight_restored = False
 
         # DDS
         unitree.init_channel(self.g1_domain, self.g1_interface)
@@ -157,8 +163,10 @@ class G1BridgeNode(Node):
                 was = self.core.state
                 cmd = self.core.step(now)
                 state, reason = self.core.state, self.core.reason
+                tick = self._latest["tick"] if self._latest is not None else 0
             if cmd is not None:
                 self._write(cmd)
+                self.memory.offer(cmd.weight, int(tick), now)
             if state != was:
                 # one call site per severity: rclpy raises if a call site changes severity (it
                 # killed this thread on the first FAULT)
@@ -191,6 +199,12 @@ class G1BridgeNode(Node):
         """engage / release on the core, logged."""
         self.safety.check()
         with self.lock:
+            if command == "engage" and not self._weight_restored and self._latest is not None:
+                self._weight_restored = True
+                w = self.memory.load(int(self._latest["tick"]))
+                if w is not None and self.core.restore_weight(w):
+                    self.get_logger().warning(f"engage: the robot still holds weight {w:.3f} from the last "
+                                              f"bridge ({self.memory.path}): continuing from it")
             res = getattr(self.core, command)(time.monotonic())
         self.get_logger().info(f"{command}: {res.ok} {res.reason}")
         return res
