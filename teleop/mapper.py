@@ -198,6 +198,8 @@ class TeleopMapperCore:
         if right_pose is not None and hand is None:
             self._reject("hand_pose")
             return Command()
+        if self._last_t is not None and t - self._last_t > self.cfg.link_timeout_s:
+            self.link_lost(f"{1e3 * (t - self._last_t):.0f} ms since the last sample")   # before any tick saw it
         if hand is not None and self.cfg.max_hand_jump_m is not None and self._last_hand is not None:
             jump = checks.step_within("hand", self._last_hand, hand[:3, 3], self.cfg.max_hand_jump_m)
             if not jump:                         # a glitch of the tracking: not a motion to follow
@@ -206,8 +208,6 @@ class TeleopMapperCore:
                 return Command()
         if hand is not None:
             self._last_hand = hand[:3, 3].copy()
-        if self._last_t is not None and t - self._last_t > self.cfg.link_timeout_s:
-            self.link_lost(f"{1e3 * (t - self._last_t):.0f} ms since the last sample")   # before any tick saw it
         dt = 0.0 if self._last_t is None else min(MAX_DT_S, max(0.0, t - self._last_t))
         self._last_t = max(float(t), self._last_t or float(t))
         self._last_rx = float(t if received is None else received)
