@@ -238,6 +238,7 @@ def test_a_restarted_bridge_engages_from_the_weight_the_robot_still_holds(tmp_pa
 
     second = G1BridgeCore(limits=UPPER_LIMITS_TABLE)                      # the new process
     clk2 = Clock(second)
+    clk2.tick, clk2.t = clk.tick, clk.t                                   # the same robot, still running
     clk2.feed()
     assert second.restore_weight(WeightMemory(path).load(clk2.tick + 10))
     assert second.engage(clk2.t)
