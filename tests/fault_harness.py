@@ -12,10 +12,13 @@
   twin's own `setpoint_js` / `jaw/setpoint_js`, and `rt/arm_sdk` as the G1
   twin receives it on unitree DDS), and the services a user calls.
 * `Observer.figures(t_fault, ...)`: detection time (first non-OK
-  `/safety/state` after the fault), time to the safe state (the later of the
-  detection and the last change of any actuator setpoint), the largest
-  ground-truth displacement of the PSM tip and the scope tip after the fault,
-  and whether an actuator setpoint still changed after the budget.
+  `/safety/state` after the fault, by its stamp), time to the safe state (the
+  later of the detection and the last command any source of the stack sent:
+  `/PSM1/servo_cp`, `/PSM1/jaw/servo_jp`, `/g1/arm_command`,
+  `/endoscope/servo_cv`, by their header stamps), when the actuators'
+  setpoints last changed (the PSM twin's `setpoint_js`, `rt/arm_sdk` targets:
+  commands in flight and the twin's own lag included), the largest
+  ground-truth displacement of the PSM tip and the scope tip after the fault.
 
 Clock: every process on this machine stamps with CLOCK_MONOTONIC (receive
 times here, `time.monotonic()` at injection), so the figures include the DDS
@@ -40,7 +43,7 @@ import psutil
 import rclpy
 import rclpy.executors
 from diagnostic_msgs.msg import DiagnosticArray
-from geometry_msgs.msg import PoseStamped
+from geometry_msgs.msg import PoseStamped, TwistStamped
 from rclpy.qos import DurabilityPolicy, QoSProfile
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Empty, String
@@ -61,8 +64,28 @@ SCENE = "box_trainer"
 KEEP_S = 30.0                     # history kept per stream
 SETPOINT_EPS = 1e-9               # a setpoint change smaller than this is float noise, not a command
 POLICY_SERVER = "fault_policy_server"
+# Watchdog margins for a loaded CI box (the same kind of overrides tests/endoscope_rig.py documents:
+# rt/lowstate receive gaps of 45-190 ms were measured in quiet HOLD with other suites running, and a
+# load average of 26 on 2 cores was seen while this suite was written; the shipped 50 ms watchdogs then
+# trip before any fault is injected).  They change what detects a stale stream, so the stale-state
+# scenarios are judged against the issue's 100 ms budget all the same and fail honestly with them;
+# SURGBOT_FAULTS_SHIPPED=1 runs the shipped values (a quiet machine: the docs' figures).
+LOADED_BOX_MARGINS = {
+    "g1_bridge": {"stale_after": 0.3, "safety_stale_s": 0.5},
+    "endoscope_holder": {"joint_state_timeout_s": 0.5, "safety_stale_s": 0.5},
+    "safety_supervisor": {"lowstate_timeout_s": 0.3, "psm_state_timeout_s": 0.3, "console_link_timeout_s": 0.5},
+    "teleop_mapper": {"safety_stale_s": 0.5},
+    "policy_node": {"safety_stale_s": 0.5},
+}
+
+
+def margins() -> dict:
+    return {} if os.environ.get("SURGBOT_FAULTS_SHIPPED") == "1" else LOADED_BOX_MARGINS
 OPERATOR = "operator"
 BAD_CRC = 0xDEADBEEF
+QUEUE = 1000                      # this process lags on a loaded box: keep every stamped sample
+COMMAND_TOPICS = {contract.psm_topic("servo_cp"): PoseStamped, contract.psm_topic("jaw/servo_jp"): JointState,
+                  contract.G1_ARM_COMMAND: JointState, contract.ENDOSCOPE_SERVO_CV: TwistStamped}
 
 
 def free_port() -> int:
@@ -88,10 +111,12 @@ class FaultStack:
                 spec = dataclasses.replace(spec, params={**spec.params, "camera_width": 64, "camera_height": 48,
                                                          "camera_hz": 5.0})
             nodes.append(spec)
-        nodes.append(stack.NodeSpec(POLICY_SERVER, "", "tests.fault_policy_server", ros=False,
-                                    args=(str(self.policy_port), str(mode_file))))
         nodes.append(dataclasses.replace(stack.POLICY_NODE, params={**stack.POLICY_NODE.params,
                                                                     "instruction": "sweep"}))
+        self.margins = margins()
+        nodes = [dataclasses.replace(n, params={**n.params, **self.margins.get(n.name, {})}) for n in nodes]
+        nodes.insert(-1, stack.NodeSpec(POLICY_SERVER, "", "tests.fault_policy_server", ros=False,
+                                        args=(str(self.policy_port), str(mode_file))))
         self.stack = Stack(nodes, opts.launch_arguments(), log_dir, restart=False, say=print)
         self.operator: subprocess.Popen | None = None
         self.operator_log = log_dir / "operator.log"
@@ -116,7 +141,7 @@ class FaultStack:
         except OSError:
             return ""
 
-    def signal(self, name: str, sig: int) -> None:
+    def send_signal(self, name: str, sig: int) -> None:
         os.killpg(self.proc(name).pid, sig)
 
     def kill(self, name: str, sig: int = signal.SIGKILL, wait_s: float = 10.0) -> None:
@@ -237,7 +262,14 @@ class ChangeSeries(Series):
 
 
 class Observer:
+    """Times are this machine's monotonic clock.  Stamped messages are placed by their stamp (wall clock,
+    converted with one offset), not by when this busy process got round to them: the supervisor's state
+    (its "stamp"), the twins' setpoints and ground truth (header stamps).  `rt/arm_sdk` has no stamp:
+    its DDS listener thread's receive time."""
+
     def __init__(self):
+        self.wall_to_mono = time.monotonic() - time.time()
+        self.seen: dict[str, float] = {}     # stream -> newest stamp handled (catching up, see `caught_up`)
         rclpy.init()
         self.node = n = rclpy.create_node("fault_injection_observer")
         latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
@@ -245,17 +277,22 @@ class Observer:
         self.gt_psm, self.gt_scope = Series(), Series()
         self.psm_sp, self.jaw_sp, self.arm_sdk = ChangeSeries(), ChangeSeries(), ChangeSeries()
         self.holds = Series()
+        # commands the stack's sources published, placed by their header stamps (when they were sent)
+        self.sent = {topic: Series() for topic in COMMAND_TOPICS}
+        for topic, kind in COMMAND_TOPICS.items():
+            n.create_subscription(kind, topic, lambda m, tp=topic: self.sent[tp].add(self._t(m), 1), QUEUE)
         self.mode: str | None = None
         self.mapper: dict = {}
         self.policy: dict = {}
         self.diag: dict[str, tuple[int, str, dict]] = {}
         n.create_subscription(String, contract.SAFETY_STATE, self._on_safety, 50)
-        n.create_subscription(PoseStamped, contract.GT_PSM_TIP, lambda m: self._on_gt(self.gt_psm, m), 50)
-        n.create_subscription(PoseStamped, contract.GT_ENDOSCOPE_TIP, lambda m: self._on_gt(self.gt_scope, m), 50)
+        n.create_subscription(PoseStamped, contract.GT_PSM_TIP, lambda m: self._on_gt(self.gt_psm, m, "gt_psm"), QUEUE)
+        n.create_subscription(PoseStamped, contract.GT_ENDOSCOPE_TIP,
+                              lambda m: self._on_gt(self.gt_scope, m, "gt_scope"), QUEUE)
         n.create_subscription(JointState, contract.psm_topic("setpoint_js"),
-                              lambda m: self.psm_sp.offer(time.monotonic(), np.array(m.position)), 50)
+                              lambda m: self.psm_sp.offer(self._t(m, "psm_sp"), np.array(m.position)), QUEUE)
         n.create_subscription(JointState, contract.psm_topic("jaw/setpoint_js"),
-                              lambda m: self.jaw_sp.offer(time.monotonic(), np.array(m.position)), 50)
+                              lambda m: self.jaw_sp.offer(self._t(m, "jaw_sp"), np.array(m.position)), QUEUE)
         n.create_subscription(Empty, contract.psm_topic("hold"), lambda _m: self.holds.add(time.monotonic(), 1), 10)
         n.create_subscription(String, contract.ENDOSCOPE_MODE, lambda m: setattr(self, "mode", m.data), latched)
         n.create_subscription(String, "/teleop/mapper_state", lambda m: setattr(self, "mapper", json.loads(m.data)),
@@ -269,7 +306,7 @@ class Observer:
         self.follow_tool = n.create_client(SetBool, contract.ENDOSCOPE_FOLLOW_TOOL)
         self.policy_enable = n.create_client(SetBool, "/policy/enable")
         self.disturbance = n.create_publisher(JointState, "/sim/psm/disturbance", 10)
-        self.psm = PSMClient(n, streams=("setpoint_js", "measured_js"))
+        self.psm = PSMClient(n, streams=())          # state commands, moves, hold (the streams are above)
         self.executor = rclpy.executors.SingleThreadedExecutor()
         self.executor.add_node(n)
         self.spinner = BackgroundSpinner(self.executor)
@@ -280,17 +317,29 @@ class Observer:
         self.g1_writer_low = unitree.RawWriter(self._dp, contract.G1_TOPIC_LOWCMD, LowCmd_)
 
     # callbacks
+    def _t(self, m, stream: str = "") -> float:
+        s = m.header.stamp
+        t = s.sec + s.nanosec * 1e-9 + self.wall_to_mono if (s.sec or s.nanosec) else time.monotonic()
+        if stream:
+            self.seen[stream] = t
+        return t
+
+    def caught_up(self, t: float, timeout: float = 5.0) -> bool:
+        """Wait until every stamped stream has been handled up to `t` (this process may lag behind)."""
+        streams = ("gt_psm", "gt_scope", "psm_sp", "jaw_sp")
+        return self.wait(lambda: all(self.seen.get(k, -1e18) >= t for k in streams), timeout)
+
     def _on_safety(self, m: String) -> None:
         try:
             d = json.loads(m.data)
-            self.safety.add(time.monotonic(), (d["state"], tuple(d.get("reasons", ()))))
-        except (ValueError, KeyError):
+            t = float(d["stamp"]) + self.wall_to_mono if "stamp" in d else time.monotonic()
+            self.safety.add(t, (d["state"], tuple(d.get("reasons", ()))))
+        except (ValueError, KeyError, TypeError):
             self.safety.add(time.monotonic(), ("MALFORMED", ()))
 
-    @staticmethod
-    def _on_gt(series: Series, m: PoseStamped) -> None:
+    def _on_gt(self, series: Series, m: PoseStamped, stream: str) -> None:
         p = m.pose.position
-        series.add(time.monotonic(), np.array([p.x, p.y, p.z]))
+        series.add(self._t(m, stream), np.array([p.x, p.y, p.z]))
 
     def _on_diag(self, m: DiagnosticArray) -> None:
         for s in m.status:
@@ -352,6 +401,7 @@ class Observer:
         `measure_safe` False (input refused where it enters: the stack keeps commanding as before):
         no time to a safe state, only the displacements.
         """
+        self.caught_up(t_end)
         ts, states = self.safety.between(t_fault, t_end)
         bad = [(t, s) for t, s in zip(ts, states, strict=True) if s[0] != "OK"]
         detection_ms = (bad[0][0] - t_fault) * 1e3 if bad else None
@@ -360,18 +410,27 @@ class Observer:
         for name, series in (("psm", self.psm_sp), ("jaw", self.jaw_sp), ("g1_arm_sdk", self.arm_sdk)):
             t, _ = series.between(t_fault, t_end)
             last[name] = float((t[-1] - t_fault) * 1e3) if len(t) else None
+        sent = {}
+        for topic, series in self.sent.items():
+            t, _ = series.between(t_fault, t_end)
+            sent[topic] = float((t[-1] - t_fault) * 1e3) if len(t) else None
+        stops = [v for v in sent.values() if v is not None]
+        sources_ms = max(stops) if stops else 0.0
         changes = [v for v in last.values() if v is not None]
-        last_change_ms = max(changes) if changes else 0.0
+        settled_ms = max(changes) if changes else 0.0
         if not measure_safe:
             safe_ms = None
         elif expect_state:
-            safe_ms = None if detection_ms is None else max(detection_ms, last_change_ms)
+            safe_ms = None if detection_ms is None else max(detection_ms, sources_ms)
         else:
-            safe_ms = last_change_ms
+            safe_ms = sources_ms
         out = {"detection_ms": _r(detection_ms), "time_to_safe_ms": _r(safe_ms), "reasons": reasons,
+               "last_command_sent_ms": {k: _r(v) for k, v in sent.items()},
                "last_setpoint_change_ms": {k: _r(v) for k, v in last.items()},
-               "command_after_budget": (any(v is not None and v > budget_ms for v in last.values())
-                                        if measure_safe else None)}
+               "setpoints_settled_ms": _r(settled_ms) if measure_safe else None,
+               "command_after_budget": (any(v is not None and v > budget_ms for v in sent.values())
+                                        if measure_safe else None),
+               "setpoint_changed_after_budget": settled_ms > budget_ms if measure_safe else None}
         for name, series in (("psm_tip", self.gt_psm), ("scope_tip", self.gt_scope)):
             p0 = series.last_before(t_fault)
             _, ps = series.between(t_fault, t_end)

@@ -66,6 +66,7 @@ class Rig:
     o: Observer
     tmp: Path
     notes: list[str] = field(default_factory=list)
+    moves: int = 0
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +89,9 @@ def rig(tmp_path_factory):
         out = Path(os.environ.get("SURGBOT_SAFETY_RESULTS", tmp / "safety_faults.json"))
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps({"budgets_ms": BUDGET_MS, "scope_max_mm": SCOPE_MAX_MM,
-                                   "psm_max_mm": PSM_MAX_MM, "scenarios": RESULTS}, indent=1) + "\n")
+                                   "psm_max_mm": PSM_MAX_MM, "watchdog_overrides": fs.margins,
+                                   "load_average_1min": os.getloadavg()[0], "scenarios": RESULTS},
+                                  indent=1) + "\n")
         print(f"fault-injection results: {out}")
         o.close()
         fs.stop()
@@ -151,11 +154,21 @@ def _quiet(o: Observer, span: float) -> bool:
 
 
 def clutch_and_move(r: Rig, seconds: float = 3.0) -> None:
-    """The operator clutches and moves the hand 5 cm up over `seconds` (1 cm of tool at scale 0.2)."""
+    """The operator clutches and moves the hand 5 cm up or down (alternately, so neither the hand nor the
+    tool drifts over the suite) over `seconds`: 1 cm of tool at scale 0.2, ~3 mm/s."""
     fs, o = r.fs, r.o
     fs.op(clutch=1)
     assert o.wait(lambda: o.mapper.get("state") == "FOLLOWING", 5), o.mapper
-    fs.op(hand=[0.0, 0.05, 0.0], seconds=seconds)
+    r.moves += 1
+    fs.op(hand=[0.0, 0.05 if r.moves % 2 else -0.05, 0.0], seconds=seconds)
+
+
+def clutch_still(r: Rig) -> None:
+    """The operator clutches and holds the hand still (a fault then is the only thing that could move)."""
+    fs, o = r.fs, r.o
+    fs.op(clutch=1)
+    assert o.wait(lambda: o.mapper.get("state") == "FOLLOWING", 5), o.mapper
+    time.sleep(0.5)
 
 
 def run_policy(r: Rig) -> None:
@@ -290,9 +303,9 @@ def restart(name: str):
 def stop_for(name: str, seconds: float):
     def inject(r: Rig) -> float:
         t = now()
-        r.fs.signal(name, signal.SIGSTOP)
+        r.fs.send_signal(name, signal.SIGSTOP)
         time.sleep(seconds)
-        r.fs.signal(name, signal.SIGCONT)
+        r.fs.send_signal(name, signal.SIGCONT)
         return t
     return inject
 
@@ -343,8 +356,7 @@ def move_jp_slowly(r: Rig) -> None:
     """A 0.15 rad yaw move at 10 % of the dVRK's trajectory limits (~20 mm/s at the tip)."""
     o = r.o
     o.psm.trajectory_j_set_ratio(0.1)
-    q, _ = o.psm.measured_js()
-    q = np.asarray(q, float).copy()
+    q = np.asarray(o.psm_sp.latest(), float).copy()
     q[0] += 0.15 if q[0] < 0.5 else -0.15
     o.psm.move_jp(q)
     time.sleep(0.5)
@@ -448,15 +460,15 @@ SCENARIOS = [
              cause="console_link"),
     Scenario("console_sends_nan", "the page sends a NaN pose while clutched", "console protocol check",
              "message refused and counted; nothing commanded from it", "input", operator_fault(nan=True),
-             prepare=after(clutch_and_move, 0.5), restore=release_clutch, latching=False),
+             prepare=clutch_still, restore=release_clutch, latching=False),
     Scenario("console_glitch_20m", "a 20 m one-sample jump of the tracked hand while clutched",
              "console protocol check (a pose > 10 m away is not a person)", "message refused and counted",
-             "input", operator_fault(glitch=[0.0, 0.0, 20.0]), prepare=after(clutch_and_move, 0.5),
+             "input", operator_fault(glitch=[0.0, 0.0, 20.0]), prepare=clutch_still,
              restore=release_clutch, latching=False),
     Scenario("console_glitch_1m", "a 1 m one-sample jump of the tracked hand while clutched",
              "mapper hand-jump check (shipped max_hand_jump_m 0.1 m, surgbot.safety.checks.step_within)",
              "sample refused and counted; the next sample is followed", "input", operator_fault(glitch=[0.0, 0.0, 1.0]),
-             prepare=after(clutch_and_move, 0.5), restore=release_clutch, latching=False),
+             prepare=clutch_still, restore=release_clutch, latching=False),
     Scenario("console_wrong_token", "a client with a wrong token", "console hello check",
              "socket closed with 4401, nothing published", "input", wrong_token, latching=False),
     Scenario("console_sigkill", "console process killed (SIGKILL) while clutched and moving",

@@ -225,6 +225,10 @@ class EndoscopeHolderNode(Node):
         t0 = time.perf_counter()
         out = self.core.step(now)
         self._step_ms.append((time.perf_counter() - t0) * 1e3)
+        if out is not None and self.safety.block:
+            # frozen by the safety state: the bridge holds its targets and refuses commands; the
+            # source stops (a repeat of the frozen command would still be a command after the fault)
+            out = None
         if out is not None:
             names, q, dq = out
             msg = JointState()

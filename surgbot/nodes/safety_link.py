@@ -34,16 +34,34 @@ class SafetyLink:
         self._on_change = on_change
         self._clock = clock
         self._lock = threading.Lock()       # the bridge checks from its stream thread too
-        node.create_subscription(String, contract.SAFETY_STATE, self._on_state, latched_qos())
+        self._sub = node.create_subscription(String, contract.SAFETY_STATE, self._on_state, latched_qos())
 
     def _on_state(self, msg: String) -> None:
         with self._lock:
             self.watch.update(msg.data, self._clock())
         self.check()
 
+    def _take_pending(self) -> None:
+        """State messages DDS has delivered but the executor has not dispatched yet, taken now.
+
+        A node whose executor is behind (a loaded machine: a backlog of operator samples) would
+        otherwise publish that backlog's commands before it reaches the e-stop queued behind them.
+        """
+        handle = self._sub.handle
+        while True:
+            try:
+                with handle:
+                    taken = handle.take_message(String, False)
+            except Exception:  # noqa: BLE001 - the subscription is being destroyed: the callback path remains
+                return
+            if taken is None:
+                return
+            self.watch.update(taken[0].data, self._clock())
+
     def check(self) -> str:
         """Why commanding is forbidden now ("" = allowed); calls `on_change` on a change."""
         with self._lock:
+            self._take_pending()
             r = self.watch.allows_motion(self._clock())
             block = "" if r else r.reason
             changed = bool(block) != bool(self.block)

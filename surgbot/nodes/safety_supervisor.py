@@ -11,7 +11,7 @@ Thin shell around `surgbot.safety.supervisor.SupervisorCore`.  Watches:
 * `/PSM1/operating_state`: the arm's own FAULT is a cause until the arm leaves it.
 
 Each watchdog arms on its first message.  On ESTOP or FAULT it sends
-`/PSM1/hold` at once (only to an arm that may move: ENABLED, PAUSED or never
+`/PSM1/hold` at once (only to an arm that may move: ENABLED or never
 heard; a DISABLED arm answers `hold` with an error, and an arm enabled during
 an e-stop gets its `hold` then) and publishes the state (transient-local, and at
 `publish_hz` so command sources can treat a silent supervisor as a fault:
@@ -144,12 +144,14 @@ class SafetySupervisorNode(Node):
     def _hold(self) -> None:
         # A DISABLED (or FAULTed) arm is not moving and answers `hold` with an error message (the
         # dVRK does): send it only to an arm that may move, or one whose state was never heard.
-        if self.psm_state in (None, "ENABLED", "PAUSED"):
+        if self.psm_state in (None, "ENABLED"):
             self.pub_hold.publish(Empty())
             self.holds_sent += 1
 
     def _publish(self) -> None:
-        self.pub_state.publish(String(data=json.dumps(self.core.to_json(self._now()))))
+        # + "stamp" (wall clock, s): when this state went out, for listeners that time reactions
+        payload = dict(self.core.to_json(self._now()), stamp=time.time())
+        self.pub_state.publish(String(data=json.dumps(payload)))
 
     def _status(self):
         level = Diagnostics.OK if self.core.state is State.OK else Diagnostics.ERROR
