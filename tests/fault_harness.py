@@ -434,8 +434,9 @@ class Observer:
         for name, series in (("psm_tip", self.gt_psm), ("scope_tip", self.gt_scope)):
             p0 = series.last_before(t_fault)
             _, ps = series.between(t_fault, t_end)
-            out[f"{name}_max_mm"] = _r(max((float(np.linalg.norm(p - p0)) * 1e3 for p in ps), default=0.0)
-                                       if p0 is not None else None, 4)
+            # no ground truth in the window (a stalled twin, a lagging observer): not measured, never 0
+            out[f"{name}_max_mm"] = _r(max(float(np.linalg.norm(p - p0)) * 1e3 for p in ps)
+                                       if p0 is not None and ps else None, 4)
             out[f"{name}_samples"] = len(ps)
         return out
 

@@ -7,7 +7,7 @@ the test switches it, through a one-line mode file, to:
 
 * `normal`  - the sweep;
 * `nan`     - every chunk full of NaN;
-* `outside` - every chunk 10 cm outside the workspace box (x + 0.1 m);
+* `outside` - every chunk 10 cm outside the workspace box (x = 0.2 m of PSM1_base);
 * `slow`    - each answer takes SLOW_S (> 2 chunk periods) before the sweep;
 * `error`   - the runtime raises (the server answers {"error": ...}).
 
@@ -29,7 +29,7 @@ IMAGE_HW = (48, 64)
 SWEEP_M = 0.006
 SPEED_M_TICK = 0.0004          # 6 mm/s: well below every step limit
 SLOW_S = 2.5                   # > 2 chunk periods (16 ticks at 15 Hz = 1.07 s each)
-OUTSIDE_M = 0.1
+OUTSIDE_X_M = 0.2              # PSM1_base x: 10 cm beyond the workspace box (x <= 0.1 m)
 
 
 class FaultRuntime:
@@ -72,7 +72,7 @@ class FaultRuntime:
         if mode == "nan":
             chunk[:] = np.nan
         elif mode == "outside":
-            chunk[:, 0] = s[0] + OUTSIDE_M
+            chunk[:, 0] = OUTSIDE_X_M
         return chunk, 1.0
 
 

@@ -47,7 +47,7 @@ import pytest
 from sensor_msgs.msg import JointState
 
 from tests.conftest import PYTHON, REPO
-from tests.fault_harness import OPERATOR, POLICY_SERVER, FaultStack, Observer
+from tests.fault_harness import OPERATOR, POLICY_SERVER, FaultStack, Observer, margins
 
 pytestmark = pytest.mark.sim
 
@@ -58,6 +58,7 @@ READY_TIMEOUT_S = 90.0
 QUIET_BEFORE_S = 0.5            # the state must have been OK this long before an injection
 ATTEMPTS = 3
 RESULTS: dict[str, dict] = {}
+RESULTS_DEFAULT = [Path("safety_faults.json")]
 
 
 @dataclass
@@ -72,6 +73,7 @@ class Rig:
 @pytest.fixture(scope="module")
 def rig(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("faults")
+    RESULTS_DEFAULT[0] = tmp / "safety_faults.json"
     fs = FaultStack(tmp / "logs", tmp / "policy_mode")
     o = Observer()
     t0 = time.monotonic()
@@ -86,15 +88,19 @@ def rig(tmp_path_factory):
         print(f"\nfault-injection stack up in {time.monotonic() - t0:.1f} s")
         yield r
     finally:
-        out = Path(os.environ.get("SURGBOT_SAFETY_RESULTS", tmp / "safety_faults.json"))
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps({"budgets_ms": BUDGET_MS, "scope_max_mm": SCOPE_MAX_MM,
-                                   "psm_max_mm": PSM_MAX_MM, "watchdog_overrides": fs.margins,
-                                   "load_average_1min": os.getloadavg()[0], "scenarios": RESULTS},
-                                  indent=1) + "\n")
-        print(f"fault-injection results: {out}")
+        print(f"fault-injection results: {save()}")
         o.close()
         fs.stop()
+
+
+def save() -> Path:
+    """The results so far (written after every scenario: a run cut short still leaves its figures)."""
+    out = Path(os.environ.get("SURGBOT_SAFETY_RESULTS", RESULTS_DEFAULT[0]))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"budgets_ms": BUDGET_MS, "scope_max_mm": SCOPE_MAX_MM, "psm_max_mm": PSM_MAX_MM,
+                               "watchdog_overrides": margins(), "load_average_1min": round(os.getloadavg()[0], 1),
+                               "scenarios": RESULTS}, indent=1) + "\n")
+    return out
 
 
 # --------------------------------------------------------------------------- bringing the stack to a known state
@@ -236,10 +242,12 @@ def measure(r: Rig, sc: Scenario) -> dict:
             row["reset_answer"] = res.message
         RESULTS[sc.name] = row
         print(f"\n{sc.name}: {json.dumps(row)}")
+        save()
         return row
     RESULTS[sc.name] = {"hazard": sc.hazard, "detection": sc.detection, "reaction": sc.reaction,
                         "budget": sc.budget, "error": "precondition broken by load in every attempt",
                         "notes": r.notes[-ATTEMPTS:]}
+    save()
     raise AssertionError(f"{sc.name}: no clean attempt in {ATTEMPTS}: {r.notes[-ATTEMPTS:]}")
 
 
@@ -585,6 +593,7 @@ def _reset_while_cause_persists(r: Rig, sc: Scenario) -> None:
                         "latched_after_cause_removed": still, "reset_after_cause": ok.success,
                         "reset_required": still, **o.figures(t, t + 1.0, BUDGET_MS["link"], True)}
     print(f"\n{sc.name}: {json.dumps(RESULTS[sc.name])}")
+    save()
     assert refused, res.message
     assert still and ok.success, ok.message
 
@@ -605,6 +614,7 @@ def _supervisor_killed(r: Rig, sc: Scenario) -> None:
     row["reset_required"] = not row["resumed_by_itself"]
     RESULTS[sc.name] = row
     print(f"\n{sc.name}: {json.dumps(row)}")
+    save()
     judge(row, sc)
     assert row["time_to_safe_ms"] is not None and row["time_to_safe_ms"] <= BUDGET_MS[sc.budget], row
     assert all("silent" in v for v in reports.values()) or not row["resumed_by_itself"], reports
@@ -637,4 +647,5 @@ def _bridge_restarted(r: Rig, sc: Scenario) -> None:
            **o.figures(t0, now(), float("inf"), True, measure_safe=False)}
     RESULTS[sc.name] = row
     print(f"\n{sc.name}: {json.dumps(row)}")
+    save()
     judge(row, dataclasses.replace(sc, latching=False))

@@ -11,7 +11,8 @@ in-process evaluation and the tests step the same object.
   consumed (LeRobot async inference: at <= 50 % left); where the new chunk
   overlaps what is left of the old one they are blended
   `(1 - w) old + w new` (w = 0.7; the 6D rotation is re-orthonormalised).
-* Every command passes the gate: non-finite or degenerate -> HOLD;
+* Every command passes the gate: non-finite or degenerate -> HOLD (a bad
+  chunk also drops the plan, as a server error does);
   outside the workspace box -> clipped to it; a step larger than the per-tick
   limits -> shortened; no chunk, a chunk older than `max_chunk_age_s`, a
   stale PSM state, or a server error/timeout -> HOLD (the last commanded pose
@@ -169,6 +170,7 @@ class PolicyExecutor:
         if a.ndim != 2 or a.shape[1] != POSE_DIM or a.shape[0] == 0 or not np.all(np.isfinite(a)):
             self.rejections["bad chunk"] += 1
             self._server_error = "bad chunk"
+            self._plan = None          # a server that answers garbage: its earlier plan is not played on either
             return Result.failure(f"chunk must be finite [H, {POSE_DIM}], got {a.shape}")
         self.last_infer_ms = float(infer_ms)
         self.last_server_error = ""
