@@ -23,6 +23,8 @@ SUBCOMMANDS = {
     "ctl": ("surgbot.ctl", "service calls and one-shot messages to a running stack (no ros2 CLI needed)"),
     "console": ("surgbot.teleop.cli", "teleop VR console server (HTTPS + WSS, token, video)"),
     "policy": ("surgbot.policies.vla.cli", "VLA policy: train (LeRobot), serve (pyzmq)"),
+    "demo": ("surgbot.demo.cli", "the main job: the whole stack in sim, the G1 holding the scope, the VLA doing "
+             "needle_pick and peg_transfer; videos + summary"),
 }
 
 

@@ -43,6 +43,9 @@ class ConsoleConfig:
                                             "with jpeg_quality/video_width; none: no video")
     jpeg_quality: int = param(80, "JPEG quality when encoding from raw", lo=10, hi=100)
     video_width: int = param(0, "encoded width when encoding from raw (0: the camera's)", lo=0, hi=4096)
+    record_call_timeout_s: float = param(30.0, "a Record call (episode start/stop/discard service) unanswered "
+                                               "this long is given up (the recorder writes an episode between "
+                                               "calls)", lo=0.5, hi=600.0)
 
     def __post_init__(self):
         if self.video_source not in VIDEO_SOURCES:

@@ -1,7 +1,7 @@
 """`surgbot data record`: expert demonstrations (or live ROS topics) -> LeRobotDataset v3.
 
     surgbot data record --task T --episodes N --out DIR [--seed S] [--image-size HxW]
-                        [--append] [--source sim|ros]
+                        [--append] [--source sim|ros] [--workers N]
 
 Bad input (unknown task, non-positive episodes, a non-empty output without
 --append, an output whose features differ, Ctrl-C) exits 2 with one line and
@@ -20,6 +20,9 @@ from surgbot.errors import CliError
 
 TASK_CHOICES = ("reach", "needle_pick", "peg_transfer")   # sim/tasks TASK_NAMES (checked in run)
 SIZE_RE = re.compile(r"^(\d+)x(\d+)$")
+# Two simulating/rendering processes beside the writer: measured on 2 cores (docs/performance.md).
+DEFAULT_WORKERS = min(2, os.cpu_count() or 1)
+MAX_WORKERS = 16
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -35,6 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     rec.add_argument("--append", action="store_true", help="add episodes to an existing dataset")
     rec.add_argument("--source", choices=("sim", "ros"), default="sim",
                      help="sim: scripted experts in the in-process environment; ros: live topics")
+    rec.add_argument("--workers", type=int, default=DEFAULT_WORKERS,
+                     help=f"sim source: episodes simulated and rendered in this many processes "
+                          f"(default {DEFAULT_WORKERS}; the dataset is the same for any number)")
     rec.add_argument("--timeout", type=float, default=600.0,
                      help="ros source: seconds to wait for the episodes before giving up")
 
@@ -55,6 +61,8 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f"unknown task {args.task!r} (choose from {', '.join(TASK_NAMES)})")
     if args.episodes <= 0:
         raise CliError(f"--episodes must be positive, got {args.episodes}")
+    if not 1 <= args.workers <= MAX_WORKERS:
+        raise CliError(f"--workers must be 1..{MAX_WORKERS}, got {args.workers}")
     h, w = parse_size(args.image_size)
     out = Path(args.out)
     from surgbot.policies.data.dataset import check_output
@@ -65,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
         if args.source == "sim":
             from surgbot.policies.data.record import record_expert
             res = record_expert(args.task, args.episodes, out, seed=args.seed, image_size=(h, w),
-                                append=args.append, progress=sys.stderr.isatty())
+                                append=args.append, progress=sys.stderr.isatty(), workers=args.workers)
         else:
             from surgbot.policies.data.ros_source import record_ros
             res = record_ros(args.task, args.episodes, out, image_size=(h, w), append=args.append,

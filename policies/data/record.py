@@ -4,11 +4,20 @@ Episode attempt k of a run uses seed `seed + k` (kept or not); a failed
 expert episode is not written, only counted (and listed in
 meta/surgbot.json).  Frames are (observation before the step, the action
 taken from it), as LeRobot's own recorders store them.
+
+With `workers` > 1 the episodes are simulated and rendered in that many
+worker processes (each with its own environment; rendering with osmesa is
+the cost) while this process writes the dataset (LeRobot's video encoding).
+The dataset is the same as with one worker: attempts are consumed in seed
+order and the first `episodes` successes are kept.
 """
 
 from __future__ import annotations
 
+import multiprocessing
 import time
+from collections import deque
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,15 +45,76 @@ class RecordResult:
         return self.frames / self.wall_s if self.wall_s > 0 else 0.0
 
 
+class _EpisodeRunner:
+    """One environment + expert; `__call__(seed)` -> (episode result, frames)."""
+
+    def __init__(self, task: str, image_size: tuple[int, int]):
+        self.env = gym.make(ENV_IDS[task], image_size=image_size)
+        self.expert = make_expert(self.env)
+
+    def __call__(self, ep_seed: int) -> tuple[dict, list[dict]]:
+        frames: list[dict] = []
+
+        def keep(obs, action, info):
+            frames.append({"image": obs["image"], "state": obs["state"], "action": action,
+                           "task": info["instruction"]})
+
+        return run_episode(self.env, ep_seed, self.expert, on_step=keep), frames
+
+    def close(self) -> None:
+        self.env.close()
+
+
+_WORKER: _EpisodeRunner | None = None       # one per worker process
+
+
+def _worker_init(task: str, image_size: tuple[int, int]) -> None:
+    global _WORKER
+    _WORKER = _EpisodeRunner(task, image_size)
+
+
+def _worker_episode(ep_seed: int) -> tuple[dict, list[dict]]:
+    return _WORKER(ep_seed)
+
+
+def _episodes_in_order(task: str, image_size, seed: int, workers: int):
+    """Yields (seed, result, frames) for seeds seed, seed+1, ... in order, from `workers` processes."""
+    if workers <= 1:
+        runner = _EpisodeRunner(task, image_size)
+        try:
+            k = 0
+            while True:
+                yield (seed + k, *runner(seed + k))
+                k += 1
+        finally:
+            runner.close()
+        return
+    # spawn: a clean interpreter per worker (no forked GL or thread state)
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init,
+                             initargs=(task, image_size)) as pool:
+        pending: deque = deque()
+        k = 0
+        try:
+            while True:
+                while len(pending) < 2 * workers:
+                    pending.append((seed + k, pool.submit(_worker_episode, seed + k)))
+                    k += 1
+                ep_seed, fut = pending.popleft()
+                yield (ep_seed, *fut.result())
+        finally:
+            for _, fut in pending:
+                fut.cancel()
+
+
 def record_expert(task: str, episodes: int, out: Path, seed: int = 0, image_size=(128, 128),
-                  append: bool = False, progress: bool = True) -> RecordResult:
+                  append: bool = False, progress: bool = True, workers: int = 1) -> RecordResult:
     """Record `episodes` successful expert episodes of `task` into `out` (see module doc)."""
     h, w = image_size
-    env = gym.make(ENV_IDS[task], image_size=(h, w))
-    expert = make_expert(env)
     frames_total = 0
     t0 = time.perf_counter()
     bar = tqdm(total=episodes, desc=f"record {task}", unit="ep", disable=not progress, dynamic_ncols=True)
+    episodes_iter = _episodes_in_order(task, (h, w), seed, workers)
     try:
         with DatasetSession(out, append=append, height=h, width=w, task=task, source="expert") as session:
             attempt = 0
@@ -53,14 +123,7 @@ def record_expert(task: str, episodes: int, out: Path, seed: int = 0, image_size
                 if attempt >= limit:
                     raise CliError(f"expert failed too often ({session.failed} of {attempt} episodes); "
                                    f"nothing written to {out}")
-                frames: list[dict] = []
-
-                def keep(obs, action, info, frames=frames):
-                    frames.append({"image": obs["image"], "state": obs["state"], "action": action,
-                                   "task": info["instruction"]})
-
-                ep_seed = seed + attempt
-                res = run_episode(env, ep_seed, expert, on_step=keep)
+                ep_seed, res, frames = next(episodes_iter)
                 attempt += 1
                 info = {"seed": ep_seed, "instruction": res["instruction"], "expert_elapsed_s": res["elapsed_s"]}
                 if res["success"]:
@@ -73,5 +136,5 @@ def record_expert(task: str, episodes: int, out: Path, seed: int = 0, image_size
             kept, failed = session.kept, session.failed
     finally:
         bar.close()
-        env.close()
+        episodes_iter.close()
     return RecordResult(kept=kept, failed=failed, frames=frames_total, wall_s=time.perf_counter() - t0)

@@ -40,6 +40,7 @@ POLICY_INSTRUCTION = "/policy/instruction"
 POLICY_STATE = "/policy/state"
 SAFETY_CHECK_PERIOD_S = 0.01   # a silent safety supervisor is noticed within this past its stale time
 STATE_PUBLISH_EVERY = 5        # ticks between /policy/state messages (3 Hz at 15 Hz)
+SERVER_ERROR_LOG_PERIOD_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,28 @@ class PolicyNodeConfig:
     compressed_image: bool = param(False, "subscribe /endoscope/image_raw/compressed (jpeg) instead of raw")
     instruction: str = param("", "initial instruction ('' = wait for /policy/instruction)")
     exec: PolicyExecConfig = field(default_factory=PolicyExecConfig)
+
+
+def fit_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """The camera frame as the policy saw its training frames: centre crop to the (h, w) aspect, then resize.
+
+    MuJoCo's (and a pinhole camera's) field of view is vertical, so a square
+    128x128 training render at the same fovy IS the centre square of the
+    320x240 frame: cropping keeps the geometry, a plain resize would squash it.
+    """
+    h, w = size
+    H, W = image.shape[:2]
+    if (H, W) == (h, w):
+        return image
+    if W * h > H * w:                       # wider than wanted: crop the sides
+        cw = max(1, round(H * w / h))
+        x0 = (W - cw) // 2
+        image = image[:, x0:x0 + cw]
+    elif W * h < H * w:                     # taller: crop top and bottom
+        ch = max(1, round(W * h / w))
+        y0 = (H - ch) // 2
+        image = image[y0:y0 + ch]
+    return cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
 
 
 class PolicyNode(Node):
@@ -139,10 +162,7 @@ class PolicyNode(Node):
     def _infer(self, image: np.ndarray, state: np.ndarray, instruction: str):
         if self._image_size is None:
             self._image_size = tuple(self.client.metadata()["image_size"])
-        h, w = self._image_size
-        if image.shape[:2] != (h, w):
-            image = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
-        return self.client.infer(image, state, instruction)
+        return self.client.infer(fit_image(image, self._image_size), state, instruction)
 
     def _collect(self) -> None:
         if self._pending is None or not self._pending.done():
@@ -153,6 +173,8 @@ class PolicyNode(Node):
             actions, infer_ms = fut.result()
         except (PolicyTimeout, PolicyServerError, KeyError, ValueError, OSError) as exc:
             self.core.on_server_error(f"{type(exc).__name__}: {exc}")
+            self.get_logger().warning(f"policy server: {type(exc).__name__}: {exc}; holding",
+                                      throttle_duration_sec=SERVER_ERROR_LOG_PERIOD_S)
             return
         self.core.on_chunk(actions, tick, t_obs, infer_ms)
 
