@@ -39,12 +39,6 @@ from surgbot import area_path, contract
 from surgbot.config import param
 from surgbot.results import Result
 
-# A safety stop keeps at most this much of (target - measured) per joint: the static offset that holds
-# the arm against gravity and the port (kp 1200 N m/rad on the scope arm: 3 mrad = 3.6 N m) stays, a
-# larger gap is motion the arm has not made yet (it lags a moving target; more so when the twin runs
-# slower than real time) and is dropped.  Measured: freezing the raw targets moved the scope tip 3.8 mm
-# after an e-stop in TOOL_FOLLOW (tests/test_fault_injection.py).
-SAFETY_FREEZE_OFFSET_RAD = 0.003
 UPPER = tuple(contract.G1_UPPER_BODY)                     # indices 12..28
 UPPER_NAMES = tuple(contract.G1_JOINT_NAMES[i] for i in UPPER)
 UPPER_INDEX = {n: k for k, n in enumerate(UPPER_NAMES)}
@@ -317,8 +311,9 @@ class G1BridgeCore:
     def set_safety(self, block: str, now: float) -> None:
         """`/safety/state` forbids motion (`block` says why) or allows it again ("").
 
-        A block freezes the targets where the arm is now (the measured posture plus at most
-        SAFETY_FREEZE_OFFSET_RAD of the old target's offset; no velocity feed-forward) and
+        A block freezes the targets where they are now (goal := target, no velocity feed-forward;
+        measured: freezing at the measured posture instead drops the offset that holds the scope
+        arm against gravity and the port, and the scope sagged 3-5 mm) and
         keeps streaming them: an engaged or engaging arm ends at full weight, a releasing one is
         taken back up (the scope is never dropped).  Commands and `release` are refused until an
         explicit `engage` once the state allows motion again.
@@ -326,13 +321,6 @@ class G1BridgeCore:
         if block and not self.safety_block:
             self.counters.safety_stops += 1
             if self.state in STREAMING:
-                measured = self.measured_upper()
-                if measured is not None:
-                    # targets the arm has not reached yet (it lags a moving target) would still move
-                    # the scope: keep only the small static offset that holds it against gravity
-                    self.target = np.clip(measured + np.clip(self.target - measured, -SAFETY_FREEZE_OFFSET_RAD,
-                                                             SAFETY_FREEZE_OFFSET_RAD),
-                                          self.limits[:, 0], self.limits[:, 1])
                 self.goal = self.target.copy()
                 self._ff_until = -math.inf
                 self.safety_stopped = block
