@@ -34,14 +34,19 @@ treated the same way (fail-safe).  Nothing moves again until `/safety/reset`
 (`/g1/engage`, `/endoscope/hold`, a fresh clutch, `/policy/enable`).
 
 Budgets: e-stop {estop} ms, link loss {link} ms, stale state {stale} ms (time to the
-safe state: the later of the detection and the last change of any actuator
-setpoint); scope tip < {scope} mm and PSM tip < {psm} mm after the fault.
-Rejected input (budget "input") is refused where it enters; nothing latches.
+safe state: the later of the detection and the last command any source sent);
+scope tip < {scope} mm and PSM tip < {psm} mm after the fault.
+Rejected input (budget "input") is refused where it enters; nothing latches
+("tripped" in the details: a watchdog of the loaded run fired in that window,
+so the stack froze meanwhile).
 
 Columns: detection = first non-OK `/safety/state` seen from outside the stack
 after the injection; safe = time to the safe state; PSM / scope = largest
-ground-truth tip displacement after the fault; cmd after budget = an actuator
-setpoint still changed after the budget; reset = nothing moved and the state
+ground-truth tip displacement after the fault; cmd after budget = a command
+source (`/PSM1/servo_cp`, `/PSM1/jaw/servo_jp`, `/g1/arm_command`,
+`/endoscope/servo_cv`) still sent a command after the budget, by its stamp (when
+the twins' setpoints last changed, commands in flight included, is in the JSON:
+`setpoints_settled_ms`); reset = nothing moved and the state
 stayed latched once the cause was gone, until the explicit reset; met = every
 figure within its bound.
 """
@@ -79,6 +84,14 @@ def render(doc: dict, json_name: str) -> str:
     b = doc["budgets_ms"]
     lines = [HEADER.format(json=json_name, estop=_fmt(b["estop"]), link=_fmt(b["link"]), stale=_fmt(b["stale"]),
                            scope=_fmt(doc["scope_max_mm"]), psm=_fmt(doc["psm_max_mm"]))]
+    over = doc.get("watchdog_overrides") or {}
+    cond = (f"Run conditions: 1-min load average {doc.get('load_average_1min', '?')} at the end of the run; "
+            + ("shipped watchdog values." if not over else
+               "watchdog margins for a loaded machine (SURGBOT_FAULTS_SHIPPED=1 runs the shipped values): "
+               + "; ".join(f"{node} " + ", ".join(f"{k}={v}" for k, v in ps.items()) for node, ps in over.items())
+               + ".  With them the stale-state and link scenarios detect later than the budgets by design "
+                 "of the run, not of the stack."))
+    lines += [cond, ""]
     lines.append("| hazard | detection | reaction | test | budget | detection ms | safe ms | PSM mm | scope mm "
                  "| cmd after budget | reset | met |")
     lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
