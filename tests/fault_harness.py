@@ -82,7 +82,6 @@ LOADED_BOX_MARGINS = {
 def margins() -> dict:
     return {} if os.environ.get("SURGBOT_FAULTS_SHIPPED") == "1" else LOADED_BOX_MARGINS
 OPERATOR = "operator"
-BAD_CRC = 0xDEADBEEF
 QUEUE = 1000                      # this process lags on a loaded box: keep every stamped sample
 COMMAND_TOPICS = {contract.psm_topic("servo_cp"): PoseStamped, contract.psm_topic("jaw/servo_jp"): JointState,
                   contract.G1_ARM_COMMAND: JointState, contract.ENDOSCOPE_SERVO_CV: TwistStamped}
@@ -313,8 +312,6 @@ class Observer:
         unitree.init_channel(G1_DOMAIN, "lo")
         self._dp = unitree.participant()
         self.reader = unitree.RawReader(self._dp, contract.G1_TOPIC_ARM_SDK, LowCmd_, self._on_arm_sdk)
-        self.g1_writer_arm = unitree.RawWriter(self._dp, contract.G1_TOPIC_ARM_SDK, LowCmd_)
-        self.g1_writer_low = unitree.RawWriter(self._dp, contract.G1_TOPIC_LOWCMD, LowCmd_)
 
     # callbacks
     def _t(self, m, stream: str = "") -> float:
@@ -443,20 +440,6 @@ class Observer:
     def still_since(self, t0: float) -> bool:
         """No actuator setpoint changed since `t0`."""
         return all(len(s.between(t0)[0]) == 0 for s in (self.psm_sp, self.jaw_sp, self.arm_sdk))
-
-    # fault injection on unitree DDS
-    def send_arm_sdk(self, targets: dict[int, float], weight: float, bad_crc: bool = False,
-                     mode_machine: int = unitree.MODE_MACHINE, topic: str = "arm_sdk") -> None:
-        cmd = unitree.new_lowcmd()
-        cmd["mode_machine"] = mode_machine
-        mc = cmd["motor_cmd"]
-        for i, q in targets.items():
-            mc["mode"][i], mc["q"][i], mc["kp"][i], mc["kd"][i] = 1, q, 200.0, 5.0
-        mc["q"][contract.G1_ARM_SDK_WEIGHT_INDEX] = weight
-        if bad_crc:
-            cmd["crc"] = BAD_CRC
-        data = unitree.encode_lowcmd(cmd, set_crc=not bad_crc)
-        (self.g1_writer_arm if topic == "arm_sdk" else self.g1_writer_low).write(data)
 
     def close(self) -> None:
         self.reader.close()

@@ -25,7 +25,9 @@ a scenario whose precondition was broken by load (a watchdog of the shipped
 stack tripping before the injection) is set up again, and the count is
 recorded (`attempts`).
 
-Results go to $SURGBOT_SAFETY_RESULTS (default: the test's tmp folder).
+Results go to $SURGBOT_SAFETY_RESULTS (default: the test's tmp folder), after
+every scenario; SURGBOT_SAFETY_MERGE=1 keeps that file's other scenarios (a
+rerun of some with -k).
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ import pytest
 from sensor_msgs.msg import JointState
 
 from tests.conftest import PYTHON, REPO
-from tests.fault_harness import OPERATOR, POLICY_SERVER, FaultStack, Observer, margins
+from tests.fault_harness import G1_DOMAIN, OPERATOR, POLICY_SERVER, FaultStack, Observer, margins
 
 pytestmark = pytest.mark.sim
 
@@ -59,6 +61,9 @@ QUIET_BEFORE_S = 0.5            # the state must have been OK this long before a
 ATTEMPTS = 3
 RESULTS: dict[str, dict] = {}
 RESULTS_DEFAULT = [Path("safety_faults.json")]
+if os.environ.get("SURGBOT_SAFETY_MERGE") == "1" and Path(os.environ.get("SURGBOT_SAFETY_RESULTS", "")).is_file():
+    # rerun some scenarios (-k) and keep the others' last figures
+    RESULTS.update(json.loads(Path(os.environ["SURGBOT_SAFETY_RESULTS"]).read_text())["scenarios"])
 
 
 @dataclass
@@ -380,17 +385,18 @@ def tool_follow_with_policy(r: Rig) -> None:
 
 
 def arm_sdk_injection(bad_crc: bool, topic: str, mode_machine: int = 5):
-    """50 samples at 500 Hz moving the scope arm's right elbow 0.3 rad at full weight (all should be dropped)."""
+    """50 samples at 500 Hz moving the scope arm's right elbow 0.3 rad at full weight (all should be dropped),
+    from their own process (tests/fault_g1_sender.py)."""
     def inject(r: Rig) -> float:
-        o = r.o
-        t = now()
-        last = o.arm_sdk.latest()
+        last = r.o.arm_sdk.latest()
         elbow = 22 + 3                                  # right elbow, contract order
-        targets = {elbow: float(last[elbow - 12]) + 0.3} if last is not None else {elbow: 0.3}
-        for _ in range(50):
-            o.send_arm_sdk(targets, 1.0, bad_crc=bad_crc, mode_machine=mode_machine, topic=topic)
-            time.sleep(0.002)
-        return t
+        target = float(last[elbow - 12]) + 0.3 if last is not None else 0.3
+        sender = subprocess.Popen([PYTHON, "-m", "tests.fault_g1_sender", str(G1_DOMAIN), topic, str(elbow),
+                                   str(target), str(mode_machine), "1" if bad_crc else "0", "50"], cwd=REPO,
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        out = sender.communicate(timeout=60)[0]
+        assert sender.returncode == 0 and "sent 50" in out, out
+        return now() - 0.15                         # the 50 samples went out over the last ~0.1 s
     return inject
 
 
