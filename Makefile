@@ -12,8 +12,9 @@ export PYTHONUNBUFFERED := 1
 bootstrap:
 	@bash scripts/bootstrap.sh
 
+# The main job (README "What you get"): a new folder per run under out/demo/.
 demo: bootstrap
-	$(VENV)/bin/surgbot sim --scene box_trainer --headless --duration 10
+	$(VENV)/bin/surgbot demo --out out/demo/$(shell date +%Y%m%d-%H%M%S)
 
 # Lint first (ruff.toml), then pytest: unit and sim tests (`pytest -m unit` alone runs in seconds).
 # pytest's own faulthandler (on by default) prints a native crash's traceback to the real stderr

@@ -38,11 +38,13 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import mujoco
 import numpy as np
 
+from surgbot import contract
 from surgbot.sim.camera_process import (
     CONSUMED,
     FRAME_SEQ,
@@ -65,7 +67,7 @@ DEFAULT_HEIGHT = 240
 DEFAULT_HZ = 30.0
 HIDDEN_GEOM_GROUP = 3      # sim.scene.OUTER_GROUP: box lid/walls, head shell
 READY_TIMEOUT_S = 30.0
-CHILD_NODE_NAME = "sim_endoscope_camera"
+OVERVIEW_CAMERA = "overview"                # sim.scene: the outside view of humanoid, scope and PSM
 _REPO = Path(__file__).resolve().parent.parent
 
 
@@ -109,19 +111,50 @@ def _read_line(stream, timeout: float) -> str | None:
     return buf.decode("utf-8", "replace").split("\n", 1)[0]
 
 
-class EndoscopeCamera:
-    """Twin: renders the endoscope view at `hz` (wall clock) in a child process and publishes it."""
+@dataclass(frozen=True)
+class CameraTopics:
+    """Where a rendered camera publishes (image, JPEG, camera info) and its frame id."""
 
-    name = "endoscope_camera"
+    image: str
+    compressed: str
+    info: str
+    frame_id: str
+
+
+ENDOSCOPE_TOPICS = CameraTopics(contract.ENDOSCOPE_IMAGE, contract.ENDOSCOPE_IMAGE_COMPRESSED,
+                                contract.ENDOSCOPE_CAMERA_INFO, contract.ENDOSCOPE_TIP_FRAME)
+OVERVIEW_TOPICS = CameraTopics(contract.SIM_OVERVIEW_IMAGE, contract.SIM_OVERVIEW_IMAGE_COMPRESSED,
+                               contract.SIM_OVERVIEW_CAMERA_INFO, contract.SIM_OVERVIEW_FRAME)
+
+
+OVERVIEW_WIDTH, OVERVIEW_HEIGHT = 480, 360
+
+
+def overview_camera(hz: float) -> EndoscopeCamera:
+    """The outside camera of the scene (humanoid, scope, PSM) on /sim/overview/*."""
+    return EndoscopeCamera(OVERVIEW_WIDTH, OVERVIEW_HEIGHT, hz, camera=OVERVIEW_CAMERA, topics=OVERVIEW_TOPICS,
+                           hide_outer=False, name="overview_camera")
+
+
+class EndoscopeCamera:
+    """Twin: renders the endoscope view at `hz` (wall clock) in a child process and publishes it.
+
+    The same machinery renders the scene's outside `overview` camera (`overview_camera()`):
+    other topics, and the box walls/lid and head shell left visible.
+    """
 
     def __init__(self, width: int = DEFAULT_WIDTH, height: int = DEFAULT_HEIGHT, hz: float = DEFAULT_HZ,
-                 camera: str = "endoscope_camera", jpeg_quality: int = 80):
+                 camera: str = "endoscope_camera", jpeg_quality: int = 80,
+                 topics: CameraTopics = ENDOSCOPE_TOPICS, hide_outer: bool = True, name: str = "endoscope_camera"):
         if not (16 <= int(width) <= 1280 and 16 <= int(height) <= 960):
             raise ValueError(f"camera size {width}x{height} outside 16x16 .. 1280x960")
         if not (math.isfinite(hz) and 0.0 < hz <= 240.0):
             raise ValueError(f"camera rate {hz} Hz outside (0, 240]")
         self.width, self.height, self.hz = int(width), int(height), float(hz)
         self.camera = camera
+        self.name = name                        # the twin's name in the world (one per camera)
+        self.topics = topics
+        self.hide_outer = bool(hide_outer)
         self.jpeg_quality = int(jpeg_quality)
         self._period = 1.0 / self.hz
         self._proc: subprocess.Popen | None = None
@@ -147,7 +180,7 @@ class EndoscopeCamera:
             raise ValueError(f"camera {self.width}x{self.height} larger than the model's offscreen buffer "
                              f"{model.vis.global_.offwidth}x{model.vis.global_.offheight}")
         self.K = intrinsics(float(model.cam_fovy[self._cam_id]), self.width, self.height)
-        sizes = dict(nq=model.nq, nv=model.nv, na=model.na, nmocap=model.nmocap,
+        sizes = dict(nq=model.nq, nv=model.nv, na=model.na, nmocap=model.nmocap, nbody=model.nbody,
                      width=self.width, height=self.height)
         block_size = Layout.nbytes(**sizes)
         block_fd = _anonymous_file("surgbot-endoscope-state", size=block_size)
@@ -166,7 +199,9 @@ class EndoscopeCamera:
                 "jpeg_quality": self.jpeg_quality, "parent_pid": os.getpid(), "ros": node is not None,
                 "domain_id": node.context.get_domain_id() if node is not None else None,
                 "namespace": node.get_namespace() if node is not None else None,
-                "node_name": CHILD_NODE_NAME,
+                "node_name": f"sim_{self.name}", "frame_id": self.topics.frame_id,
+                "topics": [self.topics.image, self.topics.compressed, self.topics.info],
+                "hide_outer": self.hide_outer,
             }
             gl = os.environ.get("MUJOCO_GL", "osmesa")
             env = dict(os.environ, MUJOCO_GL=gl, PYOPENGL_PLATFORM=os.environ.get("PYOPENGL_PLATFORM", gl))
@@ -333,6 +368,8 @@ class EndoscopeCamera:
         if shm.mocap_pos.size:
             shm.mocap_pos[:] = d.mocap_pos
             shm.mocap_quat[:] = d.mocap_quat
+        shm.body_pos[:] = world.model.body_pos
+        shm.body_quat[:] = world.model.body_quat
         shm.header[STATE_STAMP] = world.stamp_ns()
         shm.header[STATE_SEQ] += 1              # last: the child reads the state after seeing this
 

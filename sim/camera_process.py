@@ -48,7 +48,6 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
-from surgbot import contract
 from surgbot.geometry import ns_to_stamp
 
 # Header slots (int64).
@@ -71,8 +70,8 @@ def _align(n: int, a: int = 64) -> int:
 class Layout:
     """Views of the shared block; the same arithmetic on both sides."""
 
-    def __init__(self, buf, nq: int, nv: int, na: int, nmocap: int, width: int, height: int):
-        self.sizes = dict(nq=nq, nv=nv, na=na, nmocap=nmocap, width=width, height=height)
+    def __init__(self, buf, nq: int, nv: int, na: int, nmocap: int, nbody: int, width: int, height: int):
+        self.sizes = dict(nq=nq, nv=nv, na=na, nmocap=nmocap, nbody=nbody, width=width, height=height)
         off = 0
 
         def take(dtype, count):
@@ -89,6 +88,9 @@ class Layout:
         self.act = take(np.float64, na)
         self.mocap_pos = take(np.float64, 3 * nmocap)
         self.mocap_quat = take(np.float64, 4 * nmocap)
+        # Static bodies a task moves in the model (sim.tasks.apply_layout) during a run.
+        self.body_pos = take(np.float64, 3 * nbody)
+        self.body_quat = take(np.float64, 4 * nbody)
         self.render_ms = take(np.float64, RENDER_RING)
         self.error = take(np.uint8, ERROR_BYTES)
         self.image = take(np.uint8, height * width * 3)
@@ -97,6 +99,8 @@ class Layout:
             self.image = self.image.reshape(height, width, 3)
             self.mocap_pos = self.mocap_pos.reshape(nmocap, 3)
             self.mocap_quat = self.mocap_quat.reshape(nmocap, 4)
+            self.body_pos = self.body_pos.reshape(nbody, 3)
+            self.body_quat = self.body_quat.reshape(nbody, 4)
 
     @classmethod
     def nbytes(cls, **sizes) -> int:
@@ -113,10 +117,10 @@ class Layout:
 
 
 class _Publisher:
-    """rclpy node of its own publishing the three endoscope topics (image, JPEG, camera info)."""
+    """rclpy node of its own publishing the camera's three topics (image, JPEG, camera info)."""
 
     def __init__(self, spec: dict, K: np.ndarray):
-        self.contract = contract
+        self.frame_id = spec["frame_id"]
         self.width, self.height, self.K = spec["width"], spec["height"], K
         self.jpeg_quality = int(spec["jpeg_quality"])
         self.context = rclpy.Context()
@@ -124,13 +128,14 @@ class _Publisher:
                    signal_handler_options=SignalHandlerOptions.NO)
         self.node = rclpy.create_node(spec["node_name"], namespace=spec["namespace"] or None, context=self.context)
         qos = QoSProfile(depth=2, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE)
-        self.pub_img = self.node.create_publisher(Image, contract.ENDOSCOPE_IMAGE, qos)
-        self.pub_jpeg = self.node.create_publisher(CompressedImage, contract.ENDOSCOPE_IMAGE_COMPRESSED, qos)
-        self.pub_info = self.node.create_publisher(CameraInfo, contract.ENDOSCOPE_CAMERA_INFO, qos)
+        image_topic, jpeg_topic, info_topic = spec["topics"]
+        self.pub_img = self.node.create_publisher(Image, image_topic, qos)
+        self.pub_jpeg = self.node.create_publisher(CompressedImage, jpeg_topic, qos)
+        self.pub_info = self.node.create_publisher(CameraInfo, info_topic, qos)
 
     def publish(self, image: np.ndarray, stamp_ns: int) -> None:
         stamp = ns_to_stamp(stamp_ns, Time())
-        frame = self.contract.ENDOSCOPE_TIP_FRAME
+        frame = self.frame_id
         K = self.K
         img = Image()
         img.header.stamp, img.header.frame_id = stamp, frame
@@ -201,7 +206,7 @@ def serve(spec: dict) -> int:
         with os.fdopen(spec["model_fd"], "rb") as f:
             mjb = f.read()
         model = mujoco.MjModel.from_binary_path("model.mjb", {"model.mjb": mjb})
-        sizes = dict(nq=model.nq, nv=model.nv, na=model.na, nmocap=model.nmocap,
+        sizes = dict(nq=model.nq, nv=model.nv, na=model.na, nmocap=model.nmocap, nbody=model.nbody,
                      width=spec["width"], height=spec["height"])
         if sizes != spec["sizes"]:
             raise RuntimeError(f"model mismatch: parent {spec['sizes']}, child {sizes}")
@@ -212,7 +217,8 @@ def serve(spec: dict) -> int:
             publisher = _Publisher(spec, K)
         data = mujoco.MjData(model)
         option = mujoco.MjvOption()
-        option.geomgroup[HIDDEN_GEOM_GROUP] = 0
+        if spec["hide_outer"]:
+            option.geomgroup[HIDDEN_GEOM_GROUP] = 0
         last_seq = 0
         while not header[STOP]:
             try:
@@ -233,6 +239,8 @@ def serve(spec: dict) -> int:
             if model.nmocap:
                 data.mocap_pos[:] = shm.mocap_pos
                 data.mocap_quat[:] = shm.mocap_quat
+            model.body_pos[:] = shm.body_pos
+            model.body_quat[:] = shm.body_quat
             stamp_ns = int(header[STATE_STAMP])
             last_seq = seq
             header[CONSUMED] = seq                   # the parent may write the next state now

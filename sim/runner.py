@@ -39,7 +39,8 @@ from surgbot import contract
 from surgbot.config import param
 from surgbot.errors import CliError
 from surgbot.pacing import Pacer
-from surgbot.sim.camera import EndoscopeCamera
+from surgbot.sim.camera import OVERVIEW_CAMERA, EndoscopeCamera, overview_camera
+from surgbot.sim.diagnostics import SimDiagnostics
 from surgbot.sim.entry_point import EntryPoint
 from surgbot.sim.ground_truth import GroundTruth
 from surgbot.sim.scene import build_model, has_psm, reset_to_stand
@@ -50,15 +51,9 @@ from surgbot.sim.world import SimWorld
 NODE_NAME = "sim_node"
 
 
-def _default_g1_domain() -> int:
-    try:
-        return int(os.environ.get("SURGBOT_G1_DOMAIN", contract.G1_SIM_DOMAIN))
-    except ValueError:
-        return contract.G1_SIM_DOMAIN
-
-
 CAMERA_SIZE_RANGE = ((16, 1280), (16, 960))    # px, width and height a render may have
 MAX_CAMERA_HZ = 240.0
+MAX_OVERVIEW_HZ = 30.0
 MAX_DDS_DOMAIN = 232
 VIEWER_HZ = 30.0                               # passive viewer refresh
 STEP_MS_SAMPLES = 200_000                      # step times kept for the figures (~7 min at 2 ms)
@@ -73,7 +68,7 @@ class SimConfig:
     duration: float | None = param(None, "simulated seconds to run; unset: until signalled")
     fast: bool = param(False, "step as fast as possible and publish /clock")
     headless: bool = param(True, "no viewer window (always the case without DISPLAY)")
-    g1_domain: int = dataclasses.field(default_factory=_default_g1_domain, metadata={
+    g1_domain: int = dataclasses.field(default_factory=contract.g1_sim_domain, metadata={
         "help": f"unitree DDS domain (default $SURGBOT_G1_DOMAIN or {contract.G1_SIM_DOMAIN})",
         "lo": 0, "hi": MAX_DDS_DOMAIN, "read_only": True})
     g1_interface: str = param(contract.G1_SIM_INTERFACE, "unitree DDS network interface")
@@ -83,6 +78,8 @@ class SimConfig:
                                hi=CAMERA_SIZE_RANGE[1][1])
     camera_hz: float = param(30.0, "Hz, endoscope frame rate", lo=0.0, hi=MAX_CAMERA_HZ)
     camera: bool = param(True, "render the endoscope camera")
+    overview_hz: float = param(0.0, "Hz, outside overview camera on /sim/overview/* (0: not rendered)",
+                               lo=0.0, hi=MAX_OVERVIEW_HZ)
     model_path: str | None = param(None, "load this MJCF instead of a scene (debugging)")
     ros: bool = param(True, "serve the sim's ROS topics (sim_node)")
     task: str | None = param(None, "task laid out by seed (reach, needle_pick, peg_transfer); unset: none")
@@ -102,6 +99,8 @@ class SimConfig:
                              f"{w_lo}x{h_lo} .. {w_hi}x{h_hi}")
         if not (math.isfinite(self.camera_hz) and 0 < self.camera_hz <= MAX_CAMERA_HZ):
             raise ValueError(f"--camera-hz must be in (0, {MAX_CAMERA_HZ:.0f}], got {self.camera_hz}")
+        if not (math.isfinite(self.overview_hz) and 0 <= self.overview_hz <= MAX_OVERVIEW_HZ):
+            raise ValueError(f"--overview-hz must be in [0, {MAX_OVERVIEW_HZ:.0f}], got {self.overview_hz}")
         if not (0 <= self.g1_domain <= MAX_DDS_DOMAIN):
             raise ValueError(f"--g1-domain must be a DDS domain id 0..{MAX_DDS_DOMAIN}, got {self.g1_domain}")
         if not self.g1_interface or any(c.isspace() for c in self.g1_interface):
@@ -160,6 +159,10 @@ def make_world(cfg: SimConfig, node=None):
             world.add(EndoscopeCamera(cfg.camera_width, cfg.camera_height, cfg.camera_hz))
         elif cfg.camera:
             notes.append("camera: model has no endoscope_camera, not rendering")
+        if cfg.overview_hz > 0:
+            if mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, OVERVIEW_CAMERA) < 0:
+                raise ValueError(f"--overview-hz: the model has no {OVERVIEW_CAMERA!r} camera")
+            world.add(overview_camera(cfg.overview_hz))
         if mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_SITE, "endoscope_tip") >= 0:
             world.add(GroundTruth(publish_clock=cfg.fast, task=cfg.task,
                                   task_payload=task_twin.payload if task_twin is not None else None))
@@ -175,6 +178,8 @@ def make_world(cfg: SimConfig, node=None):
                 notes.append("PSM twin: sim/psm_twin.py not present, the PSM is not served over CRTK")
             else:
                 world.add(psm)
+        if node is not None:
+            world.add(SimDiagnostics())
     except Exception:
         world.close()
         raise
@@ -329,6 +334,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--camera-height", type=int, default=None, help="px (default 240)")
     parser.add_argument("--camera-hz", type=float, default=None, help="Hz (default 30)")
     parser.add_argument("--no-camera", action="store_true", help="do not render the endoscope")
+    parser.add_argument("--overview-hz", type=float, default=None,
+                        help="Hz of the outside overview camera on /sim/overview/* (default 0: off)")
     parser.add_argument("--model", default=None, metavar="PATH", help="load this MJCF instead of a scene (debugging)")
     parser.add_argument("--no-ros", action="store_true", help="no rclpy node (physics + DDS twin only)")
     parser.add_argument("--task", default=None, metavar="T",
@@ -340,7 +347,7 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
     given = dict(scene=args.scene, seed=args.seed, duration=args.duration, fast=args.fast, headless=args.headless,
                  g1_domain=args.g1_domain, g1_interface=args.g1_interface, camera_width=args.camera_width,
                  camera_height=args.camera_height, camera_hz=args.camera_hz, camera=not args.no_camera,
-                 model_path=args.model, ros=not args.no_ros, task=args.task)
+                 overview_hz=args.overview_hz, model_path=args.model, ros=not args.no_ros, task=args.task)
     return SimConfig(**{k: v for k, v in given.items() if v is not None or k in ("duration", "model_path")})
 
 

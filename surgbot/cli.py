@@ -23,6 +23,10 @@ SUBCOMMANDS = {
     "ctl": ("surgbot.ctl", "service calls and one-shot messages to a running stack (no ros2 CLI needed)"),
     "console": ("surgbot.teleop.cli", "teleop VR console server (HTTPS + WSS, token, video)"),
     "policy": ("surgbot.policies.vla.cli", "VLA policy: train (LeRobot), serve (pyzmq)"),
+    "demo": ("surgbot.demo.cli", "the main job: the whole stack in sim, the G1 holding the scope, the VLA doing "
+             "needle_pick and peg_transfer; videos + summary"),
+    "idm": ("surgbot.policies.idm.cli", "inverse dynamics model: train on recordings, label world-model clips"),
+    "results": ("surgbot.policies.results.cli", "learning results: run/resume cells, regenerate docs/results.md"),
 }
 
 

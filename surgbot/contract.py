@@ -6,6 +6,8 @@ spelled once.  Nothing in this module imports ROS or DDS.
 
 from __future__ import annotations
 
+import os
+
 # --------------------------------------------------------------------------
 # Frames
 WORLD_FRAME = "world"
@@ -42,6 +44,15 @@ G1_TOPIC_LOWCMD = "rt/lowcmd"
 G1_TOPIC_ARM_SDK = "rt/arm_sdk"
 G1_LOWSTATE_HZ = 500.0
 G1_SIM_DOMAIN = 1
+G1_DOMAIN_ENV = "SURGBOT_G1_DOMAIN"     # overrides G1_SIM_DOMAIN for the sim and `surgbot up/demo` (tests)
+
+
+def g1_sim_domain() -> int:
+    """The G1 DDS domain of a sim stack: $SURGBOT_G1_DOMAIN, else G1_SIM_DOMAIN."""
+    try:
+        return int(os.environ.get(G1_DOMAIN_ENV, G1_SIM_DOMAIN))
+    except ValueError:
+        return G1_SIM_DOMAIN
 G1_SIM_INTERFACE = "lo"
 MOTION_SWITCHER_SERVICE = "motion_switcher"
 MOTION_SWITCHER_API_CHECK_MODE = 1001
@@ -95,6 +106,12 @@ GT_ENDOSCOPE_TIP = "/sim/ground_truth/endoscope_tip"
 GT_FULCRUM = "/sim/ground_truth/fulcrum"
 GT_PSM_TIP = "/sim/ground_truth/psm_tip"
 SIM_TASK = "/sim/task"
+SIM_TASK_SET = "/sim/task/set"      # String JSON {"task": T, "seed": N}: lay out a new episode (sim only)
+# Outside view of the whole scene (sim only, off unless `overview_hz` > 0; `surgbot demo` records it).
+SIM_OVERVIEW_IMAGE = "/sim/overview/image_raw"
+SIM_OVERVIEW_IMAGE_COMPRESSED = "/sim/overview/image_raw/compressed"
+SIM_OVERVIEW_CAMERA_INFO = "/sim/overview/camera_info"
+SIM_OVERVIEW_FRAME = "overview_camera"
 CLOCK = "/clock"
 
 # --------------------------------------------------------------------------
@@ -110,5 +127,12 @@ CONSOLE_DEFAULT_PORT = 8443
 SAFETY_ESTOP = "/safety/estop"
 SAFETY_RESET = "/safety/reset"
 SAFETY_STATE = "/safety/state"
+
+# --------------------------------------------------------------------------
+# Recorder episodes for LeRobot datasets (contract section 10; std_srvs/Trigger;
+# served by `surgbot data record --source ros`, called by the console's Record)
+RECORDER_EPISODE_START = "/recorder/episode/start"
+RECORDER_EPISODE_STOP = "/recorder/episode/stop"          # keep the episode
+RECORDER_EPISODE_DISCARD = "/recorder/episode/discard"
 
 SCENES = ("box_trainer", "endonasal")

@@ -18,6 +18,12 @@ from pathlib import Path
 from surgbot import area_path, contract
 
 CONFIG_DIR_NAME = "config"
+# On a small machine (2 cores) the whole stack oversubscribes the CPU.  The chain with
+# 50 ms watchdogs (sim -> rt/lowstate -> bridge -> holder, the supervisor) keeps the
+# default priority; nodes that tolerate a late tick (the 15 Hz policy, the recorder)
+# run niced so they never starve it.  Measured: without it the bridge's lowstate
+# watchdog fired while engaging the G1 in `surgbot demo` (77 ms gap).
+NICE_BACKGROUND = 5
 POLICY_DEFAULT_PORT = 5555
 
 
@@ -40,6 +46,7 @@ class NodeSpec:
     params: dict = field(default_factory=dict)  # name -> value or "$arg" (a launch argument)
     args: tuple[str, ...] = ()                  # plain command-line arguments (non-ROS processes)
     ros: bool = True                            # False: a plain process (the policy server)
+    nice: int = 0                               # > 0: runs below the real-time chain (see NICE_BACKGROUND)
 
 
 @dataclass(frozen=True)
@@ -48,35 +55,47 @@ class StackOptions:
     task: str | None = None
     console: bool = False
     policy_checkpoint: str | None = None
-    g1_domain: int = contract.G1_SIM_DOMAIN
+    g1_domain: int = field(default_factory=contract.g1_sim_domain)
     g1_interface: str = contract.G1_SIM_INTERFACE
     console_host: str = "127.0.0.1"
     console_port: int = contract.CONSOLE_DEFAULT_PORT
     policy_port: int = POLICY_DEFAULT_PORT
+    seed: int = 0
+    overview_hz: float = 0.0
+    camera_hz: float = 30.0
+    record_dir: str | None = None              # rosbag2/MCAP recording of the run into this folder
 
     def launch_arguments(self) -> dict[str, str]:
         return {"scene": self.sim_scene or "", "task": self.task or "", "g1_domain": str(self.g1_domain),
                 "g1_interface": self.g1_interface, "checkpoint": self.policy_checkpoint or "",
                 "console_host": self.console_host, "console_port": str(self.console_port),
-                "policy_port": str(self.policy_port)}
+                "policy_port": str(self.policy_port), "seed": str(self.seed),
+                "overview_hz": str(self.overview_hz), "camera_hz": str(self.camera_hz),
+                "record_dir": self.record_dir or ""}
 
 
 SIM = NodeSpec("sim_node", "sim_node", "surgbot.nodes.sim_node", ("psm.yaml",),
-               params={"scene": "$scene", "task": "$task", "headless": True, "g1_domain": "$g1_domain",
-                       "g1_interface": "$g1_interface"})
+               params={"scene": "$scene", "task": "$task", "seed": "$seed", "headless": True,
+                       "g1_domain": "$g1_domain", "g1_interface": "$g1_interface", "overview_hz": "$overview_hz",
+                       "camera_hz": "$camera_hz"})
+# Every command source of a stack runs with its safety supervisor (the SUPERVISOR node below): it
+# commands only while /safety/state is OK and fresh, a missing supervisor holds (fail-safe).
+SAFETY = {"require_safety_supervisor": True}
 BRIDGE = NodeSpec("g1_bridge", "g1_bridge", "surgbot.nodes.g1_bridge", ("g1_bridge.yaml",),
-                  {"g1_domain": "$g1_domain", "g1_interface": "$g1_interface"})
+                  {"g1_domain": "$g1_domain", "g1_interface": "$g1_interface", **SAFETY})
 HOLDER = NodeSpec("endoscope_holder", "endoscope_holder", "surgbot.nodes.endoscope_holder",
-                  ("endoscope_holder.yaml",), {"scene": "$scene"})
+                  ("endoscope_holder.yaml",), {"scene": "$scene", **SAFETY})
 SUPERVISOR = NodeSpec("safety_supervisor", "safety_supervisor", "surgbot.nodes.safety_supervisor")
 CONSOLE = NodeSpec("teleop_console", "teleop_console", "surgbot.nodes.teleop_console", ("teleop_console.yaml",),
                    {"host": "$console_host", "port": "$console_port"})   # token: SURGBOT_CONSOLE_TOKEN, never a param
 MAPPER = NodeSpec("teleop_mapper", "teleop_mapper", "surgbot.nodes.teleop_mapper", ("teleop_mapper.yaml",),
-                  {"scene": "$scene"})
-POLICY_SERVER = NodeSpec("policy_server", "surgbot", "surgbot.cli", ros=False,
+                  {"scene": "$scene", **SAFETY})
+POLICY_SERVER = NodeSpec("policy_server", "surgbot", "surgbot.cli", ros=False, nice=NICE_BACKGROUND,
                          args=("policy", "serve", "--checkpoint", "$checkpoint", "--port", "$policy_port"))
+RECORDER = NodeSpec("recorder", "recorder", "surgbot.nodes.recorder",
+                    params={"out_dir": "$record_dir", "record_on_start": True}, nice=NICE_BACKGROUND)
 POLICY_NODE = NodeSpec("policy_node", "policy_node", "surgbot.nodes.policy_node", ("policy_node.yaml",),
-                       {"server_port": "$policy_port"})
+                       {"server_port": "$policy_port", **SAFETY}, nice=NICE_BACKGROUND)
 
 
 def nodes_for(options: StackOptions) -> list[NodeSpec]:
@@ -89,6 +108,8 @@ def nodes_for(options: StackOptions) -> list[NodeSpec]:
         nodes += [CONSOLE, MAPPER]
     if options.policy_checkpoint:
         nodes += [POLICY_SERVER, POLICY_NODE]
+    if options.record_dir:
+        nodes.insert(0, RECORDER)       # first up, last down: records the whole run
     return nodes
 
 
@@ -112,7 +133,15 @@ LAUNCH_ARG_HELP = {
     "checkpoint": "policy checkpoint ('default' = bundled)", "console_host": "console bind address",
     "console_port": "console HTTPS/WSS port (its token: SURGBOT_CONSOLE_TOKEN, else generated and printed)",
     "policy_port": "policy server port",
+    "seed": "sim seed (task layout)",
+    "overview_hz": "sim outside overview camera rate on /sim/overview/* (0: off)",
+    "camera_hz": "sim endoscope camera rate, Hz",
+    "record_dir": "record the run (rosbag2, MCAP) under this folder ('' = no recorder node)",
 }
+
+
+def _nice_prefix(spec: NodeSpec) -> str | None:
+    return f"nice -n {spec.nice}" if spec.nice else None
 
 
 def generate_launch_description_for(kind: str):
@@ -129,10 +158,10 @@ def generate_launch_description_for(kind: str):
     for spec in nodes_for(options):
         if not spec.ros:
             cmd = [sys.executable, "-m", spec.module] + [resolve(a, args) for a in spec.args]
-            actions.append(ExecuteProcess(cmd=cmd, name=spec.name, output="screen"))
+            actions.append(ExecuteProcess(cmd=cmd, name=spec.name, output="screen", prefix=_nice_prefix(spec)))
             continue
         params = [os.path.join(str(config_dir()), f) for f in spec.params_files]
         overrides = {k: resolve(v, args) for k, v in spec.params.items()}
         actions.append(Node(package="surgbot", executable=spec.executable, name=spec.name, output="screen",
-                            parameters=params + ([overrides] if overrides else [])))
+                            parameters=params + ([overrides] if overrides else []), prefix=_nice_prefix(spec)))
     return LaunchDescription(actions)

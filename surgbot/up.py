@@ -39,6 +39,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                        help="run the MuJoCo twin of this scene (default box_trainer)")
     where.add_argument("--hardware", action="store_true", help="real G1 and a running dVRK console: no twins")
     p.add_argument("--task", help="lay out this task in the sim (reach, needle_pick, peg_transfer)")
+    p.add_argument("--seed", type=int, default=0, help="sim seed: the task's layout (default 0)")
+    p.add_argument("--record", metavar="DIR", type=Path, default=None,
+                   help="record the run (rosbag2 + MCAP, contract section 10) into a new folder under DIR")
     p.add_argument("--console", action="store_true", help="add the teleop console and mapper")
     p.add_argument("--policy", metavar="CKPT", help="add the policy server and node with this checkpoint "
                                                      "('default' = the bundled one)")
@@ -101,7 +104,10 @@ def options_from(args: argparse.Namespace) -> StackOptions:
         policy_checkpoint=args.policy,
         g1_domain=args.g1_domain if args.g1_domain is not None else (0 if hardware else defaults.g1_domain),
         g1_interface=args.g1_interface or defaults.g1_interface,
-        console_host=args.console_host, console_port=args.console_port, policy_port=args.policy_port)
+        console_host=args.console_host, console_port=args.console_port, policy_port=args.policy_port,
+        seed=args.seed, record_dir=str(args.record.resolve()) if args.record else None)
+    if args.seed < 0:
+        raise CliError(f"--seed must be >= 0, got {args.seed}")
     if opts.console and not _port_free(opts.console_host, opts.console_port):
         raise CliError(f"port {opts.console_port} on {opts.console_host} is in use (another console?)")
     if opts.policy_checkpoint and not _port_free("127.0.0.1", opts.policy_port):
@@ -128,6 +134,11 @@ class Stack:
         log = self.log_dir / f"{spec.name}.log"
         with open(log, "ab") as out:
             proc = processes.start(argv, stdout=out, stderr=subprocess.STDOUT)
+        if spec.nice:
+            try:
+                os.setpriority(os.PRIO_PROCESS, proc.pid, os.getpriority(os.PRIO_PROCESS, 0) + spec.nice)
+            except OSError as exc:          # gone already (the watch reports it) or not permitted
+                self.say(f"surgbot up: could not lower the priority of {spec.name}: {exc}")
         return Running(spec, argv, log, proc, time.monotonic(), restarts)
 
     def watch(self) -> int:

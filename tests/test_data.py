@@ -85,6 +85,18 @@ def one_line_error(proc) -> str:
     return lines[-1]
 
 
+def test_two_worker_processes_record_the_same_dataset(recorded, tmp_path):
+    out, res = recorded
+    two = tmp_path / "two"
+    res2 = record_expert("reach", 2, two, seed=20, image_size=SIZE, progress=False, workers=2)
+    assert (res2.kept, res2.failed, res2.frames) == (res.kept, res.failed, res.frames)
+    a, b = load(out), load(two)
+    for key in (STATE_KEY, ACTION_KEY):
+        assert np.array_equal(np.stack(a.hf_dataset[key]), np.stack(b.hf_dataset[key]))
+    side_a, side_b = (json.loads((p / SIDECAR).read_text())["episodes"] for p in (out, two))
+    assert [(e["seed"], e["length"]) for e in side_a] == [(e["seed"], e["length"]) for e in side_b]
+
+
 def test_bad_input_exits_2_and_changes_nothing(recorded, tmp_path):
     out, _ = recorded
     before = sorted(p.relative_to(out) for p in out.rglob("*"))

@@ -182,8 +182,8 @@ def test_policy_node_crops_to_the_policy_aspect_never_squeezes():
     frame = np.full((240, 320, 3), 100, np.uint8)
     frame[:, :40] = (255, 0, 0)          # outside the central 240x240 square
     frame[:, 280:] = (0, 0, 255)
-    square = fit_image(frame, 96, 96)
+    square = fit_image(frame, (96, 96))
     assert square.shape == (96, 96, 3) and np.all(square == 100)
-    same_aspect = fit_image(frame, 96, 128)
+    same_aspect = fit_image(frame, (96, 128))
     assert same_aspect.shape == (96, 128, 3)
     assert same_aspect[:, :15, 0].min() > 200 and same_aspect[:, -15:, 2].min() > 200   # kept, only scaled

@@ -16,6 +16,7 @@ import socket
 import threading
 import time
 
+import cv2
 import numpy as np
 import pytest
 import rclpy
@@ -149,3 +150,30 @@ def test_node_executes_chunks_on_the_twin_and_holds_when_the_server_dies(rig):
     assert last["gate_rejections"].get("server error", 0) >= 1
     assert node_proc.poll() is None
     assert _call(enable, False).success
+
+
+def test_camera_frames_are_cropped_to_the_training_aspect_not_squashed():
+    """A 320x240 frame of the endoscope, fitted to 128x128, is the environment's own 128x128 render."""
+    import gymnasium as gym
+    import mujoco
+
+    import surgbot.sim.envs  # noqa: F401 - registers the environments
+    from surgbot.nodes.policy_node import fit_image
+    from surgbot.sim.envs import ENV_IDS
+    from surgbot.sim.scene import ENDOSCOPE_CAMERA
+
+    env = gym.make(ENV_IDS["reach"], image_size=(128, 128)).unwrapped
+    try:
+        small = env.reset(seed=3)[0]["image"].astype(np.int16)
+        renderer = mujoco.Renderer(env.model, 240, 320)
+        renderer.update_scene(env.data, camera=ENDOSCOPE_CAMERA, scene_option=env._scene_option)
+        big = renderer.render().copy()
+        renderer.close()
+    finally:
+        env.close()
+    fitted = np.abs(fit_image(big, (128, 128)).astype(np.int16) - small).mean()
+    squashed = np.abs(cv2.resize(big, (128, 128), interpolation=cv2.INTER_AREA).astype(np.int16) - small).mean()
+    assert fitted < 6 and squashed > 2 * fitted, (fitted, squashed)
+    tall = np.zeros((200, 100, 3), np.uint8)
+    tall[50:150] = 255
+    assert np.all(fit_image(tall, (64, 64)) == 255)        # crops top and bottom of a tall frame

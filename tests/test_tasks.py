@@ -263,3 +263,50 @@ def test_task_twin_lays_out_and_judges_in_the_twin_world():
         assert world.model.opt.noslip_iterations == env.model.opt.noslip_iterations > 0
     finally:
         world.close()
+
+
+def test_task_twin_start_pose_is_where_the_environment_places_the_arm():
+    """`start_cp` in /sim/task (PSM1_base) against the environment's arm after its reset (physics, IK)."""
+    from surgbot.geometry import quat_to_matrix, rotation_angle
+    from surgbot.sim.runner import SimConfig, make_world
+    world, _ = make_world(SimConfig(task="reach", seed=11, camera=False, ros=False))
+    try:
+        twin = next(t for t in world.twins if t.name == "task")
+        start = twin.payload(world)["start_cp"]
+    finally:
+        world.close()
+    env = make("reach")
+    env.reset(seed=11)
+    T_env = env.plant.measured_cp(env.data)
+    assert np.linalg.norm(np.array(start[:3]) - T_env[:3, 3]) < 1e-3          # settled within 1 mm
+    assert math.degrees(rotation_angle(quat_to_matrix(start[3:]), T_env[:3, :3])) < 1.0
+
+
+def test_task_twin_lays_out_a_new_episode_on_request_and_ignores_bad_requests():
+    from surgbot.sim.runner import SimConfig, make_world
+    from surgbot.sim.tasks.twin import parse_task_request
+    world, _ = make_world(SimConfig(task="needle_pick", seed=6, camera=False, ros=False))
+    try:
+        twin = next(t for t in world.twins if t.name == "task")
+        for _ in range(20):
+            world.step()
+        twin._pending = parse_task_request('{"task": "peg_transfer", "seed": 4}')
+        world.step()
+        env = make("peg_transfer")
+        env.reset(seed=4)
+        payload = twin.payload(world)
+        assert payload["task"] == "peg_transfer" and payload["seed"] == 4 and payload["episode"] == 2
+        assert payload["instruction"] == env.layout.instruction
+        for _ in range(100):
+            world.step()
+        payload = twin.payload(world)
+        for name, (x, y, _yaw) in env.layout.objects.items():       # free and static bodies both moved
+            assert np.allclose(payload["objects"][name]["pos"][:2], [x, y], atol=5e-4), name
+        assert payload["success"] is False and payload["elapsed_s"] < 0.5
+    finally:
+        world.close()
+    for bad, why in [("{", "not JSON"), ("[1]", "JSON object"), ('{"task": "suture"}', "unknown task"),
+                     ('{"task": "reach", "seed": -1}', "seed"), ('{"task": "reach", "seed": 1.5}', "seed"),
+                     ('{"task": "reach", "seed": true}', "seed")]:
+        with pytest.raises(ValueError, match=why):
+            parse_task_request(bad)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import socket
 import subprocess
@@ -74,3 +75,88 @@ def test_up_brings_the_sim_stack_up_and_a_killed_node_stops_it(processes, tmp_pa
     assert "surgbot up: stopped" in processes.log(up)
     for pid, cmd in children.items():
         assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE, cmd
+
+
+CTL = [PYTHON, "-m", "surgbot.cli", "ctl"]
+RATE_WINDOW_S = 5.0
+# contract rates (sections 2.2, 3, 5) and the share a loaded 2-core CI box must still deliver
+CONTRACT_RATES_HZ = {contract.psm_topic("measured_js"): 100.0, contract.G1_JOINT_STATES: 250.0,
+                     contract.ENDOSCOPE_IMAGE: 30.0, contract.SAFETY_STATE: 20.0}
+MIN_RATE_SHARE = 0.7
+
+
+def _ctl(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(CTL + list(args) + ["--timeout", "20"], cwd=REPO, capture_output=True, text=True,
+                          timeout=90)
+
+
+def test_up_runs_the_whole_stack_with_console_policy_and_recording(processes, tmp_path, g1_domain):
+    """`surgbot up --console --policy default --record`: every node up, contract rates, ctl drives it,
+    a killed node is reported, the bag holds the run."""
+    from mcap.reader import make_reader
+    from rosbags.highlevel import AnyReader
+    from sensor_msgs.msg import Image, JointState
+
+    port = _free_port()
+    up = processes.start(UP + ["--sim", "box_trainer", "--task", "reach", "--console", "--console-port", str(port),
+                               "--policy", "default", "--g1-domain", str(g1_domain), "--record",
+                               str(tmp_path / "bags"), "--log-dir", str(tmp_path / "logs")], name="up",
+                         env={"SURGBOT_CONSOLE_TOKEN": "t" * 32})
+    counts: dict[str, list[float]] = {t: [] for t in CONTRACT_RATES_HZ}
+    states: dict[str, str] = {}
+    with listener_node("test_up_full") as (node, ex):
+        kinds = {contract.psm_topic("measured_js"): JointState, contract.G1_JOINT_STATES: JointState,
+                 contract.ENDOSCOPE_IMAGE: Image, contract.SAFETY_STATE: String}
+        for topic, kind in kinds.items():
+            qos = latched_qos() if topic == contract.SAFETY_STATE else 50
+            node.create_subscription(kind, topic, lambda _m, t=topic: counts[t].append(time.monotonic()), qos,
+                                     raw=True)
+        node.create_subscription(String, contract.ENDOSCOPE_MODE, lambda m: states.__setitem__("mode", m.data),
+                                 latched_qos())
+        node.create_subscription(String, "/policy/state", lambda m: states.__setitem__("policy", m.data), 10)
+        assert _wait_for(lambda: ex.spin_once(timeout_sec=0.05) or (all(counts.values()) and len(states) == 2),
+                         120), (states, {t: len(v) for t, v in counts.items()}, processes.log(up))
+        for v in counts.values():
+            v.clear()
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < RATE_WINDOW_S:
+            ex.spin_once(timeout_sec=0.01)
+        rates = {t: len(v) / RATE_WINDOW_S for t, v in counts.items()}
+        print("rates", rates)
+        for topic, hz in CONTRACT_RATES_HZ.items():
+            assert rates[topic] > MIN_RATE_SHARE * hz, (topic, rates)
+        with socket.create_connection(("127.0.0.1", port), timeout=5):
+            pass                                                      # the console listens
+        for action in ("engage", "hold"):
+            r = _ctl(action)
+            assert r.returncode == 0, (action, r.stdout, r.stderr)
+        assert _wait_for(lambda: ex.spin_once(timeout_sec=0.05) or states.get("mode") == "HOLD", 20), states
+        r = _ctl("estop")
+        assert r.returncode == 0, r.stderr
+        state = json.loads(_ctl("state").stdout)
+        assert state["safety"]["state"] == "ESTOP", state
+        assert _ctl("reset").returncode == 0
+        assert json.loads(_ctl("state").stdout)["safety"]["state"] == "OK"
+    children = {c.pid: " ".join(c.cmdline()) for c in psutil.Process(up.pid).children(recursive=True)}
+    policy = next(pid for pid, cmd in children.items() if "surgbot.nodes.policy_node" in cmd)
+    t_kill = time.monotonic()
+    psutil.Process(policy).send_signal(signal.SIGKILL)
+    assert _wait_for(lambda: "node policy_node exited with code -9" in processes.log(up), 30), processes.log(up)
+    print(f"killed policy_node reported after {time.monotonic() - t_kill:.2f} s")
+    assert up.wait(60) == 1, processes.log(up)
+    # the recording: one rosbag2 folder, opened by both readers, with the run's topics
+    (bag,) = [p for p in (tmp_path / "bags").iterdir() if p.is_dir()]
+    with AnyReader([bag]) as reader:
+        by_topic = {c.topic: c.msgcount for c in reader.connections}
+    assert by_topic.get(contract.psm_topic("measured_js"), 0) > 100 * RATE_WINDOW_S * MIN_RATE_SHARE, by_topic
+    assert by_topic.get(contract.SAFETY_STATE, 0) > 0 and by_topic.get(contract.SIM_TASK, 0) > 0, by_topic
+    with open(next(bag.glob("*.mcap")), "rb") as f:
+        summary = make_reader(f).get_summary()
+    channels = {c.topic for c in summary.channels.values()}
+    assert contract.ENDOSCOPE_IMAGE_COMPRESSED in channels and contract.G1_JOINT_STATES in channels
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

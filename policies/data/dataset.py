@@ -33,8 +33,6 @@ STATE_KEY = "observation.state"
 ACTION_KEY = "action"
 POSE10_NAMES = ["x", "y", "z", "r11", "r21", "r31", "r12", "r22", "r32", "jaw"]
 SIDECAR = "meta/surgbot.json"
-DEFAULT_VCODEC = "libsvtav1"                       # LeRobot's default (AV1); "h264" encodes faster on 2 cores
-VCODECS = ("libsvtav1", "h264")
 REPO_PREFIX = "local/"
 
 
@@ -88,13 +86,11 @@ def check_output(out: Path, append: bool, height: int, width: int) -> None:
 class DatasetSession:
     """One recording run into `out` (new or appended); use as a context manager."""
 
-    def __init__(self, out: Path, *, append: bool, height: int, width: int, task: str, source: str,
-                 vcodec: str = DEFAULT_VCODEC):
+    def __init__(self, out: Path, *, append: bool, height: int, width: int, task: str, source: str):
         self.out = Path(out).resolve()
         self.append = append and self.out.is_dir() and any(self.out.iterdir())
         self.height, self.width = height, width
         self.task, self.source = task, source
-        self.vcodec = vcodec
         self.work = self.out.parent / f".{self.out.name}.partial-{os.getpid()}"
         self.dataset = None
         self.meta: dict = {}
@@ -115,8 +111,7 @@ class DatasetSession:
             self.meta = json.loads(sidecar.read_text()) if sidecar.is_file() else {}
         else:
             self.dataset = LeRobotDataset.create(repo_id, fps=FPS, features=features(self.height, self.width),
-                                                 root=self.work, robot_type="dvrk_psm", use_videos=True,
-                                                 vcodec=self.vcodec)
+                                                 root=self.work, robot_type="dvrk_psm", use_videos=True)
         self.meta.setdefault("format", "surgbot LeRobotDataset v3 (contract section 9)")
         self.meta.setdefault("episodes", [])
         self.meta.setdefault("failed_episodes", [])

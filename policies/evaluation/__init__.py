@@ -1,1 +1,1 @@
-"""Closed-loop policy evaluation: `surgbot policy eval` (in-process Gymnasium episodes, or the ROS stack)."""
+"""Closed-loop policy evaluation (the harness) and adapters for LeRobot's policies."""

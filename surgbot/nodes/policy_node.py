@@ -32,31 +32,15 @@ from surgbot.config import param
 from surgbot.control.policy_exec import PolicyExecConfig, PolicyExecutor, State
 from surgbot.geometry import matrix_from_pose10, matrix_to_pose_msg, pose10_from_matrix, pose_msg_to_matrix
 from surgbot.hw.policy_client import PolicyClient, PolicyServerError, PolicyTimeout
+from surgbot.nodes.safety_link import SafetyLink
 from surgbot.rosutil import Diagnostics, declare_config, latched_qos, run_node, setbool_handler
 
 POLICY_ENABLE = "/policy/enable"
 POLICY_INSTRUCTION = "/policy/instruction"
 POLICY_STATE = "/policy/state"
+SAFETY_CHECK_PERIOD_S = 0.01   # a silent safety supervisor is noticed within this past its stale time
 STATE_PUBLISH_EVERY = 5        # ticks between /policy/state messages (3 Hz at 15 Hz)
-
-
-def fit_image(image: np.ndarray, h: int, w: int) -> np.ndarray:
-    """The camera frame at the size the policy was trained on: centre-cropped to its aspect, then resized.
-
-    The sim renders the same vertical field of view at any size, so a crop
-    (never a squeeze) keeps what the policy saw in training where it was."""
-    ih, iw = image.shape[:2]
-    if (ih, iw) == (h, w):
-        return image
-    if iw * h > ih * w:                       # wider than wanted: crop columns
-        cw = max(1, round(ih * w / h))
-        x0 = (iw - cw) // 2
-        image = image[:, x0:x0 + cw]
-    elif iw * h < ih * w:                     # taller: crop rows
-        ch = max(1, round(iw * h / w))
-        y0 = (ih - ch) // 2
-        image = image[y0:y0 + ch]
-    return cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
+SERVER_ERROR_LOG_PERIOD_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -66,6 +50,28 @@ class PolicyNodeConfig:
     compressed_image: bool = param(False, "subscribe /endoscope/image_raw/compressed (jpeg) instead of raw")
     instruction: str = param("", "initial instruction ('' = wait for /policy/instruction)")
     exec: PolicyExecConfig = field(default_factory=PolicyExecConfig)
+
+
+def fit_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """The camera frame as the policy saw its training frames: centre crop to the (h, w) aspect, then resize.
+
+    MuJoCo's (and a pinhole camera's) field of view is vertical, so a square
+    128x128 training render at the same fovy IS the centre square of the
+    320x240 frame: cropping keeps the geometry, a plain resize would squash it.
+    """
+    h, w = size
+    H, W = image.shape[:2]
+    if (H, W) == (h, w):
+        return image
+    if W * h > H * w:                       # wider than wanted: crop the sides
+        cw = max(1, round(H * w / h))
+        x0 = (W - cw) // 2
+        image = image[:, x0:x0 + cw]
+    elif W * h < H * w:                     # taller: crop top and bottom
+        ch = max(1, round(W * h / w))
+        y0 = (H - ch) // 2
+        image = image[y0:y0 + ch]
+    return cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
 
 
 class PolicyNode(Node):
@@ -95,7 +101,10 @@ class PolicyNode(Node):
         self.create_subscription(PoseStamped, contract.psm_topic("measured_cp"), self._on_cp, 10)
         self.create_subscription(JointState, contract.psm_topic("jaw/measured_js"), self._on_jaw, 10)
         self.create_subscription(String, POLICY_INSTRUCTION, self._on_instruction, 10)
-        self.create_service(SetBool, POLICY_ENABLE, setbool_handler(self.core.enable))
+        # /safety/state: ESTOP, FAULT or a silent supervisor disables the executor at once
+        self.safety = SafetyLink(self, self._on_safety)
+        self.create_timer(SAFETY_CHECK_PERIOD_S, self.safety.check)   # between the 15 Hz control ticks
+        self.create_service(SetBool, POLICY_ENABLE, setbool_handler(self._enable))
         self.diagnostics = Diagnostics(self, "policy_node", self._diag)
         self.create_timer(1.0 / self.cfg.exec.rate_hz, self._on_timer)
         self.get_logger().info(f"policy_node: server {self.client.endpoint}, {self.cfg.exec.rate_hz:.0f} Hz; "
@@ -139,11 +148,21 @@ class PolicyNode(Node):
         if not result:
             self.get_logger().error(f"instruction rejected: {result.reason}")
 
+    def _enable(self, on: bool):
+        self.safety.check()
+        return self.core.enable(on)
+
+    def _on_safety(self, block: str) -> None:
+        self.core.set_safety(block)
+        if block:
+            self.get_logger().error(f"safety: stopped commanding: {block}")
+            self.pub_state.publish(String(data=json.dumps(self.core.status(self._now()))))
+
     # --- inference on the worker thread ----------------------------------------------
     def _infer(self, image: np.ndarray, state: np.ndarray, instruction: str):
         if self._image_size is None:
             self._image_size = tuple(self.client.metadata()["image_size"])
-        return self.client.infer(fit_image(image, *self._image_size), state, instruction)
+        return self.client.infer(fit_image(image, self._image_size), state, instruction)
 
     def _collect(self) -> None:
         if self._pending is None or not self._pending.done():
@@ -154,14 +173,20 @@ class PolicyNode(Node):
             actions, infer_ms = fut.result()
         except (PolicyTimeout, PolicyServerError, KeyError, ValueError, OSError) as exc:
             self.core.on_server_error(f"{type(exc).__name__}: {exc}")
+            self.get_logger().warning(f"policy server: {type(exc).__name__}: {exc}; holding",
+                                      throttle_duration_sec=SERVER_ERROR_LOG_PERIOD_S)
             return
         self.core.on_chunk(actions, tick, t_obs, infer_ms)
 
     # --- loop ----------------------------------------------------------------------
     def _on_timer(self) -> None:
+        self.safety.check()                  # a silent supervisor is noticed before a command goes out
         now = self._now()
         self._collect()
         out = self.core.tick(now)
+        for text in self.core.events:
+            self.get_logger().warning(text)
+        self.core.events.clear()
         if out.command is not None:
             self._publish_command(out.command)
         if out.request_chunk and self._pending is None and self.core.measured is not None:
@@ -189,8 +214,8 @@ class PolicyNode(Node):
         self.pub_jaw.publish(js)
 
     def _diag(self):
-        st = self.core.status(self._now())
-        level = Diagnostics.OK if st["state"] != "HOLD" else Diagnostics.WARN
+        st = dict(self.core.status(self._now()), **self.safety.status())
+        level = Diagnostics.OK if st["state"] != "HOLD" and not self.safety.block else Diagnostics.WARN
         return level, st["hold_reason"] or st["state"], {k: v for k, v in st.items() if k != "gate_rejections"}
 
     def close(self) -> None:

@@ -42,6 +42,7 @@ class RecorderConfig:
     topics: tuple[str, ...] = param(DEFAULT_TOPICS, "topics to record (those that exist; others when they appear)")
     out_dir: str = param("recordings", "folder under which each recording gets its own rosbag2 folder")
     discovery_period_s: float = param(1.0, "how often topics that did not exist yet are looked for, s", lo=0.05)
+    record_on_start: bool = param(False, "start recording when the node starts (`surgbot up/demo --record`)")
 
     def __post_init__(self):
         if not self.topics:
@@ -67,6 +68,10 @@ class RecorderNode(Node):
         self.create_service(Trigger, RECORDER_STOP, trigger_handler(self.stop))
         self.create_timer(self.cfg.discovery_period_s, self._discover)
         self.diagnostics = Diagnostics(self, NODE_NAME, self._status)
+        if self.cfg.record_on_start:
+            result = self.start()
+            if not result.ok:
+                raise ValueError(result.reason)     # run_node reports it and exits non-zero
 
     def start(self) -> Result[str]:
         if self.bag is not None:

@@ -1,0 +1,1 @@
+"""`surgbot demo`: the main job (see cli.py)."""

@@ -1,0 +1,253 @@
+"""The operator's steps of `surgbot demo`, against a running stack (see surgbot/demo/cli.py)."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import psutil
+from std_msgs.msg import String
+
+from surgbot import contract
+from surgbot.ctl import ACTIONS, POLICY_INSTRUCTION, call_service
+from surgbot.demo.media import VideoRecorder
+from surgbot.demo.observer import DemoObserver
+from surgbot.demo.summary import build_summary, write_summary
+from surgbot.geometry import pose_to_matrix
+from surgbot.hw.crtk import PSMClient
+from surgbot.hw.policy_client import PolicyClient, PolicyServerError, PolicyTimeout
+from surgbot.rosutil import latched_qos
+
+SERVICE_TIMEOUT_S = 10.0
+ENGAGE_RAMP_S = 2.5                   # the bridge ramps the arm_sdk weight 0 -> 1 over 2 s
+MOVE_TIMEOUT_S = 20.0
+ENGAGE_ATTEMPTS = 3
+MODE_TIMEOUT_S = 5.0
+HOLD_CONFIRM_S = 2.0                  # the view must stay held this long before the tasks start
+RELAYOUT_TIMEOUT_S = 10.0
+SETTLE_S = 0.5                        # let the objects come to rest after a new layout
+STARTUP_TIMEOUT_S = 120.0             # first start on 2 cores: imports, GL contexts, policy load
+STEP_TIMEOUT_S = 30.0
+HORIZON_MARGIN = 1.5                  # a task gets this many times its horizon (wall clock, under load)
+OPEN_JAW_RAD = math.radians(40)
+MM = 1000.0
+
+
+def _answers(client: PolicyClient) -> bool:
+    try:
+        client.ping()
+    except (PolicyTimeout, PolicyServerError):
+        return False
+    return True
+
+
+class CpuMeter:
+    """CPU each node used (with its children: the sim's renderers), % of one core, between start and stop."""
+
+    def __init__(self, pids: dict[str, int]):
+        self.pids = pids
+        self._start: dict[str, float] = {}
+        self._t0 = 0.0
+
+    @staticmethod
+    def _cpu_s(pid: int) -> float:
+        try:
+            p = psutil.Process(pid)
+            procs = [p] + p.children(recursive=True)
+        except psutil.Error:
+            return float("nan")
+        total = 0.0
+        for q in procs:
+            try:
+                t = q.cpu_times()
+                total += t.user + t.system
+            except psutil.Error:
+                pass
+        return total
+
+    def start(self) -> None:
+        self._t0 = time.monotonic()
+        self._start = {name: self._cpu_s(pid) for name, pid in self.pids.items()}
+        self._start["demo (this process)"] = self._own()
+
+    @staticmethod
+    def _own() -> float:
+        t = psutil.Process().cpu_times()
+        return t.user + t.system
+
+    def stop(self) -> dict[str, float]:
+        if not self._start:
+            return {}
+        wall = max(time.monotonic() - self._t0, 1e-9)
+        now = {name: self._cpu_s(pid) for name, pid in self.pids.items()}
+        now["demo (this process)"] = self._own()
+        return {name: round(100.0 * (now[name] - self._start[name]) / wall, 1) for name in now}
+
+
+class DemoScript:
+    def __init__(self, out: Path, args, tasks: list[str], say, wait, pids: dict[str, int]):
+        self.pids = pids
+        self.cpu = CpuMeter(pids)
+        self.out, self.args, self.tasks, self.say, self.wait = out, args, tasks, say, wait
+        self.t0 = time.monotonic()
+        self.obs = DemoObserver()
+        self.psm = PSMClient(self.obs.node)
+        self.pub_instruction = self.obs.node.create_publisher(String, POLICY_INSTRUCTION, latched_qos())
+        self.pub_task = self.obs.node.create_publisher(String, contract.SIM_TASK_SET, 10)
+        self.current = {"instruction": "", "task": "", "status": "starting"}
+        self.video = VideoRecorder(out, self.obs.frames, self._overlay_lines)
+        self.results: list[dict] = []
+        self.notes: list[str] = []
+        self._finished = False
+
+    # ------------------------------------------------------------------ overlay
+    def _overlay_lines(self) -> list[str]:
+        c, obs = self.current, self.obs
+        fe = obs.last_fulcrum_error_m()
+        policy = obs.policy or {}
+        ms = policy.get("inference_ms")
+        return [f"{c['task'] or '-'}: {c['status']}",
+                f"\"{c['instruction']}\"" if c["instruction"] else "",
+                f"fulcrum error {fe * MM:.2f} mm" if fe is not None else "fulcrum error -",
+                f"policy {policy.get('state', '-')}, inference {ms:.1f} ms" if ms is not None else
+                f"policy {policy.get('state', '-')}"]
+
+    # ------------------------------------------------------------------ steps
+    def _service(self, action: str) -> None:
+        ok, message = call_service(self.obs, ACTIONS[action], SERVICE_TIMEOUT_S)
+        if not ok:
+            raise RuntimeError(f"{ACTIONS[action].service} refused: {message}")
+
+    def _start_up(self) -> None:
+        obs = self.obs
+        self.say("waiting for the stack (sim, G1 bridge, holder, supervisor, policy)")
+        self.wait(lambda: obs.task_state() is not None and obs.endoscope_mode is not None
+                  and obs.safety is not None and obs.policy is not None and obs.frames()[0] is not None
+                  and self.psm.operating_state() is not None, STARTUP_TIMEOUT_S, "the stack's first messages")
+        # The policy server loads torch and the checkpoint: engaging the G1 while that eats the
+        # CPU risks the bridge's 50 ms lowstate watchdog; wait until it answers.
+        with PolicyClient(port=self.args.policy_port, timeout_s=STEP_TIMEOUT_S) as client:
+            self.wait(lambda: _answers(client), STARTUP_TIMEOUT_S, "the policy server")
+        self.cpu.start()
+        # The PSM first: its power-up and homing are the start-up transients of the sim, and
+        # the G1 chain (50 ms watchdogs) is not streaming yet while they run.
+        self.say("PSM: enable and home")
+        try:
+            self.psm.enable(timeout=STEP_TIMEOUT_S)
+            self.psm.home(timeout=STEP_TIMEOUT_S)
+        except TimeoutError as exc:
+            raise RuntimeError(f"PSM: {exc}") from None
+        for attempt in range(1, ENGAGE_ATTEMPTS + 1):
+            self.say("G1: engage the arm and HOLD the endoscope through the port"
+                     + (f" (attempt {attempt})" if attempt > 1 else ""))
+            problem = self._engage_and_hold()
+            if problem is None:
+                return
+            # What an operator does after a fault: read it, reset, engage again.  It stays in the summary.
+            self.notes.append(f"engage attempt {attempt}: {problem}")
+            self.say(f"G1: {problem}; resetting")
+            ok, message = call_service(self.obs, ACTIONS["reset"], SERVICE_TIMEOUT_S)
+            if not ok:
+                self.notes.append(f"reset refused: {message}")
+            time.sleep(1.0)
+        raise RuntimeError(f"the G1 did not engage and hold in {ENGAGE_ATTEMPTS} attempts: {self.notes[-1]}")
+
+    def _engage_and_hold(self) -> str | None:
+        """None when the holder holds (or follows) and the safety state is OK; else what went wrong."""
+        obs = self.obs
+        want = "TOOL_FOLLOW" if self.args.follow else "HOLD"
+        ok, message = call_service(obs, ACTIONS["engage"], SERVICE_TIMEOUT_S)
+        if not ok:
+            return f"engage refused: {message}"
+        time.sleep(ENGAGE_RAMP_S)
+        ok, message = call_service(obs, ACTIONS["follow-tool" if self.args.follow else "hold"], SERVICE_TIMEOUT_S)
+        if not ok:
+            return f"{want} refused: {message}"
+        deadline = time.monotonic() + MODE_TIMEOUT_S
+        while obs.endoscope_mode != want and time.monotonic() < deadline:
+            time.sleep(0.05)
+        deadline = time.monotonic() + HOLD_CONFIRM_S
+        while time.monotonic() < deadline:          # it must stay so for a moment, with safety OK
+            if obs.endoscope_mode not in (want, None) or (obs.safety or {}).get("state") != "OK":
+                break
+            time.sleep(0.05)
+        else:
+            return None
+        return f"endoscope mode {obs.endoscope_mode}, safety {(obs.safety or {}).get('state')} " \
+               f"({', '.join((obs.safety or {}).get('reasons', [])) or 'no reason given'})"
+
+    def _lay_out(self, task: str, seed: int) -> dict:
+        state = self.obs.task_state()
+        if state["task"] == task and state.get("seed") == seed:
+            return state
+        episode = state.get("episode", 0)
+        self.say(f"sim: new layout for {task} (seed {seed})")
+        self.pub_task.publish(String(data=json.dumps({"task": task, "seed": seed})))
+        self.wait(lambda: (self.obs.task_state() or {}).get("episode", 0) > episode, RELAYOUT_TIMEOUT_S,
+                  f"the {task} layout")
+        time.sleep(SETTLE_S)
+        return self.obs.task_state()
+
+    def _to_start(self, state: dict) -> None:
+        x, y, z, qx, qy, qz, qw = state["start_cp"]
+        self.psm.jaw_move_jp(0.0).wait(MOVE_TIMEOUT_S)
+        if not self.psm.move_cp(pose_to_matrix([x, y, z], [qx, qy, qz, qw])).wait(MOVE_TIMEOUT_S):
+            raise RuntimeError("PSM: move_cp to the task's start pose was refused or interrupted")
+
+    def _do_task(self, task: str, seed: int) -> dict:
+        self.current.update(task=task, status="laying out", instruction="")
+        if self.results:                                   # let go of what the last task held, lift clear
+            self.psm.jaw_move_jp(OPEN_JAW_RAD).wait(MOVE_TIMEOUT_S)
+        state = self._lay_out(task, seed)
+        self.current["status"] = "PSM to the start pose"
+        self._to_start(state)
+        instruction = state["instruction"]
+        horizon = self.args.duration or state["horizon_s"] * HORIZON_MARGIN
+        self.say(f"policy: {task} \"{instruction}\" (at most {horizon:.0f} s)")
+        self.current.update(status="policy running", instruction=instruction)
+        self.pub_instruction.publish(String(data=instruction))
+        self.obs.anchor_scope_tip()
+        self._set_policy(True)
+        t_start = time.monotonic()
+        success = False
+        while time.monotonic() - t_start < horizon:
+            st = self.obs.task_state() or {}
+            if st.get("task") == task and st.get("success"):
+                success = True
+                break
+            time.sleep(0.05)
+        elapsed = time.monotonic() - t_start
+        self._set_policy(False)
+        final = self.obs.task_state() or {}
+        self.current["status"] = "SUCCESS" if success else "failed (horizon reached)"
+        self.say(f"{task}: {'success' if success else 'FAILED'} after {elapsed:.1f} s")
+        return {"task": task, "seed": seed, "instruction": instruction, "success": success,
+                "time_s": round(elapsed, 2), "sim_elapsed_s": final.get("elapsed_s"),
+                "failure": final.get("failure", "") if not success else ""}
+
+    def _set_policy(self, enable: bool) -> None:
+        self._service("policy-enable" if enable else "policy-disable")
+
+    def run(self) -> dict:
+        self._start_up()
+        for i, task in enumerate(self.tasks):
+            self.results.append(self._do_task(task, self.args.seed + i))
+            time.sleep(1.0)                                 # a second of the result on the video
+        return self.finish()
+
+    def finish(self) -> dict | None:
+        """Close videos and the observer, write the summary (once; also after a failure)."""
+        if self._finished:
+            return None
+        self._finished = True
+        videos = self.video.stop()
+        if self.video.error:
+            self.notes.append(f"video: {self.video.error}")
+        summary = build_summary(self.obs, self.results, time.monotonic() - self.t0, videos, self.notes)
+        summary["cpu_percent_of_a_core"] = self.cpu.stop()
+        paths = write_summary(summary, self.obs, self.out)
+        self.obs.close()
+        self.say(f"wrote {paths[0]} and {paths[1]}")
+        return summary if len(self.results) == len(self.tasks) else None

@@ -1,0 +1,127 @@
+"""`surgbot demo` pieces without a stack: geometry of its figures, videos, overlay, bad input."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+from surgbot.demo.media import ENDOSCOPE_SCALE, overlay
+from surgbot.demo.observer import fulcrum_error_m, project
+from surgbot.geometry import pose_to_matrix
+from surgbot.media import Mp4Writer, read_mp4
+
+pytestmark = pytest.mark.unit
+
+
+def test_fulcrum_error_is_the_distance_from_the_port_to_the_shaft_line():
+    R = cv2.Rodrigues(np.array([0.3, -0.2, 0.5]))[0]
+    T = np.eye(4)
+    T[:3, :3], T[:3, 3] = R, [0.1, 0.2, 0.3]
+    on_axis = T[:3, 3] - 0.12 * R[:, 2]                          # 12 cm back along the shaft
+    assert fulcrum_error_m(T, on_axis) < 1e-12
+    off = on_axis + 0.004 * R[:, 0] + 0.003 * R[:, 1]            # 5 mm sideways
+    assert fulcrum_error_m(T, off) == pytest.approx(0.005, abs=1e-12)
+
+
+def test_projection_agrees_with_opencv():
+    K = np.array([[300.0, 0, 160], [0, 300.0, 120], [0, 0, 1]])
+    T = pose_to_matrix([0.05, -0.02, 0.4], [0.1, 0.2, -0.3, 0.93])
+    p_world = T[:3, :3] @ np.array([0.01, -0.02, 0.08]) + T[:3, 3]
+    u, v, depth = project(K, T, p_world)
+    rvec = cv2.Rodrigues(T[:3, :3].T)[0]
+    tvec = -T[:3, :3].T @ T[:3, 3]
+    uv = cv2.projectPoints(p_world.reshape(1, 3), rvec, tvec, K, None)[0].ravel()
+    assert (u, v) == pytest.approx(tuple(uv), abs=1e-9) and depth == pytest.approx(0.08)
+    behind = T[:3, :3] @ np.array([0, 0, -0.05]) + T[:3, 3]
+    assert np.isnan(project(K, T, behind)[0])
+
+
+def test_overlay_enlarges_and_writes_the_lines():
+    frame = np.full((240, 320, 3), 120, np.uint8)
+    plain = overlay(frame, [])
+    text = overlay(frame, ["needle_pick: policy running", "fulcrum error 0.12 mm"])
+    assert plain.shape == text.shape == (240 * ENDOSCOPE_SCALE, 320 * ENDOSCOPE_SCALE, 3)
+    banner = text[:50]
+    assert banner.max() == 255 and banner.mean() < plain[:50].mean()   # white text on a darkened band
+    assert np.array_equal(text[100:], plain[100:])                     # the image below is untouched
+
+
+def test_mp4_round_trip_keeps_the_frames(tmp_path):
+    rng = np.random.default_rng(0)
+    base = cv2.resize(rng.integers(0, 255, (12, 16, 3), dtype=np.uint8), (160, 120),
+                      interpolation=cv2.INTER_NEAREST)
+    frames = [np.roll(base, 4 * i, axis=1) for i in range(12)]
+    with Mp4Writer(tmp_path / "v.mp4", 15) as w:
+        for f in frames:
+            w.write(f)
+    back, fps = read_mp4(tmp_path / "v.mp4")
+    assert back.shape == (12, 120, 160, 3) and fps == pytest.approx(15)
+    err = np.abs(back.astype(int) - np.stack(frames).astype(int)).mean()
+    assert err < 6, err                                                  # lossy, but the same pictures
+    assert not list(tmp_path.glob("*.partial.mp4"))
+
+
+def test_mp4_writer_refuses_bad_frames_and_an_aborted_file_leaves_nothing(tmp_path):
+    with pytest.raises(ValueError, match="RGB uint8"):
+        Mp4Writer(tmp_path / "a.mp4", 15).write(np.zeros((10, 10), np.uint8))
+    with pytest.raises(ValueError, match="fps"):
+        Mp4Writer(tmp_path / "a.mp4", float("nan"))
+    with pytest.raises(RuntimeError):
+        with Mp4Writer(tmp_path / "b.mp4", 15) as w:
+            w.write(np.zeros((32, 32, 3), np.uint8))
+            raise RuntimeError("interrupted")
+    assert list(tmp_path.iterdir()) == []
+    w = Mp4Writer(tmp_path / "c.mp4", 15)
+    w.write(np.zeros((32, 32, 3), np.uint8))
+    with pytest.raises(ValueError, match="differs"):
+        w.write(np.zeros((32, 48, 3), np.uint8))
+    w.abort()
+
+
+def test_read_mp4_rejects_corrupt_and_truncated_files(tmp_path):
+    (tmp_path / "junk.mp4").write_bytes(b"\x00junk" * 100)
+    with pytest.raises(ValueError, match="not a readable video"):
+        read_mp4(tmp_path / "junk.mp4")
+    with Mp4Writer(tmp_path / "ok.mp4", 15) as w:
+        for i in range(30):
+            w.write(np.full((64, 64, 3), 8 * i, np.uint8))
+    data = (tmp_path / "ok.mp4").read_bytes()
+    (tmp_path / "cut.mp4").write_bytes(data[: len(data) // 3])
+    with pytest.raises(ValueError, match="not a readable video|no video frames"):
+        read_mp4(tmp_path / "cut.mp4")
+
+
+def _demo(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "surgbot.cli", "demo", *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=120)
+
+
+@pytest.mark.parametrize("args, why", [
+    (["--tasks", "suture"], "unknown task"),
+    (["--seed", "-3"], "--seed"),
+    (["--duration", "nan"], "--duration"),
+    (["--checkpoint", "/nonexistent/ckpt"], "not found"),
+])
+def test_demo_bad_input_is_one_line_and_starts_nothing(tmp_path, args, why):
+    r = _demo("--out", str(tmp_path / "out"), *args, cwd=tmp_path)
+    assert r.returncode == 2 and why in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_demo_refuses_a_non_empty_output_folder_and_a_busy_port(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    r = _demo("--out", str(out), cwd=tmp_path)
+    assert r.returncode == 2 and "not an empty folder" in r.stderr
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        r = _demo("--out", str(tmp_path / "o2"), "--policy-port", str(s.getsockname()[1]), cwd=tmp_path)
+    assert r.returncode == 2 and "in use" in r.stderr and not (tmp_path / "o2").exists()
