@@ -16,10 +16,11 @@ PY=${PYTHON:-.venv/bin/python}
 WORK=${1:-runs/default_policy}
 SIZE=${IMAGE_SIZE:-96x128}                  # HxW recorded: the twin's 240x320 view (4:3), scaled by 0.4
 MODEL_SIZE=${MODEL_SIZE:-72x96}             # HxW the image encoder sees (resized inside the model)
-REACH_EPISODES=${REACH_EPISODES:-60}        # 20 layouts x 3 colours (--each-target)
-NEEDLE_EPISODES=${NEEDLE_EPISODES:-40}
-PEG_EPISODES=${PEG_EPISODES:-36}            # ~18 layouts x each allowed colour
-STEPS=${STEPS:-2500}
+REACH_EPISODES=${REACH_EPISODES:-24}        # 8 layouts x 3 colours (--each-target)
+NEEDLE_EPISODES=${NEEDLE_EPISODES:-16}
+PEG_EPISODES=${PEG_EPISODES:-12}            # layouts 6000-6006 x the colours each allows
+STEPS=${STEPS:-1500}
+COSINE_STEPS=${COSINE_STEPS:-$STEPS}        # length of the LR schedule (longer: stop part-way along it)
 BATCH=${BATCH:-32}
 export MUJOCO_GL=${MUJOCO_GL:-osmesa} HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 SVT_LOG=1 WANDB_MODE=disabled
 
@@ -41,7 +42,7 @@ if [ ! -f "$WORK/train/train_summary.json" ]; then
     "$PY" -m surgbot.cli policy train \
         --dataset "$WORK/data/reach" --dataset "$WORK/data/needle_pick" --dataset "$WORK/data/peg_transfer" \
         --weight 1 --weight 1 --weight 1.5 --out "$WORK/train" --steps "$STEPS" --batch-size "$BATCH" \
-        --threads 1 --in-memory --first-frames 8 --first-frames-weight 3 --cosine --seed 1000 \
+        --threads 1 --in-memory --first-frames 8 --first-frames-weight 3 --cosine --cosine-steps "$COSINE_STEPS" --seed 1000 \
         --image-size "$H" "$W" --save-freq 500
 fi
 

@@ -38,6 +38,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="continue OUT from checkpoints/last")
     p.add_argument("--cosine", action="store_true",
                    help="learning rate: linear warm-up (2 %% of the steps), cosine decay to 1/20 at --steps")
+    p.add_argument("--cosine-steps", type=int, default=None, metavar="N",
+                   help="length of the cosine schedule (default --steps; larger: stop part-way along it)")
     p.add_argument("--in-memory", action="store_true",
                    help="decode every video once into RAM (uint8, ~37 kB per 96x128 frame) instead of one "
                         "video seek per sample: several times faster steps on CPU")

@@ -180,13 +180,16 @@ def train(args: argparse.Namespace) -> dict:
     train_cfg = TrainPipelineConfig(
         dataset=DatasetConfig(repo_id=metas[0].repo_id, root=str(args.dataset[0]), use_imagenet_stats=False),
         policy=cfg, output_dir=out, job_name="surgvla", resume=args.resume, seed=args.seed,
-        num_workers=args.num_workers, batch_size=args.batch_size, steps=args.steps, eval_freq=0,
+        num_workers=args.num_workers, batch_size=args.batch_size,
+        # LeRobot builds the scheduler for cfg.steps (and shrinks a longer cosine to it): the schedule's length
+        steps=max(args.steps, args.cosine_steps or 0), eval_freq=0,
         log_freq=args.log_freq, save_freq=args.save_freq)
     train_cfg.optimizer = cfg.get_optimizer_preset()
     train_cfg.scheduler = cfg.get_scheduler_preset()
+    horizon = args.cosine_steps or args.steps
     if args.cosine:   # warm up, then decay to 1/20 of the rate: the last steps refine millimetres
         train_cfg.scheduler = CosineDecayWithWarmupSchedulerConfig(
-            num_warmup_steps=max(1, args.steps // 50), num_decay_steps=args.steps,
+            num_warmup_steps=max(1, horizon // 50), num_decay_steps=horizon,
             peak_lr=cfg.optimizer_lr, decay_lr=cfg.optimizer_lr / 20)
 
     accelerator = Accelerator(step_scheduler_with_optimizer=False, cpu=args.device == "cpu")
