@@ -7,7 +7,7 @@
 #
 #   scripts/build_interfaces.sh [VENV]      (default .venv; called by scripts/bootstrap.sh)
 #
-# Needs: g++, Python.h (python3.11-dev), the ros-* build wheels of
+# Needs: g++, Python.h (python3.X-dev for the venv's interpreter), the ros-* build wheels of
 # requirements/lock-pyX.Y.txt (ament_cmake, rosidl_default_generators) in the venv.
 set -euo pipefail
 SELF="$(cd "$(dirname "$0")" && pwd)/$(basename "$0")"
@@ -76,7 +76,8 @@ if ! env -u COLCON_PREFIX_PATH -u ROS_DISTRO \
   say "error: building crtk_msgs failed"
   exit 1
 fi
-[ -d "$stage/lib/python3.11/site-packages/crtk_msgs" ] || { tail -20 "$log" >&2; say "error: no Python package installed"; exit 1; }
+PYVER=$("$PY" -c 'import sys; print(f"python{sys.version_info[0]}.{sys.version_info[1]}")')
+[ -d "$stage/lib/$PYVER/site-packages/crtk_msgs" ] || { tail -20 "$log" >&2; say "error: no Python package installed"; exit 1; }
 echo "$want" > "$stage/.surgbot-stamp"
 # Swap the finished prefix in whole: a reader never sees a half-built one.
 rm -rf "$PREFIX.old"

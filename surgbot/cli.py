@@ -27,6 +27,7 @@ SUBCOMMANDS = {
     "demo": ("surgbot.demo.cli", "the main job: the whole stack in sim, the G1 holding the scope, the VLA doing "
              "needle_pick and peg_transfer; videos + summary"),
     "idm": ("surgbot.policies.idm.cli", "inverse dynamics model: train on recordings, label world-model clips"),
+    "results": ("surgbot.policies.results.cli", "learning results: run/resume cells, regenerate docs/results.md"),
 }
 
 

@@ -128,4 +128,11 @@ SAFETY_ESTOP = "/safety/estop"
 SAFETY_RESET = "/safety/reset"
 SAFETY_STATE = "/safety/state"
 
+# --------------------------------------------------------------------------
+# Recorder episodes for LeRobot datasets (contract section 10; std_srvs/Trigger;
+# served by `surgbot data record --source ros`, called by the console's Record)
+RECORDER_EPISODE_START = "/recorder/episode/start"
+RECORDER_EPISODE_STOP = "/recorder/episode/stop"          # keep the episode
+RECORDER_EPISODE_DISCARD = "/recorder/episode/discard"
+
 SCENES = ("box_trainer", "endonasal")

@@ -43,6 +43,9 @@ class ConsoleConfig:
                                             "with jpeg_quality/video_width; none: no video")
     jpeg_quality: int = param(80, "JPEG quality when encoding from raw", lo=10, hi=100)
     video_width: int = param(0, "encoded width when encoding from raw (0: the camera's)", lo=0, hi=4096)
+    record_call_timeout_s: float = param(30.0, "a Record call (episode start/stop/discard service) unanswered "
+                                               "this long is given up (the recorder writes an episode between "
+                                               "calls)", lo=0.5, hi=600.0)
 
     def __post_init__(self):
         if self.video_source not in VIDEO_SOURCES:
@@ -76,6 +79,8 @@ class MapperConfig:
     psm_base_pose: tuple[float, ...] = param((), "PSM1_base in world: x y z qx qy qz qw (empty: from scene)")
     scene: str = param("", "sim scene to take psm_base_pose from when not given")
     camera_timeout_s: float = param(0.5, "/endoscope/measured_cp older than this: no clutch-in", lo=0.01, hi=10.0)
+    max_hand_jump_m: float | None = param(None, "a hand pose this far from the previous sample is a tracking glitch: "
+                                                "refused and counted (unset: followed at the step limit)", lo=1e-3)
 
     def __post_init__(self):
         for name in ("workspace_min_m", "workspace_max_m"):

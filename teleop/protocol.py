@@ -1,7 +1,7 @@
 """The console's WebSocket protocol (contract section 6): parsing, validation, frames, axes.
 
 ROS-free and strict: a client message is either a fully valid `hello`,
-`xr` or `ack`, or it is rejected with a short reason that the server counts
+`xr`, `ack` or `record`, or it is rejected with a short reason that the server counts
 (`Rejected.reason` is the counter name).  Nothing partially valid gets
 through: a pose must be a finite rigid transform, every number finite and in
 range, every list within its length.
@@ -19,6 +19,9 @@ buttons: 0 left squeeze (deadman), 1 right squeeze (clutch), 2 A, 3 B
 8 left stick press, 9 right stick press (pressed = value > 0.5);
 axes: 0 left trigger, 1 right trigger, 2 left squeeze, 3 right squeeze,
 4/5 left stick x/y, 6/7 right stick x/y (xr-standard: stick forward = -1).
+X and Y are published like the others; the page also reads them itself: X
+held for a second sends `record` start (stop when recording), Y held
+discards (`teleop/web/console.js`), so a quick press never records.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ MAX_OPENINGS = 32               # brackets in one message (a valid one has 9): d
 SIDES = ("left", "right")
 SOURCES = ("controller", "hand")
 ROLES = ("operator", "viewer")
+RECORD_ACTIONS = ("start", "stop", "discard")     # stop keeps the episode (contract section 10 services)
 
 # xr-standard gamepad mapping (WebXR Gamepads Module)
 XR_TRIGGER, XR_SQUEEZE, XR_TOUCHPAD, XR_STICK_PRESS, XR_A, XR_B = range(6)
@@ -265,6 +269,16 @@ def parse_hello(obj: dict) -> tuple[str, str]:
     if role not in ROLES:
         raise Rejected("bad_type", f"role must be one of {ROLES}")
     return token, role
+
+
+def parse_record(obj: dict) -> str:
+    """The action of a `record` message: start, stop (keep the episode) or discard."""
+    if set(obj) - {"type", "action"}:
+        raise Rejected("bad_shape", "record takes only action")
+    action = obj.get("action")
+    if not isinstance(action, str) or action not in RECORD_ACTIONS:
+        raise Rejected("bad_type", f"record.action must be one of {RECORD_ACTIONS}")
+    return action
 
 
 # ------------------------------------------------------------------ video frames

@@ -12,7 +12,8 @@ be the console's own; the first message must be a `hello` with the token
 nothing is published; one operator socket (a second is closed 4409 with a
 reason), view-only sockets may watch.  Every later message is size- and
 rate-limited and strictly validated (`teleop.protocol`); a bad one is
-dropped and counted by reason, never fatal.
+dropped and counted by reason, never fatal.  `xr` and `record` (episode
+start/stop/discard, answered in the status) are the operator's alone.
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ SECURITY_HEADERS = {
 class ConsoleSink(Protocol):
     def on_xr(self, sample: P.XrSample, t_recv: float) -> None: ...
     def on_link_lost(self, reason: str) -> None: ...
+    def on_record(self, action: str) -> None: ...
 
 
 class _Client:
@@ -270,6 +272,10 @@ class ConsoleServer:
                 self._on_xr(P.parse_xr(obj), now)
             elif kind == "ack":
                 self._on_ack(client, P.parse_ack(obj), now)
+            elif kind == "record":
+                if client is not self.operator:
+                    raise P.Rejected("not_operator")
+                self.sink.on_record(P.parse_record(obj))
             else:
                 raise P.Rejected("bad_type", f"message type {str(kind)[:20]!r}")
         except P.Rejected as exc:

@@ -10,6 +10,10 @@ geometry: an emulated controller moved 10 cm to the right must arrive as a
 real key presses.  The video check compares the page's canvas, as a
 screenshot, with the camera's own JPEG from ROS: same picture, not blank.
 Every request to anything but the console is blocked and must not happen.
+Record: the page's Record / Discard buttons and X / Y held in the headset
+send `record` messages whose outcome the console shows (no recorder runs
+here: "recorder not running"; the recording itself is tested in
+test_console_node.py).
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from surgbot import contract, geometry
 from surgbot.rosutil import BackgroundSpinner
 from surgbot.teleop import browser
 from surgbot.teleop import protocol as P
+from surgbot.teleop.record import NOT_RUNNING
 from tests.conftest import PYTHON
 
 pytestmark = pytest.mark.sim
@@ -195,8 +200,36 @@ def test_page_enters_vr_through_iwer_and_streams_poses(rig, tmp_path):
     # the headset's own view: the video panel is drawn in the emulated session
     page.screenshot(path=str(artifacts(tmp_path) / "console_xr.png"))
     page.evaluate("() => xrDevice.controllers.right.updateButtonValue('squeeze', 0)")
+    # Record in the headset: a quick press of X does nothing, Y held 1 s discards (X held would start)
+    n0 = outcomes(page)
+    hold_button(page, "x-button", 0.3)
+    assert page.evaluate("window.surgbot.stats.recordSent") == []
+    hold_button(page, "y-button", 1.3)
+    last = record_outcome(page, "discard", n0)
+    assert page.evaluate("window.surgbot.stats.recordSent") == ["discard"]
+    assert not last["ok"] and last["message"] == NOT_RUNNING
     assert rig["blocked"] == []
     page.close()
+
+
+def hold_button(page, button: str, seconds: float) -> None:
+    page.evaluate(f"() => xrDevice.controllers.left.updateButtonValue('{button}', 1)")
+    time.sleep(seconds)
+    page.evaluate(f"() => xrDevice.controllers.left.updateButtonValue('{button}', 0)")
+
+
+def outcomes(page) -> int:
+    """How many record outcomes the console has given so far (its status counts them)."""
+    page.wait_for_function("window.surgbot.stats.status && window.surgbot.stats.status.record", timeout=10000)
+    return page.evaluate("(window.surgbot.stats.status.record.last || {n: 0}).n")
+
+
+def record_outcome(page, action: str, n_before: int) -> dict:
+    """The console's next record outcome after `n_before`; it must be for `action`."""
+    page.wait_for_function(f"(window.surgbot.stats.status.record.last || {{n: 0}}).n > {n_before}", timeout=10000)
+    last = page.evaluate("window.surgbot.stats.status.record.last")
+    assert last["action"] == action and last["n"] == n_before + 1, last
+    return last
 
 
 def test_hand_tracked_side_sends_wrist_pose_and_pinch(rig):
@@ -251,6 +284,20 @@ def test_video_is_decoded_and_shown(rig, tmp_path):
     page.close()
 
 
+def record_buttons_show_the_outcome(page) -> None:
+    """Record and Discard on the page: the console answers in the status (no recorder runs in this rig)."""
+    page.wait_for_function("!document.getElementById('record').disabled", timeout=10000)
+    n0 = outcomes(page)
+    page.click("#record")
+    last = record_outcome(page, "start", n0)
+    assert not last["ok"] and last["message"] == NOT_RUNNING
+    page.wait_for_function("document.getElementById('overlay').textContent.includes('recorder not running')",
+                           timeout=5000)
+    assert page.text_content("#record") == "Record"                     # not recording: nothing started
+    page.click("#discard")
+    assert record_outcome(page, "discard", n0 + 1)["message"] == NOT_RUNNING
+
+
 def test_desktop_mode_sends_the_same_messages(rig):
     lst = rig["listener"]
     page = open_page(rig)
@@ -278,6 +325,7 @@ def test_desktop_mode_sends_the_same_messages(rig):
     with lst.lock:
         buttons, _ = lst.joy[-1]
     assert buttons[P.BTN_CLUTCH] == 0
+    record_buttons_show_the_outcome(page)          # the page is open: its Record buttons cost ~1 s more
     assert rig["blocked"] == []
     page.close()
 

@@ -6,6 +6,11 @@ published), a 10,000-message fuzz run (the process stays up, every message
 on ROS is a finite rigid pose / a well-formed Joy, the console's own status
 counts every rejection), plain HTTP (no answer), and the listening socket is
 on loopback only.  `surgbot console` bad input exits 2 with one line.
+Record (issue 17): `record` messages over the socket cut episodes of a real
+`surgbot data record --source ros` process fed by this test's image and
+PSM pose (z rising at a known speed, so each recorded frame tells when it
+was published): the kept episode lies between its start and stop, the
+discarded one is not in the dataset.
 """
 
 from __future__ import annotations
@@ -26,11 +31,16 @@ import pytest
 import rclpy
 import rclpy.executors
 from geometry_msgs.msg import PoseStamped
-from sensor_msgs.msg import Joy
+from lerobot.datasets.lerobot_dataset import LeRobotDataset
+from sensor_msgs.msg import Image, JointState, Joy
 
 from surgbot import contract, geometry
+from surgbot.geometry import matrix_from_pose10
+from surgbot.policies.data.dataset import IMAGE_KEY, SIDECAR, STATE_KEY
+from surgbot.policies.data.ros_source import STALE_S
 from surgbot.rosutil import BackgroundSpinner
 from surgbot.teleop import protocol as P
+from surgbot.teleop.record import NOT_RUNNING
 from tests.conftest import PYTHON, REPO
 from tests.test_console_server import fuzz_messages, xr_msg
 
@@ -191,3 +201,135 @@ def test_cli_bad_input_exits_2_with_one_line(args, text):
     r = subprocess.run([PYTHON, "-m", "surgbot.cli", "console", *args], capture_output=True, text=True, timeout=120,
                        cwd=REPO)
     assert r.returncode == 2 and text in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+# ------------------------------------------------------------------ Record
+FEED_HZ = 30.0
+Z0_M, VZ_M_S = -0.1, 0.01          # the fed PSM pose rises 1 cm/s: a frame's z tells when it was published
+IMAGE_HW = (60, 80)
+
+
+class Feeder:
+    """Publishes what the recorder samples: /endoscope/image_raw (a fixed gradient) and /PSM1/measured_cp."""
+
+    def __init__(self, node):
+        h, w = IMAGE_HW
+        yy, xx = np.mgrid[0:h, 0:w]
+        self.rgb = np.stack([xx * 255 // (w - 1), yy * 255 // (h - 1), np.full_like(xx, 128)], -1).astype(np.uint8)
+        self.pub_img = node.create_publisher(Image, contract.ENDOSCOPE_IMAGE, 2)
+        self.pub_pose = node.create_publisher(PoseStamped, contract.psm_topic("measured_cp"), 10)
+        self.pub_jaw = node.create_publisher(JointState, contract.psm_topic("jaw/measured_js"), 10)
+        self.t0 = time.monotonic()
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def published_at(self, z: float) -> float:
+        return self.t0 + (z - Z0_M) / VZ_M_S
+
+    def _run(self):
+        img = Image(height=IMAGE_HW[0], width=IMAGE_HW[1], encoding="rgb8", step=IMAGE_HW[1] * 3,
+                    data=self.rgb.tobytes())
+        while not self.stop.wait(1.0 / FEED_HZ):
+            T = np.eye(4)
+            T[:3, 3] = (0.01, 0.02, Z0_M + VZ_M_S * (time.monotonic() - self.t0))
+            pose = PoseStamped()
+            pose.header.frame_id = "PSM1_base"
+            self.pub_pose.publish(geometry.matrix_to_pose_msg(T, pose))
+            self.pub_jaw.publish(JointState(position=[0.3]))
+            self.pub_img.publish(img)
+
+    def close(self):
+        self.stop.set()
+        self.thread.join(timeout=5)
+
+
+async def record(ws, action: str, last_n: int, timeout: float = 60.0) -> tuple[dict, float, float]:
+    """Send `record` `action`; (the status' record entry with its outcome, time sent, time the outcome was seen)."""
+    t_sent = time.monotonic()
+    await ws.send_str(json.dumps({"type": "record", "action": action}))
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        m = await ws.receive(timeout=timeout)
+        if m.type == aiohttp.WSMsgType.TEXT:
+            rec = json.loads(m.data).get("record")
+            if rec and rec["last"] and rec["last"]["n"] > last_n and rec["pending"] is None:
+                assert rec["last"]["action"] == action, rec
+                return rec, t_sent, time.monotonic()
+    raise AssertionError(f"no outcome for record {action} in {timeout} s")
+
+
+def test_record_messages_cut_lerobot_episodes_of_the_real_recorder(console, tmp_path):
+    procs = console["procs"]
+    out = tmp_path / "teleop_demo"
+    feeder = Feeder(console["listener"].node)
+    rec_proc = None
+    times: dict[str, tuple[float, float]] = {}
+
+    async def body():
+        nonlocal rec_proc
+        async with aiohttp.ClientSession() as s:
+            ws = await ws_connect(s, console["port"])
+            await ws.receive(timeout=10)                   # welcome
+            r, _, _ = await record(ws, "start", 0)          # nobody serves the episode services yet
+            assert not r["last"]["ok"] and r["last"]["message"] == NOT_RUNNING and not r["recording"]
+            rec_proc = procs.start([PYTHON, "-m", "surgbot.cli", "data", "record", "--source", "ros", "--task",
+                                    "reach", "--episodes", "1", "--out", str(out), "--image-size",
+                                    f"{IMAGE_HW[0]}x{IMAGE_HW[1]}", "--timeout", "300"],
+                                   name="recorder", env={"HF_HUB_OFFLINE": "1"})
+            end = time.monotonic() + 180                   # LeRobot's import, then the services answer
+            while True:
+                r, t_sent, t_seen = await record(ws, "start", r["last"]["n"])
+                if r["last"]["ok"] or time.monotonic() > end or rec_proc.poll() is not None:
+                    break
+                await asyncio.sleep(0.5)
+            assert r["last"]["ok"] and r["recording"], (r, procs.log(rec_proc))
+            await asyncio.sleep(1.0)
+            r, *times["discard"] = await record(ws, "discard", r["last"]["n"])
+            assert r["last"]["ok"] and "discarded" in r["last"]["message"] and not r["recording"], r
+            assert (r["episodes"], r["discarded"]) == (0, 1)
+            await asyncio.sleep(STALE_S + 0.5)             # no pose from the discarded episode can be the next one's
+            r, *times["start"] = await record(ws, "start", r["last"]["n"])
+            assert r["last"]["ok"] and r["recording"], r
+            await asyncio.sleep(1.5)
+            r, *times["stop"] = await record(ws, "stop", r["last"]["n"])
+            assert r["last"]["ok"] and "kept" in r["last"]["message"] and not r["recording"], r
+            assert (r["episodes"], r["discarded"]) == (1, 1)
+            end = time.monotonic() + 120                   # the recorder writes the episode and exits (1 of 1)
+            while rec_proc.poll() is None and time.monotonic() < end:
+                await asyncio.sleep(0.2)
+            assert rec_proc.returncode == 0, procs.log(rec_proc)
+            end = time.monotonic() + 20                    # its services leave the graph
+            while True:
+                r, _, _ = await record(ws, "start", r["last"]["n"])
+                if r["last"]["message"] == NOT_RUNNING or time.monotonic() > end:
+                    break
+                await asyncio.sleep(0.5)
+            assert r["last"]["message"] == NOT_RUNNING and (r["episodes"], r["discarded"]) == (1, 1)
+            await ws.close()
+    try:
+        asyncio.run(body())
+    finally:
+        feeder.close()
+    assert console["proc"].poll() is None
+    ds = LeRobotDataset("local/" + out.name, root=out)
+    assert ds.num_episodes == 1 and ds.fps == 15
+    n = len(ds)
+    (t_start_sent, t_start_seen), (t_stop_sent, t_stop_seen) = times["start"], times["stop"]
+    print(f"\nrecord over the console: kept {n} frames for {t_stop_sent - t_start_seen:.2f}-"
+          f"{t_stop_seen - t_start_sent:.2f} s between the start and stop outcomes; discard left none")
+    # one frame per 1/15 s between the recorder's start and stop (each inside its sent..seen window)
+    assert 15 * (t_stop_sent - t_start_seen) - 1 <= n <= 15 * (t_stop_seen - t_start_sent) + 1
+    states = np.stack(ds.hf_dataset[STATE_KEY])                  # the table column: no video decoding
+    published = [feeder.published_at(matrix_from_pose10(x)[0][2, 3]) for x in states]
+    assert all(b >= a - 1e-6 for a, b in zip(published, published[1:], strict=False))      # time runs forward
+    # every frame comes from the kept episode: published after the discard was answered (a pose is at
+    # most STALE_S old when sampled) and no later than the stop's outcome
+    assert published[0] > times["discard"][1]
+    assert t_start_sent - STALE_S <= published[0] <= t_start_seen + STALE_S
+    assert t_stop_sent - STALE_S - 1 / 15 <= published[-1] <= t_stop_seen
+    img = ds[0][IMAGE_KEY].numpy().transpose(1, 2, 0)                         # CHW float in [0, 1]
+    assert np.abs(img - feeder.rgb / 255.0).mean() < 0.03                     # the fed picture
+    side = json.loads((out / SIDECAR).read_text())
+    assert side["source"] == "teleop" and len(side["episodes"]) == 1
+    assert [f["reason"] for f in side["failed_episodes"]] == ["discarded"]

@@ -109,3 +109,17 @@ def test_frame_header_round_trip():
     assert P.unpack_frame(data) == (42, 1.7e12 + 0.25, b"\xff\xd8jpeg")
     with pytest.raises(ValueError):
         P.unpack_frame(b"XXXX" + data[4:])
+
+
+def test_record_message():
+    for action in P.RECORD_ACTIONS:
+        assert P.parse_record(P.loads(json.dumps({"type": "record", "action": action}))) == action
+    for bad, reason in (({"type": "record"}, "bad_type"),                              # no action
+                        ({"type": "record", "action": "erase"}, "bad_type"),
+                        ({"type": "record", "action": "START"}, "bad_type"),
+                        ({"type": "record", "action": ["start"]}, "bad_type"),
+                        ({"type": "record", "action": None}, "bad_type"),
+                        ({"type": "record", "action": "start", "episodes": 3}, "bad_shape")):
+        with pytest.raises(P.Rejected) as e:
+            P.parse_record(bad)
+        assert e.value.reason == reason, bad

@@ -35,6 +35,10 @@ class Sink:
     def __init__(self):
         self.samples: list[P.XrSample] = []
         self.lost: list[str] = []
+        self.records: list[str] = []
+
+    def on_record(self, action):
+        self.records.append(action)
 
     def on_xr(self, sample, t_recv):
         self.samples.append(sample)
@@ -371,3 +375,26 @@ def test_a_burst_of_poses_publishes_the_newest_not_a_backlog(cert):
     accepted, coalesced, published = run(cert, body, max_message_rate_hz=1e6, rate_burst=1_000_000)
     assert accepted == 200 and published[-1] == 200.0
     assert published == sorted(published) and len(published) + coalesced == 200
+
+
+def test_record_messages_reach_the_sink_from_the_operator_only(cert):
+    async def body(server, sink, base):
+        async with aiohttp.ClientSession() as s:
+            op = await connect(s, base)
+            await welcome(op)
+            viewer = await connect(s, base, role="viewer")
+            await welcome(viewer)
+            await viewer.send_str(json.dumps({"type": "record", "action": "start"}))     # a viewer cannot record
+            for text in ('{"type": "record", "action": "erase"}', '{"type": "record"}',
+                         '{"type": "record", "action": "stop", "x": 1}', '{"type": "record", "action": NaN}'):
+                await op.send_str(text)
+            for action in ("start", "discard", "start", "stop"):
+                await op.send_str(json.dumps({"type": "record", "action": action}))
+            end = time.monotonic() + 10
+            while time.monotonic() < end and len(sink.records) < 4:
+                await asyncio.sleep(0.02)
+            await asyncio.sleep(0.1)
+        return list(sink.records), dict(server.rejected)
+    records, rejected = run(cert, body)
+    assert records == ["start", "discard", "start", "stop"]
+    assert rejected == {"not_operator": 1, "bad_type": 2, "bad_shape": 1, "non_finite": 1}

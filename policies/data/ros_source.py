@@ -23,15 +23,16 @@ from pathlib import Path
 
 import numpy as np
 
+from surgbot import contract
 from surgbot.errors import CliError
 from surgbot.geometry import pose10_from_matrix, pose_msg_to_matrix
 from surgbot.policies.data.dataset import FPS, DatasetSession
 from surgbot.policies.data.record import RecordResult
 from surgbot.results import Result
 
-EPISODE_START = "/recorder/episode/start"
-EPISODE_STOP = "/recorder/episode/stop"
-EPISODE_DISCARD = "/recorder/episode/discard"
+EPISODE_START = contract.RECORDER_EPISODE_START
+EPISODE_STOP = contract.RECORDER_EPISODE_STOP
+EPISODE_DISCARD = contract.RECORDER_EPISODE_DISCARD
 POLICY_INSTRUCTION = "/policy/instruction"
 STALE_S = 0.5                    # a state or image older than this is not sampled
 

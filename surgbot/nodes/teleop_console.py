@@ -10,9 +10,14 @@ so the holder's deadman lets go and the view stops.  Video: the camera's
 JPEG (`/endoscope/image_raw/compressed`) is passed through, or `image_raw`
 encoded (`video_source`).  Status shown by the page: `/endoscope/mode`,
 `/endoscope/fulcrum_error`, `/PSM1/operating_state`, `/safety/state`,
-`/teleop/mapper_state`.  Parameters: config/teleop_console.yaml; the token
-comes from `SURGBOT_CONSOLE_TOKEN` (or `surgbot console --token`) or is
-generated and printed.
+`/teleop/mapper_state`.  Record: the page's `record` messages call the
+recorder's episode services (`/recorder/episode/start`, `/stop`, `/discard`,
+std_srvs/Trigger; `surgbot data record --source ros` serves them)
+asynchronously, one at a time, never blocking the socket loop; the outcome
+and the episode counts go into the status (`surgbot.teleop.record`).
+Parameters: config/teleop_console.yaml; the token comes from
+`SURGBOT_CONSOLE_TOKEN` (or `surgbot console --token`) or is generated and
+printed.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import secrets
 import signal
 import sys
 import threading
+import time
 
 import numpy as np
 import rclpy
@@ -35,6 +41,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CompressedImage, Image, Joy
 from std_msgs.msg import Float64, String
+from std_srvs.srv import Trigger
 
 from surgbot import area_path, contract, geometry
 from surgbot.nodes.teleop_mapper import LINK_LOST_FRAME, MAPPER_STATE_TOPIC, SAMPLE_QUEUE, psm_state_subscription
@@ -42,12 +49,16 @@ from surgbot.rosutil import Diagnostics, declare_config, latched_qos
 from surgbot.teleop import protocol as P
 from surgbot.teleop import tls
 from surgbot.teleop.config import ConsoleConfig
+from surgbot.teleop.record import NOT_RUNNING, RecordControl
 from surgbot.teleop.server import ConsoleServer
 from surgbot.teleop.video import JpegEncoder, capture_ms
 
 TOKEN_ENV = "SURGBOT_CONSOLE_TOKEN"
 TOKEN_BYTES = 24
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
+RECORD_SERVICES = {"start": contract.RECORDER_EPISODE_START, "stop": contract.RECORDER_EPISODE_STOP,
+                   "discard": contract.RECORDER_EPISODE_DISCARD}
+RECORD_TICK_S = 0.1             # the record status (elapsed time) refresh and the call-timeout check
 
 
 def console_token(given: str = "") -> tuple[str, bool]:
@@ -84,6 +95,12 @@ class TeleopConsoleNode(Node):
         self.create_subscription(String, MAPPER_STATE_TOPIC, self._on_mapper, latched_qos())
         psm_state_subscription(self, lambda s: self._set("psm_state", s.get("state")))
         self.server: ConsoleServer | None = None
+        self.record = RecordControl(self.cfg.record_call_timeout_s)
+        self.record_clients = {a: self.create_client(Trigger, name) for a, name in RECORD_SERVICES.items()}
+        self._record_call = None                # (client, future) of the call in flight
+        self._record_logged = 0                 # outcomes logged so far
+        self.robot["record"] = self.record.status(time.monotonic())
+        self.create_timer(RECORD_TICK_S, self._record_tick)
         Diagnostics(self, "teleop_console", self._diagnostics, hardware_id="console")
 
     # ------------------------------------------------------------------ ConsoleSink
@@ -105,6 +122,48 @@ class TeleopConsoleNode(Node):
     def on_link_lost(self, reason: str) -> None:
         self.get_logger().warning(f"operator link lost ({reason}): deadman and clutch released")
         self._publish_joy(self.get_clock().now().to_msg(), [0] * P.N_BUTTONS, [0.0] * P.N_AXES, LINK_LOST_FRAME)
+
+    def on_record(self, action: str) -> None:
+        """A valid `record` from the operator (socket loop): send the service call, never wait for it."""
+        now = time.monotonic()
+        if self.record.request(action, now):
+            client = self.record_clients[action]
+            if client.service_is_ready():
+                future = client.call_async(Trigger.Request())
+                self._record_call = (client, future)
+                future.add_done_callback(lambda f: self._record_answer(action, f))
+            else:
+                self.record.answered(action, False, NOT_RUNNING, now)
+        self._record_changed(now)
+
+    def _record_answer(self, action: str, future) -> None:
+        if future.cancelled() or future.exception() is not None:
+            return                              # given up by the timeout (it reported the outcome)
+        res = future.result()
+        self.record.answered(action, res.success, res.message or ("ok" if res.success else "refused"),
+                             time.monotonic())
+        self._record_changed(time.monotonic())
+
+    def _record_tick(self) -> None:
+        now = time.monotonic()
+        call = self._record_call
+        if self.record.expire(now) and call is not None:
+            call[0].remove_pending_request(call[1])       # a late answer must not count as this one's
+        self._record_changed(now)
+
+    def _record_changed(self, now: float) -> None:
+        status = self.record.status(now)
+        last = status["last"]
+        if last is not None and last["n"] != self._record_logged:
+            self._record_logged = last["n"]
+            text = (f"record {last['action']}: {'ok' if last['ok'] else 'refused'} ({last['message']}); "
+                    f"{status['episodes']} kept, {status['discarded']} discarded")
+            # two call sites: rclpy refuses one call site logging at two severities
+            if last["ok"]:
+                self.get_logger().info(text)
+            else:
+                self.get_logger().warning(text)
+        self._set("record", status)
 
     def _publish_joy(self, stamp, buttons, axes, frame: str = contract.WORLD_FRAME) -> None:
         joy = Joy()
@@ -155,6 +214,9 @@ class TeleopConsoleNode(Node):
                 "video_dropped", "video_age_ms", "glass_to_glass_ms")
         values = {k: s.get(k) for k in keys}
         values.update({f"rejected_{k}": v for k, v in s.get("rejected", {}).items()})
+        rec = self.record.status(time.monotonic())
+        values.update({"recording": rec["recording"], "episodes_kept": rec["episodes"],
+                       "episodes_discarded": rec["discarded"]})
         return level, f"link {s.get('link', 'down')}", values
 
     # ------------------------------------------------------------------ server

@@ -1,6 +1,7 @@
 // surgbot console page: connection (token hello), video (newest frame only, acked), status overlay,
 // the immersive session (xr.js) and a desktop mode that produces the same `xr` messages from the
-// keyboard, mouse and a gamepad. Served by the console itself; nothing is loaded from elsewhere.
+// keyboard, mouse and a gamepad, and the Record control (button, or X / Y held in the headset).
+// Served by the console itself; nothing is loaded from elsewhere.
 'use strict';
 
 (function () {
@@ -13,6 +14,8 @@
   const EYE_HEIGHT_M = 1.6;
   const RECONNECT_MS = 1000;
   const MIN_SEND_INTERVAL_MS = 6.5;     // at most ~150 messages/s on average
+  const RECORD_HOLD_MS = 1000;          // X / Y held this long = Record / Discard (a quick press does nothing)
+  const XR_X = 4, XR_Y = 5;             // left controller buttons (xr-standard: 4 = X, 5 = Y)
 
   // ------------------------------------------------------------------ token
   // The console prints a URL with #token=...: a fragment never reaches a server or a log.
@@ -26,6 +29,7 @@
   const stats = {
     sent: 0, sentTimes: [], framesDrawn: 0, lastSeq: -1, ages: [], recvAges: [], decodeMs: [], acked: 0,
     status: null, closeCode: null, closeReason: '', authed: false, mode: 'idle', rttMs: null,
+    recordSent: [],                // record actions this page sent (tests read it)
   };
   window.surgbot = { stats, role };
 
@@ -49,7 +53,7 @@
       stats.closeCode = e.code;
       stats.closeReason = e.reason;
       $('conn').textContent = `closed (${e.code}${e.reason ? ': ' + e.reason : ''})`;
-      $('enter-vr').disabled = $('desktop').disabled = true;
+      $('enter-vr').disabled = $('desktop').disabled = $('record').disabled = $('discard').disabled = true;
       // a refused token or a taken operator seat is not retried by itself
       if (wantConnected && e.code !== 4401 && e.code !== 4409) setTimeout(connect, RECONNECT_MS);
     };
@@ -70,6 +74,13 @@
     if (stats.sentTimes.length > RATE_WINDOW) stats.sentTimes.shift();
   }
 
+  // control messages (record) bypass the pose rate cap: one is rare and must never be dropped
+  function sendControl(msg) {
+    if (!ws || ws.readyState !== WebSocket.OPEN || !stats.authed) return false;
+    ws.send(JSON.stringify(msg));
+    return true;
+  }
+
   function sendRateHz() {
     const t = stats.sentTimes;
     return t.length > 1 ? (t.length - 1) * 1000 / (t[t.length - 1] - t[0]) : 0;
@@ -80,7 +91,7 @@
     if (m.type === 'welcome') {
       stats.authed = true;
       $('conn').textContent = `connected as ${m.role}`;
-      $('desktop').disabled = m.role !== 'operator';
+      $('desktop').disabled = $('record').disabled = $('discard').disabled = m.role !== 'operator';
       xr.supported().then((ok) => { $('enter-vr').disabled = !ok || m.role !== 'operator'; });
     } else if (m.type === 'status') {
       stats.status = m;
@@ -139,6 +150,19 @@
   // ------------------------------------------------------------------ status
   function fmt(v, unit) { return v == null ? '-' : `${Number(v).toFixed(1)}${unit}`; }
 
+  function recordLines(r) {
+    if (!r) return ['record -', ''];
+    const state = r.pending ? `${r.pending}...` : r.recording ? `REC ${fmt(r.elapsed_s, ' s')}` : 'idle';
+    const last = r.last ? `last ${r.last.action}: ${r.last.ok ? 'ok' : 'refused'} (${r.last.message})` : '';
+    return [`record ${state}  kept ${r.episodes}  discarded ${r.discarded}`, last];
+  }
+
+  function showRecord(r) {
+    if (!r) return;
+    $('record').textContent = r.recording ? 'Stop & keep' : 'Record';
+    $('record').classList.toggle('recording', !!r.recording);
+  }
+
   function statusLines(m) {
     return [
       `link ${m.link}  rtt ${fmt(stats.rttMs, ' ms')}  xr ${fmt(m.xr_rate_hz, ' Hz')}  mode ${stats.mode}`,
@@ -146,12 +170,14 @@
       `clutch ${m.clutch ? 'ON' : 'off'}  deadman ${m.deadman ? 'ON' : 'off'}  mapper ${m.mapper || '-'}`,
       `scope ${m.endoscope_mode || '-'}  fulcrum err ${fmt(m.fulcrum_error_mm, ' mm')}  PSM ${m.psm_state || '-'}`,
       `safety ${m.safety || '-'}  rejected ${m.rejected_total}`,
+      ...recordLines(m.record),
     ];
   }
 
   function showStatus(m) {
     const lines = statusLines(m);
     $('overlay').textContent = lines.join('\n');
+    showRecord(m.record);
     if (xr.session) xr.setStatus(lines);
   }
 
@@ -162,8 +188,39 @@
     return [cy, 0, -sy, 0, sy * sp, cp, cy * sp, 0, sy * cp, -sp, cy * cp, 0, x, y, z, 1];
   }
 
+  // ------------------------------------------------------------------ record (contract section 10 episodes)
+  // start / stop (keep) / discard; the console calls the recorder and answers in its status
+  function record(action) {
+    if (sendControl({ type: 'record', action })) stats.recordSent.push(action);
+  }
+
+  function toggleRecord() {
+    const r = stats.status && stats.status.record;
+    record(r && r.recording ? 'stop' : 'start');
+  }
+
+  // fires once per press, when the button has been held RECORD_HOLD_MS
+  class LongPress {
+    constructor(fire) { this.fire = fire; this.since = null; this.fired = false; }
+    update(pressed, now) {
+      if (!pressed) { this.since = null; this.fired = false; return; }
+      if (this.since === null) this.since = now;
+      if (!this.fired && now - this.since >= RECORD_HOLD_MS) { this.fired = true; this.fire(); }
+    }
+  }
+  const holdX = new LongPress(toggleRecord);
+  const holdY = new LongPress(() => record('discard'));
+
+  function xrSample(msg) {
+    send(msg);
+    const b = (msg.left && msg.left.source === 'controller' && msg.left.buttons) || [];
+    const now = performance.now();
+    holdX.update((b[XR_X] || 0) > 0.5, now);
+    holdY.update((b[XR_Y] || 0) > 0.5, now);
+  }
+
   // ------------------------------------------------------------------ immersive session
-  const xr = new window.XrConsole((msg) => send(msg));
+  const xr = new window.XrConsole(xrSample);
   xr.onEnd = () => { stats.mode = 'idle'; };
 
   async function enterVR() {
@@ -254,6 +311,8 @@
   $('connect').addEventListener('click', () => { if (ws) { wantConnected = false; ws.close(); } connect(); });
   $('enter-vr').addEventListener('click', () => enterVR().catch((e) => { $('conn').textContent = `XR: ${e}`; }));
   $('desktop').addEventListener('click', () => (stats.mode === 'desktop' ? stopDesktop() : startDesktop()));
+  $('record').addEventListener('click', toggleRecord);
+  $('discard').addEventListener('click', () => record('discard'));
 
   function start() { if ($('token').value) connect(); }
 

@@ -8,7 +8,8 @@
   const PANEL_WIDTH_M = 0.96;
   const PANEL_DISTANCE_M = 1.2;
   const PANEL_HEIGHT_FLOOR_M = 1.45;   // panel centre above the floor (local-floor)
-  const STATUS_HEIGHT_M = 0.16;
+  const STATUS_LINES = 7;
+  const STATUS_HEIGHT_M = 0.224;      // keeps the status canvas' aspect (1024 x 238)
   const PINCH_CLOSED_M = 0.015, PINCH_OPEN_M = 0.05;      // thumb tip - index tip distance
   const GRAB_CLOSED_M = 0.08, GRAB_OPEN_M = 0.13;          // fingertips - wrist distance
 
@@ -84,7 +85,7 @@
       this.videoAspect = 4 / 3;
       this.statusCanvas = document.createElement('canvas');
       this.statusCanvas.width = 1024;
-      this.statusCanvas.height = 170;
+      this.statusCanvas.height = 14 + 32 * STATUS_LINES;
       this.statusDirty = true;
       this.frames = 0;
       this.refType = '';
@@ -100,7 +101,7 @@
       c.fillRect(0, 0, c.canvas.width, c.canvas.height);
       c.fillStyle = '#cfc';
       c.font = '26px monospace';
-      lines.slice(0, 5).forEach((l, i) => c.fillText(l, 12, 32 + i * 32));
+      lines.slice(0, STATUS_LINES).forEach((l, i) => c.fillText(l, 12, 32 + i * 32));
       this.statusDirty = true;
     }
 
