@@ -1,0 +1,1 @@
+"""Closed-loop policy evaluation (the harness) and adapters for LeRobot's policies."""

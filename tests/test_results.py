@@ -1,0 +1,138 @@
+"""`surgbot results`: cell definitions (exact commands, disjoint seeds), the Wilson interval, and the page
+and plots generated from fixture cell JSON (cells without JSON read "not run", never a number)."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from surgbot.policies.results import cells as C
+from surgbot.policies.results import report
+from surgbot.policies.results.stats import Z95, wilson_interval
+
+pytestmark = pytest.mark.unit
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def test_wilson_bounds_solve_the_score_equation():
+    # the Wilson bounds are the p where the score statistic |phat - p| / sqrt(p (1-p) / n) equals z
+    for k, n in [(0, 50), (1, 50), (12, 50), (25, 50), (49, 50), (50, 50), (3, 7)]:
+        lo, hi = wilson_interval(k, n)
+        phat = k / n
+        assert 0 <= lo <= phat <= hi <= 1
+        for p in (lo, hi):
+            if 0 < p < 1:
+                assert abs(abs(phat - p) / math.sqrt(p * (1 - p) / n) - Z95) < 1e-9
+    assert wilson_interval(0, 50)[0] == 0.0 and wilson_interval(50, 50)[1] == 1.0
+    # 25/50: centre 0.5, half-width z sqrt(0.25/50 + z^2/10^4) / (1 + z^2/50), by hand: 0.1336
+    lo, hi = wilson_interval(25, 50)
+    assert abs(hi - 0.5 - 0.1336) < 1e-4 and abs(0.5 - lo - 0.1336) < 1e-4
+    with pytest.raises(ValueError):
+        wilson_interval(51, 50)
+
+
+def test_a_cell_lists_its_exact_commands():
+    cell = C.CELLS["act-50@needle_pick"]
+    cmds = [" ".join(c) for c in cell.commands()]
+    data = "out/results/data"
+    assert cmds[0] == (f"surgbot data record --task needle_pick --episodes 5 --out {data}/real-needle_pick-5 "
+                       "--seed 0 --image-size 96x96")
+    assert cmds[1] == f"cp -r {data}/real-needle_pick-5 {data}/real-needle_pick-20"
+    assert cmds[2].endswith("--episodes 15 --out out/results/data/real-needle_pick-20 --seed 5 "
+                            "--image-size 96x96 --append")
+    assert cmds[4].endswith("--episodes 30 --out out/results/data/real-needle_pick-50 --seed 20 "
+                            "--image-size 96x96 --append")
+    train = cmds[5]
+    assert train.startswith("lerobot-train --dataset.repo_id=local/real-needle_pick-50 "
+                            f"--dataset.root={data}/real-needle_pick-50 --policy.type=act")
+    assert "--policy.pretrained_backbone_weights=null" in train and f"--steps={C.ACT_STEPS}" in train
+    assert cmds[-1] == ("surgbot policy eval --checkpoint out/results/train/act-needle_pick --task needle_pick "
+                        "--episodes 50 --seed 100000 --json")
+    pseudo = " ; ".join(" ".join(c) for c in C.CELLS["vla-5-pseudo200@peg_transfer"].commands())
+    for part in ("surgbot idm train --dataset out/results/data/idm-real-peg_transfer-15",
+                 "surgbot data videos --task peg_transfer --episodes 200", "--backend sim",
+                 "surgbot idm label --videos out/results/data/clips-peg_transfer-200",
+                 "--dataset out/results/data/pseudo-needle_pick-200"):
+        assert part in pseudo
+
+
+def test_training_and_evaluation_seeds_are_disjoint():
+    train_seeds = set()
+    for ds in C.DATASETS.values():
+        for argv in ds.commands:
+            if "record" in argv:
+                seed, n = int(argv[argv.index("--seed") + 1]), int(argv[argv.index("--episodes") + 1])
+                # an attempt that fails moves on to the next seed: allow the recorder's 3x + 5 attempts
+                train_seeds.update(range(seed, seed + 3 * n + 5))
+    assert max(train_seeds) < 10_000
+    eval_seeds = set(range(C.EVAL_SEED, C.EVAL_SEED + C.EVAL_EPISODES))
+    assert not train_seeds & eval_seeds and min(eval_seeds) >= 100_000
+    # the IDM's real episodes are not the policy's
+    policy = set(range(0, 50))
+    assert not policy & set(range(C.IDM_SEED, C.IDM_SEED + C.IDM_EPISODES))
+
+
+def fixture_cell(name: str, successes: int, wall_s: float, wrong_interval: bool = False) -> dict:
+    cell = C.CELLS[name]
+    return {"cell": name, "section": cell.section, "task": cell.task, "variables": cell.variables,
+            "evaluator": "harness", "commands": [" ".join(c) for c in cell.commands()],
+            "training": {"key": cell.training.key, "policy": cell.training.policy, "steps": 1000, "batch_size": 8,
+                         "wall_s": wall_s, "checkpoint_bytes": 62_000_000, "parameters": 15_600_000,
+                         "curve": [[25, 1.5], [50, 0.9], [75, 0.6]]},
+            "latency": {"infer_ms_p50": 31.0, "infer_ms_p99": 48.0},
+            "successes": successes, "episodes": 50, "success_rate": successes / 50,
+            "wilson95": [0.0, 1.0] if wrong_interval else list(wilson_interval(successes, 50))}
+
+
+def test_page_and_plots_from_fixture_json(tmp_path):
+    d = tmp_path / "docs" / "results"
+    d.mkdir(parents=True)
+    (d / "act-50@needle_pick.json").write_text(json.dumps(fixture_cell("act-50@needle_pick", 12, 480.0, True)))
+    (d / "diffusion-50@needle_pick.json").write_text(json.dumps(fixture_cell("diffusion-50@needle_pick", 5, 700)))
+    (d / "vla-50@needle_pick.json").write_text(json.dumps(fixture_cell("vla-50@needle_pick", 20, 300.0)))
+    (d / "stray.json").write_text(json.dumps({"cell": "no-such-cell"}))    # ignored
+    out = report.generate(tmp_path)
+    assert out["cells_run"] == 3 and out["cells"] == len(C.CELLS)
+    page = (tmp_path / "docs" / "results.md").read_text()
+    lo, hi = wilson_interval(12, 50)     # the stored (wrong) interval is recomputed from the counts
+    assert f"12/50 = 24% [{100 * lo:.0f}%, {100 * hi:.0f}%]" in page
+    assert "20/50 = 40%" in page and "8.0 min (1000 x 8)" in page and "15.60 M, 62.0 MB" in page
+    assert "31.0 / 48.0 ms" in page
+    # VLA 40% >= ACT 24% on needle_pick; the other goals cannot be judged
+    assert "VLA vs best baseline on needle_pick: 20/50 = 40%" in page and ">= act-50@needle_pick" in page
+    assert "Pseudo-kinematics on needle_pick: cannot be judged" in page
+    row = next(line for line in page.splitlines() if line.startswith("| `act-50@peg_transfer`"))
+    assert "not run" in row and "%" not in row
+    assert page.count("not run") >= len(C.CELLS) - 3
+    assert "## IDM" in page and report.IDM_BEGIN in page and report.IDM_END in page
+    # the IDM issue's block (written by bench/idm.py between the markers) survives a regeneration verbatim
+    block = f"{report.IDM_BEGIN}\n## IDM\n\n| size | position error |\n|---|---|\n| 15 | 1.2 mm |\n{report.IDM_END}"
+    a, b = page.index(report.IDM_BEGIN), page.index(report.IDM_END) + len(report.IDM_END)
+    (tmp_path / "docs" / "results.md").write_text(page[:a] + block + page[b:])
+    report.generate(tmp_path)
+    again = (tmp_path / "docs" / "results.md").read_text()
+    assert again.count(report.IDM_BEGIN) == 1 and block in again and "12/50 = 24%" in again
+    for name in (report.PLOT_SUCCESS, report.PLOT_SCALING, report.PLOT_CURVES):
+        assert (d / name).read_bytes()[:8] == PNG_MAGIC and (d / name).stat().st_size > 5000
+
+
+def test_sections_render_alone_with_no_results(tmp_path):
+    for title, fn in report.SECTIONS.items():
+        text = fn({}, tmp_path)
+        assert "not run" in text and "%" not in text.replace("Wilson 95%", ""), title
+
+
+def test_cli_lists_commands_and_refuses_unknown_cells(tmp_path):
+    cli = [sys.executable, "-m", "surgbot.cli", "results"]
+    proc = subprocess.run(cli + ["list", "--section", "baselines", "--commands"], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parents[1], timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "act-50@needle_pick" in proc.stdout and "lerobot-train --dataset.repo_id=local/real-needle_pick-50" \
+        in proc.stdout and "vla-5@reach" not in proc.stdout
+    bad = subprocess.run(cli + ["run", "--cell", "nope@reach"], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "unknown cell" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
