@@ -51,7 +51,7 @@ from sensor_msgs.msg import JointState
 from tests.conftest import PYTHON, REPO
 from tests.fault_harness import G1_DOMAIN, OPERATOR, POLICY_SERVER, FaultStack, Observer, margins
 
-pytestmark = pytest.mark.sim
+pytestmark = [pytest.mark.sim, pytest.mark.faults]
 
 BUDGET_MS = {"estop": 50.0, "link": 200.0, "stale": 100.0, "input": None}
 SCOPE_MAX_MM = 1.0
