@@ -1,7 +1,7 @@
 """`surgbot data record`: expert demonstrations (or live ROS topics) -> LeRobotDataset v3.
 
     surgbot data record --task T --episodes N --out DIR [--seed S] [--image-size HxW]
-                        [--append] [--source sim|ros] [--workers N]
+                        [--append] [--source sim|ros] [--workers N] [--each-target]
     surgbot data videos --task T --episodes N --out DIR [--backend sim|folder] [--export-conditioning DIR]
                         (policies/video/generate.py)
 
@@ -43,6 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     rec.add_argument("--workers", type=int, default=DEFAULT_WORKERS,
                      help=f"sim source: episodes simulated and rendered in this many processes "
                           f"(default {DEFAULT_WORKERS}; the dataset is the same for any number)")
+    rec.add_argument("--each-target", action="store_true",
+                     help="sim: record every layout seed once per colour it may name (same scene, different "
+                          "instruction and motion: teaches a policy to follow the instruction)")
     rec.add_argument("--timeout", type=float, default=600.0,
                      help="ros source: seconds to wait for the episodes before giving up")
     vid = sub.add_parser("videos", help="world-model clips (mp4 + prompt, no kinematics) from sim or a folder",
@@ -133,7 +136,8 @@ def run(args: argparse.Namespace) -> int:
         if args.source == "sim":
             from surgbot.policies.data.record import record_expert
             res = record_expert(args.task, args.episodes, out, seed=args.seed, image_size=(h, w),
-                                append=args.append, progress=sys.stderr.isatty(), workers=args.workers)
+                                append=args.append, progress=sys.stderr.isatty(), workers=args.workers,
+                                each_target=args.each_target)
         else:
             from surgbot.policies.data.ros_source import record_ros
             res = record_ros(args.task, args.episodes, out, image_size=(h, w), append=args.append,
