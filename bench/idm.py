@@ -252,6 +252,8 @@ def section(results: dict) -> str:
                   + ", ".join(f"N={n}: {e['train_s'] / 60:.1f} min ({e['parameters'] / 1e6:.2f} M parameters, loss "
                               f"{e['loss_first']:.3f} -> {e['loss_last']:.3f})" for n, e in idms)
                   + ".", "",
+              ("Wall times: " + ", ".join(f"{k[:-2]} {v:.0f} s" for k, v in results.get("timings_s", {}).items())
+               + (f" ({results['timings_note']})" if results.get("timings_note") else "") + "."), "",
               f"Machine: {results.get('machine', '?')}. Regenerate: `python -m surgbot.bench.idm --workdir W "
               "--write-docs docs` (figures from docs/idm_results.json).", END]
     return "\n".join(lines) + "\n"

@@ -87,7 +87,7 @@ def render(doc: dict, json_name: str) -> str:
     over = doc.get("watchdog_overrides") or {}
     cond = (f"Run conditions: 1-min load average {doc.get('load_average_1min', '?')} at the end of the run; "
             + ("shipped watchdog values." if not over else
-               "watchdog margins for a loaded machine (SURGBOT_FAULTS_SHIPPED=1 runs the shipped values): "
+               "watchdog margins for a loaded machine (SURGBOT_FAULTS_LOADED=1; the default runs the shipped values): "
                + "; ".join(f"{node} " + ", ".join(f"{k}={v}" for k, v in ps.items()) for node, ps in over.items())
                + ".  With them the stale-state and link scenarios detect later than the budgets by design "
                  "of the run, not of the stack."))

@@ -51,7 +51,7 @@ from sensor_msgs.msg import JointState
 from tests.conftest import PYTHON, REPO
 from tests.fault_harness import G1_DOMAIN, OPERATOR, POLICY_SERVER, FaultStack, Observer, margins
 
-pytestmark = pytest.mark.sim
+pytestmark = [pytest.mark.sim, pytest.mark.faults]
 
 BUDGET_MS = {"estop": 50.0, "link": 200.0, "stale": 100.0, "input": None}
 SCOPE_MAX_MM = 1.0
@@ -131,18 +131,21 @@ def ready(r: Rig) -> None:
     end = time.monotonic() + READY_TIMEOUT_S
     last = ""
     while time.monotonic() < end:
-        res = o.trigger(o.reset, timeout=30)
-        last = res.message
-        if not res.success:
-            acknowledge(o, res.message)
-        if res.success and o.wait(lambda: o.state() == "OK", 2):
-            eng = o.trigger(o.engage, timeout=30)
-            last = eng.message
-            if eng.success and o.wait(lambda: o.bridge().startswith("ENGAGED"), 30):
-                hold = o.set_bool(o.hold, True, timeout=30)
-                last = hold.message
-                if hold.success and o.wait(lambda: o.mode == "HOLD", 5) and _quiet(o, QUIET_BEFORE_S):
-                    return
+        try:
+            res = o.trigger(o.reset, timeout=10)
+            last = res.message
+            if not res.success:
+                acknowledge(o, res.message)
+            if res.success and o.wait(lambda: o.state() == "OK", 2):
+                eng = o.trigger(o.engage, timeout=10)
+                last = eng.message
+                if eng.success and o.wait(lambda: o.bridge().startswith("ENGAGED"), 30):
+                    hold = o.set_bool(o.hold, True, timeout=10)
+                    last = hold.message
+                    if hold.success and o.wait(lambda: o.mode == "HOLD", 5) and _quiet(o, QUIET_BEFORE_S):
+                        return
+        except AssertionError as exc:      # a restarted node's service not answering yet: ask again
+            last = str(exc)
         time.sleep(0.5)
     raise AssertionError(f"stack not ready in {READY_TIMEOUT_S} s: {last}; state {o.state()} {o.reasons()}; "
                          f"bridge {o.bridge()!r}; holder {o.mode}; dead {fs.dead()}")
