@@ -52,6 +52,7 @@ def test_bundled_checkpoint_is_small_and_knows_every_task():
         assert known & templates, f"no {task.name} instruction among {sorted(known)[:5]}..."
 
 
+@pytest.mark.learning_acceptance
 def test_language_matters_on_the_same_layout(policy):
     env = make_env("reach", policy)
     try:

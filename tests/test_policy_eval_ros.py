@@ -16,7 +16,7 @@ import pytest
 
 from tests.conftest import PYTHON, REPO
 
-pytestmark = pytest.mark.sim
+pytestmark = [pytest.mark.sim, pytest.mark.learning_acceptance]
 
 SEED = 100000
 EPISODES = 2

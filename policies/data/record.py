@@ -15,6 +15,8 @@ order and the first `episodes` successes are kept.
 from __future__ import annotations
 
 import multiprocessing
+import multiprocessing.util
+import signal
 import time
 from collections import deque
 from concurrent.futures import ProcessPoolExecutor
@@ -74,7 +76,13 @@ _WORKER: _EpisodeRunner | None = None       # one per worker process
 
 def _worker_init(task: str, image_size: tuple[int, int]) -> None:
     global _WORKER
+    # Ctrl-C reaches the whole process group: only the writer handles it (and shuts the pool
+    # down); a worker printing its own KeyboardInterrupt would bury the one-line error.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _WORKER = _EpisodeRunner(task, image_size)
+    # Close the renderer while the interpreter is whole: MuJoCo's Renderer.__del__ during
+    # interpreter teardown prints an osmesa traceback into the user's terminal.
+    multiprocessing.util.Finalize(_WORKER, _WORKER.close, exitpriority=10)
 
 
 def _worker_episode(job: tuple[int, str | None]) -> tuple[dict, list[dict]]:
