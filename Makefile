@@ -25,7 +25,7 @@ demo: bootstrap
 # whose reason is not in its ALLOWED_SKIP_PREFIXES (no silent skips).
 test: bootstrap
 	$(VENV)/bin/ruff check .
-	$(PY) scripts/run_tests.py -rs --timeout 300 -m "not faults and not learning_acceptance"
+	$(PY) scripts/run_tests.py -rs --timeout 300 -m "not faults and not learning_acceptance and not full_stack"
 	$(VENV)/bin/surgbot bench --quick --json
 
 # The fault-injection suite (~10 min, a quiet machine: its figures go into docs/safety.md).

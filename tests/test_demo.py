@@ -13,7 +13,7 @@ import pytest
 from surgbot.media import read_mp4
 from tests.conftest import PYTHON, REPO
 
-pytestmark = pytest.mark.sim
+pytestmark = [pytest.mark.sim, pytest.mark.full_stack]
 
 TASK_S = 12          # seconds per task: enough for the policy to move the tool, not to finish
 

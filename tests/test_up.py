@@ -93,6 +93,7 @@ def _ctl(*args: str) -> subprocess.CompletedProcess:
                           timeout=90)
 
 
+@pytest.mark.full_stack
 def test_up_runs_the_whole_stack_with_console_policy_and_recording(processes, tmp_path, g1_domain):
     """`surgbot up --console --policy default --record`: every node up, contract rates, ctl drives it,
     a killed node is reported, the bag holds the run."""
