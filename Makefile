@@ -7,7 +7,7 @@ export MUJOCO_GL ?= osmesa
 export PYOPENGL_PLATFORM ?= $(MUJOCO_GL)
 export PYTHONUNBUFFERED := 1
 
-.PHONY: demo test bootstrap bench report clean-venv
+.PHONY: demo test bootstrap bench report clean-venv safety
 
 bootstrap:
 	@bash scripts/bootstrap.sh
@@ -25,8 +25,13 @@ demo: bootstrap
 # whose reason is not in its ALLOWED_SKIP_PREFIXES (no silent skips).
 test: bootstrap
 	$(VENV)/bin/ruff check .
-	$(PY) scripts/run_tests.py -rs --timeout 300
+	$(PY) scripts/run_tests.py -rs --timeout 300 -m "not faults and not learning_acceptance"
 	$(VENV)/bin/surgbot bench --quick --json
+
+# The fault-injection suite (~10 min, a quiet machine: its figures go into docs/safety.md).
+safety: bootstrap
+	SURGBOT_SAFETY_RESULTS=docs/safety_faults.json $(PY) -m pytest tests/test_fault_injection.py -m faults -rs \
+		--timeout 1500 -p no:cacheprovider; status=$$?; $(PY) scripts/safety_table.py; exit $$status
 
 bench: bootstrap
 	$(VENV)/bin/surgbot bench --json --out out/bench --report

@@ -28,7 +28,9 @@ setup(
         f"{PACKAGE}.{p}" for area in AREAS for p in find_packages(include=[area, f"{area}.*"])],
     package_dir={f"{PACKAGE}.{area}": area for area in AREAS},
     package_data={f"{PACKAGE}.sim": ["models/*.xml", "models/**/*.xml"],
-                  f"{PACKAGE}.teleop": ["web/*.html", "web/*.js", "web/*.css", "web/package*.json"]},
+                  f"{PACKAGE}.teleop": ["web/*.html", "web/*.js", "web/*.css", "web/package*.json"],
+                  # the bundled VLA checkpoint (`--checkpoint default`, scripts/train_default_policy.sh)
+                  f"{PACKAGE}.policies": ["vla/checkpoints/default/*.json", "vla/checkpoints/default/*.safetensors"]},
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),

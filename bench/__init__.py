@@ -26,6 +26,7 @@ MODULES = (
     "surgbot.bench.console",
     "surgbot.bench.data",
     "surgbot.bench.policy",
+    "surgbot.bench.idm",
 )
 
 

@@ -10,6 +10,7 @@ default), resized inside the model.
 
 from __future__ import annotations
 
+import json
 import socket
 import tempfile
 import threading
@@ -96,6 +97,19 @@ def _train_step_s(rt: PolicyRuntime, batch_size: int, n: int) -> list[float]:
     return [ms / 1e3 for ms in time_calls(step, n, warmup=2)]
 
 
+def _bundled_training_figures() -> list[dict]:
+    """How the bundled checkpoint was trained (its train_summary.json, written by `surgbot policy train`)."""
+    path = bundled_checkpoint_dir() / "train_summary.json"
+    if not path.is_file():
+        return []
+    s = json.loads(path.read_text())
+    note = (f"bundled checkpoint: {s['steps']} steps, batch {s['batch_size']}, {sum(s['frames'])} frames, "
+            "1 torch thread on the shared 2-core machine (scripts/train_default_policy.sh)")
+    return [figure("policy_default_train_wall", "s", value=float(s["wall_s"]), note=note),
+            figure("policy_default_train_step", "s", value=float(s["step_s_median"]),
+                   note="median step incl. batch assembly from the in-memory frames")]
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -171,7 +185,8 @@ def run(quick: bool) -> list[dict]:
             figure("policy_infer", "ms", samples=infer, baseline=float(np.median(act)),
                    baseline_name="LeRobot ACT (default, 51.6M) predict_action_chunk, same frame, same process",
                    anchor=ACT_ANCHOR_MS, anchor_source="FACTS.md: ACT select_action 96x128, 2 cores",
-                   note=f"{THREADS} threads, {FRAME_H}x{FRAME_W} frame, pre+model+post; goal p50 < 20 ms"),
+                   note=f"{THREADS} threads, {rt.image_shape[0]}x{rt.image_shape[1]} frame, pre+model+post; "
+                        "goal p50 < 20 ms"),
             figure("policy_infer_2threads", "ms", samples=infer2, note="same call with 2 torch threads"),
             figure("policy_model_only", "ms", samples=model, note="predict_action_chunk on a prepared batch"),
             figure("policy_checkpoint_size", "MB", value=size_mb, note=f"{params / 1e6:.2f} M parameters; limit 20 MB"),
@@ -181,6 +196,7 @@ def run(quick: bool) -> list[dict]:
                                   anchor=ACT_STEP_ANCHOR_S if bs == 8 else None,
                                   anchor_source="FACTS.md: small ACT (15.6M), batch 8, 96x96" if bs == 8 else "",
                                   note="forward + backward + AdamW, inputs already decoded"))
+        figures += _bundled_training_figures()
         figures += _zmq_figures(rt, n)
         figures.append(figure("policy_exec_tick", "ms", samples=_exec_tick_ms(200 if quick else 5000),
                               note="policy_node core per 15 Hz tick (budget 66.7 ms): scheduler, blend, gate"))

@@ -18,13 +18,15 @@ from surgbot.errors import CliError
 SUBCOMMANDS = {
     "sim": ("surgbot.sim.runner", "MuJoCo twin of the hardware (G1 over unitree DDS, PSM over CRTK ROS 2)"),
     "bench": ("surgbot.bench.runner", "performance suite; last stdout line is one JSON object"),
-    "data": ("surgbot.policies.data.cli", "datasets: record expert or live episodes as LeRobotDataset v3"),
+    "data": ("surgbot.policies.data.cli", "datasets: record expert or live episodes as LeRobotDataset v3; "
+             "world-model videos"),
     "up": ("surgbot.up", "every node of the stack as supervised processes (for machines without ros2 launch)"),
     "ctl": ("surgbot.ctl", "service calls and one-shot messages to a running stack (no ros2 CLI needed)"),
     "console": ("surgbot.teleop.cli", "teleop VR console server (HTTPS + WSS, token, video)"),
     "policy": ("surgbot.policies.vla.cli", "VLA policy: train (LeRobot), serve (pyzmq)"),
     "demo": ("surgbot.demo.cli", "the main job: the whole stack in sim, the G1 holding the scope, the VLA doing "
              "needle_pick and peg_transfer; videos + summary"),
+    "idm": ("surgbot.policies.idm.cli", "inverse dynamics model: train on recordings, label world-model clips"),
     "results": ("surgbot.policies.results.cli", "learning results: run/resume cells, regenerate docs/results.md"),
 }
 

@@ -25,11 +25,12 @@ PRESET = "veryfast"      # 2 CPU cores shared with the sim: speed over size
 class Mp4Writer:
     """`with Mp4Writer(path, fps) as w: w.write(rgb)`; the size is taken from the first frame."""
 
-    def __init__(self, path: str | Path, fps: float):
+    def __init__(self, path: str | Path, fps: float, crf: str = CRF):
         if not (np.isfinite(fps) and 0 < fps <= 240):
             raise ValueError(f"fps must be in (0, 240], got {fps}")
         self.path = Path(path)
         self.fps = fps
+        self.crf = str(crf)             # lower = closer to the frames (world-model clips: the IDM reads mm off them)
         self.frames = 0
         self._partial = self.path.with_name(self.path.stem + ".partial.mp4")
         self._container = None
@@ -70,7 +71,7 @@ class Mp4Writer:
         self._stream = self._container.add_stream(CODEC, rate=rate)
         self._stream.width, self._stream.height = width + width % 2, height + height % 2
         self._stream.pix_fmt = PIXEL_FORMAT
-        self._stream.options = {"crf": CRF, "preset": PRESET}
+        self._stream.options = {"crf": self.crf, "preset": PRESET}
 
     def close(self) -> Path | None:
         """Finish the file; returns its path (None when no frame was written: no file)."""

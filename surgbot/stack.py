@@ -78,21 +78,24 @@ SIM = NodeSpec("sim_node", "sim_node", "surgbot.nodes.sim_node", ("psm.yaml",),
                params={"scene": "$scene", "task": "$task", "seed": "$seed", "headless": True,
                        "g1_domain": "$g1_domain", "g1_interface": "$g1_interface", "overview_hz": "$overview_hz",
                        "camera_hz": "$camera_hz"})
+# Every command source of a stack runs with its safety supervisor (the SUPERVISOR node below): it
+# commands only while /safety/state is OK and fresh, a missing supervisor holds (fail-safe).
+SAFETY = {"require_safety_supervisor": True}
 BRIDGE = NodeSpec("g1_bridge", "g1_bridge", "surgbot.nodes.g1_bridge", ("g1_bridge.yaml",),
-                  {"g1_domain": "$g1_domain", "g1_interface": "$g1_interface"})
+                  {"g1_domain": "$g1_domain", "g1_interface": "$g1_interface", **SAFETY})
 HOLDER = NodeSpec("endoscope_holder", "endoscope_holder", "surgbot.nodes.endoscope_holder",
-                  ("endoscope_holder.yaml",), {"scene": "$scene"})
+                  ("endoscope_holder.yaml",), {"scene": "$scene", **SAFETY})
 SUPERVISOR = NodeSpec("safety_supervisor", "safety_supervisor", "surgbot.nodes.safety_supervisor")
 CONSOLE = NodeSpec("teleop_console", "teleop_console", "surgbot.nodes.teleop_console", ("teleop_console.yaml",),
                    {"host": "$console_host", "port": "$console_port"})   # token: SURGBOT_CONSOLE_TOKEN, never a param
 MAPPER = NodeSpec("teleop_mapper", "teleop_mapper", "surgbot.nodes.teleop_mapper", ("teleop_mapper.yaml",),
-                  {"scene": "$scene"})
+                  {"scene": "$scene", **SAFETY})
 POLICY_SERVER = NodeSpec("policy_server", "surgbot", "surgbot.cli", ros=False, nice=NICE_BACKGROUND,
                          args=("policy", "serve", "--checkpoint", "$checkpoint", "--port", "$policy_port"))
 RECORDER = NodeSpec("recorder", "recorder", "surgbot.nodes.recorder",
                     params={"out_dir": "$record_dir", "record_on_start": True}, nice=NICE_BACKGROUND)
 POLICY_NODE = NodeSpec("policy_node", "policy_node", "surgbot.nodes.policy_node", ("policy_node.yaml",),
-                       {"server_port": "$policy_port"}, nice=NICE_BACKGROUND)
+                       {"server_port": "$policy_port", **SAFETY}, nice=NICE_BACKGROUND)
 
 
 def nodes_for(options: StackOptions) -> list[NodeSpec]:

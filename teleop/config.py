@@ -79,6 +79,8 @@ class MapperConfig:
     psm_base_pose: tuple[float, ...] = param((), "PSM1_base in world: x y z qx qy qz qw (empty: from scene)")
     scene: str = param("", "sim scene to take psm_base_pose from when not given")
     camera_timeout_s: float = param(0.5, "/endoscope/measured_cp older than this: no clutch-in", lo=0.01, hi=10.0)
+    max_hand_jump_m: float | None = param(None, "a hand pose this far from the previous sample is a tracking glitch: "
+                                                "refused and counted (unset: followed at the step limit)", lo=1e-3)
 
     def __post_init__(self):
         for name in ("workspace_min_m", "workspace_max_m"):

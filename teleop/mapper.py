@@ -38,6 +38,8 @@ import numpy as np
 
 from surgbot import geometry
 from surgbot.results import Result
+from surgbot.safety import checks
+from surgbot.safety.filter import PoseLimiter
 from surgbot.teleop import protocol as P
 from surgbot.teleop.config import MapperConfig
 
@@ -63,29 +65,14 @@ class Command:
 
 
 def _rigid(T) -> np.ndarray | None:
-    m = np.asarray(T, dtype=float)
-    if m.shape != (4, 4) or not np.all(np.isfinite(m)):
+    """A finite 4x4 whose rotation is a rotation (the ground-layer checks), else None."""
+    m = checks.finite("pose", T, 16)
+    if not m or np.shape(T) != (4, 4):
         return None
-    R = m[:3, :3]
-    if np.abs(R.T @ R - np.eye(3)).max() > RIGID_TOL or abs(np.linalg.det(R) - 1.0) > RIGID_TOL:
+    M = m.value.reshape(4, 4)
+    if not checks.rotation_matrix("pose rotation", M[:3, :3], tol=RIGID_TOL):
         return None
-    return m
-
-
-def _limit_rotation(R_from: np.ndarray, R_to: np.ndarray, max_rad: float) -> tuple[np.ndarray, bool]:
-    """R_to, or the rotation `max_rad` of the way from R_from towards it."""
-    d = R_from.T @ R_to
-    angle = math.acos(max(-1.0, min(1.0, (np.trace(d) - 1.0) / 2.0)))
-    if angle <= max_rad:
-        return R_to, False
-    axis = np.array([d[2, 1] - d[1, 2], d[0, 2] - d[2, 0], d[1, 0] - d[0, 1]])
-    n = np.linalg.norm(axis)
-    if n < 1e-9:                                   # ~180 deg: no defined axis; hold the orientation
-        return R_from, True
-    k = axis / n
-    K = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
-    step = np.eye(3) + math.sin(max_rad) * K + (1 - math.cos(max_rad)) * K @ K
-    return R_from @ step, True
+    return M
 
 
 class TeleopMapperCore:
@@ -95,6 +82,12 @@ class TeleopMapperCore:
             raise ValueError("psm_base_world must be a finite rigid 4x4")
         self.cfg = cfg
         self.R_world_base = base[:3, :3]
+        # the ground-layer limiter (surgbot.safety): box and per-command step, causes counted and
+        # reported at most once a second per cause through `events`
+        self.limiter = PoseLimiter(cfg.workspace_min_m, cfg.workspace_max_m, cfg.max_step_m, cfg.max_step_rad,
+                                   report=lambda cause, text: self._event("warn", f"safety filter: {text}"))
+        self.safety_block = ""                            # why the safety state forbids commanding ("" = allowed)
+        self.now = 0.0
         self.state = State.WAITING
         self.counters: Counter = Counter()
         self.events: list[tuple[str, str]] = []
@@ -110,6 +103,7 @@ class TeleopMapperCore:
         self._last_t: float | None = None                 # stamp of the newest sample
         self._last_rx: float | None = None                # when it was taken
         self._prev_buttons = [0] * P.N_BUTTONS
+        self._last_hand: np.ndarray | None = None         # position of the last accepted hand pose
 
     # ------------------------------------------------------------------ state inputs
     def _reject(self, reason: str) -> Result:
@@ -155,6 +149,24 @@ class TeleopMapperCore:
         if self.state == State.WAITING and self.camera is not None and self.measured is not None:
             self._set_state(State.READY, "camera and PSM poses known")
 
+    # ------------------------------------------------------------------ safety
+    def set_safety(self, block: str) -> None:
+        """`block`: why `/safety/state` forbids commanding ("" = allowed).
+
+        Entering a block stops commanding at once and needs a fresh clutch (release, press) once the
+        state is OK again (after an explicit `/safety/reset`): the operator re-enables, nothing resumes
+        by itself.
+        """
+        if block and not self.safety_block:
+            self.counters["safety_stops"] += 1
+            if self.state == State.FOLLOWING or (self.state == State.READY and self._prev_buttons[P.BTN_CLUTCH]):
+                self._set_state(State.NEED_CLUTCH, f"safety: {block}")
+            else:
+                self._event("warn", f"safety: {block}")
+        elif not block and self.safety_block:
+            self._event("info", "safety state OK again: release and press the clutch to resume")
+        self.safety_block = block
+
     # ------------------------------------------------------------------ link
     def tick(self, t: float) -> None:
         """Watchdog: no sample taken for `link_timeout_s` (receipt clock) stops commanding."""
@@ -163,6 +175,7 @@ class TeleopMapperCore:
 
     def link_lost(self, why: str) -> None:
         self._last_t = self._last_rx = None
+        self._last_hand = None
         self.counters["link_lost"] += 1
         if self.state == State.FOLLOWING or (self.state == State.READY and self._prev_buttons[P.BTN_CLUTCH]):
             self._set_state(State.NEED_CLUTCH, why)
@@ -175,6 +188,7 @@ class TeleopMapperCore:
         `t` is when the operator's sample was taken (the console's stamp): gaps in the stream are
         judged on it; `received` (default `t`) is when this process took it, for the watchdog.
         """
+        self.now = float(t if received is None else received)
         b = [int(bool(x)) for x in list(buttons)[:P.N_BUTTONS]] + [0] * max(0, P.N_BUTTONS - len(buttons))
         a = [float(x) for x in list(axes)[:P.N_AXES]] + [0.0] * max(0, P.N_AXES - len(axes))
         if not all(math.isfinite(x) and -1.0 <= x <= 1.0 for x in a):
@@ -186,6 +200,14 @@ class TeleopMapperCore:
             return Command()
         if self._last_t is not None and t - self._last_t > self.cfg.link_timeout_s:
             self.link_lost(f"{1e3 * (t - self._last_t):.0f} ms since the last sample")   # before any tick saw it
+        if hand is not None and self.cfg.max_hand_jump_m is not None and self._last_hand is not None:
+            jump = checks.step_within("hand", self._last_hand, hand[:3, 3], self.cfg.max_hand_jump_m)
+            if not jump:                         # a glitch of the tracking: not a motion to follow
+                self.limiter.refuse(jump.reason, self.now)
+                self._reject("hand_jump")
+                return Command()
+        if hand is not None:
+            self._last_hand = hand[:3, 3].copy()
         dt = 0.0 if self._last_t is None else min(MAX_DT_S, max(0.0, t - self._last_t))
         self._last_t = max(float(t), self._last_t or float(t))
         self._last_rx = float(t if received is None else received)
@@ -206,9 +228,14 @@ class TeleopMapperCore:
             self._clutch_in(hand, t)
         elif self.state == State.FOLLOWING and (not clutch or hand is None):
             self._set_state(State.READY, "clutch released" if not clutch else "right hand not tracked")
+        if self.state == State.FOLLOWING and self.safety_block:
+            self._set_state(State.NEED_CLUTCH, f"safety: {self.safety_block}")
         if self.state == State.FOLLOWING:
             pose = self._follow(hand)
             jaw = self._jaw(a[P.AX_RTRIG], dt)
+        if self.safety_block:      # nothing that moves a robot; a request to hold the scope still goes
+            self.counters["safety_blocked_samples"] += 1
+            return Command(actions=tuple(x for x in actions if x == "hold"))
         return Command(servo_cp=pose, jaw=jaw, insertion_m_s=zoom, actions=tuple(actions))
 
     def _zoom(self, stick_y: float, deadman: bool) -> float | None:
@@ -219,6 +246,9 @@ class TeleopMapperCore:
         return -math.copysign((abs(stick_y) - dz) / (1.0 - dz), stick_y) * self.cfg.zoom_speed_m_s
 
     def _clutch_in(self, hand: np.ndarray, t: float) -> None:
+        if self.safety_block:      # refused; and released first once allowed again (no resume by itself)
+            self._set_state(State.NEED_CLUTCH, f"clutch ignored: safety: {self.safety_block}")
+            return
         if not self.psm_enabled:
             self._event("warn", "clutch ignored: PSM not ENABLED")
             return
@@ -246,19 +276,11 @@ class TeleopMapperCore:
         R_rel_op = hand[:3, :3] @ hand0[:3, :3].T
         R_rel_base = R_bc @ OPERATOR_TO_CAMERA @ R_rel_op @ OPERATOR_TO_CAMERA.T @ R_bc.T
         R = R_rel_base @ tool0[:3, :3]
-        lo, hi = np.asarray(c.workspace_min_m), np.asarray(c.workspace_max_m)
-        clipped = np.clip(p, lo, hi)
-        if np.any(clipped != p):
-            self.counters["workspace_clipped"] += 1
         prev = self.last_cmd
-        step = clipped - prev[:3, 3]
-        n = float(np.linalg.norm(step))
-        if n > c.max_step_m:
-            clipped = prev[:3, 3] + step * (c.max_step_m / n)
-            self.counters["step_limited"] += 1
-        R, limited = _limit_rotation(prev[:3, :3], R, c.max_step_rad)
-        if limited:
-            self.counters["step_limited"] += 1
+        clipped, R, causes = self.limiter.limit(p, R, prev[:3, 3], prev[:3, :3], self.now)
+        if checks.CAUSE_WORKSPACE in causes:
+            self.counters["workspace_clipped"] += 1
+        self.counters["step_limited"] += sum(1 for x in causes if x != checks.CAUSE_WORKSPACE)
         out = np.eye(4)
         out[:3, :3], out[:3, 3] = geometry.quat_to_matrix(geometry.matrix_to_quat(R)), clipped
         self.last_cmd = out
@@ -276,4 +298,6 @@ class TeleopMapperCore:
         return self.jaw_cmd
 
     def diagnostics(self) -> dict:
-        return {"state": self.state.value, **{k: int(v) for k, v in self.counters.items()}}
+        return {"state": self.state.value, "safety": self.safety_block or "OK",
+                **{k: int(v) for k, v in self.counters.items()},
+                **{f"safety_filter_{k}": int(v) for k, v in self.limiter.log.counts.items()}}

@@ -6,7 +6,9 @@ box that sharing alone opened 200 ms gaps, which the console rightly treats
 as a lost link.  Commands arrive as JSON lines on stdin:
 `{"hand": [dx, dy, dz], "seconds": T}` (OpenXR frame, relative), `{"head_yaw": deg, "seconds": T}`,
 `{"clutch": 0|1}`, `{"deadman": 0|1}`, `{"a": 0|1}`, `{"b": 0|1}` (right hand buttons),
-`{"zoom": -1..1}` (left stick y, forward = -1), `{"streaming": true|false}`, `{"quit": true}`.
+`{"zoom": -1..1}` (left stick y, forward = -1), `{"streaming": true|false}`, `{"quit": true}`;
+faults for the fault-injection suite, each in the next sample only: `{"nan": true}` (a NaN in
+the right hand's pose), `{"glitch": [dx, dy, dz]}` (the right hand displaced for one sample).
 It prints `welcome` once authenticated and `ack N` after each command.
 
     python -m tests.teleop_operator PORT TOKEN
@@ -60,6 +62,7 @@ class Operator:
         self.zoom = 0.0
         self.streaming = True
         self.quit = False
+        self.faults: list[dict] = []        # one-sample faults, sent in place of the next sample
 
     def msg(self) -> dict:
         hand = np.eye(4)
@@ -79,6 +82,8 @@ class Operator:
         for key in ("clutch", "deadman", "a", "b", "zoom"):
             if key in c:
                 setattr(self, key, float(c[key]))
+        if "nan" in c or "glitch" in c:
+            self.faults.append(c)
         if "streaming" in c:
             self.streaming = bool(c["streaming"])
         self.quit = bool(c.get("quit", False))
@@ -117,7 +122,16 @@ async def main(port: int, token: str) -> None:
             if drain.done():
                 drain = asyncio.create_task(ws.receive())
             if op.streaming:
-                await ws.send_str(json.dumps(op.msg()))
+                msg = op.msg()
+                if op.faults:
+                    fault = op.faults.pop(0)
+                    pose = msg["right"]["pose"]
+                    if "nan" in fault:
+                        pose[12] = float("nan")          # json.dumps writes the NaN literal a buggy page would
+                    else:
+                        for i, d in enumerate(fault["glitch"]):
+                            pose[12 + i] += float(d)
+                await ws.send_str(json.dumps(msg))
             next_t += period
             await asyncio.sleep(max(0.0, next_t - time.monotonic()))
         cmd_task.cancel()

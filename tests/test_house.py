@@ -26,6 +26,7 @@ from surgbot.nodes.g1_bridge import G1BridgeNodeConfig
 from surgbot.nodes.policy_node import PolicyNodeConfig
 from surgbot.nodes.recorder import RecorderConfig
 from surgbot.safety.filter import PoseFilterConfig
+from surgbot.safety.state_watch import SafetyWatchConfig
 from surgbot.safety.supervisor import SupervisorConfig
 from surgbot.sim.runner import SimConfig
 from surgbot.teleop.config import ConsoleConfig, MapperConfig
@@ -105,7 +106,7 @@ def test_nodes_declare_parameters_only_from_config_dataclasses():
 
 def test_config_fields_are_documented():
     for cls in (HolderConfig, HolderNodeConfig, G1BridgeConfig, G1BridgeNodeConfig, SimConfig, SupervisorConfig,
-                RecorderConfig, PoseFilterConfig):
+                RecorderConfig, PoseFilterConfig, SafetyWatchConfig):
         undocumented = [s.name for s in config_mod.fields(cls) if not s.help]
         assert not undocumented, f"{cls.__name__}: {undocumented} have no help text"
         assert dataclasses.fields(cls) and cls.__dataclass_params__.frozen, f"{cls.__name__} must be frozen"
@@ -172,6 +173,7 @@ HARDWARE_SIDE = [
     "surgbot.nodes.teleop_console", "surgbot.nodes.teleop_mapper", "surgbot.nodes.policy_node",
     "surgbot.control.policy_exec", "surgbot.hw.policy_client", "surgbot.teleop.mapper", "surgbot.teleop.server",
     "surgbot.safety.supervisor", "surgbot.safety.state_watch", "surgbot.ctl", "surgbot.up", "surgbot.stack",
+    "surgbot.nodes.safety_link", "surgbot.control.bridge_memory",
 ]
 SIM_OWN_NODES = {"sim_node"}
 
@@ -212,7 +214,7 @@ def test_holder_node_declares_exactly_its_config_and_takes_the_params_file():
         node = EndoscopeHolderNode(context=context)
         try:
             declared = set(node._parameters) - {"use_sim_time", "start_type_description_service"}   # rclpy own
-            assert declared == set(_specs((HolderConfig, HolderNodeConfig)))
+            assert declared == set(_specs((HolderConfig, HolderNodeConfig, SafetyWatchConfig)))
             cfg = node.core.cfg
             shipped = config_mod.yaml_parameters(CONFIG / "endoscope_holder.yaml", "endoscope_holder")
             assert cfg.pivot.active_joints == tuple(shipped["pivot.active_joints"])

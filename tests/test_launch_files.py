@@ -55,15 +55,18 @@ def _node_configs() -> dict[str, tuple]:
     from surgbot.control.holder_config import HolderConfig
     from surgbot.nodes.endoscope_holder import HolderNodeConfig
     from surgbot.nodes.g1_bridge import G1BridgeNodeConfig
+    from surgbot.safety.state_watch import SafetyWatchConfig
     from surgbot.safety.supervisor import SupervisorConfig
     from surgbot.sim.psm_twin import PSMTwinConfig
     from surgbot.sim.runner import SimConfig
     from surgbot.teleop.config import ConsoleConfig, MapperConfig
-    configs = {"sim_node": (SimConfig, PSMTwinConfig), "g1_bridge": (G1BridgeConfig, G1BridgeNodeConfig),
-               "endoscope_holder": (HolderConfig, HolderNodeConfig), "safety_supervisor": (SupervisorConfig,),
-               "teleop_console": (ConsoleConfig,), "teleop_mapper": (MapperConfig,)}
+    configs = {"sim_node": (SimConfig, PSMTwinConfig),
+               "g1_bridge": (G1BridgeConfig, G1BridgeNodeConfig, SafetyWatchConfig),
+               "endoscope_holder": (HolderConfig, HolderNodeConfig, SafetyWatchConfig),
+               "safety_supervisor": (SupervisorConfig,),
+               "teleop_console": (ConsoleConfig,), "teleop_mapper": (MapperConfig, SafetyWatchConfig)}
     from surgbot.nodes.policy_node import PolicyNodeConfig
-    configs["policy_node"] = (PolicyNodeConfig,)
+    configs["policy_node"] = (PolicyNodeConfig, SafetyWatchConfig)
     return configs
 
 

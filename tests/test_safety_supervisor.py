@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
 import time
 
 import pytest
@@ -27,7 +28,13 @@ def _call(node, ex, name: str, timeout: float = 10.0):
 
 
 def test_psm_state_loss_faults_estop_latches_and_reset_waits_for_the_cause(processes):
-    twin = processes.start([PYTHON, "-m", "surgbot.sim.psm_twin", "--duration", "300"], name="psm_twin")
+    twin = processes.start([PYTHON, "-m", "surgbot.sim.psm_twin", "--duration", "300", "--start-home"],
+                           name="psm_twin")
+    # ENABLED: the supervisor sends /PSM1/hold only to an arm that may move (a DISABLED one answers it
+    # with an error message)
+    enable = subprocess.run([PYTHON, "-m", "surgbot.cli", "ctl", "--timeout", "60", "psm-enable"],
+                            capture_output=True, text=True, timeout=120)
+    assert enable.returncode == 0, enable.stderr + processes.log(twin)
     sup = processes.start([PYTHON, "-m", "surgbot.nodes.safety_supervisor"], name="supervisor")
     states: list[tuple[float, dict]] = []
     holds: list[float] = []

@@ -1,7 +1,9 @@
 """`surgbot data record`: expert demonstrations (or live ROS topics) -> LeRobotDataset v3.
 
     surgbot data record --task T --episodes N --out DIR [--seed S] [--image-size HxW]
-                        [--append] [--source sim|ros] [--workers N]
+                        [--append] [--source sim|ros] [--workers N] [--each-target]
+    surgbot data videos --task T --episodes N --out DIR [--backend sim|folder] [--export-conditioning DIR]
+                        (policies/video/generate.py)
 
 Bad input (unknown task, non-positive episodes, a non-empty output without
 --append, an output whose features differ, Ctrl-C) exits 2 with one line and
@@ -41,8 +43,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     rec.add_argument("--workers", type=int, default=DEFAULT_WORKERS,
                      help=f"sim source: episodes simulated and rendered in this many processes "
                           f"(default {DEFAULT_WORKERS}; the dataset is the same for any number)")
+    rec.add_argument("--each-target", action="store_true",
+                     help="sim: record every layout seed once per colour it may name (same scene, different "
+                          "instruction and motion: teaches a policy to follow the instruction)")
     rec.add_argument("--timeout", type=float, default=600.0,
                      help="ros source: seconds to wait for the episodes before giving up")
+    vid = sub.add_parser("videos", help="world-model clips (mp4 + prompt, no kinematics) from sim or a folder",
+                         description="world-model clips (contract section 9): the sim stand-in or an external "
+                                     "model's folder")
+    vid.add_argument("--task", help=f"task: {', '.join(TASK_CHOICES)} (required for sim)")
+    vid.add_argument("--episodes", type=int, help="clips to write (required for sim; folder: default all)")
+    vid.add_argument("--out", required=True, help="new or empty folder for NAME.mp4 + NAME.json")
+    vid.add_argument("--backend", choices=("sim", "folder"), default="sim",
+                     help="sim: randomised rendered episodes standing in for a learned world model; "
+                          "folder: clips an external world model produced (--source)")
+    vid.add_argument("--source", help="folder backend: the folder of NAME.mp4 + NAME.json to validate and import")
+    vid.add_argument("--seed", type=int, default=20000, help="sim: seed of the first clip (world-model seeds "
+                                                             "20000-29999)")
+    vid.add_argument("--image-size", default="128x128", metavar="HxW", help="frame size (as the datasets)")
+    vid.add_argument("--shift", choices=("strong", "none"), default="strong",
+                     help="sim: appearance and expert style beyond the demos (strong) or as the demos (none)")
+    vid.add_argument("--no-first-state", action="store_true",
+                     help="sim: leave the first frame's robot state out of NAME.json")
+    vid.add_argument("--export-conditioning", metavar="DIR",
+                     help="sim: also write first frame PNG, prompt, 2D tool-tip trajectory and affordance mask "
+                          "per clip (what a video world model is conditioned on)")
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -55,7 +80,45 @@ def parse_size(text: str) -> tuple[int, int]:
     return h, w
 
 
+def run_videos(args: argparse.Namespace) -> int:
+    from surgbot.sim.tasks import TASK_NAMES
+    h, w = parse_size(args.image_size)
+    if args.task is not None and args.task not in TASK_NAMES:
+        raise CliError(f"unknown task {args.task!r} (choose from {', '.join(TASK_NAMES)})")
+    if args.episodes is not None and args.episodes <= 0:
+        raise CliError(f"--episodes must be positive, got {args.episodes}")
+    out = Path(args.out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise CliError(f"--out {out}: exists and is not an empty folder")
+    from surgbot.policies.video import generate
+    try:
+        if args.backend == "sim":
+            if args.task is None or args.episodes is None:
+                raise CliError("--backend sim needs --task and --episodes")
+            if args.source:
+                raise CliError("--source is for --backend folder")
+            cond = Path(args.export_conditioning) if args.export_conditioning else None
+            if cond is not None and cond.exists() and (not cond.is_dir() or any(cond.iterdir())):
+                raise CliError(f"--export-conditioning {cond}: exists and is not an empty folder")
+            res = generate.generate_sim(args.task, args.episodes, out, seed=args.seed, image_size=(h, w),
+                                        shift=args.shift, first_state=not args.no_first_state, conditioning=cond,
+                                        progress=sys.stderr.isatty())
+        else:
+            if not args.source:
+                raise CliError("--backend folder needs --source DIR (the external world model's clips)")
+            if args.export_conditioning:
+                raise CliError("--export-conditioning comes from our scenes: use it with --backend sim")
+            res = generate.import_folder(Path(args.source), out, TASK_NAMES, args.task, args.episodes, (h, w))
+    except KeyboardInterrupt:
+        raise CliError(f"interrupted; {out} left as it was") from None
+    print(f"wrote {res.clips} clip(s), {res.frames} frames into {out} ({args.backend}); "
+          f"failed (not kept): {res.failed}; {res.wall_s:.1f} s", flush=True)
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.data_command == "videos":
+        return run_videos(args)
     from surgbot.sim.tasks import TASK_NAMES
     if args.task not in TASK_NAMES:
         raise CliError(f"unknown task {args.task!r} (choose from {', '.join(TASK_NAMES)})")
@@ -73,7 +136,8 @@ def run(args: argparse.Namespace) -> int:
         if args.source == "sim":
             from surgbot.policies.data.record import record_expert
             res = record_expert(args.task, args.episodes, out, seed=args.seed, image_size=(h, w),
-                                append=args.append, progress=sys.stderr.isatty(), workers=args.workers)
+                                append=args.append, progress=sys.stderr.isatty(), workers=args.workers,
+                                each_target=args.each_target)
         else:
             from surgbot.policies.data.ros_source import record_ros
             res = record_ros(args.task, args.episodes, out, image_size=(h, w), append=args.append,

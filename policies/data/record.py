@@ -15,6 +15,8 @@ order and the first `episodes` successes are kept.
 from __future__ import annotations
 
 import multiprocessing
+import multiprocessing.util
+import signal
 import time
 from collections import deque
 from concurrent.futures import ProcessPoolExecutor
@@ -22,12 +24,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import gymnasium as gym
+import numpy as np
 from tqdm import tqdm
 
 from surgbot.errors import CliError
 from surgbot.policies.data.dataset import DatasetSession
 from surgbot.sim.envs import ENV_IDS
 from surgbot.sim.envs.experts import make_expert, run_episode
+from surgbot.sim.tasks import get_task
 
 MAX_ATTEMPTS_FACTOR = 3          # give up after 3x the asked episodes (+ a few) attempts
 MAX_ATTEMPTS_EXTRA = 5
@@ -52,14 +56,16 @@ class _EpisodeRunner:
         self.env = gym.make(ENV_IDS[task], image_size=image_size)
         self.expert = make_expert(self.env)
 
-    def __call__(self, ep_seed: int) -> tuple[dict, list[dict]]:
+    def __call__(self, job: tuple[int, str | None]) -> tuple[dict, list[dict]]:
+        ep_seed, target = job
         frames: list[dict] = []
 
         def keep(obs, action, info):
             frames.append({"image": obs["image"], "state": obs["state"], "action": action,
                            "task": info["instruction"]})
 
-        return run_episode(self.env, ep_seed, self.expert, on_step=keep), frames
+        options = None if target is None else {"target": target}
+        return run_episode(self.env, ep_seed, self.expert, on_step=keep, options=options), frames
 
     def close(self) -> None:
         self.env.close()
@@ -70,22 +76,41 @@ _WORKER: _EpisodeRunner | None = None       # one per worker process
 
 def _worker_init(task: str, image_size: tuple[int, int]) -> None:
     global _WORKER
+    # Ctrl-C reaches the whole process group: only the writer handles it (and shuts the pool
+    # down); a worker printing its own KeyboardInterrupt would bury the one-line error.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _WORKER = _EpisodeRunner(task, image_size)
+    # Close the renderer while the interpreter is whole: MuJoCo's Renderer.__del__ during
+    # interpreter teardown prints an osmesa traceback into the user's terminal.
+    multiprocessing.util.Finalize(_WORKER, _WORKER.close, exitpriority=10)
 
 
-def _worker_episode(ep_seed: int) -> tuple[dict, list[dict]]:
-    return _WORKER(ep_seed)
+def _worker_episode(job: tuple[int, str | None]) -> tuple[dict, list[dict]]:
+    return _WORKER(job)
 
 
-def _episodes_in_order(task: str, image_size, seed: int, workers: int):
-    """Yields (seed, result, frames) for seeds seed, seed+1, ... in order, from `workers` processes."""
+def _jobs(task: str, seed: int, each_target: bool):
+    """(layout seed, colour or None) in recording order: seeds seed, seed+1, ...; with `each_target` every
+    seed once per colour its layout may name (relative placements, hence the choices, do not depend on
+    where the task centre is)."""
+    t = get_task(task)
+    k = 0
+    while True:
+        s = seed + k
+        colours = t.target_choices(t.layout(s, np.zeros(2))) if each_target else ()
+        for c in colours or (None,):
+            yield s, c
+        k += 1
+
+
+def _episodes_in_order(task: str, image_size, seed: int, workers: int, each_target: bool = False):
+    """Yields (seed, result, frames) for the jobs of `_jobs` in order, from `workers` processes."""
+    jobs = _jobs(task, seed, each_target)
     if workers <= 1:
         runner = _EpisodeRunner(task, image_size)
         try:
-            k = 0
-            while True:
-                yield (seed + k, *runner(seed + k))
-                k += 1
+            for job in jobs:
+                yield (job[0], *runner(job))
         finally:
             runner.close()
         return
@@ -94,12 +119,11 @@ def _episodes_in_order(task: str, image_size, seed: int, workers: int):
     with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init,
                              initargs=(task, image_size)) as pool:
         pending: deque = deque()
-        k = 0
         try:
             while True:
                 while len(pending) < 2 * workers:
-                    pending.append((seed + k, pool.submit(_worker_episode, seed + k)))
-                    k += 1
+                    job = next(jobs)
+                    pending.append((job[0], pool.submit(_worker_episode, job)))
                 ep_seed, fut = pending.popleft()
                 yield (ep_seed, *fut.result())
         finally:
@@ -108,13 +132,19 @@ def _episodes_in_order(task: str, image_size, seed: int, workers: int):
 
 
 def record_expert(task: str, episodes: int, out: Path, seed: int = 0, image_size=(128, 128),
-                  append: bool = False, progress: bool = True, workers: int = 1) -> RecordResult:
-    """Record `episodes` successful expert episodes of `task` into `out` (see module doc)."""
+                  append: bool = False, progress: bool = True, workers: int = 1,
+                  each_target: bool = False) -> RecordResult:
+    """Record `episodes` successful expert episodes of `task` into `out` (see module doc).
+
+    `each_target`: every layout seed is recorded once per colour it may name
+    (reach: all three; peg_transfer: those far enough from the block), so the
+    same image and start pose appear with different instructions and
+    different motions: the data itself says that the instruction matters."""
     h, w = image_size
     frames_total = 0
     t0 = time.perf_counter()
     bar = tqdm(total=episodes, desc=f"record {task}", unit="ep", disable=not progress, dynamic_ncols=True)
-    episodes_iter = _episodes_in_order(task, (h, w), seed, workers)
+    episodes_iter = _episodes_in_order(task, (h, w), seed, workers, each_target)
     try:
         with DatasetSession(out, append=append, height=h, width=w, task=task, source="expert") as session:
             attempt = 0

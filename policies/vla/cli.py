@@ -1,4 +1,4 @@
-"""`surgbot policy {train,serve}` (contract section 1).
+"""`surgbot policy {train,serve,eval}` (contract section 1).
 
 Argument definitions only: the learning stack (torch, LeRobot) is imported
 when a subcommand runs, so `surgbot --help` stays fast.
@@ -36,10 +36,21 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image-size", type=int, nargs=2, default=None, metavar=("H", "W"),
                    help="size the image encoder sees (default 96 96)")
     p.add_argument("--resume", action="store_true", help="continue OUT from checkpoints/last")
+    p.add_argument("--cosine", action="store_true",
+                   help="learning rate: linear warm-up (2 %% of the steps), cosine decay to 1/20 at --steps")
+    p.add_argument("--cosine-steps", type=int, default=None, metavar="N",
+                   help="length of the cosine schedule (default --steps; larger: stop part-way along it)")
+    p.add_argument("--in-memory", action="store_true",
+                   help="decode every video once into RAM (uint8, ~37 kB per 96x128 frame) instead of one "
+                        "video seek per sample: several times faster steps on CPU")
+    p.add_argument("--first-frames", type=int, default=0, metavar="K",
+                   help="with --in-memory: oversample the first K frames of every episode (see --first-frames-weight)")
+    p.add_argument("--first-frames-weight", type=float, default=1.0, metavar="W",
+                   help="how many times as often the first K frames are drawn")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    sub = parser.add_subparsers(dest="policy_command", metavar="{train,serve}")
+    sub = parser.add_subparsers(dest="policy_command", metavar="{train,serve,eval}")
     sub.required = True
     t = sub.add_parser("train", help="train the VLA (LeRobot training, several datasets mixed by weight)")
     add_train_arguments(t)
@@ -52,9 +63,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     s.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads (1: beside the sim and nodes on 2 cores, OpenMP spinning of a second "
                         "thread raised p99 from 4 to 150 ms here)")
+    e = sub.add_parser("eval", help="closed-loop success rate in sim (in-process env, or --ros: the full stack)")
+    importlib.import_module("surgbot.policies.evaluation.cli").add_arguments(e)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.policy_command == "eval":
+        return importlib.import_module("surgbot.policies.evaluation.cli").run(args)
     if args.policy_command == "train":
         summary = importlib.import_module("surgbot.policies.vla.train").train(args)
         print(json.dumps(summary))

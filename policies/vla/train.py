@@ -7,7 +7,11 @@ LeRobot's own functions: `make_policy`, `make_pre_post_processors`,
 step under `accelerate`), `save_checkpoint` / `load_training_state`.  What it
 adds: several datasets (checked to carry the contract-9 features), a sampler
 that draws each dataset with its weight, the datasets' stats merged,
-CPU-friendly defaults, a progress bar, `train_log.jsonl` + `loss.png`, resume.
+CPU-friendly defaults, a progress bar, `train_log.jsonl` + `loss.png`, resume;
+`--in-memory` (frame_cache.py: every video decoded once into RAM instead of
+a seek per sample), `--first-frames K --first-frames-weight W` (the first K
+frames of each episode, where the instruction alone decides the way, drawn
+W times as often) and `--cosine` (warm-up, then cosine decay of the rate).
 The output folder has LeRobot's layout (`checkpoints/<step>/pretrained_model`,
 `checkpoints/last`), so `from_pretrained`, `lerobot-eval` and the server load it.
 
@@ -36,6 +40,7 @@ from lerobot.datasets.compute_stats import aggregate_stats
 from lerobot.datasets.factory import resolve_delta_timestamps
 from lerobot.datasets.lerobot_dataset import LeRobotDataset, LeRobotDatasetMetadata
 from lerobot.optim.factory import make_optimizer_and_scheduler
+from lerobot.optim.schedulers import CosineDecayWithWarmupSchedulerConfig
 from lerobot.policies.factory import make_policy, make_pre_post_processors
 from lerobot.scripts.lerobot_train import update_policy
 from lerobot.utils.logging_utils import AverageMeter, MetricsTracker
@@ -57,6 +62,7 @@ from surgbot.policies.vla.configuration_surgvla import (
     STATE_KEY,
     SurgVLAConfig,
 )
+from surgbot.policies.vla.frame_cache import InMemoryDataset
 from surgbot.policies.vla.modeling_surgvla import SurgVLAPolicy
 
 CONTRACT_FPS = 15
@@ -118,14 +124,27 @@ def plot_loss(out: Path) -> Path:
     return out / LOSS_PNG
 
 
-def _datasets(args, cfg: SurgVLAConfig) -> tuple[list[LeRobotDataset], list[LeRobotDatasetMetadata]]:
+def _datasets(args, cfg: SurgVLAConfig) -> tuple[list, list[LeRobotDatasetMetadata]]:
     metas = [check_dataset(d) for d in args.dataset]
     shapes = {tuple(m.features[IMAGE_KEY]["shape"]) for m in metas}
     if len(shapes) != 1:
         raise CliError(f"the datasets' {IMAGE_KEY} shapes differ: {sorted(shapes)}")
-    sets = [LeRobotDataset(m.repo_id, root=d, delta_timestamps=resolve_delta_timestamps(cfg, m))
-            for d, m in zip(args.dataset, metas, strict=True)]
+    if getattr(args, "in_memory", False):
+        # decoded once (frame_cache.py): the same items, without a video seek per sample
+        sets = [InMemoryDataset(LeRobotDataset(m.repo_id, root=d), cfg.chunk_size)
+                for d, m in zip(args.dataset, metas, strict=True)]
+    else:
+        sets = [LeRobotDataset(m.repo_id, root=d, delta_timestamps=resolve_delta_timestamps(cfg, m))
+                for d, m in zip(args.dataset, metas, strict=True)]
     return sets, metas
+
+
+def sample_weights(datasets: list, weights: list[float], first_frames: int, first_weight: float) -> torch.Tensor:
+    """Dataset mixing weights, times (in-memory datasets) the early-frame oversampling within each dataset."""
+    w = mixing_weights([len(d) for d in datasets], weights)
+    if first_frames > 0 and first_weight != 1.0:
+        w = w * torch.cat([d.first_frames_weight(first_frames, first_weight) for d in datasets])
+    return w
 
 
 def train(args: argparse.Namespace) -> dict:
@@ -137,6 +156,10 @@ def train(args: argparse.Namespace) -> dict:
         raise CliError("--weight values must be finite and > 0")
     if args.steps < 1 or args.batch_size < 1:
         raise CliError("--steps and --batch-size must be >= 1")
+    if args.first_frames < 0 or not (math.isfinite(args.first_frames_weight) and args.first_frames_weight > 0):
+        raise CliError("--first-frames must be >= 0 and --first-frames-weight finite and > 0")
+    if args.first_frames > 0 and args.first_frames_weight != 1.0 and not args.in_memory:
+        raise CliError("--first-frames oversampling needs --in-memory")
     out: Path = args.out
     last = out / "checkpoints" / LAST
     if args.resume and not (last / "pretrained_model").is_dir():
@@ -157,10 +180,17 @@ def train(args: argparse.Namespace) -> dict:
     train_cfg = TrainPipelineConfig(
         dataset=DatasetConfig(repo_id=metas[0].repo_id, root=str(args.dataset[0]), use_imagenet_stats=False),
         policy=cfg, output_dir=out, job_name="surgvla", resume=args.resume, seed=args.seed,
-        num_workers=args.num_workers, batch_size=args.batch_size, steps=args.steps, eval_freq=0,
+        num_workers=args.num_workers, batch_size=args.batch_size,
+        # LeRobot builds the scheduler for cfg.steps (and shrinks a longer cosine to it): the schedule's length
+        steps=max(args.steps, args.cosine_steps or 0), eval_freq=0,
         log_freq=args.log_freq, save_freq=args.save_freq)
     train_cfg.optimizer = cfg.get_optimizer_preset()
     train_cfg.scheduler = cfg.get_scheduler_preset()
+    horizon = args.cosine_steps or args.steps
+    if args.cosine:   # warm up, then decay to 1/20 of the rate: the last steps refine millimetres
+        train_cfg.scheduler = CosineDecayWithWarmupSchedulerConfig(
+            num_warmup_steps=max(1, horizon // 50), num_decay_steps=horizon,
+            peak_lr=cfg.optimizer_lr, decay_lr=cfg.optimizer_lr / 20)
 
     accelerator = Accelerator(step_scheduler_with_optimizer=False, cpu=args.device == "cpu")
     set_seed(args.seed, accelerator=accelerator)
@@ -183,7 +213,8 @@ def train(args: argparse.Namespace) -> dict:
 
     concat = torch.utils.data.ConcatDataset(datasets)
     sampler = torch.utils.data.WeightedRandomSampler(
-        mixing_weights([len(d) for d in datasets], weights), num_samples=len(concat), replacement=True,
+        sample_weights(datasets, weights, args.first_frames, args.first_frames_weight),
+        num_samples=len(concat), replacement=True,
         generator=torch.Generator().manual_seed(args.seed + step))
     loader = torch.utils.data.DataLoader(
         concat, batch_size=args.batch_size, sampler=sampler, num_workers=args.num_workers,

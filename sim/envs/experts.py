@@ -221,10 +221,13 @@ def make_expert(env) -> ScriptedExpert:
     return EXPERTS[env.unwrapped.task.name](env)
 
 
-def run_episode(env, seed: int, expert: ScriptedExpert | None = None, on_step=None) -> dict:
-    """One expert episode; `on_step(obs, action, info)` sees every frame before its step."""
+def run_episode(env, seed: int, expert: ScriptedExpert | None = None, on_step=None,
+                options: dict | None = None) -> dict:
+    """One expert episode; `on_step(obs, action, info)` sees every frame before its step.
+
+    `options` go to `env.reset` (e.g. {"target": "blue"})."""
     expert = expert or make_expert(env)
-    obs, info = env.reset(seed=seed)
+    obs, info = env.reset(seed=seed, options=options)
     expert.reset()
     steps = 0
     while True:

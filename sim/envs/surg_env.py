@@ -19,7 +19,9 @@ the task (sim/tasks/) lays the episode out and judges it; `ReachEnv`,
 * reward 1 on success, else 0; terminated on success, failure or an arm
   FAULT; truncated at the task's horizon.
 * determinism: `reset(seed=s)` lays out episode s; `reset()` without a seed
-  draws the episode seed from the environment's generator.
+  draws the episode seed from the environment's generator;
+  `reset(seed=s, options={"target": "blue"})` lays out episode s naming
+  another allowed colour (`Task.retarget`; ValueError if not allowed).
 """
 
 from __future__ import annotations
@@ -97,6 +99,9 @@ class SurgEnv(gym.Env):
         episode_seed = int(seed) if seed is not None else int(self.np_random.integers(MAX_SEED))
         m, d = self.model, self.data
         self.layout = self.task.layout(episode_seed, self.geo.centre)
+        target = (options or {}).get("target")
+        if target is not None:          # the same episode naming another colour (Task.retarget)
+            self.layout = self.task.retarget(self.layout, target)
         # With sleeping on, MuJoCo skips the kinematics of sleeping and static
         # bodies; the layout just moved them, so compute everything once awake.
         sleep = m.opt.enableflags & mujoco.mjtEnableBit.mjENBL_SLEEP

@@ -26,7 +26,7 @@ Per-task ranges are in each task's module doc.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import mujoco
 import numpy as np
@@ -307,6 +307,23 @@ class Task:
                  "clearance_m": float(rng.uniform(0.008, 0.014)), "grasp_shift": float(rng.uniform(-1.0, 1.0))}
         return Layout(task=self.name, seed=int(seed), instruction=text, target=target, objects=objects,
                       view=view, start=start, style=style)
+
+    def target_choices(self, layout: Layout) -> tuple[str, ...]:
+        """Colours this layout may name (none for tasks without a named target)."""
+        return COLOURS if layout.target else ()
+
+    def retarget(self, layout: Layout, colour: str) -> Layout:
+        """The same episode (objects, view, start, style) naming `colour` instead, with the same paraphrase.
+
+        Recording one layout with each colour shows a policy that only the
+        instruction tells the episodes apart.  ValueError if the task names no
+        target or the colour is not allowed in this layout."""
+        if colour not in self.target_choices(layout):
+            raise ValueError(f"{self.name}: colour {colour!r} not allowed for seed {layout.seed} "
+                             f"(choose from {', '.join(self.target_choices(layout)) or 'none'})")
+        template = next((t for t in self.instructions if t.format(colour=layout.target) == layout.instruction),
+                        self.instructions[0])
+        return replace(layout, target=colour, instruction=template.format(colour=colour))
 
     @staticmethod
     def targets(rng: np.random.Generator, centre, taken=(), taken_gap: float = 0.0) -> dict:

@@ -72,5 +72,11 @@ class PegTransferTask(Task):
                 return self._finish(rng, seed, centre, objects, colour)
         raise RuntimeError(f"peg_transfer: no layout for seed {seed}")
 
+    def target_choices(self, layout: Layout) -> tuple[str, ...]:
+        """Only targets at least TRANSFER_MIN_M from the block (as `layout` draws them)."""
+        bx, by, _ = layout.objects[TRANSFER_BLOCK]
+        return tuple(c for c in COLOURS if np.hypot(layout.objects[f"target_{c}"][0] - bx,
+                                                    layout.objects[f"target_{c}"][1] - by) >= TRANSFER_MIN_M)
+
     def monitor(self, geo: BoxGeometry, layout: Layout) -> Monitor:
         return PegMonitor(geo, layout)

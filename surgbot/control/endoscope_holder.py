@@ -165,15 +165,31 @@ class EndoscopeHolderCore:
         return HolderResult.success()
 
     def set_hold(self, on: bool) -> HolderResult:
-        """HOLD at the current view (on) or IDLE (off); value: the new mode."""
+        """HOLD at the current view (on) or IDLE (off); value: the new mode.
+
+        While `/safety/state` forbids motion both are refused (the arm stays frozen, it is not let
+        go either); a FAULT of the holder's own is then only acknowledged (it stays frozen, reported
+        as held by safety, so the supervisor's reset can go through; hold again after the reset).
+        """
         if self.t_meas is None or self.ik is None:
             return HolderResult.failure("no joint state yet")
+        modes = self.modes
+        if modes.safety_block:
+            if on and self.mode == FAULT and not modes.fault_by_safety:
+                modes.fault_by_safety = True
+                return HolderResult.success(self.mode, f"FAULT acknowledged, frozen (safety: {modes.safety_block}); "
+                                                       "hold again after /safety/reset")
+            return self._reject(f"hold refused: safety: {modes.safety_block}")
         if on:
             self._capture()
             self.modes.set(HOLD, "hold requested")
         else:
             self.modes.set(IDLE, "hold released")
         return HolderResult.success(self.mode, self.mode.value)
+
+    def set_safety(self, block: str) -> None:
+        """`/safety/state` forbids motion (why) or allows it ("" ); see `ModeMachine.set_safety`."""
+        self.modes.set_safety(block)
 
     def set_follow_tool(self, on: bool) -> HolderResult:
         """TOOL_FOLLOW from a holding mode (on) or back to HOLD (off); value: the new mode."""
@@ -183,6 +199,8 @@ class EndoscopeHolderCore:
             return HolderResult.success(self.mode, self.mode.value)
         if self.tool_follow.psm_base is None:
             return HolderResult.failure("psm_base_pose is not configured")
+        if self.modes.safety_block:
+            return HolderResult.failure(f"safety: {self.modes.safety_block}")
         if self.mode not in FOLLOW_FROM:
             return HolderResult.failure(f"not in {self.mode}: call hold first")
         self.tool_follow.tracking = False

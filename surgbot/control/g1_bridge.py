@@ -193,6 +193,7 @@ class Counters:
     lowstate_rejected: int = 0
     faults: int = 0
     sent: int = 0
+    safety_stops: int = 0
     extra: dict = field(default_factory=dict)
 
 
@@ -227,6 +228,8 @@ class G1BridgeCore:
         self._last_step: float | None = None
         self._lowstate: _Lowstate | None = None
         self.counters = Counters()
+        self.safety_block = ""       # why /safety/state forbids motion ("" = allowed)
+        self.safety_stopped = ""     # set by a block, cleared only by an explicit engage once allowed
 
     # ------------------------------------------------------------------ inputs
     def on_lowstate(self, q29: Sequence[float], dq29: Sequence[float], tick: int, t_recv: float,
@@ -301,11 +304,51 @@ class G1BridgeCore:
             return Result.failure("target outside joint limits: " + "; ".join(bad))
         if self.state not in (State.ENGAGING, State.ENGAGED):
             return Result.failure(f"not engaged (state {self.state.value}): call /g1/engage first")
+        if self.safety_stopped:
+            return Result.failure(f"safety stop ({self.safety_stopped}): holding; /g1/engage after /safety/reset")
         return Result.success((idx, pos, vel))
 
+    def set_safety(self, block: str, now: float) -> None:
+        """`/safety/state` forbids motion (`block` says why) or allows it again ("").
+
+        A block freezes the targets where they are now (goal := target, no velocity feed-forward;
+        measured: freezing at the measured posture instead drops the offset that holds the scope
+        arm against gravity and the port, and the scope sagged 3-5 mm) and
+        keeps streaming them: an engaged or engaging arm ends at full weight, a releasing one is
+        taken back up (the scope is never dropped).  Commands and `release` are refused until an
+        explicit `engage` once the state allows motion again.
+        """
+        if block and not self.safety_block:
+            self.counters.safety_stops += 1
+            if self.state in STREAMING:
+                self.goal = self.target.copy()
+                self._ff_until = -math.inf
+                self.safety_stopped = block
+                if self.state == State.RELEASING:
+                    self.state = State.ENGAGING
+                self.reason = f"safety stop: {block}: holding the targets"
+            elif self.state == State.FAULT:
+                self.safety_stopped = block
+        self.safety_block = block
+
     def engage(self, now: float) -> Result:
+        """Engage (ramp the weight up from the measured posture), or resume commands after a safety stop.
+
+        While `/safety/state` forbids motion, engage only takes a FAULTed bridge back to streaming
+        its measured posture (hold, still refusing commands); it never lifts a safety stop.
+        """
         if self.lowstate_age(now) > self.stale_after:
             return Result.failure(f"no fresh rt/lowstate (age {self.lowstate_age(now) * 1e3:.0f} ms)")
+        if self.safety_block and self.state != State.FAULT:
+            return Result.failure(f"safety: {self.safety_block}: holding; engage again after /safety/reset")
+        if self.safety_block:
+            self.safety_stopped = self.safety_block
+        elif self.safety_stopped:
+            self.safety_stopped = ""
+            self.goal = self.target.copy()
+            if self.state in (State.ENGAGING, State.ENGAGED):
+                self.reason = "engage requested: commands accepted again after the safety stop"
+                return Result.success(self.state, self.reason)
         if self.state in (State.ENGAGING, State.ENGAGED):
             return Result.success(self.state, f"already {self.state.value}")
         if self.state in (State.IDLE, State.FAULT):
@@ -320,11 +363,23 @@ class G1BridgeCore:
         self._last_step = None
         return Result.success(self.state, f"engaging from weight {self.weight:.3f}")
 
+    def restore_weight(self, weight: float) -> Result:
+        """An IDLE bridge starts from the weight the robot still holds (a previous bridge's last sample)."""
+        if self.state != State.IDLE:
+            return Result.failure(f"only an IDLE bridge takes a remembered weight (state {self.state.value})")
+        if not (math.isfinite(weight) and 0.0 <= weight <= 1.0):
+            return Result.failure(f"weight {weight} not in [0, 1]")
+        self.weight = float(weight)
+        return Result.success(self.weight)
+
     def release(self, now: float) -> Result:
         if self.state in (State.IDLE,):
             return Result.success(self.state, "already released")
         if self.state == State.FAULT:
             return Result.failure("FAULT: no fresh rt/lowstate, cannot stream the release ramp")
+        if self.safety_stopped:
+            return Result.failure(f"safety stop ({self.safety_stopped}): the scope is held, not released; "
+                                  "release after /safety/reset and engage")
         self.state = State.RELEASING
         self.reason = "release requested"
         self.goal = self.target.copy()   # hold where we are while the weight goes down
@@ -395,4 +450,5 @@ class G1BridgeCore:
                 "commands_accepted": self.counters.commands_accepted,
                 "commands_rejected": self.counters.commands_rejected,
                 "lowstate_received": self.counters.lowstate_received,
-                "lowstate_rejected": self.counters.lowstate_rejected, "sent": self.counters.sent}
+                "lowstate_rejected": self.counters.lowstate_rejected, "sent": self.counters.sent,
+                "safety": self.safety_stopped or "OK", "safety_stops": self.counters.safety_stops}

@@ -64,6 +64,8 @@ class ModeMachine:
         self._fault_error_m = fault_fulcrum_error_m
         self._fault_persist_s = fault_persist_s
         self._fault_since: float | None = None
+        self.safety_block = ""          # why /safety/state forbids motion ("" = allowed)
+        self.fault_by_safety = False    # FAULT entered (or acknowledged) because of the safety state
 
     def event(self, level: str, text: str) -> None:
         """Queue a line for the node's log ("info", "warn" or "error")."""
@@ -80,9 +82,24 @@ class ModeMachine:
         if mode != self.mode:
             self.event("info", f"mode {self.mode} -> {mode}" + (f" ({why})" if why else ""))
             self.mode = mode
+            self.fault_by_safety = False
+
+    def set_safety(self, block: str) -> None:
+        """`/safety/state` forbids motion (`block` says why) or allows it again ("").
+
+        A moving or holding arm freezes on its last command (FAULT, never limp); IDLE stays IDLE (no
+        command: the bridge holds its targets).  Allowed again changes nothing: `hold` re-enables.
+        """
+        if block and not self.safety_block and self.mode not in (State.IDLE, State.FAULT):
+            self.event("error", f"safety: {block}: frozen until /safety/reset, then /endoscope/hold")
+            self.set(State.FAULT, f"safety: {block}")
+            self.fault_by_safety = True
+        self.safety_block = block
 
     def teleop_refusal(self) -> str:
         """Why a servo command is refused in this mode ("" if it is taken)."""
+        if self.safety_block:
+            return f"servo command ignored: safety: {self.safety_block}"
         return "" if self.mode in TELEOP_FROM else f"servo command ignored in {self.mode}"
 
     def gate(self, t: float, state_age_s: float, fulcrum_error_m: float) -> Gate:

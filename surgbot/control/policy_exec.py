@@ -11,7 +11,8 @@ in-process evaluation and the tests step the same object.
   consumed (LeRobot async inference: at <= 50 % left); where the new chunk
   overlaps what is left of the old one they are blended
   `(1 - w) old + w new` (w = 0.7; the 6D rotation is re-orthonormalised).
-* Every command passes the gate: non-finite or degenerate -> HOLD;
+* Every command passes the gate: non-finite or degenerate -> HOLD (a bad
+  chunk also drops the plan, as a server error does);
   outside the workspace box -> clipped to it; a step larger than the per-tick
   limits -> shortened; no chunk, a chunk older than `max_chunk_age_s`, a
   stale PSM state, or a server error/timeout -> HOLD (the last commanded pose
@@ -29,8 +30,10 @@ from enum import Enum
 import numpy as np
 
 from surgbot.config import param
-from surgbot.geometry import matrix_to_rot6d, rot6d_to_matrix, rotation_angle
+from surgbot.geometry import matrix_to_rot6d, rot6d_to_matrix
 from surgbot.results import Result
+from surgbot.safety import checks
+from surgbot.safety.filter import CAUSE_ROTATION_STEP, PoseLimiter
 
 POSE_DIM = 10
 JAW_LIMITS_RAD = (-0.698, 1.396)     # FACTS.md, dVRK jaw
@@ -56,6 +59,9 @@ class PolicyExecConfig:
     max_chunk_age_s: float = param(1.5, "a chunk whose observation is older than this is not played", lo=0.05, hi=10.0)
     server_timeout_s: float = param(0.5, "no chunk this long after asking: HOLD", lo=0.05, hi=10.0)
     max_state_age_s: float = param(0.25, "PSM pose older than this: HOLD", lo=0.01, hi=5.0)
+    workspace_refuse_margin_m: float | None = param(
+        None, "an action further than this outside the workspace box is refused (HOLD) instead of clipped: "
+              "a policy that far out is wrong, not a little over (unset: always clipped)", lo=0.0)
 
     def __post_init__(self):
         lo, hi = np.asarray(self.workspace_min_m, float), np.asarray(self.workspace_max_m, float)
@@ -110,11 +116,21 @@ class PolicyExecutor:
         self._server_error = ""
         self.last_server_error = ""    # kept for /policy/state until a good chunk arrives
         self.last_infer_ms = float("nan")
+        self.safety_block = ""         # why /safety/state forbids commanding ("" = allowed)
+        self.events: list[str] = []    # rate-limited safety-filter reports for the node's log
+        self._now = 0.0
+        c = self.config
+        # the ground-layer limiter (surgbot.safety): box and per-tick step, each cause counted and
+        # reported at most once a second
+        self.limiter = PoseLimiter(c.workspace_min_m, c.workspace_max_m, c.max_step_m, c.max_step_rad,
+                                   report=lambda cause, text: self.events.append(f"safety filter: {text}"))
 
     # --- inputs ---------------------------------------------------------------
     def enable(self, on: bool) -> Result:
         if on and not self.instruction:
             return Result.failure("no instruction set")
+        if on and self.safety_block:
+            return Result.failure(f"safety: {self.safety_block}")
         self.state = State.HOLD if on else State.DISABLED
         self.hold_reason = "waiting for the first chunk" if on else "disabled"
         self._plan, self._request, self._server_error = None, None, ""
@@ -154,6 +170,7 @@ class PolicyExecutor:
         if a.ndim != 2 or a.shape[1] != POSE_DIM or a.shape[0] == 0 or not np.all(np.isfinite(a)):
             self.rejections["bad chunk"] += 1
             self._server_error = "bad chunk"
+            self._plan = None          # a server that answers garbage: its earlier plan is not played on either
             return Result.failure(f"chunk must be finite [H, {POSE_DIM}], got {a.shape}")
         self.last_infer_ms = float(infer_ms)
         self.last_server_error = ""
@@ -169,6 +186,19 @@ class PolicyExecutor:
                     pass
         self._plan = new
         return Result.success()
+
+    def set_safety(self, block: str) -> None:
+        """`block`: why `/safety/state` forbids commanding ("" = allowed).
+
+        A block disables the executor at once (nothing is published, not even the HOLD repeat); once
+        the state is OK again it stays disabled until `/policy/enable` (the user re-enables).
+        """
+        if block and not self.safety_block:
+            self.rejections["safety stop"] += 1
+            if self.state is not State.DISABLED:
+                self.enable(False)
+                self.hold_reason = f"safety: {block}"
+        self.safety_block = block
 
     def on_server_error(self, reason: str) -> None:
         """The server failed or timed out: drop the plan (hold) until a fresh chunk arrives."""
@@ -199,6 +229,7 @@ class PolicyExecutor:
     def tick(self, now: float) -> TickOutput:
         """Advance one control tick at clock time `now`."""
         self.tick_index += 1
+        self._now = float(now)
         cfg = self.config
         if self.state is State.DISABLED:
             return TickOutput(None, State.DISABLED, False, "disabled")
@@ -230,37 +261,39 @@ class PolicyExecutor:
     def gate(self, action: np.ndarray) -> Result:
         """Command for this tick from a planned action, or a refusal (-> HOLD)."""
         cfg = self.config
-        a = np.asarray(action, dtype=float)
-        if a.shape != (POSE_DIM,) or not np.all(np.isfinite(a)):
+        finite = checks.finite("action", action, POSE_DIM)
+        if not finite or np.shape(action) != (POSE_DIM,):
+            self.limiter.refuse(finite.reason if not finite else f"{checks.CAUSE_SHAPE}: action shape", self._now)
             return Result.failure("NaN/Inf action")
+        a = finite.value
         try:
             R = rot6d_to_matrix(a[3:9])
         except ValueError as exc:
+            self.limiter.refuse(f"{checks.CAUSE_SINGULAR}: degenerate rotation", self._now)
             return Result.failure(f"degenerate rotation ({exc})")
         notes = []
-        pos = np.clip(a[:3], cfg.workspace_min_m, cfg.workspace_max_m)
-        if not np.allclose(pos, a[:3]):
-            notes.append("clipped to workspace")
-            self.rejections["workspace"] += 1
-        jaw = float(np.clip(a[9], *JAW_LIMITS_RAD))
+        margin = cfg.workspace_refuse_margin_m
+        if margin is not None:
+            far = checks.in_box("action", a[:3], np.subtract(cfg.workspace_min_m, margin),
+                                np.add(cfg.workspace_max_m, margin))
+            if not far:
+                self.limiter.refuse(far.reason, self._now)
+                self.rejections["workspace"] += 1
+                return Result.failure(f"outside the workspace by more than {margin * 1e3:.0f} mm")
         ref = self._last_command if self._last_command is not None else self._measured
-        if ref is not None:
-            step = pos - ref[:3]
-            n = float(np.linalg.norm(step))
-            if n > cfg.max_step_m:
-                pos = ref[:3] + step * (cfg.max_step_m / n)
-                notes.append("step limited")
-                self.rejections["max step"] += 1
-            R_ref = rot6d_to_matrix(ref[3:9])
-            ang = rotation_angle(R_ref, R)
-            if ang > cfg.max_step_rad:
-                R = _slerp(R_ref, R, cfg.max_step_rad / ang)
-                notes.append("rotation step limited")
-                self.rejections["max rotation step"] += 1
-            if abs(jaw - ref[9]) > cfg.max_jaw_step_rad:
-                jaw = float(ref[9] + math.copysign(cfg.max_jaw_step_rad, jaw - ref[9]))
-                notes.append("jaw step limited")
-                self.rejections["max jaw step"] += 1
+        pos, R, causes = self.limiter.limit(a[:3], R, None if ref is None else ref[:3],
+                                            None if ref is None else rot6d_to_matrix(ref[3:9]), self._now)
+        for cause, note, counter in ((checks.CAUSE_WORKSPACE, "clipped to workspace", "workspace"),
+                                     (checks.CAUSE_STEP, "step limited", "max step"),
+                                     (CAUSE_ROTATION_STEP, "rotation step limited", "max rotation step")):
+            if cause in causes:
+                notes.append(note)
+                self.rejections[counter] += 1
+        jaw = float(np.clip(a[9], *JAW_LIMITS_RAD))
+        if ref is not None and abs(jaw - ref[9]) > cfg.max_jaw_step_rad:
+            jaw = float(ref[9] + math.copysign(cfg.max_jaw_step_rad, jaw - ref[9]))
+            notes.append("jaw step limited")
+            self.rejections["max jaw step"] += 1
         cmd = np.concatenate([pos, matrix_to_rot6d(R), [jaw]])
         return Result.success(cmd, "; ".join(notes))
 
@@ -271,22 +304,6 @@ class PolicyExecutor:
                 "instruction": self.instruction, "hold_reason": self.hold_reason,
                 "last_server_error": self.last_server_error,
                 "chunk_age_s": age, "inference_ms": None if math.isnan(self.last_infer_ms) else self.last_infer_ms,
-                "gate_rejections": dict(self.rejections)}
+                "gate_rejections": dict(self.rejections), "safety": self.safety_block or "OK",
+                "safety_filter": {k: int(v) for k, v in self.limiter.log.counts.items()}}
 
-
-def _slerp(R_a: np.ndarray, R_b: np.ndarray, s: float) -> np.ndarray:
-    """Rotation a fraction `s` of the way from R_a to R_b (axis-angle of R_a^T R_b)."""
-    R_rel = R_a.T @ R_b
-    ang = rotation_angle(np.eye(3), R_rel)
-    if ang < 1e-9:
-        return R_b
-    w = np.array([R_rel[2, 1] - R_rel[1, 2], R_rel[0, 2] - R_rel[2, 0], R_rel[1, 0] - R_rel[0, 1]])
-    if np.linalg.norm(w) < 1e-9:   # ~180 deg: the axis is the column of R_rel + I with the largest norm
-        k = int(np.argmax(np.diag(R_rel)))
-        axis = R_rel[:, k] + np.eye(3)[:, k]
-    else:
-        axis = w
-    axis = axis / np.linalg.norm(axis)
-    th = s * ang
-    K = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
-    return R_a @ (np.eye(3) + math.sin(th) * K + (1 - math.cos(th)) * K @ K)

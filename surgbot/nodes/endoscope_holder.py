@@ -39,6 +39,7 @@ from surgbot.config import param, yaml_parameters
 from surgbot.control.endoscope_holder import EndoscopeHolderCore, HolderConfig, State
 from surgbot.geometry import matrix_to_quat, stamp_to_sec
 from surgbot.kinematics.g1_arm import DEFAULT_MJCF, G1ScopeArm
+from surgbot.nodes.safety_link import SafetyLink
 from surgbot.rosutil import Diagnostics, declare_config, latched_qos, run_node, setbool_handler, trigger_handler
 
 NODE_NAME = "endoscope_holder"
@@ -102,6 +103,8 @@ class EndoscopeHolderNode(Node):
         self.arm = G1ScopeArm(node_cfg.mjcf or str(DEFAULT_MJCF))
         self.core = EndoscopeHolderCore(self.arm, cfg)
         rate = cfg.rate_hz
+        # /safety/state: ESTOP, FAULT or a silent supervisor freezes the arm on its last command
+        self.safety = SafetyLink(self, self._on_safety)
 
         self.pub_cmd = self.create_publisher(JointState, contract.G1_ARM_COMMAND, 10)
         self.pub_cp = self.create_publisher(PoseStamped, contract.ENDOSCOPE_MEASURED_CP, 10)
@@ -147,6 +150,11 @@ class EndoscopeHolderNode(Node):
         res = self.core.set_fulcrum()
         self._drain()
         return res
+
+    def _on_safety(self, block: str) -> None:
+        self.core.set_safety(block)
+        self._drain()
+        self._publish_mode()
 
     # ------------------------------------------------------------------ inputs
     def _now(self) -> float:
@@ -213,9 +221,14 @@ class EndoscopeHolderNode(Node):
         if self._last_tick is not None:
             self._period_ms.append((now - self._last_tick) * 1e3)
         self._last_tick = now
+        self.safety.check()
         t0 = time.perf_counter()
         out = self.core.step(now)
         self._step_ms.append((time.perf_counter() - t0) * 1e3)
+        if out is not None and self.safety.block:
+            # frozen by the safety state: the bridge holds its targets and refuses commands; the
+            # source stops (a repeat of the frozen command would still be a command after the fault)
+            out = None
         if out is not None:
             names, q, dq = out
             msg = JointState()
@@ -258,7 +271,10 @@ class EndoscopeHolderNode(Node):
 
     def _diagnostic_status(self):
         d = self.core.diagnostics()
-        level = Diagnostics.ERROR if d["mode"] == State.FAULT.value else Diagnostics.OK
+        # a freeze the safety state asked for is reported (WARN), not a fault of the holder's own
+        # (ERROR): the supervisor's reset must not wait for the freeze it caused itself
+        level = Diagnostics.ERROR if d["mode"] == State.FAULT.value and not self.core.modes.fault_by_safety \
+            else Diagnostics.WARN if self.safety.block else Diagnostics.OK
         if len(self._tips) > 2:
             P = np.array(self._tips)
             jitter = float(np.sqrt(np.mean(np.sum((P - P.mean(0)) ** 2, axis=1))))
@@ -280,8 +296,10 @@ class EndoscopeHolderNode(Node):
             "rejected": str(d["rejected"]),
             "paused_steps": str(d["paused_steps"]),
             "steps": str(d["steps"]),
+            **self.safety.status(),
         }
-        return level, d["mode"], values
+        message = d["mode"] + (f"; held by safety: {self.safety.block}" if self.safety.block else "")
+        return level, message, values
 
 
 def main(args: list[str] | None = None) -> int:

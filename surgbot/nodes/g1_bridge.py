@@ -29,6 +29,7 @@ from unitree_sdk2py.idl.unitree_hg.msg.dds_ import LowCmd_, LowState_
 
 from surgbot import contract
 from surgbot.config import param
+from surgbot.control.bridge_memory import WeightMemory, default_path
 from surgbot.control.g1_bridge import (
     UPPER,
     ArmSdkCommand,
@@ -39,6 +40,7 @@ from surgbot.control.g1_bridge import (
     upper_limits,
 )
 from surgbot.hw import unitree
+from surgbot.nodes.safety_link import SafetyLink
 from surgbot.pacing import Pacer
 from surgbot.rosutil import Diagnostics, declare_config, run_node, trigger_handler
 
@@ -49,6 +51,7 @@ STREAM_JOIN_TIMEOUT_S = 1.0
 # the core advances the targets and the weight ramp by at most one period per sample, so every
 # dropped sample slows the arm; a longer stall is dropped (no burst of stale commands).
 STREAM_MAX_CATCH_UP_S = 0.05
+SAFETY_CHECK_PERIOD_S = 0.01     # a silent safety supervisor is noticed within this past its stale time
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,9 @@ class G1BridgeNodeConfig:
     gravity_compensation: bool = param(True, "tau feed-forward from sim/models/g1_29dof.xml")
     state_publish_hz: float = param(250.0, "Hz, /g1/joint_states and /g1/imu", lo=0.1)
     diagnostics_hz: float = param(10.0, "Hz, /diagnostics", lo=0.01)
+    weight_file: str = param("", "file keeping the last rt/arm_sdk weight sent, so a restarted bridge engages "
+                                 "from the weight the robot still holds; empty: a file per DDS domain in "
+                                 "$XDG_RUNTIME_DIR or the temp folder")
 
     def __post_init__(self):
         if not self.g1_interface or any(c.isspace() for c in self.g1_interface):
@@ -86,6 +92,8 @@ class G1BridgeNode(Node):
         self.lowstate_bad_crc = 0
         self.lowstate_bad_mode_machine = 0
         self.last_rejection = ""
+        self.memory = WeightMemory(node_cfg.weight_file or default_path(node_cfg.g1_domain, node_cfg.g1_interface))
+        self._weight_restored = False
 
         # DDS
         unitree.init_channel(self.g1_domain, self.g1_interface)
@@ -97,6 +105,9 @@ class G1BridgeNode(Node):
         self._cmd["mode_machine"] = unitree.MODE_MACHINE
 
         # ROS
+        # /safety/state: ESTOP, FAULT or a silent supervisor holds the current targets at full weight
+        self.safety = SafetyLink(self, self._on_safety)
+        self.create_timer(SAFETY_CHECK_PERIOD_S, self.safety.check)
         self.pub_js = self.create_publisher(JointState, contract.G1_JOINT_STATES, 10)
         self.pub_imu = self.create_publisher(Imu, contract.G1_IMU, 10)
         self.create_subscription(JointState, contract.G1_ARM_COMMAND, self._on_arm_command, 10)
@@ -152,8 +163,10 @@ class G1BridgeNode(Node):
                 was = self.core.state
                 cmd = self.core.step(now)
                 state, reason = self.core.state, self.core.reason
+                tick = self._latest["tick"] if self._latest is not None else 0
             if cmd is not None:
                 self._write(cmd)
+                self.memory.offer(cmd.weight, int(tick), now)
             if state != was:
                 # one call site per severity: rclpy raises if a call site changes severity (it
                 # killed this thread on the first FAULT)
@@ -174,9 +187,24 @@ class G1BridgeNode(Node):
             self.get_logger().error(f"{contract.G1_ARM_COMMAND} rejected: {res.reason}",
                                     throttle_duration_sec=1.0)
 
+    def _on_safety(self, block: str) -> None:
+        with self.lock:
+            self.core.set_safety(block, time.monotonic())
+        if block:
+            self.get_logger().error(f"safety: holding the arm targets: {block}")
+        else:
+            self.get_logger().info("safety state OK again: /g1/engage to accept arm commands")
+
     def _logged(self, command: str):
         """engage / release on the core, logged."""
+        self.safety.check()
         with self.lock:
+            if command == "engage" and not self._weight_restored and self._latest is not None:
+                self._weight_restored = True
+                w = self.memory.load(int(self._latest["tick"]))
+                if w is not None and self.core.restore_weight(w):
+                    self.get_logger().warning(f"engage: the robot still holds weight {w:.3f} from the last "
+                                              f"bridge ({self.memory.path}): continuing from it")
             res = getattr(self.core, command)(time.monotonic())
         self.get_logger().info(f"{command}: {res.ok} {res.reason}")
         return res
@@ -213,7 +241,8 @@ class G1BridgeNode(Node):
         now = time.monotonic()
         with self.lock:
             st = self.core.status(now)
-        level = Diagnostics.ERROR if st["state"] == State.FAULT.value else Diagnostics.OK
+        level = Diagnostics.ERROR if st["state"] == State.FAULT.value and not self.core.safety_stopped \
+            else Diagnostics.WARN if self.safety.block else Diagnostics.OK
         reason = st["reason"]
         if st["state"] == State.IDLE.value and st["lowstate_age"] > self.core.stale_after:
             level = Diagnostics.WARN

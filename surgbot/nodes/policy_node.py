@@ -32,11 +32,13 @@ from surgbot.config import param
 from surgbot.control.policy_exec import PolicyExecConfig, PolicyExecutor, State
 from surgbot.geometry import matrix_from_pose10, matrix_to_pose_msg, pose10_from_matrix, pose_msg_to_matrix
 from surgbot.hw.policy_client import PolicyClient, PolicyServerError, PolicyTimeout
+from surgbot.nodes.safety_link import SafetyLink
 from surgbot.rosutil import Diagnostics, declare_config, latched_qos, run_node, setbool_handler
 
 POLICY_ENABLE = "/policy/enable"
 POLICY_INSTRUCTION = "/policy/instruction"
 POLICY_STATE = "/policy/state"
+SAFETY_CHECK_PERIOD_S = 0.01   # a silent safety supervisor is noticed within this past its stale time
 STATE_PUBLISH_EVERY = 5        # ticks between /policy/state messages (3 Hz at 15 Hz)
 SERVER_ERROR_LOG_PERIOD_S = 2.0
 
@@ -99,7 +101,10 @@ class PolicyNode(Node):
         self.create_subscription(PoseStamped, contract.psm_topic("measured_cp"), self._on_cp, 10)
         self.create_subscription(JointState, contract.psm_topic("jaw/measured_js"), self._on_jaw, 10)
         self.create_subscription(String, POLICY_INSTRUCTION, self._on_instruction, 10)
-        self.create_service(SetBool, POLICY_ENABLE, setbool_handler(self.core.enable))
+        # /safety/state: ESTOP, FAULT or a silent supervisor disables the executor at once
+        self.safety = SafetyLink(self, self._on_safety)
+        self.create_timer(SAFETY_CHECK_PERIOD_S, self.safety.check)   # between the 15 Hz control ticks
+        self.create_service(SetBool, POLICY_ENABLE, setbool_handler(self._enable))
         self.diagnostics = Diagnostics(self, "policy_node", self._diag)
         self.create_timer(1.0 / self.cfg.exec.rate_hz, self._on_timer)
         self.get_logger().info(f"policy_node: server {self.client.endpoint}, {self.cfg.exec.rate_hz:.0f} Hz; "
@@ -143,6 +148,16 @@ class PolicyNode(Node):
         if not result:
             self.get_logger().error(f"instruction rejected: {result.reason}")
 
+    def _enable(self, on: bool):
+        self.safety.check()
+        return self.core.enable(on)
+
+    def _on_safety(self, block: str) -> None:
+        self.core.set_safety(block)
+        if block:
+            self.get_logger().error(f"safety: stopped commanding: {block}")
+            self.pub_state.publish(String(data=json.dumps(self.core.status(self._now()))))
+
     # --- inference on the worker thread ----------------------------------------------
     def _infer(self, image: np.ndarray, state: np.ndarray, instruction: str):
         if self._image_size is None:
@@ -165,9 +180,13 @@ class PolicyNode(Node):
 
     # --- loop ----------------------------------------------------------------------
     def _on_timer(self) -> None:
+        self.safety.check()                  # a silent supervisor is noticed before a command goes out
         now = self._now()
         self._collect()
         out = self.core.tick(now)
+        for text in self.core.events:
+            self.get_logger().warning(text)
+        self.core.events.clear()
         if out.command is not None:
             self._publish_command(out.command)
         if out.request_chunk and self._pending is None and self.core.measured is not None:
@@ -195,8 +214,8 @@ class PolicyNode(Node):
         self.pub_jaw.publish(js)
 
     def _diag(self):
-        st = self.core.status(self._now())
-        level = Diagnostics.OK if st["state"] != "HOLD" else Diagnostics.WARN
+        st = dict(self.core.status(self._now()), **self.safety.status())
+        level = Diagnostics.OK if st["state"] != "HOLD" and not self.safety.block else Diagnostics.WARN
         return level, st["hold_reason"] or st["state"], {k: v for k, v in st.items() if k != "gate_rejections"}
 
     def close(self) -> None:

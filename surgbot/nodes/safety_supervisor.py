@@ -7,10 +7,13 @@ Thin shell around `surgbot.safety.supervisor.SupervisorCore`.  Watches:
   (`lowstate_timeout_s`, 50 ms: the lowstate age as seen through the bridge);
 * the console link: `/teleop/right` and `/teleop/head` (`console_link_timeout_s`, 200 ms);
 * `/policy/state` (chunk age while enabled, `policy_chunk_timeout_s`);
-* every node's `/diagnostics` (silent for `node_timeout_s`, or at ERROR level).
+* every node's `/diagnostics` (silent for `node_timeout_s`, or at ERROR level);
+* `/PSM1/operating_state`: the arm's own FAULT is a cause until the arm leaves it.
 
 Each watchdog arms on its first message.  On ESTOP or FAULT it sends
-`/PSM1/hold` at once and publishes the state (transient-local, and at
+`/PSM1/hold` at once (only to an arm that may move: ENABLED or never
+heard; a DISABLED arm answers `hold` with an error, and an arm enabled during
+an e-stop gets its `hold` then) and publishes the state (transient-local, and at
 `publish_hz` so command sources can treat a silent supervisor as a fault:
 fail-safe).  `/safety/reset` is refused, with the causes, while any persists.
 """
@@ -18,6 +21,7 @@ fail-safe).  `/safety/reset` is refused, with the causes, while any persists.
 from __future__ import annotations
 
 import json
+import math
 import time
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
@@ -28,6 +32,7 @@ from std_msgs.msg import Empty, String
 from std_srvs.srv import Trigger
 
 from surgbot import contract
+from surgbot.hw.crtk import subscribe_operating_state
 from surgbot.rosutil import Diagnostics, declare_config, latched_qos, run_node, trigger_handler
 from surgbot.safety.supervisor import State, SupervisorConfig, SupervisorCore
 
@@ -37,6 +42,7 @@ WATCH_PSM = "psm_measured_js"
 WATCH_LOWSTATE = "g1_lowstate"
 WATCH_CONSOLE = "console_link"
 WATCH_POLICY = "policy_chunk"
+WATCH_PSM_STATE = "psm_operating_state"     # the arm's own FAULT (tracking error ...): latched, on change only
 NODE_PREFIX = "node:"
 
 
@@ -49,6 +55,7 @@ class SafetySupervisorNode(Node):
         for name, timeout in ((WATCH_PSM, c.psm_state_timeout_s), (WATCH_LOWSTATE, c.lowstate_timeout_s),
                               (WATCH_CONSOLE, c.console_link_timeout_s), (WATCH_POLICY, c.policy_chunk_timeout_s)):
             self.core.watch(name, timeout)
+        self.core.watch(WATCH_PSM_STATE, math.inf)      # published on change: no silence timeout
         self.pub_state = self.create_publisher(String, contract.SAFETY_STATE, latched_qos())
         self.pub_hold = self.create_publisher(Empty, contract.psm_topic("hold"), 10)
         # raw: a watchdog needs the arrival, not the content (deserialising 250 Hz JointStates cost
@@ -60,6 +67,9 @@ class SafetySupervisorNode(Node):
         for topic in (contract.TELEOP_RIGHT, contract.TELEOP_HEAD):
             self.create_subscription(PoseStamped, topic, lambda _m: self.core.feed(WATCH_CONSOLE, self._now()), 10)
         self.create_subscription(String, POLICY_STATE_TOPIC, self._on_policy_state, 10)
+        self.psm_state: str | None = None        # None: not heard (hold is sent: fail-safe)
+        self.holds_sent = 0
+        subscribe_operating_state(self, self._on_psm_operating_state)
         self.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 50)
         self.create_service(Trigger, contract.SAFETY_ESTOP, trigger_handler(lambda: self._estop()))
         self.create_service(Trigger, contract.SAFETY_RESET, trigger_handler(lambda: self._reset()))
@@ -116,19 +126,40 @@ class SafetySupervisorNode(Node):
         else:
             self._publish()
 
+    def _on_psm_operating_state(self, st: dict) -> None:
+        was, self.psm_state = self.psm_state, st.get("state")
+        # the arm's own FAULT is a cause until it is cleared (dVRK: only by disable)
+        self.core.feed(WATCH_PSM_STATE, self._now(), ok=self.psm_state != "FAULT",
+                       detail="PSM in FAULT (send disable to clear)")
+        if self.psm_state == "FAULT" and self.core.step(self._now()):
+            self.get_logger().error(f"FAULT: {'; '.join(self.core.reasons)}")
+            self._react()
+        if self.psm_state == "ENABLED" and was != "ENABLED" and self.core.state is not State.OK:
+            self._hold()         # enabled during an e-stop/fault: it holds too
+
     def _react(self) -> None:
         """Entering ESTOP/FAULT: the PSM holds now; the state goes out at once."""
         if self.core.state is not State.OK:
-            self.pub_hold.publish(Empty())
+            self._hold()
         self._publish()
 
+    def _hold(self) -> None:
+        # A DISABLED (or FAULTed) arm is not moving and answers `hold` with an error message (the
+        # dVRK does): send it only to an arm that may move, or one whose state was never heard.
+        if self.psm_state in (None, "ENABLED"):
+            self.pub_hold.publish(Empty())
+            self.holds_sent += 1
+
     def _publish(self) -> None:
-        self.pub_state.publish(String(data=json.dumps(self.core.to_json(self._now()))))
+        # + "stamp" (wall clock, s): when this state went out, for listeners that time reactions
+        payload = dict(self.core.to_json(self._now()), stamp=time.time())
+        self.pub_state.publish(String(data=json.dumps(payload)))
 
     def _status(self):
         level = Diagnostics.OK if self.core.state is State.OK else Diagnostics.ERROR
         values = {name: (d.cause(self._now()) or ("armed" if d.last_s is not None else "not armed"))
                   for name, d in self.core.watchdogs.items()}
+        values.update(psm_operating_state=self.psm_state or "unknown", holds_sent=self.holds_sent)
         return level, self.core.state.value, values
 
 

@@ -27,6 +27,7 @@ from std_srvs.srv import SetBool
 
 from surgbot import contract, geometry
 from surgbot.hw.crtk import subscribe_operating_state
+from surgbot.nodes.safety_link import SafetyLink
 from surgbot.rosutil import Diagnostics, declare_config, latched_qos, run_node
 from surgbot.teleop.config import MapperConfig
 from surgbot.teleop.mapper import Command, State, TeleopMapperCore
@@ -61,6 +62,8 @@ class TeleopMapperNode(Node):
         super().__init__("teleop_mapper", **kwargs)
         self.cfg = declare_config(self, MapperConfig)
         self.core = TeleopMapperCore(self.cfg, psm_base_matrix(self.cfg))
+        # /safety/state: ESTOP, FAULT or a silent supervisor stops commanding at once (core.set_safety)
+        self.safety = SafetyLink(self, self._on_safety)
         self.pub_cp = self.create_publisher(PoseStamped, contract.psm_topic("servo_cp"), 10)
         self.pub_jaw = self.create_publisher(JointState, contract.psm_topic("jaw/servo_jp"), 10)
         self.pub_cv = self.create_publisher(TwistStamped, contract.ENDOSCOPE_SERVO_CV, 10)
@@ -139,6 +142,7 @@ class TeleopMapperNode(Node):
         self._process(stamp, hand, list(msg.buttons), list(msg.axes))
 
     def _process(self, stamp_ns: int, right, buttons, axes) -> None:
+        self.safety.check()                      # a silent supervisor is noticed before a command goes out
         # the sample's own stamp (console receipt) times it: gaps in the operator's stream are
         # measured there, not where this process happened to be scheduled
         cmd = self.core.sample(stamp_ns * 1e-9, right, buttons, axes, received=self._now())
@@ -184,7 +188,14 @@ class TeleopMapperNode(Node):
         fut.add_done_callback(done)
 
     # ------------------------------------------------------------------ housekeeping
+    def _on_safety(self, block: str) -> None:
+        self.core.set_safety(block)
+        if block:
+            self.get_logger().error(f"safety: stopped commanding: {block}")
+        self._drain()
+
     def _on_watchdog(self) -> None:
+        self.safety.check()
         now = self._now()
         late = self._last_watchdog is not None and now - self._last_watchdog > WATCHDOG_LATE_S
         self._last_watchdog = now
@@ -209,9 +220,11 @@ class TeleopMapperNode(Node):
             self.pub_state.publish(String(data=json.dumps(self.core.diagnostics())))
 
     def _diagnostics(self):
-        d = self.core.diagnostics()
+        d = dict(self.core.diagnostics(), **self.safety.status())
         level = Diagnostics.WARN if self.core.state in (State.WAITING, State.NEED_CLUTCH) else Diagnostics.OK
-        return level, d["state"], d
+        if self.safety.block:
+            level = Diagnostics.WARN
+        return level, d["state"] + (f"; held by safety: {self.safety.block}" if self.safety.block else ""), d
 
 
 def main(args: list[str] | None = None) -> int:

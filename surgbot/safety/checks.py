@@ -91,3 +91,46 @@ def fresh(name: str, age_s: float | None, max_age_s: float) -> Result:
 def cause_of(reason: str) -> str:
     """The `CAUSE_*` identifier at the start of a refusal reason."""
     return reason.split(":", 1)[0]
+
+
+# ---------------------------------------------------------------------- shaping
+# Command sources that shape rather than refuse (the teleop mapper follows a hand
+# that may overshoot the box; the policy gate plays a chunk that may step too far)
+# use these, so one definition of "in the box" and "one step" serves every path.
+def clip_to_box(point, box_min: Sequence[float], box_max: Sequence[float]) -> tuple[np.ndarray, bool]:
+    """`point` clipped into the box, and whether it had to be."""
+    p = np.asarray(point, float)
+    clipped = np.clip(p, np.asarray(box_min, float), np.asarray(box_max, float))
+    return clipped, bool(np.any(clipped != p))
+
+
+def limit_step(previous, new, max_step: float) -> tuple[np.ndarray, bool]:
+    """`new`, or the point `max_step` from `previous` towards it (Euclidean), and whether it was shortened."""
+    prev, target = np.asarray(previous, float), np.asarray(new, float)
+    step = target - prev
+    n = float(np.linalg.norm(step))
+    if n <= max_step:
+        return target, False
+    return prev + step * (max_step / n), True
+
+
+def rotation_angle_between(R_a: np.ndarray, R_b: np.ndarray) -> float:
+    c = (np.trace(np.asarray(R_a, float).T @ np.asarray(R_b, float)) - 1.0) / 2.0
+    return float(np.arccos(np.clip(c, -1.0, 1.0)))
+
+
+def limit_rotation_step(R_prev: np.ndarray, R_new: np.ndarray, max_angle_rad: float) -> tuple[np.ndarray, bool]:
+    """`R_new`, or the rotation `max_angle_rad` of the way from `R_prev` along the geodesic to it."""
+    R_a, R_b = np.asarray(R_prev, float), np.asarray(R_new, float)
+    ang = rotation_angle_between(R_a, R_b)
+    if ang <= max_angle_rad:
+        return R_b, False
+    R_rel = R_a.T @ R_b
+    w = np.array([R_rel[2, 1] - R_rel[1, 2], R_rel[0, 2] - R_rel[2, 0], R_rel[1, 0] - R_rel[0, 1]])
+    if np.linalg.norm(w) < 1e-9:   # ~180 deg: the axis is the column of R_rel + I with the largest norm
+        k = int(np.argmax(np.diag(R_rel)))
+        w = R_rel[:, k] + np.eye(3)[:, k]
+    axis = w / np.linalg.norm(w)
+    K = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+    th = max_angle_rad
+    return R_a @ (np.eye(3) + np.sin(th) * K + (1 - np.cos(th)) * K @ K), True

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,6 +20,8 @@ import numpy as np
 from surgbot.config import param
 from surgbot.results import Result
 from surgbot.safety import checks
+
+CAUSE_ROTATION_STEP = "rotation_step"
 
 
 @dataclass(frozen=True)
@@ -122,3 +124,55 @@ class PoseSafetyFilter:
             if not turn:
                 return turn
         return Result.success((p.value, R.value))
+
+
+class PoseLimiter:
+    """Shapes a tool-tip pose stream: clipped into the workspace box, each step shortened to the limits.
+
+    For sources that must keep following (a hand past the box edge keeps the
+    tool at the edge; a chunk that jumps is played at the allowed speed)
+    rather than refuse.  Each shaping is counted by cause in `log` (and
+    reported at most once per `log_period_s` per cause); non-finite or
+    non-rigid poses are refused by `checks.finite` / `checks.rotation_matrix`
+    before they get here.
+    """
+
+    def __init__(self, workspace_min_m: Sequence[float], workspace_max_m: Sequence[float], max_step_m: float,
+                 max_rotation_step_rad: float, log_period_s: float = 1.0,
+                 report: Callable[[str, str], None] | None = None):
+        lo, hi = np.asarray(workspace_min_m, float), np.asarray(workspace_max_m, float)
+        if lo.shape != (3,) or hi.shape != (3,) or not np.all(lo < hi):
+            raise ValueError("workspace corners need 3 values each with min < max")
+        if not (max_step_m > 0 and max_rotation_step_rad > 0):
+            raise ValueError("step limits must be > 0")
+        self.lo, self.hi = lo, hi
+        self.max_step_m, self.max_rotation_step_rad = float(max_step_m), float(max_rotation_step_rad)
+        self.log = RejectionLog(log_period_s, report)
+
+    def limit(self, position, rotation, ref_position=None, ref_rotation=None,
+              now: float = 0.0) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+        """(position, rotation, causes): clipped to the box, then at most one step from the reference."""
+        notes = []
+        p, clipped = checks.clip_to_box(position, self.lo, self.hi)
+        if clipped:
+            notes.append(checks.CAUSE_WORKSPACE)
+            self.log.reject(f"{checks.CAUSE_WORKSPACE}: tool tip {np.round(np.asarray(position, float), 4).tolist()} "
+                            f"clipped to the box {self.lo.tolist()} .. {self.hi.tolist()}", now)
+        R = np.asarray(rotation, float)
+        if ref_position is not None:
+            p, short = checks.limit_step(ref_position, p, self.max_step_m)
+            if short:
+                notes.append(checks.CAUSE_STEP)
+                self.log.reject(f"{checks.CAUSE_STEP}: tool tip step shortened to {self.max_step_m * 1e3:.1f} mm", now)
+        if ref_rotation is not None:
+            R, turned = checks.limit_rotation_step(ref_rotation, R, self.max_rotation_step_rad)
+            if turned:
+                notes.append(CAUSE_ROTATION_STEP)
+                self.log.reject(f"{CAUSE_ROTATION_STEP}: tool rotation step shortened to "
+                                f"{np.degrees(self.max_rotation_step_rad):.1f} deg", now)
+        return p, R, tuple(notes)
+
+    def refuse(self, reason: str, now: float) -> None:
+        """Count (and rate-limit-report) a refusal the source decided itself (non-finite input, ...)."""
+        self.log.reject(reason, now)
+

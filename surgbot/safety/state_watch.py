@@ -12,9 +12,26 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from surgbot.config import param
 from surgbot.results import Result
 
-SUPERVISOR_STALE_S = 0.25      # 5 periods of the supervisor's 20 Hz state
+SUPERVISOR_STALE_S = 0.15      # 7 periods of the supervisor's 50 Hz state; + a 10 ms check: < 200 ms link budget
+
+
+@dataclass(frozen=True)
+class SafetyWatchConfig:
+    """The parameters every command source (holder, bridge, mapper, policy node) adds for `/safety/state`."""
+
+    require_safety_supervisor: bool = param(
+        False, "true (the stack sets it): command only while /safety/state is OK and fresh, a missing "
+               "supervisor holds; false: a node run alone commands until it has seen a supervisor, then "
+               "holds like true")
+    safety_stale_s: float = param(SUPERVISOR_STALE_S, "/safety/state silent this long: the supervisor is gone, "
+                                                      "hold, s", lo=0.01)
+
+    def __post_init__(self):
+        if not self.safety_stale_s > 0:
+            raise ValueError("safety_stale_s must be > 0")
 
 
 @dataclass
@@ -32,6 +49,10 @@ class SafetyStateWatch:
         except (ValueError, KeyError, TypeError):
             state, reasons = "MALFORMED", ("malformed /safety/state message",)
         self.state, self.reasons, self.last_s = state, reasons, now
+
+    @classmethod
+    def from_config(cls, cfg: SafetyWatchConfig) -> SafetyStateWatch:
+        return cls(stale_after_s=cfg.safety_stale_s, required=cfg.require_safety_supervisor)
 
     def allows_motion(self, now: float) -> Result:
         if not self.required and self.last_s is None:

@@ -38,7 +38,8 @@ class SupervisorConfig:
     policy_chunk_timeout_s: float = param(0.5, "policy chunk older than this while enabled -> FAULT, s", lo=0.0)
     node_timeout_s: float = param(3.0, "a node's /diagnostics silent this long -> FAULT (1 Hz: 3 missed), s",
                                   lo=0.0)
-    publish_hz: float = param(20.0, "/safety/state publish rate, Hz", lo=1.0)
+    publish_hz: float = param(50.0, "/safety/state publish rate, Hz (command sources hold after 150 ms of "
+                                           "silence)", lo=1.0)
 
     def __post_init__(self):
         for name in ("psm_state_timeout_s", "lowstate_timeout_s", "console_link_timeout_s",

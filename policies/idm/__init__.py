@@ -1,0 +1,1 @@
+"""Inverse dynamics model (IDM): pseudo-kinematics for world-model video (the SurgWorld pipeline)."""

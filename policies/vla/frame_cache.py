@@ -1,0 +1,81 @@
+"""A LeRobotDataset decoded once into memory, giving the same items LeRobotDataset gives.
+
+LeRobotDataset decodes the video frame of every sample it returns (seek +
+decode per item).  On 2 CPU cores that per-sample decoding costs as much as
+the training step of this small model, and an epoch decodes every frame
+again.  `InMemoryDataset` decodes each episode's video once, in one batched
+call per episode (LeRobot's own `decode_video_frames` through the dataset),
+keeps the frames as uint8 and serves items with LeRobot's chunk semantics:
+`action` [H, 10] from the current frame on, indices past the episode end
+clamped to its last frame and flagged in `action_is_pad` (as
+`LeRobotDataset._get_query_indices` does), the image float CHW in [0, 1],
+`task` the instruction text.  A 96x128 frame is 37 kB: 40 000 frames are
+1.5 GB.
+
+`first_frames_weight(k, w)`: per-sample weights that draw the first k frames
+of every episode w times as often (the frames where the policy must decide,
+from the instruction alone, where to go).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from lerobot.datasets.lerobot_dataset import LeRobotDataset
+from tqdm import tqdm
+
+from surgbot.policies.vla.configuration_surgvla import ACTION_KEY, IMAGE_KEY, STATE_KEY
+
+PAD_KEY = f"{ACTION_KEY}_is_pad"
+
+
+class InMemoryDataset(torch.utils.data.Dataset):
+    """Frames, states, action chunks and instructions of one LeRobotDataset, in RAM (see module doc)."""
+
+    def __init__(self, dataset: LeRobotDataset, chunk_size: int, progress: bool = True):
+        dataset._ensure_hf_dataset_loaded()
+        cols = dataset.hf_dataset.with_format("numpy")[:]     # every column at once (videos are not in it)
+        self.chunk_size = int(chunk_size)
+        self.state = torch.from_numpy(np.stack(cols[STATE_KEY]).astype(np.float32))
+        self.action = torch.from_numpy(np.stack(cols[ACTION_KEY]).astype(np.float32))
+        self.episode = torch.from_numpy(np.asarray(cols["episode_index"], dtype=np.int64).reshape(-1))
+        self.task_index = np.asarray(cols["task_index"], dtype=np.int64).reshape(-1)
+        timestamps = np.asarray(cols["timestamp"], dtype=np.float64).reshape(-1)
+        self.tasks = [str(t) for t in dataset.meta.tasks.index]
+        n = len(self.state)
+        h, w, _ = dataset.meta.features[IMAGE_KEY]["shape"]
+        self.images = torch.empty((n, 3, int(h), int(w)), dtype=torch.uint8)
+        self.ep_start = torch.empty(n, dtype=torch.long)
+        self.ep_end = torch.empty(n, dtype=torch.long)
+        episodes = sorted(set(self.episode.tolist()))
+        for ep in tqdm(episodes, desc=f"decode {dataset.root.name}", unit="ep", disable=not progress):
+            rows = np.flatnonzero(self.episode.numpy() == ep)
+            lo, hi = int(rows[0]), int(rows[-1]) + 1
+            frames = dataset._query_videos({IMAGE_KEY: timestamps[lo:hi].tolist()}, ep)[IMAGE_KEY]
+            if frames.ndim == 3:          # a one-frame episode
+                frames = frames[None]
+            self.images[lo:hi] = (frames * 255.0).round().clamp(0, 255).to(torch.uint8)
+            self.ep_start[lo:hi] = lo
+            self.ep_end[lo:hi] = hi
+
+    def __len__(self) -> int:
+        return len(self.state)
+
+    def __getitem__(self, idx: int) -> dict:
+        end = int(self.ep_end[idx])
+        wanted = idx + torch.arange(self.chunk_size)
+        return {
+            IMAGE_KEY: self.images[idx].float().div_(255.0),
+            STATE_KEY: self.state[idx],
+            ACTION_KEY: self.action[wanted.clamp(max=end - 1)],
+            PAD_KEY: wanted >= end,
+            "episode_index": self.episode[idx],
+            "index": torch.tensor(idx),
+            "task": self.tasks[int(self.task_index[idx])],
+        }
+
+    def first_frames_weight(self, frames: int, weight: float) -> torch.Tensor:
+        """Per-sample weights (mean 1 over the dataset): the first `frames` of each episode `weight`x."""
+        early = (torch.arange(len(self)) - self.ep_start) < frames
+        w = torch.where(early, torch.tensor(float(weight)), torch.tensor(1.0)).double()
+        return w / w.mean()

@@ -1,0 +1,189 @@
+"""`surgbot policy eval` in-process: the harness drives the environment through the node's core and gate,
+physics judges; Wilson intervals; bad input; the training frame cache; same layout, other colour.
+
+The policies here are scripted with privileged ground truth (where the named
+target is, from the physics state), so what the harness must report is known
+independently of any learned model: a policy that goes to the named target
+succeeds, one that goes to another colour fails with the task's own reason.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import subprocess
+
+import numpy as np
+import pytest
+import torch
+from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+from surgbot.policies.evaluation.harness import (
+    PolicyLoadError,
+    evaluate,
+    load_chunk_policy,
+    run_episode,
+    wilson_interval,
+)
+from surgbot.policies.vla.frame_cache import InMemoryDataset
+from surgbot.sim.tasks import get_task
+from surgbot.sim.tasks.base import COLOURS
+from tests import vla_fixtures as fx
+from tests.conftest import PYTHON, REPO
+
+pytestmark = pytest.mark.unit
+
+H = 16
+STEP_M = 0.0015              # oracle speed: 22 mm/s at 15 Hz, below the gate's 6 mm per tick
+TOUCH_HEIGHT_M = 0.0005      # jaw tip this far above the disc top (as the expert aims)
+SEEDS = (100000, 100001, 100002)
+
+
+class OracleReach:
+    """Reads the colour in the instruction and moves the tool straight to that disc (privileged layout).
+
+    `lie`: go to the next colour instead (a policy that ignores what it is told)."""
+
+    metadata = {"model": "oracle", "checkpoint_id": "oracle", "image_size": [48, 64], "action_horizon": H}
+
+    def __init__(self, env, lie: bool = False):
+        self.env = env.unwrapped
+        self.lie = lie
+        self.calls = 0
+
+    def reset(self) -> None:
+        self.calls = 0
+
+    def infer(self, image, state, instruction):
+        assert image.shape == (48, 64, 3) and image.dtype == np.uint8
+        self.calls += 1
+        colour = next(c for c in COLOURS if c in instruction)
+        if self.lie:
+            colour = COLOURS[(COLOURS.index(colour) + 1) % len(COLOURS)]
+        e = self.env
+        goal_world = e.geo.target_point(e.data, colour) + [0.0, 0.0, TOUCH_HEIGHT_M + e.geo.jaw_length]
+        goal = (np.linalg.inv(e.psm_base) @ np.append(goal_world, 1.0))[:3]
+        chunk = np.repeat(np.asarray(state, np.float64)[None], H, axis=0)
+        chunk[:, 9] = 0.0                                   # jaws closed
+        d = goal - state[:3]
+        n = float(np.linalg.norm(d))
+        for i in range(H):
+            chunk[i, :3] = state[:3] + d * min(1.0, STEP_M * i / n) if n > 0 else state[:3]
+        return chunk.astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def reach_env():
+    import gymnasium as gym
+
+    import surgbot.sim.envs  # noqa: F401 - registers the environments
+    env = gym.make("surgbot/Reach-v0", render_mode="rgb_array", image_size=(48, 64))
+    yield env
+    env.close()
+
+
+def test_wilson_interval_matches_the_closed_form():
+    # Wilson 95 % for 5/10, 0/10, 10/10, 45/50 (the textbook values, z = 1.96)
+    for (k, n), (lo, hi) in {(5, 10): (0.2366, 0.7634), (0, 10): (0.0, 0.2775), (10, 10): (0.7225, 1.0),
+                             (45, 50): (0.7864, 0.9565)}.items():
+        got = wilson_interval(k, n)
+        assert got[0] == pytest.approx(lo, abs=5e-4) and got[1] == pytest.approx(hi, abs=5e-4), (k, n, got)
+
+
+def test_harness_reports_what_physics_judges(reach_env):
+    honest = evaluate(OracleReach(reach_env), "reach", len(SEEDS), SEEDS[0], env=reach_env)
+    assert honest["episodes"] == 3 and honest["seeds"] == list(SEEDS)
+    assert honest["successes"] == 3 and honest["success_rate"] == 1.0, honest["results"]
+    for r in honest["results"]:
+        # touched within the 10 s horizon, at 22 mm/s from 35-45 mm above the pad and <= 40 mm sideways
+        assert r["success"] and 0 < r["elapsed_s"] < 6.0 and r["steps"] == round(r["elapsed_s"] * 15)
+        assert r["failure"] == "" and "gate_rejections" in r
+    assert honest["wilson95"] == pytest.approx(list(wilson_interval(3, 3)))
+    liar = OracleReach(reach_env, lie=True)
+    wrong = evaluate(liar, "reach", len(SEEDS), SEEDS[0], env=reach_env)
+    assert wrong["successes"] == 0, wrong["results"]
+    for r in wrong["results"]:
+        assert re.match(r"touched the \w+ target, not the \w+ one", r["failure"]), r
+    assert liar.calls >= 2    # chunks are asked for again as they are played
+
+
+def test_same_layout_other_colour_changes_only_the_instruction(reach_env):
+    seed = SEEDS[0]
+    layouts = {}
+    for colour in ("red", "blue"):
+        res = run_episode(reach_env, OracleReach(reach_env), seed, target=colour)
+        assert res.success and colour in res.instruction
+        layouts[colour] = reach_env.unwrapped.layout
+    a, b = layouts["red"], layouts["blue"]
+    assert a.objects == b.objects and a.start == b.start and a.view == b.view
+    task = get_task("peg_transfer")
+    lay = task.layout(7, np.zeros(2))
+    bx, by, _ = lay.objects["block_transfer"]
+    for c in COLOURS:
+        x, y, _ = lay.objects[f"target_{c}"]
+        near = math.hypot(x - bx, y - by) < 0.025           # the task's own rule: >= 25 mm to transfer
+        if near:
+            with pytest.raises(ValueError, match="not allowed"):
+                task.retarget(lay, c)
+        else:
+            assert task.retarget(lay, c).target == c
+
+
+def test_frame_cache_gives_lerobot_items(tmp_path):
+    root = fx.make_dataset(tmp_path / "tiny", episodes=2, frames=20)
+    chunk = [i / fx.FPS for i in range(H)]
+    ref = LeRobotDataset("local/tiny", root=root, delta_timestamps={"action": chunk})
+    cached = InMemoryDataset(LeRobotDataset("local/tiny", root=root), H, progress=False)
+    assert len(cached) == len(ref) == 40
+    for i in (0, 7, 19, 20, 33, 39):
+        a, b = ref[i], cached[i]
+        assert torch.equal(a["action"], b["action"]) and torch.equal(a["action_is_pad"], b["action_is_pad"])
+        assert torch.equal(a["observation.state"], b["observation.state"]) and a["task"] == b["task"]
+        assert torch.allclose(a["observation.images.endoscope"], b["observation.images.endoscope"], atol=1e-6)
+    w = cached.first_frames_weight(5, 3.0)
+    assert w.mean().item() == pytest.approx(1.0)
+    assert w[0].item() == pytest.approx(3 * w[10].item()) and w[20].item() == pytest.approx(w[0].item())
+
+
+def _eval_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([PYTHON, "-m", "surgbot.cli", "policy", "eval", *args], capture_output=True, text=True,
+                          timeout=240, cwd=REPO)
+
+
+def test_bad_input_is_a_one_line_error(tmp_path):
+    wrong = tmp_path / "act14"
+    wrong.mkdir()
+    (wrong / "config.json").write_text(json.dumps(
+        {"type": "act", "output_features": {"action": {"type": "ACTION", "shape": [14]}}}))
+    (wrong / "model.safetensors").write_bytes(b"")
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "config.json").write_text(json.dumps({"type": "pi0"}))
+    (other / "model.safetensors").write_bytes(b"")
+    cases = [
+        (("--checkpoint", "default", "--task", "suture"), "unknown task 'suture'"),
+        (("--checkpoint", str(tmp_path / "nothing"), "--task", "reach"), "not found"),
+        (("--checkpoint", str(wrong), "--task", "reach"), "[14] actions"),
+        (("--checkpoint", str(other), "--task", "reach"), "policy type 'pi0' is not supported"),
+        (("--checkpoint", "default", "--task", "reach", "--episodes", "0"), "--episodes must be"),
+    ]
+    for args, expected in cases:
+        res = _eval_cli(*args)
+        lines = res.stderr.strip().splitlines()
+        assert res.returncode == 2 and len(lines) == 1 and expected in lines[0], (args, res.stderr)
+    with pytest.raises(PolicyLoadError, match=r"\[14\] actions"):
+        load_chunk_policy(wrong)
+
+
+def test_policy_node_crops_to_the_policy_aspect_never_squeezes():
+    from surgbot.nodes.policy_node import fit_image
+
+    frame = np.full((240, 320, 3), 100, np.uint8)
+    frame[:, :40] = (255, 0, 0)          # outside the central 240x240 square
+    frame[:, 280:] = (0, 0, 255)
+    square = fit_image(frame, (96, 96))
+    assert square.shape == (96, 96, 3) and np.all(square == 100)
+    same_aspect = fit_image(frame, (96, 128))
+    assert same_aspect.shape == (96, 128, 3)
+    assert same_aspect[:, :15, 0].min() > 200 and same_aspect[:, -15:, 2].min() > 200   # kept, only scaled
