@@ -13,6 +13,7 @@ leaves the output as it was.
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import re
 import sys
@@ -70,6 +71,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                           "per clip (what a video world model is conditioned on)")
 
 
+def _interrupted(out: Path) -> None:
+    """Ctrl-C: finalise what the interrupt left half-built, then the one-line error.
+
+    An encoder interrupted mid-episode (LeRobot's AV1 writer through PyAV) prints
+    "deinit called without sending EOS" when it is freed; freeing it here, after
+    the traceback that held it is gone, keeps our line the last one."""
+    gc.collect()
+    raise CliError(f"interrupted; {out} left as it was")
+
+
 def parse_size(text: str) -> tuple[int, int]:
     m = SIZE_RE.match(text.strip())
     if not m:
@@ -110,7 +121,9 @@ def run_videos(args: argparse.Namespace) -> int:
                 raise CliError("--export-conditioning comes from our scenes: use it with --backend sim")
             res = generate.import_folder(Path(args.source), out, TASK_NAMES, args.task, args.episodes, (h, w))
     except KeyboardInterrupt:
-        raise CliError(f"interrupted; {out} left as it was") from None
+        res = None
+    if res is None:
+        _interrupted(out)
     print(f"wrote {res.clips} clip(s), {res.frames} frames into {out} ({args.backend}); "
           f"failed (not kept): {res.failed}; {res.wall_s:.1f} s", flush=True)
     return 0
@@ -143,7 +156,9 @@ def run(args: argparse.Namespace) -> int:
             res = record_ros(args.task, args.episodes, out, image_size=(h, w), append=args.append,
                              timeout_s=args.timeout)
     except KeyboardInterrupt:
-        raise CliError(f"interrupted; {out} left as it was") from None
+        res = None
+    if res is None:
+        _interrupted(out)
     print(f"recorded {res.kept} episode(s), {res.frames} frames into {out}; failed (not kept): {res.failed}; "
           f"{res.frames_per_s:.1f} frames/s", flush=True)
     return 0
