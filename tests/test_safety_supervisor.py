@@ -8,6 +8,7 @@ import subprocess
 import time
 
 import pytest
+from diagnostic_msgs.msg import DiagnosticArray
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Empty, String
 from std_srvs.srv import Trigger
@@ -49,9 +50,19 @@ def test_psm_state_loss_faults_estop_latches_and_reset_waits_for_the_cause(proce
         js: list[float] = []
         node.create_subscription(JointState, contract.psm_topic("measured_js"),
                                  lambda _m: js.append(time.monotonic()), 10)
+        armed: dict[str, str] = {}
+
+        def on_diagnostics(msg) -> None:
+            for st in msg.status:
+                if st.name == "safety_supervisor":
+                    armed.update({kv.key: kv.value for kv in st.values})
+
+        node.create_subscription(DiagnosticArray, "/diagnostics", on_diagnostics, 50)
         assert spin_until(lambda: states and states[-1][1]["state"] == "OK", 60), processes.log(sup)
-        # the twin's measured_js reaches the supervisor too (armed watchdog); 1 s of it
+        # 1 s of the twin's measured_js here, and the supervisor says its watchdog on it is armed (a
+        # watchdog arms on its first message: on a slow start the supervisor may match the publisher later)
         assert spin_until(lambda: len(js) > 100, 60), processes.log(twin)
+        assert spin_until(lambda: armed.get("psm_measured_js") == "armed", 30), (armed, processes.log(sup))
         assert states[-1][1]["state"] == "OK", states[-1]
 
         # the PSM's state stream stops (its process frozen): FAULT, and the PSM is told to hold
