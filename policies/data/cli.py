@@ -71,12 +71,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                           "per clip (what a video world model is conditioned on)")
 
 
-def _interrupted(out: Path) -> None:
-    """Ctrl-C: finalise what the interrupt left half-built, then the one-line error.
+def _unless_interrupted(out: Path, call):
+    """`call()`'s result; on Ctrl-C, finalise what the interrupt left half-built, then the one-line error.
 
     An encoder interrupted mid-episode (LeRobot's AV1 writer through PyAV) prints
-    "deinit called without sending EOS" when it is freed; freeing it here, after
-    the traceback that held it is gone, keeps our line the last one."""
+    "deinit called without sending EOS" when it is freed; freeing it here, once
+    the except block has dropped the traceback that held it, keeps our line the last one."""
+    try:
+        return call()
+    except KeyboardInterrupt:
+        pass
     gc.collect()
     raise CliError(f"interrupted; {out} left as it was")
 
@@ -102,7 +106,8 @@ def run_videos(args: argparse.Namespace) -> int:
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise CliError(f"--out {out}: exists and is not an empty folder")
     from surgbot.policies.video import generate
-    try:
+
+    def make():
         if args.backend == "sim":
             if args.task is None or args.episodes is None:
                 raise CliError("--backend sim needs --task and --episodes")
@@ -111,19 +116,16 @@ def run_videos(args: argparse.Namespace) -> int:
             cond = Path(args.export_conditioning) if args.export_conditioning else None
             if cond is not None and cond.exists() and (not cond.is_dir() or any(cond.iterdir())):
                 raise CliError(f"--export-conditioning {cond}: exists and is not an empty folder")
-            res = generate.generate_sim(args.task, args.episodes, out, seed=args.seed, image_size=(h, w),
-                                        shift=args.shift, first_state=not args.no_first_state, conditioning=cond,
-                                        progress=sys.stderr.isatty())
-        else:
-            if not args.source:
-                raise CliError("--backend folder needs --source DIR (the external world model's clips)")
-            if args.export_conditioning:
-                raise CliError("--export-conditioning comes from our scenes: use it with --backend sim")
-            res = generate.import_folder(Path(args.source), out, TASK_NAMES, args.task, args.episodes, (h, w))
-    except KeyboardInterrupt:
-        res = None
-    if res is None:
-        _interrupted(out)
+            return generate.generate_sim(args.task, args.episodes, out, seed=args.seed, image_size=(h, w),
+                                         shift=args.shift, first_state=not args.no_first_state, conditioning=cond,
+                                         progress=sys.stderr.isatty())
+        if not args.source:
+            raise CliError("--backend folder needs --source DIR (the external world model's clips)")
+        if args.export_conditioning:
+            raise CliError("--export-conditioning comes from our scenes: use it with --backend sim")
+        return generate.import_folder(Path(args.source), out, TASK_NAMES, args.task, args.episodes, (h, w))
+
+    res = _unless_interrupted(out, make)
     print(f"wrote {res.clips} clip(s), {res.frames} frames into {out} ({args.backend}); "
           f"failed (not kept): {res.failed}; {res.wall_s:.1f} s", flush=True)
     return 0
@@ -145,20 +147,18 @@ def run(args: argparse.Namespace) -> int:
     check_output(out, args.append, h, w)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("SVT_LOG", "1")          # the AV1 encoder's banner: errors only
-    try:
+
+    def record():
         if args.source == "sim":
             from surgbot.policies.data.record import record_expert
-            res = record_expert(args.task, args.episodes, out, seed=args.seed, image_size=(h, w),
-                                append=args.append, progress=sys.stderr.isatty(), workers=args.workers,
-                                each_target=args.each_target)
-        else:
-            from surgbot.policies.data.ros_source import record_ros
-            res = record_ros(args.task, args.episodes, out, image_size=(h, w), append=args.append,
-                             timeout_s=args.timeout)
-    except KeyboardInterrupt:
-        res = None
-    if res is None:
-        _interrupted(out)
+            return record_expert(args.task, args.episodes, out, seed=args.seed, image_size=(h, w),
+                                 append=args.append, progress=sys.stderr.isatty(), workers=args.workers,
+                                 each_target=args.each_target)
+        from surgbot.policies.data.ros_source import record_ros
+        return record_ros(args.task, args.episodes, out, image_size=(h, w), append=args.append,
+                          timeout_s=args.timeout)
+
+    res = _unless_interrupted(out, record)
     print(f"recorded {res.kept} episode(s), {res.frames} frames into {out}; failed (not kept): {res.failed}; "
           f"{res.frames_per_s:.1f} frames/s", flush=True)
     return 0
