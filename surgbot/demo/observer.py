@@ -59,6 +59,15 @@ def project(K: np.ndarray, cam_T: np.ndarray, p_world: np.ndarray) -> tuple[floa
     return float(K[0, 0] * p[0] / p[2] + K[0, 2]), float(K[1, 1] * p[1] / p[2] + K[1, 2]), float(p[2])
 
 
+def _json_map(msg: String) -> dict | None:
+    """A String message's JSON object, or None for anything else (a malformed message changes nothing)."""
+    try:
+        value = json.loads(msg.data)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
 class RateCounter:
     def __init__(self):
         self.count = 0
@@ -90,6 +99,7 @@ class DemoObserver:
         self.safety: dict | None = None
         self.endoscope_mode: str | None = None
         self.K: np.ndarray | None = None
+        self.image_size: tuple[int, int] = (0, 0)          # (width, height) from camera_info
         self._tip_T = self._fulcrum = self._psm_tip = None
         self.fulcrum_errors: list[tuple[float, float]] = []      # (wall s, m)
         self.tip_deviation: list[tuple[float, float]] = []       # (wall s, m) from the segment's anchor
@@ -146,14 +156,13 @@ class DemoObserver:
 
     def _on_info(self, msg: CameraInfo) -> None:
         self.K = np.array(msg.k, float).reshape(3, 3)
+        self.image_size = (msg.width, msg.height)
 
     def _on_task(self, msg: String) -> None:
-        try:
-            payload = json.loads(msg.data)
-        except ValueError:
-            return
-        with self._lock:
-            self.task = payload
+        payload = _json_map(msg)
+        if payload is not None:
+            with self._lock:
+                self.task = payload
 
     def _on_tip(self, msg: PoseStamped) -> None:
         T = pose_msg_to_matrix(msg, strict_norm=False)
@@ -166,7 +175,7 @@ class DemoObserver:
                 self.tip_deviation.append((now, float(np.linalg.norm(T[:3, 3] - self._anchor))))
             if self._psm_tip is not None and self.K is not None:
                 u, v, depth = project(self.K, T, self._psm_tip)
-                w, h = 2 * self.K[0, 2], 2 * self.K[1, 2]
+                w, h = self.image_size
                 self.tool_in_view.append(bool(depth > 0 and 0 <= u < w and 0 <= v < h))
 
     def _on_fulcrum(self, msg: PointStamped) -> None:
@@ -176,9 +185,8 @@ class DemoObserver:
         self._psm_tip = np.array([msg.pose.position.x, msg.pose.position.y, msg.pose.position.z])
 
     def _on_policy(self, msg: String) -> None:
-        try:
-            state = json.loads(msg.data)
-        except ValueError:
+        state = _json_map(msg)
+        if state is None:
             return
         with self._lock:
             self.policy = state
@@ -187,10 +195,9 @@ class DemoObserver:
                 self.inference_ms.append(float(ms))
 
     def _on_safety(self, msg: String) -> None:
-        try:
-            self.safety = json.loads(msg.data)
-        except ValueError:
-            pass
+        state = _json_map(msg)
+        if state is not None:
+            self.safety = state
 
     def _on_mode(self, msg: String) -> None:
         self.endoscope_mode = msg.data
