@@ -196,3 +196,49 @@ def test_bad_inputs_are_rejected_before_the_model(checkpoint):
     for image, st, text, match in bad:
         with pytest.raises(ValueError, match=match):
             rt.infer(image, st, text)
+
+
+def test_crop_cuts_the_same_scene_box_at_any_camera_size():
+    """The fractional crop (top, left, height, width) keeps exactly the pixels inside the box: a frame
+    painted with its own row/column numbers tells which ones survive, at the recorded 96x128 and at the
+    twin's 240x320 (the same view 2.5x larger)."""
+    from surgbot.policies.vla.modeling_surgvla import crop_image
+
+    box = (0.0, 0.125, 0.8333, 0.6875)
+    for h, w, rows, cols in ((96, 128, (0, 80), (16, 104)), (240, 320, (0, 200), (40, 260))):
+        rr, cc = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32),
+                                indexing="ij")
+        frame = torch.stack([rr, cc, torch.zeros_like(rr)])[None]          # 1, 3, h, w
+        out = crop_image(frame, box)
+        assert out.shape[-2:] == (rows[1] - rows[0], cols[1] - cols[0])
+        assert out[0, 0, 0, 0] == rows[0] and out[0, 0, -1, 0] == rows[1] - 1
+        assert out[0, 1, 0, 0] == cols[0] and out[0, 1, 0, -1] == cols[1] - 1
+    assert crop_image(frame, None) is frame
+
+
+def test_crop_is_checked_and_applied_inside_the_model():
+    """A crop outside the frame is refused; the policy's encoder sees only the crop: pixels outside it
+    do not change the actions, pixels inside do."""
+    for bad in ((0.5, 0.0, 0.6, 1.0), (0.0, 0.0, 0.0, 1.0), (float("nan"), 0, 1, 1), (0.0, 0.0, 1.0)):
+        with pytest.raises(ValueError, match="crop"):
+            SurgVLAConfig(crop=bad)
+    torch.manual_seed(0)
+    cfg = SurgVLAConfig(device="cpu", push_to_hub=False, image_size=(24, 32), crop=(0.25, 0.25, 0.5, 0.5),
+                        input_features={"observation.images.endoscope": PolicyFeature(FeatureType.VISUAL,
+                                                                                      (3, 48, 64)),
+                                        "observation.state": PolicyFeature(FeatureType.STATE, (10,))},
+                        output_features={"action": PolicyFeature(FeatureType.ACTION, (10,))})
+    policy = SurgVLAPolicy(cfg)
+    for p in policy.model.head[-1].parameters():    # the untrained head outputs zeros: make it respond
+        torch.nn.init.normal_(p, std=0.1)
+    policy.eval()
+    image = torch.rand(1, 3, 48, 64)
+    batch = {"observation.state": torch.zeros(1, 10), "observation.language_embedding": torch.zeros(1, 384)}
+    base = policy.predict_action_chunk({**batch, "observation.images.endoscope": image})
+    outside, inside = image.clone(), image.clone()
+    outside[..., :12, :] = 1.0 - outside[..., :12, :]          # rows 0-11: above the crop (rows 12-35)
+    inside[..., 20:28, 24:40] = 1.0 - inside[..., 20:28, 24:40]
+    same = policy.predict_action_chunk({**batch, "observation.images.endoscope": outside})
+    moved = policy.predict_action_chunk({**batch, "observation.images.endoscope": inside})
+    assert torch.equal(base, same)
+    assert (moved - base).abs().max() > 1e-4

@@ -35,6 +35,9 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=1000)
     p.add_argument("--image-size", type=int, nargs=2, default=None, metavar=("H", "W"),
                    help="size the image encoder sees (default 96 96)")
+    p.add_argument("--crop", type=float, nargs=4, default=None, metavar=("TOP", "LEFT", "HEIGHT", "WIDTH"),
+                   help="cut this box (fractions of the frame) before resizing to --image-size "
+                        "(default: the whole frame)")
     p.add_argument("--resume", action="store_true", help="continue OUT from checkpoints/last")
     p.add_argument("--cosine", action="store_true",
                    help="learning rate: linear warm-up (2 %% of the steps), cosine decay to 1/20 at --steps")

@@ -10,6 +10,7 @@ distribution `lerobot_policy_surgvla` (packaging/) imports them so that
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from lerobot.configs.policies import PreTrainedConfig
@@ -24,6 +25,22 @@ ACTION_KEY = ACTION                              # "action", 10 floats
 LANGUAGE_KEY = "observation.language_embedding"  # added by the preprocessor (frozen MiniLM)
 POSE_DIM = 10                                    # xyz + 6D rotation + jaw (contract section 7)
 LANGUAGE_DIM = 384                               # all-MiniLM-L6-v2 sentence embedding
+
+
+def check_crop(crop) -> tuple[float, float, float, float]:
+    """A fractional crop box (top, left, height, width) inside the frame, or ValueError."""
+    try:
+        box = tuple(float(v) for v in crop)
+    except (TypeError, ValueError):
+        raise ValueError(f"crop must be 4 fractions (top, left, height, width), got {crop!r}") from None
+    if len(box) != 4 or not all(math.isfinite(v) for v in box):
+        raise ValueError(f"crop must be 4 finite fractions (top, left, height, width), got {crop!r}")
+    top, left, height, width = box
+    if not (0 <= top < 1 and 0 <= left < 1 and height > 0 and width > 0
+            and top + height <= 1 + 1e-9 and left + width <= 1 + 1e-9):
+        raise ValueError(f"crop {box} must lie inside the frame (fractions, top + height <= 1, "
+                         "left + width <= 1)")
+    return box
 
 
 @PreTrainedConfig.register_subclass(POLICY_TYPE)
@@ -53,6 +70,11 @@ class SurgVLAConfig(PreTrainedConfig):
     normalization_eps: float = 1e-4
 
     image_size: tuple[int, int] = (96, 96)        # (height, width) the encoder sees
+    # (top, left, height, width) as fractions of the frame, cut before the resize: the box
+    # trainer's pad fills only the middle of the endoscope view, and millimetre targets are
+    # a few pixels wide, so the pixels go to the pad instead of the dark background.
+    # Fractions, so one checkpoint reads any camera size of the same view.  None: the whole frame.
+    crop: tuple[float, float, float, float] | None = None
     conv_channels: tuple[int, ...] = (24, 48, 96, 128)
     num_keypoints: int = 32                       # spatial soft-argmax points of the last feature map
     language_dim: int = LANGUAGE_DIM
@@ -79,6 +101,8 @@ class SurgVLAConfig(PreTrainedConfig):
             raise ValueError(f"n_action_steps must be in 1..chunk_size={self.chunk_size}, got {self.n_action_steps}")
         if len(self.image_size) != 2 or min(self.image_size) < 16:
             raise ValueError(f"image_size must be (height, width) >= 16 px, got {self.image_size}")
+        if self.crop is not None:
+            self.crop = check_crop(self.crop)
         if not self.conv_channels:
             raise ValueError("conv_channels must name at least one block")
         if self.normalization_eps <= 0:

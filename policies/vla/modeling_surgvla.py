@@ -142,6 +142,7 @@ class SurgVLAPolicy(PreTrainedPolicy):
         self._action_queue: deque[Tensor] = deque([], maxlen=self.config.n_action_steps)
 
     def _prepare_image(self, image: Tensor) -> Tensor:
+        image = crop_image(image, self.config.crop)
         h, w = self.config.image_size
         if image.shape[-2:] != (h, w):
             image = F.interpolate(image, size=(h, w), mode="bilinear", align_corners=False)
@@ -183,6 +184,21 @@ class SurgVLAPolicy(PreTrainedPolicy):
         per_sample = err.mean(dim=(1, 2))
         loss = per_sample if reduction == "none" else per_sample.mean()
         return loss, {"l1_loss": float(per_sample.mean().detach())}
+
+
+def crop_pixels(height: int, width: int, crop: tuple[float, float, float, float]) -> tuple[int, int, int, int]:
+    """(row, col, rows, cols) of a fractional crop box on a height x width frame (at least 1 pixel)."""
+    top, left, h, w = crop
+    r0, c0 = min(round(top * height), height - 1), min(round(left * width), width - 1)
+    return r0, c0, max(1, min(round(h * height), height - r0)), max(1, min(round(w * width), width - c0))
+
+
+def crop_image(image: Tensor, crop: tuple[float, float, float, float] | None) -> Tensor:
+    """image [..., H, W] cut to the fractional box `crop` (top, left, height, width); None: unchanged."""
+    if crop is None:
+        return image
+    r0, c0, rows, cols = crop_pixels(image.shape[-2], image.shape[-1], crop)
+    return image[..., r0:r0 + rows, c0:c0 + cols]
 
 
 def _random_shift(image: Tensor, pad: int) -> Tensor:

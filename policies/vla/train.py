@@ -61,6 +61,7 @@ from surgbot.policies.vla.configuration_surgvla import (
     POSE_DIM,
     STATE_KEY,
     SurgVLAConfig,
+    check_crop,
 )
 from surgbot.policies.vla.frame_cache import InMemoryDataset
 from surgbot.policies.vla.modeling_surgvla import SurgVLAPolicy
@@ -173,6 +174,11 @@ def train(args: argparse.Namespace) -> dict:
         cfg.optimizer_lr = args.lr
     if args.image_size:
         cfg.image_size = tuple(args.image_size)
+    if getattr(args, "crop", None) is not None:
+        try:
+            cfg.crop = check_crop(args.crop)
+        except ValueError as exc:
+            raise CliError(f"--crop: {exc}") from None
     datasets, metas = _datasets(args, cfg)
     stats = aggregate_stats([m.stats for m in metas])
     cfg.known_instructions = sorted({str(t) for m in metas for t in m.tasks.index})
