@@ -146,6 +146,54 @@ def test_frame_cache_gives_lerobot_items(tmp_path):
     assert w[0].item() == pytest.approx(3 * w[10].item()) and w[20].item() == pytest.approx(w[0].item())
 
 
+class RecordedChunks:
+    """Plays back what training sees: the recorded dataset's action chunk of the frame the harness observes
+    (frame k = the observation after k environment steps), with the frame's state checked against the
+    one the harness sends.  If the dataset's chunk convention (action[0] answers the frame it was taken
+    from) and the executor's (action i is the command for tick t_obs + i) disagreed, or the state or the
+    action were in different frames, the expert's own demonstration would not succeed when played
+    through the harness."""
+
+    def __init__(self, env, data: InMemoryDataset, episode: int):
+        self.env, self.data = env.unwrapped, data
+        self.start, self.end = int(data.ep_start[episode]), int(data.ep_end[episode])
+        self.metadata = {"model": "replay", "checkpoint_id": "replay", "image_size": [48, 64], "action_horizon": H}
+        self.state_err_m = []
+
+    def reset(self) -> None:
+        self.state_err_m = []
+
+    def infer(self, image, state, instruction):
+        k = min(self.start + self.env._steps, self.end - 1)
+        item = self.data[k]
+        assert item["task"] == instruction
+        self.state_err_m.append(float(np.linalg.norm(item["observation.state"][:3].numpy() - state[:3])))
+        return item["action"].numpy()
+
+
+def test_recorded_demonstration_replayed_through_the_harness_succeeds(tmp_path):
+    """The expert's recorded chunks, played through the policy node's executor and gate, solve the layout
+    they were recorded on (needle_pick: a grasp that only holds with the jaws closed at the right place)."""
+    import gymnasium as gym
+
+    import surgbot.sim.envs  # noqa: F401 - registers the environments
+    from surgbot.policies.data.record import record_expert
+
+    seed = 3000
+    out = tmp_path / "needle"
+    rec = record_expert("needle_pick", 1, out, seed=seed, image_size=(48, 64), progress=False)
+    assert rec.kept == 1
+    data = InMemoryDataset(LeRobotDataset("local/needle", root=out), H, progress=False)
+    env = gym.make("surgbot/NeedlePick-v0", render_mode="rgb_array", image_size=(48, 64))
+    try:
+        replay = RecordedChunks(env, data, 0)
+        res = run_episode(env, replay, seed)
+    finally:
+        env.close()
+    assert res.success, res
+    assert res.infer_calls >= 3 and max(replay.state_err_m) < 0.002, replay.state_err_m
+
+
 def _eval_cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([PYTHON, "-m", "surgbot.cli", "policy", "eval", *args], capture_output=True, text=True,
                           timeout=240, cwd=REPO)
