@@ -106,6 +106,9 @@ def test_harness_reports_what_physics_judges(reach_env):
     for r in wrong["results"]:
         assert re.match(r"touched the \w+ target, not the \w+ one", r["failure"]), r
     assert liar.calls >= 2    # chunks are asked for again as they are played
+    told = evaluate(OracleReach(reach_env), "reach", 2, SEEDS[0], env=reach_env, target="green")
+    assert told["target"] == "green" and told["successes"] == 2, told["results"]
+    assert all("green" in r["instruction"] for r in told["results"])
 
 
 def test_same_layout_other_colour_changes_only_the_instruction(reach_env):
@@ -215,6 +218,8 @@ def test_bad_input_is_a_one_line_error(tmp_path):
         (("--checkpoint", str(wrong), "--task", "reach"), "[14] actions"),
         (("--checkpoint", str(other), "--task", "reach"), "policy type 'pi0' is not supported"),
         (("--checkpoint", "default", "--task", "reach", "--episodes", "0"), "--episodes must be"),
+        (("--checkpoint", "default", "--task", "needle_pick", "--target", "red"), "needle_pick names no colour"),
+        (("--checkpoint", "default", "--task", "reach", "--target", "red", "--ros"), "--target is for"),
     ]
     for args, expected in cases:
         res = _eval_cli(*args)

@@ -37,6 +37,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--video", type=Path, metavar="DIR", help="write DIR/<task>_seed<S>.mp4 per episode")
     p.add_argument("--ros", action="store_true",
                    help="full deployment path: sim twin + policy server + policy_node over CRTK, per seed")
+    p.add_argument("--target", choices=("red", "green", "blue"), default=None,
+                   help="in-process: every layout names this colour instead of its own (same scenes, another "
+                        "instruction: the language check); tasks with a named target only")
     p.add_argument("--device", default="cpu", help="torch device of the policy (in-process)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
 
@@ -54,6 +57,10 @@ def _check(args: argparse.Namespace) -> None:
         raise CliError(f"--video {args.video}: exists and is not a folder")
     if args.threads < 1:
         raise CliError("--threads must be >= 1")
+    if args.target is not None and args.ros:
+        raise CliError("--target is for the in-process evaluation (not --ros)")
+    if args.target is not None and args.task == "needle_pick":
+        raise CliError("--target: needle_pick names no colour")
 
 
 def _progress(r, results) -> None:
@@ -87,7 +94,13 @@ def run(args: argparse.Namespace) -> int:
             policy = load_chunk_policy(args.checkpoint, device=args.device)
         except PolicyLoadError as exc:
             raise CliError(str(exc)) from None
-        summary = evaluate(policy, args.task, args.episodes, args.seed, video_dir=args.video, progress=_progress)
+        try:
+            summary = evaluate(policy, args.task, args.episodes, args.seed, video_dir=args.video,
+                               progress=_progress, target=args.target)
+        except ValueError as exc:    # a layout that may not name --target (peg_transfer: too near the block)
+            if args.target is None:
+                raise
+            raise CliError(f"--target {args.target}: {exc}") from None
     if not args.json:
         lo, hi = summary["wilson95"]
         print(f"{args.task}: {summary['successes']}/{summary['episodes']} = {summary['success_rate']:.0%} "

@@ -224,10 +224,13 @@ def summarise(task: str, seed: int, results: list[EpisodeResult], meta: dict, mo
 
 
 def evaluate(policy: ChunkPolicy, task: str, episodes: int, seed: int, video_dir: Path | None = None,
-             exec_config: PolicyExecConfig | None = None, progress=None, env=None) -> dict:
+             exec_config: PolicyExecConfig | None = None, progress=None, env=None,
+             target: str | None = None) -> dict:
     """`episodes` seeded episodes in-process; the summary dict (`surgbot policy eval`'s JSON).
 
-    `env`: an environment of `task` to run in (closed here too); default one made for the policy."""
+    `env`: an environment of `task` to run in (closed here too); default one made for the policy.
+    `target`: every layout names this colour instead of its own (`Task.retarget`; ValueError where
+    a layout does not allow it): the same scenes told something else, for the language check."""
     get_task(task)
     env = env if env is not None else make_env(task, policy)
     results: list[EpisodeResult] = []
@@ -237,7 +240,7 @@ def evaluate(policy: ChunkPolicy, task: str, episodes: int, seed: int, video_dir
             s = seed + i
             video = EpisodeVideo(video_dir / f"{task}_seed{s}.mp4") if video_dir is not None else None
             try:
-                r = run_episode(env, policy, s, exec_config, video)
+                r = run_episode(env, policy, s, exec_config, video, target=target)
             finally:
                 if video is not None:
                     video.close()
@@ -248,4 +251,6 @@ def evaluate(policy: ChunkPolicy, task: str, episodes: int, seed: int, video_dir
                 progress(r, results)
     finally:
         env.close()
-    return summarise(task, seed, results, policy.metadata, "inprocess", time.perf_counter() - t0)
+    summary = summarise(task, seed, results, policy.metadata, "inprocess", time.perf_counter() - t0)
+    summary["target"] = target
+    return summary
