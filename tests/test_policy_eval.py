@@ -144,6 +144,9 @@ def test_frame_cache_gives_lerobot_items(tmp_path):
         assert torch.equal(a["action"], b["action"]) and torch.equal(a["action_is_pad"], b["action_is_pad"])
         assert torch.equal(a["observation.state"], b["observation.state"]) and a["task"] == b["task"]
         assert torch.allclose(a["observation.images.endoscope"], b["observation.images.endoscope"], atol=1e-6)
+    for i in (0, 19, 20, 39):      # the goal head's target: the last action of the frame's episode
+        last = 19 if i < 20 else 39
+        assert torch.equal(cached[i]["observation.episode_goal"], ref[last]["action"][0])
     w = cached.first_frames_weight(5, 3.0)
     assert w.mean().item() == pytest.approx(1.0)
     assert w[0].item() == pytest.approx(3 * w[10].item()) and w[20].item() == pytest.approx(w[0].item())

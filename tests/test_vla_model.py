@@ -242,3 +242,39 @@ def test_crop_is_checked_and_applied_inside_the_model():
     moved = policy.predict_action_chunk({**batch, "observation.images.endoscope": inside})
     assert torch.equal(base, same)
     assert (moved - base).abs().max() > 1e-4
+
+
+def test_goal_head_is_a_training_only_loss_and_absent_by_default():
+    """goal_loss_weight 0 (the default): no goal head, the weights are those of checkpoints made before
+    it.  > 0: a head predicting where the episode ends (position), trained from the batch's
+    `observation.episode_goal`; its loss is the L1 distance to that goal in normalised action units, so
+    a goal equal to the head's own prediction adds nothing; actions at inference are the same either way."""
+    from surgbot.policies.vla.configuration_surgvla import GOAL_KEY
+
+    feats = dict(input_features={"observation.images.endoscope": PolicyFeature(FeatureType.VISUAL, (3, 48, 64)),
+                                 "observation.state": PolicyFeature(FeatureType.STATE, (10,))},
+                 output_features={"action": PolicyFeature(FeatureType.ACTION, (10,))})
+    torch.manual_seed(0)
+    plain = SurgVLAPolicy(SurgVLAConfig(device="cpu", push_to_hub=False, image_size=(24, 32), **feats))
+    assert not any(k.startswith("model.goal") for k in plain.state_dict())
+    with pytest.raises(ValueError, match="goal_loss_weight"):
+        SurgVLAConfig(goal_loss_weight=-1.0)
+    torch.manual_seed(0)
+    policy = SurgVLAPolicy(SurgVLAConfig(device="cpu", push_to_hub=False, image_size=(24, 32),
+                                         goal_loss_weight=2.0, **feats))
+    assert any(k.startswith("model.goal") for k in policy.state_dict())
+    policy.eval()
+    batch = {"observation.images.endoscope": torch.rand(4, 3, 48, 64), "observation.state": torch.randn(4, 10),
+             "observation.language_embedding": torch.randn(4, 384), "action": torch.randn(4, 16, 10)}
+    base, info = policy.forward(batch)
+    assert "goal_l1_loss" not in info                       # no goal in the batch: the action loss only
+    with torch.no_grad():
+        _, goal = policy._chunk(batch, with_goal=True)
+    exact = goal * (policy.action_std[:3] + policy.config.normalization_eps) + policy.action_mean[:3]
+    same, info = policy.forward({**batch, GOAL_KEY: torch.cat([exact, torch.zeros(4, 7)], dim=1)})
+    assert info["goal_l1_loss"] == pytest.approx(0.0, abs=1e-4) and same.item() == pytest.approx(base.item(), abs=1e-4)
+    off = exact + 0.01                                      # 1 cm off in x, y and z
+    worse, info = policy.forward({**batch, GOAL_KEY: torch.cat([off, torch.zeros(4, 7)], dim=1)})
+    expected = float((0.01 / (policy.action_std[:3] + policy.config.normalization_eps)).mean())
+    assert info["goal_l1_loss"] == pytest.approx(expected, rel=1e-3)
+    assert worse.item() == pytest.approx(base.item() + 2.0 * expected, rel=1e-3)

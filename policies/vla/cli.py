@@ -38,6 +38,11 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--crop", type=float, nargs=4, default=None, metavar=("TOP", "LEFT", "HEIGHT", "WIDTH"),
                    help="cut this box (fractions of the frame) before resizing to --image-size "
                         "(default: the whole frame)")
+    p.add_argument("--goal-loss-weight", type=float, default=0.0, metavar="W",
+                   help="with --in-memory: auxiliary loss weight of a head predicting where the episode ends "
+                        "(0 = no goal head)")
+    p.add_argument("--shift-px", type=int, default=None, metavar="PX",
+                   help="training image shift augmentation, +-PX pixels (default: the policy's 4)")
     p.add_argument("--resume", action="store_true", help="continue OUT from checkpoints/last")
     p.add_argument("--cosine", action="store_true",
                    help="learning rate: linear warm-up (2 %% of the steps), cosine decay to 1/20 at --steps")

@@ -25,6 +25,9 @@ ACTION_KEY = ACTION                              # "action", 10 floats
 LANGUAGE_KEY = "observation.language_embedding"  # added by the preprocessor (frozen MiniLM)
 POSE_DIM = 10                                    # xyz + 6D rotation + jaw (contract section 7)
 LANGUAGE_DIM = 384                               # all-MiniLM-L6-v2 sentence embedding
+# The episode's last action, a training-only target (frame_cache.py).  Under an "observation." key
+# because LeRobot's batch <-> transition conversion keeps only those (and a few named extras).
+GOAL_KEY = "observation.episode_goal"
 
 
 def check_crop(crop) -> tuple[float, float, float, float]:
@@ -84,6 +87,11 @@ class SurgVLAConfig(PreTrainedConfig):
     dropout: float = 0.1
     state_clip: float = 5.0                       # normalised state clamped to +-this many std
     random_shift_px: int = 4                      # training-time image shift augmentation (DrQ style)
+    # Auxiliary training loss: predict where the episode ends (its last action's position, from the
+    # training batch's GOAL_KEY) from the same features.  Every frame then says where the named
+    # target is, not only the few frames whose 1 s chunk already points there.  0: no goal head
+    # (checkpoints made before it load unchanged); inference never uses it.
+    goal_loss_weight: float = 0.0
 
     # Instructions seen in training (filled from the dataset's task table at
     # construction); the server reports them in `metadata`.
@@ -105,6 +113,8 @@ class SurgVLAConfig(PreTrainedConfig):
             self.crop = check_crop(self.crop)
         if not self.conv_channels:
             raise ValueError("conv_channels must name at least one block")
+        if not (math.isfinite(self.goal_loss_weight) and self.goal_loss_weight >= 0):
+            raise ValueError(f"goal_loss_weight must be finite and >= 0, got {self.goal_loss_weight}")
         if self.normalization_eps <= 0:
             raise ValueError("normalization_eps must be > 0")
 

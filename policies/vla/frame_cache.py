@@ -9,7 +9,8 @@ keeps the frames as uint8 and serves items with LeRobot's chunk semantics:
 `action` [H, 10] from the current frame on, indices past the episode end
 clamped to its last frame and flagged in `action_is_pad` (as
 `LeRobotDataset._get_query_indices` does), the image float CHW in [0, 1],
-`task` the instruction text.  A 96x128 frame is 37 kB: 40 000 frames are
+`task` the instruction text, `observation.episode_goal` the episode's last
+action (a training-only target of the optional goal head).  A 96x128 frame is 37 kB: 40 000 frames are
 1.5 GB.
 
 `first_frames_weight(k, w)`: per-sample weights that draw the first k frames
@@ -24,7 +25,7 @@ import torch
 from lerobot.datasets.lerobot_dataset import LeRobotDataset
 from tqdm import tqdm
 
-from surgbot.policies.vla.configuration_surgvla import ACTION_KEY, IMAGE_KEY, STATE_KEY
+from surgbot.policies.vla.configuration_surgvla import ACTION_KEY, GOAL_KEY, IMAGE_KEY, STATE_KEY
 
 PAD_KEY = f"{ACTION_KEY}_is_pad"
 
@@ -72,6 +73,7 @@ class InMemoryDataset(torch.utils.data.Dataset):
             "episode_index": self.episode[idx],
             "index": torch.tensor(idx),
             "task": self.tasks[int(self.task_index[idx])],
+            GOAL_KEY: self.action[end - 1],          # where this episode ends (the goal head's target)
         }
 
     def first_frames_weight(self, frames: int, weight: float) -> torch.Tensor:

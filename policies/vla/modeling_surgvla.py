@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from surgbot.policies.vla.configuration_surgvla import (
     ACTION_KEY,
+    GOAL_KEY,
     IMAGE_KEY,
     LANGUAGE_KEY,
     POLICY_TYPE,
@@ -33,6 +34,7 @@ from surgbot.policies.vla.configuration_surgvla import (
 )
 
 GROUP_NORM_GROUPS = 8
+GOAL_DIM = 3                 # the goal head predicts a position
 PAD_KEY = "action_is_pad"
 
 
@@ -100,17 +102,25 @@ class SurgVLANet(nn.Module):
             nn.Linear(config.head_hidden_dim, config.chunk_size * POSE_DIM))
         nn.init.zeros_(self.head[-1].weight)   # untrained: offset 0 = hold the current pose
         nn.init.zeros_(self.head[-1].bias)
+        # where the episode ends (xyz offset from the state, action units): a training-only target
+        self.goal = nn.Sequential(nn.Linear(feat, config.head_hidden_dim // 2), nn.ReLU(),
+                                  nn.Linear(config.head_hidden_dim // 2, GOAL_DIM)) \
+            if config.goal_loss_weight > 0 else None
         self._split = [c for c in chans for _ in (0, 1)]
 
-    def forward(self, image: Tensor, state: Tensor, language: Tensor) -> Tensor:
-        """image [B,3,h,w] normalised, state [B,10] normalised, language [B,384] -> offsets [B,H,10]."""
+    def features(self, image: Tensor, state: Tensor, language: Tensor) -> Tensor:
+        """image [B,3,h,w] normalised, state [B,10] normalised, language [B,384] -> features [B, F]."""
         lang = self.language(language)
         film = torch.split(self.film(lang), self._split, dim=-1)
         x = image
         for i, block in enumerate(self.blocks):
             x = block(x, film[2 * i], film[2 * i + 1])
         img = torch.cat([self.keypoints(x), x.mean(dim=(2, 3))], dim=-1)
-        out = self.head(torch.cat([img, lang, self.state(state)], dim=-1))
+        return torch.cat([img, lang, self.state(state)], dim=-1)
+
+    def forward(self, image: Tensor, state: Tensor, language: Tensor) -> Tensor:
+        """-> offsets [B,H,10] (see `features`)."""
+        out = self.head(self.features(image, state, language))
         return out.reshape(-1, self.config.chunk_size, POSE_DIM)
 
 
@@ -150,16 +160,22 @@ class SurgVLAPolicy(PreTrainedPolicy):
             image = _random_shift(image, self.config.random_shift_px)
         return image
 
-    def _chunk(self, batch: dict[str, Tensor]) -> Tensor:
+    def _chunk(self, batch: dict[str, Tensor], with_goal: bool = False):
+        """[B, H, 10] normalised actions; with_goal: also the goal head's [B, 3] (normalised positions)."""
         for key in (IMAGE_KEY, STATE_KEY, LANGUAGE_KEY):
             if key not in batch:
                 raise KeyError(f"surgvla input '{key}' missing (run the surgvla preprocessor first)")
         eps = self.config.normalization_eps
         state = batch[STATE_KEY].clamp(-self.config.state_clip, self.config.state_clip)
-        offsets = self.model(self._prepare_image(batch[IMAGE_KEY]), state, batch[LANGUAGE_KEY])
+        feats = self.model.features(self._prepare_image(batch[IMAGE_KEY]), state, batch[LANGUAGE_KEY])
+        offsets = self.model.head(feats).reshape(-1, self.config.chunk_size, POSE_DIM)
         state_as_action = (state * (self.state_std + eps) + self.state_mean - self.action_mean) / (
             self.action_std + eps)
-        return state_as_action[:, None, :] + offsets
+        chunk = state_as_action[:, None, :] + offsets
+        if not with_goal:
+            return chunk
+        goal = state_as_action[:, :GOAL_DIM] + self.model.goal(feats) if self.model.goal is not None else None
+        return chunk, goal
 
     @torch.no_grad()
     def predict_action_chunk(self, batch: dict[str, Tensor], **kwargs) -> Tensor:
@@ -177,13 +193,21 @@ class SurgVLAPolicy(PreTrainedPolicy):
         return self._action_queue.popleft()
 
     def forward(self, batch: dict[str, Tensor], reduction: str = "mean") -> tuple[Tensor, dict]:
-        pred = self._chunk(batch)
+        pred, goal = self._chunk(batch, with_goal=True)
         err = F.l1_loss(pred, batch[ACTION_KEY], reduction="none")
         if PAD_KEY in batch:
             err = err * (~batch[PAD_KEY]).unsqueeze(-1)
         per_sample = err.mean(dim=(1, 2))
+        info = {"l1_loss": float(per_sample.mean().detach())}
+        if goal is not None and GOAL_KEY in batch:
+            # the episode's last position, normalised like the actions (the batch is not: the key is ours)
+            target = (batch[GOAL_KEY][:, :GOAL_DIM] - self.action_mean[:GOAL_DIM]) / (
+                self.action_std[:GOAL_DIM] + self.config.normalization_eps)
+            goal_err = F.l1_loss(goal, target, reduction="none").mean(dim=1)
+            info["goal_l1_loss"] = float(goal_err.mean().detach())
+            per_sample = per_sample + self.config.goal_loss_weight * goal_err
         loss = per_sample if reduction == "none" else per_sample.mean()
-        return loss, {"l1_loss": float(per_sample.mean().detach())}
+        return loss, info
 
 
 def crop_pixels(height: int, width: int, crop: tuple[float, float, float, float]) -> tuple[int, int, int, int]:

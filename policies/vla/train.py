@@ -174,6 +174,16 @@ def train(args: argparse.Namespace) -> dict:
         cfg.optimizer_lr = args.lr
     if args.image_size:
         cfg.image_size = tuple(args.image_size)
+    if getattr(args, "goal_loss_weight", 0.0):
+        if not (math.isfinite(args.goal_loss_weight) and args.goal_loss_weight > 0):
+            raise CliError("--goal-loss-weight must be finite and >= 0")
+        if not args.in_memory:
+            raise CliError("--goal-loss-weight needs --in-memory (the goal target comes from the frame cache)")
+        cfg.goal_loss_weight = float(args.goal_loss_weight)
+    if getattr(args, "shift_px", None) is not None:
+        if args.shift_px < 0:
+            raise CliError("--shift-px must be >= 0")
+        cfg.random_shift_px = int(args.shift_px)
     if getattr(args, "crop", None) is not None:
         try:
             cfg.crop = check_crop(args.crop)
