@@ -15,6 +15,10 @@ import pytest
 
 from surgbot import processes as child_processes
 
+# Tests record LeRobot datasets (AV1): without this the pytest process, and every process it
+# starts afterwards, could run SCHED_FIFO 99 and starve the sim-in-the-loop tests (processes.py).
+child_processes.forbid_realtime_scheduling()
+
 REPO = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
 
