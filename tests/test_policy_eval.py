@@ -167,6 +167,7 @@ def test_bad_input_is_a_one_line_error(tmp_path):
         (("--checkpoint", str(wrong), "--task", "reach"), "[14] actions"),
         (("--checkpoint", str(other), "--task", "reach"), "policy type 'pi0' is not supported"),
         (("--checkpoint", "default", "--task", "reach", "--episodes", "0"), "--episodes must be"),
+        (("--checkpoint", "default", "--task", "reach", "--ros", "--appearance", "strong"), "in-process only"),
     ]
     for args, expected in cases:
         res = _eval_cli(*args)
@@ -187,3 +188,34 @@ def test_policy_node_crops_to_the_policy_aspect_never_squeezes():
     same_aspect = fit_image(frame, (96, 128))
     assert same_aspect.shape == (96, 128, 3)
     assert same_aspect[:, :15, 0].min() > 200 and same_aspect[:, -15:, 2].min() > 200   # kept, only scaled
+
+
+def test_appearance_shift_changes_the_look_not_the_task(reach_env):
+    """Same seed: same layout, state and instruction as nominal, a different image (drawn from the
+    seed, so twice the same); the privileged oracle still succeeds; closing restores the model."""
+    import gymnasium as gym
+
+    from surgbot.policies.evaluation.appearance import AppearanceShift
+    from surgbot.policies.evaluation.cli import APPEARANCE_CHOICES
+    from surgbot.policies.video.appearance import SHIFTS
+
+    assert APPEARANCE_CHOICES == SHIFTS
+    nominal = reach_env.unwrapped
+    rgba = nominal.model.geom_rgba.copy()
+    obs0, info0 = reach_env.reset(seed=SEEDS[0])
+    env = gym.make("surgbot/Reach-v0", render_mode="rgb_array", image_size=(48, 64))
+    shifted = AppearanceShift(env, "strong")
+    obs1, info1 = shifted.reset(seed=SEEDS[0])
+    img1 = obs1["image"].copy()
+    np.testing.assert_array_equal(obs1["state"], obs0["state"])
+    assert info1["instruction"] == info0["instruction"] and info1["appearance"]["shift"] == "strong"
+    diff = np.abs(img1.astype(np.int16) - obs0["image"].astype(np.int16)).mean()
+    assert diff > 10, diff                                   # grey levels, of 255
+    obs2, info2 = shifted.reset(seed=SEEDS[0])
+    assert info2["appearance"] == info1["appearance"]
+    assert np.abs(obs2["image"].astype(np.int16) - img1.astype(np.int16)).mean() < 3   # same look (noise aside)
+    assert shifted.reset(seed=SEEDS[1])[1]["appearance"] != info1["appearance"]
+    r = run_episode(shifted, OracleReach(shifted), SEEDS[0])
+    assert r.success, r
+    shifted.close()
+    np.testing.assert_array_equal(env.unwrapped.model.geom_rgba, rgba)

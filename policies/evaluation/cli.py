@@ -1,9 +1,12 @@
-"""`surgbot policy eval --checkpoint CKPT --task T --episodes N --seed S [--json] [--video DIR] [--ros]`.
+"""`surgbot policy eval --checkpoint CKPT --task T --episodes N --seed S [--json] [--video DIR] [--ros]
+[--appearance strong]`.
 
 Default: the Gymnasium environment in this process, through the policy
 node's execution core and safety gate (harness.py; fast, deterministic).
 `--ros`: the deployment path, one sim per seed (ros_eval.py): the MuJoCo
 twin with the task over CRTK, `surgbot policy serve`, `policy_node`.
+`--appearance strong`: every episode seen through the `sim` video source's
+appearance randomisation drawn from its seed (appearance.py).
 A progress line per episode goes to stderr; the last stdout line is one JSON
 object (success_rate, wilson95, episodes, task, seed, per-episode results).
 Bad input (unknown task, missing checkpoint, a checkpoint for another action
@@ -21,6 +24,7 @@ from pathlib import Path
 from surgbot.errors import CliError
 
 TASK_CHOICES = ("reach", "needle_pick", "peg_transfer")   # sim/tasks TASK_NAMES (checked in run)
+APPEARANCE_CHOICES = ("none", "strong")                   # policies/video/appearance SHIFTS (tested equal)
 MAX_EPISODES = 10000
 ROS_MAX_EPISODES = 50
 
@@ -39,6 +43,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="full deployment path: sim twin + policy server + policy_node over CRTK, per seed")
     p.add_argument("--device", default="cpu", help="torch device of the policy (in-process)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    p.add_argument("--appearance", default="none", choices=APPEARANCE_CHOICES,
+                   help="appearance shift at evaluation: the `sim` video source's randomisation drawn per "
+                        "seed (tissue, lighting, highlights, blur, haze, noise; in-process only)")
 
 
 def _check(args: argparse.Namespace) -> None:
@@ -54,6 +61,8 @@ def _check(args: argparse.Namespace) -> None:
         raise CliError(f"--video {args.video}: exists and is not a folder")
     if args.threads < 1:
         raise CliError("--threads must be >= 1")
+    if args.ros and args.appearance != "none":
+        raise CliError("--appearance is applied in-process only (the ROS twin renders its own scene)")
 
 
 def _progress(r, results) -> None:
@@ -87,7 +96,14 @@ def run(args: argparse.Namespace) -> int:
             policy = load_chunk_policy(args.checkpoint, device=args.device)
         except PolicyLoadError as exc:
             raise CliError(str(exc)) from None
-        summary = evaluate(policy, args.task, args.episodes, args.seed, video_dir=args.video, progress=_progress)
+        env = None
+        if args.appearance != "none":
+            from surgbot.policies.evaluation.appearance import AppearanceShift
+            from surgbot.policies.evaluation.harness import make_env
+            env = AppearanceShift(make_env(args.task, policy), args.appearance)
+        summary = evaluate(policy, args.task, args.episodes, args.seed, video_dir=args.video, progress=_progress,
+                           env=env)
+    summary["appearance"] = args.appearance
     if not args.json:
         lo, hi = summary["wilson95"]
         print(f"{args.task}: {summary['successes']}/{summary['episodes']} = {summary['success_rate']:.0%} "
