@@ -168,6 +168,7 @@ def test_bad_input_is_a_one_line_error(tmp_path):
         (("--checkpoint", str(other), "--task", "reach"), "policy type 'pi0' is not supported"),
         (("--checkpoint", "default", "--task", "reach", "--episodes", "0"), "--episodes must be"),
         (("--checkpoint", "default", "--task", "reach", "--ros", "--appearance", "strong"), "in-process only"),
+        (("--checkpoint", "default", "--task", "reach", "--ros", "--view", "tool_follow"), "in-process only"),
     ]
     for args, expected in cases:
         res = _eval_cli(*args)
@@ -219,3 +220,39 @@ def test_appearance_shift_changes_the_look_not_the_task(reach_env):
     assert r.success, r
     shifted.close()
     np.testing.assert_array_equal(env.unwrapped.model.geom_rgba, rgba)
+
+
+def test_tool_follow_view_keeps_the_tool_in_view_through_the_port():
+    """The oracle's reach under the holder's TOOL_FOLLOW rule: it still succeeds, the optical axis
+    still passes through the port (pivot, checked against the stand geometry), the view stays in
+    the holder's reach, and the tool ends inside the 8 deg re-centring band (or the view at its reach)."""
+    import math
+
+    import gymnasium as gym
+
+    from surgbot.policies.evaluation.cli import VIEW_CHOICES
+    from surgbot.policies.evaluation.views import MAX_FOLLOW_DEG, VIEWS, ToolFollowView
+    from surgbot.sim.scene import stand_scope_line
+
+    assert VIEW_CHOICES == VIEWS
+    line = stand_scope_line()
+    env = ToolFollowView(gym.make("surgbot/Reach-v0", render_mode="rgb_array", image_size=(48, 64)))
+    try:
+        results = [run_episode(env, OracleReach(env), s) for s in SEEDS]
+        base = env.unwrapped
+        mid = base.geo.view_mocap
+        pos = base.data.mocap_pos[mid].copy()
+        w, x, y, z = base.data.mocap_quat[mid]
+        from surgbot.geometry import quat_to_matrix
+        axis = -quat_to_matrix((x, y, z, w))[:, 2]
+        tip = (base.psm_base @ np.append(base.measured_tip(), 1.0))[:3]
+    finally:
+        env.close()
+    assert all(r.success for r in results), [r.failure for r in results]
+    to_port = line.port - pos
+    assert np.linalg.norm(to_port - to_port.dot(axis) * axis) < 1e-6          # still through the port
+    shaft_deg = math.degrees(math.acos(np.clip(np.dot(axis, line.direction), -1, 1)))
+    assert shaft_deg <= MAX_FOLLOW_DEG + 1e-6
+    off_deg = math.degrees(math.acos(np.clip(np.dot(axis, (tip - pos) / np.linalg.norm(tip - pos)), -1, 1)))
+    assert off_deg < 8.0 + 1.0 or shaft_deg > MAX_FOLLOW_DEG - 2.0, (off_deg, shaft_deg)
+    assert env.turned_deg > 0.0 or off_deg < 8.0

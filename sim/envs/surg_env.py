@@ -188,6 +188,10 @@ class SurgEnv(gym.Env):
         self.plant.core.step(float(self.data.time), q, np.zeros(6), 0.0)
         mujoco.mj_forward(self.model, self.data)
 
+    def measured_tip(self) -> np.ndarray:
+        """The tool tip position in PSM1_base, m (the state's first three values)."""
+        return self.plant.measured_cp(self.data)[:3, 3].copy()
+
     def _state(self) -> np.ndarray:
         return pose10_from_matrix(self.plant.measured_cp(self.data), self.plant.jaw(self.data))
 
