@@ -41,9 +41,17 @@ COUNT = re.compile(r"(\d+) (passed|failed|errors?|skipped|xfailed|xpassed|desele
 FAILED_ID = re.compile(r"^(?:FAILED|ERROR) (.+?)(?: - .*)?$")
 
 
+def _with_failures_listed(argv: list[str]) -> list[str]:
+    """argv with pytest's -r report chars plus f and E (the rerun reads the FAILED/ERROR lines);
+    pytest keeps only the last -r option, so a caller's -rs is merged, not followed."""
+    chars = "".join(a[2:] for a in argv if a.startswith("-r") and len(a) > 2)
+    rest = [a for a in argv if not (a.startswith("-r") and len(a) > 2)]
+    return rest + ["-r" + chars + "".join(c for c in "fE" if c not in chars)]
+
+
 def _pytest(rel: Path, cache: str, argv: list[str], extra: list[str]) -> tuple[int, str]:
-    proc = subprocess.run([sys.executable, "-m", "pytest", str(rel), "-q", "-rfE", "-p", "cacheprovider",
-                           "-o", f"cache_dir={cache}", *argv, *extra],
+    proc = subprocess.run([sys.executable, "-m", "pytest", str(rel), "-q", "-p", "cacheprovider",
+                           "-o", f"cache_dir={cache}", *_with_failures_listed(argv), *extra],
                           cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     out = proc.stdout
     print(out, end="" if out.endswith("\n") else "\n", flush=True)
