@@ -25,6 +25,10 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
     except OSError:
         pass   # not Linux: the caller's cleanup still stops it
+    # SIGINT is how `stop()` asks a child to shut down cleanly; a parent started in the
+    # background by a non-interactive shell (nohup make test &) has it ignored, and an ignored
+    # disposition survives exec: Python would then never raise KeyboardInterrupt in the child.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def start(args: list[str], **popen_kwargs) -> subprocess.Popen:
