@@ -20,7 +20,7 @@ demo: bootstrap
 # pytest's own faulthandler (on by default) prints a native crash's traceback to the real stderr
 # (PYTHONFAULTHANDLER=1 would write it into pytest's capture, lost with the process).
 # One pytest process per test module (scripts/run_tests.py says why); a module that collects no
-# test fails the run, like pytest's exit 5.
+# test fails the run, like pytest's exit 5; failed tests are rerun once and, if they pass, named FLAKY.
 # -rs lists every skip; tests/conftest.py prints the skip count and fails the run on a skip
 # whose reason is not in its ALLOWED_SKIP_PREFIXES (no silent skips).
 test: bootstrap

@@ -13,6 +13,7 @@ import importlib
 import sys
 
 from surgbot.errors import CliError
+from surgbot.processes import forbid_realtime_scheduling
 
 # name -> (module, one-line help)
 SUBCOMMANDS = {
@@ -45,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    forbid_realtime_scheduling()     # before any thread: an AV1 encoder would take SCHED_FIFO 99 (processes.py)
     parser = build_parser()
     args = parser.parse_args(argv)
     module = importlib.import_module(args._module)

@@ -1,4 +1,5 @@
-"""Child processes that cannot outlive the process that started them.
+"""Child processes that cannot outlive the process that started them, and a guard that keeps
+our processes out of the real-time scheduling classes (`forbid_realtime_scheduling`).
 
 Tests and benchmarks start the twin, the bridge and nodes as subprocesses.
 If the parent dies hard (a segfault in a DDS listener, a kill -9), orphans
@@ -24,6 +25,10 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
     except OSError:
         pass   # not Linux: the caller's cleanup still stops it
+    # SIGINT is how `stop()` asks a child to shut down cleanly; a parent started in the
+    # background by a non-interactive shell (nohup make test &) has it ignored, and an ignored
+    # disposition survives exec: Python would then never raise KeyboardInterrupt in the child.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def start(args: list[str], **popen_kwargs) -> subprocess.Popen:
@@ -60,3 +65,72 @@ def exit_skipping_finalisation(status: int) -> NoReturn:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(status)
+
+
+# ------------------------------------------------------------------ real-time scheduling
+# SVT-AV1 (the AV1 encoder behind LeRobot's dataset videos) switches the thread that opens an
+# encoder to SCHED_FIFO priority 99 whenever it is allowed to (root, CAP_SYS_NICE, or an
+# RLIMIT_RTPRIO as ROS real-time setups grant), and the encoder's worker threads inherit it.
+# Measured on the 2-core machine: `surgbot data record` ran its main thread at FIFO 99 using
+# 73 % of a core; every SCHED_OTHER process on that core waited behind it (the G1 bridge saw
+# rt/lowstate 187 ms old; the safety supervisor faulted at every engage in `surgbot demo`).
+_CAP_SYS_NICE = 23
+_PR_CAPBSET_DROP = 24
+_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_LOWER = 47, 4
+_CAP_VERSION_3 = 0x20080522
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
+                ("inheritable", ctypes.c_uint32)]
+
+
+def _drop_cap_sys_nice(libc) -> None:
+    """Take CAP_SYS_NICE out of this thread's bounding, ambient, effective, permitted and
+    inheritable sets (a no-op where it is not held); threads and children started afterwards
+    inherit the result, and exec cannot give it back (bounding set)."""
+    libc.prctl(_PR_CAPBSET_DROP, _CAP_SYS_NICE, 0, 0, 0)           # fails harmlessly without CAP_SETPCAP
+    libc.prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_LOWER, _CAP_SYS_NICE, 0, 0)
+    header = _CapHeader(_CAP_VERSION_3, 0)
+    data = (_CapData * 2)()
+    if libc.capget(ctypes.byref(header), data) != 0:
+        return
+    mask = ~(1 << _CAP_SYS_NICE) & 0xFFFFFFFF
+    data[0].effective &= mask
+    data[0].permitted &= mask
+    data[0].inheritable &= mask
+    libc.capset(ctypes.byref(header), data)
+
+
+def forbid_realtime_scheduling() -> bool:
+    """Keep this thread, and the threads and processes it starts afterwards, out of SCHED_FIFO/RR.
+
+    Call it early in the main thread (capabilities are per thread and inherited at creation).
+    Returns True when a real-time policy can no longer be taken; False where this platform
+    cannot tell (not Linux).  The current policy is left as it is: someone who starts a node
+    with `chrt` on purpose keeps it.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    import resource
+
+    try:
+        resource.setrlimit(resource.RLIMIT_RTPRIO, (0, 0))
+    except (ValueError, OSError):
+        pass
+    try:
+        _drop_cap_sys_nice(ctypes.CDLL("libc.so.6", use_errno=True))
+    except OSError:
+        pass
+    if os.sched_getscheduler(0) in (os.SCHED_FIFO, os.SCHED_RR):
+        return True                                  # started real-time on purpose: left as it is
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))
+    except PermissionError:
+        return True
+    os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+    return False

@@ -27,6 +27,7 @@ from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
 from surgbot import config as config_mod
+from surgbot.processes import forbid_realtime_scheduling
 
 DIAGNOSTICS_TOPIC = "/diagnostics"
 DIAGNOSTICS_PERIOD_S = 1.0
@@ -166,6 +167,7 @@ class BackgroundSpinner:
 def run_node(make_node: Callable[[], object], args: list[str] | None = None,
              on_shutdown: Callable[[object], None] | None = None) -> int:
     """init, spin until Ctrl-C, SIGTERM or external shutdown, run `on_shutdown(node)`, tear down."""
+    forbid_realtime_scheduling()     # before any thread: an AV1 encoder would take SCHED_FIFO 99 (processes.py)
     rclpy.init(args=sys.argv if args is None else args)
     # rclpy's own SIGINT/SIGTERM handlers shut the context down; spin then
     # raises ExternalShutdownException (or KeyboardInterrupt).

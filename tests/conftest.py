@@ -15,6 +15,10 @@ import pytest
 
 from surgbot import processes as child_processes
 
+# Tests record LeRobot datasets (AV1): without this the pytest process, and every process it
+# starts afterwards, could run SCHED_FIFO 99 and starve the sim-in-the-loop tests (processes.py).
+child_processes.forbid_realtime_scheduling()
+
 REPO = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
 
@@ -52,12 +56,19 @@ def g1_domain() -> int:
     return G1_DOMAIN
 
 
+# Every Processes alive now, so a failing test's report can show what its
+# subprocesses printed (a CI run keeps nothing else: the tmp folders are gone).
+_LIVE_PROCESSES: list[Processes] = []
+_LOG_TAIL_LINES = 25
+
+
 class Processes:
     """Starts subprocesses in their own process group; kills them all on exit."""
 
     def __init__(self, tmp: Path):
         self.tmp = tmp
         self.procs: list[tuple[subprocess.Popen, Path]] = []
+        _LIVE_PROCESSES.append(self)
 
     def start(self, args: list[str], name: str = "proc", env: dict | None = None) -> subprocess.Popen:
         log = self.tmp / f"{name}-{len(self.procs)}.log"
@@ -81,6 +92,31 @@ class Processes:
         for proc, _ in self.procs:
             if proc.poll() is None:
                 self.stop(proc, signal.SIGTERM, timeout=5)
+        if self in _LIVE_PROCESSES:
+            _LIVE_PROCESSES.remove(self)
+
+    def report(self) -> str:
+        """Each process: its command, whether it still runs, and the tail of its log."""
+        out = []
+        for proc, log in self.procs:
+            status = "running" if proc.poll() is None else f"exited {proc.returncode}"
+            try:
+                tail = log.read_text(errors="replace").splitlines()[-_LOG_TAIL_LINES:]
+            except OSError as e:
+                tail = [f"(log unreadable: {e})"]
+            cmd = " ".join(str(a) for a in proc.args[1:4]) if isinstance(proc.args, list) else str(proc.args)
+            out.append(f"--- {log.name} ({status}): {cmd}\n" + "\n".join(tail))
+        return "\n".join(out)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed and _LIVE_PROCESSES:
+        text = "\n".join(r for r in (p.report() for p in _LIVE_PROCESSES) if r)
+        if text:
+            report.sections.append(("processes started by the tests (log tails)", text))
 
 
 @pytest.fixture

@@ -44,7 +44,11 @@ from tests.conftest import PYTHON
 pytestmark = pytest.mark.sim
 
 TOKEN = "browser-test-token"
-MIN_RATE_HZ = 60.0
+# The page streams every frame (not only on change: a still hand must keep the link alive and
+# the clutch state fresh). Its actual rate is a benchmark figure (bench/console.py
+# console_page_pose_rate, 152 Hz quiet); here only "streams", with a wide margin below any
+# browser frame loop (60 Hz desktop, 72-90 Hz XR) so a loaded machine does not fail it.
+MIN_STREAM_HZ = 20.0
 
 
 class Listener:
@@ -186,7 +190,7 @@ def test_page_enters_vr_through_iwer_and_streams_poses(rig, tmp_path):
     server_rate = page.evaluate("window.surgbot.stats.status.xr_rate_hz")
     print(f"\nimmersive (IWER): page sends {page_rate:.1f} Hz, console accepts {server_rate:.1f} Hz, "
           f"/teleop/right at {ros_rate:.1f} Hz (newest-only: samples arriving < 2 ms apart are merged)")
-    assert page_rate >= MIN_RATE_HZ and server_rate >= MIN_RATE_HZ and ros_rate > 0
+    assert page_rate >= MIN_STREAM_HZ and server_rate >= MIN_STREAM_HZ and ros_rate > 0
     with lst.lock:
         buttons, axes = lst.joy[-1]
     assert buttons[P.BTN_CLUTCH] == 1 and axes[P.AX_RTRIG] == pytest.approx(0.5, abs=1e-6)
@@ -319,7 +323,7 @@ def test_desktop_mode_sends_the_same_messages(rig):
     d = lst.last_right()[:3, 3] - T0[:3, 3]
     print(f"\ndesktop: page sends {page_rate:.1f} Hz, console accepts {server_rate:.1f} Hz, /teleop/right at "
           f"{rate:.1f} Hz; D held 2 s -> hand moved {np.round(d * 1e3, 1)} mm")
-    assert page_rate >= MIN_RATE_HZ and server_rate >= MIN_RATE_HZ and rate > 0
+    assert page_rate >= MIN_STREAM_HZ and server_rate >= MIN_STREAM_HZ and rate > 0
     assert buttons[P.BTN_CLUTCH] == 1
     assert d[1] < -0.1 and abs(d[0]) < 1e-3 and abs(d[2]) < 1e-3    # right = -y in the operator frame
     with lst.lock:

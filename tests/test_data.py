@@ -18,6 +18,7 @@ import pytest
 from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
 import surgbot.sim.envs  # noqa: F401 - registers the environments
+from surgbot import processes as child_processes
 from surgbot.policies.data.dataset import ACTION_KEY, IMAGE_KEY, SIDECAR, STATE_KEY
 from surgbot.policies.data.record import record_expert
 from surgbot.sim.envs import ENV_IDS
@@ -127,8 +128,10 @@ def test_append_grows_the_dataset(recorded, tmp_path):
 
 def test_ctrl_c_leaves_nothing_loadable(tmp_path):
     out = tmp_path / "interrupted"
-    proc = subprocess.Popen(CLI + ["--task", "reach", "--episodes", "40", "--out", str(out), "--image-size", "32x32"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    # child_processes.start: SIGINT as in a terminal even when this run was started in the background
+    proc = child_processes.start(CLI + ["--task", "reach", "--episodes", "40", "--out", str(out),
+                                        "--image-size", "32x32"],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
     partial = None
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and partial is None:

@@ -223,6 +223,8 @@ def test_bad_input_is_a_one_line_error(tmp_path):
         (("--checkpoint", "default", "--task", "reach", "--episodes", "0"), "--episodes must be"),
         (("--checkpoint", "default", "--task", "needle_pick", "--target", "red"), "needle_pick names no colour"),
         (("--checkpoint", "default", "--task", "reach", "--target", "red", "--ros"), "--target is for"),
+        (("--checkpoint", "default", "--task", "reach", "--ros", "--appearance", "strong"), "in-process only"),
+        (("--checkpoint", "default", "--task", "reach", "--ros", "--view", "tool_follow"), "in-process only"),
     ]
     for args, expected in cases:
         res = _eval_cli(*args)
@@ -243,3 +245,70 @@ def test_policy_node_crops_to_the_policy_aspect_never_squeezes():
     same_aspect = fit_image(frame, (96, 128))
     assert same_aspect.shape == (96, 128, 3)
     assert same_aspect[:, :15, 0].min() > 200 and same_aspect[:, -15:, 2].min() > 200   # kept, only scaled
+
+
+def test_appearance_shift_changes_the_look_not_the_task(reach_env):
+    """Same seed: same layout, state and instruction as nominal, a different image (drawn from the
+    seed, so twice the same); the privileged oracle still succeeds; closing restores the model."""
+    import gymnasium as gym
+
+    from surgbot.policies.evaluation.appearance import AppearanceShift
+    from surgbot.policies.evaluation.cli import APPEARANCE_CHOICES
+    from surgbot.policies.video.appearance import SHIFTS
+
+    assert APPEARANCE_CHOICES == SHIFTS
+    nominal = reach_env.unwrapped
+    rgba = nominal.model.geom_rgba.copy()
+    obs0, info0 = reach_env.reset(seed=SEEDS[0])
+    env = gym.make("surgbot/Reach-v0", render_mode="rgb_array", image_size=(48, 64))
+    shifted = AppearanceShift(env, "strong")
+    obs1, info1 = shifted.reset(seed=SEEDS[0])
+    img1 = obs1["image"].copy()
+    np.testing.assert_array_equal(obs1["state"], obs0["state"])
+    assert info1["instruction"] == info0["instruction"] and info1["appearance"]["shift"] == "strong"
+    diff = np.abs(img1.astype(np.int16) - obs0["image"].astype(np.int16)).mean()
+    assert diff > 10, diff                                   # grey levels, of 255
+    obs2, info2 = shifted.reset(seed=SEEDS[0])
+    assert info2["appearance"] == info1["appearance"]
+    assert np.abs(obs2["image"].astype(np.int16) - img1.astype(np.int16)).mean() < 3   # same look (noise aside)
+    assert shifted.reset(seed=SEEDS[1])[1]["appearance"] != info1["appearance"]
+    r = run_episode(shifted, OracleReach(shifted), SEEDS[0])
+    assert r.success, r
+    shifted.close()
+    np.testing.assert_array_equal(env.unwrapped.model.geom_rgba, rgba)
+
+
+def test_tool_follow_view_keeps_the_tool_in_view_through_the_port():
+    """The oracle's reach under the holder's TOOL_FOLLOW rule: it still succeeds, the optical axis
+    still passes through the port (pivot, checked against the stand geometry), the view stays in
+    the holder's reach, and the tool ends inside the 8 deg re-centring band (or the view at its reach)."""
+    import math
+
+    import gymnasium as gym
+
+    from surgbot.policies.evaluation.cli import VIEW_CHOICES
+    from surgbot.policies.evaluation.views import MAX_FOLLOW_DEG, VIEWS, ToolFollowView
+    from surgbot.sim.scene import stand_scope_line
+
+    assert VIEW_CHOICES == VIEWS
+    line = stand_scope_line()
+    env = ToolFollowView(gym.make("surgbot/Reach-v0", render_mode="rgb_array", image_size=(48, 64)))
+    try:
+        results = [run_episode(env, OracleReach(env), s) for s in SEEDS]
+        base = env.unwrapped
+        mid = base.geo.view_mocap
+        pos = base.data.mocap_pos[mid].copy()
+        w, x, y, z = base.data.mocap_quat[mid]
+        from surgbot.geometry import quat_to_matrix
+        axis = -quat_to_matrix((x, y, z, w))[:, 2]
+        tip = (base.psm_base @ np.append(base.measured_tip(), 1.0))[:3]
+    finally:
+        env.close()
+    assert all(r.success for r in results), [r.failure for r in results]
+    to_port = line.port - pos
+    assert np.linalg.norm(to_port - to_port.dot(axis) * axis) < 1e-6          # still through the port
+    shaft_deg = math.degrees(math.acos(np.clip(np.dot(axis, line.direction), -1, 1)))
+    assert shaft_deg <= MAX_FOLLOW_DEG + 1e-6
+    off_deg = math.degrees(math.acos(np.clip(np.dot(axis, (tip - pos) / np.linalg.norm(tip - pos)), -1, 1)))
+    assert off_deg < 8.0 + 1.0 or shaft_deg > MAX_FOLLOW_DEG - 2.0, (off_deg, shaft_deg)
+    assert env.turned_deg > 0.0 or off_deg < 8.0

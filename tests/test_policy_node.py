@@ -177,3 +177,22 @@ def test_camera_frames_are_cropped_to_the_training_aspect_not_squashed():
     tall = np.zeros((200, 100, 3), np.uint8)
     tall[50:150] = 255
     assert np.all(fit_image(tall, (64, 64)) == 255)        # crops top and bottom of a tall frame
+
+
+def test_malformed_frames_decode_to_nothing():
+    """The node decodes a frame only when it takes an observation; a malformed one gives None
+    (counted as "bad image" and no request), a good one its pixels."""
+    from sensor_msgs.msg import CompressedImage, Image
+
+    from surgbot.nodes.policy_node import _decode_jpeg, _decode_rgb8
+
+    pixels = np.arange(4 * 6 * 3, dtype=np.uint8).reshape(4, 6, 3)
+    good = Image(height=4, width=6, encoding="rgb8", step=18, data=pixels.tobytes())
+    np.testing.assert_array_equal(_decode_rgb8(good), pixels)
+    for bad in (Image(height=4, width=6, encoding="bgr8", step=18, data=pixels.tobytes()),
+                Image(height=4, width=6, encoding="rgb8", step=17, data=pixels.tobytes()),
+                Image(height=5, width=6, encoding="rgb8", step=18, data=pixels.tobytes())):
+        assert _decode_rgb8(bad) is None
+    assert _decode_jpeg(CompressedImage(format="jpeg", data=b"not a jpeg")) is None
+    ok, jpeg = cv2.imencode(".jpg", np.full((8, 8, 3), (0, 0, 255), np.uint8))      # BGR red
+    assert ok and _decode_jpeg(CompressedImage(format="jpeg", data=jpeg.tobytes()))[0, 0, 0] > 200   # RGB red

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from surgbot.errors import CliError
+from surgbot.processes import forbid_realtime_scheduling
 
 FPS = 15
 IMAGE_KEY = "observation.images.endoscope"
@@ -100,6 +101,9 @@ class DatasetSession:
     def __enter__(self) -> DatasetSession:
         from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
+        # LeRobot's AV1 encoder would put this thread in SCHED_FIFO 99 (surgbot/processes.py);
+        # the CLI and nodes already did this at start, a script using the session directly has not
+        forbid_realtime_scheduling()
         if self.work.exists():
             shutil.rmtree(self.work)
         self.out.parent.mkdir(parents=True, exist_ok=True)

@@ -1,9 +1,14 @@
-"""`surgbot policy eval --checkpoint CKPT --task T --episodes N --seed S [--json] [--video DIR] [--ros]`.
+"""`surgbot policy eval --checkpoint CKPT --task T --episodes N --seed S [--json] [--video DIR] [--ros]
+[--appearance strong] [--view tool_follow]`.
 
 Default: the Gymnasium environment in this process, through the policy
 node's execution core and safety gate (harness.py; fast, deterministic).
 `--ros`: the deployment path, one sim per seed (ros_eval.py): the MuJoCo
 twin with the task over CRTK, `surgbot policy serve`, `policy_node`.
+`--appearance strong`: every episode seen through the `sim` video source's
+appearance randomisation drawn from its seed (appearance.py); `--view
+tool_follow`: the endoscope re-aimed at the tool as the holder's TOOL_FOLLOW
+does (views.py).
 A progress line per episode goes to stderr; the last stdout line is one JSON
 object (success_rate, wilson95, episodes, task, seed, per-episode results).
 Bad input (unknown task, missing checkpoint, a checkpoint for another action
@@ -21,6 +26,8 @@ from pathlib import Path
 from surgbot.errors import CliError
 
 TASK_CHOICES = ("reach", "needle_pick", "peg_transfer")   # sim/tasks TASK_NAMES (checked in run)
+APPEARANCE_CHOICES = ("none", "strong")                   # policies/video/appearance SHIFTS (tested equal)
+VIEW_CHOICES = ("fixed", "tool_follow")                   # policies/evaluation/views VIEWS (tested equal)
 MAX_EPISODES = 10000
 ROS_MAX_EPISODES = 50
 
@@ -42,6 +49,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "instruction: the language check); tasks with a named target only")
     p.add_argument("--device", default="cpu", help="torch device of the policy (in-process)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    p.add_argument("--view", default="fixed", choices=VIEW_CHOICES,
+                   help="endoscope view: fixed (the layout's) or tool_follow (re-aimed at the tool as the "
+                        "holder's TOOL_FOLLOW does; in-process only)")
+    p.add_argument("--appearance", default="none", choices=APPEARANCE_CHOICES,
+                   help="appearance shift at evaluation: the `sim` video source's randomisation drawn per "
+                        "seed (tissue, lighting, highlights, blur, haze, noise; in-process only)")
 
 
 def _check(args: argparse.Namespace) -> None:
@@ -61,6 +74,10 @@ def _check(args: argparse.Namespace) -> None:
         raise CliError("--target is for the in-process evaluation (not --ros)")
     if args.target is not None and args.task == "needle_pick":
         raise CliError("--target: needle_pick names no colour")
+    if args.ros and args.appearance != "none":
+        raise CliError("--appearance is applied in-process only (the ROS twin renders its own scene)")
+    if args.ros and args.view != "fixed":
+        raise CliError("--view tool_follow is emulated in-process only (on the ROS stack the holder does it)")
 
 
 def _progress(r, results) -> None:
@@ -94,13 +111,25 @@ def run(args: argparse.Namespace) -> int:
             policy = load_chunk_policy(args.checkpoint, device=args.device)
         except PolicyLoadError as exc:
             raise CliError(str(exc)) from None
+        env = None
+        if args.appearance != "none" or args.view != "fixed":
+            from surgbot.policies.evaluation.appearance import AppearanceShift
+            from surgbot.policies.evaluation.harness import make_env
+            from surgbot.policies.evaluation.views import ToolFollowView
+            env = make_env(args.task, policy)
+            if args.view == "tool_follow":
+                env = ToolFollowView(env)
+            if args.appearance != "none":
+                env = AppearanceShift(env, args.appearance)
         try:
             summary = evaluate(policy, args.task, args.episodes, args.seed, video_dir=args.video,
-                               progress=_progress, target=args.target)
+                               progress=_progress, env=env, target=args.target)
         except ValueError as exc:    # a layout that may not name --target (peg_transfer: too near the block)
             if args.target is None:
                 raise
             raise CliError(f"--target {args.target}: {exc}") from None
+    summary["appearance"] = args.appearance
+    summary["view"] = args.view
     if not args.json:
         lo, hi = summary["wilson95"]
         print(f"{args.task}: {summary['successes']}/{summary['episodes']} = {summary['success_rate']:.0%} "

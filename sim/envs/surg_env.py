@@ -188,15 +188,29 @@ class SurgEnv(gym.Env):
         self.plant.core.step(float(self.data.time), q, np.zeros(6), 0.0)
         mujoco.mj_forward(self.model, self.data)
 
+    def measured_tip(self) -> np.ndarray:
+        """The tool tip position in PSM1_base, m (the state's first three values)."""
+        return self.plant.measured_cp(self.data)[:3, 3].copy()
+
     def _state(self) -> np.ndarray:
         return pose10_from_matrix(self.plant.measured_cp(self.data), self.plant.jaw(self.data))
 
-    def _render(self) -> np.ndarray:
+    def endoscope_renderer(self) -> mujoco.Renderer:
+        """The renderer of the endoscope image (made on first use); wrappers that restyle the
+        scene (policies/evaluation/appearance.py) repaint its textures."""
         if self._renderer is None:
             h, w = self.image_size
             self._renderer = mujoco.Renderer(self.model, h, w)
-        self._renderer.update_scene(self.data, camera=ENDOSCOPE_CAMERA, scene_option=self._scene_option)
-        return self._renderer.render().copy()
+        return self._renderer
+
+    def endoscope_image(self) -> np.ndarray:
+        """The endoscope view now (uint8 HxWx3), whatever the render_mode."""
+        return self._render()
+
+    def _render(self) -> np.ndarray:
+        renderer = self.endoscope_renderer()
+        renderer.update_scene(self.data, camera=ENDOSCOPE_CAMERA, scene_option=self._scene_option)
+        return renderer.render().copy()
 
     def _observation(self) -> dict:
         obs = {"state": self._state()}

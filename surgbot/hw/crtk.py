@@ -22,8 +22,10 @@ dVRK arm client reads).  Each costs the client a callback per message, so a
 from __future__ import annotations
 
 import math
+import sys
 import threading
 import time
+import traceback
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,6 +37,7 @@ from surgbot.rosutil import latched_qos
 
 STALE_AFTER_S = 1.0     # crtk_python_client: data older than 1 s raises TimeoutError
 QUEUE_DEPTH = 10        # crtk_python_client / dvrk_python: KEEP_LAST 10
+SPIN_RETRY_S = 0.01     # after a raising callback: no hot loop if it raises on every message
 DEFAULT_STREAMS = ("measured_js", "setpoint_js", "measured_cp", "setpoint_cp", "measured_cv",
                    "jaw/measured_js", "jaw/setpoint_js")
 EXTRA_STREAMS = ("local/measured_cp", "local/setpoint_cp", "spatial/measured_cf", "body/measured_cf",
@@ -60,10 +63,20 @@ def spin_in_background(node):
     executor.add_node(node)
 
     def spin() -> None:
-        try:
-            executor.spin()
-        except ExternalShutdownException:     # rclpy.shutdown(): the clean way to stop it
-            pass
+        # A callback that raises must not end the thread silently: every wait of the
+        # client would then time out with nothing said.  Say it, and keep spinning.
+        while True:
+            try:
+                executor.spin()
+                return
+            except ExternalShutdownException:     # rclpy.shutdown(): the clean way to stop it
+                return
+            except Exception:                     # noqa: BLE001 - reported, then spinning resumes
+                if not executor.context.ok():
+                    return
+                print(f"{node.get_name()}: a callback raised; spinning on:\n{traceback.format_exc()}",
+                      file=sys.stderr, flush=True)
+                time.sleep(SPIN_RETRY_S)
 
     thread = threading.Thread(target=spin, daemon=True)
     thread.start()

@@ -8,6 +8,12 @@ Thin shell around `surgbot.control.g1_bridge.G1BridgeCore`:
   deadlines, so the stream does not depend on the ROS executor's timing;
 * ROS side: `/g1/joint_states`, `/g1/imu`, `/g1/arm_command`, services
   `/g1/engage`, `/g1/release`, and `/diagnostics` (state, lowstate age, FAULT).
+  The state topics go out from the `rt/lowstate` receive thread itself (every
+  rt/lowstate whose tick is >= 1/state_publish_hz past the last one
+  published), not from an executor timer: the safety supervisor judges the
+  lowstate age by their arrival, and in `surgbot demo` on 2 cores a 250 Hz
+  rclpy timer left 50-127 ms gaps in /g1/joint_states while rt/lowstate kept
+  arriving (at most 4-30 ms apart), so the G1 could not be engaged.
 
 Parameters: generated from `G1BridgeConfig` (the core's: gains, speed,
 ramps, staleness) and `G1BridgeNodeConfig` (DDS domain and interface,
@@ -88,7 +94,9 @@ class G1BridgeNode(Node):
                                  gravity=GravityModel() if node_cfg.gravity_compensation else None)
         self.lock = threading.Lock()
         self._latest = None          # latest decoded lowstate record
-        self._published_tick = None
+        self._published_tick: int | None = None     # robot tick (ms) of the last state published
+        self._publish_every_ms = 1e3 / node_cfg.state_publish_hz
+        self._joint_names = list(contract.G1_JOINT_NAMES)
         self.lowstate_bad_crc = 0
         self.lowstate_bad_mode_machine = 0
         self.last_rejection = ""
@@ -99,8 +107,6 @@ class G1BridgeNode(Node):
         unitree.init_channel(self.g1_domain, self.g1_interface)
         self._dp = unitree.participant()
         self._arm_writer = unitree.RawWriter(self._dp, contract.G1_TOPIC_ARM_SDK, LowCmd_)
-        self._lowstate_reader = unitree.RawReader(self._dp, contract.G1_TOPIC_LOWSTATE, LowState_,
-                                                  self._on_lowstate)
         self._cmd = unitree.new_lowcmd()
         self._cmd["mode_machine"] = unitree.MODE_MACHINE
 
@@ -110,10 +116,12 @@ class G1BridgeNode(Node):
         self.create_timer(SAFETY_CHECK_PERIOD_S, self.safety.check)
         self.pub_js = self.create_publisher(JointState, contract.G1_JOINT_STATES, 10)
         self.pub_imu = self.create_publisher(Imu, contract.G1_IMU, 10)
+        # after the publishers: the receive thread publishes from its first rt/lowstate on
+        self._lowstate_reader = unitree.RawReader(self._dp, contract.G1_TOPIC_LOWSTATE, LowState_,
+                                                  self._on_lowstate)
         self.create_subscription(JointState, contract.G1_ARM_COMMAND, self._on_arm_command, 10)
         self.create_service(Trigger, contract.G1_ENGAGE, trigger_handler(lambda: self._logged("engage")))
         self.create_service(Trigger, contract.G1_RELEASE, trigger_handler(lambda: self._logged("release")))
-        self.create_timer(1.0 / node_cfg.state_publish_hz, self._publish_state)
         self.diagnostics = Diagnostics(self, NODE_NAME, self._diagnostic_status, 1.0 / node_cfg.diagnostics_hz,
                                        hardware_id=f"unitree_g1 domain {self.g1_domain} {self.g1_interface}")
 
@@ -134,10 +142,15 @@ class G1BridgeNode(Node):
             return
         ms = rec["motor_state"]
         n = contract.G1_NUM_JOINTS
+        tick = int(rec["tick"])
         with self.lock:
-            self.core.on_lowstate(ms["q"][:n], ms["dq"][:n], int(rec["tick"]), t_recv,
-                                  rec["imu_state"]["quaternion"])
+            self.core.on_lowstate(ms["q"][:n], ms["dq"][:n], tick, t_recv, rec["imu_state"]["quaternion"])
             self._latest = rec
+        last = self._published_tick
+        # a tick that went back is a restarted robot/twin: publish at once
+        if last is None or tick < last or tick - last >= self._publish_every_ms:
+            self._published_tick = tick
+            self._publish_state(rec)
 
     # ------------------------------------------------------------------ DDS out
     def _write(self, c: ArmSdkCommand) -> None:
@@ -209,18 +222,14 @@ class G1BridgeNode(Node):
         self.get_logger().info(f"{command}: {res.ok} {res.reason}")
         return res
 
-    def _publish_state(self) -> None:
-        with self.lock:
-            rec = self._latest
-        if rec is None or int(rec["tick"]) == self._published_tick:
-            return
-        self._published_tick = int(rec["tick"])
+    def _publish_state(self, rec) -> None:
+        """/g1/joint_states and /g1/imu from one decoded rt/lowstate (receive thread)."""
         n = contract.G1_NUM_JOINTS
         ms = rec["motor_state"]
         stamp = self.get_clock().now().to_msg()
         js = JointState()
         js.header.stamp = stamp
-        js.name = list(contract.G1_JOINT_NAMES)
+        js.name = self._joint_names
         js.position = ms["q"][:n].astype(float).tolist()
         js.velocity = ms["dq"][:n].astype(float).tolist()
         js.effort = ms["tau_est"][:n].astype(float).tolist()
@@ -272,6 +281,7 @@ class G1BridgeNode(Node):
             self.get_logger().warning(f"shutdown: {res.reason}")
         self._stop.set()
         self._stream_thread.join(timeout=STREAM_JOIN_TIMEOUT_S)
+        self._lowstate_reader.close()      # it publishes on this node's topics: detach before the node goes
 
 
 def main(args: list[str] | None = None) -> int:
