@@ -126,11 +126,12 @@ def forbid_realtime_scheduling() -> bool:
         _drop_cap_sys_nice(ctypes.CDLL("libc.so.6", use_errno=True))
     except OSError:
         pass
-    if os.sched_getscheduler(0) in (os.SCHED_FIFO, os.SCHED_RR):
+    policy, param = os.sched_getscheduler(0), os.sched_getparam(0)
+    if policy in (os.SCHED_FIFO, os.SCHED_RR):
         return True                                  # started real-time on purpose: left as it is
     try:
         os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))
     except PermissionError:
         return True
-    os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+    os.sched_setscheduler(0, policy, param)          # the probe succeeded: put back what it was
     return False
