@@ -18,9 +18,9 @@ import math
 
 import gymnasium as gym
 import numpy as np
+import pinocchio as pin
 
 from surgbot.control.holder_config import HolderConfig
-from surgbot.control.pivot import rotation_aligning
 from surgbot.geometry import matrix_to_quat, quat_to_matrix
 from surgbot.sim.envs.surg_env import CONTROL_HZ
 from surgbot.sim.scene import stand_scope_line
@@ -80,22 +80,15 @@ class ToolFollowView(gym.Wrapper):
             return
         u = shaft / np.linalg.norm(shaft)
         goal = (tip - self.port) / np.linalg.norm(tip - self.port)
-        full = _angle(u, goal)
         axis = np.cross(u, goal)
-        if np.linalg.norm(axis) < 1e-12:
+        sin_full = float(np.linalg.norm(axis))
+        if sin_full < 1e-12:
             return
-        turn = min(self.step_rad, full)
-        u_new = goal if turn >= full else _rotate(u, axis / np.linalg.norm(axis), turn)
-        if math.degrees(_angle(u_new, self.stand_dir)) > MAX_FOLLOW_DEG:
+        turn = min(self.step_rad, _angle(u, goal))
+        step = pin.exp3(axis / sin_full * turn)        # towards the tool, at most step_rad this tick
+        if math.degrees(_angle(step @ u, self.stand_dir)) > MAX_FOLLOW_DEG:
             return                                     # at the edge of the holder's reach: stay
-        step = rotation_aligning(u, u_new)
         d.mocap_pos[mid] = self.port + step @ shaft
         qx, qy, qz, qw = matrix_to_quat(step @ R)
         d.mocap_quat[mid] = (qw, qx, qy, qz)           # MuJoCo's order
         self.turned_deg += math.degrees(turn)
-
-
-def _rotate(v: np.ndarray, axis: np.ndarray, angle: float) -> np.ndarray:
-    """Rodrigues: v turned by `angle` about unit `axis`."""
-    return (v * math.cos(angle) + np.cross(axis, v) * math.sin(angle)
-            + axis * float(np.dot(axis, v)) * (1.0 - math.cos(angle)))
