@@ -11,9 +11,10 @@ Thin shell around `surgbot.control.g1_bridge.G1BridgeCore`:
   The state topics go out from the `rt/lowstate` receive thread itself (every
   rt/lowstate whose tick is >= 1/state_publish_hz past the last one
   published), not from an executor timer: the safety supervisor judges the
-  lowstate age by their arrival, and in `surgbot demo` on 2 cores a 250 Hz
-  rclpy timer left 50-127 ms gaps in /g1/joint_states while rt/lowstate kept
-  arriving (at most 4-30 ms apart), so the G1 could not be engaged.
+  lowstate age by their arrival, so they should leave as each rt/lowstate
+  arrives, without a timer's phase delay or its wake-ups.  (On the overloaded
+  2-core machine neither way removed the 50-300 ms gaps seen in `surgbot
+  demo`: there the bridge process itself was not scheduled.)
 
 Parameters: generated from `G1BridgeConfig` (the core's: gains, speed,
 ramps, staleness) and `G1BridgeNodeConfig` (DDS domain and interface,
