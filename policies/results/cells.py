@@ -244,7 +244,7 @@ def _cells() -> dict[str, Cell]:
         add(Cell(f"diffusion-50@{task}", "baselines", task,
                  _lerobot(f"diffusion-{task}", "diffusion", task, DIFFUSION_STEPS, DIFFUSION_ARGS),
                  variables={"demos": 50}))
-    for task in PSEUDO_TASKS:
+    for task in TASKS:
         add(Cell(f"bundled@{task}", "robustness", task, BUNDLED, variables={"condition": "nominal"}))
         add(Cell(f"bundled-appearance@{task}", "robustness", task, BUNDLED, ("--appearance", "strong"),
                  variables={"condition": "appearance shift"}))

@@ -140,7 +140,7 @@ def section_baselines(res: dict, root: Path) -> str:
 
 def section_robustness(res: dict, root: Path) -> str:
     rows = []
-    for task in C.PSEUDO_TASKS:
+    for task in C.TASKS:
         for name in (f"bundled@{task}", f"bundled-appearance@{task}", f"bundled-tool-follow@{task}"):
             cell = C.CELLS[name]
             rows.append([f"`{name}`", task, cell.variables["condition"], success_text(res.get(name))])
