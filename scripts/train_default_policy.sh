@@ -3,6 +3,13 @@
 # policies/vla/checkpoints/default) with our own pipeline: scripted-expert
 # demonstrations recorded in the Gymnasium environments (`surgbot data record`,
 # LeRobotDataset v3), then `surgbot policy train` (LeRobot's training step).
+# Stage 1 (the bundled checkpoint): STEPS steps on reach-heavy data (300 reach
+# episodes, few needle_pick/peg_transfer ones).  Optional stage 2 (off by
+# default; NEEDLE_MORE=160 PEG_MORE=105 gives the candidate measured in
+# policies/vla/README.md, not bundled): stage 1's run resumed (`--resume`, same
+# optimiser state) for FT_STEPS more steps on the same reach data plus many more
+# needle_pick and peg_transfer layouts, the cosine schedule stretched to
+# STEPS + FT_STEPS (the rate restarts part-way down it).
 #
 #   scripts/train_default_policy.sh [WORK_DIR]        (default runs/default_policy)
 #
@@ -26,38 +33,57 @@ GOAL_LOSS_WEIGHT=${GOAL_LOSS_WEIGHT:-1}     # auxiliary "where does the episode 
 SHIFT_PX=${SHIFT_PX:-2}                     # training image shift augmentation, +- px
 STEPS=${STEPS:-12000}
 COSINE_STEPS=${COSINE_STEPS:-$STEPS}        # length of the LR schedule (longer: stop part-way along it)
+NEEDLE_MORE=${NEEDLE_MORE:-0}               # stage 2: needle_pick episodes from seed 3000 (0: no stage 2)
+PEG_MORE=${PEG_MORE:-0}                     # stage 2: peg_transfer episodes from seed 6000 (--each-target)
+FT_STEPS=${FT_STEPS:-10000}                 # stage 2: steps after stage 1's
+FT_WEIGHTS=${FT_WEIGHTS:-3 2 2}             # stage 2: sampling weights reach needle_pick peg_transfer
 BATCH=${BATCH:-32}
 export MUJOCO_GL=${MUJOCO_GL:-osmesa} HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 SVT_LOG=1 WANDB_MODE=disabled
 
-record() {  # task episodes first_seed extra...
-    local task=$1 n=$2 seed=$3; shift 3
-    if [ -f "$WORK/data/$task/meta/info.json" ]; then echo "== $task: $WORK/data/$task exists, kept"; return; fi
+record() {  # task episodes first_seed folder extra...
+    local task=$1 n=$2 seed=$3 dir=$WORK/data/$4; shift 4
+    if [ -f "$dir/meta/info.json" ]; then echo "== $task: $dir exists, kept"; return; fi
     echo "== record $task: $n episodes from seed $seed ($(date -u +%T))"
     "$PY" -m surgbot.cli data record --task "$task" --episodes "$n" --seed "$seed" --image-size "$SIZE" \
-        --workers "$WORKERS" --out "$WORK/data/$task" "$@"
+        --workers "$WORKERS" --out "$dir" "$@"
 }
 
-record reach "$REACH_EPISODES" 0 --each-target
-record needle_pick "$NEEDLE_EPISODES" 3000
-record peg_transfer "$PEG_EPISODES" 6000 --each-target
-
-if [ ! -f "$WORK/train/train_summary.json" ]; then
-    echo "== train $STEPS steps ($(date -u +%T))"
-    H=${MODEL_SIZE%x*}; W=${MODEL_SIZE#*x}
-    read -r W_REACH W_NEEDLE W_PEG <<< "$WEIGHTS"
+train() {  # out steps cosine_steps "weights" needle_dir peg_dir extra...
+    local out=$1 steps=$2 cosine=$3 weights=$4 needle=$5 peg=$6; shift 6
+    local H=${MODEL_SIZE%x*} W=${MODEL_SIZE#*x} W_REACH W_NEEDLE W_PEG
+    read -r W_REACH W_NEEDLE W_PEG <<< "$weights"
+    echo "== train $out to step $steps ($(date -u +%T))"
     # shellcheck disable=SC2086  # CROP is four numbers
     "$PY" -m surgbot.cli policy train \
-        --dataset "$WORK/data/reach" --dataset "$WORK/data/needle_pick" --dataset "$WORK/data/peg_transfer" \
-        --weight "$W_REACH" --weight "$W_NEEDLE" --weight "$W_PEG" --out "$WORK/train" --steps "$STEPS" --batch-size "$BATCH" \
-        --threads 1 --in-memory --first-frames 8 --first-frames-weight 3 --cosine --cosine-steps "$COSINE_STEPS" --seed 1000 \
+        --dataset "$WORK/data/reach" --dataset "$WORK/data/$needle" --dataset "$WORK/data/$peg" \
+        --weight "$W_REACH" --weight "$W_NEEDLE" --weight "$W_PEG" --out "$out" --steps "$steps" --batch-size "$BATCH" \
+        --threads 1 --in-memory --first-frames 8 --first-frames-weight 3 --cosine --cosine-steps "$cosine" --seed 1000 \
         --image-size "$H" "$W" --crop $CROP --goal-loss-weight "$GOAL_LOSS_WEIGHT" --shift-px "$SHIFT_PX" \
-        --save-freq 2000
+        --save-freq 2000 "$@"
+}
+
+record reach "$REACH_EPISODES" 0 reach --each-target
+record needle_pick "$NEEDLE_EPISODES" 3000 needle_pick
+record peg_transfer "$PEG_EPISODES" 6000 peg_transfer --each-target
+[ -f "$WORK/train/train_summary.json" ] || train "$WORK/train" "$STEPS" "$COSINE_STEPS" "$WEIGHTS" needle_pick peg_transfer
+FINAL=$WORK/train
+if [ "$NEEDLE_MORE" -gt 0 ] && [ "$PEG_MORE" -gt 0 ] && [ "$FT_STEPS" -gt 0 ]; then
+    record needle_pick "$NEEDLE_MORE" 3000 needle_pick_more
+    record peg_transfer "$PEG_MORE" 6000 peg_transfer_more --each-target
+    FINAL=$WORK/finetune
+    if [ ! -f "$FINAL/train_summary.json" ]; then   # (an interrupted stage 2 resumes from its last checkpoint)
+        if [ ! -d "$FINAL" ]; then   # stage 1's folder (checkpoints, optimiser state) continued in a copy
+            cp -a "$WORK/train" "$FINAL" && rm -f "$FINAL/train_summary.json"
+        fi
+        TOTAL=$((STEPS + FT_STEPS))
+        train "$FINAL" "$TOTAL" "$TOTAL" "$FT_WEIGHTS" needle_pick_more peg_transfer_more --resume
+    fi
 fi
 
 DEST=policies/vla/checkpoints/default
 mkdir -p "$DEST"
 rm -f "$DEST"/*
-cp "$WORK/train/checkpoints/last/pretrained_model/"* "$DEST/"
+cp "$FINAL/checkpoints/last/pretrained_model/"* "$DEST/"
 rm -f "$DEST/train_config.json"
-cp "$WORK/train/train_summary.json" "$DEST/train_summary.json"
+cp "$FINAL/train_summary.json" "$DEST/train_summary.json"
 echo "== bundled checkpoint: $DEST ($(du -sh "$DEST" | cut -f1)) ($(date -u +%T))"
