@@ -93,7 +93,9 @@ class DemoScript:
         self.out, self.args, self.tasks, self.say, self.wait = out, args, tasks, say, wait
         self.t0 = time.monotonic()
         self.obs = DemoObserver()
-        self.psm = PSMClient(self.obs.node)
+        # no sample streams: the demo commands the arm and waits on operating_state and goal_reached;
+        # the seven 100 Hz streams a default client takes cost this process ~10 % of a core
+        self.psm = PSMClient(self.obs.node, streams=())
         self.pub_instruction = self.obs.node.create_publisher(String, POLICY_INSTRUCTION, latched_qos())
         self.pub_task = self.obs.node.create_publisher(String, contract.SIM_TASK_SET, 10)
         self.current = {"instruction": "", "task": "", "status": "starting"}
