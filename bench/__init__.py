@@ -27,6 +27,7 @@ MODULES = (
     "surgbot.bench.data",
     "surgbot.bench.policy",
     "surgbot.bench.idm",
+    "surgbot.bench.executors",
 )
 
 

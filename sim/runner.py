@@ -32,13 +32,13 @@ import importlib  # after MUJOCO_GL is set, like every import below
 
 import mujoco
 import rclpy
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.signals import SignalHandlerOptions
 
 from surgbot import contract
 from surgbot.config import param
 from surgbot.errors import CliError
 from surgbot.pacing import Pacer
+from surgbot.rosutil import BackgroundSpinner, make_executor
 from surgbot.sim.camera import OVERVIEW_CAMERA, EndoscopeCamera, overview_camera
 from surgbot.sim.diagnostics import SimDiagnostics
 from surgbot.sim.entry_point import EntryPoint
@@ -287,23 +287,14 @@ class RosContext:
         rclpy.init(args=args, context=self.context, signal_handler_options=SignalHandlerOptions.NO)
         self.node = rclpy.create_node(node_name, context=self.context, parameter_overrides=parameters or [],
                                       automatically_declare_parameters_from_overrides=False)
-        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor = make_executor(context=self.context)      # rosutil.EXECUTOR_ENV
         self.executor.add_node(self.node)
-        self.thread = threading.Thread(target=self._spin, name="sim-ros-executor", daemon=True)
-        self.thread.start()
-
-    def _spin(self) -> None:
-        try:
-            self.executor.spin()
-        except (ExternalShutdownException, KeyboardInterrupt):
-            pass
+        self.spinner = BackgroundSpinner(self.executor)
 
     def close(self) -> None:
-        try:
-            self.executor.shutdown(timeout_sec=2.0)
-        except Exception:  # best effort at exit
-            pass
-        self.thread.join(3.0)
+        # out of rclpy before the node and context go: destroying them under a spinning
+        # EventsExecutor aborted the process ("terminate called without an active exception")
+        self.spinner.stop()
         try:
             self.node.destroy_node()
         finally:

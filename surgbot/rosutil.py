@@ -9,10 +9,13 @@
 * `trigger_handler` / `setbool_handler`: a core call -> a std_srvs response.
 * `run_node(make_node)`: init, spin, clean shutdown on Ctrl-C / SIGTERM /
   external shutdown.
+* `make_executor()`: the executor a node process spins in (rclpy's C++
+  EventsExecutor where this rclpy has it, see EXECUTOR_ENV).
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 from collections.abc import Callable, Mapping
@@ -30,6 +33,15 @@ from surgbot import config as config_mod
 from surgbot.processes import forbid_realtime_scheduling
 
 DIAGNOSTICS_TOPIC = "/diagnostics"
+# Which executor the node processes spin in: "events" (default where rclpy has it) or "single".
+# rclpy's SingleThreadedExecutor rebuilds its wait set in Python on every wake: measured here
+# (bench/executors.py) a 500 Hz JointState subscriber + 500 Hz timer costs ~2.5x the CPU it costs
+# under the C++ EventsExecutor (rclpy >= 9, "experimental" upstream).  On a 2-core machine that
+# overhead, summed over the stack's nodes, is what starved the 50 ms watchdog chain.  Jazzy's
+# rclpy (7.x) has no EventsExecutor: the single-threaded one is used there.
+EXECUTOR_ENV = "SURGBOT_ROS_EXECUTOR"
+EXECUTOR_KINDS = ("events", "single")
+SPIN_SLICE_S = 0.1
 DIAGNOSTICS_PERIOD_S = 1.0
 
 _ARRAY_TYPES = {float: Parameter.Type.DOUBLE_ARRAY, int: Parameter.Type.INTEGER_ARRAY,
@@ -164,6 +176,30 @@ class BackgroundSpinner:
         self.executor.shutdown()
 
 
+def executor_kind() -> str:
+    """"events" or "single": EXECUTOR_ENV if set (checked), else events where rclpy has it."""
+    kind = os.environ.get(EXECUTOR_ENV, "").strip().lower()
+    if kind and kind not in EXECUTOR_KINDS:
+        raise ValueError(f"{EXECUTOR_ENV}={kind!r}: must be one of {', '.join(EXECUTOR_KINDS)}")
+    if kind == "single":
+        return kind
+    try:
+        from rclpy.experimental import EventsExecutor  # noqa: F401  (rclpy >= 9 only)
+    except ImportError:
+        if kind == "events":
+            raise ValueError(f"{EXECUTOR_ENV}=events: this rclpy has no EventsExecutor (rclpy >= 9)") from None
+        return "single"
+    return "events"
+
+
+def make_executor(context=None):
+    """A new executor of `executor_kind()` (the context: rclpy's default one unless given)."""
+    if executor_kind() == "events":
+        from rclpy.experimental import EventsExecutor
+        return EventsExecutor(context=context)
+    return rclpy.executors.SingleThreadedExecutor(context=context)
+
+
 def run_node(make_node: Callable[[], object], args: list[str] | None = None,
              on_shutdown: Callable[[object], None] | None = None) -> int:
     """init, spin until Ctrl-C, SIGTERM or external shutdown, run `on_shutdown(node)`, tear down."""
@@ -174,7 +210,13 @@ def run_node(make_node: Callable[[], object], args: list[str] | None = None,
     node = None
     try:
         node = make_node()
-        rclpy.spin(node)
+        executor = make_executor()
+        executor.add_node(node)
+        # spin_once slices, not executor.spin(): the EventsExecutor's spin() (and spin_once()
+        # without a timeout) kept the GIL from this process's other threads (the G1 bridge's DDS
+        # receive thread) and did not return at shutdown; bounded slices do both.
+        while rclpy.ok():
+            executor.spin_once(timeout_sec=SPIN_SLICE_S)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:

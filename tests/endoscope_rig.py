@@ -208,6 +208,10 @@ class HolderClient:
         n.create_subscription(String, contract.ENDOSCOPE_MODE, lambda m: setattr(self, "mode", m.data),
                               QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL))
         n.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, 10)
+        # the holder publishes its measured tip only once it has a joint state of the bridge's
+        self.holder_measured = 0
+        n.create_subscription(PoseStamped, contract.ENDOSCOPE_MEASURED_CP,
+                              lambda _m: setattr(self, "holder_measured", self.holder_measured + 1), 10)
         self.pub_servo_cp = n.create_publisher(PoseStamped, contract.ENDOSCOPE_SERVO_CP, 10)
         self.engage = n.create_client(Trigger, contract.G1_ENGAGE)
         self.hold = n.create_client(SetBool, contract.ENDOSCOPE_HOLD)
@@ -332,6 +336,9 @@ def start_holder_engaged(procs, client: HolderClient, params: list[str]):
         args += ["-p", p]
     holder = procs.start(args, name="holder")
     assert client.wait(lambda: client.mode is not None, timeout=60), procs.log(holder)[-3000:]
+    # Its mode is latched at start, before DDS has matched its /g1/joint_states subscription with the
+    # bridge (seconds on a loaded box: HOLD then failed with "no joint state yet"): wait for its state.
+    assert client.wait(lambda: client.holder_measured > 0, timeout=60), procs.log(holder)[-3000:]
     res = client.call(client.engage, Trigger.Request())
     assert res.success, res.message
     assert client.wait(lambda: client.bridge_state.startswith("ENGAGED"), timeout=30), client.bridge_state

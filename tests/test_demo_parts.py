@@ -5,12 +5,13 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+import time
 
 import cv2
 import numpy as np
 import pytest
 
-from surgbot.demo.media import ENDOSCOPE_SCALE, overlay
+from surgbot.demo.media import ENDOSCOPE_FPS, ENDOSCOPE_SCALE, OVERVIEW_FPS, VideoRecorder, overlay
 from surgbot.demo.observer import fulcrum_error_m, project
 from surgbot.geometry import pose_to_matrix
 from surgbot.media import Mp4Writer, read_mp4
@@ -49,6 +50,36 @@ def test_overlay_enlarges_and_writes_the_lines():
     banner = text[:50]
     assert banner.max() == 255 and banner.mean() < plain[:50].mean()   # white text on a darkened band
     assert np.array_equal(text[100:], plain[100:])                     # the image below is untouched
+
+
+def test_video_recorder_keeps_the_run_clock_and_writes_the_overlay_at_stop(tmp_path):
+    """Frames are sampled at 15 fps while the run goes (a late camera repeats its frame), kept, and
+    written with the overlay text of their moment when the recorder stops."""
+    yy, xx = np.mgrid[0:240, 0:320]
+    # smooth, different images (noise would measure the codecs, not the recorder)
+    endo = [np.stack([(xx * (k + 1)) % 256, (yy * 2 + 60 * k) % 256, np.full_like(xx, 80 * k)], -1).astype(np.uint8)
+            for k in range(3)]
+    over = np.full((120, 160, 3), 128, np.uint8)
+    shown = {"i": 0}
+    rec = VideoRecorder(tmp_path, lambda: (endo[shown["i"]], over), lambda: [f"frame {shown['i']}"])
+    assert not (tmp_path / "endoscope.mp4").exists()
+    t0 = time.monotonic()
+    for i in range(3):              # the camera delivers a new frame every 0.4 s: the video repeats it
+        shown["i"] = i
+        time.sleep(0.4)
+    run_s = time.monotonic() - t0
+    out = rec.stop()
+    assert rec.error is None
+    frames, fps = read_mp4(tmp_path / "endoscope.mp4")
+    assert fps == pytest.approx(ENDOSCOPE_FPS)
+    assert out["endoscope"]["frames"] == len(frames) and abs(len(frames) - run_s * ENDOSCOPE_FPS) <= 3
+    assert frames.shape[1:3] == (240 * ENDOSCOPE_SCALE, 320 * ENDOSCOPE_SCALE)
+    # the last frame is the last camera image, enlarged, below the overlay banner
+    expect = cv2.resize(endo[2], (640, 480), interpolation=cv2.INTER_LINEAR)
+    assert np.abs(frames[-1, 120:].astype(int) - expect[120:]).mean() < 12
+    assert frames[-1, :40].mean() < expect[:40].mean() - 20           # the banner darkens the top
+    overview, ofps = read_mp4(tmp_path / "overview.mp4")
+    assert ofps == pytest.approx(OVERVIEW_FPS) and abs(len(overview) - run_s * OVERVIEW_FPS) <= 2
 
 
 def test_mp4_round_trip_keeps_the_frames(tmp_path):

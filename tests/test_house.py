@@ -227,3 +227,24 @@ def test_holder_node_declares_exactly_its_config_and_takes_the_params_file():
             node.destroy_node()
     finally:
         context.try_shutdown()
+
+
+def test_node_executor_is_chosen_by_the_environment_and_a_bad_name_is_refused(monkeypatch):
+    import rclpy.executors
+
+    from surgbot import rosutil
+
+    monkeypatch.setenv(rosutil.EXECUTOR_ENV, "single")
+    assert rosutil.executor_kind() == "single"
+    rclpy.init()
+    try:
+        assert isinstance(rosutil.make_executor(), rclpy.executors.SingleThreadedExecutor)
+        monkeypatch.delenv(rosutil.EXECUTOR_ENV)
+        # this venv's rclpy (the pinned wheels, >= 9) has the C++ EventsExecutor: the default
+        assert rosutil.executor_kind() == "events"
+        assert not isinstance(rosutil.make_executor(), rclpy.executors.SingleThreadedExecutor)
+    finally:
+        rclpy.try_shutdown()
+    monkeypatch.setenv(rosutil.EXECUTOR_ENV, "multi")
+    with pytest.raises(ValueError, match="must be one of events, single"):
+        rosutil.executor_kind()

@@ -154,7 +154,7 @@ def _print_table(summary: dict, out: Path) -> None:
     print(f"{'task':14s} {'seed':>7s} {'result':8s} {'time s':>7s}  instruction")
     for t in summary["tasks"]:
         print(f"{t['task']:14s} {t['seed']:7d} {'success' if t['success'] else 'FAILED':8s} "
-              f"{t['time_s']:7.1f}  {t['instruction']}")
+              f"{t['time_s']:7.1f}  {t['instruction']}" + (f"  ({t['failure']})" if t.get("failure") else ""))
     fe = summary["fulcrum_error_mm"]
     inf = summary["policy_inference_ms"]
     print(f"fulcrum error p99 {fe.get('p99', float('nan')):.3f} mm (max {fe.get('max', float('nan')):.3f}); "

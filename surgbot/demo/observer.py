@@ -26,13 +26,12 @@ import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from geometry_msgs.msg import PointStamped, PoseStamped
-from rclpy.executors import SingleThreadedExecutor
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, JointState
 from std_msgs.msg import String
 
 from surgbot import contract
 from surgbot.geometry import pose_msg_to_matrix
-from surgbot.rosutil import DIAGNOSTICS_TOPIC, BackgroundSpinner, latched_qos
+from surgbot.rosutil import DIAGNOSTICS_TOPIC, BackgroundSpinner, latched_qos, make_executor
 
 POLICY_STATE = "/policy/state"
 # Streams whose rate the summary reports (as received here).  /g1/joint_states (250 Hz) is
@@ -110,7 +109,7 @@ class DemoObserver:
         self._anchor: np.ndarray | None = None
         self._t0 = time.monotonic()
         self._subscribe()
-        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor = make_executor(context=self.context)     # see rosutil.EXECUTOR_ENV
         self.executor.add_node(self.node)
         self.spinner = BackgroundSpinner(self.executor)
 

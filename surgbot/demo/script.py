@@ -93,7 +93,9 @@ class DemoScript:
         self.out, self.args, self.tasks, self.say, self.wait = out, args, tasks, say, wait
         self.t0 = time.monotonic()
         self.obs = DemoObserver()
-        self.psm = PSMClient(self.obs.node)
+        # no sample streams: the demo commands the arm and waits on operating_state and goal_reached;
+        # the seven 100 Hz streams a default client takes cost this process ~10 % of a core
+        self.psm = PSMClient(self.obs.node, streams=())
         self.pub_instruction = self.obs.node.create_publisher(String, POLICY_INSTRUCTION, latched_qos())
         self.pub_task = self.obs.node.create_publisher(String, contract.SIM_TASK_SET, 10)
         self.current = {"instruction": "", "task": "", "status": "starting"}
@@ -139,6 +141,9 @@ class DemoScript:
             self.psm.home(timeout=STEP_TIMEOUT_S)
         except TimeoutError as exc:
             raise RuntimeError(f"PSM: {exc}") from None
+        self._engage_with_retries()
+
+    def _engage_with_retries(self) -> None:
         for attempt in range(1, ENGAGE_ATTEMPTS + 1):
             self.say("G1: engage the arm and HOLD the endoscope through the port"
                      + (f" (attempt {attempt})" if attempt > 1 else ""))
@@ -196,8 +201,27 @@ class DemoScript:
         if not self.psm.move_cp(pose_to_matrix([x, y, z], [qx, qy, qz, qw])).wait(MOVE_TIMEOUT_S):
             raise RuntimeError("PSM: move_cp to the task's start pose was refused or interrupted")
 
+    def _safety_stop(self) -> str:
+        """'' while /safety/state is OK, else why the stack stopped."""
+        st = self.obs.safety or {}
+        if st.get("state") == "OK":
+            return ""
+        return f"safety {st.get('state')}: {', '.join(st.get('reasons', [])) or 'no reason given'}"
+
+    def _recover(self) -> None:
+        """After a FAULT in the last task: what an operator does (reset, re-engage, HOLD); noted."""
+        self.say("safety: the last task ended in a FAULT; reset, engage and hold again")
+        ok, message = call_service(self.obs, ACTIONS["reset"], SERVICE_TIMEOUT_S)
+        if not ok:
+            self.notes.append(f"reset after a task refused: {message}")
+        time.sleep(1.0)
+        self.psm.enable(timeout=STEP_TIMEOUT_S)     # a FAULTed PSM is cleared by enable (no-op when ENABLED)
+        self._engage_with_retries()
+
     def _do_task(self, task: str, seed: int) -> dict:
         self.current.update(task=task, status="laying out", instruction="")
+        if self.results and self.results[-1]["failure"].startswith("safety"):
+            self._recover()
         if self.results:                                   # let go of what the last task held, lift clear
             self.psm.jaw_move_jp(OPEN_JAW_RAD).wait(MOVE_TIMEOUT_S)
         state = self._lay_out(task, seed)
@@ -211,21 +235,24 @@ class DemoScript:
         self.obs.anchor_scope_tip()
         self._set_policy(True)
         t_start = time.monotonic()
-        success = False
+        success, stopped = False, ""
         while time.monotonic() - t_start < horizon:
             st = self.obs.task_state() or {}
             if st.get("task") == task and st.get("success"):
                 success = True
                 break
+            # a FAULT/ESTOP stops every command source: the policy cannot go on, say so
+            if (stopped := self._safety_stop()):
+                break
             time.sleep(0.05)
         elapsed = time.monotonic() - t_start
         self._set_policy(False)
         final = self.obs.task_state() or {}
-        self.current["status"] = "SUCCESS" if success else "failed (horizon reached)"
-        self.say(f"{task}: {'success' if success else 'FAILED'} after {elapsed:.1f} s")
+        failure = "" if success else (stopped or final.get("failure", "") or "horizon reached")
+        self.current["status"] = "SUCCESS" if success else f"failed ({failure})"
+        self.say(f"{task}: {'success' if success else 'FAILED: ' + failure} after {elapsed:.1f} s")
         return {"task": task, "seed": seed, "instruction": instruction, "success": success,
-                "time_s": round(elapsed, 2), "sim_elapsed_s": final.get("elapsed_s"),
-                "failure": final.get("failure", "") if not success else ""}
+                "time_s": round(elapsed, 2), "sim_elapsed_s": final.get("elapsed_s"), "failure": failure}
 
     def _set_policy(self, enable: bool) -> None:
         self._service("policy-enable" if enable else "policy-disable")
