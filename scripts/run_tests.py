@@ -17,7 +17,10 @@ the processes it left running (anything whose command line names this
 checkout) are listed and killed: one left publishing on a DDS domain could
 disturb a later module.
 
-    python scripts/run_tests.py [PYTEST_ARGS...]      (make test passes -rs --timeout 300)
+    python scripts/run_tests.py [tests/test_x.py ...] [PYTEST_ARGS...]      (make test passes -rs --timeout 300)
+
+Test module paths among the arguments choose the modules (default: all of tests/test_*.py);
+the other arguments go to every pytest run.
 
 Exit status: 0 when every module passed; 1 otherwise (a module that
 collects no test counts as a failure, as pytest's exit 5 does for a run).
@@ -93,7 +96,14 @@ def _kill_leftovers(before: dict[int, str], rel: Path) -> list[str]:
 
 
 def main(argv: list[str]) -> int:
-    modules = sorted((REPO / "tests").glob("test_*.py"))
+    all_modules = sorted((REPO / "tests").glob("test_*.py"))
+    chosen = [(Path.cwd() / a).resolve() for a in argv if a.endswith(".py")]
+    unknown = [str(p) for p in chosen if p not in all_modules]
+    if unknown:
+        print(f"run_tests: not a test module of {REPO / 'tests'}: {', '.join(unknown)}", file=sys.stderr)
+        return 2
+    modules = chosen or all_modules
+    argv = [a for a in argv if not a.endswith(".py")]
     totals: dict[str, int] = {}
     bad: list[str] = []
     flaky: list[str] = []

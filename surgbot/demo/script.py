@@ -215,7 +215,12 @@ class DemoScript:
         if not ok:
             self.notes.append(f"reset after a task refused: {message}")
         time.sleep(1.0)
-        self.psm.enable(timeout=STEP_TIMEOUT_S)     # a FAULTed PSM is cleared by enable (no-op when ENABLED)
+        if (self.psm.operating_state() or {}).get("state") != "ENABLED":
+            # the supervisor's FAULT only sends `hold` (the arm stays ENABLED); an arm FAULT of its
+            # own is cleared only by disable (dVRK), then it is powered and homed again
+            self.psm.disable(timeout=STEP_TIMEOUT_S)
+            self.psm.enable(timeout=STEP_TIMEOUT_S)
+            self.psm.home(timeout=STEP_TIMEOUT_S)
         self._engage_with_retries()
 
     def _do_task(self, task: str, seed: int) -> dict:
