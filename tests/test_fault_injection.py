@@ -239,7 +239,7 @@ def measure(r: Rig, sc: Scenario) -> dict:
         if sc.restore is not None:
             sc.restore(r)
         row = {"hazard": sc.hazard, "detection": sc.detection, "reaction": sc.reaction, "budget": sc.budget,
-               "budget_ms": budget, "attempts": attempt, "test": test_id(sc), **figs}
+               "budget_ms": budget, "attempts": attempt, "test": scenario_test_id(sc), **figs}
         if sc.latching:
             t_check = time.monotonic()
             time.sleep(1.0)
@@ -259,7 +259,7 @@ def measure(r: Rig, sc: Scenario) -> dict:
     raise AssertionError(f"{sc.name}: no clean attempt in {ATTEMPTS}: {r.notes[-ATTEMPTS:]}")
 
 
-def test_id(sc: Scenario) -> str:
+def scenario_test_id(sc: Scenario) -> str:
     return f"tests/test_fault_injection.py::test_fault[{sc.name}]"
 
 
@@ -597,7 +597,7 @@ def _reset_while_cause_persists(r: Rig, sc: Scenario) -> None:
     still = o.state() != "OK"
     ok = o.trigger(o.reset)
     RESULTS[sc.name] = {"hazard": sc.hazard, "detection": sc.detection, "reaction": sc.reaction,
-                        "budget": sc.budget, "test": test_id(sc),
+                        "budget": sc.budget, "test": scenario_test_id(sc),
                         "reset_refused_while_cause": refused, "refusal": res.message,
                         "latched_after_cause_removed": still, "reset_after_cause": ok.success,
                         "reset_required": still, **o.figures(t, t + 1.0, BUDGET_MS["link"], True)}
@@ -651,7 +651,7 @@ def _bridge_restarted(r: Rig, sc: Scenario) -> None:
     assert o.wait(lambda: o.bridge().startswith("ENGAGED"), 30), o.bridge()
     time.sleep(1.5)
     row = {"hazard": sc.hazard, "detection": sc.detection, "reaction": sc.reaction, "budget": sc.budget,
-           "budget_ms": None, "test": test_id(sc), "engaged_s_after_kill": round(t_engage - t0, 2),
+           "budget_ms": None, "test": scenario_test_id(sc), "engaged_s_after_kill": round(t_engage - t0, 2),
            "bridge_after_engage": o.bridge(),
            **o.figures(t0, now(), float("inf"), True, measure_safe=False)}
     RESULTS[sc.name] = row
