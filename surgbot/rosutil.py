@@ -41,7 +41,7 @@ DIAGNOSTICS_TOPIC = "/diagnostics"
 # rclpy (7.x) has no EventsExecutor: the single-threaded one is used there.
 EXECUTOR_ENV = "SURGBOT_ROS_EXECUTOR"
 EXECUTOR_KINDS = ("events", "single")
-SPIN_SLICE_S = 0.1
+SPIN_SLICE_S = 0.05     # longest an idle spin_once waits before the loop checks whether to stop
 DIAGNOSTICS_PERIOD_S = 1.0
 
 _ARRAY_TYPES = {float: Parameter.Type.DOUBLE_ARRAY, int: Parameter.Type.INTEGER_ARRAY,
@@ -155,8 +155,6 @@ class BackgroundSpinner:
     segfault, intermittently, on a loaded machine.)
     """
 
-    SLICE_S = 0.05
-
     def __init__(self, executor):
         self.executor = executor
         self._stop = threading.Event()
@@ -166,7 +164,7 @@ class BackgroundSpinner:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                self.executor.spin_once(timeout_sec=self.SLICE_S)
+                self.executor.spin_once(timeout_sec=SPIN_SLICE_S)
             except (ExternalShutdownException, rclpy.executors.ShutdownException):
                 return
 
