@@ -170,14 +170,14 @@ def test_live_sampler_holds_15_hz_and_cuts_episodes():
     from surgbot.policies.data.ros_source import LiveSampler
 
     s = LiveSampler("reach", 8, 8)
-    assert not s.start()                                    # nothing received yet: refused with a reason
+    assert not s.start(0.0)                                 # nothing received yet: refused with a reason
     T = np.eye(4)
     T[:3, 3] = [0.01, 0.02, -0.15]
     s.on_image(0.0, np.full((16, 16, 3), 7, np.uint8))      # resized to the dataset's 8x8
     s.on_pose(0.0, T)
     s.on_jaw(0.0, 0.3)
-    assert s.start() and not s.start()
-    assert s.sample(0.0) == 1
+    assert s.start(0.0) and not s.start(0.0)
+    assert len(s.frames) == 1 and s.sample(0.0) == 0        # frame 0 is the state at the start
     cmd = T.copy()
     cmd[2, 3] -= 0.001
     s.on_command_pose(cmd)
@@ -187,13 +187,17 @@ def test_live_sampler_holds_15_hz_and_cuts_episodes():
     assert s.sample(0.2) == 3                               # slots at 1/15, 2/15, 3/15 s: two held
     assert s.sample(0.9) == 0 and s.skipped == 1            # inputs 0.7 s old: stale, nothing added
     s.on_instruction("touch the red target")
-    assert s.stop(keep=True)
+    assert s.stop(keep=True, now=0.9)                       # still stale: stopping adds nothing
     kind, frames = s.finished.pop()
     assert kind == "keep" and len(frames) == 4 and s.held == 2
     assert all(f["task"] == "touch the red target" for f in frames)
     assert frames[0]["image"].shape == (8, 8, 3) and frames[0]["image"][0, 0, 0] == 7
     assert np.array_equal(frames[0]["action"], frames[0]["state"])   # nothing commanded yet: hold
     assert frames[-1]["action"][2] == np.float32(-0.151) and frames[-1]["action"][9] == np.float32(0.1)
-    assert not s.stop(keep=True)
-    assert s.start() and s.stop(keep=False)                 # an empty discarded episode is fine
-    assert s.finished.pop()[0] == "discard"
+    assert not s.stop(keep=True, now=1.0)
+    s.on_image(1.0, np.full((8, 8, 3), 9, np.uint8))
+    s.on_pose(1.0, T)
+    assert s.start(1.0) and s.sample(1.1) == 1              # slot at 1/15 s since the start
+    assert s.stop(keep=False, now=1.15)                     # the slot at 2/15 s is filled before the cut
+    kind, frames = s.finished.pop()
+    assert kind == "discard" and len(frames) == 3

@@ -87,7 +87,8 @@ class LiveSampler:
             self.instruction = text
 
     # ------------------------------------------------------------ episodes
-    def start(self) -> Result:
+    def start(self, now: float) -> Result:
+        """Start an episode at `now`: frame 0 is the state at the start, not at the next tick."""
         with self.lock:
             if self.recording:
                 return Result(False, "an episode is already being recorded")
@@ -95,12 +96,16 @@ class LiveSampler:
                 return Result(False, "no image or /PSM1/measured_cp yet")
             self.recording, self.frames, self.t_start, self.held = True, [], None, 0
             self.cmd_pose, self.cmd_jaw = None, None      # actions come from this episode's commands
+            self._sample_locked(now)
         return Result(True, "recording")
 
-    def stop(self, keep: bool) -> Result:
+    def stop(self, keep: bool, now: float) -> Result:
+        """End the episode at `now`: the slots due since the last tick are filled first, so an
+        episode spans start..stop whatever the timer's phase (floor(15 * duration) + 1 frames)."""
         with self.lock:
             if not self.recording:
                 return Result(False, "no episode is being recorded")
+            self._sample_locked(now)
             self.recording = False
             frames, self.frames = self.frames, []
             # one instruction per episode: the latest known (/sim/task comes at 2 Hz, maybe after the start)
@@ -119,25 +124,28 @@ class LiveSampler:
         about k/15 s (LeRobot's timestamps are k/fps); `held` counts them.
         Stale inputs (no message for STALE_S) add nothing and are counted."""
         with self.lock:
-            if not self.recording:
-                return 0
-            if self.image is None or self.pose is None or now - self.image[0] > STALE_S \
-                    or now - self.pose[0] > STALE_S:
-                self.skipped += 1
-                return 0
-            if self.t_start is None:
-                self.t_start = now
-            due = int((now - self.t_start) * FPS + 1e-9) + 1
-            T, jaw = self.pose[1], (self.jaw[1] if self.jaw else 0.0)
-            action_T = self.cmd_pose if self.cmd_pose is not None else T
-            action_jaw = self.cmd_jaw if self.cmd_jaw is not None else jaw
-            frame = {"image": self.image[1], "state": pose10_from_matrix(T, jaw),
-                     "action": pose10_from_matrix(action_T, action_jaw),
-                     "task": self.instruction or self.task}
-            added = max(due - len(self.frames), 0)
-            self.held += max(added - 1, 0)
-            self.frames.extend([frame] * added)
-            return added
+            return self._sample_locked(now)
+
+    def _sample_locked(self, now: float) -> int:
+        if not self.recording:
+            return 0
+        if self.image is None or self.pose is None or now - self.image[0] > STALE_S \
+                or now - self.pose[0] > STALE_S:
+            self.skipped += 1
+            return 0
+        if self.t_start is None:
+            self.t_start = now
+        due = int((now - self.t_start) * FPS + 1e-9) + 1
+        T, jaw = self.pose[1], (self.jaw[1] if self.jaw else 0.0)
+        action_T = self.cmd_pose if self.cmd_pose is not None else T
+        action_jaw = self.cmd_jaw if self.cmd_jaw is not None else jaw
+        frame = {"image": self.image[1], "state": pose10_from_matrix(T, jaw),
+                 "action": pose10_from_matrix(action_T, action_jaw),
+                 "task": self.instruction or self.task}
+        added = max(due - len(self.frames), 0)
+        self.held += max(added - 1, 0)
+        self.frames.extend([frame] * added)
+        return added
 
 
 class _RosWiring:
@@ -193,9 +201,9 @@ class _RosWiring:
             n.create_subscription(String, POLICY_INSTRUCTION, lambda m: s.on_instruction(m.data), 10),
         ]
         self.services = [
-            n.create_service(Trigger, EPISODE_START, trigger_handler(s.start)),
-            n.create_service(Trigger, EPISODE_STOP, trigger_handler(lambda: s.stop(True))),
-            n.create_service(Trigger, EPISODE_DISCARD, trigger_handler(lambda: s.stop(False))),
+            n.create_service(Trigger, EPISODE_START, trigger_handler(lambda: s.start(clock()))),
+            n.create_service(Trigger, EPISODE_STOP, trigger_handler(lambda: s.stop(True, clock()))),
+            n.create_service(Trigger, EPISODE_DISCARD, trigger_handler(lambda: s.stop(False, clock()))),
         ]
         self.timer = n.create_timer(1.0 / FPS, lambda: s.sample(clock()))
         from rclpy.executors import SingleThreadedExecutor
