@@ -137,13 +137,23 @@ class _Publisher:
         stamp = ns_to_stamp(stamp_ns, Time())
         frame = self.frame_id
         K = self.K
-        img = Image()
-        img.header.stamp, img.header.frame_id = stamp, frame
-        img.height, img.width = self.height, self.width
-        img.encoding, img.is_bigendian, img.step = "rgb8", 0, self.width * 3
-        img.data = image.tobytes()
-        ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR),
-                                [cv2.IMWRITE_JPEG_QUALITY, self.jpeg_quality])
+        # a topic nobody takes is not built (an idle stack has no console: no JPEG to encode)
+        if self.pub_img.get_subscription_count():
+            img = Image()
+            img.header.stamp, img.header.frame_id = stamp, frame
+            img.height, img.width = self.height, self.width
+            img.encoding, img.is_bigendian, img.step = "rgb8", 0, self.width * 3
+            img.data = image.tobytes()
+            self.pub_img.publish(img)
+        if self.pub_jpeg.get_subscription_count():
+            ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR),
+                                    [cv2.IMWRITE_JPEG_QUALITY, self.jpeg_quality])
+            if ok:
+                cimg = CompressedImage()
+                cimg.header.stamp, cimg.header.frame_id = stamp, frame
+                cimg.format = "jpeg"
+                cimg.data = jpeg.tobytes()
+                self.pub_jpeg.publish(cimg)
         info = CameraInfo()
         info.header.stamp, info.header.frame_id = stamp, frame
         info.height, info.width = self.height, self.width
@@ -153,13 +163,6 @@ class _Publisher:
         info.r = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
         info.p = [float(K[0, 0]), 0.0, float(K[0, 2]), 0.0,
                   0.0, float(K[1, 1]), float(K[1, 2]), 0.0, 0.0, 0.0, 1.0, 0.0]
-        self.pub_img.publish(img)
-        if ok:
-            cimg = CompressedImage()
-            cimg.header.stamp, cimg.header.frame_id = stamp, frame
-            cimg.format = "jpeg"
-            cimg.data = jpeg.tobytes()
-            self.pub_jpeg.publish(cimg)
         self.pub_info.publish(info)
 
     def close(self) -> None:
@@ -212,6 +215,7 @@ def serve(spec: dict) -> int:
             raise RuntimeError(f"model mismatch: parent {spec['sizes']}, child {sizes}")
         cam_id = int(spec["camera_id"])
         K = intrinsics(float(model.cam_fovy[cam_id]), spec["width"], spec["height"])
+        model.vis.quality.offsamples = int(spec["msaa_samples"])   # before the GL context is made
         renderer = mujoco.Renderer(model, spec["height"], spec["width"])
         if spec["ros"]:
             publisher = _Publisher(spec, K)

@@ -11,10 +11,13 @@
   external shutdown.
 * `make_executor()`: the executor a node process spins in (rclpy's C++
   EventsExecutor where this rclpy has it, see EXECUTOR_ENV).
+* `fast_timer(node, period_s, fn)`: `create_timer` for a fast loop, without
+  rclpy's per-tick `inspect.signature` of the callback.
 """
 
 from __future__ import annotations
 
+import inspect
 import os
 import sys
 import threading
@@ -48,6 +51,19 @@ _ARRAY_TYPES = {float: Parameter.Type.DOUBLE_ARRAY, int: Parameter.Type.INTEGER_
                 bool: Parameter.Type.BOOL_ARRAY, str: Parameter.Type.STRING_ARRAY}
 _SCALAR_TYPES = {float: Parameter.Type.DOUBLE, int: Parameter.Type.INTEGER,
                  bool: Parameter.Type.BOOL, str: Parameter.Type.STRING}
+
+
+def fast_timer(node, period_s: float, fn: Callable[[], None]):
+    """`node.create_timer(period_s, fn)` for a loop of hundreds of Hz.
+
+    rclpy inspects a timer's callback on every tick (looking for a TimerInfo parameter, since
+    the callback may be swapped at runtime): ~18 us for a bound method, ~1 % of a core at 500 Hz.
+    A plain function carrying its signature answers that in ~3 us.
+    """
+    def tick() -> None:
+        fn()
+    tick.__signature__ = inspect.Signature()
+    return node.create_timer(period_s, tick)
 
 
 def latched_qos(depth: int = 1) -> QoSProfile:

@@ -57,34 +57,42 @@ def test_watch_is_fail_safe_when_required_and_holds_once_a_supervisor_was_seen_w
 
 
 # ---------------------------------------------------------------------- bridge
-def test_bridge_holds_the_current_targets_at_full_weight_until_an_explicit_engage():
+def test_bridge_holds_the_arm_where_it_is_at_full_weight_until_an_explicit_engage():
     core = G1BridgeCore(limits=UPPER_LIMITS_TABLE)
     clk = engaged(core)
-    goal = clk.q[12:29] + 0.2
-    names = [f for f in ("left_elbow_joint",)]
     k = 6                                                 # left elbow in the upper-body order
+    names = ["left_elbow_joint"]
+    sag = 0.004                                           # the arm rests 4 mrad short of its target (load)
+    clk.q[12 + k] -= sag
+    clk.step(400)                                         # still: the bridge learns that offset
+    goal = clk.q[12:29] + 0.2
     assert core.command(names, [float(goal[k])], now=clk.t)
-    clk.step(50)                                          # moving at max_velocity toward the goal
+    clk.step(50)                                          # targets slew at max_velocity toward the goal
     moving = core.target.copy()
-    assert abs(moving[k] - clk.q[12 + k]) > 1e-3 and abs(moving[k] - goal[k]) > 1e-3
+    assert abs(moving[k] - clk.q[12 + k]) > 1e-2 and abs(moving[k] - goal[k]) > 1e-3
+    clk.q[12 + k] += 0.5 * (moving[k] - sag - clk.q[12 + k])   # the arm lags: half-way there
+    clk.feed()
 
     core.set_safety(BLOCK, clk.t)
     cmds = clk.step(200)
     assert all(c is not None for c in cmds)               # still streaming: never dropped
-    frozen = moving
+    # frozen where the arm is plus the offset it needs at rest: the lagging motion is not finished
+    frozen = clk.q[12:29].copy()
+    frozen[k] += sag
     for c in cmds:
-        np.testing.assert_array_equal(c.q, frozen)        # frozen where the targets were
+        np.testing.assert_allclose(c.q, frozen, atol=1e-5)
         assert c.weight == 1.0 and not np.any(c.dq)
+    assert moving[k] - cmds[0].q[k] > 1e-2               # not the raw targets
     assert not core.command(names, [float(goal[k])], now=clk.t)
     assert not core.release(clk.t)                        # the scope is not let go either
     assert not core.engage(clk.t)                         # engage does not lift a block
 
     core.set_safety("", clk.t)                            # reset: still holding until engage
     assert not core.command(names, [float(goal[k])], now=clk.t)
-    np.testing.assert_allclose(clk.step(1)[0].q, frozen, atol=1e-12)
+    np.testing.assert_allclose(clk.step(1)[0].q, cmds[-1].q, atol=1e-12)
     assert core.engage(clk.t) and core.command(names, [float(goal[k])], now=clk.t)
     clk.step(5)
-    assert core.target[k] != frozen[k]
+    assert core.target[k] != cmds[-1].q[k]
     assert core.status(clk.t)["safety_stops"] == 1
 
 

@@ -78,6 +78,7 @@ class EndoscopeHolderCore:
         self.t_meas: float | None = None
         self.goal: View | None = None
         self.measured: ScopeState | None = None
+        self._measured_stale = True    # q_meas or the fulcrum changed since `measured` was computed
         self.reasons_last_cmd: list[str] = []
         self._last_cmd_t = -math.inf
         self._cv: tuple[np.ndarray, float] | None = None      # (w (3), v_insertion) of the latest servo_cv
@@ -126,6 +127,7 @@ class EndoscopeHolderCore:
         return self.modes.reject(text)
 
     def _make_ik(self, fulcrum: np.ndarray, axis: np.ndarray | None) -> None:
+        self._measured_stale = True             # the measured state is relative to the fulcrum
         if self.ik is None:
             self.ik = PivotIK(self.arm, fulcrum, self.cfg.pivot, port_axis=axis)
             self.servo = JointServo(self.arm, self.cfg, self.ik.active)
@@ -151,6 +153,7 @@ class EndoscopeHolderCore:
         if q is None:
             return self._reject(why)
         self.q_meas[:] = q
+        self._measured_stale = True
         first = self.t_meas is None
         self.t_meas = float(t)
         if first:
@@ -324,7 +327,10 @@ class EndoscopeHolderCore:
         if self.t_meas is None or self.ik is None:
             return None
         self.stats["steps"] += 1
-        self.measured = self.ik.state(self.q_meas)
+        if self._measured_stale or self.measured is None:
+            # forward kinematics once per joint state: the loop runs at twice the state's rate
+            self.measured = self.ik.state(self.q_meas)
+            self._measured_stale = False
         modes = self.modes
         gate = modes.gate(t, t - self.t_meas, self.measured.fulcrum_error)
         if gate is not Gate.RUN:

@@ -37,12 +37,15 @@ import numpy as np
 
 from surgbot import area_path, contract
 from surgbot.config import param
+from surgbot.control.rest_offset import RestOffset
 from surgbot.results import Result
 
 UPPER = tuple(contract.G1_UPPER_BODY)                     # indices 12..28
 UPPER_NAMES = tuple(contract.G1_JOINT_NAMES[i] for i in UPPER)
 UPPER_INDEX = {n: k for k, n in enumerate(UPPER_NAMES)}
 N_UPPER = len(UPPER)
+UPPER_SLICE = slice(UPPER[0], UPPER[-1] + 1)              # contiguous: a view, no copy per sample
+assert tuple(range(29)[UPPER_SLICE]) == UPPER
 
 G1_MJCF = area_path("sim") / "models" / "g1_29dof.xml"
 
@@ -227,6 +230,7 @@ class G1BridgeCore:
         self._ff_until = -math.inf
         self._last_step: float | None = None
         self._lowstate: _Lowstate | None = None
+        self.rest = RestOffset(N_UPPER)  # where a safety stop freezes a moving arm
         self.counters = Counters()
         self.safety_block = ""       # why /safety/state forbids motion ("" = allowed)
         self.safety_stopped = ""     # set by a block, cleared only by an explicit engage once allowed
@@ -311,9 +315,9 @@ class G1BridgeCore:
     def set_safety(self, block: str, now: float) -> None:
         """`/safety/state` forbids motion (`block` says why) or allows it again ("").
 
-        A block freezes the targets where they are now (goal := target, no velocity feed-forward;
-        measured: freezing at the measured posture instead drops the offset that holds the scope
-        arm against gravity and the port, and the scope sagged 3-5 mm) and
+        A block freezes the targets where the arm is now: the measured posture plus the offset it
+        needs at rest (`RestOffset`: neither the raw targets, which a lagging arm still moves to,
+        nor the bare measured posture, which sags), no velocity feed-forward; and
         keeps streaming them: an engaged or engaging arm ends at full weight, a releasing one is
         taken back up (the scope is never dropped).  Commands and `release` are refused until an
         explicit `engage` once the state allows motion again.
@@ -321,6 +325,8 @@ class G1BridgeCore:
         if block and not self.safety_block:
             self.counters.safety_stops += 1
             if self.state in STREAMING:
+                self.target = np.clip(self.rest.freeze(self.measured_upper(), self.target),
+                                      self.limits[:, 0], self.limits[:, 1])
                 self.goal = self.target.copy()
                 self._ff_until = -math.inf
                 self.safety_stopped = block
@@ -358,6 +364,7 @@ class G1BridgeCore:
             self.target = measured.copy()
             self.goal = measured.copy()
             self._ff_until = -math.inf
+            self.rest.reset()
         self.state = State.ENGAGING if self.weight < 1.0 else State.ENGAGED
         self.reason = "engage requested"
         self._last_step = None
@@ -434,6 +441,8 @@ class G1BridgeCore:
             if self.weight < 1e-9:
                 self.weight = 0.0
 
+        if self._lowstate is not None:
+            self.rest.update(self.target, self._lowstate.q[UPPER_SLICE], self._lowstate.dq[UPPER_SLICE], dq)
         tau = np.zeros(N_UPPER)
         if self.gravity is not None and self._lowstate is not None:
             tau = np.asarray(self.gravity(self._lowstate.q, self._lowstate.quat))[list(UPPER)]

@@ -40,7 +40,15 @@ from surgbot.control.endoscope_holder import EndoscopeHolderCore, HolderConfig, 
 from surgbot.geometry import matrix_to_quat, stamp_to_sec
 from surgbot.kinematics.g1_arm import DEFAULT_MJCF, G1ScopeArm
 from surgbot.nodes.safety_link import SafetyLink
-from surgbot.rosutil import Diagnostics, declare_config, latched_qos, run_node, setbool_handler, trigger_handler
+from surgbot.rosutil import (
+    Diagnostics,
+    declare_config,
+    fast_timer,
+    latched_qos,
+    run_node,
+    setbool_handler,
+    trigger_handler,
+)
 
 NODE_NAME = "endoscope_holder"
 STALE_COMMAND_S = 1.0      # a servo command stamped further than this from now is rejected
@@ -129,7 +137,7 @@ class EndoscopeHolderNode(Node):
         self._tick = 0
         self._pub_every = max(1, int(round(rate / self.publish_hz)))
         self._last_mode: State | None = None
-        self.create_timer(1.0 / rate, self._on_timer)
+        fast_timer(self, 1.0 / rate, self._on_timer)
         self.diagnostics = Diagnostics(self, NODE_NAME, self._diagnostic_status,
                                        hardware_id="unitree_g1 right arm + endoscope")
         self.get_logger().info(

@@ -149,7 +149,8 @@ class G1BridgeNode(Node):
             self._latest = rec
         last = self._published_tick
         # a tick that went back is a restarted robot/twin: publish at once
-        if last is None or tick < last or tick - last >= self._publish_every_ms:
+        # rt/lowstate keeps coming while the node shuts down (the reader closes after the context)
+        if (last is None or tick < last or tick - last >= self._publish_every_ms) and self.context.ok():
             self._published_tick = tick
             self._publish_state(rec)
 

@@ -104,6 +104,9 @@ class PolicyNode(Node):
         self._image_raw: bytes | None = None
         self._image_size: tuple[int, int] | None = None   # (h, w) the server wants, from metadata
         self._jaw: float | None = None
+        # the newest /PSM1/measured_cp (pose, jaw then, receive time), converted on the control tick:
+        # it comes at the arm's rate (100 Hz+) and the 15 Hz loop uses one of every ~7
+        self._cp_pending: tuple | None = None
         self._lock = threading.Lock()
 
         self.pub_cp = self.create_publisher(PoseStamped, contract.psm_topic("servo_cp"), 10)
@@ -154,12 +157,20 @@ class PolicyNode(Node):
     def _on_cp(self, msg: PoseStamped) -> None:
         if self._jaw is None or msg.header.frame_id not in ("", contract.PSM_BASE_FRAME):
             return
+        self._cp_pending = (msg.pose, self._jaw, self._now())
+
+    def _take_measured(self) -> None:
+        """Hand the newest measured pose to the core (with its receive time, so staleness holds)."""
+        if self._cp_pending is None:
+            return
+        pose, jaw, t = self._cp_pending
+        self._cp_pending = None
         try:
-            T = pose_msg_to_matrix(msg.pose)
+            T = pose_msg_to_matrix(pose)
         except ValueError:
             self.core.rejections["bad measured pose"] += 1
             return
-        self.core.on_measured(pose10_from_matrix(T, self._jaw), self._now())
+        self.core.on_measured(pose10_from_matrix(T, jaw), t)
 
     def _on_instruction(self, msg: String) -> None:
         result = self.core.set_instruction(msg.data)
@@ -200,6 +211,7 @@ class PolicyNode(Node):
     def _on_timer(self) -> None:
         self.safety.check()                  # a silent supervisor is noticed before a command goes out
         now = self._now()
+        self._take_measured()
         self._collect()
         out = self.core.tick(now)
         for text in self.core.events:

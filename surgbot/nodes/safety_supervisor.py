@@ -33,7 +33,7 @@ from std_srvs.srv import Trigger
 
 from surgbot import contract
 from surgbot.hw.crtk import subscribe_operating_state
-from surgbot.rosutil import Diagnostics, declare_config, latched_qos, run_node, trigger_handler
+from surgbot.rosutil import Diagnostics, declare_config, fast_timer, latched_qos, run_node, trigger_handler
 from surgbot.safety.supervisor import State, SupervisorConfig, SupervisorCore
 
 NODE_NAME = "safety_supervisor"
@@ -73,7 +73,7 @@ class SafetySupervisorNode(Node):
         self.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 50)
         self.create_service(Trigger, contract.SAFETY_ESTOP, trigger_handler(lambda: self._estop()))
         self.create_service(Trigger, contract.SAFETY_RESET, trigger_handler(lambda: self._reset()))
-        self.create_timer(1.0 / c.publish_hz, self._on_timer)
+        fast_timer(self, 1.0 / c.publish_hz, self._on_timer)
         self.diagnostics = Diagnostics(self, NODE_NAME, self._status)
         self._publish()
         self.get_logger().info(f"{NODE_NAME}: watching {sorted(self.core.watchdogs)}; state {self.core.state.value}")
