@@ -49,6 +49,7 @@ from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from surgbot.geometry import ns_to_stamp
+from surgbot.processes import leave_realtime_scheduling
 
 # Header slots (int64).
 STATE_SEQ, CONSUMED, STATE_STAMP, FRAME_SEQ, FRAME_STAMP, FRAMES, STOP, ERROR_LEN, RENDER_COUNT = range(9)
@@ -291,6 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     # Ctrl-C in a terminal reaches the whole process group: the parent decides when
     # the camera stops (it closes our stdin), so a SIGINT here would only add noise.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    leave_realtime_scheduling()        # a real-time sim started us: rendering waits behind the chain
     try:
         os.nice(int(os.environ.get("SURGBOT_CAMERA_NICE", RENDER_NICE)))
     except (OSError, ValueError):

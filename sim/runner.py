@@ -38,6 +38,7 @@ from surgbot import contract
 from surgbot.config import param
 from surgbot.errors import CliError
 from surgbot.pacing import Pacer
+from surgbot.processes import freeze_startup_heap
 from surgbot.rosutil import BackgroundSpinner, make_executor
 from surgbot.sim.camera import OVERVIEW_CAMERA, EndoscopeCamera, overview_camera
 from surgbot.sim.diagnostics import SimDiagnostics
@@ -256,6 +257,7 @@ def simulate(cfg: SimConfig, node=None, stop: threading.Event | None = None, log
         except Exception as exc:  # the sim runs fine without a window
             log(f"sim: no viewer ({type(exc).__name__}: {exc}); running headless")
     try:
+        freeze_startup_heap()               # no 35-45 ms full collections of the model and twins while stepping
         result = step_loop(world, cfg, stop, viewer)
     finally:
         if viewer is not None:

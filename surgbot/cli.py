@@ -16,6 +16,10 @@ from surgbot.errors import CliError
 from surgbot.processes import forbid_realtime_scheduling
 
 # name -> (module, one-line help)
+# Commands that start the stack's nodes keep the right to real-time scheduling for them (the
+# watchdog chain asks for SCHED_FIFO, processes.REALTIME_ENV); each node drops it for itself once
+# it has its priority, and these commands open no AV1 encoder (the demo writes H.264).
+STARTS_REALTIME_NODES = ("up", "demo")
 SUBCOMMANDS = {
     "sim": ("surgbot.sim.runner", "MuJoCo twin of the hardware (G1 over unitree DDS, PSM over CRTK ROS 2)"),
     "bench": ("surgbot.bench.runner", "performance suite; last stdout line is one JSON object"),
@@ -46,7 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    forbid_realtime_scheduling()     # before any thread: an AV1 encoder would take SCHED_FIFO 99 (processes.py)
+    command = next((a for a in (sys.argv[1:] if argv is None else argv) if not a.startswith("-")), None)
+    if command not in STARTS_REALTIME_NODES:
+        forbid_realtime_scheduling()  # before any thread: an AV1 encoder would take SCHED_FIFO 99 (processes.py)
     parser = build_parser()
     args = parser.parse_args(argv)
     module = importlib.import_module(args._module)

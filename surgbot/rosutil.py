@@ -33,7 +33,7 @@ from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
 from surgbot import config as config_mod
-from surgbot.processes import forbid_realtime_scheduling
+from surgbot.processes import freeze_startup_heap, settle_scheduling
 
 DIAGNOSTICS_TOPIC = "/diagnostics"
 # Which executor the node processes spin in: "events" (default where rclpy has it) or "single".
@@ -217,13 +217,17 @@ def make_executor(context=None):
 def run_node(make_node: Callable[[], object], args: list[str] | None = None,
              on_shutdown: Callable[[object], None] | None = None) -> int:
     """init, spin until Ctrl-C, SIGTERM or external shutdown, run `on_shutdown(node)`, tear down."""
-    forbid_realtime_scheduling()     # before any thread: an AV1 encoder would take SCHED_FIFO 99 (processes.py)
+    # before any thread: the priority `surgbot up` asked for, then no AV1 encoder can take FIFO 99
+    scheduling = settle_scheduling()
     rclpy.init(args=sys.argv if args is None else args)
     # rclpy's own SIGINT/SIGTERM handlers shut the context down; spin then
     # raises ExternalShutdownException (or KeyboardInterrupt).
     node = None
     try:
         node = make_node()
+        if scheduling:
+            node.get_logger().info(f"scheduling: {scheduling}")
+        freeze_startup_heap()
         executor = make_executor()
         executor.add_node(node)
         # spin_once slices, not executor.spin(): the EventsExecutor's spin() (and spin_once()

@@ -15,14 +15,15 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from surgbot import area_path, contract
+from surgbot import area_path, contract, processes
 
 CONFIG_DIR_NAME = "config"
 # On a small machine (2 cores) the whole stack oversubscribes the CPU.  The chain with
-# 50 ms watchdogs (sim -> rt/lowstate -> bridge -> holder, the supervisor) keeps the
-# default priority; nodes that tolerate a late tick (the 15 Hz policy, the recorder)
-# run niced so they never starve it.  Measured: without it the bridge's lowstate
-# watchdog fired while engaging the G1 in `surgbot demo` (77 ms gap).
+# 50 ms watchdogs (sim -> rt/lowstate -> bridge -> holder, the supervisor) can ask for SCHED_FIFO
+# (`surgbot up --realtime`: `realtime` below, processes.REALTIME_PRIORITY); nodes that
+# tolerate a late tick (the 15 Hz policy, the recorder) run niced.  Measured: without the
+# nice the bridge's lowstate watchdog fired while engaging the G1 in `surgbot demo` (77 ms
+# gap); the FIFO figures are at processes.REALTIME_PRIORITY.
 NICE_BACKGROUND = 5
 POLICY_DEFAULT_PORT = 5555
 
@@ -47,6 +48,11 @@ class NodeSpec:
     args: tuple[str, ...] = ()                  # plain command-line arguments (non-ROS processes)
     ros: bool = True                            # False: a plain process (the policy server)
     nice: int = 0                               # > 0: runs below the real-time chain (see NICE_BACKGROUND)
+    realtime: bool = False                      # the watchdog chain: asks for SCHED_FIFO (processes.REALTIME_ENV)
+
+    def environment(self) -> dict[str, str]:
+        """Environment variables the process starts with (the real-time request of the chain)."""
+        return {processes.REALTIME_ENV: str(processes.REALTIME_PRIORITY)} if self.realtime else {}
 
 
 @dataclass(frozen=True)
@@ -74,7 +80,7 @@ class StackOptions:
                 "record_dir": self.record_dir or ""}
 
 
-SIM = NodeSpec("sim_node", "sim_node", "surgbot.nodes.sim_node", ("psm.yaml",),
+SIM = NodeSpec("sim_node", "sim_node", "surgbot.nodes.sim_node", ("psm.yaml",), realtime=True,
                params={"scene": "$scene", "task": "$task", "seed": "$seed", "headless": True,
                        "g1_domain": "$g1_domain", "g1_interface": "$g1_interface", "overview_hz": "$overview_hz",
                        "camera_hz": "$camera_hz"})
@@ -82,10 +88,10 @@ SIM = NodeSpec("sim_node", "sim_node", "surgbot.nodes.sim_node", ("psm.yaml",),
 # commands only while /safety/state is OK and fresh, a missing supervisor holds (fail-safe).
 SAFETY = {"require_safety_supervisor": True}
 BRIDGE = NodeSpec("g1_bridge", "g1_bridge", "surgbot.nodes.g1_bridge", ("g1_bridge.yaml",),
-                  {"g1_domain": "$g1_domain", "g1_interface": "$g1_interface", **SAFETY})
+                  {"g1_domain": "$g1_domain", "g1_interface": "$g1_interface", **SAFETY}, realtime=True)
 HOLDER = NodeSpec("endoscope_holder", "endoscope_holder", "surgbot.nodes.endoscope_holder",
-                  ("endoscope_holder.yaml",), {"scene": "$scene", **SAFETY})
-SUPERVISOR = NodeSpec("safety_supervisor", "safety_supervisor", "surgbot.nodes.safety_supervisor")
+                  ("endoscope_holder.yaml",), {"scene": "$scene", **SAFETY}, realtime=True)
+SUPERVISOR = NodeSpec("safety_supervisor", "safety_supervisor", "surgbot.nodes.safety_supervisor", realtime=True)
 CONSOLE = NodeSpec("teleop_console", "teleop_console", "surgbot.nodes.teleop_console", ("teleop_console.yaml",),
                    {"host": "$console_host", "port": "$console_port"})   # token: SURGBOT_CONSOLE_TOKEN, never a param
 MAPPER = NodeSpec("teleop_mapper", "teleop_mapper", "surgbot.nodes.teleop_mapper", ("teleop_mapper.yaml",),

@@ -52,6 +52,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--console-token", default=None,
                    help="console token (default: SURGBOT_CONSOLE_TOKEN, else generated and printed by the console)")
     p.add_argument("--policy-port", type=int, default=5555)
+    p.add_argument("--realtime", action="store_true",
+                   help="run the watchdog chain (sim, G1 bridge, holder, supervisor) SCHED_FIFO "
+                        f"{processes.REALTIME_PRIORITY} where permitted; the other nodes get less CPU "
+                        "(README: Real-time scheduling)")
     p.add_argument("--restart", action="store_true", help=f"restart a node that dies (<= {MAX_RESTARTS} times)")
     p.add_argument("--log-dir", type=Path, default=None, help="node logs (default: a new folder under /tmp)")
 
@@ -118,8 +122,10 @@ def options_from(args: argparse.Namespace) -> StackOptions:
 class Stack:
     """Starts, watches and stops the node processes of one stack."""
 
-    def __init__(self, nodes: list[NodeSpec], arguments: dict[str, str], log_dir: Path, restart: bool, say=print):
+    def __init__(self, nodes: list[NodeSpec], arguments: dict[str, str], log_dir: Path, restart: bool, say=print,
+                 realtime: bool = False):
         self.nodes, self.arguments, self.log_dir, self.restart = nodes, arguments, log_dir, restart
+        self.realtime = realtime        # the watchdog chain asks for SCHED_FIFO (NodeSpec.realtime)
         self.say = say
         self.running: list[Running] = []
         self.stop_event = threading.Event()
@@ -132,8 +138,10 @@ class Stack:
     def _spawn(self, spec: NodeSpec, restarts: int = 0) -> Running:
         argv = node_argv(spec, self.arguments)
         log = self.log_dir / f"{spec.name}.log"
+        env = spec.environment() if self.realtime else {}
         with open(log, "ab") as out:
-            proc = processes.start(argv, stdout=out, stderr=subprocess.STDOUT)
+            proc = processes.start(argv, stdout=out, stderr=subprocess.STDOUT,
+                                   env=dict(os.environ, **env) if env else None)
         if spec.nice:
             try:
                 os.setpriority(os.PRIO_PROCESS, proc.pid, os.getpriority(os.PRIO_PROCESS, 0) + spec.nice)
@@ -178,7 +186,7 @@ def run(args: argparse.Namespace) -> int:
     if args.console_token:
         os.environ["SURGBOT_CONSOLE_TOKEN"] = args.console_token   # the console reads it; never a ROS parameter
     log_dir = args.log_dir or Path(f"/tmp/surgbot-up-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
-    stack = Stack(nodes, opts.launch_arguments(), log_dir, args.restart)
+    stack = Stack(nodes, opts.launch_arguments(), log_dir, args.restart, realtime=args.realtime)
     previous = {s: signal.signal(s, lambda *_: stack.stop_event.set()) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         stack.start()

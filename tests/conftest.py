@@ -15,9 +15,9 @@ import pytest
 
 from surgbot import processes as child_processes
 
-# Tests record LeRobot datasets (AV1): without this the pytest process, and every process it
-# starts afterwards, could run SCHED_FIFO 99 and starve the sim-in-the-loop tests (processes.py).
-child_processes.forbid_realtime_scheduling()
+# No real-time guard for the pytest process itself: the stacks tests start (surgbot.up.Stack)
+# ask for SCHED_FIFO for their watchdog chain, as `surgbot up` does; the dataset writer drops the
+# right in the process that opens the AV1 encoder (policies/data/dataset.py, processes.py).
 
 REPO = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable

@@ -117,7 +117,8 @@ class FaultStack:
         nodes = [dataclasses.replace(n, params={**n.params, **self.margins.get(n.name, {})}) for n in nodes]
         nodes.insert(-1, stack.NodeSpec(POLICY_SERVER, "", "tests.fault_policy_server", ros=False,
                                         args=(str(self.policy_port), str(mode_file))))
-        self.stack = Stack(nodes, opts.launch_arguments(), log_dir, restart=False, say=print)
+        self.stack = Stack(nodes, opts.launch_arguments(), log_dir, restart=False, say=print,
+                           realtime=os.environ.get("SURGBOT_FAULTS_REALTIME") == "1")
         self.operator: subprocess.Popen | None = None
         self.operator_log = log_dir / "operator.log"
         self._op_sent = 0

@@ -12,14 +12,18 @@ import sys
 import threading
 
 # sets MUJOCO_GL before mujoco is first imported (runner's module top)
+from surgbot.processes import settle_scheduling
 from surgbot.rosutil import declare_config
 from surgbot.sim import runner
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv if argv is None else argv
+    scheduling = settle_scheduling()           # before the DDS and step-loop threads start
     ros = runner.RosContext(args=argv)
     node = ros.node
+    if scheduling:
+        node.get_logger().info(f"scheduling: {scheduling}")
     stop = threading.Event()
     runner.install_stop_signals(stop)
     ros.context.on_shutdown(stop.set)          # external shutdown ends the run like a signal
