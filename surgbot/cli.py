@@ -16,10 +16,10 @@ from surgbot.errors import CliError
 from surgbot.processes import forbid_realtime_scheduling
 
 # name -> (module, one-line help)
-# Commands that start the stack's nodes keep the right to real-time scheduling for them (the
+# `surgbot up --realtime` keeps the right to real-time scheduling for the nodes it starts (the
 # watchdog chain asks for SCHED_FIFO, processes.REALTIME_ENV); each node drops it for itself once
-# it has its priority, and these commands open no AV1 encoder (the demo writes H.264).
-STARTS_REALTIME_NODES = ("up", "demo")
+# it has its priority, and `up` opens no AV1 encoder.
+STARTS_REALTIME_NODES = ("up",)
 SUBCOMMANDS = {
     "sim": ("surgbot.sim.runner", "MuJoCo twin of the hardware (G1 over unitree DDS, PSM over CRTK ROS 2)"),
     "bench": ("surgbot.bench.runner", "performance suite; last stdout line is one JSON object"),
