@@ -45,7 +45,7 @@ UPPER_NAMES = tuple(contract.G1_JOINT_NAMES[i] for i in UPPER)
 UPPER_INDEX = {n: k for k, n in enumerate(UPPER_NAMES)}
 N_UPPER = len(UPPER)
 UPPER_SLICE = slice(UPPER[0], UPPER[-1] + 1)              # contiguous: a view, no copy per sample
-assert tuple(range(29)[UPPER_SLICE]) == UPPER
+assert tuple(range(contract.G1_NUM_JOINTS)[UPPER_SLICE]) == UPPER
 
 G1_MJCF = area_path("sim") / "models" / "g1_29dof.xml"
 
