@@ -154,3 +154,17 @@ def test_state_watch_is_fail_safe():
     w.update("not json", now=3.0)
     assert not w.allows_motion(3.0)
     assert SafetyStateWatch(required=False).allows_motion(0.0)       # a rig without a supervisor
+
+
+def test_the_chunk_age_watchdog_leaves_room_for_a_healthy_policy_loop():
+    """A chunk is played until request_fraction of it is done, then the next one may take up to the
+    node's server timeout: the supervisor must not fault on that (it did at 0.5 s: "chunk 534 ms old")."""
+    from surgbot.control.policy_exec import PolicyExecConfig
+    from surgbot.policies.vla.configuration_surgvla import SurgVLAConfig
+
+    exec_cfg, model_cfg = PolicyExecConfig(), SurgVLAConfig()
+    healthy_max_s = exec_cfg.request_fraction * model_cfg.chunk_size / exec_cfg.rate_hz + exec_cfg.server_timeout_s
+    assert SupervisorConfig().policy_chunk_timeout_s > healthy_max_s
+    # ... and it is still a watchdog: a loop that stopped for two chunk periods is caught
+    assert SupervisorConfig().policy_chunk_timeout_s < 2 * model_cfg.chunk_size / exec_cfg.rate_hz
+

@@ -35,7 +35,12 @@ class SupervisorConfig:
     psm_state_timeout_s: float = param(0.1, "/PSM1/measured_js older than this -> FAULT, s", lo=0.0)
     lowstate_timeout_s: float = param(0.05, "G1 rt/lowstate older than this (bridge report) -> FAULT, s", lo=0.0)
     console_link_timeout_s: float = param(0.2, "console link silent this long while armed -> FAULT, s", lo=0.0)
-    policy_chunk_timeout_s: float = param(0.5, "policy chunk older than this while enabled -> FAULT, s", lo=0.0)
+    # A healthy policy loop plays a chunk up to (request_fraction x H / rate) = 0.5 x 16 / 15 Hz =
+    # 0.53 s old before it asks for the next one, plus the inference time (the node itself holds
+    # after server_timeout_s, 0.5 s); 0.5 s here faulted healthy runs (measured: "chunk 528-534 ms
+    # old" in `surgbot demo`, whenever a /policy/state sample fell just before a new chunk).
+    # tests/test_safety_core.py checks it against the shipped policy configs.
+    policy_chunk_timeout_s: float = param(1.1, "policy chunk older than this while enabled -> FAULT, s", lo=0.0)
     node_timeout_s: float = param(3.0, "a node's /diagnostics silent this long -> FAULT (1 Hz: 3 missed), s",
                                   lo=0.0)
     publish_hz: float = param(50.0, "/safety/state publish rate, Hz (command sources hold after 150 ms of "
