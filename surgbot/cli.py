@@ -16,10 +16,10 @@ from surgbot.errors import CliError
 from surgbot.processes import forbid_realtime_scheduling
 
 # name -> (module, one-line help)
-# `surgbot up --realtime` keeps the right to real-time scheduling for the nodes it starts (the
+# `surgbot up/demo --realtime` keep the right to real-time scheduling for the nodes they start (the
 # watchdog chain asks for SCHED_FIFO, processes.REALTIME_ENV); each node drops it for itself once
-# it has its priority, and `up` opens no AV1 encoder.
-STARTS_REALTIME_NODES = ("up",)
+# it has its priority, and neither opens an AV1 encoder (the demo writes H.264).
+STARTS_REALTIME_NODES = ("up", "demo")
 SUBCOMMANDS = {
     "sim": ("surgbot.sim.runner", "MuJoCo twin of the hardware (G1 over unitree DDS, PSM over CRTK ROS 2)"),
     "bench": ("surgbot.bench.runner", "performance suite; last stdout line is one JSON object"),

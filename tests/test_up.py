@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import signal
 import socket
@@ -37,6 +38,28 @@ def test_node_command_lines_are_what_launch_would_run():
     assert server[3:] == ["policy", "serve", "--checkpoint", "default", "--port", "5555"]
     assert [n.name for n in nodes_for(StackOptions(sim_scene=None))] == ["g1_bridge", "endoscope_holder",
                                                                         "safety_supervisor"]
+
+
+def test_only_the_watchdog_chain_asks_for_realtime_and_only_when_told(tmp_path):
+    from surgbot import processes
+    from surgbot.up import Stack
+
+    nodes = nodes_for(StackOptions(console=True, policy_checkpoint="default", record_dir=str(tmp_path)))
+    chain = {n.name for n in nodes if n.realtime}
+    assert chain == {"sim_node", "g1_bridge", "endoscope_holder", "safety_supervisor"}
+    sim = next(n for n in nodes if n.name == "sim_node")
+    assert sim.environment() == {processes.REALTIME_ENV: str(processes.REALTIME_PRIORITY)}
+    # a plain process standing in for a chain node prints what it was started with
+    probe = dataclasses.replace(sim, ros=False, module="tests.print_env", args=())
+    for realtime, expected in ((False, "unset"), (True, str(processes.REALTIME_PRIORITY))):
+        stack = Stack([probe], {}, tmp_path / f"logs-{realtime}", restart=False, say=lambda *_: None,
+                      realtime=realtime)
+        stack.start()
+        try:
+            assert stack.running[0].proc.wait(60) == 0
+        finally:
+            stack.stop()
+        assert (tmp_path / f"logs-{realtime}" / "sim_node.log").read_text().split()[-1] == expected
 
 
 def test_a_console_port_in_use_is_refused_before_anything_starts(tmp_path):

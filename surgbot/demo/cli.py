@@ -51,6 +51,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--follow", action="store_true", help="the holder keeps the tool in view (TOOL_FOLLOW) "
                    "instead of holding the view still")
     p.add_argument("--record", action="store_true", help="also record the run as a rosbag2/MCAP folder")
+    p.add_argument("--realtime", action="store_true",
+                   help="run the watchdog chain SCHED_FIFO where permitted, as `surgbot up --realtime` "
+                        "(README: Real-time scheduling)")
     p.add_argument("--policy-port", type=int, default=5555)
 
 
@@ -118,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
                         policy_port=args.policy_port, overview_hz=OVERVIEW_FPS, camera_hz=CAMERA_HZ,
                         record_dir=str(out / "bag") if args.record else None)
     nodes = nodes_for(opts)
-    stack = Stack(nodes, opts.launch_arguments(), out / "logs", restart=False, say=say)
+    stack = Stack(nodes, opts.launch_arguments(), out / "logs", restart=False, say=say, realtime=args.realtime)
     stack_dead = threading.Event()
     say(f"starting {len(nodes)} nodes ({', '.join(n.name for n in nodes)}); logs in {out / 'logs'}")
     watcher = threading.Thread(target=lambda: stack.watch() and stack_dead.set(), daemon=True)
