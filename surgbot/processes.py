@@ -139,12 +139,13 @@ def forbid_realtime_scheduling() -> bool:
 
 
 # The chain with the 50 ms watchdogs (sim/robot -> rt/lowstate -> G1 bridge -> holder, the safety
-# supervisor) asks for this SCHED_FIFO priority when `surgbot up` starts it (env REALTIME_ENV), as
-# ros2_control and the dVRK run their control threads: on 2 cores the whole stack oversubscribes
-# the CPU, and a SCHED_OTHER thread waits behind the camera and the policy.  Measured (idle stack
-# holding the scope, 60 s, box_trainer, 2 cores): 8 spontaneous watchdog FAULTs (54-65 ms gaps)
-# with every node SCHED_OTHER, 0-1 with the chain at FIFO 10.  Low on the 1..99 scale: above
-# every ordinary process, below the kernel's own threaded interrupts (50).
+# supervisor) asks for this SCHED_FIFO priority when `surgbot up --realtime` or `surgbot demo
+# --realtime` starts it (env REALTIME_ENV), as ros2_control and the dVRK run their control threads:
+# on 2 cores the whole stack oversubscribes the CPU, and a SCHED_OTHER thread waits behind the
+# camera and the policy.  Measured (autonomy stack holding the scope, 60 s, box_trainer, 2 cores):
+# 8-10 spontaneous watchdog FAULTs (50-68 ms gaps) with every node SCHED_OTHER, 0-2 with the chain
+# at FIFO 10.  Low on the 1..99 scale: above every ordinary process, below the kernel's own
+# threaded interrupts (50).
 REALTIME_ENV = "SURGBOT_REALTIME_PRIORITY"
 REALTIME_PRIORITY = 10
 

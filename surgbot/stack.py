@@ -23,7 +23,7 @@ CONFIG_DIR_NAME = "config"
 # (`surgbot up --realtime`: `realtime` below, processes.REALTIME_PRIORITY); nodes that
 # tolerate a late tick (the 15 Hz policy, the recorder) run niced.  Measured: without the
 # nice the bridge's lowstate watchdog fired while engaging the G1 in `surgbot demo` (77 ms
-# gap); the FIFO figures are at processes.REALTIME_PRIORITY.
+# gap); the FIFO figures are with processes.REALTIME_PRIORITY.
 NICE_BACKGROUND = 5
 POLICY_DEFAULT_PORT = 5555
 

@@ -259,7 +259,7 @@ class G1BridgeCore:
         return math.inf if self._lowstate is None else max(0.0, now - self._lowstate.t_recv)
 
     def measured_upper(self) -> np.ndarray | None:
-        return None if self._lowstate is None else self._lowstate.q[list(UPPER)].copy()
+        return None if self._lowstate is None else self._lowstate.q[UPPER_SLICE].copy()
 
     def command(self, names: Sequence[str], positions: Sequence[float],
                 velocities: Sequence[float] | None = None, now: float = 0.0) -> Result:
@@ -445,7 +445,7 @@ class G1BridgeCore:
             self.rest.update(self.target, self._lowstate.q[UPPER_SLICE], self._lowstate.dq[UPPER_SLICE], dq)
         tau = np.zeros(N_UPPER)
         if self.gravity is not None and self._lowstate is not None:
-            tau = np.asarray(self.gravity(self._lowstate.q, self._lowstate.quat))[list(UPPER)]
+            tau = np.asarray(self.gravity(self._lowstate.q, self._lowstate.quat))[UPPER_SLICE]
         cmd = ArmSdkCommand(q=self.target.copy(), dq=dq, tau=tau, kp=self.kp.copy(), kd=self.kd.copy(),
                             weight=self.weight)
         if self.state == State.RELEASING and self.weight <= 0.0:

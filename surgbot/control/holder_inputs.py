@@ -85,7 +85,7 @@ def joint_positions(model_names: Sequence[str], names: Sequence[str],
     positions = np.asarray(positions, float)
     if len(names) != len(positions):
         return None, f"joint state: {len(names)} names but {len(positions)} positions"
-    if not np.isfinite(positions).all():
+    if not finite(positions):
         return None, "joint state: non-finite position"
     order, missing = _joint_order(tuple(model_names), names)
     if order is None:

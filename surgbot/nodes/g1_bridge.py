@@ -38,7 +38,7 @@ from surgbot import contract
 from surgbot.config import param
 from surgbot.control.bridge_memory import WeightMemory, default_path
 from surgbot.control.g1_bridge import (
-    UPPER,
+    UPPER_SLICE,
     ArmSdkCommand,
     G1BridgeConfig,
     G1BridgeCore,
@@ -157,7 +157,7 @@ class G1BridgeNode(Node):
     # ------------------------------------------------------------------ DDS out
     def _write(self, c: ArmSdkCommand) -> None:
         mc = self._cmd["motor_cmd"]
-        ub = list(UPPER)
+        ub = UPPER_SLICE
         mc["mode"][ub] = 1
         mc["q"][ub] = c.q
         mc["dq"][ub] = c.dq
