@@ -41,18 +41,21 @@ def test_a_cell_lists_its_exact_commands():
     cmds = [" ".join(c) for c in cell.commands()]
     data = "out/results/data"
     assert cmds[0] == (f"surgbot data record --task needle_pick --episodes 5 --out {data}/real-needle_pick-5 "
-                       "--seed 0 --image-size 96x96")
+                       "--seed 0 --image-size 96x128")
     assert cmds[1] == f"cp -r {data}/real-needle_pick-5 {data}/real-needle_pick-20"
     assert cmds[2].endswith("--episodes 15 --out out/results/data/real-needle_pick-20 --seed 5 "
-                            "--image-size 96x96 --append")
+                            "--image-size 96x128 --append")
     assert cmds[4].endswith("--episodes 30 --out out/results/data/real-needle_pick-50 --seed 20 "
-                            "--image-size 96x96 --append")
+                            "--image-size 96x128 --append")
     train = cmds[5]
     assert train.startswith("lerobot-train --dataset.repo_id=local/real-needle_pick-50 "
                             f"--dataset.root={data}/real-needle_pick-50 --policy.type=act")
     assert "--policy.pretrained_backbone_weights=null" in train and f"--steps={C.ACT_STEPS}" in train
     assert cmds[-1] == ("surgbot policy eval --checkpoint out/results/train/act-needle_pick --task needle_pick "
                         "--episodes 50 --seed 100000 --json")
+    vla = " ".join(C.CELLS["vla-20@reach"].commands()[-3])
+    assert vla.startswith("surgbot policy train --dataset out/results/data/real-reach-20 ")
+    assert " ".join(C.VLA_RECIPE) in vla and f"--steps {C.VLA_STEPS} --batch-size {C.VLA_BATCH}" in vla
     pseudo = " ; ".join(" ".join(c) for c in C.CELLS["vla-5-pseudo200@peg_transfer"].commands())
     for part in ("surgbot idm train --dataset out/results/data/idm-real-peg_transfer-15",
                  "surgbot data videos --task peg_transfer --episodes 200", "--backend sim",

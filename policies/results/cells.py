@@ -12,9 +12,12 @@ output is already complete (so a cell resumes where it stopped):
 4. the closed-loop evaluation, 50 seeded episodes from seed 100000 (training
    and dataset seeds are all below 10000, so never seen in training).
 
-Datasets are recorded at 96x96 (the size our VLA's encoder and the
-baselines' costs in FACTS.md are measured at) so all cells of a task train
-on the same frames.  Paths are relative to the repository root: datasets and
+Datasets are recorded at 96x128 (the twin's 240x320 view scaled by 0.4,
+as for the bundled checkpoint: at 96x96 the view is squashed and the 12 mm
+target discs shrink to ~3 px across) so all cells of a task, ours and the
+baselines, train on the same frames.  Our VLA cells train with the bundled
+checkpoint's recipe (`VLA_RECIPE`), so a cell measures the data, not an
+untuned configuration.  Paths are relative to the repository root: datasets and
 checkpoints under `out/results/` (ignored by git), the cell JSON under
 `docs/results/`.
 """
@@ -33,12 +36,20 @@ IDM_EPISODES = 15
 IDM_SEED = 1000                 # the IDM's 15 real episodes: seeds 1000.. (disjoint from the policy's 0..49)
 EVAL_SEED = 100_000             # evaluation seeds 100000..100049, never used in training (< 10000)
 EVAL_EPISODES = 50
-IMAGE_SIZE = "96x96"
+IMAGE_SIZE = "96x128"
 WORK = Path("out/results")
 DOCS = Path("docs/results")
 
-VLA_STEPS = 2000
+VLA_STEPS = 6000
 VLA_BATCH = 32
+# The bundled checkpoint's training options (scripts/train_default_policy.sh, policies/vla/README.md): the
+# frames decoded once into RAM, the first frames of each episode oversampled (where the policy must decide
+# where to go), a cosine rate, the pad cropped out of the 96x128 frame at 80x88, the episode-goal auxiliary
+# loss and +-2 px shifts.  Fewer steps than its 12000 (6000: ~13 min on one quiet core) so that every cell
+# fits a session.
+VLA_RECIPE = ("--threads", "1", "--in-memory", "--first-frames", "8", "--first-frames-weight", "3", "--cosine",
+              "--seed", "1000", "--image-size", "80", "88", "--crop", "0", "0.125", "0.8333", "0.6875",
+              "--goal-loss-weight", "1", "--shift-px", "2", "--save-freq", "2000")
 ACT_STEPS = 1000
 DIFFUSION_STEPS = 800
 LEROBOT_BATCH = 8
@@ -164,7 +175,8 @@ def _real_datasets() -> dict[str, Dataset]:
             clips = WORK / "data" / f"clips-{task}-{n}"
             out[f"clips-{task}-{n}"] = Dataset(
                 f"clips-{task}-{n}", (("surgbot", "data", "videos", "--task", task, "--episodes", str(n),
-                                       "--out", str(clips), "--backend", "sim"),), n, kind="clips")
+                                       "--out", str(clips), "--backend", "sim", "--image-size", IMAGE_SIZE),), n,
+                kind="clips")
             pseudo = WORK / "data" / f"pseudo-{task}-{n}"
             out[f"pseudo-{task}-{n}"] = Dataset(
                 f"pseudo-{task}-{n}", (("surgbot", "idm", "label", "--videos", str(clips), "--idm", str(idm_ckpt),
@@ -203,7 +215,7 @@ def _vla(key: str, datasets: tuple[str, ...]) -> Training:
     args = ["surgbot", "policy", "train"]
     for d in datasets:
         args += ["--dataset", str(DATASETS[d].path)]
-    args += ["--out", str(out), "--steps", str(VLA_STEPS), "--batch-size", str(VLA_BATCH), "--threads", "1"]
+    args += ["--out", str(out), "--steps", str(VLA_STEPS), "--batch-size", str(VLA_BATCH), *VLA_RECIPE]
     return Training(key, "surgvla", datasets, VLA_STEPS, VLA_BATCH, tuple(args), tuple(args) + ("--resume",))
 
 

@@ -58,15 +58,19 @@ def _check_names(names: list[str]) -> None:
 def cmd_list(args) -> int:
     from surgbot.policies.results import runner
     from surgbot.policies.results.cells import CELLS, SECTIONS
+    from surgbot.policies.results.report import stale_cells
     if args.section and args.section not in SECTIONS:
         raise CliError(f"unknown section {args.section!r} (choose from {', '.join(SECTIONS)})")
     evaluator = "harness" if runner.harness_installed() else "interim"
     for name, cell in CELLS.items():
         if args.section and cell.section != args.section:
             continue
-        done = runner.json_path(args.root, name).is_file()
+        path = runner.json_path(args.root, name)
+        done = path.is_file()
         running = _pid_alive(runner.pid_path(args.root, name))
         state = "running" if running else ("done" if done else "not run")
+        if done and not running and stale_cells({name: json.loads(path.read_text())}):
+            state = "done (by older commands: rerun)"
         print(f"{name:34s} {cell.section:10s} {state}")
         if args.commands:
             for c in cell.commands(evaluator):

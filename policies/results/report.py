@@ -197,6 +197,11 @@ def reading(res: dict) -> str:
         out.append(f"- {len(interim)} cell(s) were evaluated with the TEMPORARY loop "
                    "(`surgbot.policies.results.interim_eval`) because `surgbot policy eval` was not installed "
                    "yet; rerun them with the harness: " + ", ".join(f"`{n}`" for n in interim) + ".")
+    old = stale_cells(res)
+    if old:
+        out.append(f"- {len(old)} cell(s) were run with other commands than the cell's current ones (an older "
+                   "recipe or image size; `surgbot results list --commands` shows the current ones), so they "
+                   "are not comparable with the rest; rerun them: " + ", ".join(f"`{n}`" for n in old) + ".")
     missing = [n for n in C.CELLS if n not in res]
     order = [n for n in PRIORITY if n not in res]
     if order:
@@ -206,6 +211,12 @@ def reading(res: dict) -> str:
     out.append(f"- Cells run: {len(res)} of {len(C.CELLS)}. Not run: "
                + (", ".join(f"`{n}`" for n in missing) if missing else "none") + ".")
     return "\n".join(out) + "\n"
+
+
+def stale_cells(res: dict) -> list[str]:
+    """Cells whose JSON was produced by other commands than the cell's current ones."""
+    return sorted(n for n, r in res.items() if n in C.CELLS
+                  and r.get("commands") != [" ".join(a) for a in C.CELLS[n].commands(r.get("evaluator", "harness"))])
 
 
 SECTIONS = {

@@ -171,7 +171,16 @@ class CellRunner:
         return self.root / ds.path.parent / f".{ds.key}.done"
 
     def _done(self, ds: C.Dataset) -> bool:
-        return self._marker(ds).is_file() and (self.root / ds.path).exists()
+        """Built by its current commands (a dataset recorded by other commands, e.g. another image size, is
+        rebuilt rather than silently reused)."""
+        marker = self._marker(ds)
+        if not (marker.is_file() and (self.root / ds.path).exists()):
+            return False
+        try:
+            built = json.loads(marker.read_text()).get("commands")
+        except (OSError, ValueError):
+            return False
+        return built == [" ".join(a) for a in ds.commands]
 
     def build_dataset(self, ds: C.Dataset) -> dict:
         marker = self._marker(ds)
@@ -203,6 +212,11 @@ class CellRunner:
         state_file = self.root / C.WORK / "state" / f"train-{tr.key}.json"
         state_file.parent.mkdir(parents=True, exist_ok=True)
         state = json.loads(state_file.read_text()) if state_file.is_file() else {"runs": []}
+        if state["runs"] and state["runs"][0]["command"] != " ".join(tr.command):
+            # trained by other commands (another recipe or dataset): start again, never mix the two
+            self.say(f"training {tr.key}: built by other commands, retraining from scratch")
+            shutil.rmtree(out, ignore_errors=True)
+            state = {"runs": []}
         step = trained_step(out)
         if step >= tr.steps:
             self.say(f"training {tr.key}: complete at step {step}, skipped")
