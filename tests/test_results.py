@@ -41,12 +41,12 @@ def test_a_cell_lists_its_exact_commands():
     cmds = [" ".join(c) for c in cell.commands()]
     data = "out/results/data"
     assert cmds[0] == (f"surgbot data record --task needle_pick --episodes 5 --out {data}/real-needle_pick-5 "
-                       "--seed 0 --image-size 96x128")
+                       "--seed 0 --image-size 96x128 --success-tail-s 1.0")
     assert cmds[1] == f"cp -r {data}/real-needle_pick-5 {data}/real-needle_pick-20"
     assert cmds[2].endswith("--episodes 15 --out out/results/data/real-needle_pick-20 --seed 5 "
-                            "--image-size 96x128 --append")
+                            "--image-size 96x128 --success-tail-s 1.0 --append")
     assert cmds[4].endswith("--episodes 30 --out out/results/data/real-needle_pick-50 --seed 20 "
-                            "--image-size 96x128 --append")
+                            "--image-size 96x128 --success-tail-s 1.0 --append")
     train = cmds[5]
     assert train.startswith("lerobot-train --dataset.repo_id=local/real-needle_pick-50 "
                             f"--dataset.root={data}/real-needle_pick-50 --policy.type=act")

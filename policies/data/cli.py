@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import math
 import os
 import re
 import sys
@@ -47,6 +48,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     rec.add_argument("--each-target", action="store_true",
                      help="sim: record every layout seed once per colour it may name (same scene, different "
                           "instruction and motion: teaches a policy to follow the instruction)")
+    rec.add_argument("--success-tail-s", type=float, default=None, metavar="S",
+                     help="sim: seconds of each kept episode recorded after the success, the expert staying "
+                          "where it arrived (default 1.0; without it a reach demonstration ends while the tip "
+                          "is still descending, and a policy learns to push on past the target)")
     rec.add_argument("--timeout", type=float, default=600.0,
                      help="ros source: seconds to wait for the episodes before giving up")
     vid = sub.add_parser("videos", help="world-model clips (mp4 + prompt, no kinematics) from sim or a folder",
@@ -141,6 +146,12 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f"--episodes must be positive, got {args.episodes}")
     if not 1 <= args.workers <= MAX_WORKERS:
         raise CliError(f"--workers must be 1..{MAX_WORKERS}, got {args.workers}")
+    if args.success_tail_s is not None:
+        from surgbot.policies.data.record import MAX_SUCCESS_TAIL_S
+        if args.source != "sim":
+            raise CliError("--success-tail-s is for the sim source (a live episode ends when the operator stops it)")
+        if not (math.isfinite(args.success_tail_s) and 0.0 <= args.success_tail_s <= MAX_SUCCESS_TAIL_S):
+            raise CliError(f"--success-tail-s must be in [0, {MAX_SUCCESS_TAIL_S:g}] s, got {args.success_tail_s}")
     h, w = parse_size(args.image_size)
     out = Path(args.out)
     from surgbot.policies.data.dataset import check_output
@@ -150,10 +161,11 @@ def run(args: argparse.Namespace) -> int:
 
     def record():
         if args.source == "sim":
-            from surgbot.policies.data.record import record_expert
+            from surgbot.policies.data.record import DEFAULT_SUCCESS_TAIL_S, record_expert
+            tail = DEFAULT_SUCCESS_TAIL_S if args.success_tail_s is None else args.success_tail_s
             return record_expert(args.task, args.episodes, out, seed=args.seed, image_size=(h, w),
                                  append=args.append, progress=sys.stderr.isatty(), workers=args.workers,
-                                 each_target=args.each_target)
+                                 each_target=args.each_target, success_tail_s=tail)
         from surgbot.policies.data.ros_source import record_ros
         return record_ros(args.task, args.episodes, out, image_size=(h, w), append=args.append,
                           timeout_s=args.timeout)

@@ -33,6 +33,10 @@ from surgbot.sim.envs import ENV_IDS
 from surgbot.sim.envs.experts import make_expert, run_episode
 from surgbot.sim.tasks import get_task
 
+# A kept episode goes on for this long after the success (the expert's plan ends with a dwell), so
+# demonstrations show arriving and staying; see `surgbot.sim.envs.experts.run_episode`.
+DEFAULT_SUCCESS_TAIL_S = 1.0
+MAX_SUCCESS_TAIL_S = 5.0
 MAX_ATTEMPTS_FACTOR = 3          # give up after 3x the asked episodes (+ a few) attempts
 MAX_ATTEMPTS_EXTRA = 5
 
@@ -52,9 +56,10 @@ class RecordResult:
 class _EpisodeRunner:
     """One environment + expert; `__call__(seed)` -> (episode result, frames)."""
 
-    def __init__(self, task: str, image_size: tuple[int, int]):
+    def __init__(self, task: str, image_size: tuple[int, int], success_tail_s: float):
         self.env = gym.make(ENV_IDS[task], image_size=image_size)
         self.expert = make_expert(self.env)
+        self.success_tail_s = success_tail_s
 
     def __call__(self, job: tuple[int, str | None]) -> tuple[dict, list[dict]]:
         ep_seed, target = job
@@ -65,7 +70,8 @@ class _EpisodeRunner:
                            "task": info["instruction"]})
 
         options = None if target is None else {"target": target}
-        return run_episode(self.env, ep_seed, self.expert, on_step=keep, options=options), frames
+        return run_episode(self.env, ep_seed, self.expert, on_step=keep, options=options,
+                           success_tail_s=self.success_tail_s), frames
 
     def close(self) -> None:
         self.env.close()
@@ -74,12 +80,12 @@ class _EpisodeRunner:
 _WORKER: _EpisodeRunner | None = None       # one per worker process
 
 
-def _worker_init(task: str, image_size: tuple[int, int]) -> None:
+def _worker_init(task: str, image_size: tuple[int, int], success_tail_s: float) -> None:
     global _WORKER
     # Ctrl-C reaches the whole process group: only the writer handles it (and shuts the pool
     # down); a worker printing its own KeyboardInterrupt would bury the one-line error.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _WORKER = _EpisodeRunner(task, image_size)
+    _WORKER = _EpisodeRunner(task, image_size, success_tail_s)
     # Close the renderer while the interpreter is whole: MuJoCo's Renderer.__del__ during
     # interpreter teardown prints an osmesa traceback into the user's terminal.
     multiprocessing.util.Finalize(_WORKER, _WORKER.close, exitpriority=10)
@@ -103,11 +109,12 @@ def _jobs(task: str, seed: int, each_target: bool):
         k += 1
 
 
-def _episodes_in_order(task: str, image_size, seed: int, workers: int, each_target: bool = False):
+def _episodes_in_order(task: str, image_size, seed: int, workers: int, each_target: bool = False,
+                       success_tail_s: float = DEFAULT_SUCCESS_TAIL_S):
     """Yields (seed, result, frames) for the jobs of `_jobs` in order, from `workers` processes."""
     jobs = _jobs(task, seed, each_target)
     if workers <= 1:
-        runner = _EpisodeRunner(task, image_size)
+        runner = _EpisodeRunner(task, image_size, success_tail_s)
         try:
             for job in jobs:
                 yield (job[0], *runner(job))
@@ -117,7 +124,7 @@ def _episodes_in_order(task: str, image_size, seed: int, workers: int, each_targ
     # spawn: a clean interpreter per worker (no forked GL or thread state)
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init,
-                             initargs=(task, image_size)) as pool:
+                             initargs=(task, image_size, success_tail_s)) as pool:
         pending: deque = deque()
         try:
             while True:
@@ -133,18 +140,21 @@ def _episodes_in_order(task: str, image_size, seed: int, workers: int, each_targ
 
 def record_expert(task: str, episodes: int, out: Path, seed: int = 0, image_size=(128, 128),
                   append: bool = False, progress: bool = True, workers: int = 1,
-                  each_target: bool = False) -> RecordResult:
+                  each_target: bool = False, success_tail_s: float = DEFAULT_SUCCESS_TAIL_S) -> RecordResult:
     """Record `episodes` successful expert episodes of `task` into `out` (see module doc).
 
     `each_target`: every layout seed is recorded once per colour it may name
     (reach: all three; peg_transfer: those far enough from the block), so the
     same image and start pose appear with different instructions and
-    different motions: the data itself says that the instruction matters."""
+    different motions: the data itself says that the instruction matters.
+    `success_tail_s`: frames kept after the success (see DEFAULT_SUCCESS_TAIL_S)."""
+    if not (np.isfinite(success_tail_s) and 0.0 <= success_tail_s <= MAX_SUCCESS_TAIL_S):
+        raise CliError(f"--success-tail-s must be in [0, {MAX_SUCCESS_TAIL_S:g}] s, got {success_tail_s}")
     h, w = image_size
     frames_total = 0
     t0 = time.perf_counter()
     bar = tqdm(total=episodes, desc=f"record {task}", unit="ep", disable=not progress, dynamic_ncols=True)
-    episodes_iter = _episodes_in_order(task, (h, w), seed, workers, each_target)
+    episodes_iter = _episodes_in_order(task, (h, w), seed, workers, each_target, success_tail_s)
     try:
         with DatasetSession(out, append=append, height=h, width=w, task=task, source="expert") as session:
             attempt = 0
@@ -155,7 +165,8 @@ def record_expert(task: str, episodes: int, out: Path, seed: int = 0, image_size
                                    f"nothing written to {out}")
                 ep_seed, res, frames = next(episodes_iter)
                 attempt += 1
-                info = {"seed": ep_seed, "instruction": res["instruction"], "expert_elapsed_s": res["elapsed_s"]}
+                info = {"seed": ep_seed, "instruction": res["instruction"], "expert_elapsed_s": res["elapsed_s"],
+                        "success_tail_s": success_tail_s}
                 if res["success"]:
                     session.add_episode(frames, info)
                     frames_total += len(frames)

@@ -37,6 +37,7 @@ IDM_SEED = 1000                 # the IDM's 15 real episodes: seeds 1000.. (disj
 EVAL_SEED = 100_000             # evaluation seeds 100000..100049, never used in training (< 10000)
 EVAL_EPISODES = 50
 IMAGE_SIZE = "96x128"
+SUCCESS_TAIL_S = "1.0"          # demonstrations go on 1 s after the success (the expert staying): `data record`
 WORK = Path("out/results")
 DOCS = Path("docs/results")
 
@@ -143,7 +144,8 @@ class Cell:
 # ------------------------------------------------------------------ datasets
 def _record(task: str, episodes: int, out: Path, seed: int, append: bool = False) -> tuple[str, ...]:
     return ("surgbot", "data", "record", "--task", task, "--episodes", str(episodes), "--out", str(out),
-            "--seed", str(seed), "--image-size", IMAGE_SIZE, *(("--append",) if append else ()))
+            "--seed", str(seed), "--image-size", IMAGE_SIZE, "--success-tail-s", SUCCESS_TAIL_S,
+            *(("--append",) if append else ()))
 
 
 def _real_datasets() -> dict[str, Dataset]:

@@ -222,10 +222,21 @@ def make_expert(env) -> ScriptedExpert:
 
 
 def run_episode(env, seed: int, expert: ScriptedExpert | None = None, on_step=None,
-                options: dict | None = None) -> dict:
+                options: dict | None = None, success_tail_s: float = 0.0) -> dict:
     """One expert episode; `on_step(obs, action, info)` sees every frame before its step.
 
-    `options` go to `env.reset` (e.g. {"target": "blue"})."""
+    `options` go to `env.reset` (e.g. {"target": "blue"}).  `success_tail_s`:
+    after a success the expert goes on acting for this long (its plan ends
+    with a dwell) and `on_step` sees those frames too.  The environment ends
+    an episode the moment the task succeeds, which for `reach` is while the
+    tip is still descending onto the disc; demonstrations cut there never
+    show arriving and staying, and a policy trained on them keeps pushing
+    down past the target (measured: the bundled checkpoint's failed reach
+    episodes end with the command 5-6 mm below the disc, the tip pressed on
+    it and held off its lateral aim by friction).  The success stays
+    latched (`Monitor`), so the tail does not change the outcome."""
+    if not (math.isfinite(success_tail_s) and success_tail_s >= 0.0):
+        raise ValueError(f"success_tail_s must be finite and >= 0, got {success_tail_s}")
     expert = expert or make_expert(env)
     obs, info = env.reset(seed=seed, options=options)
     expert.reset()
@@ -238,5 +249,12 @@ def run_episode(env, seed: int, expert: ScriptedExpert | None = None, on_step=No
         steps += 1
         if terminated or truncated:
             break
+    if info["success"]:
+        for _ in range(round(success_tail_s * CONTROL_HZ)):
+            action = expert.act()
+            if on_step is not None:
+                on_step(obs, action, info)
+            obs, _, _, _, info = env.step(action)
+            steps += 1
     return {"seed": seed, "success": bool(info["success"]), "steps": steps, "failure": info["failure"],
             "elapsed_s": info["elapsed_s"], "instruction": info["instruction"]}
