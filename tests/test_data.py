@@ -20,7 +20,7 @@ from lerobot.datasets.lerobot_dataset import LeRobotDataset
 import surgbot.sim.envs  # noqa: F401 - registers the environments
 from surgbot import processes as child_processes
 from surgbot.policies.data.dataset import ACTION_KEY, IMAGE_KEY, SIDECAR, STATE_KEY
-from surgbot.policies.data.record import record_expert
+from surgbot.policies.data.record import DEFAULT_SUCCESS_TAIL_S, record_expert
 from surgbot.sim.envs import ENV_IDS
 from surgbot.sim.envs.experts import run_episode
 
@@ -49,6 +49,7 @@ def test_recorded_dataset_loads_and_matches_the_environment(recorded):
     assert set(ds.features) >= {IMAGE_KEY, STATE_KEY, ACTION_KEY}
     side = json.loads((out / SIDECAR).read_text())
     assert side["source"] == "expert" and [e["seed"] for e in side["episodes"]] == [20, 21]
+    assert all(e["success_tail_s"] == DEFAULT_SUCCESS_TAIL_S for e in side["episodes"])
     env = gym.make(ENV_IDS["reach"], image_size=SIZE)
     index = 0
     for ep in side["episodes"]:
@@ -57,7 +58,7 @@ def test_recorded_dataset_loads_and_matches_the_environment(recorded):
         def keep(o, a, i, frames=frames):
             frames.append((o["image"], o["state"], a, i["instruction"]))
 
-        run_episode(env, ep["seed"], on_step=keep)
+        run_episode(env, ep["seed"], on_step=keep, success_tail_s=ep["success_tail_s"])
         assert len(frames) == ep["length"]
         for k in (0, len(frames) // 2, len(frames) - 1):
             item = ds[index + k]
@@ -109,6 +110,11 @@ def test_bad_input_exits_2_and_changes_nothing(recorded, tmp_path):
     msg = one_line_error(run_cli("--task", "reach", "--episodes", "1", "--out", str(out), "--append",
                                  "--image-size", "96x96"))
     assert "features differ" in msg
+    for bad in ("nan", "-1", "60"):
+        assert "--success-tail-s must be in" in one_line_error(
+            run_cli("--task", "reach", "--episodes", "1", "--out", new, "--success-tail-s", bad))
+    assert "for the sim source" in one_line_error(
+        run_cli("--task", "reach", "--episodes", "1", "--out", new, "--source", "ros", "--success-tail-s", "1"))
     assert not (tmp_path / "a").exists()
     assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
 

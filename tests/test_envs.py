@@ -13,6 +13,7 @@ from surgbot.geometry import matrix_from_pose10, pose10_from_matrix
 from surgbot.kinematics import psm as kin
 from surgbot.sim.envs import ENV_IDS
 from surgbot.sim.envs.experts import make_expert, run_episode
+from surgbot.sim.envs.surg_env import CONTROL_HZ
 from surgbot.sim.psm_plant import PSMPlant
 
 pytestmark = pytest.mark.unit
@@ -113,4 +114,28 @@ def test_expert_speeds_are_plausible():
     run_episode(env, 5, on_step=lambda obs, a, info: states.append(obs["state"][:3].copy()))
     v = np.linalg.norm(np.diff(np.array(states), axis=0), axis=1) * 15.0
     assert v.max() < 0.05                       # m/s: well under the PSM's teleop speeds
+    env.close()
+
+
+def test_the_expert_stays_where_it_arrived_after_a_success():
+    """A demonstration's tail: the success is latched and the expert holds still at the disc, 1 s on."""
+    env = gym.make(ENV_IDS["reach"], image_size=(48, 64))
+    rows: list = []
+    seed = 7
+    cut = run_episode(env, seed)
+    tail = run_episode(env, seed, on_step=lambda obs, a, info: rows.append((a.copy(), info["success"])),
+                       success_tail_s=1.0)
+    assert cut["success"] and tail["success"]
+    tail_steps = round(CONTROL_HZ)
+    assert tail["steps"] == cut["steps"] + tail_steps and len(rows) == tail["steps"]
+    actions = np.array([a for a, _ in rows])
+    # the first frames of the tail already count as a success: they were recorded after it
+    assert all(ok for _, ok in rows[cut["steps"]:]) and not any(ok for _, ok in rows[:cut["steps"]])
+    # the expert ends still: the last half second of commands moves < 0.1 mm (it was descending at the cut)
+    last = actions[-tail_steps // 2:, :3]
+    assert np.ptp(last, axis=0).max() < 1e-4
+    assert np.linalg.norm(actions[cut["steps"] - 1, :3] - actions[-1, :3]) > 2e-4   # still moving at the cut
+    for bad in (-0.1, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="success_tail_s"):
+            run_episode(env, seed, success_tail_s=bad)
     env.close()
