@@ -46,6 +46,14 @@ def check_crop(crop) -> tuple[float, float, float, float]:
     return box
 
 
+def check_keypoint_stride(stride: int, blocks: int) -> int:
+    """A power of 2 reachable with one stride-2 conv per block."""
+    if isinstance(stride, bool) or stride not in [2 ** k for k in range(blocks + 1)]:
+        raise ValueError(f"keypoint_stride must be a power of 2 up to 2**{blocks} (one stride-2 block each), "
+                         f"got {stride}")
+    return int(stride)
+
+
 @PreTrainedConfig.register_subclass(POLICY_TYPE)
 @dataclass
 class SurgVLAConfig(PreTrainedConfig):
@@ -80,6 +88,10 @@ class SurgVLAConfig(PreTrainedConfig):
     crop: tuple[float, float, float, float] | None = None
     conv_channels: tuple[int, ...] = (24, 48, 96, 128)
     num_keypoints: int = 32                       # spatial soft-argmax points of the last feature map
+    # Downsampling from the encoder's input to the keypoint map (stride 2 in the first log2 of it
+    # blocks, 1 after).  8: an 80x88 crop gives a 10x11 map, cells of ~24 mm on the pad, against a
+    # 3 mm success radius; 4 gives 20x22 at about 2.5x the compute.
+    keypoint_stride: int = 8
     language_dim: int = LANGUAGE_DIM
     language_hidden_dim: int = 128
     state_hidden_dim: int = 64
@@ -113,6 +125,7 @@ class SurgVLAConfig(PreTrainedConfig):
             self.crop = check_crop(self.crop)
         if not self.conv_channels:
             raise ValueError("conv_channels must name at least one block")
+        check_keypoint_stride(self.keypoint_stride, len(self.conv_channels))
         if not (math.isfinite(self.goal_loss_weight) and self.goal_loss_weight >= 0):
             raise ValueError(f"goal_loss_weight must be finite and >= 0, got {self.goal_loss_weight}")
         if self.normalization_eps <= 0:

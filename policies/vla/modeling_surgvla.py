@@ -81,8 +81,9 @@ class SurgVLANet(nn.Module):
         super().__init__()
         self.config = config
         chans = list(config.conv_channels)
-        # Stride 2 everywhere but the last block: 96 px -> 12x12 keypoint map.
-        strides = [2] * (len(chans) - 1) + [1]
+        # Stride 2 in the first log2(keypoint_stride) blocks, then 1 (default 8: 96 px -> 12x12 map).
+        halvings = int(config.keypoint_stride).bit_length() - 1
+        strides = [2 if i < halvings else 1 for i in range(len(chans))]
         self.blocks = nn.ModuleList(
             FiLMBlock(c_in, c_out, s) for c_in, c_out, s in zip([3] + chans[:-1], chans, strides, strict=True))
         self.keypoints = SpatialSoftArgmax(chans[-1], config.num_keypoints)

@@ -62,6 +62,7 @@ from surgbot.policies.vla.configuration_surgvla import (
     STATE_KEY,
     SurgVLAConfig,
     check_crop,
+    check_keypoint_stride,
 )
 from surgbot.policies.vla.frame_cache import InMemoryDataset
 from surgbot.policies.vla.modeling_surgvla import SurgVLAPolicy
@@ -174,6 +175,11 @@ def train(args: argparse.Namespace) -> dict:
         cfg.optimizer_lr = args.lr
     if args.image_size:
         cfg.image_size = tuple(args.image_size)
+    if getattr(args, "keypoint_stride", None) is not None:
+        try:
+            cfg.keypoint_stride = check_keypoint_stride(args.keypoint_stride, len(cfg.conv_channels))
+        except ValueError as exc:
+            raise CliError(f"--keypoint-stride: {exc}") from None
     if getattr(args, "goal_loss_weight", 0.0):
         if not (math.isfinite(args.goal_loss_weight) and args.goal_loss_weight > 0):
             raise CliError("--goal-loss-weight must be finite and >= 0")
