@@ -278,3 +278,27 @@ def test_goal_head_is_a_training_only_loss_and_absent_by_default():
     expected = float((0.01 / (policy.action_std[:3] + policy.config.normalization_eps)).mean())
     assert info["goal_l1_loss"] == pytest.approx(expected, rel=1e-3)
     assert worse.item() == pytest.approx(base.item() + 2.0 * expected, rel=1e-3)
+
+
+def test_keypoint_stride_sets_the_keypoint_map_and_is_checked():
+    """keypoint_stride: the input-to-keypoint-map downsampling (default 8 as every checkpoint before it:
+    an 80x88 crop -> a 10x11 map); 4 halves the cells with the same weights' shapes, so the bundled
+    checkpoint (saved without the field) loads unchanged."""
+    from surgbot.policies.vla.modeling_surgvla import SurgVLANet
+
+    def map_size(stride, size=(80, 88)):
+        net = SurgVLANet(SurgVLAConfig(keypoint_stride=stride, image_size=size))
+        x = torch.zeros(1, 3, *size)
+        film = [torch.zeros(1, c) for c in net._split]
+        for i, block in enumerate(net.blocks):
+            x = block(x, film[2 * i], film[2 * i + 1])
+        return tuple(x.shape[2:]), {k: v.shape for k, v in net.state_dict().items()}
+
+    coarse, shapes8 = map_size(8)
+    fine, shapes4 = map_size(4)
+    assert coarse == (10, 11) and fine == (20, 22) and shapes8 == shapes4
+    assert SurgVLAConfig().keypoint_stride == 8
+    assert json.loads((resolve_checkpoint("default") / "config.json").read_text()).get("keypoint_stride", 8) == 8
+    for bad in (3, 0, 32, True):
+        with pytest.raises(ValueError, match="keypoint_stride"):
+            SurgVLAConfig(keypoint_stride=bad)

@@ -117,6 +117,11 @@ def test_dataset_without_the_required_features_is_a_one_line_error(tmp_path):
     res = _run([str(BIN / "surgbot"), "policy", "train", "--dataset", str(tmp_path / "none"), "--out",
                 str(tmp_path / "o"), "--steps", "1"])
     assert res.returncode == 2 and "not a LeRobotDataset" in res.stderr.strip().splitlines()[-1]
+    good = fx.make_dataset(tmp_path / "good", episodes=1, frames=4)
+    res = _run([str(BIN / "surgbot"), "policy", "train", "--dataset", str(good), "--out", str(tmp_path / "o"),
+                "--steps", "1", "--keypoint-stride", "3"])
+    assert res.returncode == 2 and "--keypoint-stride" in res.stderr.strip().splitlines()[-1]
+    assert not (tmp_path / "o").exists()
 
 
 def test_mixing_weights_draw_each_dataset_with_its_share():
