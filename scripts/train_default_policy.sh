@@ -29,6 +29,8 @@ NEEDLE_EPISODES=${NEEDLE_EPISODES:-16}
 PEG_EPISODES=${PEG_EPISODES:-12}            # layouts 6000-6006 x the colours each allows
 WEIGHTS=${WEIGHTS:-3 1 1}                   # sampling weights reach needle_pick peg_transfer
 WORKERS=${WORKERS:-1}                       # recording processes (the datasets do not depend on it)
+SUCCESS_TAIL_S=${SUCCESS_TAIL_S:-0}         # seconds recorded after each success (0: this checkpoint's data,
+                                            # recorded before `data record` had the tail; its default is 1)
 GOAL_LOSS_WEIGHT=${GOAL_LOSS_WEIGHT:-1}     # auxiliary "where does the episode end" head (0: none)
 SHIFT_PX=${SHIFT_PX:-2}                     # training image shift augmentation, +- px
 STEPS=${STEPS:-12000}
@@ -45,7 +47,7 @@ record() {  # task episodes first_seed folder extra...
     if [ -f "$dir/meta/info.json" ]; then echo "== $task: $dir exists, kept"; return; fi
     echo "== record $task: $n episodes from seed $seed ($(date -u +%T))"
     "$PY" -m surgbot.cli data record --task "$task" --episodes "$n" --seed "$seed" --image-size "$SIZE" \
-        --workers "$WORKERS" --out "$dir" "$@"
+        --workers "$WORKERS" --success-tail-s "$SUCCESS_TAIL_S" --out "$dir" "$@"
 }
 
 train() {  # out steps cosine_steps "weights" needle_dir peg_dir extra...
