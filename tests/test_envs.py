@@ -125,7 +125,7 @@ def test_the_expert_stays_where_it_arrived_after_a_success():
     cut = run_episode(env, seed)
     tail = run_episode(env, seed, on_step=lambda obs, a, info: rows.append((a.copy(), info["success"])),
                        success_tail_s=1.0)
-    assert cut["success"] and tail["success"]
+    assert cut["success"] and tail["success"] and tail["elapsed_s"] == cut["elapsed_s"]   # the task's end
     tail_steps = round(CONTROL_HZ)
     assert tail["steps"] == cut["steps"] + tail_steps and len(rows) == tail["steps"]
     actions = np.array([a for a, _ in rows])

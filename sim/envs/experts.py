@@ -234,7 +234,8 @@ def run_episode(env, seed: int, expert: ScriptedExpert | None = None, on_step=No
     down past the target (measured: the bundled checkpoint's failed reach
     episodes end with the command 5-6 mm below the disc, the tip pressed on
     it and held off its lateral aim by friction).  The success stays
-    latched (`Monitor`), so the tail does not change the outcome."""
+    latched (`Monitor`), so the tail does not change the outcome; `elapsed_s`
+    is the time of the task's end, `steps` counts the tail too."""
     if not (math.isfinite(success_tail_s) and success_tail_s >= 0.0):
         raise ValueError(f"success_tail_s must be finite and >= 0, got {success_tail_s}")
     expert = expert or make_expert(env)
@@ -249,6 +250,8 @@ def run_episode(env, seed: int, expert: ScriptedExpert | None = None, on_step=No
         steps += 1
         if terminated or truncated:
             break
+    result = {"seed": seed, "success": bool(info["success"]), "steps": steps, "failure": info["failure"],
+              "elapsed_s": info["elapsed_s"], "instruction": info["instruction"]}   # at the task's end
     if info["success"]:
         for _ in range(round(success_tail_s * CONTROL_HZ)):
             action = expert.act()
@@ -256,5 +259,5 @@ def run_episode(env, seed: int, expert: ScriptedExpert | None = None, on_step=No
                 on_step(obs, action, info)
             obs, _, _, _, info = env.step(action)
             steps += 1
-    return {"seed": seed, "success": bool(info["success"]), "steps": steps, "failure": info["failure"],
-            "elapsed_s": info["elapsed_s"], "instruction": info["instruction"]}
+    result["steps"] = steps          # frames seen by on_step, the tail included
+    return result
