@@ -74,7 +74,8 @@ def test_fusion_recovers_an_exact_trajectory_and_flags_a_bad_window():
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     root = tmp_path_factory.mktemp("idm")
-    record_expert("reach", 2, root / "expert", seed=0, image_size=SIZE, progress=False)
+    # success_tail_s 0: the fixture and its thresholds were made on demonstrations cut at the success
+    record_expert("reach", 2, root / "expert", seed=0, image_size=SIZE, progress=False, success_tail_s=0.0)
     cfg = IDMConfig(steps=TINY_STEPS, **TINY)
     summary = train([root / "expert"], root / "ckpt", cfg, save_freq=150, progress=False)
     generate_sim("reach", 2, root / "clips", seed=100000, image_size=SIZE, shift="none", progress=False)
