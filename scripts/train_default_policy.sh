@@ -31,6 +31,8 @@ WEIGHTS=${WEIGHTS:-3 1 1}                   # sampling weights reach needle_pick
 WORKERS=${WORKERS:-1}                       # recording processes (the datasets do not depend on it)
 SUCCESS_TAIL_S=${SUCCESS_TAIL_S:-0}         # seconds recorded after each success (0: this checkpoint's data,
                                             # recorded before `data record` had the tail; its default is 1)
+PERTURB_MM=${PERTURB_MM:-0}                 # DART bumps of up to this many mm in the experts' executed commands
+                                            # (0: this checkpoint's data; see docs/data.md)
 GOAL_LOSS_WEIGHT=${GOAL_LOSS_WEIGHT:-1}     # auxiliary "where does the episode end" head (0: none)
 SHIFT_PX=${SHIFT_PX:-2}                     # training image shift augmentation, +- px
 STEPS=${STEPS:-12000}
@@ -47,7 +49,7 @@ record() {  # task episodes first_seed folder extra...
     if [ -f "$dir/meta/info.json" ]; then echo "== $task: $dir exists, kept"; return; fi
     echo "== record $task: $n episodes from seed $seed ($(date -u +%T))"
     "$PY" -m surgbot.cli data record --task "$task" --episodes "$n" --seed "$seed" --image-size "$SIZE" \
-        --workers "$WORKERS" --success-tail-s "$SUCCESS_TAIL_S" --out "$dir" "$@"
+        --workers "$WORKERS" --success-tail-s "$SUCCESS_TAIL_S" --perturb-mm "$PERTURB_MM" --out "$dir" "$@"
 }
 
 train() {  # out steps cosine_steps "weights" needle_dir peg_dir extra...

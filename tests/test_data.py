@@ -50,6 +50,7 @@ def test_recorded_dataset_loads_and_matches_the_environment(recorded):
     side = json.loads((out / SIDECAR).read_text())
     assert side["source"] == "expert" and [e["seed"] for e in side["episodes"]] == [20, 21]
     assert all(e["success_tail_s"] == DEFAULT_SUCCESS_TAIL_S for e in side["episodes"])
+    assert all(e["perturb_mm"] == 0.0 and e["perturb_bumps"] == 0 for e in side["episodes"])
     env = gym.make(ENV_IDS["reach"], image_size=SIZE)
     index = 0
     for ep in side["episodes"]:
@@ -58,7 +59,7 @@ def test_recorded_dataset_loads_and_matches_the_environment(recorded):
         def keep(o, a, i, frames=frames):
             frames.append((o["image"], o["state"], a, i["instruction"]))
 
-        run_episode(env, ep["seed"], on_step=keep, success_tail_s=ep["success_tail_s"])
+        run_episode(env, ep["seed"], on_step=keep, success_tail_s=ep["success_tail_s"], perturb_mm=ep["perturb_mm"])
         assert len(frames) == ep["length"]
         for k in (0, len(frames) // 2, len(frames) - 1):
             item = ds[index + k]
@@ -115,6 +116,11 @@ def test_bad_input_exits_2_and_changes_nothing(recorded, tmp_path):
             run_cli("--task", "reach", "--episodes", "1", "--out", new, "--success-tail-s", bad))
     assert "for the sim source" in one_line_error(
         run_cli("--task", "reach", "--episodes", "1", "--out", new, "--source", "ros", "--success-tail-s", "1"))
+    for bad in ("nan", "-0.5", "11"):
+        assert "--perturb-mm: perturb_mm must be in" in one_line_error(
+            run_cli("--task", "reach", "--episodes", "1", "--out", new, "--perturb-mm", bad))
+    assert "for the sim source" in one_line_error(
+        run_cli("--task", "reach", "--episodes", "1", "--out", new, "--source", "ros", "--perturb-mm", "3"))
     assert not (tmp_path / "a").exists()
     assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
 

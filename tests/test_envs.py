@@ -139,3 +139,53 @@ def test_the_expert_stays_where_it_arrived_after_a_success():
         with pytest.raises(ValueError, match="success_tail_s"):
             run_episode(env, seed, success_tail_s=bad)
     env.close()
+
+
+def test_perturbed_expert_records_the_way_back_dart():
+    """DART: the executed commands are pushed off the plan by smooth bumps, the recorded actions are the
+    expert's intended ones (the same as without the bumps), so the frames show the tool off its path and
+    the label brings it back."""
+    env = gym.make(ENV_IDS["reach"], images=False)
+    seed = 11
+
+    def run(perturb_mm):
+        rows: list = []
+        res = run_episode(env, seed, on_step=lambda o, a, i: rows.append((o["state"][:3].copy(), a.copy())),
+                          perturb_mm=perturb_mm, success_tail_s=1.0)
+        return res, np.array([s for s, _ in rows]), np.array([a for _, a in rows])
+
+    clean, s0, a0 = run(0.0)
+    pert, s1, a1 = run(6.0)
+    again, s2, a2 = run(6.0)
+    assert clean["success"] and pert["success"]
+    assert clean["perturb_bumps"] == 0 and pert["perturb_bumps"] >= 1 and 1.8 <= pert["perturb_peak_mm"] <= 6.0
+    n = min(len(a0), len(a1))
+    # the labels are the plan's; the states (the executed commands, tracked) left it by millimetres
+    assert np.array_equal(a0[:n], a1[:n])
+    off = np.linalg.norm(s1[:n] - s0[:n], axis=1)
+    assert 1.5e-3 < off.max() < 7e-3
+    # where the tool was pushed off, the label points back: the action-state gap is largest there
+    gap = np.linalg.norm(a1[:n, :3] - s1[:n], axis=1)
+    assert gap[off > 1.5e-3].mean() > 2.0 * gap[off < 0.2e-3].mean()
+    # smooth: no jump in the executed path beyond the experts' own speeds (50 mm/s)
+    assert np.linalg.norm(np.diff(s1, axis=0), axis=1).max() * CONTROL_HZ < 0.05
+    # seeded per episode
+    assert again == pert and np.array_equal(s2, s1)
+    for bad in (-1.0, float("nan"), 10.5):
+        with pytest.raises(ValueError, match="perturb_mm"):
+            run_episode(env, seed, perturb_mm=bad)
+    env.close()
+
+
+def test_perturbation_bumps_are_smooth_bounded_and_start_only_when_allowed():
+    from surgbot.sim.envs.perturbation import Perturbation
+    p = Perturbation(5.0, 1.0 / CONTROL_HZ)
+    p.reset(3)
+    assert all(not p.step(False).any() for _ in range(300)) and p.bumps == 0     # never on a grasp or dwell
+    offs = np.array([p.step(True) for _ in range(3000)])
+    assert p.bumps >= 20
+    norms = np.linalg.norm(offs, axis=1)
+    assert norms.max() <= 5e-3 + 1e-12 and norms.max() > 4e-3 and not offs[:, 2].any()
+    assert np.linalg.norm(np.diff(offs, axis=0), axis=1).max() < 5e-3 * np.pi / (0.8 * CONTROL_HZ) + 1e-9
+    off = Perturbation(0.0, 1.0 / CONTROL_HZ)
+    assert all(not off.step(True).any() for _ in range(100))

@@ -1,7 +1,7 @@
 """`surgbot data record`: expert demonstrations (or live ROS topics) -> LeRobotDataset v3.
 
     surgbot data record --task T --episodes N --out DIR [--seed S] [--image-size HxW]
-                        [--append] [--source sim|ros] [--workers N] [--each-target]
+                        [--append] [--source sim|ros] [--workers N] [--each-target] [--perturb-mm MM]
     surgbot data videos --task T --episodes N --out DIR [--backend sim|folder] [--export-conditioning DIR]
                         (policies/video/generate.py)
 
@@ -51,6 +51,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="sim: seconds of each kept episode recorded after the success, the expert staying "
                           "where it arrived (default 1.0; without it a reach demonstration ends while the tip "
                           "is still descending, and a policy learns to push on past the target)")
+    rec.add_argument("--perturb-mm", type=float, default=0.0, metavar="MM",
+                     help="sim: DART, push the expert's executed commands off its path by smooth bumps of up to "
+                          "MM mm while recording its intended ones, so the data shows corrections (default 0: off)")
     rec.add_argument("--timeout", type=float, default=600.0,
                      help="ros source: seconds to wait for the episodes before giving up")
     vid = sub.add_parser("videos", help="world-model clips (mp4 + prompt, no kinematics) from sim or a folder",
@@ -147,6 +150,8 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f"--workers must be 1..{MAX_WORKERS}, got {args.workers}")
     if args.success_tail_s is not None and args.source != "sim":
         raise CliError("--success-tail-s is for the sim source (a live episode ends when the operator stops it)")
+    if args.perturb_mm != 0.0 and args.source != "sim":
+        raise CliError("--perturb-mm is for the sim source (it perturbs the scripted expert)")
     h, w = parse_size(args.image_size)
     out = Path(args.out)
     from surgbot.policies.data.dataset import check_output
@@ -160,7 +165,8 @@ def run(args: argparse.Namespace) -> int:
             tail = DEFAULT_SUCCESS_TAIL_S if args.success_tail_s is None else args.success_tail_s
             return record_expert(args.task, args.episodes, out, seed=args.seed, image_size=(h, w),
                                  append=args.append, progress=sys.stderr.isatty(), workers=args.workers,
-                                 each_target=args.each_target, success_tail_s=tail)
+                                 each_target=args.each_target, success_tail_s=tail,
+                                 perturb_mm=args.perturb_mm)
         from surgbot.policies.data.ros_source import record_ros
         return record_ros(args.task, args.episodes, out, image_size=(h, w), append=args.append,
                           timeout_s=args.timeout)

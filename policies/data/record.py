@@ -31,6 +31,7 @@ from surgbot.errors import CliError
 from surgbot.policies.data.dataset import DatasetSession
 from surgbot.sim.envs import ENV_IDS
 from surgbot.sim.envs.experts import make_expert, run_episode
+from surgbot.sim.envs.perturbation import check_perturb_mm
 from surgbot.sim.tasks import get_task
 
 # A kept episode goes on for this long after the success (the expert's plan ends with a dwell), so
@@ -56,10 +57,11 @@ class RecordResult:
 class _EpisodeRunner:
     """One environment + expert; `__call__(seed)` -> (episode result, frames)."""
 
-    def __init__(self, task: str, image_size: tuple[int, int], success_tail_s: float):
+    def __init__(self, task: str, image_size: tuple[int, int], success_tail_s: float, perturb_mm: float):
         self.env = gym.make(ENV_IDS[task], image_size=image_size)
         self.expert = make_expert(self.env)
         self.success_tail_s = success_tail_s
+        self.perturb_mm = perturb_mm
 
     def __call__(self, job: tuple[int, str | None]) -> tuple[dict, list[dict]]:
         ep_seed, target = job
@@ -71,7 +73,7 @@ class _EpisodeRunner:
 
         options = None if target is None else {"target": target}
         return run_episode(self.env, ep_seed, self.expert, on_step=keep, options=options,
-                           success_tail_s=self.success_tail_s), frames
+                           success_tail_s=self.success_tail_s, perturb_mm=self.perturb_mm), frames
 
     def close(self) -> None:
         self.env.close()
@@ -80,12 +82,12 @@ class _EpisodeRunner:
 _WORKER: _EpisodeRunner | None = None       # one per worker process
 
 
-def _worker_init(task: str, image_size: tuple[int, int], success_tail_s: float) -> None:
+def _worker_init(task: str, image_size: tuple[int, int], success_tail_s: float, perturb_mm: float) -> None:
     global _WORKER
     # Ctrl-C reaches the whole process group: only the writer handles it (and shuts the pool
     # down); a worker printing its own KeyboardInterrupt would bury the one-line error.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _WORKER = _EpisodeRunner(task, image_size, success_tail_s)
+    _WORKER = _EpisodeRunner(task, image_size, success_tail_s, perturb_mm)
     # Close the renderer while the interpreter is whole: MuJoCo's Renderer.__del__ during
     # interpreter teardown prints an osmesa traceback into the user's terminal.
     multiprocessing.util.Finalize(_WORKER, _WORKER.close, exitpriority=10)
@@ -110,11 +112,11 @@ def _jobs(task: str, seed: int, each_target: bool):
 
 
 def _episodes_in_order(task: str, image_size, seed: int, workers: int, each_target: bool = False,
-                       success_tail_s: float = DEFAULT_SUCCESS_TAIL_S):
+                       success_tail_s: float = DEFAULT_SUCCESS_TAIL_S, perturb_mm: float = 0.0):
     """Yields (seed, result, frames) for the jobs of `_jobs` in order, from `workers` processes."""
     jobs = _jobs(task, seed, each_target)
     if workers <= 1:
-        runner = _EpisodeRunner(task, image_size, success_tail_s)
+        runner = _EpisodeRunner(task, image_size, success_tail_s, perturb_mm)
         try:
             for job in jobs:
                 yield (job[0], *runner(job))
@@ -124,7 +126,7 @@ def _episodes_in_order(task: str, image_size, seed: int, workers: int, each_targ
     # spawn: a clean interpreter per worker (no forked GL or thread state)
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init,
-                             initargs=(task, image_size, success_tail_s)) as pool:
+                             initargs=(task, image_size, success_tail_s, perturb_mm)) as pool:
         pending: deque = deque()
         try:
             while True:
@@ -140,21 +142,28 @@ def _episodes_in_order(task: str, image_size, seed: int, workers: int, each_targ
 
 def record_expert(task: str, episodes: int, out: Path, seed: int = 0, image_size=(128, 128),
                   append: bool = False, progress: bool = True, workers: int = 1,
-                  each_target: bool = False, success_tail_s: float = DEFAULT_SUCCESS_TAIL_S) -> RecordResult:
+                  each_target: bool = False, success_tail_s: float = DEFAULT_SUCCESS_TAIL_S,
+                  perturb_mm: float = 0.0) -> RecordResult:
     """Record `episodes` successful expert episodes of `task` into `out` (see module doc).
 
     `each_target`: every layout seed is recorded once per colour it may name
     (reach: all three; peg_transfer: those far enough from the block), so the
     same image and start pose appear with different instructions and
     different motions: the data itself says that the instruction matters.
-    `success_tail_s`: frames kept after the success (see DEFAULT_SUCCESS_TAIL_S)."""
+    `success_tail_s`: frames kept after the success (see DEFAULT_SUCCESS_TAIL_S).
+    `perturb_mm`: DART, the executed commands pushed off the plan by up to
+    this much, the intended ones recorded (`surgbot.sim.envs.perturbation`)."""
     if not (np.isfinite(success_tail_s) and 0.0 <= success_tail_s <= MAX_SUCCESS_TAIL_S):
         raise CliError(f"--success-tail-s must be in [0, {MAX_SUCCESS_TAIL_S:g}] s, got {success_tail_s}")
+    try:
+        check_perturb_mm(perturb_mm)
+    except ValueError as exc:
+        raise CliError(f"--perturb-mm: {exc}") from None
     h, w = image_size
     frames_total = 0
     t0 = time.perf_counter()
     bar = tqdm(total=episodes, desc=f"record {task}", unit="ep", disable=not progress, dynamic_ncols=True)
-    episodes_iter = _episodes_in_order(task, (h, w), seed, workers, each_target, success_tail_s)
+    episodes_iter = _episodes_in_order(task, (h, w), seed, workers, each_target, success_tail_s, perturb_mm)
     try:
         with DatasetSession(out, append=append, height=h, width=w, task=task, source="expert") as session:
             attempt = 0
@@ -166,7 +175,8 @@ def record_expert(task: str, episodes: int, out: Path, seed: int = 0, image_size
                 ep_seed, res, frames = next(episodes_iter)
                 attempt += 1
                 info = {"seed": ep_seed, "instruction": res["instruction"], "expert_elapsed_s": res["elapsed_s"],
-                        "success_tail_s": success_tail_s}
+                        "success_tail_s": success_tail_s, "perturb_mm": perturb_mm,
+                        "perturb_bumps": res["perturb_bumps"], "perturb_peak_mm": res["perturb_peak_mm"]}
                 if res["success"]:
                     session.add_episode(frames, info)
                     frames_total += len(frames)

@@ -17,11 +17,13 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
 from surgbot.geometry import pose10_from_matrix
 from surgbot.kinematics import psm as kin
+from surgbot.sim.envs.perturbation import Perturbation
 from surgbot.sim.envs.surg_env import CONTROL_HZ, SurgEnv
 from surgbot.sim.scene import TRANSFER_BLOCK, TRANSFER_BLOCK_HALF
 from surgbot.sim.tasks.base import down_rotation
@@ -44,6 +46,21 @@ class Waypoint:
     jaw: float
     speed: float
     dwell_s: float = 0.0
+    perturb: bool = False             # a recording may push the executed command off this segment (DART)
+
+
+class _Segment(NamedTuple):
+    """One waypoint's motion in progress: from (p0, y0, j0) to (p1, y1, j1) in `dur` s, then `dwell` s still."""
+    p0: np.ndarray
+    y0: float
+    j0: float
+    p1: np.ndarray
+    y1: float
+    j1: float
+    dur: float
+    dwell: float
+    t: float
+    perturb: bool
 
 
 def min_jerk(s: float) -> float:
@@ -81,21 +98,28 @@ class ScriptedExpert:
         if self._segment is None and self.queue:
             self._start(self.queue.pop(0))
         if self._segment is not None:
-            p0, y0, j0, p1, y1, j1, dur, dwell, t = self._segment
-            t += self.dt
-            s = min_jerk(t / dur)
-            self.pos = p0 + s * (p1 - p0)
-            self.yaw = y0 + s * (y1 - y0)
-            self.jaw = j0 + min(t / dur, 1.0) * (j1 - j0)
-            self._segment = (p0, y0, j0, p1, y1, j1, dur, dwell, t)
-            if t >= dur + dwell - 1e-9:
+            seg = self._segment = self._segment._replace(t=self._segment.t + self.dt)
+            s = min_jerk(seg.t / seg.dur)
+            self.pos = seg.p0 + s * (seg.p1 - seg.p0)
+            self.yaw = seg.y0 + s * (seg.y1 - seg.y0)
+            self.jaw = seg.j0 + min(seg.t / seg.dur, 1.0) * (seg.j1 - seg.j0)
+            if seg.t >= seg.dur + seg.dwell - 1e-9:
                 self._segment = None
         return self.action()
 
-    def action(self) -> np.ndarray:
+    @property
+    def perturbable(self) -> bool:
+        """Moving along a segment marked `perturb` (not in its dwell)."""
+        seg = self._segment
+        return seg is not None and seg.perturb and seg.t < seg.dur
+
+    def action(self, offset=None) -> np.ndarray:
+        """The current command; `offset` (world, m) shifts the jaw tip (a perturbed execution)."""
         T = np.eye(4)
         T[:3, :3] = down_rotation(self.yaw)
         T[:3, 3] = self.pos + np.array([0.0, 0.0, self.geo.jaw_length])
+        if offset is not None:
+            T[:3, 3] += offset
         return pose10_from_matrix(self.env.to_base(T), self.jaw)
 
     # ------------------------------------------------------------- helpers
@@ -107,7 +131,7 @@ class ScriptedExpert:
                   MIN_SEGMENT_S)
         # min-jerk peaks at 1.875x the mean speed: stretch so the peak stays at `speed`
         dur = max(dur, 1.875 * dist / wp.speed)
-        self._segment = (self.pos.copy(), self.yaw, self.jaw, p1, y1, wp.jaw, dur, wp.dwell_s, 0.0)
+        self._segment = _Segment(self.pos.copy(), self.yaw, self.jaw, p1, y1, wp.jaw, dur, wp.dwell_s, 0.0, wp.perturb)
 
     def reachable(self, pos, yaw: float) -> bool:
         T = np.eye(4)
@@ -139,8 +163,9 @@ class ReachExpert(ScriptedExpert):
         above = tgt + np.array([0.0, 0.0, self.style["clearance_m"]])
         via = 0.5 * (self.pos + above) + self._sideways(above)
         v = self.speed
-        return [Waypoint(via, self.yaw, 0.0, v), Waypoint(above, self.yaw, 0.0, v),
-                Waypoint(tgt + np.array([0.0, 0.0, 0.0005]), self.yaw, 0.0, v * DESCENT_FACTOR, dwell_s=1.0)]
+        return [Waypoint(via, self.yaw, 0.0, v, perturb=True), Waypoint(above, self.yaw, 0.0, v, perturb=True),
+                Waypoint(tgt + np.array([0.0, 0.0, 0.0005]), self.yaw, 0.0, v * DESCENT_FACTOR, dwell_s=1.0,
+                         perturb=True)]
 
     def _sideways(self, goal) -> np.ndarray:
         d = goal - self.pos
@@ -167,8 +192,8 @@ class NeedlePickExpert(ReachExpert):
                             [grasp, lift])
         v = self.speed
         via = 0.5 * (self.pos + above) + self._sideways(above)
-        return [Waypoint(via, 0.5 * (self.yaw + yaw), JAW_OPEN_NEEDLE, v),
-                Waypoint(above, yaw, JAW_OPEN_NEEDLE, v),
+        return [Waypoint(via, 0.5 * (self.yaw + yaw), JAW_OPEN_NEEDLE, v, perturb=True),
+                Waypoint(above, yaw, JAW_OPEN_NEEDLE, v, perturb=True),
                 Waypoint(grasp, yaw, JAW_OPEN_NEEDLE, v * DESCENT_FACTOR, dwell_s=0.2),
                 Waypoint(grasp, yaw, JAW_SQUEEZE, v, dwell_s=0.4),
                 Waypoint(lift, yaw, JAW_SQUEEZE, v * DESCENT_FACTOR, dwell_s=2.0)]
@@ -203,12 +228,12 @@ class PegTransferExpert(ReachExpert):
             p = over_target(expert)
             return np.array([p[0], p[1], drop[2]])
 
-        return [Waypoint(via, 0.5 * (self.yaw + yaw), JAW_OPEN_BLOCK, v),
-                Waypoint(above, yaw, JAW_OPEN_BLOCK, v),
+        return [Waypoint(via, 0.5 * (self.yaw + yaw), JAW_OPEN_BLOCK, v, perturb=True),
+                Waypoint(above, yaw, JAW_OPEN_BLOCK, v, perturb=True),
                 Waypoint(grasp, yaw, JAW_OPEN_BLOCK, v * DESCENT_FACTOR, dwell_s=0.2),
                 Waypoint(grasp, yaw, JAW_SQUEEZE, v, dwell_s=0.4),
                 Waypoint(np.array([b[0], b[1], carry_h]), yaw, JAW_SQUEEZE, v * DESCENT_FACTOR),
-                Waypoint(over_target, yaw, JAW_SQUEEZE, v, dwell_s=0.3),
+                Waypoint(over_target, yaw, JAW_SQUEEZE, v, dwell_s=0.3, perturb=True),
                 Waypoint(lower, yaw, JAW_SQUEEZE, v * DESCENT_FACTOR, dwell_s=0.3),
                 Waypoint(lower, yaw, JAW_OPEN_BLOCK, v, dwell_s=0.3),
                 Waypoint(lambda e: lower(e) + [0, 0, 0.02], yaw, JAW_OPEN_BLOCK, v * DESCENT_FACTOR, dwell_s=2.0)]
@@ -222,7 +247,7 @@ def make_expert(env) -> ScriptedExpert:
 
 
 def run_episode(env, seed: int, expert: ScriptedExpert | None = None, on_step=None,
-                options: dict | None = None, success_tail_s: float = 0.0) -> dict:
+                options: dict | None = None, success_tail_s: float = 0.0, perturb_mm: float = 0.0) -> dict:
     """One expert episode; `on_step(obs, action, info)` sees every frame before its step.
 
     `options` go to `env.reset` (e.g. {"target": "blue"}).  `success_tail_s`:
@@ -235,18 +260,32 @@ def run_episode(env, seed: int, expert: ScriptedExpert | None = None, on_step=No
     episodes end with the command 5-6 mm below the disc, the tip pressed on
     it and held off its lateral aim by friction).  The success stays
     latched (`Monitor`), so the tail does not change the outcome; `elapsed_s`
-    is the time of the task's end, `steps` counts the tail too."""
+    is the time of the task's end, `steps` counts the tail too.
+
+    `perturb_mm` > 0: DART (`surgbot.sim.envs.perturbation`): the command
+    sent to the environment is pushed off the plan by smooth bumps of up to
+    this many millimetres, while `on_step` sees the expert's intended
+    command, so recorded frames show the tool off its path and the action
+    that brings it back.  The result says how many bumps there were and
+    their largest offset."""
     if not (math.isfinite(success_tail_s) and success_tail_s >= 0.0):
         raise ValueError(f"success_tail_s must be finite and >= 0, got {success_tail_s}")
+    noise = Perturbation(perturb_mm, 1.0 / CONTROL_HZ)     # checks perturb_mm
     expert = expert or make_expert(env)
     obs, info = env.reset(seed=seed, options=options)
     expert.reset()
-    steps = 0
-    while True:
+    noise.reset(seed)
+
+    def tick(obs, info):
         action = expert.act()
         if on_step is not None:
             on_step(obs, action, info)
-        obs, _, terminated, truncated, info = env.step(action)
+        executed = action if perturb_mm == 0.0 else expert.action(noise.step(expert.perturbable))
+        return env.step(executed)
+
+    steps = 0
+    while True:
+        obs, _, terminated, truncated, info = tick(obs, info)
         steps += 1
         if terminated or truncated:
             break
@@ -254,10 +293,8 @@ def run_episode(env, seed: int, expert: ScriptedExpert | None = None, on_step=No
               "elapsed_s": info["elapsed_s"], "instruction": info["instruction"]}   # at the task's end
     if info["success"]:
         for _ in range(round(success_tail_s * CONTROL_HZ)):
-            action = expert.act()
-            if on_step is not None:
-                on_step(obs, action, info)
-            obs, _, _, _, info = env.step(action)
+            obs, _, _, _, info = tick(obs, info)
             steps += 1
     result["steps"] = steps          # frames seen by on_step, the tail included
+    result["perturb_bumps"], result["perturb_peak_mm"] = noise.bumps, round(noise.peak_m * 1e3, 3)
     return result
