@@ -302,8 +302,8 @@ def _overrides(cfg: PSMTwinConfig) -> dict:
 def main(argv: list[str] | None = None) -> int:
     """A world of psm.xml alone, with its own rclpy node, paced to real time."""
     import rclpy
-    from rclpy.executors import SingleThreadedExecutor
 
+    from surgbot.rosutil import BackgroundSpinner, make_executor
     from surgbot.sim.world import SimWorld
 
     ap = argparse.ArgumentParser(prog="python -m surgbot.sim.psm_twin", description=main.__doc__)
@@ -327,10 +327,9 @@ def main(argv: list[str] | None = None) -> int:
     node = rclpy.create_node("surgbot_sim_psm")
     world.ros_node = node
     twin = world.add(PSMTwin(cfg))
-    executor = SingleThreadedExecutor()   # callbacks only queue commands; see crtk.spin_in_background
+    executor = make_executor()            # the one the sim node spins (rosutil.EXECUTOR_ENV)
     executor.add_node(node)
-    spin = threading.Thread(target=executor.spin, daemon=True)
-    spin.start()
+    spinner = BackgroundSpinner(executor)
     print(f"psm twin up: rate {twin.rate_hz:g} Hz", flush=True)
     pacer = Pacer()
     t0 = world.time
@@ -344,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"psm twin done: sim {world.time:.2f} s in {pacer.wall_s():.2f} s wall "
               f"({pacer.stalls} stalls dropped {pacer.dropped_s:.2f} s), published {twin.published}", flush=True)
         world.close()
-        executor.shutdown(timeout_sec=1.0)
+        spinner.stop()                    # out of rclpy before the node goes (see sim.runner.RosContext)
         node.destroy_node()
         if rclpy.ok():
             rclpy.shutdown()

@@ -53,23 +53,28 @@ class CRTKError(RuntimeError):
 def spin_in_background(node):
     """Spin `node` in a daemon thread; returns (executor, thread).
 
-    Single-threaded on purpose: callbacks only store samples, and rclpy's
-    MultiThreadedExecutor burned ~75% of a core here on 11 topics at 100 Hz
-    (futex churn), starving the control loop it was meant to serve.
+    The executor node processes spin (`surgbot.rosutil.make_executor`: rclpy's
+    C++ EventsExecutor where this rclpy has it), one thread: callbacks only
+    store samples.  rclpy's SingleThreadedExecutor added 2-15 ms to a 1 kHz
+    stream here (it rebuilds its wait set in Python on every wake) and its
+    MultiThreadedExecutor burned ~75% of a core on 11 topics at 100 Hz.
+    Spun in bounded `spin_once` slices, so `rclpy.shutdown()` ends the thread
+    (join it before destroying the node).
     """
-    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+    from rclpy.executors import ExternalShutdownException, ShutdownException
 
-    executor = SingleThreadedExecutor()
+    from surgbot.rosutil import SPIN_SLICE_S, make_executor
+
+    executor = make_executor(context=node.context)
     executor.add_node(node)
 
     def spin() -> None:
         # A callback that raises must not end the thread silently: every wait of the
         # client would then time out with nothing said.  Say it, and keep spinning.
-        while True:
+        while executor.context.ok():
             try:
-                executor.spin()
-                return
-            except ExternalShutdownException:     # rclpy.shutdown(): the clean way to stop it
+                executor.spin_once(timeout_sec=SPIN_SLICE_S)
+            except (ExternalShutdownException, ShutdownException):   # rclpy.shutdown(): the clean way
                 return
             except Exception:                     # noqa: BLE001 - reported, then spinning resumes
                 if not executor.context.ok():

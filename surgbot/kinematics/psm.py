@@ -13,6 +13,7 @@ for cross-checks and as a fallback near the (unreachable) singular poses.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -75,12 +76,17 @@ def _rot_z(a: float) -> np.ndarray:
 
 
 def _transform(alpha: float, a: float, theta: float, d: float) -> np.ndarray:
-    """Modified DH link transform RotX(alpha) TransX(a) RotZ(theta) TransZ(d)."""
-    T = np.eye(4)
-    R = _rot_x(alpha) @ _rot_z(theta)
-    T[:3, :3] = R
-    T[:3, 3] = np.array([a, 0.0, 0.0]) + _rot_x(alpha) @ np.array([0.0, 0.0, d])
-    return T
+    """Modified DH link transform RotX(alpha) TransX(a) RotZ(theta) TransZ(d).
+
+    Written out element by element with scalar math: the twin solves IK for
+    every servo_cp inside a physics step, and building it from 3x3 numpy
+    products made that step ten times longer (docs/performance.md)."""
+    ca, sa = math.cos(alpha), math.sin(alpha)
+    ct, st = math.cos(theta), math.sin(theta)
+    return np.array([[ct, -st, 0.0, a],
+                     [st * ca, ct * ca, -sa, -sa * d],
+                     [st * sa, ct * sa, ca, ca * d],
+                     [0.0, 0.0, 0.0, 1.0]])
 
 
 def _numeric(x, name: str) -> np.ndarray:
@@ -95,7 +101,7 @@ def check_joints(q, name: str = "joint vector") -> np.ndarray:
     arr = _numeric(q, name)
     if arr.shape != (N_JOINTS,):
         raise KinematicsError(f"{name} must have {N_JOINTS} values, got shape {arr.shape}")
-    if not np.all(np.isfinite(arr)):
+    if not np.isfinite(arr).all():
         raise KinematicsError(f"{name} contains NaN or inf: {arr.tolist()}")
     return arr
 
@@ -105,7 +111,7 @@ def check_pose(T, name: str = "pose") -> np.ndarray:
     arr = _numeric(T, name)
     if arr.shape != (4, 4):
         raise KinematicsError(f"{name} must be 4x4, got shape {arr.shape}")
-    if not np.all(np.isfinite(arr)):
+    if not np.isfinite(arr).all():
         raise KinematicsError(f"{name} contains NaN or inf")
     R = arr[:3, :3]
     if np.abs(R.T @ R - np.eye(3)).max() > 1e-3 or np.linalg.det(R) < 0:
@@ -115,20 +121,21 @@ def check_pose(T, name: str = "pose") -> np.ndarray:
 
 def within_limits(q, tol: float = 1e-9) -> bool:
     q = np.asarray(q, dtype=float)
-    return bool(np.all(q >= LOWER - tol) and np.all(q <= UPPER + tol))
+    return bool((q >= LOWER - tol).all() and (q <= UPPER + tol).all())
 
 
 def frames(q) -> list[np.ndarray]:
     """Base-frame transforms of DH frames 1..6 (index 0..5)."""
     q = check_joints(q)
-    T = np.eye(4)
+    T = None
     out = []
     for i, (alpha, a, theta, d, offset, prismatic) in enumerate(DH):
+        qi = float(q[i])
         if prismatic:
-            Ti = _transform(alpha, a, theta, d + q[i] + offset)
+            Ti = _transform(alpha, a, theta, d + qi + offset)
         else:
-            Ti = _transform(alpha, a, theta + q[i] + offset, d)
-        T = T @ Ti
+            Ti = _transform(alpha, a, theta + qi + offset, d)
+        T = Ti if T is None else T @ Ti
         out.append(T)
     return out
 
@@ -158,7 +165,7 @@ def jacobian(q) -> np.ndarray:
 def rotation_error(R_goal: np.ndarray, R: np.ndarray) -> np.ndarray:
     """Axis*angle rotating R onto R_goal, in the base frame."""
     Re = R_goal @ R.T
-    cos = np.clip((np.trace(Re) - 1.0) / 2.0, -1.0, 1.0)
+    cos = min(max((float(np.trace(Re)) - 1.0) / 2.0, -1.0), 1.0)
     angle = np.arccos(cos)
     v = np.array([Re[2, 1] - Re[1, 2], Re[0, 2] - Re[2, 0], Re[1, 0] - Re[0, 1]])
     s = np.linalg.norm(v)
@@ -207,7 +214,7 @@ def _analytic_candidates(T: np.ndarray, seed: np.ndarray, clamp: bool) -> list[t
         if depth < 1e-9:
             continue
         d = p5 / depth
-        q2 = np.arcsin(np.clip(-d[1], -1.0, 1.0))
+        q2 = math.asin(min(max(-float(d[1]), -1.0), 1.0))
         q1 = np.arctan2(d[0], -d[2])
         q3 = depth - WRIST_DEPTH_AT_ZERO
         clamped = False
@@ -217,7 +224,7 @@ def _analytic_candidates(T: np.ndarray, seed: np.ndarray, clamp: bool) -> list[t
         R3 = frames(q)[2][:3, :3]
         z6_3 = R3.T @ z6
         # z6 in frame 3 is (cos q5 cos q4, cos q5 sin q4, -sin q5); |q5| < pi/2.
-        q5 = np.arcsin(np.clip(-z6_3[2], -1.0, 1.0))
+        q5 = math.asin(min(max(-float(z6_3[2]), -1.0), 1.0))
         q4 = _wrap_near(np.arctan2(z6_3[1], z6_3[0]), seed[3])
         q[3], q[4] = q4, q5
         R5 = frames(q)[4][:3, :3]
@@ -277,7 +284,7 @@ def ik(T_goal, seed=None, clamp_insertion: bool = True, tol_pos: float = 1e-4,
         if not within_limits(q, 1e-6):
             rejected.append(q)
             continue
-        q = np.clip(q, LOWER, UPPER)
+        q = q.clip(LOWER, UPPER)
         T = fk(q)
         pe, re = pose_error(T_goal, T)
         it = 0
