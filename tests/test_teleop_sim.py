@@ -245,19 +245,30 @@ def test_psm_follows_the_hand_scaled_in_the_camera_frame_only_while_clutched(rig
 
 def test_reclutch_does_not_jump(rig):
     c, op = rig["client"], rig["op"]
-    op.send(clutch=1)
-    assert c.wait(lambda: c.mapper["state"] == "FOLLOWING", 3)
-    op.move((0.03, 0.0, -0.03), 1.0)
-    assert c.tool_settled()
-    op.send(clutch=0)
-    assert c.wait(lambda: c.mapper["state"] == "READY", 3)
-    op.move((-0.06, 0.04, 0.05), 1.0)                 # hand wanders while released
-    assert c.tool_settled()
-    p0 = c.tool()
-    t0 = time.monotonic()
-    op.send(clutch=1)
-    assert c.wait(lambda: c.mapper["state"] == "FOLLOWING", 3)
-    time.sleep(1.0)
+    for attempt in range(3):
+        # released first: a load-induced link loss (a 200 ms gap in the operator's stream trips the
+        # watchdog, as it should) may have left the mapper wanting a release (NEED_CLUTCH)
+        op.send(clutch=0)
+        assert c.wait(lambda: c.mapper["state"] == "READY", 3), (c.mapper, logs(rig))
+        op.send(clutch=1)
+        assert c.wait(lambda: c.mapper["state"] == "FOLLOWING", 3), (c.mapper, logs(rig))
+        op.move((0.03, 0.0, -0.03), 1.0)
+        assert c.tool_settled()
+        op.send(clutch=0)
+        assert c.wait(lambda: c.mapper["state"] == "READY", 3), (c.mapper, logs(rig))
+        op.move((-0.06, 0.04, 0.05), 1.0)                 # hand wanders while released
+        assert c.tool_settled()
+        lost = c.mapper.get("link_lost", 0)
+        p0 = c.tool()
+        t0 = time.monotonic()
+        op.send(clutch=1)
+        following = c.wait(lambda: c.mapper["state"] == "FOLLOWING", 3)
+        time.sleep(1.0)
+        if following and c.mapper.get("link_lost", 0) == lost:
+            break
+        print(f"\n(attempt {attempt + 1} hit a link loss under load: {c.mapper}; again)")
+    else:
+        raise AssertionError("every attempt hit a link loss:\n" + logs(rig))
     jump = np.linalg.norm(c.tools_since(t0) - p0, axis=1).max()
     print(f"\nre-clutch: largest tool displacement in the second after it {jump * 1e3:.3f} mm")
     assert jump < 0.5e-3
@@ -369,8 +380,9 @@ def test_stick_zooms_and_buttons_switch_the_holder_mode(rig):
     p0, R0 = c.tip()
     op.send(zoom=-1.0)                                 # left stick forward: the scope goes in
     assert c.wait(lambda: c.mode == "TELEOP", 3), (c.mode, logs(rig))
-    # held until it has gone 3 mm in (the loaded sim runs below real time: wait for motion, not time)
-    c.wait(lambda: float(np.dot(c.tip()[0] - p0, R0[:, 2])) > 3e-3, 20)
+    # held until it has gone 4 mm in (the loaded sim runs below real time: wait for motion, not time);
+    # the settled pose ends up to ~0.2 mm short of the moving one, hence 4 mm for a 3 mm bound
+    c.wait(lambda: float(np.dot(c.tip()[0] - p0, R0[:, 2])) > 4e-3, 20)
     op.send(zoom=0.0)
     assert c.wait(lambda: c.mode == "HOLD", 3), c.mode          # 200 ms without servo_cv: HOLD
     assert c.settled(timeout=40)
