@@ -28,14 +28,12 @@ import os
 import secrets
 import signal
 import sys
-import threading
 import time
 
 import numpy as np
 import rclpy
 from builtin_interfaces.msg import Time
 from geometry_msgs.msg import PoseStamped
-from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from rclpy.signals import SignalHandlerOptions
@@ -45,7 +43,7 @@ from std_srvs.srv import Trigger
 
 from surgbot import area_path, contract, geometry
 from surgbot.nodes.teleop_mapper import LINK_LOST_FRAME, MAPPER_STATE_TOPIC, SAMPLE_QUEUE, psm_state_subscription
-from surgbot.rosutil import Diagnostics, declare_config, latched_qos
+from surgbot.rosutil import BackgroundSpinner, Diagnostics, declare_config, latched_qos, make_executor
 from surgbot.teleop import protocol as P
 from surgbot.teleop import tls
 from surgbot.teleop.config import ConsoleConfig
@@ -247,10 +245,9 @@ def run_console(token: str, overrides: dict | None = None, args: list[str] | Non
     # asyncio owns SIGINT/SIGTERM here (rclpy's own handlers would race it for the same signals)
     rclpy.init(args=sys.argv if args is None else args, signal_handler_options=SignalHandlerOptions.NO)
     node = TeleopConsoleNode(token, overrides)
-    executor = SingleThreadedExecutor()
+    executor = make_executor()             # the EventsExecutor where rclpy has it (rosutil.EXECUTOR_ENV)
     executor.add_node(node)
-    spinner = threading.Thread(target=executor.spin, daemon=True)
-    spinner.start()
+    spinner = BackgroundSpinner(executor)
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -262,7 +259,7 @@ def run_console(token: str, overrides: dict | None = None, args: list[str] | Non
     try:
         asyncio.run(main())
     finally:
-        executor.shutdown()
+        spinner.stop()                     # out of rclpy before the node goes (sim.runner.RosContext)
         node.destroy_node()
         rclpy.try_shutdown()
     return 0
