@@ -1,4 +1,5 @@
-"""CPU a node process spends in rclpy's executor: SingleThreadedExecutor (baseline) vs EventsExecutor.
+"""CPU a node process spends in rclpy's executor: SingleThreadedExecutor (baseline) vs EventsExecutor;
+and what waking from a sleep costs on this machine.
 
 The stack's nodes spin in `surgbot.rosutil.make_executor()`.  This measures
 what that choice costs: a subscriber process taking a 29-joint JointState at
@@ -6,6 +7,15 @@ what that choice costs: a subscriber process taking a 29-joint JointState at
 publisher process spinning the same executor, for each executor kind; the
 figure is the subscriber's CPU (% of one core, user + system) over the
 window, with the single-threaded executor as the same-process baseline.
+
+`machine.wake_penalty.publish_after_<G>ms_sleep`: building and publishing
+one PoseStamped (no subscriber) right after sleeping G ms, the way a 90 Hz
+console or a 1 kHz twin calls it, against the same call in a tight loop
+(baseline).  On the 2-vCPU VM this suite was written on, the call costs
+~8 us back to back and ~100-200 us after an 11 ms sleep, with or without
+other load (cold caches and TLB after the vCPU idled): every hop of a
+latency chain that wakes from idle pays it, which is why the chains'
+figures are several times their summed CPU costs.
 """
 
 from __future__ import annotations
@@ -16,6 +26,8 @@ import os
 import subprocess
 import sys
 import time
+
+import numpy as np
 
 from surgbot.bench import dds_domains, figure
 
@@ -72,6 +84,49 @@ def _pair(kind: str, seconds: float) -> dict:
     return json.loads(sub.stdout.strip().splitlines()[-1])
 
 
+WAKE_GAPS_MS = (1.0, 11.0)         # a 1 kHz loop; a 90 Hz one
+
+
+def _wake_penalty(quick: bool) -> list[dict]:
+    """Child process: see the module doc."""
+    cmd = [sys.executable, "-m", "surgbot.bench.executors", "--child", "wake"] + (["--quick"] if quick else [])
+    out = subprocess.run(cmd, env=dict(os.environ), capture_output=True, text=True, timeout=300)
+    if out.returncode != 0:
+        raise RuntimeError(f"wake-penalty child failed:\n{out.stderr[-2000:]}")
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    base = float(np.median(res["tight"]))
+    return [figure(f"machine.wake_penalty.publish_after_{g:g}ms_sleep", "us", samples=res[str(g)], baseline=base,
+                   baseline_name="the same call back to back",
+                   note="PoseStamped() + publish (no subscriber) right after a sleep; see bench/executors.py")
+            for g in WAKE_GAPS_MS]
+
+
+def _wake_child(quick: bool) -> None:
+    import rclpy
+    from geometry_msgs.msg import PoseStamped
+
+    rclpy.init()
+    node = rclpy.create_node("bench_wake_penalty")
+    pub = node.create_publisher(PoseStamped, "/bench/wake_penalty", 10)
+    n = 100 if quick else 400
+
+    def call() -> float:
+        t0 = time.perf_counter()
+        pub.publish(PoseStamped())
+        return (time.perf_counter() - t0) * 1e6
+
+    out = {"tight": [call() for _ in range(n)][10:]}
+    for g in WAKE_GAPS_MS:
+        samples = []
+        for _ in range(n):
+            time.sleep(g / 1e3)
+            samples.append(call())
+        out[str(g)] = samples[10:]
+    print(json.dumps(out), flush=True)
+    node.destroy_node()
+    rclpy.try_shutdown()
+
+
 def run(quick: bool = False) -> list[dict]:
     dds_domains()
     seconds = 5.0 if quick else 15.0
@@ -83,20 +138,24 @@ def run(quick: bool = False) -> list[dict]:
         figs.append(figure(f"executor.{kind}.sub_500hz_js_plus_500hz_timer_cpu", "% of a core",
                            value=r["cpu_percent"], baseline=base, baseline_name="executor.single",
                            note=f"{r['messages']} JointStates received in {r['seconds']:.1f} s"))
-    return figs
+    return figs + _wake_penalty(quick)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--child", choices=("pub", "sub"))
+    ap.add_argument("--child", choices=("pub", "sub", "wake"))
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args()
+    if args.child == "wake":
+        _wake_child(args.quick)
+        return
     if args.child:
         _child(args.child, args.seconds)
         return
     for f in run(args.quick):
-        print(f"{f['name']:>55}  {f['value']:6.1f} %  ratio {f.get('ratio', float('nan')):.2f}  ({f['note']})")
+        print(f"{f['name']:>55}  {f.get('value', f.get('median')):8.1f} {f['unit']}  "
+              f"ratio {f.get('ratio', float('nan')):.2f}  ({f['note']})")
 
 
 if __name__ == "__main__":

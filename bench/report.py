@@ -37,6 +37,9 @@ PROVENANCE = [
                       "entry-point spring included) + `EndoscopeHolderCore`, bridge PD/speed limit/gravity "
                       "feed-forward modelled in-process, 2 control periods of command delay, no DDS, no ROS, "
                       "no scheduler: deterministic, faster than real time. Not the node-level twin"),
+    ("`executor.*`, `machine.*`", "child processes of `bench/executors.py`: rclpy executors' CPU, and the "
+                                  "cost of one small publish right after a sleep against the same call back "
+                                  "to back (what every idle-woken hop of a latency chain pays on this machine)"),
     ("node-level twin", "not benchmarked: the sim-in-the-loop tests (tests/test_endoscope_holder.py, "
                         "tests/test_endoscope_follow.py) print their fulcrum errors per real-time window "
                         "(`node-level windows:` lines of `make test`)"),
