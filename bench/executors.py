@@ -12,7 +12,7 @@ window, with the single-threaded executor as the same-process baseline.
 one PoseStamped (no subscriber) right after sleeping G ms, the way a 90 Hz
 console or a 1 kHz twin calls it, against the same call in a tight loop
 (baseline).  On the 2-vCPU VM this suite was written on, the call costs
-~8 us back to back and ~100-200 us after an 11 ms sleep, with or without
+~10 us back to back and ~100-200 us after an 11 ms sleep, with or without
 other load (cold caches and TLB after the vCPU idled): every hop of a
 latency chain that wakes from idle pays it, which is why the chains'
 figures are several times their summed CPU costs.
