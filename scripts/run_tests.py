@@ -39,6 +39,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 COUNT = re.compile(r"(\d+) (passed|failed|errors?|skipped|xfailed|xpassed|deselected)")
+LEFTOVER_GRACE_S = 2.0     # how long a process may take to exit after the pytest run that started it
 
 
 FAILED_ID = re.compile(r"^(?:FAILED|ERROR) (.+?)(?: - .*)?$")
@@ -86,7 +87,15 @@ def _ours() -> dict[int, str]:
 
 
 def _kill_leftovers(before: dict[int, str], rel: Path) -> list[str]:
-    left = {pid: cmd for pid, cmd in _ours().items() if pid not in before}
+    # A helper that ends by itself once pytest has gone is not left running: multiprocessing's
+    # resource tracker exits when its parent's pipe closes, a few ms after the parent (seen as
+    # a "leftover" of test_data when looked at at once).  Anything still there after the grace is.
+    deadline = time.monotonic() + LEFTOVER_GRACE_S
+    while True:
+        left = {pid: cmd for pid, cmd in _ours().items() if pid not in before}
+        if not left or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
     for pid in left:
         try:
             os.kill(pid, signal.SIGKILL)
