@@ -282,7 +282,7 @@ def report(result: SimResult, out=sys.stdout) -> None:
 
 
 class RosContext:
-    """rclpy context + node `sim_node` spun by a single-threaded executor in a thread."""
+    """rclpy context + node `sim_node` spun by `make_executor()` in a background thread."""
 
     def __init__(self, args: list[str] | None = None, node_name: str = NODE_NAME, parameters=None):
         self.context = rclpy.Context()
