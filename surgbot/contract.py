@@ -127,6 +127,18 @@ CONSOLE_DEFAULT_PORT = 8443
 SAFETY_ESTOP = "/safety/estop"
 SAFETY_RESET = "/safety/reset"
 SAFETY_STATE = "/safety/state"
+# Node liveliness (ours, beside section 8): every node's `Diagnostics` offers a never-written
+# std_msgs/Empty publisher here whose DDS liveliness (AUTOMATIC, lease ALIVE_LEASE_S) tells the
+# supervisor within the lease that the process died, exited or stalled.
+SAFETY_ALIVE_PREFIX = "/safety/alive/"
+ALIVE_LEASE_S = 0.15
+
+
+def alive_topic(node_name: str) -> str:
+    """`/safety/alive/<node_name>`: the liveliness topic of a node (its diagnostics name)."""
+    if not node_name or not all(c.isalnum() or c == "_" for c in node_name) or node_name[0].isdigit():
+        raise ValueError(f"node name {node_name!r}: letters, digits and _ only, not starting with a digit")
+    return SAFETY_ALIVE_PREFIX + node_name
 
 # --------------------------------------------------------------------------
 # Recorder episodes for LeRobot datasets (contract section 10; std_srvs/Trigger;

@@ -28,11 +28,14 @@ import rclpy
 import rclpy.executors
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rclpy.duration import Duration
 from rclpy.executors import ExternalShutdownException
 from rclpy.parameter import Parameter
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.qos import DurabilityPolicy, LivelinessPolicy, QoSProfile, ReliabilityPolicy
+from std_msgs.msg import Empty
 
 from surgbot import config as config_mod
+from surgbot import contract
 from surgbot.processes import freeze_startup_heap, settle_scheduling
 
 DIAGNOSTICS_TOPIC = "/diagnostics"
@@ -45,6 +48,7 @@ DIAGNOSTICS_TOPIC = "/diagnostics"
 EXECUTOR_ENV = "SURGBOT_ROS_EXECUTOR"
 EXECUTOR_KINDS = ("events", "single")
 SPIN_SLICE_S = 0.05     # longest an idle spin_once waits before the loop checks whether to stop
+SPIN_RETRY_S = 0.01     # after a callback raised (BackgroundSpinner on_error): no hot loop on a bad stream
 DIAGNOSTICS_PERIOD_S = 1.0
 
 _ARRAY_TYPES = {float: Parameter.Type.DOUBLE_ARRAY, int: Parameter.Type.INTEGER_ARRAY,
@@ -64,6 +68,15 @@ def fast_timer(node, period_s: float, fn: Callable[[], None]):
         fn()
     tick.__signature__ = inspect.Signature()
     return node.create_timer(period_s, tick)
+
+
+def alive_qos() -> QoSProfile:
+    """Liveliness AUTOMATIC with a lease of `contract.ALIVE_LEASE_S`, for both ends of a node's
+    alive topic.  The writer's participant asserts it while the process runs, so nothing is
+    published; a reader must ask for a finite lease (>= the writer's) to be told of a loss:
+    measured here (Fast DDS), SIGKILL seen one lease later, SIGTERM within ~20-50 ms."""
+    return QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, liveliness=LivelinessPolicy.AUTOMATIC,
+                      liveliness_lease_duration=Duration(seconds=contract.ALIVE_LEASE_S))
 
 
 def latched_qos(depth: int = 1) -> QoSProfile:
@@ -113,7 +126,12 @@ def declare_config(node, cls: type, overrides: Mapping[str, Any] | None = None):
 
 
 class Diagnostics:
-    """`/diagnostics` for one node: `status()` returns (level, message, key/values) each period."""
+    """`/diagnostics` for one node: `status()` returns (level, message, key/values) each period.
+
+    Also offers the node's liveliness on `contract.alive_topic(name)` (see `alive_qos`): the
+    supervisor learns of a killed or stalled node within the lease instead of after seconds of
+    silent diagnostics.
+    """
 
     OK, WARN, ERROR, STALE = (DiagnosticStatus.OK, DiagnosticStatus.WARN,
                               DiagnosticStatus.ERROR, DiagnosticStatus.STALE)
@@ -125,6 +143,8 @@ class Diagnostics:
         self._hardware_id = hardware_id
         self._status = status
         self._pub = node.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC, 10)
+        # never written: its DDS liveliness is the node's heartbeat for the safety supervisor
+        self._alive = node.create_publisher(Empty, contract.alive_topic(name), alive_qos())
         self._timer = node.create_timer(period_s, self.publish)
 
     def publish(self) -> None:
@@ -168,21 +188,32 @@ class BackgroundSpinner:
     `stop()` returns only after the thread has left rclpy, so the caller may
     then destroy nodes and shut the context down.  (Destroying them while
     another thread sits in `executor.spin()` crashed a test process with a
-    segfault, intermittently, on a loaded machine.)
+    segfault, intermittently, on a loaded machine.)  The thread also ends when
+    the executor's context is shut down (`rclpy.shutdown()`, Ctrl-C).
+
+    `on_error(exc)`: called when a callback raises; spinning then resumes after
+    SPIN_RETRY_S (a callback that raises on every message cannot make a hot
+    loop).  Without it the exception ends the thread, as a plain `spin()` would.
     """
 
-    def __init__(self, executor):
+    def __init__(self, executor, on_error: Callable[[BaseException], None] | None = None):
         self.executor = executor
+        self._on_error = on_error
         self._stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 
     def _run(self) -> None:
-        while not self._stop.is_set():
+        while not self._stop.is_set() and self.executor.context.ok():
             try:
                 self.executor.spin_once(timeout_sec=SPIN_SLICE_S)
             except (ExternalShutdownException, rclpy.executors.ShutdownException):
                 return
+            except Exception as exc:
+                if self._on_error is None or not self.executor.context.ok():
+                    raise
+                self._on_error(exc)
+                self._stop.wait(SPIN_RETRY_S)
 
     def stop(self) -> None:
         self._stop.set()

@@ -248,3 +248,78 @@ def test_node_executor_is_chosen_by_the_environment_and_a_bad_name_is_refused(mo
     monkeypatch.setenv(rosutil.EXECUTOR_ENV, "multi")
     with pytest.raises(ValueError, match="must be one of events, single"):
         rosutil.executor_kind()
+
+
+def test_background_spinner_reports_a_raising_callback_and_spins_on_or_ends_without_handler(capfd):
+    """One spin loop for every background executor: with `on_error` a raising callback is
+    reported and later messages are still delivered; without it the thread ends (as
+    `spin()` would); `rclpy.shutdown()` ends it either way.  `spin_in_background` (the CRTK
+    client's helper) is that loop with a report on stderr."""
+    import threading
+    import time
+
+    import rclpy
+    from std_msgs.msg import Int32
+
+    from surgbot import rosutil
+    from surgbot.hw.crtk import spin_in_background
+
+    def wait_for(predicate, timeout_s=10.0):
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if predicate():
+                return True
+            time.sleep(0.01)
+        return False
+
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    try:
+        node = rclpy.create_node("spinner_probe", context=context)
+        received, errors = [], []
+
+        def on_msg(msg):
+            if msg.data < 0:
+                raise RuntimeError(f"bad value {msg.data}")
+            received.append(msg.data)
+
+        node.create_subscription(Int32, "/spinner_probe", on_msg, 10)
+        pub = node.create_publisher(Int32, "/spinner_probe", 10)
+        executor = rosutil.make_executor(context=context)
+        executor.add_node(node)
+        spinner = rosutil.BackgroundSpinner(executor, on_error=errors.append)
+        pub.publish(Int32(data=-1))
+        assert wait_for(lambda: errors), "the raising callback was not reported"
+        assert isinstance(errors[0], RuntimeError) and "bad value -1" in str(errors[0])
+        pub.publish(Int32(data=7))
+        assert wait_for(lambda: received == [7]), f"spinning did not resume: {received}"
+        assert spinner.thread.is_alive()
+        spinner.stop()
+        assert not spinner.thread.is_alive()
+
+        # without a handler the exception ends the thread (reported by threading's hook)
+        hooked = []
+        old_hook, threading.excepthook = threading.excepthook, hooked.append
+        try:
+            executor = rosutil.make_executor(context=context)
+            executor.add_node(node)
+            bare = rosutil.BackgroundSpinner(executor)
+            pub.publish(Int32(data=-2))
+            bare.thread.join(timeout=10.0)
+            assert not bare.thread.is_alive() and hooked and "bad value -2" in str(hooked[0].exc_value)
+            executor.shutdown()
+        finally:
+            threading.excepthook = old_hook
+
+        # spin_in_background: reports on stderr, keeps spinning, ends on shutdown
+        _, thread = spin_in_background(node)
+        pub.publish(Int32(data=-3))
+        assert wait_for(lambda: "a callback raised; spinning on" in capfd.readouterr().err)
+        pub.publish(Int32(data=8))
+        assert wait_for(lambda: received == [7, 8]), f"spinning did not resume: {received}"
+        context.shutdown()
+        thread.join(timeout=10.0)
+        assert not thread.is_alive()
+        node.destroy_node()
+    finally:
+        context.try_shutdown()

@@ -95,3 +95,65 @@ def test_psm_state_loss_faults_estop_latches_and_reset_waits_for_the_cause(proce
         assert _call(node, ex, contract.SAFETY_RESET).success
         assert spin_until(lambda: states[-1][1]["state"] == "OK", 15)
     assert processes.stop(sup, signal.SIGINT) == 0, processes.log(sup)
+
+
+PROBE_NODE = """
+import rclpy
+from rclpy.executors import ExternalShutdownException
+from surgbot.rosutil import Diagnostics
+rclpy.init()
+node = rclpy.create_node("liveness_probe")
+Diagnostics(node, "liveness_probe", lambda: (Diagnostics.OK, "fine", {}), period_s=0.2)
+try:
+    rclpy.spin(node)
+except (KeyboardInterrupt, ExternalShutdownException):
+    pass
+"""
+
+
+def test_a_killed_node_is_a_fault_within_its_liveliness_lease_and_reset_needs_it_back(processes):
+    """A node's diagnostics arm its liveliness watch (`/safety/alive/<name>`): SIGKILL -> FAULT one
+    lease (150 ms) later instead of after `node_timeout_s` (3 s) of silent diagnostics; the cause
+    persists until the node is alive again, and only then does reset succeed."""
+    sup = processes.start([PYTHON, "-m", "surgbot.nodes.safety_supervisor"], name="supervisor")
+    probe = processes.start([PYTHON, "-c", PROBE_NODE], name="probe")
+    states: list[tuple[float, dict]] = []
+    armed: dict[str, str] = {}
+
+    def on_diagnostics(msg) -> None:
+        for st in msg.status:
+            if st.name == "safety_supervisor":
+                armed.update({kv.key: kv.value for kv in st.values})
+
+    with listener_node("test_liveness_listener") as (node, ex):
+        node.create_subscription(String, contract.SAFETY_STATE,
+                                 lambda m: states.append((time.monotonic(), json.loads(m.data))), 50)
+        node.create_subscription(DiagnosticArray, "/diagnostics", on_diagnostics, 50)
+
+        def spin_until(pred, timeout):
+            return _wait_for(lambda: ex.spin_once(timeout_sec=0.01) or pred(), timeout)
+
+        assert spin_until(lambda: armed.get("alive:liveness_probe") == "armed", 60), (armed, processes.log(sup))
+        spin_until(lambda: False, 0.5)
+        assert states[-1][1]["state"] == "OK", states[-1]
+        t_kill = time.monotonic()
+        probe.send_signal(signal.SIGKILL)
+        assert spin_until(lambda: states[-1][1]["state"] == "FAULT", 10), states[-3:]
+        t_fault = next(t for t, s in states if t >= t_kill and s["state"] == "FAULT")
+        reasons = states[-1][1]["reasons"]
+        assert any(r.startswith("alive:liveness_probe: stopped") for r in reasons), reasons
+        detection_ms = (t_fault - t_kill) * 1e3
+        print(f"liveness_probe SIGKILL -> FAULT seen by a listener in {detection_ms:.0f} ms")
+        # lease 150 ms; the diagnostics watchdog alone would take 3000 ms (loaded CI margin kept below it)
+        assert detection_ms < 2000
+        r = _call(node, ex, contract.SAFETY_RESET)
+        assert not r.success and "alive:liveness_probe" in r.message      # still dead: refused
+
+        processes.start([PYTHON, "-c", PROBE_NODE], name="probe_again")
+        assert spin_until(lambda: "alive:liveness_probe" not in " ".join(states[-1][1]["active"]), 60), \
+            states[-1]
+        assert states[-1][1]["state"] == "FAULT"                     # latched until a person resets
+        r = _call(node, ex, contract.SAFETY_RESET)
+        assert r.success, r.message
+        assert spin_until(lambda: states[-1][1]["state"] == "OK", 15)
+    assert processes.stop(sup, signal.SIGINT) == 0, processes.log(sup)

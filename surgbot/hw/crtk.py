@@ -37,7 +37,6 @@ from surgbot.rosutil import latched_qos
 
 STALE_AFTER_S = 1.0     # crtk_python_client: data older than 1 s raises TimeoutError
 QUEUE_DEPTH = 10        # crtk_python_client / dvrk_python: KEEP_LAST 10
-SPIN_RETRY_S = 0.01     # after a raising callback: no hot loop if it raises on every message
 DEFAULT_STREAMS = ("measured_js", "setpoint_js", "measured_cp", "setpoint_cp", "measured_cv",
                    "jaw/measured_js", "jaw/setpoint_js")
 EXTRA_STREAMS = ("local/measured_cp", "local/setpoint_cp", "spatial/measured_cf", "body/measured_cf",
@@ -58,34 +57,22 @@ def spin_in_background(node):
     store samples.  rclpy's SingleThreadedExecutor added 2-15 ms to a 1 kHz
     stream here (it rebuilds its wait set in Python on every wake) and its
     MultiThreadedExecutor burned ~75% of a core on 11 topics at 100 Hz.
-    Spun in bounded `spin_once` slices, so `rclpy.shutdown()` ends the thread
-    (join it before destroying the node).
+    Spun by `surgbot.rosutil.BackgroundSpinner`, so `rclpy.shutdown()` ends the
+    thread (join it before destroying the node).
     """
-    from rclpy.executors import ExternalShutdownException, ShutdownException
-
-    from surgbot.rosutil import SPIN_SLICE_S, make_executor
+    from surgbot.rosutil import BackgroundSpinner, make_executor
 
     executor = make_executor(context=node.context)
     executor.add_node(node)
 
-    def spin() -> None:
+    def report(exc: BaseException) -> None:
         # A callback that raises must not end the thread silently: every wait of the
         # client would then time out with nothing said.  Say it, and keep spinning.
-        while executor.context.ok():
-            try:
-                executor.spin_once(timeout_sec=SPIN_SLICE_S)
-            except (ExternalShutdownException, ShutdownException):   # rclpy.shutdown(): the clean way
-                return
-            except Exception:                     # noqa: BLE001 - reported, then spinning resumes
-                if not executor.context.ok():
-                    return
-                print(f"{node.get_name()}: a callback raised; spinning on:\n{traceback.format_exc()}",
-                      file=sys.stderr, flush=True)
-                time.sleep(SPIN_RETRY_S)
+        text = "".join(traceback.format_exception(exc))
+        print(f"{node.get_name()}: a callback raised; spinning on:\n{text}", file=sys.stderr, flush=True)
 
-    thread = threading.Thread(target=spin, daemon=True)
-    thread.start()
-    return executor, thread
+    spinner = BackgroundSpinner(executor, on_error=report)
+    return executor, spinner.thread
 
 
 def _types():

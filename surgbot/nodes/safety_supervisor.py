@@ -8,6 +8,9 @@ Thin shell around `surgbot.safety.supervisor.SupervisorCore`.  Watches:
 * the console link: `/teleop/right` and `/teleop/head` (`console_link_timeout_s`, 200 ms);
 * `/policy/state` (chunk age while enabled, `policy_chunk_timeout_s`);
 * every node's `/diagnostics` (silent for `node_timeout_s`, or at ERROR level);
+* every such node's liveliness on `/safety/alive/<name>` (`contract.ALIVE_LEASE_S`, 150 ms):
+  a killed, exited or stalled node is a FAULT one lease after it stopped (its
+  diagnostics would take `node_timeout_s`), until it is alive again;
 * `/PSM1/operating_state`: the arm's own FAULT is a cause until the arm leaves it.
 
 Each watchdog arms on its first message.  On ESTOP or FAULT it sends
@@ -26,6 +29,7 @@ import time
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from geometry_msgs.msg import PoseStamped
+from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Empty, String
@@ -33,7 +37,15 @@ from std_srvs.srv import Trigger
 
 from surgbot import contract
 from surgbot.hw.crtk import subscribe_operating_state
-from surgbot.rosutil import Diagnostics, declare_config, fast_timer, latched_qos, run_node, trigger_handler
+from surgbot.rosutil import (
+    Diagnostics,
+    alive_qos,
+    declare_config,
+    fast_timer,
+    latched_qos,
+    run_node,
+    trigger_handler,
+)
 from surgbot.safety.supervisor import State, SupervisorConfig, SupervisorCore
 
 NODE_NAME = "safety_supervisor"
@@ -44,6 +56,7 @@ WATCH_CONSOLE = "console_link"
 WATCH_POLICY = "policy_chunk"
 WATCH_PSM_STATE = "psm_operating_state"     # the arm's own FAULT (tracking error ...): latched, on change only
 NODE_PREFIX = "node:"
+ALIVE_PREFIX = "alive:"
 
 
 class SafetySupervisorNode(Node):
@@ -104,8 +117,33 @@ class SafetySupervisorNode(Node):
             key = NODE_PREFIX + s.name
             if key not in self.core.watchdogs:
                 self.core.watch(key, self.cfg.node_timeout_s)
+                self._watch_alive(s.name)
             bad = s.level == DiagnosticStatus.ERROR
             self.core.feed(key, now, ok=not bad, detail=s.message or "diagnostics at ERROR")
+
+    def _watch_alive(self, name: str) -> None:
+        """Follow the node's liveliness from now on (it is alive: its diagnostics just came)."""
+        try:
+            topic = contract.alive_topic(name)
+        except ValueError as exc:          # a name no node of ours uses: its diagnostics still count
+            self.get_logger().warning(f"no liveliness watch for {name!r}: {exc}")
+            return
+        key = ALIVE_PREFIX + name
+        self.core.watch(key, math.inf)     # liveliness events only: no silence timeout
+        callbacks = SubscriptionEventCallbacks(liveliness=lambda info: self._on_liveliness(key, info))
+        self.create_subscription(Empty, topic, lambda _m: None, alive_qos(), event_callbacks=callbacks)
+
+    def _on_liveliness(self, key: str, info) -> None:
+        if info.alive_count > 0:
+            if info.alive_count_change < 0 or info.not_alive_count_change > 0:
+                self.get_logger().warning(f"{key}: one of {info.alive_count + 1} publishers lost")
+            self.core.feed(key, self._now())
+            return
+        self.core.feed(key, self._now(), ok=False,
+                       detail="stopped (DDS liveliness lost: the process was killed, exited or stalled)")
+        if self.core.step(self._now()):           # at once, not at the next timer tick
+            self.get_logger().error(f"FAULT: {'; '.join(self.core.reasons)}")
+            self._react()
 
     def _estop(self):
         result = self.core.estop(self._now())
