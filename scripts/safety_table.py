@@ -29,7 +29,8 @@ command source reacts to that topic at once: the G1 bridge freezes its
 `rt/arm_sdk` targets and keeps streaming them at full weight (the scope is never
 dropped), the endoscope holder freezes on its last command, the teleop mapper and
 the policy node stop publishing.  A silent supervisor (no state for 150 ms) is
-treated the same way (fail-safe).  Nothing moves again until `/safety/reset`
+treated the same way (fail-safe).  A node that dies, exits or stalls is seen by
+the supervisor through its DDS liveliness on `/safety/alive/<node>` (150 ms lease).  Nothing moves again until `/safety/reset`
 (refused while a cause persists) and then the user's explicit re-enable
 (`/g1/engage`, `/endoscope/hold`, a fresh clutch, `/policy/enable`).
 

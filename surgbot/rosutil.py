@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import inspect
+import math
 import os
 import sys
 import threading
@@ -46,6 +47,9 @@ DIAGNOSTICS_TOPIC = "/diagnostics"
 # overhead, summed over the stack's nodes, is what starved the 50 ms watchdog chain.  Jazzy's
 # rclpy (7.x) has no EventsExecutor: the single-threaded one is used there.
 EXECUTOR_ENV = "SURGBOT_ROS_EXECUTOR"
+# The node liveliness lease (see alive_qos), s; unset: contract.ALIVE_LEASE_S.
+ALIVE_LEASE_ENV = "SURGBOT_ALIVE_LEASE_S"
+ALIVE_LEASE_RANGE_S = (0.02, 60.0)
 EXECUTOR_KINDS = ("events", "single")
 SPIN_SLICE_S = 0.05     # longest an idle spin_once waits before the loop checks whether to stop
 SPIN_RETRY_S = 0.01     # after a callback raised (BackgroundSpinner on_error): no hot loop on a bad stream
@@ -70,13 +74,34 @@ def fast_timer(node, period_s: float, fn: Callable[[], None]):
     return node.create_timer(period_s, tick)
 
 
+def alive_lease_s() -> float:
+    """The node liveliness lease, s: ALIVE_LEASE_ENV if set (checked), else `contract.ALIVE_LEASE_S`.
+
+    From the environment, not a ROS parameter, because every process of a stack must offer and ask
+    for the same lease (as they share ROS_DOMAIN_ID): a writer offering more than the supervisor
+    asks for does not match, and its death would go unseen."""
+    raw = os.environ.get(ALIVE_LEASE_ENV, "").strip()
+    if not raw:
+        return contract.ALIVE_LEASE_S
+    try:
+        lease = float(raw)
+    except ValueError:
+        raise ValueError(f"{ALIVE_LEASE_ENV}={raw!r}: not a number of seconds") from None
+    if not (math.isfinite(lease) and ALIVE_LEASE_RANGE_S[0] <= lease <= ALIVE_LEASE_RANGE_S[1]):
+        raise ValueError(f"{ALIVE_LEASE_ENV}={raw!r}: must be {ALIVE_LEASE_RANGE_S[0]}-{ALIVE_LEASE_RANGE_S[1]} s")
+    return lease
+
+
 def alive_qos() -> QoSProfile:
-    """Liveliness AUTOMATIC with a lease of `contract.ALIVE_LEASE_S`, for both ends of a node's
-    alive topic.  The writer's participant asserts it while the process runs, so nothing is
-    published; a reader must ask for a finite lease (>= the writer's) to be told of a loss:
-    measured here (Fast DDS), SIGKILL seen one lease later, SIGTERM within ~20-50 ms."""
+    """Liveliness AUTOMATIC with a lease of `alive_lease_s()`, for both ends of a node's alive
+    topic.  The writer's participant asserts it while the process runs, so nothing is published;
+    a reader must ask for a finite lease (>= the writer's) to be told of a loss: measured here
+    (Fast DDS), SIGKILL seen one lease later, SIGTERM within ~20-50 ms.  A process that gets no
+    CPU for a lease is reported too: on the 2-core machine with the whole stack and its test
+    harness (load ~14) that happened at 150 ms (SURGBOT_FAULTS_LOADED raises it, see
+    tests/fault_harness.py)."""
     return QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, liveliness=LivelinessPolicy.AUTOMATIC,
-                      liveliness_lease_duration=Duration(seconds=contract.ALIVE_LEASE_S))
+                      liveliness_lease_duration=Duration(seconds=alive_lease_s()))
 
 
 def latched_qos(depth: int = 1) -> QoSProfile:

@@ -323,3 +323,21 @@ def test_background_spinner_reports_a_raising_callback_and_spins_on_or_ends_with
         node.destroy_node()
     finally:
         context.try_shutdown()
+
+
+def test_alive_lease_comes_from_the_contract_or_a_checked_environment_variable(monkeypatch):
+    from surgbot import contract, rosutil
+
+    monkeypatch.delenv(rosutil.ALIVE_LEASE_ENV, raising=False)
+    assert rosutil.alive_lease_s() == contract.ALIVE_LEASE_S == 0.15
+    qos = rosutil.alive_qos()
+    assert qos.liveliness_lease_duration.nanoseconds == 150_000_000
+    monkeypatch.setenv(rosutil.ALIVE_LEASE_ENV, "0.3")
+    assert rosutil.alive_qos().liveliness_lease_duration.nanoseconds == 300_000_000
+    for bad in ("abc", "nan", "0", "-1", "1e9"):
+        monkeypatch.setenv(rosutil.ALIVE_LEASE_ENV, bad)
+        with pytest.raises(ValueError, match=rosutil.ALIVE_LEASE_ENV):
+            rosutil.alive_lease_s()
+    with pytest.raises(ValueError, match="letters, digits"):
+        contract.alive_topic("bad name")
+    assert contract.alive_topic("g1_bridge") == "/safety/alive/g1_bridge"
