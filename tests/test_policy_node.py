@@ -41,18 +41,20 @@ class LineRuntime:
 
     def __init__(self):
         self.calls = 0
+        self.log: list[str] = []           # "reset" / "infer", in the order the server got them
 
     def metadata(self) -> dict:
         return {"model": "line", "checkpoint_id": "test", "action_horizon": H, "state_dim": 10,
                 "action_dim": 10, "image_size": list(IMAGE_HW), "fps": 15, "instructions": ["move right"]}
 
     def reset(self) -> None:
-        pass
+        self.log.append("reset")
 
     def infer(self, image, state, instruction):
         if image.shape != (*IMAGE_HW, 3):
             raise ValueError(f"image must be {IMAGE_HW}")
         self.calls += 1
+        self.log.append("infer")
         chunk = np.repeat(np.asarray(state, np.float32)[None], H, axis=0)
         chunk[:, 0] += STEP_M * np.arange(H, dtype=np.float32)
         return chunk, 1.0
@@ -135,6 +137,8 @@ def test_node_executes_chunks_on_the_twin_and_holds_when_the_server_dies(rig):
     assert x1 - x0 > 0.02, f"tip moved {1e3 * (x1 - x0):.1f} mm; states {states[-3:]}\n{log}"
     assert runtime.calls >= 3
     assert any(s["state"] == "RUNNING" for s in states)
+    # an enable is a new episode: the server's per-episode state (the VLA's goal memory) was reset first
+    assert runtime.log[0] == "reset" and runtime.log.count("reset") == 1, runtime.log[:5]
     server.stop()                                   # the policy server dies
     time.sleep(1.5)                                 # > server_timeout_s (0.5 s) + one chunk of slack
     xa = _x(arm)

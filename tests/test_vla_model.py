@@ -248,7 +248,8 @@ def test_goal_head_is_a_training_only_loss_and_absent_by_default():
     """goal_loss_weight 0 (the default): no goal head, the weights are those of checkpoints made before
     it.  > 0: a head predicting where the episode ends (position), trained from the batch's
     `observation.episode_goal`; its loss is the L1 distance to that goal in normalised action units, so
-    a goal equal to the head's own prediction adds nothing; actions at inference are the same either way."""
+    a goal equal to the head's own prediction adds nothing.  (At inference it feeds the goal memory:
+    test_goal_memory_bends_late_chunks_to_the_first_estimate.)"""
     from surgbot.policies.vla.configuration_surgvla import GOAL_KEY
 
     feats = dict(input_features={"observation.images.endoscope": PolicyFeature(FeatureType.VISUAL, (3, 48, 64)),
@@ -302,3 +303,66 @@ def test_keypoint_stride_sets_the_keypoint_map_and_is_checked():
     for bad in (3, 0, 32, True):
         with pytest.raises(ValueError, match="keypoint_stride"):
             SurgVLAConfig(keypoint_stride=bad)
+
+
+def test_goal_memory_bends_late_chunks_to_the_first_estimate():
+    """The goal head's estimate from the first chunk of an episode is remembered; a later chunk that ends
+    within goal_memory_radius_m (horizontally) of it is bent linearly to end on it (the first step moves
+    by 1/H of the gap), one that ends farther is left alone; reset() forgets; 0 chunks or no goal head:
+    off.  The model's outputs are scripted here (dataset stats 0/1: one action unit = 1 m)."""
+    feats = dict(input_features={"observation.images.endoscope": PolicyFeature(FeatureType.VISUAL, (3, 48, 64)),
+                                 "observation.state": PolicyFeature(FeatureType.STATE, (10,))},
+                 output_features={"action": PolicyFeature(FeatureType.ACTION, (10,))})
+    for bad in (dict(goal_memory_chunks=-1), dict(goal_memory_radius_m=-0.01), dict(goal_memory_radius_m=float("nan"))):
+        with pytest.raises(ValueError, match="goal_memory"):
+            SurgVLAConfig(**bad)
+
+    def scripted(policy, outputs):
+        """policy._chunk returns the next (chunk end xyz, goal xyz) of `outputs` as a straight chunk."""
+        it = iter(outputs)
+
+        def chunk(batch, with_goal=False):
+            end, goal = next(it)
+            c = torch.zeros(1, 16, 10)
+            c[0, :, :3] = torch.linspace(0, 1, 16)[:, None] * torch.tensor(end)[None, :]
+            g = None if goal is None else torch.tensor([goal], dtype=torch.float32)
+            return (c, g) if with_goal else c
+        policy._chunk = chunk
+
+    def ends(policy, n):
+        return [policy.predict_action_chunk({})[0, -1, :3].tolist() for _ in range(n)]
+
+    policy = SurgVLAPolicy(SurgVLAConfig(device="cpu", push_to_hub=False, image_size=(24, 32),
+                                         goal_loss_weight=1.0, **feats))
+    assert policy.config.goal_memory_chunks == 1 and policy.config.goal_memory_radius_m == 0.01
+    eps = policy.config.normalization_eps
+    policy.reset()
+    scripted(policy, [((0.095, 0.0, 0.0), (0.100, 0.0, 0.0)),    # first: remembered 0.100; ends 5 mm short
+                      ((0.104, 0.0, 0.0), (0.106, 0.0, 0.0)),    # the estimate drifts: bent back to 0.100
+                      ((0.130, 0.0, 0.0), (0.131, 0.0, 0.0)),    # ends 30 mm away: left alone
+                      ((0.100, 0.004, -0.002), (0.0, 0.0, 0.0))])  # within 4 mm sideways: x, y and z bent
+    got = ends(policy, 4)
+    expected = [[0.100, 0, 0], [0.100, 0, 0], [0.130, 0, 0], [0.100, 0, 0]]
+    assert np.allclose(got, expected, atol=10 * eps), got
+    policy.reset()
+    scripted(policy, [((0.095, 0.0, 0.0), (0.100, 0.0, 0.0))])
+    first = policy.predict_action_chunk({})[0, :, 0]
+    assert first[0].item() == pytest.approx(0.005 / 16, abs=1e-6)            # the first step: 1/H of the gap
+    policy.reset()                                                            # forgets: the new first estimate
+    scripted(policy, [((0.045, 0.0, 0.0), (0.050, 0.0, 0.0)), ((0.046, 0.0, 0.0), (0.058, 0.0, 0.0))])
+    assert np.allclose(ends(policy, 2), [[0.050, 0, 0], [0.050, 0, 0]], atol=10 * eps)
+
+    policy.config.goal_memory_chunks = 2                                      # two estimates averaged
+    policy.reset()
+    scripted(policy, [((0.095, 0.0, 0.0), (0.100, 0.0, 0.0)), ((0.1, 0.0, 0.0), (0.104, 0.0, 0.0)),
+                      ((0.108, 0.0, 0.0), (0.150, 0.0, 0.0))])
+    assert np.allclose(ends(policy, 3), [[0.100, 0, 0], [0.102, 0, 0], [0.102, 0, 0]], atol=10 * eps)
+
+    policy.config.goal_memory_chunks = 0                                      # off
+    policy.reset()
+    scripted(policy, [((0.095, 0.0, 0.0), (0.100, 0.0, 0.0))])
+    assert np.allclose(ends(policy, 1), [[0.095, 0, 0]], atol=1e-6)
+    plain = SurgVLAPolicy(SurgVLAConfig(device="cpu", push_to_hub=False, image_size=(24, 32), **feats))
+    plain.reset()                                                             # no goal head: nothing to remember
+    scripted(plain, [((0.095, 0.0, 0.0), None)])
+    assert np.allclose(ends(plain, 1), [[0.095, 0, 0]], atol=1e-6)

@@ -11,6 +11,11 @@ action units (the buffers below hold the dataset's state/action stats), so
 an untrained head already outputs "stay where you are" and training learns
 motions rather than absolute positions.  The output is still the absolute
 pose of contract section 7 (the postprocessor unnormalises it).
+
+At inference the goal head (trained to say where the episode ends) also gives a
+per-episode goal memory: its estimate from the episode's first chunk, when the
+target is still in plain view, is kept, and later chunks that end near it are
+bent to end on it (`SurgVLAConfig.goal_memory_chunks`; `reset()` starts an episode).
 """
 
 from __future__ import annotations
@@ -150,7 +155,28 @@ class SurgVLAPolicy(PreTrainedPolicy):
         return self.parameters()
 
     def reset(self) -> None:
+        """A new episode: the action queue and the goal memory start empty."""
         self._action_queue: deque[Tensor] = deque([], maxlen=self.config.n_action_steps)
+        self._goal_sum: Tensor | None = None      # [B, 3] normalised goal estimates summed
+        self._goal_count = 0
+
+    def _remember_goal(self, chunk: Tensor, goal: Tensor | None) -> Tensor:
+        """The goal memory of `SurgVLAConfig.goal_memory_chunks` applied to a [B, H, 10] chunk."""
+        if goal is None or self.config.goal_memory_chunks <= 0:
+            return chunk
+        if self._goal_sum is None or self._goal_sum.shape != goal.shape:
+            self._goal_sum, self._goal_count = torch.zeros_like(goal), 0
+        if self._goal_count < self.config.goal_memory_chunks:
+            self._goal_sum = self._goal_sum + goal
+            self._goal_count += 1
+        remembered = self._goal_sum / self._goal_count
+        gap = remembered - chunk[:, -1, :GOAL_DIM]                                     # [B, 3] action units
+        scale = self.action_std[:GOAL_DIM] + self.config.normalization_eps              # -> metres
+        near = (gap[:, :2] * scale[:2]).norm(dim=-1) < self.config.goal_memory_radius_m  # [B]
+        ramp = torch.arange(1, chunk.shape[1] + 1, dtype=chunk.dtype, device=chunk.device) / chunk.shape[1]
+        bent = chunk.clone()
+        bent[:, :, :GOAL_DIM] += ramp[None, :, None] * (gap * near[:, None])[:, None, :]
+        return bent
 
     def _prepare_image(self, image: Tensor) -> Tensor:
         image = crop_image(image, self.config.crop)
@@ -180,16 +206,18 @@ class SurgVLAPolicy(PreTrainedPolicy):
 
     @torch.no_grad()
     def predict_action_chunk(self, batch: dict[str, Tensor], **kwargs) -> Tensor:
-        """[B, H, 10] normalised actions (the postprocessor unnormalises them)."""
+        """[B, H, 10] normalised actions (the postprocessor unnormalises them).
+
+        Stateful within an episode (the goal memory, see `SurgVLAConfig`): call `reset()` first."""
         self.eval()
-        return self._chunk(batch)
+        return self._remember_goal(*self._chunk(batch, with_goal=True))
 
     @torch.no_grad()
     def select_action(self, batch: dict[str, Tensor], **kwargs) -> Tensor:
         """One action; a new chunk is predicted when the first n_action_steps are played."""
         self.eval()
         if not self._action_queue:
-            chunk = self._chunk(batch)[:, : self.config.n_action_steps]
+            chunk = self.predict_action_chunk(batch)[:, : self.config.n_action_steps]
             self._action_queue.extend(chunk.transpose(0, 1))
         return self._action_queue.popleft()
 

@@ -173,13 +173,31 @@ class PolicyNode(Node):
         self.core.on_measured(pose10_from_matrix(T, jaw), t)
 
     def _on_instruction(self, msg: String) -> None:
+        before = self.core.instruction
         result = self.core.set_instruction(msg.data)
         if not result:
             self.get_logger().error(f"instruction rejected: {result.reason}")
+        elif self.core.instruction != before:
+            self._new_episode()
 
     def _enable(self, on: bool):
         self.safety.check()
-        return self.core.enable(on)
+        result = self.core.enable(on)
+        if result and on:
+            self._new_episode()
+        return result
+
+    def _new_episode(self) -> None:
+        """The server's per-episode state (the VLA's goal memory) starts afresh: a new instruction or
+        an enable is a new episode.  On the client's worker thread, in order with the inferences (a
+        zmq socket is not thread-safe); a failure is the next inference's problem."""
+        self._pool.submit(self._reset_server)
+
+    def _reset_server(self) -> None:
+        try:
+            self.client.reset()
+        except Exception as exc:  # noqa: BLE001 - reported; the executor's server checks hold the arm
+            self.get_logger().warning(f"policy server reset failed: {type(exc).__name__}: {exc}")
 
     def _on_safety(self, block: str) -> None:
         self.core.set_safety(block)
