@@ -307,7 +307,7 @@ def test_keypoint_stride_sets_the_keypoint_map_and_is_checked():
 
 def test_goal_memory_bends_late_chunks_to_the_first_estimate():
     """The goal head's estimate from the first chunk of an episode is remembered; a later chunk that ends
-    within goal_memory_radius_m (horizontally) of it is bent linearly to end on it (the first step moves
+    within goal_memory_radius_m of it is bent linearly to end on it (the first step moves
     by 1/H of the gap), one that ends farther is left alone; reset() forgets; 0 chunks or no goal head:
     off.  The model's outputs are scripted here (dataset stats 0/1: one action unit = 1 m)."""
     feats = dict(input_features={"observation.images.endoscope": PolicyFeature(FeatureType.VISUAL, (3, 48, 64)),
@@ -340,9 +340,10 @@ def test_goal_memory_bends_late_chunks_to_the_first_estimate():
     scripted(policy, [((0.095, 0.0, 0.0), (0.100, 0.0, 0.0)),    # first: remembered 0.100; ends 5 mm short
                       ((0.104, 0.0, 0.0), (0.106, 0.0, 0.0)),    # the estimate drifts: bent back to 0.100
                       ((0.130, 0.0, 0.0), (0.131, 0.0, 0.0)),    # ends 30 mm away: left alone
-                      ((0.100, 0.004, -0.002), (0.0, 0.0, 0.0))])  # within 4 mm sideways: x, y and z bent
-    got = ends(policy, 4)
-    expected = [[0.100, 0, 0], [0.100, 0, 0], [0.130, 0, 0], [0.100, 0, 0]]
+                      ((0.100, 0.004, -0.002), (0.0, 0.0, 0.0)),   # 4.5 mm off: x, y and z bent
+                      ((0.100, 0.0, -0.020), (0.0, 0.0, 0.0))])    # under it by 20 mm (a grasp): alone
+    got = ends(policy, 5)
+    expected = [[0.100, 0, 0], [0.100, 0, 0], [0.130, 0, 0], [0.100, 0, 0], [0.100, 0, -0.020]]
     assert np.allclose(got, expected, atol=10 * eps), got
     policy.reset()
     scripted(policy, [((0.095, 0.0, 0.0), (0.100, 0.0, 0.0))])

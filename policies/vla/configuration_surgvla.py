@@ -106,7 +106,7 @@ class SurgVLAConfig(PreTrainedConfig):
     goal_loss_weight: float = 0.0
     # Goal memory (inference, needs the goal head): the goal head's estimate from the first
     # `goal_memory_chunks` chunk predictions of an episode (`reset()` starts one) is remembered, and
-    # a later chunk that ends within `goal_memory_radius_m` (horizontally) of it is bent, linearly
+    # a later chunk that ends within `goal_memory_radius_m` (3-D) of it is bent, linearly
     # along the chunk, to end there.  Why: the first view shows the target unoccluded; as the
     # tool closes in, its shaft and jaws cover the target and the per-frame estimate drifts
     # (measured on reach with the bundled checkpoint: the goal estimate 2.0 mm from the disc at

@@ -172,7 +172,8 @@ class SurgVLAPolicy(PreTrainedPolicy):
         remembered = self._goal_sum / self._goal_count
         gap = remembered - chunk[:, -1, :GOAL_DIM]                                     # [B, 3] action units
         scale = self.action_std[:GOAL_DIM] + self.config.normalization_eps              # -> metres
-        near = (gap[:, :2] * scale[:2]).norm(dim=-1) < self.config.goal_memory_radius_m  # [B]
+        # 3-D: a chunk descending to grasp under a goal 2 cm up (needle_pick's lift) is not bent
+        near = (gap * scale).norm(dim=-1) < self.config.goal_memory_radius_m            # [B]
         ramp = torch.arange(1, chunk.shape[1] + 1, dtype=chunk.dtype, device=chunk.device) / chunk.shape[1]
         bent = chunk.clone()
         bent[:, :, :GOAL_DIM] += ramp[None, :, None] * (gap * near[:, None])[:, None, :]
