@@ -14,6 +14,7 @@ import pytest
 from surgbot.policies.results import cells as C
 from surgbot.policies.results import report
 from surgbot.policies.results.stats import Z95, wilson_interval
+from tests.conftest import REPO
 
 pytestmark = pytest.mark.unit
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -109,6 +110,9 @@ def test_page_and_plots_from_fixture_json(tmp_path):
     # VLA 40% >= ACT 24% on needle_pick; the other goals cannot be judged
     assert "VLA vs best baseline on needle_pick: 20/50 = 40%" in page and ">= act-50@needle_pick" in page
     assert "Pseudo-kinematics on needle_pick: cannot be judged" in page
+    # our VLA's cell has no commit recorded: flagged as evaluated before the goal memory; ACT is not ours
+    line = next(x for x in page.splitlines() if "evaluated before 5a8e170" in x)
+    assert "`vla-50@needle_pick`" in line and "act-50" not in line
     row = next(line for line in page.splitlines() if line.startswith("| `act-50@peg_transfer`"))
     assert "not run" in row and "%" not in row
     assert page.count("not run") >= len(C.CELLS) - 3
@@ -139,3 +143,17 @@ def test_cli_lists_commands_and_refuses_unknown_cells(tmp_path):
         in proc.stdout and "vla-5@reach" not in proc.stdout
     bad = subprocess.run(cli + ["run", "--cell", "nope@reach"], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "unknown cell" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_vla_cells_evaluated_before_an_evaluation_change_are_named():
+    """`git_commit` of a cell against report.EVALUATION_CHANGES: a commit that contains the change (HEAD)
+    is current, an older one (5007ceb, before the goal memory) or none is named; baselines never."""
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                          cwd=REPO, check=True).stdout.strip()
+    res = {"vla-50@reach": {"git_commit": head}, "vla-5@reach": {"git_commit": "5007ceb"},
+           "bundled@reach": {}, "act-50@reach": {"git_commit": "5007ceb"}}
+    change = report.EVALUATION_CHANGES[0][0]
+    # a shallow clone may lack the change's commit: then nothing can be shown to contain it (all named)
+    have = subprocess.run(["git", "cat-file", "-e", f"{change}^{{commit}}"], cwd=REPO).returncode == 0
+    expected = ["bundled@reach", "vla-5@reach"] if have else ["bundled@reach", "vla-50@reach", "vla-5@reach"]
+    assert report.evaluated_before(res, change) == expected

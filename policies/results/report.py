@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 from pathlib import Path
 
 from surgbot.policies.results import cells as C
@@ -202,6 +203,12 @@ def reading(res: dict) -> str:
         out.append(f"- {len(old)} cell(s) were run with other commands than the cell's current ones (an older "
                    "recipe or image size; `surgbot results list --commands` shows the current ones), so they "
                    "are not comparable with the rest; rerun them: " + ", ".join(f"`{n}`" for n in old) + ".")
+    for change, what in EVALUATION_CHANGES:
+        before = evaluated_before(res, change)
+        if before:
+            out.append(f"- {len(before)} cell(s) of our VLA were evaluated before {change} ({what}), so today's "
+                       "code would act differently with their checkpoints; rerun their evaluation: "
+                       + ", ".join(f"`{n}`" for n in before) + ".")
     missing = [n for n in C.CELLS if n not in res]
     order = [n for n in PRIORITY if n not in res]
     if order:
@@ -211,6 +218,31 @@ def reading(res: dict) -> str:
     out.append(f"- Cells run: {len(res)} of {len(C.CELLS)}. Not run: "
                + (", ".join(f"`{n}`" for n in missing) if missing else "none") + ".")
     return "\n".join(out) + "\n"
+
+
+# Code changes after which a surgvla checkpoint is evaluated differently (commit, what changed).
+EVALUATION_CHANGES = [
+    ("5a8e170", "the goal memory at inference (61a3654, 5a8e170), on by default for checkpoints with a goal head"),
+]
+BASELINE_PREFIXES = ("act-", "diffusion-")
+
+
+def evaluated_before(res: dict, change: str) -> list[str]:
+    """Our VLA's cells whose recorded `git_commit` does not contain `change` (or cannot be checked)."""
+    out = []
+    for name, r in sorted(res.items()):
+        if name.startswith(BASELINE_PREFIXES):
+            continue
+        commit = str(r.get("git_commit") or "")
+        try:
+            contains = bool(commit) and subprocess.run(
+                ["git", "merge-base", "--is-ancestor", change, commit], cwd=Path(__file__).parent,
+                capture_output=True, timeout=30).returncode == 0
+        except (OSError, subprocess.SubprocessError):
+            contains = False
+        if not contains:
+            out.append(name)
+    return out
 
 
 def stale_cells(res: dict) -> list[str]:
