@@ -30,8 +30,9 @@ command source reacts to that topic at once: the G1 bridge freezes its
 dropped), the endoscope holder freezes on its last command, the teleop mapper and
 the policy node stop publishing.  A silent supervisor (no state for 150 ms) is
 treated the same way (fail-safe).  A node that dies, exits or stalls is seen by
-the supervisor through its DDS liveliness on `/safety/alive/<node>` (150 ms lease).  Nothing moves again until `/safety/reset`
-(refused while a cause persists) and then the user's explicit re-enable
+the supervisor through its DDS liveliness on `/safety/alive/<node>` (150 ms lease).
+Nothing moves again until `/safety/reset` (refused while a cause persists) and
+then the user's explicit re-enable
 (`/g1/engage`, `/endoscope/hold`, a fresh clutch, `/policy/enable`).
 
 Budgets: e-stop {estop} ms, link loss {link} ms, stale state {stale} ms (time to the

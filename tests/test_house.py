@@ -256,21 +256,16 @@ def test_background_spinner_reports_a_raising_callback_and_spins_on_or_ends_with
     `spin()` would); `rclpy.shutdown()` ends it either way.  `spin_in_background` (the CRTK
     client's helper) is that loop with a report on stderr."""
     import threading
-    import time
 
     import rclpy
     from std_msgs.msg import Int32
 
     from surgbot import rosutil
     from surgbot.hw.crtk import spin_in_background
+    from tests.test_sim import _wait_for
 
     def wait_for(predicate, timeout_s=10.0):
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if predicate():
-                return True
-            time.sleep(0.01)
-        return False
+        return _wait_for(predicate, timeout_s)
 
     context = rclpy.Context()
     rclpy.init(context=context)
