@@ -203,13 +203,20 @@ def fulcrum_errors(port, tips) -> np.ndarray:
     return np.array([line_distance(port, p, R) for p, R in tips])
 
 
+MIN_TURN_DEG = 1.0       # the view has started following the head (the turns asked here are 6 deg and more)
+
+
 def follow_head_to(rig, head_R, R0) -> tuple[float, float, np.ndarray, float]:
     """Turn the head (deadman held) to `head_R` and let the view settle: the view's (left, down)
     angles from `R0` in degrees, the GT fulcrum errors on the way, and when the turn began."""
     c = rig["client"]
     t0 = time.monotonic()
     c.head_R = head_R
-    time.sleep(1.0)
+    # wait for the turn to start before waiting for it to end: on the loaded box the sim may run at a
+    # tenth of real time (and the holder pause on late measurements), so a fixed sleep can end before
+    # the view moved and `settled` would then see the still start (CI: 0.01 deg after 1 s)
+    turned = c.wait(lambda: max(map(abs, view_angles_deg(R0, c.tip()[1]))) > MIN_TURN_DEG, timeout=20.0)
+    assert turned, f"the view did not start turning in 20 s\n{holder_log(rig)}"
     assert c.settled(timeout=20.0)
     assert c.mode == "HEAD_FOLLOW", holder_log(rig)
     _, R1 = c.tip()
