@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import re
 import ssl
 import subprocess
 import sys
@@ -37,6 +36,7 @@ import numpy as np
 
 from surgbot import processes
 from surgbot.bench import dds_domains, figure
+from surgbot.teleop.url import served_port
 
 REPO = Path(__file__).resolve().parents[1]
 TOKEN = "bench-console-token"
@@ -97,7 +97,7 @@ class _Robot:
         self.video = False
         n.create_timer(0.01, self._on_state_timer)
         n.create_timer(1.0 / VIDEO_HZ, self._on_video_timer)
-        self.executor, _ = spin_in_background(n)
+        self.spinner = spin_in_background(n)
 
     def _stamp(self, lst, msg):
         with self.lock:
@@ -141,7 +141,7 @@ class _Robot:
 
     def close(self):
         import rclpy
-        self.executor.shutdown()
+        self.spinner.stop()
         self.node.destroy_node()
         rclpy.try_shutdown()
 
@@ -222,8 +222,7 @@ def run(quick: bool) -> list[dict]:
         port = None
         end = time.monotonic() + 120
         while port is None and time.monotonic() < end:
-            m = re.search(r"https://127\.0\.0\.1:(\d+)/", (tmp / "console.log").read_text(errors="replace"))
-            port = int(m.group(1)) if m else None
+            port = served_port((tmp / "console.log").read_text(errors="replace"))
             if console.poll() is not None:
                 raise RuntimeError("console exited: " + (tmp / "console.log").read_text()[-2000:])
             time.sleep(0.2)

@@ -122,7 +122,7 @@ def _twin_figures(rate: float, seconds: float, n_latency: int) -> list[dict]:
     node = rclpy.create_node(f"bench_psm_{int(rate)}")
     arrivals = _Arrivals()
     node.create_subscription(JointState, "/PSM1/measured_js", arrivals, 100)
-    _, thread = spin_in_background(node)
+    spinner = spin_in_background(node)
     client = PSMClient(node, streams=("setpoint_cp", "setpoint_js"))
     figs: list[dict] = []
     try:
@@ -148,9 +148,9 @@ def _twin_figures(rate: float, seconds: float, n_latency: int) -> list[dict]:
                            samples=_latency(client, send_jp, "setpoint_js", lambda m: m.position[0], n_latency),
                            note="servo_jp published -> first setpoint_js with it received"))
     finally:
-        rclpy.shutdown()                         # stops the spinning thread cleanly, then tear down
-        thread.join(timeout=2.0)
+        spinner.stop()                           # returns once the thread has left rclpy
         node.destroy_node()
+        rclpy.shutdown()
         processes.stop(proc)
     return figs
 
@@ -196,7 +196,7 @@ def _sim_with_psm(rate: float, seconds: float, domain: int, lowstate: _Arrivals)
     node = rclpy.create_node(f"bench_sim_psm_{int(rate)}")
     psm_js = _Arrivals()
     node.create_subscription(JointState, "/PSM1/measured_js", psm_js, 100)
-    _, thread = spin_in_background(node)
+    spinner = spin_in_background(node)
     client = PSMClient(node, streams=("setpoint_cp",))
     figs: list[dict] = []
     try:
@@ -218,9 +218,9 @@ def _sim_with_psm(rate: float, seconds: float, domain: int, lowstate: _Arrivals)
                                note=f"sim_node box_trainer, PSM at {rate:g} Hz, measured_js + setpoint_cp read"))
         figs += _rate_figures("sim_psm_measured_js", rate, t_psm)
     finally:
-        rclpy.shutdown()                         # stops the spinning thread cleanly, then tear down
-        thread.join(timeout=2.0)
+        spinner.stop()                           # returns once the thread has left rclpy
         node.destroy_node()
+        rclpy.shutdown()
         processes.stop(sim)
     return figs
 

@@ -133,6 +133,18 @@ def module_processes(tmp_path_factory):
     procs.close()
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One intra-op torch thread for a module (`pytest.mark.usefixtures("one_torch_thread")`): on a
+    shared 2-core machine OpenMP's spinning threads make tiny steps 10-100x slower."""
+    import torch  # only the modules that ask for it pay torch's import
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 # ---------------------------------------------------------------------- skip policy
 # No silent skips: a test that cannot run fails the run.  Required dependencies
 # are imported plainly (an ImportError is a collection error); a skip is

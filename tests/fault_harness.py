@@ -30,7 +30,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -55,6 +54,7 @@ from surgbot import processes as child_processes
 from surgbot.hw import unitree
 from surgbot.hw.crtk import PSMClient
 from surgbot.rosutil import BackgroundSpinner
+from surgbot.teleop.url import served_port
 from surgbot.up import Stack
 from tests.conftest import PYTHON, REPO
 
@@ -188,9 +188,9 @@ class FaultStack:
     def console_url_port(self, timeout: float = 120.0) -> int:
         end = time.monotonic() + timeout
         while time.monotonic() < end:
-            m = re.search(r"https://127\.0\.0\.1:(\d+)/", self.log("teleop_console"))
-            if m:
-                return int(m.group(1))
+            port = served_port(self.log("teleop_console"))
+            if port:
+                return port
             time.sleep(0.2)
         raise AssertionError("the console never printed its URL:\n" + self.log("teleop_console")[-2000:])
 

@@ -19,7 +19,6 @@ test_console_node.py).
 from __future__ import annotations
 
 import os
-import re
 import threading
 import time
 from pathlib import Path
@@ -40,6 +39,7 @@ from surgbot.teleop import browser
 from surgbot.teleop import protocol as P
 from surgbot.teleop.record import NOT_RUNNING
 from tests.conftest import PYTHON
+from tests.console_rig import wait_for_console_port
 
 pytestmark = pytest.mark.sim
 
@@ -106,14 +106,7 @@ def rig(module_processes):
                  "--g1-domain", os.environ["SURGBOT_G1_DOMAIN"]], name="sim")
     console = procs.start([PYTHON, "-m", "surgbot.cli", "console", "--port", "0"], name="console",
                           env={"SURGBOT_CONSOLE_TOKEN": TOKEN, "XDG_CONFIG_HOME": str(procs.tmp)})
-    port = None
-    end = time.monotonic() + 90
-    while port is None and time.monotonic() < end:
-        m = re.search(r"https://127\.0\.0\.1:(\d+)/", procs.log(console))
-        port = int(m.group(1)) if m else None
-        assert console.poll() is None, procs.log(console)
-        time.sleep(0.2)
-    assert port, procs.log(console)
+    port = wait_for_console_port(procs, console)
     end = time.monotonic() + 90
     while listener.jpeg is None and time.monotonic() < end:
         time.sleep(0.2)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-import re
 import ssl
 import subprocess
 import threading
@@ -42,6 +41,7 @@ from surgbot.rosutil import BackgroundSpinner
 from surgbot.teleop import protocol as P
 from surgbot.teleop.record import NOT_RUNNING
 from tests.conftest import PYTHON, REPO
+from tests.console_rig import wait_for_console_port
 from tests.test_console_server import fuzz_messages, xr_msg
 
 pytestmark = pytest.mark.sim
@@ -86,14 +86,7 @@ def console(module_processes):
                         "-p", "max_message_rate_hz:=1000000.0", "-p", "rate_burst:=1000000",
                         "-p", "video_source:=none"],
                        name="console", env={"SURGBOT_CONSOLE_TOKEN": TOKEN, "XDG_CONFIG_HOME": str(procs.tmp)})
-    port = None
-    end = time.monotonic() + 90
-    while port is None and time.monotonic() < end:
-        m = re.search(r"https://127\.0\.0\.1:(\d+)/", procs.log(proc))
-        port = int(m.group(1)) if m else None
-        assert proc.poll() is None, procs.log(proc)
-        time.sleep(0.2)
-    assert port, procs.log(proc)
+    port = wait_for_console_port(procs, proc)
     yield {"port": port, "proc": proc, "listener": listener, "procs": procs}
     listener.close()
 

@@ -24,6 +24,7 @@ from surgbot.teleop import protocol as P
 from surgbot.teleop import tls
 from surgbot.teleop.config import ConsoleConfig
 from surgbot.teleop.server import CLOSE_OPERATOR_TAKEN, CLOSE_UNAUTHORIZED, ConsoleServer
+from surgbot.teleop.url import served_port, url_line
 
 pytestmark = pytest.mark.unit
 
@@ -398,3 +399,15 @@ def test_record_messages_reach_the_sink_from_the_operator_only(cert):
     records, rejected = run(cert, body)
     assert records == ["start", "discard", "start", "stop"]
     assert rejected == {"not_operator": 1, "bad_type": 2, "bad_shape": 1, "non_finite": 1}
+
+
+def test_the_url_line_gives_its_port_back_for_every_host_form():
+    """`--port 0` launchers (tests, the fault harness, the bench) read the bound port from this line."""
+    for host in ("127.0.0.1", "::1", "surgbot.local", "<this machine's address>"):
+        line = url_line(host, 40123, "t0k3n")
+        assert line.startswith("teleop console: https://") and line.endswith(":40123/#token=t0k3n")
+        assert served_port(f"starting...\n{line}\n  certificate /x.pem (created)\n") == 40123
+    assert url_line("::1", 8443, "t") == "teleop console: https://[::1]:8443/#token=t"
+    # nothing printed yet, or another program's URL: no port
+    assert served_port("") is None
+    assert served_port("see https://127.0.0.1:9999/ for help") is None

@@ -28,10 +28,9 @@ import pytest
 import rclpy
 from rclpy.qos import DurabilityPolicy, QoSProfile
 
-from surgbot.hw.crtk import PSMClient, spin_in_background
 from surgbot.hw.crtk_msgs_path import ensure_crtk_msgs
 from surgbot.kinematics import psm
-from tests.conftest import PYTHON
+from tests.psm_rig import make_ready, psm_twin_client
 
 pytestmark = pytest.mark.sim
 
@@ -91,33 +90,15 @@ def _qos(latched: bool) -> QoSProfile:
 
 @pytest.fixture(scope="module")
 def twin(module_processes):
-    proc = module_processes.start([PYTHON, "-m", "surgbot.sim.psm_twin", "--duration", "400", "--start-home"],
-                                  name="psm_twin")
-    rclpy.init()
-    node = rclpy.create_node("dvrk_python_psm_layout")
-    executor, thread = spin_in_background(node)
-    client = PSMClient(node, streams=("measured_js", "setpoint_js", "jaw/setpoint_js", "spatial/measured_cf",
-                                      "spatial/jacobian", "local/measured_cp"))
-    try:
-        client.wait_for_state(30.0)
-    except TimeoutError:
-        pytest.fail("twin did not come up:\n" + module_processes.log(proc))
-    client.procs, client.proc = module_processes, proc
-    yield client
-    client.close()
-    executor.shutdown(timeout_sec=2.0)
-    thread.join(timeout=2.0)
-    node.destroy_node()
-    rclpy.shutdown()
-    module_processes.stop(proc)
+    with psm_twin_client(module_processes, "dvrk_python_psm_layout", ("--duration", "400", "--start-home"),
+                         up_timeout_s=30.0,
+                         streams=("measured_js", "setpoint_js", "jaw/setpoint_js", "spatial/measured_cf",
+                                  "spatial/jacobian", "local/measured_cp")) as client:
+        yield client
 
 
 def _ready(arm) -> None:
-    st = arm.operating_state()
-    if not (st["state"] == "ENABLED" and st["is_homed"]):
-        if st["state"] != "DISABLED":
-            arm.disable()
-        arm.home(15.0)
+    make_ready(arm, home_timeout_s=15.0)
     arm.hold()
 
 

@@ -58,7 +58,7 @@ def test_sim_task_and_ros_recording(processes, tmp_path):
     node = rclpy.create_node("test_data_ros")
     tasks: list[dict] = []
     node.create_subscription(String, contract.SIM_TASK, lambda m: tasks.append(json.loads(m.data)), 10)
-    executor, thread = spin_in_background(node)
+    spinner = spin_in_background(node)
     try:
         client = PSMClient(node)
         # /sim/task: the task the twin laid out from the seed, judged by physics
@@ -106,7 +106,7 @@ def test_sim_task_and_ros_recording(processes, tmp_path):
         assert _wait(lambda: rec.poll() is not None, 240), processes.log(rec)
         assert rec.returncode == 0, processes.log(rec)
     finally:
-        executor.shutdown(timeout_sec=1.0)
+        spinner.stop()
         node.destroy_node()
         rclpy.try_shutdown()
     ds = LeRobotDataset("local/" + out.name, root=out)

@@ -15,26 +15,17 @@ import subprocess
 import av
 import numpy as np
 import pytest
-import torch
 
 from surgbot.policies.evaluation.harness import load_chunk_policy, make_env, run_episode
 from surgbot.policies.vla.modeling_surgvla import SurgVLAPolicy
 from surgbot.policies.vla.runtime import PolicyRuntime, bundled_checkpoint_dir
 from surgbot.sim.tasks import TASKS
 from tests.conftest import PYTHON, REPO
+from tests.vla_fixtures import CHECKPOINT_LIMIT_BYTES
 
-pytestmark = pytest.mark.unit
+pytestmark = [pytest.mark.unit, pytest.mark.usefixtures("one_torch_thread")]
 
-CHECKPOINT_LIMIT_BYTES = 20 * 1024 * 1024
 LANGUAGE_SEEDS = (100000, 100001, 100002, 100003)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

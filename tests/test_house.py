@@ -307,7 +307,7 @@ def test_background_spinner_reports_a_raising_callback_and_spins_on_or_ends_with
             threading.excepthook = old_hook
 
         # spin_in_background: reports on stderr, keeps spinning, ends on shutdown
-        _, thread = spin_in_background(node)
+        thread = spin_in_background(node).thread
         pub.publish(Int32(data=-3))
         assert wait_for(lambda: "a callback raised; spinning on" in capfd.readouterr().err)
         pub.publish(Int32(data=8))

@@ -92,7 +92,7 @@ def rig(processes):
         img_pub.publish(msg)
     node.create_timer(1.0 / 15.0, publish_image)
     enable = node.create_client(SetBool, "/policy/enable")
-    executor, spin_thread = spin_in_background(node)
+    spinner = spin_in_background(node)
     arm = PSMClient(node)
     try:
         arm.wait_for_state(30.0)
@@ -107,8 +107,7 @@ def rig(processes):
     server.stop()
     server_thread.join(5)
     arm.close()
-    executor.shutdown(timeout_sec=2.0)
-    spin_thread.join(timeout=2.0)
+    spinner.stop()
     node.destroy_node()
     rclpy.shutdown()
 

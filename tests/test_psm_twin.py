@@ -16,12 +16,10 @@ import time
 
 import numpy as np
 import pytest
-import rclpy  # noqa: E402 - required: a missing rclpy is an error, never a skip
 
 from surgbot.contract import PSM_JOINT_NAMES  # noqa: E402
-from surgbot.hw.crtk import PSMClient, spin_in_background  # noqa: E402
 from surgbot.kinematics import psm  # noqa: E402
-from tests.conftest import PYTHON  # noqa: E402
+from tests.psm_rig import make_ready, psm_twin_client  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -29,42 +27,26 @@ def arm(module_processes):
     from sensor_msgs.msg import JointState
     from std_msgs.msg import Float64
 
-    proc = module_processes.start([PYTHON, "-m", "surgbot.sim.psm_twin", "--duration", "300"], name="psm_twin")
-    rclpy.init()
-    node = rclpy.create_node("test_psm_twin")
     rcm_errors: list[float] = []
     lock = threading.Lock()
+    pubs = {}
 
     def on_rcm(msg):
         with lock:
             rcm_errors.append(msg.data)
 
-    node.create_subscription(Float64, "/sim/ground_truth/psm_rcm_error", on_rcm, 50)
-    disturbance = node.create_publisher(JointState, "/sim/psm/disturbance", 10)
-    executor, thread = spin_in_background(node)
-    client = PSMClient(node)
-    try:
-        client.wait_for_state(20.0)
-    except TimeoutError:
-        pytest.fail("twin did not come up:\n" + module_processes.log(proc))
-    client.rcm_errors, client.rcm_lock, client.disturbance_pub = rcm_errors, lock, disturbance
-    client.proc, client.procs = proc, module_processes
-    yield client
-    client.close()
-    executor.shutdown(timeout_sec=2.0)
-    thread.join(timeout=2.0)
-    node.destroy_node()
-    rclpy.shutdown()
-    module_processes.stop(proc)
+    def before_spin(node):
+        node.create_subscription(Float64, "/sim/ground_truth/psm_rcm_error", on_rcm, 50)
+        pubs["disturbance"] = node.create_publisher(JointState, "/sim/psm/disturbance", 10)
+
+    with psm_twin_client(module_processes, "test_psm_twin", ("--duration", "300"), up_timeout_s=20.0,
+                         before_spin=before_spin) as client:
+        client.rcm_errors, client.rcm_lock, client.disturbance_pub = rcm_errors, lock, pubs["disturbance"]
+        yield client
 
 
 def _ready(arm) -> None:
-    """ENABLED and homed, whatever ran before (tests can run alone)."""
-    st = arm.operating_state()
-    if not (st["state"] == "ENABLED" and st["is_homed"]):
-        if st["state"] != "DISABLED":
-            arm.disable()
-        arm.home(10.0)
+    make_ready(arm, home_timeout_s=10.0)
 
 
 def _new_errors(client, before: int, settle: float = 0.3, timeout: float = 5.0) -> list[str]:

@@ -17,7 +17,6 @@ holder's HOLD jitter is ~0.16 mm RMS at the tip under torque steps
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import time
 
@@ -33,6 +32,7 @@ from surgbot import contract
 from surgbot import processes as child_processes
 from surgbot.hw.crtk import PSMClient
 from tests.conftest import PYTHON, REPO
+from tests.console_rig import wait_for_console_port
 from tests.endoscope_rig import SLOW_VIEW, HolderClient, pose_of, start_holder_engaged, start_sim_and_bridge
 from tests.test_endoscope_follow import SceneGeometry
 
@@ -140,14 +140,7 @@ def rig(module_processes):
                           name="console", env={"SURGBOT_CONSOLE_TOKEN": TOKEN, "XDG_CONFIG_HOME": str(procs.tmp)})
     mapper = procs.start([PYTHON, "-m", "surgbot.nodes.teleop_mapper", "--ros-args", "--params-file",
                           str(REPO / "config" / "teleop_mapper.yaml"), "-p", f"scene:={SCENE}"], name="mapper")
-    port = None
-    end = time.monotonic() + 90
-    while port is None and time.monotonic() < end:
-        m = re.search(r"https://127\.0\.0\.1:(\d+)/", procs.log(console))
-        port = int(m.group(1)) if m else None
-        assert console.poll() is None, procs.log(console)
-        time.sleep(0.2)
-    assert port, procs.log(console)
+    port = wait_for_console_port(procs, console)
     assert c.wait(lambda: c.mapper is not None and c.mapper["state"] == "READY", 60), (c.mapper, procs.log(mapper))
     op = Operator(procs, port)
     assert c.wait(op.welcomed, 30), op.log.read_text() + procs.log(console)

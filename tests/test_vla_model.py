@@ -18,18 +18,8 @@ from surgbot.policies.vla.modeling_surgvla import SurgVLAPolicy
 from surgbot.policies.vla.runtime import CheckpointError, PolicyRuntime, resolve_checkpoint
 from tests import vla_fixtures as fx
 
-pytestmark = pytest.mark.unit
+pytestmark = [pytest.mark.unit, pytest.mark.usefixtures("one_torch_thread")]
 
-CHECKPOINT_LIMIT_BYTES = 20 * 1024 * 1024   # issue 15: checkpoint < 20 MB
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """One intra-op thread: on a shared 2-core machine OpenMP's spinning threads make tiny steps 10-100x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +63,7 @@ def checkpoint(dataset, tmp_path_factory) -> tuple[Path, SurgVLAPolicy, object, 
 def test_checkpoint_is_small_and_outputs_an_h16_chunk_of_10d_poses(checkpoint):
     path, policy, _, _ = checkpoint
     size = sum(f.stat().st_size for f in path.iterdir())
-    assert size < CHECKPOINT_LIMIT_BYTES, f"checkpoint {size / 1e6:.1f} MB"
+    assert size < fx.CHECKPOINT_LIMIT_BYTES, f"checkpoint {size / 1e6:.1f} MB"
     rt = PolicyRuntime(path)
     img = fx.render(fx.layout(np.random.default_rng(1)), fx.px_to_xyz(24, 32))
     state = np.concatenate([fx.px_to_xyz(24, 32), fx.ROT6D, [0.0]]).astype(np.float32)

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
+CHECKPOINT_LIMIT_BYTES = 20 * 1024 * 1024   # issue 15: a policy checkpoint < 20 MB
 H, W = 48, 64
 FPS = 15
 M_PER_PX = 0.001

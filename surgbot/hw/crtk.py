@@ -50,15 +50,15 @@ class CRTKError(RuntimeError):
 
 
 def spin_in_background(node):
-    """Spin `node` in a daemon thread; returns (executor, thread).
+    """Spin `node` in a daemon thread; returns its `surgbot.rosutil.BackgroundSpinner`.
 
     The executor node processes spin (`surgbot.rosutil.make_executor`: rclpy's
     C++ EventsExecutor where this rclpy has it), one thread: callbacks only
     store samples.  rclpy's SingleThreadedExecutor added 2-15 ms to a 1 kHz
     stream here (it rebuilds its wait set in Python on every wake) and its
     MultiThreadedExecutor burned ~75% of a core on 11 topics at 100 Hz.
-    Spun by `surgbot.rosutil.BackgroundSpinner`, so `rclpy.shutdown()` ends the
-    thread (join it before destroying the node).
+    Tear down with `spinner.stop()` (it returns once the thread has left rclpy)
+    before destroying the node; `rclpy.shutdown()` also ends the thread.
     """
     from surgbot.rosutil import BackgroundSpinner, make_executor
 
@@ -71,8 +71,7 @@ def spin_in_background(node):
         text = "".join(traceback.format_exception(exc))
         print(f"{node.get_name()}: a callback raised; spinning on:\n{text}", file=sys.stderr, flush=True)
 
-    spinner = BackgroundSpinner(executor, on_error=report)
-    return executor, spinner.thread
+    return BackgroundSpinner(executor, on_error=report)
 
 
 def _types():

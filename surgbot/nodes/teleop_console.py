@@ -49,6 +49,7 @@ from surgbot.teleop import tls
 from surgbot.teleop.config import ConsoleConfig
 from surgbot.teleop.record import NOT_RUNNING, RecordControl
 from surgbot.teleop.server import ConsoleServer
+from surgbot.teleop.url import url_line
 from surgbot.teleop.video import JpegEncoder, capture_ms
 
 TOKEN_ENV = "SURGBOT_CONSOLE_TOKEN"
@@ -225,13 +226,12 @@ class TeleopConsoleNode(Node):
         self.server.set_robot_status(self.robot)
         port = await self.server.start()
         host = self.cfg.host if self.cfg.host not in ("0.0.0.0", "::") else "<this machine's address>"
-        url_host = f"[{host}]" if ":" in host else host
         log = self.get_logger()
         if self.cfg.host not in LOOPBACK:
             log.warning(f"the console listens on {self.cfg.host}:{port}: reachable from other machines on that "
                         f"network (token required, but anyone there can try); use the default 127.0.0.1 with "
                         f"`adb reverse` where you can")
-        print(f"teleop console: https://{url_host}:{port}/#token={self.token}\n"
+        print(f"{url_line(host, port, self.token)}\n"
               f"  certificate {cert} ({'created' if created else 'existing'})\n"
               f"  SHA-256 fingerprint {tls.fingerprint(cert)}", flush=True)
         try:
