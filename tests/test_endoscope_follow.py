@@ -174,20 +174,27 @@ class Client(HolderClient):
 
 
 # ---------------------------------------------------------------------- rig
+def start_scope_and_psm(procs, c, geo: SceneGeometry, holder_params: list[str]):
+    """Sim + bridge, the holder engaged in HOLD (told where the PSM's base is, slow view moves, plus
+    `holder_params`), and the PSM enabled and homed; returns (holder process, port point)."""
+    start_sim_and_bridge(procs, c, SCENE, stale_after=0.6, ready=lambda: bool(c.gt_psm))
+    base = ", ".join(repr(v) for v in geo.psm_base_pose)
+    holder, port = start_holder_engaged(procs, c, [f"psm_base_pose:=[{base}]", "joint_state_timeout_s:=1.0",
+                                                   *holder_params, *SLOW_VIEW])
+    # the PSM powers up and homes (CRTK, as on a dVRK console) while the holder settles
+    c.psm.wait_for_state(10.0)
+    c.psm.enable(10.0)
+    c.psm.home(30.0)
+    return holder, port
+
+
 @pytest.fixture(scope="module")
 def rig(module_processes):
     procs = module_processes
     geo = SceneGeometry()
     c = Client()
-    start_sim_and_bridge(procs, c, SCENE, stale_after=0.6, ready=lambda: bool(c.gt_psm))
-    base = ", ".join(repr(v) for v in geo.psm_base_pose)
-    holder, port = start_holder_engaged(procs, c, [
-        f"psm_base_pose:=[{base}]", f"head_pan_gain:={HEAD_PAN_GAIN}", f"head_tilt_gain:={HEAD_TILT_GAIN}",
-        "joint_state_timeout_s:=1.0", *SLOW_VIEW])
-    # the PSM powers up and homes (CRTK, as on a dVRK console) while the holder settles
-    c.psm.wait_for_state(10.0)
-    c.psm.enable(10.0)
-    c.psm.home(30.0)
+    holder, port = start_scope_and_psm(procs, c, geo, [f"head_pan_gain:={HEAD_PAN_GAIN}",
+                                                       f"head_tilt_gain:={HEAD_TILT_GAIN}"])
     assert c.settled(timeout=20.0)
     p0, R0 = c.tip()
     yield {"client": c, "geo": geo, "port": port, "procs": procs, "holder": holder,

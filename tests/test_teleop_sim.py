@@ -33,8 +33,8 @@ from surgbot import processes as child_processes
 from surgbot.hw.crtk import PSMClient
 from tests.conftest import PYTHON, REPO
 from tests.console_rig import wait_for_console_port
-from tests.endoscope_rig import SLOW_VIEW, HolderClient, pose_of, start_holder_engaged, start_sim_and_bridge
-from tests.test_endoscope_follow import SceneGeometry
+from tests.endoscope_rig import HolderClient, pose_of
+from tests.test_endoscope_follow import SceneGeometry, start_scope_and_psm
 
 pytestmark = pytest.mark.sim
 
@@ -129,13 +129,7 @@ def rig(module_processes):
     procs = module_processes
     geo = SceneGeometry()
     c = Client()
-    start_sim_and_bridge(procs, c, SCENE, stale_after=0.6, ready=lambda: bool(c.gt_psm))
-    base = ", ".join(repr(v) for v in geo.psm_base_pose)
-    holder, _ = start_holder_engaged(procs, c, [f"psm_base_pose:=[{base}]", "joint_state_timeout_s:=1.0",
-                                                "head_pan_gain:=1.0", *SLOW_VIEW])
-    c.psm.wait_for_state(10.0)
-    c.psm.enable(10.0)
-    c.psm.home(30.0)
+    holder, _ = start_scope_and_psm(procs, c, geo, ["head_pan_gain:=1.0"])
     console = procs.start([PYTHON, "-m", "surgbot.cli", "console", "--port", "0", "--video-source", "none"],
                           name="console", env={"SURGBOT_CONSOLE_TOKEN": TOKEN, "XDG_CONFIG_HOME": str(procs.tmp)})
     mapper = procs.start([PYTHON, "-m", "surgbot.nodes.teleop_mapper", "--ros-args", "--params-file",
