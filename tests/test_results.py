@@ -13,6 +13,7 @@ import pytest
 
 from surgbot.policies.results import cells as C
 from surgbot.policies.results import report
+from surgbot.policies.results.runner import trained_by_other_commands
 from surgbot.policies.results.stats import Z95, wilson_interval
 from tests.conftest import REPO
 
@@ -63,6 +64,21 @@ def test_a_cell_lists_its_exact_commands():
                  "surgbot idm label --videos out/results/data/clips-peg_transfer-200",
                  "--dataset out/results/data/pseudo-needle_pick-200"):
         assert part in pseudo
+
+
+def test_a_training_resumed_after_its_first_run_was_killed_is_the_same_recipe():
+    """The first run is recorded when it ends: when it was killed, the first record is the run that
+    resumed it.  That checkpoint must be kept (it once was deleted and retrained from scratch)."""
+    tr = C.CELLS["vla-20@reach"].training
+    fresh = {"command": " ".join(tr.command), "from_step": 0}
+    resumed = {"command": " ".join(tr.resume_command), "from_step": 6000}
+    other = {"command": " ".join(tr.command).replace("--steps", "--steps 1 --old-steps"), "from_step": 0}
+    assert not trained_by_other_commands([], tr)
+    assert not trained_by_other_commands([fresh], tr)
+    assert not trained_by_other_commands([resumed], tr)
+    assert not trained_by_other_commands([fresh, resumed], tr)
+    assert trained_by_other_commands([other], tr)
+    assert trained_by_other_commands([other, resumed], tr)
 
 
 def test_training_and_evaluation_seeds_are_disjoint():

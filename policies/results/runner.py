@@ -30,6 +30,18 @@ CHILD_ENV = {"HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", "OMP_NUM_THREADS":
 HARNESS_MODULE = "surgbot.policies.evaluation.harness"
 
 
+
+def trained_by_other_commands(runs: list[dict], tr: C.Training) -> bool:
+    """True when the first recorded run in `tr`'s folder used another recipe than `tr`'s.
+
+    A run is recorded when it ends, so a first run that was killed leaves no
+    record and the run that resumed it is the first one recorded, with the
+    resume command: that is the same recipe, not another one.
+    """
+    if not runs:
+        return False
+    return runs[0]["command"] not in (" ".join(tr.command), " ".join(tr.resume_command))
+
 class CellError(RuntimeError):
     """A stage failed or cannot run yet; the message says which and why (one line)."""
 
@@ -212,7 +224,7 @@ class CellRunner:
         state_file = self.root / C.WORK / "state" / f"train-{tr.key}.json"
         state_file.parent.mkdir(parents=True, exist_ok=True)
         state = json.loads(state_file.read_text()) if state_file.is_file() else {"runs": []}
-        if state["runs"] and state["runs"][0]["command"] != " ".join(tr.command):
+        if trained_by_other_commands(state["runs"], tr):
             # trained by other commands (another recipe or dataset): start again, never mix the two
             self.say(f"training {tr.key}: built by other commands, retraining from scratch")
             shutil.rmtree(out, ignore_errors=True)
