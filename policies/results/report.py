@@ -285,7 +285,8 @@ def section_work(res: dict, root: Path) -> str:
         progress = f"checkpoint at step {step} of {tr.steps}" if step else f"no checkpoint yet (of {tr.steps} steps)"
         state = work / "state" / f"train-{key}.json"
         wall = sum(r["wall_s"] for r in json.loads(state.read_text())["runs"]) if state.is_file() else None
-        hits = TQDM_RE.findall(mine[-1]) if mine else []
+        # progress only while training: a finished one's logs may still end with an earlier, stopped run
+        hits = TQDM_RE.findall(mine[-1]) if mine and step < tr.steps else []
         if hits:
             done, total, sps = hits[-1]
             progress += f"; last seen at step {done}/{total}, {float(sps):.1f} s/step"
