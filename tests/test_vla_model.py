@@ -21,7 +21,6 @@ from tests import vla_fixtures as fx
 pytestmark = [pytest.mark.unit, pytest.mark.usefixtures("one_torch_thread")]
 
 
-
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> Path:
     return fx.make_dataset(tmp_path_factory.mktemp("vla") / "tiny", episodes=2, frames=20)

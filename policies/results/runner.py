@@ -30,7 +30,6 @@ CHILD_ENV = {"HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", "OMP_NUM_THREADS":
 HARNESS_MODULE = "surgbot.policies.evaluation.harness"
 
 
-
 def trained_by_other_commands(runs: list[dict], tr: C.Training) -> bool:
     """True when the first recorded run in `tr`'s folder used another recipe than `tr`'s.
 
@@ -41,6 +40,7 @@ def trained_by_other_commands(runs: list[dict], tr: C.Training) -> bool:
     if not runs:
         return False
     return runs[0]["command"] not in (" ".join(tr.command), " ".join(tr.resume_command))
+
 
 class CellError(RuntimeError):
     """A stage failed or cannot run yet; the message says which and why (one line)."""
