@@ -43,6 +43,7 @@ G1_TOPIC_LOWSTATE = "rt/lowstate"
 G1_TOPIC_LOWCMD = "rt/lowcmd"
 G1_TOPIC_ARM_SDK = "rt/arm_sdk"
 G1_LOWSTATE_HZ = 500.0
+G1_JOINT_STATES_HZ = 250.0             # g1_bridge: /g1/joint_states, one per 4 ms of robot tick
 G1_SIM_DOMAIN = 1
 G1_DOMAIN_ENV = "SURGBOT_G1_DOMAIN"     # overrides G1_SIM_DOMAIN for the sim and `surgbot up/demo` (tests)
 

@@ -20,9 +20,10 @@ the run, "node-level windows: ..."):
 * bridge `max_velocity` 2.0 rad/s: not for load, the holder needs it
   (config/endoscope_holder.yaml header; README);
 * SLOW_VIEW (view 10 deg/s, 15 deg/s^2 instead of 45, 60): sim real-time
-  factors of 0.5-0.9 were measured during motions; the holder runs on the
-  wall clock, so a slower view keeps the sim-time accelerations the arm
-  sees in the range it meets on a real-time robot.
+  factors of 0.5-0.9 were measured during motions; the holder paces its
+  reference by the joint states it receives (`joint_state_period_s`), but
+  the sim also stalls between them, so a slower view keeps the sim-time
+  accelerations the arm sees in the range it meets on a real-time robot.
 Fulcrum bounds: the contract's (p99 < 1 mm, max < 2 mm) on the windows of
 each motion where the loop kept real time (`judge_windows`), a loaded-box
 bound over all windows; the excluded windows are reported.  The in-process
@@ -90,8 +91,8 @@ def pose_msg(p, R=None, frame: str = contract.WORLD_FRAME, quat=None, stamp=None
 
 
 # Node-level fulcrum bounds are judged per window of wall time, on the windows where the loop ran
-# as a robot does (the contract's numbers hold for a robot that runs in real time; the holder runs
-# on the wall clock, a stalled sim does not, so on a loaded box the scope lags its own setpoint):
+# as a robot does (the contract's numbers hold for a robot that runs in real time; the holder paces
+# its reference by the joint states it gets, but a sim that stalls between them still lags it):
 # * the sim kept real time: sim seconds per wall second >= KEPT_MIN_RTF, from the ground-truth
 #   stamps (published every 10 ms of physics time, stamped with the sim's wall clock);
 # * `rt/lowstate` arrived without a gap over the contract's 50 ms watchdog (section 8; what the
@@ -102,6 +103,13 @@ KEPT_MAX_GAP_S = 0.050
 GT_PERIOD_S = 0.01            # sim/ground_truth.py default rate 100 Hz of physics time
 CONTRACT_P99_M = 1e-3         # contract: fulcrum error p99 < 1 mm, max < 2 mm (issue 5)
 CONTRACT_MAX_M = 2e-3
+# Over all windows (the loaded box): p99 and max.  The max is set by short transients (20-60 ms of
+# sim time, the shaft off the line and back) seen only while the sim ran at 0.1-0.6 of real time:
+# 6.09 mm in CI (2 cores, 47 % of holder steps paused for stale states), 2.6-6.7 mm in five
+# TOOL_FOLLOW runs on a 2-core Xeon VM whose p99 was 1.0-1.4 mm; the FAULT threshold is 15 mm
+# held 0.5 s (HolderConfig.fault_fulcrum_error), injury from 20 mm (FACTS).
+LOADED_P99_M = 3e-3
+LOADED_MAX_M = 8e-3
 
 
 TICK_OFFSET = 4 + 12          # LowState_ XCDR1: 4-byte encapsulation header, then version u32[2], 2 u8, tick

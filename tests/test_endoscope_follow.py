@@ -40,6 +40,8 @@ from surgbot.nodes.endoscope_holder import scene_psm_base
 from surgbot.sim.camera import DEFAULT_HEIGHT, DEFAULT_WIDTH, intrinsics
 from surgbot.sim.scene import build_model, reset_to_stand
 from tests.endoscope_rig import (
+    LOADED_MAX_M,
+    LOADED_P99_M,
     SLOW_VIEW,
     HolderClient,
     assert_contract_fulcrum,
@@ -234,11 +236,11 @@ def follow_head_to(rig, head_R, R0) -> tuple[float, float, np.ndarray, float]:
 def assert_node_level_fulcrum(rig, t0: float, t1: float, label: str, errs: np.ndarray) -> None:
     # The contract bounds (p99 < 1 mm, max < 2 mm) on the windows where the loop kept real time
     # (tests/endoscope_rig.py judge_windows, reported); over all windows the loaded-box bounds, as
-    # tests/test_endoscope_holder.py: a stalled sim lags the holder, which runs on the wall clock
+    # tests/test_endoscope_holder.py: a sim that stalls between joint states lags the holder
     assert_contract_fulcrum(judge_windows(rig["client"], rig["port"], t0, t1, label))
     assert len(errs) > 50
-    big = np.flatnonzero(errs > 3e-3)
-    assert np.percentile(errs, 99) < 3e-3 and errs.max() < 6e-3, (
+    big = np.flatnonzero(errs > LOADED_P99_M)
+    assert np.percentile(errs, 99) < LOADED_P99_M and errs.max() < LOADED_MAX_M, (
         f"fulcrum error p99 {np.percentile(errs, 99) * 1e3:.2f} mm, max {errs.max() * 1e3:.2f} mm at "
         f"sample {int(np.argmax(errs))} of {len(errs)}; > 3 mm in samples {big[:3].tolist()}..{big[-3:].tolist()}")
 
@@ -509,7 +511,8 @@ def test_tool_follow_keeps_the_psm_tip_in_the_central_image(rig):
               f"max {errs.max() * 1e3:.2f} mm ({len(errs)} samples)")
         uv = np.array([geo.pixel(p, R, tool)[:2] for p, R, tool in frames])
         worst = np.abs(uv - [geo.width / 2, geo.height / 2]).max(axis=0)
-        paused = f"{c.diag.get('paused_steps')}/{c.diag.get('steps')}" if c.diag else "?"
+        paused = (f"{c.diag.get('paused_steps')}/{c.diag.get('steps')}, waiting for robot time (twin slower "
+                  f"than the wall clock): {c.diag.get('paced_steps')}") if c.diag else "?"
         print(f"  largest offset from the image centre: {worst[0]:.0f} px (x), {worst[1]:.0f} px (y) "
               f"(limits {geo.width / 4:.0f}, {geo.height / 4:.0f}); holder steps paused for stale joint "
               f"states: {paused}")

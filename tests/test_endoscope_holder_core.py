@@ -290,3 +290,42 @@ def test_hold_is_stable_with_a_slow_link():
     assert c.mode == HOLD
     assert np.ptp(P[-500:], axis=0).max() < 0.03e-3          # still over the last second
     assert np.linalg.norm(P[-1] - p) < 1e-3 and max(ferr) < 2e-3
+
+
+def _turn_with_states_every(every: int, **cfg) -> tuple[float, float, float]:
+    """Turn the view 10 deg with a joint state every `every`-th control period: (s until the setpoint
+    has turned, fraction of steps that waited for a state, max ground-truth fulcrum error m)."""
+    loop = held(make_loop(**cfg))
+    c = loop.core
+    R0 = c.setpoint.rotation.copy()
+    target, _ = c.ik.move_view(c.setpoint.copy(), np.radians(10), 0.0, 0.0, 0.0)
+    p, q = target.tip_position(loop.port), quat(target.rotation)
+    paced0, t0 = c.stats["paced_steps"], loop.t
+    rows = []
+
+    def each(lp):
+        lp.measuring = len(rows) % every == every - 1
+        lp.core.servo_cp(p, q, "world", lp.t)
+        rows.append((lp.t - t0, line_angle(R0, lp.core.setpoint.rotation), lp.fulcrum_error()))
+
+    loop.run(1.5, each)
+    assert c.mode == TELEOP
+    return (next(t for t, a, _ in rows if a > 9.9), (c.stats["paced_steps"] - paced0) / len(rows),
+            max(e for *_, e in rows))
+
+
+def test_the_view_moves_in_robot_time_when_joint_states_come_slower():
+    """A twin running at half the wall clock's speed (a loaded host) sends half the joint states per
+    wall second: the reference advances joint_state_period_s per state, so the view's motion takes
+    twice the wall time (the arm sees the configured speed and acceleration in its own time) and
+    stays on the port."""
+    t_full, paced_full, ferr_full = _turn_with_states_every(1)
+    # every 4th period: 8 ms, half the bridge's 250 Hz
+    t_half, paced_half, ferr_half = _turn_with_states_every(4)
+    # the same states without pacing (joint_state_period_s 0): the wall clock alone
+    t_wall, paced_wall, _ = _turn_with_states_every(4, joint_state_period_s=0.0)
+    assert paced_full == 0 and paced_wall == 0
+    assert 0.45 < paced_half < 0.55, paced_half            # every other step waited for a state
+    assert 1.8 < t_half / t_full < 2.2, (t_half, t_full)
+    assert abs(t_wall - t_full) < 0.01, (t_wall, t_full)
+    assert ferr_half < 1e-3 and ferr_full < 1e-3, (ferr_half, ferr_full)

@@ -68,6 +68,11 @@ class HolderConfig:
     joint_state_timeout_s: float = param(0.1, "s without a joint state -> FAULT (the arm holds)", lo=0.0)
     pause_if_state_older_s: float = param(0.015, "s, an older measurement holds the last command instead of "
                                                  "running ahead", lo=0.0)
+    joint_state_period_s: float = param(
+        1.0 / contract.G1_JOINT_STATES_HZ,
+        "s of robot time each joint state stands for (g1_bridge state_publish_hz: one state per this much robot "
+        "tick); the reference advances at most this much per state received, so it never runs ahead of a robot "
+        "or twin slower than the wall clock; 0: paced by the wall clock alone", lo=0.0)
     deadman_button: int = param(0, "/teleop/buttons index held for HEAD_FOLLOW", lo=0)
     head_pan_gain: float = param(1.0, "view pan per head yaw (rad/rad)")
     head_tilt_gain: float = param(1.0, "view tilt per head pitch (rad/rad)")
@@ -112,7 +117,8 @@ class HolderConfig:
         for name in ("entry_depth", "teleop_timeout_s", "servo_cv_hold_s", "max_servo_cv_angular",
                      "max_servo_cv_linear", "integral_stability", "command_lead_s", "integral_gain",
                      "integral_limit", "fault_fulcrum_error", "fault_persist_s", "joint_state_timeout_s",
-                     "pause_if_state_older_s", "deadman_button", "tool_speed_deg", "psm_timeout_s"):
+                     "pause_if_state_older_s", "joint_state_period_s", "deadman_button", "tool_speed_deg",
+                     "psm_timeout_s"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
 

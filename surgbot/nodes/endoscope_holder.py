@@ -303,6 +303,7 @@ class EndoscopeHolderNode(Node):
             "saturated": json.dumps(d["saturated"]),
             "rejected": str(d["rejected"]),
             "paused_steps": str(d["paused_steps"]),
+            "paced_steps": str(d["paced_steps"]),
             "steps": str(d["steps"]),
             **self.safety.status(),
         }
