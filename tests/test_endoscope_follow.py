@@ -432,11 +432,16 @@ def test_tool_follow_keeps_the_psm_tip_in_the_central_image(rig):
     psm = c.psm
     assert c.mode == "HOLD", holder_log(rig)
     # the holder's PSM base (from the scene) agrees with the sim: CRTK measured_cp mapped to world
-    # is the ground-truth tool tip
+    # is the ground-truth tool tip (once the homed arm has come to rest: on a loaded box it was
+    # still settling here, 1.2 mm apart)
+    def psm_base_error() -> float:
+        T, _ = psm.measured_cp()
+        with c.lock:
+            gt_tool = c.gt_psm[max(c.gt_psm)]
+        return float(np.linalg.norm(geo.psm_base.act(T[:3, 3]) - gt_tool))
+
+    assert c.wait(lambda: psm_base_error() < 1e-3, timeout=10.0), f"{psm_base_error() * 1e3:.2f} mm"
     T, _ = psm.measured_cp()
-    with c.lock:
-        gt_tool = c.gt_psm[max(c.gt_psm)]
-    assert np.linalg.norm(geo.psm_base.act(T[:3, 3]) - gt_tool) < 1e-3
 
     p0, R0 = c.tip()
     centre = p0 + R0 @ SQUARE_CENTRE_IN_VIEW
