@@ -36,7 +36,7 @@ import numpy as np
 
 from surgbot import processes
 from surgbot.bench import dds_domains, figure
-from surgbot.teleop.url import served_port
+from surgbot.teleop.url import wait_for_served_port
 
 REPO = Path(__file__).resolve().parents[1]
 TOKEN = "bench-console-token"
@@ -45,6 +45,7 @@ VIDEO_HZ = 30.0
 VUER_AGE_P50_MS = 248.0        # ../shared/FACTS.md: Vuer as televuer sets it up, same machine class
 VUER_AGE_P99_MS = 346.0
 VUER_CPU_PCT = 92.0
+CONSOLE_UP_TIMEOUT_S = 120.0   # import + certificate + DDS discovery on a loaded 2-core machine
 BARE_AGE_P50_MS = 2.0          # bare aiohttp newest-frame server + minimal canvas page (FACTS)
 
 
@@ -219,15 +220,8 @@ def run(quick: bool) -> list[dict]:
                      "-p", "psm_base_pose:=[0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0]"], env, tmp / "mapper.log")
     robot = _Robot()
     try:
-        port = None
-        end = time.monotonic() + 120
-        while port is None and time.monotonic() < end:
-            port = served_port((tmp / "console.log").read_text(errors="replace"))
-            if console.poll() is not None:
-                raise RuntimeError("console exited: " + (tmp / "console.log").read_text()[-2000:])
-            time.sleep(0.2)
-        if port is None:
-            raise RuntimeError("console did not start: " + (tmp / "console.log").read_text()[-2000:])
+        port = wait_for_served_port(lambda: (tmp / "console.log").read_text(errors="replace"),
+                                    lambda: console.poll() is None, CONSOLE_UP_TIMEOUT_S)
         time.sleep(3.0)                               # the mapper sees the robot state (READY)
         print(f"  bench console: {XR_HZ:.0f} Hz xr for {seconds:.0f} s ...", file=sys.stderr, flush=True)
         sent = asyncio.run(_operator(port, seconds))

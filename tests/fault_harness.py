@@ -54,7 +54,7 @@ from surgbot import processes as child_processes
 from surgbot.hw import unitree
 from surgbot.hw.crtk import PSMClient
 from surgbot.rosutil import BackgroundSpinner
-from surgbot.teleop.url import served_port
+from surgbot.teleop.url import wait_for_served_port
 from surgbot.up import Stack
 from tests.conftest import PYTHON, REPO
 
@@ -186,13 +186,11 @@ class FaultStack:
 
     # the scripted operator (tests/teleop_operator.py): the page's protocol at 90 Hz, steered over stdin
     def console_url_port(self, timeout: float = 120.0) -> int:
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            port = served_port(self.log("teleop_console"))
-            if port:
-                return port
-            time.sleep(0.2)
-        raise AssertionError("the console never printed its URL:\n" + self.log("teleop_console")[-2000:])
+        try:
+            return wait_for_served_port(lambda: self.log("teleop_console"),
+                                        lambda: self.proc("teleop_console").poll() is None, timeout)
+        except RuntimeError as e:
+            raise AssertionError(str(e)) from None
 
     def start_operator(self) -> None:
         port = self.console_url_port()

@@ -24,7 +24,7 @@ from surgbot.teleop import protocol as P
 from surgbot.teleop import tls
 from surgbot.teleop.config import ConsoleConfig
 from surgbot.teleop.server import CLOSE_OPERATOR_TAKEN, CLOSE_UNAUTHORIZED, ConsoleServer
-from surgbot.teleop.url import served_port, url_line
+from surgbot.teleop.url import served_port, url_line, wait_for_served_port
 
 pytestmark = pytest.mark.unit
 
@@ -411,3 +411,20 @@ def test_the_url_line_gives_its_port_back_for_every_host_form():
     # nothing printed yet, or another program's URL: no port
     assert served_port("") is None
     assert served_port("see https://127.0.0.1:9999/ for help") is None
+
+
+def test_waiting_for_the_url_line_returns_its_port_or_says_why_not():
+    """The one start-up wait of every `--port 0` launcher: the port once the line is out; the
+    console's own output when it exits first or prints no line in time."""
+    outputs = iter(["", "starting...\n", "starting...\n" + url_line("127.0.0.1", 40123, "t") + "\n"])
+    last = [""]
+
+    def read():
+        last[0] = next(outputs, last[0])
+        return last[0]
+
+    assert wait_for_served_port(read, lambda: True, timeout_s=10.0) == 40123
+    with pytest.raises(RuntimeError, match="exited before printing its URL:\n.*address already in use"):
+        wait_for_served_port(lambda: "OSError: address already in use", lambda: False, timeout_s=10.0)
+    with pytest.raises(RuntimeError, match="printed no URL in 0 s:\n.*importing"):
+        wait_for_served_port(lambda: "importing", lambda: True, timeout_s=0.0)

@@ -17,9 +17,9 @@ import time
 import numpy as np
 import pytest
 
-from surgbot.contract import PSM_JOINT_NAMES  # noqa: E402
-from surgbot.kinematics import psm  # noqa: E402
-from tests.psm_rig import make_ready, psm_twin_client  # noqa: E402
+from surgbot.contract import PSM_JOINT_NAMES
+from surgbot.kinematics import psm
+from tests.psm_rig import make_ready, psm_twin_client
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +29,6 @@ def arm(module_processes):
 
     rcm_errors: list[float] = []
     lock = threading.Lock()
-    pubs = {}
 
     def on_rcm(msg):
         with lock:
@@ -37,11 +36,11 @@ def arm(module_processes):
 
     def before_spin(node):
         node.create_subscription(Float64, "/sim/ground_truth/psm_rcm_error", on_rcm, 50)
-        pubs["disturbance"] = node.create_publisher(JointState, "/sim/psm/disturbance", 10)
 
     with psm_twin_client(module_processes, "test_psm_twin", ("--duration", "300"), up_timeout_s=20.0,
                          before_spin=before_spin) as client:
-        client.rcm_errors, client.rcm_lock, client.disturbance_pub = rcm_errors, lock, pubs["disturbance"]
+        client.rcm_errors, client.rcm_lock = rcm_errors, lock
+        client.disturbance_pub = client.node.create_publisher(JointState, "/sim/psm/disturbance", 10)
         yield client
 
 
