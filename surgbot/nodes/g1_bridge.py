@@ -69,8 +69,9 @@ class G1BridgeNodeConfig:
     g1_interface: str = param(contract.G1_SIM_INTERFACE, "network interface of the unitree DDS: lo for the sim, "
                                                           "the NIC on 192.168.123.0/24 for the robot")
     gravity_compensation: bool = param(True, "tau feed-forward from sim/models/g1_29dof.xml")
-    state_publish_hz: float = param(contract.G1_JOINT_STATES_HZ, "Hz of robot tick, /g1/joint_states and /g1/imu",
-                                     lo=0.1)
+    state_publish_hz: float = param(contract.G1_JOINT_STATES_HZ,
+                                     "Hz of robot tick, /g1/joint_states and /g1/imu (endoscope_holder "
+                                     "joint_state_period_s must be 1 / this: it paces its view by them)", lo=0.1)
     diagnostics_hz: float = param(10.0, "Hz, /diagnostics", lo=0.01)
     weight_file: str = param("", "file keeping the last rt/arm_sdk weight sent, so a restarted bridge engages "
                                  "from the weight the robot still holds; empty: a file per DDS domain in "
