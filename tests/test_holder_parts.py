@@ -21,6 +21,7 @@ from surgbot.control.holder_config import HolderConfig
 from surgbot.control.holder_modes import EVENT_LOG_MAX, Gate, HolderResult, ModeMachine, State
 from surgbot.control.joint_servo import MASS_REFRESH_STEPS, JointServo
 from surgbot.control.pivot import PivotConfig, PivotIK, View
+from surgbot.control.robot_time import CREDIT_STATES, RobotTimePacer
 from surgbot.control.view_shaping import ViewShaper, approach1, approach3
 from surgbot.geometry import rotation_angle
 from surgbot.kinematics.g1_arm import DEFAULT_MJCF, RIGHT_ARM_JOINTS, G1ScopeArm
@@ -268,3 +269,40 @@ def test_gate_freezes_on_stale_state_pauses_on_late_state():
     assert mm.gate(0.0, 0.2, 0.0) is Gate.FROZEN and mm.mode == State.FAULT
     assert "200 ms old" in mm.events[-1][1]
     assert mm.gate(1.0, 0.002, 0.0) is Gate.FROZEN                # FAULT stays until an explicit command
+
+
+def test_robot_time_pacer_spends_one_period_per_step_and_credits_one_state_period_per_state():
+    pacer = RobotTimePacer(0.004, DT)
+    assert not pacer.take_step()                     # no state yet: nothing to spend
+    pacer.on_state()
+    assert [pacer.take_step() for _ in range(3)] == [True, True, False]     # 4 ms = two 2 ms steps
+    # states at the bridge's rate (one per two steps): every step runs
+    ran = []
+    for k in range(100):
+        if k % 2 == 0:
+            pacer.on_state()
+        ran.append(pacer.take_step())
+    assert all(ran)
+    # a twin at half speed (one state per four steps): half of the steps hold
+    ran = []
+    for k in range(100):
+        if k % 4 == 0:
+            pacer.on_state()
+        ran.append(pacer.take_step())
+    assert sum(ran) == 50
+    # a burst of states after a stall banks at most CREDIT_STATES states: no run-ahead
+    for _ in range(10):
+        pacer.on_state()
+    steps = 0
+    while pacer.take_step():
+        steps += 1
+    assert steps == CREDIT_STATES * 2
+
+
+def test_robot_time_pacer_without_a_state_period_runs_on_the_wall_clock():
+    pacer = RobotTimePacer(0.0, DT)
+    assert all(pacer.take_step() for _ in range(10))
+    with pytest.raises(ValueError):
+        RobotTimePacer(-0.004, DT)
+    with pytest.raises(ValueError):
+        RobotTimePacer(float("nan"), DT)

@@ -42,6 +42,7 @@ from surgbot.control.holder_config import HolderConfig
 from surgbot.control.holder_modes import FOLLOW_FROM, Gate, HolderResult, ModeMachine, State
 from surgbot.control.joint_servo import JointServo
 from surgbot.control.pivot import PivotIK, ScopeState, View
+from surgbot.control.robot_time import RobotTimePacer
 from surgbot.control.view_shaping import ViewShaper
 from surgbot.geometry import quat_to_matrix
 from surgbot.kinematics.g1_arm import G1ScopeArm
@@ -51,10 +52,6 @@ IDLE, HOLD, TELEOP, HEAD_FOLLOW, TOOL_FOLLOW, FAULT = State
 INTEGRATE_BELOW_ANGULAR = math.radians(0.5)  # rad/s: setpoint slower than this counts as still
 INTEGRATE_BELOW_INSERTION = 0.0005          # m/s
 SATURATION_WARN_EVERY = 250                 # steps: a joint-limit warning once per 0.5 s at 500 Hz, not each step
-# Robot-time pacing: each joint state credits joint_state_period_s of reference motion; the credit is
-# capped at this many states, enough to ride out the jitter of a real-time link (two states in one
-# period, then none) without letting the reference bank time and run ahead after a stall
-PACE_CREDIT_STATES = 2
 
 __all__ = ["EndoscopeHolderCore", "HolderConfig", "HolderResult", "State", "MODES",
            "IDLE", "HOLD", "TELEOP", "HEAD_FOLLOW", "TOOL_FOLLOW", "FAULT"]
@@ -86,8 +83,7 @@ class EndoscopeHolderCore:
         self.reasons_last_cmd: list[str] = []
         self._last_cmd_t = -math.inf
         self._cv: tuple[np.ndarray, float] | None = None      # (w (3), v_insertion) of the latest servo_cv
-        self._pace_credit_s = 0.0      # robot time the reference may still advance (see PACE_CREDIT_STATES)
-        self._pace_cap_s = PACE_CREDIT_STATES * max(c.joint_state_period_s, self.dt)
+        self.pacer = RobotTimePacer(c.joint_state_period_s, self.dt)
         self.stats = {"steps": 0, "rejected": 0, "saturated_steps": 0, "paused_steps": 0, "paced_steps": 0}
         if c.fulcrum is not None:
             self._make_ik(np.asarray(c.fulcrum, float), None)
@@ -160,7 +156,7 @@ class EndoscopeHolderCore:
             return self._reject(why)
         self.q_meas[:] = q
         self._measured_stale = True
-        self._pace_credit_s = min(self._pace_credit_s + self.cfg.joint_state_period_s, self._pace_cap_s)
+        self.pacer.on_state()
         first = self.t_meas is None
         self.t_meas = float(t)
         if first:
@@ -344,14 +340,9 @@ class EndoscopeHolderCore:
             if gate is Gate.PAUSED:
                 self.stats["paused_steps"] += 1
             return None if gate is Gate.OFF else self._frozen()
-        if self.cfg.joint_state_period_s > 0:
-            # the reference moves in robot time: a twin running slower than the wall clock (a loaded
-            # host) sends fewer states per second, and the view slows with it instead of asking the
-            # arm for a faster motion than configured (which takes the shaft off the fulcrum)
-            if self._pace_credit_s < 0.5 * self.dt:
-                self.stats["paced_steps"] += 1
-                return self._frozen()
-            self._pace_credit_s -= self.dt
+        if not self.pacer.take_step():          # the robot's time has not caught up (robot_time.py)
+            self.stats["paced_steps"] += 1
+            return self._frozen()
         if modes.mode == TELEOP and t - self._last_cmd_t > self.cfg.teleop_timeout_s:
             self._cv = None
             modes.set(HOLD, f"no command for {1e3 * self.cfg.teleop_timeout_s:.0f} ms")
