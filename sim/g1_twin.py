@@ -11,6 +11,11 @@ confirmed on hardware:
 
 * the twin keeps the last `rt/arm_sdk` targets and weight when the stream
   stops (the bridge relies on this to keep the scope where it is);
+* `rt/lowcmd` and `rt/arm_sdk` are taken at every physics step (the newest
+  sample that has arrived), as the robot's control tick takes them, not by a
+  DDS listener thread: on a loaded host that thread was starved and held arm
+  targets back for ~250 ms, then applied the newest at once (a jolt of a few
+  mm off the scope's fulcrum in the sim-in-the-loop tests);
 * `rt/arm_sdk` ignores `motor_cmd[i].mode` (Unitree's arm_sdk examples leave
   it 0) but needs a valid crc (they set it); `rt/lowcmd` honours mode 0 as
   "motor off" (zero torque);
@@ -157,9 +162,10 @@ class G1Twin:
         unitree.init_channel(self.domain, self.interface)
         self._dp = unitree.participant()
         self._writer = unitree.RawWriter(self._dp, contract.G1_TOPIC_LOWSTATE, LowState_)
+        # taken at each physics step (before_step), not by a listener thread: see the module doc
         self._readers = [
-            unitree.RawReader(self._dp, contract.G1_TOPIC_LOWCMD, LowCmd_, self._on_lowcmd),
-            unitree.RawReader(self._dp, contract.G1_TOPIC_ARM_SDK, LowCmd_, self._on_arm_sdk),
+            unitree.RawReader(self._dp, contract.G1_TOPIC_LOWCMD, LowCmd_, self._on_lowcmd, listen=False),
+            unitree.RawReader(self._dp, contract.G1_TOPIC_ARM_SDK, LowCmd_, self._on_arm_sdk, listen=False),
         ]
         self._server = unitree.make_motion_switcher_server(self._rpc_check, self._rpc_select,
                                                            self._rpc_release)
@@ -276,6 +282,8 @@ class G1Twin:
 
     # ------------------------------------------------------------------ physics hooks
     def before_step(self, world) -> None:
+        for reader in self._readers:
+            reader.poll()
         d = world.data
         q = d.qpos[self._qadr]
         dq = d.qvel[self._dadr]

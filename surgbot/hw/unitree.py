@@ -294,9 +294,17 @@ class RawWriter:
 
 
 class RawReader:
-    """DataReader whose listener hands raw XCDR bytes (and receive time) to `handler`."""
+    """DataReader that hands raw XCDR bytes (and take time) to `handler`.
 
-    def __init__(self, dp, topic_name: str, idl_type, handler: Callable[[bytes, float], None]):
+    `listen=True`: a DDS listener thread calls the handler as samples arrive.
+    `listen=False`: the owner calls `poll()` from its own loop (a robot's
+    control tick): the samples are taken in that loop's time, so a Python
+    listener thread starved of the GIL or the CPU on a loaded host cannot
+    hold commands back and hand them over in a burst.
+    """
+
+    def __init__(self, dp, topic_name: str, idl_type, handler: Callable[[bytes, float], None],
+                 listen: bool = True):
         from cyclonedds._clayer import ddspy_take
         from cyclonedds.core import Listener
         from cyclonedds.sub import DataReader
@@ -304,7 +312,12 @@ class RawReader:
         self._take = ddspy_take
         self._handler = handler
         self.topic = Topic(dp, topic_name, idl_type)
-        self.reader = DataReader(dp, self.topic, listener=Listener(on_data_available=self._on_data))
+        listener = Listener(on_data_available=self._on_data) if listen else None
+        self.reader = DataReader(dp, self.topic, listener=listener)
+
+    def poll(self) -> None:
+        """Hand every sample that has arrived to the handler (`listen=False` readers)."""
+        self._on_data(self.reader)
 
     def close(self) -> None:
         """Detach the listener before the reader goes: a DDS thread must not call into a dead handler."""
