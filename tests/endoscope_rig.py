@@ -106,8 +106,10 @@ CONTRACT_MAX_M = 2e-3
 # Over all windows (the loaded box): p99 and max.  The max is set by short transients (20-60 ms of
 # sim time, the shaft off the line and back) seen only while the sim ran at 0.1-0.6 of real time:
 # 6.09 mm in CI (2 cores, 47 % of holder steps paused for stale states), 2.6-6.7 mm in five
-# TOOL_FOLLOW runs on a 2-core Xeon VM whose p99 was 1.0-1.4 mm; the FAULT threshold is 15 mm
-# held 0.5 s (HolderConfig.fault_fulcrum_error), injury from 20 mm (FACTS).
+# TOOL_FOLLOW runs on a 2-core Xeon VM.  Most were the G1 twin applying held-back arm_sdk targets at
+# once; since it takes them every physics step (sim/g1_twin.py) six runs gave 2.6-4.2 mm.  8 mm keeps
+# a margin for a slower CI box until its figures are in; FAULT is 15 mm held 0.5 s
+# (HolderConfig.fault_fulcrum_error), injury from 20 mm (FACTS).
 LOADED_P99_M = 3e-3
 LOADED_MAX_M = 8e-3
 
