@@ -242,7 +242,8 @@ def assert_node_level_fulcrum(rig, t0: float, t1: float, label: str, errs: np.nd
     big = np.flatnonzero(errs > LOADED_P99_M)
     assert np.percentile(errs, 99) < LOADED_P99_M and errs.max() < LOADED_MAX_M, (
         f"fulcrum error p99 {np.percentile(errs, 99) * 1e3:.2f} mm, max {errs.max() * 1e3:.2f} mm at "
-        f"sample {int(np.argmax(errs))} of {len(errs)}; > 3 mm in samples {big[:3].tolist()}..{big[-3:].tolist()}")
+        f"sample {int(np.argmax(errs))} of {len(errs)}; > {LOADED_P99_M * 1e3:.0f} mm in samples "
+        f"{big[:3].tolist()}..{big[-3:].tolist()}")
 
 
 @pytest.fixture(autouse=True)
