@@ -173,3 +173,40 @@ def test_vla_cells_evaluated_before_an_evaluation_change_are_named():
     have = subprocess.run(["git", "cat-file", "-e", f"{change}^{{commit}}"], cwd=REPO).returncode == 0
     expected = ["bundled@reach", "vla-5@reach"] if have else ["bundled@reach", "vla-50@reach", "vla-5@reach"]
     assert report.evaluated_before(res, change) == expected
+
+
+def test_a_repeat_cell_runs_the_same_commands_into_its_own_folder():
+    for name in C.REPEATED:
+        first, again = C.CELLS[name], C.CELLS[name + C.REPEAT_SUFFIX]
+        assert again.section == "repeat" and again.task == first.task
+        assert again.training.out != first.training.out and again.training.out.name == first.training.key + "-repeat"
+        moved = [tuple(a.replace(str(first.training.out), str(again.training.out)) for a in c)
+                 for c in first.commands()]
+        assert again.commands() == moved and moved != first.commands()
+        assert not any(str(first.training.out) + " " in " ".join(c) + " " for c in again.commands())
+        assert all(str(again.training.out) in " ".join(c) for c in again.commands()[-2:])
+
+
+def with_episodes(r: dict, wins: set[int], checkpoint_id: str) -> dict:
+    seeds = range(C.EVAL_SEED, C.EVAL_SEED + 50)
+    return {**r, "eval": {"checkpoint_id": checkpoint_id},
+            "per_episode": [{"seed": s, "success": i in wins} for i, s in enumerate(seeds)]}
+
+
+def test_the_page_compares_a_repeated_cell_with_its_first_run(tmp_path):
+    name = C.REPEATED[0]
+    d = tmp_path / "docs" / "results"
+    d.mkdir(parents=True)
+    first = with_episodes(fixture_cell(name, 10, 300.0), set(range(10)), "aaaa")
+    again = with_episodes(fixture_cell(name + C.REPEAT_SUFFIX, 12, 310.0), set(range(1, 13)), "bbbb")
+    (d / f"{name}.json").write_text(json.dumps(first))
+    (d / f"{name}{C.REPEAT_SUFFIX}.json").write_text(json.dumps(again))
+    report.generate(tmp_path)
+    page = (tmp_path / "docs" / "results.md").read_text()
+    row = next(x for x in page.splitlines() if x.startswith(f"| `{name}` | 10/50"))
+    # 12/50 is inside 10/50's interval [11%, 33%]; seeds 0 and 10-12 differ: 46 of 50 agree
+    assert "| 12/50 = 24%" in row and "| yes |" in row and "46/50" in row and "different" in row
+    assert f"Reproducibility, {name} run twice by the same commands" in page and "inside the first" in page
+    far = with_episodes(fixture_cell(name + C.REPEAT_SUFFIX, 30, 310.0), set(range(30)), "aaaa")
+    cmp_ = report.compare_repeat(first, far)
+    assert cmp_ == {"within": False, "same_outcomes": 30, "seeds": 50, "same_weights": True}

@@ -24,7 +24,7 @@ checkpoints under `out/results/` (ignored by git), the cell JSON under
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 TASKS = ("reach", "needle_pick", "peg_transfer")
@@ -71,7 +71,12 @@ DIFFUSION_ARGS = ("--policy.type=diffusion", "--policy.down_dims=[64,128,256]", 
                   "--policy.noise_scheduler_type=DDIM", "--policy.num_inference_steps=10",
                   "--policy.crop_shape=[84,84]", "--policy.scheduler_warmup_steps=50")
 
-SECTIONS = ("scaling", "pseudo", "baselines", "robustness")
+SECTIONS = ("scaling", "pseudo", "baselines", "robustness", "repeat")
+# Reproducibility (issue 18 acceptance): these cells are run a second time with the same commands, trained
+# from scratch into their own folder (`CELL:repeat`); the page compares the two.  The cheapest cells with a
+# trained policy (a VLA cell costs ~45 min of training on this machine; these ~6 and ~14 min).
+REPEAT_SUFFIX = ":repeat"
+REPEATED = ("diffusion-50@reach", "act-50@reach")
 
 
 @dataclass(frozen=True)
@@ -237,6 +242,22 @@ def _lerobot(key: str, policy: str, task: str, steps: int, extra: tuple[str, ...
 BUNDLED = Training("bundled", "bundled", (), 0, 0, ())
 
 
+def repeat_of(cell: Cell) -> Cell:
+    """`cell` run again: the same datasets, training and evaluation commands, except that the training
+    writes (and the evaluation reads) `out/results/train/KEY-repeat`, so the first checkpoint is kept."""
+    tr = cell.training
+    key = f"{tr.key}-repeat"
+    old, new = str(tr.out), str(WORK / "train" / key)
+
+    def moved(argv: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(a.replace(old, new) for a in argv)
+
+    return Cell(cell.name + REPEAT_SUFFIX, "repeat", cell.task,
+                replace(tr, key=key, command=moved(tr.command), resume_command=moved(tr.resume_command)),
+                cell.eval_options, note=f"{cell.name} again, trained from scratch by the same commands",
+                variables={**cell.variables, "repeat_of": cell.name})
+
+
 def _cells() -> dict[str, Cell]:
     cells: dict[str, Cell] = {}
 
@@ -265,6 +286,8 @@ def _cells() -> dict[str, Cell]:
                  variables={"condition": "appearance shift"}))
         add(Cell(f"bundled-tool-follow@{task}", "robustness", task, BUNDLED, ("--view", "tool_follow"),
                  variables={"condition": "TOOL_FOLLOW view"}))
+    for name in REPEATED:
+        add(repeat_of(cells[name]))
     return cells
 
 

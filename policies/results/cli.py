@@ -25,10 +25,11 @@ NICENESS = 10
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from surgbot.policies.results.cells import SECTIONS
     sub = parser.add_subparsers(dest="results_command", metavar="{list,run,status,report}")
     sub.required = True
     ls = sub.add_parser("list", help="every cell, its state and (with --commands) its commands")
-    ls.add_argument("--section", help="scaling | pseudo | baselines | robustness")
+    ls.add_argument("--section", help=" | ".join(SECTIONS))
     ls.add_argument("--commands", action="store_true", help="print each cell's exact commands")
     run = sub.add_parser("run", help="run or resume cells (one at a time), then regenerate the page")
     run.add_argument("--cell", action="append", required=True, metavar="NAME", help="cell name (repeat)")
