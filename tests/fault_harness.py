@@ -186,11 +186,8 @@ class FaultStack:
 
     # the scripted operator (tests/teleop_operator.py): the page's protocol at 90 Hz, steered over stdin
     def console_url_port(self, timeout: float = 120.0) -> int:
-        try:
-            return wait_for_served_port(lambda: self.log("teleop_console"),
-                                        lambda: self.proc("teleop_console").poll() is None, timeout)
-        except RuntimeError as e:
-            raise AssertionError(str(e)) from None
+        return wait_for_served_port(lambda: self.log("teleop_console"),
+                                    lambda: self.proc("teleop_console").poll() is None, timeout)
 
     def start_operator(self) -> None:
         port = self.console_url_port()
