@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from surgbot.policies.results import cells as C
 from surgbot.policies.results import report
-from surgbot.policies.results.runner import trained_by_other_commands
+from surgbot.policies.results.runner import runs_wall_s, settle_killed_runs, trained_by_other_commands
 from surgbot.policies.results.stats import Z95, wilson_interval
 from tests.conftest import REPO
 
@@ -210,3 +212,22 @@ def test_the_page_compares_a_repeated_cell_with_its_first_run(tmp_path):
     far = with_episodes(fixture_cell(name + C.REPEAT_SUFFIX, 30, 310.0), set(range(30)), "aaaa")
     cmp_ = report.compare_repeat(first, far)
     assert cmp_ == {"within": False, "same_outcomes": 30, "seeds": 50, "same_weights": True}
+
+
+def test_a_killed_training_run_counts_until_its_log_stopped(tmp_path):
+    """Runs are recorded when they start; one that never ended is settled by the next: its wall time runs to
+    its log's last write, its progress to the checkpoint the next run resumes from."""
+    log = tmp_path / "run0.log"
+    log.write_text("step 2000\n")
+    os.utime(log, (1_000_600.0, 1_000_600.0))
+    runs = [{"command": "train", "wall_s": None, "started_unix": 1_000_000.0, "from_step": 0, "to_step": None,
+             "log": str(log)},
+            {"command": "train --resume", "wall_s": 50.0, "started_unix": 1_000_700.0, "from_step": 2000,
+             "to_step": 4000, "log": str(tmp_path / "run1.log")}]
+    settle_killed_runs(runs, 2000)
+    assert runs[0]["wall_s"] == 600.0 and runs[0]["to_step"] == 2000 and runs[0]["killed"]
+    assert "killed" not in runs[1] and runs_wall_s(runs) == 650.0
+    settle_killed_runs(runs, 4000)                       # settled once, never again
+    assert runs[0]["to_step"] == 2000 and runs_wall_s(runs) == 650.0
+    going = [{"wall_s": None, "started_unix": time.time() - 30.0}]
+    assert 29.0 < runs_wall_s(going) < 60.0              # a run still going counts until now

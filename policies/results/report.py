@@ -17,7 +17,7 @@ import subprocess
 from pathlib import Path
 
 from surgbot.policies.results import cells as C
-from surgbot.policies.results.runner import trained_step
+from surgbot.policies.results.runner import runs_wall_s, trained_step
 from surgbot.policies.results.stats import wilson_interval
 
 PAGE = Path("docs/results.md")
@@ -323,7 +323,7 @@ def section_work(res: dict, root: Path) -> str:
         step = trained_step(out)
         progress = f"checkpoint at step {step} of {tr.steps}" if step else f"no checkpoint yet (of {tr.steps} steps)"
         state = work / "state" / f"train-{key}.json"
-        wall = sum(r["wall_s"] for r in json.loads(state.read_text())["runs"]) if state.is_file() else None
+        wall = runs_wall_s(json.loads(state.read_text())["runs"]) if state.is_file() else None
         # progress only while training: a finished one's logs may still end with an earlier, stopped run
         hits = TQDM_RE.findall(mine[-1]) if mine and step < tr.steps else []
         if hits:

@@ -5,7 +5,9 @@ a dataset is complete when its commands all succeeded (a `.KEY.done` marker
 beside it; a half-built one is deleted and rebuilt); a training when its
 `checkpoints/last` reached the planned step (else LeRobot's own resume
 continues it from the last saved checkpoint).  Training wall time is summed
-over the runs that built the checkpoint (`out/results/state/train-KEY.json`).
+over the runs that built the checkpoint (`out/results/state/train-KEY.json`),
+each recorded when it starts, so a run that was killed still counts (until its
+log's last line).
 Child commands run with one torch/OpenMP thread at the caller's niceness;
 their output goes to the cell's log (`out/results/logs/CELL.log`).  The cell
 JSON (`docs/results/CELL.json`) is written only when the evaluation finished.
@@ -33,13 +35,28 @@ HARNESS_MODULE = "surgbot.policies.evaluation.harness"
 def trained_by_other_commands(runs: list[dict], tr: C.Training) -> bool:
     """True when the first recorded run in `tr`'s folder used another recipe than `tr`'s.
 
-    A run is recorded when it ends, so a first run that was killed leaves no
-    record and the run that resumed it is the first one recorded, with the
-    resume command: that is the same recipe, not another one.
+    A first run killed before runs were recorded at their start (state files
+    written before 2026-12-03) left no record: then the run that resumed it is
+    the first one recorded, with the resume command, the same recipe.
     """
     if not runs:
         return False
     return runs[0]["command"] not in (" ".join(tr.command), " ".join(tr.resume_command))
+
+
+def settle_killed_runs(runs: list[dict], step_now: int) -> None:
+    """Runs recorded at their start that never ended (killed, the machine stopped): their wall time runs
+    to the last line of their log, and they got as far as the checkpoint the next run starts from."""
+    for run in runs:
+        if run.get("wall_s") is None:
+            log = Path(run["log"])
+            end = log.stat().st_mtime if log.is_file() else run["started_unix"]
+            run.update(wall_s=round(max(0.0, end - run["started_unix"]), 1), to_step=step_now, killed=True)
+
+
+def runs_wall_s(runs: list[dict]) -> float:
+    """Wall time of the runs so far (one still going: until now)."""
+    return sum(r["wall_s"] if r.get("wall_s") is not None else time.time() - r["started_unix"] for r in runs)
 
 
 class CellError(RuntimeError):
@@ -230,6 +247,7 @@ class CellRunner:
             shutil.rmtree(out, ignore_errors=True)
             state = {"runs": []}
         step = trained_step(out)
+        settle_killed_runs(state["runs"], step)
         if step >= tr.steps:
             self.say(f"training {tr.key}: complete at step {step}, skipped")
         else:
@@ -241,16 +259,21 @@ class CellRunner:
             run_log = self.root / C.WORK / "state" / f"train-{tr.key}.run{len(state['runs'])}.log"
             self.say(f"training {tr.key}: {'resuming at step ' + str(step) if resume else 'from scratch'} "
                      f"to {tr.steps} steps")
+            run = {"command": " ".join(argv), "wall_s": None, "started_unix": round(time.time(), 1),
+                   "from_step": step, "to_step": None, "log": str(run_log)}
+            state["runs"].append(run)
+            state_file.write_text(json.dumps(state, indent=1))       # recorded now: a killed run still counts
             t0 = time.perf_counter()
-            self.sh(argv, capture_to=run_log)
-            state["runs"].append({"command": " ".join(argv), "wall_s": round(time.perf_counter() - t0, 1),
-                                  "from_step": step, "to_step": trained_step(out), "log": str(run_log)})
-            state_file.write_text(json.dumps(state, indent=1))
+            try:
+                self.sh(argv, capture_to=run_log)
+            finally:
+                run.update(wall_s=round(time.perf_counter() - t0, 1), to_step=trained_step(out))
+                state_file.write_text(json.dumps(state, indent=1))
         ckpt = out / "checkpoints" / "last" / "pretrained_model"
         if trained_step(out) < tr.steps or not (ckpt / "model.safetensors").is_file():
             raise CellError(f"training {tr.key} ended at step {trained_step(out)} of {tr.steps}")
         return {"key": tr.key, "policy": tr.policy, "command": " ".join(tr.command), "steps": tr.steps,
-                "batch_size": tr.batch_size, "wall_s": round(sum(r["wall_s"] for r in state["runs"]), 1),
+                "batch_size": tr.batch_size, "wall_s": round(runs_wall_s(state["runs"]), 1),
                 "runs": state["runs"], "checkpoint": str(ckpt.relative_to(self.root)),
                 "checkpoint_bytes": dir_bytes(ckpt), "parameters": count_parameters(ckpt),
                 "curve": loss_curve(tr, out, state["runs"], self.root)}
