@@ -117,6 +117,21 @@ def _coerce_scalar(spec: FieldSpec, v: Any) -> Any:
     return v
 
 
+def check_ranges(cfg) -> None:
+    """ValueError naming the first field of `cfg` (its own, not nested) outside its `param(lo=, hi=)` range:
+    a config built in Python gets the same bounds a ROS parameter of it would."""
+    for f in dataclasses.fields(cfg):
+        lo, hi = f.metadata.get("lo"), f.metadata.get("hi")
+        if lo is None and hi is None:
+            continue
+        v = getattr(cfg, f.name)
+        for x in (v if isinstance(v, tuple) else (v,)):
+            if isinstance(x, bool) or not isinstance(x, (int, float)):
+                continue
+            if not math.isfinite(x) or (lo is not None and x < lo) or (hi is not None and x > hi):
+                raise ValueError(f"{f.name}: {v!r} outside [{lo}, {hi}]")
+
+
 def build(cls: type, values: Mapping[str, Any]):
     """`cls` from dotted-name values (missing names keep their defaults).  Unknown names -> ValueError."""
     specs = {s.name: s for s in fields(cls)}

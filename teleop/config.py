@@ -12,7 +12,12 @@ import math
 from dataclasses import dataclass
 
 from surgbot import contract
-from surgbot.config import param
+from surgbot.config import check_ranges, param
+from surgbot.kinematics.psm import JAW_TRACKING_TOLERANCE
+
+# The jaw command's lead over the measured jaw stays this far under the arm's tracking-error fault (0.6 rad,
+# dVRK): the measured jaw reaches the mapper a few ms late, and a jaw moving toward the command only closes it.
+JAW_LEAD_MARGIN_RAD = 0.1
 
 VIDEO_SOURCES = ("compressed", "raw", "none")
 
@@ -74,6 +79,11 @@ class MapperConfig:
     jaw_rate_after_clutch_deg_s: float = param(36.0, "jaw rate limit after clutch-in until it has caught up (dVRK)",
                                                lo=1.0, hi=2000.0)
     jaw_caught_up_rad: float = param(0.02, "jaw within this of the trigger's value: full rate", lo=1e-4, hi=0.5)
+    jaw_lead_max_rad: float = param(JAW_TRACKING_TOLERANCE - JAW_LEAD_MARGIN_RAD,
+                                    "the jaw command stays within this of the measured jaw (rad): under the "
+                                    "arm's jaw tracking-error fault, so an arm slower than the rate limit "
+                                    "(a loaded twin, a blocked jaw) is never faulted by our commands",
+                                    lo=0.01, hi=JAW_TRACKING_TOLERANCE)
     zoom_speed_m_s: float = param(0.01, "scope insertion speed at full left-stick deflection", lo=0.0, hi=0.05)
     stick_deadzone: float = param(0.2, "stick deflection ignored below this", lo=0.0, hi=0.9)
     psm_base_pose: tuple[float, ...] = param((), "PSM1_base in world: x y z qx qy qz qw (empty: from scene)")
@@ -83,6 +93,7 @@ class MapperConfig:
                                                 "refused and counted (unset: followed at the step limit)", lo=1e-3)
 
     def __post_init__(self):
+        check_ranges(self)
         for name in ("workspace_min_m", "workspace_max_m"):
             v = getattr(self, name)
             if len(v) != 3 or not all(math.isfinite(x) for x in v):

@@ -14,7 +14,9 @@ drives the PSM as a dVRK master drives its PSM:
 * orientation: the hand's rotation since clutch-in, re-expressed the same
   way, applied to the tool's clutch-in orientation;
 * trigger -> jaw (open released, closed pressed) with the dVRK's rate
-  limits (720 deg/s, 36 deg/s after clutch-in until the jaw has caught up);
+  limits (720 deg/s, 36 deg/s after clutch-in until the jaw has caught up),
+  never more than `jaw_lead_max_rad` from the measured jaw (none before it
+  is measured);
 * clutch-in starts from the last command (or measured_cp if the arm is
   elsewhere): no jump on re-clutch.
 
@@ -232,7 +234,8 @@ class TeleopMapperCore:
             self._set_state(State.NEED_CLUTCH, f"safety: {self.safety_block}")
         if self.state == State.FOLLOWING:
             pose = self._follow(hand)
-            jaw = self._jaw(a[P.AX_RTRIG], dt)
+            # a jaw never measured is never commanded: a blind value could be far from where it is
+            jaw = None if self.jaw_measured is None else self._jaw(a[P.AX_RTRIG], dt)
         if self.safety_block:      # nothing that moves a robot; a request to hold the scope still goes
             self.counters["safety_blocked_samples"] += 1
             return Command(actions=tuple(x for x in actions if x == "hold"))
@@ -262,8 +265,10 @@ class TeleopMapperCore:
         R_base_cam = self.R_world_base.T @ self.camera[0]
         self._ref = (hand.copy(), start.copy(), R_base_cam)
         self.last_cmd = start.copy()
-        if self.jaw_cmd is None or self.jaw_measured is not None and abs(self.jaw_cmd - self.jaw_measured) > 0.1:
-            self.jaw_cmd = self.jaw_measured if self.jaw_measured is not None else self.cfg.jaw_open_rad
+        if self.jaw_measured is None:
+            self.jaw_cmd = None                  # starts where the jaw is once it is measured (_jaw)
+        elif self.jaw_cmd is None or abs(self.jaw_cmd - self.jaw_measured) > 0.1:
+            self.jaw_cmd = self.jaw_measured
         self._jaw_slow = True
         self.counters["clutch_in"] += 1
         self._set_state(State.FOLLOWING, "clutch pressed")
@@ -291,8 +296,18 @@ class TeleopMapperCore:
         c = self.cfg
         target = c.jaw_open_rad + min(1.0, max(0.0, trigger)) * (c.jaw_closed_rad - c.jaw_open_rad)
         rate = math.radians(c.jaw_rate_after_clutch_deg_s if self._jaw_slow else c.jaw_rate_deg_s)
+        if self.jaw_cmd is None:
+            self.jaw_cmd = self.jaw_measured
         err = target - self.jaw_cmd
-        self.jaw_cmd += max(-rate * dt, min(rate * dt, err))
+        cmd = self.jaw_cmd + max(-rate * dt, min(rate * dt, err))
+        # the rate limit is in our time: an arm that runs slower (a loaded twin) or a jaw held by what it
+        # grips would fall behind it until the arm's tracking-error fault; the lead over the measured jaw
+        # is bounded instead (it also bounds the squeeze on a gripped object, as that fault would)
+        lo, hi = self.jaw_measured - c.jaw_lead_max_rad, self.jaw_measured + c.jaw_lead_max_rad
+        if not lo <= cmd <= hi:
+            self.counters["jaw_lead_limited"] += 1
+            cmd = min(hi, max(lo, cmd))
+        self.jaw_cmd = cmd
         if self._jaw_slow and abs(target - self.jaw_cmd) < c.jaw_caught_up_rad:
             self._jaw_slow = False
         return self.jaw_cmd

@@ -231,3 +231,15 @@ def test_a_killed_training_run_counts_until_its_log_stopped(tmp_path):
     assert runs[0]["to_step"] == 2000 and runs_wall_s(runs) == 650.0
     going = [{"wall_s": None, "started_unix": time.time() - 30.0}]
     assert 29.0 < runs_wall_s(going) < 60.0              # a run still going counts until now
+
+
+def test_a_background_cell_yields_the_cpu_also_to_other_sessions():
+    """`results run --background` starts a new session; with autogroup scheduling that session's group,
+    not only its processes, must be niced, or the 'background' training takes a core from the tests."""
+    from surgbot.policies.results import cli
+    probe = ("import os; print(os.nice(0)); p = '/proc/self/autogroup'; "
+             "print(open(p).read().strip() if os.path.exists(p) else 'none')")
+    out = subprocess.run([sys.executable, "-c", probe], start_new_session=True, preexec_fn=cli._lower_priority,
+                         capture_output=True, text=True, timeout=60, check=True).stdout.splitlines()
+    assert int(out[0]) == min(19, os.nice(0) + cli.NICENESS)
+    assert out[1] == "none" or out[1].endswith(f"nice {cli.NICENESS}")

@@ -145,13 +145,47 @@ def test_jaw_rate_limits_after_clutch_and_after_catching_up():
     slow = math.radians(cfg.jaw_rate_after_clutch_deg_s)
     # it starts where the jaw is (measured 0.5 rad), not at the trigger's value
     assert jaws[-1] == pytest.approx(0.5 - slow * DT * 45, abs=1e-9)
-    # let it catch up, then the full rate applies
+    # let it catch up (a jaw that follows its command), then the full rate applies
     for _ in range(400):
         j = r.send(trigger=1.0).jaw
+        r.core.set_jaw_measured(j)
     assert j == pytest.approx(cfg.jaw_closed_rad)
     j0 = r.send(trigger=0.0).jaw
     fast = math.radians(cfg.jaw_rate_deg_s)
     assert j0 - cfg.jaw_closed_rad == pytest.approx(min(fast * DT, cfg.jaw_open_rad - cfg.jaw_closed_rad))
+
+
+def test_the_jaw_command_never_leads_the_measured_jaw_past_the_arms_tracking_fault():
+    """An arm slower than the rate limit (a loaded twin) or a jaw held by what it grips: the command stops
+    `jaw_lead_max_rad` from the measured jaw, under the PSM's 0.6 rad tracking-error fault, and moves on
+    as the jaw does."""
+    from surgbot.kinematics.psm import JAW_TRACKING_TOLERANCE
+    r = Rig()
+    cfg = r.core.cfg
+    assert cfg.jaw_lead_max_rad < JAW_TRACKING_TOLERANCE
+    r.send(trigger=1.0)
+    for _ in range(400):                         # the jaw stays at 0.5 (measured) while the trigger says closed
+        j = r.send(trigger=1.0).jaw
+    assert j == pytest.approx(0.5 - cfg.jaw_lead_max_rad) and r.core.counters["jaw_lead_limited"] > 0
+    r.core.set_jaw_measured(0.3)                 # the jaw moves: the command may follow it on
+    for _ in range(400):
+        j = r.send(trigger=1.0).jaw
+    assert j == pytest.approx(0.3 - cfg.jaw_lead_max_rad)
+    for _ in range(200):                         # released: the command opens, never past measured + lead
+        j = r.send(trigger=0.0).jaw
+    assert j == pytest.approx(0.3 + cfg.jaw_lead_max_rad)
+    with pytest.raises(ValueError):
+        MapperConfig(jaw_lead_max_rad=JAW_TRACKING_TOLERANCE + 0.1)
+
+
+def test_a_jaw_never_measured_is_never_commanded():
+    r = Rig()
+    r.core.jaw_measured = None                   # (the rig measures 0.5 at start; a node may not have yet)
+    cmd = r.send(trigger=1.0)
+    assert cmd.servo_cp is not None and cmd.jaw is None
+    r.core.set_jaw_measured(0.2)                 # from where the jaw is, at the after-clutch rate
+    slow = math.radians(r.core.cfg.jaw_rate_after_clutch_deg_s)
+    assert r.send(trigger=1.0).jaw == pytest.approx(0.2 - slow * DT)
 
 
 def test_workspace_box_and_step_limit():
