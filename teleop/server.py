@@ -45,6 +45,7 @@ CLOSE_UNAUTHORIZED = 4401
 CLOSE_OPERATOR_TAKEN = 4409
 HARD_MAX_MESSAGE = 1 << 20          # aiohttp closes (1009) above this; below it we drop and count
 WATCHDOG_PERIOD_S = 0.02
+STALL_REPORT_MS = 50.0              # a watchdog check this late is named in the link-loss reason
 PUBLISH_MIN_INTERVAL_S = 1.0 / 500.0    # poses reach ROS at most this often (headsets run 72-120 Hz)
 STATIC_TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css", ".png": "image/png",
                 ".svg": "image/svg+xml"}
@@ -322,9 +323,14 @@ class ConsoleServer:
 
     async def _watchdog(self) -> None:
         while True:
+            due = time.monotonic() + WATCHDOG_PERIOD_S
             await asyncio.sleep(WATCHDOG_PERIOD_S)
             if self.link_up and self.clock() - (self.last_xr_t or 0.0) > self.cfg.link_timeout_s:
-                self._lose_link(f"no valid xr for {1e3 * self.cfg.link_timeout_s:.0f} ms")
+                # how late this check ran tells a stalled console (samples may be waiting in the socket)
+                # from an operator who stopped sending: the reason says which it may have been
+                late_ms = 1e3 * (time.monotonic() - due)
+                stalled = f"; the console itself ran {late_ms:.0f} ms late" if late_ms > STALL_REPORT_MS else ""
+                self._lose_link(f"no valid xr for {1e3 * self.cfg.link_timeout_s:.0f} ms{stalled}")
 
     # ------------------------------------------------------------------ video
     def _new_frame(self, jpeg: bytes, capture_ms: float) -> None:

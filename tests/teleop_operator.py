@@ -29,6 +29,7 @@ import numpy as np
 from surgbot.teleop import protocol as P
 
 RATE_HZ = 90.0
+GAP_REPORT_S = 0.1                    # a longer gap between two of our sends is printed (the log says who stalled)
 HAND_START = (0.25, 1.1, -0.35)      # OpenXR local-floor: right of, below and in front of the eyes
 
 
@@ -118,6 +119,7 @@ async def main(port: int, token: str) -> None:
         drain = asyncio.create_task(ws.receive())        # status messages: read and dropped
         period = 1.0 / RATE_HZ
         next_t = time.monotonic()
+        last_sent = None
         while not op.quit:
             if drain.done():
                 drain = asyncio.create_task(ws.receive())
@@ -132,6 +134,12 @@ async def main(port: int, token: str) -> None:
                         for i, d in enumerate(fault["glitch"]):
                             pose[12 + i] += float(d)
                 await ws.send_str(json.dumps(msg))
+                sent = time.monotonic()
+                if last_sent is not None and sent - last_sent > GAP_REPORT_S:     # this process stalled
+                    print(f"send gap {1e3 * (sent - last_sent):.0f} ms", flush=True)
+                last_sent = sent
+            else:
+                last_sent = None                 # a pause asked for is not a stall
             next_t += period
             await asyncio.sleep(max(0.0, next_t - time.monotonic()))
         cmd_task.cancel()

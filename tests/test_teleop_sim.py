@@ -43,6 +43,11 @@ TOKEN = "teleop-sim-test-token"
 STILL_MM = 0.2
 STILL_DEG = 0.3
 
+# Tries of a measurement that a load-induced link loss spoiled.  While this rig runs on the 2-core VM,
+# even a bare 90 Hz asyncio sleeper in its own session wakes up to ~300 ms late (21 of 7200 wake-ups
+# over 100 ms in 80 s, measured beside it), so the 200 ms link timeout fires every few seconds there.
+LOAD_ATTEMPTS = 6
+
 
 class Operator:
     """tests/teleop_operator.py in its own process: the page's protocol at 90 Hz, steered over stdin."""
@@ -167,7 +172,17 @@ def fresh(rig):
     yield
 
 
-def clutched_move(rig, delta, seconds: float, attempts: int = 3):
+def clutch_in(c, op) -> bool:
+    """Release, then squeeze: True once the mapper follows.  False when a load-induced link loss got in
+    the way (it leaves the mapper wanting a release; the caller tries again)."""
+    op.send(clutch=0)
+    if not c.wait(lambda: c.mapper["state"] == "READY", 3):
+        return False
+    op.send(clutch=1)
+    return c.wait(lambda: c.mapper["state"] == "FOLLOWING", 3)
+
+
+def clutched_move(rig, delta, seconds: float, attempts: int = LOAD_ATTEMPTS):
     """Clutch (if needed), move the hand by `delta`, let the tool settle: (p0, p1, scope p, scope R, setpoints).
 
     A window in which the mapper lost the link or re-clutched is measured again: on this shared box
@@ -176,11 +191,9 @@ def clutched_move(rig, delta, seconds: float, attempts: int = 3):
     """
     c, op = rig["client"], rig["op"]
     for attempt in range(attempts):
-        if c.mapper["state"] != "FOLLOWING":
-            op.send(clutch=0)
-            assert c.wait(lambda: c.mapper["state"] == "READY", 3), logs(rig)
-            op.send(clutch=1)
-            assert c.wait(lambda: c.mapper["state"] == "FOLLOWING", 3), logs(rig)
+        if c.mapper["state"] != "FOLLOWING" and not clutch_in(c, op):
+            print(f"\n(window {attempt + 1}: no clutch-in under load: {c.mapper}; again)")
+            continue
         before = (c.mapper.get("link_lost", 0), c.mapper.get("clutch_in", 0))
         assert c.tool_settled()
         p0, (sp0, _), (scope_p, scope_R) = c.tool(), c.psm.setpoint_cp(), c.tip()
@@ -203,8 +216,8 @@ def test_psm_follows_the_hand_scaled_in_the_camera_frame_only_while_clutched(rig
     time.sleep(0.3)
     assert np.ptp(c.tools_since(t0), axis=0).max() < STILL_MM * 1e-3
     # clutched: right then up, 5 cm each, in the operator's frame (facing the video)
-    op.send(clutch=1)
-    assert c.wait(lambda: c.mapper["state"] == "FOLLOWING", 3), logs(rig)
+    op.send(clutch=1)          # (a link loss here leaves the clutch-in to clutched_move, which tries again)
+    c.wait(lambda: c.mapper["state"] == "FOLLOWING", 3)
     time.sleep(0.3)
     for delta, cam_axis, sign, name in (((0.05, 0, 0), 0, +1, "right"), ((0, 0.05, 0), 1, -1, "up")):
         p0, p1, scope_p, scope_R, sp0, sp1 = clutched_move(rig, delta, 1.5)
@@ -232,17 +245,18 @@ def test_psm_follows_the_hand_scaled_in_the_camera_frame_only_while_clutched(rig
 
 def test_reclutch_does_not_jump(rig):
     c, op = rig["client"], rig["op"]
-    for attempt in range(3):
+    for attempt in range(LOAD_ATTEMPTS):
         # released first: a load-induced link loss (a 200 ms gap in the operator's stream trips the
         # watchdog, as it should) may have left the mapper wanting a release (NEED_CLUTCH)
-        op.send(clutch=0)
-        assert c.wait(lambda: c.mapper["state"] == "READY", 3), (c.mapper, logs(rig))
-        op.send(clutch=1)
-        assert c.wait(lambda: c.mapper["state"] == "FOLLOWING", 3), (c.mapper, logs(rig))
+        if not clutch_in(c, op):
+            print(f"\n(attempt {attempt + 1}: no clutch-in under load: {c.mapper}; again)")
+            continue
         op.move((0.03, 0.0, -0.03), 1.0)
         assert c.tool_settled()
         op.send(clutch=0)
-        assert c.wait(lambda: c.mapper["state"] == "READY", 3), (c.mapper, logs(rig))
+        if not c.wait(lambda: c.mapper["state"] == "READY", 3):
+            print(f"\n(attempt {attempt + 1}: no release under load: {c.mapper}; again)")
+            continue
         op.move((-0.06, 0.04, 0.05), 1.0)                 # hand wanders while released
         assert c.tool_settled()
         lost = c.mapper.get("link_lost", 0)
@@ -266,11 +280,9 @@ def test_link_loss_stops_the_psm_and_needs_a_fresh_clutch(rig):
     the arm settles on it), the mapper wants a fresh clutch, and a link that comes back with the
     clutch still squeezed moves nothing."""
     c, op = rig["client"], rig["op"]
-    for _ in range(3):          # a load-induced link loss before the planned one: start that again
-        op.send(clutch=0)
-        assert c.wait(lambda: c.mapper["state"] == "READY", 3), c.mapper
-        op.send(clutch=1)
-        assert c.wait(lambda: c.mapper["state"] == "FOLLOWING", 3)
+    for _ in range(LOAD_ATTEMPTS):  # a load-induced link loss before the planned one: start that again
+        if not clutch_in(c, op):
+            continue
         op.send(hand=[0.0, 0.0, 0.10], seconds=2.0)     # moving when the link drops
         time.sleep(0.8)
         if c.mapper["state"] == "FOLLOWING":
@@ -322,7 +334,7 @@ def test_head_yaw_pans_the_scope_only_with_the_deadman_and_link_loss_stops_it(ri
     c, op = rig["client"], rig["op"]
     assert c.settled(timeout=40)
     _, R0 = c.tip()
-    for attempt in range(3):
+    for attempt in range(LOAD_ATTEMPTS):
         # a load-induced link loss mid-turn releases the deadman, as it must (asserted below); pressed
         # again, the head is followed from the new press on, so the turn is measured again from the start
         lost = c.mapper.get("link_lost", 0)
@@ -336,12 +348,15 @@ def test_head_yaw_pans_the_scope_only_with_the_deadman_and_link_loss_stops_it(ri
         assert c.wait(lambda: c.mode == "HEAD_FOLLOW", 3), logs(rig)
         op.turn_head(0.0, 1.5)                       # turn right by 15 deg from the press
 
-        def panned_right() -> bool:                  # the view is slowed (SLOW_VIEW) and the sim stalls:
+        def panned_right(R1=R1) -> bool:             # the view is slowed (SLOW_VIEW) and the sim stalls:
             _, R = c.tip()                           # wait for the motion, do not guess its duration
             return view_turn_deg(R1, R) > 5.0 and (R1.T @ R[:, 2])[0] > 0.05
 
-        c.wait(lambda: panned_right() or c.mapper.get("link_lost", 0) != lost, 30)
-        if panned_right() or c.mapper.get("link_lost", 0) == lost:
+        def link_lost_since(lost=lost) -> bool:
+            return c.mapper.get("link_lost", 0) != lost
+
+        c.wait(lambda: panned_right() or link_lost_since(), 30)
+        if panned_right() or not link_lost_since():
             break
         print(f"\n(attempt {attempt + 1} hit a link loss under load: {c.mapper}; again)")
         op.send(deadman=0)
