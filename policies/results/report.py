@@ -209,6 +209,8 @@ def reading(res: dict) -> str:
             verdict = "met" if d >= PSEUDO_GOAL_POINTS else "not met"
             out.append(f"- Pseudo-kinematics on {task}, {n} clips: {d:+.0f} points "
                        f"({success_text(r)} vs {success_text(base)}): +{PSEUDO_GOAL_POINTS} goal {verdict}.")
+    out += pseudo_goal(res)
+    judged = []            # (task, vla, best baseline) for the goal's verdict
     for task in C.TASKS:
         vla = res.get(f"vla-50@{task}")
         bases = [r for r in (res.get(f"act-50@{task}"), res.get(f"diffusion-50@{task}")) if r is not None]
@@ -217,6 +219,7 @@ def reading(res: dict) -> str:
                        f"{'our VLA cell' if vla is None else 'no baseline cell'} {NOT_RUN}.")
             continue
         best = max(bases, key=lambda r: r["success_rate"])
+        judged.append((task, vla, best))
         overlap = not (vla["wilson95"][0] > best["wilson95"][1] or best["wilson95"][0] > vla["wilson95"][1])
         cmp_ = ">=" if vla["success_rate"] >= best["success_rate"] else "<"
         cost = ""
@@ -231,6 +234,7 @@ def reading(res: dict) -> str:
             cmp_ = compare_repeat(first, again)
             out.append(f"- Reproducibility, {name} run twice by the same commands: {success_text(first)}, then "
                        f"{success_text(again)}: {'inside' if cmp_['within'] else 'OUTSIDE'} the first interval.")
+    out += baseline_goal(judged)
     interim = sorted(n for n, r in res.items() if r.get("evaluator") == "interim")
     if interim:
         out.append(f"- {len(interim)} cell(s) were evaluated with the TEMPORARY loop "
@@ -256,6 +260,51 @@ def reading(res: dict) -> str:
     out.append(f"- Cells run: {len(res)} of {len(C.CELLS)}. Not run: "
                + (", ".join(f"`{n}`" for n in missing) if missing else "none") + ".")
     return "\n".join(out) + "\n"
+
+
+def pseudo_goal(res: dict) -> list[str]:
+    """The +15-point goal over every pseudo-kinematics cell run: met only where a cell reached it."""
+    deltas = []
+    for task in C.PSEUDO_TASKS:
+        base = res.get(f"vla-{C.PSEUDO_REAL_DEMOS}@{task}")
+        for n in C.PSEUDO_CLIPS:
+            r = res.get(f"vla-5-pseudo{n}@{task}")
+            if base is not None and r is not None:
+                deltas.append((100 * (r["success_rate"] - base["success_rate"]), f"{task}, {n} clips"))
+    if not deltas:
+        return []
+    best, where = max(deltas)
+    hit = [w for d, w in deltas if d >= PSEUDO_GOAL_POINTS]
+    floor = sum(1 for n in C.PSEUDO_TASKS if (res.get(f"vla-{C.PSEUDO_REAL_DEMOS}@{n}") or {}).get("successes") == 0)
+    return [f"- **Goal +{PSEUDO_GOAL_POINTS} points with pseudo-kinematics: "
+            f"{'met on ' + ', '.join(hit) if hit else 'not met'}** ({len(deltas)} cell(s) judged; best "
+            f"{best:+.0f} points, {where}"
+            + (f"; without pseudo-kinematics the policy succeeds 0/50 on {floor} of the tasks, so these cells "
+               "measure whether the clips lift it off the floor" if floor else "") + ")."]
+
+
+def baseline_goal(judged: list[tuple[str, dict, dict]]) -> list[str]:
+    """'Our VLA >= the best baseline at lower training cost': success on every task judged, and one VLA
+    training (all tasks) against the baseline trainings it replaces (one per task)."""
+    if not judged:
+        return []
+    ge = [t for t, v, b in judged if v["success_rate"] >= b["success_rate"]]
+    both_zero = [t for t, v, b in judged if v["successes"] == 0 and b["successes"] == 0]
+    vla_wall = judged[0][1].get("training", {}).get("wall_s")
+    base_walls = [b.get("training", {}).get("wall_s") for _, _, b in judged]
+    cheaper = None
+    cost = ""
+    if vla_wall and all(base_walls):
+        cheaper = vla_wall < sum(base_walls)
+        cost = (f"; cost: one VLA training {minutes(vla_wall)} for the {len(judged)} tasks vs "
+                f"{minutes(sum(base_walls))} for the {len(judged)} best baselines' trainings")
+    overlap = sum(1 for _, v, b in judged if not (v["wilson95"][0] > b["wilson95"][1]
+                                                   or b["wilson95"][0] > v["wilson95"][1]))
+    met = len(ge) == len(judged) and cheaper is True and len(both_zero) < len(judged)
+    zero = (f"; on {', '.join(both_zero)} both succeed 0/50, which shows nothing either way" if both_zero else "")
+    return [f"- **Goal 'our VLA >= the best baseline at lower training cost': {'met' if met else 'not met'}** "
+            f"(the VLA's rate >= the best baseline's on {len(ge)} of {len(judged)} tasks, the intervals overlapping "
+            f"on {overlap} of them{zero}{cost})."]
 
 
 # Code changes after which a surgvla checkpoint is evaluated differently (commit, what changed).
