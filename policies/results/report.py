@@ -79,6 +79,16 @@ def cost_cells(r: dict | None) -> list[str]:
             "-" if ms is None else f"{ms:.1f} / {lat.get('infer_ms_p99', 0):.1f} ms", r.get("evaluator", "-")]
 
 
+def points(r: dict, base: dict) -> float:
+    """Success-rate difference of `r` over `base`, in percentage points."""
+    return 100 * (r["success_rate"] - base["success_rate"])
+
+
+def intervals_overlap(a: dict, b: dict) -> bool:
+    """The two cells' Wilson 95% intervals share some rate."""
+    return not (a["wilson95"][0] > b["wilson95"][1] or b["wilson95"][0] > a["wilson95"][1])
+
+
 def table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
@@ -113,7 +123,7 @@ def section_pseudo(res: dict, root: Path) -> str:
             r = res.get(name)
             delta = "-"
             if r is not None and base is not None:
-                delta = f"{100 * (r['success_rate'] - base['success_rate']):+.0f} points"
+                delta = f"{points(r, base):+.0f} points"
             rows.append([f"`{name}`", task, str(n), success_text(r), delta, *cost_cells(r)])
     return (f"NVIDIA's recipe: {C.PSEUDO_REAL_DEMOS} real demonstrations per task for the policy, an IDM "
             f"trained on {C.IDM_EPISODES} other real episodes (seeds {C.IDM_SEED}-{C.IDM_SEED + C.IDM_EPISODES - 1}),"
@@ -205,7 +215,7 @@ def reading(res: dict) -> str:
         for n, r in zip(C.PSEUDO_CLIPS, withs, strict=True):
             if r is None:
                 continue
-            d = 100 * (r["success_rate"] - base["success_rate"])
+            d = points(r, base)
             verdict = "met" if d >= PSEUDO_GOAL_POINTS else "not met"
             out.append(f"- Pseudo-kinematics on {task}, {n} clips: {d:+.0f} points "
                        f"({success_text(r)} vs {success_text(base)}): +{PSEUDO_GOAL_POINTS} goal {verdict}.")
@@ -220,7 +230,7 @@ def reading(res: dict) -> str:
             continue
         best = max(bases, key=lambda r: r["success_rate"])
         judged.append((task, vla, best))
-        overlap = not (vla["wilson95"][0] > best["wilson95"][1] or best["wilson95"][0] > vla["wilson95"][1])
+        overlap = intervals_overlap(vla, best)
         cmp_ = ">=" if vla["success_rate"] >= best["success_rate"] else "<"
         cost = ""
         tv, tb = vla.get("training", {}).get("wall_s"), best.get("training", {}).get("wall_s")
@@ -270,12 +280,12 @@ def pseudo_goal(res: dict) -> list[str]:
         for n in C.PSEUDO_CLIPS:
             r = res.get(f"vla-5-pseudo{n}@{task}")
             if base is not None and r is not None:
-                deltas.append((100 * (r["success_rate"] - base["success_rate"]), f"{task}, {n} clips"))
+                deltas.append((points(r, base), f"{task}, {n} clips"))
     if not deltas:
         return []
     best, where = max(deltas)
     hit = [w for d, w in deltas if d >= PSEUDO_GOAL_POINTS]
-    floor = sum(1 for n in C.PSEUDO_TASKS if (res.get(f"vla-{C.PSEUDO_REAL_DEMOS}@{n}") or {}).get("successes") == 0)
+    floor = sum(1 for t in C.PSEUDO_TASKS if (res.get(f"vla-{C.PSEUDO_REAL_DEMOS}@{t}") or {}).get("successes") == 0)
     return [f"- **Goal +{PSEUDO_GOAL_POINTS} points with pseudo-kinematics: "
             f"{'met on ' + ', '.join(hit) if hit else 'not met'}** ({len(deltas)} cell(s) judged; best "
             f"{best:+.0f} points, {where}"
@@ -298,8 +308,7 @@ def baseline_goal(judged: list[tuple[str, dict, dict]]) -> list[str]:
         cheaper = vla_wall < sum(base_walls)
         cost = (f"; cost: one VLA training {minutes(vla_wall)} for the {len(judged)} tasks vs "
                 f"{minutes(sum(base_walls))} for the {len(judged)} best baselines' trainings")
-    overlap = sum(1 for _, v, b in judged if not (v["wilson95"][0] > b["wilson95"][1]
-                                                   or b["wilson95"][0] > v["wilson95"][1]))
+    overlap = sum(1 for _, v, b in judged if intervals_overlap(v, b))
     met = len(ge) == len(judged) and cheaper is True and len(both_zero) < len(judged)
     zero = (f"; on {', '.join(both_zero)} both succeed 0/50, which shows nothing either way" if both_zero else "")
     return [f"- **Goal 'our VLA >= the best baseline at lower training cost': {'met' if met else 'not met'}** "
