@@ -41,7 +41,7 @@ import mujoco
 import numpy as np
 
 from surgbot import geometry
-from surgbot.config import param
+from surgbot.config import check_ranges, param
 from surgbot.contract import (
     GT_PSM_TIP,
     PSM_DEFAULT_RATE_HZ,
@@ -81,6 +81,7 @@ class PSMTwinConfig:
                                        "node does when it runs)")
 
     def __post_init__(self):
+        check_ranges(self)
         for name in ("psm_rate_hz", "psm_secondary_rate_hz"):
             v = getattr(self, name)
             if not (math.isfinite(v) and 0.0 < v <= PSM_MAX_RATE_HZ):

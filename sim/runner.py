@@ -35,7 +35,7 @@ import rclpy
 from rclpy.signals import SignalHandlerOptions
 
 from surgbot import contract
-from surgbot.config import param
+from surgbot.config import check_ranges, param
 from surgbot.errors import CliError
 from surgbot.pacing import Pacer
 from surgbot.processes import freeze_startup_heap
@@ -86,6 +86,7 @@ class SimConfig:
     task: str | None = param(None, "task laid out by seed (reach, needle_pick, peg_transfer); unset: none")
 
     def __post_init__(self):
+        check_ranges(self)
         self.validate()
 
     def validate(self) -> None:

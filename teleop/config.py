@@ -53,6 +53,7 @@ class ConsoleConfig:
                                                "calls)", lo=0.5, hi=600.0)
 
     def __post_init__(self):
+        check_ranges(self)
         if self.video_source not in VIDEO_SOURCES:
             raise ValueError(f"video_source {self.video_source!r} not in {VIDEO_SOURCES}")
         if not self.host:

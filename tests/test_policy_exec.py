@@ -33,6 +33,12 @@ def chunk(start_xyz, step_xyz=(0.0, 0.0, 0.0), n: int = H, yaw: float = 0.0, jaw
     return np.stack([pose(np.asarray(start_xyz) + k * np.asarray(step_xyz), yaw, jaw) for k in range(n)])
 
 
+# The largest per-tick steps the config allows: these tests move a few mm a tick and check blending, not limiting.
+UNLIMITED = dict(max_step_m=0.05, max_step_rad=1.0)
+# A box 20 mm about HOME, so that clipping to its far corner stays within one unlimited step.
+NEAR_BOX = dict(workspace_min_m=tuple(HOME[:3] - 0.02), workspace_max_m=tuple(HOME[:3] + 0.02))
+
+
 def enabled(**cfg) -> PolicyExecutor:
     ex = PolicyExecutor(PolicyExecConfig(**cfg))
     assert not ex.enable(True)   # no instruction yet: refused
@@ -55,7 +61,7 @@ def test_new_chunk_requested_when_half_is_played():
 
 
 def test_ticks_passed_during_inference_are_skipped():
-    ex = enabled(max_step_m=1.0)
+    ex = enabled(**UNLIMITED)
     ex.on_measured(HOME, 0.0)
     out = ex.tick(0.0)
     assert out.request_chunk and out.command is None and out.state is State.HOLD   # nothing commanded yet
@@ -73,7 +79,7 @@ def test_ticks_passed_during_inference_are_skipped():
 
 
 def test_overlapping_chunks_are_blended_03_old_07_new():
-    ex = enabled(max_step_m=1.0, max_step_rad=1.0)
+    ex = enabled(**UNLIMITED)
     a, b = np.array([0.0, 0.0, -0.1]), np.array([0.01, -0.02, -0.12])
     ex.on_measured(pose(a), 0.0)
     ex.tick(0.0)
@@ -115,7 +121,7 @@ def _running(ex: PolicyExecutor, ref: np.ndarray) -> None:
 
 
 def test_nan_chunks_hold_and_the_gate_clips_to_the_workspace():
-    ex = enabled(max_step_m=1.0)
+    ex = enabled(**UNLIMITED, **NEAR_BOX)
     _running(ex, HOME)
     bad = chunk(HOME[:3])
     bad[1, 0] = np.nan
@@ -185,7 +191,7 @@ def test_old_chunk_server_timeout_error_and_stale_state_hold():
 
 
 def test_a_server_error_drops_the_plan_until_a_fresh_chunk():
-    ex = enabled(max_step_m=1.0)
+    ex = enabled(**UNLIMITED)
     _running(ex, HOME)
     ex.on_chunk(chunk(HOME[:3], (0.001, 0, 0)), ex.tick_index, 0.0)
     ex.on_measured(HOME, DT)

@@ -36,7 +36,7 @@ import mujoco
 import numpy as np
 
 from surgbot import area_path, contract
-from surgbot.config import param
+from surgbot.config import check_ranges, param
 from surgbot.control.rest_offset import RestOffset
 from surgbot.results import Result
 
@@ -118,6 +118,7 @@ class G1BridgeConfig:
                                              "the robot holds the last targets (the scope stays put)")
 
     def __post_init__(self):
+        check_ranges(self)
         for name in ("kp", "kd"):
             v = tuple(float(x) for x in getattr(self, name))
             object.__setattr__(self, name, v)

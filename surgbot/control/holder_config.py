@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass
 
 from surgbot import contract
-from surgbot.config import param
+from surgbot.config import check_ranges, param
 from surgbot.control.pivot import PivotConfig
 
 N_BRIDGE_GAINS = len(contract.G1_UPPER_BODY)     # g1_bridge kp/kd: one per upper-body joint, contract order
@@ -85,6 +85,7 @@ class HolderConfig:
     psm_timeout_s: float = param(0.5, "s, an older PSM tip is not followed", lo=0.0)
 
     def __post_init__(self):
+        check_ranges(self)
         for name in ("fulcrum", "psm_base_pose", "tremor_notch_hz", "bridge_kp", "bridge_kd"):
             v = getattr(self, name)
             if isinstance(v, list):

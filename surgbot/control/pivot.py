@@ -29,7 +29,7 @@ import eigenpy
 import numpy as np
 import pinocchio as pin
 
-from surgbot.config import param
+from surgbot.config import check_ranges, param
 from surgbot.kinematics.g1_arm import G1ScopeArm
 
 
@@ -56,6 +56,7 @@ class PivotConfig:
         None, "weight per active joint, in active_joints order (< 1: moved less, e.g. the waist); unset: all 1")
 
     def __post_init__(self):
+        check_ranges(self)
         for name in ("depth_range", "active_joints", "joint_weights"):
             v = getattr(self, name)
             if isinstance(v, list):

@@ -29,7 +29,7 @@ from enum import Enum
 
 import numpy as np
 
-from surgbot.config import param
+from surgbot.config import check_ranges, param
 from surgbot.geometry import matrix_to_rot6d, rot6d_to_matrix
 from surgbot.results import Result
 from surgbot.safety import checks
@@ -64,6 +64,7 @@ class PolicyExecConfig:
               "a policy that far out is wrong, not a little over (unset: always clipped)", lo=0.0)
 
     def __post_init__(self):
+        check_ranges(self)
         lo, hi = np.asarray(self.workspace_min_m, float), np.asarray(self.workspace_max_m, float)
         if lo.shape != (3,) or hi.shape != (3,) or not np.all(lo < hi):
             raise ValueError("workspace_min_m/workspace_max_m must be 3 values with min < max")

@@ -35,7 +35,7 @@ from std_msgs.msg import Float64, String
 from std_srvs.srv import SetBool, Trigger
 
 from surgbot import contract
-from surgbot.config import param, yaml_parameters
+from surgbot.config import check_ranges, param, yaml_parameters
 from surgbot.control.endoscope_holder import EndoscopeHolderCore, HolderConfig, State
 from surgbot.geometry import matrix_to_quat, stamp_to_sec
 from surgbot.kinematics.g1_arm import DEFAULT_MJCF, G1ScopeArm
@@ -67,6 +67,7 @@ class HolderNodeConfig:
     scene: str = param("", "sim only: fulcrum and psm_base_pose from config/scenes/<scene>.yaml where unset")
 
     def __post_init__(self):
+        check_ranges(self)
         if not self.state_publish_hz > 0:
             raise ValueError(f"state_publish_hz must be > 0, got {self.state_publish_hz}")
         if self.scene and self.scene not in contract.SCENES:

@@ -35,7 +35,7 @@ from std_srvs.srv import Trigger
 from unitree_sdk2py.idl.unitree_hg.msg.dds_ import LowCmd_, LowState_
 
 from surgbot import contract
-from surgbot.config import param
+from surgbot.config import check_ranges, param
 from surgbot.control.bridge_memory import WeightMemory, default_path
 from surgbot.control.g1_bridge import (
     UPPER_SLICE,
@@ -78,6 +78,7 @@ class G1BridgeNodeConfig:
                                  "$XDG_RUNTIME_DIR or the temp folder")
 
     def __post_init__(self):
+        check_ranges(self)
         if not self.g1_interface or any(c.isspace() for c in self.g1_interface):
             raise ValueError(f"g1_interface must be a network interface name, got {self.g1_interface!r}")
         for name in ("state_publish_hz", "diagnostics_hz"):

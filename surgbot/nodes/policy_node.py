@@ -29,7 +29,7 @@ from std_msgs.msg import String
 from std_srvs.srv import SetBool
 
 from surgbot import contract
-from surgbot.config import param
+from surgbot.config import check_ranges, param
 from surgbot.control.policy_exec import PolicyExecConfig, PolicyExecutor, State
 from surgbot.geometry import matrix_from_pose10, matrix_to_pose_msg, pose10_from_matrix, pose_msg_to_matrix
 from surgbot.hw.policy_client import PolicyClient, PolicyServerError, PolicyTimeout
@@ -51,6 +51,9 @@ class PolicyNodeConfig:
     compressed_image: bool = param(False, "subscribe /endoscope/image_raw/compressed (jpeg) instead of raw")
     instruction: str = param("", "initial instruction ('' = wait for /policy/instruction)")
     exec: PolicyExecConfig = field(default_factory=PolicyExecConfig)
+
+    def __post_init__(self):
+        check_ranges(self)
 
 
 def _decode_rgb8(msg: Image) -> np.ndarray | None:

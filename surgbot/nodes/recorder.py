@@ -19,7 +19,7 @@ from rclpy.qos import qos_profile_sensor_data
 from std_srvs.srv import Trigger
 
 from surgbot import contract
-from surgbot.config import param
+from surgbot.config import check_ranges, param
 from surgbot.recording import BagWriter
 from surgbot.results import Result
 from surgbot.rosutil import Diagnostics, declare_config, run_node, trigger_handler
@@ -45,6 +45,7 @@ class RecorderConfig:
     record_on_start: bool = param(False, "start recording when the node starts (`surgbot up/demo --record`)")
 
     def __post_init__(self):
+        check_ranges(self)
         if not self.topics:
             raise ValueError("topics: at least one topic to record")
         if any(not t.startswith("/") for t in self.topics):

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from surgbot.config import param
+from surgbot.config import check_ranges, param
 from surgbot.results import Result
 from surgbot.safety import checks
 
@@ -41,6 +41,7 @@ class PoseFilterConfig:
     log_period_s: float = param(1.0, "a rejection cause is reported at most this often, s", lo=0.0)
 
     def __post_init__(self):
+        check_ranges(self)
         if len(self.workspace_min_m) != 3 or len(self.workspace_max_m) != 3:
             raise ValueError("workspace corners need 3 values each (x, y, z)")
         if any(lo >= hi for lo, hi in zip(self.workspace_min_m, self.workspace_max_m, strict=True)):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from surgbot.config import param
+from surgbot.config import check_ranges, param
 from surgbot.results import Result
 
 SUPERVISOR_STALE_S = 0.15      # 7 periods of the supervisor's 50 Hz state; + a 10 ms check: < 200 ms link budget
@@ -30,6 +30,7 @@ class SafetyWatchConfig:
                                                       "hold, s", lo=0.01)
 
     def __post_init__(self):
+        check_ranges(self)
         if not self.safety_stale_s > 0:
             raise ValueError("safety_stale_s must be > 0")
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from surgbot.config import param
+from surgbot.config import check_ranges, param
 from surgbot.results import Result
 
 
@@ -47,6 +47,7 @@ class SupervisorConfig:
                                            "silence)", lo=1.0)
 
     def __post_init__(self):
+        check_ranges(self)
         for name in ("psm_state_timeout_s", "lowstate_timeout_s", "console_link_timeout_s",
                      "policy_chunk_timeout_s", "node_timeout_s"):
             if getattr(self, name) <= 0:
