@@ -130,6 +130,38 @@ def test_bad_config_values_are_refused_with_the_reason(cls, bad, why):
         cls(**bad)
 
 
+RANGED_CONFIGS = (HolderConfig, HolderNodeConfig, G1BridgeConfig, G1BridgeNodeConfig, SimConfig, SupervisorConfig,
+                  RecorderConfig, PoseFilterConfig, SafetyWatchConfig, PolicyNodeConfig, ConsoleConfig, MapperConfig)
+
+
+def _outside(f: dataclasses.Field):
+    """`f`'s default moved just outside its declared range (the first element of a tuple)."""
+    lo, hi = f.metadata.get("lo"), f.metadata.get("hi")
+    bad = lo - abs(lo) - 1.0 if lo is not None else hi + abs(hi) + 1.0
+    default = f.default
+    if isinstance(default, tuple):
+        return (type(default[0])(bad),) + default[1:]
+    return type(default)(bad) if isinstance(default, int) and not isinstance(default, bool) else bad
+
+
+def test_every_config_refuses_a_value_outside_its_declared_range():
+    """The bounds a ROS parameter gets (param lo/hi) hold for a config built in Python too."""
+    from surgbot.control.pivot import PivotConfig
+    from surgbot.control.policy_exec import PolicyExecConfig
+    from surgbot.sim.psm_twin import PSMTwinConfig
+    checked = 0
+    for cls in RANGED_CONFIGS + (PivotConfig, PolicyExecConfig, PSMTwinConfig):
+        for f in dataclasses.fields(cls):
+            if f.metadata.get("lo") is None and f.metadata.get("hi") is None:
+                continue
+            if f.default is dataclasses.MISSING or isinstance(f.default, bool) or f.default is None:
+                continue
+            with pytest.raises(ValueError, match=f.name):
+                dataclasses.replace(cls(), **{f.name: _outside(f)})
+            checked += 1
+    assert checked > 100, checked
+
+
 def test_pivot_weights_by_name_map_onto_active_joints():
     from surgbot.control.pivot import PivotConfig
     c = PivotConfig(active_joints=("a", "b", "c"), joint_weights={"b": 0.5})
