@@ -105,3 +105,17 @@ def wrench(what: str, values) -> np.ndarray:
     if not np.all(np.isfinite(w)):
         raise ValueError(f"{what} rejected: wrench contains NaN or inf")
     return w
+
+
+def twist(what: str, linear, angular) -> tuple[np.ndarray, np.ndarray]:
+    """(linear m/s, angular rad/s), 3 finite values each."""
+    try:
+        v = np.asarray(list(linear), float)
+        w = np.asarray(list(angular), float)
+    except (TypeError, ValueError):
+        raise ValueError(f"{what} rejected: twist is not numeric") from None
+    if v.shape != (3,) or w.shape != (3,):
+        raise ValueError(f"{what} rejected: twist needs 3 linear and 3 angular values")
+    if not (np.all(np.isfinite(v)) and np.all(np.isfinite(w))):
+        raise ValueError(f"{what} rejected: twist contains NaN or inf")
+    return v, w

@@ -130,7 +130,7 @@ class PSMPlant:
             "eff": data.actuator_force[self.act].copy(),
             "jaw": float(data.qpos[self.jaw_qadr]), "jaw_v": float(data.qvel[self.jaw_dadr]),
             "jaw_eff": float(data.actuator_force[self.jaw_act]),
-            "q_sp": core.q_sp.copy(), "qd_sp": core.qd_sp.copy(), "jaw_sp": core.jaw_sp,
+            "q_sp": core.motion.q_sp.copy(), "qd_sp": core.motion.qd_sp.copy(), "jaw_sp": core.motion.jaw_sp,
             "base_p": data.xpos[self.base_body].copy(),
             "base_R": data.xmat[self.base_body].reshape(3, 3).copy(),
             "tip_p": data.site_xpos[self.tip_site].copy(),

@@ -1,11 +1,12 @@
-"""The dVRK PSM's operating-state machine and motion generator, ROS-free.
+"""The dVRK PSM's operating-state machine and command rules, ROS-free.
 
 `PSMCore` is what the PSM twin runs every physics step: it takes commands
 (already unpacked from ROS messages into plain Python values), checks them
 against the dVRK's rules (FACTS.md: accepted commands per operating state,
 motion only when ENABLED and homed, finite values, joint limits, reachable
-poses), produces the joint setpoint (trajectories, servo streams, twist
-integration) and watches the tracking error.  The clock is passed in, so a
+poses), hands the accepted ones to its `SetpointGenerator` (sim/psm_motion.py:
+trajectories, servo streams, twist integration, effort mode) and watches the
+tracking error.  The clock is passed in, so a
 unit test steps it with a plain loop and a fake plant.
 
 Every command returns a `Result` (surgbot.results): refused with the reason,
@@ -35,7 +36,7 @@ from surgbot.contract import PSM_JAW_NAME, PSM_JOINT_NAMES
 from surgbot.kinematics import psm as kin
 from surgbot.results import Result
 from surgbot.sim import psm_inputs as inputs
-from surgbot.sim.psm_trajectory import TrapezoidTrajectory
+from surgbot.sim.psm_motion import SetpointGenerator
 
 
 class State(StrEnum):
@@ -65,8 +66,6 @@ SETTINGS = ("set_trajectory_ratio", "set_gravity_compensation", "set_cf_orientat
 POWER_UP_S = 0.5              # amplifiers on -> ENABLED
 HOMED_TOLERANCE = np.array([np.deg2rad(3)] * 2 + [0.003] + [np.deg2rad(3)] * 3)
 HOMING_SETTLE_S = 2.0         # after the homing trajectory, time allowed to settle
-SERVO_CV_TIMEOUT_S = 0.1      # a twist older than this stops (no runaway on a lost link)
-SERVO_STREAM_GAP_S = 0.05     # servo_jp/cp closer than this form a stream: velocity feed-forward
 LIMIT_MARGIN = 5e-4
 
 
@@ -93,10 +92,7 @@ class PSMCore:
     state_changed: bool = True
 
     def __post_init__(self):
-        self.q_sp: np.ndarray | None = None
-        self.qd_sp = np.zeros(6)
-        self.jaw_sp = 0.0
-        self.jaw_d_sp = 0.0
+        self.motion = SetpointGenerator()          # the setpoints; this class decides what may move them
         self.q_meas = np.zeros(6)
         self.jaw_meas = 0.0
         self.t = 0.0
@@ -104,16 +100,7 @@ class PSMCore:
         self._home_after_power_up = False
         self._homing = False
         self._homing_done_at: float | None = None
-        self._traj: TrapezoidTrajectory | None = None
-        self._jaw_traj: TrapezoidTrajectory | None = None
-        self._cv: tuple[np.ndarray, np.ndarray, float] | None = None
-        self._cv_pose: np.ndarray | None = None
         self._at_limit = np.zeros(6, bool)
-        self._servo_t: float | None = None
-        self._servo_stamp: float | None = None
-        self.effort: np.ndarray | None = None     # effort mode when set
-        self.jaw_effort: float | None = None
-        self.trajectory_ratio = 1.0
         self.gravity_compensation = True
         self.cf_orientation_absolute = False
         self.tool_present = True
@@ -146,20 +133,12 @@ class PSMCore:
     def operating_state(self) -> dict:
         return {"state": str(self.state), "is_homed": self.is_homed, "is_busy": self.is_busy}
 
-    def _stop_motion(self, interrupted: bool) -> None:
-        """Drop trajectories and streams; a running move reports goal_reached false."""
-        if self._traj is not None or self._jaw_traj is not None:
-            if interrupted and not self._homing:
-                self.outbox.append(("goal_reached", False))
-        self._traj = None
-        self._jaw_traj = None
-        self._cv = None
-        self._cv_pose = None
-        self._servo_t = None
-        self.qd_sp = np.zeros(6)
-        self.jaw_d_sp = 0.0
-        self.effort = None
-        self.jaw_effort = None
+    def _stop_motion(self, interrupted: bool, change=None) -> None:
+        """Drop trajectories and streams (or make `change`, a generator call that drops them itself:
+        a servo stream's velocity needs the stream it ends); a running move reports goal_reached false."""
+        if self.motion.moving and interrupted and not self._homing:
+            self.outbox.append(("goal_reached", False))
+        (change or self.motion.stop)()
         if self._homing:
             self._homing = False
             self._homing_done_at = None
@@ -167,8 +146,7 @@ class PSMCore:
             self._set_state(busy=False)
 
     def _hold_measured(self) -> None:
-        self.q_sp = self.q_meas.copy()
-        self.jaw_sp = float(self.jaw_meas)
+        self.motion.hold(self.q_meas, self.jaw_meas)
 
     # ------------------------------------------------------- state commands
     def state_command(self, name: str) -> Result:
@@ -207,10 +185,8 @@ class PSMCore:
 
     def _start_homing(self) -> None:
         self._stop_motion(interrupted=True)
-        start = self.q_sp if self.q_sp is not None else self.q_meas
-        self._traj = TrapezoidTrajectory(start, kin.HOME, kin.MAX_VELOCITY, kin.MAX_ACCELERATION, self.t)
-        self._jaw_traj = TrapezoidTrajectory([self.jaw_sp], [0.0], [kin.JAW_MAX_VELOCITY],
-                                             [kin.JAW_MAX_ACCELERATION], self.t)
+        start = self.motion.q_sp if self.motion.q_sp is not None else self.q_meas
+        self.motion.home(start, self.t)
         self._homing = True
         self._homing_done_at = None
         self._set_state(homed=False, busy=True)
@@ -245,129 +221,76 @@ class PSMCore:
             return self.error(f"{what} rejected: arm is busy homing")
         return None
 
-    def _pose_ik(self, what: str, pose) -> np.ndarray | Result:
-        """Joints reaching `pose` (seeded by the setpoint), or the refusal."""
+    def _motion_command(self, what: str, parse, act) -> Result:
+        """`act(parse())` when motion is allowed now and `parse` accepts the input (it raises ValueError
+        with the reason otherwise); else the refusal, on the error channel, and nothing changed."""
+        if (no := self._refused(what)) is not None:
+            return no
+        try:
+            value = parse()
+        except ValueError as exc:
+            return self.error(str(exc))
+        act(value)
+        return Result.success()
+
+    def _pose_ik(self, what: str, pose) -> np.ndarray:
+        """Joints reaching `pose` (seeded by the setpoint); ValueError with the reason otherwise."""
         try:
             T = kin.check_pose(pose, what)
-            res = kin.ik(T, seed=self.q_sp)
+            res = kin.ik(T, seed=self.motion.q_sp)
         except kin.KinematicsError as exc:
-            return self.error(f"{what} rejected: {exc}")
+            raise ValueError(f"{what} rejected: {exc}") from None
         if res.insertion_clamped:
             self._say("warning", f"{what}: insertion clamped to keep the wrist "
                                  f"{kin.MIN_WRIST_DISTANCE * 1e3:.0f} mm from the RCM")
         return res.q
 
+    def _servo_to(self, q: np.ndarray, stamp: float | None) -> None:
+        self._stop_motion(interrupted=True, change=lambda: self.motion.servo_to(q, self.t, stamp))
+
+    def _start_move(self, q: np.ndarray) -> None:
+        self._stop_motion(interrupted=True, change=lambda: self.motion.move_to(q, self.t))
+        self._set_state(busy=True)
+
     def servo_jp(self, names, positions, stamp: float | None = None) -> Result:
-        if (no := self._refused("servo_jp")) is not None:
-            return no
-        try:
-            q = inputs.joint_positions("servo_jp", names, positions)
-        except ValueError as exc:
-            return self.error(str(exc))
-        self._servo_to(q, stamp)
-        return Result.success()
+        return self._motion_command("servo_jp", lambda: inputs.joint_positions("servo_jp", names, positions),
+                                    lambda q: self._servo_to(q, stamp))
 
     def servo_jr(self, names, positions) -> Result:
         """Relative servo: setpoint + delta, applied like servo_jp."""
-        if (no := self._refused("servo_jr")) is not None:
-            return no
-        try:
-            q = inputs.joint_goal("servo_jr", names, positions, self.q_sp)
-        except ValueError as exc:
-            return self.error(str(exc))
-        self._servo_to(q, None)
-        return Result.success()
-
-    def _servo_to(self, q: np.ndarray, stamp: float | None) -> None:
-        """Jump the setpoint; a steady stream also yields its velocity (feed-forward).
-
-        The sender's stamps time the stream when they are set (transport
-        jitter would otherwise show up as velocity noise), the arrival time
-        when not; the estimate is averaged over two commands.
-        """
-        qd = np.zeros(6)
-        if self._servo_t is not None and 0.0 < self.t - self._servo_t <= SERVO_STREAM_GAP_S:
-            dt = self.t - self._servo_t
-            if stamp and self._servo_stamp and 0.0 < stamp - self._servo_stamp <= SERVO_STREAM_GAP_S:
-                dt = stamp - self._servo_stamp
-            qd = 0.5 * (q - self.q_sp) / dt + 0.5 * self.qd_sp
-        self._stop_motion(interrupted=True)
-        self.q_sp = q
-        self.qd_sp = qd
-        self._servo_t = self.t
-        self._servo_stamp = stamp
+        return self._motion_command(
+            "servo_jr", lambda: inputs.joint_goal("servo_jr", names, positions, self.motion.q_sp),
+            lambda q: self._servo_to(q, None))
 
     def move_jp(self, names, positions) -> Result:
-        if (no := self._refused("move_jp")) is not None:
-            return no
-        try:
-            q = inputs.joint_positions("move_jp", names, positions)
-        except ValueError as exc:
-            return self.error(str(exc))
-        return self._start_move(q)
+        return self._motion_command("move_jp", lambda: inputs.joint_positions("move_jp", names, positions),
+                                    self._start_move)
 
     def move_jr(self, names, positions) -> Result:
         """Relative move: trajectory to setpoint + delta."""
-        if (no := self._refused("move_jr")) is not None:
-            return no
-        try:
-            q = inputs.joint_goal("move_jr", names, positions, self.q_sp)
-        except ValueError as exc:
-            return self.error(str(exc))
-        return self._start_move(q)
-
-    def _start_move(self, q: np.ndarray) -> Result:
-        self._stop_motion(interrupted=True)
-        r = self.trajectory_ratio
-        self._traj = TrapezoidTrajectory(self.q_sp, q, kin.MAX_VELOCITY * r, kin.MAX_ACCELERATION * r, self.t)
-        self._set_state(busy=True)
-        return Result.success()
+        return self._motion_command(
+            "move_jr", lambda: inputs.joint_goal("move_jr", names, positions, self.motion.q_sp), self._start_move)
 
     def servo_cp(self, pose, stamp: float | None = None) -> Result:
-        if (no := self._refused("servo_cp")) is not None:
-            return no
-        q = self._pose_ik("servo_cp", pose)
-        if isinstance(q, Result):
-            return q
-        self._servo_to(q, stamp)
-        return Result.success()
+        return self._motion_command("servo_cp", lambda: self._pose_ik("servo_cp", pose),
+                                    lambda q: self._servo_to(q, stamp))
 
     def move_cp(self, pose) -> Result:
-        if (no := self._refused("move_cp")) is not None:
-            return no
-        q = self._pose_ik("move_cp", pose)
-        if isinstance(q, Result):
-            return q
-        return self._start_move(q)
+        return self._motion_command("move_cp", lambda: self._pose_ik("move_cp", pose), self._start_move)
 
     def servo_cv(self, linear, angular) -> Result:
-        if (no := self._refused("servo_cv")) is not None:
-            return no
-        try:
-            v = np.asarray(list(linear), float)
-            w = np.asarray(list(angular), float)
-        except (TypeError, ValueError):
-            return self.error("servo_cv rejected: twist is not numeric")
-        if v.shape != (3,) or w.shape != (3,):
-            return self.error("servo_cv rejected: twist needs 3 linear and 3 angular values")
-        if not (np.all(np.isfinite(v)) and np.all(np.isfinite(w))):
-            return self.error("servo_cv rejected: twist contains NaN or inf")
-        if self._cv is None:
+        return self._motion_command("servo_cv", lambda: inputs.twist("servo_cv", linear, angular),
+                                    lambda vw: self._twist(*vw))
+
+    def _twist(self, v: np.ndarray, w: np.ndarray) -> None:
+        if self.motion.cv is None:             # a new twist stream: whatever ran before stops
             self._stop_motion(interrupted=True)
-            self._cv_pose = kin.fk(self.q_sp)
-        self._cv = (v, w, self.t)
-        return Result.success()
+        self.motion.twist(v, w, self.t)
 
     def servo_jf(self, names, efforts) -> Result:
         """Effort mode: apply these joint efforts (N m, N) until a position command."""
-        if (no := self._refused("servo_jf")) is not None:
-            return no
-        try:
-            e = inputs.efforts("servo_jf", names, efforts)
-        except ValueError as exc:
-            return self.error(str(exc))
-        self._enter_effort_mode(e)
-        return Result.success()
+        return self._motion_command("servo_jf", lambda: inputs.efforts("servo_jf", names, efforts),
+                                    self._enter_effort_mode)
 
     def servo_cf(self, wrench, body: bool = False) -> Result:
         """Effort mode from a tool-tip wrench (force, torque): tau = J^T w.
@@ -375,79 +298,49 @@ class PSMCore:
         `body`: the wrench is in the tool-tip frame (body/servo_cf) unless
         `set_cf_orientation_absolute(True)`; otherwise in PSM1_base (spatial/servo_cf)."""
         what = "body/servo_cf" if body else "spatial/servo_cf"
-        if (no := self._refused(what)) is not None:
-            return no
-        try:
-            w = inputs.wrench(what, wrench)
-            if body and not self.cf_orientation_absolute:
-                R = kin.fk(self.q_meas)[:3, :3]
-                w = np.concatenate([R @ w[:3], R @ w[3:]])
-            e = inputs.effort_range(what, kin.jacobian(self.q_meas).T @ w, PSM_JOINT_NAMES, inputs.MAX_EFFORT,
-                                    "joint efforts")
-        except ValueError as exc:
-            return self.error(str(exc))
-        self._enter_effort_mode(e)
-        return Result.success()
+        return self._motion_command(what, lambda: self._wrench_efforts(what, wrench, body), self._enter_effort_mode)
+
+    def _wrench_efforts(self, what: str, wrench, body: bool) -> np.ndarray:
+        w = inputs.wrench(what, wrench)
+        if body and not self.cf_orientation_absolute:
+            R = kin.fk(self.q_meas)[:3, :3]
+            w = np.concatenate([R @ w[:3], R @ w[3:]])
+        return inputs.effort_range(what, kin.jacobian(self.q_meas).T @ w, PSM_JOINT_NAMES, inputs.MAX_EFFORT,
+                                   "joint efforts")
 
     def free(self) -> Result:
         """The dVRK's `free`: effort mode with zero effort (the arm is counterbalanced: it stays, movable by hand)."""
-        if (no := self._refused("free")) is not None:
-            return no
-        self._enter_effort_mode(np.zeros(6))
-        self.jaw_effort = 0.0
-        return Result.success()
+        return self._motion_command("free", lambda: np.zeros(6), self._free)
+
+    def _free(self, effort: np.ndarray) -> None:
+        self._enter_effort_mode(effort)
+        self.motion.jaw_effort = 0.0
 
     def _enter_effort_mode(self, effort: np.ndarray) -> None:
-        jaw = self.jaw_effort
-        self._stop_motion(interrupted=True)
-        self.effort = effort
-        self.jaw_effort = jaw
-        self._hold_measured()
+        self._stop_motion(interrupted=True,
+                          change=lambda: self.motion.enter_effort(effort, self.q_meas, self.jaw_meas))
 
     def jaw_servo_jp(self, names, positions) -> Result:
-        if (no := self._refused("jaw/servo_jp")) is not None:
-            return no
-        try:
-            v = inputs.jaw_position("jaw/servo_jp", names, positions)
-        except ValueError as exc:
-            return self.error(str(exc))
-        self._jaw_traj = None
-        self.jaw_effort = None
-        self.jaw_sp, self.jaw_d_sp = v, 0.0
-        return Result.success()
+        return self._motion_command("jaw/servo_jp", lambda: inputs.jaw_position("jaw/servo_jp", names, positions),
+                                    self.motion.jaw_servo)
 
     def jaw_move_jp(self, names, positions) -> Result:
-        if (no := self._refused("jaw/move_jp")) is not None:
-            return no
-        try:
-            v = inputs.jaw_position("jaw/move_jp", names, positions)
-        except ValueError as exc:
-            return self.error(str(exc))
-        self.jaw_effort = None
-        r = self.trajectory_ratio
-        self._jaw_traj = TrapezoidTrajectory([self.jaw_sp], [v], [kin.JAW_MAX_VELOCITY * r],
-                                             [kin.JAW_MAX_ACCELERATION * r], self.t)
+        return self._motion_command("jaw/move_jp", lambda: inputs.jaw_position("jaw/move_jp", names, positions),
+                                    self._jaw_move)
+
+    def _jaw_move(self, value: float) -> None:
+        self.motion.jaw_move(value, self.t)
         self._set_state(busy=True)
-        return Result.success()
 
     def jaw_servo_jf(self, names, efforts) -> Result:
         """Jaw effort (N m) until the next jaw position command."""
-        if (no := self._refused("jaw/servo_jf")) is not None:
-            return no
-        try:
-            e = inputs.efforts("jaw/servo_jf", names, efforts, (PSM_JAW_NAME,), np.array([inputs.JAW_MAX_EFFORT]))
-        except ValueError as exc:
-            return self.error(str(exc))
-        self._jaw_traj = None
-        self.jaw_effort = float(e[0])
-        self.jaw_sp, self.jaw_d_sp = float(self.jaw_meas), 0.0
-        return Result.success()
+        return self._motion_command(
+            "jaw/servo_jf",
+            lambda: inputs.efforts("jaw/servo_jf", names, efforts, (PSM_JAW_NAME,), np.array([inputs.JAW_MAX_EFFORT])),
+            lambda e: self.motion.jaw_effort_mode(float(e[0]), self.jaw_meas))
 
     def hold(self) -> Result:
-        if (no := self._refused("hold")) is not None:
-            return no
-        self._stop_motion(interrupted=True)
-        return Result.success()
+        return self._motion_command("hold", lambda: None, lambda _: self._stop_motion(interrupted=True))
 
     # ------------------------------------------------------------ settings
     def set_trajectory_ratio(self, ratio) -> Result:
@@ -458,7 +351,7 @@ class PSMCore:
             return self.error(f"trajectory_j/set_ratio rejected: {ratio!r} is not a number")
         if not (math.isfinite(r) and 0.0 < r <= 1.0):
             return self.error(f"trajectory_j/set_ratio rejected: {r} not in (0, 1]")
-        self.trajectory_ratio = r
+        self.motion.trajectory_ratio = r
         self.state_changed = True          # the twin republishes trajectory_j/ratio with the state
         return Result.success()
 
@@ -485,7 +378,8 @@ class PSMCore:
         self.t = t
         self.q_meas = np.asarray(q_meas, float).copy()
         self.jaw_meas = float(jaw_meas)
-        if self.q_sp is None:                     # first step: brakes hold the start pose
+        m = self.motion
+        if m.q_sp is None:                        # first step: brakes hold the start pose
             self._hold_measured()
 
         if self._power_up_until is not None and t >= self._power_up_until:
@@ -496,24 +390,13 @@ class PSMCore:
                 self._home_after_power_up = False
                 self._start_homing()
 
-        if self._traj is not None:
-            self.q_sp, self.qd_sp, done = self._traj.sample(t)
-            if done:
-                self._traj = None
-                if not self._homing and self._jaw_traj is None:
-                    self.outbox.append(("goal_reached", True))
-        if self._jaw_traj is not None:
-            j, jd, done = self._jaw_traj.sample(t)
-            self.jaw_sp, self.jaw_d_sp = float(j[0]), float(jd[0])
-            if done:
-                self._jaw_traj = None
-                if not self._homing and self._traj is None:
-                    self.outbox.append(("goal_reached", True))
-        if self._traj is None and self._jaw_traj is None and self.is_busy \
-                and not self._homing and self._power_up_until is None:
+        arm_done, jaw_done = m.sample_moves(t)
+        if (arm_done or jaw_done) and not m.moving and not self._homing:   # the last of arm and jaw
+            self.outbox.append(("goal_reached", True))
+        if not m.moving and self.is_busy and not self._homing and self._power_up_until is None:
             self._set_state(busy=False)
 
-        if self._homing and self._traj is None and self._jaw_traj is None:
+        if self._homing and not m.moving:
             if self._homing_done_at is None:
                 self._homing_done_at = t
             if np.all(np.abs(self.q_meas - kin.HOME) <= HOMED_TOLERANCE):
@@ -525,54 +408,20 @@ class PSMCore:
                 self._set_state(busy=False)
                 self.error("homing failed: joints did not reach home within 3 deg")
 
-        if self._cv is not None:
-            self._integrate_twist(t, dt)
-        if self._servo_t is not None and t - self._servo_t > SERVO_STREAM_GAP_S:
-            self._servo_t = None                  # stream ended: hold still
-            self.qd_sp = np.zeros(6)
-
-        if self.effort is not None:               # effort mode: the setpoint is where the arm is
-            self.q_sp, self.qd_sp = self.q_meas.copy(), np.zeros(6)
-        if self.jaw_effort is not None:
-            self.jaw_sp, self.jaw_d_sp = self.jaw_meas, 0.0
+        if (stopped := m.advance_streams(t, dt, self.q_meas, self.jaw_meas)) is not None:
+            self.error(stopped)
         powered = self.state in (ENABLED, PAUSED) and self._power_up_until is None
         if powered:
             self._check_tracking()
         self._check_limits()
-        return Setpoint(self.q_sp.copy(), self.qd_sp.copy(), self.jaw_sp, self.jaw_d_sp,
+        return Setpoint(m.q_sp.copy(), m.qd_sp.copy(), m.jaw_sp, m.jaw_d_sp,
                         powered or self._power_up_until is not None,
-                        None if self.effort is None else self.effort.copy(), self.jaw_effort)
-
-    def _integrate_twist(self, t: float, dt: float) -> None:
-        v, w, t_cmd = self._cv
-        if t - t_cmd > SERVO_CV_TIMEOUT_S:
-            self._cv, self._cv_pose = None, None
-            self.qd_sp = np.zeros(6)
-            return
-        T = self._cv_pose.copy()
-        T[:3, 3] = T[:3, 3] + v * dt
-        angle = float(np.linalg.norm(w)) * dt
-        if angle > 0.0:
-            k = w / np.linalg.norm(w)
-            K = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
-            dR = np.eye(3) + math.sin(angle) * K + (1 - math.cos(angle)) * K @ K
-            T[:3, :3] = dR @ T[:3, :3]
-        try:
-            res = kin.ik(T, seed=self.q_sp, clamp_insertion=False)
-        except kin.KinematicsError as exc:
-            self._cv, self._cv_pose = None, None
-            self.qd_sp = np.zeros(6)
-            self.error(f"servo_cv stopped: {exc}")
-            return
-        if dt > 0:
-            self.qd_sp = (res.q - self.q_sp) / dt
-        self.q_sp = res.q
-        self._cv_pose = T
+                        None if m.effort is None else m.effort.copy(), m.jaw_effort)
 
     def _check_tracking(self) -> None:
-        err = np.abs(self.q_sp - self.q_meas)
+        err = np.abs(self.motion.q_sp - self.q_meas)
         over = err > kin.TRACKING_TOLERANCE
-        jaw_err = abs(self.jaw_sp - self.jaw_meas)
+        jaw_err = abs(self.motion.jaw_sp - self.jaw_meas)
         if over.any() or jaw_err > kin.JAW_TRACKING_TOLERANCE:
             which = [f"{PSM_JOINT_NAMES[i]} error {err[i]:.3f} > {kin.TRACKING_TOLERANCE[i]}"
                      for i in np.flatnonzero(over)]

@@ -152,7 +152,7 @@ class PSMTwin:
             self._gt["gt_tip"] = node.create_publisher(PoseStamped, GT_PSM_TIP, 10)
         self._gt_msgs = (PointStamped, Float64, PoseStamped)
         self._dist_sub = node.create_subscription(JointState, SIM_PSM_DISTURBANCE, self._on_disturbance, 10)
-        self.server.operating_state(self._state, self.core.trajectory_ratio, world.stamp_ns())
+        self.server.operating_state(self._state, self.core.motion.trajectory_ratio, world.stamp_ns())
         self._thread = threading.Thread(target=self._publish_loop, name="psm-publisher", daemon=True)
         self._thread.start()
 
@@ -185,8 +185,8 @@ class PSMTwin:
         snap["stamp_ns"] = world.stamp_ns()
         snap["T_meas"] = self.plant.measured_cp(d)
         snap["wrench"] = self._contact_wrench(world, snap["T_meas"])
-        snap["effort_sp"] = np.zeros(6) if core.effort is None else core.effort.copy()
-        snap["jaw_effort_sp"] = 0.0 if core.jaw_effort is None else float(core.jaw_effort)
+        snap["effort_sp"] = np.zeros(6) if core.motion.effort is None else core.motion.effort.copy()
+        snap["jaw_effort_sp"] = 0.0 if core.motion.jaw_effort is None else float(core.motion.jaw_effort)
         with self._snap_lock:
             self._snap = snap
         events, core.outbox = core.outbox, []
@@ -200,7 +200,7 @@ class PSMTwin:
             if kind != "goal_reached":
                 self._log(kind, f"{self.config.psm_namespace}: {payload}")
         if changed:
-            self.server.operating_state(self._state, core.trajectory_ratio, snap["stamp_ns"])
+            self.server.operating_state(self._state, core.motion.trajectory_ratio, snap["stamp_ns"])
 
     def _contact_wrench(self, world, T_meas: np.ndarray) -> np.ndarray:
         """Wrench (force, torque about the tool tip; PSM1_base axes) the contacts exert on the arm.

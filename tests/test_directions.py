@@ -30,7 +30,8 @@ import pytest
 from surgbot import contract
 from surgbot.bench.endoscope import ArmLoop
 from surgbot.control.endoscope_holder import HEAD_FOLLOW, HOLD, TELEOP
-from surgbot.sim.psm_state import ENABLED, SERVO_CV_TIMEOUT_S, PSMCore
+from surgbot.sim.psm_motion import SERVO_CV_TIMEOUT_S
+from surgbot.sim.psm_state import ENABLED, PSMCore
 from surgbot.sim.scene import PSM_XML
 
 pytestmark = pytest.mark.unit

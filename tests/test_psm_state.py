@@ -16,8 +16,8 @@ from surgbot.sim.psm_state import (
     PAUSED,
     STATE_COMMANDS,
     PSMCore,
-    TrapezoidTrajectory,
 )
+from surgbot.sim.psm_trajectory import TrapezoidTrajectory
 
 pytestmark = pytest.mark.unit
 
@@ -133,7 +133,7 @@ def test_homing_reaches_home_within_3_deg():
                                          ("FAULT", True)])
 def test_motion_rejected_unless_enabled_and_homed(state, homed):
     core, plant = _in_state(state, homed=homed)
-    before = core.q_sp.copy()
+    before = core.motion.q_sp.copy()
     q = psm.HOME + 0.1
     results = (core.move_jp([], q), core.servo_jp(PSM_JOINT_NAMES, q), core.servo_cp(psm.fk(q)),
                core.move_cp(psm.fk(q)), core.servo_cv([0.01, 0, 0], [0, 0, 0]), core.jaw_servo_jp([], [0.3]),
@@ -143,7 +143,7 @@ def test_motion_rejected_unless_enabled_and_homed(state, homed):
     assert not any(results) and all(r.reason for r in results)
     assert [k for k, _ in core.outbox] == ["error"] * len(results)
     plant.run(0.2)
-    np.testing.assert_array_equal(core.q_sp, before)
+    np.testing.assert_array_equal(core.motion.q_sp, before)
 
 
 @pytest.mark.parametrize("names,positions,why", [
@@ -156,7 +156,7 @@ def test_motion_rejected_unless_enabled_and_homed(state, homed):
 ])
 def test_bad_joint_commands_rejected_and_change_nothing(names, positions, why):
     core, plant = _in_state(ENABLED)
-    before = core.q_sp.copy()
+    before = core.motion.q_sp.copy()
     assert not core.move_jp(names, positions)
     assert not core.servo_jp(names, positions)
     assert len(core.outbox) == 2 and all(k == "error" and why in m for k, m in core.outbox)
@@ -165,7 +165,7 @@ def test_bad_joint_commands_rejected_and_change_nothing(names, positions, why):
         assert not core.servo_jr(names, positions) and not core.move_jr(names, positions)
         assert len(core.outbox) == 2 and all(k == "error" and why in m for k, m in core.outbox)
     plant.run(0.1)
-    np.testing.assert_array_equal(core.q_sp, before)
+    np.testing.assert_array_equal(core.motion.q_sp, before)
 
 
 def test_named_joints_in_any_order_are_accepted():
@@ -173,12 +173,12 @@ def test_named_joints_in_any_order_are_accepted():
     goal = np.array([0.1, -0.1, 0.15, 0.2, 0.1, -0.1])
     order = [5, 3, 1, 0, 2, 4]
     assert core.servo_jp([PSM_JOINT_NAMES[i] for i in order], goal[order])
-    np.testing.assert_allclose(core.q_sp, goal)
+    np.testing.assert_allclose(core.motion.q_sp, goal)
 
 
 def test_bad_poses_and_jaw_rejected():
     core, plant = _in_state(ENABLED)
-    before = core.q_sp.copy()
+    before = core.motion.q_sp.copy()
     T = psm.fk(psm.HOME)
     T_far = T.copy()
     T_far[2, 3] = -0.5
@@ -193,7 +193,7 @@ def test_bad_poses_and_jaw_rejected():
     assert not core.jaw_move_jp([], [0.1, 0.2])
     assert [k for k, _ in core.outbox] == ["error"] * 7
     plant.run(0.1)
-    np.testing.assert_array_equal(core.q_sp, before)
+    np.testing.assert_array_equal(core.motion.q_sp, before)
 
 
 def test_move_jp_trajectory_respects_dvrk_limits_and_is_synchronised():
@@ -225,24 +225,24 @@ def test_interrupted_move_reports_goal_not_reached():
     plant.run(0.2)
     core.hold()
     assert ("goal_reached", False) in core.outbox and not core.is_busy
-    held = core.q_sp.copy()
+    held = core.motion.q_sp.copy()
     plant.run(0.5)
-    np.testing.assert_array_equal(core.q_sp, held)
+    np.testing.assert_array_equal(core.motion.q_sp, held)
 
 
 def test_servo_cv_integrates_twist_in_base_frame():
     core, plant = _in_state(ENABLED)
-    p0 = psm.fk(core.q_sp)[:3, 3]
+    p0 = psm.fk(core.motion.q_sp)[:3, 3]
     for _ in range(50):                     # 0.5 s of 10 mm/s along x, refreshed at 100 Hz
         core.servo_cv([0.01, 0, 0], [0, 0, 0])
         plant.run(0.01)
-    p1 = psm.fk(core.q_sp)[:3, 3]
+    p1 = psm.fk(core.motion.q_sp)[:3, 3]
     np.testing.assert_allclose(p1 - p0, [0.005, 0, 0], atol=1e-4)
     plant.run(0.5)           # the last twist acts for 100 ms (<= 1 mm more), then stops
-    p2 = psm.fk(core.q_sp)[:3, 3]
+    p2 = psm.fk(core.motion.q_sp)[:3, 3]
     assert 0.0 <= p2[0] - p1[0] <= 0.0011
     plant.run(0.5)
-    np.testing.assert_allclose(psm.fk(core.q_sp)[:3, 3], p2, atol=1e-12)
+    np.testing.assert_allclose(psm.fk(core.motion.q_sp)[:3, 3], p2, atol=1e-12)
 
 
 def test_tracking_error_faults_and_only_disable_clears():
@@ -268,13 +268,13 @@ def test_trapezoid_short_move_is_triangular():
 
 def test_relative_joint_commands_add_to_the_setpoint():
     core, plant = _in_state(ENABLED)
-    q0 = core.q_sp.copy()
+    q0 = core.motion.q_sp.copy()
     delta = np.array([0.05, -0.02, 0.01, 0.1, 0.0, -0.1])
     assert core.servo_jr([], delta)
-    np.testing.assert_allclose(core.q_sp, q0 + delta, atol=1e-15)
+    np.testing.assert_allclose(core.motion.q_sp, q0 + delta, atol=1e-15)
     assert core.move_jr([], -delta)
     plant.run(3.0)
-    np.testing.assert_allclose(core.q_sp, q0, atol=1e-12)
+    np.testing.assert_allclose(core.motion.q_sp, q0, atol=1e-12)
     core.outbox.clear()
     assert not core.servo_jr([], [0, 0, 1.0, 0, 0, 0])          # insertion beyond its 0.24 m limit
     assert core.outbox[0][0] == "error" and "limits" in core.outbox[0][1]
@@ -312,10 +312,10 @@ def test_servo_cf_is_jacobian_transpose_of_the_wrench():
         dR = (T1[:3, :3] @ T0[:3, :3].T - np.eye(3)) / eps
         omega = np.array([dR[2, 1], dR[0, 2], dR[1, 0]])
         tau[i] = dp @ w[:3] + omega @ w[3:]
-    np.testing.assert_allclose(core.effort, tau, atol=1e-5)
+    np.testing.assert_allclose(core.motion.effort, tau, atol=1e-5)
     R = T0[:3, :3]
     assert core.servo_cf(np.concatenate([R.T @ w[:3], R.T @ w[3:]]), body=True)   # same wrench, tip frame
-    np.testing.assert_allclose(core.effort, tau, atol=1e-5)
+    np.testing.assert_allclose(core.motion.effort, tau, atol=1e-5)
 
 
 @pytest.mark.parametrize("call,why", [
@@ -335,18 +335,19 @@ def test_servo_cf_is_jacobian_transpose_of_the_wrench():
 ])
 def test_bad_effort_and_setting_commands_rejected_and_change_nothing(call, why):
     core, plant = _in_state(ENABLED)
-    before = (core.q_sp.copy(), core.effort, core.jaw_effort, core.trajectory_ratio, core.gravity_compensation)
+    m = core.motion
+    before = (m.q_sp.copy(), m.effort, m.jaw_effort, m.trajectory_ratio, core.gravity_compensation)
     result = call(core)
     assert not result
     assert len(core.outbox) == 1 and core.outbox[0][0] == "error" and why in core.outbox[0][1], core.outbox
-    after = (core.q_sp.copy(), core.effort, core.jaw_effort, core.trajectory_ratio, core.gravity_compensation)
+    after = (m.q_sp.copy(), m.effort, m.jaw_effort, m.trajectory_ratio, core.gravity_compensation)
     np.testing.assert_array_equal(after[0], before[0])
     assert after[1:] == before[1:]
 
 
 def test_trajectory_ratio_slows_moves():
     core, plant = _in_state(ENABLED)
-    goal = core.q_sp + np.array([0.5, 0, 0, 0, 0, 0])
+    goal = core.motion.q_sp + np.array([0.5, 0, 0, 0, 0, 0])
     assert core.move_jp([], goal)
     for ratio in (1.0, 0.5, 0.05):
         assert core.set_trajectory_ratio(ratio)
@@ -354,7 +355,7 @@ def test_trajectory_ratio_slows_moves():
         # yaw moves 0.5 rad with v = a = ratio * 90 deg/s(^2): trapezoid or triangle
         v, a, dist = ratio * np.pi / 2, ratio * np.pi / 2, 0.5
         expected = dist / v + v / a if dist >= v * v / a else 2 * np.sqrt(dist / a)
-        assert core._traj.duration == pytest.approx(expected, rel=1e-9)
+        assert core.motion.traj.duration == pytest.approx(expected, rel=1e-9)
 
 
 def test_twin_config_from_the_shipped_yaml_and_bad_values():
