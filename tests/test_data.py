@@ -159,6 +159,35 @@ def test_ctrl_c_leaves_nothing_loadable(tmp_path):
     assert not out.exists() and not partial.exists()
 
 
+def _dead_pid() -> int:
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    return p.pid
+
+
+def test_a_killed_runs_staging_folder_is_removed_by_the_next_writer(tmp_path):
+    """A run killed hard leaves `.NAME.partial-PID`; the next dataset or clip writer of NAME removes it,
+    and leaves the staging folder of a process still running (and other outputs' folders) alone."""
+    from surgbot.policies.video.clips import StagedFolder
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        dead, live = _dead_pid(), sleeper.pid
+        for name in ("data", "clips", "other"):
+            for pid in (dead, live):
+                (tmp_path / f".{name}.partial-{pid}").mkdir()
+                (tmp_path / f".{name}.partial-{pid}" / "episode.mp4").write_bytes(b"half")
+        res = record_expert("reach", 1, tmp_path / "data", seed=20, image_size=(32, 32), progress=False)
+        assert res.kept == 1 and load(tmp_path / "data").num_episodes == 1
+        with StagedFolder(tmp_path / "clips") as work:
+            (work / "clip.json").write_text("{}")
+        left = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("."))
+        assert left == sorted([f".data.partial-{live}", f".clips.partial-{live}",
+                               f".other.partial-{dead}", f".other.partial-{live}"])
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
 @pytest.mark.sim
 def test_lerobot_train_runs_act_on_a_recorded_dataset(recorded, tmp_path):
     out, _ = recorded

@@ -27,6 +27,7 @@ import numpy as np
 
 from surgbot.errors import CliError
 from surgbot.processes import forbid_realtime_scheduling
+from surgbot.staging import partial_path, remove_dead_partials
 
 FPS = 15
 IMAGE_KEY = "observation.images.endoscope"
@@ -92,7 +93,7 @@ class DatasetSession:
         self.append = append and self.out.is_dir() and any(self.out.iterdir())
         self.height, self.width = height, width
         self.task, self.source = task, source
-        self.work = self.out.parent / f".{self.out.name}.partial-{os.getpid()}"
+        self.work = partial_path(self.out)
         self.dataset = None
         self.meta: dict = {}
         self.kept = 0
@@ -104,6 +105,7 @@ class DatasetSession:
         # LeRobot's AV1 encoder would put this thread in SCHED_FIFO 99 (surgbot/processes.py);
         # the CLI and nodes already did this at start, a script using the session directly has not
         forbid_realtime_scheduling()
+        remove_dead_partials(self.out)
         if self.work.exists():
             shutil.rmtree(self.work)
         self.out.parent.mkdir(parents=True, exist_ok=True)

@@ -26,6 +26,7 @@ import numpy as np
 
 from surgbot.media import Mp4Writer
 from surgbot.media import read_mp4 as media_read_mp4
+from surgbot.staging import partial_path, remove_dead_partials
 
 FPS = 15
 POSE_DIM = 10
@@ -169,15 +170,17 @@ def read_truth(folder: Path, name: str) -> dict:
 
 
 class StagedFolder:
-    """Write into `.NAME.partial-PID` beside `out`, move into place on success, delete on error."""
+    """Write into `.NAME.partial-PID` beside `out` (surgbot/staging.py), move into place on success, delete on
+    error."""
 
     def __init__(self, out: Path):
         self.out = Path(out).resolve()
-        self.work = self.out.parent / f".{self.out.name}.partial-{os.getpid()}"
+        self.work = partial_path(self.out)
 
     def __enter__(self) -> Path:
         if self.out.exists() and (not self.out.is_dir() or any(self.out.iterdir())):
             raise ClipError(f"{self.out}: exists and is not an empty folder")
+        remove_dead_partials(self.out)
         if self.work.exists():
             shutil.rmtree(self.work)
         self.work.mkdir(parents=True)
