@@ -26,7 +26,7 @@ import logging
 import socket
 import ssl
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
@@ -38,15 +38,13 @@ from yarl import URL
 from surgbot.teleop import protocol as P
 from surgbot.teleop.config import ConsoleConfig
 from surgbot.teleop.video import FrameSlot, VideoStats
+from surgbot.teleop.xr_link import XrLink, XrSink
 
 log = logging.getLogger("surgbot.console")
 
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_OPERATOR_TAKEN = 4409
 HARD_MAX_MESSAGE = 1 << 20          # aiohttp closes (1009) above this; below it we drop and count
-WATCHDOG_PERIOD_S = 0.02
-STALL_REPORT_MS = 50.0              # a watchdog check this late is named in the link-loss reason
-PUBLISH_MIN_INTERVAL_S = 1.0 / 500.0    # poses reach ROS at most this often (headsets run 72-120 Hz)
 STATIC_TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css", ".png": "image/png",
                 ".svg": "image/svg+xml"}
 VENDOR = {"iwer.min.js": Path("node_modules/iwer/build/iwer.min.js")}
@@ -60,9 +58,7 @@ SECURITY_HEADERS = {
 }
 
 
-class ConsoleSink(Protocol):
-    def on_xr(self, sample: P.XrSample, t_recv: float) -> None: ...
-    def on_link_lost(self, reason: str) -> None: ...
+class ConsoleSink(XrSink, Protocol):
     def on_record(self, action: str) -> None: ...
 
 
@@ -91,21 +87,12 @@ class ConsoleServer:
         self.ssl = ssl_context
         self.clock = clock
         self.rejected: Counter = Counter()
-        self.accepted = 0
-        self.coalesced = 0                  # valid samples superseded before they were published
-        self.dropped_stale = 0              # valid samples still pending when the link was declared lost
-        self._pending_xr: tuple[P.XrSample, float] | None = None
-        self._last_publish = -1e9
-        self._flush: asyncio.TimerHandle | None = None
+        self.xr = XrLink(sink, cfg.link_timeout_s, clock)     # the operator's poses -> sink, link watchdog
         self.clients: set[_Client] = set()
         self.operator: _Client | None = None
         self.frames = FrameSlot()
         self.video = VideoStats()
         self.robot_status: dict = {}
-        self.last_xr: P.XrSample | None = None
-        self.last_xr_t: float | None = None
-        self.link_up = False
-        self._xr_times: deque = deque(maxlen=256)
         self.loop: asyncio.AbstractEventLoop | None = None
         self.port = 0
         self._runner: web.AppRunner | None = None
@@ -133,7 +120,7 @@ class ConsoleServer:
                            reuse_address=True)
         await site.start()
         self.port = site._server.sockets[0].getsockname()[1]        # the bound port when cfg.port == 0
-        self._tasks = [asyncio.create_task(self._watchdog()), asyncio.create_task(self._status_loop())]
+        self._tasks = [asyncio.create_task(self.xr.watchdog()), asyncio.create_task(self._status_loop())]
         return self.port
 
     async def stop(self) -> None:
@@ -214,7 +201,7 @@ class ConsoleServer:
             self.clients.discard(client)
             if client is self.operator:
                 self.operator = None
-                self._lose_link("operator disconnected")
+                self.xr.lose("operator disconnected")
         return ws
 
     async def _authenticate(self, ws: web.WebSocketResponse) -> _Client | None:
@@ -270,7 +257,7 @@ class ConsoleServer:
             if kind == "xr":
                 if client is not self.operator:
                     raise P.Rejected("not_operator")
-                self._on_xr(P.parse_xr(obj), now)
+                self.xr.on_sample(P.parse_xr(obj), now)
             elif kind == "ack":
                 self._on_ack(client, P.parse_ack(obj), now)
             elif kind == "record":
@@ -281,56 +268,6 @@ class ConsoleServer:
                 raise P.Rejected("bad_type", f"message type {str(kind)[:20]!r}")
         except P.Rejected as exc:
             self.rejected[exc.reason] += 1
-
-    def _on_xr(self, sample: P.XrSample, now: float) -> None:
-        self.accepted += 1
-        self.last_xr, self.last_xr_t = sample, now
-        self._xr_times.append(now)
-        self.link_up = True
-        # Poses are "newest only" too: at most one publish per PUBLISH_MIN_INTERVAL_S; a sample
-        # arriving sooner waits as the pending one (a newer replaces it, counted as coalesced) and
-        # is flushed when the interval is over, so a client faster than the robot side needs (an
-        # uncapped browser, a burst after a stall) costs parsing only, and the delay stays bounded.
-        if self._pending_xr is not None:
-            self.coalesced += 1
-        self._pending_xr = (sample, now)
-        wait = self._last_publish + PUBLISH_MIN_INTERVAL_S - time.monotonic()
-        if wait <= 0:
-            self._publish_xr()
-        elif self._flush is None:
-            self._flush = self.loop.call_later(wait, self._publish_xr)
-
-    def _publish_xr(self) -> None:
-        if self._flush is not None:
-            self._flush.cancel()
-            self._flush = None
-        pending, self._pending_xr = self._pending_xr, None
-        if pending is None:
-            return
-        if not self.link_up:
-            self.dropped_stale += 1
-            return
-        self._last_publish = time.monotonic()
-        self.sink.on_xr(*pending)
-
-    def _lose_link(self, reason: str) -> None:
-        if self.link_up:
-            self.link_up = False
-            if self._pending_xr is not None:          # never published after the link was declared lost
-                self.dropped_stale += 1
-                self._pending_xr = None
-            self.sink.on_link_lost(reason)
-
-    async def _watchdog(self) -> None:
-        while True:
-            due = time.monotonic() + WATCHDOG_PERIOD_S
-            await asyncio.sleep(WATCHDOG_PERIOD_S)
-            if self.link_up and self.clock() - (self.last_xr_t or 0.0) > self.cfg.link_timeout_s:
-                # how late this check ran tells a stalled console (samples may be waiting in the socket)
-                # from an operator who stopped sending: the reason says which it may have been
-                late_ms = 1e3 * (time.monotonic() - due)
-                stalled = f"; the console itself ran {late_ms:.0f} ms late" if late_ms > STALL_REPORT_MS else ""
-                self._lose_link(f"no valid xr for {1e3 * self.cfg.link_timeout_s:.0f} ms{stalled}")
 
     # ------------------------------------------------------------------ video
     def _new_frame(self, jpeg: bytes, capture_ms: float) -> None:
@@ -370,37 +307,30 @@ class ConsoleServer:
                 return
 
     # ------------------------------------------------------------------ status
-    def xr_rate_hz(self) -> float:
-        """Valid xr messages per second over the last second."""
-        now = self.clock()
-        t = [x for x in self._xr_times if now - x <= 1.0]
-        if len(t) < 2:
-            return 0.0
-        return (len(t) - 1) / max(t[-1] - t[0], 1e-6)
-
     def status(self) -> dict:
         now = self.clock()
-        s = self.last_xr
-        buttons = s.joy()[0] if s is not None and self.link_up else [0] * P.N_BUTTONS
+        xr = self.xr
+        s = xr.last_xr
+        buttons = s.joy()[0] if s is not None and xr.up else [0] * P.N_BUTTONS
         g2g = list(self.video.glass_to_glass_ms)[-30:]
         age = list(self.video.age_at_send_ms)[-30:]
         return {
             "type": "status",
-            "link": "up" if self.link_up else "down",
+            "link": "up" if xr.up else "down",
             "operator": self.operator is not None,
             "viewers": sum(1 for c in self.clients if c.role == "viewer"),
             "echo_t": s.t_ms if s is not None else None,
-            "echo_held_ms": round((now - self.last_xr_t) * 1e3, 2) if self.last_xr_t else None,
-            "xr_rate_hz": round(self.xr_rate_hz(), 1),
+            "echo_held_ms": round((now - xr.last_xr_t) * 1e3, 2) if xr.last_xr_t else None,
+            "xr_rate_hz": round(xr.rate_hz(), 1),
             "clutch": bool(buttons[P.BTN_CLUTCH]),
             "deadman": bool(buttons[P.BTN_DEADMAN]),
             "video_age_ms": round(float(np.median(age)), 2) if age else None,
             "glass_to_glass_ms": round(float(np.median(g2g)), 2) if g2g else None,
             "video_sent": self.video.sent,
             "video_dropped": self.video.dropped,
-            "accepted": self.accepted,
-            "coalesced": self.coalesced,
-            "dropped_stale": self.dropped_stale,
+            "accepted": xr.accepted,
+            "coalesced": xr.coalesced,
+            "dropped_stale": xr.dropped_stale,
             "rejected": dict(self.rejected),
             "rejected_total": sum(self.rejected.values()),
             **self.robot_status,

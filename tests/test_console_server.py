@@ -274,7 +274,8 @@ def test_fuzz_10000_messages_server_stays_up_publishes_only_valid_counts_every_r
             while time.monotonic() < end and not (sink.samples and sink.samples[-1].t_ms == 99.0):
                 await asyncio.sleep(0.05)
             assert not ws.closed
-        return server.accepted, dict(server.rejected), list(sink.samples), server.coalesced + server.dropped_stale
+        xr = server.xr
+        return xr.accepted, dict(server.rejected), list(sink.samples), xr.coalesced + xr.dropped_stale
 
     accepted, rejected, samples, coalesced = run(cert, body, max_message_rate_hz=1e6, rate_burst=1_000_000)
     assert samples[-1].t_ms == 99.0
@@ -304,9 +305,9 @@ def test_rate_limit_drops_and_counts(cert):
             for i in range(300):
                 await ws.send_str(json.dumps(xr_msg(t=float(i))))
             end = time.monotonic() + 10
-            while time.monotonic() < end and server.accepted + server.rejected["rate_limited"] < 300:
+            while time.monotonic() < end and server.xr.accepted + server.rejected["rate_limited"] < 300:
                 await asyncio.sleep(0.02)
-        return server.accepted, server.rejected["rate_limited"]
+        return server.xr.accepted, server.rejected["rate_limited"]
     accepted, limited = run(cert, body, max_message_rate_hz=10.0, rate_burst=50)
     assert accepted + limited == 300 and 50 <= accepted < 100 and limited > 200
 
@@ -356,7 +357,7 @@ def test_link_lost_after_timeout(cert):
             while not sink.lost and time.monotonic() - t_last < 2:
                 await asyncio.sleep(0.005)
             assert sink.lost and "no valid xr" in sink.lost[0]
-            waited = sink.lost_at - server.last_xr_t                    # since the last valid sample arrived
+            waited = sink.lost_at - server.xr.last_xr_t                    # since the last valid sample arrived
             assert waited >= 0.2                                        # never before the timeout
             assert not ws.closed                                        # a lost link is not a kick
     run(cert, body)
@@ -372,7 +373,7 @@ def test_a_burst_of_poses_publishes_the_newest_not_a_backlog(cert):
             end = time.monotonic() + 10
             while time.monotonic() < end and not (sink.samples and sink.samples[-1].t_ms == 200.0):
                 await asyncio.sleep(0.01)
-        return server.accepted, server.coalesced, [x.t_ms for x in sink.samples]
+        return server.xr.accepted, server.xr.coalesced, [x.t_ms for x in sink.samples]
     accepted, coalesced, published = run(cert, body, max_message_rate_hz=1e6, rate_burst=1_000_000)
     assert accepted == 200 and published[-1] == 200.0
     assert published == sorted(published) and len(published) + coalesced == 200
