@@ -208,6 +208,31 @@ def test_bad_commands_are_rejected_and_the_arm_holds():
     assert ok and "insertion" in reason and c.setpoint is not None
 
 
+def test_a_stream_of_bad_input_is_counted_and_logged_once_a_period():
+    """500 Hz of NaN servo_cv for 1.5 s (a broken teleop source) and a wrong-frame head pose: every message
+    refused and counted by input, the log says each input once per rejection_log_period_s, the view holds."""
+    loop = held(make_loop(rejection_log_period_s=1.0))
+    c = loop.core
+    p0, R0 = loop.tip()
+    c.events.clear()
+    t0 = loop.t
+    for k in range(750):
+        assert not c.servo_cv([0, 0, 0], [np.nan, 0, 0], "endoscope_tip", t0 + k * 0.002)
+    assert not c.head(p0, quat(R0), "endoscope_tip", t0)
+    errors = [text for level, text in c.events if level == "error"]
+    assert errors == ["servo_cv: non-finite twist", "servo_cv: non-finite twist (501 so far)",
+                      "head: bad frame or non-finite pose"], errors
+    d = c.diagnostics()
+    assert d["rejected_by_input"] == {"servo_cv": 750, "head": 1} and d["rejected"] == 751
+    assert c.mode == HOLD
+    loop.run(0.3)
+    assert np.linalg.norm(loop.tip()[0] - p0) < 0.05e-3
+    c.set_safety("estop")                      # a refused service call is answered every time: a person asked
+    c.events.clear()
+    assert not c.set_hold(True) and not c.set_hold(True)
+    assert [level for level, _ in c.events].count("error") == 2
+
+
 def test_fulcrum_captured_from_the_shaft_matches_the_port():
     """No fulcrum parameter: captured at the 50 mm entry depth; the sim's port site agrees."""
     loop = make_loop(fulcrum=None, entry_depth=0.05)

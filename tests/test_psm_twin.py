@@ -153,16 +153,27 @@ def _bad_inputs(arm):
     T = psm.fk(q)
     pose_far = T.copy()
     pose_far[2, 3] = -0.5
+    def raw_joints(topic: str, values) -> None:
+        """Past the client's own checks: what a foreign publisher might send the arm."""
+        arm._pub[topic].publish(JointState(name=list(PSM_JOINT_NAMES), position=[float(v) for v in values]))
+
+    def raw_twist(values) -> None:
+        msg = TwistStamped()
+        msg.header.frame_id = "PSM1_base"
+        (msg.twist.linear.x, msg.twist.linear.y, msg.twist.linear.z,
+         msg.twist.angular.x, msg.twist.angular.y, msg.twist.angular.z) = [float(v) for v in values]
+        arm._pub["servo_cv"].publish(msg)
+
     cases = [
-        ("servo_jp NaN", lambda: arm.servo_jp([0, 0, 0.1, np.nan, 0, 0])),
-        ("servo_jp inf", lambda: arm.servo_jp([0, 0, np.inf, 0, 0, 0])),
+        ("servo_jp NaN", lambda: raw_joints("servo_jp", [0, 0, 0.1, np.nan, 0, 0])),
+        ("servo_jp inf", lambda: raw_joints("servo_jp", [0, 0, np.inf, 0, 0, 0])),
         ("move_jp too short", lambda: arm._pub["move_jp"].publish(arm._joint_msg(PSM_JOINT_NAMES[:5], q[:5]))),
         ("move_jp unknown name", lambda: arm._pub["move_jp"].publish(
             arm._joint_msg(list(PSM_JOINT_NAMES[:5]) + ["elbow"], q))),
         ("move_jp out of limits", lambda: arm.move_jp([0, 0, 0.3, 0, 0, 0])),
         ("move_cp unreachable", lambda: arm.move_cp(pose_far)),
         ("servo_cp unreachable", lambda: arm.servo_cp(pose_far)),
-        ("servo_cv NaN", lambda: arm.servo_cv([np.nan, 0, 0, 0, 0, 0])),
+        ("servo_cv NaN", lambda: raw_twist([np.nan, 0, 0, 0, 0, 0])),
         ("jaw out of range", lambda: arm.jaw_servo_jp(3.0)),
     ]
 
@@ -182,7 +193,7 @@ def _bad_inputs(arm):
 
     cases += [("servo_cp zero quaternion", zero_quat), ("move_cp wrong frame", wrong_frame),
               ("jaw wrong name", jaw_wrong_name)]
-    assert PoseStamped and TwistStamped and JointState
+    assert PoseStamped
     return cases
 
 
@@ -204,6 +215,33 @@ def test_bad_inputs_rejected_one_error_each_and_nothing_moves(arm):
         np.testing.assert_array_equal(sp1, sp0, err_msg=label)
         assert arm.jaw_setpoint_js()[0] == jaw0
     assert arm.operating_state()["state"] == "ENABLED"
+
+
+def test_the_client_refuses_bad_commands_itself_and_sends_nothing(arm):
+    """The client's own checks (surgbot.safety.checks): ValueError naming the cause, no message to the arm."""
+    _ready(arm)
+    q = psm.HOME + 0.05
+    scaled = psm.fk(q)
+    scaled[:3, :3] *= 2.0
+    bad = [
+        (lambda: arm.servo_jp([0, 0, 0.1, np.nan, 0, 0]), "non_finite"),
+        (lambda: arm.move_jp(q[:5]), "shape"),
+        (lambda: arm.servo_jr(["a"] * 6), "shape"),
+        (lambda: arm.servo_cp(np.full((4, 4), np.inf)), "non_finite"),
+        (lambda: arm.move_cp(scaled), "singular"),
+        (lambda: arm.servo_cv([0, 0, 0, np.inf, 0, 0]), "non_finite"),
+        (lambda: arm.servo_cf([1, 2, 3]), "shape"),
+        (lambda: arm.jaw_servo_jp(np.nan), "non_finite"),
+        (lambda: arm.trajectory_j_set_ratio(np.nan), "non_finite"),
+    ]
+    sp0, _ = arm.setpoint_js()
+    before = len(arm.errors)
+    for send, cause in bad:
+        with pytest.raises(ValueError, match=f"not sent: {cause}"):
+            send()
+    time.sleep(0.5)
+    assert arm.errors[before:] == [], "the arm heard nothing"
+    np.testing.assert_array_equal(arm.setpoint_js()[0], sp0)
 
 
 def test_motion_rejected_while_paused(arm):

@@ -46,6 +46,7 @@ from surgbot.control.robot_time import RobotTimePacer
 from surgbot.control.view_shaping import ViewShaper
 from surgbot.geometry import quat_to_matrix
 from surgbot.kinematics.g1_arm import G1ScopeArm
+from surgbot.safety.filter import RejectionLog
 
 MODES = contract.ENDOSCOPE_MODES
 IDLE, HOLD, TELEOP, HEAD_FOLLOW, TOOL_FOLLOW, FAULT = State
@@ -85,6 +86,8 @@ class EndoscopeHolderCore:
         self._cv: tuple[np.ndarray, float] | None = None      # (w (3), v_insertion) of the latest servo_cv
         self.pacer = RobotTimePacer(c.joint_state_period_s, self.dt)
         self.stats = {"steps": 0, "rejected": 0, "saturated_steps": 0, "paused_steps": 0, "paced_steps": 0}
+        # a teleop stream of bad input (100-500 Hz) is counted by input and said once a period, not per message
+        self.rejections = RejectionLog(c.rejection_log_period_s, lambda _cause, text: self.modes.event("error", text))
         if c.fulcrum is not None:
             self._make_ik(np.asarray(c.fulcrum, float), None)
 
@@ -124,9 +127,14 @@ class EndoscopeHolderCore:
         return tuple(n for n, a in zip(self.arm.joint_names, act, strict=True) if a)
 
     # ------------------------------------------------------------------ helpers
-    def _reject(self, text: str) -> HolderResult:
+    def _reject(self, text: str, t: float | None = None) -> HolderResult:
+        """Refuse: a service call (`t` None) is always logged; a stream input at time `t` through the
+        rate-limited rejection log (counted by the input named before the reason's first colon)."""
         self.stats["rejected"] += 1
-        return self.modes.reject(text)
+        if t is None:
+            return self.modes.reject(text)
+        self.rejections.reject(text, t)
+        return HolderResult.failure(text)
 
     def _make_ik(self, fulcrum: np.ndarray, axis: np.ndarray | None) -> None:
         self._measured_stale = True             # the measured state is relative to the fulcrum
@@ -153,7 +161,7 @@ class EndoscopeHolderCore:
     def update_joint_state(self, names: Sequence[str], positions: Sequence[float], t: float) -> HolderResult:
         q, why = inputs.joint_positions(self.arm.joint_names, names, positions)
         if q is None:
-            return self._reject(why)
+            return self._reject(why, t)
         self.q_meas[:] = q
         self._measured_stale = True
         self.pacer.on_state()
@@ -244,12 +252,12 @@ class EndoscopeHolderCore:
         """Desired tip pose in world: projected onto pivot-feasible poses (reason: what was clipped)."""
         why = inputs.servo_cp_refusal(position, quat_xyzw, frame_id)
         if why:
-            return self._reject(why)
+            return self._reject(why, t)
         if self.ik is None or self.t_meas is None:
-            return self._reject("servo_cp: no joint state/fulcrum yet")
+            return self._reject("servo_cp: no joint state/fulcrum yet", t)
         busy = self.modes.teleop_refusal()
         if busy:
-            return self._reject(busy)
+            return self._reject(busy, t)
         view, reasons = self.ik.project(np.asarray(position, float), quat_to_matrix(quat_xyzw))
         if reasons:
             self.modes.event("warn", "servo_cp: " + "; ".join(reasons))
@@ -264,16 +272,16 @@ class EndoscopeHolderCore:
         why = inputs.servo_cv_refusal(linear, angular, frame_id, self.cfg.max_servo_cv_angular,
                                       self.cfg.max_servo_cv_linear)
         if why:
-            return self._reject(why)
+            return self._reject(why, t)
         w = np.asarray(angular, float)
         v = float(linear[2])
         if abs(linear[0]) > inputs.LINEAR_XY_EPS or abs(linear[1]) > inputs.LINEAR_XY_EPS:
             self.modes.event("warn", "servo_cv: linear x/y ignored (the shaft pivots about the fulcrum)")
         if self.ik is None or self.t_meas is None:
-            return self._reject("servo_cv: no joint state/fulcrum yet")
+            return self._reject("servo_cv: no joint state/fulcrum yet", t)
         busy = self.modes.teleop_refusal()
         if busy:
-            return self._reject(busy)
+            return self._reject(busy, t)
         self._enter_teleop(t)
         self._cv = (w.copy(), v)
         return HolderResult.success()
@@ -291,7 +299,7 @@ class EndoscopeHolderCore:
         """The surgeon's head pose in world (/teleop/head)."""
         why = inputs.head_refusal(position, quat_xyzw, frame_id)
         if why:
-            return self._reject(why)
+            return self._reject(why, t)
         self.head_follow.set_head(position, quat_xyzw)
         return HolderResult.success()
 
@@ -318,7 +326,7 @@ class EndoscopeHolderCore:
         """PSM tool tip in PSM1_base (from /PSM1/measured_cp)."""
         why = inputs.psm_tip_refusal(position, frame_id)
         if why:
-            return self._reject(why)
+            return self._reject(why, t)
         if self.tool_follow.psm_base is None:
             return HolderResult.failure("psm_base_pose not configured")
         self.tool_follow.set_tip(position, t)
@@ -410,5 +418,6 @@ class EndoscopeHolderCore:
             "sigma_min": None if self.ik is None else self.ik.info.sigma_min,
             "saturated": [] if self.ik is None else list(self.ik.info.saturated),
             "integral_offset_max_rad": float(np.max(np.abs(self.offset))),
+            "rejected_by_input": dict(self.rejections.counts),
             **self.stats,
         }

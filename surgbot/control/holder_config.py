@@ -73,6 +73,8 @@ class HolderConfig:
         "s of robot time each joint state stands for (g1_bridge state_publish_hz: one state per this much robot "
         "tick); the reference advances at most this much per state received, so it never runs ahead of a robot "
         "or twin slower than the wall clock; 0: paced by the wall clock alone", lo=0.0)
+    rejection_log_period_s: float = param(1.0, "s, a refused stream input (servo, head, tool tip, joint state) is "
+                                               "logged at most this often per input; all are counted", lo=0.0)
     deadman_button: int = param(0, "/teleop/buttons index held for HEAD_FOLLOW", lo=0)
     head_pan_gain: float = param(1.0, "view pan per head yaw (rad/rad)")
     head_tilt_gain: float = param(1.0, "view tilt per head pitch (rad/rad)")

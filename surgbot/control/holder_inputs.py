@@ -16,12 +16,14 @@ import numpy as np
 
 from surgbot import contract
 from surgbot.control.holder_config import ROTATION_QUAT_NORM
+from surgbot.safety import checks
 
 LINEAR_XY_EPS = 1e-9        # m/s: servo_cv linear x/y above this is reported as ignored
 
 
 def finite(*arrays) -> bool:
-    return all(np.all(np.isfinite(np.asarray(a, float))) for a in arrays)
+    """Every array numeric and finite (the ground layer's check, as on every command path)."""
+    return all(checks.finite("input", a) for a in arrays)
 
 
 def quat_refusal(what: str, quat_xyzw: Sequence[float]) -> str:

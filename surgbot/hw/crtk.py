@@ -17,6 +17,12 @@ subscription callbacks and raise `TimeoutError`.
 `streams` chooses which state topics to subscribe to (default: the seven a
 dVRK arm client reads).  Each costs the client a callback per message, so a
 1 kHz loop that only needs `setpoint_cp` should subscribe to that alone.
+
+Commands go through the ground layer's checks first (`surgbot.safety.checks`:
+numeric, the right number of values, finite; a pose's rotation a rotation): a
+bad one raises ValueError naming the cause and nothing is published.  What
+only the arm knows (joint limits, reachability, its operating state) it
+checks itself and answers on `/PSM1/error`, as a real dVRK does.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from surgbot import geometry
 from surgbot.contract import PSM_BASE_FRAME, PSM_JAW_NAME, PSM_JOINT_NAMES, PSM_NAMESPACE, psm_topic
 from surgbot.hw.crtk_msgs_path import ensure_crtk_msgs
 from surgbot.rosutil import latched_qos
+from surgbot.safety import checks
 
 STALE_AFTER_S = 1.0     # crtk_python_client: data older than 1 s raises TimeoutError
 QUEUE_DEPTH = 10        # crtk_python_client / dvrk_python: KEEP_LAST 10
@@ -365,38 +372,50 @@ class PSMClient:
         return float(q[0]), t
 
     # ------------------------------------------------------------- commands
-    def _joint_msg(self, names, positions=None, efforts=None):
+    @staticmethod
+    def _checked(what: str, values, size: int) -> list[float]:
+        """`values` as `size` finite floats, or ValueError with the cause (nothing is sent)."""
+        r = checks.finite(what, values, size)
+        if not r:
+            raise ValueError(f"{what} not sent: {r.reason}")
+        return [float(v) for v in r.value.ravel()]
+
+    def _joint_msg(self, names, positions=None, efforts=None, what: str = "joint command"):
         msg = self._stamped(self._t["JointState"]())
         msg.name = list(names)
         if positions is not None:
-            msg.position = [float(v) for v in positions]
+            msg.position = self._checked(what, positions, len(msg.name))
         if efforts is not None:
-            msg.effort = [float(v) for v in efforts]
+            msg.effort = self._checked(what, efforts, len(msg.name))
         return msg
 
-    def _pose_msg(self, T):
+    def _pose_msg(self, T, what: str = "pose command"):
+        m = np.asarray(self._checked(what, T, 16)).reshape(4, 4)
+        r = checks.rotation_matrix(what, m[:3, :3])
+        if not r:
+            raise ValueError(f"{what} not sent: {r.reason}")
         msg = self._stamped(self._t["PoseStamped"]())
         msg.header.frame_id = PSM_BASE_FRAME
-        return geometry.matrix_to_pose_msg(np.asarray(T, dtype=float), msg)
+        return geometry.matrix_to_pose_msg(m, msg)
 
     def _marks(self) -> tuple[int, int]:
         with self._cond:
             return self._goal_serial, len(self._errors)
 
     def servo_jp(self, q) -> None:
-        self._pub["servo_jp"].publish(self._joint_msg(PSM_JOINT_NAMES, q))
+        self._pub["servo_jp"].publish(self._joint_msg(PSM_JOINT_NAMES, q, what="servo_jp"))
 
     def servo_jr(self, dq) -> None:
         """Servo to the current setpoint + dq."""
-        self._pub["servo_jr"].publish(self._joint_msg(PSM_JOINT_NAMES, dq))
+        self._pub["servo_jr"].publish(self._joint_msg(PSM_JOINT_NAMES, dq, what="servo_jr"))
 
     def servo_jf(self, effort) -> None:
         """Joint efforts (N m, N): the arm leaves position control until the next position command."""
-        self._pub["servo_jf"].publish(self._joint_msg(PSM_JOINT_NAMES, efforts=effort))
+        self._pub["servo_jf"].publish(self._joint_msg(PSM_JOINT_NAMES, efforts=effort, what="servo_jf"))
 
     def servo_cf(self, wrench, body: bool = False) -> None:
         """Tool-tip wrench (fx, fy, fz, tx, ty, tz), PSM1_base axes or (body) tool-tip axes."""
-        w = [float(v) for v in wrench]
+        w = self._checked("body/servo_cf" if body else "spatial/servo_cf", wrench, 6)
         msg = self._stamped(self._t["WrenchStamped"]())
         f, m = msg.wrench.force, msg.wrench.torque
         f.x, f.y, f.z, m.x, m.y, m.z = w
@@ -404,25 +423,25 @@ class PSMClient:
 
     def move_jp(self, q) -> MoveHandle:
         marks = self._marks()
-        self._pub["move_jp"].publish(self._joint_msg(PSM_JOINT_NAMES, q))
+        self._pub["move_jp"].publish(self._joint_msg(PSM_JOINT_NAMES, q, what="move_jp"))
         return MoveHandle(self, *marks)
 
     def move_jr(self, dq) -> MoveHandle:
         marks = self._marks()
-        self._pub["move_jr"].publish(self._joint_msg(PSM_JOINT_NAMES, dq))
+        self._pub["move_jr"].publish(self._joint_msg(PSM_JOINT_NAMES, dq, what="move_jr"))
         return MoveHandle(self, *marks)
 
     def servo_cp(self, T) -> None:
-        self._pub["servo_cp"].publish(self._pose_msg(T))
+        self._pub["servo_cp"].publish(self._pose_msg(T, "servo_cp"))
 
     def move_cp(self, T) -> MoveHandle:
         marks = self._marks()
-        self._pub["move_cp"].publish(self._pose_msg(T))
+        self._pub["move_cp"].publish(self._pose_msg(T, "move_cp"))
         return MoveHandle(self, *marks)
 
     def servo_cv(self, twist) -> None:
         """Twist (vx, vy, vz, wx, wy, wz) of the tool tip in PSM1_base."""
-        v = [float(x) for x in twist]
+        v = self._checked("servo_cv", twist, 6)
         msg = self._stamped(self._t["TwistStamped"]())
         msg.header.frame_id = PSM_BASE_FRAME
         (msg.twist.linear.x, msg.twist.linear.y, msg.twist.linear.z,
@@ -437,20 +456,21 @@ class PSMClient:
         self._pub["free"].publish(self._t["Empty"]())
 
     def trajectory_j_set_ratio(self, ratio: float) -> None:
-        self._pub["trajectory_j/set_ratio"].publish(self._t["Float64"](data=float(ratio)))
+        self._pub["trajectory_j/set_ratio"].publish(
+            self._t["Float64"](data=self._checked("trajectory_j/set_ratio", [ratio], 1)[0]))
 
     def use_gravity_compensation(self, on: bool) -> None:
         self._pub["use_gravity_compensation"].publish(self._t["Bool"](data=bool(on)))
 
     def jaw_servo_jp(self, angle: float) -> None:
-        self._pub["jaw/servo_jp"].publish(self._joint_msg([PSM_JAW_NAME], [angle]))
+        self._pub["jaw/servo_jp"].publish(self._joint_msg([PSM_JAW_NAME], [angle], what="jaw/servo_jp"))
 
     def jaw_servo_jf(self, effort: float) -> None:
-        self._pub["jaw/servo_jf"].publish(self._joint_msg([PSM_JAW_NAME], efforts=[effort]))
+        self._pub["jaw/servo_jf"].publish(self._joint_msg([PSM_JAW_NAME], efforts=[effort], what="jaw/servo_jf"))
 
     def jaw_move_jp(self, angle: float) -> MoveHandle:
         marks = self._marks()
-        self._pub["jaw/move_jp"].publish(self._joint_msg([PSM_JAW_NAME], [angle]))
+        self._pub["jaw/move_jp"].publish(self._joint_msg([PSM_JAW_NAME], [angle], what="jaw/move_jp"))
         return MoveHandle(self, *marks)
 
     def jaw_open(self, angle: float = math.radians(60)) -> MoveHandle:

@@ -303,6 +303,7 @@ class EndoscopeHolderNode(Node):
             "sigma_min": str(d["sigma_min"]),
             "saturated": json.dumps(d["saturated"]),
             "rejected": str(d["rejected"]),
+            "rejected_by_input": json.dumps(d["rejected_by_input"]),
             "paused_steps": str(d["paused_steps"]),
             "paced_steps": str(d["paced_steps"]),
             "steps": str(d["steps"]),
