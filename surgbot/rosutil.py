@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import inspect
+import json
 import math
 import os
 import sys
@@ -184,6 +185,8 @@ class Diagnostics:
 def _fmt(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.6g}"
+    if isinstance(v, (dict, list)):
+        return json.dumps(v)           # e.g. counters by cause: readable by tools, not a Python repr
     return str(v)
 
 

@@ -150,12 +150,12 @@ def snapshot(core):
 
 
 @pytest.mark.parametrize("names,pos,vel,why", [
-    (["right_elbow_joint"], [float("nan")], None, "non-finite"),
-    (["right_elbow_joint"], [float("inf")], None, "non-finite"),
-    (["right_elbow_joint"], [0.1], [float("nan")], "non-finite"),
+    (["right_elbow_joint"], [float("nan")], None, "non_finite: positions"),
+    (["right_elbow_joint"], [float("inf")], None, "non_finite: positions"),
+    (["right_elbow_joint"], [0.1], [float("nan")], "non_finite: velocities"),
     (["right_elbow_jont"], [0.1], None, "unknown"),
     (["left_knee_joint"], [0.1], None, "upper-body"),
-    (["right_elbow_joint", "right_wrist_yaw_joint"], [0.1], None, "2 names but 1 positions"),
+    (["right_elbow_joint", "right_wrist_yaw_joint"], [0.1], None, "shape: positions has 1 values, 2 expected"),
     (["right_elbow_joint"], [0.1], [0.1, 0.2], "velocities"),
     (["right_elbow_joint", "right_elbow_joint"], [0.1, 0.2], None, "duplicate"),
     (["right_elbow_joint"], [2.5], None, "limits"),
@@ -168,6 +168,8 @@ def test_bad_commands_rejected_without_state_change(core, names, pos, vel, why):
     before = snapshot(core)
     res = core.command(names, pos, vel, now=clk.t)
     assert not res and why in res.reason
+    cause = res.reason.split(":", 1)[0]            # counted by cause for the diagnostics
+    assert core.status(clk.t)["commands_rejected_by_cause"] == {cause: 1}
     after = snapshot(core)
     assert before[:2] == after[:2]
     np.testing.assert_array_equal(before[2], after[2])

@@ -39,11 +39,17 @@ from surgbot import area_path, contract
 from surgbot.config import check_ranges, param
 from surgbot.control.rest_offset import RestOffset
 from surgbot.results import Result
+from surgbot.safety import checks
+from surgbot.safety.filter import RejectionLog
 
 UPPER = tuple(contract.G1_UPPER_BODY)                     # indices 12..28
 UPPER_NAMES = tuple(contract.G1_JOINT_NAMES[i] for i in UPPER)
 UPPER_INDEX = {n: k for k, n in enumerate(UPPER_NAMES)}
 N_UPPER = len(UPPER)
+# refusal causes of the bridge's own (the shared ones are surgbot.safety.checks.CAUSE_*)
+CAUSE_NAMES = "names"
+CAUSE_STATE = "state"
+CAUSE_SAFETY = "safety"
 UPPER_SLICE = slice(UPPER[0], UPPER[-1] + 1)              # contiguous: a view, no copy per sample
 assert tuple(range(contract.G1_NUM_JOINTS)[UPPER_SLICE]) == UPPER
 
@@ -233,20 +239,19 @@ class G1BridgeCore:
         self._lowstate: _Lowstate | None = None
         self.rest = RestOffset(N_UPPER)  # where a safety stop freezes a moving arm
         self.counters = Counters()
+        self.rejections = RejectionLog(0.0)   # counts by cause; the node logs (throttled)
         self.safety_block = ""       # why /safety/state forbids motion ("" = allowed)
         self.safety_stopped = ""     # set by a block, cleared only by an explicit engage once allowed
 
     # ------------------------------------------------------------------ inputs
     def on_lowstate(self, q29: Sequence[float], dq29: Sequence[float], tick: int, t_recv: float,
                     quat_wxyz: Sequence[float] | None = None) -> Result:
-        q = np.asarray(q29, dtype=float)
-        dq = np.asarray(dq29, dtype=float)
-        if q.shape != (contract.G1_NUM_JOINTS,) or dq.shape != q.shape:
-            self.counters.lowstate_rejected += 1
-            return Result.failure(f"lowstate needs {contract.G1_NUM_JOINTS} q and dq")
-        if not (np.all(np.isfinite(q)) and np.all(np.isfinite(dq))):
-            self.counters.lowstate_rejected += 1
-            return Result.failure("lowstate has non-finite values")
+        for r in (checks.finite("lowstate q", q29, contract.G1_NUM_JOINTS),
+                  checks.finite("lowstate dq", dq29, contract.G1_NUM_JOINTS)):
+            if not r:
+                self.counters.lowstate_rejected += 1
+                return r
+        q, dq = np.asarray(q29, dtype=float), np.asarray(dq29, dtype=float)
         prev = self._lowstate
         if prev is not None and int(tick) == prev.tick:
             # A repeated tick is not news: the robot's clock did not move.
@@ -268,6 +273,7 @@ class G1BridgeCore:
         res = self._check_command(list(names), positions, velocities)
         if not res.ok:
             self.counters.commands_rejected += 1
+            self.rejections.reject(res.reason, now)
             return res
         idx, pos, vel = res.value
         self.goal[idx] = pos
@@ -280,37 +286,38 @@ class G1BridgeCore:
 
     def _check_command(self, names: list[str], positions: Sequence[float],
                        velocities: Sequence[float] | None) -> Result:
-        try:
-            pos = np.asarray(list(positions), dtype=float)
-            vel = None if velocities is None or len(velocities) == 0 else np.asarray(list(velocities), dtype=float)
-        except (TypeError, ValueError):
-            return Result.failure("positions/velocities must be numbers")
         if len(names) == 0:
-            return Result.failure("empty command: no joint names")
-        if pos.shape != (len(names),):
-            return Result.failure(f"{len(names)} names but {pos.size} positions")
-        if vel is not None and vel.shape != (len(names),):
-            return Result.failure(f"{len(names)} names but {vel.size} velocities")
+            return Result.failure(f"{checks.CAUSE_SHAPE}: empty command: no joint names")
+        r = checks.finite("positions", positions, len(names))
+        if not r:
+            return r
+        pos = r.value.ravel()
+        vel = None
+        if velocities is not None and len(velocities) > 0:
+            r = checks.finite("velocities", velocities, len(names))
+            if not r:
+                return r
+            vel = r.value.ravel()
         if len(set(names)) != len(names):
-            return Result.failure("duplicate joint names")
+            return Result.failure(f"{CAUSE_NAMES}: duplicate joint names")
         lower = [n for n in names if n in contract.G1_INDEX and n not in UPPER_INDEX]
         if lower:
-            return Result.failure(f"not upper-body joints (arm_sdk drives indices 12..28 only): {lower}")
+            return Result.failure(f"{CAUSE_NAMES}: not upper-body joints (arm_sdk drives indices 12..28 only): "
+                                  f"{lower}")
         unknown = [n for n in names if n not in UPPER_INDEX]
         if unknown:
-            return Result.failure(f"unknown joint names: {unknown}")
-        if not np.all(np.isfinite(pos)) or (vel is not None and not np.all(np.isfinite(vel))):
-            return Result.failure("non-finite position or velocity")
+            return Result.failure(f"{CAUSE_NAMES}: unknown joint names: {unknown}")
         idx = np.array([UPPER_INDEX[n] for n in names])
         lo, hi = self.limits[idx, 0], self.limits[idx, 1]
         bad = [f"{n}={p:.4f} not in [{a:.4f}, {b:.4f}]"
                for n, p, a, b in zip(names, pos, lo, hi, strict=True) if not a <= p <= b]
         if bad:
-            return Result.failure("target outside joint limits: " + "; ".join(bad))
+            return Result.failure(f"{checks.CAUSE_LIMIT}: target outside joint limits: " + "; ".join(bad))
         if self.state not in (State.ENGAGING, State.ENGAGED):
-            return Result.failure(f"not engaged (state {self.state.value}): call /g1/engage first")
+            return Result.failure(f"{CAUSE_STATE}: not engaged (state {self.state.value}): call /g1/engage first")
         if self.safety_stopped:
-            return Result.failure(f"safety stop ({self.safety_stopped}): holding; /g1/engage after /safety/reset")
+            return Result.failure(f"{CAUSE_SAFETY}: safety stop ({self.safety_stopped}): holding; /g1/engage after "
+                                  "/safety/reset")
         return Result.success((idx, pos, vel))
 
     def set_safety(self, block: str, now: float) -> None:
@@ -459,6 +466,7 @@ class G1BridgeCore:
                 "lowstate_age": self.lowstate_age(now), "faults": self.counters.faults,
                 "commands_accepted": self.counters.commands_accepted,
                 "commands_rejected": self.counters.commands_rejected,
+                "commands_rejected_by_cause": dict(self.rejections.counts),
                 "lowstate_received": self.counters.lowstate_received,
                 "lowstate_rejected": self.counters.lowstate_rejected, "sent": self.counters.sent,
                 "safety": self.safety_stopped or "OK", "safety_stops": self.counters.safety_stops}
