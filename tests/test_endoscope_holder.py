@@ -12,11 +12,13 @@ windows where the sim kept real time, and the excluded windows reported.
 
 from __future__ import annotations
 
+import json
 import time
 
 import numpy as np
 import pinocchio as pin
 import pytest
+import rclpy.duration
 from geometry_msgs.msg import PointStamped, PoseStamped
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64
@@ -31,6 +33,7 @@ from tests.endoscope_rig import (
     assert_contract_fulcrum,
     judge_windows,
     line_distance,
+    pose_msg,
     pose_of,
     start_holder_engaged,
     start_sim_and_bridge,
@@ -117,15 +120,18 @@ def test_bad_commands_leave_the_arm_holding(rig):
     c = rig["client"]
     assert c.settled(timeout=15.0)   # after the previous move
     p0, R0 = c.tip()
+    old = c.node.get_clock().now() - rclpy.duration.Duration(seconds=5.0)
     for _ in range(10):
         c.servo_cp([float("nan"), 0.0, 0.0], R0)
         c.servo_cp(p0 + 0.02 * R0[:, 0], R0, frame="endoscope_tip")
+        c.pub_servo_cp.publish(pose_msg(p0 + 0.01 * R0[:, 0], R0, stamp=old.to_msg()))   # 5 s old: stale
         time.sleep(0.02)
     time.sleep(0.5)
     assert c.mode == "HOLD"
     p1, _ = c.tip()
     assert np.linalg.norm(p1 - p0) < 0.15e-3
-    assert c.wait(lambda: c.diag is not None and int(c.diag["rejected"]) >= 10, 3)
+    # every refusal counted by input (the stale ones too), however few lines the log got
+    assert c.wait(lambda: c.diag is not None and json.loads(c.diag["rejected_by_input"]).get("servo_cp", 0) >= 30, 3)
 
 
 def test_hold_recovers_from_a_joint_torque_disturbance(rig):

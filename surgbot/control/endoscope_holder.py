@@ -127,6 +127,11 @@ class EndoscopeHolderCore:
         return tuple(n for n, a in zip(self.arm.joint_names, act, strict=True) if a)
 
     # ------------------------------------------------------------------ helpers
+    def refuse(self, text: str, t: float) -> HolderResult:
+        """A stream input the node refused before the core saw it (e.g. a stale stamp): counted and
+        logged like the core's own refusals (`text` starts with the input's name and a colon)."""
+        return self._reject(text, t)
+
     def _reject(self, text: str, t: float | None = None) -> HolderResult:
         """Refuse: a service call (`t` None) is always logged; a stream input at time `t` through the
         rate-limited rejection log (counted by the input named before the reason's first colon)."""

@@ -182,8 +182,9 @@ class EndoscopeHolderNode(Node):
 
     def _on_servo_cp(self, msg: PoseStamped) -> None:
         stale = self._stale(msg.header.stamp)
-        if stale:
-            self.get_logger().error(f"servo_cp rejected: {stale}")
+        if stale:                              # counted and rate-limited with the core's other refusals
+            self.core.refuse(f"servo_cp: {stale}", self._now())
+            self._drain()
             return
         p, o = msg.pose.position, msg.pose.orientation
         self.core.servo_cp([p.x, p.y, p.z], [o.x, o.y, o.z, o.w], msg.header.frame_id, self._now())
@@ -191,8 +192,9 @@ class EndoscopeHolderNode(Node):
 
     def _on_servo_cv(self, msg: TwistStamped) -> None:
         stale = self._stale(msg.header.stamp)
-        if stale:
-            self.get_logger().error(f"servo_cv rejected: {stale}")
+        if stale:                              # counted and rate-limited with the core's other refusals
+            self.core.refuse(f"servo_cv: {stale}", self._now())
+            self._drain()
             return
         lin, ang = msg.twist.linear, msg.twist.angular
         self.core.servo_cv([lin.x, lin.y, lin.z], [ang.x, ang.y, ang.z], msg.header.frame_id, self._now())
