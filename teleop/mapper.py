@@ -49,10 +49,11 @@ from surgbot.teleop.config import MapperConfig
 OPERATOR_TO_CAMERA = np.array([[0.0, -1.0, 0.0], [0.0, 0.0, -1.0], [1.0, 0.0, 0.0]])
 MAX_DT_S = 0.05               # jaw integration step bound (a late sample must not open the jaw at once)
 RIGID_TOL = 1e-3
-# At clutch-in the jaw command carries on from the last one while that is this close to the measured jaw
-# (a command the jaw has not quite reached is no reason for a step); further off, the last command is stale
-# and the jaw command restarts from the measured jaw.
-CLUTCH_JAW_KEEP_RAD = 0.1
+# At clutch-in the jaw command carries on from the last one while it is no further from the measured jaw
+# than this mapper lets it lead (`jaw_lead_max_rad`, plus this rounding margin): a squeeze on a grasped
+# needle is such a lead, and resetting it to the measured jaw would drop the grip force.  Further off,
+# something else moved the jaw, the last command is stale and the jaw command restarts from the measured jaw.
+CLUTCH_JAW_KEEP_MARGIN_RAD = 1e-6
 
 
 class State(StrEnum):
@@ -271,7 +272,8 @@ class TeleopMapperCore:
         self.last_cmd = start.copy()
         if self.jaw_measured is None:
             self.jaw_cmd = None                  # starts where the jaw is once it is measured (_jaw)
-        elif self.jaw_cmd is None or abs(self.jaw_cmd - self.jaw_measured) > CLUTCH_JAW_KEEP_RAD:
+        elif self.jaw_cmd is None or \
+                abs(self.jaw_cmd - self.jaw_measured) > self.cfg.jaw_lead_max_rad + CLUTCH_JAW_KEEP_MARGIN_RAD:
             self.jaw_cmd = self.jaw_measured
         self._jaw_slow = True
         self.counters["clutch_in"] += 1

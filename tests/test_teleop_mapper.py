@@ -178,6 +178,30 @@ def test_the_jaw_command_never_leads_the_measured_jaw_past_the_arms_tracking_fau
         MapperConfig(jaw_lead_max_rad=JAW_TRACKING_TOLERANCE + 0.1)
 
 
+def test_a_grasp_is_not_loosened_by_a_reclutch():
+    """Holding a needle (the jaw stopped by it at 0.3 rad, the trigger closed: the command squeezes
+    `jaw_lead_max_rad` past it), the operator lets go of the clutch, moves the hand and clutches in
+    again: the squeeze stays (resetting the command to the measured jaw would drop the grip force)."""
+    r = Rig()
+    cfg = r.core.cfg
+    r.core.set_jaw_measured(0.3)
+    for _ in range(400):
+        j = r.send(trigger=1.0).jaw
+    squeeze = 0.3 - cfg.jaw_lead_max_rad
+    assert j == pytest.approx(squeeze)
+    for _ in range(10):
+        r.send(clutch=False, trigger=1.0)
+    r.hand = T(rot([0, 0, 1], 30.0), (0.35, -0.1, 1.1))       # a new hand pose for the next stroke
+    after = [r.send(trigger=1.0).jaw for _ in range(20)]
+    assert max(after) <= squeeze + 1e-9, after
+    # the jaw moved by someone else (far past what this mapper would command): the command starts from it
+    for _ in range(3):
+        r.send(clutch=False)
+    r.core.set_jaw_measured(1.2)
+    slow = math.radians(cfg.jaw_rate_after_clutch_deg_s)
+    assert r.send(trigger=1.0).jaw == pytest.approx(1.2 - slow * DT)
+
+
 def test_a_jaw_never_measured_is_never_commanded():
     r = Rig()
     r.core.jaw_measured = None                   # (the rig measures 0.5 at start; a node may not have yet)
