@@ -106,6 +106,47 @@ def _clip(folder: Path, name: str, n: int = 20, fps: int = 15, size=SIZE, meta: 
         (folder / f"{name}.json").write_text(json.dumps(meta))
 
 
+def _dead_pid() -> int:
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    return p.pid
+
+
+def test_a_killed_sim_run_is_resumed_from_its_finished_clips(tmp_path):
+    """A run killed after its first clips (its staging folder left behind): the next run with the same
+    arguments keeps the finished clips, writes again the one cut short, and ends with the same set a
+    fresh run makes; a run with other arguments starts afresh."""
+    from surgbot.staging import RESUME_FILE
+    fresh = tmp_path / "fresh"
+    generate_sim("reach", 3, fresh, seed=20000, image_size=SIZE, progress=False)
+    names = sorted(p.stem for p in fresh.glob("*.mp4"))
+    out = tmp_path / "clips"
+    dead = tmp_path / f".clips.partial-{_dead_pid()}"
+    dead.mkdir()
+    for n in names[:2]:                                     # two clips written, the second cut short
+        for src in (fresh / f"{n}.mp4", fresh / f"{n}.json"):
+            (dead / src.name).write_bytes(src.read_bytes())
+    (dead / TRUTH_DIR).mkdir()
+    (dead / TRUTH_DIR / f"{names[0]}.npz").write_bytes((fresh / TRUTH_DIR / f"{names[0]}.npz").read_bytes())
+    key = {"task": "reach", "seed": 20000, "image_size": list(SIZE), "shift": "strong", "first_state": True}
+    (dead / RESUME_FILE).write_text(json.dumps(key))
+    kept_mtime = (dead / f"{names[0]}.mp4").stat().st_mtime_ns
+    res = generate_sim("reach", 3, out, seed=20000, image_size=SIZE, progress=False)
+    assert res.clips == 3 and not dead.exists()
+    assert sorted(p.stem for p in out.glob("*.mp4")) == names and not (out / RESUME_FILE).exists()
+    assert (out / f"{names[0]}.mp4").stat().st_mtime_ns == kept_mtime          # kept, not made again
+    assert (out / f"{names[1]}.mp4").stat().st_mtime_ns != kept_mtime
+    for n in names:
+        np.testing.assert_array_equal(read_truth(out, n)["actions"], read_truth(fresh, n)["actions"])
+    other = tmp_path / f".other.partial-{_dead_pid()}"       # other arguments: not adopted, removed
+    other.mkdir()
+    (other / RESUME_FILE).write_text(json.dumps({**key, "image_size": [32, 32]}))
+    (other / f"{names[0]}.mp4").write_bytes(b"x")
+    res = generate_sim("reach", 1, tmp_path / "other", seed=20000, image_size=SIZE, progress=False)
+    assert res.clips == 1 and not other.exists()
+    assert read_clip(tmp_path / "other" / f"{names[0]}.mp4", TASK_NAMES, SIZE, MIN_FRAMES).frames.shape[1:3] == SIZE
+
+
 def test_folder_backend_validates_and_imports(tmp_path):
     good = {"prompt": "touch the red target", "fps": 15, "task": "reach"}
     src = tmp_path / "src"

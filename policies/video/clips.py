@@ -26,7 +26,7 @@ import numpy as np
 
 from surgbot.media import Mp4Writer
 from surgbot.media import read_mp4 as media_read_mp4
-from surgbot.staging import partial_path, remove_dead_partials
+from surgbot.staging import adopt_dead_partial, mark_resumable, partial_path, remove_dead_partials, unmark_resumable
 
 FPS = 15
 POSE_DIM = 10
@@ -163,6 +163,19 @@ def write_clip(folder: Path, name: str, frames: np.ndarray, meta: ClipMeta, trut
         np.savez_compressed(folder / TRUTH_DIR / f"{name}.npz", **truth)
 
 
+def finished_clip(folder: Path, name: str) -> int | None:
+    """Frame count of clip `name` in `folder` if all of it was written (the truth file, written last,
+    loads), else None: what a resumed `sim` run may keep."""
+    folder = Path(folder)
+    if not ((folder / f"{name}.mp4").is_file() and (folder / f"{name}.json").is_file()):
+        return None
+    try:
+        with np.load(folder / TRUTH_DIR / f"{name}.npz") as z:
+            return int(len(z["actions"]))
+    except (OSError, ValueError, KeyError, EOFError):
+        return None
+
+
 def read_truth(folder: Path, name: str) -> dict:
     """Measurement side only (bench, tests): the withheld states/actions of a simulated clip."""
     with np.load(Path(folder) / TRUTH_DIR / f"{name}.npz") as z:
@@ -171,23 +184,32 @@ def read_truth(folder: Path, name: str) -> dict:
 
 class StagedFolder:
     """Write into `.NAME.partial-PID` beside `out` (surgbot/staging.py), move into place on success, delete on
-    error."""
+    error.  With `resume_key` (the arguments that decide the content), the folder of a killed run with the
+    same key is adopted (`resumed` is True) and the caller skips what is already in it."""
 
-    def __init__(self, out: Path):
+    def __init__(self, out: Path, resume_key: dict | None = None):
         self.out = Path(out).resolve()
         self.work = partial_path(self.out)
+        self.resume_key = resume_key
+        self.resumed = False
 
     def __enter__(self) -> Path:
         if self.out.exists() and (not self.out.is_dir() or any(self.out.iterdir())):
             raise ClipError(f"{self.out}: exists and is not an empty folder")
+        if self.resume_key is not None:
+            self.resumed = adopt_dead_partial(self.out, self.resume_key) is not None
         remove_dead_partials(self.out)
-        if self.work.exists():
-            shutil.rmtree(self.work)
-        self.work.mkdir(parents=True)
+        if not self.resumed:
+            if self.work.exists():
+                shutil.rmtree(self.work)
+            self.work.mkdir(parents=True)
+        if self.resume_key is not None:
+            mark_resumable(self.work, self.resume_key)
         return self.work
 
     def __exit__(self, exc_type, exc, tb) -> bool:
         if exc_type is None:
+            unmark_resumable(self.work)
             if self.out.exists():
                 self.out.rmdir()
             os.replace(self.work, self.out)

@@ -28,7 +28,15 @@ from pathlib import Path
 from tqdm import tqdm
 
 from surgbot.errors import CliError
-from surgbot.policies.video.clips import ClipError, ClipMeta, StagedFolder, list_clips, read_clip, write_clip
+from surgbot.policies.video.clips import (
+    ClipError,
+    ClipMeta,
+    StagedFolder,
+    finished_clip,
+    list_clips,
+    read_clip,
+    write_clip,
+)
 
 WORLD_MODEL_SEED = 20000
 MIN_FRAMES = 17                  # two frames k = 16 apart: the IDM's shortest window
@@ -58,7 +66,11 @@ def generate_sim(task: str, episodes: int, out: Path, seed: int = WORLD_MODEL_SE
     kept = failed = frames = 0
     try:
         with contextlib.ExitStack() as stack:
-            work = stack.enter_context(StagedFolder(out))
+            # a killed run's clips are kept when nothing that decides them differs (one clip per seed)
+            key = None if conditioning else {"task": task, "seed": seed, "image_size": list(image_size),
+                                             "shift": shift, "first_state": first_state}
+            staged = StagedFolder(out, resume_key=key)
+            work = stack.enter_context(staged)
             cond_work = stack.enter_context(StagedFolder(conditioning)) if conditioning else None
             attempt = 0
             while kept < episodes:
@@ -66,11 +78,17 @@ def generate_sim(task: str, episodes: int, out: Path, seed: int = WORLD_MODEL_SE
                     raise CliError(f"the expert failed too often ({failed} of {attempt}); nothing written")
                 s = seed + attempt
                 attempt += 1
+                name = f"{task}_{s:06d}"
+                done = finished_clip(work, name) if staged.resumed else None
+                if done is not None:
+                    kept += 1
+                    frames += done
+                    bar.update(1)
+                    continue
                 ep = source.episode(s)
                 if not ep.success:
                     failed += 1
                     continue
-                name = f"{task}_{s:06d}"
                 meta = ClipMeta(prompt=ep.prompt, task=task,
                                 first_state=ep.first_state.tolist() if first_state else None,
                                 extra={"seed": s, "source": f"sim world-model stand-in (shift {shift})"})
