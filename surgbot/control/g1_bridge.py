@@ -246,12 +246,13 @@ class G1BridgeCore:
     # ------------------------------------------------------------------ inputs
     def on_lowstate(self, q29: Sequence[float], dq29: Sequence[float], tick: int, t_recv: float,
                     quat_wxyz: Sequence[float] | None = None) -> Result:
-        for r in (checks.finite("lowstate q", q29, contract.G1_NUM_JOINTS),
-                  checks.finite("lowstate dq", dq29, contract.G1_NUM_JOINTS)):
+        rq = checks.finite("lowstate q", q29, contract.G1_NUM_JOINTS)
+        rdq = checks.finite("lowstate dq", dq29, contract.G1_NUM_JOINTS)
+        for r in (rq, rdq):
             if not r:
                 self.counters.lowstate_rejected += 1
                 return r
-        q, dq = np.asarray(q29, dtype=float), np.asarray(dq29, dtype=float)
+        q, dq = rq.value.ravel(), rdq.value.ravel()
         prev = self._lowstate
         if prev is not None and int(tick) == prev.tick:
             # A repeated tick is not news: the robot's clock did not move.
