@@ -213,3 +213,10 @@ def pytest_sessionfinish(session, exitstatus):
 def pytest_unconfigure(config):
     if _EXIT_STATUS:
         child_processes.exit_skipping_finalisation(_EXIT_STATUS[-1])
+
+
+def dead_pid() -> int:
+    """The pid of a process that has exited (a killed run's leftovers name such a pid)."""
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    return p.pid

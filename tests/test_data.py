@@ -23,6 +23,7 @@ from surgbot.policies.data.dataset import ACTION_KEY, IMAGE_KEY, SIDECAR, STATE_
 from surgbot.policies.data.record import DEFAULT_SUCCESS_TAIL_S, record_expert
 from surgbot.sim.envs import ENV_IDS
 from surgbot.sim.envs.experts import run_episode
+from tests.conftest import dead_pid
 
 pytestmark = pytest.mark.unit
 SIZE = (64, 80)
@@ -159,19 +160,13 @@ def test_ctrl_c_leaves_nothing_loadable(tmp_path):
     assert not out.exists() and not partial.exists()
 
 
-def _dead_pid() -> int:
-    p = subprocess.Popen([sys.executable, "-c", "pass"])
-    p.wait()
-    return p.pid
-
-
 def test_a_killed_runs_staging_folder_is_removed_by_the_next_writer(tmp_path):
     """A run killed hard leaves `.NAME.partial-PID`; the next dataset or clip writer of NAME removes it,
     and leaves the staging folder of a process still running (and other outputs' folders) alone."""
     from surgbot.policies.video.clips import StagedFolder
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        dead, live = _dead_pid(), sleeper.pid
+        dead, live = dead_pid(), sleeper.pid
         for name in ("data", "clips", "other"):
             for pid in (dead, live):
                 (tmp_path / f".{name}.partial-{pid}").mkdir()

@@ -18,6 +18,7 @@ import pytest
 from surgbot.policies.video.clips import TRUTH_DIR, read_clip, read_truth, write_mp4
 from surgbot.policies.video.generate import MIN_FRAMES, generate_sim
 from surgbot.sim.tasks import TASK_NAMES
+from tests.conftest import dead_pid
 
 pytestmark = pytest.mark.unit
 SIZE = (64, 64)
@@ -106,12 +107,6 @@ def _clip(folder: Path, name: str, n: int = 20, fps: int = 15, size=SIZE, meta: 
         (folder / f"{name}.json").write_text(json.dumps(meta))
 
 
-def _dead_pid() -> int:
-    p = subprocess.Popen([sys.executable, "-c", "pass"])
-    p.wait()
-    return p.pid
-
-
 def test_a_killed_sim_run_is_resumed_from_its_finished_clips(tmp_path):
     """A run killed after its first clips (its staging folder left behind): the next run with the same
     arguments keeps the finished clips, writes again the one cut short, and ends with the same set a
@@ -121,7 +116,7 @@ def test_a_killed_sim_run_is_resumed_from_its_finished_clips(tmp_path):
     generate_sim("reach", 3, fresh, seed=20000, image_size=SIZE, progress=False)
     names = sorted(p.stem for p in fresh.glob("*.mp4"))
     out = tmp_path / "clips"
-    dead = tmp_path / f".clips.partial-{_dead_pid()}"
+    dead = tmp_path / f".clips.partial-{dead_pid()}"
     dead.mkdir()
     for n in names[:2]:                                     # two clips written, the second cut short
         for src in (fresh / f"{n}.mp4", fresh / f"{n}.json"):
@@ -138,7 +133,7 @@ def test_a_killed_sim_run_is_resumed_from_its_finished_clips(tmp_path):
     assert (out / f"{names[1]}.mp4").stat().st_mtime_ns != kept_mtime
     for n in names:
         np.testing.assert_array_equal(read_truth(out, n)["actions"], read_truth(fresh, n)["actions"])
-    other = tmp_path / f".other.partial-{_dead_pid()}"       # other arguments: not adopted, removed
+    other = tmp_path / f".other.partial-{dead_pid()}"       # other arguments: not adopted, removed
     other.mkdir()
     (other / RESUME_FILE).write_text(json.dumps({**key, "image_size": [32, 32]}))
     (other / f"{names[0]}.mp4").write_bytes(b"x")
