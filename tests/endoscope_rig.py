@@ -314,10 +314,14 @@ class HolderClient:
             time.sleep(0.05)
         return True
 
-    def close(self):
-        self.lowstate.close()
+    def stop_spinning(self) -> None:
         if self.spinner is not None:
             self.spinner.stop()
+            self.spinner = None
+
+    def close(self):
+        self.lowstate.close()
+        self.stop_spinning()
         self.node.destroy_node()
         rclpy.try_shutdown()
 

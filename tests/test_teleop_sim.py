@@ -125,6 +125,9 @@ class Client(HolderClient):
         return self.wait(still, timeout)
 
     def close(self):
+        # the spinner leaves rclpy before the PSM client's endpoints go (destroying them under a
+        # spinning executor raised InvalidHandle in its thread)
+        self.stop_spinning()
         self.psm.close()
         super().close()
 
