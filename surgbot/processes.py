@@ -32,6 +32,17 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether process `pid` exists (another user's process counts as alive: not ours to judge)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def start(args: list[str], **popen_kwargs) -> subprocess.Popen:
     """`subprocess.Popen` in a new process group, SIGTERMed when this process dies."""
     return subprocess.Popen(args, start_new_session=True, preexec_fn=_die_with_parent, **popen_kwargs)

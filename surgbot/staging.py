@@ -15,6 +15,8 @@ import os
 import shutil
 from pathlib import Path
 
+from surgbot.processes import pid_alive
+
 PARTIAL_TAG = ".partial-"
 RESUME_FILE = ".resume.json"      # in a staging folder: the arguments it was written with
 
@@ -22,16 +24,6 @@ RESUME_FILE = ".resume.json"      # in a staging folder: the arguments it was wr
 def partial_path(out: Path) -> Path:
     """This process's staging folder for `out`."""
     return out.parent / f".{out.name}{PARTIAL_TAG}{os.getpid()}"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:        # another user's process: alive, and not ours to judge
-        return True
-    return True
 
 
 def remove_dead_partials(out: Path) -> list[Path]:
@@ -46,7 +38,7 @@ def _dead_partials(out: Path) -> list[Path]:
     found = []
     for p in out.parent.glob(f".{glob.escape(out.name)}{PARTIAL_TAG}*"):
         pid = p.name.rsplit(PARTIAL_TAG, 1)[-1]
-        if pid.isdigit() and not _alive(int(pid)) and p.is_dir():
+        if pid.isdigit() and not pid_alive(int(pid)) and p.is_dir():
             found.append(p)
     return found
 

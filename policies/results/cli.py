@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 from surgbot.errors import CliError
+from surgbot.processes import pid_alive
 
 NICENESS = 10
 AUTOGROUP = Path("/proc/self/autogroup")
@@ -54,12 +55,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _pid_alive(pid_file: Path) -> int | None:
+    """The pid written in `pid_file` if that process is alive, else None."""
     try:
         pid = int(pid_file.read_text().split()[0])
-        os.kill(pid, 0)
     except (OSError, ValueError, IndexError):
         return None
-    return pid
+    return pid if pid_alive(pid) else None
 
 
 def _check_names(names: list[str]) -> None:
