@@ -351,22 +351,20 @@ def test_head_yaw_pans_the_scope_only_with_the_deadman_and_link_loss_stops_it(ri
         if attempt == 0:
             no_deadman = view_turn_deg(R0, R1)
             assert c.mode == "HOLD" and no_deadman < STILL_DEG, (no_deadman, logs(rig))
-        op.send(deadman=1)
-        if not c.wait(lambda: c.mode == "HEAD_FOLLOW", 3):
-            # only a link loss (the console then releases the deadman) excuses a press not followed
-            assert link_lost_since(), (c.mode, c.mapper, logs(rig))
-            print(f"\n(attempt {attempt + 1}: the press met a link loss under load: {c.mapper}; again)")
-            op.send(deadman=0)
-            continue
-        op.turn_head(0.0, 1.5)                       # turn right by 15 deg from the press
 
         def panned_right(R1=R1) -> bool:             # the view is slowed (SLOW_VIEW) and the sim stalls:
             _, R = c.tip()                           # wait for the motion, do not guess its duration
             return view_turn_deg(R1, R) > 5.0 and (R1.T @ R[:, 2])[0] > 0.05
 
-        c.wait(lambda: panned_right() or link_lost_since(), 30)
-        if panned_right() or not link_lost_since():
-            break
+        op.send(deadman=1)
+        if c.wait(lambda: c.mode == "HEAD_FOLLOW", 3):
+            op.turn_head(0.0, 1.5)                   # turn right by 15 deg from the press
+            c.wait(lambda: panned_right() or link_lost_since(), 30)
+            if panned_right() or not link_lost_since():
+                break
+        else:
+            # only a link loss (the console then releases the deadman) excuses a press not followed
+            assert link_lost_since(), (c.mode, c.mapper, logs(rig))
         print(f"\n(attempt {attempt + 1} hit a link loss under load: {c.mapper}; again)")
         op.send(deadman=0)
         assert c.wait(lambda: c.mode == "HOLD", 3), (c.mode, logs(rig))
