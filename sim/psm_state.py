@@ -67,6 +67,12 @@ POWER_UP_S = 0.5              # amplifiers on -> ENABLED
 HOMED_TOLERANCE = np.array([np.deg2rad(3)] * 2 + [0.003] + [np.deg2rad(3)] * 3)
 HOMING_SETTLE_S = 2.0         # after the homing trajectory, time allowed to settle
 LIMIT_MARGIN = 5e-4
+# Unpowered (DISABLED, FAULT) the twin's brakes servo to where the arm was left; a joint pushed
+# further than this (rad; m for the insertion) is held where it now is instead.  A real brake
+# slips under a force above its own and a limp, counterbalanced dVRK arm stays where it is pushed:
+# neither springs back.  Without it the arm, pushed past a tracking FAULT by a force above the
+# actuators', snapped back to the FAULT-time pose once the push ended (measured: 61 mm at the tip).
+BRAKE_SLIP = np.array([0.005, 0.005, 0.001, 0.02, 0.02, 0.02])
 
 
 @dataclass
@@ -413,6 +419,8 @@ class PSMCore:
         powered = self.state in (ENABLED, PAUSED) and self._power_up_until is None
         if powered:
             self._check_tracking()
+        elif self._power_up_until is None:
+            self._brakes_slip()
         self._check_limits()
         return Setpoint(m.q_sp.copy(), m.qd_sp.copy(), m.jaw_sp, m.jaw_d_sp,
                         powered or self._power_up_until is not None,
@@ -431,6 +439,13 @@ class PSMCore:
             self._hold_measured()
             self._set_state(FAULT, busy=False)
             self.error("PID tracking error, arm in FAULT (send disable to clear): " + "; ".join(which))
+
+    def _brakes_slip(self) -> None:
+        """Unpowered: a joint pushed past BRAKE_SLIP is held where it now is (see BRAKE_SLIP)."""
+        m = self.motion
+        slipped = np.abs(self.q_meas - m.q_sp) > BRAKE_SLIP
+        if slipped.any():
+            m.q_sp = np.where(slipped, self.q_meas, m.q_sp)
 
     def _check_limits(self) -> None:
         at = (self.q_meas <= kin.LOWER + LIMIT_MARGIN) | (self.q_meas >= kin.UPPER - LIMIT_MARGIN)

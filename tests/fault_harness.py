@@ -91,6 +91,7 @@ def margins() -> dict:
         return {}
     return {**LOADED_BOX_MARGINS, "environment": LOADED_ENV}
 OPERATOR = "operator"
+PRE_FAULT_S = 0.5                 # the drift before a fault is measured over this
 QUEUE = 1000                      # this process lags on a loaded box: keep every stamped sample
 COMMAND_TOPICS = {contract.psm_topic("servo_cp"): PoseStamped, contract.psm_topic("jaw/servo_jp"): JointState,
                   contract.G1_ARM_COMMAND: JointState, contract.ENDOSCOPE_SERVO_CV: TwistStamped}
@@ -398,11 +399,14 @@ class Observer:
 
     # figures
     def figures(self, t_fault: float, t_end: float, budget_ms: float, expect_state: bool,
-                measure_safe: bool = True) -> dict:
+                measure_safe: bool = True, motion_from: float | None = None) -> dict:
         """Figures of one fault over [t_fault, t_end] (see the module doc).
 
         `measure_safe` False (input refused where it enters: the stack keeps commanding as before):
-        no time to a safe state, only the displacements.
+        no time to a safe state, only the displacements.  `motion_from`: the displacements are
+        measured from then, not from `t_fault` (a push above the actuators' force moves the arm
+        until it ends, whatever the stack does).  `*_drift_before_mm`: how far each tip moved in
+        the PRE_FAULT_S before the fault (motion a preceding step left, not the fault's).
         """
         self.caught_up(t_end)
         ts, states = self.safety.between(t_fault, t_end)
@@ -434,14 +438,31 @@ class Observer:
                "command_after_budget": (any(v is not None and v > budget_ms for v in sent.values())
                                         if measure_safe else None),
                "setpoint_changed_after_budget": settled_ms > budget_ms if measure_safe else None}
+        t_motion = t_fault if motion_from is None else motion_from
+        if motion_from is not None:
+            out["displacement_from_ms"] = _r((motion_from - t_fault) * 1e3)
         for name, series in (("psm_tip", self.gt_psm), ("scope_tip", self.gt_scope)):
-            p0 = series.last_before(t_fault)
-            _, ps = series.between(t_fault, t_end)
             # no ground truth in the window (a stalled twin, a lagging observer): not measured, never 0
-            out[f"{name}_max_mm"] = _r(max(float(np.linalg.norm(p - p0)) * 1e3 for p in ps)
-                                       if p0 is not None and ps else None, 4)
-            out[f"{name}_samples"] = len(ps)
+            out[f"{name}_max_mm"] = _r(self.displacement_mm(series, t_motion, t_end), 4)
+            out[f"{name}_samples"] = len(series.between(t_motion, t_end)[0])
+            out[f"{name}_drift_before_mm"] = _r(self.displacement_mm(series, t_fault - PRE_FAULT_S, t_fault), 4)
         return out
+
+    @staticmethod
+    def displacement_mm(series: Series, t0: float, t1: float) -> float | None:
+        """Largest distance over [t0, t1] from where the tip was at t0 (None: no samples)."""
+        p0 = series.last_before(t0)
+        _, ps = series.between(t0, t1)
+        if p0 is None or not ps:
+            return None
+        return max(float(np.linalg.norm(p - p0)) * 1e3 for p in ps)
+
+    def tips_still(self, span_s: float, tol_mm: float) -> bool:
+        """Both tips (ground truth) moved less than `tol_mm` over the last `span_s`."""
+        t1 = time.monotonic()
+        self.caught_up(t1, timeout=1.0)
+        moved = [self.displacement_mm(s, t1 - span_s, t1) for s in (self.gt_psm, self.gt_scope)]
+        return all(m is not None and m < tol_mm for m in moved)
 
     def still_since(self, t0: float) -> bool:
         """No actuator setpoint changed since `t0`."""

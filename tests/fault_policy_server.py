@@ -11,6 +11,10 @@ the test switches it, through a one-line mode file, to:
 * `slow`    - each answer takes SLOW_S (> 2 chunk periods) before the sweep;
 * `error`   - the runtime raises (the server answers {"error": ...}).
 
+The first request answered in a faulty mode writes "MODE T" (T: CLOCK_MONOTONIC, the same clock
+in every process here) to MODE_FILE.first: the fault starts there, not when the test switched
+the mode (the policy node plays the valid chunk it holds until it asks again).
+
     python -m tests.fault_policy_server PORT MODE_FILE
 """
 
@@ -32,12 +36,24 @@ SLOW_S = 2.5                   # > 2 chunk periods (16 ticks at 15 Hz = 1.07 s e
 OUTSIDE_X_M = 0.2              # PSM1_base x: 10 cm beyond the workspace box (x <= 0.1 m)
 
 
+def first_request_marker(mode_file: Path) -> Path:
+    return mode_file.with_name(mode_file.name + ".first")
+
+
 class FaultRuntime:
     def __init__(self, mode_file: Path):
         self.mode_file = mode_file
         self.x0: float | None = None
         self.direction = 1.0
         self.calls = 0
+        self._marked = "normal"
+
+    def _mark(self, mode: str) -> None:
+        """The first request in a faulty mode: its time to MODE_FILE.first (see the module doc)."""
+        if mode != self._marked:
+            self._marked = mode
+            if mode != "normal":
+                first_request_marker(self.mode_file).write_text(f"{mode} {time.monotonic()!r}")
 
     def mode(self) -> str:
         try:
@@ -55,6 +71,7 @@ class FaultRuntime:
     def infer(self, image, state, instruction):
         self.calls += 1
         mode = self.mode()
+        self._mark(mode)
         s = np.asarray(state, np.float32)
         if mode == "error":
             raise RuntimeError("injected runtime failure")

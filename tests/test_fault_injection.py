@@ -50,6 +50,7 @@ from sensor_msgs.msg import JointState
 
 from tests.conftest import PYTHON, REPO
 from tests.fault_harness import G1_DOMAIN, OPERATOR, POLICY_SERVER, FaultStack, Observer, margins
+from tests.fault_policy_server import first_request_marker
 
 pytestmark = [pytest.mark.sim, pytest.mark.faults]
 
@@ -58,6 +59,10 @@ SCOPE_MAX_MM = 1.0
 PSM_MAX_MM = 2.0
 READY_TIMEOUT_S = 90.0
 QUIET_BEFORE_S = 0.5            # the state must have been OK this long before an injection
+# ... and both tips still (ground truth): a preceding scenario's re-engage or settling is not
+# counted as the next fault's displacement
+STILL_SPAN_S, STILL_MM, STILL_TIMEOUT_S = 0.5, 0.05, 20.0
+FIRST_REQUEST_S = 3.0           # a running policy node asks for a chunk every ~0.53 s
 ATTEMPTS = 3
 RESULTS: dict[str, dict] = {}
 RESULTS_DEFAULT = [Path("safety_faults.json")]
@@ -104,6 +109,7 @@ def save() -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"budgets_ms": BUDGET_MS, "scope_max_mm": SCOPE_MAX_MM, "psm_max_mm": PSM_MAX_MM,
                                "watchdog_overrides": margins(), "load_average_1min": round(os.getloadavg()[0], 1),
+                               "realtime": os.environ.get("SURGBOT_FAULTS_REALTIME") == "1",
                                "scenarios": RESULTS}, indent=1) + "\n")
     return out
 
@@ -143,6 +149,9 @@ def ready(r: Rig) -> None:
                     hold = o.set_bool(o.hold, True, timeout=10)
                     last = hold.message
                     if hold.success and o.wait(lambda: o.mode == "HOLD", 5) and _quiet(o, QUIET_BEFORE_S):
+                        if not o.wait(lambda: o.tips_still(STILL_SPAN_S, STILL_MM), STILL_TIMEOUT_S, period=0.1):
+                            # measured anyway: the row's *_drift_before_mm says how much was moving
+                            r.notes.append(f"tips not still within {STILL_TIMEOUT_S} s before the injection")
                         return
         except AssertionError as exc:      # a restarted node's service not answering yet: ask again
             last = str(exc)
@@ -207,6 +216,7 @@ class Scenario:
     cause: str = ""                # a substring of the first reason (load-induced trips are set up again)
     window_s: float = 1.5          # measured this long after the detection (or the injection)
     detect_within_s: float = 2.0   # a latching fault must be detected within this
+    motion_after_s: float = 0.0    # displacements measured from this long after the fault (see figures)
 
 
 def measure(r: Rig, sc: Scenario) -> dict:
@@ -233,7 +243,8 @@ def measure(r: Rig, sc: Scenario) -> dict:
             t_end = t_fault + sc.window_s
         time.sleep(max(0.0, t_end - time.monotonic()))
         figs = o.figures(t_fault, t_end, budget if budget is not None else float("inf"), sc.latching,
-                         measure_safe=sc.latching or sc.name == "supervisor_sigkill")
+                         measure_safe=sc.latching or sc.name == "supervisor_sigkill",
+                         motion_from=t_fault + sc.motion_after_s if sc.motion_after_s else None)
         if not sc.latching:
             figs["tripped"] = _first_bad(o, t_fault) is not None    # a load trip here is reported, not hidden
         if sc.restore is not None:
@@ -327,10 +338,17 @@ def stop_for(name: str, seconds: float):
 
 
 def policy_mode(mode: str):
+    """The server turns faulty; the fault starts at its first request in that mode (the node plays the
+    valid chunk it holds until it asks again: that motion is not the fault's)."""
     def inject(r: Rig) -> float:
+        marker = first_request_marker(r.fs.mode_file)
+        marker.unlink(missing_ok=True)
         t = now()
         r.fs.mode_file.write_text(mode)
-        return t
+        if not r.o.wait(lambda: marker.is_file() and marker.read_text().split()[:1] == [mode], FIRST_REQUEST_S):
+            r.notes.append(f"policy server: no request in mode {mode} within {FIRST_REQUEST_S} s")
+            return t
+        return float(marker.read_text().split()[1])
     return inject
 
 
@@ -412,6 +430,12 @@ def psm_tracking_fault(r: Rig) -> float:
     o.disturbance.publish(JointState(name=["yaw"], effort=[0.0]))
     assert ok, "the PSM twin did not FAULT"
     return t
+
+
+# The push is removed right after the FAULT is seen; by this long after it the arm has stopped under its
+# own damping.  Until then it moves with the push: a force above the actuators' is not held by any
+# controller, so what the stack answers for is that the arm stays put once it ends (no spring-back).
+PUSH_END_S = 0.3
 
 
 def psm_recover(r: Rig) -> None:
@@ -528,8 +552,11 @@ SCENARIOS = [
              "G1 mode_machine check", "dropped and counted by the robot", "input",
              arm_sdk_injection(False, "lowcmd", mode_machine=3), latching=False),
     Scenario("psm_tracking_error_fault", "PSM tracking error (2x the yaw actuator's force) -> PSM FAULT",
-             "PSM twin tracking check; supervisor watches /PSM1/operating_state", "PSM FAULT; stack FAULT",
-             "stale", psm_tracking_fault, restore=psm_recover, cause="psm_operating_state"),
+             "PSM twin tracking check; supervisor watches /PSM1/operating_state",
+             "PSM FAULT (unpowered, held where the push left it: PSM tip from 0.3 s after the FAULT, when "
+             "the push has ended); stack FAULT",
+             "stale", psm_tracking_fault, restore=psm_recover, cause="psm_operating_state",
+             motion_after_s=PUSH_END_S),
     Scenario("holder_sigkill", f"endoscope holder killed (SIGKILL) ({HOLDING})",
              "supervisor: endoscope_holder liveliness (/safety/alive, 150 ms lease)",
              "the bridge keeps the last targets; FAULT", "link", kill("endoscope_holder"),

@@ -190,6 +190,26 @@ def test_old_chunk_server_timeout_error_and_stale_state_hold():
     assert st["gate_rejections"]["server error"] == 2 and st["enabled"] and st["state"] == "HOLD"
 
 
+def test_chunk_age_keeps_growing_when_the_server_stops_answering():
+    """/policy/state's chunk_age_s is what the supervisor's chunk watchdog reads: a server that dies mid-run
+    must show as an ageing chunk, not as "no chunk" (which the watchdog cannot tell from a fresh enable)."""
+    ex = enabled(max_chunk_age_s=5.0, server_timeout_s=0.3)
+    assert ex.status(0.0)["chunk_age_s"] is None                   # before any chunk: nothing commanded
+    _running(ex, HOME)
+    ex.on_chunk(chunk(HOME[:3]), ex.tick_index, 0.0)
+    ex.observation_taken(0.1)
+    t = 0.1
+    while t < 1.0:                                                 # no answer: timeout, plan dropped, asks again
+        t += DT
+        ex.on_measured(HOME, t)
+        ex.tick(t)
+    assert ex.status(t)["state"] == "HOLD" and ex.status(t)["chunk_age_s"] == pytest.approx(t)
+    ex.enable(False)
+    assert ex.status(t)["chunk_age_s"] is None
+    ex.enable(True)
+    assert ex.status(t)["chunk_age_s"] is None                     # a new run starts without a chunk
+
+
 def test_a_server_error_drops_the_plan_until_a_fresh_chunk():
     ex = enabled(**UNLIMITED)
     _running(ex, HOME)

@@ -10,6 +10,7 @@ from surgbot.contract import PSM_JOINT_NAMES
 from surgbot.kinematics import psm
 from surgbot.sim.psm_state import (
     ACCEPTED,
+    BRAKE_SLIP,
     DISABLED,
     ENABLED,
     FAULT,
@@ -65,8 +66,10 @@ def _in_state(state: str, homed: bool = True) -> tuple[PSMCore, Plant]:
         core.state_command("pause")
     if state == FAULT:
         plant.offset = np.array([0.6, 0, 0, 0, 0, 0])
-        plant.run(0.01)
+        while core.state != FAULT:      # this plant's push follows the setpoint: end it at the FAULT
+            plant.run(DT)
         plant.offset[:] = 0
+        plant.q = core.motion.q_sp.copy()   # and leave the arm where it FAULTed
     assert core.state == state
     core.outbox.clear()
     return core, plant
@@ -256,6 +259,25 @@ def test_tracking_error_faults_and_only_disable_clears():
         assert not core.state_command(cmd)
         assert core.state == FAULT
     assert core.state_command("disable") and core.state == DISABLED
+
+
+def test_unpowered_arm_pushed_past_the_brake_slip_stays_where_it_was_pushed():
+    """A FAULTed (unpowered) arm pushed away is held where the push left it, not sprung back."""
+    core, plant = _in_state(ENABLED)
+    held = core.step(plant.t, plant.q).q.copy()
+    push = np.array([0.3, 0, 0, 0, 0, 0])                # beyond the 0.5 rad yaw tolerance: FAULT
+    q_pushed = held + np.array([0.6, 0, 0, 0, 0, 0])
+    plant.t += DT
+    core.step(plant.t, q_pushed)
+    assert core.state == FAULT
+    plant.t += DT
+    sp = core.step(plant.t, q_pushed)                   # unpowered from here: the brakes slip
+    assert np.allclose(sp.q, q_pushed)
+    small = q_pushed + 0.5 * BRAKE_SLIP                 # a push within the slip is held against
+    plant.t += DT
+    assert np.allclose(core.step(plant.t, small).q, q_pushed)
+    plant.t += DT
+    assert np.allclose(core.step(plant.t, q_pushed + push).q, q_pushed + push)
 
 
 def test_trapezoid_short_move_is_triangular():

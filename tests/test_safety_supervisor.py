@@ -157,3 +157,44 @@ def test_a_killed_node_is_a_fault_within_its_liveliness_lease_and_reset_needs_it
         assert r.success, r.message
         assert spin_until(lambda: states[-1][1]["state"] == "OK", 15)
     assert processes.stop(sup, signal.SIGINT) == 0, processes.log(sup)
+
+
+def test_a_stalled_node_faults_and_its_cause_ends_when_it_runs_again(processes):
+    """SIGSTOP a node past its liveliness lease: FAULT naming it; once it runs again the cause ends (by
+    DDS liveliness, or by diagnostics it stamped after the loss when DDS does not report the writer
+    alive again) so a person's reset goes through; the FAULT stays latched until that reset."""
+    sup = processes.start([PYTHON, "-m", "surgbot.nodes.safety_supervisor"], name="supervisor")
+    probe = processes.start([PYTHON, "-c", PROBE_NODE], name="probe")
+    states: list[tuple[float, dict]] = []
+    armed: dict[str, str] = {}
+
+    def on_diagnostics(msg) -> None:
+        for st in msg.status:
+            if st.name == "safety_supervisor":
+                armed.update({kv.key: kv.value for kv in st.values})
+
+    with listener_node("test_stall_listener") as (node, ex):
+        node.create_subscription(String, contract.SAFETY_STATE,
+                                 lambda m: states.append((time.monotonic(), json.loads(m.data))), 50)
+        node.create_subscription(DiagnosticArray, "/diagnostics", on_diagnostics, 50)
+
+        def spin_until(pred, timeout):
+            return _wait_for(lambda: ex.spin_once(timeout_sec=0.01) or pred(), timeout)
+
+        assert spin_until(lambda: armed.get("alive:liveness_probe") == "armed", 60), (armed, processes.log(sup))
+        spin_until(lambda: False, 0.5)
+        assert states[-1][1]["state"] == "OK", states[-1]
+        probe.send_signal(signal.SIGSTOP)
+        try:
+            assert spin_until(lambda: states[-1][1]["state"] == "FAULT", 10), states[-3:]
+            assert any(r.startswith("alive:liveness_probe: stopped") for r in states[-1][1]["reasons"]), states[-1]
+            spin_until(lambda: False, 1.0)
+        finally:
+            probe.send_signal(signal.SIGCONT)
+        assert spin_until(lambda: "alive:liveness_probe" not in " ".join(states[-1][1]["active"]), 30), \
+            (states[-1], processes.log(sup))
+        assert states[-1][1]["state"] == "FAULT"                     # latched until a person resets
+        r = _call(node, ex, contract.SAFETY_RESET)
+        assert r.success, r.message
+        assert spin_until(lambda: states[-1][1]["state"] == "OK", 15)
+    assert processes.stop(sup, signal.SIGINT) == 0, processes.log(sup)

@@ -110,6 +110,7 @@ class PolicyExecutor:
         self.tick_index = 0
         self.rejections: Counter[str] = Counter()
         self._plan: _Plan | None = None
+        self._newest_obs_time: float | None = None     # of the newest chunk accepted since enable
         self._last_command: np.ndarray | None = None
         self._measured: np.ndarray | None = None
         self._measured_time = -math.inf
@@ -135,6 +136,7 @@ class PolicyExecutor:
         self.state = State.HOLD if on else State.DISABLED
         self.hold_reason = "waiting for the first chunk" if on else "disabled"
         self._plan, self._request, self._server_error = None, None, ""
+        self._newest_obs_time = None
         self._last_command = None
         return Result.success()
 
@@ -186,6 +188,7 @@ class PolicyExecutor:
                 except ValueError:   # degenerate rotation: keep the new action, the gate checks it
                     pass
         self._plan = new
+        self._newest_obs_time = new.obs_time
         return Result.success()
 
     def set_safety(self, block: str) -> None:
@@ -300,7 +303,10 @@ class PolicyExecutor:
 
     def status(self, now: float) -> dict:
         """What `/policy/state` publishes."""
-        age = None if self._plan is None else now - self._plan.obs_time
+        # the newest chunk's age even once its plan is dropped (server timeout or error): a server
+        # that died or stalls mid-run must show as an ageing chunk to the supervisor's watchdog, not
+        # as "no chunk" (None: before the first chunk since enable; nothing is commanded then)
+        age = None if self._newest_obs_time is None or self.state is State.DISABLED else now - self._newest_obs_time
         return {"enabled": self.state is not State.DISABLED, "state": self.state.value,
                 "instruction": self.instruction, "hold_reason": self.hold_reason,
                 "last_server_error": self.last_server_error,

@@ -81,6 +81,7 @@ class SafetySupervisorNode(Node):
             self.create_subscription(PoseStamped, topic, lambda _m: self.core.feed(WATCH_CONSOLE, self._now()), 10)
         self.create_subscription(String, POLICY_STATE_TOPIC, self._on_policy_state, 10)
         self.psm_state: str | None = None        # None: not heard (hold is sent: fail-safe)
+        self._alive_lost_at: dict[str, float] = {}   # liveliness key -> wall time of the loss
         self.holds_sent = 0
         subscribe_operating_state(self, self._on_psm_operating_state)
         self.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 50)
@@ -111,6 +112,7 @@ class SafetySupervisorNode(Node):
 
     def _on_diagnostics(self, msg: DiagnosticArray) -> None:
         now = self._now()
+        stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
         for s in msg.status:
             if not s.name or s.name == NODE_NAME:
                 continue
@@ -120,6 +122,22 @@ class SafetySupervisorNode(Node):
                 self._watch_alive(s.name)
             bad = s.level == DiagnosticStatus.ERROR
             self.core.feed(key, now, ok=not bad, detail=s.message or "diagnostics at ERROR")
+            self._proof_of_life(ALIVE_PREFIX + s.name, stamp, now)
+
+    def _proof_of_life(self, key: str, stamp_s: float, now: float) -> None:
+        """Diagnostics the node stamped after its liveliness was lost: it is alive again.
+
+        DDS does not always report a writer alive again after a lease missed under load (seen on
+        the 2-core box: the cause stayed "stopped" for minutes with the node running, so no reset
+        could go through).  The FAULT itself stays latched until /safety/reset; only the cause
+        ends.  Stamps from before the loss (messages in flight when a node died) do not count.
+        """
+        lost_at = self._alive_lost_at.get(key)
+        if lost_at is None or not stamp_s > lost_at:
+            return
+        del self._alive_lost_at[key]
+        self.core.feed(key, now)
+        self.get_logger().warning(f"{key}: liveliness lost, but diagnostics stamped after the loss arrive: alive")
 
     def _watch_alive(self, name: str) -> None:
         """Follow the node's liveliness from now on (it is alive: its diagnostics just came)."""
@@ -137,8 +155,10 @@ class SafetySupervisorNode(Node):
         if info.alive_count > 0:
             if info.alive_count_change < 0 or info.not_alive_count_change > 0:
                 self.get_logger().warning(f"{key}: one of {info.alive_count + 1} publishers lost")
+            self._alive_lost_at.pop(key, None)
             self.core.feed(key, self._now())
             return
+        self._alive_lost_at[key] = time.time()     # wall clock: compared with diagnostics' header stamps
         self.core.feed(key, self._now(), ok=False,
                        detail="stopped (DDS liveliness lost: the process was killed, exited or stalled)")
         if self.core.step(self._now()):           # at once, not at the next timer tick
