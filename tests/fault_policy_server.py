@@ -77,9 +77,11 @@ class FaultRuntime:
             raise RuntimeError("injected runtime failure")
         if mode == "slow":
             time.sleep(SLOW_S)
-        if self.x0 is None:
-            self.x0 = float(s[0])
         x = float(s[0])
+        if self.x0 is None or abs(x - self.x0) > 2 * SWEEP_M:
+            # about where the tool is: a re-homed arm (the suite's set-up after a PSM FAULT) must not be
+            # driven back to the old centre at the gate's step limit (24 mm/s, measured)
+            self.x0 = x
         if x > self.x0 + SWEEP_M:
             self.direction = -1.0
         elif x < self.x0 - SWEEP_M:
