@@ -366,6 +366,11 @@ class Observer:
         s = self.safety.latest()
         return s[1] if s else ()
 
+    def safety_heard(self) -> float:
+        """When the newest /safety/state was stamped (-inf: never): a silent supervisor shows here."""
+        with self.safety.lock:
+            return self.safety.t[-1] if self.safety.t else float("-inf")
+
     def bridge(self) -> str:
         d = self.diag.get("g1_bridge")
         return d[1] if d else ""

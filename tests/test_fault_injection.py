@@ -157,7 +157,9 @@ def ready(r: Rig) -> None:
             last = str(exc)
         time.sleep(0.5)
     raise AssertionError(f"stack not ready in {READY_TIMEOUT_S} s: {last}; state {o.state()} {o.reasons()}; "
-                         f"bridge {o.bridge()!r}; holder {o.mode}; dead {fs.dead()}")
+                         f"bridge {o.bridge()!r}; holder {o.mode}; dead {fs.dead()}; "
+                         f"state heard {time.monotonic() - o.safety_heard():.1f} s ago; supervisor log:\n"
+                         + fs.log("safety_supervisor")[-1500:])
 
 
 def acknowledge(o: Observer, refusal: str) -> None:

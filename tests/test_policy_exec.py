@@ -210,6 +210,24 @@ def test_chunk_age_keeps_growing_when_the_server_stops_answering():
     assert ex.status(t)["chunk_age_s"] is None                     # a new run starts without a chunk
 
 
+def test_a_lost_server_connection_holds_every_tick_until_it_is_back():
+    ex = enabled(**UNLIMITED)
+    _running(ex, HOME)
+    ex.on_chunk(chunk(HOME[:3], (0.001, 0, 0)), ex.tick_index, 0.0)
+    ex.on_measured(HOME, DT)
+    last = ex.tick(DT).command
+    ex.on_server_lost(True)
+    for k in range(2, 6):                               # the plan in hand is not played on
+        ex.on_measured(HOME, k * DT)
+        out = ex.tick(k * DT)
+        assert out.state is State.HOLD and out.reason == "server: connection lost"
+        np.testing.assert_array_equal(out.command, last)
+    assert ex.status(5 * DT)["server_lost"] is True
+    ex.on_server_lost(False)
+    ex.on_measured(HOME, 6 * DT)
+    assert ex.tick(6 * DT).reason != "server: connection lost" and not ex.status(6 * DT)["server_lost"]
+
+
 def test_a_server_error_drops_the_plan_until_a_fresh_chunk():
     ex = enabled(**UNLIMITED)
     _running(ex, HOME)

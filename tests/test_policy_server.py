@@ -205,3 +205,38 @@ def test_wire_format_round_trip_and_refusals():
                 {"__ndarray__": True, "dtype": "<f4", "shape": "2", "data": b"abcdabcd"}):
         with pytest.raises(ValueError):
             unpack(msgpack.packb(bad))
+
+
+def test_client_knows_at_once_that_a_killed_server_is_gone(tmp_path):
+    """server_lost(): a zmq socket monitor sees the TCP connection drop when the server dies, between
+    requests (the policy node holds then, instead of at its next request's timeout)."""
+    from surgbot import processes
+    port, mode = free_port(), tmp_path / "mode"
+    mode.write_text("normal")
+    argv = [sys.executable, "-m", "tests.fault_policy_server", str(port), str(mode)]
+    proc = processes.start(argv, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    with PolicyClient(port=port, timeout_s=2.0) as client:
+        try:
+            assert not client.server_lost()                       # nothing connected yet: not "lost"
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    client.ping()
+                    break
+                except PolicyTimeout:
+                    assert proc.poll() is None and time.monotonic() < deadline, "fault server did not start"
+            assert not client.server_lost()
+            proc.kill()
+            proc.wait(10)
+            t0 = time.monotonic()
+            while not client.server_lost() and time.monotonic() - t0 < 5.0:
+                time.sleep(0.005)
+            assert client.server_lost()
+            print(f"server SIGKILL -> server_lost() in {(time.monotonic() - t0) * 1e3:.1f} ms")
+            proc = processes.start(argv, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+            deadline = time.monotonic() + 60
+            while client.server_lost():                           # zmq reconnects by itself
+                assert time.monotonic() < deadline, "no reconnection to the restarted server"
+                time.sleep(0.05)
+        finally:
+            processes.stop(proc)

@@ -111,6 +111,7 @@ class PolicyExecutor:
         self.rejections: Counter[str] = Counter()
         self._plan: _Plan | None = None
         self._newest_obs_time: float | None = None     # of the newest chunk accepted since enable
+        self.server_lost = False       # the client's connection watch (on_server_lost)
         self._last_command: np.ndarray | None = None
         self._measured: np.ndarray | None = None
         self._measured_time = -math.inf
@@ -204,6 +205,13 @@ class PolicyExecutor:
                 self.hold_reason = f"safety: {block}"
         self.safety_block = block
 
+    def on_server_lost(self, lost: bool) -> None:
+        """The client's connection watch: while the server's connection is down, HOLD every tick (and
+        /policy/state says so: the supervisor faults on it) instead of playing the plan in hand."""
+        if lost and not self.server_lost:
+            self.on_server_error("connection to the server lost")
+        self.server_lost = bool(lost)
+
     def on_server_error(self, reason: str) -> None:
         """The server failed or timed out: drop the plan (hold) until a fresh chunk arrives."""
         self._request = None
@@ -239,6 +247,8 @@ class PolicyExecutor:
             return TickOutput(None, State.DISABLED, False, "disabled")
         if now - self._measured_time > cfg.max_state_age_s:
             return self._hold("stale PSM state", now)
+        if self.server_lost:
+            return self._hold("server: connection lost", now, count=False)
         if self._request is not None and now - self._request[1] > cfg.server_timeout_s:
             self.on_server_error(f"server timeout ({cfg.server_timeout_s:.2f} s)")
         if self._server_error:
@@ -309,7 +319,7 @@ class PolicyExecutor:
         age = None if self._newest_obs_time is None or self.state is State.DISABLED else now - self._newest_obs_time
         return {"enabled": self.state is not State.DISABLED, "state": self.state.value,
                 "instruction": self.instruction, "hold_reason": self.hold_reason,
-                "last_server_error": self.last_server_error,
+                "last_server_error": self.last_server_error, "server_lost": self.server_lost,
                 "chunk_age_s": age, "inference_ms": None if math.isnan(self.last_infer_ms) else self.last_infer_ms,
                 "gate_rejections": dict(self.rejections), "safety": self.safety_block or "OK",
                 "safety_filter": {k: int(v) for k, v in self.limiter.log.counts.items()}}

@@ -8,16 +8,22 @@ can ask a policy on another machine for actions without a learning stack.
 
 A REQ socket that timed out cannot send again, so the client closes it and
 opens a fresh one before the next request (the "lazy pirate" pattern).
+
+`server_lost()` tells, without waiting, whether the TCP connection to the
+server dropped and has not come back (a zmq socket monitor): a killed server
+is known in milliseconds, not at the next request's timeout.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
 import msgpack
 import numpy as np
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 NDARRAY_TAG = "__ndarray__"
 ALLOWED_DTYPE_KINDS = "biuf"        # bool, signed, unsigned, float: nothing that could hold objects
@@ -94,19 +100,50 @@ class PolicyClient:
         self.timeout_s = float(timeout_s)
         self._ctx = context or zmq.Context.instance()
         self._sock: zmq.Socket | None = None
+        # the connection watch: read by server_lost() on another thread than the requests' one
+        self._monitor: zmq.Socket | None = None
+        self._monitor_lock = threading.Lock()
+        self._was_connected = False
+        self._lost = False
 
     def _socket(self) -> zmq.Socket:
         if self._sock is None:
             s = self._ctx.socket(zmq.REQ)
             s.setsockopt(zmq.LINGER, 0)
+            monitor = s.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
             s.connect(self.endpoint)
             self._sock = s
+            with self._monitor_lock:
+                self._monitor = monitor
         return self._sock
 
     def close(self) -> None:
+        with self._monitor_lock:
+            if self._monitor is not None:
+                self._monitor.close(linger=0)
+                self._monitor = None
+            # a fresh socket starts unknown: a stale "lost" would hold a re-enabled policy whose
+            # restarted server is fine (its requests' timeouts still catch a server that stays dead)
+            self._was_connected = self._lost = False
         if self._sock is not None:
             self._sock.close(linger=0)
             self._sock = None
+
+    def server_lost(self) -> bool:
+        """The connection to the server dropped and has not come back (never blocks).
+
+        False before the first connection (a server still starting is the timeout's business) and
+        while no socket is open.  Safe to call from another thread than the requests'.
+        """
+        with self._monitor_lock:
+            m = self._monitor
+            while m is not None and m.poll(0):
+                event = recv_monitor_message(m)["event"]
+                if event == zmq.EVENT_CONNECTED:
+                    self._was_connected, self._lost = True, False
+                elif event == zmq.EVENT_DISCONNECTED and self._was_connected:
+                    self._lost = True
+            return self._lost
 
     def __enter__(self) -> PolicyClient:
         return self

@@ -234,11 +234,12 @@ class PolicyNode(Node):
         now = self._now()
         self._take_measured()
         self._collect()
+        self.core.on_server_lost(self.client.server_lost())
         out = self.core.tick(now)
         for text in self.core.events:
             self.get_logger().warning(text)
         self.core.events.clear()
-        if out.command is not None:
+        if out.command is not None and not self.safety.check():    # again: a stop that came meanwhile wins
             self._publish_command(out.command)
         if out.request_chunk and self._pending is None and self.core.measured is not None:
             image = self._latest_image()

@@ -106,6 +106,9 @@ class SafetySupervisorNode(Node):
         if not enabled:
             self.core.disarm(WATCH_POLICY)
             return
+        if st.get("server_lost"):     # the node's connection watch: a killed server, known in ms
+            self.core.feed(WATCH_POLICY, self._now(), ok=False, detail="connection to the policy server lost")
+            return
         ok = age is None or float(age) <= self.cfg.policy_chunk_timeout_s
         self.core.feed(WATCH_POLICY, self._now(), ok=ok,
                        detail="" if ok else f"chunk {float(age) * 1e3:.0f} ms old")

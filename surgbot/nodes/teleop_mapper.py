@@ -146,7 +146,8 @@ class TeleopMapperNode(Node):
         # the sample's own stamp (console receipt) times it: gaps in the operator's stream are
         # measured there, not where this process happened to be scheduled
         cmd = self.core.sample(stamp_ns * 1e-9, right, buttons, axes, received=self._now())
-        self._publish(cmd)
+        if not self.safety.check():              # again: a stop that came while the core ran wins
+            self._publish(cmd)
         self._drain()
 
     def _publish(self, cmd: Command) -> None:
