@@ -198,7 +198,14 @@ class FaultStack:
                                               stderr=subprocess.STDOUT)
 
     def operator_welcomed(self) -> bool:
-        return "welcome" in self.log(OPERATOR)
+        """The scripted operator is in; one that exited (a console restarted just now refused its
+        connection: it listens a few seconds after its process starts) is started again."""
+        if "welcome" in self.log(OPERATOR):
+            return True
+        if self.operator is not None and self.operator.poll() is not None:
+            time.sleep(0.5)
+            self.start_operator()
+        return False
 
     def op(self, **cmd) -> None:
         self.operator.stdin.write((json.dumps(cmd) + "\n").encode())
