@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import subprocess
@@ -111,10 +112,24 @@ except (KeyboardInterrupt, ExternalShutdownException):
 """
 
 
-def test_a_killed_node_is_a_fault_within_its_liveliness_lease_and_reset_needs_it_back(processes):
-    """A node's diagnostics arm its liveliness watch (`/safety/alive/<name>`): SIGKILL -> FAULT one
-    lease (150 ms) later instead of after `node_timeout_s` (3 s) of silent diagnostics; the cause
-    persists until the node is alive again, and only then does reset succeed."""
+class ProbeRig:
+    """The supervisor, one probe node it watches (armed, state OK) and a listener of /safety/state."""
+
+    def __init__(self, processes, sup, probe, node, ex, states):
+        self.processes, self.sup, self.probe, self.node, self.ex, self.states = processes, sup, probe, node, ex, states
+
+    def spin_until(self, pred, timeout: float) -> bool:
+        return _wait_for(lambda: self.ex.spin_once(timeout_sec=0.01) or pred(), timeout)
+
+    def state(self) -> dict:
+        return self.states[-1][1]
+
+    def reset(self):
+        return _call(self.node, self.ex, contract.SAFETY_RESET)
+
+
+@contextlib.contextmanager
+def probe_rig(processes, listener: str):
     sup = processes.start([PYTHON, "-m", "surgbot.nodes.safety_supervisor"], name="supervisor")
     probe = processes.start([PYTHON, "-c", PROBE_NODE], name="probe")
     states: list[tuple[float, dict]] = []
@@ -125,76 +140,58 @@ def test_a_killed_node_is_a_fault_within_its_liveliness_lease_and_reset_needs_it
             if st.name == "safety_supervisor":
                 armed.update({kv.key: kv.value for kv in st.values})
 
-    with listener_node("test_liveness_listener") as (node, ex):
+    with listener_node(listener) as (node, ex):
         node.create_subscription(String, contract.SAFETY_STATE,
                                  lambda m: states.append((time.monotonic(), json.loads(m.data))), 50)
         node.create_subscription(DiagnosticArray, "/diagnostics", on_diagnostics, 50)
+        rig = ProbeRig(processes, sup, probe, node, ex, states)
+        assert rig.spin_until(lambda: armed.get("alive:liveness_probe") == "armed", 60), (armed, processes.log(sup))
+        rig.spin_until(lambda: False, 0.5)
+        assert rig.state()["state"] == "OK", states[-1]
+        yield rig
+    assert processes.stop(sup, signal.SIGINT) == 0, processes.log(sup)
 
-        def spin_until(pred, timeout):
-            return _wait_for(lambda: ex.spin_once(timeout_sec=0.01) or pred(), timeout)
 
-        assert spin_until(lambda: armed.get("alive:liveness_probe") == "armed", 60), (armed, processes.log(sup))
-        spin_until(lambda: False, 0.5)
-        assert states[-1][1]["state"] == "OK", states[-1]
+def _cause_ends_and_reset_goes_through(rig: ProbeRig, timeout_s: float) -> None:
+    assert rig.spin_until(lambda: "alive:liveness_probe" not in " ".join(rig.state()["active"]), timeout_s), \
+        (rig.states[-1], rig.processes.log(rig.sup))
+    assert rig.state()["state"] == "FAULT"                     # latched until a person resets
+    r = rig.reset()
+    assert r.success, r.message
+    assert rig.spin_until(lambda: rig.state()["state"] == "OK", 15)
+
+
+def test_a_killed_node_is_a_fault_within_its_liveliness_lease_and_reset_needs_it_back(processes):
+    """A node's diagnostics arm its liveliness watch (`/safety/alive/<name>`): SIGKILL -> FAULT one
+    lease (150 ms) later instead of after `node_timeout_s` (3 s) of silent diagnostics; the cause
+    persists until the node is alive again, and only then does reset succeed."""
+    with probe_rig(processes, "test_liveness_listener") as rig:
         t_kill = time.monotonic()
-        probe.send_signal(signal.SIGKILL)
-        assert spin_until(lambda: states[-1][1]["state"] == "FAULT", 10), states[-3:]
-        t_fault = next(t for t, s in states if t >= t_kill and s["state"] == "FAULT")
-        reasons = states[-1][1]["reasons"]
+        rig.probe.send_signal(signal.SIGKILL)
+        assert rig.spin_until(lambda: rig.state()["state"] == "FAULT", 10), rig.states[-3:]
+        t_fault = next(t for t, s in rig.states if t >= t_kill and s["state"] == "FAULT")
+        reasons = rig.state()["reasons"]
         assert any(r.startswith("alive:liveness_probe: stopped") for r in reasons), reasons
         detection_ms = (t_fault - t_kill) * 1e3
         print(f"liveness_probe SIGKILL -> FAULT seen by a listener in {detection_ms:.0f} ms")
         # lease 150 ms; the diagnostics watchdog alone would take 3000 ms (loaded CI margin kept below it)
         assert detection_ms < 2000
-        r = _call(node, ex, contract.SAFETY_RESET)
+        r = rig.reset()
         assert not r.success and "alive:liveness_probe" in r.message      # still dead: refused
-
         processes.start([PYTHON, "-c", PROBE_NODE], name="probe_again")
-        assert spin_until(lambda: "alive:liveness_probe" not in " ".join(states[-1][1]["active"]), 60), \
-            states[-1]
-        assert states[-1][1]["state"] == "FAULT"                     # latched until a person resets
-        r = _call(node, ex, contract.SAFETY_RESET)
-        assert r.success, r.message
-        assert spin_until(lambda: states[-1][1]["state"] == "OK", 15)
-    assert processes.stop(sup, signal.SIGINT) == 0, processes.log(sup)
+        _cause_ends_and_reset_goes_through(rig, 60)
 
 
 def test_a_stalled_node_faults_and_its_cause_ends_when_it_runs_again(processes):
     """SIGSTOP a node past its liveliness lease: FAULT naming it; once it runs again the cause ends (by
     DDS liveliness, or by diagnostics it stamped after the loss when DDS does not report the writer
     alive again) so a person's reset goes through; the FAULT stays latched until that reset."""
-    sup = processes.start([PYTHON, "-m", "surgbot.nodes.safety_supervisor"], name="supervisor")
-    probe = processes.start([PYTHON, "-c", PROBE_NODE], name="probe")
-    states: list[tuple[float, dict]] = []
-    armed: dict[str, str] = {}
-
-    def on_diagnostics(msg) -> None:
-        for st in msg.status:
-            if st.name == "safety_supervisor":
-                armed.update({kv.key: kv.value for kv in st.values})
-
-    with listener_node("test_stall_listener") as (node, ex):
-        node.create_subscription(String, contract.SAFETY_STATE,
-                                 lambda m: states.append((time.monotonic(), json.loads(m.data))), 50)
-        node.create_subscription(DiagnosticArray, "/diagnostics", on_diagnostics, 50)
-
-        def spin_until(pred, timeout):
-            return _wait_for(lambda: ex.spin_once(timeout_sec=0.01) or pred(), timeout)
-
-        assert spin_until(lambda: armed.get("alive:liveness_probe") == "armed", 60), (armed, processes.log(sup))
-        spin_until(lambda: False, 0.5)
-        assert states[-1][1]["state"] == "OK", states[-1]
-        probe.send_signal(signal.SIGSTOP)
+    with probe_rig(processes, "test_stall_listener") as rig:
+        rig.probe.send_signal(signal.SIGSTOP)
         try:
-            assert spin_until(lambda: states[-1][1]["state"] == "FAULT", 10), states[-3:]
-            assert any(r.startswith("alive:liveness_probe: stopped") for r in states[-1][1]["reasons"]), states[-1]
-            spin_until(lambda: False, 1.0)
+            assert rig.spin_until(lambda: rig.state()["state"] == "FAULT", 10), rig.states[-3:]
+            assert any(r.startswith("alive:liveness_probe: stopped") for r in rig.state()["reasons"]), rig.states[-1]
+            rig.spin_until(lambda: False, 1.0)
         finally:
-            probe.send_signal(signal.SIGCONT)
-        assert spin_until(lambda: "alive:liveness_probe" not in " ".join(states[-1][1]["active"]), 30), \
-            (states[-1], processes.log(sup))
-        assert states[-1][1]["state"] == "FAULT"                     # latched until a person resets
-        r = _call(node, ex, contract.SAFETY_RESET)
-        assert r.success, r.message
-        assert spin_until(lambda: states[-1][1]["state"] == "OK", 15)
-    assert processes.stop(sup, signal.SIGINT) == 0, processes.log(sup)
+            rig.probe.send_signal(signal.SIGCONT)
+        _cause_ends_and_reset_goes_through(rig, 30)
