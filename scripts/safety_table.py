@@ -43,6 +43,11 @@ Rejected input (budget "input") is refused where it enters; nothing latches
 ("tripped" in the details: a watchdog of the loaded run fired in that window,
 so the stack froze meanwhile).
 
+Fault time: the injection, except for the policy server's faults (its first
+request answered in the faulty mode: until it asks again the node plays the valid
+chunk it holds).  Before each injection the suite waits up to 20 s for both tips
+to be still (< 0.05 mm over 0.5 s); a tip still moving then is named under Details.
+
 Columns: detection = first non-OK `/safety/state` seen from outside the stack
 after the injection; safe = time to the safe state; PSM / scope = largest
 ground-truth tip displacement after the fault; cmd after budget = a command
