@@ -180,6 +180,22 @@ def test_vla_cells_evaluated_before_an_evaluation_change_are_named():
     assert report.evaluated_before(res, change) == expected
 
 
+def test_cells_trained_on_demonstrations_recorded_before_a_data_change_are_named():
+    """report.DATA_CHANGES: a cell whose datasets include the task's demonstrations and whose run does not
+    contain the change is named (baselines too: they learnt from the same data); a cell without that task's
+    data, or the bundled checkpoint's (no datasets), is not."""
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                          cwd=REPO, check=True).stdout.strip()
+    change, task, _ = report.DATA_CHANGES[0]
+    assert task == "needle_pick"
+    res = {"vla-50@reach": {"git_commit": "5007ceb"}, "act-50@needle_pick": {"git_commit": "5007ceb"},
+           "act-50@reach": {"git_commit": "5007ceb"}, "vla-20@reach": {"git_commit": head},
+           "bundled@needle_pick": {"git_commit": "5007ceb"}}
+    have = subprocess.run(["git", "cat-file", "-e", f"{change}^{{commit}}"], cwd=REPO).returncode == 0
+    expected = ["act-50@needle_pick", "vla-50@reach"] + ([] if have else ["vla-20@reach"])
+    assert report.trained_before(res, change, task) == sorted(expected)
+
+
 def test_a_repeat_cell_runs_the_same_commands_into_its_own_folder():
     for name in C.REPEATED:
         first, again = C.CELLS[name], C.CELLS[name + C.REPEAT_SUFFIX]
@@ -263,3 +279,20 @@ def test_the_goals_verdicts_follow_the_numbers():
     dear = [(t, fixture_cell(f"vla-50@{t}", 30, 3000.0), fixture_cell(f"act-50@{t}", 10, 500.0)) for t in C.TASKS]
     assert "not met**" in report.baseline_goal(dear)[0] and "50.0 min for the 3 tasks vs 25.0 min" in \
         report.baseline_goal(dear)[0]
+
+
+def test_a_machine_that_built_nothing_keeps_the_last_builders_cost_table(tmp_path):
+    """section_work on a checkout with nothing under out/results/ keeps the work table the page already has
+    (those costs were measured where the cells were built), once, with a note; with no table: says so."""
+    page = tmp_path / report.PAGE
+    page.parent.mkdir(parents=True)
+    assert report.section_work({}, tmp_path) == "Nothing built on this machine yet.\n"      # no page at all
+    table = "| what | state | wall time | command |\n|---|---|---|---|\n| training `vla-5` | done | 2543 s | `x` |\n"
+    page.write_text(f"# t\n\n{report.WORK_HEADING}\n\nMeasured ...\n\n{table}\n{report.COMMANDS_HEADING}\n\nx\n")
+    kept = report.section_work({}, tmp_path)
+    assert kept.startswith(report.KEPT_NOTE) and table in kept and "Measured ..." in kept
+    page.write_text(f"# t\n\n{report.WORK_HEADING}\n\n{kept}\n{report.COMMANDS_HEADING}\n\nx\n")
+    assert report.section_work({}, tmp_path) == kept                                         # the note once
+    nothing = "Nothing built on this machine yet.\n"
+    page.write_text(f"# t\n\n{report.WORK_HEADING}\n\n{nothing}\n{report.COMMANDS_HEADING}\n")
+    assert report.section_work({}, tmp_path) == nothing

@@ -261,6 +261,12 @@ def reading(res: dict) -> str:
             out.append(f"- {len(before)} cell(s) of our VLA were evaluated before {change} ({what}), so today's "
                        "code would act differently with their checkpoints; rerun their evaluation: "
                        + ", ".join(f"`{n}`" for n in before) + ".")
+    for change, task, what in DATA_CHANGES:
+        before = trained_before(res, change, task)
+        if before:
+            out.append(f"- {len(before)} cell(s) learnt from {task} demonstrations recorded before {what}, so "
+                       "their recipe would record other data today; rerun them to compare with later cells: "
+                       + ", ".join(f"`{n}`" for n in before) + ".")
     missing = [n for n in C.CELLS if n not in res]
     order = [n for n in PRIORITY if n not in res]
     if order:
@@ -320,23 +326,38 @@ def baseline_goal(judged: list[tuple[str, dict, dict]]) -> list[str]:
 EVALUATION_CHANGES = [
     ("5a8e170", "the goal memory at inference (61a3654, 5a8e170), on by default for checkpoints with a goal head"),
 ]
+# Changes to how a task's demonstrations are made: a cell whose datasets include that task's and whose
+# run does not contain the change learnt from the older demonstrations (its recipe's data would differ now).
+DATA_CHANGES = [
+    ("c31f16e", "needle_pick", "the needle_pick expert's grasp 2 mm into the pad (c31f16e)"),
+]
 BASELINE_PREFIXES = ("act-", "diffusion-")
+
+
+def _run_contains(r: dict, change: str) -> bool:
+    """Whether the cell's recorded `git_commit` contains `change` (False when it cannot be checked)."""
+    commit = str(r.get("git_commit") or "")
+    try:
+        return bool(commit) and subprocess.run(
+            ["git", "merge-base", "--is-ancestor", change, commit], cwd=Path(__file__).parent,
+            capture_output=True, timeout=30).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
 
 
 def evaluated_before(res: dict, change: str) -> list[str]:
     """Our VLA's cells whose recorded `git_commit` does not contain `change` (or cannot be checked)."""
+    return [name for name, r in sorted(res.items())
+            if not name.startswith(BASELINE_PREFIXES) and not _run_contains(r, change)]
+
+
+def trained_before(res: dict, change: str, task: str) -> list[str]:
+    """Cells that learnt from `task` demonstrations (a dataset of theirs is that task's) in a run that does
+    not contain `change`."""
     out = []
     for name, r in sorted(res.items()):
-        if name.startswith(BASELINE_PREFIXES):
-            continue
-        commit = str(r.get("git_commit") or "")
-        try:
-            contains = bool(commit) and subprocess.run(
-                ["git", "merge-base", "--is-ancestor", change, commit], cwd=Path(__file__).parent,
-                capture_output=True, timeout=30).returncode == 0
-        except (OSError, subprocess.SubprocessError):
-            contains = False
-        if not contains:
+        cell = C.CELLS.get(name)
+        if cell is not None and any(task in d.key for d in cell.datasets()) and not _run_contains(r, change):
             out.append(name)
     return out
 
@@ -390,10 +411,36 @@ def section_work(res: dict, root: Path) -> str:
         rows.append([f"training `{key}`", progress, "-" if wall is None else f"{wall:.0f} s",
                      f"`{' '.join(tr.command)}`"])
     if not rows:
+        kept = _previous_work_section(root / PAGE)
+        if kept:    # the costs measured where the cells were built stay on the page a fresh checkout regenerates
+            return kept
         return "Nothing built on this machine yet.\n"
     return ("Measured while building the cells on the machine that generated this page (2 shared cores, "
             "niceness 10): what exists under `out/results/` and how far it got. These are costs, not "
             "results.\n\n" + table(["what", "state", "wall time", "command"], rows) + "\n")
+
+
+WORK_HEADING = "## Work in progress on this machine"
+COMMANDS_HEADING = "## Commands of every cell"
+KEPT_NOTE = ("Nothing is built on the machine that regenerated this page; the table of the last machine that "
+             "built cells:")
+
+
+def _previous_work_section(page: Path) -> str:
+    """The work section of the page as it stands, when it holds a table (else "")."""
+    try:
+        text = page.read_text()
+    except OSError:
+        return ""
+    start, end = text.find(WORK_HEADING), text.find(COMMANDS_HEADING)
+    if start < 0 or end < start:
+        return ""
+    body = text[start + len(WORK_HEADING):end].strip("\n")
+    if "| what |" not in body:
+        return ""
+    if not body.startswith(KEPT_NOTE):
+        body = KEPT_NOTE + "\n\n" + body
+    return body + "\n"
 
 
 def render_page(res: dict, root: Path) -> str:
@@ -413,8 +460,8 @@ def render_page(res: dict, root: Path) -> str:
     for title, fn in SECTIONS.items():
         parts.append(f"## {title}\n\n" + fn(res, root))
     parts.append(idm_block(root))
-    parts.append("## Work in progress on this machine\n\n" + section_work(res, root))
-    parts.append("## Commands of every cell\n\n" + commands_list(res))
+    parts.append(f"{WORK_HEADING}\n\n" + section_work(res, root))
+    parts.append(f"{COMMANDS_HEADING}\n\n" + commands_list(res))
     return "\n".join(parts)
 
 
