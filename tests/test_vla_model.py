@@ -297,8 +297,9 @@ def test_keypoint_stride_sets_the_keypoint_map_and_is_checked():
 def test_goal_memory_bends_late_chunks_to_the_first_estimate():
     """The goal head's estimate from the first chunk of an episode is remembered; a later chunk that ends
     within goal_memory_radius_m of it is bent linearly to end on it (the first step moves
-    by 1/H of the gap), one that ends farther is left alone; reset() forgets; 0 chunks or no goal head:
-    off.  The model's outputs are scripted here (dataset stats 0/1: one action unit = 1 m)."""
+    by 1/H of the gap), one that ends farther is left alone (with goal_memory_max_jaw_rad, so is one whose
+    jaws are open); reset() forgets; 0 chunks or no goal head: off.  The model's outputs are scripted here
+    (dataset stats 0/1: one action unit = 1 m)."""
     feats = dict(input_features={"observation.images.endoscope": PolicyFeature(FeatureType.VISUAL, (3, 48, 64)),
                                  "observation.state": PolicyFeature(FeatureType.STATE, (10,))},
                  output_features={"action": PolicyFeature(FeatureType.ACTION, (10,))})
@@ -311,9 +312,10 @@ def test_goal_memory_bends_late_chunks_to_the_first_estimate():
         it = iter(outputs)
 
         def chunk(batch, with_goal=False):
-            end, goal = next(it)
+            end, goal, *jaw = next(it)
             c = torch.zeros(1, 16, 10)
             c[0, :, :3] = torch.linspace(0, 1, 16)[:, None] * torch.tensor(end)[None, :]
+            c[0, :, 9] = jaw[0] if jaw else 0.0
             g = None if goal is None else torch.tensor([goal], dtype=torch.float32)
             return (c, g) if with_goal else c
         policy._chunk = chunk
@@ -341,6 +343,16 @@ def test_goal_memory_bends_late_chunks_to_the_first_estimate():
     policy.reset()                                                            # forgets: the new first estimate
     scripted(policy, [((0.045, 0.0, 0.0), (0.050, 0.0, 0.0)), ((0.046, 0.0, 0.0), (0.058, 0.0, 0.0))])
     assert np.allclose(ends(policy, 2), [[0.050, 0, 0], [0.050, 0, 0]], atol=10 * eps)
+
+    policy.config.goal_memory_max_jaw_rad = 0.3                               # closed jaws only
+    policy.reset()
+    scripted(policy, [((0.095, 0.0, 0.0), (0.100, 0.0, 0.0), 0.9),  # remembered; open jaws: not bent
+                      ((0.095, 0.0, 0.0), (0.0, 0.0, 0.0), 0.05),   # closed: bent
+                      ((0.095, 0.0, 0.0), (0.0, 0.0, 0.0), 0.5)])   # opening: not bent
+    assert np.allclose(ends(policy, 3), [[0.095, 0, 0], [0.100, 0, 0], [0.095, 0, 0]], atol=10 * eps)
+    policy.config.goal_memory_max_jaw_rad = None
+    with pytest.raises(ValueError, match="goal_memory_max_jaw_rad"):
+        SurgVLAConfig(goal_memory_max_jaw_rad=float("nan"))
 
     policy.config.goal_memory_chunks = 2                                      # two estimates averaged
     policy.reset()

@@ -85,7 +85,7 @@ def test_surgbot_policy_train_mixes_datasets_plots_and_resumes(datasets, tmp_pat
     out = tmp_path / "run"
     cmd = [str(BIN / "surgbot"), "policy", "train", "--dataset", str(expert), "--dataset", str(pseudo),
            "--weight", "3", "--weight", "1", "--out", str(out), "--batch-size", "4", "--save-freq", "2",
-           "--log-freq", "1", "--threads", "1"]
+           "--log-freq", "1", "--threads", "1", "--goal-memory-max-jaw-rad", "0.3"]
     first = _run(cmd + ["--steps", "2"])
     assert first.returncode == 0, first.stderr[-3000:]
     summary = json.loads(first.stdout.strip().splitlines()[-1])
@@ -103,6 +103,8 @@ def test_surgbot_policy_train_mixes_datasets_plots_and_resumes(datasets, tmp_pat
         "step"] == 4
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["000002", "000004", "last"]
     assert _probe(PolicyRuntime(out)).shape == (16, 10)
+    config = json.loads((out / "checkpoints" / "last" / "pretrained_model" / "config.json").read_text())
+    assert config["goal_memory_max_jaw_rad"] == 0.3           # an inference option saved with the checkpoint
 
 
 def test_dataset_without_the_required_features_is_a_one_line_error(tmp_path):
@@ -121,6 +123,9 @@ def test_dataset_without_the_required_features_is_a_one_line_error(tmp_path):
     res = _run([str(BIN / "surgbot"), "policy", "train", "--dataset", str(good), "--out", str(tmp_path / "o"),
                 "--steps", "1", "--keypoint-stride", "3"])
     assert res.returncode == 2 and "--keypoint-stride" in res.stderr.strip().splitlines()[-1]
+    res = _run([str(BIN / "surgbot"), "policy", "train", "--dataset", str(good), "--out", str(tmp_path / "o"),
+                "--steps", "1", "--goal-memory-max-jaw-rad", "nan"])
+    assert res.returncode == 2 and "--goal-memory-max-jaw-rad" in res.stderr.strip().splitlines()[-1]
     assert not (tmp_path / "o").exists()
 
 

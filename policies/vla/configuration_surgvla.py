@@ -114,6 +114,12 @@ class SurgVLAConfig(PreTrainedConfig):
     # 0 chunks: off.
     goal_memory_chunks: int = 1
     goal_memory_radius_m: float = 0.01
+    # With `goal_memory_max_jaw_rad`, only a chunk whose last jaw command is below it (closed jaws:
+    # touching, or carrying what they hold) is bent.  needle_pick's episodes end 35 mm above the
+    # needle, right on the way down to it: with open jaws on the way down the memory held the tool
+    # up there (measured: hovering 10 s of the 20 s horizon).  None: any jaw (checkpoints made
+    # before it act unchanged).
+    goal_memory_max_jaw_rad: float | None = None
 
     # Instructions seen in training (filled from the dataset's task table at
     # construction); the server reports them in `metadata`.
@@ -144,6 +150,8 @@ class SurgVLAConfig(PreTrainedConfig):
             raise ValueError(f"goal_memory_chunks must be >= 0, got {self.goal_memory_chunks}")
         if not (math.isfinite(self.goal_memory_radius_m) and self.goal_memory_radius_m >= 0):
             raise ValueError(f"goal_memory_radius_m must be finite and >= 0, got {self.goal_memory_radius_m}")
+        if self.goal_memory_max_jaw_rad is not None and not math.isfinite(self.goal_memory_max_jaw_rad):
+            raise ValueError(f"goal_memory_max_jaw_rad must be finite or None, got {self.goal_memory_max_jaw_rad}")
 
     def get_optimizer_preset(self) -> AdamWConfig:
         return AdamWConfig(lr=self.optimizer_lr, weight_decay=self.optimizer_weight_decay,

@@ -174,6 +174,10 @@ class SurgVLAPolicy(PreTrainedPolicy):
         scale = self.action_std[:GOAL_DIM] + self.config.normalization_eps              # -> metres
         # 3-D: a chunk descending to grasp under a goal 2 cm up (needle_pick's lift) is not bent
         near = (gap * scale).norm(dim=-1) < self.config.goal_memory_radius_m            # [B]
+        if self.config.goal_memory_max_jaw_rad is not None:                              # closed jaws only
+            jaw = chunk[:, -1, POSE_DIM - 1] * (self.action_std[-1] + self.config.normalization_eps) \
+                + self.action_mean[-1]                                                     # [B] rad
+            near = near & (jaw < self.config.goal_memory_max_jaw_rad)
         ramp = torch.arange(1, chunk.shape[1] + 1, dtype=chunk.dtype, device=chunk.device) / chunk.shape[1]
         bent = chunk.clone()
         bent[:, :, :GOAL_DIM] += ramp[None, :, None] * (gap * near[:, None])[:, None, :]

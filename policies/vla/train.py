@@ -186,6 +186,10 @@ def train(args: argparse.Namespace) -> dict:
         if not args.in_memory:
             raise CliError("--goal-loss-weight needs --in-memory (the goal target comes from the frame cache)")
         cfg.goal_loss_weight = float(args.goal_loss_weight)
+    if getattr(args, "goal_memory_max_jaw_rad", None) is not None:
+        if not math.isfinite(args.goal_memory_max_jaw_rad):
+            raise CliError("--goal-memory-max-jaw-rad must be finite")
+        cfg.goal_memory_max_jaw_rad = float(args.goal_memory_max_jaw_rad)
     if getattr(args, "shift_px", None) is not None:
         if args.shift_px < 0:
             raise CliError("--shift-px must be >= 0")
