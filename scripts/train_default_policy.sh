@@ -3,13 +3,16 @@
 # policies/vla/checkpoints/default) with our own pipeline: scripted-expert
 # demonstrations recorded in the Gymnasium environments (`surgbot data record`,
 # LeRobotDataset v3), then `surgbot policy train` (LeRobot's training step).
-# Stage 1 (the bundled checkpoint): STEPS steps on reach-heavy data (300 reach
-# episodes, few needle_pick/peg_transfer ones).  Optional stage 2 (off by
-# default; NEEDLE_MORE=160 PEG_MORE=105 gives the candidate measured in
-# policies/vla/README.md, not bundled): stage 1's run resumed (`--resume`, same
-# optimiser state) for FT_STEPS more steps on the same reach data plus many more
-# needle_pick and peg_transfer layouts, the cosine schedule stretched to
-# STEPS + FT_STEPS (the rate restarts part-way down it).
+# Stage 1 (the bundled checkpoint): STEPS steps on 300 reach, 200 needle_pick
+# and 105 peg_transfer episodes drawn 2 : 2 : 1.  (The checkpoint bundled before
+# December 2026 was NEEDLE_EPISODES=16 PEG_EPISODES=12 WEIGHTS="3 1 1"
+# STEPS=12000 GOAL_MEMORY_MAX_JAW= with the needle_pick expert of that time.)
+# Optional stage 2 (off by default; NEEDLE_MORE=160 PEG_MORE=105 on top of that
+# older recipe gave the candidate measured in policies/vla/README.md, not
+# bundled): stage 1's run resumed (`--resume`, same optimiser state) for
+# FT_STEPS more steps on the same reach data plus more needle_pick and
+# peg_transfer layouts, the cosine schedule stretched to STEPS + FT_STEPS (the
+# rate restarts part-way down it).
 #
 #   scripts/train_default_policy.sh [WORK_DIR]        (default runs/default_policy)
 #
@@ -25,17 +28,18 @@ SIZE=${IMAGE_SIZE:-96x128}                  # HxW recorded: the twin's 240x320 v
 CROP=${CROP:-0 0.125 0.8333 0.6875}          # top left height width (fractions): the pad, 80x88 px of 96x128
 MODEL_SIZE=${MODEL_SIZE:-80x88}             # HxW the image encoder sees (the crop, resized inside the model)
 REACH_EPISODES=${REACH_EPISODES:-300}       # 100 layouts x 3 colours (--each-target)
-NEEDLE_EPISODES=${NEEDLE_EPISODES:-16}
-PEG_EPISODES=${PEG_EPISODES:-12}            # layouts 6000-6006 x the colours each allows
-WEIGHTS=${WEIGHTS:-3 1 1}                   # sampling weights reach needle_pick peg_transfer
-WORKERS=${WORKERS:-1}                       # recording processes (the datasets do not depend on it)
+NEEDLE_EPISODES=${NEEDLE_EPISODES:-200}     # layouts 3000-3199
+PEG_EPISODES=${PEG_EPISODES:-105}           # 35 layouts from 6000 x 3 colours (--each-target)
+WEIGHTS=${WEIGHTS:-2 2 1}                   # sampling weights reach needle_pick peg_transfer
+WORKERS=${WORKERS:-2}                       # recording processes (the datasets do not depend on it)
 SUCCESS_TAIL_S=${SUCCESS_TAIL_S:-0}         # seconds recorded after each success (0: this checkpoint's data,
                                             # recorded before `data record` had the tail; its default is 1)
 PERTURB_MM=${PERTURB_MM:-0}                 # DART bumps of up to this many mm in the experts' executed commands
                                             # (0: this checkpoint's data; see docs/data.md)
 GOAL_LOSS_WEIGHT=${GOAL_LOSS_WEIGHT:-1}     # auxiliary "where does the episode end" head (0: none)
+GOAL_MEMORY_MAX_JAW=${GOAL_MEMORY_MAX_JAW-0.3}    # the goal memory bends only closed-jaw chunks (rad; empty: any)
 SHIFT_PX=${SHIFT_PX:-2}                     # training image shift augmentation, +- px
-STEPS=${STEPS:-12000}
+STEPS=${STEPS:-16000}
 COSINE_STEPS=${COSINE_STEPS:-$STEPS}        # length of the LR schedule (longer: stop part-way along it)
 NEEDLE_MORE=${NEEDLE_MORE:-0}               # stage 2: needle_pick episodes from seed 3000 (0: no stage 2)
 PEG_MORE=${PEG_MORE:-0}                     # stage 2: peg_transfer episodes from seed 6000 (--each-target)
@@ -63,6 +67,7 @@ train() {  # out steps cosine_steps "weights" needle_dir peg_dir extra...
         --weight "$W_REACH" --weight "$W_NEEDLE" --weight "$W_PEG" --out "$out" --steps "$steps" --batch-size "$BATCH" \
         --threads 1 --in-memory --first-frames 8 --first-frames-weight 3 --cosine --cosine-steps "$cosine" --seed 1000 \
         --image-size "$H" "$W" --crop $CROP --goal-loss-weight "$GOAL_LOSS_WEIGHT" --shift-px "$SHIFT_PX" \
+        ${GOAL_MEMORY_MAX_JAW:+--goal-memory-max-jaw-rad "$GOAL_MEMORY_MAX_JAW"} \
         --save-freq 2000 "$@"
 }
 
