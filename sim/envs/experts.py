@@ -39,9 +39,9 @@ NEEDLE_RADIUS = 0.012
 GRASP_ARC_RAD = math.radians(35)
 # Where the jaw tip is sent to close on the needle: 2 mm into the pad, the
 # fingers pressing on it.  The 0.8 mm wire is caught only when the fingers
-# reach below its top: commanded at the pad + 0.4 mm (this expert until
-# December 2026) a grasp 1 mm higher caught it in 2 of 12 seeds, 1.5 mm higher
-# in 0 of 12, while 1-5 mm into the pad caught it in 12 of 12.  A learned
+# reach below its top.  Measured from a grasp at the pad + 0.4 mm (just
+# below the top): 1 mm higher caught it in 2 of 12 seeds, 1.5 mm higher in
+# 0 of 12, while 1-5 mm into the pad caught it in 12 of 12.  A learned
 # policy copies the command to within a millimetre or two, so the expert aims
 # at the middle of the window that works, not at its upper edge.
 NEEDLE_GRASP_PRESS_M = 0.002
