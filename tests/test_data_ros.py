@@ -95,7 +95,7 @@ def test_sim_task_and_ros_recording(processes, tmp_path):
             T = T0.copy()
             T[2, 3] -= 0.012 * min(k / 60, 1.0)
             client.servo_cp(T)
-            client.jaw_servo_jp(0.2 * k / 60)
+            client.jaw.servo_jp(0.2 * k / 60)
             sent.append(pose10_from_matrix(T, 0.2 * k / 60))
             time.sleep(1 / 30)
         time.sleep(0.5)

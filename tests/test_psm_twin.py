@@ -17,6 +17,7 @@ import time
 import numpy as np
 import pytest
 
+from surgbot import geometry
 from surgbot.contract import PSM_JOINT_NAMES
 from surgbot.kinematics import psm
 from tests.psm_rig import make_ready, psm_twin_client
@@ -155,41 +156,43 @@ def _bad_inputs(arm):
     pose_far[2, 3] = -0.5
     def raw_joints(topic: str, values) -> None:
         """Past the client's own checks: what a foreign publisher might send the arm."""
-        arm._pub[topic].publish(JointState(name=list(PSM_JOINT_NAMES), position=[float(v) for v in values]))
+        arm._out.pub[topic].publish(JointState(name=list(PSM_JOINT_NAMES), position=[float(v) for v in values]))
 
     def raw_twist(values) -> None:
         msg = TwistStamped()
         msg.header.frame_id = "PSM1_base"
         (msg.twist.linear.x, msg.twist.linear.y, msg.twist.linear.z,
          msg.twist.angular.x, msg.twist.angular.y, msg.twist.angular.z) = [float(v) for v in values]
-        arm._pub["servo_cv"].publish(msg)
+        arm._out.pub["servo_cv"].publish(msg)
 
     cases = [
         ("servo_jp NaN", lambda: raw_joints("servo_jp", [0, 0, 0.1, np.nan, 0, 0])),
         ("servo_jp inf", lambda: raw_joints("servo_jp", [0, 0, np.inf, 0, 0, 0])),
-        ("move_jp too short", lambda: arm._pub["move_jp"].publish(arm._joint_msg(PSM_JOINT_NAMES[:5], q[:5]))),
-        ("move_jp unknown name", lambda: arm._pub["move_jp"].publish(
-            arm._joint_msg(list(PSM_JOINT_NAMES[:5]) + ["elbow"], q))),
+        ("move_jp too short", lambda: arm._out.joints("move_jp", PSM_JOINT_NAMES[:5], q[:5])),
+        ("move_jp unknown name", lambda: arm._out.joints("move_jp", list(PSM_JOINT_NAMES[:5]) + ["elbow"], q)),
         ("move_jp out of limits", lambda: arm.move_jp([0, 0, 0.3, 0, 0, 0])),
         ("move_cp unreachable", lambda: arm.move_cp(pose_far)),
         ("servo_cp unreachable", lambda: arm.servo_cp(pose_far)),
         ("servo_cv NaN", lambda: raw_twist([np.nan, 0, 0, 0, 0, 0])),
-        ("jaw out of range", lambda: arm.jaw_servo_jp(3.0)),
+        ("jaw out of range", lambda: arm.jaw.servo_jp(3.0)),
     ]
 
+    def pose_msg(frame: str = "PSM1_base"):
+        msg = geometry.matrix_to_pose_msg(T, PoseStamped())
+        msg.header.frame_id = frame
+        return msg
+
     def zero_quat():
-        msg = arm._pose_msg(T)
+        msg = pose_msg()
         msg.pose.orientation.w = 0.0
         msg.pose.orientation.x = msg.pose.orientation.y = msg.pose.orientation.z = 0.0
-        arm._pub["servo_cp"].publish(msg)
+        arm._out.pub["servo_cp"].publish(msg)
 
     def wrong_frame():
-        msg = arm._pose_msg(T)
-        msg.header.frame_id = "world"
-        arm._pub["move_cp"].publish(msg)
+        arm._out.pub["move_cp"].publish(pose_msg("world"))
 
     def jaw_wrong_name():
-        arm._pub["jaw/servo_jp"].publish(arm._joint_msg(["gripper"], [0.2]))
+        arm._out.joints("jaw/servo_jp", ["gripper"], [0.2])
 
     cases += [("servo_cp zero quaternion", zero_quat), ("move_cp wrong frame", wrong_frame),
               ("jaw wrong name", jaw_wrong_name)]
@@ -204,7 +207,7 @@ def test_bad_inputs_rejected_one_error_each_and_nothing_moves(arm):
     for label, send in _bad_inputs(arm):
         q0, _ = arm.measured_js()
         sp0, _ = arm.setpoint_js()
-        jaw0, _ = arm.jaw_setpoint_js()
+        jaw0, _ = arm.jaw.setpoint_js()
         before = len(arm.errors)
         send()
         new = _new_errors(arm, before)
@@ -213,7 +216,7 @@ def test_bad_inputs_rejected_one_error_each_and_nothing_moves(arm):
         sp1, _ = arm.setpoint_js()
         assert np.abs(q1 - q0).max() < 5e-4, (label, q1 - q0)   # a real move here would be 0.05
         np.testing.assert_array_equal(sp1, sp0, err_msg=label)
-        assert arm.jaw_setpoint_js()[0] == jaw0
+        assert arm.jaw.setpoint_js()[0] == jaw0
     assert arm.operating_state()["state"] == "ENABLED"
 
 
@@ -231,7 +234,7 @@ def test_the_client_refuses_bad_commands_itself_and_sends_nothing(arm):
         (lambda: arm.move_cp(scaled), "singular"),
         (lambda: arm.servo_cv([0, 0, 0, np.inf, 0, 0]), "non_finite"),
         (lambda: arm.servo_cf([1, 2, 3]), "shape"),
-        (lambda: arm.jaw_servo_jp(np.nan), "non_finite"),
+        (lambda: arm.jaw.servo_jp(np.nan), "non_finite"),
         (lambda: arm.trajectory_j_set_ratio(np.nan), "non_finite"),
     ]
     sp0, _ = arm.setpoint_js()
@@ -262,10 +265,10 @@ def test_motion_rejected_while_paused(arm):
 
 def test_jaw_move(arm):
     _ready(arm)
-    assert arm.jaw_move_jp(0.8).wait(5.0)
+    assert arm.jaw.move_jp(0.8).wait(5.0)
     time.sleep(0.3)
-    assert abs(arm.jaw_measured_js()[0] - 0.8) < np.deg2rad(1)
-    assert arm.jaw_close().wait(5.0)
+    assert abs(arm.jaw.measured_js()[0] - 0.8) < np.deg2rad(1)
+    assert arm.jaw.close().wait(5.0)
 
 
 def test_forced_tracking_error_faults_and_only_disable_clears(arm):

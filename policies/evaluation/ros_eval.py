@@ -192,7 +192,7 @@ def _episode(procs: _Procs, task: str, seed: int, arguments: dict, video_dir: Pa
             if not (st["state"] == "ENABLED" and st["is_homed"]):
                 op.arm.home(MOVE_S)
             T, jaw = matrix_from_pose10(start_pose(task, seed))
-            op.arm.jaw_move_jp(jaw)
+            op.arm.jaw.move_jp(jaw)
             if not op.arm.move_cp(T).wait(MOVE_S):
                 raise RuntimeError(f"move_cp to the start pose failed: {op.arm.errors()[-1:]}")
         except (TimeoutError, RuntimeError) as exc:

@@ -197,7 +197,7 @@ class DemoScript:
 
     def _to_start(self, state: dict) -> None:
         x, y, z, qx, qy, qz, qw = state["start_cp"]
-        self.psm.jaw_move_jp(0.0).wait(MOVE_TIMEOUT_S)
+        self.psm.jaw.move_jp(0.0).wait(MOVE_TIMEOUT_S)
         if not self.psm.move_cp(pose_to_matrix([x, y, z], [qx, qy, qz, qw])).wait(MOVE_TIMEOUT_S):
             raise RuntimeError("PSM: move_cp to the task's start pose was refused or interrupted")
 
@@ -228,7 +228,7 @@ class DemoScript:
         if self.results and self.results[-1]["failure"].startswith("safety"):
             self._recover()
         if self.results:                                   # let go of what the last task held, lift clear
-            self.psm.jaw_move_jp(OPEN_JAW_RAD).wait(MOVE_TIMEOUT_S)
+            self.psm.jaw.move_jp(OPEN_JAW_RAD).wait(MOVE_TIMEOUT_S)
         state = self._lay_out(task, seed)
         self.current["status"] = "PSM to the start pose"
         self._to_start(state)
