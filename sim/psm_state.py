@@ -87,8 +87,9 @@ class Setpoint:
 
 
 @dataclass
-class PSMCore:
-    """Operating state, setpoints and checks of one PSM (see module doc)."""
+class PSMStateMachine:
+    """The dVRK arm's operating state (power-up, homing, pause, FAULT on a tracking error, brakes
+    when unpowered) around a `SetpointGenerator`; `PSMCore` adds the motion commands and settings."""
 
     power_up_s: float = POWER_UP_S
     state: State = DISABLED
@@ -107,9 +108,6 @@ class PSMCore:
         self._homing = False
         self._homing_done_at: float | None = None
         self._at_limit = np.zeros(6, bool)
-        self.gravity_compensation = True
-        self.cf_orientation_absolute = False
-        self.tool_present = True
 
     # ------------------------------------------------------------- helpers
     def _say(self, kind: str, text: str) -> None:
@@ -213,6 +211,94 @@ class PSMCore:
     def _cmd_resume(self) -> None:
         self._set_state(ENABLED)
         self._say("status", "resumed")
+
+    # ------------------------------------------------------------------ step
+    def step(self, t: float, q_meas, qd_meas=None, jaw_meas: float = 0.0) -> Setpoint:
+        """Advance to time t with the measured joints; returns the setpoint to servo to."""
+        dt = max(t - self.t, 0.0)
+        self.t = t
+        self.q_meas = np.asarray(q_meas, float).copy()
+        self.jaw_meas = float(jaw_meas)
+        m = self.motion
+        if m.q_sp is None:                        # first step: brakes hold the start pose
+            self._hold_measured()
+
+        if self._power_up_until is not None and t >= self._power_up_until:
+            self._power_up_until = None
+            self._set_state(ENABLED, busy=False)
+            self._say("status", "enabled")
+            if self._home_after_power_up:
+                self._home_after_power_up = False
+                self._start_homing()
+
+        arm_done, jaw_done = m.sample_moves(t)
+        if (arm_done or jaw_done) and not m.moving and not self._homing:   # the last of arm and jaw
+            self.outbox.append(("goal_reached", True))
+        if not m.moving and self.is_busy and not self._homing and self._power_up_until is None:
+            self._set_state(busy=False)
+
+        if self._homing and not m.moving:
+            if self._homing_done_at is None:
+                self._homing_done_at = t
+            if np.all(np.abs(self.q_meas - kin.HOME) <= HOMED_TOLERANCE):
+                self._homing = False
+                self._set_state(homed=True, busy=False)
+                self._say("status", "homed")
+            elif t - self._homing_done_at > HOMING_SETTLE_S:
+                self._homing = False
+                self._set_state(busy=False)
+                self.error("homing failed: joints did not reach home within 3 deg")
+
+        if (stopped := m.advance_streams(t, dt, self.q_meas, self.jaw_meas)) is not None:
+            self.error(stopped)
+        powered = self.state in (ENABLED, PAUSED) and self._power_up_until is None
+        if powered:
+            self._check_tracking()
+        elif self._power_up_until is None:
+            self._brakes_slip()
+        self._check_limits()
+        return Setpoint(m.q_sp.copy(), m.qd_sp.copy(), m.jaw_sp, m.jaw_d_sp,
+                        powered or self._power_up_until is not None,
+                        None if m.effort is None else m.effort.copy(), m.jaw_effort)
+
+    def _check_tracking(self) -> None:
+        err = np.abs(self.motion.q_sp - self.q_meas)
+        over = err > kin.TRACKING_TOLERANCE
+        jaw_err = abs(self.motion.jaw_sp - self.jaw_meas)
+        if over.any() or jaw_err > kin.JAW_TRACKING_TOLERANCE:
+            which = [f"{PSM_JOINT_NAMES[i]} error {err[i]:.3f} > {kin.TRACKING_TOLERANCE[i]}"
+                     for i in np.flatnonzero(over)]
+            if jaw_err > kin.JAW_TRACKING_TOLERANCE:
+                which.append(f"jaw error {jaw_err:.3f} > {kin.JAW_TRACKING_TOLERANCE}")
+            self._stop_motion(interrupted=True)
+            self._hold_measured()
+            self._set_state(FAULT, busy=False)
+            self.error("PID tracking error, arm in FAULT (send disable to clear): " + "; ".join(which))
+
+    def _brakes_slip(self) -> None:
+        """Unpowered: a joint pushed past BRAKE_SLIP is held where it now is (see BRAKE_SLIP)."""
+        m = self.motion
+        slipped = np.abs(self.q_meas - m.q_sp) > BRAKE_SLIP
+        if slipped.any():
+            m.q_sp = np.where(slipped, self.q_meas, m.q_sp)
+
+    def _check_limits(self) -> None:
+        at = (self.q_meas <= kin.LOWER + LIMIT_MARGIN) | (self.q_meas >= kin.UPPER - LIMIT_MARGIN)
+        for i in np.flatnonzero(at & ~self._at_limit):
+            self._say("warning", f"joint {PSM_JOINT_NAMES[i]} at its position limit ({self.q_meas[i]:.4f})")
+        self._at_limit = at
+
+
+@dataclass
+class PSMCore(PSMStateMachine):
+    """Operating state, setpoints and checks of one PSM (see module doc): the motion commands and
+    settings of the CRTK interface, each checked against the dVRK's rules before it moves anything."""
+
+    def __post_init__(self):
+        super().__post_init__()
+        self.gravity_compensation = True
+        self.cf_orientation_absolute = False
+        self.tool_present = True
 
     # ------------------------------------------------------- motion commands
     def _refused(self, what: str) -> Result | None:
@@ -376,82 +462,6 @@ class PSMCore:
     def set_tool_present(self, value) -> Result:
         """emulate_tool_present: recorded; the twin's instrument is always there."""
         return self._flag("emulate_tool_present", "tool_present", value)
-
-    # ------------------------------------------------------------------ step
-    def step(self, t: float, q_meas, qd_meas=None, jaw_meas: float = 0.0) -> Setpoint:
-        """Advance to time t with the measured joints; returns the setpoint to servo to."""
-        dt = max(t - self.t, 0.0)
-        self.t = t
-        self.q_meas = np.asarray(q_meas, float).copy()
-        self.jaw_meas = float(jaw_meas)
-        m = self.motion
-        if m.q_sp is None:                        # first step: brakes hold the start pose
-            self._hold_measured()
-
-        if self._power_up_until is not None and t >= self._power_up_until:
-            self._power_up_until = None
-            self._set_state(ENABLED, busy=False)
-            self._say("status", "enabled")
-            if self._home_after_power_up:
-                self._home_after_power_up = False
-                self._start_homing()
-
-        arm_done, jaw_done = m.sample_moves(t)
-        if (arm_done or jaw_done) and not m.moving and not self._homing:   # the last of arm and jaw
-            self.outbox.append(("goal_reached", True))
-        if not m.moving and self.is_busy and not self._homing and self._power_up_until is None:
-            self._set_state(busy=False)
-
-        if self._homing and not m.moving:
-            if self._homing_done_at is None:
-                self._homing_done_at = t
-            if np.all(np.abs(self.q_meas - kin.HOME) <= HOMED_TOLERANCE):
-                self._homing = False
-                self._set_state(homed=True, busy=False)
-                self._say("status", "homed")
-            elif t - self._homing_done_at > HOMING_SETTLE_S:
-                self._homing = False
-                self._set_state(busy=False)
-                self.error("homing failed: joints did not reach home within 3 deg")
-
-        if (stopped := m.advance_streams(t, dt, self.q_meas, self.jaw_meas)) is not None:
-            self.error(stopped)
-        powered = self.state in (ENABLED, PAUSED) and self._power_up_until is None
-        if powered:
-            self._check_tracking()
-        elif self._power_up_until is None:
-            self._brakes_slip()
-        self._check_limits()
-        return Setpoint(m.q_sp.copy(), m.qd_sp.copy(), m.jaw_sp, m.jaw_d_sp,
-                        powered or self._power_up_until is not None,
-                        None if m.effort is None else m.effort.copy(), m.jaw_effort)
-
-    def _check_tracking(self) -> None:
-        err = np.abs(self.motion.q_sp - self.q_meas)
-        over = err > kin.TRACKING_TOLERANCE
-        jaw_err = abs(self.motion.jaw_sp - self.jaw_meas)
-        if over.any() or jaw_err > kin.JAW_TRACKING_TOLERANCE:
-            which = [f"{PSM_JOINT_NAMES[i]} error {err[i]:.3f} > {kin.TRACKING_TOLERANCE[i]}"
-                     for i in np.flatnonzero(over)]
-            if jaw_err > kin.JAW_TRACKING_TOLERANCE:
-                which.append(f"jaw error {jaw_err:.3f} > {kin.JAW_TRACKING_TOLERANCE}")
-            self._stop_motion(interrupted=True)
-            self._hold_measured()
-            self._set_state(FAULT, busy=False)
-            self.error("PID tracking error, arm in FAULT (send disable to clear): " + "; ".join(which))
-
-    def _brakes_slip(self) -> None:
-        """Unpowered: a joint pushed past BRAKE_SLIP is held where it now is (see BRAKE_SLIP)."""
-        m = self.motion
-        slipped = np.abs(self.q_meas - m.q_sp) > BRAKE_SLIP
-        if slipped.any():
-            m.q_sp = np.where(slipped, self.q_meas, m.q_sp)
-
-    def _check_limits(self) -> None:
-        at = (self.q_meas <= kin.LOWER + LIMIT_MARGIN) | (self.q_meas >= kin.UPPER - LIMIT_MARGIN)
-        for i in np.flatnonzero(at & ~self._at_limit):
-            self._say("warning", f"joint {PSM_JOINT_NAMES[i]} at its position limit ({self.q_meas[i]:.4f})")
-        self._at_limit = at
 
     # ------------------------------------------------------------ dispatch
     def command(self, kind: str, *args) -> Result:

@@ -3,8 +3,8 @@
 State in (measured joint positions, commands, head/button/PSM inputs, each
 with a timestamp from the caller's clock), joint command out (`step(t)`).
 
-`EndoscopeHolderCore` checks the inputs and runs one control period from
-four parts, each its own class:
+`EndoscopeHolderCore` checks the inputs and commands; its base
+`HolderControlLoop` runs one control period from four parts, each its own class:
 
 * `ModeMachine` (holder_modes): IDLE/HOLD/TELEOP/HEAD_FOLLOW/TOOL_FOLLOW/FAULT,
   the event log, the sustained-fulcrum-error fault;
@@ -54,12 +54,13 @@ INTEGRATE_BELOW_ANGULAR = math.radians(0.5)  # rad/s: setpoint slower than this 
 INTEGRATE_BELOW_INSERTION = 0.0005          # m/s
 SATURATION_WARN_EVERY = 250                 # steps: a joint-limit warning once per 0.5 s at 500 Hz, not each step
 
-__all__ = ["EndoscopeHolderCore", "HolderConfig", "HolderResult", "State", "MODES",
+__all__ = ["EndoscopeHolderCore", "HolderControlLoop", "HolderConfig", "HolderResult", "State", "MODES",
            "IDLE", "HOLD", "TELEOP", "HEAD_FOLLOW", "TOOL_FOLLOW", "FAULT"]
 
 
-class EndoscopeHolderCore:
-    """Modes IDLE/HOLD/TELEOP/HEAD_FOLLOW/TOOL_FOLLOW/FAULT around the pivot IK."""
+class HolderControlLoop:
+    """The holder's control period (`step`): the measured scope, the mode's goal, the view shaper,
+    the pivot IK and the joint servo.  `EndoscopeHolderCore` adds the commands and inputs."""
 
     def __init__(self, arm: G1ScopeArm, config: HolderConfig | None = None):
         self.arm = arm
@@ -161,6 +162,101 @@ class EndoscopeHolderCore:
         """The goal stops at the setpoint and a new motion starts there."""
         self.goal = self.setpoint.copy()
         self.shaper.reanchor()
+
+    # ------------------------------------------------------------------ step
+    def step(self, t: float) -> tuple[tuple[str, ...], np.ndarray, np.ndarray] | None:
+        """One control period.  Returns (joint names, positions, velocities) or None (no command)."""
+        if self.t_meas is None or self.ik is None:
+            return None
+        self.stats["steps"] += 1
+        if self._measured_stale or self.measured is None:
+            # forward kinematics once per joint state: the loop runs at twice the state's rate
+            self.measured = self.ik.state(self.q_meas)
+            self._measured_stale = False
+        modes = self.modes
+        gate = modes.gate(t, t - self.t_meas, self.measured.fulcrum_error)
+        if gate is not Gate.RUN:
+            if gate is Gate.PAUSED:
+                self.stats["paused_steps"] += 1
+            return None if gate is Gate.OFF else self._frozen()
+        if not self.pacer.take_step():          # the robot's time has not caught up (robot_time.py)
+            self.stats["paced_steps"] += 1
+            return self._frozen()
+        if modes.mode == TELEOP and t - self._last_cmd_t > self.cfg.teleop_timeout_s:
+            self._cv = None
+            modes.set(HOLD, f"no command for {1e3 * self.cfg.teleop_timeout_s:.0f} ms")
+            self.goal = self.setpoint.copy()
+
+        self._update_goal(t)
+        mode = modes.mode
+        goal = self.shaper.filtered(self.goal) if mode in (TELEOP, HEAD_FOLLOW) else self.goal
+        new = self.shaper.advance(goal, self.tool_follow.speed if mode == TOOL_FOLLOW else None)
+        # the setpoint's own velocity is the step just taken: new = prev * exp(v dt), depth + v dt
+        vx, vy, vz, vd = self.shaper.velocity
+
+        ik, servo = self.ik, self.servo
+        servo.follow_inactive(self.q_meas)
+        dq, _ = ik.step(servo.q_ref, new, self.dt, (vx, vy, vz), vd)
+        if not math.isfinite(dq.dot(dq)):      # (|dq| is bounded by the speed cap: no overflow)
+            modes.set(FAULT, "IK produced a non-finite step")
+            return self._frozen()
+        if ik.info.saturated:
+            self.stats["saturated_steps"] += 1
+            if self.stats["saturated_steps"] % SATURATION_WARN_EVERY == 1:
+                modes.event("warn", f"joint limit: {sorted(set(ik.info.saturated))} held at the margin, view clipped")
+        # integrate only while the view is still: during a motion the tracking lag (and, on a
+        # loaded host, a sim running slower than the wall clock) would wind the integrator up
+        still = (math.sqrt(vx * vx + vy * vy + vz * vz) <= INTEGRATE_BELOW_ANGULAR
+                 and abs(vd) <= INTEGRATE_BELOW_INSERTION)
+        servo.advance(dq, self.q_meas, integrate=still)
+        q = servo.command(dq)
+        idx = servo.active_idx
+        return servo.active_names, q[idx], dq[idx]
+
+    def _update_goal(self, t: float) -> None:
+        """The mode's goal for this period (TELEOP velocity, head, tool; HOLD keeps it)."""
+        mode = self.modes.mode
+        if mode == TELEOP and self._cv is not None and t - self._last_cmd_t <= self.cfg.servo_cv_hold_s:
+            dt = self.dt
+            w, v = self._cv
+            self.goal, reasons = self.ik.move_view(self.goal, w[0] * dt, w[1] * dt, v * dt, w[2] * dt)
+            if reasons:
+                self.reasons_last_cmd = reasons
+        elif mode == HEAD_FOLLOW:
+            goal = self.head_follow.goal(self.ik, self.anchor)
+            if goal is not None:
+                self.goal = goal
+        elif mode == TOOL_FOLLOW:
+            goal = self.tool_follow.goal(self.ik, self.setpoint, t)
+            if goal is not None:
+                self.goal = goal
+
+    def _frozen(self):
+        """The last command again, at zero velocity: FAULT or a paused measurement never goes limp."""
+        idx = self.servo.active_idx
+        return self.servo.active_names, self.servo.q_cmd[idx], np.zeros(len(idx))
+
+    # ------------------------------------------------------------------ outputs
+    def tip_pose(self) -> pin.SE3:
+        return self.arm.tip_pose(self.q_meas)
+
+    def diagnostics(self) -> dict:
+        m = self.measured
+        return {
+            "mode": self.mode.value,
+            "fulcrum_error_m": None if m is None else m.fulcrum_error,
+            "depth_m": None if m is None else m.depth,
+            "sigma_min": None if self.ik is None else self.ik.info.sigma_min,
+            "saturated": [] if self.ik is None else list(self.ik.info.saturated),
+            "integral_offset_max_rad": float(np.max(np.abs(self.offset))),
+            "rejected_by_input": dict(self.rejections.counts),
+            **self.stats,
+        }
+
+
+class EndoscopeHolderCore(HolderControlLoop):
+    """Modes IDLE/HOLD/TELEOP/HEAD_FOLLOW/TOOL_FOLLOW/FAULT around the pivot IK: the commands and
+    inputs, each checked (refused with a reason, nothing changed) before it reaches the loop."""
 
     # ------------------------------------------------------------------ inputs
     def update_joint_state(self, names: Sequence[str], positions: Sequence[float], t: float) -> HolderResult:
@@ -336,93 +432,3 @@ class EndoscopeHolderCore:
             return HolderResult.failure("psm_base_pose not configured")
         self.tool_follow.set_tip(position, t)
         return HolderResult.success()
-
-    # ------------------------------------------------------------------ step
-    def step(self, t: float) -> tuple[tuple[str, ...], np.ndarray, np.ndarray] | None:
-        """One control period.  Returns (joint names, positions, velocities) or None (no command)."""
-        if self.t_meas is None or self.ik is None:
-            return None
-        self.stats["steps"] += 1
-        if self._measured_stale or self.measured is None:
-            # forward kinematics once per joint state: the loop runs at twice the state's rate
-            self.measured = self.ik.state(self.q_meas)
-            self._measured_stale = False
-        modes = self.modes
-        gate = modes.gate(t, t - self.t_meas, self.measured.fulcrum_error)
-        if gate is not Gate.RUN:
-            if gate is Gate.PAUSED:
-                self.stats["paused_steps"] += 1
-            return None if gate is Gate.OFF else self._frozen()
-        if not self.pacer.take_step():          # the robot's time has not caught up (robot_time.py)
-            self.stats["paced_steps"] += 1
-            return self._frozen()
-        if modes.mode == TELEOP and t - self._last_cmd_t > self.cfg.teleop_timeout_s:
-            self._cv = None
-            modes.set(HOLD, f"no command for {1e3 * self.cfg.teleop_timeout_s:.0f} ms")
-            self.goal = self.setpoint.copy()
-
-        self._update_goal(t)
-        mode = modes.mode
-        goal = self.shaper.filtered(self.goal) if mode in (TELEOP, HEAD_FOLLOW) else self.goal
-        new = self.shaper.advance(goal, self.tool_follow.speed if mode == TOOL_FOLLOW else None)
-        # the setpoint's own velocity is the step just taken: new = prev * exp(v dt), depth + v dt
-        vx, vy, vz, vd = self.shaper.velocity
-
-        ik, servo = self.ik, self.servo
-        servo.follow_inactive(self.q_meas)
-        dq, _ = ik.step(servo.q_ref, new, self.dt, (vx, vy, vz), vd)
-        if not math.isfinite(dq.dot(dq)):      # (|dq| is bounded by the speed cap: no overflow)
-            modes.set(FAULT, "IK produced a non-finite step")
-            return self._frozen()
-        if ik.info.saturated:
-            self.stats["saturated_steps"] += 1
-            if self.stats["saturated_steps"] % SATURATION_WARN_EVERY == 1:
-                modes.event("warn", f"joint limit: {sorted(set(ik.info.saturated))} held at the margin, view clipped")
-        # integrate only while the view is still: during a motion the tracking lag (and, on a
-        # loaded host, a sim running slower than the wall clock) would wind the integrator up
-        still = (math.sqrt(vx * vx + vy * vy + vz * vz) <= INTEGRATE_BELOW_ANGULAR
-                 and abs(vd) <= INTEGRATE_BELOW_INSERTION)
-        servo.advance(dq, self.q_meas, integrate=still)
-        q = servo.command(dq)
-        idx = servo.active_idx
-        return servo.active_names, q[idx], dq[idx]
-
-    def _update_goal(self, t: float) -> None:
-        """The mode's goal for this period (TELEOP velocity, head, tool; HOLD keeps it)."""
-        mode = self.modes.mode
-        if mode == TELEOP and self._cv is not None and t - self._last_cmd_t <= self.cfg.servo_cv_hold_s:
-            dt = self.dt
-            w, v = self._cv
-            self.goal, reasons = self.ik.move_view(self.goal, w[0] * dt, w[1] * dt, v * dt, w[2] * dt)
-            if reasons:
-                self.reasons_last_cmd = reasons
-        elif mode == HEAD_FOLLOW:
-            goal = self.head_follow.goal(self.ik, self.anchor)
-            if goal is not None:
-                self.goal = goal
-        elif mode == TOOL_FOLLOW:
-            goal = self.tool_follow.goal(self.ik, self.setpoint, t)
-            if goal is not None:
-                self.goal = goal
-
-    def _frozen(self):
-        """The last command again, at zero velocity: FAULT or a paused measurement never goes limp."""
-        idx = self.servo.active_idx
-        return self.servo.active_names, self.servo.q_cmd[idx], np.zeros(len(idx))
-
-    # ------------------------------------------------------------------ outputs
-    def tip_pose(self) -> pin.SE3:
-        return self.arm.tip_pose(self.q_meas)
-
-    def diagnostics(self) -> dict:
-        m = self.measured
-        return {
-            "mode": self.mode.value,
-            "fulcrum_error_m": None if m is None else m.fulcrum_error,
-            "depth_m": None if m is None else m.depth,
-            "sigma_min": None if self.ik is None else self.ik.info.sigma_min,
-            "saturated": [] if self.ik is None else list(self.ik.info.saturated),
-            "integral_offset_max_rad": float(np.max(np.abs(self.offset))),
-            "rejected_by_input": dict(self.rejections.counts),
-            **self.stats,
-        }
