@@ -90,6 +90,9 @@ def test_surgbot_policy_train_mixes_datasets_plots_and_resumes(datasets, tmp_pat
     assert first.returncode == 0, first.stderr[-3000:]
     summary = json.loads(first.stdout.strip().splitlines()[-1])
     assert summary["steps"] == 2 and summary["weights"] == [3.0, 1.0] and summary["frames"] == [40, 40]
+    # the checkpoint it names is the step folder, relative to the run (no machine's absolute path)
+    assert summary["checkpoint"] == "checkpoints/000002/pretrained_model"
+    assert (out / summary["checkpoint"] / "config.json").is_file()
     assert (out / "loss.png").stat().st_size > 1000
     # the same folder again without --resume is refused (nothing overwritten)
     again = _run(cmd + ["--steps", "2"])

@@ -297,7 +297,9 @@ def train(args: argparse.Namespace) -> dict:
         "frames": [len(d) for d in datasets], "batch_size": args.batch_size, "device": args.device,
         "wall_s": time.perf_counter() - t_start,
         "step_s_median": float(np.median(step_times)) if step_times else None,
-        "checkpoint": str((last / "pretrained_model").resolve()),
+        # the step folder `last` links to, relative to the run folder: the summary stays true when the
+        # run (or a copy of the checkpoint with it) is moved
+        "checkpoint": str((last / "pretrained_model").resolve().relative_to(out.resolve())),
         "instructions": cfg.known_instructions,
         "parameters": int(sum(p.numel() for p in accelerator.unwrap_model(policy).parameters())),
     }
