@@ -296,3 +296,20 @@ def test_a_machine_that_built_nothing_keeps_the_last_builders_cost_table(tmp_pat
     nothing = "Nothing built on this machine yet.\n"
     page.write_text(f"# t\n\n{report.WORK_HEADING}\n\n{nothing}\n{report.COMMANDS_HEADING}\n")
     assert report.section_work({}, tmp_path) == nothing
+
+
+def test_cells_stale_for_several_data_changes_are_named_once(monkeypatch):
+    """Two changes of the same task's data that the same cells predate: one line names both changes."""
+    monkeypatch.setattr(report, "DATA_CHANGES", [("aaaa", "needle_pick", "change A"),
+                                                 ("bbbb", "needle_pick", "change B")])
+    monkeypatch.setattr(report, "trained_before", lambda res, change, task: ["vla-50@needle_pick"])
+    lines = [ln for ln in report.reading({"vla-50@needle_pick": {"successes": 1, "episodes": 50}}).splitlines()
+             if "demonstrations recorded before" in ln]
+    assert len(lines) == 1 and "change A and before change B" in lines[0] and "`vla-50@needle_pick`" in lines[0]
+    # different cells for the second change: a line each
+    def two_sets(res, change, task):
+        return ["vla-50@needle_pick"] + (["vla-5@reach"] if change == "bbbb" else [])
+    monkeypatch.setattr(report, "trained_before", two_sets)
+    lines = [ln for ln in report.reading({"vla-50@needle_pick": {"successes": 1, "episodes": 50}}).splitlines()
+             if "demonstrations recorded before" in ln]
+    assert len(lines) == 2

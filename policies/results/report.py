@@ -261,12 +261,16 @@ def reading(res: dict) -> str:
             out.append(f"- {len(before)} cell(s) of our VLA were evaluated before {change} ({what}), so today's "
                        "code would act differently with their checkpoints; rerun their evaluation: "
                        + ", ".join(f"`{n}`" for n in before) + ".")
+    # one line per set of cells: cells that predate several changes of the same data are named once
+    stale: dict[tuple[str, tuple[str, ...]], list[str]] = {}
     for change, task, what in DATA_CHANGES:
-        before = trained_before(res, change, task)
+        before = tuple(trained_before(res, change, task))
         if before:
-            out.append(f"- {len(before)} cell(s) learnt from {task} demonstrations recorded before {what}, so "
-                       "their recipe would record other data today; rerun them to compare with later cells: "
-                       + ", ".join(f"`{n}`" for n in before) + ".")
+            stale.setdefault((task, before), []).append(what)
+    for (task, before), whats in stale.items():
+        out.append(f"- {len(before)} cell(s) learnt from {task} demonstrations recorded before "
+                   f"{' and before '.join(whats)}, so their recipe would record other data today; rerun them "
+                   "to compare with later cells: " + ", ".join(f"`{n}`" for n in before) + ".")
     missing = [n for n in C.CELLS if n not in res]
     order = [n for n in PRIORITY if n not in res]
     if order:
@@ -330,6 +334,7 @@ EVALUATION_CHANGES = [
 # run does not contain the change learnt from the older demonstrations (its recipe's data would differ now).
 DATA_CHANGES = [
     ("c31f16e", "needle_pick", "the needle_pick expert's grasp 2 mm into the pad (c31f16e)"),
+    ("0ed3d6f", "needle_pick", "the needle_pick expert's grasp at the middle of the arc (0ed3d6f)"),
 ]
 BASELINE_PREFIXES = ("act-", "diffusion-")
 
