@@ -334,7 +334,6 @@ EVALUATION_CHANGES = [
 # run does not contain the change learnt from the older demonstrations (its recipe's data would differ now).
 DATA_CHANGES = [
     ("c31f16e", "needle_pick", "the needle_pick expert's grasp 2 mm into the pad (c31f16e)"),
-    ("0ed3d6f", "needle_pick", "the needle_pick expert's grasp at the middle of the arc (0ed3d6f)"),
 ]
 BASELINE_PREFIXES = ("act-", "diffusion-")
 

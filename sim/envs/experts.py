@@ -36,9 +36,7 @@ JAW_OPEN_NEEDLE = 0.9
 JAW_OPEN_BLOCK = 1.3
 JAW_SQUEEZE = 0.05               # setpoint just past the contact angle: a gentle squeeze
 NEEDLE_RADIUS = 0.012
-# The needle is grasped at the middle of its arc, every episode.  Demonstrations that grasp
-# anywhere along the arc (a random style, as before) ask a unimodal policy head to regress a
-# choice the image does not show: ~15 mm of wire, averaged.
+GRASP_ARC_RAD = math.radians(35)
 # Where the jaw tip is sent to close on the needle: 2 mm into the pad, the
 # fingers pressing on it.  The 0.8 mm wire is caught only when the fingers
 # reach below its top.  Measured from a grasp at the pad + 0.4 mm (just
@@ -192,8 +190,9 @@ class NeedlePickExpert(ReachExpert):
         d = self.env.data
         body = self.env.model.body("needle").id
         c, R = d.xpos[body].copy(), d.xmat[body].reshape(3, 3).copy()
-        g = c + R @ np.array([NEEDLE_RADIUS, 0.0, 0.0])
-        tangent = R @ np.array([0.0, 1.0, 0.0])
+        a = self.style["grasp_shift"] * GRASP_ARC_RAD
+        g = c + R @ np.array([NEEDLE_RADIUS * math.cos(a), NEEDLE_RADIUS * math.sin(a), 0.0])
+        tangent = R @ np.array([-math.sin(a), math.cos(a), 0.0])
         grasp = np.array([g[0], g[1], self.geo.pad_top - NEEDLE_GRASP_PRESS_M])
         above = grasp + np.array([0.0, 0.0, self.style["clearance_m"]])
         lift = np.array([g[0], g[1], self.geo.pad_top + NEEDLE_LIFT_M])

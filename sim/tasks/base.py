@@ -304,7 +304,7 @@ class Task:
         view, start = view_and_start(rng, centre)
         text = self.instructions[int(rng.integers(len(self.instructions)))].format(colour=target)
         style = {"speed_mps": float(rng.uniform(0.014, 0.024)), "via_offset_m": float(rng.uniform(-0.006, 0.006)),
-                 "clearance_m": float(rng.uniform(0.008, 0.014))}
+                 "clearance_m": float(rng.uniform(0.008, 0.014)), "grasp_shift": float(rng.uniform(-1.0, 1.0))}
         return Layout(task=self.name, seed=int(seed), instruction=text, target=target, objects=objects,
                       view=view, start=start, style=style)
 
