@@ -270,6 +270,33 @@ def test_goal_head_is_a_training_only_loss_and_absent_by_default():
     assert worse.item() == pytest.approx(base.item() + 2.0 * expected, rel=1e-3)
 
 
+def test_goal_from_image_ignores_the_state():
+    """goal_from_image: the goal head's estimate depends on the image and the instruction only (an
+    absolute position), so it cannot answer "near the tool" from the state; the chunk still uses the state."""
+    feats = dict(input_features={"observation.images.endoscope": PolicyFeature(FeatureType.VISUAL, (3, 48, 64)),
+                                 "observation.state": PolicyFeature(FeatureType.STATE, (10,))},
+                 output_features={"action": PolicyFeature(FeatureType.ACTION, (10,))})
+    torch.manual_seed(0)
+    policy = SurgVLAPolicy(SurgVLAConfig(device="cpu", push_to_hub=False, image_size=(24, 32),
+                                         goal_loss_weight=1.0, goal_from_image=True, **feats))
+    policy.eval()
+    batch = {"observation.images.endoscope": torch.rand(2, 3, 48, 64), "observation.state": torch.randn(2, 10),
+             "observation.language_embedding": torch.randn(2, 384)}
+    moved = {**batch, "observation.state": batch["observation.state"] + 1.0}
+    with torch.no_grad():
+        chunk_a, goal_a = policy._chunk(batch, with_goal=True)
+        chunk_b, goal_b = policy._chunk(moved, with_goal=True)
+        _, goal_c = policy._chunk({**batch, "observation.images.endoscope": torch.rand(2, 3, 48, 64)}, with_goal=True)
+    assert torch.equal(goal_a, goal_b) and not torch.allclose(chunk_a, chunk_b)
+    assert not torch.allclose(goal_a, goal_c)                # the image decides it
+    torch.manual_seed(0)                                     # the default goal head still follows the state
+    plain = SurgVLAPolicy(SurgVLAConfig(device="cpu", push_to_hub=False, image_size=(24, 32),
+                                        goal_loss_weight=1.0, **feats))
+    plain.eval()
+    with torch.no_grad():
+        assert not torch.allclose(plain._chunk(batch, with_goal=True)[1], plain._chunk(moved, with_goal=True)[1])
+
+
 def test_keypoint_stride_sets_the_keypoint_map_and_is_checked():
     """keypoint_stride: the input-to-keypoint-map downsampling (default 8 as every checkpoint before it:
     an 80x88 crop -> a 10x11 map); 4 halves the cells with the same weights' shapes, so the bundled

@@ -129,6 +129,9 @@ def test_dataset_without_the_required_features_is_a_one_line_error(tmp_path):
     res = _run([str(BIN / "surgbot"), "policy", "train", "--dataset", str(good), "--out", str(tmp_path / "o"),
                 "--steps", "1", "--goal-memory-max-jaw-rad", "nan"])
     assert res.returncode == 2 and "--goal-memory-max-jaw-rad" in res.stderr.strip().splitlines()[-1]
+    res = _run([str(BIN / "surgbot"), "policy", "train", "--dataset", str(good), "--out", str(tmp_path / "o"),
+                "--steps", "1", "--goal-from-image"])               # without a goal head
+    assert res.returncode == 2 and "--goal-from-image" in res.stderr.strip().splitlines()[-1]
     assert not (tmp_path / "o").exists()
 
 

@@ -41,6 +41,9 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--goal-loss-weight", type=float, default=0.0, metavar="W",
                    help="with --in-memory: auxiliary loss weight of a head predicting where the episode ends "
                         "(0 = no goal head)")
+    p.add_argument("--goal-from-image", action="store_true",
+                   help="with --goal-loss-weight: the goal head sees the image and instruction only (no state) "
+                        "and predicts the absolute position")
     p.add_argument("--goal-memory-max-jaw-rad", type=float, default=None, metavar="RAD",
                    help="saved in the checkpoint: the goal memory bends only chunks whose last jaw command is "
                         "below RAD (closed jaws); default: any jaw")

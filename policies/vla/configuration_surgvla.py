@@ -104,6 +104,12 @@ class SurgVLAConfig(PreTrainedConfig):
     # target is, not only the few frames whose 1 s chunk already points there.  0: no goal head
     # (checkpoints made before it load unchanged); inference uses it only for the goal memory below.
     goal_loss_weight: float = 0.0
+    # The goal head from the image and the instruction only, predicting the absolute position
+    # (not an offset from the state).  Why: with the state among its inputs the goal head can say
+    # "near where the tool is" on most frames of an episode that is already closing in, and need not
+    # learn to find a thin object (needle_pick: the goal head 7.9 mm from the wire, median, while the
+    # same encoder trained to find the needle from first frames alone gets 1.9 mm).  False: as before.
+    goal_from_image: bool = False
     # Goal memory (inference, needs the goal head): the goal head's estimate from the first
     # `goal_memory_chunks` chunk predictions of an episode (`reset()` starts one) is remembered, and
     # a later chunk that ends within `goal_memory_radius_m` (3-D) of it is bent, linearly

@@ -109,7 +109,8 @@ class SurgVLANet(nn.Module):
         nn.init.zeros_(self.head[-1].weight)   # untrained: offset 0 = hold the current pose
         nn.init.zeros_(self.head[-1].bias)
         # where the episode ends (xyz offset from the state, action units): a training-only target
-        self.goal = nn.Sequential(nn.Linear(feat, config.head_hidden_dim // 2), nn.ReLU(),
+        goal_feat = feat - config.state_hidden_dim if config.goal_from_image else feat
+        self.goal = nn.Sequential(nn.Linear(goal_feat, config.head_hidden_dim // 2), nn.ReLU(),
                                   nn.Linear(config.head_hidden_dim // 2, GOAL_DIM)) \
             if config.goal_loss_weight > 0 else None
         self._split = [c for c in chans for _ in (0, 1)]
@@ -206,8 +207,11 @@ class SurgVLAPolicy(PreTrainedPolicy):
         chunk = state_as_action[:, None, :] + offsets
         if not with_goal:
             return chunk
-        goal = state_as_action[:, :GOAL_DIM] + self.model.goal(feats) if self.model.goal is not None else None
-        return chunk, goal
+        if self.model.goal is None:
+            return chunk, None
+        if self.config.goal_from_image:     # features() ends with the state's: left out, absolute goal
+            return chunk, self.model.goal(feats[:, : -self.config.state_hidden_dim])
+        return chunk, state_as_action[:, :GOAL_DIM] + self.model.goal(feats)
 
     @torch.no_grad()
     def predict_action_chunk(self, batch: dict[str, Tensor], **kwargs) -> Tensor:

@@ -186,6 +186,10 @@ def train(args: argparse.Namespace) -> dict:
         if not args.in_memory:
             raise CliError("--goal-loss-weight needs --in-memory (the goal target comes from the frame cache)")
         cfg.goal_loss_weight = float(args.goal_loss_weight)
+    if getattr(args, "goal_from_image", False):
+        if not cfg.goal_loss_weight > 0:
+            raise CliError("--goal-from-image needs --goal-loss-weight > 0 (it changes the goal head)")
+        cfg.goal_from_image = True
     if getattr(args, "goal_memory_max_jaw_rad", None) is not None:
         if not math.isfinite(args.goal_memory_max_jaw_rad):
             raise CliError("--goal-memory-max-jaw-rad must be finite")
