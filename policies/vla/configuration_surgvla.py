@@ -108,7 +108,8 @@ class SurgVLAConfig(PreTrainedConfig):
     # (not an offset from the state).  Why: with the state among its inputs the goal head can say
     # "near where the tool is" on most frames of an episode that is already closing in, and need not
     # learn to find a thin object (needle_pick: the goal head 7.9 mm from the wire, median, while the
-    # same encoder trained to find the needle from first frames alone gets 1.9 mm).  False: as before.
+    # same encoder trained to find the needle from first frames alone gets 1.5-2.5 mm).  Tried with the
+    # bundled recipe: 6.1 mm and no gain in success (policies/vla/README.md).  False: as before.
     goal_from_image: bool = False
     # Goal memory (inference, needs the goal head): the goal head's estimate from the first
     # `goal_memory_chunks` chunk predictions of an episode (`reset()` starts one) is remembered, and
