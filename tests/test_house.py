@@ -341,7 +341,8 @@ def test_background_spinner_reports_a_raising_callback_and_spins_on_or_ends_with
         # spin_in_background: reports on stderr, keeps spinning, ends on shutdown
         thread = spin_in_background(node).thread
         pub.publish(Int32(data=-3))
-        assert wait_for(lambda: "a callback raised; spinning on" in capfd.readouterr().err)
+        err: list[str] = []                 # readouterr() consumes: keep every read, match on all of it
+        assert wait_for(lambda: err.append(capfd.readouterr().err) or "a callback raised; spinning on" in "".join(err))
         pub.publish(Int32(data=8))
         assert wait_for(lambda: received == [7, 8]), f"spinning did not resume: {received}"
         context.shutdown()
