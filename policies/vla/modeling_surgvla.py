@@ -108,7 +108,8 @@ class SurgVLANet(nn.Module):
             nn.Linear(config.head_hidden_dim, config.chunk_size * POSE_DIM))
         nn.init.zeros_(self.head[-1].weight)   # untrained: offset 0 = hold the current pose
         nn.init.zeros_(self.head[-1].bias)
-        # where the episode ends (xyz offset from the state, action units): a training-only target
+        # where the episode ends (action units; an offset from the state, or with goal_from_image the
+        # absolute position from image + instruction features): a training-only target
         goal_feat = feat - config.state_hidden_dim if config.goal_from_image else feat
         self.goal = nn.Sequential(nn.Linear(goal_feat, config.head_hidden_dim // 2), nn.ReLU(),
                                   nn.Linear(config.head_hidden_dim // 2, GOAL_DIM)) \

@@ -127,9 +127,22 @@ class MoveHandle:
     def __init__(self, link: ArmLink, marks: tuple[int, int]):
         self.link, self.marks = link, marks
 
+    @classmethod
+    def send(cls, link: ArmLink, publish) -> MoveHandle:
+        """`publish()` a move command; the handle waits for the goal_reached (or error) after it."""
+        marks = link.marks()
+        publish()
+        return cls(link, marks)
+
     def wait(self, timeout: float = 30.0) -> bool:
         """True when goal_reached, False if the move was interrupted or refused; TimeoutError otherwise."""
         return self.link.wait_goal(*self.marks, timeout)
+
+
+def _joint_field(link: ArmLink, key: str, field: str, age: float) -> tuple[np.ndarray, float]:
+    """(`field` of the newest fresh JointState on `key` as floats, its stamp in s)."""
+    s = link.fresh(key, age)
+    return np.asarray(getattr(s.msg, field), dtype=float), geometry.stamp_to_sec(s.msg)
 
 
 class _Publisher:
@@ -173,17 +186,19 @@ class _Publisher:
         msg.header.frame_id = PSM_BASE_FRAME
         self.pub[topic].publish(geometry.matrix_to_pose_msg(m, msg))
 
-    def six(self, topic: str, values) -> None:
-        """A twist (TwistStamped, PSM1_base) or a wrench (WrenchStamped) from 6 values."""
-        v = self.checked(topic, values, 6)
-        if topic == "servo_cv":
-            msg = self.stamped(self._t["TwistStamped"]())
-            msg.header.frame_id = PSM_BASE_FRAME
-            lin, ang = msg.twist.linear, msg.twist.angular
-        else:
-            msg = self.stamped(self._t["WrenchStamped"]())
-            lin, ang = msg.wrench.force, msg.wrench.torque
-        lin.x, lin.y, lin.z, ang.x, ang.y, ang.z = v
+    def twist(self, topic: str, values) -> None:
+        """(vx, vy, vz, wx, wy, wz) as a TwistStamped in PSM1_base."""
+        msg = self.stamped(self._t["TwistStamped"]())
+        msg.header.frame_id = PSM_BASE_FRAME
+        self._six(topic, values, msg, msg.twist.linear, msg.twist.angular)
+
+    def wrench(self, topic: str, values) -> None:
+        """(fx, fy, fz, tx, ty, tz) as a WrenchStamped."""
+        msg = self.stamped(self._t["WrenchStamped"]())
+        self._six(topic, values, msg, msg.wrench.force, msg.wrench.torque)
+
+    def _six(self, topic: str, values, msg, first, second) -> None:
+        first.x, first.y, first.z, second.x, second.y, second.z = self.checked(topic, values, 6)
         self.pub[topic].publish(msg)
 
     def close(self) -> None:
@@ -201,12 +216,12 @@ class JawClient:
         self._link, self._out = link, out
 
     def measured_js(self, age: float = STALE_AFTER_S) -> tuple[float, float]:
-        s = self._link.fresh("jaw/measured_js", age)
-        return float(s.msg.position[0]), geometry.stamp_to_sec(s.msg)
+        q, t = _joint_field(self._link, "jaw/measured_js", "position", age)
+        return float(q[0]), t
 
     def setpoint_js(self, age: float = STALE_AFTER_S) -> tuple[float, float]:
-        s = self._link.fresh("jaw/setpoint_js", age)
-        return float(s.msg.position[0]), geometry.stamp_to_sec(s.msg)
+        q, t = _joint_field(self._link, "jaw/setpoint_js", "position", age)
+        return float(q[0]), t
 
     def servo_jp(self, angle: float) -> None:
         self._out.joints("jaw/servo_jp", [PSM_JAW_NAME], [angle])
@@ -215,9 +230,7 @@ class JawClient:
         self._out.joints("jaw/servo_jf", [PSM_JAW_NAME], efforts=[effort])
 
     def move_jp(self, angle: float) -> MoveHandle:
-        marks = self._link.marks()
-        self._out.joints("jaw/move_jp", [PSM_JAW_NAME], [angle])
-        return MoveHandle(self._link, marks)
+        return MoveHandle.send(self._link, lambda: self._out.joints("jaw/move_jp", [PSM_JAW_NAME], [angle]))
 
     def open(self, angle: float = OPEN_RAD) -> MoveHandle:
         return self.move_jp(angle)
@@ -302,21 +315,17 @@ class PSMClient:
         arrived (blocks on the callbacks' condition, no polling); TimeoutError otherwise."""
         return self.link.wait_for_sample(key, after, timeout)
 
-    def _js(self, key: str, field: str, age: float) -> tuple[np.ndarray, float]:
-        s = self.link.fresh(key, age)
-        return np.asarray(getattr(s.msg, field), dtype=float), geometry.stamp_to_sec(s.msg)
-
     def measured_js(self, age: float = STALE_AFTER_S) -> tuple[np.ndarray, float]:
-        return self._js("measured_js", "position", age)
+        return _joint_field(self.link, "measured_js", "position", age)
 
     def measured_jv(self, age: float = STALE_AFTER_S) -> tuple[np.ndarray, float]:
-        return self._js("measured_js", "velocity", age)
+        return _joint_field(self.link, "measured_js", "velocity", age)
 
     def measured_jf(self, age: float = STALE_AFTER_S) -> tuple[np.ndarray, float]:
-        return self._js("measured_js", "effort", age)
+        return _joint_field(self.link, "measured_js", "effort", age)
 
     def setpoint_js(self, age: float = STALE_AFTER_S) -> tuple[np.ndarray, float]:
-        return self._js("setpoint_js", "position", age)
+        return _joint_field(self.link, "setpoint_js", "position", age)
 
     def _cp(self, key: str, age: float) -> tuple[np.ndarray, float]:
         s = self.link.fresh(key, age)
@@ -348,11 +357,6 @@ class PSMClient:
         return np.asarray(s.msg.data, dtype=float).reshape(dims[0].size, dims[1].size)
 
     # ------------------------------------------------------------- commands
-    def _move(self, send) -> MoveHandle:
-        marks = self.link.marks()
-        send()
-        return MoveHandle(self.link, marks)
-
     def servo_jp(self, q) -> None:
         self._out.joints("servo_jp", PSM_JOINT_NAMES, q)
 
@@ -366,23 +370,23 @@ class PSMClient:
 
     def servo_cf(self, wrench, body: bool = False) -> None:
         """Tool-tip wrench (fx, fy, fz, tx, ty, tz), PSM1_base axes or (body) tool-tip axes."""
-        self._out.six("body/servo_cf" if body else "spatial/servo_cf", wrench)
+        self._out.wrench("body/servo_cf" if body else "spatial/servo_cf", wrench)
 
     def move_jp(self, q) -> MoveHandle:
-        return self._move(lambda: self._out.joints("move_jp", PSM_JOINT_NAMES, q))
+        return MoveHandle.send(self.link, lambda: self._out.joints("move_jp", PSM_JOINT_NAMES, q))
 
     def move_jr(self, dq) -> MoveHandle:
-        return self._move(lambda: self._out.joints("move_jr", PSM_JOINT_NAMES, dq))
+        return MoveHandle.send(self.link, lambda: self._out.joints("move_jr", PSM_JOINT_NAMES, dq))
 
     def servo_cp(self, T) -> None:
         self._out.pose("servo_cp", T)
 
     def move_cp(self, T) -> MoveHandle:
-        return self._move(lambda: self._out.pose("move_cp", T))
+        return MoveHandle.send(self.link, lambda: self._out.pose("move_cp", T))
 
     def servo_cv(self, twist) -> None:
         """Twist (vx, vy, vz, wx, wy, wz) of the tool tip in PSM1_base."""
-        self._out.six("servo_cv", twist)
+        self._out.twist("servo_cv", twist)
 
     def hold(self) -> None:
         self._out.pub["hold"].publish(self._t["Empty"]())
