@@ -147,9 +147,29 @@ def test_frame_cache_gives_lerobot_items(tmp_path):
     for i in (0, 19, 20, 39):      # the goal head's target: the last action of the frame's episode
         last = 19 if i < 20 else 39
         assert torch.equal(cached[i]["observation.episode_goal"], ref[last]["action"][0])
+    # goal_target first_grasp: these episodes never open the jaws, so the target is still the last action
+    grasp = InMemoryDataset(LeRobotDataset("local/tiny", root=root), H, progress=False, goal_target="first_grasp")
+    assert torch.equal(grasp.goal_row, cached.goal_row) and cached.goal_row.tolist() == [19] * 20 + [39] * 20
+    with pytest.raises(ValueError, match="goal_target"):
+        InMemoryDataset(LeRobotDataset("local/tiny", root=root), H, progress=False, goal_target="grasp")
     w = cached.first_frames_weight(5, 3.0)
     assert w.mean().item() == pytest.approx(1.0)
     assert w[0].item() == pytest.approx(3 * w[10].item()) and w[20].item() == pytest.approx(w[0].item())
+
+
+def test_first_grasp_rows_find_where_the_jaws_first_close():
+    """The first_grasp goal row of an episode: the first row whose jaw command is below the threshold
+    right after one at or above it (an episode that starts closed and opens first, as the experts do,
+    counts its later close; a second close does not count); no close: the episode's last row."""
+    from surgbot.policies.vla.frame_cache import first_grasp_rows
+
+    jaw = np.array([0.0, 0.4, 0.9, 0.5, 0.1, 0.05, 0.05, 0.9, 0.1,     # episode 0: closes at row 4
+                    0.0, 0.0, 0.0, 0.0,                                  # episode 1 (rows 9-12): never opens
+                    0.9, 0.9, 0.3, 0.2])                                 # episode 2 (rows 13-16): 0.3 is open
+    start = np.array([0] * 9 + [9] * 4 + [13] * 4)
+    end = np.array([9] * 9 + [13] * 4 + [17] * 4)
+    rows = first_grasp_rows(jaw, start, end, 0.3)
+    assert rows.tolist() == [4] * 9 + [12] * 4 + [16] * 4
 
 
 class RecordedChunks:

@@ -395,3 +395,69 @@ def test_goal_memory_bends_late_chunks_to_the_first_estimate():
     plain.reset()                                                             # no goal head: nothing to remember
     scripted(plain, [((0.095, 0.0, 0.0), None)])
     assert np.allclose(ends(plain, 1), [[0.095, 0, 0]], atol=1e-6)
+
+
+def test_goal_memory_first_grasp_closes_the_jaws_on_the_remembered_point():
+    """goal_target first_grasp: a chunk that closes the jaws (open at its first step, below grasp_jaw_rad
+    at step k) is moved so that step k lands on the remembered goal, the steps before it ramped (step 0
+    moves by 1/(k+1) of the gap), the steps after it shifted as much; once a grasp within the played
+    steps (k < n_action_steps) has been sent, nothing more is moved (the lift away from the grasp, a
+    second try); a close farther than goal_memory_radius_m is left alone, one past the played steps
+    leaves the memory armed.
+    Chunks that do not close follow the episode_end rule (reach).  Stats 0/1: one action unit = 1 m."""
+    feats = dict(input_features={"observation.images.endoscope": PolicyFeature(FeatureType.VISUAL, (3, 48, 64)),
+                                 "observation.state": PolicyFeature(FeatureType.STATE, (10,))},
+                 output_features={"action": PolicyFeature(FeatureType.ACTION, (10,))})
+    for bad in (dict(goal_target="grasp"), dict(grasp_jaw_rad=0.0), dict(grasp_jaw_rad=float("nan"))):
+        with pytest.raises(ValueError, match="goal_target|grasp_jaw_rad"):
+            SurgVLAConfig(**bad)
+    policy = SurgVLAPolicy(SurgVLAConfig(device="cpu", push_to_hub=False, image_size=(24, 32), goal_loss_weight=1.0,
+                                         goal_target="first_grasp", goal_memory_max_jaw_rad=0.3, **feats))
+    eps = policy.config.normalization_eps
+    goal = (0.100, 0.0, 0.0)
+
+    def grasping(at, close_step=None, jaw_open=0.9, jaw_closed=0.05, lift=0.0):
+        """A chunk that reaches `at` by step 3 and stays (closing at close_step; None: jaw_open all along),
+        then rises by `lift` over the steps after the close."""
+        c = torch.zeros(1, 16, 10)
+        t = torch.arange(16, dtype=torch.float32)
+        c[0, :, :3] = (t / 3).clamp(max=1)[:, None] * torch.tensor(at)[None, :]
+        c[0, :, 9] = jaw_open
+        if close_step is not None:
+            c[0, close_step:, 9] = jaw_closed
+            c[0, close_step:, 2] += lift * (t[close_step:] - close_step) / (15 - close_step)
+        return c
+
+    def play(policy, chunks, goals):
+        it = iter(zip(chunks, goals, strict=True))
+
+        def chunk(batch, with_goal=False):
+            c, g = next(it)
+            return c, torch.tensor([g], dtype=torch.float32)
+        policy._chunk = chunk
+        return [policy.predict_action_chunk({})[0] for _ in chunks]
+
+    policy.reset()
+    miss = (0.097, 0.004, 0.0)                                  # 5 mm sideways of the remembered point
+    out = play(policy, [grasping(miss), grasping(miss, close_step=5), grasping(miss, close_step=0, jaw_open=0.05,
+                                                                               lift=0.008)],
+               [goal, (0.2, 0.0, 0.0), (0.2, 0.0, 0.0)])
+    assert torch.allclose(out[0][:, :3], grasping(miss)[0, :, :3], atol=1e-6)     # open jaws all along: alone
+    gap = torch.tensor(goal) - torch.tensor(miss)
+    assert torch.allclose(out[1][5:, :3], torch.tensor(goal).expand(11, 3), atol=10 * eps)   # closes on the goal
+    assert torch.allclose(out[1][0, :3] - grasping(miss, close_step=5)[0, 0, :3], gap / 6, atol=10 * eps)
+    assert torch.allclose(out[2][:, :3], grasping(miss, close_step=0, jaw_open=0.05, lift=0.008)[0, :, :3],
+                          atol=1e-6)                                                # after the grasp: alone
+    policy.reset()
+    far = (0.080, 0.0, 0.0)                                     # 20 mm away: alone
+    late = grasping(miss, close_step=12)                        # closes after the 8 played steps: moved, armed
+    out = play(policy, [grasping(far, close_step=12), late, grasping(miss, close_step=4), grasping(miss, 4)],
+               [goal, goal, goal, goal])
+    assert torch.allclose(out[0][:, :3], grasping(far, close_step=12)[0, :, :3], atol=1e-6)
+    assert torch.allclose(out[1][12:, :3], torch.tensor(goal).expand(4, 3), atol=10 * eps)
+    assert torch.allclose(out[2][4:, :3], torch.tensor(goal).expand(12, 3), atol=10 * eps)
+    assert torch.allclose(out[3][:, :3], grasping(miss, 4)[0, :, :3], atol=1e-6)    # a second grasp: alone
+    policy.reset()                                              # reach: closed throughout, the end is moved
+    out = play(policy, [grasping(miss, jaw_open=0.0)], [goal])
+    assert torch.allclose(out[0][-1, :3], torch.tensor(goal), atol=10 * eps)
+    assert torch.allclose(out[0][0, :3], gap / 16, atol=10 * eps)

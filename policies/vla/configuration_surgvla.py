@@ -28,6 +28,7 @@ LANGUAGE_DIM = 384                               # all-MiniLM-L6-v2 sentence emb
 # The episode's last action, a training-only target (frame_cache.py).  Under an "observation." key
 # because LeRobot's batch <-> transition conversion keeps only those (and a few named extras).
 GOAL_KEY = "observation.episode_goal"
+GOAL_TARGETS = ("episode_end", "first_grasp")     # SurgVLAConfig.goal_target
 
 
 def check_crop(crop) -> tuple[float, float, float, float]:
@@ -127,6 +128,19 @@ class SurgVLAConfig(PreTrainedConfig):
     # up there (measured: hovering 10 s of the 20 s horizon).  None: any jaw (checkpoints made
     # before it act unchanged).
     goal_memory_max_jaw_rad: float | None = None
+    # What the goal head learns (training) and which step of a chunk the goal memory moves onto it.
+    # "episode_end": the episode's last position, the chunk's last step (as above).  "first_grasp":
+    # where the jaws first close in the episode (the commanded jaw falls below `grasp_jaw_rad`
+    # after being above it: needle_pick's grasp of the wire, peg_transfer's of the block; the tool
+    # stands still there while the jaws close); an episode that never closes (reach: jaws closed
+    # throughout) keeps its last position.  The memory then moves a chunk that closes the jaws so
+    # that it closes them on the remembered grasp point (ramped up to the closing step, the rest
+    # shifted with it), and a chunk that does not close only when it ends nearer the goal than it
+    # starts (reach's approach, not needle_pick's lift away from its grasp point).  Why: needle_pick
+    # fails at the grasp (the jaws close at the right height 1-14 mm sideways of the wire), while
+    # the episode-end goal lies 35 mm above the needle where nothing is decided.
+    goal_target: str = "episode_end"
+    grasp_jaw_rad: float = 0.3
 
     # Instructions seen in training (filled from the dataset's task table at
     # construction); the server reports them in `metadata`.
@@ -159,6 +173,10 @@ class SurgVLAConfig(PreTrainedConfig):
             raise ValueError(f"goal_memory_radius_m must be finite and >= 0, got {self.goal_memory_radius_m}")
         if self.goal_memory_max_jaw_rad is not None and not math.isfinite(self.goal_memory_max_jaw_rad):
             raise ValueError(f"goal_memory_max_jaw_rad must be finite or None, got {self.goal_memory_max_jaw_rad}")
+        if self.goal_target not in GOAL_TARGETS:
+            raise ValueError(f"goal_target must be one of {GOAL_TARGETS}, got {self.goal_target!r}")
+        if not (math.isfinite(self.grasp_jaw_rad) and self.grasp_jaw_rad > 0):
+            raise ValueError(f"grasp_jaw_rad must be finite and > 0, got {self.grasp_jaw_rad}")
 
     def get_optimizer_preset(self) -> AdamWConfig:
         return AdamWConfig(lr=self.optimizer_lr, weight_decay=self.optimizer_weight_decay,

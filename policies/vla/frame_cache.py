@@ -9,8 +9,10 @@ keeps the frames as uint8 and serves items with LeRobot's chunk semantics:
 `action` [H, 10] from the current frame on, indices past the episode end
 clamped to its last frame and flagged in `action_is_pad` (as
 `LeRobotDataset._get_query_indices` does), the image float CHW in [0, 1],
-`task` the instruction text, `observation.episode_goal` the episode's last
-action (a training-only target of the optional goal head).  A 96x128 frame is 37 kB: 40 000 frames are
+`task` the instruction text, `observation.episode_goal` the training-only
+target of the optional goal head: the episode's last action, or with
+goal_target "first_grasp" the action where the jaws first close
+(`SurgVLAConfig.goal_target`).  A 96x128 frame is 37 kB: 40 000 frames are
 1.5 GB.
 
 `first_frames_weight(k, w)`: per-sample weights that draw the first k frames
@@ -25,15 +27,39 @@ import torch
 from lerobot.datasets.lerobot_dataset import LeRobotDataset
 from tqdm import tqdm
 
-from surgbot.policies.vla.configuration_surgvla import ACTION_KEY, GOAL_KEY, IMAGE_KEY, STATE_KEY
+from surgbot.policies.vla.configuration_surgvla import (
+    ACTION_KEY,
+    GOAL_KEY,
+    GOAL_TARGETS,
+    IMAGE_KEY,
+    POSE_DIM,
+    STATE_KEY,
+)
 
 PAD_KEY = f"{ACTION_KEY}_is_pad"
+JAW = POSE_DIM - 1      # the jaw's column of a pose
+
+
+def first_grasp_rows(jaw: np.ndarray, ep_start: np.ndarray, ep_end: np.ndarray, closed_rad: float) -> np.ndarray:
+    """Per row, the row of its episode where the commanded jaw first falls below `closed_rad` after
+    being at or above it (the first grasp); an episode without one gives its last row."""
+    goal = ep_end - 1
+    for lo in np.unique(ep_start):
+        hi = int(ep_end[lo])
+        j = jaw[lo:hi]
+        close = np.flatnonzero((j[:-1] >= closed_rad) & (j[1:] < closed_rad))
+        if close.size:
+            goal[lo:hi] = lo + 1 + close[0]
+    return goal
 
 
 class InMemoryDataset(torch.utils.data.Dataset):
     """Frames, states, action chunks and instructions of one LeRobotDataset, in RAM (see module doc)."""
 
-    def __init__(self, dataset: LeRobotDataset, chunk_size: int, progress: bool = True):
+    def __init__(self, dataset: LeRobotDataset, chunk_size: int, progress: bool = True,
+                 goal_target: str = "episode_end", grasp_jaw_rad: float = 0.3):
+        if goal_target not in GOAL_TARGETS:
+            raise ValueError(f"goal_target must be one of {GOAL_TARGETS}, got {goal_target!r}")
         dataset._ensure_hf_dataset_loaded()
         cols = dataset.hf_dataset.with_format("numpy")[:]     # every column at once (videos are not in it)
         self.chunk_size = int(chunk_size)
@@ -58,6 +84,11 @@ class InMemoryDataset(torch.utils.data.Dataset):
             self.images[lo:hi] = (frames * 255.0).round().clamp(0, 255).to(torch.uint8)
             self.ep_start[lo:hi] = lo
             self.ep_end[lo:hi] = hi
+        if goal_target == "first_grasp":
+            self.goal_row = torch.from_numpy(first_grasp_rows(
+                self.action[:, JAW].numpy(), self.ep_start.numpy(), self.ep_end.numpy(), grasp_jaw_rad))
+        else:
+            self.goal_row = self.ep_end - 1
 
     def __len__(self) -> int:
         return len(self.state)
@@ -73,7 +104,7 @@ class InMemoryDataset(torch.utils.data.Dataset):
             "episode_index": self.episode[idx],
             "index": torch.tensor(idx),
             "task": self.tasks[int(self.task_index[idx])],
-            GOAL_KEY: self.action[end - 1],          # where this episode ends (the goal head's target)
+            GOAL_KEY: self.action[int(self.goal_row[idx])],     # the goal head's target
         }
 
     def first_frames_weight(self, frames: int, weight: float) -> torch.Tensor:

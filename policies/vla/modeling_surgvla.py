@@ -161,6 +161,7 @@ class SurgVLAPolicy(PreTrainedPolicy):
         self._action_queue: deque[Tensor] = deque([], maxlen=self.config.n_action_steps)
         self._goal_sum: Tensor | None = None      # [B, 3] normalised goal estimates summed
         self._goal_count = 0
+        self._grasped = torch.zeros(1, dtype=torch.bool)     # goal_target first_grasp: the grasp is played
 
     def _remember_goal(self, chunk: Tensor, goal: Tensor | None) -> Tensor:
         """The goal memory of `SurgVLAConfig.goal_memory_chunks` applied to a [B, H, 10] chunk."""
@@ -168,22 +169,39 @@ class SurgVLAPolicy(PreTrainedPolicy):
             return chunk
         if self._goal_sum is None or self._goal_sum.shape != goal.shape:
             self._goal_sum, self._goal_count = torch.zeros_like(goal), 0
+            self._grasped = torch.zeros(goal.shape[0], dtype=torch.bool, device=goal.device)
         if self._goal_count < self.config.goal_memory_chunks:
             self._goal_sum = self._goal_sum + goal
             self._goal_count += 1
         remembered = self._goal_sum / self._goal_count
-        gap = remembered - chunk[:, -1, :GOAL_DIM]                                     # [B, 3] action units
+        batch, horizon = chunk.shape[:2]
+        steps = torch.arange(horizon, device=chunk.device)
+        anchor = torch.full((batch,), horizon - 1, dtype=torch.long, device=chunk.device)
+        allowed = torch.ones(batch, dtype=torch.bool, device=chunk.device)
+        if self.config.goal_target == "first_grasp":
+            closed = self._jaw_rad(chunk) < self.config.grasp_jaw_rad                     # [B, H]
+            closes = ~closed[:, 0] & closed.any(dim=1)
+            anchor = torch.where(closes, closed.to(torch.int8).argmax(dim=1), anchor)    # the closing step
+            allowed = ~self._grasped                     # after the first grasp nothing is moved (the lift)
+            # a grasp this call's played steps reach is the episode's first: later chunks are left alone
+            self._grasped = self._grasped | (closes & (anchor < self.config.n_action_steps))
+        rows = torch.arange(batch, device=chunk.device)
+        gap = remembered - chunk[rows, anchor, :GOAL_DIM]                              # [B, 3] action units
         scale = self.action_std[:GOAL_DIM] + self.config.normalization_eps              # -> metres
         # 3-D: a chunk descending to grasp under a goal 2 cm up (needle_pick's lift) is not bent
-        near = (gap * scale).norm(dim=-1) < self.config.goal_memory_radius_m            # [B]
+        near = allowed & ((gap * scale).norm(dim=-1) < self.config.goal_memory_radius_m)   # [B]
         if self.config.goal_memory_max_jaw_rad is not None:                              # closed jaws only
-            jaw = chunk[:, -1, POSE_DIM - 1] * (self.action_std[-1] + self.config.normalization_eps) \
-                + self.action_mean[-1]                                                     # [B] rad
-            near = near & (jaw < self.config.goal_memory_max_jaw_rad)
-        ramp = torch.arange(1, chunk.shape[1] + 1, dtype=chunk.dtype, device=chunk.device) / chunk.shape[1]
+            near = near & (self._jaw_rad(chunk)[rows, anchor] < self.config.goal_memory_max_jaw_rad)
+        # linear up to the anchor step, the steps after it shifted as much
+        ramp = ((steps[None, :] + 1).to(chunk.dtype) / (anchor[:, None] + 1).to(chunk.dtype)).clamp(max=1.0)
         bent = chunk.clone()
-        bent[:, :, :GOAL_DIM] += ramp[None, :, None] * (gap * near[:, None])[:, None, :]
+        bent[:, :, :GOAL_DIM] += ramp[:, :, None] * (gap * near[:, None])[:, None, :]
         return bent
+
+    def _jaw_rad(self, chunk: Tensor) -> Tensor:
+        """[B, H] jaw commands of a normalised chunk, in radians."""
+        return chunk[:, :, POSE_DIM - 1] * (self.action_std[-1] + self.config.normalization_eps) \
+            + self.action_mean[-1]
 
     def _prepare_image(self, image: Tensor) -> Tensor:
         image = crop_image(image, self.config.crop)

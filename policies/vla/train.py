@@ -57,6 +57,7 @@ from surgbot.errors import CliError
 from surgbot.policies.vla.cli import add_train_arguments
 from surgbot.policies.vla.configuration_surgvla import (
     ACTION_KEY,
+    GOAL_TARGETS,
     IMAGE_KEY,
     POSE_DIM,
     STATE_KEY,
@@ -69,6 +70,7 @@ from surgbot.policies.vla.modeling_surgvla import SurgVLAPolicy
 
 CONTRACT_FPS = 15
 LOG_FILE = "train_log.jsonl"
+LOGGED_PARTS = ("l1_loss", "goal_l1_loss")      # keys of the policy's forward() info written to the log
 LOSS_PNG = "loss.png"
 SUMMARY_FILE = "train_summary.json"
 LAST = "last"
@@ -133,7 +135,8 @@ def _datasets(args, cfg: SurgVLAConfig) -> tuple[list, list[LeRobotDatasetMetada
         raise CliError(f"the datasets' {IMAGE_KEY} shapes differ: {sorted(shapes)}")
     if getattr(args, "in_memory", False):
         # decoded once (frame_cache.py): the same items, without a video seek per sample
-        sets = [InMemoryDataset(LeRobotDataset(m.repo_id, root=d), cfg.chunk_size)
+        sets = [InMemoryDataset(LeRobotDataset(m.repo_id, root=d), cfg.chunk_size,
+                                goal_target=cfg.goal_target, grasp_jaw_rad=cfg.grasp_jaw_rad)
                 for d, m in zip(args.dataset, metas, strict=True)]
     else:
         sets = [LeRobotDataset(m.repo_id, root=d, delta_timestamps=resolve_delta_timestamps(cfg, m))
@@ -190,6 +193,12 @@ def train(args: argparse.Namespace) -> dict:
         if not cfg.goal_loss_weight > 0:
             raise CliError("--goal-from-image needs --goal-loss-weight > 0 (it changes the goal head)")
         cfg.goal_from_image = True
+    if getattr(args, "goal_target", None) is not None:
+        if args.goal_target not in GOAL_TARGETS:
+            raise CliError(f"--goal-target must be one of {', '.join(GOAL_TARGETS)}, got {args.goal_target!r}")
+        if args.goal_target != cfg.goal_target and not cfg.goal_loss_weight > 0:
+            raise CliError("--goal-target needs --goal-loss-weight > 0 (it is what the goal head learns)")
+        cfg.goal_target = args.goal_target
     if getattr(args, "goal_memory_max_jaw_rad", None) is not None:
         if not math.isfinite(args.goal_memory_max_jaw_rad):
             raise CliError("--goal-memory-max-jaw-rad must be finite")
@@ -264,6 +273,7 @@ def train(args: argparse.Namespace) -> dict:
                disable=not main, dynamic_ncols=True)
     t_start, step_times = time.perf_counter(), []
     it = iter(loader)
+    parts: dict[str, list[float]] = {}
     with open(out / LOG_FILE, "a") as log:
         while step < args.steps:
             t0 = time.perf_counter()
@@ -274,8 +284,11 @@ def train(args: argparse.Namespace) -> dict:
                 batch = next(it)
             batch = pre(batch)
             tracker.dataloading_s = time.perf_counter() - t0
-            tracker, _ = update_policy(tracker, policy, batch, optimizer, train_cfg.optimizer.grad_clip_norm,
-                                       accelerator=accelerator, lr_scheduler=scheduler)
+            tracker, info = update_policy(tracker, policy, batch, optimizer, train_cfg.optimizer.grad_clip_norm,
+                                          accelerator=accelerator, lr_scheduler=scheduler)
+            for key in LOGGED_PARTS:              # the loss's parts, averaged over the log window
+                if key in (info or {}):
+                    parts.setdefault(key, []).append(float(info[key]))
             step += 1
             tracker.step()
             step_times.append(time.perf_counter() - t0)
@@ -284,8 +297,10 @@ def train(args: argparse.Namespace) -> dict:
                 bar.set_postfix(loss=f"{tracker.loss.val:.4f}")
                 if step % args.log_freq == 0 or step == args.steps:
                     log.write(json.dumps({"step": step, "loss": tracker.loss.avg, "lr": tracker.lr.val,
-                                          "step_s": tracker.update_s.avg + tracker.dataloading_s.avg}) + "\n")
+                                          "step_s": tracker.update_s.avg + tracker.dataloading_s.avg,
+                                          **{k: sum(v) / len(v) for k, v in parts.items()}}) + "\n")
                     log.flush()
+                    parts = {}
                     tracker.reset_averages()
             if step % args.save_freq == 0 or step == args.steps:
                 if main:
