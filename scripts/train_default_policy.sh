@@ -40,6 +40,7 @@ GOAL_LOSS_WEIGHT=${GOAL_LOSS_WEIGHT:-1}     # auxiliary "where does the episode 
 GOAL_MEMORY_MAX_JAW=${GOAL_MEMORY_MAX_JAW-0.3}    # the goal memory bends only closed-jaw chunks (rad; empty: any)
 GOAL_TARGET=${GOAL_TARGET:-episode_end}    # what the goal head learns: episode_end or first_grasp
 GOAL_FROM_IMAGE=${GOAL_FROM_IMAGE:-0}       # 1: the goal head sees the image and instruction only (no state)
+GOAL_ENCODER=${GOAL_ENCODER:-0}             # 1: the goal head has its own image encoder (trained by its loss alone)
 SHIFT_PX=${SHIFT_PX:-2}                     # training image shift augmentation, +- px
 STEPS=${STEPS:-16000}
 COSINE_STEPS=${COSINE_STEPS:-$STEPS}        # length of the LR schedule (longer: stop part-way along it)
@@ -71,6 +72,7 @@ train() {  # out steps cosine_steps "weights" needle_dir peg_dir extra...
         --image-size "$H" "$W" --crop $CROP --goal-loss-weight "$GOAL_LOSS_WEIGHT" --shift-px "$SHIFT_PX" \
         ${GOAL_MEMORY_MAX_JAW:+--goal-memory-max-jaw-rad "$GOAL_MEMORY_MAX_JAW"} \
         --goal-target "$GOAL_TARGET" $([ "$GOAL_FROM_IMAGE" = 1 ] && echo --goal-from-image) \
+        $([ "$GOAL_ENCODER" = 1 ] && echo --goal-encoder) \
         --save-freq 2000 "$@"
 }
 

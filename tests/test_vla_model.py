@@ -461,3 +461,46 @@ def test_goal_memory_first_grasp_closes_the_jaws_on_the_remembered_point():
     out = play(policy, [grasping(miss, jaw_open=0.0)], [goal])
     assert torch.allclose(out[0][-1, :3], torch.tensor(goal), atol=10 * eps)
     assert torch.allclose(out[0][0, :3], gap / 16, atol=10 * eps)
+
+
+def test_goal_encoder_is_a_separate_locator_trained_by_the_goal_loss_alone():
+    """goal_encoder: the goal head has its own conv stack (image + instruction, absolute goal): the goal
+    ignores the state, the goal loss's gradient reaches the locator and not the action encoder, the
+    action loss's reaches the action encoder and not the locator; it needs a goal loss weight."""
+    from surgbot.policies.vla.configuration_surgvla import GOAL_KEY
+    from surgbot.policies.vla.modeling_surgvla import GoalLocator
+
+    feats = dict(input_features={"observation.images.endoscope": PolicyFeature(FeatureType.VISUAL, (3, 48, 64)),
+                                 "observation.state": PolicyFeature(FeatureType.STATE, (10,))},
+                 output_features={"action": PolicyFeature(FeatureType.ACTION, (10,))})
+    with pytest.raises(ValueError, match="goal_encoder"):
+        SurgVLAConfig(goal_encoder=True)
+    torch.manual_seed(0)
+    policy = SurgVLAPolicy(SurgVLAConfig(device="cpu", push_to_hub=False, image_size=(24, 32), goal_loss_weight=1.0,
+                                         goal_encoder=True, **feats))
+    assert isinstance(policy.model.goal, GoalLocator)
+    batch = {"observation.images.endoscope": torch.rand(2, 3, 48, 64), "observation.state": torch.randn(2, 10),
+             "observation.language_embedding": torch.randn(2, 384), "action": torch.randn(2, 16, 10)}
+    policy.eval()
+    with torch.no_grad():
+        chunk_a, goal_a = policy._chunk(batch, with_goal=True)
+        chunk_b, goal_b = policy._chunk({**batch, "observation.state": batch["observation.state"] + 1}, with_goal=True)
+    assert torch.equal(goal_a, goal_b) and not torch.allclose(chunk_a, chunk_b)
+    policy.train()
+
+    def grads(loss):
+        policy.zero_grad()
+        loss.backward()
+        enc = sum(float(p.grad.abs().sum()) for p in policy.model.blocks.parameters() if p.grad is not None)
+        loc = sum(float(p.grad.abs().sum()) for p in policy.model.goal.parameters() if p.grad is not None)
+        return enc, loc
+
+    torch.nn.init.normal_(policy.model.head[-1].weight, std=0.01)   # zero at init: no gradient would pass
+    _, goal = policy._chunk(batch, with_goal=True)
+    enc, loc = grads(goal.sum())
+    assert enc == 0.0 and loc > 0.0
+    loss, info = policy.forward(batch)                          # no goal in the batch: the action loss only
+    enc, loc = grads(loss)
+    assert enc > 0.0 and loc == 0.0
+    loss, info = policy.forward({**batch, GOAL_KEY: torch.randn(2, 10)})
+    assert "goal_l1_loss" in info

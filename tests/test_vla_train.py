@@ -133,26 +133,26 @@ def test_dataset_without_the_required_features_is_a_one_line_error(tmp_path):
                 "--steps", "1", "--goal-from-image"])               # without a goal head
     assert res.returncode == 2 and "--goal-from-image" in res.stderr.strip().splitlines()[-1]
     for bad in (["--goal-target", "grasp", "--goal-loss-weight", "1", "--in-memory"],
-                ["--goal-target", "first_grasp"]):                  # unknown; without a goal head
+                ["--goal-target", "first_grasp"], ["--goal-encoder"]):   # unknown; without a goal head
         res = _run([str(BIN / "surgbot"), "policy", "train", "--dataset", str(good), "--out", str(tmp_path / "o"),
                     "--steps", "1", *bad])
-        assert res.returncode == 2 and "--goal-target" in res.stderr.strip().splitlines()[-1]
+        assert res.returncode == 2 and bad[0] in res.stderr.strip().splitlines()[-1]
     assert not (tmp_path / "o").exists()
 
 
 def test_goal_head_options_train_and_are_saved_with_the_checkpoint(tmp_path):
-    """--in-memory --goal-loss-weight --goal-from-image --goal-target first_grasp: the goal loss is logged
+    """--in-memory --goal-loss-weight --goal-encoder --goal-target first_grasp: the goal loss is logged
     and the options travel in config.json (the goal memory reads goal_target at inference)."""
     data = fx.make_dataset(tmp_path / "d", episodes=2, frames=12)
     out = tmp_path / "run"
     res = _run([str(BIN / "surgbot"), "policy", "train", "--dataset", str(data), "--out", str(out), "--steps", "2",
                 "--batch-size", "4", "--log-freq", "1", "--threads", "1", "--in-memory", "--goal-loss-weight", "1",
-                "--goal-from-image", "--goal-target", "first_grasp"])
+                "--goal-encoder", "--goal-target", "first_grasp"])
     assert res.returncode == 0, res.stderr[-3000:]
     log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
     assert all(np.isfinite(r["goal_l1_loss"]) for r in log)
     config = json.loads((out / "checkpoints" / "last" / "pretrained_model" / "config.json").read_text())
-    assert config["goal_target"] == "first_grasp" and config["goal_from_image"] is True
+    assert config["goal_target"] == "first_grasp" and config["goal_encoder"] is True
     assert config["goal_loss_weight"] == 1.0
     assert _probe(PolicyRuntime(out)).shape == (16, 10)
 

@@ -44,6 +44,9 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--goal-from-image", action="store_true",
                    help="with --goal-loss-weight: the goal head sees the image and instruction only (no state) "
                         "and predicts the absolute position")
+    p.add_argument("--goal-encoder", action="store_true",
+                   help="with --goal-loss-weight: the goal head gets its own image encoder (image + instruction "
+                        "only, trained by the goal loss alone)")
     p.add_argument("--goal-target", default=None, metavar="{episode_end,first_grasp}",
                    help="with --goal-loss-weight: what the goal head learns and the goal memory aims at: the "
                         "episode's last position (default) or where the jaws first close (first_grasp)")

@@ -112,6 +112,13 @@ class SurgVLAConfig(PreTrainedConfig):
     # same encoder trained to find the needle from first frames alone gets 1.5-2.5 mm).  Tried with the
     # bundled recipe: 6.1 mm and no gain in success (policies/vla/README.md).  False: as before.
     goal_from_image: bool = False
+    # The goal head with its own image encoder (a second conv stack, keypoints and language MLP; an
+    # absolute position from the image and the instruction, trained by the goal loss alone).  Why: the
+    # shared encoder, trained mostly by the action loss, places the needle's grasp point 6 mm from the
+    # wire (median, both goal heads above), while the same conv stack trained to find the needle alone
+    # gets 1.5 mm with 800 layouts (docs/results/probe_needle_localisation); the goal memory is only as
+    # good as this estimate.  Costs a second encoder pass per step and per inference.
+    goal_encoder: bool = False
     # Goal memory (inference, needs the goal head): the goal head's estimate from the first
     # `goal_memory_chunks` chunk predictions of an episode (`reset()` starts one) is remembered, and
     # a later chunk that ends within `goal_memory_radius_m` (3-D) of it is bent, linearly
@@ -173,6 +180,8 @@ class SurgVLAConfig(PreTrainedConfig):
             raise ValueError(f"goal_memory_radius_m must be finite and >= 0, got {self.goal_memory_radius_m}")
         if self.goal_memory_max_jaw_rad is not None and not math.isfinite(self.goal_memory_max_jaw_rad):
             raise ValueError(f"goal_memory_max_jaw_rad must be finite or None, got {self.goal_memory_max_jaw_rad}")
+        if self.goal_encoder and not self.goal_loss_weight > 0:
+            raise ValueError("goal_encoder needs goal_loss_weight > 0 (the goal loss is all that trains it)")
         if self.goal_target not in GOAL_TARGETS:
             raise ValueError(f"goal_target must be one of {GOAL_TARGETS}, got {self.goal_target!r}")
         if not (math.isfinite(self.grasp_jaw_rad) and self.grasp_jaw_rad > 0):

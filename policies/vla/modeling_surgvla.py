@@ -81,6 +81,38 @@ class SpatialSoftArgmax(nn.Module):
         return (attn @ grid).reshape(b, -1)                          # B, 2K
 
 
+class GoalLocator(nn.Module):
+    """The goal head with its own image encoder (`SurgVLAConfig.goal_encoder`): image + instruction ->
+    an absolute goal position (action units).  Its own conv blocks, keypoints and language MLP, so
+    only the goal loss trains it and the action head's encoder is not asked to serve two masters."""
+
+    def __init__(self, config: SurgVLAConfig):
+        super().__init__()
+        chans = list(config.conv_channels)
+        halvings = int(config.keypoint_stride).bit_length() - 1
+        strides = [2 if i < halvings else 1 for i in range(len(chans))]
+        self.blocks = nn.ModuleList(
+            FiLMBlock(c_in, c_out, s) for c_in, c_out, s in zip([3] + chans[:-1], chans, strides, strict=True))
+        self.keypoints = SpatialSoftArgmax(chans[-1], config.num_keypoints)
+        self.language = nn.Sequential(nn.Linear(config.language_dim, config.language_hidden_dim), nn.ReLU())
+        self.film = nn.Linear(config.language_hidden_dim, 2 * sum(chans))
+        nn.init.zeros_(self.film.weight)   # FiLM starts as identity
+        nn.init.zeros_(self.film.bias)
+        feat = 2 * config.num_keypoints + chans[-1] + config.language_hidden_dim
+        self.head = nn.Sequential(nn.Linear(feat, config.head_hidden_dim // 2), nn.ReLU(),
+                                  nn.Linear(config.head_hidden_dim // 2, GOAL_DIM))
+        self._split = [c for c in chans for _ in (0, 1)]
+
+    def forward(self, image: Tensor, language: Tensor) -> Tensor:
+        """image [B,3,h,w] as the encoder sees it, language [B,384] -> goal [B,3] (normalised)."""
+        lang = self.language(language)
+        film = torch.split(self.film(lang), self._split, dim=-1)
+        x = image
+        for i, block in enumerate(self.blocks):
+            x = block(x, film[2 * i], film[2 * i + 1])
+        return self.head(torch.cat([self.keypoints(x), x.mean(dim=(2, 3)), lang], dim=-1))
+
+
 class SurgVLANet(nn.Module):
     def __init__(self, config: SurgVLAConfig):
         super().__init__()
@@ -111,9 +143,13 @@ class SurgVLANet(nn.Module):
         # where the episode ends (action units; an offset from the state, or with goal_from_image the
         # absolute position from image + instruction features): a training-only target
         goal_feat = feat - config.state_hidden_dim if config.goal_from_image else feat
-        self.goal = nn.Sequential(nn.Linear(goal_feat, config.head_hidden_dim // 2), nn.ReLU(),
-                                  nn.Linear(config.head_hidden_dim // 2, GOAL_DIM)) \
-            if config.goal_loss_weight > 0 else None
+        if config.goal_loss_weight <= 0:
+            self.goal = None
+        elif config.goal_encoder:
+            self.goal = GoalLocator(config)
+        else:
+            self.goal = nn.Sequential(nn.Linear(goal_feat, config.head_hidden_dim // 2), nn.ReLU(),
+                                      nn.Linear(config.head_hidden_dim // 2, GOAL_DIM))
         self._split = [c for c in chans for _ in (0, 1)]
 
     def features(self, image: Tensor, state: Tensor, language: Tensor) -> Tensor:
@@ -219,7 +255,8 @@ class SurgVLAPolicy(PreTrainedPolicy):
                 raise KeyError(f"surgvla input '{key}' missing (run the surgvla preprocessor first)")
         eps = self.config.normalization_eps
         state = batch[STATE_KEY].clamp(-self.config.state_clip, self.config.state_clip)
-        feats = self.model.features(self._prepare_image(batch[IMAGE_KEY]), state, batch[LANGUAGE_KEY])
+        image = self._prepare_image(batch[IMAGE_KEY])
+        feats = self.model.features(image, state, batch[LANGUAGE_KEY])
         offsets = self.model.head(feats).reshape(-1, self.config.chunk_size, POSE_DIM)
         state_as_action = (state * (self.state_std + eps) + self.state_mean - self.action_mean) / (
             self.action_std + eps)
@@ -228,6 +265,8 @@ class SurgVLAPolicy(PreTrainedPolicy):
             return chunk
         if self.model.goal is None:
             return chunk, None
+        if self.config.goal_encoder:        # its own encoder: image + instruction, absolute goal
+            return chunk, self.model.goal(image, batch[LANGUAGE_KEY])
         if self.config.goal_from_image:     # features() ends with the state's: left out, absolute goal
             return chunk, self.model.goal(feats[:, : -self.config.state_hidden_dim])
         return chunk, state_as_action[:, :GOAL_DIM] + self.model.goal(feats)

@@ -193,6 +193,10 @@ def train(args: argparse.Namespace) -> dict:
         if not cfg.goal_loss_weight > 0:
             raise CliError("--goal-from-image needs --goal-loss-weight > 0 (it changes the goal head)")
         cfg.goal_from_image = True
+    if getattr(args, "goal_encoder", False):
+        if not cfg.goal_loss_weight > 0:
+            raise CliError("--goal-encoder needs --goal-loss-weight > 0 (the goal loss is all that trains it)")
+        cfg.goal_encoder = True
     if getattr(args, "goal_target", None) is not None:
         if args.goal_target not in GOAL_TARGETS:
             raise CliError(f"--goal-target must be one of {', '.join(GOAL_TARGETS)}, got {args.goal_target!r}")
