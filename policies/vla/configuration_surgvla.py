@@ -117,7 +117,8 @@ class SurgVLAConfig(PreTrainedConfig):
     # shared encoder, trained mostly by the action loss, places the needle's grasp point 6 mm from the
     # wire (median, both goal heads above), while the same conv stack trained to find the needle alone
     # gets 1.5 mm with 800 layouts (docs/results/probe_needle_localisation); the goal memory is only as
-    # good as this estimate.  Costs a second encoder pass per step and per inference.
+    # good as this estimate.  Costs a second encoder pass per step and per inference.  Tried with
+    # first_grasp on 800 needle layouts: 6.5 mm, no gain (policies/vla/README.md).  False: as before.
     goal_encoder: bool = False
     # Goal memory (inference, needs the goal head): the goal head's estimate from the first
     # `goal_memory_chunks` chunk predictions of an episode (`reset()` starts one) is remembered, and
@@ -145,7 +146,8 @@ class SurgVLAConfig(PreTrainedConfig):
     # shifted with it), and a chunk that does not close only when it ends nearer the goal than it
     # starts (reach's approach, not needle_pick's lift away from its grasp point).  Why: needle_pick
     # fails at the grasp (the jaws close at the right height 1-14 mm sideways of the wire), while
-    # the episode-end goal lies 35 mm above the needle where nothing is decided.
+    # the episode-end goal lies 35 mm above the needle where nothing is decided.  Tried with the
+    # bundled recipe: no gain on needle_pick, reach worse (policies/vla/README.md).
     goal_target: str = "episode_end"
     grasp_jaw_rad: float = 0.3
 
