@@ -81,6 +81,33 @@ class SpatialSoftArgmax(nn.Module):
         return (attn @ grid).reshape(b, -1)                          # B, 2K
 
 
+def film_stack(config: SurgVLAConfig) -> tuple[nn.ModuleList, SpatialSoftArgmax, list[int]]:
+    """The FiLM conv blocks, their keypoints and the sizes of their (gamma, beta) pairs.  Stride 2 in
+    the first log2(keypoint_stride) blocks, then 1 (default 8: 96 px -> 12x12 map)."""
+    chans = list(config.conv_channels)
+    halvings = int(config.keypoint_stride).bit_length() - 1
+    strides = [2 if i < halvings else 1 for i in range(len(chans))]
+    blocks = nn.ModuleList(
+        FiLMBlock(c_in, c_out, s) for c_in, c_out, s in zip([3] + chans[:-1], chans, strides, strict=True))
+    return blocks, SpatialSoftArgmax(chans[-1], config.num_keypoints), [c for c in chans for _ in (0, 1)]
+
+
+def identity_film(hidden: int, split: list[int]) -> nn.Linear:
+    """Language features -> every block's (gamma, beta), zero at start: FiLM starts as the identity."""
+    film = nn.Linear(hidden, sum(split))
+    nn.init.zeros_(film.weight)
+    nn.init.zeros_(film.bias)
+    return film
+
+
+def encode(blocks: nn.ModuleList, keypoints: SpatialSoftArgmax, film: tuple[Tensor, ...], image: Tensor) -> Tensor:
+    """image -> [keypoint positions, pooled last feature map] through FiLM-conditioned blocks."""
+    x = image
+    for i, block in enumerate(blocks):
+        x = block(x, film[2 * i], film[2 * i + 1])
+    return torch.cat([keypoints(x), x.mean(dim=(2, 3))], dim=-1)
+
+
 class GoalLocator(nn.Module):
     """The goal head with its own image encoder (`SurgVLAConfig.goal_encoder`): image + instruction ->
     an absolute goal position (action units).  Its own conv blocks, keypoints and language MLP, so
@@ -88,29 +115,18 @@ class GoalLocator(nn.Module):
 
     def __init__(self, config: SurgVLAConfig):
         super().__init__()
-        chans = list(config.conv_channels)
-        halvings = int(config.keypoint_stride).bit_length() - 1
-        strides = [2 if i < halvings else 1 for i in range(len(chans))]
-        self.blocks = nn.ModuleList(
-            FiLMBlock(c_in, c_out, s) for c_in, c_out, s in zip([3] + chans[:-1], chans, strides, strict=True))
-        self.keypoints = SpatialSoftArgmax(chans[-1], config.num_keypoints)
+        self.blocks, self.keypoints, self._split = film_stack(config)
         self.language = nn.Sequential(nn.Linear(config.language_dim, config.language_hidden_dim), nn.ReLU())
-        self.film = nn.Linear(config.language_hidden_dim, 2 * sum(chans))
-        nn.init.zeros_(self.film.weight)   # FiLM starts as identity
-        nn.init.zeros_(self.film.bias)
-        feat = 2 * config.num_keypoints + chans[-1] + config.language_hidden_dim
+        self.film = identity_film(config.language_hidden_dim, self._split)
+        feat = 2 * config.num_keypoints + config.conv_channels[-1] + config.language_hidden_dim
         self.head = nn.Sequential(nn.Linear(feat, config.head_hidden_dim // 2), nn.ReLU(),
                                   nn.Linear(config.head_hidden_dim // 2, GOAL_DIM))
-        self._split = [c for c in chans for _ in (0, 1)]
 
     def forward(self, image: Tensor, language: Tensor) -> Tensor:
         """image [B,3,h,w] as the encoder sees it, language [B,384] -> goal [B,3] (normalised)."""
         lang = self.language(language)
-        film = torch.split(self.film(lang), self._split, dim=-1)
-        x = image
-        for i, block in enumerate(self.blocks):
-            x = block(x, film[2 * i], film[2 * i + 1])
-        return self.head(torch.cat([self.keypoints(x), x.mean(dim=(2, 3)), lang], dim=-1))
+        img = encode(self.blocks, self.keypoints, torch.split(self.film(lang), self._split, dim=-1), image)
+        return self.head(torch.cat([img, lang], dim=-1))
 
 
 class SurgVLANet(nn.Module):
@@ -118,18 +134,11 @@ class SurgVLANet(nn.Module):
         super().__init__()
         self.config = config
         chans = list(config.conv_channels)
-        # Stride 2 in the first log2(keypoint_stride) blocks, then 1 (default 8: 96 px -> 12x12 map).
-        halvings = int(config.keypoint_stride).bit_length() - 1
-        strides = [2 if i < halvings else 1 for i in range(len(chans))]
-        self.blocks = nn.ModuleList(
-            FiLMBlock(c_in, c_out, s) for c_in, c_out, s in zip([3] + chans[:-1], chans, strides, strict=True))
-        self.keypoints = SpatialSoftArgmax(chans[-1], config.num_keypoints)
+        self.blocks, self.keypoints, self._split = film_stack(config)
         self.language = nn.Sequential(
             nn.Linear(config.language_dim, config.language_hidden_dim), nn.ReLU(),
             nn.Linear(config.language_hidden_dim, config.language_hidden_dim), nn.ReLU())
-        self.film = nn.Linear(config.language_hidden_dim, 2 * sum(chans))
-        nn.init.zeros_(self.film.weight)   # FiLM starts as identity
-        nn.init.zeros_(self.film.bias)
+        self.film = identity_film(config.language_hidden_dim, self._split)
         self.state = nn.Sequential(
             nn.Linear(POSE_DIM, config.state_hidden_dim), nn.ReLU(),
             nn.Linear(config.state_hidden_dim, config.state_hidden_dim), nn.ReLU())
@@ -150,16 +159,11 @@ class SurgVLANet(nn.Module):
         else:
             self.goal = nn.Sequential(nn.Linear(goal_feat, config.head_hidden_dim // 2), nn.ReLU(),
                                       nn.Linear(config.head_hidden_dim // 2, GOAL_DIM))
-        self._split = [c for c in chans for _ in (0, 1)]
 
     def features(self, image: Tensor, state: Tensor, language: Tensor) -> Tensor:
         """image [B,3,h,w] normalised, state [B,10] normalised, language [B,384] -> features [B, F]."""
         lang = self.language(language)
-        film = torch.split(self.film(lang), self._split, dim=-1)
-        x = image
-        for i, block in enumerate(self.blocks):
-            x = block(x, film[2 * i], film[2 * i + 1])
-        img = torch.cat([self.keypoints(x), x.mean(dim=(2, 3))], dim=-1)
+        img = encode(self.blocks, self.keypoints, torch.split(self.film(lang), self._split, dim=-1), image)
         return torch.cat([img, lang, self.state(state)], dim=-1)
 
     def forward(self, image: Tensor, state: Tensor, language: Tensor) -> Tensor:
