@@ -2,13 +2,13 @@
 rule, its goal head's estimate replaced by the true grasp point (the middle of the needle's arc at the
 expert's grasp depth, from the simulator).  If this does not lift needle_pick, a better locator will not.
 
-    MUJOCO_GL=osmesa .venv/bin/python docs/results/tried_first_grasp/oracle_grasp.py CHECKPOINT FIRST_SEED N [RADIUS_M] [hold]
+    MUJOCO_GL=osmesa .venv/bin/python docs/results/tried_first_grasp/oracle_grasp.py \
+        CHECKPOINT FIRST_SEED N [RADIUS_M] [hold]
 
 `hold`: every chunk that closes the jaws is moved (the memory is never disarmed by a first grasp) and
 no other chunk is (the lift is left alone): a correction the next chunk cannot undo by opening again.
 """
 
-import math
 import sys
 
 import numpy as np
