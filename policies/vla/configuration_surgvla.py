@@ -24,6 +24,7 @@ STATE_KEY = OBS_STATE                            # "observation.state", 10 float
 ACTION_KEY = ACTION                              # "action", 10 floats
 LANGUAGE_KEY = "observation.language_embedding"  # added by the preprocessor (frozen MiniLM)
 POSE_DIM = 10                                    # xyz + 6D rotation + jaw (contract section 7)
+JAW_INDEX = POSE_DIM - 1                         # the jaw's column of a pose (radians)
 LANGUAGE_DIM = 384                               # all-MiniLM-L6-v2 sentence embedding
 # The episode's last action, a training-only target (frame_cache.py).  Under an "observation." key
 # because LeRobot's batch <-> transition conversion keeps only those (and a few named extras).
@@ -143,8 +144,9 @@ class SurgVLAConfig(PreTrainedConfig):
     # stands still there while the jaws close); an episode that never closes (reach: jaws closed
     # throughout) keeps its last position.  The memory then moves a chunk that closes the jaws so
     # that it closes them on the remembered grasp point (ramped up to the closing step, the rest
-    # shifted with it), and a chunk that does not close only when it ends nearer the goal than it
-    # starts (reach's approach, not needle_pick's lift away from its grasp point).  Why: needle_pick
+    # shifted with it); once a grasp within the played steps (n_action_steps) has been sent, no
+    # chunk is moved (needle_pick's lift away from its grasp point); a chunk that does not close
+    # follows the episode_end rule until then (reach, which never closes).  Why: needle_pick
     # fails at the grasp (the jaws close at the right height 1-14 mm sideways of the wire), while
     # the episode-end goal lies 35 mm above the needle where nothing is decided.  Tried with the
     # bundled recipe: no gain on needle_pick, reach worse (policies/vla/README.md).

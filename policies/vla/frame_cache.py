@@ -32,12 +32,12 @@ from surgbot.policies.vla.configuration_surgvla import (
     GOAL_KEY,
     GOAL_TARGETS,
     IMAGE_KEY,
-    POSE_DIM,
+    JAW_INDEX,
     STATE_KEY,
+    SurgVLAConfig,
 )
 
 PAD_KEY = f"{ACTION_KEY}_is_pad"
-JAW = POSE_DIM - 1      # the jaw's column of a pose
 
 
 def first_grasp_rows(jaw: np.ndarray, ep_start: np.ndarray, ep_end: np.ndarray, closed_rad: float) -> np.ndarray:
@@ -57,7 +57,7 @@ class InMemoryDataset(torch.utils.data.Dataset):
     """Frames, states, action chunks and instructions of one LeRobotDataset, in RAM (see module doc)."""
 
     def __init__(self, dataset: LeRobotDataset, chunk_size: int, progress: bool = True,
-                 goal_target: str = "episode_end", grasp_jaw_rad: float = 0.3):
+                 goal_target: str = SurgVLAConfig.goal_target, grasp_jaw_rad: float = SurgVLAConfig.grasp_jaw_rad):
         if goal_target not in GOAL_TARGETS:
             raise ValueError(f"goal_target must be one of {GOAL_TARGETS}, got {goal_target!r}")
         dataset._ensure_hf_dataset_loaded()
@@ -86,7 +86,7 @@ class InMemoryDataset(torch.utils.data.Dataset):
             self.ep_end[lo:hi] = hi
         if goal_target == "first_grasp":
             self.goal_row = torch.from_numpy(first_grasp_rows(
-                self.action[:, JAW].numpy(), self.ep_start.numpy(), self.ep_end.numpy(), grasp_jaw_rad))
+                self.action[:, JAW_INDEX].numpy(), self.ep_start.numpy(), self.ep_end.numpy(), grasp_jaw_rad))
         else:
             self.goal_row = self.ep_end - 1
 

@@ -31,6 +31,7 @@ from surgbot.policies.vla.configuration_surgvla import (
     ACTION_KEY,
     GOAL_KEY,
     IMAGE_KEY,
+    JAW_INDEX,
     LANGUAGE_KEY,
     POLICY_TYPE,
     POSE_DIM,
@@ -240,8 +241,8 @@ class SurgVLAPolicy(PreTrainedPolicy):
 
     def _jaw_rad(self, chunk: Tensor) -> Tensor:
         """[B, H] jaw commands of a normalised chunk, in radians."""
-        return chunk[:, :, POSE_DIM - 1] * (self.action_std[-1] + self.config.normalization_eps) \
-            + self.action_mean[-1]
+        return chunk[:, :, JAW_INDEX] * (self.action_std[JAW_INDEX] + self.config.normalization_eps) \
+            + self.action_mean[JAW_INDEX]
 
     def _prepare_image(self, image: Tensor) -> Tensor:
         image = crop_image(image, self.config.crop)
