@@ -61,7 +61,7 @@ def test_recorded_dataset_loads_and_matches_the_environment(recorded):
             frames.append((o["image"], o["state"], a, i["instruction"]))
 
         run_episode(env, ep["seed"], on_step=keep, success_tail_s=ep["success_tail_s"], perturb_mm=ep["perturb_mm"])
-        assert len(frames) == ep["length"]
+        assert len(frames) == ep["length"] and ep["target"] == env.unwrapped.layout.target != ""
         for k in (0, len(frames) // 2, len(frames) - 1):
             item = ds[index + k]
             image, state, action, text = frames[k]

@@ -504,3 +504,45 @@ def test_goal_encoder_is_a_separate_locator_trained_by_the_goal_loss_alone():
     assert enc > 0.0 and loc == 0.0
     loss, info = policy.forward({**batch, GOAL_KEY: torch.randn(2, 10)})
     assert "goal_l1_loss" in info
+
+
+def test_scene_input_is_an_action_head_input_checked_and_normalised():
+    """scene_dim: the action head also takes observation.environment_state (8 numbers): the chunk depends
+    on it, its positions are normalised like the actions' (a scene at the action mean gives zeros there),
+    a batch without it or of the wrong width is a clear error; 0 (the default) leaves the model as it was;
+    the config accepts only 0 or the summary's length."""
+    from surgbot.policies.vla.configuration_surgvla import SCENE_DIM, SCENE_KEY
+
+    for bad in (3, -1, True):
+        with pytest.raises(ValueError, match="scene_dim"):
+            SurgVLAConfig(scene_dim=bad)
+    with pytest.raises(ValueError, match="scene_noise_m"):
+        SurgVLAConfig(scene_dim=SCENE_DIM, scene_noise_m=float("nan"))
+    feats = dict(input_features={"observation.images.endoscope": PolicyFeature(FeatureType.VISUAL, (3, 48, 64)),
+                                 "observation.state": PolicyFeature(FeatureType.STATE, (10,))},
+                 output_features={"action": PolicyFeature(FeatureType.ACTION, (10,))})
+    stats = {"action": {"mean": [0.01, -0.02, 0.1] + [0.0] * 7, "std": [0.02] * 10}}
+    torch.manual_seed(0)
+    plain = SurgVLAPolicy(SurgVLAConfig(device="cpu", push_to_hub=False, image_size=(24, 32), **feats))
+    assert plain.model.scene is None
+    policy = SurgVLAPolicy(SurgVLAConfig(device="cpu", push_to_hub=False, image_size=(24, 32), scene_dim=SCENE_DIM,
+                                         **feats), dataset_stats=stats)
+    torch.nn.init.normal_(policy.model.head[-1].weight, std=0.01)    # zero at init: every chunk would be equal
+    batch = {"observation.images.endoscope": torch.rand(2, 3, 48, 64), "observation.state": torch.randn(2, 10),
+             "observation.language_embedding": torch.randn(2, 384)}
+    scene = torch.tensor([[0.01, -0.02, 0.1, 1.0, 0.0, 0.01, -0.02, 0.1]] * 2)
+    policy.eval()
+    assert torch.allclose(policy._scene({SCENE_KEY: scene})[:, [0, 1, 2, 5, 6, 7]], torch.zeros(2, 6), atol=1e-6)
+    assert torch.equal(policy._scene({SCENE_KEY: scene})[:, 3:5], scene[:, 3:5])
+    with torch.no_grad():
+        a = policy._chunk({**batch, SCENE_KEY: scene})
+        b = policy._chunk({**batch, SCENE_KEY: scene + 0.01})
+    assert not torch.allclose(a, b)
+    with pytest.raises(KeyError, match="environment_state"):
+        policy._chunk(batch)
+    with pytest.raises(ValueError, match=r"\[B, 8\]"):
+        policy._chunk({**batch, SCENE_KEY: scene[:, :5]})
+    policy.train()
+    loss, _ = policy.forward({**batch, SCENE_KEY: scene, "action": torch.randn(2, 16, 10)})
+    loss.backward()
+    assert float(policy.model.scene[0].weight.grad.abs().sum()) > 0.0

@@ -167,3 +167,32 @@ def test_mixing_weights_draw_each_dataset_with_its_share():
     shares = [float(((draws >= a) & (draws < b)).float().mean()) for a, b in zip(edges[:-1], edges[1:], strict=True)]
     # binomial std at n=2e5 is <= 0.0012: 0.01 is > 8 sigma
     np.testing.assert_allclose(shares, weights, atol=0.01)
+
+
+def test_scene_input_trains_from_layout_seeds_and_the_runtime_requires_it(tmp_path):
+    """--scene-input: each episode's scene summary is rebuilt from the sidecar's layout seed (the real reach
+    environment), the checkpoint says so in config.json and metadata, and its runtime refuses to act
+    without a finite summary of the right length; a dataset without seeds is a one-line error."""
+    data = fx.make_dataset(tmp_path / "d", episodes=2, frames=12)
+    args = [str(BIN / "surgbot"), "policy", "train", "--dataset", str(data), "--steps", "2", "--batch-size", "4",
+            "--threads", "1", "--in-memory", "--scene-input", "--scene-noise-mm", "1"]
+    res = _run(args + ["--out", str(tmp_path / "no_seeds")])
+    assert res.returncode != 0 and "--scene-input" in res.stderr and "surgbot.json" in res.stderr
+    (data / "meta" / "surgbot.json").write_text(json.dumps({"task": "reach", "episodes": [
+        {"episode_index": i, "seed": 10 + i, "task": "reach", "target": c} for i, c in enumerate(("red", "blue"))]}))
+    out = tmp_path / "run"
+    res = _run(args + ["--out", str(out)])
+    assert res.returncode == 0, res.stderr[-3000:]
+    config = json.loads((out / "checkpoints" / "last" / "pretrained_model" / "config.json").read_text())
+    assert config["scene_dim"] == 8 and config["scene_noise_m"] == pytest.approx(0.001)
+    rt = PolicyRuntime(out)
+    assert rt.metadata()["environment_state_dim"] == 8
+    with pytest.raises(ValueError, match="environment_state"):
+        _probe(rt)
+    img = fx.render(fx.layout(np.random.default_rng(3)), fx.px_to_xyz(24, 32))
+    state = np.concatenate([fx.px_to_xyz(24, 32), fx.ROT6D, [0.0]]).astype(np.float32)
+    for bad in (np.zeros(5, np.float32), np.full(8, np.nan, np.float32)):
+        with pytest.raises(ValueError, match="environment_state"):
+            rt.infer(img, state, fx.INSTRUCTIONS["red"], bad)
+    actions, _ = rt.infer(img, state, fx.INSTRUCTIONS["red"], np.zeros(8, np.float32))
+    assert actions.shape == (16, 10) and np.all(np.isfinite(actions))

@@ -174,7 +174,8 @@ def record_expert(task: str, episodes: int, out: Path, seed: int = 0, image_size
                                    f"nothing written to {out}")
                 ep_seed, res, frames = next(episodes_iter)
                 attempt += 1
-                info = {"seed": ep_seed, "instruction": res["instruction"], "expert_elapsed_s": res["elapsed_s"],
+                info = {"seed": ep_seed, "target": res["target"], "instruction": res["instruction"],
+                        "expert_elapsed_s": res["elapsed_s"],
                         "success_tail_s": success_tail_s, "perturb_mm": perturb_mm,
                         "perturb_bumps": res["perturb_bumps"], "perturb_peak_mm": res["perturb_peak_mm"]}
                 if res["success"]:

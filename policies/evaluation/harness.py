@@ -40,6 +40,7 @@ import numpy as np
 from surgbot.control.policy_exec import PolicyExecConfig, PolicyExecutor
 from surgbot.policies.evaluation.video import EpisodeVideo
 from surgbot.sim.envs import ENV_IDS
+from surgbot.sim.envs.scene_state import scene_vector
 from surgbot.sim.envs.surg_env import CONTROL_HZ, DEFAULT_IMAGE_SIZE
 from surgbot.sim.tasks import get_task
 
@@ -77,8 +78,9 @@ class SurgVLAChunkPolicy:
     def reset(self) -> None:
         self.runtime.reset()
 
-    def infer(self, image: np.ndarray, state: np.ndarray, instruction: str) -> np.ndarray:
-        actions, ms = self.runtime.infer(image, state, instruction)
+    def infer(self, image: np.ndarray, state: np.ndarray, instruction: str,
+              environment_state: np.ndarray | None = None) -> np.ndarray:
+        actions, ms = self.runtime.infer(image, state, instruction, environment_state)
         self.infer_ms.append(ms)
         return actions
 
@@ -162,6 +164,9 @@ def run_episode(env, policy: ChunkPolicy, seed: int, exec_config: PolicyExecConf
     t_wall = time.perf_counter()
     obs, info = env.reset(seed=int(seed), options=None if target is None else {"target": target})
     text = info["instruction"]
+    # a policy trained with the scene input gets the simulator's summary of the layout as reset left it
+    # (what training gave it); others are called as the ChunkPolicy protocol says
+    extra = {"environment_state": scene_vector(env)} if policy.metadata.get("environment_state_dim") else {}
     policy.reset()
     core = PolicyExecutor(exec_config or PolicyExecConfig())
     dt = 1.0 / CONTROL_HZ
@@ -181,7 +186,7 @@ def run_episode(env, policy: ChunkPolicy, seed: int, exec_config: PolicyExecConf
         if out.request_chunk and core.measured is not None:
             core.observation_taken(now)
             try:
-                actions = policy.infer(obs["image"], core.measured.astype(np.float32), text)
+                actions = policy.infer(obs["image"], core.measured.astype(np.float32), text, **extra)
             except Exception as exc:  # noqa: BLE001 - any policy failure is a server error to the core
                 core.on_server_error(f"{type(exc).__name__}: {exc}")
             else:

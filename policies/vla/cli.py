@@ -47,6 +47,12 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--goal-encoder", action="store_true",
                    help="with --goal-loss-weight: the goal head gets its own image encoder (image + instruction "
                         "only, trained by the goal loss alone)")
+    p.add_argument("--scene-input", action="store_true",
+                   help="with --in-memory: the action head also gets where the objects are (the simulator's "
+                        "observation.environment_state, rebuilt from each episode's layout seed): evaluation "
+                        "then needs the simulator's values (an upper bound for an object locator)")
+    p.add_argument("--scene-noise-mm", type=float, default=0.0, metavar="MM",
+                   help="with --scene-input: Gaussian noise (std, mm) on its positions in training")
     p.add_argument("--goal-target", default=None, metavar="{episode_end,first_grasp}",
                    help="with --goal-loss-weight: what the goal head learns and the goal memory aims at: the "
                         "episode's last position (default) or where the jaws first close (first_grasp)")

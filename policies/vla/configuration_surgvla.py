@@ -30,6 +30,12 @@ LANGUAGE_DIM = 384                               # all-MiniLM-L6-v2 sentence emb
 # because LeRobot's batch <-> transition conversion keeps only those (and a few named extras).
 GOAL_KEY = "observation.episode_goal"
 GOAL_TARGETS = ("episode_end", "first_grasp")     # SurgVLAConfig.goal_target
+# LeRobot's key for privileged simulator state: the scene summary of surgbot.sim.envs.scene_state
+# (SurgVLAConfig.scene_dim), metres in the actions' frame.  Not a recorded feature: training
+# rebuilds it from the layout seeds, evaluation reads it from the simulator.
+SCENE_KEY = "observation.environment_state"
+SCENE_DIM = 8                                    # its length (scene_state.SCENE_DIM, checked by a test)
+SCENE_POSITIONS = ((0, 3), (5, 8))               # its two positions (grasp, place): [start, end) columns
 
 
 def check_crop(crop) -> tuple[float, float, float, float]:
@@ -152,6 +158,15 @@ class SurgVLAConfig(PreTrainedConfig):
     # bundled recipe: no gain on needle_pick, reach worse (policies/vla/README.md).
     goal_target: str = "episode_end"
     grasp_jaw_rad: float = 0.3
+    # Where the objects are, as an input of the action head (SCENE_KEY: grasp point, orientation,
+    # place point; surgbot.sim.envs.scene_state, 8 numbers): 0 = no such input.  Why: with the true
+    # grasp point fed to the goal memory needle_pick stayed at 3/30 (docs/results/tried_first_grasp):
+    # the approach and the jaw's yaw, not the final point, miss the wire.  With the simulator's
+    # values this measures what a perfect object locator would give the action head.  Positions
+    # are normalised like the actions' (`scene_noise_m`: Gaussian noise added to them in training,
+    # metres, for a head that will be fed a locator's estimates).
+    scene_dim: int = 0
+    scene_noise_m: float = 0.0
 
     # Instructions seen in training (filled from the dataset's task table at
     # construction); the server reports them in `metadata`.
@@ -190,6 +205,10 @@ class SurgVLAConfig(PreTrainedConfig):
             raise ValueError(f"goal_target must be one of {GOAL_TARGETS}, got {self.goal_target!r}")
         if not (math.isfinite(self.grasp_jaw_rad) and self.grasp_jaw_rad > 0):
             raise ValueError(f"grasp_jaw_rad must be finite and > 0, got {self.grasp_jaw_rad}")
+        if isinstance(self.scene_dim, bool) or self.scene_dim not in (0, SCENE_DIM):
+            raise ValueError(f"scene_dim must be 0 (no scene input) or {SCENE_DIM}, got {self.scene_dim!r}")
+        if not (math.isfinite(self.scene_noise_m) and self.scene_noise_m >= 0):
+            raise ValueError(f"scene_noise_m must be finite and >= 0, got {self.scene_noise_m}")
 
     def get_optimizer_preset(self) -> AdamWConfig:
         return AdamWConfig(lr=self.optimizer_lr, weight_decay=self.optimizer_weight_decay,

@@ -12,7 +12,8 @@ clamped to its last frame and flagged in `action_is_pad` (as
 `task` the instruction text, `observation.episode_goal` the training-only
 target of the optional goal head: the episode's last action, or with
 goal_target "first_grasp" the action where the jaws first close
-(`SurgVLAConfig.goal_target`).  A 96x128 frame is 37 kB: 40 000 frames are
+(`SurgVLAConfig.goal_target`); with `scene` (per episode, SurgVLAConfig.scene_dim)
+also `observation.environment_state`, the episode's row.  A 96x128 frame is 37 kB: 40 000 frames are
 1.5 GB.
 
 `first_frames_weight(k, w)`: per-sample weights that draw the first k frames
@@ -33,6 +34,7 @@ from surgbot.policies.vla.configuration_surgvla import (
     GOAL_TARGETS,
     IMAGE_KEY,
     JAW_INDEX,
+    SCENE_KEY,
     STATE_KEY,
     SurgVLAConfig,
 )
@@ -57,7 +59,8 @@ class InMemoryDataset(torch.utils.data.Dataset):
     """Frames, states, action chunks and instructions of one LeRobotDataset, in RAM (see module doc)."""
 
     def __init__(self, dataset: LeRobotDataset, chunk_size: int, progress: bool = True,
-                 goal_target: str = SurgVLAConfig.goal_target, grasp_jaw_rad: float = SurgVLAConfig.grasp_jaw_rad):
+                 goal_target: str = SurgVLAConfig.goal_target, grasp_jaw_rad: float = SurgVLAConfig.grasp_jaw_rad,
+                 scene: np.ndarray | None = None):
         if goal_target not in GOAL_TARGETS:
             raise ValueError(f"goal_target must be one of {GOAL_TARGETS}, got {goal_target!r}")
         dataset._ensure_hf_dataset_loaded()
@@ -89,6 +92,14 @@ class InMemoryDataset(torch.utils.data.Dataset):
                 self.action[:, JAW_INDEX].numpy(), self.ep_start.numpy(), self.ep_end.numpy(), grasp_jaw_rad))
         else:
             self.goal_row = self.ep_end - 1
+        self.scene = None
+        if scene is not None:
+            scene = torch.as_tensor(np.asarray(scene, np.float32))
+            last = int(self.episode.max()) if n else -1
+            if scene.ndim != 2 or len(scene) <= last or not bool(torch.isfinite(scene).all()):
+                raise ValueError(f"{dataset.root}: scene must be finite [episodes >= {last + 1}, dim], "
+                                 f"got {tuple(scene.shape)}")
+            self.scene = scene
 
     def __len__(self) -> int:
         return len(self.state)
@@ -105,6 +116,7 @@ class InMemoryDataset(torch.utils.data.Dataset):
             "index": torch.tensor(idx),
             "task": self.tasks[int(self.task_index[idx])],
             GOAL_KEY: self.action[int(self.goal_row[idx])],     # the goal head's target
+            **({} if self.scene is None else {SCENE_KEY: self.scene[int(self.episode[idx])]}),
         }
 
     def first_frames_weight(self, frames: int, weight: float) -> torch.Tensor:

@@ -35,6 +35,8 @@ from surgbot.policies.vla.configuration_surgvla import (
     LANGUAGE_KEY,
     POLICY_TYPE,
     POSE_DIM,
+    SCENE_KEY,
+    SCENE_POSITIONS,
     STATE_KEY,
     SurgVLAConfig,
 )
@@ -143,7 +145,13 @@ class SurgVLANet(nn.Module):
         self.state = nn.Sequential(
             nn.Linear(POSE_DIM, config.state_hidden_dim), nn.ReLU(),
             nn.Linear(config.state_hidden_dim, config.state_hidden_dim), nn.ReLU())
+        # the scene summary (SurgVLAConfig.scene_dim), embedded like the state
+        self.scene = nn.Sequential(
+            nn.Linear(config.scene_dim, config.state_hidden_dim), nn.ReLU(),
+            nn.Linear(config.state_hidden_dim, config.state_hidden_dim), nn.ReLU()) if config.scene_dim else None
         feat = 2 * config.num_keypoints + chans[-1] + config.language_hidden_dim + config.state_hidden_dim
+        if self.scene is not None:
+            feat += config.state_hidden_dim
         self.head = nn.Sequential(
             nn.Linear(feat, config.head_hidden_dim), nn.ReLU(), nn.Dropout(config.dropout),
             nn.Linear(config.head_hidden_dim, config.head_hidden_dim), nn.ReLU(),
@@ -161,15 +169,21 @@ class SurgVLANet(nn.Module):
             self.goal = nn.Sequential(nn.Linear(goal_feat, config.head_hidden_dim // 2), nn.ReLU(),
                                       nn.Linear(config.head_hidden_dim // 2, GOAL_DIM))
 
-    def features(self, image: Tensor, state: Tensor, language: Tensor) -> Tensor:
-        """image [B,3,h,w] normalised, state [B,10] normalised, language [B,384] -> features [B, F]."""
+    def features(self, image: Tensor, state: Tensor, language: Tensor, scene: Tensor | None = None) -> Tensor:
+        """image [B,3,h,w] normalised, state [B,10] normalised, language [B,384], scene [B,scene_dim]
+        normalised (with scene_dim only) -> features [B, F], the state's last."""
         lang = self.language(language)
         img = encode(self.blocks, self.keypoints, torch.split(self.film(lang), self._split, dim=-1), image)
-        return torch.cat([img, lang, self.state(state)], dim=-1)
+        parts = [img, lang]
+        if self.scene is not None:
+            if scene is None:
+                raise KeyError(f"surgvla with scene_dim={self.config.scene_dim} needs '{SCENE_KEY}'")
+            parts.append(self.scene(scene))
+        return torch.cat([*parts, self.state(state)], dim=-1)
 
-    def forward(self, image: Tensor, state: Tensor, language: Tensor) -> Tensor:
+    def forward(self, image: Tensor, state: Tensor, language: Tensor, scene: Tensor | None = None) -> Tensor:
         """-> offsets [B,H,10] (see `features`)."""
-        out = self.head(self.features(image, state, language))
+        out = self.head(self.features(image, state, language, scene))
         return out.reshape(-1, self.config.chunk_size, POSE_DIM)
 
 
@@ -239,6 +253,25 @@ class SurgVLAPolicy(PreTrainedPolicy):
         bent[:, :, :GOAL_DIM] += ramp[:, :, None] * (gap * near[:, None])[:, None, :]
         return bent
 
+    def _scene(self, batch: dict[str, Tensor]) -> Tensor | None:
+        """The batch's scene summary with its positions normalised like the actions' (None without
+        scene_dim); in training with `scene_noise_m` of Gaussian noise on them."""
+        if not self.config.scene_dim:
+            return None
+        if SCENE_KEY not in batch:
+            raise KeyError(f"surgvla with scene_dim={self.config.scene_dim} needs '{SCENE_KEY}' in the batch")
+        scene = batch[SCENE_KEY].to(self.action_mean.dtype)
+        if scene.ndim != 2 or scene.shape[-1] != self.config.scene_dim:
+            raise ValueError(f"'{SCENE_KEY}' must be [B, {self.config.scene_dim}], got {tuple(scene.shape)}")
+        scene = scene.clone()
+        scale = self.action_std[:GOAL_DIM] + self.config.normalization_eps
+        for lo, hi in SCENE_POSITIONS:
+            p = scene[:, lo:hi]
+            if self.training and self.config.scene_noise_m > 0:
+                p = p + self.config.scene_noise_m * torch.randn_like(p)
+            scene[:, lo:hi] = (p - self.action_mean[:GOAL_DIM]) / scale
+        return scene
+
     def _jaw_rad(self, chunk: Tensor) -> Tensor:
         """[B, H] jaw commands of a normalised chunk, in radians."""
         return chunk[:, :, JAW_INDEX] * (self.action_std[JAW_INDEX] + self.config.normalization_eps) \
@@ -261,7 +294,7 @@ class SurgVLAPolicy(PreTrainedPolicy):
         eps = self.config.normalization_eps
         state = batch[STATE_KEY].clamp(-self.config.state_clip, self.config.state_clip)
         image = self._prepare_image(batch[IMAGE_KEY])
-        feats = self.model.features(image, state, batch[LANGUAGE_KEY])
+        feats = self.model.features(image, state, batch[LANGUAGE_KEY], self._scene(batch))
         offsets = self.model.head(feats).reshape(-1, self.config.chunk_size, POSE_DIM)
         state_as_action = (state * (self.state_std + eps) + self.state_mean - self.action_mean) / (
             self.action_std + eps)

@@ -27,6 +27,7 @@ from surgbot.policies.vla.configuration_surgvla import (
     IMAGE_KEY,
     POLICY_TYPE,
     POSE_DIM,
+    SCENE_KEY,
     STATE_KEY,
     SurgVLAConfig,
 )
@@ -113,6 +114,8 @@ class PolicyRuntime:
             "image_size": [self.image_shape[0], self.image_shape[1]],
             "fps": 15,
             "instructions": list(self.config.known_instructions),
+            # > 0: infer() needs the scene summary (SurgVLAConfig.scene_dim; the simulator's values)
+            "environment_state_dim": int(self.config.scene_dim),
         }
 
     def reset(self) -> None:
@@ -132,16 +135,36 @@ class PolicyRuntime:
         if len(instruction) > MAX_INSTRUCTION_CHARS:
             raise ValueError(f"instruction longer than {MAX_INSTRUCTION_CHARS} characters")
 
+    def check_scene(self, environment_state) -> np.ndarray | None:
+        """The scene summary a scene_dim checkpoint needs (float [scene_dim], finite); None otherwise."""
+        dim = int(self.config.scene_dim)
+        if not dim:
+            if environment_state is not None:
+                raise ValueError("this checkpoint takes no environment_state (trained without --scene-input)")
+            return None
+        if environment_state is None:
+            raise ValueError(f"this checkpoint needs environment_state [{dim}] (the simulator's scene summary, "
+                             "surgbot.sim.envs.scene_state)")
+        scene = np.asarray(environment_state)
+        if scene.shape != (dim,) or scene.dtype.kind != "f" or not np.all(np.isfinite(scene)):
+            raise ValueError(f"environment_state must be finite float [{dim}], got {scene.dtype} {list(scene.shape)}")
+        return scene.astype(np.float32)
+
     @torch.inference_mode()
-    def infer(self, image: np.ndarray, state: np.ndarray, instruction: str) -> tuple[np.ndarray, float]:
-        """(actions float32 [H, 10], inference milliseconds); ValueError on bad input."""
+    def infer(self, image: np.ndarray, state: np.ndarray, instruction: str,
+              environment_state: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+        """(actions float32 [H, 10], inference milliseconds); ValueError on bad input.  `environment_state`:
+        only for a checkpoint trained with the scene input (metadata `environment_state_dim`)."""
         self.check(image, state, instruction)
+        scene = self.check_scene(environment_state)
         t0 = time.perf_counter()
         obs = {
             IMAGE_KEY: torch.from_numpy(image.copy()).permute(2, 0, 1).float().div_(255.0)[None],
             STATE_KEY: torch.from_numpy(state.astype(np.float32))[None],
             "task": instruction,
         }
+        if scene is not None:
+            obs[SCENE_KEY] = torch.from_numpy(scene)[None]
         chunk = self.post(self.policy.predict_action_chunk(self.pre(obs)))
         actions = chunk[0].numpy().astype(np.float32)
         ms = (time.perf_counter() - t0) * 1e3

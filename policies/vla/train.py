@@ -60,6 +60,7 @@ from surgbot.policies.vla.configuration_surgvla import (
     GOAL_TARGETS,
     IMAGE_KEY,
     POSE_DIM,
+    SCENE_DIM,
     STATE_KEY,
     SurgVLAConfig,
     check_crop,
@@ -136,12 +137,23 @@ def _datasets(args, cfg: SurgVLAConfig) -> tuple[list, list[LeRobotDatasetMetada
     if getattr(args, "in_memory", False):
         # decoded once (frame_cache.py): the same items, without a video seek per sample
         sets = [InMemoryDataset(LeRobotDataset(m.repo_id, root=d), cfg.chunk_size,
-                                goal_target=cfg.goal_target, grasp_jaw_rad=cfg.grasp_jaw_rad)
+                                goal_target=cfg.goal_target, grasp_jaw_rad=cfg.grasp_jaw_rad,
+                                scene=_scene_rows(d) if cfg.scene_dim else None)
                 for d, m in zip(args.dataset, metas, strict=True)]
     else:
         sets = [LeRobotDataset(m.repo_id, root=d, delta_timestamps=resolve_delta_timestamps(cfg, m))
                 for d, m in zip(args.dataset, metas, strict=True)]
     return sets, metas
+
+
+def _scene_rows(root: Path):
+    """Per episode, the scene summary rebuilt from the layout seeds (surgbot.sim.envs.scene_state)."""
+    from surgbot.sim.envs.scene_state import episode_scene_vectors  # MuJoCo: only when asked for
+
+    try:
+        return episode_scene_vectors(root)
+    except ValueError as exc:
+        raise CliError(f"--scene-input: {exc}") from None
 
 
 def sample_weights(datasets: list, weights: list[float], first_frames: int, first_weight: float) -> torch.Tensor:
@@ -203,6 +215,13 @@ def train(args: argparse.Namespace) -> dict:
         if args.goal_target != cfg.goal_target and not cfg.goal_loss_weight > 0:
             raise CliError("--goal-target needs --goal-loss-weight > 0 (it is what the goal head learns)")
         cfg.goal_target = args.goal_target
+    if getattr(args, "scene_input", False):
+        if not args.in_memory:
+            raise CliError("--scene-input needs --in-memory (the scene summary comes from the frame cache)")
+        cfg.scene_dim = SCENE_DIM
+        cfg.scene_noise_m = float(args.scene_noise_mm) * 1e-3
+        if not (math.isfinite(cfg.scene_noise_m) and cfg.scene_noise_m >= 0):
+            raise CliError("--scene-noise-mm must be finite and >= 0")
     if getattr(args, "goal_memory_max_jaw_rad", None) is not None:
         if not math.isfinite(args.goal_memory_max_jaw_rad):
             raise CliError("--goal-memory-max-jaw-rad must be finite")

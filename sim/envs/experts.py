@@ -299,7 +299,8 @@ def run_episode(env, seed: int, expert: ScriptedExpert | None = None, on_step=No
         if terminated or truncated:
             break
     result = {"seed": seed, "success": bool(info["success"]), "steps": steps, "failure": info["failure"],
-              "elapsed_s": info["elapsed_s"], "instruction": info["instruction"]}   # at the task's end
+              "elapsed_s": info["elapsed_s"], "instruction": info["instruction"],
+              "target": env.unwrapped.layout.target}   # at the task's end
     if info["success"]:
         for _ in range(round(success_tail_s * CONTROL_HZ)):
             obs, _, _, _, info = tick(obs, info)

@@ -1,0 +1,103 @@
+"""The scene summary (`observation.environment_state`): what it says about each task's layout, in the
+actions' frame, and its rebuilding from a recorded dataset's layout seeds (real MuJoCo environments)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+from surgbot.policies.vla.configuration_surgvla import SCENE_DIM as MODEL_SCENE_DIM
+from surgbot.policies.vla.configuration_surgvla import SCENE_POSITIONS
+from surgbot.sim.envs import ENV_IDS
+from surgbot.sim.envs.scene_state import SCENE_DIM, SCENE_NAMES, episode_scene_vectors, scene_vector
+from surgbot.sim.tasks import get_task
+
+pytestmark = pytest.mark.sim
+
+
+def _world(env, p_base):
+    """A scene position (tool-tip frame origin in PSM1_base) -> the jaw tip in world."""
+    u = env.unwrapped
+    T = np.eye(4)
+    T[:3, 3] = p_base
+    return np.linalg.inv(u.to_base(np.eye(4))) @ T @ np.array([0, 0, 0, 1.0]) - [0, 0, u.geo.jaw_length, 1.0]
+
+
+@pytest.fixture(scope="module")
+def envs():
+    made = {task: gym.make(ENV_IDS[task], images=False) for task in ("reach", "needle_pick", "peg_transfer")}
+    yield made
+    for env in made.values():
+        env.close()
+
+
+def test_the_summary_has_one_length_for_the_simulator_and_the_model():
+    assert SCENE_DIM == MODEL_SCENE_DIM == len(SCENE_NAMES)
+    assert [SCENE_NAMES[lo][:-2] for lo, _ in SCENE_POSITIONS] == ["grasp", "place"]
+
+
+def test_needle_pick_summary_points_at_the_middle_of_the_wire(envs):
+    env = envs["needle_pick"]
+    for seed in (1, 2, 3):
+        env.reset(seed=seed)
+        v = scene_vector(env)
+        assert v.shape == (SCENE_DIM,) and v.dtype == np.float32
+        u = env.unwrapped
+        body = u.model.body("needle").id
+        c, R = u.data.xpos[body], u.data.xmat[body].reshape(3, 3)
+        tip = _world(env, v[:3])[:3]
+        # 12 mm from the needle's centre along its local x (the middle of the 3/8 arc), at pad height
+        assert np.linalg.norm(tip[:2] - (c + R @ [0.012, 0, 0])[:2]) < 1e-5
+        assert tip[2] == pytest.approx(u.geo.pad_top, abs=1e-5)
+        yaw = math.atan2(R[1, 0], R[0, 0]) + math.pi / 2
+        assert v[3:5] == pytest.approx([math.cos(2 * yaw), math.sin(2 * yaw)], abs=1e-5)
+        assert np.array_equal(v[5:], v[:3])
+
+
+def _peg_colours(seed: int) -> tuple[str, ...]:
+    task = get_task("peg_transfer")
+    return task.target_choices(task.layout(seed, np.zeros(2)))
+
+
+def test_peg_and_reach_summaries_name_the_block_and_the_named_target(envs):
+    env = envs["peg_transfer"]
+    for colour in _peg_colours(6001):
+        env.reset(seed=6001, options={"target": colour})
+        v, u = scene_vector(env), env.unwrapped
+        assert np.linalg.norm(_world(env, v[5:8])[:2] - u.data.body(f"target_{colour}").xpos[:2]) < 1e-5
+        assert np.linalg.norm(_world(env, v[:3])[:2] - u.data.body("block_transfer").xpos[:2]) < 1e-5
+        assert np.hypot(v[3], v[4]) == pytest.approx(1.0, abs=1e-5)
+    env = envs["reach"]
+    env.reset(seed=7, options={"target": "green"})
+    v, u = scene_vector(env), env.unwrapped
+    assert np.linalg.norm(_world(env, v[:3])[:2] - u.geo.target_point(u.data, "green")[:2]) < 1e-5
+    assert list(v[3:5]) == [0.0, 0.0] and np.array_equal(v[5:], v[:3])
+
+
+def test_rebuilt_from_a_sidecar_it_matches_the_reset_and_bad_sidecars_are_errors(envs, tmp_path):
+    first, second = _peg_colours(6001)[0], _peg_colours(6002)[-1]
+    meta = {"task": "peg_transfer", "episodes": [
+        {"episode_index": 1, "seed": 6002, "task": "peg_transfer", "target": second, "instruction": "x"},
+        {"episode_index": 0, "seed": 6001, "task": "peg_transfer",
+         "instruction": f"put the block on the {first} target"}]}
+    (tmp_path / "meta").mkdir()
+    sidecar = tmp_path / "meta" / "surgbot.json"
+    sidecar.write_text(json.dumps(meta))
+    rows = episode_scene_vectors(tmp_path)
+    env = envs["peg_transfer"]
+    for i, (seed, colour) in enumerate(((6001, first), (6002, second))):
+        env.reset(seed=seed, options={"target": colour})
+        assert np.array_equal(rows[i], scene_vector(env))
+    for bad in ("{", json.dumps({"episodes": [{"episode_index": 1, "seed": 1, "task": "reach"}]}),
+                json.dumps({"episodes": [{"episode_index": 0, "seed": 1, "task": "reach", "instruction": "go"}]}),
+                json.dumps({"episodes": [{"episode_index": 0, "seed": 1, "task": "juggle"}]})):
+        sidecar.write_text(bad)
+        with pytest.raises(ValueError, match="surgbot.json|colour|task"):
+            episode_scene_vectors(tmp_path)
+    sidecar.unlink()
+    with pytest.raises(ValueError, match="surgbot.json"):
+        episode_scene_vectors(tmp_path)
