@@ -468,7 +468,7 @@ def test_goal_encoder_is_a_separate_locator_trained_by_the_goal_loss_alone():
     ignores the state, the goal loss's gradient reaches the locator and not the action encoder, the
     action loss's reaches the action encoder and not the locator; it needs a goal loss weight."""
     from surgbot.policies.vla.configuration_surgvla import GOAL_KEY
-    from surgbot.policies.vla.modeling_surgvla import GoalLocator
+    from surgbot.policies.vla.modeling_surgvla import Locator
 
     feats = dict(input_features={"observation.images.endoscope": PolicyFeature(FeatureType.VISUAL, (3, 48, 64)),
                                  "observation.state": PolicyFeature(FeatureType.STATE, (10,))},
@@ -478,7 +478,7 @@ def test_goal_encoder_is_a_separate_locator_trained_by_the_goal_loss_alone():
     torch.manual_seed(0)
     policy = SurgVLAPolicy(SurgVLAConfig(device="cpu", push_to_hub=False, image_size=(24, 32), goal_loss_weight=1.0,
                                          goal_encoder=True, **feats))
-    assert isinstance(policy.model.goal, GoalLocator)
+    assert isinstance(policy.model.goal, Locator)
     batch = {"observation.images.endoscope": torch.rand(2, 3, 48, 64), "observation.state": torch.randn(2, 10),
              "observation.language_embedding": torch.randn(2, 384), "action": torch.randn(2, 16, 10)}
     policy.eval()
@@ -532,8 +532,8 @@ def test_scene_input_is_an_action_head_input_checked_and_normalised():
              "observation.language_embedding": torch.randn(2, 384)}
     scene = torch.tensor([[0.01, -0.02, 0.1, 1.0, 0.0, 0.01, -0.02, 0.1]] * 2)
     policy.eval()
-    assert torch.allclose(policy._scene({SCENE_KEY: scene})[:, [0, 1, 2, 5, 6, 7]], torch.zeros(2, 6), atol=1e-6)
-    assert torch.equal(policy._scene({SCENE_KEY: scene})[:, 3:5], scene[:, 3:5])
+    assert torch.allclose(policy._true_scene({SCENE_KEY: scene})[:, [0, 1, 2, 5, 6, 7]], torch.zeros(2, 6), atol=1e-6)
+    assert torch.equal(policy._true_scene({SCENE_KEY: scene})[:, 3:5], scene[:, 3:5])
     with torch.no_grad():
         a = policy._chunk({**batch, SCENE_KEY: scene})
         b = policy._chunk({**batch, SCENE_KEY: scene + 0.01})
@@ -546,3 +546,47 @@ def test_scene_input_is_an_action_head_input_checked_and_normalised():
     loss, _ = policy.forward({**batch, SCENE_KEY: scene, "action": torch.randn(2, 16, 10)})
     loss.backward()
     assert float(policy.model.scene[0].weight.grad.abs().sum()) > 0.0
+
+
+def test_scene_locator_learns_the_summary_and_feeds_the_first_images_estimate_for_the_episode():
+    """scene_locator: training gives the action head the true summary and the locator its own L1 loss (its
+    gradient reaches only the locator); at inference no summary is needed: the locator's estimate from the
+    episode's first image is used for every chunk until reset()."""
+    from surgbot.policies.vla.configuration_surgvla import SCENE_DIM, SCENE_KEY
+    from surgbot.policies.vla.modeling_surgvla import Locator
+
+    with pytest.raises(ValueError, match="scene_locator"):
+        SurgVLAConfig(scene_locator=True)
+    with pytest.raises(ValueError, match="scene_loss_weight"):
+        SurgVLAConfig(scene_dim=SCENE_DIM, scene_locator=True, scene_loss_weight=0.0)
+    feats = dict(input_features={"observation.images.endoscope": PolicyFeature(FeatureType.VISUAL, (3, 48, 64)),
+                                 "observation.state": PolicyFeature(FeatureType.STATE, (10,))},
+                 output_features={"action": PolicyFeature(FeatureType.ACTION, (10,))})
+    torch.manual_seed(0)
+    policy = SurgVLAPolicy(SurgVLAConfig(device="cpu", push_to_hub=False, image_size=(24, 32), scene_dim=SCENE_DIM,
+                                         scene_locator=True, **feats))
+    assert isinstance(policy.model.scene_locator, Locator)
+    torch.nn.init.normal_(policy.model.head[-1].weight, std=0.01)
+    batch = {"observation.images.endoscope": torch.rand(1, 3, 48, 64), "observation.state": torch.randn(1, 10),
+             "observation.language_embedding": torch.randn(1, 384)}
+    policy.reset()
+    first = policy.predict_action_chunk(batch)                       # no SCENE_KEY needed
+    memory = policy._scene_memory.clone()
+    later = {**batch, "observation.images.endoscope": torch.rand(1, 3, 48, 64)}
+    policy.predict_action_chunk(later)
+    assert torch.equal(policy._scene_memory, memory)                  # kept from the first image
+    policy.reset()
+    policy.predict_action_chunk(later)
+    assert not torch.equal(policy._scene_memory, memory)              # a new episode looks again
+    policy.reset()
+    assert torch.equal(policy.predict_action_chunk(batch), first)
+    policy.train()
+    train_batch = {**batch, SCENE_KEY: torch.randn(1, SCENE_DIM), "action": torch.randn(1, 16, 10)}
+    loss, info = policy.forward(train_batch)
+    assert np.isfinite(info["scene_l1_loss"])
+    policy.zero_grad()
+    policy._chunk(train_batch).sum().backward()                       # the action path: true summary, no locator
+    assert all(p.grad is None for p in policy.model.scene_locator.parameters())
+    policy.zero_grad()
+    loss.backward()
+    assert sum(float(p.grad.abs().sum()) for p in policy.model.scene_locator.parameters()) > 0.0

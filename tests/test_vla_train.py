@@ -196,3 +196,11 @@ def test_scene_input_trains_from_layout_seeds_and_the_runtime_requires_it(tmp_pa
             rt.infer(img, state, fx.INSTRUCTIONS["red"], bad)
     actions, _ = rt.infer(img, state, fx.INSTRUCTIONS["red"], np.zeros(8, np.float32))
     assert actions.shape == (16, 10) and np.all(np.isfinite(actions))
+    res = _run(args[:-3] + ["--scene-locator", "--out", str(tmp_path / "no_input")])
+    assert res.returncode != 0 and "--scene-locator needs --scene-input" in res.stderr
+    res = _run(args + ["--scene-locator", "--log-freq", "1", "--out", str(tmp_path / "locator")])
+    assert res.returncode == 0, res.stderr[-3000:]
+    log = [json.loads(line) for line in (tmp_path / "locator" / "train_log.jsonl").read_text().splitlines()]
+    assert all(np.isfinite(r["scene_l1_loss"]) for r in log)
+    rt = PolicyRuntime(tmp_path / "locator")               # locates the scene itself: nothing from the simulator
+    assert rt.metadata()["environment_state_dim"] == 0 and _probe(rt).shape == (16, 10)

@@ -167,6 +167,13 @@ class SurgVLAConfig(PreTrainedConfig):
     # metres, for a head that will be fed a locator's estimates).
     scene_dim: int = 0
     scene_noise_m: float = 0.0
+    # The scene input from the image instead (needs scene_dim): a locator with its own encoder (as
+    # goal_encoder's) learns the simulator's summary (L1, normalised, weight `scene_loss_weight`)
+    # while the action head trains on the true values (+ scene_noise_m); at inference the locator's
+    # estimate from the episode's first image is kept for the episode and nothing from the simulator
+    # is needed.
+    scene_locator: bool = False
+    scene_loss_weight: float = 1.0
 
     # Instructions seen in training (filled from the dataset's task table at
     # construction); the server reports them in `metadata`.
@@ -209,6 +216,10 @@ class SurgVLAConfig(PreTrainedConfig):
             raise ValueError(f"scene_dim must be 0 (no scene input) or {SCENE_DIM}, got {self.scene_dim!r}")
         if not (math.isfinite(self.scene_noise_m) and self.scene_noise_m >= 0):
             raise ValueError(f"scene_noise_m must be finite and >= 0, got {self.scene_noise_m}")
+        if self.scene_locator and not self.scene_dim:
+            raise ValueError("scene_locator needs scene_dim (it learns the scene summary)")
+        if not (math.isfinite(self.scene_loss_weight) and self.scene_loss_weight > 0):
+            raise ValueError(f"scene_loss_weight must be finite and > 0, got {self.scene_loss_weight}")
 
     def get_optimizer_preset(self) -> AdamWConfig:
         return AdamWConfig(lr=self.optimizer_lr, weight_decay=self.optimizer_weight_decay,

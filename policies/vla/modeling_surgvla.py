@@ -111,22 +111,23 @@ def encode(blocks: nn.ModuleList, keypoints: SpatialSoftArgmax, film: tuple[Tens
     return torch.cat([keypoints(x), x.mean(dim=(2, 3))], dim=-1)
 
 
-class GoalLocator(nn.Module):
-    """The goal head with its own image encoder (`SurgVLAConfig.goal_encoder`): image + instruction ->
-    an absolute goal position (action units).  Its own conv blocks, keypoints and language MLP, so
-    only the goal loss trains it and the action head's encoder is not asked to serve two masters."""
+class Locator(nn.Module):
+    """Image + instruction -> `out_dim` numbers, with its own conv blocks, keypoints and language MLP, so
+    only its own loss trains it and the action head's encoder is not asked to serve two masters: the goal
+    head of `SurgVLAConfig.goal_encoder` (an absolute goal position, action units) and the scene locator
+    of `SurgVLAConfig.scene_locator` (the scene summary, normalised)."""
 
-    def __init__(self, config: SurgVLAConfig):
+    def __init__(self, config: SurgVLAConfig, out_dim: int = GOAL_DIM):
         super().__init__()
         self.blocks, self.keypoints, self._split = film_stack(config)
         self.language = nn.Sequential(nn.Linear(config.language_dim, config.language_hidden_dim), nn.ReLU())
         self.film = identity_film(config.language_hidden_dim, self._split)
         feat = 2 * config.num_keypoints + config.conv_channels[-1] + config.language_hidden_dim
         self.head = nn.Sequential(nn.Linear(feat, config.head_hidden_dim // 2), nn.ReLU(),
-                                  nn.Linear(config.head_hidden_dim // 2, GOAL_DIM))
+                                  nn.Linear(config.head_hidden_dim // 2, out_dim))
 
     def forward(self, image: Tensor, language: Tensor) -> Tensor:
-        """image [B,3,h,w] as the encoder sees it, language [B,384] -> goal [B,3] (normalised)."""
+        """image [B,3,h,w] as the encoder sees it, language [B,384] -> [B, out_dim]."""
         lang = self.language(language)
         img = encode(self.blocks, self.keypoints, torch.split(self.film(lang), self._split, dim=-1), image)
         return self.head(torch.cat([img, lang], dim=-1))
@@ -152,6 +153,8 @@ class SurgVLANet(nn.Module):
         feat = 2 * config.num_keypoints + chans[-1] + config.language_hidden_dim + config.state_hidden_dim
         if self.scene is not None:
             feat += config.state_hidden_dim
+        # where the objects are, from the first image (SurgVLAConfig.scene_locator): inference's scene input
+        self.scene_locator = Locator(config, config.scene_dim) if config.scene_locator else None
         self.head = nn.Sequential(
             nn.Linear(feat, config.head_hidden_dim), nn.ReLU(), nn.Dropout(config.dropout),
             nn.Linear(config.head_hidden_dim, config.head_hidden_dim), nn.ReLU(),
@@ -164,7 +167,7 @@ class SurgVLANet(nn.Module):
         if config.goal_loss_weight <= 0:
             self.goal = None
         elif config.goal_encoder:
-            self.goal = GoalLocator(config)
+            self.goal = Locator(config)
         else:
             self.goal = nn.Sequential(nn.Linear(goal_feat, config.head_hidden_dim // 2), nn.ReLU(),
                                       nn.Linear(config.head_hidden_dim // 2, GOAL_DIM))
@@ -212,11 +215,12 @@ class SurgVLAPolicy(PreTrainedPolicy):
         return self.parameters()
 
     def reset(self) -> None:
-        """A new episode: the action queue and the goal memory start empty."""
+        """A new episode: the action queue, the goal memory and the scene memory start empty."""
         self._action_queue: deque[Tensor] = deque([], maxlen=self.config.n_action_steps)
         self._goal_sum: Tensor | None = None      # [B, 3] normalised goal estimates summed
         self._goal_count = 0
         self._grasped = torch.zeros(1, dtype=torch.bool)     # goal_target first_grasp: the grasp is played
+        self._scene_memory: Tensor | None = None  # scene_locator: the first image's estimate [B, scene_dim]
 
     def _remember_goal(self, chunk: Tensor, goal: Tensor | None) -> Tensor:
         """The goal memory of `SurgVLAConfig.goal_memory_chunks` applied to a [B, H, 10] chunk."""
@@ -253,11 +257,30 @@ class SurgVLAPolicy(PreTrainedPolicy):
         bent[:, :, :GOAL_DIM] += ramp[:, :, None] * (gap * near[:, None])[:, None, :]
         return bent
 
-    def _scene(self, batch: dict[str, Tensor]) -> Tensor | None:
-        """The batch's scene summary with its positions normalised like the actions' (None without
-        scene_dim); in training with `scene_noise_m` of Gaussian noise on them."""
+    def _scene(self, batch: dict[str, Tensor], image: Tensor) -> Tensor | None:
+        """The action head's scene input [B, scene_dim] (None without scene_dim).
+
+        From the batch (the simulator's values) with its positions normalised like the actions' and, in
+        training, `scene_noise_m` of Gaussian noise on them; or, with `scene_locator` at inference, the
+        locator's estimate from the episode's first image (`image` as the encoder sees it), kept for
+        the episode (`reset()` forgets it): the first view shows the objects before the tool covers them."""
         if not self.config.scene_dim:
             return None
+        if self.model.scene_locator is not None and not self.training:
+            if self._scene_memory is None or self._scene_memory.shape[0] != image.shape[0]:
+                self._scene_memory = self.model.scene_locator(image, batch[LANGUAGE_KEY])
+            return self._scene_memory
+        scene = self._true_scene(batch)
+        if self.training and self.config.scene_noise_m > 0:
+            noise = torch.zeros_like(scene)
+            scale = self.action_std[:GOAL_DIM] + self.config.normalization_eps
+            for lo, hi in SCENE_POSITIONS:
+                noise[:, lo:hi] = self.config.scene_noise_m * torch.randn_like(scene[:, lo:hi]) / scale
+            scene = scene + noise
+        return scene
+
+    def _true_scene(self, batch: dict[str, Tensor]) -> Tensor:
+        """The batch's SCENE_KEY [B, scene_dim], positions normalised like the actions' (metres -> units)."""
         if SCENE_KEY not in batch:
             raise KeyError(f"surgvla with scene_dim={self.config.scene_dim} needs '{SCENE_KEY}' in the batch")
         scene = batch[SCENE_KEY].to(self.action_mean.dtype)
@@ -266,10 +289,7 @@ class SurgVLAPolicy(PreTrainedPolicy):
         scene = scene.clone()
         scale = self.action_std[:GOAL_DIM] + self.config.normalization_eps
         for lo, hi in SCENE_POSITIONS:
-            p = scene[:, lo:hi]
-            if self.training and self.config.scene_noise_m > 0:
-                p = p + self.config.scene_noise_m * torch.randn_like(p)
-            scene[:, lo:hi] = (p - self.action_mean[:GOAL_DIM]) / scale
+            scene[:, lo:hi] = (scene[:, lo:hi] - self.action_mean[:GOAL_DIM]) / scale
         return scene
 
     def _jaw_rad(self, chunk: Tensor) -> Tensor:
@@ -294,7 +314,7 @@ class SurgVLAPolicy(PreTrainedPolicy):
         eps = self.config.normalization_eps
         state = batch[STATE_KEY].clamp(-self.config.state_clip, self.config.state_clip)
         image = self._prepare_image(batch[IMAGE_KEY])
-        feats = self.model.features(image, state, batch[LANGUAGE_KEY], self._scene(batch))
+        feats = self.model.features(image, state, batch[LANGUAGE_KEY], self._scene(batch, image))
         offsets = self.model.head(feats).reshape(-1, self.config.chunk_size, POSE_DIM)
         state_as_action = (state * (self.state_std + eps) + self.state_mean - self.action_mean) / (
             self.action_std + eps)
@@ -340,6 +360,13 @@ class SurgVLAPolicy(PreTrainedPolicy):
             goal_err = F.l1_loss(goal, target, reduction="none").mean(dim=1)
             info["goal_l1_loss"] = float(goal_err.mean().detach())
             per_sample = per_sample + self.config.goal_loss_weight * goal_err
+        if self.model.scene_locator is not None:
+            # the locator learns the simulator's summary; the action head was given the true one (+ noise)
+            image = self._prepare_image(batch[IMAGE_KEY])
+            scene_err = F.l1_loss(self.model.scene_locator(image, batch[LANGUAGE_KEY]), self._true_scene(batch),
+                                  reduction="none").mean(dim=1)
+            info["scene_l1_loss"] = float(scene_err.mean().detach())
+            per_sample = per_sample + self.config.scene_loss_weight * scene_err
         loss = per_sample if reduction == "none" else per_sample.mean()
         return loss, info
 

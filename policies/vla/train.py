@@ -71,7 +71,7 @@ from surgbot.policies.vla.modeling_surgvla import SurgVLAPolicy
 
 CONTRACT_FPS = 15
 LOG_FILE = "train_log.jsonl"
-LOGGED_PARTS = ("l1_loss", "goal_l1_loss")      # keys of the policy's forward() info written to the log
+LOGGED_PARTS = ("l1_loss", "goal_l1_loss", "scene_l1_loss")   # keys of the policy's forward() info written to the log
 LOSS_PNG = "loss.png"
 SUMMARY_FILE = "train_summary.json"
 LAST = "last"
@@ -219,9 +219,12 @@ def train(args: argparse.Namespace) -> dict:
         if not args.in_memory:
             raise CliError("--scene-input needs --in-memory (the scene summary comes from the frame cache)")
         cfg.scene_dim = SCENE_DIM
+        cfg.scene_locator = bool(getattr(args, "scene_locator", False))
         cfg.scene_noise_m = float(args.scene_noise_mm) * 1e-3
         if not (math.isfinite(cfg.scene_noise_m) and cfg.scene_noise_m >= 0):
             raise CliError("--scene-noise-mm must be finite and >= 0")
+    elif getattr(args, "scene_locator", False):
+        raise CliError("--scene-locator needs --scene-input (it learns the scene summary)")
     if getattr(args, "goal_memory_max_jaw_rad", None) is not None:
         if not math.isfinite(args.goal_memory_max_jaw_rad):
             raise CliError("--goal-memory-max-jaw-rad must be finite")
