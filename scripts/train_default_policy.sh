@@ -44,6 +44,7 @@ GOAL_ENCODER=${GOAL_ENCODER:-0}             # 1: the goal head has its own image
 SCENE_INPUT=${SCENE_INPUT:-0}               # 1: the action head also gets the simulator's scene summary (a bound)
 SCENE_NOISE_MM=${SCENE_NOISE_MM:-0}         # with SCENE_INPUT: noise on its positions in training (mm, std)
 SCENE_LOCATOR=${SCENE_LOCATOR:-0}           # with SCENE_INPUT: a locator gives it from the first image instead
+SCENE_RELATIVE=${SCENE_RELATIVE:-0}         # with SCENE_INPUT: also its points relative to the tool
 SHIFT_PX=${SHIFT_PX:-2}                     # training image shift augmentation, +- px
 STEPS=${STEPS:-16000}
 COSINE_STEPS=${COSINE_STEPS:-$STEPS}        # length of the LR schedule (longer: stop part-way along it)
@@ -78,6 +79,7 @@ train() {  # out steps cosine_steps "weights" needle_dir peg_dir extra...
         $([ "$GOAL_ENCODER" = 1 ] && echo --goal-encoder) \
         $([ "$SCENE_INPUT" = 1 ] && echo --scene-input --scene-noise-mm "$SCENE_NOISE_MM") \
         $([ "$SCENE_LOCATOR" = 1 ] && echo --scene-locator) \
+        $([ "$SCENE_RELATIVE" = 1 ] && echo --scene-relative) \
         --save-freq 2000 "$@"
 }
 

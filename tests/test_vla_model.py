@@ -590,3 +590,34 @@ def test_scene_locator_learns_the_summary_and_feeds_the_first_images_estimate_fo
     policy.zero_grad()
     loss.backward()
     assert sum(float(p.grad.abs().sum()) for p in policy.model.scene_locator.parameters()) > 0.0
+
+
+def test_scene_relative_adds_the_points_relative_to_the_tool():
+    """scene_relative: the scene MLP also gets grasp - tool and place - tool (action units), so moving the
+    tool and the scene together by the same offset leaves that part unchanged; it needs scene_dim."""
+    from surgbot.policies.vla.configuration_surgvla import SCENE_DIM, SCENE_KEY
+
+    with pytest.raises(ValueError, match="scene_relative"):
+        SurgVLAConfig(scene_relative=True)
+    feats = dict(input_features={"observation.images.endoscope": PolicyFeature(FeatureType.VISUAL, (3, 48, 64)),
+                                 "observation.state": PolicyFeature(FeatureType.STATE, (10,))},
+                 output_features={"action": PolicyFeature(FeatureType.ACTION, (10,))})
+    torch.manual_seed(0)
+    policy = SurgVLAPolicy(SurgVLAConfig(device="cpu", push_to_hub=False, image_size=(24, 32), scene_dim=SCENE_DIM,
+                                         scene_relative=True, **feats))
+    assert policy.model.scene[0].in_features == SCENE_DIM + 6
+    seen = []
+    policy.model.scene.register_forward_hook(lambda _m, inputs, _out: seen.append(inputs[0].clone()))
+    state = torch.zeros(1, 10)
+    scene = torch.tensor([[0.01, -0.02, 0.03, 1.0, 0.0, 0.02, 0.0, 0.01]])
+    batch = {"observation.images.endoscope": torch.rand(1, 3, 48, 64), "observation.language_embedding":
+             torch.randn(1, 384)}
+    policy.eval()
+    policy._chunk({**batch, "observation.state": state, SCENE_KEY: scene})
+    moved_state = state.clone()
+    moved_state[0, :3] = 0.005                       # state stats are identity: metres; the scene moved alike
+    moved_scene = scene.clone()
+    moved_scene[0, [0, 1, 2, 5, 6, 7]] += 0.005
+    policy._chunk({**batch, "observation.state": moved_state, SCENE_KEY: moved_scene})
+    assert torch.allclose(seen[0][:, SCENE_DIM:], seen[1][:, SCENE_DIM:], atol=1e-5)
+    assert not torch.allclose(seen[0][:, :SCENE_DIM], seen[1][:, :SCENE_DIM])

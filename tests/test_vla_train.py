@@ -197,8 +197,8 @@ def test_scene_input_trains_from_layout_seeds_and_the_runtime_requires_it(tmp_pa
     actions, _ = rt.infer(img, state, fx.INSTRUCTIONS["red"], np.zeros(8, np.float32))
     assert actions.shape == (16, 10) and np.all(np.isfinite(actions))
     res = _run(args[:-3] + ["--scene-locator", "--out", str(tmp_path / "no_input")])
-    assert res.returncode != 0 and "--scene-locator needs --scene-input" in res.stderr
-    res = _run(args + ["--scene-locator", "--log-freq", "1", "--out", str(tmp_path / "locator")])
+    assert res.returncode != 0 and "need --scene-input" in res.stderr
+    res = _run(args + ["--scene-locator", "--scene-relative", "--log-freq", "1", "--out", str(tmp_path / "locator")])
     assert res.returncode == 0, res.stderr[-3000:]
     log = [json.loads(line) for line in (tmp_path / "locator" / "train_log.jsonl").read_text().splitlines()]
     assert all(np.isfinite(r["scene_l1_loss"]) for r in log)

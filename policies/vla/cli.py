@@ -56,6 +56,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scene-locator", action="store_true",
                    help="with --scene-input: a locator with its own encoder learns the scene summary and gives "
                         "it from the episode's first image at evaluation (nothing from the simulator)")
+    p.add_argument("--scene-relative", action="store_true",
+                   help="with --scene-input: also its grasp and place points relative to the tool")
     p.add_argument("--goal-target", default=None, metavar="{episode_end,first_grasp}",
                    help="with --goal-loss-weight: what the goal head learns and the goal memory aims at: the "
                         "episode's last position (default) or where the jaws first close (first_grasp)")

@@ -174,6 +174,11 @@ class SurgVLAConfig(PreTrainedConfig):
     # is needed.
     scene_locator: bool = False
     scene_loss_weight: float = 1.0
+    # Also give the action head the scene's two positions relative to the tool (grasp - tool, place -
+    # tool; action units): the motion to make, instead of two absolute points its MLP must subtract to
+    # millimetres (peg_transfer with the true summary grasped 3.5 mm off the block's centre; the block
+    # allows ~2 mm).  False: the summary alone (as the first bound was measured).
+    scene_relative: bool = False
 
     # Instructions seen in training (filled from the dataset's task table at
     # construction); the server reports them in `metadata`.
@@ -216,10 +221,17 @@ class SurgVLAConfig(PreTrainedConfig):
             raise ValueError(f"scene_dim must be 0 (no scene input) or {SCENE_DIM}, got {self.scene_dim!r}")
         if not (math.isfinite(self.scene_noise_m) and self.scene_noise_m >= 0):
             raise ValueError(f"scene_noise_m must be finite and >= 0, got {self.scene_noise_m}")
+        if self.scene_relative and not self.scene_dim:
+            raise ValueError("scene_relative needs scene_dim")
         if self.scene_locator and not self.scene_dim:
             raise ValueError("scene_locator needs scene_dim (it learns the scene summary)")
         if not (math.isfinite(self.scene_loss_weight) and self.scene_loss_weight > 0):
             raise ValueError(f"scene_loss_weight must be finite and > 0, got {self.scene_loss_weight}")
+
+    @property
+    def scene_input_dim(self) -> int:
+        """Width of the action head's scene input: the summary, plus its positions relative to the tool."""
+        return self.scene_dim + (3 * len(SCENE_POSITIONS) if self.scene_dim and self.scene_relative else 0)
 
     def get_optimizer_preset(self) -> AdamWConfig:
         return AdamWConfig(lr=self.optimizer_lr, weight_decay=self.optimizer_weight_decay,

@@ -148,7 +148,7 @@ class SurgVLANet(nn.Module):
             nn.Linear(config.state_hidden_dim, config.state_hidden_dim), nn.ReLU())
         # the scene summary (SurgVLAConfig.scene_dim), embedded like the state
         self.scene = nn.Sequential(
-            nn.Linear(config.scene_dim, config.state_hidden_dim), nn.ReLU(),
+            nn.Linear(config.scene_input_dim, config.state_hidden_dim), nn.ReLU(),
             nn.Linear(config.state_hidden_dim, config.state_hidden_dim), nn.ReLU()) if config.scene_dim else None
         feat = 2 * config.num_keypoints + chans[-1] + config.language_hidden_dim + config.state_hidden_dim
         if self.scene is not None:
@@ -173,7 +173,7 @@ class SurgVLANet(nn.Module):
                                       nn.Linear(config.head_hidden_dim // 2, GOAL_DIM))
 
     def features(self, image: Tensor, state: Tensor, language: Tensor, scene: Tensor | None = None) -> Tensor:
-        """image [B,3,h,w] normalised, state [B,10] normalised, language [B,384], scene [B,scene_dim]
+        """image [B,3,h,w] normalised, state [B,10] normalised, language [B,384], scene [B,scene_input_dim]
         normalised (with scene_dim only) -> features [B, F], the state's last."""
         lang = self.language(language)
         img = encode(self.blocks, self.keypoints, torch.split(self.film(lang), self._split, dim=-1), image)
@@ -314,10 +314,14 @@ class SurgVLAPolicy(PreTrainedPolicy):
         eps = self.config.normalization_eps
         state = batch[STATE_KEY].clamp(-self.config.state_clip, self.config.state_clip)
         image = self._prepare_image(batch[IMAGE_KEY])
-        feats = self.model.features(image, state, batch[LANGUAGE_KEY], self._scene(batch, image))
-        offsets = self.model.head(feats).reshape(-1, self.config.chunk_size, POSE_DIM)
         state_as_action = (state * (self.state_std + eps) + self.state_mean - self.action_mean) / (
             self.action_std + eps)
+        scene = self._scene(batch, image)
+        if scene is not None and self.config.scene_relative:     # the motions to the grasp and place points
+            tool = state_as_action[:, :GOAL_DIM]
+            scene = torch.cat([scene, *(scene[:, lo:hi] - tool for lo, hi in SCENE_POSITIONS)], dim=-1)
+        feats = self.model.features(image, state, batch[LANGUAGE_KEY], scene)
+        offsets = self.model.head(feats).reshape(-1, self.config.chunk_size, POSE_DIM)
         chunk = state_as_action[:, None, :] + offsets
         if not with_goal:
             return chunk
