@@ -69,8 +69,9 @@ if "language_red" in runs and "language_blue" in runs:
 names = [k for k in rows if "wilson95" in rows[k]]
 fig, ax = plt.subplots(figsize=(1.3 * len(names) + 2, 3.5), dpi=100)
 rates = [rows[k]["success_rate"] for k in names]
-err = [[r - rows[k]["wilson95"][0] for k, r in zip(names, rates)],
-       [rows[k]["wilson95"][1] - r for k, r in zip(names, rates)]]
+# clipped at 0: at 50/50 the rounded upper bound can sit a hair under the rate (matplotlib refuses < 0)
+err = [[max(0.0, r - rows[k]["wilson95"][0]) for k, r in zip(names, rates)],
+       [max(0.0, rows[k]["wilson95"][1] - r) for k, r in zip(names, rates)]]
 ax.bar(names, rates, yerr=err, capsize=4, color="#4a7fb5")
 for i, k in enumerate(names):
     ax.text(i, rates[i] + 0.02, f"{rows[k]['successes']}/{rows[k]['episodes']}", ha="center", fontsize=8)
