@@ -552,13 +552,15 @@ def test_scene_locator_learns_the_summary_and_feeds_the_first_images_estimate_fo
     """scene_locator: training gives the action head the true summary and the locator its own L1 loss (its
     gradient reaches only the locator); at inference no summary is needed: the locator's estimate from the
     episode's first image is used for every chunk until reset()."""
-    from surgbot.policies.vla.configuration_surgvla import SCENE_DIM, SCENE_KEY
+    from surgbot.policies.vla.configuration_surgvla import SCENE_DIM, SCENE_KEY, SCENE_SEEN_KEY
     from surgbot.policies.vla.modeling_surgvla import Locator
 
     with pytest.raises(ValueError, match="scene_locator"):
         SurgVLAConfig(scene_locator=True)
     with pytest.raises(ValueError, match="scene_loss_weight"):
         SurgVLAConfig(scene_dim=SCENE_DIM, scene_locator=True, scene_loss_weight=0.0)
+    with pytest.raises(ValueError, match="scene_locator_frames"):
+        SurgVLAConfig(scene_dim=SCENE_DIM, scene_locator=True, scene_locator_frames=0)
     feats = dict(input_features={"observation.images.endoscope": PolicyFeature(FeatureType.VISUAL, (3, 48, 64)),
                                  "observation.state": PolicyFeature(FeatureType.STATE, (10,))},
                  output_features={"action": PolicyFeature(FeatureType.ACTION, (10,))})
@@ -582,6 +584,13 @@ def test_scene_locator_learns_the_summary_and_feeds_the_first_images_estimate_fo
     assert torch.equal(policy.predict_action_chunk(batch), first)
     policy.train()
     train_batch = {**batch, SCENE_KEY: torch.randn(1, SCENE_DIM), "action": torch.randn(1, 16, 10)}
+    with pytest.raises(KeyError, match="scene_as_reset"):
+        policy.forward(train_batch)
+    policy.zero_grad()
+    unseen, _ = policy.forward({**train_batch, SCENE_SEEN_KEY: torch.zeros(1)})     # a later frame: not taught
+    unseen.backward()
+    assert all(p.grad is None or float(p.grad.abs().sum()) == 0.0 for p in policy.model.scene_locator.parameters())
+    train_batch[SCENE_SEEN_KEY] = torch.ones(1)
     loss, info = policy.forward(train_batch)
     assert np.isfinite(info["scene_l1_loss"])
     policy.zero_grad()

@@ -13,8 +13,9 @@ clamped to its last frame and flagged in `action_is_pad` (as
 target of the optional goal head: the episode's last action, or with
 goal_target "first_grasp" the action where the jaws first close
 (`SurgVLAConfig.goal_target`); with `scene` (per episode, SurgVLAConfig.scene_dim)
-also `observation.environment_state`, the episode's row.  A 96x128 frame is 37 kB: 40 000 frames are
-1.5 GB.
+also `observation.environment_state`, the episode's row, and `observation.scene_as_reset` (1 on
+the episode's first `scene_frames` frames: the scene locator's training frames).  A 96x128
+frame is 37 kB: 40 000 frames are 1.5 GB.
 
 `first_frames_weight(k, w)`: per-sample weights that draw the first k frames
 of every episode w times as often (the frames where the policy must decide,
@@ -35,6 +36,7 @@ from surgbot.policies.vla.configuration_surgvla import (
     IMAGE_KEY,
     JAW_INDEX,
     SCENE_KEY,
+    SCENE_SEEN_KEY,
     STATE_KEY,
     SurgVLAConfig,
 )
@@ -60,7 +62,7 @@ class InMemoryDataset(torch.utils.data.Dataset):
 
     def __init__(self, dataset: LeRobotDataset, chunk_size: int, progress: bool = True,
                  goal_target: str = SurgVLAConfig.goal_target, grasp_jaw_rad: float = SurgVLAConfig.grasp_jaw_rad,
-                 scene: np.ndarray | None = None):
+                 scene: np.ndarray | None = None, scene_frames: int = SurgVLAConfig.scene_locator_frames):
         if goal_target not in GOAL_TARGETS:
             raise ValueError(f"goal_target must be one of {GOAL_TARGETS}, got {goal_target!r}")
         dataset._ensure_hf_dataset_loaded()
@@ -100,6 +102,7 @@ class InMemoryDataset(torch.utils.data.Dataset):
                 raise ValueError(f"{dataset.root}: scene must be finite [episodes >= {last + 1}, dim], "
                                  f"got {tuple(scene.shape)}")
             self.scene = scene
+        self.scene_frames = int(scene_frames)
 
     def __len__(self) -> int:
         return len(self.state)
@@ -116,7 +119,9 @@ class InMemoryDataset(torch.utils.data.Dataset):
             "index": torch.tensor(idx),
             "task": self.tasks[int(self.task_index[idx])],
             GOAL_KEY: self.action[int(self.goal_row[idx])],     # the goal head's target
-            **({} if self.scene is None else {SCENE_KEY: self.scene[int(self.episode[idx])]}),
+            **({} if self.scene is None else {
+                SCENE_KEY: self.scene[int(self.episode[idx])],
+                SCENE_SEEN_KEY: torch.tensor(float(idx - int(self.ep_start[idx]) < self.scene_frames))}),
         }
 
     def first_frames_weight(self, frames: int, weight: float) -> torch.Tensor:

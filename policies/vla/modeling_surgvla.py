@@ -37,6 +37,7 @@ from surgbot.policies.vla.configuration_surgvla import (
     POSE_DIM,
     SCENE_KEY,
     SCENE_POSITIONS,
+    SCENE_SEEN_KEY,
     STATE_KEY,
     SurgVLAConfig,
 )
@@ -369,8 +370,14 @@ class SurgVLAPolicy(PreTrainedPolicy):
             image = self._prepare_image(batch[IMAGE_KEY])
             scene_err = F.l1_loss(self.model.scene_locator(image, batch[LANGUAGE_KEY]), self._true_scene(batch),
                                   reduction="none").mean(dim=1)
-            info["scene_l1_loss"] = float(scene_err.mean().detach())
-            per_sample = per_sample + self.config.scene_loss_weight * scene_err
+            if SCENE_SEEN_KEY not in batch:
+                raise KeyError(f"surgvla with scene_locator needs '{SCENE_SEEN_KEY}' in the batch (frame cache)")
+            seen = batch[SCENE_SEEN_KEY].to(scene_err.dtype).reshape(-1)
+            # the mean over the frames that show the scene as reset, so the loss's scale does not depend
+            # on how many of the batch's frames do
+            info["scene_l1_loss"] = float((scene_err * seen).sum().detach() / seen.sum().clamp(min=1.0))
+            per_sample = per_sample + self.config.scene_loss_weight * scene_err * seen * (
+                seen.numel() / seen.sum().clamp(min=1.0))
         loss = per_sample if reduction == "none" else per_sample.mean()
         return loss, info
 

@@ -138,7 +138,8 @@ def _datasets(args, cfg: SurgVLAConfig) -> tuple[list, list[LeRobotDatasetMetada
         # decoded once (frame_cache.py): the same items, without a video seek per sample
         sets = [InMemoryDataset(LeRobotDataset(m.repo_id, root=d), cfg.chunk_size,
                                 goal_target=cfg.goal_target, grasp_jaw_rad=cfg.grasp_jaw_rad,
-                                scene=_scene_rows(d) if cfg.scene_dim else None)
+                                scene=_scene_rows(d) if cfg.scene_dim else None,
+                                scene_frames=cfg.scene_locator_frames)
                 for d, m in zip(args.dataset, metas, strict=True)]
     else:
         sets = [LeRobotDataset(m.repo_id, root=d, delta_timestamps=resolve_delta_timestamps(cfg, m))
