@@ -78,12 +78,6 @@ def main(bound: str, out: str, steps: int, needle_layouts: int, other_layouts: i
     scale = (policy.action_std[:3] + cfg.normalization_eps).numpy()
 
     locator = Locator(cfg, SCENE_DIM)
-    # Start at the targets' mean: pad-level points sit several action stds from the actions' mean (z
-    # most), and under L1 + Adam a bias crawls ~lr a step, so from 0 the locator spent thousands of steps
-    # with every sample on the same side and learnt nothing about where things are (needle 12 mm = the
-    # layouts' spread, flat for 4000 steps).
-    with torch.no_grad():
-        locator.head[-1].bias.copy_(target.mean(dim=0))
     opt = torch.optim.AdamW(locator.parameters(), LR, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps, eta_min=LR_END)
 
