@@ -21,6 +21,13 @@ from tests import vla_fixtures as fx
 pytestmark = [pytest.mark.unit, pytest.mark.usefixtures("one_torch_thread")]
 
 
+def _features() -> dict:
+    """The contract-9 features of the fixtures' 48x64 frames, as SurgVLAConfig keyword arguments."""
+    return dict(input_features={"observation.images.endoscope": PolicyFeature(FeatureType.VISUAL, (3, 48, 64)),
+                                "observation.state": PolicyFeature(FeatureType.STATE, (10,))},
+                output_features={"action": PolicyFeature(FeatureType.ACTION, (10,))})
+
+
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> Path:
     return fx.make_dataset(tmp_path_factory.mktemp("vla") / "tiny", episodes=2, frames=20)
@@ -241,9 +248,7 @@ def test_goal_head_is_a_training_only_loss_and_absent_by_default():
     test_goal_memory_bends_late_chunks_to_the_first_estimate.)"""
     from surgbot.policies.vla.configuration_surgvla import GOAL_KEY
 
-    feats = dict(input_features={"observation.images.endoscope": PolicyFeature(FeatureType.VISUAL, (3, 48, 64)),
-                                 "observation.state": PolicyFeature(FeatureType.STATE, (10,))},
-                 output_features={"action": PolicyFeature(FeatureType.ACTION, (10,))})
+    feats = _features()
     torch.manual_seed(0)
     plain = SurgVLAPolicy(SurgVLAConfig(device="cpu", push_to_hub=False, image_size=(24, 32), **feats))
     assert not any(k.startswith("model.goal") for k in plain.state_dict())
@@ -273,9 +278,7 @@ def test_goal_head_is_a_training_only_loss_and_absent_by_default():
 def test_goal_from_image_ignores_the_state():
     """goal_from_image: the goal head's estimate depends on the image and the instruction only (an
     absolute position), so it cannot answer "near the tool" from the state; the chunk still uses the state."""
-    feats = dict(input_features={"observation.images.endoscope": PolicyFeature(FeatureType.VISUAL, (3, 48, 64)),
-                                 "observation.state": PolicyFeature(FeatureType.STATE, (10,))},
-                 output_features={"action": PolicyFeature(FeatureType.ACTION, (10,))})
+    feats = _features()
     torch.manual_seed(0)
     policy = SurgVLAPolicy(SurgVLAConfig(device="cpu", push_to_hub=False, image_size=(24, 32),
                                          goal_loss_weight=1.0, goal_from_image=True, **feats))
@@ -327,9 +330,7 @@ def test_goal_memory_bends_late_chunks_to_the_first_estimate():
     by 1/H of the gap), one that ends farther is left alone (with goal_memory_max_jaw_rad, so is one whose
     jaws are open); reset() forgets; 0 chunks or no goal head: off.  The model's outputs are scripted here
     (dataset stats 0/1: one action unit = 1 m)."""
-    feats = dict(input_features={"observation.images.endoscope": PolicyFeature(FeatureType.VISUAL, (3, 48, 64)),
-                                 "observation.state": PolicyFeature(FeatureType.STATE, (10,))},
-                 output_features={"action": PolicyFeature(FeatureType.ACTION, (10,))})
+    feats = _features()
     for bad in (dict(goal_memory_chunks=-1), dict(goal_memory_radius_m=-0.01), dict(goal_memory_radius_m=float("nan"))):
         with pytest.raises(ValueError, match="goal_memory"):
             SurgVLAConfig(**bad)
@@ -405,9 +406,7 @@ def test_goal_memory_first_grasp_closes_the_jaws_on_the_remembered_point():
     second try); a close farther than goal_memory_radius_m is left alone, one past the played steps
     leaves the memory armed.
     Chunks that do not close follow the episode_end rule (reach).  Stats 0/1: one action unit = 1 m."""
-    feats = dict(input_features={"observation.images.endoscope": PolicyFeature(FeatureType.VISUAL, (3, 48, 64)),
-                                 "observation.state": PolicyFeature(FeatureType.STATE, (10,))},
-                 output_features={"action": PolicyFeature(FeatureType.ACTION, (10,))})
+    feats = _features()
     for bad in (dict(goal_target="grasp"), dict(grasp_jaw_rad=0.0), dict(grasp_jaw_rad=float("nan"))):
         with pytest.raises(ValueError, match="goal_target|grasp_jaw_rad"):
             SurgVLAConfig(**bad)
@@ -470,9 +469,7 @@ def test_goal_encoder_is_a_separate_locator_trained_by_the_goal_loss_alone():
     from surgbot.policies.vla.configuration_surgvla import GOAL_KEY
     from surgbot.policies.vla.modeling_surgvla import Locator
 
-    feats = dict(input_features={"observation.images.endoscope": PolicyFeature(FeatureType.VISUAL, (3, 48, 64)),
-                                 "observation.state": PolicyFeature(FeatureType.STATE, (10,))},
-                 output_features={"action": PolicyFeature(FeatureType.ACTION, (10,))})
+    feats = _features()
     with pytest.raises(ValueError, match="goal_encoder"):
         SurgVLAConfig(goal_encoder=True)
     torch.manual_seed(0)
@@ -518,9 +515,7 @@ def test_scene_input_is_an_action_head_input_checked_and_normalised():
             SurgVLAConfig(scene_dim=bad)
     with pytest.raises(ValueError, match="scene_noise_m"):
         SurgVLAConfig(scene_dim=SCENE_DIM, scene_noise_m=float("nan"))
-    feats = dict(input_features={"observation.images.endoscope": PolicyFeature(FeatureType.VISUAL, (3, 48, 64)),
-                                 "observation.state": PolicyFeature(FeatureType.STATE, (10,))},
-                 output_features={"action": PolicyFeature(FeatureType.ACTION, (10,))})
+    feats = _features()
     stats = {"action": {"mean": [0.01, -0.02, 0.1] + [0.0] * 7, "std": [0.02] * 10}}
     torch.manual_seed(0)
     plain = SurgVLAPolicy(SurgVLAConfig(device="cpu", push_to_hub=False, image_size=(24, 32), **feats))
@@ -561,9 +556,7 @@ def test_scene_locator_learns_the_summary_and_feeds_the_first_images_estimate_fo
         SurgVLAConfig(scene_dim=SCENE_DIM, scene_locator=True, scene_loss_weight=0.0)
     with pytest.raises(ValueError, match="scene_locator_frames"):
         SurgVLAConfig(scene_dim=SCENE_DIM, scene_locator=True, scene_locator_frames=0)
-    feats = dict(input_features={"observation.images.endoscope": PolicyFeature(FeatureType.VISUAL, (3, 48, 64)),
-                                 "observation.state": PolicyFeature(FeatureType.STATE, (10,))},
-                 output_features={"action": PolicyFeature(FeatureType.ACTION, (10,))})
+    feats = _features()
     torch.manual_seed(0)
     policy = SurgVLAPolicy(SurgVLAConfig(device="cpu", push_to_hub=False, image_size=(24, 32), scene_dim=SCENE_DIM,
                                          scene_locator=True, **feats))
@@ -608,9 +601,7 @@ def test_scene_relative_adds_the_points_relative_to_the_tool():
 
     with pytest.raises(ValueError, match="scene_relative"):
         SurgVLAConfig(scene_relative=True)
-    feats = dict(input_features={"observation.images.endoscope": PolicyFeature(FeatureType.VISUAL, (3, 48, 64)),
-                                 "observation.state": PolicyFeature(FeatureType.STATE, (10,))},
-                 output_features={"action": PolicyFeature(FeatureType.ACTION, (10,))})
+    feats = _features()
     torch.manual_seed(0)
     policy = SurgVLAPolicy(SurgVLAConfig(device="cpu", push_to_hub=False, image_size=(24, 32), scene_dim=SCENE_DIM,
                                          scene_relative=True, **feats))
