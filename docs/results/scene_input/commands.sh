@@ -18,3 +18,18 @@ for task in needle_pick peg_transfer reach; do
     .venv/bin/python docs/results/scene_input/scene_probe.py runs/locator/train/checkpoints/last/pretrained_model \
         "$task" 60000 30 "docs/results/scene_input/locator_probe_$task.json"
 done
+# 3. the bound with the points also relative to the tool
+SCENE_INPUT=1 SCENE_RELATIVE=1 scripts/train_default_policy.sh runs/relbound
+scripts/eval_default_policy.sh runs/relbound/train/checkpoints/last/pretrained_model out/eval_relbound
+# 4. how precise a locator must be: the bound fed the true summary moved by MM / turned by DEG
+for err in "2 0" "4 0" "8 0" "0 30" "4 20"; do
+    # shellcheck disable=SC2086  # two numbers
+    .venv/bin/python docs/results/scene_input/scene_error.py runs/scene/train/checkpoints/last/pretrained_model \
+        needle_pick 60000 30 $err
+done
+# 5. where peg_transfer fails
+.venv/bin/python docs/results/scene_input/peg_trace.py runs/scene/train/checkpoints/last/pretrained_model 60000 6
+# 6. a locator trained alone on rendered first frames (pad-plane targets), joined to the bound's action head
+.venv/bin/python docs/results/scene_input/train_locator.py runs/scene/train/checkpoints/last/pretrained_model \
+    runs/locw 4000 800 200 world
+scripts/eval_default_policy.sh runs/locw/pretrained_model out/eval_locw
