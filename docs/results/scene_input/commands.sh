@@ -33,3 +33,7 @@ done
 .venv/bin/python docs/results/scene_input/train_locator.py runs/scene/train/checkpoints/last/pretrained_model \
     runs/locw 4000 800 200 world
 scripts/eval_default_policy.sh runs/locw/pretrained_model out/eval_locw
+# 7. the candidate: the locator trained longer on twice the reach/peg layouts
+.venv/bin/python docs/results/scene_input/train_locator.py runs/scene/train/checkpoints/last/pretrained_model \
+    runs/locw2 8000 800 400 world
+scripts/eval_default_policy.sh runs/locw2/pretrained_model out/eval_locw2
