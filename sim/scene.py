@@ -290,7 +290,7 @@ def _box_trainer(spec: mujoco.MjSpec, rng: np.random.Generator, line: ScopeLine)
     needle = wb.add_body(name="needle", pos=[nxy[0], nxy[1], pad_top + 0.0008],
                          quat=list(_yaw_quat(rng.uniform(-np.pi, np.pi))))
     needle.add_freejoint(name="needle_free")
-    r, arc, nseg = 0.012, 0.75 * np.pi, 6
+    r, arc, nseg = NEEDLE_RADIUS_M, 0.75 * np.pi, 6
     angles = np.linspace(-arc / 2, arc / 2, nseg + 1)
     for i in range(nseg):
         a0, a1 = angles[i], angles[i + 1]
@@ -303,6 +303,7 @@ def _box_trainer(spec: mujoco.MjSpec, rng: np.random.Generator, line: ScopeLine)
 
 # Peg-transfer block: small enough for the PSM jaws (they open ~6 mm at mid-finger).
 TRANSFER_BLOCK = "block_transfer"
+NEEDLE_RADIUS_M = 0.012               # the suture needle's circle (a 3/8 arc of it is built)
 TRANSFER_BLOCK_HALF = 0.0025          # m, half edge
 TRANSFER_BLOCK_MASS = 0.0005          # kg
 TRANSFER_BLOCK_RGBA = (0.95, 0.85, 0.15, 1.0)

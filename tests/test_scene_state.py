@@ -10,10 +10,11 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
+from surgbot.policies.data.scene_rows import episode_scene_vectors
 from surgbot.policies.vla.configuration_surgvla import SCENE_DIM as MODEL_SCENE_DIM
 from surgbot.policies.vla.configuration_surgvla import SCENE_POSITIONS
 from surgbot.sim.envs import ENV_IDS
-from surgbot.sim.envs.scene_state import SCENE_DIM, SCENE_NAMES, episode_scene_vectors, scene_vector
+from surgbot.sim.envs.scene_state import SCENE_DIM, SCENE_NAMES, scene_vector
 from surgbot.sim.tasks import get_task
 
 pytestmark = pytest.mark.sim

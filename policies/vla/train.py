@@ -149,7 +149,7 @@ def _datasets(args, cfg: SurgVLAConfig) -> tuple[list, list[LeRobotDatasetMetada
 
 def _scene_rows(root: Path):
     """Per episode, the scene summary rebuilt from the layout seeds (surgbot.sim.envs.scene_state)."""
-    from surgbot.sim.envs.scene_state import episode_scene_vectors  # MuJoCo: only when asked for
+    from surgbot.policies.data.scene_rows import episode_scene_vectors  # MuJoCo: only when asked for
 
     try:
         return episode_scene_vectors(root)

@@ -25,7 +25,7 @@ from surgbot.geometry import pose10_from_matrix
 from surgbot.kinematics import psm as kin
 from surgbot.sim.envs.perturbation import Perturbation
 from surgbot.sim.envs.surg_env import CONTROL_HZ, SurgEnv
-from surgbot.sim.scene import TRANSFER_BLOCK, TRANSFER_BLOCK_HALF
+from surgbot.sim.scene import NEEDLE_RADIUS_M, TRANSFER_BLOCK, TRANSFER_BLOCK_HALF
 from surgbot.sim.tasks.base import down_rotation
 
 JAW_RATE = 1.5                   # rad/s
@@ -35,7 +35,7 @@ MIN_SEGMENT_S = 0.3
 JAW_OPEN_NEEDLE = 0.9
 JAW_OPEN_BLOCK = 1.3
 JAW_SQUEEZE = 0.05               # setpoint just past the contact angle: a gentle squeeze
-NEEDLE_RADIUS = 0.012
+NEEDLE_RADIUS = NEEDLE_RADIUS_M
 GRASP_ARC_RAD = math.radians(35)
 # Where the jaw tip is sent to close on the needle: 2 mm into the pad, the
 # fingers pressing on it.  The 0.8 mm wire is caught only when the fingers

@@ -18,29 +18,24 @@ vectors.  A policy trained with this input (`SurgVLAConfig.scene_input`) gets
 it from the simulator (training, and the oracle evaluation that bounds what a
 perfect object locator would give); it is not in the recorded observations.
 
-`episode_scene_vectors(root)` rebuilds it for every episode of a recorded
-dataset from its sidecar (layout seed and named colour): layouts are seeded,
-so the same reset gives the same scene.
+`surgbot.policies.data.scene_rows.episode_scene_vectors(root)` rebuilds it
+for every episode of a recorded dataset from its sidecar (layout seed and
+named colour): layouts are seeded, so the same reset gives the same scene.
 """
 
 from __future__ import annotations
 
-import json
 import math
-from pathlib import Path
 
-import gymnasium as gym
 import numpy as np
 
-from surgbot.sim.scene import TRANSFER_BLOCK
-from surgbot.sim.tasks.base import COLOURS
+from surgbot.sim.scene import NEEDLE_RADIUS_M, TRANSFER_BLOCK
 
 SCENE_DIM = 8
 SCENE_NAMES = ["grasp_x", "grasp_y", "grasp_z", "orient_cos", "orient_sin", "place_x", "place_y", "place_z"]
-NEEDLE_RADIUS_M = 0.012              # sim/scene.py: the needle's circle
-NEEDLE_SYMMETRY = 2                  # a wire: the jaws straddle it either way round
-BLOCK_SYMMETRY = 4                   # a cube seen from above
-SIDECAR = "meta/surgbot.json"        # policies/data/dataset.py
+# k of the orientation's (cos k*yaw, sin k*yaw): the needle's wire is straddled either way round, the
+# block is a cube seen from above, reach's disc has no orientation (0: the pair is (0, 0))
+ORIENTATION_SYMMETRY = {"needle_pick": 2, "peg_transfer": 4, "reach": 0}
 
 
 def _policy_point(env, p_world: np.ndarray) -> np.ndarray:
@@ -64,63 +59,22 @@ def scene_vector(env) -> np.ndarray:
         c, R = d.xpos[body], d.xmat[body].reshape(3, 3)
         mid = c + R @ np.array([NEEDLE_RADIUS_M, 0.0, 0.0])
         grasp = np.array([mid[0], mid[1], pad])
-        angle, k = _yaw(R) + 0.5 * math.pi, NEEDLE_SYMMETRY      # the tangent at the arc's middle
+        angle = _yaw(R) + 0.5 * math.pi            # the tangent at the arc's middle
         place = grasp
     elif task == "peg_transfer":
         body = u.model.body(TRANSFER_BLOCK).id
         b = d.xpos[body]
         grasp = np.array([b[0], b[1], pad])
-        angle, k = _yaw(d.xmat[body].reshape(3, 3)), BLOCK_SYMMETRY
+        angle = _yaw(d.xmat[body].reshape(3, 3))
         t = d.body(f"target_{u.layout.target}").xpos
         place = np.array([t[0], t[1], pad])
     elif task == "reach":
         t = u.geo.target_point(d, u.layout.target)
-        grasp, angle, k = np.array([t[0], t[1], pad]), 0.0, 0
+        grasp, angle = np.array([t[0], t[1], pad]), 0.0
         place = grasp
     else:
         raise ValueError(f"no scene summary for task {task!r}")
     g, p = _policy_point(u, grasp), _policy_point(u, place)
+    k = ORIENTATION_SYMMETRY[task]
     orient = [math.cos(k * angle), math.sin(k * angle)] if k else [0.0, 0.0]
     return np.concatenate([g, orient, p]).astype(np.float32)
-
-
-def _colour(entry: dict) -> str | None:
-    """The colour an episode named: recorded as `target`, else the colour word of its instruction."""
-    if entry.get("target"):
-        return str(entry["target"])
-    words = str(entry.get("instruction", "")).replace(".", " ").split()
-    named = [c for c in COLOURS if c in words]
-    return named[0] if len(named) == 1 else None
-
-
-def episode_scene_vectors(root: str | Path) -> np.ndarray:
-    """[episodes, 8] scene summaries of a recorded dataset (row = episode_index), rebuilt by resetting
-    its task's environment with each episode's layout seed and colour (from `meta/surgbot.json`)."""
-    from surgbot.sim.envs import ENV_IDS
-
-    root = Path(root)
-    try:
-        meta = json.loads((root / SIDECAR).read_text())
-        entries = sorted(meta["episodes"], key=lambda e: int(e["episode_index"]))
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ValueError(f"{root}: no readable {SIDECAR} with the episodes' seeds ({exc})") from None
-    if [int(e["episode_index"]) for e in entries] != list(range(len(entries))):
-        raise ValueError(f"{root}: {SIDECAR} does not list episodes 0..{len(entries) - 1} once each")
-    out = np.zeros((len(entries), SCENE_DIM), np.float32)
-    envs: dict[str, gym.Env] = {}
-    try:
-        for i, e in enumerate(entries):
-            task = str(e.get("task") or meta.get("task"))
-            if task not in ENV_IDS:
-                raise ValueError(f"{root}: episode {i} has unknown task {task!r}")
-            if task not in envs:
-                envs[task] = gym.make(ENV_IDS[task], images=False)
-            colour = _colour(e)
-            if task != "needle_pick" and colour is None:
-                raise ValueError(f"{root}: episode {i} ({task}) names no colour the scene can be rebuilt with")
-            envs[task].reset(seed=int(e["seed"]), options=None if colour is None else {"target": colour})
-            out[i] = scene_vector(envs[task])
-    finally:
-        for env in envs.values():
-            env.close()
-    return out

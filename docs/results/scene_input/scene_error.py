@@ -13,9 +13,7 @@ import sys
 import numpy as np
 
 from surgbot.policies.evaluation import harness
-from surgbot.sim.envs.scene_state import BLOCK_SYMMETRY, NEEDLE_SYMMETRY
-
-SYMMETRY = {"needle_pick": NEEDLE_SYMMETRY, "peg_transfer": BLOCK_SYMMETRY, "reach": 0}
+from surgbot.sim.envs.scene_state import ORIENTATION_SYMMETRY
 
 
 class Perturbed:
@@ -23,7 +21,7 @@ class Perturbed:
 
     def __init__(self, policy, task: str, mm: float, deg: float, rng: np.random.Generator):
         self.policy, self.metadata = policy, policy.metadata
-        self.k, self.mm, self.deg, self.rng = SYMMETRY[task], mm, deg, rng
+        self.k, self.mm, self.deg, self.rng = ORIENTATION_SYMMETRY[task], mm, deg, rng
         self.offset, self.turn = np.zeros(3), 0.0
 
     def reset(self) -> None:

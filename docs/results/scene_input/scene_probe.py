@@ -12,9 +12,7 @@ import sys
 import numpy as np
 
 from surgbot.policies.evaluation import harness
-from surgbot.sim.envs.scene_state import BLOCK_SYMMETRY, NEEDLE_SYMMETRY, scene_vector
-
-SYMMETRY = {"needle_pick": NEEDLE_SYMMETRY, "peg_transfer": BLOCK_SYMMETRY, "reach": 0}
+from surgbot.sim.envs.scene_state import ORIENTATION_SYMMETRY, scene_vector
 
 
 def main(checkpoint: str, task: str, first_seed: int, n: int, out: str | None) -> None:
@@ -23,7 +21,7 @@ def main(checkpoint: str, task: str, first_seed: int, n: int, out: str | None) -
     env = harness.make_env(task, policy)
     eps = model.config.normalization_eps
     mean, std = model.action_mean[:3].numpy(), model.action_std[:3].numpy() + eps
-    k = SYMMETRY[task]
+    k = ORIENTATION_SYMMETRY[task]
     rows = []
     for seed in range(first_seed, first_seed + n):
         obs, info = env.reset(seed=seed)

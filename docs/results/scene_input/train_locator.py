@@ -29,7 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from surgbot.policies.vla.configuration_surgvla import IMAGE_KEY, LANGUAGE_KEY, SCENE_KEY, STATE_KEY
+from surgbot.policies.vla.configuration_surgvla import IMAGE_KEY, LANGUAGE_KEY, SCENE_KEY, SCENE_POSITIONS, STATE_KEY
 from surgbot.policies.vla.modeling_surgvla import Locator, SurgVLAPolicy, _random_shift, crop_image
 from surgbot.policies.vla.runtime import PolicyRuntime
 from surgbot.sim.envs import ENV_IDS
@@ -43,7 +43,6 @@ FIRST_SEEDS = {"needle_pick": 3000, "reach": 0, "peg_transfer": 6000}
 VAL_SEED, VAL_LAYOUTS = 60000, 30
 WORLD_UNIT_M = 0.02                   # "world" targets: pad-plane x, y in units of 20 mm about their mean
 WORLD_TO_BASE = np.eye(4)
-POSITIONS = ((0, 3), (5, 8))          # the summary's grasp and place points
 
 
 def world_targets(scene: torch.Tensor) -> tuple[torch.Tensor, np.ndarray]:
@@ -51,7 +50,7 @@ def world_targets(scene: torch.Tensor) -> tuple[torch.Tensor, np.ndarray]:
     the centre they are taken about."""
     to_world = np.linalg.inv(WORLD_TO_BASE)
     s = scene.numpy().astype(np.float64)
-    xy = [(to_world[:3, :3] @ s[:, lo:hi].T + to_world[:3, 3:]).T[:, :2] for lo, hi in POSITIONS]
+    xy = [(to_world[:3, :3] @ s[:, lo:hi].T + to_world[:3, 3:]).T[:, :2] for lo, hi in SCENE_POSITIONS]
     centre = xy[0].mean(axis=0)
     t = np.concatenate([(xy[0] - centre) / WORLD_UNIT_M, s[:, 3:5], (xy[1] - centre) / WORLD_UNIT_M], axis=1)
     return torch.from_numpy(t).float(), centre
