@@ -367,17 +367,20 @@ class SurgVLAPolicy(PreTrainedPolicy):
             per_sample = per_sample + self.config.goal_loss_weight * goal_err
         if self.model.scene_locator is not None:
             # the locator learns the simulator's summary; the action head was given the true one (+ noise)
-            image = self._prepare_image(batch[IMAGE_KEY])
-            scene_err = F.l1_loss(self.model.scene_locator(image, batch[LANGUAGE_KEY]), self._true_scene(batch),
-                                  reduction="none").mean(dim=1)
             if SCENE_SEEN_KEY not in batch:
                 raise KeyError(f"surgvla with scene_locator needs '{SCENE_SEEN_KEY}' in the batch (frame cache)")
-            seen = batch[SCENE_SEEN_KEY].to(scene_err.dtype).reshape(-1)
+            seen = batch[SCENE_SEEN_KEY].reshape(-1) > 0
+            true_scene = self._true_scene(batch)
+            scene_err = torch.zeros_like(per_sample)
+            if bool(seen.any()):     # its second encoder runs on those frames only (~1 in 5 of a batch)
+                image = self._prepare_image(batch[IMAGE_KEY][seen])
+                scene_err[seen] = F.l1_loss(self.model.scene_locator(image, batch[LANGUAGE_KEY][seen]),
+                                            true_scene[seen], reduction="none").mean(dim=1)
             # the mean over the frames that show the scene as reset, so the loss's scale does not depend
             # on how many of the batch's frames do
-            info["scene_l1_loss"] = float((scene_err * seen).sum().detach() / seen.sum().clamp(min=1.0))
-            per_sample = per_sample + self.config.scene_loss_weight * scene_err * seen * (
-                seen.numel() / seen.sum().clamp(min=1.0))
+            shown = seen.sum().clamp(min=1)
+            info["scene_l1_loss"] = float(scene_err.sum().detach() / shown)
+            per_sample = per_sample + self.config.scene_loss_weight * scene_err * (seen.numel() / shown)
         loss = per_sample if reduction == "none" else per_sample.mean()
         return loss, info
 

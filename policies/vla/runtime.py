@@ -104,7 +104,7 @@ class PolicyRuntime:
             InstructionEncoder.shared().encode(list(self.config.known_instructions))
 
     @property
-    def scene_dim(self) -> int:
+    def environment_state_dim(self) -> int:
         """Length of the environment_state infer() needs: the scene input, unless the model locates it."""
         return 0 if self.config.scene_locator else int(self.config.scene_dim)
 
@@ -120,7 +120,7 @@ class PolicyRuntime:
             "fps": 15,
             "instructions": list(self.config.known_instructions),
             # > 0: infer() needs the scene summary (SurgVLAConfig.scene_dim; the simulator's values)
-            "environment_state_dim": self.scene_dim,
+            "environment_state_dim": self.environment_state_dim,
         }
 
     def reset(self) -> None:
@@ -142,7 +142,7 @@ class PolicyRuntime:
 
     def check_scene(self, environment_state) -> np.ndarray | None:
         """The scene summary a scene_dim checkpoint needs (float [scene_dim], finite); None otherwise."""
-        dim = self.scene_dim
+        dim = self.environment_state_dim
         if not dim:
             if environment_state is not None:
                 raise ValueError("this checkpoint takes no environment_state (trained without --scene-input)")
