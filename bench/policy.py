@@ -105,9 +105,18 @@ def _bundled_training_figures() -> list[dict]:
     s = json.loads(path.read_text())
     note = (f"bundled checkpoint: {s['steps']} steps, batch {s['batch_size']}, {sum(s['frames'])} frames, "
             "1 torch thread on the shared 2-core machine (scripts/train_default_policy.sh)")
-    return [figure("policy_default_train_wall", "s", value=float(s["wall_s"]), note=note),
-            figure("policy_default_train_step", "s", value=float(s["step_s_median"]),
-                   note="median step incl. batch assembly from the in-memory frames")]
+    figures = [figure("policy_default_train_wall", "s", value=float(s["wall_s"]), note=note),
+               figure("policy_default_train_step", "s", value=float(s["step_s_median"]),
+                      note="median step incl. batch assembly from the in-memory frames")]
+    locator = bundled_checkpoint_dir() / "locator_summary.json"
+    if locator.is_file():      # the scene locator's stage (`surgbot policy train-locator`)
+        s = json.loads(locator.read_text())
+        figures.append(figure(
+            "policy_default_locator_wall", "s", value=float(s["wall_s"]),
+            note=f"scene locator: {s['config']['steps']} steps on {s['training_frames']} rendered first frames, "
+                 f"1 torch thread; validation needle {s['final']['needle_pick_grasp_mm_median']:.1f} mm, "
+                 f"disc {s['final']['reach_grasp_mm_median']:.1f} mm (median)"))
+    return figures
 
 
 def _free_port() -> int:

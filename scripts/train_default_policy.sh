@@ -3,10 +3,15 @@
 # policies/vla/checkpoints/default) with our own pipeline: scripted-expert
 # demonstrations recorded in the Gymnasium environments (`surgbot data record`,
 # LeRobotDataset v3), then `surgbot policy train` (LeRobot's training step).
-# Stage 1 (the bundled checkpoint): STEPS steps on 300 reach, 200 needle_pick
-# and 105 peg_transfer episodes drawn 2 : 2 : 1.  (The checkpoint bundled before
-# December 2026 was NEEDLE_EPISODES=16 PEG_EPISODES=12 WEIGHTS="3 1 1"
-# STEPS=12000 GOAL_MEMORY_MAX_JAW= with the needle_pick expert of that time.)
+# Stage 1: STEPS steps on 300 reach, 200 needle_pick and 105 peg_transfer
+# episodes drawn 2 : 2 : 1, the action head given the simulator's scene summary
+# (SCENE_INPUT=1, `--scene-input`: where the objects are).  Stage 3 (the
+# locator): `surgbot policy train-locator` trains a scene locator on first
+# frames rendered from LOCATOR_NEEDLE_LAYOUTS needle_pick and
+# LOCATOR_OTHER_LAYOUTS reach / peg_transfer layouts and joins it to stage 1's
+# action head: the bundled checkpoint needs nothing from the simulator.
+# (SCENE_INPUT=0 LOCATOR_STEPS=0: the checkpoint bundled until December 2026,
+# 54125c0c6dc0, image and state only.)
 # Optional stage 2 (off by default; NEEDLE_MORE=160 PEG_MORE=105 on top of that
 # older recipe gave the candidate measured in policies/vla/README.md, not
 # bundled): stage 1's run resumed (`--resume`, same optimiser state) for
@@ -41,10 +46,14 @@ GOAL_MEMORY_MAX_JAW=${GOAL_MEMORY_MAX_JAW-0.3}    # the goal memory bends only c
 GOAL_TARGET=${GOAL_TARGET:-episode_end}    # what the goal head learns: episode_end or first_grasp
 GOAL_FROM_IMAGE=${GOAL_FROM_IMAGE:-0}       # 1: the goal head sees the image and instruction only (no state)
 GOAL_ENCODER=${GOAL_ENCODER:-0}             # 1: the goal head has its own image encoder (trained by its loss alone)
-SCENE_INPUT=${SCENE_INPUT:-0}               # 1: the action head also gets the simulator's scene summary (a bound)
+SCENE_INPUT=${SCENE_INPUT:-1}               # 1: the action head also gets the simulator's scene summary
 SCENE_NOISE_MM=${SCENE_NOISE_MM:-0}         # with SCENE_INPUT: noise on its positions in training (mm, std)
 SCENE_LOCATOR=${SCENE_LOCATOR:-0}           # with SCENE_INPUT: a locator gives it from the first image instead
 SCENE_RELATIVE=${SCENE_RELATIVE:-0}         # with SCENE_INPUT: also its points relative to the tool
+LOCATOR_STEPS=${LOCATOR_STEPS:-8000}        # stage 3 (with SCENE_INPUT=1; 0: none, the result then needs the
+                                            # simulator's summary at evaluation: the bound)
+LOCATOR_NEEDLE_LAYOUTS=${LOCATOR_NEEDLE_LAYOUTS:-800}   # stage 3: needle_pick layouts from seed 3000
+LOCATOR_OTHER_LAYOUTS=${LOCATOR_OTHER_LAYOUTS:-400}     # stage 3: reach (from 0), peg_transfer (from 6000) layouts
 SHIFT_PX=${SHIFT_PX:-2}                     # training image shift augmentation, +- px
 STEPS=${STEPS:-16000}
 COSINE_STEPS=${COSINE_STEPS:-$STEPS}        # length of the LR schedule (longer: stop part-way along it)
@@ -101,10 +110,22 @@ if [ "$NEEDLE_MORE" -gt 0 ] && [ "$PEG_MORE" -gt 0 ] && [ "$FT_STEPS" -gt 0 ]; t
     fi
 fi
 
+TRAINED=$FINAL
+if [ "$SCENE_INPUT" = 1 ] && [ "$SCENE_LOCATOR" != 1 ] && [ "$LOCATOR_STEPS" -gt 0 ]; then
+    FINAL=$WORK/locator
+    if [ ! -f "$FINAL/train_summary.json" ]; then
+        echo "== train the scene locator, join it to $TRAINED ($(date -u +%T))"
+        rm -rf "$FINAL"
+        "$PY" -m surgbot.cli policy train-locator --bound "$TRAINED" --out "$FINAL" --steps "$LOCATOR_STEPS" \
+            --needle-layouts "$LOCATOR_NEEDLE_LAYOUTS" --other-layouts "$LOCATOR_OTHER_LAYOUTS" --threads 1
+    fi
+fi
+
 DEST=policies/vla/checkpoints/default
 mkdir -p "$DEST"
 rm -f "$DEST"/*
 cp "$FINAL/checkpoints/last/pretrained_model/"* "$DEST/"
 rm -f "$DEST/train_config.json"
-cp "$FINAL/train_summary.json" "$DEST/train_summary.json"
+cp "$TRAINED/train_summary.json" "$DEST/train_summary.json"
+if [ "$FINAL" != "$TRAINED" ]; then cp "$FINAL/train_summary.json" "$DEST/locator_summary.json"; fi
 echo "== bundled checkpoint: $DEST ($(du -sh "$DEST" | cut -f1)) ($(date -u +%T))"

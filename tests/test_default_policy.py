@@ -67,6 +67,7 @@ def test_from_pretrained_round_trip_gives_identical_actions(policy, tmp_path):
     env = make_env("needle_pick", policy)
     obs, info = env.reset(seed=100000)
     env.close()
+    policy.reset()   # a new episode: the policy remembers its first image's scene estimate until reset
     a = policy.infer(obs["image"], obs["state"], info["instruction"])
     loaded = SurgVLAPolicy.from_pretrained(bundled_checkpoint_dir())
     loaded.save_pretrained(tmp_path / "copy")

@@ -169,20 +169,35 @@ def test_mixing_weights_draw_each_dataset_with_its_share():
     np.testing.assert_allclose(shares, weights, atol=0.01)
 
 
-def test_scene_input_trains_from_layout_seeds_and_the_runtime_requires_it(tmp_path):
+SCENE_ARGS = ["policy", "train", "--steps", "2", "--batch-size", "4", "--threads", "1", "--in-memory",
+              "--scene-input", "--scene-noise-mm", "1"]
+
+
+def _with_layout_seeds(data: Path) -> Path:
+    (data / "meta" / "surgbot.json").write_text(json.dumps({"task": "reach", "episodes": [
+        {"episode_index": i, "seed": 10 + i, "task": "reach", "target": c} for i, c in enumerate(("red", "blue"))]}))
+    return data
+
+
+@pytest.fixture(scope="module")
+def scene_bound(tmp_path_factory) -> tuple[list[str], Path]:
+    """A --scene-input checkpoint trained from the real reach environment's layouts: (its command, run)."""
+    root = tmp_path_factory.mktemp("scene_bound")
+    data = _with_layout_seeds(fx.make_dataset(root / "d", episodes=2, frames=12))
+    args = [str(BIN / "surgbot"), *SCENE_ARGS, "--dataset", str(data)]
+    res = _run(args + ["--out", str(root / "run")])
+    assert res.returncode == 0, res.stderr[-3000:]
+    return args, root / "run"
+
+
+def test_scene_input_trains_from_layout_seeds_and_the_runtime_requires_it(scene_bound, tmp_path):
     """--scene-input: each episode's scene summary is rebuilt from the sidecar's layout seed (the real reach
     environment), the checkpoint says so in config.json and metadata, and its runtime refuses to act
     without a finite summary of the right length; a dataset without seeds is a one-line error."""
-    data = fx.make_dataset(tmp_path / "d", episodes=2, frames=12)
-    args = [str(BIN / "surgbot"), "policy", "train", "--dataset", str(data), "--steps", "2", "--batch-size", "4",
-            "--threads", "1", "--in-memory", "--scene-input", "--scene-noise-mm", "1"]
-    res = _run(args + ["--out", str(tmp_path / "no_seeds")])
+    args, out = scene_bound
+    no_seeds = fx.make_dataset(tmp_path / "no_seeds", episodes=2, frames=12)
+    res = _run([str(BIN / "surgbot"), *SCENE_ARGS, "--dataset", str(no_seeds), "--out", str(tmp_path / "x")])
     assert res.returncode != 0 and "--scene-input" in res.stderr and "surgbot.json" in res.stderr
-    (data / "meta" / "surgbot.json").write_text(json.dumps({"task": "reach", "episodes": [
-        {"episode_index": i, "seed": 10 + i, "task": "reach", "target": c} for i, c in enumerate(("red", "blue"))]}))
-    out = tmp_path / "run"
-    res = _run(args + ["--out", str(out)])
-    assert res.returncode == 0, res.stderr[-3000:]
     config = json.loads((out / "checkpoints" / "last" / "pretrained_model" / "config.json").read_text())
     assert config["scene_dim"] == 8 and config["scene_noise_m"] == pytest.approx(0.001)
     rt = PolicyRuntime(out)
@@ -196,7 +211,8 @@ def test_scene_input_trains_from_layout_seeds_and_the_runtime_requires_it(tmp_pa
             rt.infer(img, state, fx.INSTRUCTIONS["red"], bad)
     actions, _ = rt.infer(img, state, fx.INSTRUCTIONS["red"], np.zeros(8, np.float32))
     assert actions.shape == (16, 10) and np.all(np.isfinite(actions))
-    res = _run(args[:-3] + ["--scene-locator", "--out", str(tmp_path / "no_input")])
+    no_input = [str(BIN / "surgbot"), *SCENE_ARGS[:-3], *args[-2:]]        # without --scene-input
+    res = _run(no_input + ["--scene-locator", "--out", str(tmp_path / "no_input")])
     assert res.returncode != 0 and "need --scene-input" in res.stderr
     res = _run(args + ["--scene-locator", "--scene-relative", "--log-freq", "1", "--out", str(tmp_path / "locator")])
     assert res.returncode == 0, res.stderr[-3000:]
@@ -204,3 +220,38 @@ def test_scene_input_trains_from_layout_seeds_and_the_runtime_requires_it(tmp_pa
     assert all(np.isfinite(r["scene_l1_loss"]) for r in log)
     rt = PolicyRuntime(tmp_path / "locator")               # locates the scene itself: nothing from the simulator
     assert rt.metadata()["environment_state_dim"] == 0 and _probe(rt).shape == (16, 10)
+
+
+def test_train_locator_joins_a_locator_to_the_bound_action_head(scene_bound, tmp_path):
+    """`surgbot policy train-locator`: a locator trained on first frames rendered from the real environments
+    (needle_pick, reach, peg_transfer) joins the bound; the joined checkpoint keeps the bound's action head
+    weight for weight, needs nothing from the simulator, and logs the validation error; a checkpoint
+    without the scene input, one that has a locator already, a finished --out and bad counts are one-line
+    errors."""
+    _, bound = scene_bound
+    out = tmp_path / "loc"
+    cmd = [str(BIN / "surgbot"), "policy", "train-locator", "--steps", "4", "--needle-layouts", "1",
+           "--other-layouts", "1", "--val-layouts", "1", "--eval-every", "2", "--batch-size", "4"]
+    res = _run(cmd + ["--bound", str(bound), "--out", str(out)])
+    assert res.returncode == 0, res.stderr[-3000:]
+    summary = json.loads((out / "train_summary.json").read_text())
+    assert [r["step"] for r in summary["log"]] == [2, 4]
+    # 1 needle layout + 3 reach colours + the peg layout's colours, one first frame each
+    assert summary["training_frames"] >= 5
+    assert all(np.isfinite(r["needle_pick_grasp_mm_median"]) and np.isfinite(r["reach_grasp_mm_median"])
+               for r in summary["log"])
+    joined, original = PolicyRuntime(out), PolicyRuntime(bound)
+    assert joined.config.scene_locator and joined.metadata()["environment_state_dim"] == 0
+    theirs = original.policy.state_dict()
+    mine = joined.policy.state_dict()
+    assert {k for k in mine if not k.startswith("model.scene_locator.")} == set(theirs)
+    assert all(torch.equal(mine[k], v) for k, v in theirs.items())
+    assert _probe(joined).shape == (16, 10)
+    plain = fx.save_checkpoint(fx.make_dataset(tmp_path / "d", episodes=2, frames=12), tmp_path / "plain")
+    for args, error in ((["--bound", str(out), "--out", str(tmp_path / "a")], "already has a scene locator"),
+                        (["--bound", str(plain), "--out", str(tmp_path / "p")], "not trained with --scene-input"),
+                        (["--bound", str(bound), "--out", str(out)], "exists"),
+                        (["--bound", str(tmp_path / "missing"), "--out", str(tmp_path / "b")], "not found"),
+                        (["--bound", str(bound), "--out", str(tmp_path / "c"), "--steps", "0"], "steps")):
+        res = _run(cmd + args)                              # (a later --steps overrides cmd's)
+        assert res.returncode != 0 and error in res.stderr.strip().splitlines()[-1], res.stderr[-2000:]

@@ -1,4 +1,4 @@
-"""`surgbot policy {train,serve,eval}` (contract section 1).
+"""`surgbot policy {train,train-locator,serve,eval}` (contract section 1).
 
 Argument definitions only: the learning stack (torch, LeRobot) is imported
 when a subcommand runs, so `surgbot --help` stays fast.
@@ -84,10 +84,13 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    sub = parser.add_subparsers(dest="policy_command", metavar="{train,serve,eval}")
+    sub = parser.add_subparsers(dest="policy_command", metavar="{train,train-locator,serve,eval}")
     sub.required = True
     t = sub.add_parser("train", help="train the VLA (LeRobot training, several datasets mixed by weight)")
     add_train_arguments(t)
+    loc = sub.add_parser("train-locator", help="train a scene locator on rendered first frames and join it to a "
+                                               "--scene-input checkpoint (the result needs nothing from the simulator)")
+    importlib.import_module("surgbot.policies.vla.configuration_locator").add_arguments(loc)
     s = sub.add_parser("serve", help="pyzmq policy server (contract section 7)")
     s.add_argument("--checkpoint", required=True,
                    help="'default', a pretrained_model folder, or a training output folder")
@@ -107,6 +110,10 @@ def run(args: argparse.Namespace) -> int:
     if args.policy_command == "train":
         summary = importlib.import_module("surgbot.policies.vla.train").train(args)
         print(json.dumps(summary))
+        return 0
+    if args.policy_command == "train-locator":
+        summary = importlib.import_module("surgbot.policies.vla.train_locator").run(args)
+        print(json.dumps({k: v for k, v in summary.items() if k != "log"}))
         return 0
     if args.policy_command == "serve":
         if not 0 < args.port < 65536:

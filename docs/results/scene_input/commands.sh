@@ -30,10 +30,12 @@ done
 # 5. where peg_transfer fails
 .venv/bin/python docs/results/scene_input/peg_trace.py runs/scene/train/checkpoints/last/pretrained_model 60000 6
 # 6. a locator trained alone on rendered first frames (pad-plane targets), joined to the bound's action head
-.venv/bin/python docs/results/scene_input/train_locator.py runs/scene/train/checkpoints/last/pretrained_model \
-    runs/locw 4000 800 200 world
-scripts/eval_default_policy.sh runs/locw/pretrained_model out/eval_locw
-# 7. the candidate: the locator trained longer on twice the reach/peg layouts
-.venv/bin/python docs/results/scene_input/train_locator.py runs/scene/train/checkpoints/last/pretrained_model \
-    runs/locw2 8000 800 400 world
-scripts/eval_default_policy.sh runs/locw2/pretrained_model out/eval_locw2
+#    (`surgbot policy train-locator`; the base-frame runs, locator_alone_800_layouts*.jsonl, used the
+#    script this stage grew from: docs/results/scene_input/train_locator.py at commit 8e8c5a7, FRAME base)
+.venv/bin/python -m surgbot.cli policy train-locator --bound runs/scene/train --out runs/locw \
+    --steps 4000 --needle-layouts 800 --other-layouts 200
+scripts/eval_default_policy.sh runs/locw out/eval_locw
+# 7. the candidate, bundled since (c16a4f994225): the locator trained longer on twice the reach/peg layouts
+#    (the command's defaults; scripts/train_default_policy.sh runs it as its stage 3)
+.venv/bin/python -m surgbot.cli policy train-locator --bound runs/scene/train --out runs/locw2
+scripts/eval_default_policy.sh runs/locw2 out/eval_locw2

@@ -1,0 +1,73 @@
+"""Settings of `surgbot policy train-locator` (policies/vla/train_locator.py) and its arguments.
+
+Torch-free, so the CLI's argument definitions import nothing heavy (`surgbot --help` stays fast).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+# First layout seed of each task's training frames (the recorded demonstrations' ranges, extended).
+FIRST_SEEDS = {"needle_pick": 3000, "reach": 0, "peg_transfer": 6000}
+VAL_TASKS = ("needle_pick", "reach")
+SUMMARY_FILE = "train_summary.json"
+CHECKPOINT_SUBDIR = Path("checkpoints") / "last" / "pretrained_model"   # the layout `policy train` writes
+
+
+@dataclass
+class LocatorTrainingConfig:
+    """Defaults of the bundled recipe (scripts/train_default_policy.sh)."""
+
+    steps: int = 8000
+    needle_layouts: int = 800            # needle_pick layouts (one frame each)
+    other_layouts: int = 400             # reach and peg_transfer layouts (one frame per target colour)
+    batch_size: int = 32
+    lr: float = 1e-3                     # AdamW, cosine to lr_end
+    lr_end: float = 5e-5
+    weight_decay: float = 1e-4
+    eval_every_steps: int = 500
+    val_seed: int = 60000                # validation layouts: neither training (< 10000) nor evaluation seeds
+    val_layouts: int = 30
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "needle_layouts", "other_layouts", "batch_size", "eval_every_steps",
+                     "val_layouts"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+        for name in ("lr", "lr_end"):
+            if not (math.isfinite(getattr(self, name)) and getattr(self, name) > 0):
+                raise ValueError(f"{name} must be finite and > 0, got {getattr(self, name)}")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise ValueError(f"weight_decay must be finite and >= 0, got {self.weight_decay}")
+        top = max(FIRST_SEEDS[t] + n for t, n in (("needle_pick", self.needle_layouts),
+                                                   ("reach", self.other_layouts),
+                                                   ("peg_transfer", self.other_layouts)))
+        if top > self.val_seed:
+            raise ValueError(f"training layouts reach seed {top - 1}, not below the validation seed "
+                             f"{self.val_seed}: fewer layouts or a higher val_seed")
+
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    d = LocatorTrainingConfig()
+    p.add_argument("--bound", required=True, metavar="CKPT",
+                   help="a checkpoint trained with --scene-input (pretrained_model or training output folder)")
+    p.add_argument("--out", required=True, type=Path, metavar="DIR",
+                   help="output folder: checkpoints/last/pretrained_model (the joined checkpoint), "
+                        f"{SUMMARY_FILE} (validation error every --eval-every steps)")
+    p.add_argument("--steps", type=int, default=d.steps)
+    p.add_argument("--needle-layouts", type=int, default=d.needle_layouts,
+                   help=f"needle_pick layouts from seed {FIRST_SEEDS['needle_pick']}")
+    p.add_argument("--other-layouts", type=int, default=d.other_layouts,
+                   help=f"reach (from seed {FIRST_SEEDS['reach']}) and peg_transfer (from "
+                        f"{FIRST_SEEDS['peg_transfer']}) layouts, each target colour")
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--eval-every", type=int, default=d.eval_every_steps, metavar="N")
+    p.add_argument("--val-layouts", type=int, default=d.val_layouts,
+                   help=f"validation layouts from seed {d.val_seed} (needle_pick, reach)")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
