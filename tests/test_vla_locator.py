@@ -56,3 +56,17 @@ def test_plane_targets_map_back_to_the_normalised_summary_exactly():
 def test_bad_settings_are_refused(bad):
     with pytest.raises(ValueError):
         LocatorTrainingConfig(**bad)
+
+
+def test_orientation_error_is_an_object_angle_with_the_symmetry_taken_out():
+    """The summary holds (cos k*yaw, sin k*yaw): a needle (k = 2) turned by 10 deg, or by 190 deg (the same
+    needle), is 10 deg off; a block (k = 4) turned by 85 deg is 5 deg off."""
+    from surgbot.policies.vla.train_locator import orientation_error_deg
+
+    def pair(yaw_deg: float, k: int) -> torch.Tensor:
+        a = np.radians(yaw_deg) * k
+        return torch.tensor([[np.cos(a), np.sin(a)]], dtype=torch.float64)
+
+    for turn, k, want in ((10, 2, 10), (190, 2, 10), (-80, 2, 80), (85, 4, 5), (0, 2, 0)):
+        got = orientation_error_deg(pair(30 + turn, k), pair(30, k), k)
+        assert got.shape == (1,) and got[0] == pytest.approx(want, abs=1e-6), (turn, k, got)

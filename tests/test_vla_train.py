@@ -231,7 +231,8 @@ def test_train_locator_joins_a_locator_to_the_bound_action_head(scene_bound, tmp
     _, bound = scene_bound
     out = tmp_path / "loc"
     cmd = [str(BIN / "surgbot"), "policy", "train-locator", "--steps", "4", "--needle-layouts", "1",
-           "--other-layouts", "1", "--val-layouts", "1", "--eval-every", "2", "--batch-size", "4"]
+           "--other-layouts", "1", "--val-layouts", "1", "--eval-every", "2", "--batch-size", "4",
+           "--orientation-weight", "2"]
     res = _run(cmd + ["--bound", str(bound), "--out", str(out)])
     assert res.returncode == 0, res.stderr[-3000:]
     summary = json.loads((out / "train_summary.json").read_text())
@@ -239,7 +240,8 @@ def test_train_locator_joins_a_locator_to_the_bound_action_head(scene_bound, tmp
     # 1 needle layout + 3 reach colours + the peg layout's colours, one first frame each
     assert summary["training_frames"] >= 5
     assert all(np.isfinite(r["needle_pick_grasp_mm_median"]) and np.isfinite(r["reach_grasp_mm_median"])
-               for r in summary["log"])
+               and 0 <= r["needle_pick_orientation_deg_median"] <= 90 for r in summary["log"])
+    assert summary["config"]["orientation_loss_weight"] == 2.0
     joined, original = PolicyRuntime(out), PolicyRuntime(bound)
     assert joined.config.scene_locator and joined.metadata()["environment_state_dim"] == 0
     theirs = original.policy.state_dict()

@@ -28,6 +28,7 @@ class LocatorTrainingConfig:
     lr: float = 1e-3                     # AdamW, cosine to lr_end
     lr_end: float = 5e-5
     weight_decay: float = 1e-4
+    orientation_loss_weight: float = 1.0  # L1 weight of the orientation pair (the positions' is 1)
     eval_every_steps: int = 500
     val_seed: int = 60000                # validation layouts: neither training (< 10000) nor evaluation seeds
     val_layouts: int = 30
@@ -42,6 +43,8 @@ class LocatorTrainingConfig:
         for name in ("lr", "lr_end"):
             if not (math.isfinite(getattr(self, name)) and getattr(self, name) > 0):
                 raise ValueError(f"{name} must be finite and > 0, got {getattr(self, name)}")
+        if not (math.isfinite(self.orientation_loss_weight) and self.orientation_loss_weight >= 0):
+            raise ValueError(f"orientation_loss_weight must be finite and >= 0, got {self.orientation_loss_weight}")
         if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
             raise ValueError(f"weight_decay must be finite and >= 0, got {self.weight_decay}")
         top = max(FIRST_SEEDS[t] + n for t, n in (("needle_pick", self.needle_layouts),
@@ -67,6 +70,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"reach (from seed {FIRST_SEEDS['reach']}) and peg_transfer (from "
                         f"{FIRST_SEEDS['peg_transfer']}) layouts, each target colour")
     p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--orientation-weight", type=float, default=d.orientation_loss_weight, metavar="W",
+                   help="L1 weight of the orientation outputs (the positions' weight is 1)")
     p.add_argument("--eval-every", type=int, default=d.eval_every_steps, metavar="N")
     p.add_argument("--val-layouts", type=int, default=d.val_layouts,
                    help=f"validation layouts from seed {d.val_seed} (needle_pick, reach)")

@@ -47,9 +47,18 @@ from surgbot.policies.vla.configuration_surgvla import (
     STATE_KEY,
 )
 from surgbot.policies.vla.modeling_surgvla import Locator, SurgVLAPolicy, _random_shift, crop_image
+from surgbot.sim.envs.scene_state import ORIENTATION_SYMMETRY
 
 WORLD_UNIT_M = 0.02          # the locator's position targets: pad-plane x, y in units of 20 mm about their mean
 PLANE_DIM = 6                # its outputs: grasp x, y; the summary's orientation pair; place x, y
+PLANE_ORIENTATION = slice(2, 4)
+SUMMARY_ORIENTATION = slice(SCENE_POSITIONS[0][1], SCENE_POSITIONS[1][0])   # (cos k*yaw, sin k*yaw) in the summary
+
+
+def orientation_error_deg(pred: torch.Tensor, true: torch.Tensor, symmetry: int) -> np.ndarray:
+    """[N] angle between predicted and true (cos k*yaw, sin k*yaw) pairs [N, 2], as an object angle (/k)."""
+    diff = torch.atan2(pred[:, 1], pred[:, 0]) - torch.atan2(true[:, 1], true[:, 0])
+    return np.degrees(np.abs(np.arctan2(np.sin(diff.numpy()), np.cos(diff.numpy())))) / symmetry
 
 
 @dataclass
@@ -190,11 +199,14 @@ def train_locator(bound: str | Path, out: Path, tc: LocatorTrainingConfig, progr
     M, off = plane.to_summary()
 
     locator = Locator(cfg, PLANE_DIM)
+    column_weight = torch.ones(PLANE_DIM)      # L1 weight of each output: the orientation pair's is set apart
+    column_weight[PLANE_ORIENTATION] = tc.orientation_loss_weight
     opt = torch.optim.AdamW(locator.parameters(), tc.lr, weight_decay=tc.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, tc.steps, eta_min=tc.lr_end)
 
     def evaluate() -> dict:
-        """Per validation task, the grasp point's horizontal error (median, mm; PSM1_base x, y)."""
+        """Per validation task, the grasp point's horizontal error (median, mm; PSM1_base x, y) and, for an
+        object with an orientation, its orientation error (median, degrees, the symmetry taken out)."""
         locator.eval()
         res = {}
         with torch.no_grad():
@@ -202,14 +214,18 @@ def train_locator(bound: str | Path, out: Path, tc: LocatorTrainingConfig, progr
                 pred = locator(v.images, v.language) @ M.T + off
                 err = (pred - policy._true_scene({SCENE_KEY: v.scenes}))[:, :2].numpy() * scale[:2]
                 res[f"{task}_grasp_mm_median"] = float(np.median(np.linalg.norm(err, axis=1)) * 1e3)
+                if ORIENTATION_SYMMETRY[task]:
+                    res[f"{task}_orientation_deg_median"] = float(np.median(
+                        orientation_error_deg(pred[:, SUMMARY_ORIENTATION], v.scenes[:, SUMMARY_ORIENTATION],
+                                              ORIENTATION_SYMMETRY[task])))
         locator.train()
         return res
 
     log = []
     for step in range(1, tc.steps + 1):
         idx = torch.from_numpy(rng.integers(0, len(target), tc.batch_size))
-        loss = F.l1_loss(locator(_random_shift(train.images[idx], cfg.random_shift_px), train.language[idx]),
-                         target[idx])
+        pred = locator(_random_shift(train.images[idx], cfg.random_shift_px), train.language[idx])
+        loss = ((pred - target[idx]).abs() * column_weight).mean()
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -230,7 +246,8 @@ def run(args: argparse.Namespace) -> dict:
     try:
         tc = LocatorTrainingConfig(steps=args.steps, needle_layouts=args.needle_layouts,
                                    other_layouts=args.other_layouts, batch_size=args.batch_size,
-                                   eval_every_steps=args.eval_every, val_layouts=args.val_layouts)
+                                   eval_every_steps=args.eval_every, val_layouts=args.val_layouts,
+                                   orientation_loss_weight=args.orientation_weight)
     except ValueError as exc:
         raise CliError(str(exc)) from exc
     torch.set_num_threads(max(1, args.threads))
