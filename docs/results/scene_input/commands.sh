@@ -39,3 +39,25 @@ scripts/eval_default_policy.sh runs/locw out/eval_locw
 #    (the command's defaults; scripts/train_default_policy.sh runs it as its stage 3)
 .venv/bin/python -m surgbot.cli policy train-locator --bound runs/scene/train --out runs/locw2
 scripts/eval_default_policy.sh runs/locw2 out/eval_locw2
+# 8. after bundling: the bundled locator on validation needles (direction error), and its validation success
+.venv/bin/python docs/results/scene_input/scene_probe.py default needle_pick 60000 30 \
+    docs/results/scene_input/bundled_locator_probe_needle_60000.json
+.venv/bin/python -m surgbot.cli policy eval --checkpoint default --task needle_pick --episodes 30 --seed 60000 \
+    --threads 1 --json | tail -n 1 > docs/results/scene_input/bundled_val_needle_pick_60000.json
+# 9. more demonstrations for the action head (reach data as in 1), its bound, the peg trace, the same locator
+NEEDLE_EPISODES=400 PEG_EPISODES=315 WEIGHTS="2 2 2" scripts/train_default_policy.sh runs/more
+for task in peg_transfer needle_pick; do
+    .venv/bin/python -m surgbot.cli policy eval --checkpoint runs/more/train --task $task --episodes 50 \
+        --seed 100000 --threads 1 --json | tail -n 1 > docs/results/scene_input/more_data/more_bound_$task.json
+done
+.venv/bin/python docs/results/scene_input/peg_trace.py runs/more/train 60000 8 \
+    > docs/results/scene_input/more_data/peg_trace_60000-60007.txt
+.venv/bin/python -m surgbot.cli policy eval --checkpoint runs/more/locator --task needle_pick --episodes 30 \
+    --seed 60000 --threads 1 --json | tail -n 1 > docs/results/scene_input/more_data/locator_val_needle_pick_60000.json
+# 10. the same with 1 s recorded after each peg_transfer success (the release in the demonstrations)
+NEEDLE_EPISODES=400 PEG_EPISODES=315 WEIGHTS="2 2 2" SUCCESS_TAIL_S=1 LOCATOR_STEPS=0 \
+    scripts/train_default_policy.sh runs/tail    # (reach and needle_pick data: runs/more's, linked)
+.venv/bin/python -m surgbot.cli policy eval --checkpoint runs/tail/train --task peg_transfer --episodes 50 \
+    --seed 100000 --threads 1 --json | tail -n 1 > docs/results/scene_input/tail/tail_bound_peg_transfer.json
+.venv/bin/python docs/results/scene_input/peg_trace.py runs/tail/train 60000 8 \
+    > docs/results/scene_input/tail/peg_trace_60000-60007.txt

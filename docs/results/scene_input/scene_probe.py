@@ -6,12 +6,13 @@ the actions are) and the orientation (degrees, the object's own symmetry taken o
 """
 
 import json
-import math
 import sys
 
 import numpy as np
+import torch
 
 from surgbot.policies.evaluation import harness
+from surgbot.policies.vla.train_locator import orientation_error_deg
 from surgbot.sim.envs.scene_state import ORIENTATION_SYMMETRY, scene_vector
 
 
@@ -34,8 +35,8 @@ def main(checkpoint: str, task: str, first_seed: int, n: int, out: str | None) -
         row = {"seed": seed, "grasp_mm": float(np.linalg.norm(est[:2] - true[:2]) * 1e3),
                "place_mm": float(np.linalg.norm(est[5:7] - true[5:7]) * 1e3)}
         if k:
-            diff = math.atan2(est[4], est[3]) - math.atan2(true[4], true[3])
-            row["orient_deg"] = abs(math.degrees(math.atan2(math.sin(diff), math.cos(diff)))) / k
+            row["orient_deg"] = float(orientation_error_deg(torch.from_numpy(est[None, 3:5]),
+                                                            torch.from_numpy(true[None, 3:5]), k)[0])
         rows.append(row)
         print(json.dumps(row), flush=True)
     summary = {"checkpoint": checkpoint, "task": task, "first_seed": first_seed, "episodes": n}
