@@ -10,6 +10,7 @@ default), resized inside the model.
 
 from __future__ import annotations
 
+import copy
 import json
 import socket
 import tempfile
@@ -24,7 +25,13 @@ from lerobot.policies.factory import make_pre_post_processors
 from surgbot.bench import figure, time_calls
 from surgbot.hw.policy_client import PolicyClient
 from surgbot.policies.serving.server import PolicyServer
-from surgbot.policies.vla.configuration_surgvla import IMAGE_KEY, LANGUAGE_KEY, STATE_KEY, SurgVLAConfig
+from surgbot.policies.vla.configuration_surgvla import (
+    IMAGE_KEY,
+    LANGUAGE_KEY,
+    SCENE_KEY,
+    STATE_KEY,
+    SurgVLAConfig,
+)
 from surgbot.policies.vla.modeling_surgvla import SurgVLAPolicy
 from surgbot.policies.vla.runtime import PolicyRuntime, bundled_checkpoint_dir
 
@@ -81,13 +88,20 @@ def _act_baseline_ms(n: int) -> list[float]:
 
 
 def _train_step_s(rt: PolicyRuntime, batch_size: int, n: int) -> list[float]:
-    policy = SurgVLAPolicy(rt.config)
+    """One `policy train` step of the checkpoint's action head.  A joined scene locator
+    (`surgbot policy train-locator`) is trained in a stage of its own, so it is left out here; the
+    scene summary the action head trains on is part of the batch."""
+    cfg = copy.deepcopy(rt.config)
+    cfg.scene_locator = False
+    policy = SurgVLAPolicy(cfg)
     policy.train()
     opt = torch.optim.AdamW(policy.parameters(), lr=3e-4)
     h, w = rt.image_shape[:2]
     batch = {IMAGE_KEY: torch.randn(batch_size, 3, h, w), STATE_KEY: torch.randn(batch_size, 10),
              LANGUAGE_KEY: torch.randn(batch_size, 384), "action": torch.randn(batch_size, 16, 10),
              "action_is_pad": torch.zeros(batch_size, 16, dtype=torch.bool)}
+    if cfg.scene_dim:
+        batch[SCENE_KEY] = torch.randn(batch_size, cfg.scene_dim)
 
     def step() -> None:
         loss, _ = policy.forward(batch)
@@ -204,7 +218,8 @@ def run(quick: bool) -> list[dict]:
             figures.append(figure(f"policy_train_step_b{bs}", "s", samples=_train_step_s(rt, bs, 3 if quick else 20),
                                   anchor=ACT_STEP_ANCHOR_S if bs == 8 else None,
                                   anchor_source="FACTS.md: small ACT (15.6M), batch 8, 96x96" if bs == 8 else "",
-                                  note="forward + backward + AdamW, inputs already decoded"))
+                                  note="action head: forward + backward + AdamW, inputs already decoded (a joined "
+                                       "scene locator trains in its own stage)"))
         figures += _bundled_training_figures()
         figures += _zmq_figures(rt, n)
         figures.append(figure("policy_exec_tick", "ms", samples=_exec_tick_ms(200 if quick else 5000),

@@ -95,3 +95,14 @@ def test_policy_eval_prints_one_json_line_and_writes_videos(tmp_path):
         with av.open(r["video"]) as c:
             frames = sum(1 for _ in c.decode(video=0))
         assert frames == r["steps"] + 1, (frames, r["steps"])   # the first observation + one per step
+
+
+def test_bench_times_the_bundled_action_heads_training_step():
+    """`surgbot bench`'s training-step figure builds its batch for the bundled config: with the scene input
+    (the summary in the batch) and without the joined locator (it trains in its own stage)."""
+    from surgbot.bench.policy import _train_step_s
+
+    rt = PolicyRuntime("default")
+    times = _train_step_s(rt, batch_size=2, n=1)
+    assert len(times) == 1 and np.isfinite(times[0]) and times[0] > 0
+    assert rt.config.scene_locator   # the runtime's own config is left as it was
