@@ -155,6 +155,16 @@ class PolicyRuntime:
             raise ValueError(f"environment_state must be finite float [{dim}], got {scene.dtype} {list(scene.shape)}")
         return scene.astype(np.float32)
 
+    @staticmethod
+    def observation(image: np.ndarray, state: np.ndarray, instruction: str) -> dict:
+        """One frame as the preprocessor takes it (batch of 1; image HWC uint8 -> CHW float in [0, 1]).
+        Unchecked: `infer` checks first."""
+        return {
+            IMAGE_KEY: torch.from_numpy(image.copy()).permute(2, 0, 1).float().div_(255.0)[None],
+            STATE_KEY: torch.from_numpy(state.astype(np.float32))[None],
+            "task": instruction,
+        }
+
     @torch.inference_mode()
     def infer(self, image: np.ndarray, state: np.ndarray, instruction: str,
               environment_state: np.ndarray | None = None) -> tuple[np.ndarray, float]:
@@ -163,11 +173,7 @@ class PolicyRuntime:
         self.check(image, state, instruction)
         scene = self.check_scene(environment_state)
         t0 = time.perf_counter()
-        obs = {
-            IMAGE_KEY: torch.from_numpy(image.copy()).permute(2, 0, 1).float().div_(255.0)[None],
-            STATE_KEY: torch.from_numpy(state.astype(np.float32))[None],
-            "task": instruction,
-        }
+        obs = self.observation(image, state, instruction)
         if scene is not None:
             obs[SCENE_KEY] = torch.from_numpy(scene)[None]
         chunk = self.post(self.policy.predict_action_chunk(self.pre(obs)))

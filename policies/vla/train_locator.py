@@ -28,7 +28,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from surgbot.errors import CliError
 from surgbot.policies.vla.configuration_locator import (
@@ -44,9 +43,8 @@ from surgbot.policies.vla.configuration_surgvla import (
     SCENE_DIM,
     SCENE_KEY,
     SCENE_POSITIONS,
-    STATE_KEY,
 )
-from surgbot.policies.vla.modeling_surgvla import Locator, SurgVLAPolicy, _random_shift, crop_image
+from surgbot.policies.vla.modeling_surgvla import Locator, SurgVLAPolicy, _random_shift
 from surgbot.sim.envs.scene_state import ORIENTATION_SYMMETRY
 
 WORLD_UNIT_M = 0.02          # the locator's position targets: pad-plane x, y in units of 20 mm about their mean
@@ -86,7 +84,6 @@ def render_first_frames(runtime, task: str, seeds) -> FirstFrames:
     from surgbot.sim.tasks import get_task
 
     h, w = runtime.image_shape[:2]
-    cfg = runtime.config
     t = get_task(task)
     env = gym.make(ENV_IDS[task], render_mode="rgb_array", image_size=(h, w))
     images, langs, scenes = [], [], []
@@ -94,12 +91,8 @@ def render_first_frames(runtime, task: str, seeds) -> FirstFrames:
         for seed in seeds:
             for colour in t.target_choices(t.layout(seed, np.zeros(2))) or (None,):
                 obs, info = env.reset(seed=seed, options=None if colour is None else {"target": colour})
-                batch = runtime.pre({
-                    IMAGE_KEY: torch.from_numpy(obs["image"].copy()).permute(2, 0, 1).float().div_(255.0)[None],
-                    STATE_KEY: torch.from_numpy(obs["state"].astype(np.float32))[None],
-                    "task": info["instruction"]})
-                image = crop_image(batch[IMAGE_KEY], cfg.crop)
-                images.append(F.interpolate(image, size=tuple(cfg.image_size), mode="bilinear", align_corners=False))
+                batch = runtime.pre(runtime.observation(obs["image"], obs["state"], info["instruction"]))
+                images.append(runtime.policy._prepare_image(batch[IMAGE_KEY]))   # eval mode: no shift
                 langs.append(batch[LANGUAGE_KEY])
                 scenes.append(torch.from_numpy(scene_vector(env))[None])
         base_T_world = np.asarray(env.unwrapped.to_base(np.eye(4)), dtype=np.float64)

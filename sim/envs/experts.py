@@ -35,7 +35,6 @@ MIN_SEGMENT_S = 0.3
 JAW_OPEN_NEEDLE = 0.9
 JAW_OPEN_BLOCK = 1.3
 JAW_SQUEEZE = 0.05               # setpoint just past the contact angle: a gentle squeeze
-NEEDLE_RADIUS = NEEDLE_RADIUS_M
 GRASP_ARC_RAD = math.radians(35)
 # Where the jaw tip is sent to close on the needle: 2 mm into the pad, the
 # fingers pressing on it.  The 0.8 mm wire is caught only when the fingers
@@ -191,7 +190,7 @@ class NeedlePickExpert(ReachExpert):
         body = self.env.model.body("needle").id
         c, R = d.xpos[body].copy(), d.xmat[body].reshape(3, 3).copy()
         a = self.style["grasp_shift"] * GRASP_ARC_RAD
-        g = c + R @ np.array([NEEDLE_RADIUS * math.cos(a), NEEDLE_RADIUS * math.sin(a), 0.0])
+        g = c + R @ np.array([NEEDLE_RADIUS_M * math.cos(a), NEEDLE_RADIUS_M * math.sin(a), 0.0])
         tangent = R @ np.array([-math.sin(a), math.cos(a), 0.0])
         grasp = np.array([g[0], g[1], self.geo.pad_top - NEEDLE_GRASP_PRESS_M])
         above = grasp + np.array([0.0, 0.0, self.style["clearance_m"]])

@@ -15,7 +15,8 @@ import numpy as np
 import torch
 
 from surgbot.policies.evaluation import harness
-from surgbot.sim.envs.experts import NEEDLE_GRASP_PRESS_M, NEEDLE_RADIUS
+from surgbot.sim.envs.experts import NEEDLE_GRASP_PRESS_M
+from surgbot.sim.scene import NEEDLE_RADIUS_M
 
 
 def main(checkpoint: str, first_seed: int, n: int, radius_m: float, hold: bool) -> None:
@@ -33,7 +34,7 @@ def main(checkpoint: str, first_seed: int, n: int, radius_m: float, hold: bool) 
         chunk, _ = original(batch, with_goal=True)
         body = u.model.body("needle").id
         c, R = u.data.xpos[body], u.data.xmat[body].reshape(3, 3)
-        mid = c + R @ np.array([NEEDLE_RADIUS, 0.0, 0.0])
+        mid = c + R @ np.array([NEEDLE_RADIUS_M, 0.0, 0.0])
         tip = np.array([mid[0], mid[1], u.geo.pad_top - NEEDLE_GRASP_PRESS_M + u.geo.jaw_length])
         base = u.to_base(np.eye(4))
         p = base[:3, :3] @ tip + base[:3, 3]
