@@ -50,10 +50,12 @@ SCENE_INPUT=${SCENE_INPUT:-1}               # 1: the action head also gets the s
 SCENE_NOISE_MM=${SCENE_NOISE_MM:-0}         # with SCENE_INPUT: noise on its positions in training (mm, std)
 SCENE_LOCATOR=${SCENE_LOCATOR:-0}           # with SCENE_INPUT: a locator gives it from the first image instead
 SCENE_RELATIVE=${SCENE_RELATIVE:-0}         # with SCENE_INPUT: also its points relative to the tool
-LOCATOR_STEPS=${LOCATOR_STEPS:-8000}        # stage 3 (with SCENE_INPUT=1; 0: none, the result then needs the
+# Stage 3 settings; unset: `surgbot policy train-locator`'s defaults (policies/vla/configuration_locator.py:
+# 8000 steps, 800 needle_pick layouts from seed 3000, 400 reach (from 0) and peg_transfer (from 6000) layouts)
+LOCATOR_STEPS=${LOCATOR_STEPS-}             # 0: no stage 3 (with SCENE_INPUT=1 the result then needs the
                                             # simulator's summary at evaluation: the bound)
-LOCATOR_NEEDLE_LAYOUTS=${LOCATOR_NEEDLE_LAYOUTS:-800}   # stage 3: needle_pick layouts from seed 3000
-LOCATOR_OTHER_LAYOUTS=${LOCATOR_OTHER_LAYOUTS:-400}     # stage 3: reach (from 0), peg_transfer (from 6000) layouts
+LOCATOR_NEEDLE_LAYOUTS=${LOCATOR_NEEDLE_LAYOUTS-}
+LOCATOR_OTHER_LAYOUTS=${LOCATOR_OTHER_LAYOUTS-}
 SHIFT_PX=${SHIFT_PX:-2}                     # training image shift augmentation, +- px
 STEPS=${STEPS:-16000}
 COSINE_STEPS=${COSINE_STEPS:-$STEPS}        # length of the LR schedule (longer: stop part-way along it)
@@ -111,13 +113,15 @@ if [ "$NEEDLE_MORE" -gt 0 ] && [ "$PEG_MORE" -gt 0 ] && [ "$FT_STEPS" -gt 0 ]; t
 fi
 
 TRAINED=$FINAL
-if [ "$SCENE_INPUT" = 1 ] && [ "$SCENE_LOCATOR" != 1 ] && [ "$LOCATOR_STEPS" -gt 0 ]; then
+if [ "$SCENE_INPUT" = 1 ] && [ "$SCENE_LOCATOR" != 1 ] && [ "${LOCATOR_STEPS:-1}" != 0 ]; then
     FINAL=$WORK/locator
     if [ ! -f "$FINAL/train_summary.json" ]; then
         echo "== train the scene locator, join it to $TRAINED ($(date -u +%T))"
         rm -rf "$FINAL"
-        "$PY" -m surgbot.cli policy train-locator --bound "$TRAINED" --out "$FINAL" --steps "$LOCATOR_STEPS" \
-            --needle-layouts "$LOCATOR_NEEDLE_LAYOUTS" --other-layouts "$LOCATOR_OTHER_LAYOUTS" --threads 1
+        "$PY" -m surgbot.cli policy train-locator --bound "$TRAINED" --out "$FINAL" --threads 1 \
+            ${LOCATOR_STEPS:+--steps "$LOCATOR_STEPS"} \
+            ${LOCATOR_NEEDLE_LAYOUTS:+--needle-layouts "$LOCATOR_NEEDLE_LAYOUTS"} \
+            ${LOCATOR_OTHER_LAYOUTS:+--other-layouts "$LOCATOR_OTHER_LAYOUTS"}
     fi
 fi
 
