@@ -3,15 +3,19 @@
 # policies/vla/checkpoints/default) with our own pipeline: scripted-expert
 # demonstrations recorded in the Gymnasium environments (`surgbot data record`,
 # LeRobotDataset v3), then `surgbot policy train` (LeRobot's training step).
-# Stage 1: STEPS steps on 300 reach, 200 needle_pick and 105 peg_transfer
-# episodes drawn 2 : 2 : 1, the action head given the simulator's scene summary
-# (SCENE_INPUT=1, `--scene-input`: where the objects are).  Stage 3 (the
-# locator): `surgbot policy train-locator` trains a scene locator on first
-# frames rendered from LOCATOR_NEEDLE_LAYOUTS needle_pick and
-# LOCATOR_OTHER_LAYOUTS reach / peg_transfer layouts and joins it to stage 1's
-# action head: the bundled checkpoint needs nothing from the simulator.
-# (SCENE_INPUT=0 LOCATOR_STEPS=0: the checkpoint bundled until December 2026,
-# 54125c0c6dc0, image and state only.)
+# Stage 1: STEPS steps on 300 reach, 400 needle_pick and 315 peg_transfer
+# episodes drawn 2 : 2 : 2 (peg_transfer's recorded on for PEG_SUCCESS_TAIL_S
+# after each success: the release), the action head given the simulator's
+# scene summary (SCENE_INPUT=1, `--scene-input`: where the objects are).
+# Stage 3 (the locator): `surgbot policy train-locator` trains a scene locator
+# (anchor keypoints and a glimpse: its defaults) on first frames rendered from
+# LOCATOR_NEEDLE_LAYOUTS needle_pick and LOCATOR_OTHER_LAYOUTS reach /
+# peg_transfer layouts and joins it to stage 1's action head: the bundled
+# checkpoint needs nothing from the simulator.
+# (NEEDLE_EPISODES=200 PEG_EPISODES=105 WEIGHTS="2 2 1" PEG_SUCCESS_TAIL_S=0
+# LOCATOR_GLIMPSE_PX=0 LOCATOR_ANCHOR_WEIGHT=0: c16a4f994225, bundled until
+# December 2026; SCENE_INPUT=0 LOCATOR_STEPS=0 with those: 54125c0c6dc0, image
+# and state only.)
 # Optional stage 2 (off by default; NEEDLE_MORE=160 PEG_MORE=105 on top of that
 # older recipe gave the candidate measured in policies/vla/README.md, not
 # bundled): stage 1's run resumed (`--resume`, same optimiser state) for
@@ -33,12 +37,14 @@ SIZE=${IMAGE_SIZE:-96x128}                  # HxW recorded: the twin's 240x320 v
 CROP=${CROP:-0 0.125 0.8333 0.6875}          # top left height width (fractions): the pad, 80x88 px of 96x128
 MODEL_SIZE=${MODEL_SIZE:-80x88}             # HxW the image encoder sees (the crop, resized inside the model)
 REACH_EPISODES=${REACH_EPISODES:-300}       # 100 layouts x 3 colours (--each-target)
-NEEDLE_EPISODES=${NEEDLE_EPISODES:-200}     # layouts 3000-3199
-PEG_EPISODES=${PEG_EPISODES:-105}           # 35 layouts from 6000 x 3 colours (--each-target)
-WEIGHTS=${WEIGHTS:-2 2 1}                   # sampling weights reach needle_pick peg_transfer
+NEEDLE_EPISODES=${NEEDLE_EPISODES:-400}     # layouts 3000-3399
+PEG_EPISODES=${PEG_EPISODES:-315}           # 105 layouts from 6000 x 3 colours (--each-target)
+WEIGHTS=${WEIGHTS:-2 2 2}                   # sampling weights reach needle_pick peg_transfer
 WORKERS=${WORKERS:-2}                       # recording processes (the datasets do not depend on it)
-SUCCESS_TAIL_S=${SUCCESS_TAIL_S:-0}         # seconds recorded after each success (0: this checkpoint's data,
-                                            # recorded before `data record` had the tail; its default is 1)
+SUCCESS_TAIL_S=${SUCCESS_TAIL_S:-0}         # seconds recorded after each reach / needle_pick success (0: this
+                                            # checkpoint's, as recorded before `data record` had the tail)
+PEG_SUCCESS_TAIL_S=${PEG_SUCCESS_TAIL_S:-1}  # the same for peg_transfer's episodes: 1 s of the expert letting go
+                                            # and backing off (without it no checkpoint ever opened its jaws)
 PERTURB_MM=${PERTURB_MM:-0}                 # DART bumps of up to this many mm in the experts' executed commands
                                             # (0: this checkpoint's data; see docs/data.md)
 GOAL_LOSS_WEIGHT=${GOAL_LOSS_WEIGHT:-1}     # auxiliary "where does the episode end" head (0: none)
@@ -56,6 +62,8 @@ LOCATOR_STEPS=${LOCATOR_STEPS-}             # 0: no stage 3 (with SCENE_INPUT=1 
                                             # simulator's summary at evaluation: the bound)
 LOCATOR_NEEDLE_LAYOUTS=${LOCATOR_NEEDLE_LAYOUTS-}
 LOCATOR_OTHER_LAYOUTS=${LOCATOR_OTHER_LAYOUTS-}
+LOCATOR_GLIMPSE_PX=${LOCATOR_GLIMPSE_PX-}   # (0 with LOCATOR_ANCHOR_WEIGHT=0: the locator without anchors or glimpse)
+LOCATOR_ANCHOR_WEIGHT=${LOCATOR_ANCHOR_WEIGHT-}
 SHIFT_PX=${SHIFT_PX:-2}                     # training image shift augmentation, +- px
 STEPS=${STEPS:-16000}
 COSINE_STEPS=${COSINE_STEPS:-$STEPS}        # length of the LR schedule (longer: stop part-way along it)
@@ -67,11 +75,12 @@ BATCH=${BATCH:-32}
 export MUJOCO_GL=${MUJOCO_GL:-osmesa} HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 SVT_LOG=1 WANDB_MODE=disabled
 
 record() {  # task episodes first_seed folder extra...
-    local task=$1 n=$2 seed=$3 dir=$WORK/data/$4; shift 4
+    local task=$1 n=$2 seed=$3 dir=$WORK/data/$4 tail=$SUCCESS_TAIL_S; shift 4
+    [ "$task" = peg_transfer ] && tail=$PEG_SUCCESS_TAIL_S
     if [ -f "$dir/meta/info.json" ]; then echo "== $task: $dir exists, kept"; return; fi
     echo "== record $task: $n episodes from seed $seed ($(date -u +%T))"
     "$PY" -m surgbot.cli data record --task "$task" --episodes "$n" --seed "$seed" --image-size "$SIZE" \
-        --workers "$WORKERS" --success-tail-s "$SUCCESS_TAIL_S" --perturb-mm "$PERTURB_MM" --out "$dir" "$@"
+        --workers "$WORKERS" --success-tail-s "$tail" --perturb-mm "$PERTURB_MM" --out "$dir" "$@"
 }
 
 train() {  # out steps cosine_steps "weights" needle_dir peg_dir extra...
@@ -121,7 +130,9 @@ if [ "$SCENE_INPUT" = 1 ] && [ "$SCENE_LOCATOR" != 1 ] && [ "${LOCATOR_STEPS:-1}
         "$PY" -m surgbot.cli policy train-locator --bound "$TRAINED" --out "$FINAL" --threads 1 \
             ${LOCATOR_STEPS:+--steps "$LOCATOR_STEPS"} \
             ${LOCATOR_NEEDLE_LAYOUTS:+--needle-layouts "$LOCATOR_NEEDLE_LAYOUTS"} \
-            ${LOCATOR_OTHER_LAYOUTS:+--other-layouts "$LOCATOR_OTHER_LAYOUTS"}
+            ${LOCATOR_OTHER_LAYOUTS:+--other-layouts "$LOCATOR_OTHER_LAYOUTS"} \
+            ${LOCATOR_GLIMPSE_PX:+--glimpse-px "$LOCATOR_GLIMPSE_PX"} \
+            ${LOCATOR_ANCHOR_WEIGHT:+--anchor-weight "$LOCATOR_ANCHOR_WEIGHT"}
     fi
 fi
 

@@ -14,7 +14,7 @@ from surgbot.policies.data.scene_rows import episode_scene_vectors
 from surgbot.policies.vla.configuration_surgvla import SCENE_DIM as MODEL_SCENE_DIM
 from surgbot.policies.vla.configuration_surgvla import SCENE_POSITIONS
 from surgbot.sim.envs import ENV_IDS
-from surgbot.sim.envs.scene_state import SCENE_DIM, SCENE_NAMES, scene_vector
+from surgbot.sim.envs.scene_state import SCENE_DIM, SCENE_NAMES, scene_pixels, scene_vector
 from surgbot.sim.tasks import get_task
 
 pytestmark = pytest.mark.sim
@@ -102,3 +102,30 @@ def test_rebuilt_from_a_sidecar_it_matches_the_reset_and_bad_sidecars_are_errors
     sidecar.unlink()
     with pytest.raises(ValueError, match="surgbot.json"):
         episode_scene_vectors(tmp_path)
+
+
+# the discs' colours as rendered (lit from above): one channel far above the other two
+DISC_CHANNEL = {"red": 0, "green": 1, "blue": 2}
+
+
+@pytest.mark.parametrize("task", ["reach", "peg_transfer"])
+def test_scene_pixels_are_where_the_endoscope_image_shows_the_points(task):
+    """The locator's anchors learn from these: projected through each layout's own (randomised) camera,
+    the named disc's centre lands on a pixel of that disc's colour in the rendered image; the needle's arc
+    middle on a pixel brighter than the pad around it is not asserted (the wire is under a pixel wide)."""
+    env = gym.make(ENV_IDS[task], render_mode="rgb_array", image_size=(96, 128))
+    try:
+        for seed in range(4):
+            obs, _ = env.reset(seed=seed)
+            px = scene_pixels(env)
+            assert px.shape == (2, 2) and np.all(np.isfinite(px))
+            assert 0 <= px[1, 0] < 128 and 0 <= px[1, 1] < 96
+            rgb = obs["image"][int(px[1, 1]), int(px[1, 0])].astype(int)
+            c = DISC_CHANNEL[env.unwrapped.layout.target]
+            assert rgb[c] > 150 and rgb[c] > 2 * max(np.delete(rgb, c)), (seed, rgb)
+        with pytest.raises(ValueError, match="behind"):
+            u = env.unwrapped
+            cam = u.model.camera("endoscope_camera").id
+            u.image_points(u.data.cam_xpos[cam] - u.data.cam_xmat[cam].reshape(3, 3)[:, 2] * -0.1)
+    finally:
+        env.close()

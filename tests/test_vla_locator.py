@@ -1,4 +1,5 @@
-"""`surgbot policy train-locator`'s cores: the pad-plane <-> summary map and the settings' checks."""
+"""`surgbot policy train-locator`'s cores: the pad-plane <-> summary map, the settings' checks, and the
+locator's anchors and glimpse (policies/vla/encoder_surgvla.py)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,16 @@ import pytest
 import torch
 
 from surgbot.policies.vla.configuration_locator import LocatorTrainingConfig
-from surgbot.policies.vla.configuration_surgvla import SCENE_DIM, SCENE_POSITIONS
-from surgbot.policies.vla.train_locator import PLANE_DIM, WORLD_UNIT_M, PadPlaneMap
+from surgbot.policies.vla.configuration_surgvla import SCENE_DIM, SCENE_POSITIONS, SurgVLAConfig
+from surgbot.policies.vla.encoder_surgvla import (
+    Glimpse,
+    Locator,
+    LocatorOutput,
+    anchor_loss,
+    cell_centres,
+    random_shift,
+)
+from surgbot.policies.vla.train_locator import PLANE_DIM, WORLD_UNIT_M, PadPlaneMap, crop_coordinates
 
 
 def _rotation(rng: np.random.Generator) -> np.ndarray:
@@ -52,7 +61,9 @@ def test_plane_targets_map_back_to_the_normalised_summary_exactly():
 
 @pytest.mark.parametrize("bad", [{"steps": 0}, {"needle_layouts": -1}, {"batch_size": 2.5}, {"lr": float("nan")},
                                  {"weight_decay": -1.0}, {"other_layouts": True},
-                                 {"needle_layouts": 60000}])   # would reach the validation seeds
+                                 {"needle_layouts": 60000},   # would reach the validation seeds
+                                 {"glimpse_px": -1}, {"glimpse_px": 2.0}, {"anchor_loss_weight": float("inf")},
+                                 {"anchor_sigma_cells": 0.0}, {"glimpse_noise_px": -0.5}])
 def test_bad_settings_are_refused(bad):
     with pytest.raises(ValueError):
         LocatorTrainingConfig(**bad)
@@ -70,3 +81,67 @@ def test_orientation_error_is_an_object_angle_with_the_symmetry_taken_out():
     for turn, k, want in ((10, 2, 10), (190, 2, 10), (-80, 2, 80), (85, 4, 5), (0, 2, 0)):
         got = orientation_error_deg(pair(30 + turn, k), pair(30, k), k)
         assert got.shape == (1,) and got[0] == pytest.approx(want, abs=1e-6), (turn, k, got)
+
+
+def test_crop_coordinates_put_the_crop_edges_at_minus_and_plus_one():
+    crop = (0.0, 0.125, 0.8333, 0.6875)                  # the bundled recipe's: rows 0-80, columns 16-104 of 96x128
+    got = crop_coordinates(np.array([[16.0, 0.0], [104.0, 80.0], [60.0, 40.0]]), (96, 128), crop)
+    np.testing.assert_allclose(got, [[-1, -1], [1, 1], [0, 0]], atol=1e-9)
+    np.testing.assert_allclose(crop_coordinates(np.array([[64.0, 48.0]]), (96, 128), None), [[0, 0]])
+
+
+def test_random_shift_reports_how_far_the_content_moved():
+    """The anchors' targets move with the augmentation: a lone bright pixel ends up where the offsets say."""
+    torch.manual_seed(0)
+    img = torch.zeros(16, 3, 20, 24)
+    img[:, :, 9, 11] = 1.0
+    shifted, moved = random_shift(img, 3)
+    assert moved.shape == (16, 2) and int(moved.abs().max()) <= 3 and len({tuple(m) for m in moved.tolist()}) > 1
+    for b in range(16):
+        rows, cols = torch.nonzero(shifted[b, 0] == 1.0, as_tuple=True)
+        assert (int(cols[0]), int(rows[0])) == (11 + int(moved[b, 0]), 9 + int(moved[b, 1]))
+
+
+def test_glimpse_reads_the_full_resolution_window_around_its_centre():
+    g = Glimpse(6)
+    h, w = 20, 24
+    rows, cols = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    img = (100.0 * rows + cols).float().expand(2, 3, h, w).contiguous()
+    # window centres on pixel corners (x, y in pixels) 10, 8 and 5, 13 -> normalised coordinates
+    centre = torch.tensor([[10 / w * 2 - 1, 8 / h * 2 - 1], [5 / w * 2 - 1, 13 / h * 2 - 1]])
+    win = g.window(img, centre)
+    assert win.shape == (2, 3, 6, 6)
+    assert torch.allclose(win[0, 0], img[0, 0, 5:11, 7:13]) and torch.allclose(win[1, 1], img[1, 1, 10:16, 2:8])
+    assert g(img, centre).shape == (2, g.out_dim)
+
+
+def test_anchors_are_the_attention_expectation_and_their_loss_wants_the_target_cell():
+    h, w = 10, 11
+    centres = cell_centres(h, w)
+    assert centres.shape == (h * w, 2) and centres[0].tolist() == pytest.approx([-1 + 1 / w, -1 + 1 / h])
+    target = torch.stack([centres[37], centres[80]])[None]         # [1, 2 anchors, 2]
+    def output(cells):
+        logits = torch.full((1, 2, h * w), -30.0)
+        for a, c in enumerate(cells):
+            logits[0, a, c] = 30.0
+        return LocatorOutput(torch.zeros(1, 1), logits, torch.softmax(logits, -1) @ centres, (h, w))
+    right, wrong = output([37, 80]), output([80, 37])
+    assert torch.allclose(right.anchors, target, atol=1e-6)
+    assert float(anchor_loss(right, target, 0.6)) < float(anchor_loss(wrong, target, 0.6)) - 10
+
+
+def test_a_locator_with_a_glimpse_looks_where_its_anchor_is_unless_told():
+    cfg = SurgVLAConfig(image_size=(40, 48), scene_dim=SCENE_DIM, scene_locator=True, scene_locator_glimpse_px=12)
+    loc = Locator(cfg, PLANE_DIM, cfg.scene_locator_glimpse_px).eval()
+    img, lang = torch.randn(3, 3, 40, 48), torch.randn(3, cfg.language_dim)
+    with torch.no_grad():
+        out = loc.locate(img, lang)
+        assert out.out.shape == (3, PLANE_DIM) and out.anchors.shape == (3, 2, 2)
+        assert out.anchor_logits.shape == (3, 2, 5 * 6)
+        assert torch.equal(loc(img, lang), out.out)
+        assert torch.equal(loc.locate(img, lang, out.anchors[:, 0]).out, out.out)
+        assert not torch.equal(loc.locate(img, lang, out.anchors[:, 0] + 0.3).out, out.out)
+    with pytest.raises(ValueError, match="scene_locator_glimpse_px"):
+        SurgVLAConfig(scene_dim=SCENE_DIM, scene_locator_glimpse_px=12)          # no locator to look with
+    with pytest.raises(ValueError, match="scene_locator_glimpse_px"):
+        SurgVLAConfig(image_size=(40, 48), scene_dim=SCENE_DIM, scene_locator=True, scene_locator_glimpse_px=41)

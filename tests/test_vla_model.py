@@ -467,7 +467,7 @@ def test_goal_encoder_is_a_separate_locator_trained_by_the_goal_loss_alone():
     ignores the state, the goal loss's gradient reaches the locator and not the action encoder, the
     action loss's reaches the action encoder and not the locator; it needs a goal loss weight."""
     from surgbot.policies.vla.configuration_surgvla import GOAL_KEY
-    from surgbot.policies.vla.modeling_surgvla import Locator
+    from surgbot.policies.vla.encoder_surgvla import Locator
 
     feats = _features()
     with pytest.raises(ValueError, match="goal_encoder"):
@@ -548,7 +548,7 @@ def test_scene_locator_learns_the_summary_and_feeds_the_first_images_estimate_fo
     gradient reaches only the locator); at inference no summary is needed: the locator's estimate from the
     episode's first image is used for every chunk until reset()."""
     from surgbot.policies.vla.configuration_surgvla import SCENE_DIM, SCENE_KEY, SCENE_SEEN_KEY
-    from surgbot.policies.vla.modeling_surgvla import Locator
+    from surgbot.policies.vla.encoder_surgvla import Locator
 
     with pytest.raises(ValueError, match="scene_locator"):
         SurgVLAConfig(scene_locator=True)

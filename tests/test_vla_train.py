@@ -242,8 +242,11 @@ def test_train_locator_joins_a_locator_to_the_bound_action_head(scene_bound, tmp
     assert all(np.isfinite(r["needle_pick_grasp_mm_median"]) and np.isfinite(r["reach_grasp_mm_median"])
                and 0 <= r["needle_pick_orientation_deg_median"] <= 90 for r in summary["log"])
     assert summary["config"]["orientation_loss_weight"] == 2.0
+    # anchors and glimpse by default: anchor 0's distance from the needle's arc middle in the image is logged
+    assert all(np.isfinite(r["needle_pick_anchor_px_median"]) for r in summary["log"])
     joined, original = PolicyRuntime(out), PolicyRuntime(bound)
     assert joined.config.scene_locator and joined.metadata()["environment_state_dim"] == 0
+    assert joined.config.scene_locator_glimpse_px == summary["config"]["glimpse_px"] == 24
     theirs = original.policy.state_dict()
     mine = joined.policy.state_dict()
     assert {k for k in mine if not k.startswith("model.scene_locator.")} == set(theirs)
@@ -254,6 +257,7 @@ def test_train_locator_joins_a_locator_to_the_bound_action_head(scene_bound, tmp
                         (["--bound", str(plain), "--out", str(tmp_path / "p")], "not trained with --scene-input"),
                         (["--bound", str(bound), "--out", str(out)], "exists"),
                         (["--bound", str(tmp_path / "missing"), "--out", str(tmp_path / "b")], "not found"),
-                        (["--bound", str(bound), "--out", str(tmp_path / "c"), "--steps", "0"], "steps")):
+                        (["--bound", str(bound), "--out", str(tmp_path / "c"), "--steps", "0"], "steps"),
+                        (["--bound", str(bound), "--out", str(tmp_path / "g"), "--glimpse-px", "-1"], "glimpse_px")):
         res = _run(cmd + args)                              # (a later --steps overrides cmd's)
         assert res.returncode != 0 and error in res.stderr.strip().splitlines()[-1], res.stderr[-2000:]

@@ -29,6 +29,16 @@ class LocatorTrainingConfig:
     lr_end: float = 5e-5
     weight_decay: float = 1e-4
     orientation_loss_weight: float = 1.0  # L1 weight of the orientation pair (the positions' is 1)
+    # Anchors and glimpse (policies/vla/encoder_surgvla.py): keypoints 0 and 1 learn to sit on the grasp
+    # and place points (cross-entropy against a Gaussian of anchor_sigma_cells on the keypoint map, the
+    # points projected through each layout's camera), and the head sees a glimpse_px window around
+    # anchor 0.  In training the window is centred on the true point moved by glimpse_noise_px (std),
+    # about the anchor's own error, so it learns on windows centred as inference centres them.
+    # anchor_loss_weight 0 and glimpse_px 0: the locator bundled until December 2026 (c16a4f994225).
+    glimpse_px: int = 24
+    anchor_loss_weight: float = 1.0
+    anchor_sigma_cells: float = 0.6
+    glimpse_noise_px: float = 1.5
     eval_every_steps: int = 500
     val_seed: int = 60000                # validation layouts: neither training (< 10000) nor evaluation seeds
     val_layouts: int = 30
@@ -45,6 +55,13 @@ class LocatorTrainingConfig:
                 raise ValueError(f"{name} must be finite and > 0, got {getattr(self, name)}")
         if not (math.isfinite(self.orientation_loss_weight) and self.orientation_loss_weight >= 0):
             raise ValueError(f"orientation_loss_weight must be finite and >= 0, got {self.orientation_loss_weight}")
+        if isinstance(self.glimpse_px, bool) or not isinstance(self.glimpse_px, int) or self.glimpse_px < 0:
+            raise ValueError(f"glimpse_px must be an int >= 0, got {self.glimpse_px!r}")
+        for name in ("anchor_loss_weight", "glimpse_noise_px"):
+            if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
+                raise ValueError(f"{name} must be finite and >= 0, got {getattr(self, name)}")
+        if not (math.isfinite(self.anchor_sigma_cells) and self.anchor_sigma_cells > 0):
+            raise ValueError(f"anchor_sigma_cells must be finite and > 0, got {self.anchor_sigma_cells}")
         if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
             raise ValueError(f"weight_decay must be finite and >= 0, got {self.weight_decay}")
         top = max(FIRST_SEEDS[t] + n for t, n in (("needle_pick", self.needle_layouts),
@@ -72,6 +89,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--orientation-weight", type=float, default=d.orientation_loss_weight, metavar="W",
                    help="L1 weight of the orientation outputs (the positions' weight is 1)")
+    p.add_argument("--glimpse-px", type=int, default=d.glimpse_px, metavar="PX",
+                   help="full-resolution window around the anchor keypoint the head also sees (0: none)")
+    p.add_argument("--anchor-weight", type=float, default=d.anchor_loss_weight, metavar="W",
+                   help="weight of the anchor keypoints' cross-entropy (0: the keypoints are not anchored)")
     p.add_argument("--eval-every", type=int, default=d.eval_every_steps, metavar="N")
     p.add_argument("--val-layouts", type=int, default=d.val_layouts,
                    help=f"validation layouts from seed {d.val_seed} (needle_pick, reach)")

@@ -183,6 +183,11 @@ class SurgVLAConfig(PreTrainedConfig):
     # from where the summary (taken at reset) says it is; the locator trained on every frame placed
     # the needle 9.5 mm off (median, step 10000 of the bundled recipe).
     scene_locator_frames: int = 16
+    # The locator also looks at a window of this many pixels around its anchor keypoint at full
+    # resolution (policies/vla/encoder_surgvla.py; trained by `surgbot policy train-locator`, whose
+    # anchor loss puts that keypoint on the grasp point): the needle's direction is a few pixels of
+    # wire.  0: no window (checkpoints made before it load unchanged).
+    scene_locator_glimpse_px: int = 0
     # Also give the action head the scene's two positions relative to the tool (grasp - tool, place -
     # tool; action units): the motion to make, instead of two absolute points its MLP must subtract to
     # millimetres (peg_transfer with the true summary grasped 3.5 mm off the block's centre; the block
@@ -237,6 +242,13 @@ class SurgVLAConfig(PreTrainedConfig):
         if isinstance(self.scene_locator_frames, bool) or not (
                 isinstance(self.scene_locator_frames, int) and self.scene_locator_frames >= 1):
             raise ValueError(f"scene_locator_frames must be an int >= 1, got {self.scene_locator_frames!r}")
+        if isinstance(self.scene_locator_glimpse_px, bool) or not (
+                isinstance(self.scene_locator_glimpse_px, int) and 0 <= self.scene_locator_glimpse_px <= min(
+                    self.image_size)):
+            raise ValueError(f"scene_locator_glimpse_px must be an int in 0..{min(self.image_size)} (the encoder's "
+                             f"image), got {self.scene_locator_glimpse_px!r}")
+        if self.scene_locator_glimpse_px and not self.scene_locator:
+            raise ValueError("scene_locator_glimpse_px needs scene_locator")
         if not (math.isfinite(self.scene_loss_weight) and self.scene_loss_weight > 0):
             raise ValueError(f"scene_loss_weight must be finite and > 0, got {self.scene_loss_weight}")
 

@@ -41,9 +41,8 @@ from surgbot.policies.vla.configuration_surgvla import (
     STATE_KEY,
     SurgVLAConfig,
 )
+from surgbot.policies.vla.encoder_surgvla import GOAL_DIM, Locator, encode, film_stack, identity_film, random_shift
 
-GROUP_NORM_GROUPS = 8
-GOAL_DIM = 3                 # the goal head predicts a position
 PAD_KEY = "action_is_pad"
 
 
@@ -52,86 +51,6 @@ def _stat(stats: dict | None, key: str, name: str, default: float) -> Tensor:
     if value is None:
         return torch.full((POSE_DIM,), float(default))
     return torch.as_tensor(value, dtype=torch.float32).reshape(POSE_DIM)
-
-
-class FiLMBlock(nn.Module):
-    """conv(stride) -> GroupNorm -> FiLM(gamma, beta) from the instruction -> ReLU."""
-
-    def __init__(self, c_in: int, c_out: int, stride: int):
-        super().__init__()
-        self.conv = nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False)
-        self.norm = nn.GroupNorm(GROUP_NORM_GROUPS, c_out)
-
-    def forward(self, x: Tensor, gamma: Tensor, beta: Tensor) -> Tensor:
-        x = self.norm(self.conv(x))
-        return F.relu(x * (1.0 + gamma[:, :, None, None]) + beta[:, :, None, None])
-
-
-class SpatialSoftArgmax(nn.Module):
-    """Feature map -> K expected (x, y) image positions in [-1, 1] (where things are)."""
-
-    def __init__(self, channels: int, keypoints: int):
-        super().__init__()
-        self.proj = nn.Conv2d(channels, keypoints, 1)
-
-    def forward(self, x: Tensor) -> Tensor:
-        b, _, h, w = x.shape
-        logits = self.proj(x).flatten(2)                              # B, K, HW
-        attn = torch.softmax(logits, dim=-1)
-        ys = torch.linspace(-1.0, 1.0, h, device=x.device, dtype=x.dtype)
-        xs = torch.linspace(-1.0, 1.0, w, device=x.device, dtype=x.dtype)
-        gy, gx = torch.meshgrid(ys, xs, indexing="ij")
-        grid = torch.stack([gx.reshape(-1), gy.reshape(-1)], dim=-1)  # HW, 2
-        return (attn @ grid).reshape(b, -1)                          # B, 2K
-
-
-def film_stack(config: SurgVLAConfig) -> tuple[nn.ModuleList, SpatialSoftArgmax, list[int]]:
-    """The FiLM conv blocks, their keypoints and the sizes of their (gamma, beta) pairs.  Stride 2 in
-    the first log2(keypoint_stride) blocks, then 1 (default 8: 96 px -> 12x12 map)."""
-    chans = list(config.conv_channels)
-    halvings = int(config.keypoint_stride).bit_length() - 1
-    strides = [2 if i < halvings else 1 for i in range(len(chans))]
-    blocks = nn.ModuleList(
-        FiLMBlock(c_in, c_out, s) for c_in, c_out, s in zip([3] + chans[:-1], chans, strides, strict=True))
-    return blocks, SpatialSoftArgmax(chans[-1], config.num_keypoints), [c for c in chans for _ in (0, 1)]
-
-
-def identity_film(hidden: int, split: list[int]) -> nn.Linear:
-    """Language features -> every block's (gamma, beta), zero at start: FiLM starts as the identity."""
-    film = nn.Linear(hidden, sum(split))
-    nn.init.zeros_(film.weight)
-    nn.init.zeros_(film.bias)
-    return film
-
-
-def encode(blocks: nn.ModuleList, keypoints: SpatialSoftArgmax, film: tuple[Tensor, ...], image: Tensor) -> Tensor:
-    """image -> [keypoint positions, pooled last feature map] through FiLM-conditioned blocks."""
-    x = image
-    for i, block in enumerate(blocks):
-        x = block(x, film[2 * i], film[2 * i + 1])
-    return torch.cat([keypoints(x), x.mean(dim=(2, 3))], dim=-1)
-
-
-class Locator(nn.Module):
-    """Image + instruction -> `out_dim` numbers, with its own conv blocks, keypoints and language MLP, so
-    only its own loss trains it and the action head's encoder is not asked to serve two masters: the goal
-    head of `SurgVLAConfig.goal_encoder` (an absolute goal position, action units) and the scene locator
-    of `SurgVLAConfig.scene_locator` (the scene summary, normalised)."""
-
-    def __init__(self, config: SurgVLAConfig, out_dim: int = GOAL_DIM):
-        super().__init__()
-        self.blocks, self.keypoints, self._split = film_stack(config)
-        self.language = nn.Sequential(nn.Linear(config.language_dim, config.language_hidden_dim), nn.ReLU())
-        self.film = identity_film(config.language_hidden_dim, self._split)
-        feat = 2 * config.num_keypoints + config.conv_channels[-1] + config.language_hidden_dim
-        self.head = nn.Sequential(nn.Linear(feat, config.head_hidden_dim // 2), nn.ReLU(),
-                                  nn.Linear(config.head_hidden_dim // 2, out_dim))
-
-    def forward(self, image: Tensor, language: Tensor) -> Tensor:
-        """image [B,3,h,w] as the encoder sees it, language [B,384] -> [B, out_dim]."""
-        lang = self.language(language)
-        img = encode(self.blocks, self.keypoints, torch.split(self.film(lang), self._split, dim=-1), image)
-        return self.head(torch.cat([img, lang], dim=-1))
 
 
 class SurgVLANet(nn.Module):
@@ -155,7 +74,8 @@ class SurgVLANet(nn.Module):
         if self.scene is not None:
             feat += config.state_hidden_dim
         # where the objects are, from the first image (SurgVLAConfig.scene_locator): inference's scene input
-        self.scene_locator = Locator(config, config.scene_dim) if config.scene_locator else None
+        self.scene_locator = (Locator(config, config.scene_dim, config.scene_locator_glimpse_px)
+                              if config.scene_locator else None)
         self.head = nn.Sequential(
             nn.Linear(feat, config.head_hidden_dim), nn.ReLU(), nn.Dropout(config.dropout),
             nn.Linear(config.head_hidden_dim, config.head_hidden_dim), nn.ReLU(),
@@ -304,7 +224,7 @@ class SurgVLAPolicy(PreTrainedPolicy):
         if image.shape[-2:] != (h, w):
             image = F.interpolate(image, size=(h, w), mode="bilinear", align_corners=False)
         if self.training and self.config.random_shift_px > 0:
-            image = _random_shift(image, self.config.random_shift_px)
+            image = random_shift(image, self.config.random_shift_px)[0]
         return image
 
     def _chunk(self, batch: dict[str, Tensor], with_goal: bool = False):
@@ -398,15 +318,3 @@ def crop_image(image: Tensor, crop: tuple[float, float, float, float] | None) ->
         return image
     r0, c0, rows, cols = crop_pixels(image.shape[-2], image.shape[-1], crop)
     return image[..., r0:r0 + rows, c0:c0 + cols]
-
-
-def _random_shift(image: Tensor, pad: int) -> Tensor:
-    """Shift each image by up to +-pad pixels (edge replicated), one random shift per sample."""
-    b, _, h, w = image.shape
-    padded = F.pad(image, (pad, pad, pad, pad), mode="replicate")
-    dx = torch.randint(0, 2 * pad + 1, (b,), device=image.device)
-    dy = torch.randint(0, 2 * pad + 1, (b,), device=image.device)
-    rows = (torch.arange(h, device=image.device)[None, :] + dy[:, None])          # B, h
-    cols = (torch.arange(w, device=image.device)[None, :] + dx[:, None])          # B, w
-    idx_b = torch.arange(b, device=image.device)[:, None, None]
-    return padded.permute(0, 2, 3, 1)[idx_b, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)

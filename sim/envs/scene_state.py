@@ -49,8 +49,9 @@ def _yaw(R: np.ndarray) -> float:
     return math.atan2(R[1, 0], R[0, 0])
 
 
-def scene_vector(env) -> np.ndarray:
-    """The scene summary (module doc) of `env` (a SurgEnv, unwrapped or not) as it is now, float32 [8]."""
+def scene_points(env) -> tuple[np.ndarray, float, np.ndarray]:
+    """(grasp point, its yaw, place point) of `env` as it is now: jaw-tip positions at pad height, world
+    frame (the summary's points before they become tool-tip positions in PSM1_base)."""
     u = env.unwrapped
     d, pad = u.data, u.geo.pad_top
     task = u.task.name
@@ -74,7 +75,21 @@ def scene_vector(env) -> np.ndarray:
         place = grasp
     else:
         raise ValueError(f"no scene summary for task {task!r}")
+    return grasp, angle, place
+
+
+def scene_vector(env) -> np.ndarray:
+    """The scene summary (module doc) of `env` (a SurgEnv, unwrapped or not) as it is now, float32 [8]."""
+    u = env.unwrapped
+    grasp, angle, place = scene_points(u)
     g, p = _policy_point(u, grasp), _policy_point(u, place)
-    k = ORIENTATION_SYMMETRY[task]
+    k = ORIENTATION_SYMMETRY[u.task.name]
     orient = [math.cos(k * angle), math.sin(k * angle)] if k else [0.0, 0.0]
     return np.concatenate([g, orient, p]).astype(np.float32)
+
+
+def scene_pixels(env) -> np.ndarray:
+    """[2, 2] where the grasp and place points appear in the endoscope image now: (column, row) in
+    pixels, (0, 0) the image's top-left corner (a pixel's centre at +0.5)."""
+    grasp, _, place = scene_points(env)
+    return env.unwrapped.image_points(np.stack([grasp, place]))

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import surgbot.sim.envs  # noqa: F401 - registers the environments
-from surgbot.policies.vla.modeling_surgvla import FiLMBlock, SpatialSoftArgmax
+from surgbot.policies.vla.encoder_surgvla import FiLMBlock, SpatialSoftArgmax
 from surgbot.sim.envs import ENV_IDS
 
 CROP = (0.0, 0.125, 0.8333, 0.6875)       # the bundled checkpoint's pad crop (fractions)

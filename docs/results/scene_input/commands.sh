@@ -61,3 +61,28 @@ NEEDLE_EPISODES=400 PEG_EPISODES=315 WEIGHTS="2 2 2" SUCCESS_TAIL_S=1 LOCATOR_ST
     --seed 100000 --threads 1 --json | tail -n 1 > docs/results/scene_input/tail/tail_bound_peg_transfer.json
 .venv/bin/python docs/results/scene_input/peg_trace.py runs/tail/train 60000 8 \
     > docs/results/scene_input/tail/peg_trace_60000-60007.txt
+# 11. where peg_transfer's grasps must land (the expert's own grasps moved off the block's centre), the hold's
+#     jaw command, and the tail bound under other chunk-execution settings (peg_window/)
+.venv/bin/python docs/results/scene_input/peg_window/peg_offset.py "0,0,0;1,0,0;0,1,0;1.5,0,0;0,1.5,0;2,0,0;0,2,0;0,0,2;0,0,4" \
+    60000 8 > docs/results/scene_input/peg_window/offset_60000-60007.txt
+.venv/bin/python docs/results/scene_input/peg_window/jaw_exp.py 0.05,0.25,0.55 60000 8 \
+    > docs/results/scene_input/peg_window/jaw_squeeze_60000-60007.txt
+.venv/bin/python docs/results/scene_input/peg_window/exec_exp.py runs/tail/train peg_transfer 60000 8 \
+    "0.5,0.7;0.125,0.7;0.0625,0.5" > docs/results/scene_input/peg_window/exec_runs_tail_60000-60007.jsonl
+# 12. the tail bound on the other tasks (its peg_transfer: step 10)
+for task in needle_pick reach; do
+    .venv/bin/python -m surgbot.cli policy eval --checkpoint runs/tail/train --task $task --episodes 50 \
+        --seed 100000 --threads 1 --json | tail -n 1 > "docs/results/scene_input/tail/tail_bound_${task%_pick}.json"
+done
+for c in red blue; do
+    .venv/bin/python -m surgbot.cli policy eval --checkpoint runs/tail/train --task reach --episodes 25 \
+        --seed 100000 --threads 1 --json --target $c | tail -n 1 > docs/results/scene_input/tail/tail_bound_lang_$c.json
+done
+# 13. anchors and glimpse (anchors_glimpse/): needle-only pilots first (the locator's training loop on
+#     needle_pick first frames of layouts 3000-3599 / 3000-6999 as it was, plain_*.jsonl; then with
+#     keypoints 0/1 anchored and a 24 px glimpse, 3000 layouts, anchors_glimpse_3000_layouts.jsonl: the
+#     model and loss that became encoder_surgvla.Locator and train-locator's defaults; the pilot scripts
+#     were not kept), then the stage on the tail bound with train-locator's defaults: bundled (e3da7a28f2bc)
+.venv/bin/python -m surgbot.cli policy train-locator --bound runs/tail/train --out runs/tail/locator_g --threads 1
+cp runs/tail/locator_g/train_summary.json docs/results/scene_input/anchors_glimpse/locator_train_summary.json
+scripts/eval_default_policy.sh runs/tail/locator_g out/eval_locg     # -> docs/results/bundled_default/
