@@ -527,8 +527,9 @@ def test_scene_input_is_an_action_head_input_checked_and_normalised():
              "observation.language_embedding": torch.randn(2, 384)}
     scene = torch.tensor([[0.01, -0.02, 0.1, 1.0, 0.0, 0.01, -0.02, 0.1]] * 2)
     policy.eval()
-    assert torch.allclose(policy._true_scene({SCENE_KEY: scene})[:, [0, 1, 2, 5, 6, 7]], torch.zeros(2, 6), atol=1e-6)
-    assert torch.equal(policy._true_scene({SCENE_KEY: scene})[:, 3:5], scene[:, 3:5])
+    normalised = policy.normalised_scene({SCENE_KEY: scene})
+    assert torch.allclose(normalised[:, [0, 1, 2, 5, 6, 7]], torch.zeros(2, 6), atol=1e-6)
+    assert torch.equal(normalised[:, 3:5], scene[:, 3:5])
     with torch.no_grad():
         a = policy._chunk({**batch, SCENE_KEY: scene})
         b = policy._chunk({**batch, SCENE_KEY: scene + 0.01})

@@ -258,6 +258,7 @@ def test_train_locator_joins_a_locator_to_the_bound_action_head(scene_bound, tmp
                         (["--bound", str(bound), "--out", str(out)], "exists"),
                         (["--bound", str(tmp_path / "missing"), "--out", str(tmp_path / "b")], "not found"),
                         (["--bound", str(bound), "--out", str(tmp_path / "c"), "--steps", "0"], "steps"),
-                        (["--bound", str(bound), "--out", str(tmp_path / "g"), "--glimpse-px", "-1"], "glimpse_px")):
+                        (["--bound", str(bound), "--out", str(tmp_path / "g"), "--glimpse-px", "-1"], "glimpse_px"),
+                        (["--bound", str(bound), "--out", str(tmp_path / "h"), "--glimpse-px", "500"], "larger than")):
         res = _run(cmd + args)                              # (a later --steps overrides cmd's)
         assert res.returncode != 0 and error in res.stderr.strip().splitlines()[-1], res.stderr[-2000:]

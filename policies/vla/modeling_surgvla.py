@@ -191,7 +191,7 @@ class SurgVLAPolicy(PreTrainedPolicy):
             if self._scene_memory is None or self._scene_memory.shape[0] != image.shape[0]:
                 self._scene_memory = self.model.scene_locator(image, batch[LANGUAGE_KEY])
             return self._scene_memory
-        scene = self._true_scene(batch)
+        scene = self.normalised_scene(batch)
         if self.training and self.config.scene_noise_m > 0:
             noise = torch.zeros_like(scene)
             scale = self.action_std[:GOAL_DIM] + self.config.normalization_eps
@@ -200,7 +200,7 @@ class SurgVLAPolicy(PreTrainedPolicy):
             scene = scene + noise
         return scene
 
-    def _true_scene(self, batch: dict[str, Tensor]) -> Tensor:
+    def normalised_scene(self, batch: dict[str, Tensor]) -> Tensor:
         """The batch's SCENE_KEY [B, scene_dim], positions normalised like the actions' (metres -> units)."""
         if SCENE_KEY not in batch:
             raise KeyError(f"surgvla with scene_dim={self.config.scene_dim} needs '{SCENE_KEY}' in the batch")
@@ -218,7 +218,9 @@ class SurgVLAPolicy(PreTrainedPolicy):
         return chunk[:, :, JAW_INDEX] * (self.action_std[JAW_INDEX] + self.config.normalization_eps) \
             + self.action_mean[JAW_INDEX]
 
-    def _prepare_image(self, image: Tensor) -> Tensor:
+    def prepare_image(self, image: Tensor) -> Tensor:
+        """A normalised frame [B, 3, H, W] as the encoders see it: cropped, resized to image_size and, in
+        training, shifted (the locator's training renders its frames through this too)."""
         image = crop_image(image, self.config.crop)
         h, w = self.config.image_size
         if image.shape[-2:] != (h, w):
@@ -234,7 +236,7 @@ class SurgVLAPolicy(PreTrainedPolicy):
                 raise KeyError(f"surgvla input '{key}' missing (run the surgvla preprocessor first)")
         eps = self.config.normalization_eps
         state = batch[STATE_KEY].clamp(-self.config.state_clip, self.config.state_clip)
-        image = self._prepare_image(batch[IMAGE_KEY])
+        image = self.prepare_image(batch[IMAGE_KEY])
         state_as_action = (state * (self.state_std + eps) + self.state_mean - self.action_mean) / (
             self.action_std + eps)
         scene = self._scene(batch, image)
@@ -290,10 +292,10 @@ class SurgVLAPolicy(PreTrainedPolicy):
             if SCENE_SEEN_KEY not in batch:
                 raise KeyError(f"surgvla with scene_locator needs '{SCENE_SEEN_KEY}' in the batch (frame cache)")
             seen = batch[SCENE_SEEN_KEY].reshape(-1) > 0
-            true_scene = self._true_scene(batch)
+            true_scene = self.normalised_scene(batch)
             scene_err = torch.zeros_like(per_sample)
             if bool(seen.any()):     # its second encoder runs on those frames only (~1 in 5 of a batch)
-                image = self._prepare_image(batch[IMAGE_KEY][seen])
+                image = self.prepare_image(batch[IMAGE_KEY][seen])
                 scene_err[seen] = F.l1_loss(self.model.scene_locator(image, batch[LANGUAGE_KEY][seen]),
                                             true_scene[seen], reduction="none").mean(dim=1)
             # the mean over the frames that show the scene as reset, so the loss's scale does not depend

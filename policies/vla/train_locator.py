@@ -112,7 +112,7 @@ def render_first_frames(runtime, task: str, seeds) -> FirstFrames:
             for colour in t.target_choices(t.layout(seed, np.zeros(2))) or (None,):
                 obs, info = env.reset(seed=seed, options=None if colour is None else {"target": colour})
                 batch = runtime.pre(runtime.observation(obs["image"], obs["state"], info["instruction"]))
-                images.append(runtime.policy._prepare_image(batch[IMAGE_KEY]))   # eval mode: no shift
+                images.append(runtime.policy.prepare_image(batch[IMAGE_KEY]))   # eval mode: no shift
                 langs.append(batch[LANGUAGE_KEY])
                 scenes.append(torch.from_numpy(scene_vector(env))[None])
                 anchors.append(crop_coordinates(scene_pixels(env), (h, w), runtime.config.crop))
@@ -158,13 +158,15 @@ class PadPlaneMap:
         return torch.from_numpy(M).float(), torch.from_numpy(off).float()
 
 
-def _check_bound(runtime, out: Path) -> None:
+def _check_bound(runtime, out: Path, glimpse_px: int) -> None:
     cfg = runtime.config
     if cfg.scene_dim != SCENE_DIM:
         raise CliError(f"{runtime.path}: not trained with --scene-input (scene_dim {cfg.scene_dim}); the locator "
                        "joins an action head that takes the scene summary")
     if cfg.scene_locator:
         raise CliError(f"{runtime.path}: already has a scene locator")
+    if glimpse_px > min(cfg.image_size):
+        raise CliError(f"--glimpse-px {glimpse_px} is larger than the image the encoder sees ({cfg.image_size})")
     if (out / SUMMARY_FILE).exists():
         raise CliError(f"{out / SUMMARY_FILE} exists: a finished run (another --out, or delete it)")
 
@@ -197,7 +199,7 @@ def train_locator(bound: str | Path, out: Path, tc: LocatorTrainingConfig, progr
     rng = np.random.default_rng(tc.seed)
     rt = PolicyRuntime(bound)
     out = Path(out)
-    _check_bound(rt, out)
+    _check_bound(rt, out, tc.glimpse_px)
     policy: SurgVLAPolicy = rt.policy
     cfg = rt.config
     t0 = time.time()
@@ -233,7 +235,7 @@ def train_locator(bound: str | Path, out: Path, tc: LocatorTrainingConfig, progr
                 if anchored:
                     px = (located.anchors[:, 0] - v.anchors[:, 0]) * half_size
                     res[f"{task}_anchor_px_median"] = float(px.norm(dim=-1).median())
-                err = (pred - policy._true_scene({SCENE_KEY: v.scenes}))[:, :2].numpy() * scale[:2]
+                err = (pred - policy.normalised_scene({SCENE_KEY: v.scenes}))[:, :2].numpy() * scale[:2]
                 res[f"{task}_grasp_mm_median"] = float(np.median(np.linalg.norm(err, axis=1)) * 1e3)
                 if ORIENTATION_SYMMETRY[task]:
                     res[f"{task}_orientation_deg_median"] = float(np.median(
