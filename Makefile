@@ -26,7 +26,7 @@ demo: bootstrap
 test: bootstrap
 	$(VENV)/bin/ruff check .
 	$(PY) scripts/run_tests.py -rs --timeout 300 -m "not faults and not learning_acceptance and not full_stack"
-	$(VENV)/bin/surgbot bench --quick --json
+	$(VENV)/bin/surgbot bench --quick --json --strict
 
 # The fault-injection suite (~10 min, a quiet machine: its figures go into docs/safety.md).
 safety: bootstrap

@@ -35,6 +35,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--out", default=None, metavar="DIR", help="write DIR/bench.json")
     parser.add_argument("--report", action="store_true",
                         help="regenerate docs/performance.md + PNG plots from the results")
+    parser.add_argument("--strict", action="store_true",
+                        help="exit 1 when any area fails (make test: a benchmark that crashes is a defect); "
+                             "without it only when every area fails")
 
 
 def area_of(module_name: str) -> str:
@@ -80,7 +83,7 @@ def run(args) -> int:
         slim["figures"] = {k: {kk: vv for kk, vv in v.items() if kk != "raw"}
                            for k, v in result["figures"].items()}
         print(json.dumps(slim))
-    return 1 if result["errors"] and not result["figures"] else 0
+    return 1 if result["errors"] and (args.strict or not result["figures"]) else 0
 
 
 def _run_area(module_name: str, quick: bool) -> tuple[list[dict], str | None]:
