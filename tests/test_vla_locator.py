@@ -145,3 +145,13 @@ def test_a_locator_with_a_glimpse_looks_where_its_anchor_is_unless_told():
         SurgVLAConfig(scene_dim=SCENE_DIM, scene_locator_glimpse_px=12)          # no locator to look with
     with pytest.raises(ValueError, match="scene_locator_glimpse_px"):
         SurgVLAConfig(image_size=(40, 48), scene_dim=SCENE_DIM, scene_locator=True, scene_locator_glimpse_px=41)
+
+
+def test_the_appearance_choices_are_the_appearance_shifts():
+    """configuration_locator restates them (it must not import cv2/mujoco: `surgbot --help` stays fast)."""
+    from surgbot.policies.vla.configuration_locator import APPEARANCES
+    from surgbot.policies.video.appearance import SHIFTS
+
+    assert APPEARANCES == SHIFTS
+    with pytest.raises(ValueError, match="appearance"):
+        LocatorTrainingConfig(appearance="foggy")

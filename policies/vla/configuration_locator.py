@@ -14,6 +14,7 @@ from pathlib import Path
 FIRST_SEEDS = {"needle_pick": 3000, "reach": 0, "peg_transfer": 6000}
 VAL_TASKS = ("needle_pick", "reach")
 SUMMARY_FILE = "train_summary.json"
+APPEARANCES = ("none", "strong")     # policies/video/appearance.py SHIFTS (torch-free module: restated, tested)
 CHECKPOINT_SUBDIR = Path("checkpoints") / "last" / "pretrained_model"   # the layout `policy train` writes
 
 
@@ -39,6 +40,12 @@ class LocatorTrainingConfig:
     anchor_loss_weight: float = 1.0
     anchor_sigma_cells: float = 0.6
     glimpse_noise_px: float = 1.5
+    # "strong": every training layout is also rendered once through the `sim` video source's appearance
+    # randomisation (tissue, lighting, colour jitter, blur, smoke, noise; drawn from the layout seed, so
+    # never an evaluation seed's draw), and the validation error is logged for both looks.  Why: the
+    # action head told where things are keeps reach at 25/25 under that shift while the locator trained
+    # on one look loses it (2/50).  "none": one look.
+    appearance: str = "none"
     eval_every_steps: int = 500
     val_seed: int = 60000                # validation layouts: neither training (< 10000) nor evaluation seeds
     val_layouts: int = 30
@@ -62,6 +69,8 @@ class LocatorTrainingConfig:
                 raise ValueError(f"{name} must be finite and >= 0, got {getattr(self, name)}")
         if not (math.isfinite(self.anchor_sigma_cells) and self.anchor_sigma_cells > 0):
             raise ValueError(f"anchor_sigma_cells must be finite and > 0, got {self.anchor_sigma_cells}")
+        if self.appearance not in APPEARANCES:
+            raise ValueError(f"appearance must be one of {APPEARANCES}, got {self.appearance!r}")
         if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
             raise ValueError(f"weight_decay must be finite and >= 0, got {self.weight_decay}")
         top = max(FIRST_SEEDS[t] + n for t, n in (("needle_pick", self.needle_layouts),
@@ -93,6 +102,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="full-resolution window around the anchor keypoint the head also sees (0: none)")
     p.add_argument("--anchor-weight", type=float, default=d.anchor_loss_weight, metavar="W",
                    help="weight of the anchor keypoints' cross-entropy (0: the keypoints are not anchored)")
+    p.add_argument("--appearance", default=d.appearance, choices=APPEARANCES,
+                   help="also render every training layout through this appearance shift")
     p.add_argument("--eval-every", type=int, default=d.eval_every_steps, metavar="N")
     p.add_argument("--val-layouts", type=int, default=d.val_layouts,
                    help=f"validation layouts from seed {d.val_seed} (needle_pick, reach)")

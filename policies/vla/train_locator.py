@@ -94,9 +94,10 @@ def crop_coordinates(pixels: np.ndarray, frame_hw: tuple[int, int], crop) -> np.
     return out
 
 
-def render_first_frames(runtime, task: str, seeds) -> FirstFrames:
+def render_first_frames(runtime, task: str, seeds, appearance: str = "none") -> FirstFrames:
     """One reset per layout seed and target colour the layout allows, rendered at the checkpoint's image
-    size and put through its own preprocessing (no video coding)."""
+    size and put through its own preprocessing (no video coding); `appearance` other than "none": seen
+    through that appearance shift (policies/evaluation/appearance.py, drawn from the layout seed)."""
     import gymnasium as gym
 
     from surgbot.sim.envs import ENV_IDS
@@ -106,6 +107,9 @@ def render_first_frames(runtime, task: str, seeds) -> FirstFrames:
     h, w = runtime.image_shape[:2]
     t = get_task(task)
     env = gym.make(ENV_IDS[task], render_mode="rgb_array", image_size=(h, w))
+    if appearance != "none":
+        from surgbot.policies.evaluation.appearance import AppearanceShift
+        env = AppearanceShift(env, appearance)
     images, langs, scenes, anchors = [], [], [], []
     try:
         for seed in seeds:
@@ -205,15 +209,18 @@ def train_locator(bound: str | Path, out: Path, tc: LocatorTrainingConfig, progr
     t0 = time.time()
     counts = {"needle_pick": tc.needle_layouts, "reach": tc.other_layouts, "peg_transfer": tc.other_layouts}
     parts = []
+    looks = ("none",) if tc.appearance == "none" else ("none", tc.appearance)
     for task, n in counts.items():
-        parts.append(render_first_frames(rt, task, range(FIRST_SEEDS[task], FIRST_SEEDS[task] + n)))
-        progress(f"rendered {task}: {len(parts[-1].images)} first frames ({time.time() - t0:.0f} s)")
+        for look in looks:
+            parts.append(render_first_frames(rt, task, range(FIRST_SEEDS[task], FIRST_SEEDS[task] + n), look))
+            progress(f"rendered {task} ({look}): {len(parts[-1].images)} first frames ({time.time() - t0:.0f} s)")
     train = FirstFrames.join(parts)
     scale = (policy.action_std + cfg.normalization_eps).numpy()
     plane = PadPlaneMap(train.base_T_world, train.scenes, policy.action_mean.numpy(), scale)
     target = plane.targets(train.scenes)
-    val = {task: render_first_frames(rt, task, range(tc.val_seed, tc.val_seed + tc.val_layouts))
-           for task in VAL_TASKS}
+    val = {(task if look == "none" else f"{task}_{look}", task):
+           render_first_frames(rt, task, range(tc.val_seed, tc.val_seed + tc.val_layouts), look)
+           for task in VAL_TASKS for look in looks}
     M, off = plane.to_summary()
 
     locator = Locator(cfg, PLANE_DIM, tc.glimpse_px)
@@ -229,16 +236,16 @@ def train_locator(bound: str | Path, out: Path, tc: LocatorTrainingConfig, progr
         locator.eval()
         res = {}
         with torch.no_grad():
-            for task, v in val.items():
+            for (name, task), v in val.items():
                 located = locator.locate(v.images, v.language)
                 pred = located.out @ M.T + off
                 if anchored:
                     px = (located.anchors[:, 0] - v.anchors[:, 0]) * half_size
-                    res[f"{task}_anchor_px_median"] = float(px.norm(dim=-1).median())
+                    res[f"{name}_anchor_px_median"] = float(px.norm(dim=-1).median())
                 err = (pred - policy.normalised_scene({SCENE_KEY: v.scenes}))[:, :2].numpy() * scale[:2]
-                res[f"{task}_grasp_mm_median"] = float(np.median(np.linalg.norm(err, axis=1)) * 1e3)
+                res[f"{name}_grasp_mm_median"] = float(np.median(np.linalg.norm(err, axis=1)) * 1e3)
                 if ORIENTATION_SYMMETRY[task]:
-                    res[f"{task}_orientation_deg_median"] = float(np.median(
+                    res[f"{name}_orientation_deg_median"] = float(np.median(
                         orientation_error_deg(pred[:, SUMMARY_ORIENTATION], v.scenes[:, SUMMARY_ORIENTATION],
                                               ORIENTATION_SYMMETRY[task])))
         locator.train()
@@ -280,7 +287,8 @@ def run(args: argparse.Namespace) -> dict:
                                    other_layouts=args.other_layouts, batch_size=args.batch_size,
                                    eval_every_steps=args.eval_every, val_layouts=args.val_layouts,
                                    orientation_loss_weight=args.orientation_weight,
-                                   glimpse_px=args.glimpse_px, anchor_loss_weight=args.anchor_weight)
+                                   glimpse_px=args.glimpse_px, anchor_loss_weight=args.anchor_weight,
+                                   appearance=args.appearance)
     except ValueError as exc:
         raise CliError(str(exc)) from exc
     torch.set_num_threads(max(1, args.threads))
