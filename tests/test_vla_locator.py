@@ -149,8 +149,8 @@ def test_a_locator_with_a_glimpse_looks_where_its_anchor_is_unless_told():
 
 def test_the_appearance_choices_are_the_appearance_shifts():
     """configuration_locator restates them (it must not import cv2/mujoco: `surgbot --help` stays fast)."""
-    from surgbot.policies.vla.configuration_locator import APPEARANCES
     from surgbot.policies.video.appearance import SHIFTS
+    from surgbot.policies.vla.configuration_locator import APPEARANCES
 
     assert APPEARANCES == SHIFTS
     with pytest.raises(ValueError, match="appearance"):
