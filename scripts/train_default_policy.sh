@@ -10,10 +10,11 @@
 # Stage 3 (the locator): `surgbot policy train-locator` trains a scene locator
 # (anchor keypoints and a glimpse: its defaults) on first frames rendered from
 # LOCATOR_NEEDLE_LAYOUTS needle_pick and LOCATOR_OTHER_LAYOUTS reach /
-# peg_transfer layouts and joins it to stage 1's action head: the bundled
-# checkpoint needs nothing from the simulator.
+# peg_transfer layouts, each also through the `sim` source's appearance
+# randomisation (LOCATOR_APPEARANCE), and joins it to stage 1's action head:
+# the bundled checkpoint needs nothing from the simulator.
 # (NEEDLE_EPISODES=200 PEG_EPISODES=105 WEIGHTS="2 2 1" PEG_SUCCESS_TAIL_S=0
-# LOCATOR_GLIMPSE_PX=0 LOCATOR_ANCHOR_WEIGHT=0: c16a4f994225, bundled until
+# LOCATOR_GLIMPSE_PX=0 LOCATOR_ANCHOR_WEIGHT=0 LOCATOR_APPEARANCE=none: c16a4f994225, bundled until
 # December 2026; SCENE_INPUT=0 LOCATOR_STEPS=0 with those: 54125c0c6dc0, image
 # and state only.)
 # Optional stage 2 (off by default; NEEDLE_MORE=160 PEG_MORE=105 on top of that
@@ -64,6 +65,7 @@ LOCATOR_NEEDLE_LAYOUTS=${LOCATOR_NEEDLE_LAYOUTS-}
 LOCATOR_OTHER_LAYOUTS=${LOCATOR_OTHER_LAYOUTS-}
 LOCATOR_GLIMPSE_PX=${LOCATOR_GLIMPSE_PX-}   # (0 with LOCATOR_ANCHOR_WEIGHT=0: the locator without anchors or glimpse)
 LOCATOR_ANCHOR_WEIGHT=${LOCATOR_ANCHOR_WEIGHT-}
+LOCATOR_APPEARANCE=${LOCATOR_APPEARANCE:-strong}   # none: one look (e3da7a28f2bc, bundled before this one)
 SHIFT_PX=${SHIFT_PX:-2}                     # training image shift augmentation, +- px
 STEPS=${STEPS:-16000}
 COSINE_STEPS=${COSINE_STEPS:-$STEPS}        # length of the LR schedule (longer: stop part-way along it)
@@ -132,7 +134,7 @@ if [ "$SCENE_INPUT" = 1 ] && [ "$SCENE_LOCATOR" != 1 ] && [ "${LOCATOR_STEPS:-1}
             ${LOCATOR_NEEDLE_LAYOUTS:+--needle-layouts "$LOCATOR_NEEDLE_LAYOUTS"} \
             ${LOCATOR_OTHER_LAYOUTS:+--other-layouts "$LOCATOR_OTHER_LAYOUTS"} \
             ${LOCATOR_GLIMPSE_PX:+--glimpse-px "$LOCATOR_GLIMPSE_PX"} \
-            ${LOCATOR_ANCHOR_WEIGHT:+--anchor-weight "$LOCATOR_ANCHOR_WEIGHT"}
+            ${LOCATOR_ANCHOR_WEIGHT:+--anchor-weight "$LOCATOR_ANCHOR_WEIGHT"} --appearance "$LOCATOR_APPEARANCE"
     fi
 fi
 

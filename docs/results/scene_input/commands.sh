@@ -86,3 +86,15 @@ done
 .venv/bin/python -m surgbot.cli policy train-locator --bound runs/tail/train --out runs/tail/locator_g --threads 1
 cp runs/tail/locator_g/train_summary.json docs/results/scene_input/anchors_glimpse/locator_train_summary.json
 scripts/eval_default_policy.sh runs/tail/locator_g out/eval_locg     # -> docs/results/bundled_default/
+# 14. the locator also learning from every layout through the appearance randomisation: bundled (5590a298338b);
+#     the tail bound with the simulator's summary under that shift first (is the action head robust to it?)
+.venv/bin/python -m surgbot.cli policy eval --checkpoint runs/tail/train --task reach --episodes 25 --seed 100000 \
+    --threads 1 --appearance strong --json | tail -n 1 > docs/results/scene_input/tail/tail_bound_reach_appearance.json
+.venv/bin/python -m surgbot.cli policy train-locator --bound runs/tail/train --out runs/tail/locator_app --threads 1 \
+    --appearance strong
+cp runs/tail/locator_app/train_summary.json docs/results/scene_input/anchors_glimpse/locator_appearance_train_summary.json
+scripts/eval_default_policy.sh runs/tail/locator_app out/eval_app    # -> docs/results/bundled_default/
+for task in reach needle_pick peg_transfer; do
+    .venv/bin/python -m surgbot.cli policy eval --checkpoint runs/tail/locator_app --task $task --episodes 50 \
+        --seed 100000 --threads 1 --appearance strong --json | tail -n 1 > out/eval_app/appearance_$task.json
+done
