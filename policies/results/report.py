@@ -157,7 +157,9 @@ def section_robustness(res: dict, root: Path) -> str:
             cell = C.CELLS[name]
             rows.append([f"`{name}`", task, cell.variables["condition"], success_text(res.get(name))])
     return ("The bundled checkpoint (`--checkpoint default`) with the nominal view, under the `sim` video "
-            "source's appearance randomisation applied at evaluation, and with the endoscope in TOOL_FOLLOW.\n\n"
+            "source's appearance randomisation applied at evaluation (its scene locator trained with draws of that "
+            "randomisation from its training layouts, never the evaluation seeds'; the action head never saw it), "
+            "and with the endoscope in TOOL_FOLLOW.\n\n"
             + table(["cell", "task", "condition", "success [Wilson 95%]"], rows) + "\n")
 
 
