@@ -27,6 +27,7 @@ import numpy as np
 
 from surgbot.geometry import matrix_to_quat
 from surgbot.policies.video.appearance import Appearance, ImageStyler, SceneStyler
+from surgbot.sim.camera import mujoco_pixels
 from surgbot.sim.envs import ENV_IDS
 from surgbot.sim.envs.experts import make_expert
 from surgbot.sim.envs.surg_env import CONTROL_HZ
@@ -176,12 +177,10 @@ class SimVideoSource:
 
     def _project(self, p_world: np.ndarray, cam_pos: np.ndarray, cam_R: np.ndarray) -> tuple[float, float]:
         """Pixel (u right, v down) of a world point in the MuJoCo camera (looks along -z, y up)."""
-        pc = cam_R.T @ (np.asarray(p_world) - cam_pos)
-        f = 0.5 * self.h / math.tan(math.radians(self.fovy) / 2)
-        depth = -pc[2]
-        if depth <= 1e-6:
+        pixels, depth = mujoco_pixels(p_world, cam_pos, cam_R, self.fovy, self.w, self.h)
+        if depth[0] <= 1e-6:
             return (float("nan"), float("nan"))
-        return (self.w / 2 + f * pc[0] / depth, self.h / 2 - f * pc[1] / depth)
+        return (float(pixels[0, 0]), float(pixels[0, 1]))
 
     def _affordance(self, cam_pos: np.ndarray, cam_R: np.ndarray) -> np.ndarray:
         """Pixels of the objects the task acts on (segmentation render of the first frame)."""

@@ -39,7 +39,7 @@ from gymnasium import spaces  # noqa: E402
 
 from surgbot.geometry import invert_transform, matrix_from_pose10, pose10_from_matrix  # noqa: E402
 from surgbot.kinematics import psm as kin  # noqa: E402
-from surgbot.sim.camera import intrinsics  # noqa: E402
+from surgbot.sim.camera import mujoco_pixels  # noqa: E402
 from surgbot.sim.psm_plant import PSMPlant  # noqa: E402
 from surgbot.sim.psm_state import ENABLED, FAULT, PSMCore  # noqa: E402
 from surgbot.sim.scene import ENDOSCOPE_CAMERA, OUTER_GROUP, build_env_model  # noqa: E402
@@ -208,14 +208,12 @@ class SurgEnv(gym.Env):
         """[N, 3] world points -> [N, 2] (column, row) where the endoscope image shows them now, in pixels
         of `image_size` ((0, 0) the top-left corner; a point behind the camera is an error)."""
         cam = self.model.camera(ENDOSCOPE_CAMERA).id
-        pos, R = self.data.cam_xpos[cam], self.data.cam_xmat[cam].reshape(3, 3)
         h, w = self.image_size
-        K = intrinsics(float(self.model.cam_fovy[cam]), w, h)
-        p = (np.asarray(points_world, float).reshape(-1, 3) - pos) @ R     # camera frame: x right, y up, -z ahead
-        if np.any(p[:, 2] >= 0):
+        pixels, depth = mujoco_pixels(points_world, self.data.cam_xpos[cam], self.data.cam_xmat[cam].reshape(3, 3),
+                                      float(self.model.cam_fovy[cam]), w, h)
+        if np.any(depth <= 0):
             raise ValueError("a point at or behind the endoscope camera has no image position")
-        uvw = np.stack([p[:, 0], -p[:, 1], -p[:, 2]], axis=1) @ K.T
-        return uvw[:, :2] / uvw[:, 2:]
+        return pixels
 
     def endoscope_image(self) -> np.ndarray:
         """The endoscope view now (uint8 HxWx3), whatever the render_mode."""
