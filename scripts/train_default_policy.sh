@@ -57,6 +57,7 @@ SCENE_INPUT=${SCENE_INPUT:-1}               # 1: the action head also gets the s
 SCENE_NOISE_MM=${SCENE_NOISE_MM:-0}         # with SCENE_INPUT: noise on its positions in training (mm, std)
 SCENE_LOCATOR=${SCENE_LOCATOR:-0}           # with SCENE_INPUT: a locator gives it from the first image instead
 SCENE_RELATIVE=${SCENE_RELATIVE:-0}         # with SCENE_INPUT: also its points relative to the tool
+SCENE_ANCHORED=${SCENE_ANCHORED:-0}         # with SCENE_INPUT: positions also as offsets from its points
 # Stage 3 settings; unset: `surgbot policy train-locator`'s defaults (policies/vla/configuration_locator.py:
 # 8000 steps, 800 needle_pick layouts from seed 3000, 400 reach (from 0) and peg_transfer (from 6000) layouts)
 LOCATOR_STEPS=${LOCATOR_STEPS-}             # 0: no stage 3 (with SCENE_INPUT=1 the result then needs the
@@ -102,6 +103,7 @@ train() {  # out steps cosine_steps "weights" needle_dir peg_dir extra...
         $([ "$SCENE_INPUT" = 1 ] && echo --scene-input --scene-noise-mm "$SCENE_NOISE_MM") \
         $([ "$SCENE_LOCATOR" = 1 ] && echo --scene-locator) \
         $([ "$SCENE_RELATIVE" = 1 ] && echo --scene-relative) \
+        $([ "$SCENE_ANCHORED" = 1 ] && echo --scene-anchored) \
         --save-freq 2000 "$@"
 }
 

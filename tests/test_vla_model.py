@@ -622,3 +622,48 @@ def test_scene_relative_adds_the_points_relative_to_the_tool():
     policy._chunk({**batch, "observation.state": moved_state, SCENE_KEY: moved_scene})
     assert torch.allclose(seen[0][:, SCENE_DIM:], seen[1][:, SCENE_DIM:], atol=1e-5)
     assert not torch.allclose(seen[0][:, :SCENE_DIM], seen[1][:, :SCENE_DIM])
+
+
+def test_scene_anchored_positions_follow_the_scene_point_their_weights_pick():
+    """scene_anchored: per step the head gives an offset from the tool and from each scene point and a
+    softmax weight per anchor; with the grasp point's weight ~1 the chunk's positions are that point plus
+    the offset wherever the tool is (a grasp no longer regressed as a long motion), moving with the scene,
+    while rotation and jaw stay offsets from the tool's state.  It needs scene_dim; it trains end to end."""
+    from surgbot.policies.vla.anchored_surgvla import ANCHORED_STEP_DIM, ANCHORS, anchored_chunk
+    from surgbot.policies.vla.configuration_surgvla import SCENE_DIM, SCENE_KEY
+
+    with pytest.raises(ValueError, match="scene_anchored"):
+        SurgVLAConfig(scene_anchored=True)
+    with pytest.raises(ValueError, match="per step"):
+        anchored_chunk(torch.zeros(1, 16, 10), torch.zeros(1, 10), torch.zeros(1, SCENE_DIM))
+    torch.manual_seed(0)
+    policy = SurgVLAPolicy(SurgVLAConfig(device="cpu", push_to_hub=False, image_size=(24, 32), scene_dim=SCENE_DIM,
+                                         scene_anchored=True, **_features()))
+    last = policy.model.head[-1]
+    assert last.out_features == 16 * ANCHORED_STEP_DIM
+    bias = torch.zeros(16, ANCHORED_STEP_DIM)
+    bias[:, 10:13] = torch.tensor([0.0, 0.0, 0.002])        # 2 mm above the grasp point (identity stats: metres)
+    bias[:, 9] = 0.3                                         # the jaw: +0.3 from the state's
+    bias[:, -ANCHORS + 1] = 30.0                             # the grasp point's weight ~1
+    with torch.no_grad():
+        last.bias.copy_(bias.reshape(-1))
+    batch = {"observation.images.endoscope": torch.rand(1, 3, 48, 64), "observation.language_embedding":
+             torch.randn(1, 384)}
+    scene = torch.tensor([[0.01, -0.02, 0.03, 1.0, 0.0, 0.02, 0.0, 0.01]])
+    policy.eval()
+    for tool in (torch.zeros(1, 10), torch.full((1, 10), 0.05)):
+        for shift in (0.0, 0.004):
+            moved = scene.clone()
+            moved[0, [0, 1, 2, 5, 6, 7]] += shift
+            chunk = policy._chunk({**batch, "observation.state": tool, SCENE_KEY: moved})
+            # (to 1e-5: the stats' eps of 1e-4 on a std of 1)
+            assert torch.allclose(chunk[0, :, :3], (moved[0, :3] + torch.tensor([0.0, 0.0, 0.002])).expand(16, 3),
+                                  atol=1e-5)
+            assert torch.allclose(chunk[0, :, 3:], (tool[0, 3:] + bias[0, 3:10]).expand(16, 7), atol=1e-5)
+    policy.train()
+    scene.requires_grad_(True)
+    loss, _ = policy.forward({**batch, "observation.state": torch.zeros(1, 10), SCENE_KEY: scene,
+                              "action": torch.randn(1, 16, 10)})
+    loss.backward()
+    assert float(last.weight.grad.abs().sum()) > 0.0
+    assert float(scene.grad[0, :3].abs().sum()) > 0.0          # the anchor itself, not only the scene MLP

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -214,27 +215,40 @@ def test_scene_input_trains_from_layout_seeds_and_the_runtime_requires_it(scene_
     no_input = [str(BIN / "surgbot"), *SCENE_ARGS[:-3], *args[-2:]]        # without --scene-input
     res = _run(no_input + ["--scene-locator", "--out", str(tmp_path / "no_input")])
     assert res.returncode != 0 and "need --scene-input" in res.stderr
-    res = _run(args + ["--scene-locator", "--scene-relative", "--log-freq", "1", "--out", str(tmp_path / "locator")])
+    res = _run(args + ["--scene-locator", "--scene-relative", "--scene-anchored", "--log-freq", "1", "--out",
+                       str(tmp_path / "locator")])
     assert res.returncode == 0, res.stderr[-3000:]
     log = [json.loads(line) for line in (tmp_path / "locator" / "train_log.jsonl").read_text().splitlines()]
     assert all(np.isfinite(r["scene_l1_loss"]) for r in log)
     rt = PolicyRuntime(tmp_path / "locator")               # locates the scene itself: nothing from the simulator
     assert rt.metadata()["environment_state_dim"] == 0 and _probe(rt).shape == (16, 10)
+    assert rt.config.scene_anchored and rt.config.scene_relative
+    res = _run(no_input + ["--scene-anchored", "--out", str(tmp_path / "no_input")])
+    assert res.returncode != 0 and "need --scene-input" in res.stderr
 
 
-def test_train_locator_joins_a_locator_to_the_bound_action_head(scene_bound, tmp_path):
+LOCATOR_CMD = [str(BIN / "surgbot"), "policy", "train-locator", "--steps", "4", "--needle-layouts", "1",
+               "--other-layouts", "1", "--val-layouts", "1", "--eval-every", "2", "--batch-size", "4",
+               "--orientation-weight", "2"]
+
+
+@pytest.fixture(scope="module")
+def located(scene_bound, tmp_path_factory) -> Path:
+    """`train-locator` run on the scene bound: its output folder."""
+    out = tmp_path_factory.mktemp("located") / "loc"
+    res = _run(LOCATOR_CMD + ["--bound", str(scene_bound[1]), "--out", str(out)])
+    assert res.returncode == 0, res.stderr[-3000:]
+    return out
+
+
+def test_train_locator_joins_a_locator_to_the_bound_action_head(scene_bound, located, tmp_path):
     """`surgbot policy train-locator`: a locator trained on first frames rendered from the real environments
     (needle_pick, reach, peg_transfer) joins the bound; the joined checkpoint keeps the bound's action head
     weight for weight, needs nothing from the simulator, and logs the validation error; a checkpoint
     without the scene input, one that has a locator already, a finished --out and bad counts are one-line
     errors."""
     _, bound = scene_bound
-    out = tmp_path / "loc"
-    cmd = [str(BIN / "surgbot"), "policy", "train-locator", "--steps", "4", "--needle-layouts", "1",
-           "--other-layouts", "1", "--val-layouts", "1", "--eval-every", "2", "--batch-size", "4",
-           "--orientation-weight", "2"]
-    res = _run(cmd + ["--bound", str(bound), "--out", str(out)])
-    assert res.returncode == 0, res.stderr[-3000:]
+    out, cmd = located, LOCATOR_CMD
     summary = json.loads((out / "train_summary.json").read_text())
     assert [r["step"] for r in summary["log"]] == [2, 4]
     # 1 needle layout + 3 reach colours + the peg layout's colours, one first frame each
@@ -262,3 +276,42 @@ def test_train_locator_joins_a_locator_to_the_bound_action_head(scene_bound, tmp
                         (["--bound", str(bound), "--out", str(tmp_path / "h"), "--glimpse-px", "500"], "larger than")):
         res = _run(cmd + args)                              # (a later --steps overrides cmd's)
         assert res.returncode != 0 and error in res.stderr.strip().splitlines()[-1], res.stderr[-2000:]
+
+
+def test_join_locator_puts_a_trained_locator_onto_a_bound_with_the_same_normalisation(scene_bound, located,
+                                                                                     tmp_path):
+    """`surgbot policy join-locator`: the locator of a joined checkpoint put onto a bound with the same
+    normalisation (an action head retrained on the same data) needs no locator training: onto its own
+    bound it gives the joined checkpoint weight for weight, and the summary says where the locator came
+    from and how it was trained.  A bound whose normalisation stats differ, a source without a locator, a
+    bound that already has one and a finished --out are one-line errors that write nothing."""
+    from safetensors.torch import load_file, save_file
+
+    _, bound = scene_bound
+    cmd = [str(BIN / "surgbot"), "policy", "join-locator"]
+    out = tmp_path / "j"
+    res = _run(cmd + ["--bound", str(bound), "--locator-from", str(located), "--out", str(out)])
+    assert res.returncode == 0, res.stderr[-3000:]
+    summary = json.loads((out / "train_summary.json").read_text())
+    assert summary["locator_from"].endswith("pretrained_model") and summary["locator_training"]["log"]
+    mine, theirs = PolicyRuntime(out), PolicyRuntime(located)
+    assert mine.config.scene_locator and mine.config.scene_locator_glimpse_px == 24
+    a, b = mine.policy.state_dict(), theirs.policy.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    other = tmp_path / "other"                      # the same bound, one image stat changed
+    shutil.copytree(PolicyRuntime(bound).path, other)
+    norm = next(other.glob("policy_preprocessor_step_*_normalizer_processor.safetensors"))
+    stats = load_file(norm)
+    key = next(k for k in stats if "image" in k and k.endswith("mean"))
+    stats[key] = stats[key] + 0.1
+    save_file(stats, norm)
+    for args, error in ((["--bound", str(other), "--locator-from", str(located)], "stats differ"),
+                        (["--bound", str(bound), "--locator-from", str(bound)], "has no scene locator"),
+                        (["--bound", str(located), "--locator-from", str(located)], "already has a scene locator"),
+                        (["--bound", str(tmp_path / "missing"), "--locator-from", str(located)], "not found")):
+        dest = tmp_path / f"e{len(list(tmp_path.iterdir()))}"
+        res = _run(cmd + args + ["--out", str(dest)])
+        assert res.returncode != 0 and error in res.stderr.strip().splitlines()[-1], res.stderr[-2000:]
+        assert not dest.exists()
+    res = _run(cmd + ["--bound", str(bound), "--locator-from", str(located), "--out", str(out)])
+    assert res.returncode != 0 and "exists" in res.stderr.strip().splitlines()[-1]

@@ -58,6 +58,9 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
                         "it from the episode's first image at evaluation (nothing from the simulator)")
     p.add_argument("--scene-relative", action="store_true",
                    help="with --scene-input: also its grasp and place points relative to the tool")
+    p.add_argument("--scene-anchored", action="store_true",
+                   help="with --scene-input: each step's position also as an offset from the grasp or place point "
+                        "(learnt per-step weights; policies/vla/anchored_surgvla.py)")
     p.add_argument("--goal-target", default=None, metavar="{episode_end,first_grasp}",
                    help="with --goal-loss-weight: what the goal head learns and the goal memory aims at: the "
                         "episode's last position (default) or where the jaws first close (first_grasp)")
@@ -84,13 +87,20 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    sub = parser.add_subparsers(dest="policy_command", metavar="{train,train-locator,serve,eval}")
+    sub = parser.add_subparsers(dest="policy_command", metavar="{train,train-locator,join-locator,serve,eval}")
     sub.required = True
     t = sub.add_parser("train", help="train the VLA (LeRobot training, several datasets mixed by weight)")
     add_train_arguments(t)
     loc = sub.add_parser("train-locator", help="train a scene locator on rendered first frames and join it to a "
                                                "--scene-input checkpoint (the result needs nothing from the simulator)")
     importlib.import_module("surgbot.policies.vla.configuration_locator").add_arguments(loc)
+    j = sub.add_parser("join-locator", help="put the locator of a joined checkpoint onto another --scene-input "
+                                            "checkpoint trained on the same data (no locator training)")
+    j.add_argument("--bound", required=True, metavar="CKPT", help="a checkpoint trained with --scene-input")
+    j.add_argument("--locator-from", required=True, metavar="CKPT",
+                   help="a checkpoint with a scene locator whose bound has the same normalisation stats")
+    j.add_argument("--out", required=True, type=Path, metavar="DIR",
+                   help="output folder: checkpoints/last/pretrained_model, train_summary.json")
     s = sub.add_parser("serve", help="pyzmq policy server (contract section 7)")
     s.add_argument("--checkpoint", required=True,
                    help="'default', a pretrained_model folder, or a training output folder")
@@ -114,6 +124,11 @@ def run(args: argparse.Namespace) -> int:
     if args.policy_command == "train-locator":
         summary = importlib.import_module("surgbot.policies.vla.train_locator").run(args)
         print(json.dumps({k: v for k, v in summary.items() if k != "log"}))
+        return 0
+    if args.policy_command == "join-locator":
+        summary = importlib.import_module("surgbot.policies.vla.join_locator").join_from(
+            args.bound, args.locator_from, args.out)
+        print(json.dumps({k: v for k, v in summary.items() if k != "locator_training"}))
         return 0
     if args.policy_command == "serve":
         if not 0 < args.port < 65536:

@@ -193,6 +193,11 @@ class SurgVLAConfig(PreTrainedConfig):
     # millimetres (peg_transfer with the true summary grasped 3.5 mm off the block's centre; the block
     # allows ~2 mm).  False: the summary alone (as the first bound was measured).
     scene_relative: bool = False
+    # Each chunk step's position also as an offset from the scene's grasp and place points, mixed with
+    # the tool-relative one by learnt per-step weights (policies/vla/anchored_surgvla.py): a grasp is
+    # then a near-constant offset from the located block instead of a long regressed motion.  Needs
+    # scene_dim.  False: positions are offsets from the tool only (every checkpoint before it).
+    scene_anchored: bool = False
 
     # Instructions seen in training (filled from the dataset's task table at
     # construction); the server reports them in `metadata`.
@@ -237,6 +242,8 @@ class SurgVLAConfig(PreTrainedConfig):
             raise ValueError(f"scene_noise_m must be finite and >= 0, got {self.scene_noise_m}")
         if self.scene_relative and not self.scene_dim:
             raise ValueError("scene_relative needs scene_dim")
+        if self.scene_anchored and not self.scene_dim:
+            raise ValueError("scene_anchored needs scene_dim (its anchors are the scene's points)")
         if self.scene_locator and not self.scene_dim:
             raise ValueError("scene_locator needs scene_dim (it learns the scene summary)")
         if isinstance(self.scene_locator_frames, bool) or not (

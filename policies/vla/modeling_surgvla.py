@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from lerobot.policies.pretrained import PreTrainedPolicy
 from torch import Tensor, nn
 
+from surgbot.policies.vla.anchored_surgvla import anchored_chunk, step_dim
 from surgbot.policies.vla.configuration_surgvla import (
     ACTION_KEY,
     GOAL_KEY,
@@ -79,8 +80,9 @@ class SurgVLANet(nn.Module):
         self.head = nn.Sequential(
             nn.Linear(feat, config.head_hidden_dim), nn.ReLU(), nn.Dropout(config.dropout),
             nn.Linear(config.head_hidden_dim, config.head_hidden_dim), nn.ReLU(),
-            nn.Linear(config.head_hidden_dim, config.chunk_size * POSE_DIM))
-        nn.init.zeros_(self.head[-1].weight)   # untrained: offset 0 = hold the current pose
+            nn.Linear(config.head_hidden_dim, config.chunk_size * step_dim(config.scene_anchored)))
+        # untrained: offset 0 = hold the current pose (scene_anchored: the mean of the tool and the scene's points)
+        nn.init.zeros_(self.head[-1].weight)
         nn.init.zeros_(self.head[-1].bias)
         # where the episode ends (action units; an offset from the state, or with goal_from_image the
         # absolute position from image + instruction features): a training-only target
@@ -106,9 +108,9 @@ class SurgVLANet(nn.Module):
         return torch.cat([*parts, self.state(state)], dim=-1)
 
     def forward(self, image: Tensor, state: Tensor, language: Tensor, scene: Tensor | None = None) -> Tensor:
-        """-> offsets [B,H,10] (see `features`)."""
+        """-> the head's outputs [B, H, step] (offsets [B,H,10] unless scene_anchored; see `features`)."""
         out = self.head(self.features(image, state, language, scene))
-        return out.reshape(-1, self.config.chunk_size, POSE_DIM)
+        return out.reshape(-1, self.config.chunk_size, step_dim(self.config.scene_anchored))
 
 
 class SurgVLAPolicy(PreTrainedPolicy):
@@ -239,13 +241,16 @@ class SurgVLAPolicy(PreTrainedPolicy):
         image = self.prepare_image(batch[IMAGE_KEY])
         state_as_action = (state * (self.state_std + eps) + self.state_mean - self.action_mean) / (
             self.action_std + eps)
-        scene = self._scene(batch, image)
+        scene = summary = self._scene(batch, image)
         if scene is not None and self.config.scene_relative:     # the motions to the grasp and place points
             tool = state_as_action[:, :GOAL_DIM]
             scene = torch.cat([scene, *(scene[:, lo:hi] - tool for lo, hi in SCENE_POSITIONS)], dim=-1)
         feats = self.model.features(image, state, batch[LANGUAGE_KEY], scene)
-        offsets = self.model.head(feats).reshape(-1, self.config.chunk_size, POSE_DIM)
-        chunk = state_as_action[:, None, :] + offsets
+        raw = self.model.head(feats).reshape(-1, self.config.chunk_size, step_dim(self.config.scene_anchored))
+        if self.config.scene_anchored:
+            chunk, _ = anchored_chunk(raw, state_as_action, summary)
+        else:
+            chunk = state_as_action[:, None, :] + raw
         if not with_goal:
             return chunk
         if self.model.goal is None:

@@ -222,11 +222,12 @@ def train(args: argparse.Namespace) -> dict:
         cfg.scene_dim = SCENE_DIM
         cfg.scene_locator = bool(getattr(args, "scene_locator", False))
         cfg.scene_relative = bool(getattr(args, "scene_relative", False))
+        cfg.scene_anchored = bool(getattr(args, "scene_anchored", False))
         cfg.scene_noise_m = float(args.scene_noise_mm) * 1e-3
         if not (math.isfinite(cfg.scene_noise_m) and cfg.scene_noise_m >= 0):
             raise CliError("--scene-noise-mm must be finite and >= 0")
-    elif getattr(args, "scene_locator", False) or getattr(args, "scene_relative", False):
-        raise CliError("--scene-locator and --scene-relative need --scene-input")
+    elif any(getattr(args, flag, False) for flag in ("scene_locator", "scene_relative", "scene_anchored")):
+        raise CliError("--scene-locator, --scene-relative and --scene-anchored need --scene-input")
     if getattr(args, "goal_memory_max_jaw_rad", None) is not None:
         if not math.isfinite(args.goal_memory_max_jaw_rad):
             raise CliError("--goal-memory-max-jaw-rad must be finite")

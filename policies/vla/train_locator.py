@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -51,6 +50,7 @@ from surgbot.policies.vla.configuration_surgvla import (
     SCENE_POSITIONS,
 )
 from surgbot.policies.vla.encoder_surgvla import Locator, anchor_loss, random_shift
+from surgbot.policies.vla.join_locator import check_bound, join
 from surgbot.policies.vla.modeling_surgvla import SurgVLAPolicy, crop_pixels
 from surgbot.sim.envs.scene_state import ORIENTATION_SYMMETRY
 
@@ -162,39 +162,6 @@ class PadPlaneMap:
         return torch.from_numpy(M).float(), torch.from_numpy(off).float()
 
 
-def _check_bound(runtime, out: Path, glimpse_px: int) -> None:
-    cfg = runtime.config
-    if cfg.scene_dim != SCENE_DIM:
-        raise CliError(f"{runtime.path}: not trained with --scene-input (scene_dim {cfg.scene_dim}); the locator "
-                       "joins an action head that takes the scene summary")
-    if cfg.scene_locator:
-        raise CliError(f"{runtime.path}: already has a scene locator")
-    if glimpse_px > min(cfg.image_size):
-        raise CliError(f"--glimpse-px {glimpse_px} is larger than the image the encoder sees ({cfg.image_size})")
-    if (out / SUMMARY_FILE).exists():
-        raise CliError(f"{out / SUMMARY_FILE} exists: a finished run (another --out, or delete it)")
-
-
-def _join(runtime, locator: Locator, plane: PadPlaneMap, dest: Path, glimpse_px: int) -> None:
-    """Save the bound with the locator in it; its last layer composed with the plane -> summary map."""
-    dest.mkdir(parents=True, exist_ok=True)
-    for f in Path(runtime.path).iterdir():      # the processors (normalisation, language) as the bound has them
-        if f.is_file() and f.name not in ("config.json", "model.safetensors", "train_config.json"):
-            shutil.copy(f, dest / f.name)
-    cfg = runtime.config
-    cfg.scene_locator = True
-    cfg.scene_locator_glimpse_px = glimpse_px
-    joined = SurgVLAPolicy(cfg)
-    missing, unexpected = joined.load_state_dict(runtime.policy.state_dict(), strict=False)
-    if unexpected or not all(k.startswith("model.scene_locator.") for k in missing):
-        raise RuntimeError(f"joining: unexpected {unexpected}, missing {missing}")
-    M, off = plane.to_summary()
-    weights = locator.state_dict()
-    weights["head.2.weight"], weights["head.2.bias"] = M @ weights["head.2.weight"], M @ weights["head.2.bias"] + off
-    joined.model.scene_locator.load_state_dict(weights)
-    joined.save_pretrained(dest)
-
-
 def train_locator(bound: str | Path, out: Path, tc: LocatorTrainingConfig, progress=print) -> dict:
     """Train, join, save OUT/checkpoints/last/pretrained_model and OUT/train_summary.json; returns the summary."""
     from surgbot.policies.vla.runtime import PolicyRuntime
@@ -203,7 +170,7 @@ def train_locator(bound: str | Path, out: Path, tc: LocatorTrainingConfig, progr
     rng = np.random.default_rng(tc.seed)
     rt = PolicyRuntime(bound)
     out = Path(out)
-    _check_bound(rt, out, tc.glimpse_px)
+    check_bound(rt, out, tc.glimpse_px)
     policy: SurgVLAPolicy = rt.policy
     cfg = rt.config
     t0 = time.time()
@@ -273,8 +240,9 @@ def train_locator(bound: str | Path, out: Path, tc: LocatorTrainingConfig, progr
             log.append({"step": step, "loss": float(loss.detach()), **evaluate(), "wall_s": time.time() - t0})
             progress(json.dumps(log[-1]))
 
-    dest = out / CHECKPOINT_SUBDIR
-    _join(rt, locator, plane, dest, tc.glimpse_px)
+    weights = locator.state_dict()       # its last layer composed with the plane -> summary map
+    weights["head.2.weight"], weights["head.2.bias"] = M @ weights["head.2.weight"], M @ weights["head.2.bias"] + off
+    join(rt, weights, out / CHECKPOINT_SUBDIR, tc.glimpse_px)
     summary = {"bound": str(rt.path), "checkpoint": str(CHECKPOINT_SUBDIR), "training_frames": len(target),
                "config": asdict(tc), "final": log[-1], "wall_s": time.time() - t0, "log": log}
     (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=1))

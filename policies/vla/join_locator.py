@@ -1,0 +1,123 @@
+"""Joining a scene locator to a bound checkpoint, and `surgbot policy join-locator`: reuse one already trained.
+
+A bound (`policy train --scene-input`) has an action head that takes the simulator's scene summary;
+joined with a locator it takes the locator's estimate from the episode's first image instead and needs
+nothing from the simulator (`policy train-locator` trains the locator and joins it here).
+
+`join-locator --bound NEW --locator-from JOINED` puts the locator of an already joined checkpoint onto
+another bound: an action head retrained on the same datasets (another head, more steps) then does not
+need the locator's 15 minutes again.  That is only the same locator if both bounds normalise alike: the
+locator reads the image normalised by its bound's dataset stats and writes the summary in its action
+units, so the two checkpoints' normalisers must hold identical stats, and the encoder's input (image
+size, crop) and the locator's shape must match; otherwise a one-line error and nothing is written.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import torch
+
+from surgbot.errors import CliError
+from surgbot.policies.vla.configuration_locator import CHECKPOINT_SUBDIR, SUMMARY_FILE
+from surgbot.policies.vla.configuration_surgvla import SCENE_DIM
+from surgbot.policies.vla.modeling_surgvla import SurgVLAPolicy
+
+# the checkpoint's files the joined one does not copy from its bound (it writes its own)
+OWN_FILES = ("config.json", "model.safetensors", "train_config.json")
+# the bundled checkpoint keeps the locator stage's train_summary.json under this name
+LOCATOR_SUMMARY_FILE = "locator_summary.json"
+# config fields that decide what the locator's encoder is given (its weights' shapes are checked on loading)
+ENCODER_INPUT_FIELDS = ("image_size", "crop")
+
+
+def check_bound(runtime, out: Path, glimpse_px: int) -> None:
+    cfg = runtime.config
+    if cfg.scene_dim != SCENE_DIM:
+        raise CliError(f"{runtime.path}: not trained with --scene-input (scene_dim {cfg.scene_dim}); the locator "
+                       "joins an action head that takes the scene summary")
+    if cfg.scene_locator:
+        raise CliError(f"{runtime.path}: already has a scene locator")
+    if glimpse_px > min(cfg.image_size):
+        raise CliError(f"--glimpse-px {glimpse_px} is larger than the image the encoder sees ({cfg.image_size})")
+    if (out / SUMMARY_FILE).exists():
+        raise CliError(f"{out / SUMMARY_FILE} exists: a finished run (another --out, or delete it)")
+
+
+def join(runtime, locator_weights: dict, dest: Path, glimpse_px: int) -> None:
+    """Save the bound `runtime` with a locator (weights already mapping to the summary) in it at `dest`."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for f in Path(runtime.path).iterdir():      # the processors (normalisation, language) as the bound has them
+        if f.is_file() and f.name not in OWN_FILES:
+            shutil.copy(f, dest / f.name)
+    cfg = runtime.config
+    cfg.scene_locator = True
+    cfg.scene_locator_glimpse_px = glimpse_px
+    joined = SurgVLAPolicy(cfg)
+    missing, unexpected = joined.load_state_dict(runtime.policy.state_dict(), strict=False)
+    if unexpected or not all(k.startswith("model.scene_locator.") for k in missing):
+        raise RuntimeError(f"joining: unexpected {unexpected}, missing {missing}")
+    joined.model.scene_locator.load_state_dict(locator_weights)
+    joined.save_pretrained(dest)
+
+
+def _normaliser_stats(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    stats = {}
+    for f in sorted(path.glob("policy_*processor*.safetensors")):
+        stats.update({f"{f.name.split('_step_')[0]}/{k}": v for k, v in load_file(f).items()})
+    return stats
+
+
+def check_same_normalisation(bound, source) -> None:
+    """CliError unless `source`'s locator sees and writes what it would on `bound` (module docstring)."""
+    for name in ENCODER_INPUT_FIELDS:
+        a, b = getattr(bound.config, name), getattr(source.config, name)
+        if (None if a is None else tuple(a)) != (None if b is None else tuple(b)):
+            raise CliError(f"--locator-from {source.path}: {name} {b} differs from the bound's {a}")
+    ours, theirs = _normaliser_stats(Path(bound.path)), _normaliser_stats(Path(source.path))
+    if not ours or ours.keys() != theirs.keys() or any(not torch.equal(ours[k], theirs[k]) for k in ours):
+        raise CliError(f"--locator-from {source.path}: its normalisation stats differ from {bound.path}'s (the "
+                       "locator reads images and writes the summary in its bound's units): train a locator "
+                       "for this bound with `policy train-locator`")
+    for buf in ("action_mean", "action_std"):
+        if not torch.equal(getattr(bound.policy, buf), getattr(source.policy, buf)):
+            raise CliError(f"--locator-from {source.path}: its {buf} differs from {bound.path}'s")
+
+
+def join_from(bound: str | Path, source: str | Path, out: Path) -> dict:
+    """`join-locator`: OUT/checkpoints/last/pretrained_model and OUT/train_summary.json; returns the summary."""
+    from surgbot.policies.vla.runtime import CheckpointError, PolicyRuntime
+
+    t0 = time.time()
+    out = Path(out)
+    try:
+        rt, src = PolicyRuntime(bound), PolicyRuntime(source)
+    except CheckpointError as exc:
+        raise CliError(str(exc)) from exc
+    if not src.config.scene_locator:
+        raise CliError(f"--locator-from {src.path}: has no scene locator")
+    glimpse_px = int(src.config.scene_locator_glimpse_px)
+    check_bound(rt, out, glimpse_px)
+    check_same_normalisation(rt, src)
+    try:
+        join(rt, src.policy.model.scene_locator.state_dict(), out / CHECKPOINT_SUBDIR, glimpse_px)
+    except RuntimeError as exc:        # a locator of another shape (keypoints, channels, glimpse)
+        raise CliError(f"--locator-from {src.path}: its locator does not fit {rt.path}: "
+                       f"{str(exc).splitlines()[0]}") from exc
+    summary = {"bound": str(rt.path), "locator_from": str(src.path), "checkpoint": str(CHECKPOINT_SUBDIR),
+               "wall_s": time.time() - t0}
+    src_path = Path(src.path).resolve()
+    # how the reused locator was trained, where known: the bundled checkpoint's copy, or the summary of
+    # the train-locator output folder the checkpoint sits in (OUT/checkpoints/last/pretrained_model)
+    stage = src_path.parents[2] / SUMMARY_FILE if len(src_path.parents) > 2 else None
+    for f in (src_path / LOCATOR_SUMMARY_FILE, stage):
+        if f is not None and f.is_file():
+            summary["locator_training"] = json.loads(f.read_text())
+            break
+    (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=1))
+    return summary
