@@ -58,6 +58,7 @@ SCENE_NOISE_MM=${SCENE_NOISE_MM:-0}         # with SCENE_INPUT: noise on its pos
 SCENE_LOCATOR=${SCENE_LOCATOR:-0}           # with SCENE_INPUT: a locator gives it from the first image instead
 SCENE_RELATIVE=${SCENE_RELATIVE:-0}         # with SCENE_INPUT: also its points relative to the tool
 SCENE_ANCHORED=${SCENE_ANCHORED:-0}         # with SCENE_INPUT: positions also as offsets from its points
+SCENE_ANCHORED_YAW=${SCENE_ANCHORED_YAW:-0} # with SCENE_ANCHORED: the rotation also anchored on the object's yaw
 # Stage 3 settings; unset: `surgbot policy train-locator`'s defaults (policies/vla/configuration_locator.py:
 # 8000 steps, 800 needle_pick layouts from seed 3000, 400 reach (from 0) and peg_transfer (from 6000) layouts)
 LOCATOR_STEPS=${LOCATOR_STEPS-}             # 0: no stage 3 (with SCENE_INPUT=1 the result then needs the
@@ -104,6 +105,7 @@ train() {  # out steps cosine_steps "weights" needle_dir peg_dir extra...
         $([ "$SCENE_LOCATOR" = 1 ] && echo --scene-locator) \
         $([ "$SCENE_RELATIVE" = 1 ] && echo --scene-relative) \
         $([ "$SCENE_ANCHORED" = 1 ] && echo --scene-anchored) \
+        $([ "$SCENE_ANCHORED_YAW" = 1 ] && echo --scene-anchored-yaw) \
         --save-freq 2000 "$@"
 }
 

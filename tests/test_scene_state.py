@@ -129,3 +129,35 @@ def test_scene_pixels_are_where_the_endoscope_image_shows_the_points(task):
             u.image_points(u.data.cam_xpos[cam] - u.data.cam_xmat[cam].reshape(3, 3)[:, 2] * -0.1)
     finally:
         env.close()
+
+
+def test_the_yaw_anchor_is_the_rotation_the_peg_expert_grasps_with(envs):
+    """scene_anchored_yaw's anchor for the block's 4-fold symmetry (from the summary's orientation, the
+    tool's start rotation and the twin's world axes, the same for every task) is the rotation the
+    peg_transfer expert closes its jaws with, to float precision, on several layouts."""
+    import torch
+
+    from surgbot.policies.vla.anchored_surgvla import YAW_SYMMETRIES, yaw_anchors
+    from surgbot.sim.envs.experts import make_expert
+    from surgbot.sim.envs.scene_state import world_axes_in_base
+
+    for env in envs.values():
+        env.reset(seed=0)                          # (the arm is mounted on the first reset)
+    axes = {task: world_axes_in_base(env) for task, env in envs.items()}
+    assert all(np.allclose(a, axes["reach"]) for a in axes.values())
+    env = envs["peg_transfer"]
+    block = YAW_SYMMETRIES.index(4)
+    for seed in range(4):
+        obs, _ = env.reset(seed=seed)
+        expert = make_expert(env)
+        expert.reset()
+        anchors = yaw_anchors(torch.tensor(obs["state"][None, 3:9]), torch.tensor(scene_vector(env)[None, 3:5]),
+                              torch.tensor(axes["peg_transfer"], dtype=torch.float32))
+        opened = False
+        for _ in range(400):
+            action = expert.act()
+            opened = opened or action[9] > 0.3
+            if opened and action[9] < 0.1:        # the jaws close on the block
+                break
+        assert opened and action[9] < 0.1
+        assert np.allclose(anchors[0, block].numpy(), action[3:9], atol=1e-4)

@@ -667,3 +667,46 @@ def test_scene_anchored_positions_follow_the_scene_point_their_weights_pick():
     loss.backward()
     assert float(last.weight.grad.abs().sum()) > 0.0
     assert float(scene.grad[0, :3].abs().sum()) > 0.0          # the anchor itself, not only the scene MLP
+
+
+def test_scene_anchored_yaw_turns_the_jaws_to_the_objects_yaw_nearest_the_tools():
+    """scene_anchored_yaw: with the block's anchor weighted ~1 the chunk's rotation is the jaws-down rotation
+    at the summary's yaw plus the quarter turn nearest the tool's yaw, whatever the tool's rotation was;
+    the world axes are checked (needed, 6 finite numbers, unit and orthogonal) and saved in the config."""
+    import math
+
+    from surgbot.policies.vla.anchored_surgvla import ANCHORED_STEP_DIM, ROTATION_ANCHORS, YAW_SYMMETRIES
+    from surgbot.policies.vla.configuration_surgvla import SCENE_DIM, SCENE_KEY
+
+    axes = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]             # world = the actions' frame
+    for bad, error in (({"scene_anchored_yaw": True}, "needs scene_anchored"),
+                       ({"scene_anchored": True, "scene_anchored_yaw": True}, "needs scene_world_axes"),
+                       ({"scene_anchored": True, "scene_anchored_yaw": True, "scene_world_axes": axes[:5]}, "6"),
+                       ({"scene_anchored": True, "scene_anchored_yaw": True,
+                         "scene_world_axes": [1.0, 0, 0, 1.0, 0, 0]}, "orthogonal"),
+                       ({"scene_anchored": True, "scene_anchored_yaw": True,
+                         "scene_world_axes": [math.nan, 0, 0, 0, 1.0, 0]}, "finite")):
+        with pytest.raises(ValueError, match=error):
+            SurgVLAConfig(scene_dim=SCENE_DIM, **bad)
+    torch.manual_seed(0)
+    policy = SurgVLAPolicy(SurgVLAConfig(device="cpu", push_to_hub=False, image_size=(24, 32), scene_dim=SCENE_DIM,
+                                         scene_anchored=True, scene_anchored_yaw=True, scene_world_axes=axes,
+                                         **_features()))
+    step = policy.model.step
+    assert step == ANCHORED_STEP_DIM + 6 * len(YAW_SYMMETRIES) + ROTATION_ANCHORS
+    bias = torch.zeros(16, step)
+    bias[:, step - ROTATION_ANCHORS + 1 + YAW_SYMMETRIES.index(4)] = 30.0     # the block's rotation anchor
+    with torch.no_grad():
+        policy.model.head[-1].bias.copy_(bias.reshape(-1))
+    block_yaw = math.radians(10.0)
+    scene = torch.tensor([[0.01, -0.02, 0.03, math.cos(4 * block_yaw), math.sin(4 * block_yaw), 0.02, 0.0, 0.01]])
+    batch = {"observation.images.endoscope": torch.rand(1, 3, 48, 64), "observation.language_embedding":
+             torch.randn(1, 384), SCENE_KEY: scene}
+    policy.eval()
+    for tool_deg, expected_deg in ((0.0, 10.0), (70.0, 100.0), (-50.0, -80.0)):
+        t = math.radians(tool_deg)                      # the tool's jaws-down rotation at that yaw
+        state = torch.tensor([[0.0, 0.0, 0.0, math.cos(t), math.sin(t), 0.0, math.sin(t), -math.cos(t), 0.0, 0.0]])
+        rot = policy._chunk({**batch, "observation.state": state})[0, :, 3:9]
+        e = math.radians(expected_deg)
+        want = torch.tensor([math.cos(e), math.sin(e), 0.0, math.sin(e), -math.cos(e), 0.0])
+        assert torch.allclose(rot, want.expand(16, 6), atol=1e-3), (tool_deg, rot[0])

@@ -16,7 +16,7 @@ import numpy as np
 
 from surgbot.policies.data.dataset import SIDECAR
 from surgbot.sim.envs import ENV_IDS
-from surgbot.sim.envs.scene_state import SCENE_DIM, scene_vector
+from surgbot.sim.envs.scene_state import SCENE_DIM, scene_vector, world_axes_in_base
 from surgbot.sim.tasks.base import COLOURS
 
 
@@ -58,3 +58,20 @@ def episode_scene_vectors(root: str | Path) -> np.ndarray:
         for env in envs.values():
             env.close()
     return out
+
+
+def dataset_world_axes(root: str | Path) -> np.ndarray:
+    """`scene_state.world_axes_in_base` of the twin a recorded dataset's task runs on (its sidecar's task)."""
+    root = Path(root)
+    try:
+        task = str(json.loads((root / SIDECAR).read_text())["task"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{root}: no readable {SIDECAR} with the task ({exc})") from None
+    if task not in ENV_IDS:
+        raise ValueError(f"{root}: unknown task {task!r}")
+    env = gym.make(ENV_IDS[task], images=False)
+    try:
+        env.reset(seed=0)
+        return world_axes_in_base(env)
+    finally:
+        env.close()

@@ -198,6 +198,13 @@ class SurgVLAConfig(PreTrainedConfig):
     # then a near-constant offset from the located block instead of a long regressed motion.  Needs
     # scene_dim.  False: positions are offsets from the tool only (every checkpoint before it).
     scene_anchored: bool = False
+    # With scene_anchored, the rotation also mixes in anchors: the jaws-down rotation at the object's
+    # yaw (per orientation symmetry, the one nearest the tool's yaw; anchored_surgvla.py), from the
+    # world's x and y axes in the actions' frame, `scene_world_axes` (6 numbers; `policy train` reads
+    # them from the twin).  Why: told the block's yaw, the head closed its jaws 1.5-35 deg off the
+    # block's faces.  False: the rotation is an offset from the tool's only.
+    scene_anchored_yaw: bool = False
+    scene_world_axes: list[float] | None = None
 
     # Instructions seen in training (filled from the dataset's task table at
     # construction); the server reports them in `metadata`.
@@ -244,6 +251,10 @@ class SurgVLAConfig(PreTrainedConfig):
             raise ValueError("scene_relative needs scene_dim")
         if self.scene_anchored and not self.scene_dim:
             raise ValueError("scene_anchored needs scene_dim (its anchors are the scene's points)")
+        if self.scene_anchored_yaw and not self.scene_anchored:
+            raise ValueError("scene_anchored_yaw needs scene_anchored")
+        if self.scene_anchored_yaw or self.scene_world_axes is not None:
+            _check_world_axes(self.scene_world_axes, self.scene_anchored_yaw)
         if self.scene_locator and not self.scene_dim:
             raise ValueError("scene_locator needs scene_dim (it learns the scene summary)")
         if isinstance(self.scene_locator_frames, bool) or not (
@@ -296,3 +307,26 @@ class SurgVLAConfig(PreTrainedConfig):
     @property
     def reward_delta_indices(self) -> None:
         return None
+
+
+WORLD_AXES_TOLERANCE = 1e-3     # how far from unit length and orthogonal the two saved axes may be
+
+
+def _check_world_axes(axes, needed: bool) -> None:
+    """`scene_world_axes`: the world's x and y axes, 3 numbers each, unit and orthogonal."""
+    if axes is None:
+        if needed:
+            raise ValueError("scene_anchored_yaw needs scene_world_axes (6 numbers: the world's x and y axes "
+                             "in the actions' frame)")
+        return
+    try:
+        v = [float(a) for a in axes]
+    except (TypeError, ValueError):
+        raise ValueError(f"scene_world_axes must be 6 numbers, got {axes!r}") from None
+    if len(v) != 6 or not all(math.isfinite(a) for a in v):
+        raise ValueError(f"scene_world_axes must be 6 finite numbers, got {axes!r}")
+    x, y = v[:3], v[3:]
+    dot = sum(a * b for a, b in zip(x, y, strict=True))
+    if (abs(math.hypot(*x) - 1) > WORLD_AXES_TOLERANCE or abs(math.hypot(*y) - 1) > WORLD_AXES_TOLERANCE
+            or abs(dot) > WORLD_AXES_TOLERANCE):
+        raise ValueError(f"scene_world_axes must be two unit, orthogonal axes, got {axes!r}")

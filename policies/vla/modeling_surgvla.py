@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from lerobot.policies.pretrained import PreTrainedPolicy
 from torch import Tensor, nn
 
-from surgbot.policies.vla.anchored_surgvla import anchored_chunk, step_dim
+from surgbot.policies.vla.anchored_surgvla import anchored_chunk, normalised_yaw_anchors, step_dim
 from surgbot.policies.vla.configuration_surgvla import (
     ACTION_KEY,
     GOAL_KEY,
@@ -59,6 +59,7 @@ class SurgVLANet(nn.Module):
         super().__init__()
         self.config = config
         chans = list(config.conv_channels)
+        self.step = step_dim(config.scene_anchored, config.scene_anchored_yaw)    # head outputs per chunk step
         self.blocks, self.keypoints, self._split = film_stack(config)
         self.language = nn.Sequential(
             nn.Linear(config.language_dim, config.language_hidden_dim), nn.ReLU(),
@@ -80,7 +81,7 @@ class SurgVLANet(nn.Module):
         self.head = nn.Sequential(
             nn.Linear(feat, config.head_hidden_dim), nn.ReLU(), nn.Dropout(config.dropout),
             nn.Linear(config.head_hidden_dim, config.head_hidden_dim), nn.ReLU(),
-            nn.Linear(config.head_hidden_dim, config.chunk_size * step_dim(config.scene_anchored)))
+            nn.Linear(config.head_hidden_dim, config.chunk_size * self.step))
         # untrained: offset 0 = hold the current pose (scene_anchored: the mean of the tool and the scene's points)
         nn.init.zeros_(self.head[-1].weight)
         nn.init.zeros_(self.head[-1].bias)
@@ -109,8 +110,7 @@ class SurgVLANet(nn.Module):
 
     def forward(self, image: Tensor, state: Tensor, language: Tensor, scene: Tensor | None = None) -> Tensor:
         """-> the head's outputs [B, H, step] (offsets [B,H,10] unless scene_anchored; see `features`)."""
-        out = self.head(self.features(image, state, language, scene))
-        return out.reshape(-1, self.config.chunk_size, step_dim(self.config.scene_anchored))
+        return self.head(self.features(image, state, language, scene)).reshape(-1, self.config.chunk_size, self.step)
 
 
 class SurgVLAPolicy(PreTrainedPolicy):
@@ -132,6 +132,9 @@ class SurgVLAPolicy(PreTrainedPolicy):
         self.register_buffer("state_std", _stat(dataset_stats, STATE_KEY, "std", 1.0))
         self.register_buffer("action_mean", _stat(dataset_stats, ACTION_KEY, "mean", 0.0))
         self.register_buffer("action_std", _stat(dataset_stats, ACTION_KEY, "std", 1.0))
+        # scene_anchored_yaw: the world's x and y axes in the actions' frame (a constant of the twin)
+        self.register_buffer("world_axes", torch.as_tensor(config.scene_world_axes or [0.0] * 6,
+                                                           dtype=torch.float32), persistent=False)
         self.reset()
 
     def get_optim_params(self) -> dict:
@@ -246,9 +249,13 @@ class SurgVLAPolicy(PreTrainedPolicy):
             tool = state_as_action[:, :GOAL_DIM]
             scene = torch.cat([scene, *(scene[:, lo:hi] - tool for lo, hi in SCENE_POSITIONS)], dim=-1)
         feats = self.model.features(image, state, batch[LANGUAGE_KEY], scene)
-        raw = self.model.head(feats).reshape(-1, self.config.chunk_size, step_dim(self.config.scene_anchored))
+        raw = self.model.head(feats).reshape(-1, self.config.chunk_size, self.model.step)
         if self.config.scene_anchored:
-            chunk, _ = anchored_chunk(raw, state_as_action, summary)
+            rotations = None
+            if self.config.scene_anchored_yaw:
+                rotations = normalised_yaw_anchors(state_as_action, summary, self.world_axes, self.action_mean,
+                                                   self.action_std + eps)
+            chunk, _ = anchored_chunk(raw, state_as_action, summary, rotations)
         else:
             chunk = state_as_action[:, None, :] + raw
         if not with_goal:

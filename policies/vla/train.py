@@ -157,6 +157,19 @@ def _scene_rows(root: Path):
         raise CliError(f"--scene-input: {exc}") from None
 
 
+def _world_axes(datasets) -> list[float]:
+    """The twin's world axes in the actions' frame (scene_state.world_axes_in_base), the same for every dataset."""
+    from surgbot.policies.data.scene_rows import dataset_world_axes  # MuJoCo: only when asked for
+
+    try:
+        axes = [dataset_world_axes(d) for d in datasets]
+    except ValueError as exc:
+        raise CliError(f"--scene-anchored-yaw: {exc}") from None
+    if any(not np.allclose(a, axes[0], atol=1e-9) for a in axes):
+        raise CliError("--scene-anchored-yaw: the datasets' tasks run on twins with different arm mounts")
+    return [float(v) for v in axes[0]]
+
+
 def sample_weights(datasets: list, weights: list[float], first_frames: int, first_weight: float) -> torch.Tensor:
     """Dataset mixing weights, times (in-memory datasets) the early-frame oversampling within each dataset."""
     w = mixing_weights([len(d) for d in datasets], weights)
@@ -223,11 +236,17 @@ def train(args: argparse.Namespace) -> dict:
         cfg.scene_locator = bool(getattr(args, "scene_locator", False))
         cfg.scene_relative = bool(getattr(args, "scene_relative", False))
         cfg.scene_anchored = bool(getattr(args, "scene_anchored", False))
+        if getattr(args, "scene_anchored_yaw", False):
+            if not cfg.scene_anchored:
+                raise CliError("--scene-anchored-yaw needs --scene-anchored")
+            cfg.scene_anchored_yaw = True
+            cfg.scene_world_axes = _world_axes(args.dataset)
         cfg.scene_noise_m = float(args.scene_noise_mm) * 1e-3
         if not (math.isfinite(cfg.scene_noise_m) and cfg.scene_noise_m >= 0):
             raise CliError("--scene-noise-mm must be finite and >= 0")
-    elif any(getattr(args, flag, False) for flag in ("scene_locator", "scene_relative", "scene_anchored")):
-        raise CliError("--scene-locator, --scene-relative and --scene-anchored need --scene-input")
+    elif any(getattr(args, flag, False) for flag in ("scene_locator", "scene_relative", "scene_anchored",
+                                                      "scene_anchored_yaw")):
+        raise CliError("--scene-locator, --scene-relative and --scene-anchored(-yaw) need --scene-input")
     if getattr(args, "goal_memory_max_jaw_rad", None) is not None:
         if not math.isfinite(args.goal_memory_max_jaw_rad):
             raise CliError("--goal-memory-max-jaw-rad must be finite")

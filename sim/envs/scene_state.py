@@ -93,3 +93,11 @@ def scene_pixels(env) -> np.ndarray:
     pixels, (0, 0) the image's top-left corner (a pixel's centre at +0.5)."""
     grasp, _, place = scene_points(env)
     return env.unwrapped.image_points(np.stack([grasp, place]))
+
+
+def world_axes_in_base(env) -> np.ndarray:
+    """The world's x and y axes in PSM1_base, 6 numbers: with the summary's yaw (about the world's
+    vertical) they give the jaws-down rotation at that yaw in the actions' frame
+    (policies/vla/anchored_surgvla.py).  A constant of the twin (the arm's mount), known after a reset."""
+    R = env.unwrapped.psm_base[:3, :3].T
+    return np.concatenate([R[:, 0], R[:, 1]])
