@@ -61,11 +61,13 @@ def episode_scene_vectors(root: str | Path) -> np.ndarray:
 
 
 def dataset_world_axes(root: str | Path) -> np.ndarray:
-    """`scene_state.world_axes_in_base` of the twin a recorded dataset's task runs on (its sidecar's task)."""
+    """`scene_state.world_axes_in_base` of the twin a recorded dataset's task runs on (its sidecar's first
+    episode's task)."""
     root = Path(root)
     try:
-        task = str(json.loads((root / SIDECAR).read_text())["task"])
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+        meta = json.loads((root / SIDECAR).read_text())
+        task = str(meta.get("task") or meta["episodes"][0]["task"])
+    except (OSError, ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
         raise ValueError(f"{root}: no readable {SIDECAR} with the task ({exc})") from None
     if task not in ENV_IDS:
         raise ValueError(f"{root}: unknown task {task!r}")

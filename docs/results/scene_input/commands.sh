@@ -98,3 +98,22 @@ for task in reach needle_pick peg_transfer; do
     .venv/bin/python -m surgbot.cli policy eval --checkpoint runs/tail/locator_app --task $task --episodes 50 \
         --seed 100000 --threads 1 --appearance strong --json | tail -n 1 > out/eval_app/appearance_$task.json
 done
+# 15. anchored positions (anchored/): the tail bound's data, steps and seed with --scene-anchored; the simulator's
+#     summary first, then joined with the bundled checkpoint's locator (5590a298338b's: the same data, so the
+#     same normalisation) -> aadbeeb61456; traces on validation layouts
+mkdir -p runs/anch/data && for t in reach needle_pick peg_transfer; do ln -sfn "$(readlink -f runs/tail/data/$t)" runs/anch/data/$t; done
+SCENE_ANCHORED=1 LOCATOR_STEPS=0 scripts/train_default_policy.sh runs/anch
+for task in peg_transfer needle_pick reach; do
+    .venv/bin/python -m surgbot.cli policy eval --checkpoint runs/anch/train --task $task --episodes 50 --seed 100000 \
+        --threads 1 --json | tail -n 1 > docs/results/scene_input/anchored/bound_$task.json
+done
+.venv/bin/surgbot policy join-locator --bound runs/anch/train --locator-from runs/tail/locator_app --out runs/anch/located
+scripts/eval_default_policy.sh runs/anch/located out/eval_anch     # -> anchored/located_*.json
+.venv/bin/python docs/results/scene_input/peg_trace.py runs/anch/train 60000 12 \
+    > docs/results/scene_input/anchored/peg_trace_bound_60000-60011.txt
+.venv/bin/python docs/results/scene_input/peg_trace.py runs/anch/located 60000 12 \
+    > docs/results/scene_input/anchored/peg_trace_located_60000-60011.txt
+.venv/bin/python docs/results/scene_input/anchored/anchor_weights.py runs/anch/train/checkpoints/010000/pretrained_model \
+    peg_transfer 60002 > docs/results/scene_input/anchored/anchor_weights_peg_60002.txt
+.venv/bin/python docs/results/scene_input/anchored/yaw_trace.py runs/anch/train 60000 12 \
+    > docs/results/scene_input/anchored/yaw_trace_bound_60000-60011.txt

@@ -14,8 +14,8 @@ def main(checkpoint: str, task: str, seed: int) -> None:
     seen = []
     anchored_chunk = modeling.anchored_chunk
 
-    def spy(raw, state, scene):
-        chunk, weights = anchored_chunk(raw, state, scene)
+    def spy(*args):
+        chunk, weights = anchored_chunk(*args)
         seen.append(weights[0].numpy().copy())
         return chunk, weights
     modeling.anchored_chunk = spy
