@@ -161,3 +161,21 @@ def test_the_yaw_anchor_is_the_rotation_the_peg_expert_grasps_with(envs):
                 break
         assert opened and action[9] < 0.1
         assert np.allclose(anchors[0, block].numpy(), action[3:9], atol=1e-4)
+
+
+def test_a_datasets_world_axes_come_from_its_sidecars_task(envs, tmp_path):
+    """`dataset_world_axes`: the twin's axes for the task the sidecar's episodes name (recorded datasets
+    name it per episode); a sidecar without a task or with an unknown one is a clear error."""
+    from surgbot.policies.data.scene_rows import dataset_world_axes
+    from surgbot.sim.envs.scene_state import world_axes_in_base
+
+    env = envs["needle_pick"]
+    env.reset(seed=0)
+    (tmp_path / "meta").mkdir()
+    sidecar = tmp_path / "meta" / "surgbot.json"
+    sidecar.write_text(json.dumps({"episodes": [{"episode_index": 0, "seed": 3, "task": "needle_pick"}]}))
+    assert np.allclose(dataset_world_axes(tmp_path), world_axes_in_base(env))
+    for meta, error in (({"episodes": []}, "no readable"), ({"episodes": [{"task": "juggle"}]}, "unknown task")):
+        sidecar.write_text(json.dumps(meta))
+        with pytest.raises(ValueError, match=error):
+            dataset_world_axes(tmp_path)
