@@ -6,17 +6,18 @@
 # Stage 1: STEPS steps on 300 reach, 400 needle_pick and 315 peg_transfer
 # episodes drawn 2 : 2 : 2 (peg_transfer's recorded on for PEG_SUCCESS_TAIL_S
 # after each success: the release), the action head given the simulator's
-# scene summary (SCENE_INPUT=1, `--scene-input`: where the objects are).
+# scene summary (SCENE_INPUT=1, `--scene-input`: where the objects are), its
+# positions offsets from the tool or from those objects (SCENE_ANCHORED=1).
 # Stage 3 (the locator): `surgbot policy train-locator` trains a scene locator
 # (anchor keypoints and a glimpse: its defaults) on first frames rendered from
 # LOCATOR_NEEDLE_LAYOUTS needle_pick and LOCATOR_OTHER_LAYOUTS reach /
 # peg_transfer layouts, each also through the `sim` source's appearance
 # randomisation (LOCATOR_APPEARANCE), and joins it to stage 1's action head:
 # the bundled checkpoint needs nothing from the simulator.
-# (NEEDLE_EPISODES=200 PEG_EPISODES=105 WEIGHTS="2 2 1" PEG_SUCCESS_TAIL_S=0
-# LOCATOR_GLIMPSE_PX=0 LOCATOR_ANCHOR_WEIGHT=0 LOCATOR_APPEARANCE=none: c16a4f994225, bundled until
-# December 2026; SCENE_INPUT=0 LOCATOR_STEPS=0 with those: 54125c0c6dc0, image
-# and state only.)
+# (SCENE_ANCHORED=0: 5590a298338b, bundled until December 2026;
+# NEEDLE_EPISODES=200 PEG_EPISODES=105 WEIGHTS="2 2 1" PEG_SUCCESS_TAIL_S=0
+# LOCATOR_GLIMPSE_PX=0 LOCATOR_ANCHOR_WEIGHT=0 LOCATOR_APPEARANCE=none SCENE_ANCHORED=0:
+# c16a4f994225; SCENE_INPUT=0 LOCATOR_STEPS=0 with those: 54125c0c6dc0, image and state only.)
 # Optional stage 2 (off by default; NEEDLE_MORE=160 PEG_MORE=105 on top of that
 # older recipe gave the candidate measured in policies/vla/README.md, not
 # bundled): stage 1's run resumed (`--resume`, same optimiser state) for
@@ -57,8 +58,9 @@ SCENE_INPUT=${SCENE_INPUT:-1}               # 1: the action head also gets the s
 SCENE_NOISE_MM=${SCENE_NOISE_MM:-0}         # with SCENE_INPUT: noise on its positions in training (mm, std)
 SCENE_LOCATOR=${SCENE_LOCATOR:-0}           # with SCENE_INPUT: a locator gives it from the first image instead
 SCENE_RELATIVE=${SCENE_RELATIVE:-0}         # with SCENE_INPUT: also its points relative to the tool
-SCENE_ANCHORED=${SCENE_ANCHORED:-0}         # with SCENE_INPUT: positions also as offsets from its points
+SCENE_ANCHORED=${SCENE_ANCHORED:-1}         # with SCENE_INPUT: positions also as offsets from its points
 SCENE_ANCHORED_YAW=${SCENE_ANCHORED_YAW:-0} # with SCENE_ANCHORED: the rotation also anchored on the object's yaw
+                                            # (tried, not bundled: policies/vla/README.md)
 # Stage 3 settings; unset: `surgbot policy train-locator`'s defaults (policies/vla/configuration_locator.py:
 # 8000 steps, 800 needle_pick layouts from seed 3000, 400 reach (from 0) and peg_transfer (from 6000) layouts)
 LOCATOR_STEPS=${LOCATOR_STEPS-}             # 0: no stage 3 (with SCENE_INPUT=1 the result then needs the
