@@ -117,3 +117,20 @@ scripts/eval_default_policy.sh runs/anch/located out/eval_anch     # -> anchored
     peg_transfer 60002 > docs/results/scene_input/anchored/anchor_weights_peg_60002.txt
 .venv/bin/python docs/results/scene_input/anchored/yaw_trace.py runs/anch/train 60000 12 \
     > docs/results/scene_input/anchored/yaw_trace_bound_60000-60011.txt
+# 16. tried, not bundled: rotation anchors (same data), and with twice the peg_transfer layouts (the second half
+#     appended to a copy of the peg data: layouts 6105-6209 x 3 colours)
+mkdir -p runs/anchy/data && for t in reach needle_pick peg_transfer; do ln -sfn "$(readlink -f runs/tail/data/$t)" runs/anchy/data/$t; done
+SCENE_ANCHORED=1 SCENE_ANCHORED_YAW=1 LOCATOR_STEPS=0 scripts/train_default_policy.sh runs/anchy
+.venv/bin/surgbot policy join-locator --bound runs/anchy/train --locator-from runs/tail/locator_app --out runs/anchy/located
+scripts/eval_default_policy.sh runs/anchy/located out/eval_anchy      # -> anchored/yaw_anchored_located_*.json
+.venv/bin/python docs/results/scene_input/anchored/yaw_trace.py runs/anchy/train 60000 12 \
+    > docs/results/scene_input/anchored/yaw_trace_yaw_anchored_bound_60000-60011.txt
+.venv/bin/python docs/results/scene_input/peg_trace.py runs/anchy/train 60000 6 \
+    > docs/results/scene_input/anchored/peg_trace_yaw_anchored_bound_60000-60005.txt
+mkdir -p runs/peg2/data && cp -a runs/tail/data/peg_transfer runs/peg2/data/peg_transfer
+for t in reach needle_pick; do ln -sfn "$(readlink -f runs/tail/data/$t)" runs/peg2/data/$t; done
+.venv/bin/python -m surgbot.cli data record --task peg_transfer --episodes 315 --seed 6105 --image-size 96x128 \
+    --workers 2 --success-tail-s 1 --out runs/peg2/data/peg_transfer --append --each-target
+SCENE_ANCHORED=1 SCENE_ANCHORED_YAW=1 PEG_EPISODES=630 LOCATOR_STEPS=0 scripts/train_default_policy.sh runs/peg2
+.venv/bin/python docs/results/scene_input/peg_trace.py runs/peg2/train 60000 12 \
+    > docs/results/scene_input/anchored/peg_trace_yaw_anchored_630peg_bound_60000-60011.txt
