@@ -198,7 +198,7 @@ def test_crop_cuts_the_same_scene_box_at_any_camera_size():
     """The fractional crop (top, left, height, width) keeps exactly the pixels inside the box: a frame
     painted with its own row/column numbers tells which ones survive, at the recorded 96x128 and at the
     twin's 240x320 (the same view 2.5x larger)."""
-    from surgbot.policies.vla.modeling_surgvla import crop_image
+    from surgbot.policies.vla.encoder_surgvla import crop_image
 
     box = (0.0, 0.125, 0.8333, 0.6875)
     for h, w, rows, cols in ((96, 128, (0, 80), (16, 104)), (240, 320, (0, 200), (40, 260))):

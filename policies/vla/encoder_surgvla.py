@@ -216,3 +216,18 @@ def anchor_loss(output: LocatorOutput, targets: Tensor, sigma_cells: float) -> T
     d2 = (((centres[None, None] - targets[:, :, None]) / cell) ** 2).sum(-1)          # B, A, HW
     target = torch.softmax(-d2 / (2.0 * sigma_cells ** 2), dim=-1)
     return -(target * F.log_softmax(output.anchor_logits, dim=-1)).sum(-1).mean()
+
+
+def crop_pixels(height: int, width: int, crop: tuple[float, float, float, float]) -> tuple[int, int, int, int]:
+    """(row, col, rows, cols) of a fractional crop box on a height x width frame (at least 1 pixel)."""
+    top, left, h, w = crop
+    r0, c0 = min(round(top * height), height - 1), min(round(left * width), width - 1)
+    return r0, c0, max(1, min(round(h * height), height - r0)), max(1, min(round(w * width), width - c0))
+
+
+def crop_image(image: Tensor, crop: tuple[float, float, float, float] | None) -> Tensor:
+    """image [..., H, W] cut to the fractional box `crop` (top, left, height, width); None: unchanged."""
+    if crop is None:
+        return image
+    r0, c0, rows, cols = crop_pixels(image.shape[-2], image.shape[-1], crop)
+    return image[..., r0:r0 + rows, c0:c0 + cols]

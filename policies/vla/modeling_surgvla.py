@@ -42,7 +42,15 @@ from surgbot.policies.vla.configuration_surgvla import (
     STATE_KEY,
     SurgVLAConfig,
 )
-from surgbot.policies.vla.encoder_surgvla import GOAL_DIM, Locator, encode, film_stack, identity_film, random_shift
+from surgbot.policies.vla.encoder_surgvla import (
+    GOAL_DIM,
+    Locator,
+    crop_image,
+    encode,
+    film_stack,
+    identity_film,
+    random_shift,
+)
 
 PAD_KEY = "action_is_pad"
 
@@ -318,17 +326,3 @@ class SurgVLAPolicy(PreTrainedPolicy):
         loss = per_sample if reduction == "none" else per_sample.mean()
         return loss, info
 
-
-def crop_pixels(height: int, width: int, crop: tuple[float, float, float, float]) -> tuple[int, int, int, int]:
-    """(row, col, rows, cols) of a fractional crop box on a height x width frame (at least 1 pixel)."""
-    top, left, h, w = crop
-    r0, c0 = min(round(top * height), height - 1), min(round(left * width), width - 1)
-    return r0, c0, max(1, min(round(h * height), height - r0)), max(1, min(round(w * width), width - c0))
-
-
-def crop_image(image: Tensor, crop: tuple[float, float, float, float] | None) -> Tensor:
-    """image [..., H, W] cut to the fractional box `crop` (top, left, height, width); None: unchanged."""
-    if crop is None:
-        return image
-    r0, c0, rows, cols = crop_pixels(image.shape[-2], image.shape[-1], crop)
-    return image[..., r0:r0 + rows, c0:c0 + cols]

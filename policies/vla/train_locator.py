@@ -49,9 +49,9 @@ from surgbot.policies.vla.configuration_surgvla import (
     SCENE_KEY,
     SCENE_POSITIONS,
 )
-from surgbot.policies.vla.encoder_surgvla import Locator, anchor_loss, random_shift
+from surgbot.policies.vla.encoder_surgvla import Locator, anchor_loss, crop_pixels, random_shift
 from surgbot.policies.vla.join_locator import check_bound, join
-from surgbot.policies.vla.modeling_surgvla import SurgVLAPolicy, crop_pixels
+from surgbot.policies.vla.modeling_surgvla import SurgVLAPolicy
 from surgbot.sim.envs.scene_state import ORIENTATION_SYMMETRY
 
 WORLD_UNIT_M = 0.02          # the locator's position targets: pad-plane x, y in units of 20 mm about their mean
