@@ -34,7 +34,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from surgbot.policies.vla.configuration_surgvla import POSE_DIM, SCENE_POSITIONS
+from surgbot.policies.vla.configuration_surgvla import POSE_DIM, SCENE_ORIENTATION, SCENE_POSITIONS
 
 POSITION_DIM = 3
 ROTATION = slice(3, 9)                              # the 6D rotation's columns of a pose (contract section 7)
@@ -45,7 +45,6 @@ ANCHORED_STEP_DIM = POSE_DIM + POSITION_DIM * len(SCENE_POSITIONS) + ANCHORS
 # the orientation symmetries the rotation anchors assume (surgbot.sim.envs.scene_state.ORIENTATION_SYMMETRY:
 # peg_transfer's block, needle_pick's needle; reach's disc has none and its weights learn to ignore them)
 YAW_SYMMETRIES = (4, 2)
-SUMMARY_ORIENTATION = slice(SCENE_POSITIONS[0][1], SCENE_POSITIONS[1][0])   # (cos k*yaw, sin k*yaw)
 ROTATION_ANCHORS = 1 + len(YAW_SYMMETRIES)          # the tool's rotation, then one per symmetry
 # with scene_anchored_yaw, a step's further outputs: an offset from each rotation anchor, a weight logit each
 YAW_STEP_DIM = ROTATION_DIM * len(YAW_SYMMETRIES) + ROTATION_ANCHORS
@@ -82,7 +81,7 @@ def normalised_yaw_anchors(state_as_action: Tensor, scene: Tensor, world_axes: T
     """`yaw_anchors` for a normalised state [B, 10] and scene [B, >= 8], in normalised action units: the
     action stats (mean, std + eps) [10] take the tool's rotation out of and the anchors into them."""
     tool = state_as_action[:, ROTATION] * action_scale[ROTATION] + action_mean[ROTATION]
-    anchors = yaw_anchors(tool, scene[:, SUMMARY_ORIENTATION], world_axes.to(tool.dtype))
+    anchors = yaw_anchors(tool, scene[:, SCENE_ORIENTATION], world_axes.to(tool.dtype))
     return (anchors - action_mean[ROTATION]) / action_scale[ROTATION]
 
 

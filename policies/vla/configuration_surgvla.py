@@ -40,6 +40,7 @@ SCENE_KEY = "observation.environment_state"
 SCENE_SEEN_KEY = "observation.scene_as_reset"
 SCENE_DIM = 8                                    # its length (scene_state.SCENE_DIM, checked by a test)
 SCENE_POSITIONS = ((0, 3), (5, 8))               # its two positions (grasp, place): [start, end) columns
+SCENE_ORIENTATION = slice(SCENE_POSITIONS[0][1], SCENE_POSITIONS[1][0])   # its (cos k*yaw, sin k*yaw) pair
 
 
 def check_crop(crop) -> tuple[float, float, float, float]:

@@ -47,6 +47,7 @@ from surgbot.policies.vla.configuration_surgvla import (
     LANGUAGE_KEY,
     SCENE_DIM,
     SCENE_KEY,
+    SCENE_ORIENTATION,
     SCENE_POSITIONS,
 )
 from surgbot.policies.vla.encoder_surgvla import Locator, anchor_loss, crop_pixels, random_shift
@@ -57,7 +58,6 @@ from surgbot.sim.envs.scene_state import ORIENTATION_SYMMETRY
 WORLD_UNIT_M = 0.02          # the locator's position targets: pad-plane x, y in units of 20 mm about their mean
 PLANE_DIM = 6                # its outputs: grasp x, y; the summary's orientation pair; place x, y
 PLANE_ORIENTATION = slice(2, 4)
-SUMMARY_ORIENTATION = slice(SCENE_POSITIONS[0][1], SCENE_POSITIONS[1][0])   # (cos k*yaw, sin k*yaw) in the summary
 
 
 def orientation_error_deg(pred: torch.Tensor, true: torch.Tensor, symmetry: int) -> np.ndarray:
@@ -213,7 +213,7 @@ def train_locator(bound: str | Path, out: Path, tc: LocatorTrainingConfig, progr
                 res[f"{name}_grasp_mm_median"] = float(np.median(np.linalg.norm(err, axis=1)) * 1e3)
                 if ORIENTATION_SYMMETRY[task]:
                     res[f"{name}_orientation_deg_median"] = float(np.median(
-                        orientation_error_deg(pred[:, SUMMARY_ORIENTATION], v.scenes[:, SUMMARY_ORIENTATION],
+                        orientation_error_deg(pred[:, SCENE_ORIENTATION], v.scenes[:, SCENE_ORIENTATION],
                                               ORIENTATION_SYMMETRY[task])))
         locator.train()
         return res
