@@ -60,6 +60,7 @@ SCENE_LOCATOR=${SCENE_LOCATOR:-0}           # with SCENE_INPUT: a locator gives 
 SCENE_RELATIVE=${SCENE_RELATIVE:-0}         # with SCENE_INPUT: also its points relative to the tool
 SCENE_ANCHORED=${SCENE_ANCHORED:-1}         # with SCENE_INPUT: positions also as offsets from its points
 SCENE_ANCHORED_YAW=${SCENE_ANCHORED_YAW:-0} # with SCENE_ANCHORED: the rotation also anchored on the object's yaw
+JAW_ABSOLUTE=${JAW_ABSOLUTE:-0}             # the jaw command absolute, not an offset from the measured jaw
                                             # (tried, not bundled: policies/vla/README.md)
 # Stage 3 settings; unset: `surgbot policy train-locator`'s defaults (policies/vla/configuration_locator.py:
 # 8000 steps, 800 needle_pick layouts from seed 3000, 400 reach (from 0) and peg_transfer (from 6000) layouts)
@@ -108,6 +109,7 @@ train() {  # out steps cosine_steps "weights" needle_dir peg_dir extra...
         $([ "$SCENE_RELATIVE" = 1 ] && echo --scene-relative) \
         $([ "$SCENE_ANCHORED" = 1 ] && echo --scene-anchored) \
         $([ "$SCENE_ANCHORED_YAW" = 1 ] && echo --scene-anchored-yaw) \
+        $([ "$JAW_ABSOLUTE" = 1 ] && echo --jaw-absolute) \
         --save-freq 2000 "$@"
 }
 

@@ -91,6 +91,17 @@ def test_bad_actions():
     obs2, _, term, _, info = env.step(far)
     assert info["rejected"] >= 1 and not term
     assert np.linalg.norm(obs2["state"][:3] - obs["state"][:3]) < 2e-4
+    # the action space's own jaw bounds (the limits rounded to float32, just outside them) are accepted
+    # as the limits; a jaw further out is still refused
+    for bound in (env.action_space.low[9], env.action_space.high[9]):
+        obs, _ = env.reset(seed=0)
+        act = obs["state"].copy()
+        act[9] = bound
+        assert env.step(act)[4]["rejected"] == 0
+    obs, _ = env.reset(seed=0)
+    act = obs["state"].copy()
+    act[9] = np.float32(kin.JAW_UPPER + 0.01)
+    assert env.step(act)[4]["rejected"] == 1
     with pytest.raises(ValueError, match="unknown task"):
         surgbot.sim.envs.surg_env.SurgEnv("suture")
     env.close()

@@ -669,6 +669,43 @@ def test_scene_anchored_positions_follow_the_scene_point_their_weights_pick():
     assert float(scene.grad[0, :3].abs().sum()) > 0.0          # the anchor itself, not only the scene MLP
 
 
+@pytest.mark.parametrize("anchored", [False, True])
+def test_jaw_absolute_makes_the_heads_jaw_output_the_command_whatever_the_measured_jaw(anchored):
+    """jaw_absolute: the head's jaw output is the (normalised) jaw command itself, not an offset from the
+    measured jaw, so a head saying "squeeze at 0.05" says it whether the jaws now measure 1.3 or 0.19 (the
+    offset head's fixed point); pose stays relative to the tool (or anchored), with and without scene
+    anchoring.  Checkpoints without it are unchanged (default False)."""
+    from surgbot.policies.vla.anchored_surgvla import step_dim
+    from surgbot.policies.vla.configuration_surgvla import SCENE_DIM, SCENE_KEY
+
+    assert SurgVLAConfig().jaw_absolute is False
+    extra = dict(scene_dim=SCENE_DIM, scene_anchored=True) if anchored else {}
+    torch.manual_seed(0)
+    policy = SurgVLAPolicy(SurgVLAConfig(device="cpu", push_to_hub=False, image_size=(24, 32), jaw_absolute=True,
+                                         **extra, **_features()))
+    step = step_dim(anchored)
+    bias = torch.zeros(16, step)
+    bias[:, :3] = 0.001                                      # 1 mm from the tool (anchored: its weight ~1)
+    bias[:, 9] = 0.05                                        # the jaw command (identity stats: radians)
+    if anchored:
+        bias[:, -3] = 30.0
+    with torch.no_grad():
+        policy.model.head[-1].bias.copy_(bias.reshape(-1))
+    batch = {"observation.images.endoscope": torch.rand(1, 3, 48, 64), "observation.language_embedding":
+             torch.randn(1, 384), SCENE_KEY: torch.tensor([[0.01, -0.02, 0.03, 1.0, 0.0, 0.02, 0.0, 0.01]])}
+    policy.eval()
+    for jaw in (1.3, 0.19):
+        state = torch.zeros(1, 10)
+        state[0, 9] = jaw
+        chunk = policy._chunk({**batch, "observation.state": state})
+        assert torch.allclose(chunk[0, :, 9], torch.full((16,), 0.05), atol=1e-5)
+        assert torch.allclose(chunk[0, :, :3], torch.full((16, 3), 0.001), atol=1e-5)
+    policy.train()
+    loss, _ = policy.forward({**batch, "observation.state": torch.zeros(1, 10), "action": torch.randn(1, 16, 10)})
+    loss.backward()
+    assert float(policy.model.head[-1].weight.grad[9::step].abs().sum()) > 0.0
+
+
 def test_scene_anchored_yaw_turns_the_jaws_to_the_objects_yaw_nearest_the_tools():
     """scene_anchored_yaw: with the block's anchor weighted ~1 the chunk's rotation is the jaws-down rotation
     at the summary's yaw plus the quarter turn nearest the tool's yaw, whatever the tool's rotation was;

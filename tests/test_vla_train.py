@@ -215,14 +215,15 @@ def test_scene_input_trains_from_layout_seeds_and_the_runtime_requires_it(scene_
     no_input = [str(BIN / "surgbot"), *SCENE_ARGS[:-3], *args[-2:]]        # without --scene-input
     res = _run(no_input + ["--scene-locator", "--out", str(tmp_path / "no_input")])
     assert res.returncode != 0 and "need --scene-input" in res.stderr
-    res = _run(args + ["--scene-locator", "--scene-relative", "--scene-anchored", "--scene-anchored-yaw", "--log-freq",
-                       "1", "--out", str(tmp_path / "locator")])
+    res = _run(args + ["--scene-locator", "--scene-relative", "--scene-anchored", "--scene-anchored-yaw",
+                       "--jaw-absolute", "--log-freq", "1", "--out", str(tmp_path / "locator")])
     assert res.returncode == 0, res.stderr[-3000:]
     log = [json.loads(line) for line in (tmp_path / "locator" / "train_log.jsonl").read_text().splitlines()]
     assert all(np.isfinite(r["scene_l1_loss"]) for r in log)
     rt = PolicyRuntime(tmp_path / "locator")               # locates the scene itself: nothing from the simulator
     assert rt.metadata()["environment_state_dim"] == 0 and _probe(rt).shape == (16, 10)
     assert rt.config.scene_anchored and rt.config.scene_relative and rt.config.scene_anchored_yaw
+    assert rt.config.jaw_absolute
     assert len(rt.config.scene_world_axes) == 6                 # the twin's, saved with the checkpoint
     res = _run(no_input + ["--scene-anchored", "--out", str(tmp_path / "no_input")])
     assert res.returncode != 0 and "need --scene-input" in res.stderr

@@ -64,6 +64,9 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scene-anchored-yaw", action="store_true",
                    help="with --scene-anchored: the rotation also anchored on the object's yaw (the twin's "
                         "world axes are saved in the checkpoint)")
+    p.add_argument("--jaw-absolute", action="store_true",
+                   help="the jaw command as an absolute value, not an offset from the measured jaw "
+                        "(SurgVLAConfig.jaw_absolute)")
     p.add_argument("--goal-target", default=None, metavar="{episode_end,first_grasp}",
                    help="with --goal-loss-weight: what the goal head learns and the goal memory aims at: the "
                         "episode's last position (default) or where the jaws first close (first_grasp)")

@@ -206,6 +206,13 @@ class SurgVLAConfig(PreTrainedConfig):
     # block's faces.  False: the rotation is an offset from the tool's only.
     scene_anchored_yaw: bool = False
     scene_world_axes: list[float] | None = None
+    # The jaw command as an absolute value instead of an offset from the measured jaw.  Why: the
+    # experts' jaw is piecewise constant (open 1.3 or 0.9, squeeze 0.05), and an offset from the
+    # measured jaw has a fixed point wherever the head says "about zero": the tool-relative head
+    # stopped closing at 0.19 rad on the block and 0.11 rad on the needle (the experts' 0.05 squeezes,
+    # measured 0.051) and the grasps slipped out during the lift (policies/vla/README.md, "The jaw").
+    # False: an offset from the measured jaw (every checkpoint before it).
+    jaw_absolute: bool = False
 
     # Instructions seen in training (filled from the dataset's task table at
     # construction); the server reports them in `metadata`.

@@ -266,6 +266,8 @@ class SurgVLAPolicy(PreTrainedPolicy):
             chunk, _ = anchored_chunk(raw, state_as_action, summary, rotations)
         else:
             chunk = state_as_action[:, None, :] + raw
+        if self.config.jaw_absolute:        # the head's jaw output is the command itself (SurgVLAConfig)
+            chunk = torch.cat([chunk[..., :JAW_INDEX], raw[..., JAW_INDEX:JAW_INDEX + 1]], dim=-1)
         if not with_goal:
             return chunk
         if self.model.goal is None:

@@ -247,6 +247,7 @@ def train(args: argparse.Namespace) -> dict:
     elif any(getattr(args, flag, False) for flag in ("scene_locator", "scene_relative", "scene_anchored",
                                                       "scene_anchored_yaw")):
         raise CliError("--scene-locator, --scene-relative and --scene-anchored(-yaw) need --scene-input")
+    cfg.jaw_absolute = bool(getattr(args, "jaw_absolute", False))
     if getattr(args, "goal_memory_max_jaw_rad", None) is not None:
         if not math.isfinite(args.goal_memory_max_jaw_rad):
             raise CliError("--goal-memory-max-jaw-rad must be finite")

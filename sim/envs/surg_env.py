@@ -52,6 +52,11 @@ POSITION_BOUND_M = 1.0                          # observation/action box for pos
 ROT6D_BOUND = 1.001                             # unit-vector entries, with room for float32 rounding
 SETTLE_S = 0.2                                  # physics before the first observation (objects settle)
 MAX_SEED = 2 ** 31 - 1
+# The float32 action space's jaw bounds are the PSM's limits rounded to float32, which can lie just
+# outside them (float32(1.396) = 1.39600003 > 1.396): a jaw that far outside is the limit.  Without
+# it the policy's "fully open", clipped to the limit by the policy core and cast to float32, was
+# refused by the PSM core at every step (env_rejected 35-94 per peg_transfer episode).
+JAW_LIMITS_F32 = (float(np.float32(kin.JAW_LOWER)), float(np.float32(kin.JAW_UPPER)))
 
 
 class SurgEnv(gym.Env):
@@ -132,6 +137,8 @@ class SurgEnv(gym.Env):
             T, jaw = matrix_from_pose10(a)
         except ValueError as exc:
             raise ValueError(f"action: {exc}") from None
+        if JAW_LIMITS_F32[0] <= jaw < kin.JAW_LOWER or kin.JAW_UPPER < jaw <= JAW_LIMITS_F32[1]:
+            jaw = float(np.clip(jaw, kin.JAW_LOWER, kin.JAW_UPPER))
         commands = [("servo_cp", (T, None)), ("jaw_servo_jp", ([], [jaw]))]
         self._steps += 1
         accepted = self._physics_step(commands)
