@@ -141,6 +141,7 @@ if [ "$SCENE_INPUT" = 1 ] && [ "$SCENE_LOCATOR" != 1 ] && [ "${LOCATOR_STEPS:-1}
             ${LOCATOR_STEPS:+--steps "$LOCATOR_STEPS"} \
             ${LOCATOR_NEEDLE_LAYOUTS:+--needle-layouts "$LOCATOR_NEEDLE_LAYOUTS"} \
             ${LOCATOR_OTHER_LAYOUTS:+--other-layouts "$LOCATOR_OTHER_LAYOUTS"} \
+            ${LOCATOR_PEG_LAYOUTS:+--peg-layouts "$LOCATOR_PEG_LAYOUTS"} \
             ${LOCATOR_GLIMPSE_PX:+--glimpse-px "$LOCATOR_GLIMPSE_PX"} \
             ${LOCATOR_ANCHOR_WEIGHT:+--anchor-weight "$LOCATOR_ANCHOR_WEIGHT"} --appearance "$LOCATOR_APPEARANCE"
     fi

@@ -60,7 +60,7 @@ def test_plane_targets_map_back_to_the_normalised_summary_exactly():
 
 
 @pytest.mark.parametrize("bad", [{"steps": 0}, {"needle_layouts": -1}, {"batch_size": 2.5}, {"lr": float("nan")},
-                                 {"weight_decay": -1.0}, {"other_layouts": True},
+                                 {"weight_decay": -1.0}, {"other_layouts": True}, {"peg_layouts": 0},
                                  {"needle_layouts": 60000},   # would reach the validation seeds
                                  {"glimpse_px": -1}, {"glimpse_px": 2.0}, {"anchor_loss_weight": float("inf")},
                                  {"anchor_sigma_cells": 0.0}, {"glimpse_noise_px": -0.5}])

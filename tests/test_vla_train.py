@@ -232,8 +232,8 @@ def test_scene_input_trains_from_layout_seeds_and_the_runtime_requires_it(scene_
 
 
 LOCATOR_CMD = [str(BIN / "surgbot"), "policy", "train-locator", "--steps", "4", "--needle-layouts", "1",
-               "--other-layouts", "1", "--val-layouts", "1", "--eval-every", "2", "--batch-size", "4",
-               "--orientation-weight", "2"]
+               "--other-layouts", "1", "--peg-layouts", "2", "--val-layouts", "1", "--eval-every", "2",
+               "--batch-size", "4", "--orientation-weight", "2"]
 
 
 @pytest.fixture(scope="module")
@@ -255,11 +255,16 @@ def test_train_locator_joins_a_locator_to_the_bound_action_head(scene_bound, loc
     out, cmd = located, LOCATOR_CMD
     summary = json.loads((out / "train_summary.json").read_text())
     assert [r["step"] for r in summary["log"]] == [2, 4]
-    # 1 needle layout + 3 reach colours + the peg layout's colours, one first frame each
-    assert summary["training_frames"] >= 5
+    # 1 needle layout + 3 reach colours + the 2 peg layouts' colours, one first frame each
+    assert summary["training_frames"] >= 6
     assert all(np.isfinite(r["needle_pick_grasp_mm_median"]) and np.isfinite(r["reach_grasp_mm_median"])
                and 0 <= r["needle_pick_orientation_deg_median"] <= 90 for r in summary["log"])
+    # peg_transfer is validated too: the block, its yaw and the target (a point of its own)
+    assert all(np.isfinite(r["peg_transfer_grasp_mm_median"]) and np.isfinite(r["peg_transfer_place_mm_median"])
+               and 0 <= r["peg_transfer_orientation_deg_median"] <= 45 for r in summary["log"])
+    assert not any("needle_pick_place" in k or "reach_place" in k for k in summary["log"][0])
     assert summary["config"]["orientation_loss_weight"] == 2.0
+    assert (summary["config"]["other_layouts"], summary["config"]["peg_layouts"]) == (1, 2)
     # anchors and glimpse by default: anchor 0's distance from the needle's arc middle in the image is logged
     assert all(np.isfinite(r["needle_pick_anchor_px_median"]) for r in summary["log"])
     joined, original = PolicyRuntime(out), PolicyRuntime(bound)

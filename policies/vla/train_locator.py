@@ -174,7 +174,7 @@ def train_locator(bound: str | Path, out: Path, tc: LocatorTrainingConfig, progr
     policy: SurgVLAPolicy = rt.policy
     cfg = rt.config
     t0 = time.time()
-    counts = {"needle_pick": tc.needle_layouts, "reach": tc.other_layouts, "peg_transfer": tc.other_layouts}
+    counts = {"needle_pick": tc.needle_layouts, "reach": tc.other_layouts, "peg_transfer": tc.peg_layouts}
     parts = []
     looks = ("none",) if tc.appearance == "none" else ("none", tc.appearance)
     for task, n in counts.items():
@@ -197,9 +197,10 @@ def train_locator(bound: str | Path, out: Path, tc: LocatorTrainingConfig, progr
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, tc.steps, eta_min=tc.lr_end)
 
     def evaluate() -> dict:
-        """Per validation task, the grasp point's horizontal error (median, mm; PSM1_base x, y), for an
-        object with an orientation its orientation error (median, degrees, the symmetry taken out), and
-        with anchors how far anchor 0 is from the grasp point in the image (median, encoder pixels)."""
+        """Per validation task, the grasp point's horizontal error (median, mm; PSM1_base x, y), where the
+        place point is another point (peg_transfer's target) its error too, for an object with an
+        orientation its orientation error (median, degrees, the symmetry taken out), and with anchors how
+        far anchor 0 is from the grasp point in the image (median, encoder pixels)."""
         locator.eval()
         res = {}
         with torch.no_grad():
@@ -209,8 +210,12 @@ def train_locator(bound: str | Path, out: Path, tc: LocatorTrainingConfig, progr
                 if anchored:
                     px = (located.anchors[:, 0] - v.anchors[:, 0]) * half_size
                     res[f"{name}_anchor_px_median"] = float(px.norm(dim=-1).median())
-                err = (pred - policy.normalised_scene({SCENE_KEY: v.scenes}))[:, :2].numpy() * scale[:2]
-                res[f"{name}_grasp_mm_median"] = float(np.median(np.linalg.norm(err, axis=1)) * 1e3)
+                err = (pred - policy.normalised_scene({SCENE_KEY: v.scenes})).numpy()
+                for point, (lo, hi) in zip(("grasp", "place"), SCENE_POSITIONS, strict=True):
+                    if point == "place" and torch.equal(v.scenes[:, lo:hi], v.scenes[:, slice(*SCENE_POSITIONS[0])]):
+                        continue                 # reach, needle_pick: the place point is the grasp point
+                    xy = err[:, lo:lo + 2] * scale[:2]
+                    res[f"{name}_{point}_mm_median"] = float(np.median(np.linalg.norm(xy, axis=1)) * 1e3)
                 if ORIENTATION_SYMMETRY[task]:
                     res[f"{name}_orientation_deg_median"] = float(np.median(
                         orientation_error_deg(pred[:, SCENE_ORIENTATION], v.scenes[:, SCENE_ORIENTATION],
@@ -252,7 +257,8 @@ def train_locator(bound: str | Path, out: Path, tc: LocatorTrainingConfig, progr
 def run(args: argparse.Namespace) -> dict:
     try:
         tc = LocatorTrainingConfig(steps=args.steps, needle_layouts=args.needle_layouts,
-                                   other_layouts=args.other_layouts, batch_size=args.batch_size,
+                                   other_layouts=args.other_layouts, peg_layouts=args.peg_layouts,
+                                   batch_size=args.batch_size,
                                    eval_every_steps=args.eval_every, val_layouts=args.val_layouts,
                                    orientation_loss_weight=args.orientation_weight,
                                    glimpse_px=args.glimpse_px, anchor_loss_weight=args.anchor_weight,
