@@ -134,3 +134,29 @@ for t in reach needle_pick; do ln -sfn "$(readlink -f runs/tail/data/$t)" runs/p
 SCENE_ANCHORED=1 SCENE_ANCHORED_YAW=1 PEG_EPISODES=630 LOCATOR_STEPS=0 scripts/train_default_policy.sh runs/peg2
 .venv/bin/python docs/results/scene_input/peg_trace.py runs/peg2/train 60000 12 \
     > docs/results/scene_input/anchored/peg_trace_yaw_anchored_630peg_bound_60000-60011.txt
+# 17. the jaw and the grasp height (grasp_height/; validation layouts 60000-60039, 40 episodes per run; not bundled)
+G=docs/results/scene_input/grasp_height
+val() { .venv/bin/surgbot policy eval --checkpoint "$1" --task "$2" --seed 60000 --episodes 40 --threads 1 --json | tail -n 1 > "$G/$3"; }
+.venv/bin/python $G/jaw_trace.py default peg_transfer 60004 9; .venv/bin/python $G/jaw_trace.py default needle_pick 60018 20
+.venv/bin/python $G/expert_squeeze.py 0.05,0.12,0.19,0.25,0.3,0.35,0.4 60000 12 > $G/expert_squeeze_60000-60011.txt
+.venv/bin/python $G/close_height.py default 60000 16 expert > $G/close_height_aadbeeb61456_60000-60015.txt
+.venv/bin/python $G/locator_error.py default peg_transfer 60000 30 > $G/locator_error_aadbeeb61456_peg_transfer_60000-60029.txt
+for t in peg_transfer needle_pick; do val default $t val_located_aadbeeb61456_$t.json; val runs/anch/train $t val_bound_anchored_$t.json; done
+for r in jabs jrel jnoise; do mkdir -p runs/$r/data; for t in reach needle_pick peg_transfer; do ln -sfn "$(readlink -f runs/anch/data/$t)" runs/$r/data/$t; done; done
+JAW_ABSOLUTE=1 LOCATOR_STEPS=0 scripts/train_default_policy.sh runs/jabs
+JAW_ABSOLUTE=1 SCENE_RELATIVE=1 LOCATOR_STEPS=0 scripts/train_default_policy.sh runs/jrel
+JAW_ABSOLUTE=1 SCENE_RELATIVE=1 SCENE_NOISE_MM=1 LOCATOR_STEPS=0 scripts/train_default_policy.sh runs/jnoise
+for t in peg_transfer needle_pick; do val runs/jabs/train $t val_bound_jaw_absolute_$t.json; val runs/jrel/train $t val_bound_jaw_absolute_relative_$t.json; done
+val runs/jnoise/train needle_pick val_bound_jnoise_needle.json
+.venv/bin/python $G/close_height.py runs/jrel/train 60000 12        # -> close_height_jaw_absolute_relative_*.txt
+.venv/bin/surgbot policy join-locator --bound runs/jrel/train --locator-from default --out runs/jrel/located
+scripts/eval_default_policy.sh runs/jrel/located $G/jaw_absolute_relative_located
+.venv/bin/surgbot policy train-locator --bound runs/anch/train --out runs/loc_p1200 --threads 1 --appearance strong --peg-layouts 1200
+.venv/bin/surgbot policy train-locator --bound runs/anch/train --out runs/loc_p1200_n1600 --threads 1 --appearance strong \
+    --peg-layouts 1200 --needle-layouts 1600 --steps 12000
+for h in anch jrel jnoise; do for l in L1:loc_p1200 L2:loc_p1200_n1600; do
+    .venv/bin/surgbot policy join-locator --bound runs/$h/train --locator-from runs/${l#*:} --out runs/${h}_${l%%:*}; done; done
+val runs/anch_L1 peg_transfer val_anch_L1_peg.json; val runs/jrel_L1 peg_transfer val_jrel_L1_peg.json
+for h in anch jrel jnoise; do val runs/${h}_L2 needle_pick val_${h}_L2_needle.json; val runs/${h}_L2 peg_transfer val_${h}_L2_peg.json; done
+.venv/bin/python $G/close_height.py runs/jrel_L1 60000 12          # -> close_height_jaw_absolute_relative_*.txt
+.venv/bin/python $G/locator_error.py runs/anch_L2 peg_transfer 60000 30 > $G/locator_error_L2_peg_transfer_60000-60029.txt
