@@ -208,10 +208,11 @@ class SurgVLAConfig(PreTrainedConfig):
     scene_world_axes: list[float] | None = None
     # The jaw command as an absolute value instead of an offset from the measured jaw.  Why: the
     # experts' jaw is piecewise constant (open 1.3 or 0.9, squeeze 0.05), and an offset from the
-    # measured jaw has a fixed point wherever the head says "about zero": the tool-relative head
-    # stopped closing at 0.19 rad on the block and 0.11 rad on the needle (the experts' 0.05 squeezes,
-    # measured 0.051) and the grasps slipped out during the lift (policies/vla/README.md, "The jaw").
-    # False: an offset from the measured jaw (every checkpoint before it).
+    # measured jaw has a fixed point wherever the head says "about zero": the offset head stopped
+    # closing at 0.19 rad on the block and 0.11 rad on the needle.  (That alone does not lose the
+    # block, and with the simulator's summary it moved peg_transfer only 21 -> 24 of 40 validation
+    # layouts: policies/vla/README.md, "The jaw and the grasp height".)  False: an offset from the
+    # measured jaw (every checkpoint before it).
     jaw_absolute: bool = False
 
     # Instructions seen in training (filled from the dataset's task table at
