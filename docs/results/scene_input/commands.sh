@@ -160,3 +160,7 @@ val runs/anch_L1 peg_transfer val_anch_L1_peg.json; val runs/jrel_L1 peg_transfe
 for h in anch jrel jnoise; do val runs/${h}_L2 needle_pick val_${h}_L2_needle.json; val runs/${h}_L2 peg_transfer val_${h}_L2_peg.json; done
 .venv/bin/python $G/close_height.py runs/jrel_L1 60000 12          # -> close_height_jaw_absolute_relative_*.txt
 .venv/bin/python $G/locator_error.py runs/anch_L2 peg_transfer 60000 30 > $G/locator_error_L2_peg_transfer_60000-60029.txt
+for h in jrel:jrel anch:anchored; do
+    .venv/bin/python docs/results/scene_input/scene_error.py runs/${h%%:*}/train peg_transfer 60000 40 0.9 0 > $G/scene_error_${h#*:}_bound_0.9mm.json
+    .venv/bin/python docs/results/scene_input/scene_error.py runs/${h%%:*}/train peg_transfer 60000 40 0 5.5 > $G/scene_error_${h#*:}_bound_5.5deg.json
+done
