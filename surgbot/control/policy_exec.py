@@ -31,12 +31,13 @@ import numpy as np
 
 from surgbot.config import check_ranges, param
 from surgbot.geometry import matrix_to_rot6d, rot6d_to_matrix
+from surgbot.kinematics import psm as psm_kin
 from surgbot.results import Result
 from surgbot.safety import checks
 from surgbot.safety.filter import CAUSE_ROTATION_STEP, PoseLimiter
 
 POSE_DIM = 10
-JAW_LIMITS_RAD = (-0.698, 1.396)     # FACTS.md, dVRK jaw
+JAW_LIMITS_RAD = (psm_kin.JAW_LOWER, psm_kin.JAW_UPPER)     # the PSM's own (FACTS.md, dVRK jaw)
 
 
 class State(str, Enum):  # noqa: UP042 - the convention of surgbot.results
