@@ -11,9 +11,10 @@ import sys
 import numpy as np
 
 from surgbot.policies.evaluation import harness
+from surgbot.policies.vla.configuration_surgvla import SurgVLAConfig
 from surgbot.sim.envs import experts
 
-CLOSING_JAW_RAD = 0.3     # SurgVLAConfig.grasp_jaw_rad: a jaw command below it after one above is a close
+CLOSING_JAW_RAD = SurgVLAConfig.grasp_jaw_rad     # a jaw command below it after one above is a close
 
 
 def close_height(env, u, run) -> str:

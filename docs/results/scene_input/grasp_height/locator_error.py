@@ -9,9 +9,11 @@ then medians and 90th percentiles (3-D, horizontal, |z|, place, orientation).
 import sys
 
 import numpy as np
+import torch
 
 from surgbot.policies.evaluation import harness
-from surgbot.policies.vla.configuration_surgvla import SCENE_POSITIONS
+from surgbot.policies.vla.configuration_surgvla import SCENE_ORIENTATION, SCENE_POSITIONS
+from surgbot.policies.vla.train_locator import orientation_error_deg
 from surgbot.sim.envs.scene_state import ORIENTATION_SYMMETRY, scene_vector
 
 
@@ -31,9 +33,9 @@ def main(checkpoint: str, task: str, first_seed: int, n: int) -> None:
         for lo, hi in SCENE_POSITIONS:
             est[lo:hi] = est[lo:hi] * scale + inner.action_mean[:3]
         est = est.numpy()
-        grasp, place = (est[0:3] - true[0:3]) * 1e3, (est[5:8] - true[5:8]) * 1e3
-        turn = np.arctan2(est[4], est[3]) - np.arctan2(true[4], true[3])
-        deg = np.degrees(abs(np.angle(np.exp(1j * turn)))) / k if k else 0.0
+        grasp, place = ((est[slice(*p)] - true[slice(*p)]) * 1e3 for p in SCENE_POSITIONS)
+        deg = float(orientation_error_deg(torch.as_tensor(est[None, SCENE_ORIENTATION]),
+                                          torch.as_tensor(true[None, SCENE_ORIENTATION]), k)[0]) if k else 0.0
         rows.append((np.linalg.norm(grasp), np.linalg.norm(grasp[:2]), grasp[2], np.linalg.norm(place), deg))
         print(seed, f"grasp {np.round(grasp, 2)} |{rows[-1][0]:.2f}| place |{rows[-1][3]:.2f}| yaw {deg:.1f}",
               flush=True)
