@@ -16,6 +16,7 @@ from surgbot.policies.vla.encoder_surgvla import (
     anchor_loss,
     cell_centres,
     random_shift,
+    shifted,
 )
 from surgbot.policies.vla.train_locator import PLANE_DIM, WORLD_UNIT_M, PadPlaneMap, crop_coordinates
 
@@ -100,6 +101,33 @@ def test_random_shift_reports_how_far_the_content_moved():
     for b in range(16):
         rows, cols = torch.nonzero(shifted[b, 0] == 1.0, as_tuple=True)
         assert (int(cols[0]), int(rows[0])) == (11 + int(moved[b, 0]), 9 + int(moved[b, 1]))
+
+
+def test_shifted_moves_the_content_as_random_shift_does():
+    img = torch.zeros(1, 3, 20, 24)
+    img[:, :, 9, 11] = 1.0
+    assert torch.equal(shifted(img, 0, 0), img)
+    for dx, dy in ((2, -1), (-3, 3), (0, 1)):
+        rows, cols = torch.nonzero(shifted(img, dx, dy)[0, 0] == 1.0, as_tuple=True)
+        assert (int(cols[0]), int(rows[0])) == (11 + dx, 9 + dy)
+
+
+def test_the_averaged_locator_is_the_mean_over_every_shift_and_the_memory_uses_it():
+    """scene_locator_average_px: (2n+1)^2 shifted views in one batch, their mean per sample; 0 is the locator
+    itself; the policy's scene memory takes the averaged estimate; bad values are refused."""
+    torch.manual_seed(0)
+    cfg = SurgVLAConfig(image_size=(40, 48), scene_dim=SCENE_DIM, scene_locator=True, scene_locator_glimpse_px=12)
+    loc = Locator(cfg, PLANE_DIM, cfg.scene_locator_glimpse_px).eval()
+    img, lang = torch.randn(2, 3, 40, 48), torch.randn(2, cfg.language_dim)
+    with torch.no_grad():
+        assert torch.equal(loc.averaged(img, lang, 0), loc(img, lang))
+        views = [loc(shifted(img, dx, dy), lang) for dx in (-1, 0, 1) for dy in (-1, 0, 1)]
+        mean = torch.stack(views).mean(dim=0)
+        assert torch.allclose(loc.averaged(img, lang, 1), mean, atol=1e-5)
+        assert not torch.allclose(mean, loc(img, lang), atol=1e-4)           # the shifts do change it
+    for bad in (-1, 5, True, 1.0):
+        with pytest.raises(ValueError, match="scene_locator_average_px"):
+            SurgVLAConfig(scene_dim=SCENE_DIM, scene_locator=True, scene_locator_average_px=bad)
 
 
 def test_glimpse_reads_the_full_resolution_window_around_its_centre():

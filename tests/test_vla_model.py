@@ -576,6 +576,14 @@ def test_scene_locator_learns_the_summary_and_feeds_the_first_images_estimate_fo
     assert not torch.equal(policy._scene_memory, memory)              # a new episode looks again
     policy.reset()
     assert torch.equal(policy.predict_action_chunk(batch), first)
+    policy.config.scene_locator_average_px = 1                      # the shift-averaged estimate instead
+    policy.reset()
+    policy.predict_action_chunk(batch)
+    image = policy.prepare_image(batch["observation.images.endoscope"])
+    with torch.no_grad():
+        averaged = policy.model.scene_locator.averaged(image, batch["observation.language_embedding"], 1)
+    assert torch.allclose(policy._scene_memory, averaged) and not torch.allclose(policy._scene_memory, memory)
+    policy.config.scene_locator_average_px = 0
     policy.train()
     train_batch = {**batch, SCENE_KEY: torch.randn(1, SCENE_DIM), "action": torch.randn(1, 16, 10)}
     with pytest.raises(KeyError, match="scene_as_reset"):

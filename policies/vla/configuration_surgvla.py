@@ -38,6 +38,7 @@ SCENE_KEY = "observation.environment_state"
 # first scene_locator_frames frames: before the tool covers or moves anything), else 0: the locator's
 # loss weight.  Made by the frame cache.
 SCENE_SEEN_KEY = "observation.scene_as_reset"
+MAX_AVERAGE_PX = 4                               # scene_locator_average_px: at most 81 locator passes
 SCENE_DIM = 8                                    # its length (scene_state.SCENE_DIM, checked by a test)
 SCENE_POSITIONS = ((0, 3), (5, 8))               # its two positions (grasp, place): [start, end) columns
 SCENE_ORIENTATION = slice(SCENE_POSITIONS[0][1], SCENE_POSITIONS[1][0])   # its (cos k*yaw, sin k*yaw) pair
@@ -189,6 +190,12 @@ class SurgVLAConfig(PreTrainedConfig):
     # anchor loss puts that keypoint on the grasp point): the needle's direction is a few pixels of
     # wire.  0: no window (checkpoints made before it load unchanged).
     scene_locator_glimpse_px: int = 0
+    # Inference only: the first image's estimate averaged over the image shifted by every whole pixel
+    # (dx, dy) up to this many ((2n+1)^2 locator passes, once per episode; Locator.averaged).  Why: the
+    # locator trained on shifted images errs by a different fraction of a pixel at each shift; with 2
+    # the block's grasp point went from 0.94 to 0.58 mm off (median, 30 validation layouts, locator
+    # "L2" of policies/vla/README.md).  0: the one image as it is.
+    scene_locator_average_px: int = 0
     # Also give the action head the scene's two positions relative to the tool (grasp - tool, place -
     # tool; action units): the motion to make, instead of two absolute points its MLP must subtract to
     # millimetres (peg_transfer with the true summary grasped 3.5 mm off the block's centre; the block
@@ -274,6 +281,10 @@ class SurgVLAConfig(PreTrainedConfig):
                     self.image_size)):
             raise ValueError(f"scene_locator_glimpse_px must be an int in 0..{min(self.image_size)} (the encoder's "
                              f"image), got {self.scene_locator_glimpse_px!r}")
+        average = self.scene_locator_average_px
+        if isinstance(average, bool) or not (isinstance(average, int) and 0 <= average <= MAX_AVERAGE_PX):
+            raise ValueError(f"scene_locator_average_px must be an int in 0..{MAX_AVERAGE_PX}, got "
+                             f"{self.scene_locator_average_px!r}")
         if self.scene_locator_glimpse_px and not self.scene_locator:
             raise ValueError("scene_locator_glimpse_px needs scene_locator")
         if not (math.isfinite(self.scene_loss_weight) and self.scene_loss_weight > 0):

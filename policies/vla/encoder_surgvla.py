@@ -126,6 +126,17 @@ def random_shift(image: Tensor, pad: int) -> tuple[Tensor, Tensor]:
     return shifted, torch.stack([pad - dx, pad - dy], dim=-1)
 
 
+def shifted(image: Tensor, dx: int, dy: int) -> Tensor:
+    """image [B, C, h, w] with its content moved dx px right and dy px down (edge replicated), as
+    `random_shift` moves it."""
+    pad = max(abs(dx), abs(dy))
+    if pad == 0:
+        return image
+    h, w = image.shape[-2:]
+    padded = F.pad(image, (pad, pad, pad, pad), mode="replicate")
+    return padded[..., pad - dy:pad - dy + h, pad - dx:pad - dx + w]
+
+
 class Glimpse(nn.Module):
     """A `size` x `size` px window of the image at full resolution around a point -> features."""
 
@@ -191,6 +202,17 @@ class Locator(nn.Module):
     def forward(self, image: Tensor, language: Tensor) -> Tensor:
         """image [B,3,h,w] as the encoder sees it, language [B,384] -> [B, out_dim]."""
         return self.locate(image, language).out
+
+    def averaged(self, image: Tensor, language: Tensor, shift_px: int) -> Tensor:
+        """`forward` averaged over the image moved by every (dx, dy) in -shift_px..shift_px: the locator
+        was trained on images shifted by whole pixels and errs by a fraction of one differently at each
+        shift, so the mean halves part of that error (SurgVLAConfig.scene_locator_average_px)."""
+        if shift_px <= 0:
+            return self(image, language)
+        moves = range(-shift_px, shift_px + 1)
+        views = torch.cat([shifted(image, dx, dy) for dx in moves for dy in moves])
+        out = self(views, language.repeat(len(moves) ** 2, 1))
+        return out.reshape(len(moves) ** 2, image.shape[0], -1).mean(dim=0)
 
     def locate(self, image: Tensor, language: Tensor, glimpse_at: Tensor | None = None) -> LocatorOutput:
         """`forward` with the anchors; `glimpse_at` [B, 2]: look there instead of at anchor 0 (training

@@ -202,7 +202,8 @@ class SurgVLAPolicy(PreTrainedPolicy):
             return None
         if self.model.scene_locator is not None and not self.training:
             if self._scene_memory is None or self._scene_memory.shape[0] != image.shape[0]:
-                self._scene_memory = self.model.scene_locator(image, batch[LANGUAGE_KEY])
+                self._scene_memory = self.model.scene_locator.averaged(
+                    image, batch[LANGUAGE_KEY], self.config.scene_locator_average_px)
             return self._scene_memory
         scene = self.normalised_scene(batch)
         if self.training and self.config.scene_noise_m > 0:

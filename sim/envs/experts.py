@@ -44,6 +44,8 @@ GRASP_ARC_RAD = math.radians(35)
 # policy copies the command to within a millimetre or two, so the expert aims
 # at the middle of the window that works, not at its upper edge.
 NEEDLE_GRASP_PRESS_M = 0.002
+BLOCK_GRASP_HEIGHT_M = 0.0008    # jaw tip above the pad when closing on the block (its centre: 2.5 mm)
+BLOCK_GRASP_DWELL_S = 0.2        # still, jaws open, at that height before closing
 NEEDLE_LIFT_M = 0.0354            # jaw tip above the pad when lifted: a needle held by its end hangs ~14 mm below it
 
 
@@ -217,7 +219,7 @@ class PegTransferExpert(ReachExpert):
         R = d.xmat[body].reshape(3, 3)
         block_yaw = math.atan2(R[1, 0], R[0, 0])
         pad = self.geo.pad_top
-        grasp = np.array([b[0], b[1], pad + 0.0008])
+        grasp = np.array([b[0], b[1], pad + BLOCK_GRASP_HEIGHT_M])
         carry_h = pad + 0.022
         tgt = d.body(f"target_{env.layout.target}").xpos.copy()
         drop = np.array([tgt[0], tgt[1], pad + 0.0012])
@@ -238,7 +240,7 @@ class PegTransferExpert(ReachExpert):
 
         return [Waypoint(via, 0.5 * (self.yaw + yaw), JAW_OPEN_BLOCK, v, perturb=True),
                 Waypoint(above, yaw, JAW_OPEN_BLOCK, v, perturb=True),
-                Waypoint(grasp, yaw, JAW_OPEN_BLOCK, v * DESCENT_FACTOR, dwell_s=0.2),
+                Waypoint(grasp, yaw, JAW_OPEN_BLOCK, v * DESCENT_FACTOR, dwell_s=BLOCK_GRASP_DWELL_S),
                 Waypoint(grasp, yaw, JAW_SQUEEZE, v, dwell_s=0.4),
                 Waypoint(np.array([b[0], b[1], carry_h]), yaw, JAW_SQUEEZE, v * DESCENT_FACTOR),
                 Waypoint(over_target, yaw, JAW_SQUEEZE, v, dwell_s=0.3, perturb=True),
