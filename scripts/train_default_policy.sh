@@ -7,14 +7,20 @@
 # episodes drawn 2 : 2 : 2 (peg_transfer's recorded on for PEG_SUCCESS_TAIL_S
 # after each success: the release), the action head given the simulator's
 # scene summary (SCENE_INPUT=1, `--scene-input`: where the objects are), its
-# positions offsets from the tool or from those objects (SCENE_ANCHORED=1).
+# positions offsets from the tool or from those objects (SCENE_ANCHORED=1), its
+# rotation also anchored on the object's yaw (SCENE_ANCHORED_YAW=1), its jaw
+# command absolute (JAW_ABSOLUTE=1).
 # Stage 3 (the locator): `surgbot policy train-locator` trains a scene locator
-# (anchor keypoints and a glimpse: its defaults) on first frames rendered from
-# LOCATOR_NEEDLE_LAYOUTS needle_pick and LOCATOR_OTHER_LAYOUTS reach /
-# peg_transfer layouts, each also through the `sim` source's appearance
-# randomisation (LOCATOR_APPEARANCE), and joins it to stage 1's action head:
-# the bundled checkpoint needs nothing from the simulator.
-# (SCENE_ANCHORED=0: 5590a298338b, bundled until December 2026;
+# (anchor keypoints and a glimpse: its defaults) for LOCATOR_STEPS steps on
+# first frames rendered from LOCATOR_NEEDLE_LAYOUTS needle_pick,
+# LOCATOR_OTHER_LAYOUTS reach and LOCATOR_PEG_LAYOUTS peg_transfer layouts,
+# each also through the `sim` source's appearance randomisation
+# (LOCATOR_APPEARANCE), and joins it to stage 1's action head: the bundled
+# checkpoint needs nothing from the simulator.
+# (SCENE_ANCHORED_YAW=0 JAW_ABSOLUTE=0 LOCATOR_STEPS=8000 LOCATOR_NEEDLE_LAYOUTS=800
+# LOCATOR_PEG_LAYOUTS=400: aadbeeb61456, bundled until December 2026, its locator
+# trained on the SCENE_ANCHORED=0 head;
+# SCENE_ANCHORED=0 with those: 5590a298338b;
 # NEEDLE_EPISODES=200 PEG_EPISODES=105 WEIGHTS="2 2 1" PEG_SUCCESS_TAIL_S=0
 # LOCATOR_GLIMPSE_PX=0 LOCATOR_ANCHOR_WEIGHT=0 LOCATOR_APPEARANCE=none SCENE_ANCHORED=0:
 # c16a4f994225; SCENE_INPUT=0 LOCATOR_STEPS=0 with those: 54125c0c6dc0, image and state only.)
@@ -59,14 +65,14 @@ SCENE_NOISE_MM=${SCENE_NOISE_MM:-0}         # with SCENE_INPUT: noise on its pos
 SCENE_LOCATOR=${SCENE_LOCATOR:-0}           # with SCENE_INPUT: a locator gives it from the first image instead
 SCENE_RELATIVE=${SCENE_RELATIVE:-0}         # with SCENE_INPUT: also its points relative to the tool
 SCENE_ANCHORED=${SCENE_ANCHORED:-1}         # with SCENE_INPUT: positions also as offsets from its points
-SCENE_ANCHORED_YAW=${SCENE_ANCHORED_YAW:-0} # with SCENE_ANCHORED: the rotation also anchored on the object's yaw
-JAW_ABSOLUTE=${JAW_ABSOLUTE:-0}             # the jaw command absolute, not an offset from the measured jaw
-                                            # (tried, not bundled: policies/vla/README.md)
-# Stage 3 settings; unset: `surgbot policy train-locator`'s defaults (policies/vla/configuration_locator.py:
+SCENE_ANCHORED_YAW=${SCENE_ANCHORED_YAW:-1} # with SCENE_ANCHORED: the rotation also anchored on the object's yaw
+JAW_ABSOLUTE=${JAW_ABSOLUTE:-1}             # the jaw command absolute, not an offset from the measured jaw
+# Stage 3 settings; empty: `surgbot policy train-locator`'s defaults (policies/vla/configuration_locator.py:
 # 8000 steps, 800 needle_pick layouts from seed 3000, 400 reach (from 0) and peg_transfer (from 6000) layouts)
-LOCATOR_STEPS=${LOCATOR_STEPS-}             # 0: no stage 3 (with SCENE_INPUT=1 the result then needs the
+LOCATOR_STEPS=${LOCATOR_STEPS-12000}        # 0: no stage 3 (with SCENE_INPUT=1 the result then needs the
                                             # simulator's summary at evaluation: the bound)
-LOCATOR_NEEDLE_LAYOUTS=${LOCATOR_NEEDLE_LAYOUTS-}
+LOCATOR_NEEDLE_LAYOUTS=${LOCATOR_NEEDLE_LAYOUTS-1600}
+LOCATOR_PEG_LAYOUTS=${LOCATOR_PEG_LAYOUTS-1200}
 LOCATOR_OTHER_LAYOUTS=${LOCATOR_OTHER_LAYOUTS-}
 LOCATOR_GLIMPSE_PX=${LOCATOR_GLIMPSE_PX-}   # (0 with LOCATOR_ANCHOR_WEIGHT=0: the locator without anchors or glimpse)
 LOCATOR_ANCHOR_WEIGHT=${LOCATOR_ANCHOR_WEIGHT-}
