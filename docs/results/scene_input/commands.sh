@@ -164,3 +164,32 @@ for h in jrel:jrel anch:anchored; do
     .venv/bin/python docs/results/scene_input/scene_error.py runs/${h%%:*}/train peg_transfer 60000 40 0.9 0 > $G/scene_error_${h#*:}_bound_0.9mm.json
     .venv/bin/python docs/results/scene_input/scene_error.py runs/${h%%:*}/train peg_transfer 60000 40 0 5.5 > $G/scene_error_${h#*:}_bound_5.5deg.json
 done
+
+# 18. the jaws square to the block (grasp_window/; bundled as afdbe93424f4)
+W=docs/results/scene_input/grasp_window
+valw() { .venv/bin/surgbot policy eval --checkpoint "$1" --task "$2" --seed 60000 --episodes 40 --threads 1 --json | tail -n 1 > "$W/$3"; }
+.venv/bin/python $W/grasp_window.py 3.0:0,2.5:0,2.0:0,1.9:0,1.5:0,1.2:0,0.8:0,0.0:0,-0.5:0,-1.0:0,-2.0:0 50000 12
+.venv/bin/python $W/grasp_window.py 0.8:15,0.8:30,0.8:45,-0.5:20,1.2:20,-0.5:30,0.4:30,1.2:30,1.5:30 50000 12
+.venv/bin/python $W/grasp_window.py -1.0:40,-0.5:40,0.0:40,0.4:40,0.8:40,1.5:40,1.9:40 50000 12   # -> grasp_window_*.txt
+.venv/bin/python $W/close_pose.py runs/jrel/train 60000 40 > $W/close_pose_jrel_bound_60000-60039.txt
+for r in jay jry; do mkdir -p runs/$r/data; for t in reach needle_pick peg_transfer; do ln -sfn "$(readlink -f runs/anch/data/$t)" runs/$r/data/$t; done; done
+JAW_ABSOLUTE=1 SCENE_ANCHORED_YAW=1 LOCATOR_STEPS=0 scripts/train_default_policy.sh runs/jay
+JAW_ABSOLUTE=1 SCENE_ANCHORED_YAW=1 SCENE_RELATIVE=1 LOCATOR_STEPS=0 scripts/train_default_policy.sh runs/jry
+for t in peg_transfer needle_pick; do valw runs/jay/train $t val_bound_jaw_absolute_yaw_$t.json
+    valw runs/jry/train $t val_bound_jaw_absolute_yaw_relative_$t.json; done
+.venv/bin/surgbot policy join-locator --bound runs/jay/train --locator-from runs/loc_p1200_n1600 --out runs/jay_L2
+mkdir -p runs/prev_aadbeeb61456   # the previous bundled checkpoint's files, from git
+for f in $(git ls-tree --name-only e3a4b18 policies/vla/checkpoints/default/); do git show "e3a4b18:$f" > runs/prev_aadbeeb61456/"${f##*/}"; done
+.venv/bin/surgbot policy join-locator --bound runs/jay/train --locator-from runs/prev_aadbeeb61456 --out runs/jay_Lb
+valw runs/jay_L2 peg_transfer val_jay_L2_peg_transfer.json; valw runs/jay_L2 needle_pick val_jay_L2_needle_pick.json
+valw runs/jay_Lb peg_transfer val_jay_Laadbeeb61456_peg_transfer.json
+# _a2: the same checkpoints with "scene_locator_average_px": 2 written into config.json
+for t in peg_transfer needle_pick; do valw runs/jay_L2_a2 $t val_jay_L2_a2_$t.json; done; valw runs/jrel_L2_a2 peg_transfer val_jrel_L2_a2_peg_transfer.json
+TASKS=peg_transfer LANG_EPISODES=0 scripts/eval_default_policy.sh runs/jay_L2 out/eval_jay_L2 &
+TASKS="needle_pick reach" scripts/eval_default_policy.sh runs/jay_L2 out/eval_jay_L2; wait   # -> docs/results/bundled_default/
+for t in peg_transfer needle_pick; do .venv/bin/surgbot policy eval --checkpoint runs/jay/train --task $t --seed 100000 \
+    --episodes 50 --threads 1 --json | tail -n 1 > $W/bound_afdbe93424f4_head_${t}_100000-100049.json; done
+for c in runs/jay/train:jay_bound default:afdbe93424f4 runs/prev_aadbeeb61456:aadbeeb61456; do
+    .venv/bin/python $W/close_pose.py ${c%%:*} 60000 40 > $W/close_pose_${c#*:}_60000-60039.txt; done
+for t in peg_transfer needle_pick; do .venv/bin/python $W/locator_average.py default $t 60000 30 2 > $W/locator_average_afdbe93424f4_${t}_60000-60029.txt; done
+.venv/bin/python $W/locator_average.py runs/prev_aadbeeb61456 peg_transfer 60000 30 2 > $W/locator_average_aadbeeb61456_peg_transfer_60000-60029.txt
