@@ -194,7 +194,8 @@ class SurgVLAConfig(PreTrainedConfig):
     # (dx, dy) up to this many ((2n+1)^2 locator passes, once per episode; Locator.averaged).  Why: the
     # locator trained on shifted images errs by a different fraction of a pixel at each shift; with 2
     # the block's grasp point went from 0.94 to 0.58 mm off (median, 30 validation layouts, locator
-    # "L2" of policies/vla/README.md).  0: the one image as it is.
+    # "L2" of policies/vla/README.md), but validation success did not move (README, "The jaws square
+    # to the block").  0: the one image as it is (the bundled checkpoint's).
     scene_locator_average_px: int = 0
     # Also give the action head the scene's two positions relative to the tool (grasp - tool, place -
     # tool; action units): the motion to make, instead of two absolute points its MLP must subtract to

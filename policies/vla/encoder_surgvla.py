@@ -206,7 +206,7 @@ class Locator(nn.Module):
     def averaged(self, image: Tensor, language: Tensor, shift_px: int) -> Tensor:
         """`forward` averaged over the image moved by every (dx, dy) in -shift_px..shift_px: the locator
         was trained on images shifted by whole pixels and errs by a fraction of one differently at each
-        shift, so the mean halves part of that error (SurgVLAConfig.scene_locator_average_px)."""
+        shift, so the mean is closer (SurgVLAConfig.scene_locator_average_px)."""
         if shift_px <= 0:
             return self(image, language)
         moves = range(-shift_px, shift_px + 1)

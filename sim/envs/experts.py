@@ -44,7 +44,10 @@ GRASP_ARC_RAD = math.radians(35)
 # policy copies the command to within a millimetre or two, so the expert aims
 # at the middle of the window that works, not at its upper edge.
 NEEDLE_GRASP_PRESS_M = 0.002
-BLOCK_GRASP_HEIGHT_M = 0.0008    # jaw tip above the pad when closing on the block (its centre: 2.5 mm)
+# Jaw tip above the pad when closing on the block (its centre: 2.5 mm up).  Any height up to 2.5 mm
+# lifts it with the jaws square to its faces; turned 20-40 deg off them only 0.0-0.4 mm does every time
+# (docs/results/scene_input/grasp_window/): the bundled checkpoint was trained on this height.
+BLOCK_GRASP_HEIGHT_M = 0.0008
 BLOCK_GRASP_DWELL_S = 0.2        # still, jaws open, at that height before closing
 NEEDLE_LIFT_M = 0.0354            # jaw tip above the pad when lifted: a needle held by its end hangs ~14 mm below it
 
