@@ -17,9 +17,9 @@
 # each also through the `sim` source's appearance randomisation
 # (LOCATOR_APPEARANCE), and joins it to stage 1's action head: the bundled
 # checkpoint needs nothing from the simulator.
-# (SCENE_ANCHORED_YAW=0 JAW_ABSOLUTE=0 LOCATOR_STEPS=8000 LOCATOR_NEEDLE_LAYOUTS=800
-# LOCATOR_PEG_LAYOUTS=400: aadbeeb61456, bundled until December 2026, its locator
-# trained on the SCENE_ANCHORED=0 head;
+# (SCENE_ANCHORED_YAW=0 JAW_ABSOLUTE=0 LOCATOR_STEPS= LOCATOR_NEEDLE_LAYOUTS=
+# LOCATOR_PEG_LAYOUTS= (train-locator's defaults): aadbeeb61456, bundled until
+# December 2026, its locator trained on the SCENE_ANCHORED=0 head;
 # SCENE_ANCHORED=0 with those: 5590a298338b;
 # NEEDLE_EPISODES=200 PEG_EPISODES=105 WEIGHTS="2 2 1" PEG_SUCCESS_TAIL_S=0
 # LOCATOR_GLIMPSE_PX=0 LOCATOR_ANCHOR_WEIGHT=0 LOCATOR_APPEARANCE=none SCENE_ANCHORED=0:

@@ -112,9 +112,9 @@ def test_shifted_moves_the_content_as_random_shift_does():
         assert (int(cols[0]), int(rows[0])) == (11 + dx, 9 + dy)
 
 
-def test_the_averaged_locator_is_the_mean_over_every_shift_and_the_memory_uses_it():
+def test_the_averaged_locator_is_the_mean_over_every_shift():
     """scene_locator_average_px: (2n+1)^2 shifted views in one batch, their mean per sample; 0 is the locator
-    itself; the policy's scene memory takes the averaged estimate; bad values are refused."""
+    itself; bad values are refused (the policy's scene memory using it: test_vla_model)."""
     torch.manual_seed(0)
     cfg = SurgVLAConfig(image_size=(40, 48), scene_dim=SCENE_DIM, scene_locator=True, scene_locator_glimpse_px=12)
     loc = Locator(cfg, PLANE_DIM, cfg.scene_locator_glimpse_px).eval()
