@@ -77,6 +77,8 @@ LOCATOR_OTHER_LAYOUTS=${LOCATOR_OTHER_LAYOUTS-}
 LOCATOR_GLIMPSE_PX=${LOCATOR_GLIMPSE_PX-}   # (0 with LOCATOR_ANCHOR_WEIGHT=0: the locator without anchors or glimpse)
 LOCATOR_ANCHOR_WEIGHT=${LOCATOR_ANCHOR_WEIGHT-}
 LOCATOR_APPEARANCE=${LOCATOR_APPEARANCE:-strong}   # none: one look (e3da7a28f2bc, bundled before this one)
+LOCATOR_SHIFT_PX=${LOCATOR_SHIFT_PX-}       # training image shifts of the locator (empty: the head's SHIFT_PX)
+LOCATOR_FRAME_SIZE=${LOCATOR_FRAME_SIZE-}   # HxW: first frames rendered at it, the glimpse reading them (empty: SIZE)
 SHIFT_PX=${SHIFT_PX:-2}                     # training image shift augmentation, +- px
 STEPS=${STEPS:-16000}
 COSINE_STEPS=${COSINE_STEPS:-$STEPS}        # length of the LR schedule (longer: stop part-way along it)
@@ -149,7 +151,9 @@ if [ "$SCENE_INPUT" = 1 ] && [ "$SCENE_LOCATOR" != 1 ] && [ "${LOCATOR_STEPS:-1}
             ${LOCATOR_OTHER_LAYOUTS:+--other-layouts "$LOCATOR_OTHER_LAYOUTS"} \
             ${LOCATOR_PEG_LAYOUTS:+--peg-layouts "$LOCATOR_PEG_LAYOUTS"} \
             ${LOCATOR_GLIMPSE_PX:+--glimpse-px "$LOCATOR_GLIMPSE_PX"} \
-            ${LOCATOR_ANCHOR_WEIGHT:+--anchor-weight "$LOCATOR_ANCHOR_WEIGHT"} --appearance "$LOCATOR_APPEARANCE"
+            ${LOCATOR_ANCHOR_WEIGHT:+--anchor-weight "$LOCATOR_ANCHOR_WEIGHT"} \
+            ${LOCATOR_SHIFT_PX:+--shift-px "$LOCATOR_SHIFT_PX"} \
+            ${LOCATOR_FRAME_SIZE:+--frame-size "$LOCATOR_FRAME_SIZE"} --appearance "$LOCATOR_APPEARANCE"
     fi
 fi
 

@@ -15,6 +15,7 @@ from surgbot.policies.vla.encoder_surgvla import (
     LocatorOutput,
     anchor_loss,
     cell_centres,
+    glimpse_source,
     random_shift,
     shifted,
 )
@@ -64,7 +65,10 @@ def test_plane_targets_map_back_to_the_normalised_summary_exactly():
                                  {"weight_decay": -1.0}, {"other_layouts": True}, {"peg_layouts": 0},
                                  {"needle_layouts": 60000},   # would reach the validation seeds
                                  {"glimpse_px": -1}, {"glimpse_px": 2.0}, {"anchor_loss_weight": float("inf")},
-                                 {"anchor_sigma_cells": 0.0}, {"glimpse_noise_px": -0.5}])
+                                 {"anchor_sigma_cells": 0.0}, {"glimpse_noise_px": -0.5},
+                                 {"shift_px": -1}, {"shift_px": 1.5}, {"frame_size": (240,)},
+                                 {"frame_size": (240, 8)}, {"frame_size": (240.0, 320)},
+                                 {"frame_size": (240, 320), "glimpse_px": 0}])
 def test_bad_settings_are_refused(bad):
     with pytest.raises(ValueError):
         LocatorTrainingConfig(**bad)
@@ -183,3 +187,41 @@ def test_the_appearance_choices_are_the_appearance_shifts():
     assert APPEARANCES == SHIFTS
     with pytest.raises(ValueError, match="appearance"):
         LocatorTrainingConfig(appearance="foggy")
+
+
+def test_a_finer_glimpse_reads_its_own_image_where_the_anchor_is():
+    """scene_locator_glimpse_scale: the glimpse reads the crop at that many times the encoder's size (the
+    frame's own pixels where they match), centred where the anchor sits in the encoder's image."""
+    cfg = SurgVLAConfig(image_size=(20, 22), crop=(0.0, 0.125, 0.8333, 0.6875), scene_dim=SCENE_DIM,
+                        scene_locator=True, scene_locator_glimpse_px=8, scene_locator_glimpse_scale=2.5,
+                        frame_size=(60, 80))
+    frame = torch.randn(2, 3, 60, 80)
+    fine = glimpse_source(frame, cfg.crop, cfg.image_size, cfg.scene_locator_glimpse_scale)
+    assert torch.equal(fine, frame[..., 0:50, 10:65])                   # 50x55 = 2.5 x 20x22: no resize
+    assert glimpse_source(frame, None, (20, 22), 2.0).shape == (2, 3, 40, 44)
+    loc = Locator(cfg, PLANE_DIM, cfg.scene_locator_glimpse_px).eval()
+    img, lang = torch.randn(2, 3, 20, 22), torch.randn(2, cfg.language_dim)
+    with torch.no_grad():
+        coarse, finer = loc.locate(img, lang), loc.locate(img, lang, glimpse_image=fine)
+        assert torch.equal(coarse.anchors, finer.anchors) and not torch.allclose(coarse.out, finer.out)
+        # the fine image matters only around the anchor: changed beyond the 8 px window, the same output
+        h, w = fine.shape[-2:]
+        centre = (finer.anchors[:, 0] + 1) / 2 * torch.tensor([w, h])                 # [2, (x, y)] px
+        rows, cols = torch.meshgrid(torch.arange(h) + 0.5, torch.arange(w) + 0.5, indexing="ij")
+        far = ((cols[None] - centre[:, 0, None, None]).abs() > 6) | ((rows[None] - centre[:, 1, None, None]).abs() > 6)
+        moved = torch.where(far[:, None], fine + 5.0, fine)
+        assert torch.allclose(loc.locate(img, lang, glimpse_image=moved).out, finer.out, atol=1e-6)
+        near = torch.where(far[:, None], fine, fine + 5.0)
+        assert not torch.allclose(loc.locate(img, lang, glimpse_image=near).out, finer.out, atol=1e-4)
+        assert torch.equal(loc.averaged(img, lang, 0, fine), finer.out)
+        with pytest.raises(ValueError, match="glimpse image"):
+            loc.averaged(img, lang, 1, fine)
+    for bad in ({"scene_locator_glimpse_scale": 0.5}, {"scene_locator_glimpse_scale": float("nan")},
+                {"scene_locator_glimpse_scale": 5.0}, {"scene_locator_glimpse_scale": True},
+                {"scene_locator_glimpse_scale": 2.0, "scene_locator_glimpse_px": 0},
+                {"scene_locator_glimpse_scale": 2.0, "scene_locator_average_px": 1},
+                {"frame_size": (60,)}, {"frame_size": (60, 8)}, {"frame_size": (60.0, 80)}):
+        args = {"image_size": (20, 22), "scene_dim": SCENE_DIM, "scene_locator": True,
+                "scene_locator_glimpse_px": 8, **bad}
+        with pytest.raises(ValueError, match="glimpse|frame_size|average"):
+            SurgVLAConfig(**args)

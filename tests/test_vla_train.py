@@ -287,6 +287,33 @@ def test_train_locator_joins_a_locator_to_the_bound_action_head(scene_bound, loc
         assert res.returncode != 0 and error in res.stderr.strip().splitlines()[-1], res.stderr[-2000:]
 
 
+def test_a_locator_trained_on_finer_frames_asks_for_them(scene_bound, tmp_path):
+    """`train-locator --frame-size`: first frames rendered at twice the encoder's size, the glimpse reading
+    them at that resolution; the joined checkpoint asks for such frames (metadata image_size), acts on
+    them and refuses the recorded size; a frame whose crop is not the encoder's image scaled, and a
+    malformed size, are one-line errors."""
+    _, bound = scene_bound
+    h, w = PolicyRuntime(bound).config.image_size
+    out = tmp_path / "fine"
+    res = _run(LOCATOR_CMD + ["--bound", str(bound), "--out", str(out), "--frame-size", f"{2 * h}x{2 * w}",
+                              "--shift-px", "0", "--glimpse-px", "8"])
+    assert res.returncode == 0, res.stderr[-3000:]
+    summary = json.loads((out / "train_summary.json").read_text())
+    assert summary["config"]["frame_size"] == [2 * h, 2 * w] and summary["config"]["shift_px"] == 0
+    assert all(np.isfinite(r["peg_transfer_grasp_mm_median"]) for r in summary["log"])
+    joined = PolicyRuntime(out)
+    assert joined.config.scene_locator_glimpse_scale == 2.0 and joined.config.scene_locator_glimpse_px == 8
+    assert joined.metadata()["image_size"] == [2 * h, 2 * w]
+    state = np.concatenate([fx.px_to_xyz(24, 32), fx.ROT6D, [0.0]]).astype(np.float32)
+    actions, _ = joined.infer(np.full((2 * h, 2 * w, 3), 90, np.uint8), state, fx.INSTRUCTIONS["red"])
+    assert actions.shape == (16, 10) and np.all(np.isfinite(actions))
+    with pytest.raises(ValueError, match="image must be uint8"):
+        joined.infer(np.full((h, w, 3), 90, np.uint8), state, fx.INSTRUCTIONS["red"])
+    for size, error in ((f"{2 * h}x{3 * w}", "not the encoder's image"), (f"{h}x", "expected HxW")):
+        res = _run(LOCATOR_CMD + ["--bound", str(bound), "--out", str(tmp_path / size), "--frame-size", size])
+        assert res.returncode != 0 and error in res.stderr.strip().splitlines()[-1], res.stderr[-2000:]
+
+
 def test_join_locator_puts_a_trained_locator_onto_a_bound_with_the_same_normalisation(scene_bound, located,
                                                                                      tmp_path):
     """`surgbot policy join-locator`: the locator of a joined checkpoint put onto a bound with the same

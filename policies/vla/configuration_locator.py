@@ -15,6 +15,7 @@ FIRST_SEEDS = {"needle_pick": 3000, "reach": 0, "peg_transfer": 6000}
 VAL_TASKS = ("needle_pick", "reach", "peg_transfer")
 SUMMARY_FILE = "train_summary.json"
 APPEARANCES = ("none", "strong")     # policies/video/appearance.py SHIFTS (torch-free module: restated, tested)
+MAX_FRAME_PX = 1280                  # frame_size: at most this many pixels a side
 CHECKPOINT_SUBDIR = Path("checkpoints") / "last" / "pretrained_model"   # the layout `policy train` writes
 
 
@@ -50,6 +51,16 @@ class LocatorTrainingConfig:
     # action head told where things are keeps reach at 25/25 under that shift while the locator trained
     # on one look loses it (2/50).  "none": one look.
     appearance: str = "none"
+    # Whole-pixel image shifts of up to +-shift_px in training (None: the bound's --shift-px, which the
+    # action head trained with).  A shift moves the objects in the image but not their positions in the
+    # world, so a locator trained on shifted images can only place them relative to the pad it also
+    # sees; the endoscope of the twin's tasks does not move during a layout's first frame.
+    shift_px: int | None = None
+    # Render the first frames at this camera size (height, width) instead of the bound's recorded one,
+    # and let the glimpse read the pad's crop at that resolution (the joined checkpoint then asks for
+    # frames of this size: SurgVLAConfig.frame_size, scene_locator_glimpse_scale).  The encoder still
+    # sees the crop resized to the bound's image_size.  None: the bound's frame, one resolution.
+    frame_size: tuple[int, int] | None = None
     eval_every_steps: int = 500
     val_seed: int = 60000                # validation layouts: neither training (< 10000) nor evaluation seeds
     val_layouts: int = 30
@@ -75,6 +86,18 @@ class LocatorTrainingConfig:
                 raise ValueError(f"{name} must be finite and >= 0, got {getattr(self, name)}")
         if not (math.isfinite(self.anchor_sigma_cells) and self.anchor_sigma_cells > 0):
             raise ValueError(f"anchor_sigma_cells must be finite and > 0, got {self.anchor_sigma_cells}")
+        if self.shift_px is not None and (isinstance(self.shift_px, bool) or not isinstance(self.shift_px, int)
+                                          or self.shift_px < 0):
+            raise ValueError(f"shift_px must be None or an int >= 0, got {self.shift_px!r}")
+        if self.frame_size is not None:
+            size = tuple(self.frame_size)
+            if len(size) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and 16 <= v <= MAX_FRAME_PX
+                                         for v in size):
+                raise ValueError(f"frame_size must be None or (height, width) ints in 16..{MAX_FRAME_PX}, "
+                                 f"got {self.frame_size!r}")
+            self.frame_size = size
+            if self.glimpse_px <= 0:
+                raise ValueError("frame_size needs glimpse_px > 0 (the glimpse is what reads the finer frame)")
         if self.appearance not in APPEARANCES:
             raise ValueError(f"appearance must be one of {APPEARANCES}, got {self.appearance!r}")
         if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
@@ -86,6 +109,15 @@ class LocatorTrainingConfig:
             raise ValueError(f"training layouts reach seed {top - 1}, not below the validation seed "
                              f"{self.val_seed}: fewer layouts or a higher val_seed")
 
+
+
+def frame_size_arg(text: str) -> tuple[int, int]:
+    """`--frame-size HxW` -> (height, width)."""
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected HxW, e.g. 240x320, got {text!r}") from None
+    return h, w
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -112,6 +144,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="weight of the anchor keypoints' cross-entropy (0: the keypoints are not anchored)")
     p.add_argument("--appearance", default=d.appearance, choices=APPEARANCES,
                    help="also render every training layout through this appearance shift")
+    p.add_argument("--shift-px", type=int, default=d.shift_px, metavar="PX",
+                   help="training image shifts of up to +-PX pixels (default: the bound's --shift-px)")
+    p.add_argument("--frame-size", type=frame_size_arg, default=d.frame_size, metavar="HxW",
+                   help="render the first frames at this camera size and let the glimpse read the crop at "
+                        "that resolution; the joined checkpoint asks for such frames (default: the bound's)")
     p.add_argument("--eval-every", type=int, default=d.eval_every_steps, metavar="N")
     p.add_argument("--val-layouts", type=int, default=d.val_layouts,
                    help=f"validation layouts from seed {d.val_seed} ({', '.join(VAL_TASKS)})")

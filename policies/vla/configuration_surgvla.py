@@ -38,6 +38,7 @@ SCENE_KEY = "observation.environment_state"
 # first scene_locator_frames frames: before the tool covers or moves anything), else 0: the locator's
 # loss weight.  Made by the frame cache.
 SCENE_SEEN_KEY = "observation.scene_as_reset"
+MAX_GLIMPSE_SCALE = 4.0                          # scene_locator_glimpse_scale: at most 16x the pixels
 MAX_AVERAGE_PX = 4                               # scene_locator_average_px: at most 81 locator passes
 SCENE_DIM = 8                                    # its length (scene_state.SCENE_DIM, checked by a test)
 SCENE_POSITIONS = ((0, 3), (5, 8))               # its two positions (grasp, place): [start, end) columns
@@ -100,6 +101,11 @@ class SurgVLAConfig(PreTrainedConfig):
     # a few pixels wide, so the pixels go to the pad instead of the dark background.
     # Fractions, so one checkpoint reads any camera size of the same view.  None: the whole frame.
     crop: tuple[float, float, float, float] | None = None
+    # (height, width) of the camera frame this checkpoint asks for at inference (the runtime's metadata
+    # `image_size`; the evaluation harness renders at it).  None: the training datasets' frame
+    # (input_features).  A checkpoint whose locator reads a finer glimpse (scene_locator_glimpse_scale)
+    # asks for a larger frame than it was trained on; the action head's encoder resizes any frame.
+    frame_size: tuple[int, int] | None = None
     conv_channels: tuple[int, ...] = (24, 48, 96, 128)
     num_keypoints: int = 32                       # spatial soft-argmax points of the last feature map
     # Downsampling from the encoder's input to the keypoint map (stride 2 in the first log2 of it
@@ -190,6 +196,11 @@ class SurgVLAConfig(PreTrainedConfig):
     # anchor loss puts that keypoint on the grasp point): the needle's direction is a few pixels of
     # wire.  0: no window (checkpoints made before it load unchanged).
     scene_locator_glimpse_px: int = 0
+    # The glimpse reads the crop resized to this many times image_size (bilinear; none where the frame's
+    # crop already has that size) instead of the encoder's image: at 96x128 a pixel is 2.1-3.7 mm of
+    # the pad and the 5 mm block 2 pixels, so its yaw (5.5 deg median error) and centre (0.9 mm) were
+    # at the pixels' limit.  2.5 with frame_size 240x320 (the twin's view): the crop at full size.
+    scene_locator_glimpse_scale: float = 1.0
     # Inference only: the first image's estimate averaged over the image shifted by every whole pixel
     # (dx, dy) up to this many ((2n+1)^2 locator passes, once per episode; Locator.averaged).  Why: the
     # locator trained on shifted images errs by a different fraction of a pixel at each shift; with 2
@@ -241,6 +252,11 @@ class SurgVLAConfig(PreTrainedConfig):
             raise ValueError(f"image_size must be (height, width) >= 16 px, got {self.image_size}")
         if self.crop is not None:
             self.crop = check_crop(self.crop)
+        if self.frame_size is not None:
+            size = tuple(self.frame_size)
+            if len(size) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 16 for v in size):
+                raise ValueError(f"frame_size must be None or (height, width) ints >= 16, got {self.frame_size!r}")
+            self.frame_size = size
         if not self.conv_channels:
             raise ValueError("conv_channels must name at least one block")
         check_keypoint_stride(self.keypoint_stride, len(self.conv_channels))
@@ -288,6 +304,15 @@ class SurgVLAConfig(PreTrainedConfig):
                              f"{self.scene_locator_average_px!r}")
         if self.scene_locator_glimpse_px and not self.scene_locator:
             raise ValueError("scene_locator_glimpse_px needs scene_locator")
+        scale = self.scene_locator_glimpse_scale
+        if isinstance(scale, bool) or not (isinstance(scale, int | float) and math.isfinite(scale)
+                                           and 1.0 <= scale <= MAX_GLIMPSE_SCALE):
+            raise ValueError(f"scene_locator_glimpse_scale must be a number in 1..{MAX_GLIMPSE_SCALE}, got {scale!r}")
+        if scale != 1.0 and not self.scene_locator_glimpse_px:
+            raise ValueError("scene_locator_glimpse_scale needs scene_locator_glimpse_px (a glimpse to read finer)")
+        if scale != 1.0 and self.scene_locator_average_px:
+            raise ValueError("scene_locator_average_px shifts the encoder's image only: not with a "
+                             "scene_locator_glimpse_scale other than 1")
         if not (math.isfinite(self.scene_loss_weight) and self.scene_loss_weight > 0):
             raise ValueError(f"scene_loss_weight must be finite and > 0, got {self.scene_loss_weight}")
 

@@ -203,20 +203,27 @@ class Locator(nn.Module):
         """image [B,3,h,w] as the encoder sees it, language [B,384] -> [B, out_dim]."""
         return self.locate(image, language).out
 
-    def averaged(self, image: Tensor, language: Tensor, shift_px: int) -> Tensor:
+    def averaged(self, image: Tensor, language: Tensor, shift_px: int, glimpse_image: Tensor | None = None) -> Tensor:
         """`forward` averaged over the image moved by every (dx, dy) in -shift_px..shift_px: the locator
         was trained on images shifted by whole pixels and errs by a fraction of one differently at each
-        shift, so the mean is closer (SurgVLAConfig.scene_locator_average_px)."""
+        shift, so the mean is closer (SurgVLAConfig.scene_locator_average_px).  `glimpse_image`: see
+        `locate` (only without shifts: the glimpse's own image is not moved)."""
         if shift_px <= 0:
-            return self(image, language)
+            return self.locate(image, language, glimpse_image=glimpse_image).out
+        if glimpse_image is not None:
+            raise ValueError("shift averaging moves the encoder's image only: not with a glimpse image")
         moves = range(-shift_px, shift_px + 1)
         views = torch.cat([shifted(image, dx, dy) for dx in moves for dy in moves])
         out = self(views, language.repeat(len(moves) ** 2, 1))
         return out.reshape(len(moves) ** 2, image.shape[0], -1).mean(dim=0)
 
-    def locate(self, image: Tensor, language: Tensor, glimpse_at: Tensor | None = None) -> LocatorOutput:
+    def locate(self, image: Tensor, language: Tensor, glimpse_at: Tensor | None = None,
+               glimpse_image: Tensor | None = None) -> LocatorOutput:
         """`forward` with the anchors; `glimpse_at` [B, 2]: look there instead of at anchor 0 (training
-        looks near the true point, so the glimpse learns on windows centred as inference will centre them)."""
+        looks near the true point, so the glimpse learns on windows centred as inference will centre them);
+        `glimpse_image` [B, 3, H', W']: the same view at a finer resolution for the glimpse to read
+        (SurgVLAConfig.scene_locator_glimpse_scale; positions are fractions of the image, so the
+        anchor's place in `image` is its place there)."""
         lang = self.language(language)
         x = feature_map(self.blocks, torch.split(self.film(lang), self._split, dim=-1), image)
         h, w = x.shape[-2:]
@@ -226,7 +233,7 @@ class Locator(nn.Module):
         parts = [self.keypoints.positions(logits, h, w), x.mean(dim=(2, 3)), lang]
         if self.glimpse is not None:
             centre = anchors[:, 0].detach() if glimpse_at is None else glimpse_at
-            parts += [self.glimpse(image, centre), anchors[:, 0]]
+            parts += [self.glimpse(image if glimpse_image is None else glimpse_image, centre), anchors[:, 0]]
         return LocatorOutput(self.head(torch.cat(parts, dim=-1)), anchor_logits, anchors, (h, w))
 
 
@@ -253,3 +260,13 @@ def crop_image(image: Tensor, crop: tuple[float, float, float, float] | None) ->
         return image
     r0, c0, rows, cols = crop_pixels(image.shape[-2], image.shape[-1], crop)
     return image[..., r0:r0 + rows, c0:c0 + cols]
+
+
+def glimpse_source(frame: Tensor, crop: tuple[float, float, float, float] | None, image_size, scale: float) -> Tensor:
+    """frame [B, 3, H, W] -> the crop resized to scale x image_size (bilinear; as it is where it has that
+    size): the image a finer glimpse reads (SurgVLAConfig.scene_locator_glimpse_scale)."""
+    image = crop_image(frame, crop)
+    h, w = (round(v * scale) for v in image_size)
+    if image.shape[-2:] != (h, w):
+        image = F.interpolate(image, size=(h, w), mode="bilinear", align_corners=False)
+    return image

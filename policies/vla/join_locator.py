@@ -47,8 +47,10 @@ def check_bound(runtime, out: Path, glimpse_px: int) -> None:
         raise CliError(f"{out / SUMMARY_FILE} exists: a finished run (another --out, or delete it)")
 
 
-def join(runtime, locator_weights: dict, dest: Path, glimpse_px: int) -> None:
-    """Save the bound `runtime` with a locator (weights already mapping to the summary) in it at `dest`."""
+def join(runtime, locator_weights: dict, dest: Path, glimpse_px: int, frame_size=None,
+         glimpse_scale: float = 1.0) -> None:
+    """Save the bound `runtime` with a locator (weights already mapping to the summary) in it at `dest`;
+    `frame_size`, `glimpse_scale`: SurgVLAConfig.frame_size, scene_locator_glimpse_scale of the result."""
     dest.mkdir(parents=True, exist_ok=True)
     for f in Path(runtime.path).iterdir():      # the processors (normalisation, language) as the bound has them
         if f.is_file() and f.name not in OWN_FILES:
@@ -56,6 +58,8 @@ def join(runtime, locator_weights: dict, dest: Path, glimpse_px: int) -> None:
     cfg = runtime.config
     cfg.scene_locator = True
     cfg.scene_locator_glimpse_px = glimpse_px
+    cfg.frame_size = None if frame_size is None else tuple(frame_size)
+    cfg.scene_locator_glimpse_scale = float(glimpse_scale)
     joined = SurgVLAPolicy(cfg)
     missing, unexpected = joined.load_state_dict(runtime.policy.state_dict(), strict=False)
     if unexpected or not all(k.startswith("model.scene_locator.") for k in missing):
@@ -105,7 +109,8 @@ def join_from(bound: str | Path, source: str | Path, out: Path) -> dict:
     check_bound(rt, out, glimpse_px)
     check_same_normalisation(rt, src)
     try:
-        join(rt, src.policy.model.scene_locator.state_dict(), out / CHECKPOINT_SUBDIR, glimpse_px)
+        join(rt, src.policy.model.scene_locator.state_dict(), out / CHECKPOINT_SUBDIR, glimpse_px,
+             src.config.frame_size, src.config.scene_locator_glimpse_scale)
     except RuntimeError as exc:        # a locator of another shape (keypoints, channels, glimpse)
         raise CliError(f"--locator-from {src.path}: its locator does not fit {rt.path}: "
                        f"{str(exc).splitlines()[0]}") from exc

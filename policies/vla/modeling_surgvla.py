@@ -48,6 +48,7 @@ from surgbot.policies.vla.encoder_surgvla import (
     crop_image,
     encode,
     film_stack,
+    glimpse_source,
     identity_film,
     random_shift,
 )
@@ -203,7 +204,8 @@ class SurgVLAPolicy(PreTrainedPolicy):
         if self.model.scene_locator is not None and not self.training:
             if self._scene_memory is None or self._scene_memory.shape[0] != image.shape[0]:
                 self._scene_memory = self.model.scene_locator.averaged(
-                    image, batch[LANGUAGE_KEY], self.config.scene_locator_average_px)
+                    image, batch[LANGUAGE_KEY], self.config.scene_locator_average_px,
+                    self.prepare_glimpse_image(batch[IMAGE_KEY]))
             return self._scene_memory
         scene = self.normalised_scene(batch)
         if self.training and self.config.scene_noise_m > 0:
@@ -242,6 +244,14 @@ class SurgVLAPolicy(PreTrainedPolicy):
         if self.training and self.config.random_shift_px > 0:
             image = random_shift(image, self.config.random_shift_px)[0]
         return image
+
+    def prepare_glimpse_image(self, image: Tensor) -> Tensor | None:
+        """The normalised frame [B, 3, H, W] as the locator's glimpse reads it: cropped and resized to
+        scene_locator_glimpse_scale x image_size; None where the glimpse reads the encoder's image (scale 1)."""
+        scale = self.config.scene_locator_glimpse_scale
+        if scale == 1.0:
+            return None
+        return glimpse_source(image, self.config.crop, self.config.image_size, scale)
 
     def _chunk(self, batch: dict[str, Tensor], with_goal: bool = False):
         """[B, H, 10] normalised actions; with_goal: also the goal head's [B, 3] (normalised positions)."""

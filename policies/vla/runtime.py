@@ -97,6 +97,7 @@ class PolicyRuntime:
             self.pre, self.post = make_pre_post_processors(cfg, pretrained_path=str(self.path))
         self.config: SurgVLAConfig = self.policy.config
         _, h, w = self.config.input_features[IMAGE_KEY].shape
+        h, w = self.config.frame_size or (h, w)       # the frame it asks for (SurgVLAConfig.frame_size)
         self.image_shape = (int(h), int(w), 3)
         with open(self.path / WEIGHTS_FILE, "rb") as f:
             self.checkpoint_id = hashlib.sha256(f.read()).hexdigest()[:12]

@@ -50,7 +50,7 @@ from surgbot.policies.vla.configuration_surgvla import (
     SCENE_ORIENTATION,
     SCENE_POSITIONS,
 )
-from surgbot.policies.vla.encoder_surgvla import Locator, anchor_loss, crop_pixels, random_shift
+from surgbot.policies.vla.encoder_surgvla import Locator, anchor_loss, crop_pixels, glimpse_source, random_shift
 from surgbot.policies.vla.join_locator import check_bound, join
 from surgbot.policies.vla.modeling_surgvla import SurgVLAPolicy
 from surgbot.sim.envs.scene_state import ORIENTATION_SYMMETRY
@@ -75,12 +75,20 @@ class FirstFrames:
     scenes: torch.Tensor        # [N, 8] the simulator's summary (metres, PSM1_base)
     base_T_world: np.ndarray    # [4, 4] the twin's fixed world -> PSM1_base transform
     anchors: torch.Tensor       # [N, 2, 2] grasp and place points in the images (x, y; encoder_surgvla's units)
+    # [N, 3, H', W'] float16: the crop at the glimpse's finer resolution (LocatorTrainingConfig.frame_size);
+    # None: the glimpse reads `images`
+    glimpse_images: torch.Tensor | None = None
 
     @staticmethod
     def join(parts: list[FirstFrames]) -> FirstFrames:
+        fine = None if parts[0].glimpse_images is None else torch.cat([p.glimpse_images for p in parts])
         return FirstFrames(torch.cat([p.images for p in parts]), torch.cat([p.language for p in parts]),
                            torch.cat([p.scenes for p in parts]), parts[0].base_T_world,
-                           torch.cat([p.anchors for p in parts]))
+                           torch.cat([p.anchors for p in parts]), fine)
+
+    def glimpse(self, idx=slice(None)) -> torch.Tensor | None:
+        """The glimpse's images of rows `idx` as float32 (None: it reads the encoder's)."""
+        return None if self.glimpse_images is None else self.glimpse_images[idx].float()
 
 
 def crop_coordinates(pixels: np.ndarray, frame_hw: tuple[int, int], crop) -> np.ndarray:
@@ -94,37 +102,55 @@ def crop_coordinates(pixels: np.ndarray, frame_hw: tuple[int, int], crop) -> np.
     return out
 
 
-def render_first_frames(runtime, task: str, seeds, appearance: str = "none") -> FirstFrames:
+def render_first_frames(runtime, task: str, seeds, appearance: str = "none", frame_size=None,
+                        glimpse_scale: float = 1.0) -> FirstFrames:
     """One reset per layout seed and target colour the layout allows, rendered at the checkpoint's image
-    size and put through its own preprocessing (no video coding); `appearance` other than "none": seen
-    through that appearance shift (policies/evaluation/appearance.py, drawn from the layout seed)."""
+    size (or `frame_size`) and put through its own preprocessing (no video coding); `appearance` other
+    than "none": seen through that appearance shift (policies/evaluation/appearance.py, drawn from the
+    layout seed).  `glimpse_scale` other than 1: also the crop at that many times the encoder's size."""
     import gymnasium as gym
 
     from surgbot.sim.envs import ENV_IDS
     from surgbot.sim.envs.scene_state import scene_pixels, scene_vector
     from surgbot.sim.tasks import get_task
 
-    h, w = runtime.image_shape[:2]
+    h, w = frame_size or runtime.image_shape[:2]
+    cfg = runtime.config
     t = get_task(task)
     env = gym.make(ENV_IDS[task], render_mode="rgb_array", image_size=(h, w))
     if appearance != "none":
         from surgbot.policies.evaluation.appearance import AppearanceShift
         env = AppearanceShift(env, appearance)
-    images, langs, scenes, anchors = [], [], [], []
+    images, langs, scenes, anchors, fine = [], [], [], [], []
     try:
         for seed in seeds:
             for colour in t.target_choices(t.layout(seed, np.zeros(2))) or (None,):
                 obs, info = env.reset(seed=seed, options=None if colour is None else {"target": colour})
                 batch = runtime.pre(runtime.observation(obs["image"], obs["state"], info["instruction"]))
                 images.append(runtime.policy.prepare_image(batch[IMAGE_KEY]))   # eval mode: no shift
+                if glimpse_scale != 1.0:
+                    fine.append(glimpse_source(batch[IMAGE_KEY], cfg.crop, cfg.image_size, glimpse_scale).half())
                 langs.append(batch[LANGUAGE_KEY])
                 scenes.append(torch.from_numpy(scene_vector(env))[None])
-                anchors.append(crop_coordinates(scene_pixels(env), (h, w), runtime.config.crop))
+                anchors.append(crop_coordinates(scene_pixels(env), (h, w), cfg.crop))
         base_T_world = np.asarray(env.unwrapped.to_base(np.eye(4)), dtype=np.float64)
     finally:
         env.close()   # osmesa: one rendering context per process at a time
     return FirstFrames(torch.cat(images), torch.cat(langs), torch.cat(scenes), base_T_world,
-                       torch.from_numpy(np.stack(anchors)).float())
+                       torch.from_numpy(np.stack(anchors)).float(), torch.cat(fine) if fine else None)
+
+
+def glimpse_scale_for(config, frame_size) -> float:
+    """How many times the encoder's image_size the crop of a `frame_size` frame is (1.0 for None); the crop
+    must keep the encoder's aspect (within a pixel) so one scale serves both sides."""
+    if frame_size is None:
+        return 1.0
+    _, _, rows, cols = crop_pixels(*frame_size, config.crop) if config.crop is not None else (0, 0, *frame_size)
+    h, w = config.image_size
+    if abs(rows / h * w - cols) > 1.0:
+        raise CliError(f"--frame-size {frame_size[0]}x{frame_size[1]}: its crop ({rows}x{cols}) is not the "
+                       f"encoder's image ({h}x{w}) scaled")
+    return rows / h
 
 
 class PadPlaneMap:
@@ -166,27 +192,32 @@ def train_locator(bound: str | Path, out: Path, tc: LocatorTrainingConfig, progr
     """Train, join, save OUT/checkpoints/last/pretrained_model and OUT/train_summary.json; returns the summary."""
     from surgbot.policies.vla.runtime import PolicyRuntime
 
+    rt = PolicyRuntime(bound)
+    # seeded after loading the bound, whose construction draws its own initial weights: the locator's
+    # initialisation and batches then do not depend on which action head it joins
     torch.manual_seed(tc.seed)
     rng = np.random.default_rng(tc.seed)
-    rt = PolicyRuntime(bound)
     out = Path(out)
     check_bound(rt, out, tc.glimpse_px)
     policy: SurgVLAPolicy = rt.policy
     cfg = rt.config
     t0 = time.time()
+    fine = glimpse_scale_for(cfg, tc.frame_size)
     counts = {"needle_pick": tc.needle_layouts, "reach": tc.other_layouts, "peg_transfer": tc.peg_layouts}
     parts = []
     looks = ("none",) if tc.appearance == "none" else ("none", tc.appearance)
     for task, n in counts.items():
         for look in looks:
-            parts.append(render_first_frames(rt, task, range(FIRST_SEEDS[task], FIRST_SEEDS[task] + n), look))
+            parts.append(render_first_frames(rt, task, range(FIRST_SEEDS[task], FIRST_SEEDS[task] + n), look,
+                                             tc.frame_size, fine))
             progress(f"rendered {task} ({look}): {len(parts[-1].images)} first frames ({time.time() - t0:.0f} s)")
     train = FirstFrames.join(parts)
     scale = (policy.action_std + cfg.normalization_eps).numpy()
     plane = PadPlaneMap(train.base_T_world, train.scenes, policy.action_mean.numpy(), scale)
     target = plane.targets(train.scenes)
     val = {(task if look == "none" else f"{task}_{look}", task):
-           render_first_frames(rt, task, range(tc.val_seed, tc.val_seed + tc.val_layouts), look)
+           render_first_frames(rt, task, range(tc.val_seed, tc.val_seed + tc.val_layouts), look, tc.frame_size,
+                               fine)
            for task in VAL_TASKS for look in looks}
     M, off = plane.to_summary()
 
@@ -205,7 +236,7 @@ def train_locator(bound: str | Path, out: Path, tc: LocatorTrainingConfig, progr
         res = {}
         with torch.no_grad():
             for (name, task), v in val.items():
-                located = locator.locate(v.images, v.language)
+                located = locator.locate(v.images, v.language, glimpse_image=v.glimpse())
                 pred = located.out @ M.T + off
                 if anchored:
                     px = (located.anchors[:, 0] - v.anchors[:, 0]) * half_size
@@ -224,16 +255,20 @@ def train_locator(bound: str | Path, out: Path, tc: LocatorTrainingConfig, progr
         return res
 
     anchored = tc.anchor_loss_weight > 0 or tc.glimpse_px > 0
+    shift_px = cfg.random_shift_px if tc.shift_px is None else tc.shift_px
     half_size = torch.tensor([train.images.shape[-1] / 2.0, train.images.shape[-2] / 2.0])   # units -> px
     log = []
     for step in range(1, tc.steps + 1):
         idx = torch.from_numpy(rng.integers(0, len(target), tc.batch_size))
-        images, moved_px = random_shift(train.images[idx], cfg.random_shift_px)
+        images, moved_px = random_shift(train.images[idx], shift_px) if shift_px else (
+            train.images[idx], torch.zeros(len(idx), 2))
         anchors = train.anchors[idx] + (moved_px / half_size)[:, None]   # where the shifted images show them
         glimpse_at = None
         if tc.glimpse_px:
-            glimpse_at = anchors[:, 0] + torch.randn(len(idx), 2) * tc.glimpse_noise_px / half_size
-        located = locator.locate(images, train.language[idx], glimpse_at)
+            # a finer glimpse reads its own image, not shifted: centred where that image shows the point
+            at = anchors[:, 0] if train.glimpse_images is None else train.anchors[idx, 0]
+            glimpse_at = at + torch.randn(len(idx), 2) * tc.glimpse_noise_px / half_size
+        located = locator.locate(images, train.language[idx], glimpse_at, train.glimpse(idx))
         loss = ((located.out - target[idx]).abs() * column_weight).mean()
         if tc.anchor_loss_weight > 0:
             loss = loss + tc.anchor_loss_weight * anchor_loss(located, anchors, tc.anchor_sigma_cells)
@@ -247,7 +282,7 @@ def train_locator(bound: str | Path, out: Path, tc: LocatorTrainingConfig, progr
 
     weights = locator.state_dict()       # its last layer composed with the plane -> summary map
     weights["head.2.weight"], weights["head.2.bias"] = M @ weights["head.2.weight"], M @ weights["head.2.bias"] + off
-    join(rt, weights, out / CHECKPOINT_SUBDIR, tc.glimpse_px)
+    join(rt, weights, out / CHECKPOINT_SUBDIR, tc.glimpse_px, tc.frame_size, fine)
     summary = {"bound": str(rt.path), "checkpoint": str(CHECKPOINT_SUBDIR), "training_frames": len(target),
                "config": asdict(tc), "final": log[-1], "wall_s": time.time() - t0, "log": log}
     (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=1))
@@ -262,7 +297,8 @@ def run(args: argparse.Namespace) -> dict:
                                    eval_every_steps=args.eval_every, val_layouts=args.val_layouts,
                                    orientation_loss_weight=args.orientation_weight,
                                    glimpse_px=args.glimpse_px, anchor_loss_weight=args.anchor_weight,
-                                   appearance=args.appearance)
+                                   appearance=args.appearance, shift_px=args.shift_px,
+                                   frame_size=args.frame_size)
     except ValueError as exc:
         raise CliError(str(exc)) from exc
     torch.set_num_threads(max(1, args.threads))
