@@ -62,6 +62,7 @@ GOAL_FROM_IMAGE=${GOAL_FROM_IMAGE:-0}       # 1: the goal head sees the image an
 GOAL_ENCODER=${GOAL_ENCODER:-0}             # 1: the goal head has its own image encoder (trained by its loss alone)
 SCENE_INPUT=${SCENE_INPUT:-1}               # 1: the action head also gets the simulator's scene summary
 SCENE_NOISE_MM=${SCENE_NOISE_MM:-0}         # with SCENE_INPUT: noise on its positions in training (mm, std)
+SCENE_YAW_NOISE_DEG=${SCENE_YAW_NOISE_DEG:-0}   # with SCENE_INPUT: noise on its object yaw in training (deg, std)
 SCENE_LOCATOR=${SCENE_LOCATOR:-0}           # with SCENE_INPUT: a locator gives it from the first image instead
 SCENE_RELATIVE=${SCENE_RELATIVE:-0}         # with SCENE_INPUT: also its points relative to the tool
 SCENE_ANCHORED=${SCENE_ANCHORED:-1}         # with SCENE_INPUT: positions also as offsets from its points
@@ -112,7 +113,8 @@ train() {  # out steps cosine_steps "weights" needle_dir peg_dir extra...
         ${GOAL_MEMORY_MAX_JAW:+--goal-memory-max-jaw-rad "$GOAL_MEMORY_MAX_JAW"} \
         --goal-target "$GOAL_TARGET" $([ "$GOAL_FROM_IMAGE" = 1 ] && echo --goal-from-image) \
         $([ "$GOAL_ENCODER" = 1 ] && echo --goal-encoder) \
-        $([ "$SCENE_INPUT" = 1 ] && echo --scene-input --scene-noise-mm "$SCENE_NOISE_MM") \
+        $([ "$SCENE_INPUT" = 1 ] && echo --scene-input --scene-noise-mm "$SCENE_NOISE_MM" \
+            --scene-yaw-noise-deg "$SCENE_YAW_NOISE_DEG") \
         $([ "$SCENE_LOCATOR" = 1 ] && echo --scene-locator) \
         $([ "$SCENE_RELATIVE" = 1 ] && echo --scene-relative) \
         $([ "$SCENE_ANCHORED" = 1 ] && echo --scene-anchored) \

@@ -755,3 +755,36 @@ def test_scene_anchored_yaw_turns_the_jaws_to_the_objects_yaw_nearest_the_tools(
         e = math.radians(expected_deg)
         want = torch.tensor([math.cos(e), math.sin(e), 0.0, math.sin(e), -math.cos(e), 0.0])
         assert torch.allclose(rot, want.expand(16, 6), atol=1e-3), (tool_deg, rot[0])
+
+
+def test_yaw_noise_turns_each_summary_by_its_objects_symmetry():
+    """scene_yaw_noise_deg: in training the orientation pair of a block's summary (a place point of its own)
+    turns by 4x, a needle's by 2x the drawn object yaw, so both objects' yaws scatter by the configured
+    std; reach's (0, 0) pair and every position stay; bad settings are refused."""
+    import math
+
+    from surgbot.policies.vla.configuration_surgvla import SCENE_DIM
+    from surgbot.policies.vla.modeling_surgvla import turned_orientation
+
+    n, std = 4000, 4.0
+    gen = torch.Generator().manual_seed(0)
+    scene = torch.randn(3 * n, SCENE_DIM, generator=gen)
+    needle = slice(n, 2 * n)
+    scene[needle, 5:8] = scene[needle, 0:3]                      # needle: the place point is the grasp point
+    yaw0 = torch.rand(3 * n, generator=gen) * 2 * math.pi
+    scene[:, 3], scene[:, 4] = torch.cos(yaw0), torch.sin(yaw0)
+    scene[2 * n:, 3:5] = 0.0                                     # reach: no orientation
+    torch.manual_seed(1)
+    out = turned_orientation(scene, std)
+    assert torch.equal(out[:, 0:3], scene[:, 0:3]) and torch.equal(out[:, 5:8], scene[:, 5:8])
+    assert torch.equal(out[2 * n:, 3:5], scene[2 * n:, 3:5])
+    turn = torch.atan2(out[:, 4], out[:, 3]) - yaw0
+    turn = torch.atan2(torch.sin(turn), torch.cos(turn))          # the pair's turn, wrapped
+    for rows, k in ((slice(0, n), 4), (needle, 2)):
+        assert math.degrees(float((turn[rows] / k).std())) == pytest.approx(std, rel=0.08)
+        assert float(out[rows, 3:5].norm(dim=-1).sub(1).abs().max()) < 1e-5      # still a unit pair
+    for bad in (-1.0, float("nan"), 46.0):
+        with pytest.raises(ValueError, match="scene_yaw_noise_deg"):
+            SurgVLAConfig(scene_dim=SCENE_DIM, scene_yaw_noise_deg=bad)
+    with pytest.raises(ValueError, match="scene_yaw_noise_deg needs scene_dim"):
+        SurgVLAConfig(scene_yaw_noise_deg=3.0)

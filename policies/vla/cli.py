@@ -53,6 +53,9 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
                         "then needs the simulator's values (an upper bound for an object locator)")
     p.add_argument("--scene-noise-mm", type=float, default=0.0, metavar="MM",
                    help="with --scene-input: Gaussian noise (std, mm) on its positions in training")
+    p.add_argument("--scene-yaw-noise-deg", type=float, default=0.0, metavar="DEG",
+                   help="with --scene-input: Gaussian noise (std, degrees of the object's yaw) on its "
+                        "orientation in training")
     p.add_argument("--scene-locator", action="store_true",
                    help="with --scene-input: a locator with its own encoder learns the scene summary and gives "
                         "it from the episode's first image at evaluation (nothing from the simulator)")

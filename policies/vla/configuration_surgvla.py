@@ -39,6 +39,7 @@ SCENE_KEY = "observation.environment_state"
 # loss weight.  Made by the frame cache.
 SCENE_SEEN_KEY = "observation.scene_as_reset"
 MAX_GLIMPSE_SCALE = 4.0                          # scene_locator_glimpse_scale: at most 16x the pixels
+MAX_YAW_NOISE_DEG = 45.0                         # scene_yaw_noise_deg: the block's faces repeat every 90 deg
 MAX_AVERAGE_PX = 4                               # scene_locator_average_px: at most 81 locator passes
 SCENE_DIM = 8                                    # its length (scene_state.SCENE_DIM, checked by a test)
 SCENE_POSITIONS = ((0, 3), (5, 8))               # its two positions (grasp, place): [start, end) columns
@@ -179,6 +180,13 @@ class SurgVLAConfig(PreTrainedConfig):
     # metres, for a head that will be fed a locator's estimates).
     scene_dim: int = 0
     scene_noise_m: float = 0.0
+    # Training only: the summary's orientation turned by Gaussian noise of this std (the object's yaw,
+    # degrees).  Why: the scene-anchored-yaw head trained on exact yaws turns the jaws 2-3 times any
+    # error in it (told 5.5 deg off, the jaws closed 10-23 deg off the block's faces, and peg_transfer
+    # went from 38 to 20 of 40; policies/vla/README.md "The located yaw"), and a locator is never exact.
+    # The object's symmetry k is read off the summary: a place point apart from the grasp point is
+    # peg_transfer's block (k 4), otherwise the needle (k 2); reach's (0, 0) pair stays (0, 0).
+    scene_yaw_noise_deg: float = 0.0
     # The scene input from the image instead (needs scene_dim): a locator with its own encoder (as
     # goal_encoder's) learns the simulator's summary (L1, normalised, weight `scene_loss_weight`)
     # while the action head trains on the true values (+ scene_noise_m); at inference the locator's
@@ -280,6 +288,10 @@ class SurgVLAConfig(PreTrainedConfig):
             raise ValueError(f"scene_dim must be 0 (no scene input) or {SCENE_DIM}, got {self.scene_dim!r}")
         if not (math.isfinite(self.scene_noise_m) and self.scene_noise_m >= 0):
             raise ValueError(f"scene_noise_m must be finite and >= 0, got {self.scene_noise_m}")
+        if not (math.isfinite(self.scene_yaw_noise_deg) and 0 <= self.scene_yaw_noise_deg <= MAX_YAW_NOISE_DEG):
+            raise ValueError(f"scene_yaw_noise_deg must be in 0..{MAX_YAW_NOISE_DEG}, got {self.scene_yaw_noise_deg}")
+        if self.scene_yaw_noise_deg and not self.scene_dim:
+            raise ValueError("scene_yaw_noise_deg needs scene_dim (the summary it turns)")
         if self.scene_relative and not self.scene_dim:
             raise ValueError("scene_relative needs scene_dim")
         if self.scene_anchored and not self.scene_dim:

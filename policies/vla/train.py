@@ -59,6 +59,7 @@ from surgbot.policies.vla.configuration_surgvla import (
     ACTION_KEY,
     GOAL_TARGETS,
     IMAGE_KEY,
+    MAX_YAW_NOISE_DEG,
     POSE_DIM,
     SCENE_DIM,
     STATE_KEY,
@@ -244,9 +245,13 @@ def train(args: argparse.Namespace) -> dict:
         cfg.scene_noise_m = float(args.scene_noise_mm) * 1e-3
         if not (math.isfinite(cfg.scene_noise_m) and cfg.scene_noise_m >= 0):
             raise CliError("--scene-noise-mm must be finite and >= 0")
+        cfg.scene_yaw_noise_deg = float(getattr(args, "scene_yaw_noise_deg", 0.0))
+        if not (math.isfinite(cfg.scene_yaw_noise_deg) and 0 <= cfg.scene_yaw_noise_deg <= MAX_YAW_NOISE_DEG):
+            raise CliError(f"--scene-yaw-noise-deg must be in 0..{MAX_YAW_NOISE_DEG}")
     elif any(getattr(args, flag, False) for flag in ("scene_locator", "scene_relative", "scene_anchored",
-                                                      "scene_anchored_yaw")):
-        raise CliError("--scene-locator, --scene-relative and --scene-anchored(-yaw) need --scene-input")
+                                                      "scene_anchored_yaw", "scene_yaw_noise_deg")):
+        raise CliError("--scene-locator, --scene-relative, --scene-anchored(-yaw) and --scene-yaw-noise-deg need "
+                       "--scene-input")
     cfg.jaw_absolute = bool(getattr(args, "jaw_absolute", False))
     if getattr(args, "goal_memory_max_jaw_rad", None) is not None:
         if not math.isfinite(args.goal_memory_max_jaw_rad):
