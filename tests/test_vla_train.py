@@ -351,3 +351,30 @@ def test_join_locator_puts_a_trained_locator_onto_a_bound_with_the_same_normalis
         assert not dest.exists()
     res = _run(cmd + ["--bound", str(bound), "--locator-from", str(located), "--out", str(out)])
     assert res.returncode != 0 and "exists" in res.stderr.strip().splitlines()[-1]
+
+
+def test_strip_locator_gives_back_the_bound_inside_a_joined_checkpoint(scene_bound, located, tmp_path):
+    """`surgbot policy strip-locator`: the joined checkpoint's action head as a bound again (the head that
+    takes the simulator's summary), weight for weight the bound the locator was joined to, with its
+    processors; a checkpoint without a locator and a finished --out are one-line errors that write nothing."""
+    _, bound = scene_bound
+    cmd = [str(BIN / "surgbot"), "policy", "strip-locator"]
+    out = tmp_path / "s"
+    res = _run(cmd + ["--checkpoint", str(located), "--out", str(out)])
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert json.loads(res.stdout.strip().splitlines()[-1])["stripped_from"].endswith("pretrained_model")
+    mine, theirs = PolicyRuntime(out), PolicyRuntime(bound)
+    assert not mine.config.scene_locator and mine.config.scene_locator_glimpse_px == 0
+    assert mine.config.frame_size is None and mine.config.scene_dim == theirs.config.scene_dim
+    a, b = mine.policy.state_dict(), theirs.policy.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert sorted(f.name for f in Path(mine.path).glob("policy_*")) == sorted(
+        f.name for f in Path(theirs.path).glob("policy_*"))
+    for args, error in ((["--checkpoint", str(bound)], "has no scene locator"),
+                        (["--checkpoint", str(tmp_path / "missing")], "not found")):
+        dest = tmp_path / f"e{len(list(tmp_path.iterdir()))}"
+        res = _run(cmd + args + ["--out", str(dest)])
+        assert res.returncode != 0 and error in res.stderr.strip().splitlines()[-1], res.stderr[-2000:]
+        assert not dest.exists()
+    res = _run(cmd + ["--checkpoint", str(located), "--out", str(out)])
+    assert res.returncode != 0 and "exists" in res.stderr.strip().splitlines()[-1]

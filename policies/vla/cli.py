@@ -96,7 +96,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    sub = parser.add_subparsers(dest="policy_command", metavar="{train,train-locator,join-locator,serve,eval}")
+    sub = parser.add_subparsers(dest="policy_command",
+                                metavar="{train,train-locator,join-locator,strip-locator,serve,eval}")
     sub.required = True
     t = sub.add_parser("train", help="train the VLA (LeRobot training, several datasets mixed by weight)")
     add_train_arguments(t)
@@ -110,6 +111,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="a checkpoint with a scene locator whose bound has the same normalisation stats")
     j.add_argument("--out", required=True, type=Path, metavar="DIR",
                    help="output folder: checkpoints/last/pretrained_model, train_summary.json")
+    st = sub.add_parser("strip-locator", help="the --scene-input checkpoint inside a joined one (its action head, "
+                                              "taking the simulator's summary; no locator)")
+    st.add_argument("--checkpoint", required=True, metavar="CKPT", help="'default' or a checkpoint with a locator")
+    st.add_argument("--out", required=True, type=Path, metavar="DIR",
+                    help="output folder: checkpoints/last/pretrained_model, train_summary.json")
     s = sub.add_parser("serve", help="pyzmq policy server (contract section 7)")
     s.add_argument("--checkpoint", required=True,
                    help="'default', a pretrained_model folder, or a training output folder")
@@ -133,6 +139,10 @@ def run(args: argparse.Namespace) -> int:
     if args.policy_command == "train-locator":
         summary = importlib.import_module("surgbot.policies.vla.train_locator").run(args)
         print(json.dumps({k: v for k, v in summary.items() if k != "log"}))
+        return 0
+    if args.policy_command == "strip-locator":
+        summary = importlib.import_module("surgbot.policies.vla.join_locator").strip(args.checkpoint, args.out)
+        print(json.dumps(summary))
         return 0
     if args.policy_command == "join-locator":
         summary = importlib.import_module("surgbot.policies.vla.join_locator").join_from(

@@ -10,6 +10,10 @@ need the locator's 15 minutes again.  That is only the same locator if both boun
 locator reads the image normalised by its bound's dataset stats and writes the summary in its action
 units, so the two checkpoints' normalisers must hold identical stats, and the encoder's input (image
 size, crop) and the locator's shape must match; otherwise a one-line error and nothing is written.
+
+`strip-locator --checkpoint JOINED` goes the other way: the bound inside a joined checkpoint (its action
+head, taking the simulator's summary again), to measure that head with a perfect summary or to train
+another locator for it (`train-locator --bound`) without retraining the head.
 """
 
 from __future__ import annotations
@@ -124,5 +128,37 @@ def join_from(bound: str | Path, source: str | Path, out: Path) -> dict:
         if f is not None and f.is_file():
             summary["locator_training"] = json.loads(f.read_text())
             break
+    (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+def strip(source: str | Path, out: Path) -> dict:
+    """`strip-locator`: the bound inside the joined checkpoint `source` (same head and processors, no
+    locator) at OUT/checkpoints/last/pretrained_model, OUT/train_summary.json; returns the summary."""
+    from surgbot.policies.vla.runtime import CheckpointError, PolicyRuntime
+
+    t0 = time.time()
+    out = Path(out)
+    try:
+        src = PolicyRuntime(source)
+    except CheckpointError as exc:
+        raise CliError(str(exc)) from exc
+    if not src.config.scene_locator:
+        raise CliError(f"{src.path}: has no scene locator (already a bound, or trained without --scene-input)")
+    if (out / SUMMARY_FILE).exists():
+        raise CliError(f"{out / SUMMARY_FILE} exists: a finished run (another --out, or delete it)")
+    dest = out / CHECKPOINT_SUBDIR
+    dest.mkdir(parents=True, exist_ok=True)
+    for f in Path(src.path).iterdir():
+        if f.is_file() and f.name not in OWN_FILES + (LOCATOR_SUMMARY_FILE,):
+            shutil.copy(f, dest / f.name)
+    cfg = src.config
+    cfg.scene_locator, cfg.scene_locator_glimpse_px, cfg.scene_locator_average_px = False, 0, 0
+    cfg.frame_size, cfg.scene_locator_glimpse_scale = None, 1.0
+    bound = SurgVLAPolicy(cfg)
+    head = {k: v for k, v in src.policy.state_dict().items() if not k.startswith("model.scene_locator.")}
+    bound.load_state_dict(head, strict=True)
+    bound.save_pretrained(dest)
+    summary = {"stripped_from": str(src.path), "checkpoint": str(CHECKPOINT_SUBDIR), "wall_s": time.time() - t0}
     (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=1))
     return summary
