@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parents[1] / "grasp_window")]
-from close_pose import BLOCK, CLOSING_JAW_RAD, FACES_DEG, JAW, yaw_deg  # noqa: E402
+from close_pose import describe, trace  # noqa: E402
 from scene_error import Perturbed  # noqa: E402
 
 from surgbot.policies.evaluation import harness  # noqa: E402
@@ -22,32 +22,9 @@ def main(checkpoint: str, seeds: range, deg: float) -> None:
     base = harness.SurgVLAChunkPolicy(checkpoint)
     policy = Perturbed(base, "peg_transfer", 0.0, deg, np.random.default_rng(seeds.start))
     env = harness.make_env("peg_transfer", base)
-    u = env.unwrapped
-    step = env.step
     for seed in seeds:
-        log = []
-
-        def traced(action, log=log):
-            out = step(action)
-            d = u.data
-            b, R = d.body(BLOCK).xpos.copy(), d.body(BLOCK).xmat.reshape(3, 3)
-            off = R.T @ (u.geo.jaw_tip(d) - b) * 1e3
-            turned = (yaw_deg(d.body(JAW).xmat.reshape(3, 3)) - yaw_deg(R) + FACES_DEG / 2) % FACES_DEG - FACES_DEG / 2
-            tilt = math.degrees(math.acos(float(np.clip(R[2, 2], -1.0, 1.0))))
-            log.append((float(action[9]), off, turned, tilt, (b[2] - u.geo.pad_top) * 1e3))
-            return out
-
-        env.step = traced
-        res = harness.run_episode(env, policy, seed)
-        env.step = step
-        told = math.degrees(policy.turn)
-        k = next((i for i in range(1, len(log)) if log[i][0] < CLOSING_JAW_RAD <= log[i - 1][0]), None)
-        if k is None:
-            print(seed, int(res.success), f"told {told:+.1f}", "no close", flush=True)
-            continue
-        _, off, turned, tilt, _ = log[k]
-        print(f"{seed} {int(res.success)} told {told:+.1f} off {off[0]:5.1f} {off[1]:5.1f} {off[2]:5.1f} "
-              f"turned {turned:6.1f} tilt {tilt:5.1f} lift {max(r[4] for r in log):5.1f}", flush=True)
+        ok, log = trace(env, lambda s=seed: harness.run_episode(env, policy, s))
+        print(seed, int(ok), f"told {math.degrees(policy.turn):+.1f}", describe(log), flush=True)
     env.close()
 
 
