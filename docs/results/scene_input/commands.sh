@@ -193,3 +193,26 @@ for c in runs/jay/train:jay_bound default:afdbe93424f4 runs/prev_aadbeeb61456:aa
     .venv/bin/python $W/close_pose.py ${c%%:*} 60000 40 > $W/close_pose_${c#*:}_60000-60039.txt; done
 for t in peg_transfer needle_pick; do .venv/bin/python $W/locator_average.py default $t 60000 30 2 > $W/locator_average_afdbe93424f4_${t}_60000-60029.txt; done
 .venv/bin/python $W/locator_average.py runs/prev_aadbeeb61456 peg_transfer 60000 30 2 > $W/locator_average_aadbeeb61456_peg_transfer_60000-60029.txt
+
+# 19. the located yaw (locator_parts/): runs/jay/train is afdbe93424f4's action head; the same head is
+# `surgbot policy strip-locator --checkpoint default --out runs/jay_bound` (weight for weight)
+P=docs/results/scene_input/locator_parts
+mix() { .venv/bin/python $P/scene_mix.py "$1" "$2" peg_transfer 60000 40 "$3" | tail -n 1 > "$P/$4"; }
+for parts in gyp g y p; do mix runs/jay/train policies/vla/checkpoints/default $parts mix_$parts.json; done
+for e in "0.3 0" "0 2" "0 5.5" "0 11"; do set -- $e
+    .venv/bin/python docs/results/scene_input/scene_error.py runs/jay/train peg_transfer 60000 40 $1 $2 | tail -n 1 \
+        > $P/scene_error_jay_bound_${1}mm_${2}deg.json; done
+for d in 0 5.5; do .venv/bin/python $P/close_pose_turned.py runs/jay/train 60000 12 $d > $P/close_pose_jay_bound_turned${d}_60000-60011.txt; done
+for s in 60004 60001; do .venv/bin/python $P/yaw_gain.py runs/jay/train $s 5.5; done > $P/yaw_gain_jay_bound_60004_60001.txt
+for t in peg_transfer needle_pick; do .venv/bin/python $P/frame_size_bound.py runs/jay/train $t 60000 40 240 320 | tail -n 1 \
+    > $P/bound_jay_frame240x320_$t.json; done
+# the finer-glimpse locator ("hr"): first frames at the twin's 240x320, a 32 px glimpse of the crop at full size
+.venv/bin/surgbot policy strip-locator --checkpoint default --out runs/jay_bound
+.venv/bin/surgbot policy train-locator --bound runs/jay_bound --out runs/loc_hr --threads 1 --steps 12000 \
+    --needle-layouts 1600 --peg-layouts 1200 --appearance strong --frame-size 240x320 --glimpse-px 32
+cp runs/loc_hr/train_summary.json $P/locator_hr_train_summary.json
+valp() { .venv/bin/surgbot policy eval --checkpoint "$1" --task "$2" --seed "$3" --episodes "$4" --threads 1 --json | tail -n 1 > "$P/$5"; }
+for t in peg_transfer needle_pick; do valp runs/loc_hr $t 60000 40 val_jay_hr_${t}_60000.json; done
+mix runs/jay_bound runs/loc_hr y mix_hr_y.json; mix runs/jay_bound runs/loc_hr gp mix_hr_gp.json
+valp runs/loc_hr peg_transfer 60040 80 val_jay_hr_peg_transfer_60040.json
+valp default peg_transfer 60040 80 val_afdbe93424f4_peg_transfer_60040.json

@@ -3,6 +3,7 @@ input (the bound checkpoint) evaluated with the simulator's summary, except that
 come from a located checkpoint's locator instead (its estimate from the episode's first frame, as the
 located checkpoint keeps it).  PARTS: any of g (grasp point xyz), y (its orientation), p (place point),
 joined, e.g. "gyp" (everything located: the located checkpoint itself when its head is the bound's).
+Frames are rendered at the size the located checkpoint asks for.
 
     MUJOCO_GL=osmesa .venv/bin/python docs/results/scene_input/locator_parts/scene_mix.py \
         BOUND LOCATED TASK FIRST_SEED N PARTS
@@ -57,8 +58,13 @@ def main(bound: str, located: str, task: str, first_seed: int, n: int, parts: st
     if not parts or set(parts) - set(PART_SLICES):
         raise SystemExit(f"PARTS: letters of {''.join(PART_SLICES)}, got {parts!r}")
     base = harness.SurgVLAChunkPolicy(bound)
-    policy = Mixed(base, harness.SurgVLAChunkPolicy(located), parts)
-    env = harness.make_env(task, base)
+    loc = harness.SurgVLAChunkPolicy(located)
+    # frames of the size the located checkpoint asks for (a finer-glimpse locator's 240x320), which the
+    # bound then accepts too: its encoder crops and resizes any frame (frame_size_bound.py)
+    h, w = loc.metadata["image_size"]
+    base.runtime.image_shape, base.metadata["image_size"] = (h, w, 3), [h, w]
+    policy = Mixed(base, loc, parts)
+    env = harness.make_env(task, loc)
     outcomes = []
     for seed in range(first_seed, first_seed + n):
         outcomes.append(bool(harness.run_episode(env, policy, seed).success))
