@@ -763,8 +763,8 @@ def test_yaw_noise_turns_each_summary_by_its_objects_symmetry():
     std; reach's (0, 0) pair and every position stay; bad settings are refused."""
     import math
 
+    from surgbot.policies.vla.anchored_surgvla import turned_orientation
     from surgbot.policies.vla.configuration_surgvla import SCENE_DIM
-    from surgbot.policies.vla.modeling_surgvla import turned_orientation
 
     n, std = 4000, 4.0
     gen = torch.Generator().manual_seed(0)

@@ -27,9 +27,14 @@ yaw turned by the multiple of 360/k deg nearest the tool's current yaw (as the e
 the actions' frame: `yaw_anchors`, from the world's x and y axes in that frame
 (`SurgVLAConfig.scene_world_axes`, a constant of the twin saved with the checkpoint).  Mixed with the
 tool-relative rotation like the positions, each with its own offset.
+
+`turned_orientation` turns the summary's (cos k*yaw, sin k*yaw) by a random object yaw in training
+(`SurgVLAConfig.scene_yaw_noise_deg`), for a head that will be told a locator's yaw.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import Tensor
@@ -45,6 +50,8 @@ ANCHORED_STEP_DIM = POSE_DIM + POSITION_DIM * len(SCENE_POSITIONS) + ANCHORS
 # the orientation symmetries the rotation anchors assume (surgbot.sim.envs.scene_state.ORIENTATION_SYMMETRY:
 # peg_transfer's block, needle_pick's needle; reach's disc has none and its weights learn to ignore them)
 YAW_SYMMETRIES = (4, 2)
+BLOCK_SYMMETRY, NEEDLE_SYMMETRY = YAW_SYMMETRIES
+SAME_POINT_TOLERANCE = 1e-6                         # normalised units: a summary's place point is its grasp point
 ROTATION_ANCHORS = 1 + len(YAW_SYMMETRIES)          # the tool's rotation, then one per symmetry
 # with scene_anchored_yaw, a step's further outputs: an offset from each rotation anchor, a weight logit each
 YAW_STEP_DIM = ROTATION_DIM * len(YAW_SYMMETRIES) + ROTATION_ANCHORS
@@ -109,3 +116,18 @@ def anchored_chunk(raw: Tensor, state_as_action: Tensor, scene: Tensor,
             candidates.append(rotations[:, None, i] + extra[..., ROTATION_DIM * i:ROTATION_DIM * (i + 1)])
         rotation = (torch.stack(candidates, dim=-2) * rot_weights[..., None]).sum(dim=-2)
     return torch.cat([position, rotation, chunk[..., ROTATION.stop:]], dim=-1), weights
+
+
+def turned_orientation(scene: Tensor, std_deg: float) -> Tensor:
+    """The normalised summaries [B, >= 8] with each orientation pair (cos k*yaw, sin k*yaw) turned by a
+    Gaussian object yaw of `std_deg` (SurgVLAConfig.scene_yaw_noise_deg), k read off the summary: a place
+    point apart from the grasp point is the block's, otherwise the needle's; a (0, 0) pair stays."""
+    (g0, g1), (p0, p1) = SCENE_POSITIONS
+    apart = (scene[:, p0:p1] - scene[:, g0:g1]).abs().amax(dim=-1) > SAME_POINT_TOLERANCE
+    k = torch.where(apart, float(BLOCK_SYMMETRY), float(NEEDLE_SYMMETRY))
+    angle = k * torch.randn_like(k) * math.radians(std_deg)
+    c, s = torch.cos(angle), torch.sin(angle)
+    pair = scene[:, SCENE_ORIENTATION]
+    out = scene.clone()
+    out[:, SCENE_ORIENTATION] = torch.stack([c * pair[:, 0] - s * pair[:, 1], s * pair[:, 0] + c * pair[:, 1]], -1)
+    return out

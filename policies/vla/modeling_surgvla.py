@@ -20,7 +20,6 @@ bent to end on it (`SurgVLAConfig.goal_memory_chunks`; `reset()` starts an episo
 
 from __future__ import annotations
 
-import math
 from collections import deque
 
 import torch
@@ -28,7 +27,12 @@ import torch.nn.functional as F
 from lerobot.policies.pretrained import PreTrainedPolicy
 from torch import Tensor, nn
 
-from surgbot.policies.vla.anchored_surgvla import YAW_SYMMETRIES, anchored_chunk, normalised_yaw_anchors, step_dim
+from surgbot.policies.vla.anchored_surgvla import (
+    anchored_chunk,
+    normalised_yaw_anchors,
+    step_dim,
+    turned_orientation,
+)
 from surgbot.policies.vla.configuration_surgvla import (
     ACTION_KEY,
     GOAL_KEY,
@@ -38,7 +42,6 @@ from surgbot.policies.vla.configuration_surgvla import (
     POLICY_TYPE,
     POSE_DIM,
     SCENE_KEY,
-    SCENE_ORIENTATION,
     SCENE_POSITIONS,
     SCENE_SEEN_KEY,
     STATE_KEY,
@@ -56,8 +59,6 @@ from surgbot.policies.vla.encoder_surgvla import (
 )
 
 PAD_KEY = "action_is_pad"
-BLOCK_SYMMETRY, NEEDLE_SYMMETRY = YAW_SYMMETRIES      # the orientation pair's k (anchored_surgvla)
-SAME_POINT_TOLERANCE = 1e-6                           # normalised units: a summary's place point is its grasp point
 
 
 def _stat(stats: dict | None, key: str, name: str, default: float) -> Tensor:
@@ -65,21 +66,6 @@ def _stat(stats: dict | None, key: str, name: str, default: float) -> Tensor:
     if value is None:
         return torch.full((POSE_DIM,), float(default))
     return torch.as_tensor(value, dtype=torch.float32).reshape(POSE_DIM)
-
-
-def turned_orientation(scene: Tensor, std_deg: float) -> Tensor:
-    """The normalised summaries [B, >= 8] with each orientation pair (cos k*yaw, sin k*yaw) turned by a
-    Gaussian object yaw of `std_deg` (SurgVLAConfig.scene_yaw_noise_deg), k read off the summary: a place
-    point apart from the grasp point is the block's, otherwise the needle's; a (0, 0) pair stays."""
-    (g0, g1), (p0, p1) = SCENE_POSITIONS
-    apart = (scene[:, p0:p1] - scene[:, g0:g1]).abs().amax(dim=-1) > SAME_POINT_TOLERANCE
-    k = torch.where(apart, float(BLOCK_SYMMETRY), float(NEEDLE_SYMMETRY))
-    angle = k * torch.randn_like(k) * math.radians(std_deg)
-    c, s = torch.cos(angle), torch.sin(angle)
-    pair = scene[:, SCENE_ORIENTATION]
-    out = scene.clone()
-    out[:, SCENE_ORIENTATION] = torch.stack([c * pair[:, 0] - s * pair[:, 1], s * pair[:, 0] + c * pair[:, 1]], -1)
-    return out
 
 
 class SurgVLANet(nn.Module):
