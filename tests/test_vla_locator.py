@@ -214,6 +214,12 @@ def test_a_finer_glimpse_reads_its_own_image_where_the_anchor_is():
         near = torch.where(far[:, None], fine, fine + 5.0)
         assert not torch.allclose(loc.locate(img, lang, glimpse_image=near).out, finer.out, atol=1e-4)
         assert torch.equal(loc.averaged(img, lang, 0, fine), finer.out)
+        # the head is told where the finer glimpse looked (training's glimpse_at), not the encoder's anchor
+        # (on an image training shifts): looking at a blank image elsewhere still changes the output
+        blank, at = torch.zeros_like(fine), finer.anchors[:, 0]
+        looked = loc.locate(img, lang, at, blank).out
+        assert torch.allclose(looked, loc.locate(img, lang, glimpse_image=blank).out, atol=1e-6)
+        assert not torch.allclose(loc.locate(img, lang, at + 0.2, blank).out, looked, atol=1e-4)
         with pytest.raises(ValueError, match="glimpse image"):
             loc.averaged(img, lang, 1, fine)
     for bad in ({"scene_locator_glimpse_scale": 0.5}, {"scene_locator_glimpse_scale": float("nan")},

@@ -223,7 +223,10 @@ class Locator(nn.Module):
         looks near the true point, so the glimpse learns on windows centred as inference will centre them);
         `glimpse_image` [B, 3, H', W']: the same view at a finer resolution for the glimpse to read
         (SurgVLAConfig.scene_locator_glimpse_scale; positions are fractions of the image, so the
-        anchor's place in `image` is its place there)."""
+        anchor's place in `image` is its place there).  The head is told where the glimpse looked: with
+        a glimpse image that is `glimpse_at` in training, because training shifts the encoder's image and
+        not the glimpse's, so anchor 0 (on the shifted image) would be off the window's centre by the
+        shift and the window's offset could not be added to it; at inference both are anchor 0."""
         lang = self.language(language)
         x = feature_map(self.blocks, torch.split(self.film(lang), self._split, dim=-1), image)
         h, w = x.shape[-2:]
@@ -233,7 +236,10 @@ class Locator(nn.Module):
         parts = [self.keypoints.positions(logits, h, w), x.mean(dim=(2, 3)), lang]
         if self.glimpse is not None:
             centre = anchors[:, 0].detach() if glimpse_at is None else glimpse_at
-            parts += [self.glimpse(image if glimpse_image is None else glimpse_image, centre), anchors[:, 0]]
+            if glimpse_image is None:
+                parts += [self.glimpse(image, centre), anchors[:, 0]]
+            else:
+                parts += [self.glimpse(glimpse_image, centre), centre]
         return LocatorOutput(self.head(torch.cat(parts, dim=-1)), anchor_logits, anchors, (h, w))
 
 
