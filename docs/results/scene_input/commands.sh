@@ -216,3 +216,10 @@ for t in peg_transfer needle_pick; do valp runs/loc_hr $t 60000 40 val_jay_hr_${
 mix runs/jay_bound runs/loc_hr y mix_hr_y.json; mix runs/jay_bound runs/loc_hr gp mix_hr_gp.json
 valp runs/loc_hr peg_transfer 60040 80 val_jay_hr_peg_transfer_60040.json
 valp default peg_transfer 60040 80 val_afdbe93424f4_peg_transfer_60040.json
+# hr2: the same locator after 2a5cbd7 (the head told where the finer glimpse looked)
+.venv/bin/surgbot policy train-locator --bound runs/jay_bound --out runs/loc_hr2 --threads 1 --steps 12000 \
+    --needle-layouts 1600 --peg-layouts 1200 --appearance strong --frame-size 240x320 --glimpse-px 32
+cp runs/loc_hr2/train_summary.json $P/locator_hr2_train_summary.json
+# val_jay_hr2_*.json hold the two halves, run side by side: peg_transfer 60000+60 and 60060+60, needle_pick 60000+20 and 60020+20
+.venv/bin/surgbot policy eval --checkpoint runs/loc_hr2 --task peg_transfer --seed 60000 --episodes 60 --threads 1 --json | tail -n 1
+.venv/bin/surgbot policy eval --checkpoint runs/loc_hr2 --task peg_transfer --seed 60060 --episodes 60 --threads 1 --json | tail -n 1
