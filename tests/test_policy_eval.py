@@ -83,6 +83,26 @@ def reach_env():
     env.close()
 
 
+class RefusingPolicy:
+    """Refuses every frame, as a checkpoint given frames of another size does."""
+
+    metadata = {"model": "refusing", "checkpoint_id": "refusing", "image_size": [48, 64], "action_horizon": H}
+
+    def reset(self) -> None:
+        pass
+
+    def infer(self, image, state, instruction):
+        raise ValueError("image must be uint8 [96, 128, 3]")
+
+
+def test_a_policy_that_never_answers_is_named_as_the_failure(reach_env):
+    """Every infer raising: the arm holds (nothing but the start pose is commanded), the episode fails,
+    and the failure names the policy's error instead of only "horizon reached"."""
+    res = run_episode(reach_env, RefusingPolicy(), SEEDS[0])
+    assert not res.success and res.infer_calls == 0 and res.policy_errors > 0
+    assert res.failure == "policy error: ValueError: image must be uint8 [96, 128, 3]", res.failure
+
+
 def test_wilson_interval_matches_the_closed_form():
     # Wilson 95 % for 5/10, 0/10, 10/10, 45/50 (the textbook values, z = 1.96)
     for (k, n), (lo, hi) in {(5, 10): (0.2366, 0.7634), (0, 10): (0.0, 0.2775), (10, 10): (0.7225, 1.0),

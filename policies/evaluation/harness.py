@@ -16,7 +16,8 @@ what the deployed node does minus ROS transport:
   `servo_cp` + jaw `servo_jp`); while the core holds with nothing commanded
   yet, the arm is held at its start setpoint (the node publishes nothing
   then and the PSM keeps its setpoint);
-* a policy error (exception) is reported to the core as a server error.
+* a policy error (exception) is reported to the core as a server error (the arm holds); an episode whose
+  every call raised fails with "policy error: ..." and `policy_errors` counts them.
 
 Deterministic: episode i uses layout seed `seed + i`; the result depends
 only on the checkpoint, the task and the seeds.
@@ -151,6 +152,7 @@ class EpisodeResult:
     failure: str = ""
     gate_rejections: dict = field(default_factory=dict)
     infer_calls: int = 0
+    policy_errors: int = 0       # infer calls that raised (the core held, as for a server error)
     env_rejected: int = 0        # poses the PSM core refused (unreachable)
     video: str | None = None
 
@@ -176,7 +178,7 @@ def run_episode(env, policy: ChunkPolicy, seed: int, exec_config: PolicyExecConf
     if not ok:
         raise ValueError(f"cannot enable the policy core: {ok.reason}")
     hold = np.asarray(obs["state"], np.float64)       # the arm's setpoint until something is commanded
-    steps, calls = 0, 0
+    steps, calls, errors, last_error = 0, 0, 0, ""
     if video is not None:
         video.add(obs["image"], text, 0.0, core.state.value)
     while True:
@@ -188,7 +190,9 @@ def run_episode(env, policy: ChunkPolicy, seed: int, exec_config: PolicyExecConf
             try:
                 actions = policy.infer(obs["image"], core.measured.astype(np.float32), text, **extra)
             except Exception as exc:  # noqa: BLE001 - any policy failure is a server error to the core
-                core.on_server_error(f"{type(exc).__name__}: {exc}")
+                last_error = f"{type(exc).__name__}: {exc}"
+                errors += 1
+                core.on_server_error(last_error)
             else:
                 calls += 1
                 core.on_chunk(actions, core.tick_index, now)
@@ -201,10 +205,12 @@ def run_episode(env, policy: ChunkPolicy, seed: int, exec_config: PolicyExecConf
         if terminated or truncated:
             break
     failure = "" if info["success"] else (info["failure"] or ("PSM FAULT" if info["fault"] else "horizon reached"))
+    if failure and errors and not calls:      # the arm held all along: say why, not only that time ran out
+        failure = f"policy error: {last_error}"
     return EpisodeResult(seed=int(seed), success=bool(info["success"]), steps=steps,
                          elapsed_s=float(info["elapsed_s"]), wall_s=time.perf_counter() - t_wall,
                          instruction=text, failure=failure,
-                         gate_rejections=dict(core.rejections), infer_calls=calls,
+                         gate_rejections=dict(core.rejections), infer_calls=calls, policy_errors=errors,
                          env_rejected=int(info["rejected"]))
 
 
