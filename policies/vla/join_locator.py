@@ -47,18 +47,27 @@ def check_bound(runtime, out: Path, glimpse_px: int) -> None:
         raise CliError(f"{runtime.path}: already has a scene locator")
     if glimpse_px > min(cfg.image_size):
         raise CliError(f"--glimpse-px {glimpse_px} is larger than the image the encoder sees ({cfg.image_size})")
+    _check_unfinished(out)
+
+
+def _check_unfinished(out: Path) -> None:
     if (out / SUMMARY_FILE).exists():
         raise CliError(f"{out / SUMMARY_FILE} exists: a finished run (another --out, or delete it)")
+
+
+def _copy_processors(src: Path, dest: Path, skip: tuple[str, ...]) -> None:
+    """The checkpoint's processors (normalisation, language) from `src` to `dest`, all but `skip`."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for f in src.iterdir():
+        if f.is_file() and f.name not in skip:
+            shutil.copy(f, dest / f.name)
 
 
 def join(runtime, locator_weights: dict, dest: Path, glimpse_px: int, frame_size=None,
          glimpse_scale: float = 1.0) -> None:
     """Save the bound `runtime` with a locator (weights already mapping to the summary) in it at `dest`;
     `frame_size`, `glimpse_scale`: SurgVLAConfig.frame_size, scene_locator_glimpse_scale of the result."""
-    dest.mkdir(parents=True, exist_ok=True)
-    for f in Path(runtime.path).iterdir():      # the processors (normalisation, language) as the bound has them
-        if f.is_file() and f.name not in OWN_FILES:
-            shutil.copy(f, dest / f.name)
+    _copy_processors(Path(runtime.path), dest, OWN_FILES)
     cfg = runtime.config
     cfg.scene_locator = True
     cfg.scene_locator_glimpse_px = glimpse_px
@@ -145,13 +154,9 @@ def strip(source: str | Path, out: Path) -> dict:
         raise CliError(str(exc)) from exc
     if not src.config.scene_locator:
         raise CliError(f"{src.path}: has no scene locator (already a bound, or trained without --scene-input)")
-    if (out / SUMMARY_FILE).exists():
-        raise CliError(f"{out / SUMMARY_FILE} exists: a finished run (another --out, or delete it)")
+    _check_unfinished(out)
     dest = out / CHECKPOINT_SUBDIR
-    dest.mkdir(parents=True, exist_ok=True)
-    for f in Path(src.path).iterdir():
-        if f.is_file() and f.name not in OWN_FILES + (LOCATOR_SUMMARY_FILE,):
-            shutil.copy(f, dest / f.name)
+    _copy_processors(Path(src.path), dest, OWN_FILES + (LOCATOR_SUMMARY_FILE,))
     cfg = src.config
     cfg.scene_locator, cfg.scene_locator_glimpse_px, cfg.scene_locator_average_px = False, 0, 0
     cfg.frame_size, cfg.scene_locator_glimpse_scale = None, 1.0
