@@ -223,3 +223,17 @@ cp runs/loc_hr2/train_summary.json $P/locator_hr2_train_summary.json
 # val_jay_hr2_*.json hold the two halves, run side by side: peg_transfer 60000+60 and 60060+60, needle_pick 60000+20 and 60020+20
 .venv/bin/surgbot policy eval --checkpoint runs/loc_hr2 --task peg_transfer --seed 60000 --episodes 60 --threads 1 --json | tail -n 1
 .venv/bin/surgbot policy eval --checkpoint runs/loc_hr2 --task peg_transfer --seed 60060 --episodes 60 --threads 1 --json | tail -n 1
+.venv/bin/surgbot policy eval --checkpoint runs/loc_hr2 --task needle_pick --seed 60000 --episodes 20 --threads 1 --json | tail -n 1
+.venv/bin/surgbot policy eval --checkpoint runs/loc_hr2 --task needle_pick --seed 60020 --episodes 20 --threads 1 --json | tail -n 1
+
+# 20. heads trained for a located yaw (D = 4 and 8 deg), joined to hr2's locator (same normalisation stats)
+sed '/^DEST=policies/,$d' scripts/train_default_policy.sh > scripts/.stage1.sh   # stage 1 only: nothing bundled
+for D in 4 8; do    # (the data is the same for both: runs/yaw8/data may be a link to runs/yaw4/data)
+    SCENE_YAW_NOISE_DEG=$D LOCATOR_STEPS=0 bash scripts/.stage1.sh runs/yaw$D
+    cp runs/yaw$D/train/train_summary.json $P/head_yaw_noise${D}_train_summary.json
+    .venv/bin/surgbot policy join-locator --bound runs/yaw$D/train --locator-from runs/loc_hr2 --out runs/yaw${D}_hr2
+    # val_jyn_hr2_* (D = 4) and val_jyn8_hr2_* (D = 8) hold these halves ({"parts": [...]}), run side by side
+    for s in 60000 60060; do valp runs/yaw${D}_hr2 peg_transfer $s 60 yaw${D}_peg_transfer_$s.json; done
+    for s in 60000 60020; do valp runs/yaw${D}_hr2 needle_pick $s 20 yaw${D}_needle_pick_$s.json; done
+done
+rm scripts/.stage1.sh
