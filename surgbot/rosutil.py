@@ -48,7 +48,7 @@ DIAGNOSTICS_TOPIC = "/diagnostics"
 # overhead, summed over the stack's nodes, is what starved the 50 ms watchdog chain.  Jazzy's
 # rclpy (7.x) has no EventsExecutor: the single-threaded one is used there.
 EXECUTOR_ENV = "SURGBOT_ROS_EXECUTOR"
-# The node liveliness lease (see alive_qos), s; unset: contract.ALIVE_LEASE_S.
+# The node liveliness lease of every node (see alive_qos), s; unset: contract.alive_lease_of(node).
 ALIVE_LEASE_ENV = "SURGBOT_ALIVE_LEASE_S"
 ALIVE_LEASE_RANGE_S = (0.02, 60.0)
 EXECUTOR_KINDS = ("events", "single")
@@ -75,15 +75,16 @@ def fast_timer(node, period_s: float, fn: Callable[[], None]):
     return node.create_timer(period_s, tick)
 
 
-def alive_lease_s() -> float:
-    """The node liveliness lease, s: ALIVE_LEASE_ENV if set (checked), else `contract.ALIVE_LEASE_S`.
+def alive_lease_s(node_name: str = "") -> float:
+    """A node's liveliness lease, s: ALIVE_LEASE_ENV if set (checked; then the same for every node),
+    else `contract.alive_lease_of(node_name)` (`contract.ALIVE_LEASE_S` for a name not given).
 
     From the environment, not a ROS parameter, because every process of a stack must offer and ask
     for the same lease (as they share ROS_DOMAIN_ID): a writer offering more than the supervisor
     asks for does not match, and its death would go unseen."""
     raw = os.environ.get(ALIVE_LEASE_ENV, "").strip()
     if not raw:
-        return contract.ALIVE_LEASE_S
+        return contract.alive_lease_of(node_name)
     try:
         lease = float(raw)
     except ValueError:
@@ -93,16 +94,16 @@ def alive_lease_s() -> float:
     return lease
 
 
-def alive_qos() -> QoSProfile:
-    """Liveliness AUTOMATIC with a lease of `alive_lease_s()`, for both ends of a node's alive
-    topic.  The writer's participant asserts it while the process runs, so nothing is published;
+def alive_qos(node_name: str = "") -> QoSProfile:
+    """Liveliness AUTOMATIC with a lease of `alive_lease_s(node_name)`, for both ends of a node's
+    alive topic.  The writer's participant asserts it while the process runs, so nothing is published;
     a reader must ask for a finite lease (>= the writer's) to be told of a loss: measured here
     (Fast DDS), SIGKILL seen one lease later, SIGTERM within ~20-50 ms.  A process that gets no
     CPU for a lease is reported too: on the 2-core machine with the whole stack and its test
     harness (load ~14) that happened at 150 ms (SURGBOT_FAULTS_LOADED raises it, see
     tests/fault_harness.py)."""
     return QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, liveliness=LivelinessPolicy.AUTOMATIC,
-                      liveliness_lease_duration=Duration(seconds=alive_lease_s()))
+                      liveliness_lease_duration=Duration(seconds=alive_lease_s(node_name)))
 
 
 def latched_qos(depth: int = 1) -> QoSProfile:
@@ -170,7 +171,7 @@ class Diagnostics:
         self._status = status
         self._pub = node.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC, 10)
         # never written: its DDS liveliness is the node's heartbeat for the safety supervisor
-        self._alive = node.create_publisher(Empty, contract.alive_topic(name), alive_qos())
+        self._alive = node.create_publisher(Empty, contract.alive_topic(name), alive_qos(name))
         self._timer = node.create_timer(period_s, self.publish)
 
     def publish(self) -> None:

@@ -353,6 +353,15 @@ def test_background_spinner_reports_a_raising_callback_and_spins_on_or_ends_with
         context.try_shutdown()
 
 
+def test_the_longer_lease_goes_to_exactly_the_niced_ros_nodes_of_the_stacks():
+    from surgbot import contract, stack
+
+    specs = [v for v in vars(stack).values() if isinstance(v, stack.NodeSpec)]
+    assert {s.name for s in specs} >= {"policy_node", "recorder", "g1_bridge", "sim_node"}
+    assert {s.name for s in specs if s.ros and s.nice > 0} == set(contract.BACKGROUND_NODES)
+    assert not any(s.realtime for s in specs if s.name in contract.BACKGROUND_NODES)
+
+
 def test_alive_lease_comes_from_the_contract_or_a_checked_environment_variable(monkeypatch):
     from surgbot import contract, rosutil
 
@@ -360,8 +369,13 @@ def test_alive_lease_comes_from_the_contract_or_a_checked_environment_variable(m
     assert rosutil.alive_lease_s() == contract.ALIVE_LEASE_S == 0.15
     qos = rosutil.alive_qos()
     assert qos.liveliness_lease_duration.nanoseconds == 150_000_000
+    # the chain keeps 150 ms; the niced nodes (a late tick costs them nothing) get the longer lease
+    assert rosutil.alive_qos("g1_bridge").liveliness_lease_duration.nanoseconds == 150_000_000
+    assert rosutil.alive_qos("policy_node").liveliness_lease_duration.nanoseconds == 500_000_000
+    assert rosutil.alive_lease_s("recorder") == contract.ALIVE_LEASE_BACKGROUND_S == 0.5
     monkeypatch.setenv(rosutil.ALIVE_LEASE_ENV, "0.3")
     assert rosutil.alive_qos().liveliness_lease_duration.nanoseconds == 300_000_000
+    assert rosutil.alive_qos("policy_node").liveliness_lease_duration.nanoseconds == 300_000_000
     for bad in ("abc", "nan", "0", "-1", "1e9"):
         monkeypatch.setenv(rosutil.ALIVE_LEASE_ENV, bad)
         with pytest.raises(ValueError, match=rosutil.ALIVE_LEASE_ENV):

@@ -8,7 +8,8 @@ Thin shell around `surgbot.safety.supervisor.SupervisorCore`.  Watches:
 * the console link: `/teleop/right` and `/teleop/head` (`console_link_timeout_s`, 200 ms);
 * `/policy/state` (chunk age while enabled, `policy_chunk_timeout_s`);
 * every node's `/diagnostics` (silent for `node_timeout_s`, or at ERROR level);
-* every such node's liveliness on `/safety/alive/<name>` (`contract.ALIVE_LEASE_S`, 150 ms):
+* every such node's liveliness on `/safety/alive/<name>` (`contract.alive_lease_of`: 150 ms,
+  500 ms for the niced policy node and recorder):
   a killed, exited or stalled node is a FAULT one lease after it stopped (its
   diagnostics would take `node_timeout_s`), until it is alive again;
 * `/PSM1/operating_state`: the arm's own FAULT is a cause until the arm leaves it.
@@ -152,7 +153,7 @@ class SafetySupervisorNode(Node):
         key = ALIVE_PREFIX + name
         self.core.watch(key, math.inf)     # liveliness events only: no silence timeout
         callbacks = SubscriptionEventCallbacks(liveliness=lambda info: self._on_liveliness(key, info))
-        self.create_subscription(Empty, topic, lambda _m: None, alive_qos(), event_callbacks=callbacks)
+        self.create_subscription(Empty, topic, lambda _m: None, alive_qos(name), event_callbacks=callbacks)
 
     def _on_liveliness(self, key: str, info) -> None:
         if info.alive_count > 0:
