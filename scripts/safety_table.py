@@ -32,7 +32,7 @@ dropped), the endoscope holder freezes on its last command, the teleop mapper an
 the policy node stop publishing.  A silent supervisor (no state for 150 ms) is
 treated the same way (fail-safe).  A node that dies, exits or stalls is seen by
 the supervisor through its DDS liveliness on `/safety/alive/<node>` (150 ms lease; 500 ms for
-the niced policy node and recorder, which a loaded machine can leave without CPU that long).
+the niced policy node and recorder, whose 150 ms lease lapsed under load with the process running).
 Nothing moves again until `/safety/reset` (refused while a cause persists) and
 then the user's explicit re-enable
 (`/g1/engage`, `/endoscope/hold`, a fresh clutch, `/policy/enable`).

@@ -79,9 +79,9 @@ def alive_lease_s(node_name: str = "") -> float:
     """A node's liveliness lease, s: ALIVE_LEASE_ENV if set (checked; then the same for every node),
     else `contract.alive_lease_of(node_name)` (`contract.ALIVE_LEASE_S` for a name not given).
 
-    From the environment, not a ROS parameter, because every process of a stack must offer and ask
-    for the same lease (as they share ROS_DOMAIN_ID): a writer offering more than the supervisor
-    asks for does not match, and its death would go unseen."""
+    From the contract or the environment, not a ROS parameter, because a node's writer and the
+    supervisor's reader (other processes on the same ROS_DOMAIN_ID) must agree on it: a writer
+    offering more than the supervisor asks for does not match, and its death would go unseen."""
     raw = os.environ.get(ALIVE_LEASE_ENV, "").strip()
     if not raw:
         return contract.alive_lease_of(node_name)
