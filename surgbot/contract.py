@@ -138,7 +138,7 @@ ALIVE_LEASE_S = 0.15
 # supervisor's policy chunk watchdog) and the recorder.  On the 2-core machine the policy node's
 # 150 ms liveliness lapsed while the chain kept time (`surgbot demo --realtime`: a FAULT
 # "alive:policy_node" mid-task, the process still running); their death is still a FAULT within
-# this lease.  The stack's niced ROS nodes (stack.py) are exactly these (tests/test_house.py).
+# this lease.  stack.NodeSpec nices exactly these ROS nodes (its default; tests/test_house.py).
 BACKGROUND_NODES = ("policy_node", "recorder")
 ALIVE_LEASE_BACKGROUND_S = 0.5
 

@@ -47,8 +47,15 @@ class NodeSpec:
     params: dict = field(default_factory=dict)  # name -> value or "$arg" (a launch argument)
     args: tuple[str, ...] = ()                  # plain command-line arguments (non-ROS processes)
     ros: bool = True                            # False: a plain process (the policy server)
-    nice: int = 0                               # > 0: runs below the real-time chain (see NICE_BACKGROUND)
+    # > 0: runs below the real-time chain (see NICE_BACKGROUND); None: NICE_BACKGROUND for the ROS nodes
+    # the contract lists in BACKGROUND_NODES (they get the longer liveliness lease there), else 0
+    nice: int | None = None
     realtime: bool = False                      # the watchdog chain: asks for SCHED_FIFO (processes.REALTIME_ENV)
+
+    def __post_init__(self):
+        if self.nice is None:
+            background = self.ros and self.name in contract.BACKGROUND_NODES
+            object.__setattr__(self, "nice", NICE_BACKGROUND if background else 0)
 
     def environment(self) -> dict[str, str]:
         """Environment variables the process starts with (the real-time request of the chain)."""
@@ -99,9 +106,9 @@ MAPPER = NodeSpec("teleop_mapper", "teleop_mapper", "surgbot.nodes.teleop_mapper
 POLICY_SERVER = NodeSpec("policy_server", "surgbot", "surgbot.cli", ros=False, nice=NICE_BACKGROUND,
                          args=("policy", "serve", "--checkpoint", "$checkpoint", "--port", "$policy_port"))
 RECORDER = NodeSpec("recorder", "recorder", "surgbot.nodes.recorder",
-                    params={"out_dir": "$record_dir", "record_on_start": True}, nice=NICE_BACKGROUND)
+                    params={"out_dir": "$record_dir", "record_on_start": True})
 POLICY_NODE = NodeSpec("policy_node", "policy_node", "surgbot.nodes.policy_node", ("policy_node.yaml",),
-                       {"server_port": "$policy_port", **SAFETY}, nice=NICE_BACKGROUND)
+                       {"server_port": "$policy_port", **SAFETY})
 
 
 def nodes_for(options: StackOptions) -> list[NodeSpec]:
