@@ -33,6 +33,11 @@ the policy node stop publishing.  A silent supervisor (no state for 150 ms) is
 treated the same way (fail-safe).  A node that dies, exits or stalls is seen by
 the supervisor through its DDS liveliness on `/safety/alive/<node>` (150 ms lease; 500 ms for
 the niced policy node and recorder, whose 150 ms lease lapsed under load with the process running).
+A supervisor that did not run itself (its 50 Hz tick 25 ms or more late) reads what came meanwhile
+only after its timers fired: that late tick does not judge, and a liveliness loss heard within a lease
+of it is a FAULT only if the node is not alive again within its lease (a killed node still is;
+`surgbot/safety/own_stall.py`, tests/test_safety_supervisor.py); the rows below were measured
+without this.
 Nothing moves again until `/safety/reset` (refused while a cause persists) and
 then the user's explicit re-enable
 (`/g1/engage`, `/endoscope/hold`, a fresh clutch, `/policy/enable`).

@@ -168,3 +168,21 @@ def test_the_chunk_age_watchdog_leaves_room_for_a_healthy_policy_loop():
     # ... and it is still a watchdog: a loop that stopped for two chunk periods is caught
     assert SupervisorConfig().policy_chunk_timeout_s < 2 * model_cfg.chunk_size / exec_cfg.rate_hz
 
+
+
+def test_a_late_tick_does_not_judge_but_never_two_in_a_row_and_is_remembered_for_a_window():
+    from surgbot.safety.own_stall import OwnStall
+
+    s = OwnStall(period_s=0.02)
+    assert s.tick(0.0) == (True, 0.0) and s.tick(0.02) == (True, 0.0)
+    assert not s.recent(0.03, 0.15)
+    judge, late = s.tick(0.34)                    # 300 ms without running
+    assert not judge and late == pytest.approx(0.30)
+    assert s.tick(0.36)[0]                        # the next, on time, judges
+    for t in (0.38, 0.40, 0.42, 0.44, 0.46, 0.48, 0.50):
+        assert s.tick(t) == (True, pytest.approx(0.0, abs=1e-9))
+    assert s.recent(0.40, 0.15) and not s.recent(0.50, 0.15)
+    assert not s.tick(0.80)[0] and s.tick(1.1)[0]     # late twice in a row: the second judges
+    assert not s.recent(1.12, 0.0) and s.recent(1.2, 0.0)   # overdue now (no tick since 1.1)
+    with pytest.raises(ValueError):
+        OwnStall(period_s=0.0)

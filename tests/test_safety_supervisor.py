@@ -129,8 +129,8 @@ class ProbeRig:
 
 
 @contextlib.contextmanager
-def probe_rig(processes, listener: str):
-    sup = processes.start([PYTHON, "-m", "surgbot.nodes.safety_supervisor"], name="supervisor")
+def probe_rig(processes, listener: str, supervisor_args: tuple[str, ...] = ()):
+    sup = processes.start([PYTHON, "-m", "surgbot.nodes.safety_supervisor", *supervisor_args], name="supervisor")
     probe = processes.start([PYTHON, "-c", PROBE_NODE], name="probe")
     states: list[tuple[float, dict]] = []
     armed: dict[str, str] = {}
@@ -195,3 +195,38 @@ def test_a_stalled_node_faults_and_its_cause_ends_when_it_runs_again(processes):
         finally:
             rig.probe.send_signal(signal.SIGCONT)
         _cause_ends_and_reset_goes_through(rig, 30)
+
+
+
+def test_a_stalled_supervisor_judges_after_it_has_read_what_came_meanwhile(processes):
+    """SIGSTOP the supervisor itself for longer than the lowstate watchdog and the probe's lease while
+    /g1/joint_states keeps coming: on waking, its late tick must not call the sources silent before it
+    has read the messages queued meanwhile (no FAULT), and its liveliness watch survives the stop; a
+    node killed while it was stopped is still a FAULT."""
+    # lowstate watchdog 150 ms, not 50: this test process's own 200 Hz publisher may lag 50 ms on a
+    # loaded machine; the supervisor's 300 ms stops are twice the longer one
+    with probe_rig(processes, "test_own_stall_listener", ("--ros-args", "-p", "lowstate_timeout_s:=0.15")) as rig:
+        pub = rig.node.create_publisher(JointState, contract.G1_JOINT_STATES, 10)
+        rig.node.create_timer(0.005, lambda: pub.publish(JointState()))
+        assert rig.spin_until(lambda: "g1_lowstate" not in " ".join(rig.state()["active"]) and len(rig.states) > 50, 10)
+        rig.spin_until(lambda: False, 1.0)
+        assert rig.state()["state"] == "OK", rig.states[-1]
+        for _ in range(5):
+            rig.sup.send_signal(signal.SIGSTOP)
+            rig.spin_until(lambda: False, 0.3)           # the listener keeps publishing meanwhile
+            rig.sup.send_signal(signal.SIGCONT)
+            rig.spin_until(lambda: False, 0.5)
+        assert all(s["state"] == "OK" for _, s in rig.states), next(s for _, s in rig.states if s["state"] != "OK")
+        # a node that dies while the supervisor is stopped is still a FAULT: its loss waits one lease
+        # for a sign of life that does not come
+        rig.sup.send_signal(signal.SIGSTOP)
+        rig.probe.send_signal(signal.SIGKILL)
+        rig.spin_until(lambda: False, 0.3)
+        t_wake = time.monotonic()
+        rig.sup.send_signal(signal.SIGCONT)
+        assert rig.spin_until(lambda: rig.state()["state"] == "FAULT", 10), rig.states[-3:]
+        t_fault = next(t for t, s in rig.states if t >= t_wake and s["state"] == "FAULT")
+        assert any(r.startswith("alive:liveness_probe: stopped") for r in rig.state()["reasons"]), rig.states[-1]
+        print(f"probe killed while the supervisor was stopped: FAULT {(t_fault - t_wake) * 1e3:.0f} ms after it woke")
+        assert t_fault - t_wake < 2.0
+

@@ -152,4 +152,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eval-every", type=int, default=d.eval_every_steps, metavar="N")
     p.add_argument("--val-layouts", type=int, default=d.val_layouts,
                    help=f"validation layouts from seed {d.val_seed} ({', '.join(VAL_TASKS)})")
+    p.add_argument("--seed", type=int, default=d.seed,
+                   help="the locator's initial weights, batch order and augmentation draws (the rendered "
+                        "layouts do not depend on it)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")

@@ -298,7 +298,7 @@ def run(args: argparse.Namespace) -> dict:
                                    orientation_loss_weight=args.orientation_weight,
                                    glimpse_px=args.glimpse_px, anchor_loss_weight=args.anchor_weight,
                                    appearance=args.appearance, shift_px=args.shift_px,
-                                   frame_size=args.frame_size)
+                                   frame_size=args.frame_size, seed=args.seed)
     except ValueError as exc:
         raise CliError(str(exc)) from exc
     torch.set_num_threads(max(1, args.threads))

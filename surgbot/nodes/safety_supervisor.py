@@ -14,7 +14,11 @@ Thin shell around `surgbot.safety.supervisor.SupervisorCore`.  Watches:
   diagnostics would take `node_timeout_s`), until it is alive again;
 * `/PSM1/operating_state`: the arm's own FAULT is a cause until the arm leaves it.
 
-Each watchdog arms on its first message.  On ESTOP or FAULT it sends
+Each watchdog arms on its first message.  After the supervisor's own stall
+(its tick ran late: `surgbot.safety.own_stall`) a late tick does not judge,
+and a liveliness loss is a FAULT only if the node is not alive again within
+its lease: a process that did not run reads what came meanwhile only after
+its timers fired.  On ESTOP or FAULT it sends
 `/PSM1/hold` at once (only to an arm that may move: ENABLED or never
 heard; a DISABLED arm answers `hold` with an error, and an arm enabled during
 an e-stop gets its `hold` then) and publishes the state (transient-local, and at
@@ -40,6 +44,7 @@ from surgbot import contract
 from surgbot.hw.crtk import subscribe_operating_state
 from surgbot.rosutil import (
     Diagnostics,
+    alive_lease_s,
     alive_qos,
     declare_config,
     fast_timer,
@@ -47,6 +52,7 @@ from surgbot.rosutil import (
     run_node,
     trigger_handler,
 )
+from surgbot.safety.own_stall import OwnStall
 from surgbot.safety.supervisor import State, SupervisorConfig, SupervisorCore
 
 NODE_NAME = "safety_supervisor"
@@ -56,6 +62,7 @@ WATCH_LOWSTATE = "g1_lowstate"
 WATCH_CONSOLE = "console_link"
 WATCH_POLICY = "policy_chunk"
 WATCH_PSM_STATE = "psm_operating_state"     # the arm's own FAULT (tracking error ...): latched, on change only
+OWN_STALL_LOG_EVERY_S = 5.0
 NODE_PREFIX = "node:"
 ALIVE_PREFIX = "alive:"
 
@@ -88,6 +95,9 @@ class SafetySupervisorNode(Node):
         self.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 50)
         self.create_service(Trigger, contract.SAFETY_ESTOP, trigger_handler(lambda: self._estop()))
         self.create_service(Trigger, contract.SAFETY_RESET, trigger_handler(lambda: self._reset()))
+        self.own_stall = OwnStall(1.0 / c.publish_hz)
+        self._stall_logged_s = -math.inf
+        self._alive_pending: dict[str, float] = {}      # liveliness key -> deadline: a loss after our own stall
         fast_timer(self, 1.0 / c.publish_hz, self._on_timer)
         self.diagnostics = Diagnostics(self, NODE_NAME, self._status)
         self._publish()
@@ -140,6 +150,7 @@ class SafetySupervisorNode(Node):
         if lost_at is None or not stamp_s > lost_at:
             return
         del self._alive_lost_at[key]
+        self._alive_pending.pop(key, None)
         self.core.feed(key, now)
         self.get_logger().warning(f"{key}: liveliness lost, but diagnostics stamped after the loss arrive: alive")
 
@@ -160,11 +171,21 @@ class SafetySupervisorNode(Node):
             if info.alive_count_change < 0 or info.not_alive_count_change > 0:
                 self.get_logger().warning(f"{key}: one of {info.alive_count + 1} publishers lost")
             self._alive_lost_at.pop(key, None)
+            if self._alive_pending.pop(key, None) is not None:
+                self.get_logger().info(f"{key}: alive again within its lease after the supervisor's own stall")
             self.core.feed(key, self._now())
             return
+        now = self._now()
         self._alive_lost_at[key] = time.time()     # wall clock: compared with diagnostics' header stamps
+        lease = alive_lease_s(key[len(ALIVE_PREFIX):])
+        if self.own_stall.recent(now, lease):      # see surgbot.safety.own_stall
+            self._alive_pending[key] = now + lease
+            return
+        self._alive_lost(key, "")
+
+    def _alive_lost(self, key: str, after: str) -> None:
         self.core.feed(key, self._now(), ok=False,
-                       detail="stopped (DDS liveliness lost: the process was killed, exited or stalled)")
+                       detail=f"stopped (DDS liveliness lost: the process was killed, exited or stalled{after})")
         if self.core.step(self._now()):           # at once, not at the next timer tick
             self.get_logger().error(f"FAULT: {'; '.join(self.core.reasons)}")
             self._react()
@@ -182,7 +203,20 @@ class SafetySupervisorNode(Node):
         return result
 
     def _on_timer(self) -> None:
-        if self.core.step(self._now()):
+        now = self._now()
+        judge, late = self.own_stall.tick(now)
+        if not judge:                              # see surgbot.safety.own_stall
+            if now - self._stall_logged_s >= OWN_STALL_LOG_EVERY_S:
+                self._stall_logged_s = now
+                self.get_logger().warning(f"this tick ran {late * 1e3:.0f} ms late (CPU): judging at the next one, "
+                                          "after the messages that came meanwhile")
+            self._publish()
+            return
+        for key, deadline in list(self._alive_pending.items()):
+            if now >= deadline:
+                del self._alive_pending[key]
+                self._alive_lost(key, "; not alive again within its lease after the supervisor's own stall")
+        if self.core.step(now):
             self.get_logger().error(f"FAULT: {'; '.join(self.core.reasons)}")
             self._react()
         else:
