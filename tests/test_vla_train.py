@@ -233,7 +233,7 @@ def test_scene_input_trains_from_layout_seeds_and_the_runtime_requires_it(scene_
 
 LOCATOR_CMD = [str(BIN / "surgbot"), "policy", "train-locator", "--steps", "4", "--needle-layouts", "1",
                "--other-layouts", "1", "--peg-layouts", "2", "--val-layouts", "1", "--eval-every", "2",
-               "--batch-size", "4", "--orientation-weight", "2"]
+               "--batch-size", "4", "--orientation-weight", "2", "--seed", "3"]
 
 
 @pytest.fixture(scope="module")
@@ -263,7 +263,7 @@ def test_train_locator_joins_a_locator_to_the_bound_action_head(scene_bound, loc
     assert all(np.isfinite(r["peg_transfer_grasp_mm_median"]) and np.isfinite(r["peg_transfer_place_mm_median"])
                and 0 <= r["peg_transfer_orientation_deg_median"] <= 45 for r in summary["log"])
     assert not any("needle_pick_place" in k or "reach_place" in k for k in summary["log"][0])
-    assert summary["config"]["orientation_loss_weight"] == 2.0
+    assert summary["config"]["orientation_loss_weight"] == 2.0 and summary["config"]["seed"] == 3
     assert (summary["config"]["other_layouts"], summary["config"]["peg_layouts"]) == (1, 2)
     # anchors and glimpse by default: anchor 0's distance from the needle's arc middle in the image is logged
     assert all(np.isfinite(r["needle_pick_anchor_px_median"]) for r in summary["log"])
@@ -351,6 +351,69 @@ def test_join_locator_puts_a_trained_locator_onto_a_bound_with_the_same_normalis
         assert not dest.exists()
     res = _run(cmd + ["--bound", str(bound), "--locator-from", str(located), "--out", str(out)])
     assert res.returncode != 0 and "exists" in res.stderr.strip().splitlines()[-1]
+
+
+def test_join_locator_averages_several_locators_and_strip_removes_them_all(scene_bound, located, tmp_path):
+    """`join-locator --locator-from A --locator-from B`: both locators on the bound (scene_locator_extra 1),
+    weight for weight; the scene estimate is their mean (the yaw pair rescaled to their mean length);
+    strip-locator gives back the bound without either.  Locators that read frames differently, and more
+    than four, are one-line errors that write nothing."""
+    from safetensors.torch import load_file, save_file
+
+    from surgbot.policies.vla.configuration_surgvla import SCENE_ORIENTATION, SCENE_POSITIONS
+
+    _, bound = scene_bound
+    src = PolicyRuntime(located).path
+    other = tmp_path / "other_locator"                  # a second locator: the first's weights moved
+    shutil.copytree(src, other)
+    weights = load_file(other / "model.safetensors")
+    gen = torch.Generator().manual_seed(0)
+    for k, v in weights.items():
+        if k.startswith("model.scene_locator.") and v.is_floating_point():
+            weights[k] = v + 0.05 * torch.randn(v.shape, generator=gen)
+    save_file(weights, other / "model.safetensors")
+    cmd = [str(BIN / "surgbot"), "policy", "join-locator", "--bound", str(bound)]
+    out = tmp_path / "two"
+    res = _run(cmd + ["--locator-from", str(located), "--locator-from", str(other), "--out", str(out)])
+    assert res.returncode == 0, res.stderr[-3000:]
+    summary = json.loads((out / "train_summary.json").read_text())
+    assert summary["locators"] == 2 and len(summary["locators_from"]) == 2
+    joined, first, second = PolicyRuntime(out), PolicyRuntime(located), PolicyRuntime(other)
+    assert joined.config.scene_locator_extra == 1
+    mine = joined.policy.state_dict()
+    for name, rt in (("model.scene_locator.", first), ("model.scene_locator_extra.0.", second)):
+        theirs = {k[len("model.scene_locator."):]: v for k, v in rt.policy.state_dict().items()
+                  if k.startswith("model.scene_locator.")}
+        assert all(torch.equal(mine[name + k], v) for k, v in theirs.items())
+
+    def scene(rt):
+        _probe(rt)
+        return rt.policy._scene_memory[0].clone()
+    a, b, j = scene(first), scene(second), scene(joined)
+    assert not torch.allclose(a, b)
+    pos = [i for lo, hi in SCENE_POSITIONS for i in range(lo, hi)]
+    mean = (a + b) / 2
+    assert torch.allclose(j[pos], mean[pos], atol=1e-5)
+    o = SCENE_ORIENTATION
+    assert torch.allclose(j[o].norm(), (a[o].norm() + b[o].norm()) / 2, atol=1e-5)
+    assert torch.allclose(j[o] / j[o].norm(), mean[o] / mean[o].norm(), atol=1e-5)
+    stripped = tmp_path / "stripped"
+    res = _run([str(BIN / "surgbot"), "policy", "strip-locator", "--checkpoint", str(out), "--out", str(stripped)])
+    assert res.returncode == 0, res.stderr[-3000:]
+    rt = PolicyRuntime(stripped)
+    assert not rt.config.scene_locator and rt.config.scene_locator_extra == 0
+    assert rt.policy.state_dict().keys() == PolicyRuntime(bound).policy.state_dict().keys()
+    finer = tmp_path / "finer"                          # one that says it reads larger frames
+    shutil.copytree(src, finer)
+    config = json.loads((finer / "config.json").read_text())
+    config["frame_size"] = [2 * v for v in config["image_size"]]
+    (finer / "config.json").write_text(json.dumps(config))
+    for extra, error in ((["--locator-from", str(located), "--locator-from", str(finer)], "reads frames unlike"),
+                         (["--locator-from", str(located)] * 5, "at most 4")):
+        dest = tmp_path / f"e{len(list(tmp_path.iterdir()))}"
+        res = _run(cmd + extra + ["--out", str(dest)])
+        assert res.returncode != 0 and error in res.stderr.strip().splitlines()[-1], res.stderr[-2000:]
+        assert not dest.exists()
 
 
 def test_strip_locator_gives_back_the_bound_inside_a_joined_checkpoint(scene_bound, located, tmp_path):

@@ -107,8 +107,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     j = sub.add_parser("join-locator", help="put the locator of a joined checkpoint onto another --scene-input "
                                             "checkpoint trained on the same data (no locator training)")
     j.add_argument("--bound", required=True, metavar="CKPT", help="a checkpoint trained with --scene-input")
-    j.add_argument("--locator-from", required=True, metavar="CKPT",
-                   help="a checkpoint with a scene locator whose bound has the same normalisation stats")
+    j.add_argument("--locator-from", required=True, metavar="CKPT", action="append",
+                   help="a checkpoint with a scene locator whose bound has the same normalisation stats; "
+                        "given again, more locators whose estimates are averaged (SurgVLAConfig.scene_locator_extra)")
     j.add_argument("--out", required=True, type=Path, metavar="DIR",
                    help="output folder: checkpoints/last/pretrained_model, train_summary.json")
     st = sub.add_parser("strip-locator", help="the --scene-input checkpoint inside a joined one (its action head, "

@@ -42,6 +42,7 @@ from surgbot.policies.vla.configuration_surgvla import (
     POLICY_TYPE,
     POSE_DIM,
     SCENE_KEY,
+    SCENE_ORIENTATION,
     SCENE_POSITIONS,
     SCENE_SEEN_KEY,
     STATE_KEY,
@@ -59,6 +60,7 @@ from surgbot.policies.vla.encoder_surgvla import (
 )
 
 PAD_KEY = "action_is_pad"
+ORIENTATION_EPS = 1e-9        # locate_scene: a mean yaw pair this short is left unscaled (opposite estimates)
 
 
 def _stat(stats: dict | None, key: str, name: str, default: float) -> Tensor:
@@ -92,6 +94,11 @@ class SurgVLANet(nn.Module):
         # where the objects are, from the first image (SurgVLAConfig.scene_locator): inference's scene input
         self.scene_locator = (Locator(config, config.scene_dim, config.scene_locator_glimpse_px)
                               if config.scene_locator else None)
+        # more locators averaged with it (SurgVLAConfig.scene_locator_extra; None: the keys of one-locator
+        # checkpoints stay as they were)
+        self.scene_locator_extra = nn.ModuleList(
+            Locator(config, config.scene_dim, config.scene_locator_glimpse_px)
+            for _ in range(config.scene_locator_extra)) if config.scene_locator_extra else None
         self.head = nn.Sequential(
             nn.Linear(feat, config.head_hidden_dim), nn.ReLU(), nn.Dropout(config.dropout),
             nn.Linear(config.head_hidden_dim, config.head_hidden_dim), nn.ReLU(),
@@ -208,9 +215,8 @@ class SurgVLAPolicy(PreTrainedPolicy):
             return None
         if self.model.scene_locator is not None and not self.training:
             if self._scene_memory is None or self._scene_memory.shape[0] != image.shape[0]:
-                self._scene_memory = self.model.scene_locator.averaged(
-                    image, batch[LANGUAGE_KEY], self.config.scene_locator_average_px,
-                    self.prepare_glimpse_image(batch[IMAGE_KEY]))
+                self._scene_memory = self.locate_scene(image, batch[LANGUAGE_KEY],
+                                                       self.prepare_glimpse_image(batch[IMAGE_KEY]))
             return self._scene_memory
         scene = self.normalised_scene(batch)
         if self.training and self.config.scene_noise_m > 0:
@@ -222,6 +228,21 @@ class SurgVLAPolicy(PreTrainedPolicy):
         if self.training and self.config.scene_yaw_noise_deg > 0:
             scene = turned_orientation(scene, self.config.scene_yaw_noise_deg)
         return scene
+
+    def locate_scene(self, image: Tensor, language: Tensor, glimpse_image: Tensor | None) -> Tensor:
+        """The scene estimate [B, scene_dim] from a first image: scene_locator's, or the mean over it and
+        scene_locator_extra's with the (cos, sin) yaw pair rescaled to the members' mean length (a mean
+        of unit-like vectors pointing apart is shorter than any of them)."""
+        members = [self.model.scene_locator, *(self.model.scene_locator_extra or ())]
+        shift = self.config.scene_locator_average_px
+        estimates = torch.stack([m.averaged(image, language, shift, glimpse_image) for m in members])
+        if len(members) == 1:
+            return estimates[0]
+        mean = estimates.mean(dim=0)
+        pair = mean[:, SCENE_ORIENTATION]
+        length = estimates[:, :, SCENE_ORIENTATION].norm(dim=-1).mean(dim=0)
+        mean[:, SCENE_ORIENTATION] = pair * (length / pair.norm(dim=-1).clamp_min(ORIENTATION_EPS))[:, None]
+        return mean
 
     def normalised_scene(self, batch: dict[str, Tensor]) -> Tensor:
         """The batch's SCENE_KEY [B, scene_dim], positions normalised like the actions' (metres -> units)."""

@@ -237,3 +237,21 @@ for D in 4 8; do    # (the data is the same for both: runs/yaw8/data may be a li
     for s in 60000 60020; do valp runs/yaw${D}_hr2 needle_pick $s 20 yaw${D}_needle_pick_$s.json; done
 done
 rm scripts/.stage1.sh
+
+# 21. two locators averaged (bundled as 8ffafa3be380). Steps 18-20's `default` is afdbe93424f4 (the
+# checkpoint of commit 1941a39); its action head is this one's, so `strip-locator` gives runs/jay_bound either way.
+.venv/bin/surgbot policy train-locator --bound runs/jay_bound --out runs/loc_hr2s1 --threads 2 --seed 1 --steps 12000 \
+    --needle-layouts 1600 --peg-layouts 1200 --appearance strong --frame-size 240x320 --glimpse-px 32
+# the probe (the bound fed the mean of both locators' estimates), run in two halves side by side
+E=docs/results/scene_input/locator_parts
+for s in 60000 60060; do
+    .venv/bin/python $E/locator_ensemble.py runs/jay_bound peg_transfer $s 60 $P/val_ens_hr2_hr2s1_peg_transfer_$s.json \
+        runs/loc_hr2/checkpoints/last/pretrained_model runs/loc_hr2s1/checkpoints/last/pretrained_model
+done
+python $E/ensemble_summary.py $P/val_jay_hr2_peg_transfer_60000-60119.json -- $P/val_ens_hr2_hr2s1_peg_transfer_600*.json
+python $E/ensemble_summary.py $E/../grasp_window/val_jay_L2_peg_transfer.json $P/val_afdbe93424f4_peg_transfer_60040.json \
+    -- $P/val_ens_hr2_hr2s1_peg_transfer_600*.json      # against afdbe93424f4 (60000-60039 and 60040-60119)
+.venv/bin/surgbot policy join-locator --bound runs/jay_bound --locator-from runs/loc_hr2/checkpoints/last/pretrained_model \
+    --locator-from runs/loc_hr2s1/checkpoints/last/pretrained_model --out runs/jay_ens2
+TASKS=peg_transfer LANG_EPISODES=0 scripts/eval_default_policy.sh runs/jay_ens2 out/eval_ens2 &
+TASKS="needle_pick reach" scripts/eval_default_policy.sh runs/jay_ens2 out/eval_ens2; wait   # -> docs/results/bundled_default/

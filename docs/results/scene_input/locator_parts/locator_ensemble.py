@@ -1,0 +1,61 @@
+"""The bound action head fed the mean of several located checkpoints' scene estimates (each from the
+episode's first frame, every part; the orientation pair rescaled to the members' mean length), and each
+member's estimate with the truth in the JSON.
+
+    MUJOCO_GL=osmesa .venv/bin/python docs/results/scene_input/locator_parts/locator_ensemble.py \
+        BOUND TASK FIRST_SEED N OUT.json LOCATED [LOCATED ...]
+"""
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from scene_mix import located_summary  # noqa: E402
+
+from surgbot.policies.evaluation import harness  # noqa: E402
+from surgbot.policies.vla.configuration_surgvla import SCENE_ORIENTATION  # noqa: E402
+
+
+class Ensemble:
+    def __init__(self, bound, located):
+        self.bound, self.located = bound, located
+        self.metadata = bound.metadata
+        self.summary = None
+        self.estimates = []
+
+    def reset(self):
+        self.summary = None
+        self.bound.reset()
+
+    def infer(self, image, state, instruction, environment_state=None):
+        if self.summary is None:
+            ests = np.stack([located_summary(loc, image, state, instruction) for loc in self.located])
+            s = ests.mean(axis=0)
+            o = ests[:, SCENE_ORIENTATION]
+            s[SCENE_ORIENTATION] *= np.linalg.norm(o, axis=1).mean() / max(np.linalg.norm(s[SCENE_ORIENTATION]),
+                                                                               1e-9)
+            self.estimates.append({"estimates": ests.tolist(), "truth": np.asarray(environment_state).tolist()})
+            self.summary = s.astype(np.float32)
+        return self.bound.infer(image, state, instruction, self.summary)
+
+
+def main():
+    bound, task, first, n, out = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+    located = [harness.SurgVLAChunkPolicy(p) for p in sys.argv[6:]]
+    base = harness.SurgVLAChunkPolicy(bound)
+    h, w = located[0].metadata["image_size"]
+    base.runtime.image_shape, base.metadata["image_size"] = (h, w, 3), [h, w]
+    policy = Ensemble(base, located)
+    env = harness.make_env(task, located[0])
+    outcomes = []
+    for seed in range(first, first + n):
+        outcomes.append(bool(harness.run_episode(env, policy, seed).success))
+        print(seed, outcomes[-1], flush=True, file=sys.stderr)
+    json.dump({"bound": bound, "located": sys.argv[6:], "task": task, "first_seed": first, "episodes": n,
+               "successes": sum(outcomes), "success": outcomes, "scene": policy.estimates}, open(out, "w"))
+    env.close()
+
+
+main()
