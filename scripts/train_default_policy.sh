@@ -10,13 +10,18 @@
 # positions offsets from the tool or from those objects (SCENE_ANCHORED=1), its
 # rotation also anchored on the object's yaw (SCENE_ANCHORED_YAW=1), its jaw
 # command absolute (JAW_ABSOLUTE=1).
-# Stage 3 (the locator): `surgbot policy train-locator` trains a scene locator
-# (anchor keypoints and a glimpse: its defaults) for LOCATOR_STEPS steps on
-# first frames rendered from LOCATOR_NEEDLE_LAYOUTS needle_pick,
-# LOCATOR_OTHER_LAYOUTS reach and LOCATOR_PEG_LAYOUTS peg_transfer layouts,
-# each also through the `sim` source's appearance randomisation
-# (LOCATOR_APPEARANCE), and joins it to stage 1's action head: the bundled
-# checkpoint needs nothing from the simulator.
+# Stage 3 (the locators): `surgbot policy train-locator` trains a scene locator
+# (anchor keypoints and a LOCATOR_GLIMPSE_PX glimpse reading first frames
+# rendered at LOCATOR_FRAME_SIZE) for LOCATOR_STEPS steps on first frames of
+# LOCATOR_NEEDLE_LAYOUTS needle_pick, LOCATOR_OTHER_LAYOUTS reach and
+# LOCATOR_PEG_LAYOUTS peg_transfer layouts, each also through the `sim`
+# source's appearance randomisation (LOCATOR_APPEARANCE), once per seed in
+# LOCATOR_SEEDS; `policy join-locator` puts them all on stage 1's action head,
+# their estimates averaged: the bundled checkpoint needs nothing from the
+# simulator.
+# (LOCATOR_SEEDS=0 LOCATOR_FRAME_SIZE= LOCATOR_GLIMPSE_PX=: afdbe93424f4, bundled
+# until December 2026: one locator on the 96x128 frames; every older recipe
+# below needs these three too.)
 # (SCENE_ANCHORED_YAW=0 JAW_ABSOLUTE=0 LOCATOR_STEPS= LOCATOR_NEEDLE_LAYOUTS=
 # LOCATOR_PEG_LAYOUTS= (train-locator's defaults): aadbeeb61456, bundled until
 # December 2026, its locator trained on the SCENE_ANCHORED=0 head;
@@ -75,11 +80,13 @@ LOCATOR_STEPS=${LOCATOR_STEPS-12000}        # 0: no stage 3 (with SCENE_INPUT=1 
 LOCATOR_NEEDLE_LAYOUTS=${LOCATOR_NEEDLE_LAYOUTS-1600}
 LOCATOR_PEG_LAYOUTS=${LOCATOR_PEG_LAYOUTS-1200}
 LOCATOR_OTHER_LAYOUTS=${LOCATOR_OTHER_LAYOUTS-}
-LOCATOR_GLIMPSE_PX=${LOCATOR_GLIMPSE_PX-}   # (0 with LOCATOR_ANCHOR_WEIGHT=0: the locator without anchors or glimpse)
+LOCATOR_GLIMPSE_PX=${LOCATOR_GLIMPSE_PX-32} # (0 with LOCATOR_ANCHOR_WEIGHT=0: the locator without anchors or glimpse)
 LOCATOR_ANCHOR_WEIGHT=${LOCATOR_ANCHOR_WEIGHT-}
 LOCATOR_APPEARANCE=${LOCATOR_APPEARANCE:-strong}   # none: one look (e3da7a28f2bc, bundled before this one)
 LOCATOR_SHIFT_PX=${LOCATOR_SHIFT_PX-}       # training image shifts of the locator (empty: the head's SHIFT_PX)
-LOCATOR_FRAME_SIZE=${LOCATOR_FRAME_SIZE-}   # HxW: first frames rendered at it, the glimpse reading them (empty: SIZE)
+LOCATOR_FRAME_SIZE=${LOCATOR_FRAME_SIZE-240x320}   # HxW: first frames rendered at it, the glimpse reading
+                                            # them (empty: SIZE); the result asks for such frames
+LOCATOR_SEEDS=${LOCATOR_SEEDS:-0 1}         # one locator per seed, their estimates averaged
 SHIFT_PX=${SHIFT_PX:-2}                     # training image shift augmentation, +- px
 STEPS=${STEPS:-16000}
 COSINE_STEPS=${COSINE_STEPS:-$STEPS}        # length of the LR schedule (longer: stop part-way along it)
@@ -143,11 +150,14 @@ fi
 
 TRAINED=$FINAL
 if [ "$SCENE_INPUT" = 1 ] && [ "$SCENE_LOCATOR" != 1 ] && [ "${LOCATOR_STEPS:-1}" != 0 ]; then
-    FINAL=$WORK/locator
-    if [ ! -f "$FINAL/train_summary.json" ]; then
-        echo "== train the scene locator, join it to $TRAINED ($(date -u +%T))"
-        rm -rf "$FINAL"
-        "$PY" -m surgbot.cli policy train-locator --bound "$TRAINED" --out "$FINAL" --threads 1 \
+    FROM=()
+    for seed in $LOCATOR_SEEDS; do
+        LOC=$WORK/locator_s$seed
+        FROM+=(--locator-from "$LOC/checkpoints/last/pretrained_model")
+        [ -f "$LOC/train_summary.json" ] && continue
+        echo "== train scene locator $seed for $TRAINED ($(date -u +%T))"
+        rm -rf "$LOC"
+        "$PY" -m surgbot.cli policy train-locator --bound "$TRAINED" --out "$LOC" --threads 1 --seed "$seed" \
             ${LOCATOR_STEPS:+--steps "$LOCATOR_STEPS"} \
             ${LOCATOR_NEEDLE_LAYOUTS:+--needle-layouts "$LOCATOR_NEEDLE_LAYOUTS"} \
             ${LOCATOR_OTHER_LAYOUTS:+--other-layouts "$LOCATOR_OTHER_LAYOUTS"} \
@@ -156,6 +166,12 @@ if [ "$SCENE_INPUT" = 1 ] && [ "$SCENE_LOCATOR" != 1 ] && [ "${LOCATOR_STEPS:-1}
             ${LOCATOR_ANCHOR_WEIGHT:+--anchor-weight "$LOCATOR_ANCHOR_WEIGHT"} \
             ${LOCATOR_SHIFT_PX:+--shift-px "$LOCATOR_SHIFT_PX"} \
             ${LOCATOR_FRAME_SIZE:+--frame-size "$LOCATOR_FRAME_SIZE"} --appearance "$LOCATOR_APPEARANCE"
+    done
+    FINAL=$WORK/locator
+    if [ ! -f "$FINAL/train_summary.json" ]; then
+        echo "== join the locators of seeds $LOCATOR_SEEDS to $TRAINED ($(date -u +%T))"
+        rm -rf "$FINAL"
+        "$PY" -m surgbot.cli policy join-locator --bound "$TRAINED" "${FROM[@]}" --out "$FINAL"
     fi
 fi
 
