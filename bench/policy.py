@@ -123,14 +123,26 @@ def _bundled_training_figures() -> list[dict]:
                figure("policy_default_train_step", "s", value=float(s["step_s_median"]),
                       note="median step incl. batch assembly from the in-memory frames")]
     locator = bundled_checkpoint_dir() / "locator_summary.json"
-    if locator.is_file():      # the scene locator's stage (`surgbot policy train-locator`)
-        s = json.loads(locator.read_text())
+    stages = _locator_stages(json.loads(locator.read_text())) if locator.is_file() else []
+    if stages:                 # the scene locators' stage (`surgbot policy train-locator`, once per locator)
+        each = "; ".join(
+            f"{s['config']['steps']} steps on {s['training_frames']} rendered first frames in "
+            f"{s['wall_s'] / 60:.0f} min, validation needle {s['final']['needle_pick_grasp_mm_median']:.1f} mm, block "
+            f"{s['final'].get('peg_transfer_grasp_mm_median', float('nan')):.2f} mm (median)" for s in stages)
         figures.append(figure(
-            "policy_default_locator_wall", "s", value=float(s["wall_s"]),
-            note=f"scene locator: {s['config']['steps']} steps on {s['training_frames']} rendered first frames, "
-                 f"1 torch thread; validation needle {s['final']['needle_pick_grasp_mm_median']:.1f} mm, "
-                 f"disc {s['final']['reach_grasp_mm_median']:.1f} mm (median)"))
+            "policy_default_locator_wall", "s", value=float(sum(s["wall_s"] for s in stages)),
+            note=f"{len(stages)} scene locator(s), together: {each}"))
     return figures
+
+
+def _locator_stages(summary: dict) -> list[dict]:
+    """The locators' training summaries in a bundled locator_summary.json: train-locator's own, or
+    join-locator's (`locator_training`, or one per locator under `locators_from`)."""
+    if "config" in summary:
+        return [summary]
+    if summary.get("locators_from"):
+        return [e["locator_training"] for e in summary["locators_from"] if e.get("locator_training")]
+    return [summary["locator_training"]] if summary.get("locator_training") else []
 
 
 def _free_port() -> int:

@@ -106,3 +106,17 @@ def test_bench_times_the_bundled_action_heads_training_step():
     times = _train_step_s(rt, batch_size=2, n=1)
     assert len(times) == 1 and np.isfinite(times[0]) and times[0] > 0
     assert rt.config.scene_locator   # the runtime's own config is left as it was
+
+
+def test_bench_reports_how_the_bundled_locators_were_trained():
+    """`surgbot bench`'s locator figure reads the bundled locator_summary.json in each format it takes:
+    join-locator's (one entry per locator: the bundled checkpoint averages two), train-locator's own."""
+    from surgbot.bench.policy import _bundled_training_figures, _locator_stages
+
+    locator = next(f for f in _bundled_training_figures() if f["name"] == "policy_default_locator_wall")
+    assert locator["value"] > 0 and locator["note"].startswith("2 scene locator(s)")
+    stage = {"config": {"steps": 4}, "training_frames": 6, "wall_s": 1.0, "final": {}}
+    assert _locator_stages(stage) == [stage]
+    assert _locator_stages({"locator_training": stage}) == [stage]
+    assert _locator_stages({"locators_from": [{"locator_training": stage}, {"locator_training": None}]}) == [stage]
+    assert _locator_stages({}) == []
