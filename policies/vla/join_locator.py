@@ -74,12 +74,11 @@ def _is_locator_key(key: str) -> bool:
     return key.startswith(LOCATOR_PREFIXES)
 
 
-def join(runtime, locator_weights: dict | list[dict], dest: Path, glimpse_px: int, frame_size=None,
+def join(runtime, members: list[dict], dest: Path, glimpse_px: int, frame_size=None,
          glimpse_scale: float = 1.0) -> None:
-    """Save the bound `runtime` with a locator (weights already mapping to the summary), or several
-    averaged (a list), in it at `dest`; `frame_size`, `glimpse_scale`: SurgVLAConfig.frame_size,
+    """Save the bound `runtime` with its locators (weights already mapping to the summary; more than one:
+    averaged) in it at `dest`; `frame_size`, `glimpse_scale`: SurgVLAConfig.frame_size,
     scene_locator_glimpse_scale of the result."""
-    members = locator_weights if isinstance(locator_weights, list) else [locator_weights]
     _copy_processors(Path(runtime.path), dest, OWN_FILES)
     cfg = runtime.config
     cfg.scene_locator = True
@@ -91,8 +90,7 @@ def join(runtime, locator_weights: dict | list[dict], dest: Path, glimpse_px: in
     missing, unexpected = joined.load_state_dict(runtime.policy.state_dict(), strict=False)
     if unexpected or not all(_is_locator_key(k) for k in missing):
         raise RuntimeError(f"joining: unexpected {unexpected}, missing {missing}")
-    joined.model.scene_locator.load_state_dict(members[0])
-    for module, weights in zip(joined.model.scene_locator_extra or (), members[1:], strict=True):
+    for module, weights in zip(joined.model.locators(), members, strict=True):
         module.load_state_dict(weights)
     joined.save_pretrained(dest)
 
@@ -161,8 +159,7 @@ def join_from(bound: str | Path, sources: str | Path | list, out: Path) -> dict:
     members = []
     for src in srcs:
         check_same_normalisation(rt, src)
-        members += [m.state_dict() for m in (src.policy.model.scene_locator, *(src.policy.model.scene_locator_extra
-                                                                                or ()))]
+        members += [m.state_dict() for m in src.policy.model.locators()]
     if len(members) > 1 + MAX_EXTRA_LOCATORS:
         raise CliError(f"{len(members)} locators: at most {1 + MAX_EXTRA_LOCATORS} are averaged")
     try:

@@ -129,6 +129,12 @@ class SurgVLANet(nn.Module):
             parts.append(self.scene(scene))
         return torch.cat([*parts, self.state(state)], dim=-1)
 
+    def locators(self) -> list[Locator]:
+        """scene_locator and the scene_locator_extra averaged with it ([] without a locator)."""
+        if self.scene_locator is None:
+            return []
+        return [self.scene_locator, *(self.scene_locator_extra or ())]
+
     def forward(self, image: Tensor, state: Tensor, language: Tensor, scene: Tensor | None = None) -> Tensor:
         """-> the head's outputs [B, H, step] (offsets [B,H,10] unless scene_anchored; see `features`)."""
         return self.head(self.features(image, state, language, scene)).reshape(-1, self.config.chunk_size, self.step)
@@ -233,7 +239,7 @@ class SurgVLAPolicy(PreTrainedPolicy):
         """The scene estimate [B, scene_dim] from a first image: scene_locator's, or the mean over it and
         scene_locator_extra's with the (cos, sin) yaw pair rescaled to the members' mean length (a mean
         of unit-like vectors pointing apart is shorter than any of them)."""
-        members = [self.model.scene_locator, *(self.model.scene_locator_extra or ())]
+        members = self.model.locators()
         shift = self.config.scene_locator_average_px
         estimates = torch.stack([m.averaged(image, language, shift, glimpse_image) for m in members])
         if len(members) == 1:

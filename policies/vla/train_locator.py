@@ -282,7 +282,7 @@ def train_locator(bound: str | Path, out: Path, tc: LocatorTrainingConfig, progr
 
     weights = locator.state_dict()       # its last layer composed with the plane -> summary map
     weights["head.2.weight"], weights["head.2.bias"] = M @ weights["head.2.weight"], M @ weights["head.2.bias"] + off
-    join(rt, weights, out / CHECKPOINT_SUBDIR, tc.glimpse_px, tc.frame_size, fine)
+    join(rt, [weights], out / CHECKPOINT_SUBDIR, tc.glimpse_px, tc.frame_size, fine)
     summary = {"bound": str(rt.path), "checkpoint": str(CHECKPOINT_SUBDIR), "training_frames": len(target),
                "config": asdict(tc), "final": log[-1], "wall_s": time.time() - t0, "log": log}
     (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=1))

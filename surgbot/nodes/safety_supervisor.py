@@ -44,7 +44,6 @@ from surgbot import contract
 from surgbot.hw.crtk import subscribe_operating_state
 from surgbot.rosutil import (
     Diagnostics,
-    alive_lease_s,
     alive_qos,
     declare_config,
     fast_timer,
@@ -98,7 +97,7 @@ class SafetySupervisorNode(Node):
         self.own_stall = OwnStall(1.0 / c.publish_hz)
         self._stall_logged_s = -math.inf
         self._alive_pending: dict[str, float] = {}      # liveliness key -> deadline: a loss after our own stall
-        fast_timer(self, 1.0 / c.publish_hz, self._on_timer)
+        fast_timer(self, self.own_stall.period_s, self._on_timer)
         self.diagnostics = Diagnostics(self, NODE_NAME, self._status)
         self._publish()
         self.get_logger().info(f"{NODE_NAME}: watching {sorted(self.core.watchdogs)}; state {self.core.state.value}")
@@ -161,12 +160,13 @@ class SafetySupervisorNode(Node):
         except ValueError as exc:          # a name no node of ours uses: its diagnostics still count
             self.get_logger().warning(f"no liveliness watch for {name!r}: {exc}")
             return
-        key = ALIVE_PREFIX + name
+        key, qos = ALIVE_PREFIX + name, alive_qos(name)
+        lease_s = qos.liveliness_lease_duration.nanoseconds * 1e-9
         self.core.watch(key, math.inf)     # liveliness events only: no silence timeout
-        callbacks = SubscriptionEventCallbacks(liveliness=lambda info: self._on_liveliness(key, info))
-        self.create_subscription(Empty, topic, lambda _m: None, alive_qos(name), event_callbacks=callbacks)
+        callbacks = SubscriptionEventCallbacks(liveliness=lambda info: self._on_liveliness(key, lease_s, info))
+        self.create_subscription(Empty, topic, lambda _m: None, qos, event_callbacks=callbacks)
 
-    def _on_liveliness(self, key: str, info) -> None:
+    def _on_liveliness(self, key: str, lease_s: float, info) -> None:
         if info.alive_count > 0:
             if info.alive_count_change < 0 or info.not_alive_count_change > 0:
                 self.get_logger().warning(f"{key}: one of {info.alive_count + 1} publishers lost")
@@ -177,9 +177,8 @@ class SafetySupervisorNode(Node):
             return
         now = self._now()
         self._alive_lost_at[key] = time.time()     # wall clock: compared with diagnostics' header stamps
-        lease = alive_lease_s(key[len(ALIVE_PREFIX):])
-        if self.own_stall.recent(now, lease):      # see surgbot.safety.own_stall
-            self._alive_pending[key] = now + lease
+        if self.own_stall.recent(now, lease_s):    # see surgbot.safety.own_stall
+            self._alive_pending[key] = now + lease_s
             return
         self._alive_lost(key, "")
 
