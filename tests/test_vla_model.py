@@ -304,7 +304,7 @@ def test_keypoint_stride_sets_the_keypoint_map_and_is_checked():
     """keypoint_stride: the input-to-keypoint-map downsampling (default 8 as every checkpoint before it:
     an 80x88 crop -> a 10x11 map); 4 halves the cells with the same weights' shapes, so the bundled
     checkpoint (saved without the field) loads unchanged."""
-    from surgbot.policies.vla.modeling_surgvla import SurgVLANet
+    from surgbot.policies.vla.network_surgvla import SurgVLANet
 
     def map_size(stride, size=(80, 88)):
         net = SurgVLANet(SurgVLAConfig(keypoint_stride=stride, image_size=size))

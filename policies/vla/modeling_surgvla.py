@@ -1,10 +1,7 @@
 """SurgVLA: a small vision-language-action policy that trains from scratch on 2 CPU cores.
 
-    image (normalised, resized to image_size) --conv blocks, each FiLM-modulated
-        by the instruction--> spatial soft-argmax keypoints + pooled features
-    instruction -> frozen MiniLM embedding (preprocessor) -> MLP -> FiLM params
-    state (normalised, clamped) -> MLP
-    [image, language, state] -> MLP -> H x 10 normalised actions (L1 loss)
+The network (network_surgvla.SurgVLANet) reads the image, the instruction, the state and a scene
+summary and outputs H x 10 normalised actions (L1 loss); this module is the LeRobot policy around it.
 
 The head predicts the chunk as an offset from the current state expressed in
 action units (the buffers below hold the dataset's state/action stats), so
@@ -25,12 +22,11 @@ from collections import deque
 import torch
 import torch.nn.functional as F
 from lerobot.policies.pretrained import PreTrainedPolicy
-from torch import Tensor, nn
+from torch import Tensor
 
 from surgbot.policies.vla.anchored_surgvla import (
     anchored_chunk,
     normalised_yaw_anchors,
-    step_dim,
     turned_orientation,
 )
 from surgbot.policies.vla.configuration_surgvla import (
@@ -42,25 +38,15 @@ from surgbot.policies.vla.configuration_surgvla import (
     POLICY_TYPE,
     POSE_DIM,
     SCENE_KEY,
-    SCENE_ORIENTATION,
     SCENE_POSITIONS,
     SCENE_SEEN_KEY,
     STATE_KEY,
     SurgVLAConfig,
 )
-from surgbot.policies.vla.encoder_surgvla import (
-    GOAL_DIM,
-    Locator,
-    crop_image,
-    encode,
-    film_stack,
-    glimpse_source,
-    identity_film,
-    random_shift,
-)
+from surgbot.policies.vla.encoder_surgvla import GOAL_DIM, crop_image, glimpse_source, random_shift
+from surgbot.policies.vla.network_surgvla import SurgVLANet
 
 PAD_KEY = "action_is_pad"
-ORIENTATION_EPS = 1e-9        # locate_scene: a mean yaw pair this short is left unscaled (opposite estimates)
 
 
 def _stat(stats: dict | None, key: str, name: str, default: float) -> Tensor:
@@ -68,76 +54,6 @@ def _stat(stats: dict | None, key: str, name: str, default: float) -> Tensor:
     if value is None:
         return torch.full((POSE_DIM,), float(default))
     return torch.as_tensor(value, dtype=torch.float32).reshape(POSE_DIM)
-
-
-class SurgVLANet(nn.Module):
-    def __init__(self, config: SurgVLAConfig):
-        super().__init__()
-        self.config = config
-        chans = list(config.conv_channels)
-        self.step = step_dim(config.scene_anchored, config.scene_anchored_yaw)    # head outputs per chunk step
-        self.blocks, self.keypoints, self._split = film_stack(config)
-        self.language = nn.Sequential(
-            nn.Linear(config.language_dim, config.language_hidden_dim), nn.ReLU(),
-            nn.Linear(config.language_hidden_dim, config.language_hidden_dim), nn.ReLU())
-        self.film = identity_film(config.language_hidden_dim, self._split)
-        self.state = nn.Sequential(
-            nn.Linear(POSE_DIM, config.state_hidden_dim), nn.ReLU(),
-            nn.Linear(config.state_hidden_dim, config.state_hidden_dim), nn.ReLU())
-        # the scene summary (SurgVLAConfig.scene_dim), embedded like the state
-        self.scene = nn.Sequential(
-            nn.Linear(config.scene_input_dim, config.state_hidden_dim), nn.ReLU(),
-            nn.Linear(config.state_hidden_dim, config.state_hidden_dim), nn.ReLU()) if config.scene_dim else None
-        feat = 2 * config.num_keypoints + chans[-1] + config.language_hidden_dim + config.state_hidden_dim
-        if self.scene is not None:
-            feat += config.state_hidden_dim
-        # where the objects are, from the first image (SurgVLAConfig.scene_locator): inference's scene input
-        self.scene_locator = (Locator(config, config.scene_dim, config.scene_locator_glimpse_px)
-                              if config.scene_locator else None)
-        # more locators averaged with it (SurgVLAConfig.scene_locator_extra; None: the keys of one-locator
-        # checkpoints stay as they were)
-        self.scene_locator_extra = nn.ModuleList(
-            Locator(config, config.scene_dim, config.scene_locator_glimpse_px)
-            for _ in range(config.scene_locator_extra)) if config.scene_locator_extra else None
-        self.head = nn.Sequential(
-            nn.Linear(feat, config.head_hidden_dim), nn.ReLU(), nn.Dropout(config.dropout),
-            nn.Linear(config.head_hidden_dim, config.head_hidden_dim), nn.ReLU(),
-            nn.Linear(config.head_hidden_dim, config.chunk_size * self.step))
-        # untrained: offset 0 = hold the current pose (scene_anchored: the mean of the tool and the scene's points)
-        nn.init.zeros_(self.head[-1].weight)
-        nn.init.zeros_(self.head[-1].bias)
-        # where the episode ends (action units; an offset from the state, or with goal_from_image the
-        # absolute position from image + instruction features): a training-only target
-        goal_feat = feat - config.state_hidden_dim if config.goal_from_image else feat
-        if config.goal_loss_weight <= 0:
-            self.goal = None
-        elif config.goal_encoder:
-            self.goal = Locator(config)
-        else:
-            self.goal = nn.Sequential(nn.Linear(goal_feat, config.head_hidden_dim // 2), nn.ReLU(),
-                                      nn.Linear(config.head_hidden_dim // 2, GOAL_DIM))
-
-    def features(self, image: Tensor, state: Tensor, language: Tensor, scene: Tensor | None = None) -> Tensor:
-        """image [B,3,h,w] normalised, state [B,10] normalised, language [B,384], scene [B,scene_input_dim]
-        normalised (with scene_dim only) -> features [B, F], the state's last."""
-        lang = self.language(language)
-        img = encode(self.blocks, self.keypoints, torch.split(self.film(lang), self._split, dim=-1), image)
-        parts = [img, lang]
-        if self.scene is not None:
-            if scene is None:
-                raise KeyError(f"surgvla with scene_dim={self.config.scene_dim} needs '{SCENE_KEY}'")
-            parts.append(self.scene(scene))
-        return torch.cat([*parts, self.state(state)], dim=-1)
-
-    def locators(self) -> list[Locator]:
-        """scene_locator and the scene_locator_extra averaged with it ([] without a locator)."""
-        if self.scene_locator is None:
-            return []
-        return [self.scene_locator, *(self.scene_locator_extra or ())]
-
-    def forward(self, image: Tensor, state: Tensor, language: Tensor, scene: Tensor | None = None) -> Tensor:
-        """-> the head's outputs [B, H, step] (offsets [B,H,10] unless scene_anchored; see `features`)."""
-        return self.head(self.features(image, state, language, scene)).reshape(-1, self.config.chunk_size, self.step)
 
 
 class SurgVLAPolicy(PreTrainedPolicy):
@@ -236,19 +152,8 @@ class SurgVLAPolicy(PreTrainedPolicy):
         return scene
 
     def locate_scene(self, image: Tensor, language: Tensor, glimpse_image: Tensor | None) -> Tensor:
-        """The scene estimate [B, scene_dim] from a first image: scene_locator's, or the mean over it and
-        scene_locator_extra's with the (cos, sin) yaw pair rescaled to the members' mean length (a mean
-        of unit-like vectors pointing apart is shorter than any of them)."""
-        members = self.model.locators()
-        shift = self.config.scene_locator_average_px
-        estimates = torch.stack([m.averaged(image, language, shift, glimpse_image) for m in members])
-        if len(members) == 1:
-            return estimates[0]
-        mean = estimates.mean(dim=0)
-        pair = mean[:, SCENE_ORIENTATION]
-        length = estimates[:, :, SCENE_ORIENTATION].norm(dim=-1).mean(dim=0)
-        mean[:, SCENE_ORIENTATION] = pair * (length / pair.norm(dim=-1).clamp_min(ORIENTATION_EPS))[:, None]
-        return mean
+        """The scene estimate [B, scene_dim] from a first image (`SurgVLANet.locate`)."""
+        return self.model.locate(image, language, glimpse_image)
 
     def normalised_scene(self, batch: dict[str, Tensor]) -> Tensor:
         """The batch's SCENE_KEY [B, scene_dim], positions normalised like the actions' (metres -> units)."""
