@@ -4,7 +4,10 @@ Runs every module in `surgbot.bench.MODULES`, prints one progress line per area 
 stderr, a table to stdout, and as the last stdout line (with `--json`) one
 JSON object: `{"machine": {...}, "figures": {name: {...}}, "errors": {...}}`.
 `--out DIR` also writes `DIR/bench.json`; `--report` regenerates
-`docs/performance.md` and its PNG plots from that JSON.
+`docs/performance.md` and its PNG plots from that JSON.  With `--only`,
+`--report` merges: the areas run replace theirs in `docs/performance.json`,
+the other areas keep the figures of their own run, and the report's note
+says which areas were rerun when (`merged`).
 """
 
 from __future__ import annotations
@@ -31,7 +34,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--quick", action="store_true", help="short runs (smoke check, < 2 min)")
     parser.add_argument("--json", action="store_true", help="last stdout line is one JSON object")
     parser.add_argument("--only", action="append", default=[], metavar="AREA",
-                        help="run only this area (sim, g1, psm, endoscope); repeatable")
+                        help=f"run only this area ({', '.join(area_of(m) for m in MODULES)}); repeatable; "
+                             "with --report the areas run replace theirs in docs/performance.json")
     parser.add_argument("--out", default=None, metavar="DIR", help="write DIR/bench.json")
     parser.add_argument("--report", action="store_true",
                         help="regenerate docs/performance.md + PNG plots from the results")
@@ -76,7 +80,12 @@ def run(args) -> int:
         (out / "bench.json").write_text(json.dumps(result, indent=1))
     if args.report:
         from surgbot.bench.report import write_report  # matplotlib: only with --report (CLI start-up)
-        path = write_report(result, REPO / "docs")
+        report = result
+        if args.only:
+            previous = REPO / "docs" / "performance.json"
+            report = merged(result, json.loads(previous.read_text()) if previous.exists() else None,
+                            [area_of(m) for m in selected])
+        path = write_report(report, REPO / "docs")
         print(f"wrote {path}", file=sys.stderr)
     if args.json:
         slim = dict(result)
@@ -84,6 +93,30 @@ def run(args) -> int:
                            for k, v in result["figures"].items()}
         print(json.dumps(slim))
     return 1 if result["errors"] and (args.strict or not result["figures"]) else 0
+
+
+def merged(result: dict, previous: dict | None, areas: list[str]) -> dict:
+    """The report of `--report --only AREA...`: `previous` (the report's JSON) with `areas` replaced by
+    `result`'s figures and errors, the other areas' kept, in suite order; its note says what was rerun."""
+    if previous is None:
+        return result
+    if bool(previous.get("quick")) != bool(result["quick"]):
+        mode = "quick" if previous.get("quick") else "full"
+        raise CliError(f"docs/performance.json holds a {mode} run: merging a "
+                       f"{'quick' if result['quick'] else 'full'} run of {', '.join(areas)} would mix the two; "
+                       "run every area, or the same mode")
+    figures = {}
+    for module_name in MODULES:
+        area = area_of(module_name)
+        source = result if area in areas else previous
+        figures.update({n: f for n, f in source.get("figures", {}).items() if f.get("area") == area})
+    errors = {a: e for a, e in previous.get("errors", {}).items() if a not in areas}
+    errors.update(result["errors"])
+    note = previous.get("note") or f"full run started {previous.get('started', '?')}"
+    note += f"; {', '.join(areas)} rerun alone at {result['started']}"
+    if result["machine"] != previous.get("machine"):
+        note += f" (machine then: {json.dumps(result['machine'])})"
+    return {**previous, "figures": figures, "errors": errors, "note": note}
 
 
 def _run_area(module_name: str, quick: bool) -> tuple[list[dict], str | None]:

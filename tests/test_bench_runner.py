@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import json
 
 import pytest
 
 from surgbot.bench import runner
+from surgbot.errors import CliError
 
 
 @pytest.fixture
@@ -29,3 +31,32 @@ def test_a_failed_area_fails_the_run_only_with_strict(two_areas, capsys):
     assert runner.run(parser.parse_args(only + ["--strict"])) == 1
     assert runner.run(parser.parse_args(["--only", two_areas[0], "--strict"])) == 0
     assert runner.run(parser.parse_args(["--only", two_areas[1]])) == 1    # nothing measured at all
+
+
+def _report(quick: bool, started: str, figures: dict[str, str], machine: dict | None = None) -> dict:
+    """A bench JSON whose figures {name: area} each hold their name's length as value."""
+    return {"machine": machine or {"cores": 2}, "quick": quick, "started": started, "errors": {},
+            "figures": {n: {"name": n, "unit": "ms", "value": float(len(n)), "area": a} for n, a in figures.items()}}
+
+
+def test_a_report_of_some_areas_replaces_theirs_and_keeps_the_others():
+    sim, g1, policy = (runner.area_of(m) for m in ("surgbot.bench.sim", "surgbot.bench.g1", "surgbot.bench.policy"))
+    previous = _report(False, "2026-12-01T10:00:00", {"sim_a": sim, "policy_old": policy, "g1_b": g1})
+    previous["errors"] = {policy: "crashed then"}
+    new = _report(False, "2026-12-06T03:00:00", {"policy_new": policy})
+    out = runner.merged(new, previous, [policy])
+    assert list(out["figures"]) == ["sim_a", "g1_b", "policy_new"]      # suite order, the old policy row gone
+    assert out["errors"] == {} and out["started"] == "2026-12-01T10:00:00"
+    assert out["note"] == "full run started 2026-12-01T10:00:00; policy rerun alone at 2026-12-06T03:00:00"
+    again = runner.merged(_report(False, "2026-12-07T01:00:00", {"sim_c": sim}, {"cores": 4}), out, [sim])
+    assert list(again["figures"]) == ["sim_c", "g1_b", "policy_new"]
+    assert again["note"].startswith(out["note"] + "; sim rerun alone at 2026-12-07T01:00:00 (machine then:")
+    assert runner.merged(new, None, [policy]) is new                   # no report yet: this run is the report
+
+
+def test_a_quick_run_is_not_merged_into_a_full_report():
+    previous = _report(False, "2026-12-01T10:00:00", {"a": "policy"})
+    before = json.dumps(previous)
+    with pytest.raises(CliError, match="full run: merging a quick run of policy would mix the two"):
+        runner.merged(_report(True, "2026-12-06T03:00:00", {"b": "policy"}), previous, ["policy"])
+    assert json.dumps(previous) == before
