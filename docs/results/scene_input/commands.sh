@@ -255,3 +255,25 @@ python $E/ensemble_summary.py $E/../grasp_window/val_jay_L2_peg_transfer.json $P
     --locator-from runs/loc_hr2s1/checkpoints/last/pretrained_model --out runs/jay_ens2
 TASKS=peg_transfer LANG_EPISODES=0 scripts/eval_default_policy.sh runs/jay_ens2 out/eval_ens2 &
 TASKS="needle_pick reach" scripts/eval_default_policy.sh runs/jay_ens2 out/eval_ens2; wait   # -> docs/results/bundled_default/
+
+# 22. a third locator seed, and the view's roll (not bundled): P as in step 21
+.venv/bin/surgbot policy train-locator --bound runs/jay_bound --out runs/loc_hr2s2 --threads 2 --seed 2 --steps 12000 \
+    --needle-layouts 1600 --peg-layouts 1200 --appearance strong --frame-size 240x320 --glimpse-px 32
+L3="runs/loc_hr2/checkpoints/last/pretrained_model runs/loc_hr2s1/checkpoints/last/pretrained_model
+    runs/loc_hr2s2/checkpoints/last/pretrained_model"
+for s in 60000 60060; do
+    .venv/bin/python $E/locator_ensemble.py runs/jay_bound peg_transfer $s 60 \
+        $P/val_ens_hr2_hr2s1_hr2s2_peg_transfer_$s.json $L3
+done
+python $E/ensemble_summary.py $P/val_jay_hr2_peg_transfer_60000-60119.json -- $P/val_ens_hr2_hr2s1_hr2s2_peg_transfer_600*.json
+.venv/bin/python $P/view_yaw.py $P/val_ens_hr2_hr2s1_hr2s2_peg_transfer_600*.json     # the yaw error against the view
+R=$P/roll        # the roll read-out: probe member 0 (hr2) on training and validation layouts, fit, run
+.venv/bin/python $R/probe.py runs/loc_hr2/checkpoints/last/pretrained_model out/roll_train.json 6000:6400
+.venv/bin/python $R/probe.py runs/loc_hr2/checkpoints/last/pretrained_model out/roll_train_est.json 6000:6300
+.venv/bin/python $R/probe.py runs/loc_hr2/checkpoints/last/pretrained_model out/roll_val.json 60000:60120
+.venv/bin/python $R/fit_roll.py out/roll_train.json out/roll_train_est.json out/roll_val.json \
+    $P/val_ens_hr2_hr2s1_hr2s2_peg_transfer_600*.json -- $R/roll_head_hr2.npz
+for s in 60000 60060; do
+    .venv/bin/python $R/ens_roll.py $R/roll_head_hr2.npz runs/jay_bound peg_transfer $s 60 \
+        $R/val_ens3_roll_peg_transfer_$s.json $L3
+done
