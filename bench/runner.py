@@ -114,8 +114,10 @@ def merged(result: dict, previous: dict | None, areas: list[str]) -> dict:
     errors.update(result["errors"])
     note = previous.get("note") or f"full run started {previous.get('started', '?')}"
     note += f"; {', '.join(areas)} rerun alone at {result['started']}"
-    if result["machine"] != previous.get("machine"):
-        note += f" (machine then: {json.dumps(result['machine'])})"
+    before = previous.get("machine") or {}
+    changed = {k: v for k, v in result["machine"].items() if before.get(k) != v}
+    if changed:                 # what differs from the machine of the report's own run
+        note += " (machine then: " + ", ".join(f"{k} {v}" for k, v in changed.items()) + ")"
     return {**previous, "figures": figures, "errors": errors, "note": note}
 
 

@@ -50,7 +50,7 @@ def test_a_report_of_some_areas_replaces_theirs_and_keeps_the_others():
     assert out["note"] == "full run started 2026-12-01T10:00:00; policy rerun alone at 2026-12-06T03:00:00"
     again = runner.merged(_report(False, "2026-12-07T01:00:00", {"sim_c": sim}, {"cores": 4}), out, [sim])
     assert list(again["figures"]) == ["sim_c", "g1_b", "policy_new"]
-    assert again["note"].startswith(out["note"] + "; sim rerun alone at 2026-12-07T01:00:00 (machine then:")
+    assert again["note"] == out["note"] + "; sim rerun alone at 2026-12-07T01:00:00 (machine then: cores 4)"
     assert runner.merged(new, None, [policy]) is new                   # no report yet: this run is the report
 
 
