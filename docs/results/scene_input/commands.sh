@@ -277,3 +277,5 @@ for s in 60000 60060; do
     .venv/bin/python $R/ens_roll.py $R/roll_head_hr2.npz runs/jay_bound peg_transfer $s 60 \
         $R/val_ens3_roll_peg_transfer_$s.json $L3
 done
+.venv/bin/python $R/jitter.py out/roll_jitter.json runs/loc_hr2/checkpoints/last/pretrained_model \
+    runs/loc_hr2s1/checkpoints/last/pretrained_model      # glimpse-centre jitter averaging, offline
