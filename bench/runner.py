@@ -55,6 +55,10 @@ def run(args) -> int:
         if only not in areas:
             raise CliError(f"unknown area {only!r}; known: {', '.join(areas)}")
     selected = [m for m in MODULES if not args.only or area_of(m) in args.only]
+    report_json = REPO / "docs" / "performance.json"
+    previous = json.loads(report_json.read_text()) if args.report and args.only and report_json.exists() else None
+    if previous is not None:      # refused before the run, not after it
+        _check_same_mode(previous, bool(args.quick), [area_of(m) for m in selected])
 
     result = {"machine": machine(), "quick": bool(args.quick), "figures": {}, "errors": {},
               "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
@@ -80,11 +84,7 @@ def run(args) -> int:
         (out / "bench.json").write_text(json.dumps(result, indent=1))
     if args.report:
         from surgbot.bench.report import write_report  # matplotlib: only with --report (CLI start-up)
-        report = result
-        if args.only:
-            previous = REPO / "docs" / "performance.json"
-            report = merged(result, json.loads(previous.read_text()) if previous.exists() else None,
-                            [area_of(m) for m in selected])
+        report = merged(result, previous, [area_of(m) for m in selected]) if args.only else result
         path = write_report(report, REPO / "docs")
         print(f"wrote {path}", file=sys.stderr)
     if args.json:
@@ -100,11 +100,7 @@ def merged(result: dict, previous: dict | None, areas: list[str]) -> dict:
     `result`'s figures and errors, the other areas' kept, in suite order; its note says what was rerun."""
     if previous is None:
         return result
-    if bool(previous.get("quick")) != bool(result["quick"]):
-        mode = "quick" if previous.get("quick") else "full"
-        raise CliError(f"docs/performance.json holds a {mode} run: merging a "
-                       f"{'quick' if result['quick'] else 'full'} run of {', '.join(areas)} would mix the two; "
-                       "run every area, or the same mode")
+    _check_same_mode(previous, bool(result["quick"]), areas)
     figures = {}
     for module_name in MODULES:
         area = area_of(module_name)
@@ -119,6 +115,13 @@ def merged(result: dict, previous: dict | None, areas: list[str]) -> dict:
     if changed:                 # what differs from the machine of the report's own run
         note += " (machine then: " + ", ".join(f"{k} {v}" for k, v in changed.items()) + ")"
     return {**previous, "figures": figures, "errors": errors, "note": note}
+
+
+def _check_same_mode(previous: dict, quick: bool, areas: list[str]) -> None:
+    if bool(previous.get("quick")) != quick:
+        mode = "quick" if previous.get("quick") else "full"
+        raise CliError(f"docs/performance.json holds a {mode} run: merging a {'quick' if quick else 'full'} "
+                       f"run of {', '.join(areas)} would mix the two; run every area, or the same mode")
 
 
 def _run_area(module_name: str, quick: bool) -> tuple[list[dict], str | None]:

@@ -60,3 +60,17 @@ def test_a_quick_run_is_not_merged_into_a_full_report():
     with pytest.raises(CliError, match="full run: merging a quick run of policy would mix the two"):
         runner.merged(_report(True, "2026-12-06T03:00:00", {"b": "policy"}), previous, ["policy"])
     assert json.dumps(previous) == before
+
+
+def test_a_quick_merge_is_refused_before_anything_runs(monkeypatch, tmp_path):
+    """`--quick --only X --report` against a full report: the error comes before any area runs."""
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "performance.json").write_text(json.dumps(_report(False, "2026-12-01T10:00:00", {})))
+    monkeypatch.setattr(runner, "REPO", tmp_path)
+    ran = []
+    monkeypatch.setattr(runner, "_run_area", lambda module, quick: ran.append(module) or ([], None))
+    parser = argparse.ArgumentParser()
+    runner.add_arguments(parser)
+    with pytest.raises(CliError, match="holds a full run"):
+        runner.run(parser.parse_args(["--quick", "--only", "policy", "--report"]))
+    assert ran == []
