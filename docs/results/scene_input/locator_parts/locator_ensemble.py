@@ -36,26 +36,33 @@ class Ensemble:
             o = ests[:, SCENE_ORIENTATION]
             s[SCENE_ORIENTATION] *= np.linalg.norm(o, axis=1).mean() / max(np.linalg.norm(s[SCENE_ORIENTATION]),
                                                                                1e-9)
-            self.estimates.append({"estimates": ests.tolist(), "truth": np.asarray(environment_state).tolist()})
-            self.summary = s.astype(np.float32)
+            record = {"estimates": ests.tolist(), "truth": np.asarray(environment_state).tolist()}
+            self.summary = self.corrected(s, record, image, state, instruction).astype(np.float32)
+            self.estimates.append(record)
         return self.bound.infer(image, state, instruction, self.summary)
 
+    def corrected(self, summary, record, image, state, instruction):
+        """The summary the head is told (roll/ens_roll.py changes it and adds to the JSON's `record`)."""
+        return summary
 
-def main():
-    bound, task, first, n, out = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
-    located = [harness.SurgVLAChunkPolicy(p) for p in sys.argv[6:]]
+
+def main(ensemble=Ensemble, argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    bound, task, first, n, out = argv[0], argv[1], int(argv[2]), int(argv[3]), argv[4]
+    located = [harness.SurgVLAChunkPolicy(p) for p in argv[5:]]
     base = harness.SurgVLAChunkPolicy(bound)
     h, w = located[0].metadata["image_size"]
     base.runtime.image_shape, base.metadata["image_size"] = (h, w, 3), [h, w]
-    policy = Ensemble(base, located)
+    policy = ensemble(base, located)
     env = harness.make_env(task, located[0])
     outcomes = []
     for seed in range(first, first + n):
         outcomes.append(bool(harness.run_episode(env, policy, seed).success))
         print(seed, outcomes[-1], flush=True, file=sys.stderr)
-    json.dump({"bound": bound, "located": sys.argv[6:], "task": task, "first_seed": first, "episodes": n,
+    json.dump({"bound": bound, "located": argv[5:], "task": task, "first_seed": first, "episodes": n,
                "successes": sum(outcomes), "success": outcomes, "scene": policy.estimates}, open(out, "w"))
     env.close()
 
 
-main()
+if __name__ == "__main__":
+    main()

@@ -3,7 +3,6 @@
 
     MUJOCO_GL=osmesa python ens_roll.py HEAD.npz BOUND TASK FIRST_SEED N OUT.json LOCATED [LOCATED ...]
 """
-import json
 import sys
 from pathlib import Path
 
@@ -11,70 +10,39 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from scene_mix import located_summary  # noqa: E402
+from locator_ensemble import Ensemble, main  # noqa: E402
 
-from surgbot.policies.evaluation import harness  # noqa: E402
 from surgbot.policies.vla.configuration_surgvla import IMAGE_KEY, LANGUAGE_KEY, SCENE_ORIENTATION  # noqa: E402
 from surgbot.policies.vla.encoder_surgvla import feature_map  # noqa: E402
 
-H = np.load(sys.argv.pop(1))     # fit_roll.py OUT.npz
-SYM = 4
+SYMMETRY = 4
+HEAD = np.load(sys.argv[1])       # fit_roll.py OUT.npz
 
 
-def roll_hat(pol, image, state, instruction):
-    rt = pol.runtime
+def read_roll(member, image, state, instruction) -> float:
+    """The ridge read-out of the view's roll (deg) from `member`'s locator head inputs on this frame."""
+    rt = member.runtime
     policy = rt.policy
     loc = policy.model.scene_locator
     with torch.no_grad():
         batch = rt.pre(rt.observation(image, state, instruction))
-        img = policy.prepare_image(batch[IMAGE_KEY])
         lang = loc.language(batch[LANGUAGE_KEY])
-        x = feature_map(loc.blocks, torch.split(loc.film(lang), loc._split, dim=-1), img)
+        x = feature_map(loc.blocks, torch.split(loc.film(lang), loc._split, dim=-1),
+                        policy.prepare_image(batch[IMAGE_KEY]))
         kp = loc.keypoints.positions(loc.keypoints.logits(x), *x.shape[-2:])
         f = np.concatenate([kp[0].numpy(), x.mean(dim=(2, 3))[0].numpy()])
-    return float(np.r_[(f - H["mu"]) / H["sd"], 1.0] @ H["w"])
+    return float(np.r_[(f - HEAD["mu"]) / HEAD["sd"], 1.0] @ HEAD["w"])
 
 
-class Ensemble:
-    def __init__(self, bound, located):
-        self.bound, self.located = bound, located
-        self.metadata = bound.metadata
-        self.summary = None
-        self.estimates = []
-    def reset(self):
-        self.summary = None
-        self.bound.reset()
-    def infer(self, image, state, instruction, environment_state=None):
-        if self.summary is None:
-            ests = np.stack([located_summary(loc, image, state, instruction) for loc in self.located])
-            s = ests.mean(axis=0)
-            o = ests[:, SCENE_ORIENTATION]
-            s[SCENE_ORIENTATION] *= np.linalg.norm(o, axis=1).mean() / max(np.linalg.norm(s[SCENE_ORIENTATION]), 1e-9)
-            r = roll_hat(self.located[0], image, state, instruction)
-            turn = -np.radians(SYM * np.polyval(H["c"], r))
-            cs, sn = s[SCENE_ORIENTATION]
-            s[SCENE_ORIENTATION] = [cs * np.cos(turn) - sn * np.sin(turn), cs * np.sin(turn) + sn * np.cos(turn)]
-            self.estimates.append({"estimates": ests.tolist(), "roll_hat": r, "corrected": s.tolist(),
-                                   "truth": np.asarray(environment_state).tolist()})
-            self.summary = s.astype(np.float32)
-        return self.bound.infer(image, state, instruction, self.summary)
+class RollCorrected(Ensemble):
+    def corrected(self, summary, record, image, state, instruction):
+        roll = read_roll(self.located[0], image, state, instruction)
+        turn = -np.radians(SYMMETRY * np.polyval(HEAD["c"], roll))
+        c, s = summary[SCENE_ORIENTATION]
+        summary[SCENE_ORIENTATION] = [c * np.cos(turn) - s * np.sin(turn), c * np.sin(turn) + s * np.cos(turn)]
+        record.update(roll_hat=roll, corrected=summary.tolist())
+        return summary
 
 
-def main():
-    bound, task, first, n, out = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
-    located = [harness.SurgVLAChunkPolicy(p) for p in sys.argv[6:]]
-    base = harness.SurgVLAChunkPolicy(bound)
-    h, w = located[0].metadata["image_size"]
-    base.runtime.image_shape, base.metadata["image_size"] = (h, w, 3), [h, w]
-    policy = Ensemble(base, located)
-    env = harness.make_env(task, located[0])
-    outcomes = []
-    for seed in range(first, first + n):
-        outcomes.append(bool(harness.run_episode(env, policy, seed).success))
-        print(seed, outcomes[-1], flush=True, file=sys.stderr)
-    json.dump({"bound": bound, "located": sys.argv[6:], "task": task, "first_seed": first, "episodes": n,
-               "successes": sum(outcomes), "success": outcomes, "scene": policy.estimates}, open(out, "w"))
-    env.close()
-
-
-main()
+if __name__ == "__main__":
+    main(RollCorrected, sys.argv[2:])
