@@ -279,3 +279,22 @@ for s in 60000 60060; do
 done
 .venv/bin/python $R/jitter.py out/roll_jitter.json runs/loc_hr2/checkpoints/last/pretrained_model \
     runs/loc_hr2s1/checkpoints/last/pretrained_model      # glimpse-centre jitter averaging, offline
+
+# 23. the action head fine-tuned on located summaries (not bundled). runs/jyn/data: stage 1's recordings
+# (commands.sh step 20); the two bundled locators' mean estimate per episode, then 3000 steps from the bound
+H=$P/located_head
+L2="runs/loc_hr2/checkpoints/last/pretrained_model runs/loc_hr2s1/checkpoints/last/pretrained_model"
+for t in reach needle_pick peg_transfer; do .venv/bin/python $H/rows.py runs/jyn/data/$t out/located_rows/$t.npy $L2; done
+.venv/bin/python $H/finetune.py runs/jay_bound/checkpoints/last/pretrained_model out/located_rows \
+    --dataset runs/jyn/data/reach --dataset runs/jyn/data/needle_pick --dataset runs/jyn/data/peg_transfer \
+    --weight 2 --weight 2 --weight 2 --out runs/located_ft3000 --steps 3000 --batch-size 32 --threads 2 --in-memory \
+    --first-frames 8 --first-frames-weight 3 --cosine --cosine-steps 3000 --seed 1000 --image-size 80 88 \
+    --crop 0 0.125 0.8333 0.6875 --goal-loss-weight 1 --shift-px 2 --goal-memory-max-jaw-rad 0.3 \
+    --goal-target episode_end --scene-input --scene-noise-mm 0 --scene-yaw-noise-deg 0 --scene-anchored \
+    --scene-anchored-yaw --jaw-absolute --save-freq 3000 --lr 1e-4
+.venv/bin/surgbot policy join-locator --bound runs/located_ft3000 --locator-from runs/loc_hr2/checkpoints/last/pretrained_model \
+    --locator-from runs/loc_hr2s1/checkpoints/last/pretrained_model --out runs/located_ft3000_ens2
+for s in 60000 60060; do
+    .venv/bin/surgbot policy eval --checkpoint runs/located_ft3000_ens2 --task peg_transfer --seed $s --episodes 60 \
+        --threads 1 --json | tail -n 1 > $H/val_ft3000_ens2_peg_transfer_$s.json
+done
