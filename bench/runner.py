@@ -55,10 +55,11 @@ def run(args) -> int:
         if only not in areas:
             raise CliError(f"unknown area {only!r}; known: {', '.join(areas)}")
     selected = [m for m in MODULES if not args.only or area_of(m) in args.only]
+    selected_areas = [area_of(m) for m in selected]
     report_json = REPO / "docs" / "performance.json"
     previous = json.loads(report_json.read_text()) if args.report and args.only and report_json.exists() else None
     if previous is not None:      # refused before the run, not after it
-        _check_same_mode(previous, bool(args.quick), [area_of(m) for m in selected])
+        _check_same_mode(previous, bool(args.quick), selected_areas)
 
     result = {"machine": machine(), "quick": bool(args.quick), "figures": {}, "errors": {},
               "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
@@ -84,7 +85,7 @@ def run(args) -> int:
         (out / "bench.json").write_text(json.dumps(result, indent=1))
     if args.report:
         from surgbot.bench.report import write_report  # matplotlib: only with --report (CLI start-up)
-        report = merged(result, previous, [area_of(m) for m in selected]) if args.only else result
+        report = merged(result, previous, selected_areas) if args.only else result
         path = write_report(report, REPO / "docs")
         print(f"wrote {path}", file=sys.stderr)
     if args.json:

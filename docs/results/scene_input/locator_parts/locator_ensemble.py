@@ -18,6 +18,15 @@ from surgbot.policies.evaluation import harness  # noqa: E402
 from surgbot.policies.vla.configuration_surgvla import SCENE_ORIENTATION  # noqa: E402
 
 
+def members_mean(ests: np.ndarray) -> np.ndarray:
+    """[M, 8] members' summaries -> their mean, the orientation pair rescaled to the members' mean length (a
+    mean of unit-like pairs pointing apart is shorter than any of them; SurgVLANet.locate does the same)."""
+    s = ests.mean(axis=0)
+    o = ests[:, SCENE_ORIENTATION]
+    s[SCENE_ORIENTATION] *= np.linalg.norm(o, axis=1).mean() / max(np.linalg.norm(s[SCENE_ORIENTATION]), 1e-9)
+    return s
+
+
 class Ensemble:
     def __init__(self, bound, located):
         self.bound, self.located = bound, located
@@ -32,10 +41,7 @@ class Ensemble:
     def infer(self, image, state, instruction, environment_state=None):
         if self.summary is None:
             ests = np.stack([located_summary(loc, image, state, instruction) for loc in self.located])
-            s = ests.mean(axis=0)
-            o = ests[:, SCENE_ORIENTATION]
-            s[SCENE_ORIENTATION] *= np.linalg.norm(o, axis=1).mean() / max(np.linalg.norm(s[SCENE_ORIENTATION]),
-                                                                               1e-9)
+            s = members_mean(ests)
             record = {"estimates": ests.tolist(), "truth": np.asarray(environment_state).tolist()}
             self.summary = self.corrected(s, record, image, state, instruction).astype(np.float32)
             self.estimates.append(record)

@@ -1,5 +1,5 @@
 """Per recorded episode, the mean of located checkpoints' first-frame estimates (240x320; scene_mix.located_summary,
-the yaw pair rescaled to the members' mean length) -> OUT.npy, the rows `policy train --scene-input` reads.
+locator_ensemble.members_mean) -> OUT.npy, the rows `policy train --scene-input` reads.
 
     MUJOCO_GL=osmesa python rows.py DATASET OUT.npy LOCATED [LOCATED ...]
 """
@@ -11,11 +11,11 @@ import gymnasium as gym
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from locator_ensemble import members_mean  # noqa: E402
 from scene_mix import located_summary  # noqa: E402
 
 from surgbot.policies.data.scene_rows import _colour, episode_scene_vectors  # noqa: E402
 from surgbot.policies.evaluation import harness  # noqa: E402
-from surgbot.policies.vla.configuration_surgvla import SCENE_ORIENTATION  # noqa: E402
 from surgbot.sim.envs import ENV_IDS  # noqa: E402
 
 root, out = Path(sys.argv[1]), sys.argv[2]
@@ -28,11 +28,7 @@ for e in entries:
     colour = _colour(e)
     obs, _ = env.reset(seed=int(e["seed"]), options=None if colour is None else {"target": colour})
     ests = np.stack([located_summary(loc, obs["image"], obs["state"], e["instruction"]) for loc in located])
-    s = ests.mean(0)
-    pair = np.linalg.norm(s[SCENE_ORIENTATION])
-    if pair > 1e-9:
-        s[SCENE_ORIENTATION] *= np.linalg.norm(ests[:, SCENE_ORIENTATION], axis=1).mean() / pair
-    rows.append(s)
+    rows.append(members_mean(ests))
 env.close()
 rows = np.array(rows, np.float32)
 err = np.linalg.norm(rows[:, :3] - episode_scene_vectors(root)[:, :3], axis=1) * 1e3

@@ -7,13 +7,12 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[1])]
+from head_inputs import head_inputs  # noqa: E402
 from locator_ensemble import Ensemble, main  # noqa: E402
 
-from surgbot.policies.vla.configuration_surgvla import IMAGE_KEY, LANGUAGE_KEY, SCENE_ORIENTATION  # noqa: E402
-from surgbot.policies.vla.encoder_surgvla import feature_map  # noqa: E402
+from surgbot.policies.vla.configuration_surgvla import SCENE_ORIENTATION  # noqa: E402
 
 SYMMETRY = 4
 HEAD = np.load(sys.argv[1])       # fit_roll.py OUT.npz
@@ -22,15 +21,8 @@ HEAD = np.load(sys.argv[1])       # fit_roll.py OUT.npz
 def read_roll(member, image, state, instruction) -> float:
     """The ridge read-out of the view's roll (deg) from `member`'s locator head inputs on this frame."""
     rt = member.runtime
-    policy = rt.policy
-    loc = policy.model.scene_locator
-    with torch.no_grad():
-        batch = rt.pre(rt.observation(image, state, instruction))
-        lang = loc.language(batch[LANGUAGE_KEY])
-        x = feature_map(loc.blocks, torch.split(loc.film(lang), loc._split, dim=-1),
-                        policy.prepare_image(batch[IMAGE_KEY]))
-        kp = loc.keypoints.positions(loc.keypoints.logits(x), *x.shape[-2:])
-        f = np.concatenate([kp[0].numpy(), x.mean(dim=(2, 3))[0].numpy()])
+    kp, pool = head_inputs(rt.policy, rt.pre(rt.observation(image, state, instruction)))
+    f = np.concatenate([kp[0].numpy(), pool[0].numpy()])
     return float(np.r_[(f - HEAD["mu"]) / HEAD["sd"], 1.0] @ HEAD["w"])
 
 

@@ -5,17 +5,20 @@ positions, pooled features), its estimate, the view (sim/tasks/base.py) and the 
 """
 import json
 import sys
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
 import torch
 
-from surgbot.policies.evaluation import harness
-from surgbot.policies.vla.configuration_surgvla import IMAGE_KEY, LANGUAGE_KEY
-from surgbot.policies.vla.encoder_surgvla import feature_map
-from surgbot.sim.envs import ENV_IDS
-from surgbot.sim.envs.scene_state import scene_vector
-from surgbot.sim.tasks import get_task
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from head_inputs import head_inputs  # noqa: E402
+
+from surgbot.policies.evaluation import harness  # noqa: E402
+from surgbot.policies.vla.configuration_surgvla import IMAGE_KEY, LANGUAGE_KEY  # noqa: E402
+from surgbot.sim.envs import ENV_IDS  # noqa: E402
+from surgbot.sim.envs.scene_state import scene_vector  # noqa: E402
+from surgbot.sim.tasks import get_task  # noqa: E402
 
 ckpt, out = sys.argv[1], sys.argv[2]
 ranges = [tuple(int(x) for x in r.split(":")) for r in sys.argv[3:]]
@@ -33,13 +36,10 @@ with torch.no_grad():
         for seed in range(first, end):
             obs, info = env.reset(seed=seed)
             batch = rt.pre(rt.observation(obs["image"], obs["state"], info["instruction"]))
-            image = policy.prepare_image(batch[IMAGE_KEY])
-            lang = loc.language(batch[LANGUAGE_KEY])
-            x = feature_map(loc.blocks, torch.split(loc.film(lang), loc._split, dim=-1), image)
-            kp = loc.keypoints.positions(loc.keypoints.logits(x), *x.shape[-2:])
-            est = loc.locate(image, batch[LANGUAGE_KEY],
+            kp, pool = head_inputs(policy, batch)
+            est = loc.locate(policy.prepare_image(batch[IMAGE_KEY]), batch[LANGUAGE_KEY],
                              glimpse_image=policy.prepare_glimpse_image(batch[IMAGE_KEY])).out
-            rows.append({"seed": seed, "kp": kp[0].tolist(), "pool": x.mean(dim=(2, 3))[0].tolist(),
+            rows.append({"seed": seed, "kp": kp[0].tolist(), "pool": pool[0].tolist(),
                          "est": est[0].tolist(), "view": list(task.layout(seed, np.zeros(2)).view),
                          "truth": scene_vector(env).tolist()})
 env.close()
