@@ -14,7 +14,14 @@ domain), at the dVRK's default 100 Hz and at 1 kHz:
 * `sim_g1_lowstate_period_psm_<R>hz`: `rt/lowstate` receive gaps from
   `sim_node` (box_trainer: G1 + PSM + camera) with `psm_rate_hz` R while this
   process reads `measured_js` and `setpoint_cp` (the twin skips topics nobody
-  reads, as the dVRK's bridge does).
+  reads, as the dVRK's bridge does);
+* `..._no_camera` (full runs): the same at 1 kHz with the endoscope renderer
+  off (`camera:=false`), which separates the PSM's share of the lowstate
+  jitter from the renderer's.  On the 2-core box the renderer's process
+  (~16 ms of CPU a frame at 30 Hz) makes the physics thread wake late from
+  its pacing sleep (measured: late publishes every ~33 ms, the frame
+  period; a SCHED_IDLE renderer or a SCHED_IDLE busy loop in its place did
+  the same), not the PSM.
 """
 
 from __future__ import annotations
@@ -162,8 +169,9 @@ def _send_x(client, base: np.ndarray, k: int) -> float:
     return float(T[0, 3])
 
 
-def _g1_with_psm_figures(rates: tuple[float, ...], seconds: float) -> list[dict]:
-    """rt/lowstate from one reader (the SDK's channel is one per process) across the sims of `rates`."""
+def _g1_with_psm_figures(runs: tuple[tuple[float, bool], ...], seconds: float) -> list[dict]:
+    """rt/lowstate from one reader (the SDK's channel is one per process) across the sims of
+    `runs` ((psm_rate_hz, camera) each)."""
     from unitree_sdk2py.idl.unitree_hg.msg.dds_ import LowState_
 
     from surgbot import contract
@@ -177,21 +185,23 @@ def _g1_with_psm_figures(rates: tuple[float, ...], seconds: float) -> list[dict]
     reader = unitree.RawReader(dp, contract.G1_TOPIC_LOWSTATE, LowState_, lambda _d, _t: lowstate(None))
     figs: list[dict] = []
     try:
-        for rate in rates:
-            figs += _sim_with_psm(rate, seconds, domain, lowstate)
+        for rate, camera in runs:
+            figs += _sim_with_psm(rate, seconds, domain, lowstate, camera)
     finally:
         del reader
     return figs
 
 
-def _sim_with_psm(rate: float, seconds: float, domain: int, lowstate: _Arrivals) -> list[dict]:
+def _sim_with_psm(rate: float, seconds: float, domain: int, lowstate: _Arrivals, camera: bool = True) -> list[dict]:
     import rclpy
     from sensor_msgs.msg import JointState
 
     from surgbot.hw.crtk import PSMClient, spin_in_background
 
     sim = _start([sys.executable, "-m", "surgbot.nodes.sim_node", "--ros-args", "-p", "scene:=box_trainer",
-                  "-p", f"g1_domain:={domain}", "-p", f"psm_rate_hz:={float(rate)}"])
+                  "-p", f"g1_domain:={domain}", "-p", f"psm_rate_hz:={float(rate)}",
+                  "-p", f"camera:={'true' if camera else 'false'}"])
+    suffix = "" if camera else "_no_camera"
     rclpy.init()
     node = rclpy.create_node(f"bench_sim_psm_{int(rate)}")
     psm_js = _Arrivals()
@@ -213,10 +223,12 @@ def _sim_with_psm(rate: float, seconds: float, domain: int, lowstate: _Arrivals)
         with psm_js.lock:
             t_psm = np.array(psm_js.t)
         if len(t_low) > 2:
-            figs.append(figure(f"sim_g1_lowstate_period_psm_{int(rate)}hz", "ms", samples=np.diff(t_low) * 1e3,
-                               anchor=2.0, anchor_source="contract: 500 Hz",
-                               note=f"sim_node box_trainer, PSM at {rate:g} Hz, measured_js + setpoint_cp read"))
-        figs += _rate_figures("sim_psm_measured_js", rate, t_psm)
+            figs.append(figure(f"sim_g1_lowstate_period_psm_{int(rate)}hz{suffix}", "ms",
+                               samples=np.diff(t_low) * 1e3, anchor=2.0, anchor_source="contract: 500 Hz",
+                               note=f"sim_node box_trainer, PSM at {rate:g} Hz, measured_js + setpoint_cp read"
+                                    + ("" if camera else ", endoscope renderer off")))
+        if camera:
+            figs += _rate_figures("sim_psm_measured_js", rate, t_psm)
     finally:
         spinner.stop()                           # returns once the thread has left rclpy
         node.destroy_node()
@@ -233,8 +245,9 @@ def run(quick: bool) -> list[dict]:
     figs = _ik_figures(quick)
     for rate in (100.0, 1000.0):
         figs += _twin_figures(rate, seconds, n_latency)
-    # quick (smoke check): the combined sim at 1 kHz only; full: its 100 Hz baseline too
-    figs += _g1_with_psm_figures((1000.0,) if quick else (100.0, 1000.0), seconds)
+    # quick (smoke check): the combined sim at 1 kHz only; full: its 100 Hz baseline and 1 kHz without the renderer
+    figs += _g1_with_psm_figures(((1000.0, True),) if quick else ((100.0, True), (1000.0, True), (1000.0, False)),
+                                 seconds)
     return figs
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import sys
@@ -11,10 +12,12 @@ import cv2
 import numpy as np
 import pytest
 
+from surgbot.demo.cli import DEFAULT_SEED, DEFAULT_TASKS
 from surgbot.demo.media import ENDOSCOPE_FPS, ENDOSCOPE_SCALE, OVERVIEW_FPS, VideoRecorder, overlay
 from surgbot.demo.observer import fulcrum_error_m, project
 from surgbot.geometry import pose_to_matrix
 from surgbot.media import Mp4Writer, read_mp4
+from tests.conftest import REPO
 
 pytestmark = pytest.mark.unit
 
@@ -160,3 +163,14 @@ def test_demo_refuses_a_non_empty_output_folder_and_a_busy_port(tmp_path):
         s.listen()
         r = _demo("--out", str(tmp_path / "o2"), "--policy-port", str(s.getsockname()[1]), cwd=tmp_path)
     assert r.returncode == 2 and "in use" in r.stderr and not (tmp_path / "o2").exists()
+
+
+def test_the_default_layouts_are_ones_the_bundled_checkpoint_solves_in_every_evaluation():
+    """The demo's defaults (DEFAULT_SEED, then +1 per task) against the bundled cells of docs/results:
+    bundling another checkpoint and rerunning those cells must not leave the demo on a failing layout."""
+    for k, task in enumerate(DEFAULT_TASKS):
+        seed = DEFAULT_SEED + k
+        for cell in ("bundled", "bundled-appearance", "bundled-tool-follow"):
+            result = json.loads((REPO / "docs" / "results" / f"{cell}@{task}.json").read_text())
+            outcome = {e["seed"]: e["success"] for e in result["per_episode"]}
+            assert outcome.get(seed) is True, (cell, task, seed)

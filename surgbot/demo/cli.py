@@ -14,7 +14,8 @@ topics and the videos are written.
 
 Outputs in `--out` (default `out/demo`): endoscope.mp4, overview.mp4,
 summary.json, summary.png, logs/ (one log per node).  The seeds default to
-evaluation seeds (>= 100000, never used for training).
+evaluation seeds (>= 100000, never used for training), chosen as layouts the
+bundled checkpoint solves (see DEFAULT_SEED); `--seed` shows any other.
 """
 
 from __future__ import annotations
@@ -32,7 +33,11 @@ from surgbot.errors import CliError
 
 DEFAULT_OUT = Path("out/demo")
 DEFAULT_TASKS = ("needle_pick", "peg_transfer")
-DEFAULT_SEED = 100_000
+# A demo shows the stack working, so its default layouts are ones the bundled checkpoint solves:
+# needle_pick 100017 and peg_transfer 100018 succeeded in all three in-process evaluations of
+# docs/results (nominal, appearance shift, TOOL_FOLLOW).  Over the 50 evaluation layouts
+# peg_transfer succeeds 31 times (README "Status"); other seeds fail that often.
+DEFAULT_SEED = 100_017
 # The policy runs at 15 Hz: a 30 Hz endoscope would cost a third of a core (osmesa) for frames nobody uses.
 CAMERA_HZ = 15.0
 DEMO_NICE = 5             # this process (observer, video encoding) below the real-time chain (stack.NICE_BACKGROUND)
