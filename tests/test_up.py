@@ -84,7 +84,20 @@ def test_up_brings_the_sim_stack_up_and_a_killed_node_stops_it(processes, tmp_pa
                                  (contract.G1_JOINT_STATES, JointState, 10),
                                  (contract.psm_topic("measured_js"), JointState, 10)):
             node.create_subscription(kind, topic, lambda _m, t=topic: seen.__setitem__(t, time.monotonic()), qos)
+        # the G1's command sources say in /diagnostics whether they have heard the supervisor (the demo
+        # waits for it before engaging: the nodes discover each other on their own)
+        from diagnostic_msgs.msg import DiagnosticArray
+        heard: dict[str, str] = {}
+
+        def on_diagnostics(msg):
+            for st in msg.status:
+                for kv in st.values:
+                    if kv.key == "safety_state_heard":
+                        heard[st.name] = kv.value
+        node.create_subscription(DiagnosticArray, "/diagnostics", on_diagnostics, 50)
         assert _wait_for(lambda: ex.spin_once(timeout_sec=0.05) or len(seen) == 4, 90), (seen, processes.log(up))
+        assert _wait_for(lambda: ex.spin_once(timeout_sec=0.05) or (
+            heard.get("g1_bridge") == heard.get("endoscope_holder") == "True"), 30), heard
     children = {c.pid: " ".join(c.cmdline()) for c in psutil.Process(up.pid).children(recursive=True)}
     holder = next(pid for pid, cmd in children.items() if "surgbot.nodes.endoscope_holder" in cmd)
     t_kill = time.monotonic()

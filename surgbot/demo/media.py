@@ -96,10 +96,14 @@ class VideoRecorder:
         except Exception as exc:    # noqa: BLE001 - reported in the summary; the demo goes on
             self.error = f"{type(exc).__name__}: {exc}"
 
-    def stop(self) -> dict:
-        """Stop sampling, write both files; their paths and frame counts."""
+    def stop_sampling(self) -> None:
+        """Keep no more frames (the run is over); `stop()` then writes what was kept."""
         self._stop.set()
         self._thread.join()
+
+    def stop(self) -> dict:
+        """Stop sampling, write both files; their paths and frame counts."""
+        self.stop_sampling()
         try:
             for jpeg, lines in self._endoscope_kept:
                 self.endoscope.write(overlay(_rgb(jpeg), lines))

@@ -105,6 +105,8 @@ class DemoObserver:
         self.tool_in_view: list[bool] = []
         self.inference_ms: list[float] = []
         self.error_diagnostics: set[str] = set()
+        self.node_values: dict[str, dict[str, str]] = {}         # /diagnostics key/values by node
+        self.safety_stops: list[dict] = []                        # each entry into FAULT/ESTOP, with its reasons
         self.rates = defaultdict(RateCounter)
         self._anchor: np.ndarray | None = None
         self._t0 = time.monotonic()
@@ -195,16 +197,26 @@ class DemoObserver:
 
     def _on_safety(self, msg: String) -> None:
         state = _json_map(msg)
-        if state is not None:
-            self.safety = state
+        if state is None:
+            return
+        was = (self.safety or {}).get("state", "OK")
+        if state.get("state") != "OK" and was == "OK":
+            self.safety_stops.append({"t_s": round(self._now(), 2), "state": state.get("state"),
+                                      "reasons": list(state.get("reasons", []))})
+        self.safety = state
 
     def _on_mode(self, msg: String) -> None:
         self.endoscope_mode = msg.data
 
     def _on_diagnostics(self, msg: DiagnosticArray) -> None:
         for status in msg.status:
+            self.node_values[status.name] = {kv.key: kv.value for kv in status.values}
             if status.level >= DiagnosticStatus.ERROR:
                 self.error_diagnostics.add(f"{status.name}: {status.message}")
+
+    def heard_supervisor(self, node: str) -> bool:
+        """`node`'s diagnostics say it has received /safety/state (SafetyLink.status)."""
+        return self.node_values.get(node, {}).get("safety_state_heard") == "True"
 
     # ------------------------------------------------------------------ accessors (any thread)
     def frames(self) -> tuple[np.ndarray | None, np.ndarray | None]:

@@ -39,8 +39,10 @@ def build_summary(observer, tasks: list[dict], wall_s: float, videos: dict, note
         "policy_inference_ms": _stats(observer.inference_ms),
         "gate_rejections": policy.get("gate_rejections", {}),
         "safety_state": safety.get("state"),
-        "faults": sorted(observer.error_diagnostics),
-        "fault_count": len(observer.error_diagnostics),
+        # each entry of /safety/state into FAULT or ESTOP during the run (run time, reasons)
+        "faults": list(observer.safety_stops),
+        "fault_count": len(observer.safety_stops),
+        "error_diagnostics": sorted(observer.error_diagnostics),
         "wall_s": wall_s,
         "videos": videos,
         "notes": notes,

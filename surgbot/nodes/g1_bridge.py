@@ -265,7 +265,7 @@ class G1BridgeNode(Node):
         values = dict(st, lowstate_age_ms=(age * 1e3 if math.isfinite(age) else -1.0),
                       lowstate_bad_crc=self.lowstate_bad_crc,
                       lowstate_bad_mode_machine=self.lowstate_bad_mode_machine,
-                      last_rejection=self.last_rejection)
+                      last_rejection=self.last_rejection, safety_state_heard=self.safety.heard())
         values.pop("lowstate_age")
         return level, f"{st['state']}: {reason}", values
 

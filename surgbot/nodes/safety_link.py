@@ -75,4 +75,11 @@ class SafetyLink:
     def status(self) -> dict:
         """For /diagnostics."""
         return {"safety": self.block or "OK", "safety_stops": self.stops,
-                "safety_supervisor_required": self.cfg.require_safety_supervisor}
+                "safety_supervisor_required": self.cfg.require_safety_supervisor,
+                "safety_state_heard": self.heard()}
+
+    def heard(self) -> bool:
+        """A /safety/state has arrived (the nodes discover each other on their own, seconds apart
+        on a loaded start-up: a source that has not heard the supervisor refuses to engage)."""
+        with self._lock:
+            return self.watch.last_s is not None
