@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from surgbot.policies.results import cells as C
-from surgbot.policies.results import report
+from surgbot.policies.results import plots, reading, report
 from surgbot.policies.results.runner import runs_wall_s, settle_killed_runs, trained_by_other_commands
 from surgbot.policies.results.stats import Z95, wilson_interval
 from tests.conftest import REPO
@@ -145,7 +145,7 @@ def test_page_and_plots_from_fixture_json(tmp_path):
     report.generate(tmp_path)
     again = (tmp_path / "docs" / "results.md").read_text()
     assert again.count(report.IDM_BEGIN) == 1 and block in again and "12/50 = 24%" in again
-    for name in (report.PLOT_SUCCESS, report.PLOT_SCALING, report.PLOT_CURVES):
+    for name in (plots.PLOT_SUCCESS, plots.PLOT_SCALING, plots.PLOT_CURVES):
         assert (d / name).read_bytes()[:8] == PNG_MAGIC and (d / name).stat().st_size > 5000
 
 
@@ -167,33 +167,33 @@ def test_cli_lists_commands_and_refuses_unknown_cells(tmp_path):
 
 
 def test_vla_cells_evaluated_before_an_evaluation_change_are_named():
-    """`git_commit` of a cell against report.EVALUATION_CHANGES: a commit that contains the change (HEAD)
+    """`git_commit` of a cell against reading.EVALUATION_CHANGES: a commit that contains the change (HEAD)
     is current, an older one (5007ceb, before the goal memory) or none is named; baselines never."""
     head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                           cwd=REPO, check=True).stdout.strip()
     res = {"vla-50@reach": {"git_commit": head}, "vla-5@reach": {"git_commit": "5007ceb"},
            "bundled@reach": {}, "act-50@reach": {"git_commit": "5007ceb"}}
-    change = report.EVALUATION_CHANGES[0][0]
+    change = reading.EVALUATION_CHANGES[0][0]
     # a shallow clone may lack the change's commit: then nothing can be shown to contain it (all named)
     have = subprocess.run(["git", "cat-file", "-e", f"{change}^{{commit}}"], cwd=REPO).returncode == 0
     expected = ["bundled@reach", "vla-5@reach"] if have else ["bundled@reach", "vla-50@reach", "vla-5@reach"]
-    assert report.evaluated_before(res, change) == expected
+    assert reading.evaluated_before(res, change) == expected
 
 
 def test_cells_trained_on_demonstrations_recorded_before_a_data_change_are_named():
-    """report.DATA_CHANGES: a cell whose datasets include the task's demonstrations and whose run does not
+    """reading.DATA_CHANGES: a cell whose datasets include the task's demonstrations and whose run does not
     contain the change is named (baselines too: they learnt from the same data); a cell without that task's
     data, or the bundled checkpoint's (no datasets), is not."""
     head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                           cwd=REPO, check=True).stdout.strip()
-    change, task, _ = report.DATA_CHANGES[0]
+    change, task, _ = reading.DATA_CHANGES[0]
     assert task == "needle_pick"
     res = {"vla-50@reach": {"git_commit": "5007ceb"}, "act-50@needle_pick": {"git_commit": "5007ceb"},
            "act-50@reach": {"git_commit": "5007ceb"}, "vla-20@reach": {"git_commit": head},
            "bundled@needle_pick": {"git_commit": "5007ceb"}}
     have = subprocess.run(["git", "cat-file", "-e", f"{change}^{{commit}}"], cwd=REPO).returncode == 0
     expected = ["act-50@needle_pick", "vla-50@reach"] + ([] if have else ["vla-20@reach"])
-    assert report.trained_before(res, change, task) == sorted(expected)
+    assert reading.trained_before(res, change, task) == sorted(expected)
 
 
 def test_a_repeat_cell_runs_the_same_commands_into_its_own_folder():
@@ -268,17 +268,17 @@ def test_the_goals_verdicts_follow_the_numbers():
     base = fixture_cell("vla-5@needle_pick", 0, 1000.0)
     up = fixture_cell("vla-5-pseudo50@needle_pick", 10, 1000.0)
     flat = fixture_cell("vla-5-pseudo200@needle_pick", 3, 1000.0)
-    lines = report.pseudo_goal({"vla-5@needle_pick": base, "vla-5-pseudo50@needle_pick": up,
+    lines = reading.pseudo_goal({"vla-5@needle_pick": base, "vla-5-pseudo50@needle_pick": up,
                                 "vla-5-pseudo200@needle_pick": flat})
     assert len(lines) == 1 and "met on needle_pick, 50 clips**" in lines[0] and "best +20 points" in lines[0]
-    assert "not met" in report.pseudo_goal({"vla-5@needle_pick": base, "vla-5-pseudo200@needle_pick": flat})[0]
+    assert "not met" in reading.pseudo_goal({"vla-5@needle_pick": base, "vla-5-pseudo200@needle_pick": flat})[0]
     # both at 0/50 on every task: equal rates show nothing, so the goal is not met whatever the cost
     zero = [(t, fixture_cell(f"vla-50@{t}", 0, 100.0), fixture_cell(f"act-50@{t}", 0, 500.0)) for t in C.TASKS]
-    assert "not met**" in report.baseline_goal(zero)[0] and "show" in report.baseline_goal(zero)[0]
+    assert "not met**" in reading.baseline_goal(zero)[0] and "show" in reading.baseline_goal(zero)[0]
     # better everywhere but dearer than the trainings it replaces: not met
     dear = [(t, fixture_cell(f"vla-50@{t}", 30, 3000.0), fixture_cell(f"act-50@{t}", 10, 500.0)) for t in C.TASKS]
-    assert "not met**" in report.baseline_goal(dear)[0] and "50.0 min for the 3 tasks vs 25.0 min" in \
-        report.baseline_goal(dear)[0]
+    assert "not met**" in reading.baseline_goal(dear)[0] and "50.0 min for the 3 tasks vs 25.0 min" in \
+        reading.baseline_goal(dear)[0]
 
 
 def test_a_machine_that_built_nothing_keeps_the_last_builders_cost_table(tmp_path):
@@ -300,16 +300,16 @@ def test_a_machine_that_built_nothing_keeps_the_last_builders_cost_table(tmp_pat
 
 def test_cells_stale_for_several_data_changes_are_named_once(monkeypatch):
     """Two changes of the same task's data that the same cells predate: one line names both changes."""
-    monkeypatch.setattr(report, "DATA_CHANGES", [("aaaa", "needle_pick", "change A"),
+    monkeypatch.setattr(reading, "DATA_CHANGES", [("aaaa", "needle_pick", "change A"),
                                                  ("bbbb", "needle_pick", "change B")])
-    monkeypatch.setattr(report, "trained_before", lambda res, change, task: ["vla-50@needle_pick"])
-    lines = [ln for ln in report.reading({"vla-50@needle_pick": {"successes": 1, "episodes": 50}}).splitlines()
+    monkeypatch.setattr(reading, "trained_before", lambda res, change, task: ["vla-50@needle_pick"])
+    lines = [ln for ln in reading.reading({"vla-50@needle_pick": {"successes": 1, "episodes": 50}}).splitlines()
              if "demonstrations recorded before" in ln]
     assert len(lines) == 1 and "change A and before change B" in lines[0] and "`vla-50@needle_pick`" in lines[0]
     # different cells for the second change: a line each
     def two_sets(res, change, task):
         return ["vla-50@needle_pick"] + (["vla-5@reach"] if change == "bbbb" else [])
-    monkeypatch.setattr(report, "trained_before", two_sets)
-    lines = [ln for ln in report.reading({"vla-50@needle_pick": {"successes": 1, "episodes": 50}}).splitlines()
+    monkeypatch.setattr(reading, "trained_before", two_sets)
+    lines = [ln for ln in reading.reading({"vla-50@needle_pick": {"successes": 1, "episodes": 50}}).splitlines()
              if "demonstrations recorded before" in ln]
     assert len(lines) == 2

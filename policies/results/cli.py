@@ -73,7 +73,7 @@ def _check_names(names: list[str]) -> None:
 def cmd_list(args) -> int:
     from surgbot.policies.results import runner
     from surgbot.policies.results.cells import CELLS, SECTIONS
-    from surgbot.policies.results.report import stale_cells
+    from surgbot.policies.results.reading import stale_cells
     if args.section and args.section not in SECTIONS:
         raise CliError(f"unknown section {args.section!r} (choose from {', '.join(SECTIONS)})")
     evaluator = "harness" if runner.harness_installed() else "interim"
