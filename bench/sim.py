@@ -31,7 +31,8 @@ _RENDER_PROBE = r"""
 import json, os, sys, time
 sys.path.insert(0, os.getcwd())
 import mujoco, numpy as np
-from surgbot.sim.scene import build_model, reset_to_stand, OUTER_GROUP
+from surgbot.sim.scene import build_model, reset_to_stand
+from surgbot.sim.scene_layouts import OUTER_GROUP
 m = build_model("box_trainer"); d = mujoco.MjData(m); reset_to_stand(m, d)
 r = mujoco.Renderer(m, 240, 320); opt = mujoco.MjvOption(); opt.geomgroup[OUTER_GROUP] = 0
 ts = []

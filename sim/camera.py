@@ -72,7 +72,6 @@ DEFAULT_HZ = 30.0
 # it anyway; the console video shows stair-stepped edges.  The Gymnasium env renders at the
 # policy's size directly and keeps the model's own setting.
 TWIN_MSAA_SAMPLES = 0
-HIDDEN_GEOM_GROUP = 3      # sim.scene.OUTER_GROUP: box lid/walls, head shell
 READY_TIMEOUT_S = 30.0
 OVERVIEW_CAMERA = "overview"                # sim.scene: the outside view of humanoid, scope and PSM
 _REPO = Path(__file__).resolve().parent.parent

@@ -50,6 +50,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from surgbot.geometry import ns_to_stamp
 from surgbot.processes import leave_realtime_scheduling
+from surgbot.sim.scene_layouts import OUTER_GROUP
 
 # Header slots (int64).
 STATE_SEQ, CONSUMED, STATE_STAMP, FRAME_SEQ, FRAME_STAMP, FRAMES, STOP, ERROR_LEN, RENDER_COUNT = range(9)
@@ -58,7 +59,6 @@ HEADER_SLOTS = 16
 T_FIRST, T_LAST = range(2)
 RENDER_RING = 1000
 ERROR_BYTES = 1024
-HIDDEN_GEOM_GROUP = 3      # sim.scene.OUTER_GROUP: box lid/walls, head shell
 # Under CPU contention (2 cores) the physics process gets the larger share:
 # a late frame is a dropped frame, a late physics step is a lowstate gap.
 RENDER_NICE = 5
@@ -223,7 +223,7 @@ def serve(spec: dict) -> int:
         data = mujoco.MjData(model)
         option = mujoco.MjvOption()
         if spec["hide_outer"]:
-            option.geomgroup[HIDDEN_GEOM_GROUP] = 0
+            option.geomgroup[OUTER_GROUP] = 0     # box lid/walls, head shell
         last_seq = 0
         while not header[STOP]:
             try:

@@ -27,6 +27,7 @@ from surgbot import contract
 from surgbot.bench.endoscope import ArmLoop
 from surgbot.control.endoscope_holder import FAULT, HOLD
 from surgbot.sim import scene as scenes
+from surgbot.sim import scene_layouts
 from surgbot.sim.entry_point import ENTRY_FORCE_TOPIC, EntryModel, entry_stiffness
 from tests.conftest import PYTHON
 from tests.endoscope_rig import line_distance, pose_of
@@ -47,8 +48,8 @@ def shaft_line_distance(data, port) -> tuple[float, np.ndarray]:
 
 
 @pytest.mark.unit
-@pytest.mark.parametrize("scene, k", [("box_trainer", scenes.PORT_STIFFNESS),
-                                      ("endonasal", scenes.NOSTRIL_STIFFNESS)])
+@pytest.mark.parametrize("scene, k", [("box_trainer", scene_layouts.PORT_STIFFNESS),
+                                      ("endonasal", scene_layouts.NOSTRIL_STIFFNESS)])
 def test_entry_force_is_the_documented_spring_applied_at_the_shaft(scene, k):
     m = scenes.build_model(scene)
     d = mujoco.MjData(m)
@@ -94,7 +95,7 @@ def test_a_scope_dragged_off_the_port_loads_the_tissue_by_k_times_the_fulcrum_er
     err = np.array([r[0] for r in rows])
     force = np.array([r[1] for r in rows])
     engaged = np.array([r[2] for r in rows])
-    k = scenes.PORT_STIFFNESS
+    k = scene_layouts.PORT_STIFFNESS
     # the force of each step is computed before that step's physics: compare with the error one step
     # earlier, while the port is on the inserted shaft (dragged far enough, the scope leaves the port)
     both = engaged[1:] & engaged[:-1]
@@ -164,5 +165,5 @@ def test_twin_publishes_the_entry_force_of_a_pushed_arm(processes):
         errs = [line_distance(port, *pose_of(m)) for _, m in tips[-10:]]
         assert max(at_rest) < 0.05
         assert fn > 0.2, "a 2 Nm wrist torque on the soft standing arm visibly loads the nostril"
-        assert fn == pytest.approx(scenes.NOSTRIL_STIFFNESS * float(np.median(errs)), rel=0.1)
+        assert fn == pytest.approx(scene_layouts.NOSTRIL_STIFFNESS * float(np.median(errs)), rel=0.1)
     processes.stop(sim)

@@ -16,7 +16,8 @@ import pytest
 
 from surgbot import contract
 from surgbot.sim.camera import EndoscopeCamera, intrinsics
-from surgbot.sim.scene import SPHENOID_TARGET_RGBA, TARGET_COLOURS, build_model, reset_to_stand
+from surgbot.sim.scene import build_model, reset_to_stand
+from surgbot.sim.scene_layouts import SPHENOID_TARGET_RGBA, TARGET_COLOURS
 from surgbot.sim.world import SimWorld
 from tests.conftest import PYTHON, REPO
 

@@ -15,7 +15,8 @@ import pytest
 import surgbot.sim.envs  # noqa: F401 - registers the environments
 from surgbot.sim.envs import ENV_IDS
 from surgbot.sim.envs.experts import make_expert
-from surgbot.sim.scene import TRANSFER_BLOCK, TRANSFER_BLOCK_HALF, stand_scope_line
+from surgbot.sim.scene import stand_scope_line
+from surgbot.sim.scene_layouts import TRANSFER_BLOCK, TRANSFER_BLOCK_HALF
 from surgbot.sim.tasks import TASKS, get_task
 from surgbot.sim.tasks.base import COLOURS, DISTRACTOR_SLOTS, view_pose
 

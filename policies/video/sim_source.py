@@ -31,7 +31,8 @@ from surgbot.sim.camera import mujoco_pixels
 from surgbot.sim.envs import ENV_IDS
 from surgbot.sim.envs.experts import make_expert
 from surgbot.sim.envs.surg_env import CONTROL_HZ
-from surgbot.sim.scene import ENDOSCOPE_CAMERA, ENV_VIEW_BODY, OUTER_GROUP
+from surgbot.sim.scene import ENDOSCOPE_CAMERA, ENV_VIEW_BODY
+from surgbot.sim.scene_layouts import OUTER_GROUP
 from surgbot.sim.tasks.base import view_pose
 
 # Expert style outside the demos' ranges (sim/tasks/base.py Task._finish).

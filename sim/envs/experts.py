@@ -25,7 +25,7 @@ from surgbot.geometry import pose10_from_matrix
 from surgbot.kinematics import psm as kin
 from surgbot.sim.envs.perturbation import Perturbation
 from surgbot.sim.envs.surg_env import CONTROL_HZ, SurgEnv
-from surgbot.sim.scene import NEEDLE_RADIUS_M, TRANSFER_BLOCK, TRANSFER_BLOCK_HALF
+from surgbot.sim.scene_layouts import NEEDLE_RADIUS_M, TRANSFER_BLOCK, TRANSFER_BLOCK_HALF
 from surgbot.sim.tasks.base import down_rotation
 
 JAW_RATE = 1.5                   # rad/s

@@ -29,7 +29,7 @@ import math
 
 import numpy as np
 
-from surgbot.sim.scene import NEEDLE_RADIUS_M, TRANSFER_BLOCK
+from surgbot.sim.scene_layouts import NEEDLE_RADIUS_M, TRANSFER_BLOCK
 
 SCENE_DIM = 8
 SCENE_NAMES = ["grasp_x", "grasp_y", "grasp_z", "orient_cos", "orient_sin", "place_x", "place_y", "place_z"]

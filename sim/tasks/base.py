@@ -32,7 +32,8 @@ import mujoco
 import numpy as np
 
 from surgbot.geometry import matrix_to_quat
-from surgbot.sim.scene import ENV_VIEW_BODY, TARGET_COLOURS, stand_camera_pose, stand_scope_line
+from surgbot.sim.scene import ENV_VIEW_BODY, stand_camera_pose, stand_scope_line
+from surgbot.sim.scene_layouts import TARGET_COLOURS
 
 COLOURS = tuple(TARGET_COLOURS)                    # ("red", "green", "blue")
 TARGET_AREA_HALF = 0.030                           # targets: +- 30 mm about the task centre

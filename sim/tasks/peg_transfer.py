@@ -16,7 +16,7 @@ import math
 
 import numpy as np
 
-from surgbot.sim.scene import TRANSFER_BLOCK, TRANSFER_BLOCK_HALF
+from surgbot.sim.scene_layouts import TRANSFER_BLOCK, TRANSFER_BLOCK_HALF
 from surgbot.sim.tasks.base import COLOURS, BoxGeometry, Layout, Monitor, Task, place_apart
 
 BLOCK_AREA_HALF = 0.025

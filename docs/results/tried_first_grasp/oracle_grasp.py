@@ -16,7 +16,7 @@ import torch
 
 from surgbot.policies.evaluation import harness
 from surgbot.sim.envs.experts import NEEDLE_GRASP_PRESS_M
-from surgbot.sim.scene import NEEDLE_RADIUS_M
+from surgbot.sim.scene_layouts import NEEDLE_RADIUS_M
 
 
 def main(checkpoint: str, first_seed: int, n: int, radius_m: float, hold: bool) -> None:
