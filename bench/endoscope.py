@@ -5,7 +5,7 @@ scene model from `sim.scene` (same MJCF the twin serves), the G1 held by the
 twin's standing PD (`sim.g1_twin.STAND_KP/KD` with gravity feed-forward) and
 the upper body driven, like `rt/arm_sdk` at weight 1 from `g1_bridge`, by a PD
 toward the holder's joint command with the bridge's own gains
-(`surgbot.control.g1_bridge.DEFAULT_KP/KD`), its per-joint speed limit and,
+(`surgbot.control.g1_arm.DEFAULT_KP/KD`), its per-joint speed limit and,
 optionally, its gravity feed-forward (off: the holder's integrator must remove
 the sag alone), with a command delay standing in for the DDS round trip.
 Ground truth is read from MuJoCo's sites, never from the controller.
@@ -22,7 +22,7 @@ import pinocchio as pin
 
 from surgbot import bench, contract
 from surgbot.control.endoscope_holder import EndoscopeHolderCore, HolderConfig
-from surgbot.control.g1_bridge import DEFAULT_KD, DEFAULT_KP
+from surgbot.control.g1_arm import DEFAULT_KD, DEFAULT_KP
 from surgbot.control.pivot import PivotConfig
 from surgbot.geometry import matrix_to_quat
 from surgbot.kinematics.g1_arm import RIGHT_ARM_JOINTS, WAIST_JOINTS, G1ScopeArm

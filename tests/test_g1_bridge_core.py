@@ -9,17 +9,16 @@ import numpy as np
 import pytest
 
 from surgbot import contract
-from surgbot.control.g1_bridge import (
+from surgbot.control.g1_arm import (
     G1_MJCF,
     N_UPPER,
     UPPER,
     UPPER_LIMITS_TABLE,
     UPPER_NAMES,
-    G1BridgeCore,
     GravityModel,
-    State,
     joint_limits_from_mjcf,
 )
+from surgbot.control.g1_bridge import G1BridgeCore, State
 
 pytestmark = pytest.mark.unit
 
@@ -258,7 +257,7 @@ def test_config_file_gains_are_the_core_defaults():
 
     import yaml
 
-    from surgbot.control.g1_bridge import DEFAULT_KD, DEFAULT_KP
+    from surgbot.control.g1_arm import DEFAULT_KD, DEFAULT_KP
     path = Path(__file__).resolve().parents[1] / "config" / "g1_bridge.yaml"
     params = yaml.safe_load(path.read_text())["g1_bridge"]["ros__parameters"]
     assert params["kp"] == DEFAULT_KP.tolist() and params["kd"] == DEFAULT_KD.tolist()

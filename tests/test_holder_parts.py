@@ -16,7 +16,7 @@ import pytest
 
 from surgbot.contract import ENDOSCOPE_MODES
 from surgbot.control.follow import HeadFollow, ToolFollow
-from surgbot.control.g1_bridge import DEFAULT_KD, UPPER_NAMES
+from surgbot.control.g1_arm import DEFAULT_KD, UPPER_NAMES
 from surgbot.control.holder_config import HolderConfig
 from surgbot.control.holder_modes import EVENT_LOG_MAX, Gate, HolderResult, ModeMachine, State
 from surgbot.control.joint_servo import MASS_REFRESH_STEPS, JointServo

@@ -15,7 +15,8 @@ import math
 import numpy as np
 import pytest
 
-from surgbot.control.g1_bridge import UPPER_LIMITS_TABLE, G1BridgeCore
+from surgbot.control.g1_arm import UPPER_LIMITS_TABLE
+from surgbot.control.g1_bridge import G1BridgeCore
 from surgbot.control.g1_bridge import State as BridgeState
 from surgbot.control.holder_modes import ModeMachine
 from surgbot.control.holder_modes import State as HolderState

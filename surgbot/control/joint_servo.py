@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 import pinocchio as pin
 
-from surgbot.control.g1_bridge import DEFAULT_KD, DEFAULT_KP, UPPER_NAMES
+from surgbot.control.g1_arm import DEFAULT_KD, DEFAULT_KP, UPPER_NAMES
 from surgbot.control.holder_config import HolderConfig
 from surgbot.kinematics.g1_arm import G1ScopeArm
 

@@ -37,15 +37,8 @@ from unitree_sdk2py.idl.unitree_hg.msg.dds_ import LowCmd_, LowState_
 from surgbot import contract
 from surgbot.config import check_ranges, param
 from surgbot.control.bridge_memory import WeightMemory, default_path
-from surgbot.control.g1_bridge import (
-    UPPER_SLICE,
-    ArmSdkCommand,
-    G1BridgeConfig,
-    G1BridgeCore,
-    GravityModel,
-    State,
-    upper_limits,
-)
+from surgbot.control.g1_arm import UPPER_SLICE, GravityModel, upper_limits
+from surgbot.control.g1_bridge import ArmSdkCommand, G1BridgeConfig, G1BridgeCore, State
 from surgbot.hw import unitree
 from surgbot.nodes.safety_link import SafetyLink
 from surgbot.pacing import Pacer
