@@ -4,7 +4,7 @@
 hold, a servo stream (with its velocity feed-forward), trapezoidal moves
 (the homing move among them), twist integration for `servo_cv`, and the
 effort mode in which the setpoint follows the arm.  It applies no rules:
-`PSMCore` (sim/psm_state.py) checks every command against the dVRK's
+`PSMCore` (sim/psm_core.py) checks every command against the dVRK's
 operating state and limits first, and reports what happened.
 """
 

@@ -7,7 +7,7 @@ environment sees the same servo_cp behaviour as on the ROS stack.
 
 Every physics step `control(data, t, dt, commands)`:
 * feeds the commands (kind, args) to the dVRK state machine and motion
-  generator `PSMCore` (sim/psm_state.py); of the streamed kinds only the
+  generator `PSMCore` (sim/psm_core.py); of the streamed kinds only the
   newest in a batch is applied (as a real arm servoing at its own rate);
 * steps the core with the measured joints;
 * writes the MuJoCo position servos (joint PID: ctrl = setpoint + velocity
@@ -23,7 +23,8 @@ import mujoco
 import numpy as np
 
 from surgbot.contract import PSM_JAW_NAME, PSM_JOINT_NAMES
-from surgbot.sim.psm_state import PSMCore, Setpoint
+from surgbot.sim.psm_core import PSMCore
+from surgbot.sim.psm_state import Setpoint
 
 PSM_BASE_BODY = "PSM1_base"
 INTEGRAL_RATE = 1.0                       # ki / kp, 1/s

@@ -52,8 +52,8 @@ from surgbot.contract import (
 )
 from surgbot.kinematics import psm as kin
 from surgbot.pacing import Pacer
+from surgbot.sim.psm_core import PSMCore
 from surgbot.sim.psm_plant import PSMPlant
-from surgbot.sim.psm_state import PSMCore
 
 MODEL_PATH = Path(__file__).resolve().parent / "models" / "psm.xml"
 GT_PSM_RCM = "/sim/ground_truth/psm_rcm"

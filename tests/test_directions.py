@@ -30,8 +30,9 @@ import pytest
 from surgbot import contract
 from surgbot.bench.endoscope import ArmLoop
 from surgbot.control.endoscope_holder import HEAD_FOLLOW, HOLD, TELEOP
+from surgbot.sim.psm_core import PSMCore
 from surgbot.sim.psm_motion import SERVO_CV_TIMEOUT_S
-from surgbot.sim.psm_state import ENABLED, PSMCore
+from surgbot.sim.psm_state import ENABLED
 from surgbot.sim.scene import PSM_XML
 
 pytestmark = pytest.mark.unit

@@ -8,6 +8,7 @@ import pytest
 
 from surgbot.contract import PSM_JOINT_NAMES
 from surgbot.kinematics import psm
+from surgbot.sim.psm_core import PSMCore
 from surgbot.sim.psm_state import (
     ACCEPTED,
     BRAKE_SLIP,
@@ -16,7 +17,6 @@ from surgbot.sim.psm_state import (
     FAULT,
     PAUSED,
     STATE_COMMANDS,
-    PSMCore,
 )
 from surgbot.sim.psm_trajectory import TrapezoidTrajectory
 

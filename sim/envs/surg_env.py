@@ -40,8 +40,9 @@ from gymnasium import spaces  # noqa: E402
 from surgbot.geometry import invert_transform, matrix_from_pose10, pose10_from_matrix  # noqa: E402
 from surgbot.kinematics import psm as kin  # noqa: E402
 from surgbot.sim.camera import mujoco_pixels  # noqa: E402
+from surgbot.sim.psm_core import PSMCore  # noqa: E402
 from surgbot.sim.psm_plant import PSMPlant  # noqa: E402
-from surgbot.sim.psm_state import ENABLED, FAULT, PSMCore  # noqa: E402
+from surgbot.sim.psm_state import ENABLED, FAULT  # noqa: E402
 from surgbot.sim.scene import ENDOSCOPE_CAMERA, build_env_model  # noqa: E402
 from surgbot.sim.scene_layouts import OUTER_GROUP  # noqa: E402
 from surgbot.sim.tasks import BoxGeometry, Layout, apply_layout, configure_solver, get_task  # noqa: E402
