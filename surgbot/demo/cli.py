@@ -33,11 +33,13 @@ from surgbot.errors import CliError
 
 DEFAULT_OUT = Path("out/demo")
 DEFAULT_TASKS = ("needle_pick", "peg_transfer")
-# A demo shows the stack working, so its default layouts are ones the bundled checkpoint solves:
-# needle_pick 100017 and peg_transfer 100018 succeeded in all three in-process evaluations of
-# docs/results (nominal, appearance shift, TOOL_FOLLOW).  Over the 50 evaluation layouts
-# peg_transfer succeeds 31 times (README "Status"); other seeds fail that often.
-DEFAULT_SEED = 100_017
+# A demo shows the stack working, so its default layouts are ones the bundled checkpoint solves
+# with a margin: needle_pick 100014 and peg_transfer 100015 succeeded in all three in-process
+# evaluations of docs/results (nominal, appearance shift, TOOL_FOLLOW), peg_transfer each time
+# in 14.5-16.8 s of its 30 s horizon (a layout solved slowly in some evaluations, 24 of 30 s,
+# failed through the stack once in four runs).  Over the 50 evaluation layouts peg_transfer
+# succeeds 31 times (README "Status"); other seeds fail that often.
+DEFAULT_SEED = 100_014
 # The policy runs at 15 Hz: a 30 Hz endoscope would cost a third of a core (osmesa) for frames nobody uses.
 CAMERA_HZ = 15.0
 DEMO_NICE = 5             # this process (observer, video encoding) below the real-time chain (stack.NICE_BACKGROUND)
