@@ -1,4 +1,5 @@
-"""Formatting shared by the results page's sections and its reading: rates, intervals, costs, tables."""
+"""Shared by the results page's sections and its reading: formatting of rates, intervals, costs, tables, and the
+repeat-run comparison."""
 
 from __future__ import annotations
 

@@ -29,6 +29,17 @@ from surgbot.policies.vla.encoder_surgvla import (
 ORIENTATION_EPS = 1e-9        # locate: a mean yaw pair this short is left unscaled (opposite estimates)
 
 
+def members_mean(estimates: Tensor) -> Tensor:
+    """Locator members' scene estimates [M, B, scene_dim] -> their mean [B, scene_dim], the (cos, sin)
+    yaw pair rescaled to the members' mean length (a mean of unit-like vectors pointing apart is
+    shorter than any of them)."""
+    mean = estimates.mean(dim=0)
+    pair = mean[:, SCENE_ORIENTATION]
+    length = estimates[:, :, SCENE_ORIENTATION].norm(dim=-1).mean(dim=0)
+    mean[:, SCENE_ORIENTATION] = pair * (length / pair.norm(dim=-1).clamp_min(ORIENTATION_EPS))[:, None]
+    return mean
+
+
 class SurgVLANet(nn.Module):
     def __init__(self, config: SurgVLAConfig):
         super().__init__()
@@ -95,21 +106,14 @@ class SurgVLANet(nn.Module):
         return [self.scene_locator, *(self.scene_locator_extra or ())]
 
     def locate(self, image: Tensor, language: Tensor, glimpse_image: Tensor | None) -> Tensor:
-        """The scene estimate [B, scene_dim] from a first image: scene_locator's, or the mean over it and
-        scene_locator_extra's with the (cos, sin) yaw pair rescaled to the members' mean length (a mean
-        of unit-like vectors pointing apart is shorter than any of them)."""
+        """The scene estimate [B, scene_dim] from a first image: scene_locator's, or `members_mean` of it
+        and scene_locator_extra's."""
         members = self.locators()
         if not members:
             raise RuntimeError("this surgvla has no scene_locator")
         shift = self.config.scene_locator_average_px
         estimates = torch.stack([m.averaged(image, language, shift, glimpse_image) for m in members])
-        if len(members) == 1:
-            return estimates[0]
-        mean = estimates.mean(dim=0)
-        pair = mean[:, SCENE_ORIENTATION]
-        length = estimates[:, :, SCENE_ORIENTATION].norm(dim=-1).mean(dim=0)
-        mean[:, SCENE_ORIENTATION] = pair * (length / pair.norm(dim=-1).clamp_min(ORIENTATION_EPS))[:, None]
-        return mean
+        return estimates[0] if len(members) == 1 else members_mean(estimates)
 
     def forward(self, image: Tensor, state: Tensor, language: Tensor, scene: Tensor | None = None) -> Tensor:
         """-> the head's outputs [B, H, step] (offsets [B,H,10] unless scene_anchored; see `features`)."""

@@ -10,21 +10,18 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from scene_mix import located_summary  # noqa: E402
 
 from surgbot.policies.evaluation import harness  # noqa: E402
-from surgbot.policies.vla.configuration_surgvla import SCENE_ORIENTATION  # noqa: E402
+from surgbot.policies.vla.network_surgvla import members_mean as net_members_mean  # noqa: E402
 
 
 def members_mean(ests: np.ndarray) -> np.ndarray:
-    """[M, 8] members' summaries -> their mean, the orientation pair rescaled to the members' mean length (a
-    mean of unit-like pairs pointing apart is shorter than any of them; SurgVLANet.locate does the same)."""
-    s = ests.mean(axis=0)
-    o = ests[:, SCENE_ORIENTATION]
-    s[SCENE_ORIENTATION] *= np.linalg.norm(o, axis=1).mean() / max(np.linalg.norm(s[SCENE_ORIENTATION]), 1e-9)
-    return s
+    """[M, 8] members' summaries -> their mean as `SurgVLANet.locate` takes it (network_surgvla.members_mean)."""
+    return net_members_mean(torch.from_numpy(np.asarray(ests))[:, None])[0].numpy()
 
 
 class Ensemble:
