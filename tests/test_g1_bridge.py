@@ -312,6 +312,51 @@ def test_release_ramp_is_continuous(rig):
     np.testing.assert_allclose(q[-1][UPPER], stand_pose()[UPPER], atol=0.01)
 
 
+def test_a_starved_lowstate_listener_is_not_a_stale_link(rig, tmp_path, monkeypatch):
+    """The stream thread takes rt/lowstate waiting in the reader before judging its age.
+
+    A second bridge in this process with its DDS listener detached stands for a listener starved
+    of the GIL or a core (the 2-core machine: a FAULT "rt/lowstate stale (51 ms > 50 ms)" of a
+    live link mid-demo).  At the contract's 50 ms it stays ENGAGED, every sample taken by the
+    stream thread; with that drain switched off the same bridge FAULTs: the link is judged by
+    what reached the reader, not by when this process's threads ran.
+    """
+    from rclpy.parameter import Parameter
+
+    from surgbot.control.g1_bridge import State
+    from surgbot.nodes import g1_bridge as bridge_module
+
+    c = rig["client"]
+    assert c.wait_state("IDLE")                     # the subprocess bridge streams nothing now
+    node = bridge_module.G1BridgeNode(parameter_overrides=[
+        Parameter("g1_domain", value=G1_DOMAIN), Parameter("stale_after", value=0.05),
+        Parameter("weight_file", value=str(tmp_path / "weight"))])
+    try:
+        deadline = time.monotonic() + 10
+        while node.core.lowstate_age(time.monotonic()) > 0.05 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        node._lowstate_reader.reader.set_listener(None)          # the listener never runs again
+        with node.lock:
+            res = node.core.engage(time.monotonic())
+        assert res.ok, res.reason
+        received = node.core.counters.lowstate_received
+        time.sleep(1.5)
+        with node.lock:
+            state, reason = node.core.state, node.core.reason
+        assert state in (State.ENGAGING, State.ENGAGED), reason
+        assert node.lowstate_drained > 50                  # 1.5 s of 500 Hz samples, taken >= 10 ms late
+        assert node.core.counters.lowstate_received - received > 100
+
+        monkeypatch.setattr(bridge_module, "LOWSTATE_DRAIN_AFTER_S", float("inf"))
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline and node.core.state != State.FAULT:
+            time.sleep(0.01)
+        assert node.core.state == State.FAULT and "stale" in node.core.reason
+    finally:
+        node.shutdown()
+        node.destroy_node()
+
+
 def test_killing_the_twin_faults_the_bridge(rig):
     c = rig["client"]
     assert c.call(c.engage_cli).success

@@ -28,6 +28,7 @@ def build_summary(observer, tasks: list[dict], wall_s: float, videos: dict, note
     view = observer.tool_in_view
     policy = observer.policy or {}
     safety = observer.safety or {}
+    bridge = observer.node_values.get("g1_bridge", {})
     return {
         "tasks": tasks,
         "all_succeeded": bool(tasks) and all(t["success"] for t in tasks),
@@ -43,6 +44,11 @@ def build_summary(observer, tasks: list[dict], wall_s: float, videos: dict, note
         "faults": list(observer.safety_stops),
         "fault_count": len(observer.safety_stops),
         "error_diagnostics": sorted(observer.error_diagnostics),
+        # stream ticks of the G1 bridge that took rt/lowstate its starved DDS listener had left in
+        # the reader (nodes/g1_bridge.py LOWSTATE_DRAIN_AFTER_S): how often the 2-core machine
+        # starved that thread; each was >= 10 ms on the way to a 50 ms watchdog FAULT
+        "g1_bridge_lowstate_drained": int(bridge.get("lowstate_drained", "0")),
+        "g1_bridge_lowstate_drained_max_age_ms": float(bridge.get("lowstate_drained_max_age_ms", "0")),
         "wall_s": wall_s,
         "videos": videos,
         "notes": notes,

@@ -301,6 +301,9 @@ class RawReader:
     control tick): the samples are taken in that loop's time, so a Python
     listener thread starved of the GIL or the CPU on a loaded host cannot
     hold commands back and hand them over in a burst.
+    A listening reader may be polled too (a watchdog drains it before judging
+    the link): one lock keeps each take and its handler calls together, so
+    the handler sees samples in the order they were taken.
     """
 
     def __init__(self, dp, topic_name: str, idl_type, handler: Callable[[bytes, float], None],
@@ -311,13 +314,14 @@ class RawReader:
         from cyclonedds.topic import Topic
         self._take = ddspy_take
         self._handler = handler
+        self._lock = threading.Lock()
         self.topic = Topic(dp, topic_name, idl_type)
         listener = Listener(on_data_available=self._on_data) if listen else None
         self.reader = DataReader(dp, self.topic, listener=listener)
 
-    def poll(self) -> None:
-        """Hand every sample that has arrived to the handler (`listen=False` readers)."""
-        self._on_data(self.reader)
+    def poll(self) -> int:
+        """Hand every sample that has arrived to the handler; returns how many there were."""
+        return self._on_data(self.reader)
 
     def close(self) -> None:
         """Detach the listener before the reader goes: a DDS thread must not call into a dead handler."""
@@ -326,19 +330,23 @@ class RawReader:
             self._handler = lambda data, t: None
             self.reader = None
 
-    def _on_data(self, reader) -> None:
-        if self.reader is None:
-            return
-        now = time.monotonic()
-        ret = self._take(self.reader._ref, 32)
-        if isinstance(ret, int):
-            return
-        for data, info in ret:
-            if info.valid_data:
-                try:
-                    self._handler(data, now)
-                except Exception:  # a bad sample must not kill the DDS thread
-                    log.exception("handler for %s failed", self.topic.name)
+    def _on_data(self, reader) -> int:
+        with self._lock:
+            if self.reader is None:
+                return 0
+            now = time.monotonic()
+            ret = self._take(self.reader._ref, 32)
+            if isinstance(ret, int):
+                return 0
+            handed = 0
+            for data, info in ret:
+                if info.valid_data:
+                    handed += 1
+                    try:
+                        self._handler(data, now)
+                    except Exception:  # a bad sample must not kill the DDS thread
+                        log.exception("handler for %s failed", self.topic.name)
+            return handed
 
 
 # --------------------------------------------------------------------------

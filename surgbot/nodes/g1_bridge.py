@@ -52,6 +52,13 @@ STREAM_JOIN_TIMEOUT_S = 1.0
 # dropped sample slows the arm; a longer stall is dropped (no burst of stale commands).
 STREAM_MAX_CATCH_UP_S = 0.05
 SAFETY_CHECK_PERIOD_S = 0.01     # a silent safety supervisor is noticed within this past its stale time
+# rt/lowstate older than this at a stream tick is taken from the reader by the stream thread itself
+# before the core judges its age (5 periods of the robot's 500 Hz).  Why: the DDS listener thread
+# that normally takes it needs the GIL and a core; on the 2-core machine it was late while samples
+# sat in the reader, and the stream thread, waking first, faulted a live link ("rt/lowstate stale
+# (51 ms > 50 ms)" mid-task in a fresh clone's `make demo`).  The watchdog judges the link, not
+# this process's scheduling: a robot that stopped sending leaves nothing to take, and still FAULTs.
+LOWSTATE_DRAIN_AFTER_S = 0.01
 
 
 @dataclass(frozen=True)
@@ -96,6 +103,8 @@ class G1BridgeNode(Node):
         self._joint_names = list(contract.G1_JOINT_NAMES)
         self.lowstate_bad_crc = 0
         self.lowstate_bad_mode_machine = 0
+        self.lowstate_drained = 0    # stream ticks that found rt/lowstate waiting in the reader
+        self.lowstate_drained_max_age_s = 0.0    # the oldest age such a tick saw before taking it
         self.last_rejection = ""
         self.memory = WeightMemory(node_cfg.weight_file or default_path(node_cfg.g1_domain, node_cfg.g1_interface))
         self._weight_restored = False
@@ -143,11 +152,13 @@ class G1BridgeNode(Node):
         with self.lock:
             self.core.on_lowstate(ms["q"][:n], ms["dq"][:n], tick, t_recv, rec["imu_state"]["quaternion"])
             self._latest = rec
-        last = self._published_tick
-        # a tick that went back is a restarted robot/twin: publish at once
+            last = self._published_tick
+            # a tick that went back is a restarted robot/twin: publish at once
+            publish = last is None or tick < last or tick - last >= self._publish_every_ms
+            if publish:
+                self._published_tick = tick
         # rt/lowstate keeps coming while the node shuts down (the reader closes after the context)
-        if (last is None or tick < last or tick - last >= self._publish_every_ms) and self.context.ok():
-            self._published_tick = tick
+        if publish and self.context.ok():
             self._publish_state(rec)
 
     # ------------------------------------------------------------------ DDS out
@@ -170,6 +181,12 @@ class G1BridgeNode(Node):
         ticks = 0
         while not self._stop.is_set():
             now = time.monotonic()
+            with self.lock:
+                age = self.core.lowstate_age(now)
+            if age > LOWSTATE_DRAIN_AFTER_S and self._lowstate_reader.poll():
+                self.lowstate_drained += 1
+                self.lowstate_drained_max_age_s = max(self.lowstate_drained_max_age_s, age)
+                now = time.monotonic()
             with self.lock:
                 was = self.core.state
                 cmd = self.core.step(now)
@@ -258,6 +275,8 @@ class G1BridgeNode(Node):
         values = dict(st, lowstate_age_ms=(age * 1e3 if math.isfinite(age) else -1.0),
                       lowstate_bad_crc=self.lowstate_bad_crc,
                       lowstate_bad_mode_machine=self.lowstate_bad_mode_machine,
+                      lowstate_drained=self.lowstate_drained,
+                      lowstate_drained_max_age_ms=self.lowstate_drained_max_age_s * 1e3,
                       last_rejection=self.last_rejection, safety_state_heard=self.safety.heard())
         values.pop("lowstate_age")
         return level, f"{st['state']}: {reason}", values
