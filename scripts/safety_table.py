@@ -68,6 +68,21 @@ figure within its bound.
 """
 
 
+
+# the stack's real-time level of the run (stack.REALTIME_LEVELS; older files hold a bool: chain or off)
+REALTIME_CONDITIONS = {
+    "off": "every node SCHED_OTHER; ",
+    "sim": "the sim twin at SCHED_FIFO (--realtime sim), every node SCHED_OTHER; ",
+    "chain": "the watchdog chain (twin, bridge, holder, supervisor) at SCHED_FIFO (--realtime chain); ",
+}
+
+
+def _realtime_level(value) -> str:
+    if isinstance(value, bool) or value is None:
+        return "chain" if value else "off"
+    return str(value)
+
+
 def _fmt(v, unit: str = "") -> str:
     if v is None:
         return "-"
@@ -102,8 +117,7 @@ def render(doc: dict, json_name: str) -> str:
                            scope=_fmt(doc["scope_max_mm"]), psm=_fmt(doc["psm_max_mm"]))]
     over = doc.get("watchdog_overrides") or {}
     cond = (f"Run conditions: 1-min load average {doc.get('load_average_1min', '?')} at the end of the run; "
-            + ("the watchdog chain (twin, bridge, holder, supervisor) at SCHED_FIFO (surgbot up --realtime); "
-               if doc.get("realtime") else "every node SCHED_OTHER; ")
+            + REALTIME_CONDITIONS[_realtime_level(doc.get("realtime"))]
             + ("shipped watchdog values." if not over else
                "watchdog margins for a loaded machine (SURGBOT_FAULTS_LOADED=1; the default runs the shipped values): "
                + "; ".join(f"{node} " + ", ".join(f"{k}={v}" for k, v in ps.items()) for node, ps in over.items())

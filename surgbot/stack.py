@@ -20,11 +20,18 @@ from surgbot import area_path, contract, processes
 CONFIG_DIR_NAME = "config"
 # On a small machine (2 cores) the whole stack oversubscribes the CPU.  The chain with
 # 50 ms watchdogs (sim -> rt/lowstate -> bridge -> holder, the supervisor) can ask for SCHED_FIFO
-# (`surgbot up --realtime`: `realtime` below, processes.REALTIME_PRIORITY); nodes that
-# tolerate a late tick (the 15 Hz policy, the recorder) run niced.  Measured: without the
-# nice the bridge's lowstate watchdog fired while engaging the G1 in `surgbot demo` (77 ms
-# gap); the FIFO figures are with processes.REALTIME_PRIORITY.
+# (processes.REALTIME_PRIORITY) at one of REALTIME_LEVELS (`surgbot up/demo --realtime LEVEL`:
+# `NodeSpec.realtime` below); nodes that tolerate a late tick (the 15 Hz policy, the recorder)
+# run niced.  Measured: without the nice the bridge's lowstate watchdog fired while engaging the
+# G1 in `surgbot demo` (77 ms gap).
 NICE_BACKGROUND = 5
+# "sim": only the twin, which stands in for the robots' own real-time controllers (on hardware
+# rt/lowstate comes from the G1's board, not from a process sharing the PC's cores); "chain": the
+# twin and the ROS nodes with 50 ms watchdogs.  Measured, `surgbot demo` on the 2-core machine
+# (README "Real-time scheduling"): "off" lost its tasks to a 51 ms rt/lowstate FAULT in 2 of 12
+# runs; "chain" starved the camera and the policy server (inference p50 up to 91 ms, camera
+# 9.8 Hz) and lost a task in 2 of 7 runs without any fault; "sim" got both tasks in 6 of 6.
+REALTIME_LEVELS = ("off", "sim", "chain")
 POLICY_DEFAULT_PORT = 5555
 
 
@@ -50,16 +57,26 @@ class NodeSpec:
     # > 0: runs below the real-time chain (see NICE_BACKGROUND); None: NICE_BACKGROUND for the ROS nodes
     # the contract lists in BACKGROUND_NODES (they get the longer liveliness lease there), else 0
     nice: int | None = None
-    realtime: bool = False                      # the watchdog chain: asks for SCHED_FIFO (processes.REALTIME_ENV)
+    # the lowest REALTIME_LEVELS entry at which this node asks for SCHED_FIFO (processes.REALTIME_ENV);
+    # "" never
+    realtime: str = ""
 
     def __post_init__(self):
+        if self.realtime not in ("",) + REALTIME_LEVELS[1:]:
+            raise ValueError(f"{self.name}: realtime {self.realtime!r} not in {REALTIME_LEVELS[1:]} or ''")
         if self.nice is None:
             background = self.ros and self.name in contract.BACKGROUND_NODES
             object.__setattr__(self, "nice", NICE_BACKGROUND if background else 0)
 
-    def environment(self) -> dict[str, str]:
-        """Environment variables the process starts with (the real-time request of the chain)."""
-        return {processes.REALTIME_ENV: str(processes.REALTIME_PRIORITY)} if self.realtime else {}
+    def asks_realtime(self, level: str) -> bool:
+        """Whether this node asks for SCHED_FIFO in a stack run at REALTIME_LEVELS `level`."""
+        if level not in REALTIME_LEVELS:
+            raise ValueError(f"real-time level {level!r} not in {REALTIME_LEVELS}")
+        return bool(self.realtime) and REALTIME_LEVELS.index(level) >= REALTIME_LEVELS.index(self.realtime)
+
+    def environment(self, level: str = "chain") -> dict[str, str]:
+        """Environment variables the process starts with in a stack at `level` (its real-time request)."""
+        return {processes.REALTIME_ENV: str(processes.REALTIME_PRIORITY)} if self.asks_realtime(level) else {}
 
 
 @dataclass(frozen=True)
@@ -87,7 +104,7 @@ class StackOptions:
                 "record_dir": self.record_dir or ""}
 
 
-SIM = NodeSpec("sim_node", "sim_node", "surgbot.nodes.sim_node", ("psm.yaml",), realtime=True,
+SIM = NodeSpec("sim_node", "sim_node", "surgbot.nodes.sim_node", ("psm.yaml",), realtime="sim",
                params={"scene": "$scene", "task": "$task", "seed": "$seed", "headless": True,
                        "g1_domain": "$g1_domain", "g1_interface": "$g1_interface", "overview_hz": "$overview_hz",
                        "camera_hz": "$camera_hz"})
@@ -95,10 +112,10 @@ SIM = NodeSpec("sim_node", "sim_node", "surgbot.nodes.sim_node", ("psm.yaml",), 
 # commands only while /safety/state is OK and fresh, a missing supervisor holds (fail-safe).
 SAFETY = {"require_safety_supervisor": True}
 BRIDGE = NodeSpec("g1_bridge", "g1_bridge", "surgbot.nodes.g1_bridge", ("g1_bridge.yaml",),
-                  {"g1_domain": "$g1_domain", "g1_interface": "$g1_interface", **SAFETY}, realtime=True)
+                  {"g1_domain": "$g1_domain", "g1_interface": "$g1_interface", **SAFETY}, realtime="chain")
 HOLDER = NodeSpec("endoscope_holder", "endoscope_holder", "surgbot.nodes.endoscope_holder",
-                  ("endoscope_holder.yaml",), {"scene": "$scene", **SAFETY}, realtime=True)
-SUPERVISOR = NodeSpec("safety_supervisor", "safety_supervisor", "surgbot.nodes.safety_supervisor", realtime=True)
+                  ("endoscope_holder.yaml",), {"scene": "$scene", **SAFETY}, realtime="chain")
+SUPERVISOR = NodeSpec("safety_supervisor", "safety_supervisor", "surgbot.nodes.safety_supervisor", realtime="chain")
 CONSOLE = NodeSpec("teleop_console", "teleop_console", "surgbot.nodes.teleop_console", ("teleop_console.yaml",),
                    {"host": "$console_host", "port": "$console_port"})   # token: SURGBOT_CONSOLE_TOKEN, never a param
 MAPPER = NodeSpec("teleop_mapper", "teleop_mapper", "surgbot.nodes.teleop_mapper", ("teleop_mapper.yaml",),

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from surgbot import contract, processes
 from surgbot.errors import CliError
-from surgbot.stack import NodeSpec, StackOptions, config_dir, nodes_for, resolve
+from surgbot.stack import REALTIME_LEVELS, NodeSpec, StackOptions, config_dir, nodes_for, resolve
 
 POLL_PERIOD_S = 0.2          # a dead node is reported within this (contract: within 1 s)
 MAX_RESTARTS = 3
@@ -52,10 +52,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--console-token", default=None,
                    help="console token (default: SURGBOT_CONSOLE_TOKEN, else generated and printed by the console)")
     p.add_argument("--policy-port", type=int, default=5555)
-    p.add_argument("--realtime", action="store_true",
-                   help="run the watchdog chain (sim, G1 bridge, holder, supervisor) SCHED_FIFO "
-                        f"{processes.REALTIME_PRIORITY} where permitted; the other nodes get less CPU "
-                        "(README: Real-time scheduling)")
+    add_realtime_argument(p, default="off")
     p.add_argument("--restart", action="store_true", help=f"restart a node that dies (<= {MAX_RESTARTS} times)")
     p.add_argument("--log-dir", type=Path, default=None, help="node logs (default: a new folder under /tmp)")
 
@@ -119,13 +116,25 @@ def options_from(args: argparse.Namespace) -> StackOptions:
     return opts
 
 
+def add_realtime_argument(p: argparse.ArgumentParser, default: str) -> None:
+    """`--realtime [LEVEL]` of `surgbot up` and `surgbot demo` (stack.REALTIME_LEVELS)."""
+    p.add_argument("--realtime", nargs="?", const="chain", default=default, choices=REALTIME_LEVELS,
+                   metavar="{" + ",".join(REALTIME_LEVELS) + "}",
+                   help=f"SCHED_FIFO {processes.REALTIME_PRIORITY} where permitted for: nothing (off), the sim "
+                        "twin standing in for the robots' own controllers (sim), or the twin and the nodes with "
+                        f"50 ms watchdogs (chain; --realtime alone); default {default}; the other nodes get "
+                        "less CPU (README: Real-time scheduling)")
+
+
 class Stack:
     """Starts, watches and stops the node processes of one stack."""
 
     def __init__(self, nodes: list[NodeSpec], arguments: dict[str, str], log_dir: Path, restart: bool, say=print,
-                 realtime: bool = False):
+                 realtime: str = "off"):
+        if realtime not in REALTIME_LEVELS:
+            raise ValueError(f"real-time level {realtime!r} not in {REALTIME_LEVELS}")
         self.nodes, self.arguments, self.log_dir, self.restart = nodes, arguments, log_dir, restart
-        self.realtime = realtime        # the watchdog chain asks for SCHED_FIFO (NodeSpec.realtime)
+        self.realtime = realtime        # which nodes ask for SCHED_FIFO (NodeSpec.asks_realtime)
         self.say = say
         self.running: list[Running] = []
         self.stop_event = threading.Event()
@@ -138,7 +147,7 @@ class Stack:
     def _spawn(self, spec: NodeSpec, restarts: int = 0) -> Running:
         argv = node_argv(spec, self.arguments)
         log = self.log_dir / f"{spec.name}.log"
-        env = spec.environment() if self.realtime else {}
+        env = spec.environment(self.realtime)
         with open(log, "ab") as out:
             proc = processes.start(argv, stdout=out, stderr=subprocess.STDOUT,
                                    env=dict(os.environ, **env) if env else None)

@@ -85,6 +85,13 @@ LOADED_BOX_MARGINS = {
 LOADED_ENV = {"SURGBOT_ALIVE_LEASE_S": "0.3"}
 
 
+def faults_realtime_level() -> str:
+    """`SURGBOT_FAULTS_REALTIME`: a stack.REALTIME_LEVELS name, or 1 for "chain"; unset: "off" (the
+    committed table's setting)."""
+    value = os.environ.get("SURGBOT_FAULTS_REALTIME", "off") or "off"
+    return "chain" if value == "1" else value
+
+
 def margins() -> dict:
     """Node parameters overridden (by node name) and, under "environment", the variables set."""
     if os.environ.get("SURGBOT_FAULTS_LOADED") != "1":
@@ -128,7 +135,7 @@ class FaultStack:
         nodes.insert(-1, stack.NodeSpec(POLICY_SERVER, "", "tests.fault_policy_server", ros=False,
                                         args=(str(self.policy_port), str(mode_file))))
         self.stack = Stack(nodes, opts.launch_arguments(), log_dir, restart=False, say=print,
-                           realtime=os.environ.get("SURGBOT_FAULTS_REALTIME") == "1")
+                           realtime=faults_realtime_level())
         self.operator: subprocess.Popen | None = None
         self.operator_log = log_dir / "operator.log"
         self._op_sent = 0

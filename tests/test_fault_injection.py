@@ -49,7 +49,7 @@ import pytest
 from sensor_msgs.msg import JointState
 
 from tests.conftest import PYTHON, REPO
-from tests.fault_harness import G1_DOMAIN, OPERATOR, POLICY_SERVER, FaultStack, Observer, margins
+from tests.fault_harness import G1_DOMAIN, OPERATOR, POLICY_SERVER, FaultStack, Observer, faults_realtime_level, margins
 from tests.fault_policy_server import first_request_marker
 
 pytestmark = [pytest.mark.sim, pytest.mark.faults]
@@ -109,7 +109,7 @@ def save() -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"budgets_ms": BUDGET_MS, "scope_max_mm": SCOPE_MAX_MM, "psm_max_mm": PSM_MAX_MM,
                                "watchdog_overrides": margins(), "load_average_1min": round(os.getloadavg()[0], 1),
-                               "realtime": os.environ.get("SURGBOT_FAULTS_REALTIME") == "1",
+                               "realtime": faults_realtime_level(),
                                "scenarios": RESULTS}, indent=1) + "\n")
     return out
 

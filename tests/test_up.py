@@ -40,26 +40,51 @@ def test_node_command_lines_are_what_launch_would_run():
                                                                         "safety_supervisor"]
 
 
-def test_only_the_watchdog_chain_asks_for_realtime_and_only_when_told(tmp_path):
+def test_only_the_watchdog_chain_asks_for_realtime_and_only_at_its_level(tmp_path):
     from surgbot import processes
+    from surgbot.stack import REALTIME_LEVELS
     from surgbot.up import Stack
 
     nodes = nodes_for(StackOptions(console=True, policy_checkpoint="default", record_dir=str(tmp_path)))
-    chain = {n.name for n in nodes if n.realtime}
-    assert chain == {"sim_node", "g1_bridge", "endoscope_holder", "safety_supervisor"}
+    asking = {level: {n.name for n in nodes if n.asks_realtime(level)} for level in REALTIME_LEVELS}
+    assert asking == {"off": set(), "sim": {"sim_node"},
+                      "chain": {"sim_node", "g1_bridge", "endoscope_holder", "safety_supervisor"}}
     sim = next(n for n in nodes if n.name == "sim_node")
-    assert sim.environment() == {processes.REALTIME_ENV: str(processes.REALTIME_PRIORITY)}
-    # a plain process standing in for a chain node prints what it was started with
-    probe = dataclasses.replace(sim, ros=False, module="tests.print_env", args=())
-    for realtime, expected in ((False, "unset"), (True, str(processes.REALTIME_PRIORITY))):
-        stack = Stack([probe], {}, tmp_path / f"logs-{realtime}", restart=False, say=lambda *_: None,
-                      realtime=realtime)
+    assert sim.environment("sim") == {processes.REALTIME_ENV: str(processes.REALTIME_PRIORITY)}
+    with pytest.raises(ValueError, match="not in"):
+        sim.asks_realtime("on")
+    with pytest.raises(ValueError, match="not in"):
+        Stack([sim], {}, tmp_path, restart=False, realtime=True)
+    # plain processes standing in for a sim and a chain node print what they were started with
+    probes = [dataclasses.replace(next(n for n in nodes if n.name == name), ros=False, module="tests.print_env",
+                                  args=()) for name in ("sim_node", "g1_bridge")]
+    priority = str(processes.REALTIME_PRIORITY)
+    for level, expected in (("off", ["unset", "unset"]), ("sim", [priority, "unset"]),
+                            ("chain", [priority, priority])):
+        stack = Stack(probes, {}, tmp_path / f"logs-{level}", restart=False, say=lambda *_: None, realtime=level)
         stack.start()
         try:
-            assert stack.running[0].proc.wait(60) == 0
+            assert [r.proc.wait(60) for r in stack.running] == [0, 0]
         finally:
             stack.stop()
-        assert (tmp_path / f"logs-{realtime}" / "sim_node.log").read_text().split()[-1] == expected
+        assert [(tmp_path / f"logs-{level}" / f"{name}.log").read_text().split()[-1]
+                for name in ("sim_node", "g1_bridge")] == expected
+
+
+def test_realtime_argument_levels():
+    import argparse
+
+    from surgbot.demo.cli import DEMO_REALTIME
+    from surgbot.demo.cli import add_arguments as demo_arguments
+    from surgbot.up import add_arguments as up_arguments
+
+    for add, default in ((up_arguments, "off"), (demo_arguments, DEMO_REALTIME)):
+        p = argparse.ArgumentParser()
+        add(p)
+        assert p.parse_args([]).realtime == default
+        assert p.parse_args(["--realtime"]).realtime == "chain"          # the flag alone: as before levels
+        assert p.parse_args(["--realtime", "sim"]).realtime == "sim"
+    assert DEMO_REALTIME == "sim"
 
 
 def test_a_console_port_in_use_is_refused_before_anything_starts(tmp_path):

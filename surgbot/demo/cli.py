@@ -42,10 +42,14 @@ DEFAULT_TASKS = ("needle_pick", "peg_transfer")
 DEFAULT_SEED = 100_014
 # The policy runs at 15 Hz: a 30 Hz endoscope would cost a third of a core (osmesa) for frames nobody uses.
 CAMERA_HZ = 15.0
+# The twin at SCHED_FIFO, as the robots' own controllers are (stack.REALTIME_LEVELS: measured there)
+DEMO_REALTIME = "sim"
 DEMO_NICE = 5             # this process (observer, video encoding) below the real-time chain (stack.NICE_BACKGROUND)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from surgbot.up import add_realtime_argument
+
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT}; "
                    "must not exist or be empty)")
     p.add_argument("--checkpoint", default="default", help="policy checkpoint (default: the bundled one)")
@@ -58,9 +62,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--follow", action="store_true", help="the holder keeps the tool in view (TOOL_FOLLOW) "
                    "instead of holding the view still")
     p.add_argument("--record", action="store_true", help="also record the run as a rosbag2/MCAP folder")
-    p.add_argument("--realtime", action="store_true",
-                   help="run the watchdog chain SCHED_FIFO where permitted, as `surgbot up --realtime` "
-                        "(README: Real-time scheduling)")
+    add_realtime_argument(p, default=DEMO_REALTIME)
     p.add_argument("--policy-port", type=int, default=5555)
 
 

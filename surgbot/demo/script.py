@@ -311,6 +311,7 @@ class DemoScript:
             self.notes.append(f"video: {self.video.error}")
         summary = build_summary(self.obs, self.results, wall_s, videos, self.notes)
         summary["cpu_percent_of_a_core"] = cpu
+        summary["realtime"] = self.args.realtime          # stack.REALTIME_LEVELS (each node logs what it got)
         paths = write_summary(summary, self.obs, self.out)
         self.say(f"wrote {paths[0]} and {paths[1]}")
         return summary if len(self.results) == len(self.tasks) else None
