@@ -74,7 +74,7 @@ class NodeSpec:
             raise ValueError(f"real-time level {level!r} not in {REALTIME_LEVELS}")
         return bool(self.realtime) and REALTIME_LEVELS.index(level) >= REALTIME_LEVELS.index(self.realtime)
 
-    def environment(self, level: str = "chain") -> dict[str, str]:
+    def environment(self, level: str) -> dict[str, str]:
         """Environment variables the process starts with in a stack at `level` (its real-time request)."""
         return {processes.REALTIME_ENV: str(processes.REALTIME_PRIORITY)} if self.asks_realtime(level) else {}
 
