@@ -33,7 +33,7 @@ PROVENANCE = [
     ("`g1.*`", "`surgbot sim` + `g1_bridge` subprocesses on real unitree DDS and rclpy; receive-side "
                "timings in the bench process"),
     ("`psm_*`", "the PSM twin subprocess over CRTK ROS 2, timed by a client in the bench process"),
-    ("`endoscope.*`", "the in-process loop `bench.endoscope.ArmLoop`: MuJoCo (the twin's own scene model, "
+    ("`endoscope.*`", "the in-process loop `bench.arm_loop.ArmLoop`: MuJoCo (the twin's own scene model, "
                       "entry-point spring included) + `EndoscopeHolderCore`, bridge PD/speed limit/gravity "
                       "feed-forward modelled in-process, 2 control periods of command delay, no DDS, no ROS, "
                       "no scheduler: deterministic, faster than real time. Not the node-level twin"),

@@ -23,7 +23,7 @@ so the two never overwrite each other).
 `EntryPoint` is the twin (applies the force every physics step, publishes
 `/sim/ground_truth/entry_force` when the world has a ROS node);
 `entry_contact` / `apply_entry_force` are the pure functions the
-in-process loops (`bench.endoscope.ArmLoop`) share with it.
+in-process loops (`bench.arm_loop.ArmLoop`) share with it.
 """
 
 from __future__ import annotations

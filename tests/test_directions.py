@@ -28,7 +28,7 @@ import numpy as np
 import pytest
 
 from surgbot import contract
-from surgbot.bench.endoscope import ArmLoop
+from surgbot.bench.arm_loop import ArmLoop
 from surgbot.control.endoscope_holder import HEAD_FOLLOW, HOLD, TELEOP
 from surgbot.sim.psm_core import PSMCore
 from surgbot.sim.psm_motion import SERVO_CV_TIMEOUT_S

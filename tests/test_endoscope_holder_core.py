@@ -1,4 +1,4 @@
-"""The holder core in an in-process MuJoCo loop (`surgbot.bench.endoscope.ArmLoop`).
+"""The holder core in an in-process MuJoCo loop (`surgbot.bench.arm_loop.ArmLoop`).
 
 The scene model is the sim's own (`surgbot.sim.scene.build_model`); the G1 is held
 by the twin's standing PD and the commanded joints by a PD with g1_bridge's
@@ -13,7 +13,7 @@ import numpy as np
 import pinocchio as pin
 import pytest
 
-from surgbot.bench.endoscope import ArmLoop
+from surgbot.bench.arm_loop import ArmLoop
 from surgbot.control.endoscope_holder import HEAD_FOLLOW, HOLD, TELEOP, TOOL_FOLLOW, HolderConfig
 from surgbot.control.pivot import PivotConfig
 from surgbot.kinematics.g1_arm import RIGHT_ARM_JOINTS, WAIST_JOINTS

@@ -24,7 +24,7 @@ from geometry_msgs.msg import PointStamped, PoseStamped, Vector3Stamped
 from sensor_msgs.msg import JointState
 
 from surgbot import contract
-from surgbot.bench.endoscope import ArmLoop
+from surgbot.bench.arm_loop import ArmLoop
 from surgbot.control.endoscope_holder import FAULT, HOLD
 from surgbot.sim import scene as scenes
 from surgbot.sim import scene_layouts

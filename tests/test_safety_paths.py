@@ -1,6 +1,6 @@
 """Every safety path of the holder and the G1 twin, judged from ground truth.
 
-Holder (in-process MuJoCo loop `surgbot.bench.endoscope.ArmLoop`, the twin's
+Holder (in-process MuJoCo loop `surgbot.bench.arm_loop.ArmLoop`, the twin's
 own scene model; fulcrum error measured from MuJoCo's sites, never from the
 controller): a fulcrum error beyond `fault_fulcrum_error` for
 `fault_persist_s` -> FAULT; joint states older than `joint_state_timeout_s`
@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 
 from surgbot import contract
-from surgbot.bench.endoscope import ArmLoop
+from surgbot.bench.arm_loop import ArmLoop
 from surgbot.control.endoscope_holder import FAULT, HOLD
 from surgbot.hw import unitree
 from tests.test_g1_twin import _KEEP_ALIVE, LowstateListener, _lowcmd, _stream, start_twin, stop_twin

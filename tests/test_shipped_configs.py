@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from surgbot import contract
-from surgbot.bench.endoscope import ArmLoop
+from surgbot.bench.arm_loop import ArmLoop
 from surgbot.config import build, yaml_parameters
 from surgbot.config import fields as config_fields
 from surgbot.control.endoscope_holder import FAULT, HOLD, HolderConfig

@@ -35,19 +35,16 @@ import traceback
 import numpy as np
 
 from surgbot import geometry
-from surgbot.contract import PSM_BASE_FRAME, PSM_JAW_NAME, PSM_JOINT_NAMES, PSM_NAMESPACE, psm_topic
-from surgbot.hw.crtk_link import QUEUE_DEPTH, ArmLink, operating_state_dict
-from surgbot.hw.crtk_msgs_path import ensure_crtk_msgs
+from surgbot.contract import PSM_JAW_NAME, PSM_JOINT_NAMES, PSM_NAMESPACE, psm_topic
+from surgbot.hw.crtk_commands import CommandPublisher, message_types
+from surgbot.hw.crtk_link import ArmLink, operating_state_dict
 from surgbot.rosutil import latched_qos
-from surgbot.safety import checks
 
 STALE_AFTER_S = 1.0     # crtk_python_client: data older than 1 s raises TimeoutError
 DEFAULT_STREAMS = ("measured_js", "setpoint_js", "measured_cp", "setpoint_cp", "measured_cv",
                    "jaw/measured_js", "jaw/setpoint_js")
 EXTRA_STREAMS = ("local/measured_cp", "local/setpoint_cp", "spatial/measured_cf", "body/measured_cf",
                  "spatial/jacobian", "body/jacobian")
-COMMANDS = ("servo_jp", "servo_jr", "move_jp", "move_jr", "servo_jf", "servo_cp", "move_cp", "servo_cv",
-            "jaw/servo_jp", "jaw/move_jp", "jaw/servo_jf", "spatial/servo_cf", "body/servo_cf")
 
 
 class CRTKError(RuntimeError):
@@ -79,37 +76,10 @@ def spin_in_background(node):
     return BackgroundSpinner(executor, on_error=report)
 
 
-def _types():
-    """The message types, imported once crtk_msgs is on the path (so importing this module
-    neither needs ROS nor a built crtk_msgs; a client does)."""
-    ensure_crtk_msgs()
-    from crtk_msgs.msg import OperatingState, StringStamped
-    from crtk_msgs.srv import QueryForwardKinematics, QueryInverseKinematics
-    from geometry_msgs.msg import PoseStamped, TwistStamped, WrenchStamped
-    from sensor_msgs.msg import JointState
-    from std_msgs.msg import Bool, Empty, Float64, Float64MultiArray, String
-    return dict(OperatingState=OperatingState, StringStamped=StringStamped, JointState=JointState,
-                PoseStamped=PoseStamped, TwistStamped=TwistStamped, WrenchStamped=WrenchStamped,
-                Bool=Bool, Empty=Empty, Float64=Float64, Float64MultiArray=Float64MultiArray, String=String,
-                QueryForwardKinematics=QueryForwardKinematics, QueryInverseKinematics=QueryInverseKinematics)
-
-
-COMMAND_TYPES = {"servo_jp": "JointState", "servo_jr": "JointState", "move_jp": "JointState",
-                 "move_jr": "JointState", "servo_jf": "JointState", "servo_cp": "PoseStamped",
-                 "move_cp": "PoseStamped", "servo_cv": "TwistStamped", "jaw/servo_jp": "JointState",
-                 "jaw/move_jp": "JointState", "jaw/servo_jf": "JointState", "spatial/servo_cf": "WrenchStamped",
-                 "body/servo_cf": "WrenchStamped"}
-
-
-def message_types() -> dict:
-    """The ROS message and service classes of the CRTK link, by name (crtk_msgs put on the path first)."""
-    return _types()
-
-
 def subscribe_operating_state(node, callback, namespace: str = PSM_NAMESPACE):
     """`<namespace>/operating_state` (crtk_msgs/OperatingState, transient-local) as a dict
     {state, is_homed, is_busy} for nodes that only watch the arm (teleop mapper, console)."""
-    OperatingState = _types()["OperatingState"]
+    OperatingState = message_types()["OperatingState"]
 
     def on_msg(msg) -> None:
         callback(operating_state_dict(msg))
@@ -145,74 +115,12 @@ def _joint_field(link: ArmLink, key: str, field: str, age: float) -> tuple[np.nd
     return np.asarray(getattr(s.msg, field), dtype=float), geometry.stamp_to_sec(s.msg)
 
 
-class _Publisher:
-    """Stamped, checked CRTK command messages on one arm namespace: nothing is published
-    from a bad value (ValueError naming the cause)."""
-
-    def __init__(self, node, namespace: str, types: dict):
-        self.node, self._t = node, types
-        t = lambda name: psm_topic(name, namespace)  # noqa: E731
-        topics = dict(COMMAND_TYPES, state_command="StringStamped", hold="Empty", free="Empty",
-                      use_gravity_compensation="Bool", **{"trajectory_j/set_ratio": "Float64"})
-        self.pub = {name: node.create_publisher(types[typ], t(name), QUEUE_DEPTH) for name, typ in topics.items()}
-
-    def stamped(self, msg):
-        msg.header.stamp = self.node.get_clock().now().to_msg()
-        return msg
-
-    @staticmethod
-    def checked(what: str, values, size: int) -> list[float]:
-        """`values` as `size` finite floats, or ValueError with the cause (nothing is sent)."""
-        r = checks.finite(what, values, size)
-        if not r:
-            raise ValueError(f"{what} not sent: {r.reason}")
-        return [float(v) for v in r.value.ravel()]
-
-    def joints(self, topic: str, names, positions=None, efforts=None) -> None:
-        msg = self.stamped(self._t["JointState"]())
-        msg.name = list(names)
-        if positions is not None:
-            msg.position = self.checked(topic, positions, len(msg.name))
-        if efforts is not None:
-            msg.effort = self.checked(topic, efforts, len(msg.name))
-        self.pub[topic].publish(msg)
-
-    def pose(self, topic: str, T) -> None:
-        m = np.asarray(self.checked(topic, T, 16)).reshape(4, 4)
-        r = checks.rotation_matrix(topic, m[:3, :3])
-        if not r:
-            raise ValueError(f"{topic} not sent: {r.reason}")
-        msg = self.stamped(self._t["PoseStamped"]())
-        msg.header.frame_id = PSM_BASE_FRAME
-        self.pub[topic].publish(geometry.matrix_to_pose_msg(m, msg))
-
-    def twist(self, topic: str, values) -> None:
-        """(vx, vy, vz, wx, wy, wz) as a TwistStamped in PSM1_base."""
-        msg = self.stamped(self._t["TwistStamped"]())
-        msg.header.frame_id = PSM_BASE_FRAME
-        self._six(topic, values, msg, msg.twist.linear, msg.twist.angular)
-
-    def wrench(self, topic: str, values) -> None:
-        """(fx, fy, fz, tx, ty, tz) as a WrenchStamped."""
-        msg = self.stamped(self._t["WrenchStamped"]())
-        self._six(topic, values, msg, msg.wrench.force, msg.wrench.torque)
-
-    def _six(self, topic: str, values, msg, first, second) -> None:
-        first.x, first.y, first.z, second.x, second.y, second.z = self.checked(topic, values, 6)
-        self.pub[topic].publish(msg)
-
-    def close(self) -> None:
-        for pub in self.pub.values():
-            self.node.destroy_publisher(pub)
-        self.pub = {}
-
-
 class JawClient:
     """The PSM's jaw, as the dVRK's Python client has it (`psm.jaw.move_jp(...)`): one joint, radians."""
 
     OPEN_RAD = math.radians(60)
 
-    def __init__(self, link: ArmLink, out: _Publisher):
+    def __init__(self, link: ArmLink, out: CommandPublisher):
         self._link, self._out = link, out
 
     def measured_js(self, age: float = STALE_AFTER_S) -> tuple[float, float]:
@@ -243,10 +151,10 @@ class PSMClient:
     """CRTK client for one PSM namespace (see module doc); `jaw`: its `JawClient`."""
 
     def __init__(self, node, namespace: str = PSM_NAMESPACE, streams: tuple[str, ...] = DEFAULT_STREAMS):
-        self._t = M = _types()
+        self._t = M = message_types()
         self.link = ArmLink(node, namespace, streams, M)
         self.node, self.namespace, self.streams = node, namespace, self.link.streams
-        self._out = _Publisher(node, namespace, M)
+        self._out = CommandPublisher(node, namespace, M)
         self.jaw = JawClient(self.link, self._out)
         self._fk = node.create_client(M["QueryForwardKinematics"], psm_topic("forward_kinematics", namespace))
         self._ik = node.create_client(M["QueryInverseKinematics"], psm_topic("inverse_kinematics", namespace))

@@ -2,7 +2,7 @@
 
 `ArmLink` owns the subscriptions of one arm namespace and the condition
 variable their callbacks notify; `surgbot.hw.crtk.PSMClient` reads and waits
-through it and publishes commands itself.  Callbacks only store (the executor
+through it and publishes commands through `surgbot.hw.crtk_commands`.  Callbacks only store (the executor
 thread must never block); every wait blocks on the condition, never polls.
 """
 
