@@ -28,9 +28,10 @@ NICE_BACKGROUND = 5
 # "sim": only the twin, which stands in for the robots' own real-time controllers (on hardware
 # rt/lowstate comes from the G1's board, not from a process sharing the PC's cores); "chain": the
 # twin and the ROS nodes with 50 ms watchdogs.  Measured, `surgbot demo` on the 2-core machine
-# (README "Real-time scheduling"): "off" lost its tasks to a 51 ms rt/lowstate FAULT in 2 of 12
-# runs; "chain" starved the camera and the policy server (inference p50 up to 91 ms, camera
-# 9.8 Hz) and lost a task in 2 of 7 runs without any fault; "sim" got both tasks in 6 of 6.
+# (README "Real-time scheduling"): at "off" 3 of the 14 runs' FAULTs were the bridge's own
+# "rt/lowstate stale" (the twin starved of a core), never at "sim" (23 runs); "sim" does not stop
+# the ROS side starving (its failures: /g1/joint_states gaps at the supervisor and the holder);
+# "chain" starved the camera and the policy server instead (inference p50 up to 91 ms).
 REALTIME_LEVELS = ("off", "sim", "chain")
 POLICY_DEFAULT_PORT = 5555
 

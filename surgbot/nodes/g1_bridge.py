@@ -184,8 +184,9 @@ class G1BridgeNode(Node):
             with self.lock:
                 age = self.core.lowstate_age(now)
             if age > LOWSTATE_DRAIN_AFTER_S and self._lowstate_reader.poll():
-                self.lowstate_drained += 1
-                self.lowstate_drained_max_age_s = max(self.lowstate_drained_max_age_s, age)
+                if math.isfinite(age):            # not the first sample: it had no age to lose
+                    self.lowstate_drained += 1
+                    self.lowstate_drained_max_age_s = max(self.lowstate_drained_max_age_s, age)
                 now = time.monotonic()
             with self.lock:
                 was = self.core.state
