@@ -68,7 +68,6 @@ figure within its bound.
 """
 
 
-
 # the stack's real-time level of the run (stack.REALTIME_LEVELS; older files hold a bool: chain or off)
 REALTIME_CONDITIONS = {
     "off": "every node SCHED_OTHER; ",

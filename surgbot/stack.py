@@ -35,6 +35,13 @@ NICE_BACKGROUND = 5
 # the ROS side starving (its failures: /g1/joint_states gaps at the supervisor and the holder);
 # "chain" starved the camera and the policy server instead (inference p50 up to 91 ms).
 REALTIME_LEVELS = ("off", "sim", "chain")
+
+
+def check_realtime_level(level: str) -> str:
+    """`level` if it is one of REALTIME_LEVELS, else ValueError naming them."""
+    if level not in REALTIME_LEVELS:
+        raise ValueError(f"real-time level {level!r} not in {REALTIME_LEVELS}")
+    return level
 POLICY_DEFAULT_PORT = 5555
 
 
@@ -73,8 +80,7 @@ class NodeSpec:
 
     def asks_realtime(self, level: str) -> bool:
         """Whether this node asks for SCHED_FIFO in a stack run at REALTIME_LEVELS `level`."""
-        if level not in REALTIME_LEVELS:
-            raise ValueError(f"real-time level {level!r} not in {REALTIME_LEVELS}")
+        check_realtime_level(level)
         return bool(self.realtime) and REALTIME_LEVELS.index(level) >= REALTIME_LEVELS.index(self.realtime)
 
     def environment(self, level: str) -> dict[str, str]:

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from surgbot import contract, processes
 from surgbot.errors import CliError
-from surgbot.stack import REALTIME_LEVELS, NodeSpec, StackOptions, config_dir, nodes_for, resolve
+from surgbot.stack import REALTIME_LEVELS, NodeSpec, StackOptions, check_realtime_level, config_dir, nodes_for, resolve
 
 POLL_PERIOD_S = 0.2          # a dead node is reported within this (contract: within 1 s)
 MAX_RESTARTS = 3
@@ -131,10 +131,8 @@ class Stack:
 
     def __init__(self, nodes: list[NodeSpec], arguments: dict[str, str], log_dir: Path, restart: bool, say=print,
                  realtime: str = "off"):
-        if realtime not in REALTIME_LEVELS:
-            raise ValueError(f"real-time level {realtime!r} not in {REALTIME_LEVELS}")
         self.nodes, self.arguments, self.log_dir, self.restart = nodes, arguments, log_dir, restart
-        self.realtime = realtime        # which nodes ask for SCHED_FIFO (NodeSpec.asks_realtime)
+        self.realtime = check_realtime_level(realtime)   # which nodes ask for SCHED_FIFO (NodeSpec.asks_realtime)
         self.say = say
         self.running: list[Running] = []
         self.stop_event = threading.Event()
