@@ -14,18 +14,26 @@ domain), at the dVRK's default 100 Hz and at 1 kHz:
 * `sim_g1_lowstate_period_psm_<R>hz`: `rt/lowstate` receive gaps from
   `sim_node` (box_trainer: G1 + PSM + camera) with `psm_rate_hz` R while this
   process reads `measured_js` and `setpoint_cp` (the twin skips topics nobody
-  reads, as the dVRK's bridge does);
+  reads, as the dVRK's bridge does); `rt/lowstate` is read by
+  `bench/lowstate_reader.py`, a process of its own as the G1 bridge is (a
+  listener in this process waited for the GIL behind rclpy's 1-2 kHz PSM
+  callbacks and added its own lateness);
 * `..._no_camera` (full runs): the same at 1 kHz with the endoscope renderer
   off (`camera:=false`), which separates the PSM's share of the lowstate
   jitter from the renderer's.  On the 2-core box the renderer's process
   (~16 ms of CPU a frame at 30 Hz) makes the physics thread wake late from
   its pacing sleep (measured: late publishes every ~33 ms, the frame
   period; a SCHED_IDLE renderer or a SCHED_IDLE busy loop in its place did
-  the same), not the PSM.
+  the same), not the PSM;
+* `..._realtime`: the same at 1 kHz with the sim and the reader
+  at SCHED_FIFO `processes.REALTIME_PRIORITY`, as `surgbot up --realtime
+  chain` runs the sim and the G1 bridge (the renderer stays SCHED_OTHER);
+  not measured where real-time scheduling is not permitted.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -40,6 +48,9 @@ from surgbot.bench import figure, time_calls
 
 REPO = Path(__file__).resolve().parents[1]
 WARMUP_TIMEOUT_S = 30.0
+READER_TIMEOUT_S = 90.0            # the reader's own wait for the stream (60 s) and its start
+# the combined-sim rows start SCHED_FIFO nodes (`surgbot.bench.runner` keeps the right for this area)
+STARTS_REALTIME_NODES = True
 
 
 def _ik_figures(quick: bool) -> list[dict]:
@@ -60,8 +71,8 @@ def _ik_figures(quick: bool) -> list[dict]:
     ]
 
 
-def _start(args: list[str]) -> subprocess.Popen:
-    env = dict(os.environ)
+def _start(args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
+    env = dict(os.environ if env is None else env)
     env.setdefault("MUJOCO_GL", "osmesa")
     return processes.start(args, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
@@ -169,30 +180,40 @@ def _send_x(client, base: np.ndarray, k: int) -> float:
     return float(T[0, 3])
 
 
-def _g1_with_psm_figures(runs: tuple[tuple[float, bool], ...], seconds: float) -> list[dict]:
-    """rt/lowstate from one reader (the SDK's channel is one per process) across the sims of
-    `runs` ((psm_rate_hz, camera) each)."""
-    from unitree_sdk2py.idl.unitree_hg.msg.dds_ import LowState_
-
-    from surgbot import contract
+def _g1_with_psm_figures(runs: tuple[tuple[float, bool, bool], ...], seconds: float) -> list[dict]:
+    """rt/lowstate periods in the sims of `runs` ((psm_rate_hz, camera, realtime) each)."""
     from surgbot.bench import dds_domains
-    from surgbot.hw import unitree
 
     _, domain = dds_domains()
-    unitree.init_channel(domain, "lo")
-    dp = unitree.participant()
-    lowstate = _Arrivals()
-    reader = unitree.RawReader(dp, contract.G1_TOPIC_LOWSTATE, LowState_, lambda _d, _t: lowstate(None))
     figs: list[dict] = []
-    try:
-        for rate, camera in runs:
-            figs += _sim_with_psm(rate, seconds, domain, lowstate, camera)
-    finally:
-        del reader
+    for rate, camera, realtime in runs:
+        figs += _sim_with_psm(rate, seconds, domain, camera, realtime)
     return figs
 
 
-def _sim_with_psm(rate: float, seconds: float, domain: int, lowstate: _Arrivals, camera: bool = True) -> list[dict]:
+def _scheduling_env(realtime: bool) -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop(processes.REALTIME_ENV, None)
+    if realtime:
+        env[processes.REALTIME_ENV] = str(processes.REALTIME_PRIORITY)
+    return env
+
+
+def _read_lowstate(domain: int, seconds: float, realtime: bool) -> tuple[np.ndarray, str]:
+    """Arrival times of rt/lowstate read by bench/lowstate_reader.py (a process of its own, as the
+    bridge is), and the scheduling it ran under."""
+    proc = subprocess.run([sys.executable, "-m", "surgbot.bench.lowstate_reader", str(domain), str(seconds)],
+                          cwd=REPO, env=_scheduling_env(realtime), capture_output=True, text=True,
+                          timeout=READER_TIMEOUT_S + seconds)
+    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("ARRIVALS ")), None)
+    if line is None:
+        raise RuntimeError(f"lowstate reader exited {proc.returncode} without arrivals: {proc.stderr[-500:]}")
+    data = json.loads(line[len("ARRIVALS "):])
+    return np.array(data["t"]), data["scheduling"]
+
+
+def _sim_with_psm(rate: float, seconds: float, domain: int, camera: bool = True,
+                  realtime: bool = False) -> list[dict]:
     import rclpy
     from sensor_msgs.msg import JointState
 
@@ -200,8 +221,9 @@ def _sim_with_psm(rate: float, seconds: float, domain: int, lowstate: _Arrivals,
 
     sim = _start([sys.executable, "-m", "surgbot.nodes.sim_node", "--ros-args", "-p", "scene:=box_trainer",
                   "-p", f"g1_domain:={domain}", "-p", f"psm_rate_hz:={float(rate)}",
-                  "-p", f"camera:={'true' if camera else 'false'}"])
-    suffix = "" if camera else "_no_camera"
+                  "-p", f"camera:={'true' if camera else 'false'}"], env=_scheduling_env(realtime))
+    name = f"sim_g1_lowstate_period_psm_{int(rate)}hz" + ("" if camera else "_no_camera") \
+        + ("_realtime" if realtime else "")
     rclpy.init()
     node = rclpy.create_node(f"bench_sim_psm_{int(rate)}")
     psm_js = _Arrivals()
@@ -211,23 +233,24 @@ def _sim_with_psm(rate: float, seconds: float, domain: int, lowstate: _Arrivals,
     figs: list[dict] = []
     try:
         client.wait_for_state(60.0)
-        with lowstate.lock:
-            lowstate.t.clear()
-        t_end = time.monotonic() + WARMUP_TIMEOUT_S
-        while time.monotonic() < t_end and len(lowstate.t) < 100:
-            time.sleep(0.1)
-        time.sleep(1.0)
+        sim_fifo = os.sched_getscheduler(sim.pid) == os.SCHED_FIFO
         with psm_js.lock:
             psm_js.t.clear()
-        t_low = lowstate.window(seconds)
-        with psm_js.lock:
-            t_psm = np.array(psm_js.t)
-        if len(t_low) > 2:
-            figs.append(figure(f"sim_g1_lowstate_period_psm_{int(rate)}hz{suffix}", "ms",
-                               samples=np.diff(t_low) * 1e3, anchor=2.0, anchor_source="contract: 500 Hz",
-                               note=f"sim_node box_trainer, PSM at {rate:g} Hz, measured_js + setpoint_cp read"
-                                    + ("" if camera else ", endoscope renderer off")))
-        if camera:
+        t_low, reader_scheduling = _read_lowstate(domain, seconds, realtime)
+        with psm_js.lock:                      # the reader's window (both clocks CLOCK_MONOTONIC)
+            t_psm = np.array([t for t in psm_js.t if len(t_low) and t_low[0] <= t <= t_low[-1]])
+        note = (f"sim_node box_trainer, PSM at {rate:g} Hz, measured_js + setpoint_cp read; rt/lowstate read "
+                f"by a process of its own ({reader_scheduling})" + ("" if camera else ", endoscope renderer off"))
+        if realtime and not (sim_fifo and reader_scheduling.startswith("running SCHED_FIFO")):
+            figs.append(figure(name, "ms", note=f"SCHED_FIFO not permitted here (sim FIFO: {sim_fifo}; "
+                                                f"reader: {reader_scheduling}): not measured"))
+        elif len(t_low) > 2:
+            if realtime:
+                note += ("; sim and reader SCHED_FIFO "
+                         f"{processes.REALTIME_PRIORITY}, as `surgbot up --realtime chain` runs the sim and the bridge")
+            figs.append(figure(name, "ms", samples=np.diff(t_low) * 1e3, anchor=2.0,
+                               anchor_source="contract: 500 Hz", note=note))
+        if camera and not realtime:
             figs += _rate_figures("sim_psm_measured_js", rate, t_psm)
     finally:
         spinner.stop()                           # returns once the thread has left rclpy
@@ -245,14 +268,15 @@ def run(quick: bool) -> list[dict]:
     figs = _ik_figures(quick)
     for rate in (100.0, 1000.0):
         figs += _twin_figures(rate, seconds, n_latency)
-    # quick (smoke check): the combined sim at 1 kHz only; full: its 100 Hz baseline and 1 kHz without the renderer
-    figs += _g1_with_psm_figures(((1000.0, True),) if quick else ((100.0, True), (1000.0, True), (1000.0, False)),
-                                 seconds)
+    # quick (smoke check): the combined sim at 1 kHz, SCHED_OTHER and real-time; full: also its 100 Hz
+    # baseline and 1 kHz without the renderer
+    figs += _g1_with_psm_figures(((1000.0, True, False), (1000.0, True, True)) if quick else
+                                 ((100.0, True, False), (1000.0, True, False), (1000.0, False, False),
+                                  (1000.0, True, True)), seconds)
     return figs
 
 
 if __name__ == "__main__":
-    import json
     t0 = time.time()
     out = run(quick="--full" not in sys.argv)
     for f in out:

@@ -33,6 +33,11 @@ PROVENANCE = [
     ("`g1.*`", "`surgbot sim` + `g1_bridge` subprocesses on real unitree DDS and rclpy; receive-side "
                "timings in the bench process"),
     ("`psm_*`", "the PSM twin subprocess over CRTK ROS 2, timed by a client in the bench process"),
+    ("`sim_g1_lowstate_*`, `sim_psm_*`", "`sim_node` (box_trainer: G1 + PSM + camera) subprocess; the PSM read "
+                                         "by a client in the bench process, `rt/lowstate` by "
+                                         "`bench/lowstate_reader.py` in a process of its own (as the G1 bridge "
+                                         "reads it); `_realtime`: sim and reader SCHED_FIFO, as `surgbot up "
+                                         "--realtime chain` runs the sim and the bridge"),
     ("`endoscope.*`", "the in-process loop `bench.arm_loop.ArmLoop`: MuJoCo (the twin's own scene model, "
                       "entry-point spring included) + `EndoscopeHolderCore`, bridge PD/speed limit/gravity "
                       "feed-forward modelled in-process, 2 control periods of command delay, no DDS, no ROS, "

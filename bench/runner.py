@@ -25,7 +25,7 @@ from pathlib import Path
 from surgbot.bench import MODULES, machine
 from surgbot.bench.report import fmt_number as _fmt
 from surgbot.errors import CliError
-from surgbot.processes import exit_skipping_finalisation
+from surgbot.processes import exit_skipping_finalisation, forbid_realtime_scheduling
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -153,7 +153,10 @@ def _area_main(argv: list[str]) -> int:
     ap.add_argument("--quick", action="store_true")
     a = ap.parse_args(argv)
     try:
-        figures, error = importlib.import_module(a.area).run(quick=a.quick), None
+        module = importlib.import_module(a.area)
+        if not getattr(module, "STARTS_REALTIME_NODES", False):
+            forbid_realtime_scheduling()     # as every other surgbot process (surgbot/processes.py)
+        figures, error = module.run(quick=a.quick), None
     except Exception as exc:  # reported as this area's error
         traceback.print_exc(file=sys.stderr)
         figures, error = [], f"{type(exc).__name__}: {exc}"

@@ -18,8 +18,10 @@ from surgbot.processes import forbid_realtime_scheduling
 # name -> (module, one-line help)
 # `surgbot up/demo --realtime` keep the right to real-time scheduling for the nodes they start (the
 # watchdog chain asks for SCHED_FIFO, processes.REALTIME_ENV); each node drops it for itself once
-# it has its priority, and neither opens an AV1 encoder (the demo writes H.264).
-STARTS_REALTIME_NODES = ("up", "demo")
+# it has its priority, and neither opens an AV1 encoder (the demo writes H.264).  `surgbot bench`
+# only starts one process per area; each area gives the right up first unless its module says
+# STARTS_REALTIME_NODES (bench/psm.py: the combined sim at the `--realtime chain` scheduling).
+STARTS_REALTIME_NODES = ("up", "demo", "bench")
 SUBCOMMANDS = {
     "sim": ("surgbot.sim.runner", "MuJoCo twin of the hardware (G1 over unitree DDS, PSM over CRTK ROS 2)"),
     "bench": ("surgbot.bench.runner", "performance suite; last stdout line is one JSON object"),
