@@ -49,7 +49,7 @@ from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from surgbot.geometry import ns_to_stamp
-from surgbot.processes import leave_realtime_scheduling
+from surgbot.processes import leave_realtime_scheduling, lower_priority
 from surgbot.sim.scene_layouts import OUTER_GROUP
 
 # Header slots (int64).
@@ -293,9 +293,16 @@ def main(argv: list[str] | None = None) -> int:
     # the camera stops (it closes our stdin), so a SIGINT here would only add noise.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     leave_realtime_scheduling()        # a real-time sim started us: rendering waits behind the chain
+    # A session of our own, niced with its scheduling group: in the sim's session the nice value
+    # only ordered us against the sim's own threads, not against the other nodes (processes.AUTOGROUP).
+    # We stop when the sim closes our stdin, so leaving its session loses nothing.
     try:
-        os.nice(int(os.environ.get("SURGBOT_CAMERA_NICE", RENDER_NICE)))
-    except (OSError, ValueError):
+        os.setsid()
+    except OSError:
+        pass                           # already a group leader (started by hand): stay where we are
+    try:
+        lower_priority(os.getpid(), int(os.environ.get("SURGBOT_CAMERA_NICE", RENDER_NICE)))
+    except ValueError:
         pass
     argv = sys.argv[1:] if argv is None else argv
     spec = json.loads(argv[0])

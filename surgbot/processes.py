@@ -65,6 +65,38 @@ def stop(proc: subprocess.Popen, sig: int = signal.SIGINT, timeout: float = 10.0
     return proc.returncode
 
 
+# With autogroup scheduling (`/proc/sys/kernel/sched_autogroup_enabled` = 1: most desktop and cloud
+# kernels, this machine) the CPU is first shared between sessions, equally, and a process's nice
+# value only orders it among the processes of its own session (sched(7)).  Every node `start()`s
+# is a session of its own, so its nice alone did nothing against the other nodes; the session's
+# group has a nice value of its own (`/proc/PID/autogroup`) that does.
+AUTOGROUP = "/proc/{pid}/autogroup"
+NICE_MIN, NICE_MAX = -20, 19
+
+
+def lower_priority(pid: int, increment: int) -> str:
+    """Nice process `pid` by `increment` and, when it leads a session of its own, that session's
+    scheduling group to the same value.  Returns what could not be done ("" when all was)."""
+    problems = []
+    try:
+        os.setpriority(os.PRIO_PROCESS, pid, os.getpriority(os.PRIO_PROCESS, pid) + increment)
+    except OSError as exc:              # gone already, or not permitted
+        problems.append(f"nice: {exc}")
+    try:
+        own_session = os.getsid(pid) == pid
+    except OSError:
+        own_session = False
+    if own_session:                     # never regroup a session others run in (the user's terminal)
+        try:
+            with open(AUTOGROUP.format(pid=pid), "w") as group:     # against the untouched groups (0)
+                group.write(str(max(NICE_MIN, min(NICE_MAX, increment))))
+        except FileNotFoundError:
+            pass                        # a kernel without autogroup: the nice value alone applies
+        except OSError as exc:
+            problems.append(f"autogroup: {exc}")
+    return "; ".join(problems)
+
+
 def exit_skipping_finalisation(status: int) -> NoReturn:
     """Flush stdout/stderr and end this process with `status` without interpreter finalisation.
 

@@ -24,8 +24,10 @@ CONFIG_DIR_NAME = "config"
 # `NodeSpec.realtime` below); nodes that tolerate a late tick (the 15 Hz policy, the recorder)
 # run niced.  Measured: without the nice the bridge's lowstate watchdog fired while engaging the
 # G1 in `surgbot demo` (77 ms gap).
-# Caveat (README "Real-time scheduling"): each node is its own session, and with the kernel's
-# autogroup scheduling a nice value only counts within the session's group, not against other nodes.
+# Each node is a session of its own: `surgbot up` nices its session's scheduling group too
+# (processes.lower_priority), or with the kernel's autogroup scheduling the nice value would only
+# count within that group, not against the other nodes.  Under `ros2 launch` all nodes share the
+# launch's session, where the `nice` prefix alone orders them.
 NICE_BACKGROUND = 5
 # "sim": only the twin, which stands in for the robots' own real-time controllers (on hardware
 # rt/lowstate comes from the G1's board, not from a process sharing the PC's cores); "chain": the

@@ -149,11 +149,10 @@ class Stack:
         with open(log, "ab") as out:
             proc = processes.start(argv, stdout=out, stderr=subprocess.STDOUT,
                                    env=dict(os.environ, **env) if env else None)
-        if spec.nice:
-            try:
-                os.setpriority(os.PRIO_PROCESS, proc.pid, os.getpriority(os.PRIO_PROCESS, 0) + spec.nice)
-            except OSError as exc:          # gone already (the watch reports it) or not permitted
-                self.say(f"surgbot up: could not lower the priority of {spec.name}: {exc}")
+        if spec.nice:                       # its session's group too (processes.AUTOGROUP says why)
+            problem = processes.lower_priority(proc.pid, spec.nice)
+            if problem:                     # gone already (the watch reports it) or not permitted
+                self.say(f"surgbot up: could not lower the priority of {spec.name}: {problem}")
         return Running(spec, argv, log, proc, time.monotonic(), restarts)
 
     def watch(self) -> int:

@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import mujoco
 import numpy as np
@@ -16,6 +17,7 @@ import pytest
 
 from surgbot import contract
 from surgbot.sim.camera import EndoscopeCamera, intrinsics
+from surgbot.sim.camera_process import RENDER_NICE
 from surgbot.sim.scene import build_model, reset_to_stand
 from surgbot.sim.scene_layouts import SPHENOID_TARGET_RGBA, TARGET_COLOURS
 from surgbot.sim.world import SimWorld
@@ -123,6 +125,10 @@ def test_camera_renders_parent_state_in_another_process():
         steps = stamp_ns / (world.dt * 1e9)
         assert steps == pytest.approx(round(steps), abs=1e-6) and 0 < stamp_ns <= round(world.time * 1e9)
         assert len(cam.render_ms) == cam.frames and all(ms > 0 for ms in cam.render_ms)
+        # below the sim and the other nodes: a session of its own, niced with its scheduling group
+        assert os.getsid(pid) == pid and os.getpriority(os.PRIO_PROCESS, pid) == min(19, os.nice(0) + RENDER_NICE)
+        group = Path(f"/proc/{pid}/autogroup")
+        assert not group.exists() or group.read_text().split()[-1] == str(RENDER_NICE)
     finally:
         world.close()
     assert not _alive(pid) and cam.pid is None

@@ -20,22 +20,16 @@ import sys
 from pathlib import Path
 
 from surgbot.errors import CliError
-from surgbot.processes import pid_alive
+from surgbot.processes import lower_priority, pid_alive
 
 NICENESS = 10
-AUTOGROUP = Path("/proc/self/autogroup")
 
 
 def _lower_priority() -> None:
-    """In the detached child: niceness 10, also for its session's autogroup.  With autogroup scheduling
-    (most desktop and cloud kernels) a new session is its own group and groups share the CPU equally
-    whatever their processes' niceness, so a 'nice' training would still take half of a 2-core machine
-    from the tests and the stack beside it; the group's own nice value is what yields."""
-    os.nice(NICENESS)
-    try:
-        AUTOGROUP.write_text(str(NICENESS))
-    except OSError:
-        pass                     # a kernel without autogroup: the process niceness alone already applies
+    """In the detached child (a session of its own): niceness 10, also for its session's group, so
+    a 'nice' training does not still take half of a 2-core machine from the tests and the stack
+    beside it (processes.AUTOGROUP)."""
+    lower_priority(os.getpid(), NICENESS)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
