@@ -113,6 +113,33 @@ def _plots(result: dict, out: Path) -> list[str]:
     return names
 
 
+GOALS_FILE = "performance_goals.json"
+_COMPARE = {"<": lambda a, b: a < b, ">=": lambda a, b: a >= b}
+
+
+def goal_lines(figures: dict, goals_file: Path) -> list[str]:
+    """The issues' goals (docs/performance_goals.json) beside this run's figures and the figure
+    before the work; a goal whose figure this run lacks says so."""
+    if not goals_file.exists():
+        return []
+    goals = json.loads(goals_file.read_text())["goals"]
+    lines = ["", "## Goals (before the work -> this run)", "",
+             f"From `docs/{GOALS_FILE}`: the issues' goals for these figures; before = the figure when "
+             "the issue was filed, where it existed.", "",
+             "| issue | figure | stat | goal | before | this run | met |", "|---|---|---|---|---|---|---|"]
+    for g in goals:
+        if g["op"] not in _COMPARE:
+            raise ValueError(f"{goals_file}: goal for {g['figure']}: op {g['op']!r} not in {sorted(_COMPARE)}")
+        f = figures.get(g["figure"], {})
+        now = f.get(g["stat"])
+        met = "not in this run" if now is None else "yes" if _COMPARE[g["op"]](now, g["goal"]) else "**no**"
+        before = g.get("before")
+        before_text = f"{fmt_number(before['value'])} ({before['from']})" if before else ""
+        lines.append(f"| {g['issue']} | {g['figure']} | {g['stat']} | {g['op']} {fmt_number(g['goal'])} | "
+                     f"{before_text} | {fmt_number(now)} | {met} |")
+    return lines
+
+
 def write_report(result: dict, docs: Path) -> Path:
     docs.mkdir(parents=True, exist_ok=True)
     (docs / "performance.json").write_text(json.dumps(
@@ -144,6 +171,7 @@ def write_report(result: dict, docs: Path) -> Path:
                      f"{fmt_number(f.get('ratio'))} | {f.get('note', '')} |")
     for area, err in result.get("errors", {}).items():
         lines.append(f"\nArea `{area}` failed: `{err}`")
+    lines += goal_lines(result["figures"], docs / GOALS_FILE)
     lines += ["", "## Where the figures come from", "", "| figures | loop |", "|---|---|"]
     lines += [f"| {a} | {b} |" for a, b in PROVENANCE]
     lines += ["", "Samples give median, p99 and max: the max is the worst case of the run, quote it "

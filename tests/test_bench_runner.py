@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 import pytest
 
@@ -74,3 +75,27 @@ def test_a_quick_merge_is_refused_before_anything_runs(monkeypatch, tmp_path):
     with pytest.raises(CliError, match="holds a full run"):
         runner.run(parser.parse_args(["--quick", "--only", "policy", "--report"]))
     assert ran == []
+
+
+def test_the_report_puts_each_goal_beside_its_figure(tmp_path):
+    from surgbot.bench import report
+    goals = tmp_path / "goals.json"
+    goals.write_text(json.dumps({"goals": [
+        {"issue": 1, "figure": "a", "stat": "p99", "op": "<", "goal": 5.0, "before": {"value": 80.0, "from": "x"}},
+        {"issue": 1, "figure": "b", "stat": "value", "op": ">=", "goal": 990.0, "before": None},
+        {"issue": 2, "figure": "gone", "stat": "p99", "op": "<", "goal": 1.0, "before": None}]}))
+    rows = report.goal_lines({"a": {"p99": 4.9}, "b": {"value": 741.0}}, goals)
+    assert rows[-3].startswith("| 1 | a | p99 | < 5 | 80 (x) | 4.9 | yes |")
+    assert rows[-2].endswith("| 741 | **no** |")
+    assert rows[-1].endswith("| not in this run |")
+    goals.write_text(json.dumps({"goals": [{"issue": 1, "figure": "a", "stat": "p99", "op": "<=", "goal": 5.0}]}))
+    with pytest.raises(ValueError, match="op '<=' not in"):
+        report.goal_lines({}, goals)
+
+
+def test_every_shipped_goal_names_a_figure_of_the_report():
+    from surgbot.bench import report
+    docs = Path(runner.REPO) / "docs"
+    figures = json.loads((docs / "performance.json").read_text())["figures"]
+    goals = json.loads((docs / report.GOALS_FILE).read_text())["goals"]
+    assert goals and all(g["figure"] in figures and g["stat"] in figures[g["figure"]] for g in goals)
