@@ -20,7 +20,7 @@ import numpy as np
 from surgbot import contract
 from surgbot.control.endoscope_holder import EndoscopeHolderCore, HolderConfig
 from surgbot.control.g1_arm import DEFAULT_KD, DEFAULT_KP
-from surgbot.control.pivot import PivotConfig
+from surgbot.control.pivot_config import PivotConfig
 from surgbot.kinematics.g1_arm import RIGHT_ARM_JOINTS, WAIST_JOINTS, G1ScopeArm
 from surgbot.sim import scene as scenes
 from surgbot.sim.g1_twin import STAND_KD, STAND_KP

@@ -16,7 +16,7 @@ from surgbot import bench
 from surgbot.bench.arm_loop import ArmLoop
 from surgbot.bench.casadi_pivot import CasadiPivotIK
 from surgbot.control.endoscope_holder import HolderConfig
-from surgbot.control.pivot import PivotConfig
+from surgbot.control.pivot_config import PivotConfig
 from surgbot.geometry import matrix_to_quat
 from surgbot.kinematics.g1_arm import RIGHT_ARM_JOINTS, WAIST_JOINTS
 

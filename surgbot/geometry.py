@@ -23,6 +23,7 @@ QUAT_NORM_TOL = 1e-2          # |q| may differ from 1 by this much (float32 roun
 ZERO_NORM = 1e-9              # below this a quaternion or 6D column has no direction
 ROT6D_PARALLEL_SIN = 1e-6     # 6D columns closer to parallel than this do not define a frame
 POSE10_DIM = 10
+PARALLEL_SIN = 1e-12         # rotation_aligning: vectors closer to (anti)parallel than this have no axis
 
 
 def _finite_vector(values, n: int, what: str) -> np.ndarray:
@@ -105,6 +106,37 @@ def rot6d_to_matrix(v: Sequence[float]) -> np.ndarray:
         raise ValueError("6D rotation: columns are parallel or zero")
     y = y / ny
     return np.column_stack([x, y, np.cross(x, y)])
+
+
+def _axis_angle_matrix(kx: float, ky: float, kz: float, angle: float) -> np.ndarray:
+    """Rodrigues: rotation by `angle` about the unit axis k."""
+    c, s = math.cos(angle), math.sin(angle)
+    t = 1.0 - c
+    return np.array([[c + t * kx * kx, t * kx * ky - s * kz, t * kx * kz + s * ky],
+                     [t * kx * ky + s * kz, c + t * ky * ky, t * ky * kz - s * kx],
+                     [t * kx * kz - s * ky, t * ky * kz + s * kx, c + t * kz * kz]])
+
+
+def rotation_aligning(a: Sequence[float], b: Sequence[float]) -> np.ndarray:
+    """Smallest rotation taking unit vector a to unit vector b.
+
+    (3-vector products as Python floats: `np.cross` alone costs more than
+    the whole function; the endoscope holder runs this every step in its
+    servo_cv/head/tool modes.)
+    """
+    ax, ay, az = np.asarray(a, float).tolist()
+    bx, by, bz = np.asarray(b, float).tolist()
+    vx, vy, vz = ay * bz - az * by, az * bx - ax * bz, ax * by - ay * bx
+    s = math.sqrt(vx * vx + vy * vy + vz * vz)
+    c = ax * bx + ay * by + az * bz
+    if s >= PARALLEL_SIN:
+        return _axis_angle_matrix(vx / s, vy / s, vz / s, math.atan2(s, c))
+    if c > 0:
+        return np.eye(3)
+    # 180 deg: about any axis orthogonal to a (a x e_x, or a x e_y when a is along e_x)
+    kx, ky, kz = (0.0, az, -ay) if ay * ay + az * az > 1e-12 else (-az, 0.0, ax)
+    n = math.sqrt(kx * kx + ky * ky + kz * kz)
+    return _axis_angle_matrix(kx / n, ky / n, kz / n, math.pi)
 
 
 def pose_to_matrix(position: Sequence[float], q_xyzw: Sequence[float], *, strict_norm: bool = False) -> np.ndarray:

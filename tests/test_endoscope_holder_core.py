@@ -15,7 +15,7 @@ import pytest
 
 from surgbot.bench.arm_loop import ArmLoop
 from surgbot.control.endoscope_holder import HEAD_FOLLOW, HOLD, TELEOP, TOOL_FOLLOW, HolderConfig
-from surgbot.control.pivot import PivotConfig
+from surgbot.control.pivot_config import PivotConfig
 from surgbot.kinematics.g1_arm import RIGHT_ARM_JOINTS, WAIST_JOINTS
 
 # in-process MuJoCo loops over minutes of simulated time: not `unit` (seconds)

@@ -162,3 +162,23 @@ def test_result_convention():
     assert not bad and bad.reason == "not engaged" and bad.value is None
     with pytest.raises(ValueError):
         Result.failure("")
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_rotation_aligning_is_the_smallest_rotation_from_a_to_b(seed):
+    rng = np.random.default_rng(seed)
+    a, b = (v / np.linalg.norm(v) for v in rng.normal(size=(2, 3)))
+    R = geometry.rotation_aligning(a, b)
+    axis = np.cross(a, b)
+    angle = math.acos(float(np.clip(a @ b, -1.0, 1.0)))
+    assert np.allclose(R, _axis_angle(axis, angle), atol=1e-12)      # about a x b, by the angle between them
+    assert geometry.is_rotation(R) and np.allclose(R @ a, b, atol=1e-12)
+
+
+@pytest.mark.parametrize("a", [(1.0, 0.0, 0.0), (0.0, 0.0, 1.0), (0.6, 0.8, 0.0)])
+def test_rotation_aligning_parallel_and_opposite_vectors(a):
+    a = np.array(a)
+    assert np.array_equal(geometry.rotation_aligning(a, a), np.eye(3))
+    R = geometry.rotation_aligning(a, -a)                             # a half turn about an axis normal to a
+    assert geometry.is_rotation(R) and np.allclose(R @ a, -a, atol=1e-12)
+    assert geometry.rotation_angle(R, np.eye(3)) == pytest.approx(math.pi, abs=1e-9)

@@ -20,7 +20,8 @@ from surgbot.control.g1_arm import DEFAULT_KD, UPPER_NAMES
 from surgbot.control.holder_config import HolderConfig
 from surgbot.control.holder_modes import EVENT_LOG_MAX, Gate, HolderResult, ModeMachine, State
 from surgbot.control.joint_servo import MASS_REFRESH_STEPS, JointServo
-from surgbot.control.pivot import PivotConfig, PivotIK, View
+from surgbot.control.pivot import PivotIK, View
+from surgbot.control.pivot_config import PivotConfig
 from surgbot.control.robot_time import CREDIT_STATES, RobotTimePacer
 from surgbot.control.view_shaping import ViewShaper, approach1, approach3
 from surgbot.geometry import rotation_angle

@@ -146,7 +146,7 @@ def _outside(f: dataclasses.Field):
 
 def test_every_config_refuses_a_value_outside_its_declared_range():
     """The bounds a ROS parameter gets (param lo/hi) hold for a config built in Python too."""
-    from surgbot.control.pivot import PivotConfig
+    from surgbot.control.pivot_config import PivotConfig
     from surgbot.control.policy_exec import PolicyExecConfig
     from surgbot.sim.psm_twin import PSMTwinConfig
     checked = 0
@@ -163,7 +163,7 @@ def test_every_config_refuses_a_value_outside_its_declared_range():
 
 
 def test_pivot_weights_by_name_map_onto_active_joints():
-    from surgbot.control.pivot import PivotConfig
+    from surgbot.control.pivot_config import PivotConfig
     c = PivotConfig(active_joints=("a", "b", "c"), joint_weights={"b": 0.5})
     assert c.joint_weights == (1.0, 0.5, 1.0) and c.weight("b") == 0.5 and c.weight("zz") == 1.0
     with pytest.raises(ValueError, match="not active joints"):
@@ -198,6 +198,7 @@ print(json.dumps(failed))
 HARDWARE_SIDE = [
     "surgbot.nodes.endoscope_holder", "surgbot.nodes.g1_bridge",
     "surgbot.control.endoscope_holder", "surgbot.control.g1_bridge", "surgbot.control.pivot",
+    "surgbot.control.pivot_config", "surgbot.control.holder_loop", "surgbot.hw.crtk_commands",
     "surgbot.control.filters", "surgbot.control.holder_config", "surgbot.control.holder_modes",
     "surgbot.control.view_shaping", "surgbot.control.joint_servo", "surgbot.control.follow",
     "surgbot.kinematics.g1_arm", "surgbot.kinematics.psm", "surgbot.hw.unitree", "surgbot.hw.crtk",

@@ -13,7 +13,9 @@ import numpy as np
 import pinocchio as pin
 import pytest
 
-from surgbot.control.pivot import PivotConfig, PivotIK, rotation_aligning
+from surgbot.control.pivot import PivotIK
+from surgbot.control.pivot_config import PivotConfig
+from surgbot.geometry import rotation_aligning
 from surgbot.kinematics.g1_arm import DEFAULT_MJCF, RIGHT_ARM_JOINTS, WAIST_JOINTS, G1ScopeArm
 
 pytestmark = pytest.mark.unit

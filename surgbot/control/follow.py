@@ -17,8 +17,8 @@ import numpy as np
 import pinocchio as pin
 
 from surgbot.control.holder_config import HolderConfig
-from surgbot.control.pivot import PivotIK, View, rotation_aligning
-from surgbot.geometry import quat_to_matrix
+from surgbot.control.pivot import PivotIK, View
+from surgbot.geometry import quat_to_matrix, rotation_aligning
 
 MIN_DISTANCE_M = 1e-6        # a tool this close to the fulcrum or the tip gives no direction
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from surgbot import contract
 from surgbot.config import check_ranges, param
-from surgbot.control.pivot import PivotConfig
+from surgbot.control.pivot_config import PivotConfig
 
 N_BRIDGE_GAINS = len(contract.G1_UPPER_BODY)     # g1_bridge kp/kd: one per upper-body joint, contract order
 # A pose's quaternion is read as a rotation (and normalised) only if its norm lies in this band:
