@@ -59,8 +59,10 @@ from unitree_sdk2py.idl.unitree_hg.msg.dds_ import LowCmd_, LowState_
 from unitree_sdk2py.rpc.internal import RPC_ERR_SERVER_API_PARAMETER
 
 from surgbot import contract
+from surgbot.geometry import quat_to_rpy
 from surgbot.hw import unitree
 from surgbot.pacing import Pacer
+from surgbot.safety.filter import RejectionLog
 from surgbot.sim.scene import build_model
 from surgbot.sim.world import SimWorld
 
@@ -77,30 +79,7 @@ _KD_LEG = [1, 1, 1, 2, 1, 1]
 STAND_KP = np.array(_KP_LEG * 2 + [60, 40, 40] + [60] * 14, dtype=float)
 STAND_KD = np.array(_KD_LEG * 2 + [1, 1, 1] + [1.5] * 14, dtype=float)
 STAND_RAMP_S = 2.0
-
-
-class _RateLimitedLog:
-    """Logs each reason at most once per `period` seconds, with the count since."""
-
-    def __init__(self, period: float = 1.0):
-        self.period = period
-        self._last: dict[str, float] = {}
-        self._pending: dict[str, int] = {}
-
-    def __call__(self, reason: str, msg: str) -> None:
-        now = time.monotonic()
-        self._pending[reason] = self._pending.get(reason, 0) + 1
-        if now - self._last.get(reason, -1e9) >= self.period:
-            log.warning("%s (%d in the last %.0f s)", msg, self._pending[reason], self.period)
-            self._last[reason] = now
-            self._pending[reason] = 0
-
-
-def _quat_to_rpy(w: float, x: float, y: float, z: float) -> tuple[float, float, float]:
-    roll = math.atan2(2 * (w * x + y * z), 1 - 2 * (x * x + y * y))
-    pitch = math.asin(max(-1.0, min(1.0, 2 * (w * y - z * x))))
-    yaw = math.atan2(2 * (w * z + x * y), 1 - 2 * (y * y + z * z))
-    return roll, pitch, yaw
+WARN_PERIOD_S = 1.0               # a dropped-command cause is logged at most this often
 
 
 class G1Twin:
@@ -119,7 +98,8 @@ class G1Twin:
                         "arm_sdk_malformed": 0, "arm_sdk_nonfinite": 0, "arm_sdk_not_standing": 0}
         self.applied = {"lowcmd": 0, "arm_sdk": 0}
         self.published = 0
-        self._warn = _RateLimitedLog()
+        # each cause logged at most once per second, with the count so far (the safety layer's log)
+        self._rejections = RejectionLog(WARN_PERIOD_S, lambda _cause, reason: log.warning(reason))
         self._lock = threading.Lock()
         self._mode = MODE_STANDING
         self._mode_changed = False
@@ -211,6 +191,9 @@ class G1Twin:
         with self._lock:
             self.dropped[key] += 1
         self._warn(key, msg)
+
+    def _warn(self, key: str, msg: str) -> None:
+        self._rejections.reject(f"{key}: {msg}", time.monotonic())
 
     def _on_lowcmd(self, data: bytes, _t: float) -> None:
         rec, crc_ok = unitree.decode_lowcmd(data)
@@ -359,7 +342,7 @@ class G1Twin:
         imu["quaternion"] = quat
         imu["gyroscope"] = vel[:3]
         imu["accelerometer"] = R.T @ (acc_world - self._gravity)
-        imu["rpy"] = _quat_to_rpy(*quat)
+        imu["rpy"] = quat_to_rpy((quat[1], quat[2], quat[3], quat[0]))   # unitree: w, x, y, z
         self._writer.write(unitree.encode_lowstate(st), lambda: unitree.lowstate_to_sdk(st))
         self.published += 1
 

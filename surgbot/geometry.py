@@ -79,6 +79,16 @@ def matrix_to_quat(R: np.ndarray) -> tuple[float, float, float, float]:
     return x / n, y / n, z / n, w / n
 
 
+def quat_to_rpy(q_xyzw: Sequence[float]) -> tuple[float, float, float]:
+    """Roll, pitch, yaw (rad; R = Rz(yaw) Ry(pitch) Rx(roll), as an IMU reports them) of a unit
+    quaternion.  Pitch is clamped to +-pi/2 at the gimbal lock."""
+    x, y, z, w = (float(v) for v in q_xyzw)
+    roll = math.atan2(2 * (w * x + y * z), 1 - 2 * (x * x + y * y))
+    pitch = math.asin(max(-1.0, min(1.0, 2 * (w * y - z * x))))
+    yaw = math.atan2(2 * (w * z + x * y), 1 - 2 * (y * y + z * z))
+    return roll, pitch, yaw
+
+
 def is_rotation(R: np.ndarray, tol: float = 1e-6) -> bool:
     """True for a finite, orthonormal, right-handed 3x3."""
     m = np.asarray(R, dtype=float)

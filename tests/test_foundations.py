@@ -182,3 +182,13 @@ def test_rotation_aligning_parallel_and_opposite_vectors(a):
     R = geometry.rotation_aligning(a, -a)                             # a half turn about an axis normal to a
     assert geometry.is_rotation(R) and np.allclose(R @ a, -a, atol=1e-12)
     assert geometry.rotation_angle(R, np.eye(3)) == pytest.approx(math.pi, abs=1e-9)
+
+
+def test_rpy_of_a_quaternion_rebuilds_its_rotation():
+    """quat_to_rpy: R = Rz(yaw) Ry(pitch) Rx(roll), checked by composing the three turns back."""
+    for q in RNG.normal(size=(20, 4)):
+        q /= np.linalg.norm(q)
+        roll, pitch, yaw = geometry.quat_to_rpy(q)
+        R = _axis_angle([0, 0, 1], yaw) @ _axis_angle([0, 1, 0], pitch) @ _axis_angle([1, 0, 0], roll)
+        assert np.allclose(R, geometry.quat_to_matrix(q), atol=1e-9)
+    assert geometry.quat_to_rpy((0.0, 0.0, 0.0, 1.0)) == (0.0, 0.0, 0.0)
