@@ -174,3 +174,69 @@ def test_the_default_layouts_are_ones_the_bundled_checkpoint_solves_in_every_eva
             result = json.loads((REPO / "docs" / "results" / f"{cell}@{task}.json").read_text())
             outcome = {e["seed"]: e["success"] for e in result["per_episode"]}
             assert outcome.get(seed) is True, (cell, task, seed)
+
+
+# ------------------------------------------------------------ the operator steps around a task
+FAULT = {"state": "FAULT", "reasons": ["g1_lowstate: silent for 56 ms (> 50 ms)"]}
+
+
+def _script(to_start_faults: int):
+    """A DemoScript's task preparation with its robot steps replaced: `_to_start` is interrupted by
+    a FAULT its first `to_start_faults` times; `_recover` (reset, engage, hold) clears the FAULT."""
+    from types import SimpleNamespace
+
+    from surgbot.demo.script import DemoScript
+    s = object.__new__(DemoScript)
+    s.notes, s.current, s.say = [], {}, lambda _m: None
+    s.obs = SimpleNamespace(safety={"state": "OK", "reasons": []})
+    s.calls = []
+
+    def to_start(_state):
+        s.calls.append("to_start")
+        if s.calls.count("to_start") <= to_start_faults:
+            s.obs.safety = dict(FAULT)
+            raise RuntimeError("PSM: move_cp to the task's start pose was refused or interrupted")
+
+    def recover(why):
+        s.calls.append("recover")
+        s.obs.safety = {"state": "OK", "reasons": []}
+
+    s._lay_out = lambda task, seed: {"task": task, "instruction": "transfer the block"}
+    s._to_start, s._recover = to_start, recover
+    return s
+
+
+def test_a_fault_before_the_policy_starts_is_reset_once_and_the_task_goes_on():
+    s = _script(to_start_faults=1)
+    assert s._prepare("peg_transfer", 7)["task"] == "peg_transfer"
+    assert s.calls == ["to_start", "recover", "to_start"]
+    assert len(s.notes) == 1 and "g1_lowstate" in s.notes[0] and "before the policy started" in s.notes[0]
+
+
+def test_a_second_fault_before_the_policy_starts_ends_the_demo():
+    s = _script(to_start_faults=2)
+    with pytest.raises(RuntimeError, match="interrupted"):
+        s._prepare("peg_transfer", 7)
+    assert s.calls == ["to_start", "recover", "to_start"]
+
+
+def test_a_failed_step_without_a_safety_stop_is_not_taken_for_one():
+    s = _script(to_start_faults=0)
+    s._to_start = lambda _state: (_ for _ in ()).throw(RuntimeError("PSM: move_cp refused"))
+    with pytest.raises(RuntimeError, match="move_cp refused"):
+        s._prepare("needle_pick", 7)
+    assert s.notes == []
+
+
+def test_a_policy_refused_by_a_safety_stop_fails_the_task_not_the_demo():
+    s = _script(to_start_faults=0)
+
+    def refuse(_enable):
+        raise RuntimeError("/policy/enable refused: safety: safety state FAULT")
+
+    s._set_policy = refuse
+    s.obs.safety = dict(FAULT)
+    assert s._enable_policy() == "safety FAULT: g1_lowstate: silent for 56 ms (> 50 ms)"
+    s.obs.safety = {"state": "OK", "reasons": []}
+    with pytest.raises(RuntimeError, match="refused"):           # refused for another reason: the demo stops
+        s._enable_policy()

@@ -24,6 +24,7 @@ SERVICE_TIMEOUT_S = 10.0
 ENGAGE_RAMP_S = 2.5                   # the bridge ramps the arm_sdk weight 0 -> 1 over 2 s
 MOVE_TIMEOUT_S = 20.0
 ENGAGE_ATTEMPTS = 3
+PREPARE_ATTEMPTS = 2                  # a FAULT before a task's policy starts: one reset and re-engage
 MODE_TIMEOUT_S = 5.0
 HOLD_CONFIRM_S = 2.0                  # the view must stay held this long before the tasks start
 RELAYOUT_TIMEOUT_S = 10.0
@@ -233,9 +234,9 @@ class DemoScript:
             return ""
         return f"safety {st.get('state')}: {', '.join(st.get('reasons', [])) or 'no reason given'}"
 
-    def _recover(self) -> None:
-        """After a FAULT in the last task: what an operator does (reset, re-engage, HOLD); noted."""
-        self.say("safety: the last task ended in a FAULT; reset, engage and hold again")
+    def _recover(self, why: str = "the last task ended in a FAULT") -> None:
+        """After a FAULT: what an operator does (reset, re-engage, HOLD); noted."""
+        self.say(f"safety: {why}; reset, engage and hold again")
         ok, message = call_service(self.obs, ACTIONS["reset"], SERVICE_TIMEOUT_S)
         if not ok:
             self.notes.append(f"reset after a task refused: {message}")
@@ -254,19 +255,16 @@ class DemoScript:
             self._recover()
         if self.results:                                   # let go of what the last task held, lift clear
             self.psm.jaw.move_jp(OPEN_JAW_RAD).wait(MOVE_TIMEOUT_S)
-        state = self._lay_out(task, seed)
-        self.current["status"] = "PSM to the start pose"
-        self._to_start(state)
+        state = self._prepare(task, seed)
         instruction = state["instruction"]
         horizon = self.args.duration or state["horizon_s"] * HORIZON_MARGIN
         self.say(f"policy: {task} \"{instruction}\" (at most {horizon:.0f} s)")
         self.current.update(status="policy running", instruction=instruction)
         self.pub_instruction.publish(String(data=instruction))
         self.obs.anchor_scope_tip()
-        self._set_policy(True)
         t_start = time.monotonic()
-        success, stopped = False, ""
-        while time.monotonic() - t_start < horizon:
+        success, stopped = False, self._enable_policy()
+        while not stopped and time.monotonic() - t_start < horizon:
             st = self.obs.task_state() or {}
             if st.get("task") == task and st.get("success"):
                 success = True
@@ -283,6 +281,39 @@ class DemoScript:
         self.say(f"{task}: {'success' if success else 'FAILED: ' + failure} after {elapsed:.1f} s")
         return {"task": task, "seed": seed, "instruction": instruction, "success": success,
                 "time_s": round(elapsed, 2), "sim_elapsed_s": final.get("elapsed_s"), "failure": failure}
+
+    def _prepare(self, task: str, seed: int) -> dict:
+        """Lay the task out and bring the PSM to its start pose.  A FAULT meanwhile (the policy has
+        not started: nothing of the task is judged yet) is reset and re-engaged from as an operator
+        would, once; noted."""
+        attempt = 1
+        while True:
+            try:
+                state = self._lay_out(task, seed)
+                self.current["status"] = "PSM to the start pose"
+                self._to_start(state)
+            except RuntimeError:                  # a move the supervisor's hold interrupted
+                if attempt == PREPARE_ATTEMPTS or not self._safety_stop():
+                    raise
+            problem = self._safety_stop()
+            if not problem:
+                return state
+            if attempt == PREPARE_ATTEMPTS:
+                raise RuntimeError(f"{task}: {problem} before the policy started, {attempt} times")
+            self.notes.append(f"{task}: {problem} before the policy started: reset, engaged again")
+            self._recover(f"{problem} before {task} started")
+            attempt += 1
+
+    def _enable_policy(self) -> str:
+        """'' once the policy runs; the safety stop that refused it otherwise (the task then fails
+        with it, as a FAULT during the task does)."""
+        try:
+            self._set_policy(True)
+        except RuntimeError:
+            if not (stopped := self._safety_stop()):
+                raise
+            return stopped
+        return ""
 
     def _set_policy(self, enable: bool) -> None:
         self._service("policy-enable" if enable else "policy-disable")
