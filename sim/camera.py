@@ -45,6 +45,7 @@ import mujoco
 import numpy as np
 
 from surgbot import contract
+from surgbot.sim.camera_model import intrinsics
 from surgbot.sim.camera_process import (
     CONSUMED,
     FRAME_SEQ,
@@ -75,24 +76,6 @@ TWIN_MSAA_SAMPLES = 0
 READY_TIMEOUT_S = 30.0
 OVERVIEW_CAMERA = "overview"                # sim.scene: the outside view of humanoid, scope and PSM
 _REPO = Path(__file__).resolve().parent.parent
-
-
-def intrinsics(fovy_deg: float, width: int, height: int) -> np.ndarray:
-    """3x3 pinhole matrix of a MuJoCo camera (fovy is vertical, square pixels)."""
-    f = 0.5 * height / math.tan(math.radians(fovy_deg) / 2.0)
-    return np.array([[f, 0.0, width / 2.0], [0.0, f, height / 2.0], [0.0, 0.0, 1.0]])
-
-
-def mujoco_pixels(points_world: np.ndarray, cam_pos: np.ndarray, cam_R: np.ndarray, fovy_deg: float,
-                  width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
-    """Where a MuJoCo camera (looks along its -z, y up) images world points: ([N, 2] (column, row) pixels,
-    (0, 0) the image's top-left corner; [N] depth along the view, m).  A point at or behind the camera
-    (depth <= 0) gets a meaningless pixel: the caller decides what that means."""
-    p = (np.asarray(points_world, float).reshape(-1, 3) - np.asarray(cam_pos, float)) @ np.asarray(cam_R, float)
-    depth = -p[:, 2]
-    uvw = np.stack([p[:, 0], -p[:, 1], depth], axis=1) @ intrinsics(fovy_deg, width, height).T
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return uvw[:, :2] / uvw[:, 2:], depth
 
 
 def _anonymous_file(name: str, content: bytes | None = None, size: int = 0) -> int:

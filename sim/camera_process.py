@@ -50,6 +50,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from surgbot.geometry import ns_to_stamp
 from surgbot.processes import leave_realtime_scheduling, lower_priority
+from surgbot.sim.camera_model import intrinsics
 from surgbot.sim.scene_layouts import OUTER_GROUP
 
 # Header slots (int64).
@@ -206,7 +207,6 @@ def serve(spec: dict) -> int:
     renderer = publisher = None
     handshaken = False
     try:
-        from surgbot.sim.camera import intrinsics  # (camera imports this module: a cycle at import time)
         with os.fdopen(spec["model_fd"], "rb") as f:
             mjb = f.read()
         model = mujoco.MjModel.from_binary_path("model.mjb", {"model.mjb": mjb})

@@ -37,7 +37,8 @@ from std_srvs.srv import SetBool, Trigger
 from surgbot import contract
 from surgbot.hw.crtk import PSMClient
 from surgbot.nodes.endoscope_holder import scene_psm_base
-from surgbot.sim.camera import DEFAULT_HEIGHT, DEFAULT_WIDTH, intrinsics
+from surgbot.sim.camera import DEFAULT_HEIGHT, DEFAULT_WIDTH
+from surgbot.sim.camera_model import intrinsics
 from surgbot.sim.scene import build_model, reset_to_stand
 from tests.endoscope_rig import (
     LOADED_MAX_M,

@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 
 from surgbot import contract
-from surgbot.sim.camera import EndoscopeCamera, intrinsics
+from surgbot.sim.camera import EndoscopeCamera
+from surgbot.sim.camera_model import intrinsics
 from surgbot.sim.camera_process import RENDER_NICE
 from surgbot.sim.scene import build_model, reset_to_stand
 from surgbot.sim.scene_layouts import SPHENOID_TARGET_RGBA, TARGET_COLOURS

@@ -27,7 +27,7 @@ import numpy as np
 
 from surgbot.geometry import matrix_to_quat
 from surgbot.policies.video.appearance import Appearance, ImageStyler, SceneStyler
-from surgbot.sim.camera import mujoco_pixels
+from surgbot.sim.camera_model import mujoco_pixels
 from surgbot.sim.envs import ENV_IDS
 from surgbot.sim.envs.experts import make_expert
 from surgbot.sim.envs.surg_env import CONTROL_HZ

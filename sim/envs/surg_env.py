@@ -39,7 +39,7 @@ from gymnasium import spaces  # noqa: E402
 
 from surgbot.geometry import invert_transform, matrix_from_pose10, pose10_from_matrix  # noqa: E402
 from surgbot.kinematics import psm as kin  # noqa: E402
-from surgbot.sim.camera import mujoco_pixels  # noqa: E402
+from surgbot.sim.camera_model import mujoco_pixels  # noqa: E402
 from surgbot.sim.psm_core import PSMCore  # noqa: E402
 from surgbot.sim.psm_plant import PSMPlant  # noqa: E402
 from surgbot.sim.psm_state import ENABLED, FAULT  # noqa: E402
