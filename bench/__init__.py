@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import platform
 import random
+import threading
 import time
 from collections.abc import Callable, Iterable
 
@@ -32,6 +33,27 @@ MODULES = (
 
 
 RAW_KEEP = 4000   # samples kept per figure for plots (stripped from --json output)
+
+
+class Arrivals:
+    """Receive times (`time.perf_counter()`) of one topic, appended by its callback thread."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.t: list[float] = []
+
+    def __call__(self, _msg) -> None:
+        t = time.perf_counter()
+        with self.lock:
+            self.t.append(t)
+
+    def window(self, seconds: float) -> np.ndarray:
+        with self.lock:
+            self.t.clear()
+        time.sleep(seconds)
+        with self.lock:
+            return np.array(self.t)
+
 
 
 def stats(samples: Iterable[float]) -> dict:

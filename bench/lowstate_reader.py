@@ -5,7 +5,7 @@
 Waits for the stream (100 samples, then 1 s), records the receive time
 (`time.perf_counter()`, CLOCK_MONOTONIC on Linux: comparable with the parent's
 clock) of every sample for SECONDS, and prints one line
-`ARRIVALS {"t": [...], "scheduling": "..."}`.  With `processes.REALTIME_ENV`
+`ARRIVALS {"t": [...], "scheduling": "...", "fifo": bool}`.  With `processes.REALTIME_ENV`
 set it takes SCHED_FIFO first, as a node of `surgbot up --realtime chain`
 does, so its DDS threads inherit it.
 
@@ -18,11 +18,12 @@ receive times were the bench's, not the link's (p99 3.0-3.1 ms there against
 from __future__ import annotations
 
 import json
+import os
 import sys
-import threading
 import time
 
 from surgbot import processes
+from surgbot.bench import Arrivals
 
 STREAM_TIMEOUT_S = 60.0
 STREAM_SAMPLES = 100
@@ -41,28 +42,19 @@ def main(argv: list[str]) -> int:
     from surgbot.hw import unitree
 
     unitree.init_channel(domain, "lo")
-    lock = threading.Lock()
-    arrivals: list[float] = []
-
-    def on_sample(_data, _take_time) -> None:
-        t = time.perf_counter()
-        with lock:
-            arrivals.append(t)
-
-    reader = unitree.RawReader(unitree.participant(), contract.G1_TOPIC_LOWSTATE, LowState_, on_sample)
+    arrivals = Arrivals()
+    reader = unitree.RawReader(unitree.participant(), contract.G1_TOPIC_LOWSTATE, LowState_,
+                               lambda _data, _take_time: arrivals(None))
     try:
         t_end = time.monotonic() + STREAM_TIMEOUT_S
-        while time.monotonic() < t_end and len(arrivals) < STREAM_SAMPLES:
+        while time.monotonic() < t_end and len(arrivals.t) < STREAM_SAMPLES:
             time.sleep(0.1)
         time.sleep(SETTLE_S)
-        with lock:
-            arrivals.clear()
-        time.sleep(seconds)
-        with lock:
-            window = list(arrivals)
+        window = arrivals.window(seconds).tolist()
     finally:
         reader.close()
-    print("ARRIVALS " + json.dumps({"t": window, "scheduling": scheduling}), flush=True)
+    fifo = sys.platform.startswith("linux") and os.sched_getscheduler(0) == os.SCHED_FIFO
+    print("ARRIVALS " + json.dumps({"t": window, "scheduling": scheduling, "fifo": fifo}), flush=True)
     return 0
 
 

@@ -37,14 +37,13 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
 
 from surgbot import processes
-from surgbot.bench import figure, time_calls
+from surgbot.bench import Arrivals, figure, time_calls
 
 REPO = Path(__file__).resolve().parents[1]
 WARMUP_TIMEOUT_S = 30.0
@@ -75,26 +74,6 @@ def _start(args: list[str], env: dict[str, str] | None = None) -> subprocess.Pop
     env = dict(os.environ if env is None else env)
     env.setdefault("MUJOCO_GL", "osmesa")
     return processes.start(args, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
-class _Arrivals:
-    """Receive times of one topic (callback thread)."""
-
-    def __init__(self):
-        self.lock = threading.Lock()
-        self.t: list[float] = []
-
-    def __call__(self, _msg) -> None:
-        t = time.perf_counter()
-        with self.lock:
-            self.t.append(t)
-
-    def window(self, seconds: float) -> np.ndarray:
-        with self.lock:
-            self.t.clear()
-        time.sleep(seconds)
-        with self.lock:
-            return np.array(self.t)
 
 
 def _rate_figures(tag: str, rate: float, a: np.ndarray) -> list[dict]:
@@ -138,7 +117,7 @@ def _twin_figures(rate: float, seconds: float, n_latency: int) -> list[dict]:
                    "--start-home"])
     rclpy.init()
     node = rclpy.create_node(f"bench_psm_{int(rate)}")
-    arrivals = _Arrivals()
+    arrivals = Arrivals()
     node.create_subscription(JointState, "/PSM1/measured_js", arrivals, 100)
     spinner = spin_in_background(node)
     client = PSMClient(node, streams=("setpoint_cp", "setpoint_js"))
@@ -199,9 +178,9 @@ def _scheduling_env(realtime: bool) -> dict[str, str]:
     return env
 
 
-def _read_lowstate(domain: int, seconds: float, realtime: bool) -> tuple[np.ndarray, str]:
+def _read_lowstate(domain: int, seconds: float, realtime: bool) -> tuple[np.ndarray, str, bool]:
     """Arrival times of rt/lowstate read by bench/lowstate_reader.py (a process of its own, as the
-    bridge is), and the scheduling it ran under."""
+    bridge is), the scheduling it ran under, and whether that was SCHED_FIFO."""
     proc = subprocess.run([sys.executable, "-m", "surgbot.bench.lowstate_reader", str(domain), str(seconds)],
                           cwd=REPO, env=_scheduling_env(realtime), capture_output=True, text=True,
                           timeout=READER_TIMEOUT_S + seconds)
@@ -209,7 +188,7 @@ def _read_lowstate(domain: int, seconds: float, realtime: bool) -> tuple[np.ndar
     if line is None:
         raise RuntimeError(f"lowstate reader exited {proc.returncode} without arrivals: {proc.stderr[-500:]}")
     data = json.loads(line[len("ARRIVALS "):])
-    return np.array(data["t"]), data["scheduling"]
+    return np.array(data["t"]), data["scheduling"], data["fifo"]
 
 
 def _sim_with_psm(rate: float, seconds: float, domain: int, camera: bool = True,
@@ -226,7 +205,7 @@ def _sim_with_psm(rate: float, seconds: float, domain: int, camera: bool = True,
         + ("_realtime" if realtime else "")
     rclpy.init()
     node = rclpy.create_node(f"bench_sim_psm_{int(rate)}")
-    psm_js = _Arrivals()
+    psm_js = Arrivals()
     node.create_subscription(JointState, "/PSM1/measured_js", psm_js, 100)
     spinner = spin_in_background(node)
     client = PSMClient(node, streams=("setpoint_cp",))
@@ -236,12 +215,12 @@ def _sim_with_psm(rate: float, seconds: float, domain: int, camera: bool = True,
         sim_fifo = os.sched_getscheduler(sim.pid) == os.SCHED_FIFO
         with psm_js.lock:
             psm_js.t.clear()
-        t_low, reader_scheduling = _read_lowstate(domain, seconds, realtime)
+        t_low, reader_scheduling, reader_fifo = _read_lowstate(domain, seconds, realtime)
         with psm_js.lock:                      # the reader's window (both clocks CLOCK_MONOTONIC)
             t_psm = np.array([t for t in psm_js.t if len(t_low) and t_low[0] <= t <= t_low[-1]])
         note = (f"sim_node box_trainer, PSM at {rate:g} Hz, measured_js + setpoint_cp read; rt/lowstate read "
                 f"by a process of its own ({reader_scheduling})" + ("" if camera else ", endoscope renderer off"))
-        if realtime and not (sim_fifo and reader_scheduling.startswith("running SCHED_FIFO")):
+        if realtime and not (sim_fifo and reader_fifo):
             figs.append(figure(name, "ms", note=f"SCHED_FIFO not permitted here (sim FIFO: {sim_fifo}; "
                                                 f"reader: {reader_scheduling}): not measured"))
         elif len(t_low) > 2:
