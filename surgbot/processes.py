@@ -74,6 +74,19 @@ AUTOGROUP = "/proc/{pid}/autogroup"
 NICE_MIN, NICE_MAX = -20, 19
 
 
+def autogroup_nice(pid: int) -> int | None:
+    """The nice value of `pid`'s session group, or None where it has none: a kernel without
+    autogroup, or a process still in the root group (one whose session began before autogroup
+    did, e.g. a container's PID 1 and everything it started without setsid): the kernel shows
+    that file empty, and the group's CPU share is the whole machine's."""
+    try:
+        with open(AUTOGROUP.format(pid=pid)) as group:
+            words = group.read().split()        # "/autogroup-3426 nice 0"
+    except OSError:
+        return None
+    return int(words[-1]) if words else None
+
+
 def lower_priority(pid: int, increment: int) -> str:
     """Nice process `pid` by `increment` and, when it leads a session of its own, that session's
     scheduling group to the same value.  Returns what could not be done ("" when all was)."""
