@@ -251,6 +251,6 @@ def run(quick: bool) -> list[dict]:
         figure("console_server_cpu_30fps", "% of a core", value=page["cpu_pct"], anchor=VUER_CPU_PCT,
                anchor_source="Vuer server per client (FACTS)", note="console process, one XR page + video; goal < 10"),
         figure("console_page_pose_rate", "Hz", value=page["page_rate"], higher_is_better=True,
-               note=f"xr messages sent by the page's XR frame loop (IWER, capped ~150/s); /teleop/head got "
+               note=f"xr messages sent by the page's XR frame loop (IWER, capped at 125/s); /teleop/head got "
                     f"{page['ros_rate']:.1f}/s (newest-only), video drawn {page['fps']:.1f} fps"),
     ]

@@ -46,7 +46,7 @@ pytestmark = pytest.mark.sim
 TOKEN = "browser-test-token"
 # The page streams every frame (not only on change: a still hand must keep the link alive and
 # the clutch state fresh). Its actual rate is a benchmark figure (bench/console.py
-# console_page_pose_rate, 152 Hz quiet); here only "streams", with a wide margin below any
+# console_page_pose_rate: 125 Hz, the page's cap); here only "streams", with a wide margin below any
 # browser frame loop (60 Hz desktop, 72-90 Hz XR) so a loaded machine does not fail it.
 MIN_STREAM_HZ = 20.0
 

@@ -136,6 +136,17 @@ def test_a_disarmed_source_is_not_watched(sup):
         sup.feed("unknown", now=0.0)
 
 
+def test_a_source_is_fresh_only_when_armed_recent_and_not_reporting_a_fault(sup):
+    """`fresh`: what the node asks before it calls a liveliness lapse a stop (ALIVE_WITNESS)."""
+    assert not sup.fresh("psm_measured_js", now=0.0)                  # never heard
+    sup.feed("psm_measured_js", now=1.0)
+    assert sup.fresh("psm_measured_js", now=1.09) and not sup.fresh("psm_measured_js", now=1.11)
+    sup.feed("psm_measured_js", now=2.0, ok=False, detail="tracking error FAULT")
+    assert not sup.fresh("psm_measured_js", now=2.0)
+    with pytest.raises(KeyError):
+        sup.fresh("unknown", now=0.0)
+
+
 def test_supervisor_config_refuses_zero_timeouts():
     with pytest.raises(ValueError, match="zero timeout"):
         SupervisorConfig(psm_state_timeout_s=0.0)

@@ -230,3 +230,72 @@ def test_a_stalled_supervisor_judges_after_it_has_read_what_came_meanwhile(proce
         print(f"probe killed while the supervisor was stopped: FAULT {(t_fault - t_wake) * 1e3:.0f} ms after it woke")
         assert t_fault - t_wake < 2.0
 
+
+
+WITNESS_PROBE = """
+import sys
+import rclpy
+from rclpy.executors import ExternalShutdownException
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Empty
+from surgbot import contract
+from surgbot.rosutil import Diagnostics
+name = sys.argv[1]
+rclpy.init()
+node = rclpy.create_node(name)
+diag = Diagnostics(node, name, lambda: (Diagnostics.OK, "fine", {}), period_s=0.2)
+pub = node.create_publisher(JointState, contract.G1_JOINT_STATES, 10)
+node.create_timer(0.005, lambda: pub.publish(JointState()))
+# its liveliness writer goes, its data stays: what a late DDS liveliness message looks like to a reader
+node.create_subscription(Empty, "/test/drop_liveliness", lambda _m: node.destroy_publisher(diag._alive), 10)
+try:
+    rclpy.spin(node)
+except (KeyboardInterrupt, ExternalShutdownException):
+    pass
+"""
+
+
+@pytest.mark.parametrize("name, lapse_is_a_fault", [("g1_bridge", False), ("liveness_probe", True)])
+def test_a_liveliness_lapse_while_the_nodes_own_data_flows_is_not_a_stop(processes, name, lapse_is_a_fault):
+    """The G1 bridge's liveliness lapsing while its /g1/joint_states keep coming (seen mid-task on the
+    2-core machine: the DDS liveliness message late, the bridge running) is counted, not a FAULT;
+    a node without such a data stream still FAULTs; and the bridge's death is still a FAULT, by the
+    lowstate watchdog."""
+    sup = processes.start([PYTHON, "-m", "surgbot.nodes.safety_supervisor", "--ros-args",
+                           "-p", "lowstate_timeout_s:=0.15"], name="supervisor")   # a loaded CI's 200 Hz probe
+    probe = processes.start([PYTHON, "-c", WITNESS_PROBE, name], name="probe")
+    states: list[tuple[float, dict]] = []
+    values: dict[str, str] = {}
+
+    def on_diagnostics(msg) -> None:
+        for st in msg.status:
+            if st.name == "safety_supervisor":
+                values.update({kv.key: kv.value for kv in st.values})
+
+    with listener_node(f"test_witness_listener_{name}") as (node, ex):
+        node.create_subscription(String, contract.SAFETY_STATE,
+                                 lambda m: states.append((time.monotonic(), json.loads(m.data))), 50)
+        node.create_subscription(DiagnosticArray, "/diagnostics", on_diagnostics, 50)
+        drop = node.create_publisher(Empty, "/test/drop_liveliness", 10)
+
+        def spin_until(pred, timeout):
+            return _wait_for(lambda: ex.spin_once(timeout_sec=0.01) or pred(), timeout)
+
+        armed = (f"alive:{name}", "g1_lowstate")
+        assert spin_until(lambda: all(values.get(k) == "armed" for k in armed), 60), (values, processes.log(sup))
+        spin_until(lambda: False, 0.5)
+        assert states[-1][1]["state"] == "OK", states[-1]
+        assert spin_until(lambda: drop.get_subscription_count() > 0, 30)
+        drop.publish(Empty())
+        spin_until(lambda: False, 1.5)
+        alive_causes = [r for r in states[-1][1]["reasons"] if r.startswith(f"alive:{name}")]
+        if lapse_is_a_fault:
+            assert states[-1][1]["state"] == "FAULT" and alive_causes, states[-1]
+        else:
+            assert all(s["state"] == "OK" for _, s in states), next(s for _, s in states if s["state"] != "OK")
+            assert spin_until(lambda: int(values.get("alive_lapses_with_data", "0")) >= 1, 5), values
+            assert "liveliness lapsed while its data (g1_lowstate) kept coming" in processes.log(sup)
+            probe.send_signal(signal.SIGKILL)
+            assert spin_until(lambda: states[-1][1]["state"] == "FAULT", 10), states[-3:]
+            assert any(r.startswith("g1_lowstate: silent") for r in states[-1][1]["reasons"]), states[-1]
+    assert processes.stop(sup, signal.SIGINT) == 0, processes.log(sup)

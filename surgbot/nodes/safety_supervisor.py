@@ -11,7 +11,9 @@ Thin shell around `surgbot.safety.supervisor.SupervisorCore`.  Watches:
 * every such node's liveliness on `/safety/alive/<name>` (`contract.alive_lease_of`: 150 ms,
   500 ms for the niced policy node and recorder):
   a killed, exited or stalled node is a FAULT one lease after it stopped (its
-  diagnostics would take `node_timeout_s`), until it is alive again;
+  diagnostics would take `node_timeout_s`), until it is alive again; a lapse while
+  the node's own data stream is fresh (`ALIVE_WITNESS`: the bridge, the twin) is
+  counted, not a FAULT: that stream's faster watchdog judges the node;
 * `/PSM1/operating_state`: the arm's own FAULT is a cause until the arm leaves it.
 
 Each watchdog arms on its first message.  After the supervisor's own stall
@@ -64,6 +66,15 @@ WATCH_PSM_STATE = "psm_operating_state"     # the arm's own FAULT (tracking erro
 OWN_STALL_LOG_EVERY_S = 5.0
 NODE_PREFIX = "node:"
 ALIVE_PREFIX = "alive:"
+# A node whose own data stream a faster watchdog already follows: when its liveliness lapses while
+# that stream is fresh, the process is running (a stopped one publishes nothing), and the lapse is
+# the DDS liveliness protocol's own message arriving late (rmw_fastrtps asserts every 2/3 of the
+# 150 ms lease: 50 ms of slack), seen on the 2-core machine as a FAULT "alive:g1_bridge: stopped"
+# mid-task with /g1/joint_states still arriving every 4 ms.  Its death is still a FAULT: the data
+# watchdog's own (50 / 100 ms), before the lease would have told.
+ALIVE_WITNESS = {"g1_bridge": WATCH_LOWSTATE,     # /g1/joint_states: the bridge publishes each rt/lowstate
+                 "sim_node": WATCH_PSM}           # /PSM1/measured_js: the twin's PSM, 100 Hz and up
+ALIVE_LAPSE_LOG_EVERY_S = 5.0
 
 
 class SafetySupervisorNode(Node):
@@ -97,6 +108,8 @@ class SafetySupervisorNode(Node):
         self.own_stall = OwnStall(1.0 / c.publish_hz)
         self._stall_logged_s = -math.inf
         self._alive_pending: dict[str, float] = {}      # liveliness key -> deadline: a loss after our own stall
+        self.alive_lapses_with_data = 0                 # liveliness losses its data stream disproved
+        self._lapse_logged_s = -math.inf
         fast_timer(self, self.own_stall.period_s, self._on_timer)
         self.diagnostics = Diagnostics(self, NODE_NAME, self._status)
         self._publish()
@@ -163,10 +176,12 @@ class SafetySupervisorNode(Node):
         key, qos = ALIVE_PREFIX + name, alive_qos(name)
         lease_s = qos.liveliness_lease_duration.nanoseconds * 1e-9
         self.core.watch(key, math.inf)     # liveliness events only: no silence timeout
-        callbacks = SubscriptionEventCallbacks(liveliness=lambda info: self._on_liveliness(key, lease_s, info))
+        witness = ALIVE_WITNESS.get(name)
+        callbacks = SubscriptionEventCallbacks(
+            liveliness=lambda info: self._on_liveliness(key, lease_s, info, witness))
         self.create_subscription(Empty, topic, lambda _m: None, qos, event_callbacks=callbacks)
 
-    def _on_liveliness(self, key: str, lease_s: float, info) -> None:
+    def _on_liveliness(self, key: str, lease_s: float, info, witness: str | None = None) -> None:
         if info.alive_count > 0:
             if info.alive_count_change < 0 or info.not_alive_count_change > 0:
                 self.get_logger().warning(f"{key}: one of {info.alive_count + 1} publishers lost")
@@ -176,6 +191,13 @@ class SafetySupervisorNode(Node):
             self.core.feed(key, self._now())
             return
         now = self._now()
+        if witness is not None and self.core.fresh(witness, now):     # see ALIVE_WITNESS
+            self.alive_lapses_with_data += 1
+            if now - self._lapse_logged_s >= ALIVE_LAPSE_LOG_EVERY_S:
+                self._lapse_logged_s = now
+                self.get_logger().warning(f"{key}: liveliness lapsed while its data ({witness}) kept coming: "
+                                          f"running, not a stop ({self.alive_lapses_with_data} so far)")
+            return
         self._alive_lost_at[key] = time.time()     # wall clock: compared with diagnostics' header stamps
         if self.own_stall.recent(now, lease_s):    # see surgbot.safety.own_stall
             self._alive_pending[key] = now + lease_s
@@ -254,7 +276,8 @@ class SafetySupervisorNode(Node):
         level = Diagnostics.OK if self.core.state is State.OK else Diagnostics.ERROR
         values = {name: (d.cause(self._now()) or ("armed" if d.last_s is not None else "not armed"))
                   for name, d in self.core.watchdogs.items()}
-        values.update(psm_operating_state=self.psm_state or "unknown", holds_sent=self.holds_sent)
+        values.update(psm_operating_state=self.psm_state or "unknown", holds_sent=self.holds_sent,
+                      alive_lapses_with_data=self.alive_lapses_with_data)
         return level, self.core.state.value, values
 
 

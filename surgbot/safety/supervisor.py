@@ -68,6 +68,10 @@ class Watchdog:
             return f"{self.name}: silent for {(now - self.last_s) * 1e3:.0f} ms (> {self.timeout_s * 1e3:.0f} ms)"
         return ""
 
+    def fresh(self, now: float) -> bool:
+        """Armed, fed within its timeout and not reporting a fault."""
+        return self.last_s is not None and not self.bad and now - self.last_s <= self.timeout_s
+
 
 @dataclass
 class SupervisorCore:
@@ -90,6 +94,13 @@ class SupervisorCore:
             raise KeyError(f"unknown watchdog {name!r}")
         dog.last_s = now
         dog.bad = "" if ok else (detail or "reported a fault")
+
+    def fresh(self, name: str, now: float) -> bool:
+        """Whether watchdog `name` has heard its source within its timeout (and no fault from it)."""
+        dog = self.watchdogs.get(name)
+        if dog is None:
+            raise KeyError(f"unknown watchdog {name!r}")
+        return dog.fresh(now)
 
     def disarm(self, name: str) -> None:
         dog = self.watchdogs[name]

@@ -13,7 +13,7 @@
   const TURN_SPEED_RAD_S = 0.5;
   const EYE_HEIGHT_M = 1.6;
   const RECONNECT_MS = 1000;
-  const MIN_SEND_INTERVAL_MS = 6.5;     // at most ~150 messages/s on average
+  const MIN_SEND_INTERVAL_MS = 8.0;     // at most 125 messages/s on average: a 120 Hz headset's frames all pass
   const RECORD_HOLD_MS = 1000;          // X / Y held this long = Record / Discard (a quick press does nothing)
   const XR_X = 4, XR_Y = 5;             // left controller buttons (xr-standard: 4 = X, 5 = Y)
 
