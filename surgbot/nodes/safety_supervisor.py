@@ -5,7 +5,7 @@ Thin shell around `surgbot.safety.supervisor.SupervisorCore`.  Watches:
 * `/PSM1/measured_js` (`psm_state_timeout_s`, 100 ms);
 * `/g1/joint_states`, which the bridge publishes from each `rt/lowstate`
   (`lowstate_timeout_s`, 50 ms: the lowstate age as seen through the bridge);
-* the console link: `/teleop/right` and `/teleop/head` (`console_link_timeout_s`, 200 ms);
+* the console link: `/teleop/head`, in every sample the console takes (`console_link_timeout_s`, 200 ms);
 * `/policy/state` (chunk age while enabled, `policy_chunk_timeout_s`);
 * every node's `/diagnostics` (silent for `node_timeout_s`, or at ERROR level);
 * every such node's liveliness on `/safety/alive/<name>` (`contract.alive_lease_of`: 150 ms,
@@ -95,8 +95,11 @@ class SafetySupervisorNode(Node):
                                  lambda _m: self.core.feed(WATCH_PSM, self._now()), 10, raw=True)
         self.create_subscription(JointState, contract.G1_JOINT_STATES,
                                  lambda _m: self.core.feed(WATCH_LOWSTATE, self._now()), 10, raw=True)
-        for topic in (contract.TELEOP_RIGHT, contract.TELEOP_HEAD):
-            self.create_subscription(PoseStamped, topic, lambda _m: self.core.feed(WATCH_CONSOLE, self._now()), 10)
+        # the head pose alone: every xr sample carries one (a hand may be untracked), and each reader
+        # of a console topic costs the console ~60 us per sample in DDS (measured): /teleop/right too
+        # was a second watch of the same link
+        self.create_subscription(PoseStamped, contract.TELEOP_HEAD,
+                                 lambda _m: self.core.feed(WATCH_CONSOLE, self._now()), 10, raw=True)
         self.create_subscription(String, POLICY_STATE_TOPIC, self._on_policy_state, 10)
         self.psm_state: str | None = None        # None: not heard (hold is sent: fail-safe)
         self._alive_lost_at: dict[str, float] = {}   # liveliness key -> wall time of the loss
