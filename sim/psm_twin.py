@@ -264,15 +264,18 @@ class PSMTwin:
 
     def _publish_ground_truth(self, s: dict) -> None:
         PointStamped, Float64, PoseStamped = self._gt_msgs
+        read = {k: pub.get_subscription_count() > 0 for k, pub in self._gt.items()}   # unread: not built
         stamp = geometry.ns_to_stamp(s["stamp_ns"], PointStamped().header.stamp)
-        pt = PointStamped()
-        pt.header.stamp, pt.header.frame_id = stamp, WORLD_FRAME
-        pt.point.x, pt.point.y, pt.point.z = (float(v) for v in s["rcm_p"])
-        self._gt["gt_rcm"].publish(pt)
-        r = s["base_p"] - s["roll_p"]
-        dist = float(np.linalg.norm(r - s["roll_z"] * (r @ s["roll_z"])))
-        self._gt["gt_rcm_error"].publish(Float64(data=dist))
-        if "gt_tip" in self._gt:
+        if read["gt_rcm"]:
+            pt = PointStamped()
+            pt.header.stamp, pt.header.frame_id = stamp, WORLD_FRAME
+            pt.point.x, pt.point.y, pt.point.z = (float(v) for v in s["rcm_p"])
+            self._gt["gt_rcm"].publish(pt)
+        if read["gt_rcm_error"]:
+            r = s["base_p"] - s["roll_p"]
+            dist = float(np.linalg.norm(r - s["roll_z"] * (r @ s["roll_z"])))
+            self._gt["gt_rcm_error"].publish(Float64(data=dist))
+        if read.get("gt_tip"):
             T = np.eye(4)
             T[:3, :3], T[:3, 3] = s["tip_R"], s["tip_p"]
             msg = PoseStamped()
