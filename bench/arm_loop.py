@@ -1,7 +1,7 @@
 """`ArmLoop`: the in-process MuJoCo loop the holder's core tests and the endoscope bench share.
 
 The scene model from `sim.scene` (same MJCF the twin serves), the G1 held by the
-twin's standing PD (`sim.g1_twin.STAND_KP/KD` with gravity feed-forward) and
+twin's standing PD (`sim.g1_motors.STAND_KP/KD` with gravity feed-forward) and
 the upper body driven, like `rt/arm_sdk` at weight 1 from `g1_bridge`, by a PD
 toward the holder's joint command with the bridge's own gains
 (`surgbot.control.g1_arm.DEFAULT_KP/KD`), its per-joint speed limit and,
@@ -23,7 +23,7 @@ from surgbot.control.g1_arm import DEFAULT_KD, DEFAULT_KP
 from surgbot.control.pivot_config import PivotConfig
 from surgbot.kinematics.g1_arm import RIGHT_ARM_JOINTS, WAIST_JOINTS, G1ScopeArm
 from surgbot.sim import scene as scenes
-from surgbot.sim.g1_twin import STAND_KD, STAND_KP
+from surgbot.sim.g1_motors import STAND_KD, STAND_KP
 
 BRIDGE_MAX_VELOCITY = 2.0     # rad/s: g1_bridge `max_velocity` the holder needs (default 0.5)
 

@@ -19,15 +19,11 @@ confirmed on hardware:
 * `rt/arm_sdk` ignores `motor_cmd[i].mode` (Unitree's arm_sdk examples leave
   it 0) but needs a valid crc (they set it); `rt/lowcmd` honours mode 0 as
   "motor off" (zero torque);
-* the standing controller PD-holds the `stand` keyframe (qpos0 if the model
-  has none) with Unitree's example gains plus gravity feed-forward from the
-  model (a balance controller is model based); arm_sdk blends q, dq, kp, kd
-  and tau linearly with it, so at weight 1 the sender's own PD (and its own
-  gravity feed-forward, if any) drives the arm;
-* after `ReleaseMode` and before the first valid `rt/lowcmd`, motors are in
-  damping (tau = -kd dq), like the robot's damping state; after `SelectMode`
-  the standing controller ramps its targets from the current posture to the
-  stand pose over 2 s instead of jumping.
+* the motor layer (sim/g1_motors.py): the standing mode PD-holds the `stand`
+  keyframe with gravity feed-forward and blends arm_sdk in by its weight; after
+  `ReleaseMode` and before the first valid `rt/lowcmd` the motors damp, like
+  the robot's damping state; after `SelectMode` the stand targets ramp from the
+  current posture over 2 s instead of jumping.
 
 Sim-only test hook: when the world has a ROS node (`world.ros_node`), the
 twin subscribes `/sim/g1/disturbance` (sensor_msgs/JointState: names of G1
@@ -63,6 +59,7 @@ from surgbot.geometry import quat_to_rpy
 from surgbot.hw import unitree
 from surgbot.pacing import Pacer
 from surgbot.safety.filter import RejectionLog
+from surgbot.sim.g1_motors import StandingController, damping_torques, lowcmd_torques
 from surgbot.sim.scene import build_model
 from surgbot.sim.world import SimWorld
 
@@ -72,13 +69,6 @@ DISTURBANCE_TOPIC = "/sim/g1/disturbance"
 MODE_STANDING = "standing"
 MODE_RELEASED = "released"
 
-# Standing controller gains (FACTS: Unitree low-level example gains), arms a bit
-# stiffer (60 / 1.5, Unitree's arm_sdk example figures) to hold a scope.
-_KP_LEG = [60, 60, 60, 100, 40, 40]
-_KD_LEG = [1, 1, 1, 2, 1, 1]
-STAND_KP = np.array(_KP_LEG * 2 + [60, 40, 40] + [60] * 14, dtype=float)
-STAND_KD = np.array(_KD_LEG * 2 + [1, 1, 1] + [1.5] * 14, dtype=float)
-STAND_RAMP_S = 2.0
 WARN_PERIOD_S = 1.0               # a dropped-command cause is logged at most this often
 
 
@@ -122,11 +112,10 @@ class G1Twin:
         self._effort = np.abs(m.actuator_ctrlrange[self._act, 1]).copy()
         try:
             key = m.key("stand")
-            self._stand = np.array(key.qpos)[self._qadr].copy()
+            stand = np.array(key.qpos)[self._qadr]
         except KeyError:
-            self._stand = m.qpos0[self._qadr].copy()
-        self._stand_from = self._stand.copy()
-        self._stand_t0 = -1e9
+            stand = m.qpos0[self._qadr]
+        self._standing = StandingController(stand)
         self._imu = m.site("imu").id
         self._gravity = m.opt.gravity.copy()
         self._prev_vel = None
@@ -276,31 +265,15 @@ class G1Twin:
             lowcmd, arm, w = self._lowcmd, self._arm, self._arm_weight
             disturbance = self._disturbance
         if changed and mode == MODE_STANDING:
-            self._stand_from, self._stand_t0 = q.copy(), world.time
-        n = contract.G1_NUM_JOINTS
+            self._standing.restart(q, world.time)
         if mode == MODE_STANDING:
-            s = min(1.0, (world.time - self._stand_t0) / STAND_RAMP_S)
-            q_des = self._stand_from + s * (self._stand - self._stand_from)
-            dq_des = np.zeros(n)
-            kp, kd = STAND_KP.copy(), STAND_KD.copy()
-            tau_ff = d.qfrc_bias[self._dadr].copy()
-            if arm is not None and w > 0.0:
-                ub = list(contract.G1_UPPER_BODY)
-                q_des[ub] = (1 - w) * q_des[ub] + w * arm["q"][ub]
-                dq_des[ub] = (1 - w) * dq_des[ub] + w * arm["dq"][ub]
-                kp[ub] = (1 - w) * kp[ub] + w * arm["kp"][ub]
-                kd[ub] = (1 - w) * kd[ub] + w * arm["kd"][ub]
-                tau_ff[ub] = (1 - w) * tau_ff[ub] + w * arm["tau"][ub]
-            tau = tau_ff + kp * (q_des - q) + kd * (dq_des - dq)
-            enabled = np.ones(n, dtype=bool)
+            tau = self._standing.torques(world.time, q, dq, d.qfrc_bias[self._dadr], arm, w)
+            enabled = np.ones(contract.G1_NUM_JOINTS, dtype=bool)
         elif lowcmd is None:
-            tau = -STAND_KD * dq       # damping state
-            enabled = np.ones(n, dtype=bool)
+            tau = damping_torques(dq)
+            enabled = np.ones(contract.G1_NUM_JOINTS, dtype=bool)
         else:
-            c = lowcmd[:n]
-            tau = c["tau"] + c["kp"] * (c["q"] - q) + c["kd"] * (c["dq"] - dq)
-            enabled = c["mode"] != 0
-            tau = np.where(enabled, tau, 0.0)
+            tau, enabled = lowcmd_torques(lowcmd[: contract.G1_NUM_JOINTS], q, dq)
         d.ctrl[self._act] = np.clip(tau, -self._effort, self._effort)
         d.qfrc_applied[self._dadr] = disturbance
         self._enabled = enabled

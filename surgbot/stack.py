@@ -131,7 +131,12 @@ CONSOLE = NodeSpec("teleop_console", "teleop_console", "surgbot.nodes.teleop_con
                    {"host": "$console_host", "port": "$console_port"})   # token: SURGBOT_CONSOLE_TOKEN, never a param
 MAPPER = NodeSpec("teleop_mapper", "teleop_mapper", "surgbot.nodes.teleop_mapper", ("teleop_mapper.yaml",),
                   {"scene": "$scene", **SAFETY})
-POLICY_SERVER = NodeSpec("policy_server", "surgbot", "surgbot.cli", ros=False, nice=NICE_BACKGROUND,
+# not niced: a late reply is not a late tick that costs nothing (the node gives up after 0.5 s and
+# the chunk-age watchdog FAULTs).  Seen with its session's group at nice 5 (a third of a nice-0
+# group's CPU share on a saturated machine): a fresh clone's `make demo` lost peg_transfer to
+# "policy_chunk: chunk 1138 ms old" (no reply in 0.5 s; 25 ms single-thread inference bursts
+# otherwise, ~3 % of a core on average).
+POLICY_SERVER = NodeSpec("policy_server", "surgbot", "surgbot.cli", ros=False, nice=0,
                          args=("policy", "serve", "--checkpoint", "$checkpoint", "--port", "$policy_port"))
 RECORDER = NodeSpec("recorder", "recorder", "surgbot.nodes.recorder",
                     params={"out_dir": "$record_dir", "record_on_start": True})
