@@ -29,13 +29,16 @@ CONFIG_DIR_NAME = "config"
 # count within that group, not against the other nodes.  Under `ros2 launch` all nodes share the
 # launch's session, where the `nice` prefix alone orders them.
 NICE_BACKGROUND = 5
-# "sim": only the twin, which stands in for the robots' own real-time controllers (on hardware
-# rt/lowstate comes from the G1's board, not from a process sharing the PC's cores); "chain": the
-# twin and the ROS nodes with 50 ms watchdogs.  Measured, `surgbot demo` on the 2-core machine
-# (README "Real-time scheduling"): at "off" 3 of the 14 runs' FAULTs were the bridge's own
-# "rt/lowstate stale" (the twin starved of a core), never at "sim" (23 runs); "sim" does not stop
-# the ROS side starving (its failures: /g1/joint_states gaps at the supervisor and the holder);
-# "chain" starved the camera and the policy server instead (inference p50 up to 91 ms).
+# "sim": the twin, which stands in for the robots' own real-time controllers (on hardware
+# rt/lowstate comes from the G1's board, not from a process sharing the PC's cores), and the safety
+# supervisor (8 % of a core: the judge of the watchdogs must run on time, or it judges its own
+# lateness); "chain": those and the ROS nodes with 50 ms watchdogs.  Measured, `surgbot demo` on
+# the 2-core machine (README "Real-time scheduling"): at "off" 3 of the 14 runs' FAULTs were the
+# bridge's own "rt/lowstate stale" (the twin starved of a core), never with the twin at FIFO; with
+# the twin alone at FIFO the supervisor's ticks ran 25-160 ms late several times a run and its
+# "g1_lowstate silent 56-69 ms" FAULTs ended tasks (1 of 4 runs with both tasks in session 33),
+# with the supervisor at FIFO too once a run, at start-up (2 of 3); "chain" starved the camera and
+# the policy server instead (inference p50 up to 91 ms).
 REALTIME_LEVELS = ("off", "sim", "chain")
 
 
@@ -126,7 +129,7 @@ BRIDGE = NodeSpec("g1_bridge", "g1_bridge", "surgbot.nodes.g1_bridge", ("g1_brid
                   {"g1_domain": "$g1_domain", "g1_interface": "$g1_interface", **SAFETY}, realtime="chain")
 HOLDER = NodeSpec("endoscope_holder", "endoscope_holder", "surgbot.nodes.endoscope_holder",
                   ("endoscope_holder.yaml",), {"scene": "$scene", **SAFETY}, realtime="chain")
-SUPERVISOR = NodeSpec("safety_supervisor", "safety_supervisor", "surgbot.nodes.safety_supervisor", realtime="chain")
+SUPERVISOR = NodeSpec("safety_supervisor", "safety_supervisor", "surgbot.nodes.safety_supervisor", realtime="sim")
 CONSOLE = NodeSpec("teleop_console", "teleop_console", "surgbot.nodes.teleop_console", ("teleop_console.yaml",),
                    {"host": "$console_host", "port": "$console_port"})   # token: SURGBOT_CONSOLE_TOKEN, never a param
 MAPPER = NodeSpec("teleop_mapper", "teleop_mapper", "surgbot.nodes.teleop_mapper", ("teleop_mapper.yaml",),

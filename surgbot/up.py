@@ -121,7 +121,8 @@ def add_realtime_argument(p: argparse.ArgumentParser, default: str) -> None:
     p.add_argument("--realtime", nargs="?", const="chain", default=default, choices=REALTIME_LEVELS,
                    metavar="{" + ",".join(REALTIME_LEVELS) + "}",
                    help=f"SCHED_FIFO {processes.REALTIME_PRIORITY} where permitted for: nothing (off), the sim "
-                        "twin standing in for the robots' own controllers (sim), or the twin and the nodes with "
+                        "twin standing in for the robots' own controllers and the safety supervisor (sim), or "
+                        "those and the nodes with "
                         f"50 ms watchdogs (chain; --realtime alone); default {default}; the other nodes get "
                         "less CPU (README: Real-time scheduling)")
 

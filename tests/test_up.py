@@ -47,7 +47,7 @@ def test_only_the_watchdog_chain_asks_for_realtime_and_only_at_its_level(tmp_pat
 
     nodes = nodes_for(StackOptions(console=True, policy_checkpoint="default", record_dir=str(tmp_path)))
     asking = {level: {n.name for n in nodes if n.asks_realtime(level)} for level in REALTIME_LEVELS}
-    assert asking == {"off": set(), "sim": {"sim_node"},
+    assert asking == {"off": set(), "sim": {"sim_node", "safety_supervisor"},
                       "chain": {"sim_node", "g1_bridge", "endoscope_holder", "safety_supervisor"}}
     sim = next(n for n in nodes if n.name == "sim_node")
     assert sim.environment("sim") == {processes.REALTIME_ENV: str(processes.REALTIME_PRIORITY)}
