@@ -570,7 +570,8 @@ SCENARIOS = [
              restore=restart("endoscope_holder"),
              cause="endoscope_holder", detect_within_s=5.0),
     Scenario("holder_sigstop_300ms", "holder starved of CPU for 300 ms (SIGSTOP)",
-             "supervisor: endoscope_holder liveliness (150 ms lease); holder joint-state timeout -> its own FAULT",
+             "supervisor: endoscope_holder liveliness (150 ms lease); the holder skips its late tick "
+             "(own stall) and judges the joint states that queued",
              "frozen; FAULT", "stale",
              stop_for("endoscope_holder", 0.3), cause="endoscope_holder", detect_within_s=3.0),
     Scenario("bridge_sigkill", "G1 bridge killed (SIGKILL)",

@@ -1,4 +1,7 @@
-"""`OwnStall`: when the supervisor's own periodic tick ran late, and what its verdicts then need.
+"""`OwnStall`: when a node's own periodic tick ran late, and what its verdicts then need.
+
+Used by the safety supervisor (its watchdogs, below) and the endoscope holder (its joint-state
+age: a late tick does not judge, the next one does).
 
 A process that did not run (CPU starvation on the 2-core machine; measured here with SIGSTOP)
 heard nobody meanwhile, and on waking its verdicts come in the wrong order:
