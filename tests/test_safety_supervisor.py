@@ -29,6 +29,23 @@ def _call(node, ex, name: str, timeout: float = 10.0):
     return future.result()
 
 
+def follow_supervisor(node) -> tuple[list[tuple[float, dict]], dict[str, str]]:
+    """Subscribe `node` to `/safety/state` (each with its arrival time) and to the supervisor's own
+    diagnostics values (watchdog name -> "armed" or its cause, counters); both fill as `node` spins."""
+    states: list[tuple[float, dict]] = []
+    values: dict[str, str] = {}
+
+    def on_diagnostics(msg) -> None:
+        for st in msg.status:
+            if st.name == "safety_supervisor":
+                values.update({kv.key: kv.value for kv in st.values})
+
+    node.create_subscription(String, contract.SAFETY_STATE,
+                             lambda m: states.append((time.monotonic(), json.loads(m.data))), 50)
+    node.create_subscription(DiagnosticArray, "/diagnostics", on_diagnostics, 50)
+    return states, values
+
+
 def test_psm_state_loss_faults_estop_latches_and_reset_waits_for_the_cause(processes):
     twin = processes.start([PYTHON, "-m", "surgbot.sim.psm_twin", "--duration", "300", "--start-home"],
                            name="psm_twin")
@@ -38,11 +55,9 @@ def test_psm_state_loss_faults_estop_latches_and_reset_waits_for_the_cause(proce
                             capture_output=True, text=True, timeout=120)
     assert enable.returncode == 0, enable.stderr + processes.log(twin)
     sup = processes.start([PYTHON, "-m", "surgbot.nodes.safety_supervisor"], name="supervisor")
-    states: list[tuple[float, dict]] = []
     holds: list[float] = []
     with listener_node("test_safety_listener") as (node, ex):
-        node.create_subscription(String, contract.SAFETY_STATE,
-                                 lambda m: states.append((time.monotonic(), json.loads(m.data))), 50)
+        states, armed = follow_supervisor(node)
         node.create_subscription(Empty, contract.psm_topic("hold"), lambda _m: holds.append(time.monotonic()), 10)
 
         def spin_until(pred, timeout):
@@ -51,14 +66,6 @@ def test_psm_state_loss_faults_estop_latches_and_reset_waits_for_the_cause(proce
         js: list[float] = []
         node.create_subscription(JointState, contract.psm_topic("measured_js"),
                                  lambda _m: js.append(time.monotonic()), 10)
-        armed: dict[str, str] = {}
-
-        def on_diagnostics(msg) -> None:
-            for st in msg.status:
-                if st.name == "safety_supervisor":
-                    armed.update({kv.key: kv.value for kv in st.values})
-
-        node.create_subscription(DiagnosticArray, "/diagnostics", on_diagnostics, 50)
         assert spin_until(lambda: states and states[-1][1]["state"] == "OK", 60), processes.log(sup)
         # 1 s of the twin's measured_js here, and the supervisor says its watchdog on it is armed (a
         # watchdog arms on its first message: on a slow start the supervisor may match the publisher later)
@@ -132,18 +139,8 @@ class ProbeRig:
 def probe_rig(processes, listener: str, supervisor_args: tuple[str, ...] = ()):
     sup = processes.start([PYTHON, "-m", "surgbot.nodes.safety_supervisor", *supervisor_args], name="supervisor")
     probe = processes.start([PYTHON, "-c", PROBE_NODE], name="probe")
-    states: list[tuple[float, dict]] = []
-    armed: dict[str, str] = {}
-
-    def on_diagnostics(msg) -> None:
-        for st in msg.status:
-            if st.name == "safety_supervisor":
-                armed.update({kv.key: kv.value for kv in st.values})
-
     with listener_node(listener) as (node, ex):
-        node.create_subscription(String, contract.SAFETY_STATE,
-                                 lambda m: states.append((time.monotonic(), json.loads(m.data))), 50)
-        node.create_subscription(DiagnosticArray, "/diagnostics", on_diagnostics, 50)
+        states, armed = follow_supervisor(node)
         rig = ProbeRig(processes, sup, probe, node, ex, states)
         assert rig.spin_until(lambda: armed.get("alive:liveness_probe") == "armed", 60), (armed, processes.log(sup))
         rig.spin_until(lambda: False, 0.5)
@@ -264,18 +261,8 @@ def test_a_liveliness_lapse_while_the_nodes_own_data_flows_is_not_a_stop(process
     sup = processes.start([PYTHON, "-m", "surgbot.nodes.safety_supervisor", "--ros-args",
                            "-p", "lowstate_timeout_s:=0.15"], name="supervisor")   # a loaded CI's 200 Hz probe
     probe = processes.start([PYTHON, "-c", WITNESS_PROBE, name], name="probe")
-    states: list[tuple[float, dict]] = []
-    values: dict[str, str] = {}
-
-    def on_diagnostics(msg) -> None:
-        for st in msg.status:
-            if st.name == "safety_supervisor":
-                values.update({kv.key: kv.value for kv in st.values})
-
     with listener_node(f"test_witness_listener_{name}") as (node, ex):
-        node.create_subscription(String, contract.SAFETY_STATE,
-                                 lambda m: states.append((time.monotonic(), json.loads(m.data))), 50)
-        node.create_subscription(DiagnosticArray, "/diagnostics", on_diagnostics, 50)
+        states, values = follow_supervisor(node)
         drop = node.create_publisher(Empty, "/test/drop_liveliness", 10)
 
         def spin_until(pred, timeout):

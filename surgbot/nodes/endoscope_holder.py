@@ -279,8 +279,8 @@ class EndoscopeHolderNode(Node):
         if m is None:
             return
         self._tips.append(m.tip_position.copy())
-        # a topic nobody reads is not built or published (each costs this 250 Hz loop ~50 us even
-        # without a reader, measured; `surgbot up` alone has none for these three)
+        # a topic nobody reads is not built or published (each publish costs the control thread
+        # ~50 us even without a reader, measured; `surgbot up` alone has none for these three)
         stamp = self.get_clock().now().to_msg()
         if self.pub_cp.get_subscription_count():
             cp = PoseStamped()

@@ -69,8 +69,8 @@ class Watchdog:
         return ""
 
     def fresh(self, now: float) -> bool:
-        """Armed, fed within its timeout and not reporting a fault."""
-        return self.last_s is not None and not self.bad and now - self.last_s <= self.timeout_s
+        """Armed and no cause now: fed within its timeout, not reporting a fault."""
+        return self.last_s is not None and not self.cause(now)
 
 
 @dataclass
@@ -88,19 +88,20 @@ class SupervisorCore:
             raise ValueError(f"{name}: timeout must be > 0")
         self.watchdogs[name] = Watchdog(name, timeout_s)
 
-    def feed(self, name: str, now: float, ok: bool = True, detail: str = "") -> None:
+    def _dog(self, name: str) -> Watchdog:
         dog = self.watchdogs.get(name)
         if dog is None:
             raise KeyError(f"unknown watchdog {name!r}")
+        return dog
+
+    def feed(self, name: str, now: float, ok: bool = True, detail: str = "") -> None:
+        dog = self._dog(name)
         dog.last_s = now
         dog.bad = "" if ok else (detail or "reported a fault")
 
     def fresh(self, name: str, now: float) -> bool:
         """Whether watchdog `name` has heard its source within its timeout (and no fault from it)."""
-        dog = self.watchdogs.get(name)
-        if dog is None:
-            raise KeyError(f"unknown watchdog {name!r}")
-        return dog.fresh(now)
+        return self._dog(name).fresh(now)
 
     def disarm(self, name: str) -> None:
         dog = self.watchdogs[name]
