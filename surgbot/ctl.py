@@ -93,7 +93,13 @@ class _Session:
 
         self.context = rclpy.Context()
         rclpy.init(context=self.context)
-        self.node = rclpy.create_node("surgbot_ctl", context=self.context)
+        # one service client or latched reader is all a command needs: without the parameter
+        # services (six, a request and a reply endpoint each) and /rosout the node offers 13 DDS
+        # endpoints fewer, each of which every process of the running stack would have to
+        # discover and match while it runs its loops
+        # (the fault suite's `surgbot ctl estop` tripped the stack's 50 ms watchdogs at start-up)
+        self.node = rclpy.create_node("surgbot_ctl", context=self.context, enable_rosout=False,
+                                      start_parameter_services=False)
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
         self._thread = threading.Thread(target=self._spin, daemon=True)

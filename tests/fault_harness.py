@@ -40,7 +40,6 @@ from pathlib import Path
 import numpy as np
 import psutil
 import rclpy
-import rclpy.executors
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped, TwistStamped
 from rclpy.qos import DurabilityPolicy, QoSProfile
@@ -53,7 +52,7 @@ from surgbot import contract, stack
 from surgbot import processes as child_processes
 from surgbot.hw import unitree
 from surgbot.hw.crtk import PSMClient
-from surgbot.rosutil import BackgroundSpinner
+from surgbot.rosutil import BackgroundSpinner, make_executor, stamp_of_raw
 from surgbot.teleop.url import wait_for_served_port
 from surgbot.up import Stack
 from tests.conftest import PYTHON, REPO
@@ -99,6 +98,7 @@ def margins() -> dict:
     return {**LOADED_BOX_MARGINS, "environment": LOADED_ENV}
 OPERATOR = "operator"
 PRE_FAULT_S = 0.5                 # the drift before a fault is measured over this
+CALL_RETRY_S = 5.0                # a service call unanswered this long is sent again (Observer.call)
 QUEUE = 1000                      # this process lags on a loaded box: keep every stamped sample
 COMMAND_TOPICS = {contract.psm_topic("servo_cp"): PoseStamped, contract.psm_topic("jaw/servo_jp"): JointState,
                   contract.G1_ARM_COMMAND: JointState, contract.ENDOSCOPE_SERVO_CV: TwistStamped}
@@ -297,10 +297,13 @@ class Observer:
         self.gt_psm, self.gt_scope = Series(), Series()
         self.psm_sp, self.jaw_sp, self.arm_sdk = ChangeSeries(), ChangeSeries(), ChangeSeries()
         self.holds = Series()
-        # commands the stack's sources published, placed by their header stamps (when they were sent)
+        # commands the stack's sources published, placed by their header stamps (when they were sent);
+        # raw: only the stamp is needed (the holder's 500 Hz /g1/arm_command deserialised cost this
+        # process, which shares the stack's two cores, a large part of its CPU)
         self.sent = {topic: Series() for topic in COMMAND_TOPICS}
         for topic, kind in COMMAND_TOPICS.items():
-            n.create_subscription(kind, topic, lambda m, tp=topic: self.sent[tp].add(self._t(m), 1), QUEUE)
+            n.create_subscription(kind, topic, lambda m, tp=topic: self.sent[tp].add(self._t_raw(m), 1), QUEUE,
+                                  raw=True)
         self.mode: str | None = None
         self.mapper: dict = {}
         self.policy: dict = {}
@@ -327,7 +330,7 @@ class Observer:
         self.policy_enable = n.create_client(SetBool, "/policy/enable")
         self.disturbance = n.create_publisher(JointState, "/sim/psm/disturbance", 10)
         self.psm = PSMClient(n, streams=())          # state commands, moves, hold (the streams are above)
-        self.executor = rclpy.executors.SingleThreadedExecutor()
+        self.executor = make_executor()     # the EventsExecutor where rclpy has it: less CPU per message
         self.executor.add_node(n)
         self.spinner = BackgroundSpinner(self.executor)
         unitree.init_channel(G1_DOMAIN, "lo")
@@ -341,6 +344,10 @@ class Observer:
         if stream:
             self.seen[stream] = t
         return t
+
+    def _t_raw(self, data: bytes) -> float:
+        stamp = stamp_of_raw(data)
+        return stamp + self.wall_to_mono if stamp else time.monotonic()
 
     def caught_up(self, t: float, timeout: float = 5.0) -> bool:
         """Wait until every stamped stream has been handled up to `t` (this process may lag behind)."""
@@ -391,15 +398,23 @@ class Observer:
 
     # calls
     def call(self, cli, req, timeout: float = 10.0):
+        """Call and wait; asked again every CALL_RETRY_S without an answer (every call here is
+        idempotent): a node restarted by the previous scenario offers its service before its reply
+        writer has matched this reader, and a reply sent then is lost (seen: /policy/enable
+        unanswered for 30 s right after the policy node's restart)."""
         if not cli.wait_for_service(timeout_sec=timeout):
             raise AssertionError(f"{cli.srv_name} not available")
-        fut = cli.call_async(req)
         end = time.monotonic() + timeout
-        while not fut.done() and time.monotonic() < end:
-            time.sleep(0.005)
-        if not fut.done():
-            raise AssertionError(f"{cli.srv_name}: no answer in {timeout} s")
-        return fut.result()
+        while True:
+            fut = cli.call_async(req)
+            retry = min(end, time.monotonic() + CALL_RETRY_S)
+            while not fut.done() and time.monotonic() < retry:
+                time.sleep(0.005)
+            if fut.done():
+                return fut.result()
+            cli.remove_pending_request(fut)
+            if time.monotonic() >= end:
+                raise AssertionError(f"{cli.srv_name}: no answer in {timeout} s")
 
     def trigger(self, cli, timeout: float = 10.0):
         return self.call(cli, Trigger.Request(), timeout)

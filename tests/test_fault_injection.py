@@ -227,7 +227,14 @@ def measure(r: Rig, sc: Scenario) -> dict:
     for attempt in range(1, ATTEMPTS + 1):
         ready(r)
         if sc.prepare is not None:
-            sc.prepare(r)
+            try:
+                sc.prepare(r)
+            except AssertionError as exc:
+                if o.state() == "OK":
+                    raise
+                # a watchdog tripped by load while preparing (e.g. /policy/enable refused): again
+                r.notes.append(f"{sc.name}: attempt {attempt}: preparing failed ({exc}) with {o.reasons()}")
+                continue
         if o.state() != "OK":
             r.notes.append(f"{sc.name}: attempt {attempt}: tripped while preparing: {o.reasons()}")
             continue
@@ -515,7 +522,8 @@ SCENARIOS = [
     Scenario("console_wrong_token", "a client with a wrong token", "console hello check",
              "socket closed with 4401, nothing published", "input", wrong_token, latching=False),
     Scenario("console_sigkill", "console process killed (SIGKILL) while clutched and moving",
-             "supervisor: teleop_console liveliness (/safety/alive, 150 ms lease); console link watchdog (200 ms)",
+             "console link watchdog (200 ms, /teleop/head); teleop_console liveliness (/safety/alive, "
+             "150 ms lease) when the operator is not streaming",
              "FAULT; the mapper stops (link timeout)", "link",
              kill("teleop_console"), prepare=after(clutch_and_move, 1.0), restore=restart("teleop_console"),
              cause="console"),
@@ -536,7 +544,7 @@ SCENARIOS = [
              "chunk refused, HOLD (the last command repeated)", "input", policy_mode("outside"),
              prepare=after(run_policy, 0.5), restore=policy_normal, latching=False, window_s=2.0),
     Scenario("policy_node_sigkill", "policy node killed while driving the PSM",
-             "supervisor: policy_node liveliness (/safety/alive, 500 ms lease); /policy/state watchdog",
+             "supervisor: policy_node liveliness (/safety/alive, 150 ms lease); /policy/state watchdog",
              "PSM keeps its last setpoint; FAULT", "link",
              kill("policy_node"), prepare=after(run_policy, 0.5), restore=restart("policy_node"), cause="policy",
              detect_within_s=3.0),
@@ -572,7 +580,7 @@ SCENARIOS = [
     Scenario("holder_sigstop_300ms", "holder starved of CPU for 300 ms (SIGSTOP)",
              "supervisor: endoscope_holder liveliness (150 ms lease); the holder skips its late tick "
              "(own stall) and judges the joint states that queued",
-             "frozen; FAULT", "stale",
+             "frozen; FAULT", "link",
              stop_for("endoscope_holder", 0.3), cause="endoscope_holder", detect_within_s=3.0),
     Scenario("bridge_sigkill", "G1 bridge killed (SIGKILL)",
              "supervisor lowstate watchdog (/g1/joint_states); g1_bridge liveliness (150 ms lease)",
@@ -633,12 +641,15 @@ def _reset_while_cause_persists(r: Rig, sc: Scenario) -> None:
     streaming_on(r)
     time.sleep(0.5)
     still = o.state() != "OK"
+    # the figures end before the reset that goes through: what the re-enabled stack sends after it
+    # is not a command after the fault
+    figs = o.figures(t, time.monotonic(), BUDGET_MS["link"], True)
     ok = o.trigger(o.reset)
     RESULTS[sc.name] = {"hazard": sc.hazard, "detection": sc.detection, "reaction": sc.reaction,
                         "budget": sc.budget, "test": scenario_test_id(sc),
                         "reset_refused_while_cause": refused, "refusal": res.message,
                         "latched_after_cause_removed": still, "reset_after_cause": ok.success,
-                        "reset_required": still, **o.figures(t, t + 1.0, BUDGET_MS["link"], True)}
+                        "reset_required": still, **figs}
     print(f"\n{sc.name}: {json.dumps(RESULTS[sc.name])}")
     save()
     assert refused, res.message

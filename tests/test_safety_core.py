@@ -152,6 +152,26 @@ def test_supervisor_config_refuses_zero_timeouts():
         SupervisorConfig(psm_state_timeout_s=0.0)
 
 
+def test_a_deadline_watchdog_faults_by_its_timeout_when_judged_every_period():
+    """lead = the judgement period: a judge ticking every 20 ms has the FAULT out by 200 ms of silence
+    whatever the tick's phase (without the lead: up to 219 ms); the plain watchdog beside it waits."""
+    period = 1.0 / SupervisorConfig().publish_hz
+    for phase in np.linspace(0.0, period, 7, endpoint=False):
+        s = SupervisorCore(SupervisorConfig())
+        s.watch("console_link", 0.2, lead_s=period)
+        s.watch("plain", 0.2)
+        s.feed("console_link", now=0.0)
+        s.feed("plain", now=0.0)
+        ticks = phase + period * np.arange(20)
+        first = next(t for t in ticks if s.step(now=float(t)))
+        assert 0.2 - period < first <= 0.2 + 1e-9
+        assert s.reasons == [f"console_link: silent for {first * 1e3:.0f} ms (> 180 ms, due by 200 ms)"]
+    with pytest.raises(ValueError, match="lead"):
+        s.watch("x", 0.02, lead_s=0.02)
+    with pytest.raises(ValueError, match="judgement period"):
+        SupervisorConfig(console_link_timeout_s=0.01)
+
+
 def test_state_watch_is_fail_safe():
     from surgbot.safety.state_watch import SafetyStateWatch
 

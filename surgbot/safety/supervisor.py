@@ -52,20 +52,38 @@ class SupervisorConfig:
                      "policy_chunk_timeout_s", "node_timeout_s"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0: a zero timeout faults on every message")
+        for name in ("psm_state_timeout_s", "console_link_timeout_s"):   # judged as deadlines (the node)
+            if getattr(self, name) <= 2.0 / self.publish_hz:
+                raise ValueError(f"{name} must be longer than two judgement periods (1 / publish_hz = "
+                                 f"{1e3 / self.publish_hz:.0f} ms): it is a deadline the tick must meet")
 
 
 @dataclass
 class Watchdog:
+    """One watched source.  `lead_s` > 0 makes the timeout a deadline: a judge that runs every
+    `lead_s` counts the source silent once it would pass the timeout before the next judgement, so
+    the FAULT is out by the timeout instead of up to one period after it (the contract's console
+    link 200 ms is also the issue's link-loss budget: judged at 50 Hz, 200 ms of silence was
+    reported at 207-212 ms in the fault suite)."""
+
     name: str
     timeout_s: float
     last_s: float | None = None       # None: not armed
     bad: str = ""                     # the source's own report of a fault, "" when fine
+    lead_s: float = 0.0
+
+    def __post_init__(self):
+        if not 0.0 <= self.lead_s < self.timeout_s:
+            raise ValueError(f"{self.name}: lead {self.lead_s} s must be >= 0 and below the timeout "
+                             f"{self.timeout_s} s")
 
     def cause(self, now: float) -> str:
         if self.bad:
             return f"{self.name}: {self.bad}"
-        if self.last_s is not None and now - self.last_s > self.timeout_s:
-            return f"{self.name}: silent for {(now - self.last_s) * 1e3:.0f} ms (> {self.timeout_s * 1e3:.0f} ms)"
+        if self.last_s is not None and now - self.last_s > self.timeout_s - self.lead_s:
+            due = f", due by {self.timeout_s * 1e3:.0f} ms" if self.lead_s else ""
+            return (f"{self.name}: silent for {(now - self.last_s) * 1e3:.0f} ms "
+                    f"(> {(self.timeout_s - self.lead_s) * 1e3:.0f} ms{due})")
         return ""
 
     def fresh(self, now: float) -> bool:
@@ -82,11 +100,11 @@ class SupervisorCore:
     estop_requested: bool = False
     changed_at_s: float | None = None
 
-    def watch(self, name: str, timeout_s: float) -> None:
-        """Declare a watched source (not armed until its first `feed`)."""
+    def watch(self, name: str, timeout_s: float, lead_s: float = 0.0) -> None:
+        """Declare a watched source (not armed until its first `feed`); `lead_s`: see `Watchdog`."""
         if timeout_s <= 0:
             raise ValueError(f"{name}: timeout must be > 0")
-        self.watchdogs[name] = Watchdog(name, timeout_s)
+        self.watchdogs[name] = Watchdog(name, timeout_s, lead_s=lead_s)
 
     def _dog(self, name: str) -> Watchdog:
         dog = self.watchdogs.get(name)
