@@ -28,9 +28,11 @@ test: bootstrap
 	$(PY) scripts/run_tests.py -rs --timeout 300 -m "not faults and not learning_acceptance and not full_stack"
 	$(VENV)/bin/surgbot bench --quick --json --strict
 
-# The fault-injection suite (~10 min, a quiet machine: its figures go into docs/safety.md).
+# The fault-injection suite (~5 min, a quiet machine: its figures go into docs/safety.md), at the
+# demo's real-time level unless SURGBOT_FAULTS_REALTIME says otherwise (off, sim, chain).
+SURGBOT_FAULTS_REALTIME ?= sim
 safety: bootstrap
-	SURGBOT_SAFETY_RESULTS=docs/safety_faults.json $(PY) -m pytest tests/test_fault_injection.py -m faults -rs \
+	SURGBOT_FAULTS_REALTIME=$(SURGBOT_FAULTS_REALTIME) SURGBOT_SAFETY_RESULTS=docs/safety_faults.json $(PY) -m pytest tests/test_fault_injection.py -m faults -rs \
 		--timeout 1500 -p no:cacheprovider; status=$$?; $(PY) scripts/safety_table.py; exit $$status
 
 bench: bootstrap

@@ -33,13 +33,17 @@ the policy node stop publishing.  A silent supervisor (no state for 150 ms) is
 treated the same way (fail-safe).  A node that dies, exits or stalls is seen by
 the supervisor through its DDS liveliness on `/safety/alive/<node>` (150 ms lease; 500 ms for
 the niced policy node and recorder, whose 150 ms lease lapsed under load with the process running).
+A lapse of the G1 bridge's, the twin's or the console's liveliness while their own data stream is
+fresh (`/g1/joint_states`, `/PSM1/measured_js`, `/teleop/head`: `ALIVE_WITNESS` in
+`surgbot/nodes/safety_supervisor.py`) is counted, not a FAULT: a stopped process publishes nothing,
+and the stream's own watchdog judges it.  The console link (200 ms) and `/PSM1/measured_js`
+(100 ms) watchdogs are deadlines: the 50 Hz supervisor reports a source silent one period plus a
+10 ms delivery allowance early, so the FAULT is out by the timeout (their timeouts are also the
+link-loss and stale-state budgets).
 A supervisor that did not run itself (its 50 Hz tick 25 ms or more late) reads what came meanwhile
 only after its timers fired: that late tick does not judge, and a liveliness loss heard within a lease
 of it is a FAULT only if the node is not alive again within its lease (a killed node still is;
-`surgbot/safety/own_stall.py`, tests/test_safety_supervisor.py); the rows below were measured
-with it (the run of December 6, 2026: 20 of 31 scenarios within their bounds, 19 in the run before
-the change; `estop_during_policy` and `holder_sigkill` met now, `mapper_sigkill` not: 227 ms against
-200 with the run's 300 ms lease).
+`surgbot/safety/own_stall.py`, tests/test_safety_supervisor.py).
 Nothing moves again until `/safety/reset` (refused while a cause persists) and
 then the user's explicit re-enable
 (`/g1/engage`, `/endoscope/hold`, a fresh clutch, `/policy/enable`).
@@ -71,7 +75,8 @@ figure within its bound.
 # the stack's real-time level of the run (stack.REALTIME_LEVELS; older files hold a bool: chain or off)
 REALTIME_CONDITIONS = {
     "off": "every node SCHED_OTHER; ",
-    "sim": "the sim twin at SCHED_FIFO (--realtime sim), every node SCHED_OTHER; ",
+    "sim": "the sim twin and the safety supervisor at SCHED_FIFO (--realtime sim, `make demo`'s level), "
+           "every other node SCHED_OTHER; ",
     "chain": "the watchdog chain (twin, bridge, holder, supervisor) at SCHED_FIFO (--realtime chain); ",
 }
 

@@ -85,8 +85,8 @@ LOADED_ENV = {"SURGBOT_ALIVE_LEASE_S": "0.3"}
 
 
 def faults_realtime_level() -> str:
-    """`SURGBOT_FAULTS_REALTIME`: a stack.REALTIME_LEVELS name, or 1 for "chain"; unset: "off" (the
-    committed table's setting)."""
+    """`SURGBOT_FAULTS_REALTIME`: a stack.REALTIME_LEVELS name, or 1 for "chain"; unset: "off"
+    (`make safety`, which writes the committed table, sets "sim", `make demo`'s level)."""
     value = os.environ.get("SURGBOT_FAULTS_REALTIME", "off") or "off"
     return "chain" if value == "1" else value
 
@@ -207,11 +207,13 @@ class FaultStack:
     def operator_welcomed(self) -> bool:
         """The scripted operator is in; one that exited (a console restarted just now refused its
         connection: it listens a few seconds after its process starts) is started again."""
-        if "welcome" in self.log(OPERATOR):
-            return True
         if self.operator is not None and self.operator.poll() is not None:
+            # checked first: the log of one that exited (its console killed) still says welcome
             time.sleep(0.5)
             self.start_operator()
+            return False
+        if "welcome" in self.log(OPERATOR):
+            return True
         return False
 
     def op(self, **cmd) -> None:

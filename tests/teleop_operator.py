@@ -9,7 +9,9 @@ as a lost link.  Commands arrive as JSON lines on stdin:
 `{"zoom": -1..1}` (left stick y, forward = -1), `{"streaming": true|false}`, `{"quit": true}`;
 faults for the fault-injection suite, each in the next sample only: `{"nan": true}` (a NaN in
 the right hand's pose), `{"glitch": [dx, dy, dz]}` (the right hand displaced for one sample).
-It prints `welcome` once authenticated and `ack N` after each command.
+It prints `welcome` once authenticated, `ack N` after each command, and, when streaming stops,
+`streaming stopped; last sample sent at T`, T its time.monotonic() (one clock for every process
+here) of the last sample it sent.
 
     python -m tests.teleop_operator PORT TOKEN
 """
@@ -29,6 +31,7 @@ import numpy as np
 from surgbot.teleop import protocol as P
 
 RATE_HZ = 90.0
+STOPPED = "streaming stopped; last sample sent at"
 GAP_REPORT_S = 0.1                    # a longer gap between two of our sends is printed (the log says who stalled)
 HAND_START = (0.25, 1.1, -0.35)      # OpenXR local-floor: right of, below and in front of the eyes
 
@@ -139,6 +142,8 @@ async def main(port: int, token: str) -> None:
                     print(f"send gap {1e3 * (sent - last_sent):.0f} ms", flush=True)
                 last_sent = sent
             else:
+                if last_sent is not None:        # the link's real end: the fault suite's fault time
+                    print(f"{STOPPED} {last_sent:.6f}", flush=True)
                 last_sent = None                 # a pause asked for is not a stall
             next_t += period
             await asyncio.sleep(max(0.0, next_t - time.monotonic()))

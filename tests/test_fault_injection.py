@@ -48,6 +48,7 @@ import numpy as np
 import pytest
 from sensor_msgs.msg import JointState
 
+from tests import teleop_operator as operator_script
 from tests.conftest import PYTHON, REPO
 from tests.fault_harness import G1_DOMAIN, OPERATOR, POLICY_SERVER, FaultStack, Observer, faults_realtime_level, margins
 from tests.fault_policy_server import first_request_marker
@@ -374,9 +375,18 @@ def after(prepare, seconds: float):
 
 
 def streaming_off(r: Rig) -> float:
+    """The link drops: the fault time is when the operator sent its last sample (it reports it), not
+    when it was told to stop (it sent samples meanwhile: the console link then FAULTed 215 ms after
+    the request while silent 187 ms at the supervisor)."""
     t = now()
+    before = r.fs.log(OPERATOR).count(operator_script.STOPPED)
     r.fs.op(streaming=False)
-    return t
+    lines = [ln for ln in r.fs.log(OPERATOR).splitlines() if ln.startswith(operator_script.STOPPED)]
+    end = now() + 2.0
+    while len(lines) <= before and now() < end:
+        time.sleep(0.005)
+        lines = [ln for ln in r.fs.log(OPERATOR).splitlines() if ln.startswith(operator_script.STOPPED)]
+    return float(lines[-1].split()[-1]) if len(lines) > before else t
 
 
 def streaming_on(r: Rig) -> None:
@@ -544,7 +554,7 @@ SCENARIOS = [
              "chunk refused, HOLD (the last command repeated)", "input", policy_mode("outside"),
              prepare=after(run_policy, 0.5), restore=policy_normal, latching=False, window_s=2.0),
     Scenario("policy_node_sigkill", "policy node killed while driving the PSM",
-             "supervisor: policy_node liveliness (/safety/alive, 150 ms lease); /policy/state watchdog",
+             "supervisor: policy_node liveliness (/safety/alive, 500 ms lease); /policy/state watchdog",
              "PSM keeps its last setpoint; FAULT", "link",
              kill("policy_node"), prepare=after(run_policy, 0.5), restore=restart("policy_node"), cause="policy",
              detect_within_s=3.0),

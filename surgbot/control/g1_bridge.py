@@ -163,6 +163,9 @@ class G1BridgeCore:
         self._last_step: float | None = None
         self._lowstate: _Lowstate | None = None
         self.rest = RestOffset(N_UPPER)  # where a safety stop freezes a moving arm
+        # the last safety freeze, for the log: how old the posture was, how far the targets stepped
+        # (back from where a moving arm was headed), how fast the arm was moving
+        self.freeze_info: dict | None = None
         self.counters = Counters()
         self.rejections = RejectionLog(0.0)   # counts by cause; the node logs (throttled)
         self.safety_block = ""       # why /safety/state forbids motion ("" = allowed)
@@ -259,8 +262,14 @@ class G1BridgeCore:
         if block and not self.safety_block:
             self.counters.safety_stops += 1
             if self.state in STREAMING:
-                self.target = np.clip(self.rest.freeze(self.measured_upper(), self.target),
-                                      self.limits[:, 0], self.limits[:, 1])
+                frozen = np.clip(self.rest.freeze(self.measured_upper(), self.target),
+                                 self.limits[:, 0], self.limits[:, 1])
+                self.freeze_info = {"lowstate_age_ms": round(self.lowstate_age(now) * 1e3, 1),
+                                    "target_step_rad": float(np.max(np.abs(frozen - self.target))),
+                                    "max_dq": float(np.max(np.abs(self._lowstate.dq[UPPER_SLICE])))
+                                    if self._lowstate is not None else None,
+                                    "offset_known": self.rest.offset is not None}
+                self.target = frozen
                 self.goal = self.target.copy()
                 self._ff_until = -math.inf
                 self.safety_stopped = block

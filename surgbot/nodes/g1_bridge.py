@@ -220,7 +220,7 @@ class G1BridgeNode(Node):
         with self.lock:
             self.core.set_safety(block, time.monotonic())
         if block:
-            self.get_logger().error(f"safety: holding the arm targets: {block}")
+            self.get_logger().error(f"safety: holding the arm targets: {block} (freeze: {self.core.freeze_info})")
         else:
             self.get_logger().info("safety state OK again: /g1/engage to accept arm commands")
 
