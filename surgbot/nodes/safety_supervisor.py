@@ -2,17 +2,18 @@
 
 Thin shell around `surgbot.safety.supervisor.SupervisorCore`.  Watches:
 
-* `/PSM1/measured_js` (`psm_state_timeout_s`, 100 ms);
+* `/PSM1/measured_js` (`psm_state_timeout_s`, 100 ms, a deadline: `DEADLINE_WATCHES`);
 * `/g1/joint_states`, which the bridge publishes from each `rt/lowstate`
   (`lowstate_timeout_s`, 50 ms: the lowstate age as seen through the bridge);
-* the console link: `/teleop/head`, in every sample the console takes (`console_link_timeout_s`, 200 ms);
+* the console link: `/teleop/head`, in every sample the console takes (`console_link_timeout_s`,
+  200 ms, a deadline);
 * `/policy/state` (chunk age while enabled, `policy_chunk_timeout_s`);
 * every node's `/diagnostics` (silent for `node_timeout_s`, or at ERROR level);
 * every such node's liveliness on `/safety/alive/<name>` (`contract.alive_lease_of`: 150 ms,
   500 ms for the niced policy node and recorder):
   a killed, exited or stalled node is a FAULT one lease after it stopped (its
   diagnostics would take `node_timeout_s`), until it is alive again; a lapse while
-  the node's own data stream is fresh (`ALIVE_WITNESS`: the bridge, the twin) is
+  the node's own data stream is fresh (`ALIVE_WITNESS`: the bridge, the twin, the console) is
   counted, not a FAULT: that stream's faster watchdog judges the node;
 * `/PSM1/operating_state`: the arm's own FAULT is a cause until the arm leaves it.
 
