@@ -240,3 +240,33 @@ def test_a_policy_refused_by_a_safety_stop_fails_the_task_not_the_demo():
     s.obs.safety = {"state": "OK", "reasons": []}
     with pytest.raises(RuntimeError, match="refused"):           # refused for another reason: the demo stops
         s._enable_policy()
+
+
+def test_a_reset_refused_for_a_nodes_own_fault_is_acknowledged_then_asked_again(monkeypatch):
+    """The holder's own FAULT refuses /safety/reset until its user's `hold` acknowledges it."""
+    from surgbot.demo import script
+    s = _script(to_start_faults=0)
+    calls, holder_fault = [], [True]
+
+    def call(_obs, action, _timeout):
+        name = next(k for k, a in script.ACTIONS.items() if a is action)
+        calls.append(name)
+        if name == "hold":
+            holder_fault[0] = False
+        if name == "reset" and holder_fault[0]:
+            return False, "reset refused, still: node:endoscope_holder: FAULT; held by safety"
+        return True, "OK"
+
+    monkeypatch.setattr(script, "call_service", call)
+    assert s._reset() == (True, "OK") and calls == ["reset", "hold", "reset"]
+    calls.clear()
+    assert s._reset() == (True, "OK") and calls == ["reset"]          # nothing to acknowledge
+    holder_fault[0] = True
+
+    def refuse_other(_obs, action, _timeout):
+        calls.append(next(k for k, a in script.ACTIONS.items() if a is action))
+        return False, "reset refused, still: console_link: silent for 900 ms"
+
+    calls.clear()
+    monkeypatch.setattr(script, "call_service", refuse_other)
+    assert s._reset()[0] is False and calls == ["reset"]              # a cause no node acknowledges

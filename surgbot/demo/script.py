@@ -30,6 +30,8 @@ HOLD_CONFIRM_S = 2.0                  # the view must stay held this long before
 RELAYOUT_TIMEOUT_S = 10.0
 HEARD_TIMEOUT_S = 30.0                # command sources hearing the supervisor (not fatal: engage retries)
 SAFETY_LISTENERS = ("g1_bridge", "endoscope_holder")    # the nodes that must hear /safety/state to engage
+# a node whose FAULT of its own refuses /safety/reset -> the surgbot ctl action that acknowledges it
+ACKNOWLEDGE = {"endoscope_holder": "hold", "g1_bridge": "engage"}
 SETTLE_S = 0.5                        # let the objects come to rest after a new layout
 STARTUP_TIMEOUT_S = 120.0             # first start on 2 cores: imports, GL contexts, policy load
 STEP_TIMEOUT_S = 30.0
@@ -164,10 +166,23 @@ class DemoScript:
             self.notes.append(f"safety {state.get('state')} before engaging "
                               f"({', '.join(state.get('reasons', [])) or 'no reason given'}): reset")
             self.say(f"safety {state.get('state')} at start-up: resetting")
-            ok, message = call_service(obs, ACTIONS["reset"], SERVICE_TIMEOUT_S)
+            ok, message = self._reset()
             if not ok:
                 self.notes.append(f"reset refused: {message}")
             time.sleep(1.0)
+
+    def _reset(self) -> tuple[bool, str]:
+        """/safety/reset.  Refused because the holder or the bridge reports a FAULT of its own, it is
+        first acknowledged as its user would (`hold`, `engage`: the node stays frozen, reported as
+        held by safety) and asked again: without it a holder FAULT of its own ("joint state 101 ms
+        old" between two tasks) refused every reset, and a fresh clone's demo ended there."""
+        ok, message = call_service(self.obs, ACTIONS["reset"], SERVICE_TIMEOUT_S)
+        acks = [a for node, a in ACKNOWLEDGE.items() if not ok and node in message]
+        for action in acks:
+            call_service(self.obs, ACTIONS[action], SERVICE_TIMEOUT_S)
+        if acks:
+            ok, message = call_service(self.obs, ACTIONS["reset"], SERVICE_TIMEOUT_S)
+        return ok, message
 
     def _engage_with_retries(self) -> None:
         for attempt in range(1, ENGAGE_ATTEMPTS + 1):
@@ -179,7 +194,7 @@ class DemoScript:
             # What an operator does after a fault: read it, reset, engage again.  It stays in the summary.
             self.notes.append(f"engage attempt {attempt}: {problem}")
             self.say(f"G1: {problem}; resetting")
-            ok, message = call_service(self.obs, ACTIONS["reset"], SERVICE_TIMEOUT_S)
+            ok, message = self._reset()
             if not ok:
                 self.notes.append(f"reset refused: {message}")
             time.sleep(1.0)
@@ -237,7 +252,7 @@ class DemoScript:
     def _recover(self, why: str = "the last task ended in a FAULT") -> None:
         """After a FAULT: what an operator does (reset, re-engage, HOLD); noted."""
         self.say(f"safety: {why}; reset, engage and hold again")
-        ok, message = call_service(self.obs, ACTIONS["reset"], SERVICE_TIMEOUT_S)
+        ok, message = self._reset()
         if not ok:
             self.notes.append(f"reset after a task refused: {message}")
         time.sleep(1.0)
