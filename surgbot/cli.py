@@ -38,16 +38,24 @@ SUBCOMMANDS = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser; with a known `command`, only that subcommand's module is imported for its arguments.
+
+    Every module imported for its arguments was the cost of every command: `surgbot ctl` imported
+    the twin's (MuJoCo, OpenGL), ~0.6 s of CPU of its ~0.8 s, on a 2-core machine where the
+    running stack's 50 ms watchdogs feel a CLI's start (issue 16's `estop_by_surgbot_ctl`).
+    """
     parser = argparse.ArgumentParser(prog="surgbot", description=__doc__.splitlines()[0])
     from surgbot import __version__
     parser.add_argument("--version", action="version", version=f"surgbot {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
+    only = command if command in SUBCOMMANDS else None
     for name, (module, help_text) in SUBCOMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.set_defaults(_module=module)
-        importlib.import_module(module).add_arguments(p)
+        if only is None or name == only:
+            importlib.import_module(module).add_arguments(p)
     return parser
 
 
@@ -55,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     command = next((a for a in (sys.argv[1:] if argv is None else argv) if not a.startswith("-")), None)
     if command not in STARTS_REALTIME_NODES:
         forbid_realtime_scheduling()  # before any thread: an AV1 encoder would take SCHED_FIFO 99 (processes.py)
-    parser = build_parser()
+    parser = build_parser(command)
     args = parser.parse_args(argv)
     module = importlib.import_module(args._module)
     try:

@@ -28,6 +28,25 @@ def test_console_scripts_installed_and_help_works():
     assert "sim" in out.stdout and "bench" in out.stdout
 
 
+def test_a_subcommand_imports_only_its_own_module():
+    """`surgbot ctl ...` starts without the twin's MuJoCo/OpenGL (a CLI's start is felt by a running stack
+    on 2 cores); `surgbot --help` still lists every subcommand, and `surgbot sim --help` has its arguments."""
+    probe = ("import sys; from surgbot.cli import build_parser; p = build_parser({!r}); "
+             "print(sorted(m for m in ('mujoco', 'torch', 'surgbot.sim.runner', 'surgbot.ctl') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", probe.format("ctl")], capture_output=True, text=True, timeout=60,
+                         cwd=REPO)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split("\n")[0] == "['surgbot.ctl']", out.stdout
+    out = subprocess.run([sys.executable, "-m", "surgbot.cli", "--help"], capture_output=True, text=True,
+                         timeout=60, cwd=REPO)
+    assert out.returncode == 0, out.stderr
+    for name in ("sim", "ctl", "up", "demo", "policy", "idm", "results", "bench", "data", "console"):
+        assert f"    {name}" in out.stdout, (name, out.stdout)
+    out = subprocess.run([sys.executable, "-m", "surgbot.cli", "sim", "--help"], capture_output=True, text=True,
+                         timeout=60, cwd=REPO)
+    assert out.returncode == 0 and "--scene" in out.stdout, out.stdout + out.stderr
+
+
 def test_ros2_ws_links_to_this_package():
     link = REPO / "ros2_ws" / "src" / "surgbot"
     assert link.is_symlink()
