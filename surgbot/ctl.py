@@ -27,6 +27,7 @@ from surgbot.errors import CliError
 # every subcommand's parser, and loading ROS for that costs ~0.5 s.
 
 DEFAULT_TIMEOUT_S = 5.0
+MAX_TIMEOUT_S = 600.0
 POLICY_ENABLE = "/policy/enable"
 POLICY_INSTRUCTION = "/policy/instruction"
 STATE_TOPICS = {"safety": contract.SAFETY_STATE, "endoscope_mode": contract.ENDOSCOPE_MODE}
@@ -85,14 +86,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 class _Session:
-    """One rclpy node spun in a background thread for the duration of a command."""
+    """One rclpy node spun in a background thread: for one command, or for the stack's relay
+    (`surgbot.ctl_relay`), which keeps it and runs one command at a time (`lock`)."""
 
-    def __init__(self):
+    def __init__(self, signal_handlers: bool = True):
         import rclpy
         from rclpy.executors import SingleThreadedExecutor
+        from rclpy.signals import SignalHandlerOptions
 
         self.context = rclpy.Context()
-        rclpy.init(context=self.context)
+        # the relay lives in `surgbot up`, whose own SIGINT/SIGTERM handlers stop the stack
+        rclpy.init(context=self.context,
+                   signal_handler_options=SignalHandlerOptions.ALL if signal_handlers else SignalHandlerOptions.NO)
         # one service client or latched reader is all a command needs: without the parameter
         # services (six, a request and a reply endpoint each) and /rosout the node offers 13 DDS
         # endpoints fewer, each of which every process of the running stack would have to
@@ -102,8 +107,25 @@ class _Session:
                                       start_parameter_services=False)
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
+        self.lock = threading.Lock()
+        self._clients: dict[str, object] = {}
+        self._psm = None
         self._thread = threading.Thread(target=self._spin, daemon=True)
         self._thread.start()
+
+    def client(self, srv_type, service: str):
+        """The node's client of `service` (made once: a relay answers many commands)."""
+        if service not in self._clients:
+            self._clients[service] = self.node.create_client(srv_type, service)
+        return self._clients[service]
+
+    def psm(self):
+        """The node's PSM client, without the measured streams (`state` needs only the operating state)."""
+        if self._psm is None:
+            from surgbot.hw.crtk import PSMClient
+
+            self._psm = PSMClient(self.node, streams=())
+        return self._psm
 
     def _spin(self) -> None:
         from rclpy.executors import ExternalShutdownException
@@ -135,7 +157,7 @@ def call_service(s: _Session, action: Action, timeout: float) -> tuple[bool, str
     import std_srvs.srv
 
     srv_type = getattr(std_srvs.srv, action.srv_type)
-    client = s.node.create_client(srv_type, action.service)
+    client = s.client(srv_type, action.service)
     if not client.wait_for_service(timeout_sec=timeout):
         raise CliError(f"{action.service} is not available within {timeout:g} s: is the stack up "
                        f"(surgbot up / ros2 launch surgbot ...) on ROS_DOMAIN_ID the same as this shell's?")
@@ -153,14 +175,17 @@ def read_state(s: _Session, timeout: float) -> dict:
     """Latest latched state messages (whatever arrives within `timeout`)."""
     from std_msgs.msg import String
 
-    from surgbot.hw.crtk import PSMClient
     from surgbot.rosutil import latched_qos
 
     out: dict = {}
-    for key, topic in STATE_TOPICS.items():
-        s.node.create_subscription(String, topic, lambda m, k=key: out.__setitem__(k, m.data), latched_qos())
-    psm = PSMClient(s.node)
-    _wait(lambda: len(out) == len(STATE_TOPICS) and psm.operating_state() is not None, timeout)
+    subs = [s.node.create_subscription(String, topic, lambda m, k=key: out.__setitem__(k, m.data), latched_qos())
+            for key, topic in STATE_TOPICS.items()]
+    psm = s.psm()
+    try:
+        _wait(lambda: len(out) == len(STATE_TOPICS) and psm.operating_state() is not None, timeout)
+    finally:
+        for sub in subs:             # the relay's node reads /safety/state (50 Hz) only while asked
+            s.node.destroy_subscription(sub)
     if "safety" in out:
         try:
             out["safety"] = json.loads(out["safety"])
@@ -181,41 +206,58 @@ def publish_once(s: _Session, topic: str, text: str, timeout: float) -> None:
         raise CliError(f"nobody subscribes to {topic} within {timeout:g} s: is the policy node up?")
     pub.publish(String(data=text))
     time.sleep(0.2)        # let reliable delivery finish before the node goes away
+    s.node.destroy_publisher(pub)
+
+
+def check_request(name: str, text: str | None, timeout: float) -> None:
+    """The checks of one action's arguments (here and in the relay): CliError says what is wrong."""
+    action = ACTIONS.get(name)
+    if action is None:
+        raise CliError(f"unknown action {name!r}: one of {', '.join(ACTIONS)}")
+    if action.takes_text and not (text or "").strip():
+        raise CliError(f"{name} needs the instruction text, e.g. surgbot ctl {name} 'pick up the needle'")
+    if not action.takes_text and text is not None:
+        raise CliError(f"{name} takes no argument (got {text!r})")
+    if not (isinstance(timeout, int | float) and 0 < timeout <= MAX_TIMEOUT_S):
+        raise CliError(f"--timeout must be > 0 and <= {MAX_TIMEOUT_S:g} s")
+
+
+def execute(s: _Session, name: str, text: str | None, timeout: float) -> tuple[int, str, str]:
+    """One checked action on the session's node: (exit code, stdout line, stderr line)."""
+    action = ACTIONS[name]
+    if action.service:
+        ok, message = call_service(s, action, timeout)
+        line = f"{name}: {'ok' if ok else 'refused'}{': ' + message if message else ''}"
+        return (0, line, "") if ok else (1, "", line)
+    if name == "state":
+        return 0, json.dumps(read_state(s, timeout)), ""
+    if name == "policy-instruction":
+        publish_once(s, POLICY_INSTRUCTION, text.strip(), timeout)
+        return 0, f"policy-instruction: sent {text.strip()!r}", ""
+    psm = s.psm()
+    try:
+        psm.wait_for_state(timeout)
+        (psm.enable if name == "psm-enable" else psm.home)(timeout=max(timeout, 20.0))
+    except TimeoutError as exc:
+        return 1, "", f"{name}: failed: {exc}"
+    return 0, f"{name}: ok: {json.dumps(psm.operating_state())}", ""
 
 
 def run(args: argparse.Namespace) -> int:
-    action = ACTIONS[args.action]
-    if action.takes_text and not (args.text or "").strip():
-        raise CliError(f"{args.action} needs the instruction text, e.g. surgbot ctl {args.action} "
-                       "'pick up the needle'")
-    if not action.takes_text and args.text is not None:
-        raise CliError(f"{args.action} takes no argument (got {args.text!r})")
-    if not args.timeout > 0:
-        raise CliError("--timeout must be > 0")
-    s = _Session()
-    try:
-        if action.service:
-            ok, message = call_service(s, action, args.timeout)
-            print(f"{args.action}: {'ok' if ok else 'refused'}{': ' + message if message else ''}",
-                  file=sys.stdout if ok else sys.stderr)
-            return 0 if ok else 1
-        if args.action == "state":
-            print(json.dumps(read_state(s, args.timeout)))
-            return 0
-        if args.action == "policy-instruction":
-            publish_once(s, POLICY_INSTRUCTION, args.text.strip(), args.timeout)
-            print(f"policy-instruction: sent {args.text.strip()!r}")
-            return 0
-        from surgbot.hw.crtk import PSMClient
+    from surgbot import ctl_relay
 
-        psm = PSMClient(s.node)
+    check_request(args.action, args.text, args.timeout)
+    reply = ctl_relay.request(args.action, args.text, args.timeout)
+    if reply is None:                 # no `surgbot up` relay on this domain: a node of our own
+        s = _Session()
         try:
-            psm.wait_for_state(args.timeout)
-            (psm.enable if args.action == "psm-enable" else psm.home)(timeout=max(args.timeout, 20.0))
-        except TimeoutError as exc:
-            print(f"{args.action}: failed: {exc}", file=sys.stderr)
-            return 1
-        print(f"{args.action}: ok: {json.dumps(psm.operating_state())}")
-        return 0
-    finally:
-        s.close()
+            rc, out, err = execute(s, args.action, args.text, args.timeout)
+        finally:
+            s.close()
+    else:
+        rc, out, err = reply
+    if out:
+        print(out)
+    if err:
+        print(err, file=sys.stderr)
+    return rc

@@ -131,17 +131,26 @@ class Stack:
     """Starts, watches and stops the node processes of one stack."""
 
     def __init__(self, nodes: list[NodeSpec], arguments: dict[str, str], log_dir: Path, restart: bool, say=print,
-                 realtime: str = "off"):
+                 realtime: str = "off", ctl_relay: bool = True):
         self.nodes, self.arguments, self.log_dir, self.restart = nodes, arguments, log_dir, restart
         self.realtime = check_realtime_level(realtime)   # which nodes ask for SCHED_FIFO (NodeSpec.asks_realtime)
         self.say = say
         self.running: list[Running] = []
         self.stop_event = threading.Event()
+        self.ctl_relay = ctl_relay       # serve `surgbot ctl` from one node kept from the start (ctl_relay.py)
+        self.relay = None
 
     def start(self) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         for spec in self.nodes:
             self.running.append(self._spawn(spec))
+        if self.ctl_relay and any(spec.ros for spec in self.nodes):
+            from surgbot.ctl_relay import CtlRelay
+
+            try:
+                self.relay = CtlRelay()
+            except (RuntimeError, OSError, CliError) as exc:     # `surgbot ctl` then starts nodes of its own
+                self.say(f"surgbot up: no ctl relay: {exc}")
 
     def _spawn(self, spec: NodeSpec, restarts: int = 0) -> Running:
         argv = node_argv(spec, self.arguments)
@@ -174,6 +183,9 @@ class Stack:
         return 0
 
     def stop(self) -> None:
+        if self.relay is not None:
+            self.relay.close()
+            self.relay = None
         for r in reversed(self.running):
             if r.proc.poll() is None:
                 processes.stop(r.proc, signal.SIGINT, STOP_TIMEOUT_S)

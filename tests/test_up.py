@@ -147,6 +147,7 @@ RATE_WINDOW_S = 5.0
 CONTRACT_RATES_HZ = {contract.psm_topic("measured_js"): 100.0, contract.G1_JOINT_STATES: 20.0 / 0.7,
                      contract.ENDOSCOPE_IMAGE: 30.0, contract.SAFETY_STATE: 50.0}
 MIN_RATE_SHARE = 0.7
+SETTLE_S = 5.0          # after the last node is ready, before the rates are measured
 
 
 def _ctl(*args: str) -> subprocess.CompletedProcess:
@@ -157,14 +158,16 @@ def _ctl(*args: str) -> subprocess.CompletedProcess:
 @pytest.mark.full_stack
 def test_up_runs_the_whole_stack_with_console_policy_and_recording(processes, tmp_path, g1_domain):
     """`surgbot up --console --policy default --record`: every node up, contract rates, ctl drives it,
-    a killed node is reported, the bag holds the run."""
+    a killed node is reported, the bag holds the run.  At the demo's `--realtime sim` (the twin and the
+    supervisor at FIFO): at `off` the twin itself starved (`/PSM1/measured_js` and rt/lowstate 70-75 ms
+    silent after engage, one run)."""
     from mcap.reader import make_reader
     from rosbags.highlevel import AnyReader
     from sensor_msgs.msg import Image, JointState
 
     port = _free_port()
     up = processes.start(UP + ["--sim", "box_trainer", "--task", "reach", "--console", "--console-port", str(port),
-                               "--policy", "default", "--g1-domain", str(g1_domain), "--record",
+                               "--policy", "default", "--g1-domain", str(g1_domain), "--realtime", "sim", "--record",
                                str(tmp_path / "bags"), "--log-dir", str(tmp_path / "logs")], name="up",
                          env={"SURGBOT_CONSOLE_TOKEN": "t" * 32})
     counts: dict[str, list[float]] = {t: [] for t in CONTRACT_RATES_HZ}
@@ -181,6 +184,16 @@ def test_up_runs_the_whole_stack_with_console_policy_and_recording(processes, tm
         node.create_subscription(String, "/policy/state", lambda m: states.__setitem__("policy", m.data), 10)
         assert _wait_for(lambda: ex.spin_once(timeout_sec=0.05) or (all(counts.values()) and len(states) == 2),
                          120), (states, {t: len(v) for t, v in counts.items()}, processes.log(up))
+        # the rates are the running stack's: measured once the last node to get ready (the policy
+        # server, loading torch and the checkpoint) serves, and SETTLE_S after it.  Measured from the
+        # first message instead, the window fell in the start-up's CPU peak on 2 cores (endoscope
+        # 16 Hz there; 30.0 Hz from 30 s on, with and without --record)
+        server_log = tmp_path / "logs" / "policy_server.log"
+        assert _wait_for(lambda: ex.spin_once(timeout_sec=0.05) or (
+            server_log.exists() and "policy server on tcp://" in server_log.read_text()), 120), processes.log(up)
+        t_settle = time.monotonic()
+        while time.monotonic() - t_settle < SETTLE_S:
+            ex.spin_once(timeout_sec=0.05)
         for v in counts.values():
             v.clear()
         t0 = time.monotonic()
@@ -192,6 +205,14 @@ def test_up_runs_the_whole_stack_with_console_policy_and_recording(processes, tm
             assert rates[topic] > MIN_RATE_SHARE * hz, (topic, rates)
         with socket.create_connection(("127.0.0.1", port), timeout=5):
             pass                                                      # the console listens
+        # a FAULT the start-up latched (on 2 cores a node's liveliness can lapse while the policy
+        # server loads torch: seen, the console's) is what a person resets once, as the README says;
+        # nothing was engaged, and the reset is refused if its cause persists
+        state = json.loads(_ctl("state").stdout)
+        if state["safety"]["state"] != "OK":
+            print("start-up safety state", state["safety"])
+            r = _ctl("reset")
+            assert r.returncode == 0, ("reset after start-up", state["safety"], r.stdout, r.stderr)
         for action in ("engage", "hold"):
             r = _ctl(action)
             assert r.returncode == 0, (action, r.stdout, r.stderr)
