@@ -17,6 +17,7 @@ import json
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -31,6 +32,7 @@ MAX_TIMEOUT_S = 600.0
 POLICY_ENABLE = "/policy/enable"
 POLICY_INSTRUCTION = "/policy/instruction"
 STATE_TOPICS = {"safety": contract.SAFETY_STATE, "endoscope_mode": contract.ENDOSCOPE_MODE}
+_CLIENTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()    # node -> {service: client}
 
 
 @dataclass(frozen=True)
@@ -108,16 +110,9 @@ class _Session:
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
         self.lock = threading.Lock()
-        self._clients: dict[str, object] = {}
         self._psm = None
         self._thread = threading.Thread(target=self._spin, daemon=True)
         self._thread.start()
-
-    def client(self, srv_type, service: str):
-        """The node's client of `service` (made once: a relay answers many commands)."""
-        if service not in self._clients:
-            self._clients[service] = self.node.create_client(srv_type, service)
-        return self._clients[service]
 
     def psm(self):
         """The node's PSM client, without the measured streams (`state` needs only the operating state)."""
@@ -153,11 +148,21 @@ def _wait(pred: Callable[[], bool], timeout: float) -> bool:
     return pred()
 
 
-def call_service(s: _Session, action: Action, timeout: float) -> tuple[bool, str]:
+def service_client(node, srv_type, service: str):
+    """`node`'s client of `service`, made once per node: the relay and the demo call the same
+    services many times, and each new client is two DDS endpoints every process must match."""
+    clients = _CLIENTS.setdefault(node, {})
+    if service not in clients:
+        clients[service] = node.create_client(srv_type, service)
+    return clients[service]
+
+
+def call_service(s, action: Action, timeout: float) -> tuple[bool, str]:
+    """Call `action`'s service from `s.node` (a `_Session`'s, the demo observer's)."""
     import std_srvs.srv
 
     srv_type = getattr(std_srvs.srv, action.srv_type)
-    client = s.client(srv_type, action.service)
+    client = service_client(s.node, srv_type, action.service)
     if not client.wait_for_service(timeout_sec=timeout):
         raise CliError(f"{action.service} is not available within {timeout:g} s: is the stack up "
                        f"(surgbot up / ros2 launch surgbot ...) on ROS_DOMAIN_ID the same as this shell's?")
