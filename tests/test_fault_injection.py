@@ -378,14 +378,15 @@ def streaming_off(r: Rig) -> float:
     """The link drops: the fault time is when the operator sent its last sample (it reports it), not
     when it was told to stop (it sent samples meanwhile: the console link then FAULTed 215 ms after
     the request while silent 187 ms at the supervisor)."""
+    def stopped_lines() -> list[str]:
+        return [ln for ln in r.fs.log(OPERATOR).splitlines() if ln.startswith(operator_script.STOPPED)]
+
     t = now()
-    before = r.fs.log(OPERATOR).count(operator_script.STOPPED)
+    before = len(stopped_lines())
     r.fs.op(streaming=False)
-    lines = [ln for ln in r.fs.log(OPERATOR).splitlines() if ln.startswith(operator_script.STOPPED)]
     end = now() + 2.0
-    while len(lines) <= before and now() < end:
+    while len(lines := stopped_lines()) <= before and now() < end:
         time.sleep(0.005)
-        lines = [ln for ln in r.fs.log(OPERATOR).splitlines() if ln.startswith(operator_script.STOPPED)]
     return float(lines[-1].split()[-1]) if len(lines) > before else t
 
 
