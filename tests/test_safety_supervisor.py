@@ -286,3 +286,46 @@ def test_a_liveliness_lapse_while_the_nodes_own_data_flows_is_not_a_stop(process
             assert spin_until(lambda: states[-1][1]["state"] == "FAULT", 10), states[-3:]
             assert any(r.startswith("g1_lowstate: silent") for r in states[-1][1]["reasons"]), states[-1]
     assert processes.stop(sup, signal.SIGINT) == 0, processes.log(sup)
+
+
+def test_the_enabled_policy_nodes_silence_is_a_lost_link_within_200_ms(processes):
+    """/policy/state every control tick while enabled is the policy link (`policy_link_timeout_s`,
+    200 ms, a deadline): reports at 15 Hz keep it OK, a disabled node may fall silent, an enabled one
+    that stops (killed, stopped) is a FAULT naming `policy_link` by ~200 ms of silence (its 500 ms
+    liveliness lease would come later); the cause ends when the node reports itself disabled."""
+    sup = processes.start([PYTHON, "-m", "surgbot.nodes.safety_supervisor"], name="supervisor")
+    with listener_node("test_policy_link") as (node, ex):
+        states, values = follow_supervisor(node)
+        pub = node.create_publisher(String, "/policy/state", 10)
+
+        def report(enabled: bool, for_s: float) -> float:
+            msg = String(data=json.dumps({"enabled": enabled, "chunk_age_s": 0.1 if enabled else None}))
+            t_end, last = time.monotonic() + for_s, time.monotonic()
+            while time.monotonic() < t_end:
+                pub.publish(msg)
+                last = time.monotonic()
+                _wait_for(lambda: ex.spin_once(timeout_sec=0.005) or False, 1.0 / 15)
+            return last
+
+        def spin_until(pred, timeout):
+            return _wait_for(lambda: ex.spin_once(timeout_sec=0.01) or pred(), timeout)
+
+        assert spin_until(lambda: states and values.get("policy_link") is not None, 60), (values, processes.log(sup))
+        report(True, 1.5)
+        assert states[-1][1]["state"] == "OK", states[-1]
+        assert values.get("policy_link") == "armed", values
+        report(False, 0.3)
+        spin_until(lambda: False, 1.0)                   # disabled and silent: no link to lose
+        assert states[-1][1]["state"] == "OK", states[-1]
+        t_last = report(True, 1.0)
+        assert spin_until(lambda: states[-1][1]["state"] == "FAULT", 10), states[-1]
+        t_fault = next(t for t, s in states if t >= t_last and s["state"] == "FAULT")
+        assert any(r.startswith("policy_link") for r in states[-1][1]["reasons"]), states[-1]
+        print(f"policy link silent -> FAULT seen by a listener {1e3 * (t_fault - t_last):.0f} ms after the last report")
+        assert t_fault - t_last < 1.0          # 200 ms by design; margin for a loaded 2-core CI box
+        r = _call(node, ex, contract.SAFETY_RESET)
+        assert not r.success and "policy_link" in r.message     # still enabled and silent
+        report(False, 0.3)
+        r = _call(node, ex, contract.SAFETY_RESET)
+        assert r.success, r.message
+    assert processes.stop(sup, signal.SIGINT) == 0, processes.log(sup)

@@ -130,7 +130,11 @@ def run(args: argparse.Namespace) -> int:
                         policy_port=args.policy_port, overview_hz=OVERVIEW_FPS, camera_hz=CAMERA_HZ,
                         record_dir=str(out / "bag") if args.record else None)
     nodes = nodes_for(opts)
-    stack = Stack(nodes, opts.launch_arguments(), out / "logs", restart=False, say=say, realtime=args.realtime)
+    # no ctl relay: the demo drives itself, and its 2-core margin is thin (a participant more in this
+    # process for a `surgbot ctl` nobody may call; 2 of 4 demo runs with it lost peg_transfer to a
+    # 54-55 ms lowstate gap: not shown to be the relay, not risked)
+    stack = Stack(nodes, opts.launch_arguments(), out / "logs", restart=False, say=say, realtime=args.realtime,
+                  ctl_relay=False)
     stack_dead = threading.Event()
     say(f"starting {len(nodes)} nodes ({', '.join(n.name for n in nodes)}); logs in {out / 'logs'}")
     watcher = threading.Thread(target=lambda: stack.watch() and stack_dead.set(), daemon=True)
