@@ -4,7 +4,7 @@ Processes (the command lines `surgbot up` / the launch files use, from
 `surgbot.stack`): one policy server (`surgbot policy serve`) and one
 `policy_node` for the whole run, and per seed a fresh `sim_node` with the
 task laid out by that seed (the MuJoCo twin: PSM over CRTK, endoscope camera,
-`/sim/task` judging success from physics).  This process is only the
+`/sim/task` judging success from physics) and its `safety_supervisor`.  This process is only the
 operator: per episode it enables and homes the PSM over CRTK, moves the tool
 to the episode's start pose with `move_cp` (the pose the environment starts
 the arm in, so in-process and ROS episodes start alike), sends the
@@ -45,7 +45,7 @@ from surgbot.policies.evaluation.video import EpisodeVideo
 from surgbot.rosutil import BackgroundSpinner, latched_qos
 from surgbot.sim.envs.surg_env import SurgEnv
 from surgbot.sim.tasks import get_task
-from surgbot.stack import POLICY_NODE, POLICY_SERVER, SIM, StackOptions
+from surgbot.stack import POLICY_NODE, POLICY_SERVER, SIM, SUPERVISOR, StackOptions
 from surgbot.up import node_argv
 
 SERVER_START_S = 120.0          # loading torch + the checkpoint on a loaded 2-core machine
@@ -182,6 +182,10 @@ def _episode(procs: _Procs, task: str, seed: int, arguments: dict, video_dir: Pa
     horizon = get_task(task).horizon_s
     argv = node_argv(SIM, arguments) + ["-p", f"seed:={int(seed)}"]
     sim, sim_log = procs.start(f"sim_node_{seed}", argv)
+    # the deployment path has its safety supervisor (the policy node commands nothing without its
+    # /safety/state); one per episode, as the sim: a supervisor that outlived its sim would hold the
+    # lost twin as a FAULT for the next episode
+    supervisor, _ = procs.start(f"safety_supervisor_{seed}", node_argv(SUPERVISOR, arguments))
     video = EpisodeVideo(video_dir / f"{task}_seed{seed}_ros.mp4") if video_dir is not None else None
     op = _Operator(f"policy_eval_{seed}", video)
     try:
@@ -192,9 +196,12 @@ def _episode(procs: _Procs, task: str, seed: int, arguments: dict, video_dir: Pa
             if not (st["state"] == "ENABLED" and st["is_homed"]):
                 op.arm.home(MOVE_S)
             T, jaw = matrix_from_pose10(start_pose(task, seed))
-            op.arm.jaw.move_jp(jaw)
+            # one move at a time: a move_cp sent while the jaw's move_jp runs interrupts it, and the
+            # jaw's goal_reached false then answered the move_cp's wait (this check failed every run)
+            if not op.arm.jaw.move_jp(jaw).wait(MOVE_S):
+                raise RuntimeError(f"jaw move_jp to the start failed: {op.arm.errors[-1:]}")
             if not op.arm.move_cp(T).wait(MOVE_S):
-                raise RuntimeError(f"move_cp to the start pose failed: {op.arm.errors()[-1:]}")
+                raise RuntimeError(f"move_cp to the start pose failed: {op.arm.errors[-1:]}")
         except (TimeoutError, RuntimeError) as exc:
             raise RuntimeError(f"seed {seed}: the sim did not come up ({exc}); sim log:\n{_tail(sim_log)}") from exc
         instruction = op.task["instruction"]
@@ -244,6 +251,7 @@ def _episode(procs: _Procs, task: str, seed: int, arguments: dict, video_dir: Pa
         op.close()
         if video is not None:
             video.close()
+        procs.stop(supervisor)
         procs.stop(sim)
 
 
