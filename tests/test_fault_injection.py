@@ -64,7 +64,9 @@ QUIET_BEFORE_S = 0.5            # the state must have been OK this long before a
 # counted as the next fault's displacement
 STILL_SPAN_S, STILL_MM, STILL_TIMEOUT_S = 0.5, 0.05, 20.0
 FIRST_REQUEST_S = 3.0           # a running policy node asks for a chunk every ~0.53 s
-ATTEMPTS = 3
+# set-ups a load trip broke (never a measured scenario) before the scenario is a miss: 3 were all
+# broken for console_link_drop once on the 2-core machine (liveliness lapses, a 57 ms lowstate gap)
+ATTEMPTS = 5
 RESULTS: dict[str, dict] = {}
 RESULTS_DEFAULT = [Path("safety_faults.json")]
 if os.environ.get("SURGBOT_SAFETY_MERGE") == "1" and Path(os.environ.get("SURGBOT_SAFETY_RESULTS", "")).is_file():
