@@ -73,8 +73,7 @@ POLICY_SERVER = "fault_policy_server"
 LOADED_BOX_MARGINS = {
     "g1_bridge": {"stale_after": 0.3, "safety_stale_s": 0.5},
     "endoscope_holder": {"joint_state_timeout_s": 0.5, "safety_stale_s": 0.5},
-    "safety_supervisor": {"lowstate_timeout_s": 0.3, "psm_state_timeout_s": 0.3, "console_link_timeout_s": 0.5,
-                          "policy_link_timeout_s": 0.5},
+    "safety_supervisor": {"lowstate_timeout_s": 0.3, "psm_state_timeout_s": 0.3, "console_link_timeout_s": 0.5},
     "teleop_mapper": {"safety_stale_s": 0.5},
     "policy_node": {"safety_stale_s": 0.5},
 }

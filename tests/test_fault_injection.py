@@ -558,8 +558,7 @@ SCENARIOS = [
              "chunk refused, HOLD (the last command repeated)", "input", policy_mode("outside"),
              prepare=after(run_policy, 0.5), restore=policy_normal, latching=False, window_s=2.0),
     Scenario("policy_node_sigkill", "policy node killed while driving the PSM",
-             "supervisor: policy link deadline (/policy/state every tick while enabled, 200 ms); policy_node "
-             "liveliness (/safety/alive, 500 ms lease)",
+             "supervisor: policy_node liveliness (/safety/alive, 500 ms lease); /policy/state watchdog",
              "PSM keeps its last setpoint; FAULT", "link",
              kill("policy_node"), prepare=after(run_policy, 0.5), restore=restart("policy_node"), cause="policy",
              detect_within_s=3.0),

@@ -30,7 +30,7 @@ from std_srvs.srv import SetBool
 
 from surgbot import contract
 from surgbot.config import check_ranges, param
-from surgbot.control.policy_exec import PolicyExecConfig, PolicyExecutor
+from surgbot.control.policy_exec import PolicyExecConfig, PolicyExecutor, State
 from surgbot.geometry import matrix_from_pose10, matrix_to_pose_msg, pose10_from_matrix, pose_msg_to_matrix
 from surgbot.hw.policy_client import PolicyClient, PolicyServerError, PolicyTimeout
 from surgbot.nodes.safety_link import SafetyLink
@@ -40,6 +40,7 @@ POLICY_ENABLE = "/policy/enable"
 POLICY_INSTRUCTION = "/policy/instruction"
 POLICY_STATE = "/policy/state"
 SAFETY_CHECK_PERIOD_S = 0.01   # a silent safety supervisor is noticed within this past its stale time
+STATE_PUBLISH_EVERY = 5        # ticks between /policy/state messages (3 Hz at 15 Hz)
 SERVER_ERROR_LOG_PERIOD_S = 2.0
 
 
@@ -247,8 +248,8 @@ class PolicyNode(Node):
                 self.core.observation_taken(now)
                 self._pending_obs = (self.core.tick_index, now)
                 self._pending = self._pool.submit(self._infer, image, state, self.core.instruction)
-        # every tick: while enabled the supervisor judges this stream as the policy link (200 ms)
-        self.pub_state.publish(String(data=json.dumps(self.core.status(now))))
+        if self.core.tick_index % STATE_PUBLISH_EVERY == 0 or out.state is not State.RUNNING:
+            self.pub_state.publish(String(data=json.dumps(self.core.status(now))))
 
     def _publish_command(self, pose10: np.ndarray) -> None:
         T, jaw = matrix_from_pose10(pose10)

@@ -7,8 +7,7 @@ Thin shell around `surgbot.safety.supervisor.SupervisorCore`.  Watches:
   (`lowstate_timeout_s`, 50 ms: the lowstate age as seen through the bridge);
 * the console link: `/teleop/head`, in every sample the console takes (`console_link_timeout_s`,
   200 ms, a deadline);
-* `/policy/state` (chunk age while enabled, `policy_chunk_timeout_s`; the enabled node's reports
-  themselves, every control tick, `policy_link_timeout_s`, 200 ms, a deadline);
+* `/policy/state` (chunk age while enabled, `policy_chunk_timeout_s`);
 * every node's `/diagnostics` (silent for `node_timeout_s`, or at ERROR level);
 * every such node's liveliness on `/safety/alive/<name>` (`contract.alive_lease_of`: 150 ms,
   500 ms for the niced policy node and recorder):
@@ -64,7 +63,6 @@ WATCH_PSM = "psm_measured_js"
 WATCH_LOWSTATE = "g1_lowstate"
 WATCH_CONSOLE = "console_link"
 WATCH_POLICY = "policy_chunk"
-WATCH_POLICY_LINK = "policy_link"
 WATCH_PSM_STATE = "psm_operating_state"     # the arm's own FAULT (tracking error ...): latched, on change only
 OWN_STALL_LOG_EVERY_S = 5.0
 NODE_PREFIX = "node:"
@@ -86,7 +84,7 @@ ALIVE_LAPSE_LOG_EVERY_S = 5.0
 # last sample reached the supervisor ~10 ms after the operator stopped, on the loaded 2-core
 # machine).  The G1 lowstate's 50 ms has the stale budget's 100 ms above it and keeps the plain
 # rule (an earlier judgement would only add trips on a loaded machine).
-DEADLINE_WATCHES = (WATCH_PSM, WATCH_CONSOLE, WATCH_POLICY_LINK)
+DEADLINE_WATCHES = (WATCH_PSM, WATCH_CONSOLE)
 DELIVERY_ALLOWANCE_S = 0.01
 
 
@@ -97,8 +95,7 @@ class SafetySupervisorNode(Node):
         c = self.cfg
         self.core = SupervisorCore(c)
         for name, timeout in ((WATCH_PSM, c.psm_state_timeout_s), (WATCH_LOWSTATE, c.lowstate_timeout_s),
-                              (WATCH_CONSOLE, c.console_link_timeout_s), (WATCH_POLICY, c.policy_chunk_timeout_s),
-                              (WATCH_POLICY_LINK, c.policy_link_timeout_s)):
+                              (WATCH_CONSOLE, c.console_link_timeout_s), (WATCH_POLICY, c.policy_chunk_timeout_s)):
             lead = 1.0 / c.publish_hz + DELIVERY_ALLOWANCE_S if name in DEADLINE_WATCHES else 0.0
             self.core.watch(name, timeout, lead_s=lead)
         self.core.watch(WATCH_PSM_STATE, math.inf)      # published on change: no silence timeout
@@ -146,9 +143,7 @@ class SafetySupervisorNode(Node):
             return
         if not enabled:
             self.core.disarm(WATCH_POLICY)
-            self.core.disarm(WATCH_POLICY_LINK)
             return
-        self.core.feed(WATCH_POLICY_LINK, self._now())
         if st.get("server_lost"):     # the node's connection watch: a killed server, known in ms
             self.core.feed(WATCH_POLICY, self._now(), ok=False, detail="connection to the policy server lost")
             return
