@@ -30,6 +30,7 @@ from __future__ import annotations
 import math
 import sys
 import threading
+import time
 import traceback
 
 import numpy as np
@@ -41,6 +42,7 @@ from surgbot.hw.crtk_link import ArmLink, operating_state_dict
 from surgbot.rosutil import latched_qos
 
 STALE_AFTER_S = 1.0     # crtk_python_client: data older than 1 s raises TimeoutError
+STATE_COMMAND_MATCH_S = 2.0   # longest wait for the arm to match a state command's publisher
 DEFAULT_STREAMS = ("measured_js", "setpoint_js", "measured_cp", "setpoint_cp", "measured_cv",
                    "jaw/measured_js", "jaw/setpoint_js")
 EXTRA_STREAMS = ("local/measured_cp", "local/setpoint_cp", "spatial/measured_cf", "body/measured_cf",
@@ -177,7 +179,13 @@ class PSMClient:
 
     def _state_command(self, name: str) -> int:
         serial = self.link.state_serial()
-        self._out.pub["state_command"].publish(self._out.stamped(self._t["StringStamped"](string=name)))
+        pub = self._out.pub["state_command"]
+        # a command sent before the arm's reader is matched is lost (volatile): `surgbot ctl psm-home`
+        # on a fresh node sent `home` right after the operating state came and waited 30 s for nothing
+        deadline = time.monotonic() + STATE_COMMAND_MATCH_S
+        while pub.get_subscription_count() == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        pub.publish(self._out.stamped(self._t["StringStamped"](string=name)))
         return serial
 
     def wait_for_state(self, timeout: float = 5.0) -> dict:
