@@ -34,6 +34,7 @@ from surgbot import ctl
 from surgbot.errors import CliError
 
 MAX_REQUEST_BYTES = 4096
+MAX_REPLY_BYTES = 1 << 20         # a reply carries what the command prints (a refusal lists every cause)
 ACCEPT_POLL_S = 0.5               # how often the serving thread looks at its stop flag
 REQUEST_READ_TIMEOUT_S = 5.0      # a client that connects and sends no line is dropped
 REPLY_MARGIN_S = 30.0             # beyond the action's own timeout (psm-home waits >= 20 s)
@@ -47,15 +48,15 @@ def socket_path(domain_id: str | None = None) -> Path:
     return Path(base) / f"surgbot-ctl-{os.getuid()}-domain{domain.strip() or '0'}.sock"
 
 
-def _read_line(conn: socket.socket) -> bytes:
+def _read_line(conn: socket.socket, limit: int) -> bytes:
     data = b""
     while b"\n" not in data:
         chunk = conn.recv(MAX_REQUEST_BYTES)
         if not chunk:
             break
         data += chunk
-        if len(data) > MAX_REQUEST_BYTES:
-            raise ValueError(f"request longer than {MAX_REQUEST_BYTES} bytes")
+        if len(data) > limit:
+            raise ValueError(f"line longer than {limit} bytes")
     return data.split(b"\n", 1)[0]
 
 
@@ -70,7 +71,7 @@ def request(action: str, text: str | None, timeout: float, path: Path | None = N
             return None                      # no relay (or a stale socket file): the caller's own node
         conn.settimeout(timeout + REPLY_MARGIN_S)
         conn.sendall(json.dumps({"action": action, "text": text, "timeout": timeout}).encode() + b"\n")
-        line = _read_line(conn)
+        line = _read_line(conn, MAX_REPLY_BYTES)
     except (OSError, ValueError) as exc:
         raise CliError(f"the stack's ctl relay ({path}) did not answer: {exc}") from exc
     finally:
@@ -124,7 +125,7 @@ class CtlRelay:
 
     def _answer(self, conn: socket.socket) -> dict:
         try:
-            req = json.loads(_read_line(conn))
+            req = json.loads(_read_line(conn, MAX_REQUEST_BYTES))
             name, text, timeout = req["action"], req.get("text"), req["timeout"]
             if not isinstance(name, str) or not (text is None or isinstance(text, str)):
                 raise CliError("malformed request: action and text must be strings")
