@@ -268,8 +268,10 @@ def test_gate_freezes_on_stale_state_pauses_on_late_state():
     assert mm.gate(0.0, 0.002, 0.0) is Gate.RUN
     assert mm.gate(0.0, 0.05, 0.0) is Gate.PAUSED and mm.mode == State.HOLD
     assert mm.gate(0.0, 0.2, 0.0) is Gate.FROZEN and mm.mode == State.FAULT
-    assert "200 ms old" in mm.events[-1][1]
+    assert "200 ms old" in mm.events[-1][1] and mm.why == "joint state 200 ms old"   # the node's diagnostics say it
     assert mm.gate(1.0, 0.002, 0.0) is Gate.FROZEN                # FAULT stays until an explicit command
+    mm.set(State.HOLD)
+    assert mm.why == ""
 
 
 def test_robot_time_pacer_spends_one_period_per_step_and_credits_one_state_period_per_state():

@@ -227,6 +227,7 @@ class HolderControlLoop:
         m = self.measured
         return {
             "mode": self.mode.value,
+            "mode_reason": self.modes.why,
             "fulcrum_error_m": None if m is None else m.fulcrum_error,
             "depth_m": None if m is None else m.depth,
             "sigma_min": None if self.ik is None else self.ik.info.sigma_min,

@@ -64,6 +64,7 @@ class ModeMachine:
         self._fault_error_m = fault_fulcrum_error_m
         self._fault_persist_s = fault_persist_s
         self._fault_since: float | None = None
+        self.why = ""                   # why the machine entered its current mode ("" if not said)
         self.safety_block = ""          # why /safety/state forbids motion ("" = allowed)
         self.fault_by_safety = False    # FAULT entered (or acknowledged) because of the safety state
 
@@ -81,7 +82,7 @@ class ModeMachine:
     def set(self, mode: State, why: str = "") -> None:
         if mode != self.mode:
             self.event("info", f"mode {self.mode} -> {mode}" + (f" ({why})" if why else ""))
-            self.mode = mode
+            self.mode, self.why = mode, why
             self.fault_by_safety = False
 
     def set_safety(self, block: str) -> None:

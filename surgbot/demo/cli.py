@@ -171,6 +171,8 @@ def _print_table(summary: dict, out: Path) -> None:
     for t in summary["tasks"]:
         print(f"{t['task']:14s} {t['seed']:7d} {'success' if t['success'] else 'FAILED':8s} "
               f"{t['time_s']:7.1f}  {t['instruction']}" + (f"  ({t['failure']})" if t.get("failure") else ""))
+        for n, e in enumerate(t.get("earlier_attempts", []), 1):
+            print(f"{'':14s} {'':7s} attempt {n} interrupted after {e['time_s']:.1f} s: {e['failure']}")
     fe = summary["fulcrum_error_mm"]
     inf = summary["policy_inference_ms"]
     print(f"fulcrum error p99 {fe.get('p99', float('nan')):.3f} mm (max {fe.get('max', float('nan')):.3f}); "

@@ -32,6 +32,8 @@ def build_summary(observer, tasks: list[dict], wall_s: float, videos: dict, note
     return {
         "tasks": tasks,
         "all_succeeded": bool(tasks) and all(t["success"] for t in tasks),
+        # a task a FAULT of lateness interrupted is run once more (demo/script.py TASK_ATTEMPTS)
+        "retried_tasks": [t["task"] for t in tasks if t.get("attempts", 1) > 1],
         "fulcrum_error_mm": _stats(fe, MM),
         "scope_tip_deviation_mm": _stats(dev, MM),
         "scope_jitter_mm_rms": float(np.sqrt(np.mean(dev ** 2)) * MM) if dev.size else None,
@@ -76,7 +78,8 @@ def write_summary(summary: dict, observer, out_dir: Path) -> tuple[Path, Path]:
     colours = ["tab:green" if t["success"] else "tab:red" for t in summary["tasks"]]
     ax[1, 1].bar(names, times, color=colours)
     for i, t in enumerate(summary["tasks"]):
-        ax[1, 1].text(i, times[i], "success" if t["success"] else "failed", ha="center", va="bottom")
+        retried = f" (attempt {t['attempts']})" if t.get("attempts", 1) > 1 else ""
+        ax[1, 1].text(i, times[i], ("success" if t["success"] else "failed") + retried, ha="center", va="bottom")
     ax[1, 1].set(title="tasks (green: success)", ylabel="time to finish, s")
     rates = ", ".join(f"{k.replace('_hz', '')} {v:.0f} Hz" for k, v in summary["rates_hz"].items() if v)
     fig.suptitle(f"surgbot demo: fulcrum error p99 {summary['fulcrum_error_mm'].get('p99', float('nan')):.3f} mm"

@@ -279,6 +279,10 @@ class EndoscopeHolderNode(Node):
         if force or self.core.mode != self._last_mode:
             self._last_mode = self.core.mode
             self.pub_mode.publish(String(data=self.core.mode.value))
+            # the supervisor learns a change of mode now, not at the next 1 s diagnostics: a
+            # FAULT acknowledged by `hold` kept refusing /safety/reset for up to a second
+            # (`surgbot demo` asked again 35 ms after the `hold` and gave up)
+            self.diagnostics.publish()
 
     def _publish_state(self) -> None:
         m = self.core.measured
@@ -337,7 +341,9 @@ class EndoscopeHolderNode(Node):
             "late_ticks_skipped": str(self.late_ticks_skipped),
             **self.safety.status(),
         }
-        message = d["mode"] + (f"; held by safety: {self.safety.block}" if self.safety.block else "")
+        # a FAULT says why (the supervisor's reason, the operator's first question)
+        message = d["mode"] + (f" ({d['mode_reason']})" if d["mode"] == State.FAULT.value and d["mode_reason"]
+                               else "") + (f"; held by safety: {self.safety.block}" if self.safety.block else "")
         return level, message, values
 
 
