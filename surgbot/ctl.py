@@ -18,11 +18,11 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from surgbot import contract
 from surgbot.errors import CliError
+from surgbot.pacing import poll_until
 
 # rclpy and the message packages are imported in `run`: `surgbot --help` builds
 # every subcommand's parser, and loading ROS for that costs ~0.5 s.
@@ -139,15 +139,6 @@ class _Session:
         self.node.destroy_node()
 
 
-def _wait(pred: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.01)
-    return pred()
-
-
 def service_client(node, srv_type, service: str):
     """`node`'s client of `service`, made once per node: the relay and the demo call the same
     services many times, and each new client is two DDS endpoints every process must match."""
@@ -170,7 +161,7 @@ def call_service(s, action: Action, timeout: float) -> tuple[bool, str]:
     if action.data is not None:
         request.data = action.data
     future = client.call_async(request)
-    if not _wait(future.done, timeout):
+    if not poll_until(future.done, timeout):
         raise CliError(f"{action.service} did not answer within {timeout:g} s")
     response = future.result()
     return bool(response.success), response.message
@@ -187,7 +178,7 @@ def read_state(s: _Session, timeout: float) -> dict:
             for key, topic in STATE_TOPICS.items()]
     psm = s.psm()
     try:
-        _wait(lambda: len(out) == len(STATE_TOPICS) and psm.operating_state() is not None, timeout)
+        poll_until(lambda: len(out) == len(STATE_TOPICS) and psm.operating_state() is not None, timeout)
     finally:
         for sub in subs:             # the relay's node reads /safety/state (50 Hz) only while asked
             s.node.destroy_subscription(sub)
@@ -207,7 +198,7 @@ def publish_once(s: _Session, topic: str, text: str, timeout: float) -> None:
     from surgbot.rosutil import latched_qos
 
     pub = s.node.create_publisher(String, topic, latched_qos())
-    if not _wait(lambda: pub.get_subscription_count() > 0, timeout):
+    if not poll_until(lambda: pub.get_subscription_count() > 0, timeout):
         raise CliError(f"nobody subscribes to {topic} within {timeout:g} s: is the policy node up?")
     pub.publish(String(data=text))
     time.sleep(0.2)        # let reliable delivery finish before the node goes away

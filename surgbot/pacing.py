@@ -12,6 +12,9 @@ clock:
   `dropped_s` and `stalls` show the loss (the real-time factor falls).
 
 `fast=True` never sleeps and never drops (`--fast`, benchmarks).
+
+`poll_until` is the one bounded wait on a condition that no callback signals
+(a DDS match count, a future, a latched state read by another thread).
 """
 
 from __future__ import annotations
@@ -53,3 +56,16 @@ class Pacer:
 
     def wall_s(self) -> float:
         return self._clock() - self.t0
+
+
+POLL_PERIOD_S = 0.01
+
+
+def poll_until(pred: Callable[[], bool], timeout_s: float, period_s: float = POLL_PERIOD_S) -> bool:
+    """Whether `pred()` held within `timeout_s` (asked every `period_s`, and once more at the end)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(period_s)
+    return pred()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -153,6 +154,21 @@ def test_pacer_sleeps_when_ahead_and_drops_a_stall():
     now[0] = 0.51                     # 10 ms behind: caught up without dropping
     p.pace(0.011)
     assert p.stalls == 1
+
+
+def test_poll_until_answers_as_soon_as_the_condition_holds_and_false_after_the_timeout():
+    from surgbot.pacing import poll_until
+
+    calls = []
+    assert poll_until(lambda: calls.append(1) or len(calls) >= 3, 5.0, period_s=0.0)
+    assert len(calls) == 3                                       # asked no more once it held
+    t0 = time.monotonic()
+    assert not poll_until(lambda: False, 0.05, period_s=0.01)
+    assert time.monotonic() - t0 >= 0.05
+    late = [False]
+    assert poll_until(lambda: late[0], 0.0) is False
+    late[0] = True
+    assert poll_until(lambda: late[0], 0.0)                      # asked once more at the end
 
 
 def test_result_convention():

@@ -19,6 +19,7 @@ from surgbot.demo.summary import build_summary, write_summary
 from surgbot.geometry import pose_to_matrix
 from surgbot.hw.crtk import PSMClient
 from surgbot.hw.policy_client import PolicyClient, PolicyServerError, PolicyTimeout
+from surgbot.pacing import poll_until
 from surgbot.rosutil import latched_qos
 
 SERVICE_TIMEOUT_S = 10.0
@@ -27,6 +28,7 @@ MOVE_TIMEOUT_S = 20.0
 ENGAGE_ATTEMPTS = 3
 PREPARE_ATTEMPTS = 2                  # a FAULT before a task's policy starts: one reset and re-engage
 MODE_TIMEOUT_S = 5.0
+WATCH_PERIOD_S = 0.05                 # how often the script looks at what the observer heard
 HOLD_CONFIRM_S = 2.0                  # the view must stay held this long before the tasks start
 RELAYOUT_TIMEOUT_S = 10.0
 HEARD_TIMEOUT_S = 30.0                # command sources hearing the supervisor (not fatal: engage retries)
@@ -167,10 +169,7 @@ class DemoScript:
         def missing() -> list[str]:
             return [n for n in SAFETY_LISTENERS if not obs.heard_supervisor(n)]
 
-        deadline = time.monotonic() + HEARD_TIMEOUT_S
-        while missing() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if missing():
+        if not poll_until(lambda: not missing(), HEARD_TIMEOUT_S, WATCH_PERIOD_S):
             self.notes.append(f"{', '.join(missing())}: no /safety/state heard after {HEARD_TIMEOUT_S:.0f} s")
         state = obs.safety or {}
         if state.get("state") != "OK":
@@ -228,15 +227,10 @@ class DemoScript:
         ok, message = call_service(obs, ACTIONS["follow-tool" if self.args.follow else "hold"], SERVICE_TIMEOUT_S)
         if not ok:
             return f"{want} refused: {message}"
-        deadline = time.monotonic() + MODE_TIMEOUT_S
-        while obs.endoscope_mode != want and time.monotonic() < deadline:
-            time.sleep(0.05)
-        deadline = time.monotonic() + HOLD_CONFIRM_S
-        while time.monotonic() < deadline:          # it must stay so for a moment, with safety OK
-            if obs.endoscope_mode not in (want, None) or (obs.safety or {}).get("state") != "OK":
-                break
-            time.sleep(0.05)
-        else:
+        poll_until(lambda: obs.endoscope_mode == want, MODE_TIMEOUT_S, WATCH_PERIOD_S)
+        # it must stay so for a moment, with safety OK
+        if not poll_until(lambda: obs.endoscope_mode not in (want, None) or (obs.safety or {}).get("state") != "OK",
+                          HOLD_CONFIRM_S, WATCH_PERIOD_S):
             return None
         return f"endoscope mode {obs.endoscope_mode}, safety {(obs.safety or {}).get('state')} " \
                f"({', '.join((obs.safety or {}).get('reasons', [])) or 'no reason given'})"
@@ -325,7 +319,7 @@ class DemoScript:
             # a FAULT/ESTOP stops every command source: the policy cannot go on, say so
             if (stopped := self._safety_stop()):
                 break
-            time.sleep(0.05)
+            time.sleep(WATCH_PERIOD_S)
         elapsed = time.monotonic() - t_start
         self._set_policy(False)
         final = self.obs.task_state() or {}

@@ -30,7 +30,6 @@ from __future__ import annotations
 import math
 import sys
 import threading
-import time
 import traceback
 
 import numpy as np
@@ -39,6 +38,7 @@ from surgbot import geometry
 from surgbot.contract import PSM_JAW_NAME, PSM_JOINT_NAMES, PSM_NAMESPACE, psm_topic
 from surgbot.hw.crtk_commands import CommandPublisher, message_types
 from surgbot.hw.crtk_link import ArmLink, operating_state_dict
+from surgbot.pacing import poll_until
 from surgbot.rosutil import latched_qos
 
 STALE_AFTER_S = 1.0     # crtk_python_client: data older than 1 s raises TimeoutError
@@ -182,9 +182,7 @@ class PSMClient:
         pub = self._out.pub["state_command"]
         # a command sent before the arm's reader is matched is lost (volatile): `surgbot ctl psm-home`
         # on a fresh node sent `home` right after the operating state came and waited 30 s for nothing
-        deadline = time.monotonic() + STATE_COMMAND_MATCH_S
-        while pub.get_subscription_count() == 0 and time.monotonic() < deadline:
-            time.sleep(0.01)
+        poll_until(lambda: pub.get_subscription_count() > 0, STATE_COMMAND_MATCH_S)
         pub.publish(self._out.stamped(self._t["StringStamped"](string=name)))
         return serial
 

@@ -41,7 +41,7 @@ from surgbot.control.g1_arm import UPPER_SLICE, GravityModel, upper_limits
 from surgbot.control.g1_bridge import ArmSdkCommand, G1BridgeConfig, G1BridgeCore, State
 from surgbot.hw import unitree
 from surgbot.nodes.safety_link import SafetyLink
-from surgbot.pacing import Pacer
+from surgbot.pacing import Pacer, poll_until
 from surgbot.rosutil import Diagnostics, declare_config, run_node, trigger_handler
 
 NODE_NAME = "g1_bridge"
@@ -291,12 +291,10 @@ class G1BridgeNode(Node):
             res = self.core.shutdown(time.monotonic())
         if res.ok:
             self.get_logger().warning(res.reason)
-            deadline = time.monotonic() + self.core.ramp_time + SHUTDOWN_RAMP_MARGIN_S
-            while time.monotonic() < deadline:
+            def ramped() -> bool:
                 with self.lock:
-                    if self.core.state not in (State.RELEASING,):
-                        break
-                time.sleep(0.01)
+                    return self.core.state is not State.RELEASING
+            poll_until(ramped, self.core.ramp_time + SHUTDOWN_RAMP_MARGIN_S)
         else:
             self.get_logger().warning(f"shutdown: {res.reason}")
         self._stop.set()
