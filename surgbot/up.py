@@ -13,6 +13,7 @@ the sim last), so the robots hold while the stack goes down.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import signal
 import socket
@@ -40,6 +41,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     where.add_argument("--hardware", action="store_true", help="real G1 and a running dVRK console: no twins")
     p.add_argument("--task", help="lay out this task in the sim (reach, needle_pick, peg_transfer)")
     p.add_argument("--seed", type=int, default=0, help="sim seed: the task's layout (default 0)")
+    p.add_argument("--camera-hz", type=float, default=StackOptions.camera_hz, metavar="HZ",
+                   help=f"sim endoscope camera rate (default {StackOptions.camera_hz:g}; contract >= 15 Hz; the "
+                        "renderer is the stack's largest load that may wait: on 2 cores the full stack rendered "
+                        "7-20 Hz of 30 asked, so ask 15 there)")
     p.add_argument("--record", metavar="DIR", type=Path, default=None,
                    help="record the run (rosbag2 + MCAP, contract section 10) into a new folder under DIR")
     p.add_argument("--console", action="store_true", help="add the teleop console and mapper")
@@ -106,9 +111,15 @@ def options_from(args: argparse.Namespace) -> StackOptions:
         g1_domain=args.g1_domain if args.g1_domain is not None else (0 if hardware else defaults.g1_domain),
         g1_interface=args.g1_interface or defaults.g1_interface,
         console_host=args.console_host, console_port=args.console_port, policy_port=args.policy_port,
-        seed=args.seed, record_dir=str(args.record.resolve()) if args.record else None)
+        seed=args.seed, camera_hz=args.camera_hz, record_dir=str(args.record.resolve()) if args.record else None)
     if args.seed < 0:
         raise CliError(f"--seed must be >= 0, got {args.seed}")
+    from surgbot.sim.runner import MAX_CAMERA_HZ  # the sim's own bound (importing the sim: only here)
+
+    if not (math.isfinite(args.camera_hz) and 0 < args.camera_hz <= MAX_CAMERA_HZ):
+        raise CliError(f"--camera-hz must be in (0, {MAX_CAMERA_HZ:g}], got {args.camera_hz}")
+    if hardware and args.camera_hz != StackOptions.camera_hz:
+        raise CliError("--camera-hz sets the sim's rendered endoscope; with --hardware the camera is the robot's")
     if opts.console and not _port_free(opts.console_host, opts.console_port):
         raise CliError(f"port {opts.console_port} on {opts.console_host} is in use (another console?)")
     if opts.policy_checkpoint and not _port_free("127.0.0.1", opts.policy_port):

@@ -217,3 +217,29 @@ def test_a_late_tick_does_not_judge_but_never_two_in_a_row_and_is_remembered_for
     assert not s.recent(1.12, 0.0) and s.recent(1.2, 0.0)   # overdue now (no tick since 1.1)
     with pytest.raises(ValueError):
         OwnStall(period_s=0.0)
+
+
+def test_only_lateness_tells_a_late_source_from_a_wrong_command_or_an_estop():
+    from surgbot.control.holder_modes import ModeMachine
+    from surgbot.control.holder_modes import State as HolderState
+    from surgbot.safety.supervisor import only_lateness
+
+    core = SupervisorCore()
+    core.watch("g1_lowstate", 0.05)
+    core.feed("g1_lowstate", 0.0)
+    assert core.step(0.06) and only_lateness(core.reasons)                 # "g1_lowstate: silent for 60 ms"
+    assert only_lateness([checks.fresh("policy chunk", 1.138, 1.1).reason])
+    holder = ModeMachine(0.015, 0.5, joint_state_timeout_s=0.1, pause_if_state_older_s=0.015)
+    holder.set(HolderState.HOLD)
+    holder.gate(0.0, 0.116, 0.0)                                          # the holder's own FAULT, as reported
+    assert only_lateness([f"node:endoscope_holder: FAULT ({holder.why})"])
+    assert only_lateness(["alive:g1_bridge: stopped (DDS liveliness lost: the process was killed, exited or "
+                          "stalled)"])
+    core = SupervisorCore()
+    core.watch("psm_operating_state", math.inf)
+    core.feed("psm_operating_state", 0.0, ok=False, detail="PSM in FAULT (send disable to clear)")
+    assert core.step(0.0) and not only_lateness(core.reasons)
+    assert not only_lateness(core.reasons + ["g1_lowstate: silent for 60 ms (> 50 ms)"])   # not lateness alone
+    core = SupervisorCore()
+    core.estop(0.0)
+    assert not only_lateness(core.reasons) and not only_lateness([])

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import time
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from surgbot.hw.crtk import PSMClient
 from surgbot.hw.policy_client import PolicyClient, PolicyServerError, PolicyTimeout
 from surgbot.pacing import poll_until
 from surgbot.rosutil import latched_qos
+from surgbot.safety.supervisor import only_lateness
 
 SERVICE_TIMEOUT_S = 10.0
 ENGAGE_RAMP_S = 2.5                   # the bridge ramps the arm_sdk weight 0 -> 1 over 2 s
@@ -44,11 +44,10 @@ HORIZON_MARGIN = 1.5                  # a task gets this many times its horizon 
 OPEN_JAW_RAD = math.radians(40)
 # A task a watchdog FAULT interrupted is run once more on a fresh layout of the same seed, after the
 # reset an operator would do; both attempts stay in the summary.  Only lateness counts (a source
-# silent, a liveliness lease lapsed, a sample too old): on the 2-core machine the load alone makes
-# those (README "Real-time scheduling"), while a FAULT the commands caused (a PSM FAULT, a node's
-# own error) or an e-stop ends the task as failed.
+# silent, a liveliness lease lapsed, a sample too old: safety.supervisor.only_lateness): on the
+# 2-core machine the load alone makes those (README "Real-time scheduling"), while a FAULT the
+# commands caused (a PSM FAULT, a node's own error) or an e-stop ends the task as failed.
 TASK_ATTEMPTS = 2
-LATENESS = re.compile(r"silent for \d+ ms|DDS liveliness lost|\d+ ms old")
 MM = 1000.0
 
 
@@ -277,10 +276,10 @@ class DemoScript:
         self._engage_with_retries()
 
     def _interrupted_by_lateness(self) -> bool:
-        """Whether the latched FAULT (still there: no reset yet) has only lateness causes (LATENESS)."""
+        """Whether the latched FAULT (still there: no reset yet) has only lateness causes."""
         st = self.obs.safety or {}
         reasons = st.get("reasons") or []
-        return st.get("state") == "FAULT" and bool(reasons) and all(LATENESS.search(r) for r in reasons)
+        return st.get("state") == "FAULT" and only_lateness(reasons)
 
     def _run_task(self, task: str, seed: int) -> dict:
         """`task` until it succeeds, fails, or a FAULT of lateness interrupts it TASK_ATTEMPTS times;

@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -26,6 +27,18 @@ class State(StrEnum):
     OK = "OK"
     ESTOP = "ESTOP"
     FAULT = "FAULT"
+
+
+# The reasons that report lateness, not a wrong command: a source silent past its watchdog
+# (`Watchdog.cause`), a node's liveliness lease lapsed (the node's `_alive_lost`), a sample too many
+# ms old (a node's own FAULT: the holder's joint state, the policy chunk; `checks.fresh`).  On a
+# loaded machine the load alone makes them; a person resets and goes on (`surgbot demo` does).
+LATENESS = re.compile(r"silent for \d+ ms|DDS liveliness lost|\d+ ms old")
+
+
+def only_lateness(reasons: list[str]) -> bool:
+    """Whether a FAULT's `reasons` (at least one) all report lateness (LATENESS)."""
+    return bool(reasons) and all(LATENESS.search(r) for r in reasons)
 
 
 @dataclass(frozen=True)
