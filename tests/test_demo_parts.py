@@ -213,6 +213,18 @@ def test_a_fault_before_the_policy_starts_is_reset_once_and_the_task_goes_on():
     assert len(s.notes) == 1 and "g1_lowstate" in s.notes[0] and "before the policy started" in s.notes[0]
 
 
+def test_a_task_run_again_first_moves_clear_with_the_jaw_open_then_lays_out_anew():
+    s = _script(to_start_faults=0)
+    s.obs.task_state = lambda: {"task": "peg_transfer", "start_cp": [0.0] * 7}
+    s._to_start = lambda state, close_jaw=True: s.calls.append(("to_start", close_jaw))
+    s._lay_out = lambda task, seed, again=False: s.calls.append(("lay_out", again)) or {"task": task}
+    s._prepare("peg_transfer", 7, again=True)
+    assert s.calls == [("to_start", False), ("lay_out", True), ("to_start", True)]
+    s.calls.clear()
+    s._prepare("peg_transfer", 7)
+    assert s.calls == [("lay_out", False), ("to_start", True)]
+
+
 def test_a_second_fault_before_the_policy_starts_ends_the_demo():
     s = _script(to_start_faults=2)
     with pytest.raises(RuntimeError, match="interrupted"):

@@ -247,9 +247,10 @@ class DemoScript:
         time.sleep(SETTLE_S)
         return self.obs.task_state()
 
-    def _to_start(self, state: dict) -> None:
+    def _to_start(self, state: dict, close_jaw: bool = True) -> None:
         x, y, z, qx, qy, qz, qw = state["start_cp"]
-        self.psm.jaw.move_jp(0.0).wait(MOVE_TIMEOUT_S)
+        if close_jaw:
+            self.psm.jaw.move_jp(0.0).wait(MOVE_TIMEOUT_S)
         if not self.psm.move_cp(pose_to_matrix([x, y, z], [qx, qy, qz, qw])).wait(MOVE_TIMEOUT_S):
             raise RuntimeError("PSM: move_cp to the task's start pose was refused or interrupted")
 
@@ -337,6 +338,11 @@ class DemoScript:
         attempt = 1
         while True:
             try:
+                if again:
+                    # out of the objects' way, the jaw open, before they are laid out anew: a retried
+                    # peg_transfer was laid out again under the tool that had carried the block, the
+                    # block was still at the tool when the policy started, and it went for a wrong mark
+                    self._to_start(self.obs.task_state(), close_jaw=False)
                 state = self._lay_out(task, seed, again)
                 self.current["status"] = "PSM to the start pose"
                 self._to_start(state)
