@@ -328,6 +328,20 @@ def test_a_task_that_failed_otherwise_is_not_run_again(safety):
     assert len(s.runs) == 1 and s.notes == []
 
 
+def test_a_task_that_ran_out_of_its_horizon_is_not_run_again_for_a_fault_that_came_after():
+    s = _tasks_script([(False, {"state": "OK", "reasons": []}), (True, {"state": "OK", "reasons": []})])
+    do_task = s._do_task
+
+    def horizon_then_fault(task, seed, again=False):
+        result = do_task(task, seed, again)
+        s.obs.safety = dict(FAULT)                 # a lateness FAULT latched after the horizon ended it
+        return result
+
+    s._do_task = horizon_then_fault
+    result = s._run_task("peg_transfer", 100015)
+    assert result["failure"] == "horizon reached" and result["attempts"] == 1 and len(s.runs) == 1
+
+
 def test_a_task_interrupted_by_lateness_twice_fails_with_both_attempts_reported():
     s = _tasks_script([(False, dict(FAULT)), (False, dict(FAULT)), (True, {"state": "OK", "reasons": []})])
     result = s._run_task("needle_pick", 100014)

@@ -288,7 +288,9 @@ class DemoScript:
         earlier: list[dict] = []
         while True:
             result = self._do_task(task, seed, again=bool(earlier))
-            if result["success"] or len(earlier) + 1 >= TASK_ATTEMPTS or not self._interrupted_by_lateness():
+            stopped_by_fault = result["failure"].startswith("safety FAULT")   # not the horizon, then a FAULT
+            if (result["success"] or len(earlier) + 1 >= TASK_ATTEMPTS or not stopped_by_fault
+                    or not self._interrupted_by_lateness()):
                 break
             earlier.append({k: result[k] for k in ("time_s", "failure")})
             self.notes.append(f"{task}: attempt {len(earlier)} interrupted after {result['time_s']:.1f} s by "
