@@ -160,6 +160,11 @@ def run(args: argparse.Namespace) -> int:
         stack.stop()
         watcher.join(timeout=5)
     if summary is None:
+        if script is not None:
+            # on 2 cores most failures are watchdog FAULTs of lateness: the CPU each node took says
+            # how loaded (or slowed down) the machine was (README "What you get")
+            print(f"surgbot demo: the FAULTs, the steps taken and each node's CPU are in {out / 'summary.json'}, "
+                  f"the node logs in {out / 'logs'}", file=sys.stderr)
         return 1
     _print_table(summary, out)
     return 0 if summary["all_succeeded"] else 1
