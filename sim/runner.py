@@ -60,6 +60,13 @@ VIEWER_HZ = 30.0                               # passive viewer refresh
 STEP_MS_SAMPLES = 200_000                      # step times kept for the figures (~7 min at 2 ms)
 
 
+def check_camera_hz(hz: float) -> None:
+    """ValueError with a one-line reason unless `hz` is an endoscope frame rate the sim renders
+    (`surgbot sim`, and `surgbot up` before it starts anything)."""
+    if not (math.isfinite(hz) and 0 < hz <= MAX_CAMERA_HZ):
+        raise ValueError(f"--camera-hz must be in (0, {MAX_CAMERA_HZ:.0f}], got {hz}")
+
+
 @dataclass(frozen=True)
 class SimConfig:
     """One sim run (`surgbot sim` flags, `sim_node` ROS parameters)."""
@@ -99,8 +106,7 @@ class SimConfig:
         if not (w_lo <= self.camera_width <= w_hi and h_lo <= self.camera_height <= h_hi):
             raise ValueError(f"camera size {self.camera_width}x{self.camera_height} outside "
                              f"{w_lo}x{h_lo} .. {w_hi}x{h_hi}")
-        if not (math.isfinite(self.camera_hz) and 0 < self.camera_hz <= MAX_CAMERA_HZ):
-            raise ValueError(f"--camera-hz must be in (0, {MAX_CAMERA_HZ:.0f}], got {self.camera_hz}")
+        check_camera_hz(self.camera_hz)
         if not (math.isfinite(self.overview_hz) and 0 <= self.overview_hz <= MAX_OVERVIEW_HZ):
             raise ValueError(f"--overview-hz must be in [0, {MAX_OVERVIEW_HZ:.0f}], got {self.overview_hz}")
         if not (0 <= self.g1_domain <= MAX_DDS_DOMAIN):

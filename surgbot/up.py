@@ -13,7 +13,6 @@ the sim last), so the robots hold while the stack goes down.
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import signal
 import socket
@@ -114,10 +113,12 @@ def options_from(args: argparse.Namespace) -> StackOptions:
         seed=args.seed, camera_hz=args.camera_hz, record_dir=str(args.record.resolve()) if args.record else None)
     if args.seed < 0:
         raise CliError(f"--seed must be >= 0, got {args.seed}")
-    from surgbot.sim.runner import MAX_CAMERA_HZ  # the sim's own bound (importing the sim: only here)
+    from surgbot.sim.runner import check_camera_hz  # the sim's own check (importing the sim: only here)
 
-    if not (math.isfinite(args.camera_hz) and 0 < args.camera_hz <= MAX_CAMERA_HZ):
-        raise CliError(f"--camera-hz must be in (0, {MAX_CAMERA_HZ:g}], got {args.camera_hz}")
+    try:
+        check_camera_hz(args.camera_hz)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
     if hardware and args.camera_hz != StackOptions.camera_hz:
         raise CliError("--camera-hz sets the sim's rendered endoscope; with --hardware the camera is the robot's")
     if opts.console and not _port_free(opts.console_host, opts.console_port):
