@@ -21,11 +21,23 @@ from typing import NoReturn
 _PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent() -> None:  # runs in the child between fork and exec
+def _load_prctl():
     try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    except OSError:
-        pass   # not Linux: the caller's cleanup still stops it
+        return ctypes.CDLL("libc.so.6", use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None     # not Linux: the caller's cleanup still stops its children
+
+
+# Loaded here, in the parent: the child, between fork and exec, must not dlopen.  A fork copies
+# the dynamic loader's lock as it is; when another thread held it at that moment (DDS threads
+# unwinding, a library loading), the child's dlopen waited on it forever (seen: the fault suite's
+# restart of the scripted operator hung for 15 min in `Popen`, the child on a futex).
+_PRCTL = _load_prctl()
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    if _PRCTL is not None:
+        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGTERM)
     # SIGINT is how `stop()` asks a child to shut down cleanly; a parent started in the
     # background by a non-interactive shell (nohup make test &) has it ignored, and an ignored
     # disposition survives exec: Python would then never raise KeyboardInterrupt in the child.
