@@ -101,7 +101,10 @@ class XrLink:
     def rate_hz(self) -> float:
         """Valid xr messages per second over the last RATE_WINDOW_S."""
         now = self.clock()
-        t = [x for x in self._times if now - x <= RATE_WINDOW_S]
+        # the console's diagnostics (the ROS thread) read this while the server thread appends: the
+        # copy is one C call, atomic under the GIL; iterating the deque itself raised "deque mutated
+        # during iteration" and killed the console's ROS thread (fault suite, 2-core machine)
+        t = [x for x in tuple(self._times) if now - x <= RATE_WINDOW_S]
         if len(t) < 2:
             return 0.0
         return (len(t) - 1) / max(t[-1] - t[0], 1e-6)

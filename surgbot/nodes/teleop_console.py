@@ -29,6 +29,7 @@ import secrets
 import signal
 import sys
 import time
+import traceback
 
 import numpy as np
 import rclpy
@@ -249,13 +250,29 @@ def run_console(token: str, overrides: dict | None = None, args: list[str] | Non
     node = TeleopConsoleNode(token, overrides)
     executor = make_executor()             # the EventsExecutor where rclpy has it (rosutil.EXECUTOR_ENV)
     executor.add_node(node)
-    spinner = BackgroundSpinner(executor)
+    running: dict = {}                     # the server's loop and stop event, once it runs
+    failed: list[BaseException] = []
+
+    def on_callback_error(exc: BaseException) -> None:
+        # A ROS callback raised.  Every other node ends on that (rosutil.run_node), and so must the
+        # console: a console whose ROS thread is gone would serve the page and publish nothing, and
+        # no diagnostics would say why.  Ended, its launcher and the supervisor see it at once.
+        failed.append(exc)
+        node.get_logger().fatal("a ROS callback raised; the console stops:\n"
+                                + "".join(traceback.format_exception(exc)).rstrip())
+        if "loop" in running:
+            running["loop"].call_soon_threadsafe(running["stop"].set)
+
+    spinner = BackgroundSpinner(executor, on_error=on_callback_error)
 
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
+        running.update(loop=loop, stop=stop)
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        if failed:                         # raised before the server ran
+            stop.set()
         await node.serve(stop)
 
     try:
@@ -264,7 +281,7 @@ def run_console(token: str, overrides: dict | None = None, args: list[str] | Non
         spinner.stop()                     # out of rclpy before the node goes (sim.runner.RosContext)
         node.destroy_node()
         rclpy.try_shutdown()
-    return 0
+    return 1 if failed else 0
 
 
 def main(args: list[str] | None = None) -> int:
