@@ -33,6 +33,10 @@ the policy node stop publishing.  A silent supervisor (no state for 150 ms) is
 treated the same way (fail-safe).  A node that dies, exits or stalls is seen by
 the supervisor through its DDS liveliness on `/safety/alive/<node>` (150 ms lease; 500 ms for
 the niced policy node and recorder, whose 150 ms lease lapsed under load with the process running).
+A node that exits (killed or not) is also reported at once by the launcher that started it (`surgbot
+up`, which `surgbot demo` and this suite use): it hears the exit from the kernel (a pidfd,
+`surgbot/exit_watch.py`) and says so on `/safety/process_exit`, which the supervisor takes as the
+node's liveliness lost, so a killed node is a FAULT in milliseconds, not one lease later.
 A lapse of the G1 bridge's, the twin's or the console's liveliness while their own data stream is
 fresh (`/g1/joint_states`, `/PSM1/measured_js`, `/teleop/head`: `ALIVE_WITNESS` in
 `surgbot/nodes/safety_supervisor.py`) is counted, not a FAULT: a stopped process publishes nothing,
@@ -55,9 +59,12 @@ Rejected input (budget "input") is refused where it enters; nothing latches
 ("tripped" in the details: a watchdog of the loaded run fired in that window,
 so the stack froze meanwhile).
 
-Fault time: the injection, except for the policy server's faults (its first
-request answered in the faulty mode: until it asks again the node plays the valid
-chunk it holds).  Before each injection the suite waits up to 20 s for both tips
+Fault time: the injection, except for the policy server's faults: its first
+faulty answer as it leaves the server (until the node has it, it plays the valid
+chunk it holds), and for the slow server the deadline of its first slowed request,
+the node's server timeout after the request (until then the request is a healthy
+one in flight; the figures from the request are under Details: `from_injection`).
+Before each injection the suite waits up to 20 s for both tips
 to be still (< 0.05 mm over 0.5 s); a tip still moving then is named under Details.
 
 Columns: detection = first non-OK `/safety/state` seen from outside the stack
@@ -147,7 +154,8 @@ def render(doc: dict, json_name: str) -> str:
     if notes:
         lines += ["", "First reasons the supervisor gave:", "", *notes]
     extra = [f"- `{name}`: {k} = {r[k]}" for name, r in rows.items()
-             for k in ("node_reports", "refusal", "reset_answer", "tripped", "attempts", "displacement_from_ms")
+             for k in ("node_reports", "refusal", "reset_answer", "tripped", "attempts", "displacement_from_ms",
+                       "fault_after_injection_ms", "from_injection")
              if k in r]
     # motion a preceding step left (the suite waits up to 20 s for both tips to be still first)
     extra += [f"- `{name}`: {k} = {r[k]} (moving before the fault)" for name, r in rows.items()

@@ -141,6 +141,12 @@ ALIVE_LEASE_S = 0.15
 # this lease.  stack.NodeSpec nices exactly these ROS nodes (its default; tests/test_house.py).
 BACKGROUND_NODES = ("policy_node", "recorder")
 ALIVE_LEASE_BACKGROUND_S = 0.5
+# A node process's exit, told by the launcher that started it (`surgbot up`; surgbot.exit_watch)
+# the moment the kernel tells it, instead of one lease later: std_msgs/String JSON
+# {"node": NAME (its diagnostics name), "pid": PID, "returncode": N (-S: killed by signal S, null:
+# unknown), "reporter": "surgbot up"}; reliable, volatile.  The supervisor treats it as that node's
+# liveliness lost (a FAULT until the node is alive again and a person resets).
+SAFETY_PROCESS_EXIT = "/safety/process_exit"
 
 
 def alive_topic(node_name: str) -> str:

@@ -18,6 +18,10 @@ only when no relay answers (a stack from `ros2 launch`).  One JSON line each
 way: `{"action", "text", "timeout"}` -> `{"rc", "out", "err"}` (or
 `{"error"}`: the request's arguments were refused, exit 2 as the CLI's own).
 Commands run one at a time, as from one shell.
+
+The same node tells the safety supervisor when one of the stack's node
+processes exits (`report_exit`, on `contract.SAFETY_PROCESS_EXIT`; the
+launcher hears it from the kernel at once: `surgbot.exit_watch`).
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ import tempfile
 import threading
 from pathlib import Path
 
-from surgbot import ctl
+from surgbot import contract, ctl
 from surgbot.errors import CliError
 
 MAX_REQUEST_BYTES = 4096
@@ -95,6 +99,11 @@ class CtlRelay:
                 raise RuntimeError(f"another stack serves ctl on {self.path} (same user and ROS_DOMAIN_ID)")
             self.path.unlink()               # left by a stack that was killed
         self.session = ctl._Session(signal_handlers=False)
+        from std_msgs.msg import String
+
+        self._exit_msg = String
+        self._exit_pub = self.session.node.create_publisher(String, contract.SAFETY_PROCESS_EXIT, 10)
+        self.exits_reported = 0
         self.requests = 0
         self._stop = threading.Event()
         self._server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -138,6 +147,12 @@ class CtlRelay:
             return {"error": str(exc)}
         except (ValueError, KeyError, TypeError, OSError) as exc:
             return {"error": f"malformed request: {type(exc).__name__}: {exc}"}
+
+    def report_exit(self, node: str, pid: int, returncode: int | None) -> None:
+        """Tell the supervisor that node process `node` exited (contract.SAFETY_PROCESS_EXIT)."""
+        self._exit_pub.publish(self._exit_msg(data=json.dumps(
+            {"node": node, "pid": int(pid), "returncode": returncode, "reporter": "surgbot up"})))
+        self.exits_reported += 1
 
     def close(self) -> None:
         self._stop.set()

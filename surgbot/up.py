@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from surgbot import contract, processes
+from surgbot import contract, exit_watch, processes
 from surgbot.errors import CliError
 from surgbot.stack import REALTIME_LEVELS, NodeSpec, StackOptions, check_realtime_level, config_dir, nodes_for, resolve
 
@@ -151,11 +151,12 @@ class Stack:
         self.stop_event = threading.Event()
         self.ctl_relay = ctl_relay       # serve `surgbot ctl` from one node kept from the start (ctl_relay.py)
         self.relay = None
+        # the relay's node also reports a node process's exit to the supervisor the moment the
+        # kernel tells us (exit_watch), not one liveliness lease later
+        self.exits: exit_watch.ExitWatch | None = None
 
     def start(self) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        for spec in self.nodes:
-            self.running.append(self._spawn(spec))
         if self.ctl_relay and any(spec.ros for spec in self.nodes):
             from surgbot.ctl_relay import CtlRelay
 
@@ -163,6 +164,19 @@ class Stack:
                 self.relay = CtlRelay()
             except (RuntimeError, OSError, CliError) as exc:     # `surgbot ctl` then starts nodes of its own
                 self.say(f"surgbot up: no ctl relay: {exc}")
+        if self.relay is not None:
+            if exit_watch.available():
+                self.exits = exit_watch.ExitWatch(self._report_exit)
+            else:
+                self.say("surgbot up: no pidfds on this kernel: a node's death reaches the safety "
+                         "supervisor through its liveliness lease only")
+        for spec in self.nodes:
+            self.running.append(self._spawn(spec))
+
+    def _report_exit(self, name: str, pid: int, returncode: int | None) -> None:
+        relay = self.relay
+        if relay is not None and not self.stop_event.is_set():
+            relay.report_exit(name, pid, returncode)
 
     def _spawn(self, spec: NodeSpec, restarts: int = 0) -> Running:
         argv = node_argv(spec, self.arguments)
@@ -175,6 +189,8 @@ class Stack:
             problem = processes.lower_priority(proc.pid, spec.nice)
             if problem:                     # gone already (the watch reports it) or not permitted
                 self.say(f"surgbot up: could not lower the priority of {spec.name}: {problem}")
+        if self.exits is not None and spec.ros:     # a ROS node: its name is its diagnostics name
+            self.exits.add(spec.name, proc)
         return Running(spec, argv, log, proc, time.monotonic(), restarts)
 
     def watch(self) -> int:
@@ -195,6 +211,10 @@ class Stack:
         return 0
 
     def stop(self) -> None:
+        self.stop_event.set()               # the nodes' exits from here on are the stop's, not faults
+        if self.exits is not None:
+            self.exits.close()
+            self.exits = None
         if self.relay is not None:
             self.relay.close()
             self.relay = None

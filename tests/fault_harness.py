@@ -98,6 +98,7 @@ def margins() -> dict:
     return {**LOADED_BOX_MARGINS, "environment": LOADED_ENV}
 OPERATOR = "operator"
 PRE_FAULT_S = 0.5                 # the drift before a fault is measured over this
+TRACE_EVERY = 3                 # SURGBOT_FAULT_TRACE prints every this-many ground-truth sample
 CALL_RETRY_S = 5.0                # a service call unanswered this long is sent again (Observer.call)
 QUEUE = 1000                      # this process lags on a loaded box: keep every stamped sample
 COMMAND_TOPICS = {contract.psm_topic("servo_cp"): PoseStamped, contract.psm_topic("jaw/servo_jp"): JointState,
@@ -483,6 +484,18 @@ class Observer:
             out[f"{name}_samples"] = len(series.between(t_motion, t_end)[0])
             out[f"{name}_drift_before_mm"] = _r(self.displacement_mm(series, t_fault - PRE_FAULT_S, t_fault), 4)
         return out
+
+    def trace(self, name: str, t_fault: float, t_end: float, every: int = TRACE_EVERY) -> str:
+        """Each tip's distance from where it was at the fault, `ms:mm`, from PRE_FAULT_S before it to t_end."""
+        lines = []
+        for label, series in (("scope", self.gt_scope), ("psm", self.gt_psm)):
+            p0 = series.last_before(t_fault)
+            ts, ps = series.between(t_fault - PRE_FAULT_S, t_end)
+            if p0 is not None:
+                lines.append(f"TRACE {name} {label} tip: " + " ".join(
+                    f"{(t - t_fault) * 1e3:.0f}:{np.linalg.norm(p - p0) * 1e3:.2f}"
+                    for t, p in zip(ts[::every], ps[::every], strict=True)))
+        return "\n".join(lines)
 
     @staticmethod
     def displacement_mm(series: Series, t0: float, t1: float) -> float | None:

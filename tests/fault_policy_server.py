@@ -11,9 +11,11 @@ the test switches it, through a one-line mode file, to:
 * `slow`    - each answer takes SLOW_S (> 2 chunk periods) before the sweep;
 * `error`   - the runtime raises (the server answers {"error": ...}).
 
-The first request answered in a faulty mode writes "MODE T" (T: CLOCK_MONOTONIC, the same clock
-in every process here) to MODE_FILE.first: the fault starts there, not when the test switched
-the mode (the policy node plays the valid chunk it holds until it asks again).
+The first faulty answer writes "MODE T" (T: CLOCK_MONOTONIC, the same clock in every process
+here) to MODE_FILE.first as it leaves the runtime: the fault starts there, not when the test
+switched the mode (the policy node plays the valid chunk it holds until it has the answer; a
+request slowed by the load is not the fault's).  `slow` marks the request's arrival instead: its
+answer never comes in time, and the suite starts that fault at the node's deadline.
 
     python -m tests.fault_policy_server PORT MODE_FILE
 """
@@ -49,7 +51,7 @@ class FaultRuntime:
         self._marked = "normal"
 
     def _mark(self, mode: str) -> None:
-        """The first request in a faulty mode: its time to MODE_FILE.first (see the module doc)."""
+        """The first faulty answer (slow: request): its time to MODE_FILE.first (see the module doc)."""
         if mode != self._marked:
             self._marked = mode
             if mode != "normal":
@@ -71,11 +73,12 @@ class FaultRuntime:
     def infer(self, image, state, instruction):
         self.calls += 1
         mode = self.mode()
-        self._mark(mode)
         s = np.asarray(state, np.float32)
         if mode == "error":
+            self._mark(mode)
             raise RuntimeError("injected runtime failure")
         if mode == "slow":
+            self._mark(mode)
             time.sleep(SLOW_S)
         x = float(s[0])
         if self.x0 is None or abs(x - self.x0) > 2 * SWEEP_M:
@@ -92,6 +95,8 @@ class FaultRuntime:
             chunk[:] = np.nan
         elif mode == "outside":
             chunk[:, 0] = OUTSIDE_X_M
+        if mode in ("nan", "outside", "normal"):
+            self._mark(mode)             # as the answer leaves (normal: ends the last faulty mode)
         return chunk, 1.0
 
 

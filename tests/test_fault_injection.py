@@ -27,7 +27,8 @@ recorded (`attempts`).
 
 Results go to $SURGBOT_SAFETY_RESULTS (default: the test's tmp folder), after
 every scenario; SURGBOT_SAFETY_MERGE=1 keeps that file's other scenarios (a
-rerun of some with -k).
+rerun of some with -k).  SURGBOT_FAULT_TRACE=1 prints both tips' paths around
+each fault (with -s: how a tip moved, not only how far).
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ import numpy as np
 import pytest
 from sensor_msgs.msg import JointState
 
+from surgbot.control.policy_exec import PolicyExecConfig
 from tests import teleop_operator as operator_script
 from tests.conftest import PYTHON, REPO
 from tests.fault_harness import G1_DOMAIN, OPERATOR, POLICY_SERVER, FaultStack, Observer, faults_realtime_level, margins
@@ -64,6 +66,7 @@ QUIET_BEFORE_S = 0.5            # the state must have been OK this long before a
 # counted as the next fault's displacement
 STILL_SPAN_S, STILL_MM, STILL_TIMEOUT_S = 0.5, 0.05, 20.0
 FIRST_REQUEST_S = 3.0           # a running policy node asks for a chunk every ~0.53 s
+SERVER_TIMEOUT_S = PolicyExecConfig().server_timeout_s    # the policy node's, as shipped
 # set-ups a load trip broke (never a measured scenario) before the scenario is a miss: 3 were all
 # broken for console_link_drop once on the 2-core machine (liveliness lapses, a 57 ms lowstate gap)
 ATTEMPTS = 5
@@ -222,6 +225,10 @@ class Scenario:
     window_s: float = 1.5          # measured this long after the detection (or the injection)
     detect_within_s: float = 2.0   # a latching fault must be detected within this
     motion_after_s: float = 0.0    # displacements measured from this long after the fault (see figures)
+    # the fault starts this long after the injection's time: a slow server's request is a fault only
+    # once its answer is overdue (before that it is a healthy request, whatever the server will do);
+    # the figures from the injection are kept in the row ("from_injection")
+    fault_delay_s: float = 0.0
 
 
 def measure(r: Rig, sc: Scenario) -> dict:
@@ -241,7 +248,8 @@ def measure(r: Rig, sc: Scenario) -> dict:
         if o.state() != "OK":
             r.notes.append(f"{sc.name}: attempt {attempt}: tripped while preparing: {o.reasons()}")
             continue
-        t_fault = sc.inject(r)
+        t_injected = sc.inject(r)
+        t_fault = t_injected + sc.fault_delay_s
         if sc.latching:
             o.wait(lambda t=t_fault: _first_bad(o, t) is not None, sc.detect_within_s)
             bad = _first_bad(o, t_fault)
@@ -259,6 +267,15 @@ def measure(r: Rig, sc: Scenario) -> dict:
                          motion_from=t_fault + sc.motion_after_s if sc.motion_after_s else None)
         if not sc.latching:
             figs["tripped"] = _first_bad(o, t_fault) is not None    # a load trip here is reported, not hidden
+        if os.environ.get("SURGBOT_FAULT_TRACE"):       # both tips' paths around the fault, printed (-s)
+            print(o.trace(sc.name, t_fault, t_end))
+        if sc.fault_delay_s:
+            first = _first_bad(o, t_injected)
+            figs["fault_after_injection_ms"] = round(sc.fault_delay_s * 1e3, 1)
+            figs["from_injection"] = {
+                "detection_ms": None if first is None else round((first[0] - t_injected) * 1e3, 1),
+                **{f"{tip}_max_mm": None if (d := o.displacement_mm(series, t_injected, t_end)) is None
+                   else round(d, 4) for tip, series in (("psm_tip", o.gt_psm), ("scope_tip", o.gt_scope))}}
         if sc.restore is not None:
             sc.restore(r)
         row = {"hazard": sc.hazard, "detection": sc.detection, "reaction": sc.reaction, "budget": sc.budget,
@@ -350,8 +367,9 @@ def stop_for(name: str, seconds: float):
 
 
 def policy_mode(mode: str):
-    """The server turns faulty; the fault starts at its first request in that mode (the node plays the
-    valid chunk it holds until it asks again: that motion is not the fault's)."""
+    """The server turns faulty; the fault starts as its first faulty answer leaves it (the node plays the
+    valid chunk it holds until it has that answer: that motion is not the fault's; slow: the request's
+    arrival, and the scenario adds the node's deadline)."""
     def inject(r: Rig) -> float:
         marker = first_request_marker(r.fs.mode_file)
         marker.unlink(missing_ok=True)
@@ -499,6 +517,7 @@ def estop_by_ctl(r: Rig) -> float:
 
 # --------------------------------------------------------------------------- the scenarios
 HOLDING = "G1 holds the scope in HOLD, PSM enabled and still"
+EXIT_REPORT = "the launcher's exit report (/safety/process_exit)"
 SCENARIOS = [
     Scenario("estop_while_holding", f"e-stop pressed ({HOLDING})", "/safety/estop",
              "ESTOP: PSM hold, bridge freezes its targets at full weight, holder FAULT-frozen", "estop", estop,
@@ -536,7 +555,7 @@ SCENARIOS = [
     Scenario("console_wrong_token", "a client with a wrong token", "console hello check",
              "socket closed with 4401, nothing published", "input", wrong_token, latching=False),
     Scenario("console_sigkill", "console process killed (SIGKILL) while clutched and moving",
-             "console link watchdog (200 ms, /teleop/head); teleop_console liveliness (/safety/alive, "
+             f"{EXIT_REPORT}; console link watchdog (200 ms, /teleop/head); teleop_console liveliness (/safety/alive, "
              "150 ms lease) when the operator is not streaming",
              "FAULT; the mapper stops (link timeout)", "link",
              kill("teleop_console"), prepare=after(clutch_and_move, 1.0), restore=restart("teleop_console"),
@@ -547,9 +566,11 @@ SCENARIOS = [
                                                                                      policy_normal(r)),
              cause="policy", detect_within_s=4.0),
     Scenario("policy_server_slow", "policy server answers after 2.5 s (> 2 chunk periods)",
-             "policy node server timeout (0.5 s); supervisor chunk-age watchdog", "HOLD, then FAULT", "link",
+             f"policy node server timeout ({SERVER_TIMEOUT_S} s; the fault starts there: a request is "
+             "healthy until its answer is overdue): /policy/state reports the unanswered request",
+             "HOLD, then FAULT", "link",
              policy_mode("slow"), prepare=after(run_policy, 0.5), restore=policy_normal, cause="policy",
-             detect_within_s=4.0),
+             detect_within_s=4.0, fault_delay_s=SERVER_TIMEOUT_S),
     Scenario("policy_nan_chunk", "policy server returns NaN chunks", "policy gate (finite check)",
              "chunk refused, HOLD (nothing new commanded)", "input", policy_mode("nan"),
              prepare=after(run_policy, 0.5), restore=policy_normal, latching=False, window_s=2.0),
@@ -558,7 +579,7 @@ SCENARIOS = [
              "chunk refused, HOLD (the last command repeated)", "input", policy_mode("outside"),
              prepare=after(run_policy, 0.5), restore=policy_normal, latching=False, window_s=2.0),
     Scenario("policy_node_sigkill", "policy node killed while driving the PSM",
-             "supervisor: policy_node liveliness (/safety/alive, 500 ms lease); /policy/state watchdog",
+             f"supervisor: {EXIT_REPORT}; policy_node liveliness (/safety/alive, 500 ms lease); /policy/state watchdog",
              "PSM keeps its last setpoint; FAULT", "link",
              kill("policy_node"), prepare=after(run_policy, 0.5), restore=restart("policy_node"), cause="policy",
              detect_within_s=3.0),
@@ -582,12 +603,12 @@ SCENARIOS = [
              "stale", psm_tracking_fault, restore=psm_recover, cause="psm_operating_state",
              motion_after_s=PUSH_END_S),
     Scenario("holder_sigkill", f"endoscope holder killed (SIGKILL) ({HOLDING})",
-             "supervisor: endoscope_holder liveliness (/safety/alive, 150 ms lease)",
+             f"supervisor: {EXIT_REPORT}; endoscope_holder liveliness (/safety/alive, 150 ms lease)",
              "the bridge keeps the last targets; FAULT", "link", kill("endoscope_holder"),
              restore=restart("endoscope_holder"), cause="endoscope_holder",
              detect_within_s=5.0),
     Scenario("holder_sigterm", "endoscope holder stopped (SIGTERM)",
-             "supervisor: endoscope_holder liveliness (/safety/alive: the publisher leaves)",
+             f"supervisor: endoscope_holder liveliness (/safety/alive: the publisher leaves); {EXIT_REPORT}",
              "the bridge keeps the last targets; FAULT", "link", kill("endoscope_holder", signal.SIGTERM),
              restore=restart("endoscope_holder"),
              cause="endoscope_holder", detect_within_s=5.0),
@@ -597,11 +618,11 @@ SCENARIOS = [
              "frozen; FAULT", "link",
              stop_for("endoscope_holder", 0.3), cause="endoscope_holder", detect_within_s=3.0),
     Scenario("bridge_sigkill", "G1 bridge killed (SIGKILL)",
-             "supervisor lowstate watchdog (/g1/joint_states); g1_bridge liveliness (150 ms lease)",
+             f"supervisor lowstate watchdog (/g1/joint_states); {EXIT_REPORT}; g1_bridge liveliness (150 ms lease)",
              "the robot keeps the last arm_sdk command; FAULT", "stale", kill("g1_bridge"),
              restore=restart("g1_bridge"), cause="g1_"),
     Scenario("bridge_sigterm", "G1 bridge stopped (SIGTERM) while engaged",
-             "supervisor lowstate watchdog (/g1/joint_states); g1_bridge liveliness",
+             f"supervisor lowstate watchdog (/g1/joint_states); {EXIT_REPORT}; g1_bridge liveliness",
              "shutdown holds (release_on_shutdown false)",
              "stale", kill("g1_bridge", signal.SIGTERM), restore=restart("g1_bridge"), cause="g1_"),
     Scenario("bridge_restarted_while_engaged", "G1 bridge stopped and started again while the arm holds the scope",
@@ -610,7 +631,7 @@ SCENARIOS = [
              "(bridge weight memory) on the measured posture", "stale", kill("g1_bridge", signal.SIGTERM),
              latching=False),
     Scenario("mapper_sigkill", "teleop mapper killed while the operator moves the PSM",
-             "supervisor: teleop_mapper liveliness (/safety/alive, 150 ms lease)",
+             f"supervisor: {EXIT_REPORT}; teleop_mapper liveliness (/safety/alive, 150 ms lease)",
              "no servo_cp: the PSM holds its last setpoint; FAULT", "link",
              kill("teleop_mapper"), prepare=after(clutch_and_move, 1.0),
              restore=lambda r: (release_clutch(r), r.fs.restart("teleop_mapper")), cause="teleop_mapper",

@@ -206,7 +206,8 @@ HARDWARE_SIDE = [
     "surgbot.nodes.teleop_console", "surgbot.nodes.teleop_mapper", "surgbot.nodes.policy_node",
     "surgbot.control.policy_exec", "surgbot.hw.policy_client", "surgbot.teleop.mapper", "surgbot.teleop.server",
     "surgbot.safety.supervisor", "surgbot.safety.state_watch", "surgbot.ctl", "surgbot.up", "surgbot.stack",
-    "surgbot.nodes.safety_link", "surgbot.control.bridge_memory",
+    "surgbot.nodes.safety_link", "surgbot.control.bridge_memory", "surgbot.nodes.alive_watch",
+    "surgbot.exit_watch", "surgbot.ctl_relay",
 ]
 SIM_OWN_NODES = {"sim_node"}
 

@@ -176,9 +176,12 @@ def test_old_chunk_server_timeout_error_and_stale_state_hold():
     ex.on_measured(HOME, t)
     out = ex.tick(t)
     assert out.state is State.HOLD and out.reason.startswith("server: server timeout")
+    # /policy/state says how old the unanswered request is (the supervisor faults on it at once)
+    assert ex.status(t)["unanswered_request_age_s"] == pytest.approx(5 * DT)
     ex.on_measured(HOME, t + DT)
     assert ex.tick(t + DT).request_chunk                   # asks again
     ex.observation_taken(t + DT)
+    assert ex.status(t + DT)["unanswered_request_age_s"] == pytest.approx(6 * DT)   # until answered
     ex.on_server_error("ValueError: state must be float [10]")
     ex.on_measured(HOME, t + 2 * DT)
     out = ex.tick(t + 2 * DT)
@@ -188,6 +191,34 @@ def test_old_chunk_server_timeout_error_and_stale_state_hold():
     assert out.reason == "stale PSM state"
     st = ex.status(t)
     assert st["gate_rejections"]["server error"] == 2 and st["enabled"] and st["state"] == "HOLD"
+    assert st["unanswered_request_age_s"] is None           # the error was an answer
+    ex.enable(False)
+    assert ex.status(t)["unanswered_request_age_s"] is None
+
+
+def test_an_unanswered_request_is_reported_until_a_chunk_comes_and_not_before_the_timeout():
+    ex = enabled(max_chunk_age_s=5.0, server_timeout_s=0.3)
+    _running(ex, HOME)
+    ex.on_chunk(chunk(HOME[:3]), ex.tick_index, 0.0)
+    ex.observation_taken(0.0)
+    t = 0.0
+    while t + DT <= 0.3:                                 # in flight, within the timeout: a healthy wait
+        t += DT
+        ex.on_measured(HOME, t)
+        ex.tick(t)
+        assert ex.status(t)["unanswered_request_age_s"] is None
+    t += DT
+    ex.on_measured(HOME, t)
+    ex.tick(t)
+    assert ex.status(t)["unanswered_request_age_s"] == pytest.approx(t)
+    ex.on_chunk(chunk(HOME[:3]), ex.tick_index, t)     # the (late) answer
+    assert ex.status(t)["unanswered_request_age_s"] is None
+    # the client's own timeout (PolicyTimeout, reported by the node) counts from the request too
+    ex.observation_taken(t)
+    ex.on_measured(HOME, t + DT)
+    ex.tick(t + DT)
+    ex.on_server_error("PolicyTimeout: no reply within 0.300 s", unanswered=True)
+    assert ex.status(t + 0.35)["unanswered_request_age_s"] == pytest.approx(0.35)
 
 
 def test_chunk_age_keeps_growing_when_the_server_stops_answering():

@@ -10,7 +10,7 @@ import pytest
 from surgbot.kinematics import psm
 from surgbot.safety import checks
 from surgbot.safety.filter import PoseFilterConfig, PoseSafetyFilter
-from surgbot.safety.supervisor import State, SupervisorConfig, SupervisorCore
+from surgbot.safety.supervisor import State, SupervisorConfig, SupervisorCore, judge_policy_state, only_lateness
 
 pytestmark = pytest.mark.unit
 
@@ -199,6 +199,31 @@ def test_the_chunk_age_watchdog_leaves_room_for_a_healthy_policy_loop():
     # ... and it is still a watchdog: a loop that stopped for two chunk periods is caught
     assert SupervisorConfig().policy_chunk_timeout_s < 2 * model_cfg.chunk_size / exec_cfg.rate_hz
 
+
+
+def test_policy_state_is_judged_by_chunk_age_lost_server_and_unanswered_request():
+    import json
+
+    from surgbot.control.policy_exec import PolicyExecutor
+
+    def judge(**st):
+        return judge_policy_state(json.dumps(st), 1.1)
+
+    assert judge(enabled=False, chunk_age_s=9.0) == (False, True, "")        # disabled: not watched
+    assert judge(enabled=True, chunk_age_s=None) == (True, True, "")        # before the first chunk
+    assert judge(enabled=True, chunk_age_s=0.9) == (True, True, "")
+    assert judge(enabled=True, chunk_age_s=1.2) == (True, False, "chunk 1200 ms old")
+    assert judge(enabled=True, chunk_age_s=0.2, server_lost=True)[1:] == (False, "connection to the policy "
+                                                                                 "server lost")
+    armed, ok, detail = judge(enabled=True, chunk_age_s=0.6, unanswered_request_age_s=0.52)
+    assert armed and not ok and detail == "no answer from the policy server: request 520 ms old"
+    assert only_lateness([f"policy_chunk: {detail}"])          # `surgbot demo` may run the task again
+    for bad in ("not json", "[1, 2]", json.dumps({"enabled": True, "chunk_age_s": "x"})):
+        assert judge_policy_state(bad, 1.1) == (True, False, "malformed /policy/state")
+    assert not judge_policy_state('{"enabled": true, "chunk_age_s": NaN}', 1.1)[1]
+    # what the executor publishes is what this reads: every key it looks for is there
+    status = PolicyExecutor().status(0.0)
+    assert {"enabled", "chunk_age_s", "server_lost", "unanswered_request_age_s"} <= set(status)
 
 
 def test_a_late_tick_does_not_judge_but_never_two_in_a_row_and_is_remembered_for_a_window():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import signal
 import subprocess
 import time
@@ -105,18 +106,7 @@ def test_psm_state_loss_faults_estop_latches_and_reset_waits_for_the_cause(proce
     assert processes.stop(sup, signal.SIGINT) == 0, processes.log(sup)
 
 
-PROBE_NODE = """
-import rclpy
-from rclpy.executors import ExternalShutdownException
-from surgbot.rosutil import Diagnostics
-rclpy.init()
-node = rclpy.create_node("liveness_probe")
-Diagnostics(node, "liveness_probe", lambda: (Diagnostics.OK, "fine", {}), period_s=0.2)
-try:
-    rclpy.spin(node)
-except (KeyboardInterrupt, ExternalShutdownException):
-    pass
-"""
+PROBE_NODE = "tests.liveness_probe"      # a node with diagnostics, named liveness_probe
 
 
 class ProbeRig:
@@ -138,7 +128,7 @@ class ProbeRig:
 @contextlib.contextmanager
 def probe_rig(processes, listener: str, supervisor_args: tuple[str, ...] = ()):
     sup = processes.start([PYTHON, "-m", "surgbot.nodes.safety_supervisor", *supervisor_args], name="supervisor")
-    probe = processes.start([PYTHON, "-c", PROBE_NODE], name="probe")
+    probe = processes.start([PYTHON, "-m", PROBE_NODE], name="probe")
     with listener_node(listener) as (node, ex):
         states, armed = follow_supervisor(node)
         rig = ProbeRig(processes, sup, probe, node, ex, states)
@@ -175,7 +165,7 @@ def test_a_killed_node_is_a_fault_within_its_liveliness_lease_and_reset_needs_it
         assert detection_ms < 2000
         r = rig.reset()
         assert not r.success and "alive:liveness_probe" in r.message      # still dead: refused
-        processes.start([PYTHON, "-c", PROBE_NODE], name="probe_again")
+        processes.start([PYTHON, "-m", PROBE_NODE], name="probe_again")
         _cause_ends_and_reset_goes_through(rig, 60)
 
 
@@ -286,3 +276,52 @@ def test_a_liveliness_lapse_while_the_nodes_own_data_flows_is_not_a_stop(process
             assert spin_until(lambda: states[-1][1]["state"] == "FAULT", 10), states[-3:]
             assert any(r.startswith("g1_lowstate: silent") for r in states[-1][1]["reasons"]), states[-1]
     assert processes.stop(sup, signal.SIGINT) == 0, processes.log(sup)
+
+
+def test_the_launcher_tells_the_supervisor_of_a_killed_node_at_once_and_reset_needs_it_back(tmp_path):
+    """`surgbot up`'s Stack (the demo's and the fault suite's too) hears a node's death from the kernel
+    (surgbot.exit_watch) and reports it on /safety/process_exit: the FAULT names how the process
+    ended, without waiting for the liveliness lease; a restarted node ends the cause, and only then
+    does a person's reset go through."""
+    from surgbot import exit_watch
+    from surgbot.stack import SUPERVISOR, NodeSpec
+    from surgbot.up import Stack
+
+    if not exit_watch.available():
+        pytest.skip("needs pidfds (Linux >= 5.3)")
+    probe = NodeSpec("liveness_probe", "", "tests.liveness_probe")
+    stack = Stack([SUPERVISOR, probe], {}, tmp_path / "logs", restart=False, say=print)
+    stack.start()
+    try:
+        assert stack.exits is not None and stack.relay is not None
+        with listener_node("test_exit_listener") as (node, ex):
+            states, armed = follow_supervisor(node)
+
+            def spin_until(pred, timeout):
+                return _wait_for(lambda: ex.spin_once(timeout_sec=0.01) or pred(), timeout)
+
+            assert spin_until(lambda: armed.get("alive:liveness_probe") == "armed", 60), armed
+            spin_until(lambda: False, 0.5)
+            assert states[-1][1]["state"] == "OK", states[-1]
+            victim = next(r for r in stack.running if r.spec.name == "liveness_probe")
+            t_kill = time.monotonic()
+            os.killpg(victim.proc.pid, signal.SIGKILL)
+            assert spin_until(lambda: states[-1][1]["state"] == "FAULT", 15), states[-3:]
+            t_fault = next(t for t, s in states if t >= t_kill and s["state"] == "FAULT")
+            reasons = states[-1][1]["reasons"]
+            assert "alive:liveness_probe: stopped (process exited: killed by SIGKILL; told by surgbot up)" \
+                in reasons, reasons
+            print(f"liveness_probe SIGKILL -> FAULT seen by a listener in {(t_fault - t_kill) * 1e3:.0f} ms "
+                  f"(reported by the launcher; the liveliness lease is {contract.ALIVE_LEASE_S * 1e3:.0f} ms)")
+            assert stack.relay.exits_reported == 1
+            r = _call(node, ex, contract.SAFETY_RESET)
+            assert not r.success and "alive:liveness_probe" in r.message      # still dead: refused
+            stack.running[stack.running.index(victim)] = stack._spawn(probe, 1)
+            assert spin_until(lambda: "alive:liveness_probe" not in " ".join(states[-1][1]["active"]), 60), \
+                states[-1]
+            assert states[-1][1]["state"] == "FAULT"                          # latched until the reset
+            assert _call(node, ex, contract.SAFETY_RESET).success
+            assert spin_until(lambda: states[-1][1]["state"] == "OK", 15)
+    finally:
+        stack.stop()
+    assert stack.relay is None and stack.exits is None

@@ -41,6 +41,7 @@ from surgbot.control.g1_arm import (
     DEFAULT_KP,
     N_UPPER,
     UPPER_INDEX,
+    UPPER_NAMES,
     UPPER_SLICE,
     upper_limits,
 )
@@ -264,10 +265,12 @@ class G1BridgeCore:
             if self.state in STREAMING:
                 frozen = np.clip(self.rest.freeze(self.measured_upper(), self.target),
                                  self.limits[:, 0], self.limits[:, 1])
+                speeds = None if self._lowstate is None else np.abs(self._lowstate.dq[UPPER_SLICE])
+                fastest = None if speeds is None else int(np.argmax(speeds))
                 self.freeze_info = {"lowstate_age_ms": round(self.lowstate_age(now) * 1e3, 1),
                                     "target_step_rad": float(np.max(np.abs(frozen - self.target))),
-                                    "max_dq": float(np.max(np.abs(self._lowstate.dq[UPPER_SLICE])))
-                                    if self._lowstate is not None else None,
+                                    "max_dq": None if speeds is None else float(speeds[fastest]),
+                                    "max_dq_joint": None if speeds is None else UPPER_NAMES[fastest],
                                     "offset_known": self.rest.offset is not None}
                 self.target = frozen
                 self.goal = self.target.copy()

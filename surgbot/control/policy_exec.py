@@ -119,6 +119,10 @@ class PolicyExecutor:
         self._request: tuple[int, float] | None = None    # (tick, time) of the request in flight
         self._server_error = ""
         self.last_server_error = ""    # kept for /policy/state until a good chunk arrives
+        # when the request the server left unanswered past server_timeout_s was sent (None: no such
+        # request since the last good chunk): /policy/state reports its age and the supervisor faults
+        # on it at once, instead of only when the chunk in hand has aged past its own watchdog
+        self._unanswered_since: float | None = None
         self.last_infer_ms = float("nan")
         self.safety_block = ""         # why /safety/state forbids commanding ("" = allowed)
         self.events: list[str] = []    # rate-limited safety-filter reports for the node's log
@@ -138,7 +142,7 @@ class PolicyExecutor:
         self.state = State.HOLD if on else State.DISABLED
         self.hold_reason = "waiting for the first chunk" if on else "disabled"
         self._plan, self._request, self._server_error = None, None, ""
-        self._newest_obs_time = None
+        self._newest_obs_time = self._unanswered_since = None
         self._last_command = None
         return Result.success()
 
@@ -171,7 +175,7 @@ class PolicyExecutor:
     def on_chunk(self, actions: np.ndarray, obs_tick: int, obs_time: float, infer_ms: float = float("nan")) -> Result:
         """A chunk answering the observation taken at `obs_tick`; blended with what is left of the plan."""
         a = np.asarray(actions, dtype=float)
-        self._request = None
+        self._request = self._unanswered_since = None     # answered (a bad chunk is the gate's to judge)
         if a.ndim != 2 or a.shape[1] != POSE_DIM or a.shape[0] == 0 or not np.all(np.isfinite(a)):
             self.rejections["bad chunk"] += 1
             self._server_error = "bad chunk"
@@ -213,8 +217,16 @@ class PolicyExecutor:
             self.on_server_error("connection to the server lost")
         self.server_lost = bool(lost)
 
-    def on_server_error(self, reason: str) -> None:
-        """The server failed or timed out: drop the plan (hold) until a fresh chunk arrives."""
+    def on_server_error(self, reason: str, unanswered: bool = False) -> None:
+        """The server failed or timed out: drop the plan (hold) until a fresh chunk arrives.
+
+        `unanswered`: the request got no answer within `server_timeout_s` (the core's own deadline or
+        the client's timeout); /policy/state then reports the request's age until an answer comes
+        (any answer: an error is an answer, and says so itself)."""
+        if not unanswered:
+            self._unanswered_since = None
+        elif self._unanswered_since is None:
+            self._unanswered_since = self._now if self._request is None else self._request[1]
         self._request = None
         self._plan = None
         self._server_error = self.last_server_error = reason or "server error"
@@ -251,7 +263,7 @@ class PolicyExecutor:
         if self.server_lost:
             return self._hold("server: connection lost", now, count=False)
         if self._request is not None and now - self._request[1] > cfg.server_timeout_s:
-            self.on_server_error(f"server timeout ({cfg.server_timeout_s:.2f} s)")
+            self.on_server_error(f"server timeout ({cfg.server_timeout_s:.2f} s)", unanswered=True)
         if self._server_error:
             err = self._server_error
             self._server_error = ""   # ask again on the next tick
@@ -321,7 +333,9 @@ class PolicyExecutor:
         return {"enabled": self.state is not State.DISABLED, "state": self.state.value,
                 "instruction": self.instruction, "hold_reason": self.hold_reason,
                 "last_server_error": self.last_server_error, "server_lost": self.server_lost,
-                "chunk_age_s": age, "inference_ms": None if math.isnan(self.last_infer_ms) else self.last_infer_ms,
+                "chunk_age_s": age, "unanswered_request_age_s": None if self._unanswered_since is None or
+                self.state is State.DISABLED else now - self._unanswered_since,
+                "inference_ms": None if math.isnan(self.last_infer_ms) else self.last_infer_ms,
                 "gate_rejections": dict(self.rejections), "safety": self.safety_block or "OK",
                 "safety_filter": {k: int(v) for k, v in self.limiter.log.counts.items()}}
 

@@ -222,7 +222,7 @@ class PolicyNode(Node):
         try:
             actions, infer_ms = fut.result()
         except (PolicyTimeout, PolicyServerError, KeyError, ValueError, OSError) as exc:
-            self.core.on_server_error(f"{type(exc).__name__}: {exc}")
+            self.core.on_server_error(f"{type(exc).__name__}: {exc}", unanswered=isinstance(exc, PolicyTimeout))
             self.get_logger().warning(f"policy server: {type(exc).__name__}: {exc}; holding",
                                       throttle_duration_sec=SERVER_ERROR_LOG_PERIOD_S)
             return

@@ -7,14 +7,17 @@ Thin shell around `surgbot.safety.supervisor.SupervisorCore`.  Watches:
   (`lowstate_timeout_s`, 50 ms: the lowstate age as seen through the bridge);
 * the console link: `/teleop/head`, in every sample the console takes (`console_link_timeout_s`,
   200 ms, a deadline);
-* `/policy/state` (chunk age while enabled, `policy_chunk_timeout_s`);
+* `/policy/state` while enabled (`judge_policy_state`: chunk age, `policy_chunk_timeout_s`; a lost
+  server connection; a request the server left unanswered past the node's server timeout);
 * every node's `/diagnostics` (silent for `node_timeout_s`, or at ERROR level);
-* every such node's liveliness on `/safety/alive/<name>` (`contract.alive_lease_of`: 150 ms,
-  500 ms for the niced policy node and recorder):
+* every such node's liveliness (`AliveWatch`, alive_watch.py) on `/safety/alive/<name>`
+  (`contract.alive_lease_of`: 150 ms, 500 ms for the niced policy node and recorder):
   a killed, exited or stalled node is a FAULT one lease after it stopped (its
   diagnostics would take `node_timeout_s`), until it is alive again; a lapse while
   the node's own data stream is fresh (`ALIVE_WITNESS`: the bridge, the twin, the console) is
   counted, not a FAULT: that stream's faster watchdog judges the node;
+* `/safety/process_exit`: the launcher (`surgbot up`) saw a node's process exit, which is that
+  node's liveliness lost at once instead of one lease later;
 * `/PSM1/operating_state`: the arm's own FAULT is a cause until the arm leaves it.
 
 Each watchdog arms on its first message.  After the supervisor's own stall
@@ -37,7 +40,6 @@ import time
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from geometry_msgs.msg import PoseStamped
-from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Empty, String
@@ -45,9 +47,9 @@ from std_srvs.srv import Trigger
 
 from surgbot import contract
 from surgbot.hw.crtk import subscribe_operating_state
+from surgbot.nodes.alive_watch import AliveWatch
 from surgbot.rosutil import (
     Diagnostics,
-    alive_qos,
     declare_config,
     fast_timer,
     latched_qos,
@@ -55,7 +57,7 @@ from surgbot.rosutil import (
     trigger_handler,
 )
 from surgbot.safety.own_stall import OwnStall
-from surgbot.safety.supervisor import State, SupervisorConfig, SupervisorCore
+from surgbot.safety.supervisor import State, SupervisorConfig, SupervisorCore, judge_policy_state
 
 NODE_NAME = "safety_supervisor"
 POLICY_STATE_TOPIC = "/policy/state"
@@ -66,7 +68,6 @@ WATCH_POLICY = "policy_chunk"
 WATCH_PSM_STATE = "psm_operating_state"     # the arm's own FAULT (tracking error ...): latched, on change only
 OWN_STALL_LOG_EVERY_S = 5.0
 NODE_PREFIX = "node:"
-ALIVE_PREFIX = "alive:"
 # A node whose own data stream a faster watchdog already follows: when its liveliness lapses while
 # that stream is fresh, the process is running (a stopped one publishes nothing), and the lapse is
 # the DDS liveliness protocol's own message arriving late (rmw_fastrtps asserts every 2/3 of the
@@ -76,7 +77,6 @@ ALIVE_PREFIX = "alive:"
 ALIVE_WITNESS = {"g1_bridge": WATCH_LOWSTATE,     # /g1/joint_states: the bridge publishes each rt/lowstate
                  "sim_node": WATCH_PSM,           # /PSM1/measured_js: the twin's PSM, 100 Hz and up
                  "teleop_console": WATCH_CONSOLE}  # /teleop/head, every operator sample (60-125 Hz)
-ALIVE_LAPSE_LOG_EVERY_S = 5.0
 # Watchdogs whose timeout is also the budget for the safe state (issue 16: link loss 200 ms, stale
 # state 100 ms) are judged as deadlines (`Watchdog.lead_s`): one judgement period, so the FAULT is
 # out by the timeout, plus DELIVERY_ALLOWANCE_S, because the watchdog counts from the last sample's
@@ -114,7 +114,6 @@ class SafetySupervisorNode(Node):
                                  lambda _m: self.core.feed(WATCH_CONSOLE, self._now()), 10, raw=True)
         self.create_subscription(String, POLICY_STATE_TOPIC, self._on_policy_state, 10)
         self.psm_state: str | None = None        # None: not heard (hold is sent: fail-safe)
-        self._alive_lost_at: dict[str, float] = {}   # liveliness key -> wall time of the loss
         self.holds_sent = 0
         subscribe_operating_state(self, self._on_psm_operating_state)
         self.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 50)
@@ -122,9 +121,7 @@ class SafetySupervisorNode(Node):
         self.create_service(Trigger, contract.SAFETY_RESET, trigger_handler(lambda: self._reset()))
         self.own_stall = OwnStall(1.0 / c.publish_hz)
         self._stall_logged_s = -math.inf
-        self._alive_pending: dict[str, float] = {}      # liveliness key -> deadline: a loss after our own stall
-        self.alive_lapses_with_data = 0                 # liveliness losses its data stream disproved
-        self._lapse_logged_s = -math.inf
+        self.alive = AliveWatch(self, self.core, self.own_stall, ALIVE_WITNESS, lambda: self._step(self._now()))
         fast_timer(self, self.own_stall.period_s, self._on_timer)
         self.diagnostics = Diagnostics(self, NODE_NAME, self._status)
         self._publish()
@@ -135,21 +132,11 @@ class SafetySupervisorNode(Node):
         return time.monotonic()
 
     def _on_policy_state(self, msg: String) -> None:
-        try:
-            st = json.loads(msg.data)
-            enabled, age = bool(st.get("enabled", False)), st.get("chunk_age_s")
-        except (ValueError, AttributeError):
-            self.core.feed(WATCH_POLICY, self._now(), ok=False, detail="malformed /policy/state")
-            return
-        if not enabled:
+        armed, ok, detail = judge_policy_state(msg.data, self.cfg.policy_chunk_timeout_s)
+        if armed:
+            self.core.feed(WATCH_POLICY, self._now(), ok=ok, detail=detail)
+        else:
             self.core.disarm(WATCH_POLICY)
-            return
-        if st.get("server_lost"):     # the node's connection watch: a killed server, known in ms
-            self.core.feed(WATCH_POLICY, self._now(), ok=False, detail="connection to the policy server lost")
-            return
-        ok = age is None or float(age) <= self.cfg.policy_chunk_timeout_s
-        self.core.feed(WATCH_POLICY, self._now(), ok=ok,
-                       detail="" if ok else f"chunk {float(age) * 1e3:.0f} ms old")
 
     def _on_diagnostics(self, msg: DiagnosticArray) -> None:
         now = self._now()
@@ -160,71 +147,10 @@ class SafetySupervisorNode(Node):
             key = NODE_PREFIX + s.name
             if key not in self.core.watchdogs:
                 self.core.watch(key, self.cfg.node_timeout_s)
-                self._watch_alive(s.name)
+                self.alive.watch(s.name)
             bad = s.level == DiagnosticStatus.ERROR
             self.core.feed(key, now, ok=not bad, detail=s.message or "diagnostics at ERROR")
-            self._proof_of_life(ALIVE_PREFIX + s.name, stamp, now)
-
-    def _proof_of_life(self, key: str, stamp_s: float, now: float) -> None:
-        """Diagnostics the node stamped after its liveliness was lost: it is alive again.
-
-        DDS does not always report a writer alive again after a lease missed under load (seen on
-        the 2-core box: the cause stayed "stopped" for minutes with the node running, so no reset
-        could go through).  The FAULT itself stays latched until /safety/reset; only the cause
-        ends.  Stamps from before the loss (messages in flight when a node died) do not count.
-        """
-        lost_at = self._alive_lost_at.get(key)
-        if lost_at is None or not stamp_s > lost_at:
-            return
-        del self._alive_lost_at[key]
-        self._alive_pending.pop(key, None)
-        self.core.feed(key, now)
-        self.get_logger().warning(f"{key}: liveliness lost, but diagnostics stamped after the loss arrive: alive")
-
-    def _watch_alive(self, name: str) -> None:
-        """Follow the node's liveliness from now on (it is alive: its diagnostics just came)."""
-        try:
-            topic = contract.alive_topic(name)
-        except ValueError as exc:          # a name no node of ours uses: its diagnostics still count
-            self.get_logger().warning(f"no liveliness watch for {name!r}: {exc}")
-            return
-        key, qos = ALIVE_PREFIX + name, alive_qos(name)
-        lease_s = qos.liveliness_lease_duration.nanoseconds * 1e-9
-        self.core.watch(key, math.inf)     # liveliness events only: no silence timeout
-        witness = ALIVE_WITNESS.get(name)
-        callbacks = SubscriptionEventCallbacks(
-            liveliness=lambda info: self._on_liveliness(key, lease_s, info, witness))
-        self.create_subscription(Empty, topic, lambda _m: None, qos, event_callbacks=callbacks)
-
-    def _on_liveliness(self, key: str, lease_s: float, info, witness: str | None = None) -> None:
-        if info.alive_count > 0:
-            if info.alive_count_change < 0 or info.not_alive_count_change > 0:
-                self.get_logger().warning(f"{key}: one of {info.alive_count + 1} publishers lost")
-            self._alive_lost_at.pop(key, None)
-            if self._alive_pending.pop(key, None) is not None:
-                self.get_logger().info(f"{key}: alive again within its lease after the supervisor's own stall")
-            self.core.feed(key, self._now())
-            return
-        now = self._now()
-        if witness is not None and self.core.fresh(witness, now):     # see ALIVE_WITNESS
-            self.alive_lapses_with_data += 1
-            if now - self._lapse_logged_s >= ALIVE_LAPSE_LOG_EVERY_S:
-                self._lapse_logged_s = now
-                self.get_logger().warning(f"{key}: liveliness lapsed while its data ({witness}) kept coming: "
-                                          f"running, not a stop ({self.alive_lapses_with_data} so far)")
-            return
-        self._alive_lost_at[key] = time.time()     # wall clock: compared with diagnostics' header stamps
-        if self.own_stall.recent(now, lease_s):    # see surgbot.safety.own_stall
-            self._alive_pending[key] = now + lease_s
-            return
-        self._alive_lost(key, "")
-
-    def _alive_lost(self, key: str, after: str) -> None:
-        self.core.feed(key, self._now(), ok=False,
-                       detail=f"stopped (DDS liveliness lost: the process was killed, exited or stalled{after})")
-        if self.core.step(self._now()):           # at once, not at the next timer tick
-            self.get_logger().error(f"FAULT: {'; '.join(self.core.reasons)}")
-            self._react()
+            self.alive.proof_of_life(s.name, stamp, now)
 
     def _estop(self):
         result = self.core.estop(self._now())
@@ -248,14 +174,8 @@ class SafetySupervisorNode(Node):
                                           "after the messages that came meanwhile")
             self._publish()
             return
-        for key, deadline in list(self._alive_pending.items()):
-            if now >= deadline:
-                del self._alive_pending[key]
-                self._alive_lost(key, "; not alive again within its lease after the supervisor's own stall")
-        if self.core.step(now):
-            self.get_logger().error(f"FAULT: {'; '.join(self.core.reasons)}")
-            self._react()
-        else:
+        self.alive.check_pending(now)
+        if not self._step(now):
             self._publish()
 
     def _on_psm_operating_state(self, st: dict) -> None:
@@ -263,11 +183,18 @@ class SafetySupervisorNode(Node):
         # the arm's own FAULT is a cause until it is cleared (dVRK: only by disable)
         self.core.feed(WATCH_PSM_STATE, self._now(), ok=self.psm_state != "FAULT",
                        detail="PSM in FAULT (send disable to clear)")
-        if self.psm_state == "FAULT" and self.core.step(self._now()):
-            self.get_logger().error(f"FAULT: {'; '.join(self.core.reasons)}")
-            self._react()
+        if self.psm_state == "FAULT":
+            self._step(self._now())
         if self.psm_state == "ENABLED" and was != "ENABLED" and self.core.state is not State.OK:
             self._hold()         # enabled during an e-stop/fault: it holds too
+
+    def _step(self, now: float) -> bool:
+        """Judge now; entering FAULT: log it and react at once."""
+        if not self.core.step(now):
+            return False
+        self.get_logger().error(f"FAULT: {'; '.join(self.core.reasons)}")
+        self._react()
+        return True
 
     def _react(self) -> None:
         """Entering ESTOP/FAULT: the PSM holds now; the state goes out at once."""
@@ -292,7 +219,7 @@ class SafetySupervisorNode(Node):
         values = {name: (d.cause(self._now()) or ("armed" if d.last_s is not None else "not armed"))
                   for name, d in self.core.watchdogs.items()}
         values.update(psm_operating_state=self.psm_state or "unknown", holds_sent=self.holds_sent,
-                      alive_lapses_with_data=self.alive_lapses_with_data)
+                      alive_lapses_with_data=self.alive.lapses_with_data)
         return level, self.core.state.value, values
 
 

@@ -15,7 +15,9 @@
 
 from __future__ import annotations
 
+import json
 import re
+import signal
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -69,6 +71,60 @@ class SupervisorConfig:
             if getattr(self, name) <= 2.0 / self.publish_hz:
                 raise ValueError(f"{name} must be longer than two judgement periods (1 / publish_hz = "
                                  f"{1e3 / self.publish_hz:.0f} ms): it is a deadline the tick must meet")
+
+
+def judge_policy_state(data: str, chunk_timeout_s: float) -> tuple[bool, bool, str]:
+    """One `/policy/state` message (JSON) judged for the policy watchdog: (armed, ok, detail).
+
+    Disarmed while the policy is disabled.  Bad: a malformed message, a lost server connection (a
+    killed server, known in ms), a request the server left unanswered past the node's server timeout
+    (a slow or stalled server: known at that deadline, not only once the chunk in hand has aged past
+    `chunk_timeout_s`), or a chunk older than `chunk_timeout_s`.
+    """
+    try:
+        st = json.loads(data)
+        enabled, age = bool(st.get("enabled", False)), st.get("chunk_age_s")
+        unanswered = st.get("unanswered_request_age_s")
+        age = None if age is None else float(age)
+        unanswered = None if unanswered is None else float(unanswered)
+    except (ValueError, AttributeError, TypeError):
+        return True, False, "malformed /policy/state"
+    if not enabled:
+        return False, True, ""
+    if st.get("server_lost"):
+        return True, False, "connection to the policy server lost"
+    if unanswered is not None:
+        return True, False, f"no answer from the policy server: request {unanswered * 1e3:.0f} ms old"
+    if age is not None and not age <= chunk_timeout_s:
+        return True, False, f"chunk {age * 1e3:.0f} ms old"
+    return True, True, ""
+
+
+def process_exit_report(data: str) -> Result:
+    """One `contract.SAFETY_PROCESS_EXIT` message (JSON, from the launcher): Result(value=(node, detail)).
+
+    The detail names how the process ended ("killed by SIGKILL", "exit code 0"); it is not lateness
+    (`only_lateness`): a dead node is not a late one.  Malformed reports are refused.
+    """
+    try:
+        report = json.loads(data)
+        node, code = report["node"], report.get("returncode")
+    except (ValueError, TypeError, KeyError) as exc:
+        return Result.failure(f"malformed process exit report: {type(exc).__name__}: {exc}")
+    if not isinstance(node, str) or not node or (code is not None and (isinstance(code, bool)
+                                                                      or not isinstance(code, int))):
+        return Result.failure(f"malformed process exit report: node {node!r}, returncode {code!r}")
+    if code is None:
+        how = "exit status unknown"
+    elif code < 0:
+        try:
+            how = f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            how = f"killed by signal {-code}"
+    else:
+        how = f"exit code {code}"
+    reporter = report.get("reporter") if isinstance(report.get("reporter"), str) else "its launcher"
+    return Result.success((node, f"stopped (process exited: {how}; told by {reporter})"))
 
 
 @dataclass
