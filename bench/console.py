@@ -75,16 +75,17 @@ class _Robot:
 
         from surgbot import contract
         from surgbot.hw.crtk import message_types, spin_in_background
-        from surgbot.rosutil import latched_qos
+        from surgbot.rosutil import latched_qos, operator_stream_qos
         rclpy.init()
         self.node = n = rclpy.create_node("bench_console")
         self.lock = threading.Lock()
         self.right: list[int] = []
         self.servo: list[int] = []
         self.head_arrivals: list[float] = []
-        n.create_subscription(PoseStamped, contract.TELEOP_RIGHT, lambda m: self._stamp(self.right, m), 200)
+        n.create_subscription(PoseStamped, contract.TELEOP_RIGHT, lambda m: self._stamp(self.right, m),
+                              operator_stream_qos(200))
         n.create_subscription(PoseStamped, contract.psm_topic("servo_cp"), lambda m: self._stamp(self.servo, m), 200)
-        n.create_subscription(PoseStamped, contract.TELEOP_HEAD, self._on_head, 200)
+        n.create_subscription(PoseStamped, contract.TELEOP_HEAD, self._on_head, operator_stream_qos(200))
         self.pub_cam = n.create_publisher(PoseStamped, contract.ENDOSCOPE_MEASURED_CP, 10)
         self.pub_psm = n.create_publisher(PoseStamped, contract.psm_topic("measured_cp"), 10)
         # the arm as a dVRK console reports it (crtk_msgs/OperatingState, latched)

@@ -34,7 +34,7 @@ from playwright.sync_api import sync_playwright
 from sensor_msgs.msg import CompressedImage, Joy
 
 from surgbot import contract, geometry
-from surgbot.rosutil import BackgroundSpinner
+from surgbot.rosutil import BackgroundSpinner, operator_stream_qos
 from surgbot.teleop import browser
 from surgbot.teleop import protocol as P
 from surgbot.teleop.record import NOT_RUNNING
@@ -62,11 +62,12 @@ class Listener:
         self.head: list[float] = []
         self.joy: list[tuple[list[int], list[float]]] = []
         self.jpeg: bytes | None = None
-        n.create_subscription(PoseStamped, contract.TELEOP_RIGHT, self._on_right, 100)
+        n.create_subscription(PoseStamped, contract.TELEOP_RIGHT, self._on_right, operator_stream_qos(100))
         n.create_subscription(PoseStamped, contract.TELEOP_HEAD, lambda m: self._append(self.head, time.monotonic()),
-                              100)
+                              operator_stream_qos(100))
         n.create_subscription(Joy, contract.TELEOP_BUTTONS,
-                              lambda m: self._append(self.joy, (list(m.buttons), list(m.axes))), 100)
+                              lambda m: self._append(self.joy, (list(m.buttons), list(m.axes))),
+                              operator_stream_qos(100))
         n.create_subscription(CompressedImage, contract.ENDOSCOPE_IMAGE_COMPRESSED,
                               lambda m: setattr(self, "jpeg", bytes(m.data)), 2)
         self.executor = rclpy.executors.SingleThreadedExecutor()

@@ -37,7 +37,7 @@ from surgbot import contract, geometry
 from surgbot.geometry import matrix_from_pose10
 from surgbot.policies.data.dataset import IMAGE_KEY, SIDECAR, STATE_KEY
 from surgbot.policies.data.ros_source import STALE_S
-from surgbot.rosutil import BackgroundSpinner
+from surgbot.rosutil import BackgroundSpinner, operator_stream_qos
 from surgbot.teleop import protocol as P
 from surgbot.teleop.record import NOT_RUNNING
 from tests.conftest import PYTHON, REPO
@@ -57,8 +57,10 @@ class Listener:
         self.poses: list[tuple[str, PoseStamped]] = []
         self.joys: list[Joy] = []
         for topic in (contract.TELEOP_HEAD, contract.TELEOP_LEFT, contract.TELEOP_RIGHT):
-            n.create_subscription(PoseStamped, topic, lambda m, t=topic: self._add(self.poses, (t, m)), 1000)
-        n.create_subscription(Joy, contract.TELEOP_BUTTONS, lambda m: self._add(self.joys, m), 1000)
+            n.create_subscription(PoseStamped, topic, lambda m, t=topic: self._add(self.poses, (t, m)),
+                                  operator_stream_qos(1000))
+        n.create_subscription(Joy, contract.TELEOP_BUTTONS, lambda m: self._add(self.joys, m),
+                              operator_stream_qos(1000))
         self.executor = rclpy.executors.SingleThreadedExecutor()
         self.executor.add_node(n)
         self.spinner = BackgroundSpinner(self.executor)

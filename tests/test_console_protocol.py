@@ -83,6 +83,12 @@ def test_bad_text_rejected_with_its_reason(text, reason):
     ({"right": {"trigger": 0}}, "bad_shape"),
     ({"right": [1, 2]}, "bad_type"),
     ({"left": {"pose": xr_pose(), "evil": 1}}, "bad_shape"),
+    # integers JSON allows and a float cannot hold: refused, not an OverflowError out of the parser
+    ({"t": 10 ** 400}, "out_of_range"),
+    ({"head": [10 ** 400] + [0] * 15}, "out_of_range"),
+    ({"right": {"pose": xr_pose(), "trigger": -(10 ** 400)}}, "out_of_range"),
+    ({"right": {"pose": xr_pose(), "buttons": [0, 10 ** 400]}}, "out_of_range"),
+    ({"right": {"pose": xr_pose(), "axes": [True, None]}}, "bad_type"),
 ])
 def test_bad_xr_rejected_with_its_reason(over, reason):
     with pytest.raises(P.Rejected) as e:

@@ -41,6 +41,21 @@ def test_quaternion_round_trip_over_random_rotations_including_near_180_deg():
         np.testing.assert_allclose(geometry.quat_to_matrix(q), R, atol=1e-9)
 
 
+@pytest.mark.parametrize("axis", [(1, 0, 0), (0, 1, 0), (0, 0, 1)])
+def test_half_turns_take_each_branch_and_a_pose_message_gets_plain_floats(axis):
+    from geometry_msgs.msg import PoseStamped
+
+    T = np.eye(4)
+    T[:3, :3] = _axis_angle(axis, math.pi)              # trace -1: the branch of the largest diagonal
+    T[:3, 3] = (0.1, -0.2, 0.3)
+    msg = geometry.matrix_to_pose_msg(T, PoseStamped())
+    o, p = msg.pose.orientation, msg.pose.position
+    np.testing.assert_allclose(np.abs([o.x, o.y, o.z, o.w]), [*np.abs(axis), 0.0], atol=1e-12)
+    assert (p.x, p.y, p.z) == (0.1, -0.2, 0.3)
+    with pytest.raises(ValueError):
+        geometry.matrix_to_quat(np.full((3, 3), np.nan))
+
+
 @pytest.mark.parametrize("q", [(0, 0, 0, 0), (float("nan"), 0, 0, 1), (0, 0, float("inf"), 1), (1, 2, 3)])
 def test_bad_quaternions_are_rejected(q):
     with pytest.raises(ValueError):

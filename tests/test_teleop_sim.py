@@ -31,6 +31,7 @@ from std_srvs.srv import Trigger
 from surgbot import contract
 from surgbot import processes as child_processes
 from surgbot.hw.crtk import PSMClient
+from surgbot.rosutil import operator_stream_qos
 from tests.conftest import PYTHON, REPO
 from tests.console_rig import wait_for_console_port
 from tests.endoscope_rig import HolderClient, pose_of
@@ -96,7 +97,7 @@ class Client(HolderClient):
         n.create_subscription(String, "/teleop/mapper_state", lambda m: setattr(self, "mapper", json.loads(m.data)),
                               QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL))
         self.head_yaw_seen: float | None = None          # the console's /teleop/head, as the holder gets it
-        n.create_subscription(PoseStamped, contract.TELEOP_HEAD, self._on_head, 50)
+        n.create_subscription(PoseStamped, contract.TELEOP_HEAD, self._on_head, operator_stream_qos(50))
         self.psm = PSMClient(n)
         self.start()
 

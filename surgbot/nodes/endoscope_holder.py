@@ -45,6 +45,7 @@ from surgbot.rosutil import (
     declare_config,
     fast_timer,
     latched_qos,
+    operator_stream_qos,
     run_node,
     setbool_handler,
     trigger_handler,
@@ -55,6 +56,7 @@ NODE_NAME = "endoscope_holder"
 STALE_COMMAND_S = 1.0      # a servo command stamped further than this from now is rejected
 IN_TICK_STALL_S = 0.005    # building one command takes ~0.1 ms: longer means the process was stopped meanwhile
 STATS_WINDOW = 2000        # step/period samples kept for /diagnostics (4 s at 500 Hz)
+OPERATOR_QUEUE = 10         # /teleop/head and /teleop/buttons samples kept for a briefly starved executor
 # config/ beside the package in a source checkout, share/surgbot/config when installed
 CONFIG_DIRS = (Path(__file__).resolve().parents[2] / "config", Path(sys.prefix) / "share" / "surgbot" / "config")
 SCENE_KEYS = ("fulcrum", "psm_base_pose")
@@ -125,8 +127,8 @@ class EndoscopeHolderNode(Node):
         self.create_subscription(JointState, contract.G1_JOINT_STATES, self._on_joint_states, 10)
         self.create_subscription(PoseStamped, contract.ENDOSCOPE_SERVO_CP, self._on_servo_cp, 10)
         self.create_subscription(TwistStamped, contract.ENDOSCOPE_SERVO_CV, self._on_servo_cv, 10)
-        self.create_subscription(PoseStamped, contract.TELEOP_HEAD, self._on_head, 10)
-        self.create_subscription(Joy, contract.TELEOP_BUTTONS, self._on_buttons, 10)
+        self.create_subscription(PoseStamped, contract.TELEOP_HEAD, self._on_head, operator_stream_qos(OPERATOR_QUEUE))
+        self.create_subscription(Joy, contract.TELEOP_BUTTONS, self._on_buttons, operator_stream_qos(OPERATOR_QUEUE))
         self.create_subscription(PoseStamped, contract.psm_topic("measured_cp"), self._on_psm_cp, 10)
         self.create_service(SetBool, contract.ENDOSCOPE_HOLD, setbool_handler(self._mode_call(self.core.set_hold)))
         self.create_service(SetBool, contract.ENDOSCOPE_FOLLOW_TOOL,

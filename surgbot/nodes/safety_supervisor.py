@@ -53,6 +53,7 @@ from surgbot.rosutil import (
     declare_config,
     fast_timer,
     latched_qos,
+    operator_stream_qos,
     run_node,
     trigger_handler,
 )
@@ -111,7 +112,8 @@ class SafetySupervisorNode(Node):
         # of a console topic costs the console ~60 us per sample in DDS (measured): /teleop/right too
         # was a second watch of the same link
         self.create_subscription(PoseStamped, contract.TELEOP_HEAD,
-                                 lambda _m: self.core.feed(WATCH_CONSOLE, self._now()), 10, raw=True)
+                                 lambda _m: self.core.feed(WATCH_CONSOLE, self._now()), operator_stream_qos(10),
+                                 raw=True)
         self.create_subscription(String, POLICY_STATE_TOPIC, self._on_policy_state, 10)
         self.psm_state: str | None = None        # None: not heard (hold is sent: fail-safe)
         self.holds_sent = 0

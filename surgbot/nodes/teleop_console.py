@@ -44,7 +44,14 @@ from std_srvs.srv import Trigger
 
 from surgbot import area_path, contract, geometry
 from surgbot.nodes.teleop_mapper import LINK_LOST_FRAME, MAPPER_STATE_TOPIC, SAMPLE_QUEUE, psm_state_subscription
-from surgbot.rosutil import BackgroundSpinner, Diagnostics, declare_config, latched_qos, make_executor
+from surgbot.rosutil import (
+    BackgroundSpinner,
+    Diagnostics,
+    declare_config,
+    latched_qos,
+    make_executor,
+    operator_stream_qos,
+)
 from surgbot.teleop import protocol as P
 from surgbot.teleop import tls
 from surgbot.teleop.config import ConsoleConfig
@@ -75,10 +82,18 @@ class TeleopConsoleNode(Node):
         self.cfg = declare_config(self, ConsoleConfig, overrides)
         self.token = token
         # ~0.5 s of samples: a briefly starved subscriber must not lose one half of a sample
-        self.pub_head = self.create_publisher(PoseStamped, contract.TELEOP_HEAD, SAMPLE_QUEUE)
-        self.pub_left = self.create_publisher(PoseStamped, contract.TELEOP_LEFT, SAMPLE_QUEUE)
-        self.pub_right = self.create_publisher(PoseStamped, contract.TELEOP_RIGHT, SAMPLE_QUEUE)
-        self.pub_buttons = self.create_publisher(Joy, contract.TELEOP_BUTTONS, SAMPLE_QUEUE)
+        stream = operator_stream_qos(SAMPLE_QUEUE)
+        self.pub_head = self.create_publisher(PoseStamped, contract.TELEOP_HEAD, stream)
+        self.pub_left = self.create_publisher(PoseStamped, contract.TELEOP_LEFT, stream)
+        self.pub_right = self.create_publisher(PoseStamped, contract.TELEOP_RIGHT, stream)
+        self.pub_buttons = self.create_publisher(Joy, contract.TELEOP_BUTTONS, stream)
+        # One message per topic, filled anew for each sample: only the server's loop publishes them
+        # (on_xr, on_link_lost), publish serializes at once, and a generated message's __init__
+        # imports its field types on every call (~20 us a PoseStamped, the most of its Python cost).
+        self._out_pose = {pub: PoseStamped() for pub in (self.pub_head, self.pub_left, self.pub_right)}
+        for msg in self._out_pose.values():
+            msg.header.frame_id = contract.WORLD_FRAME
+        self._out_joy = Joy()
         self.robot = {"endoscope_mode": None, "psm_state": None, "fulcrum_error_mm": None, "safety": None,
                       "mapper": None, "stamp_source": None}
         newest = QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT)
@@ -108,18 +123,21 @@ class TeleopConsoleNode(Node):
         # stamped when the message came off the socket (wall clock, as this node's ROS time): the
         # mapper judges gaps in the operator's stream on it, the bench measures receive -> servo_cp
         stamp = geometry.sec_to_stamp(t_recv, Time())
-        for pub, T in ((self.pub_head, sample.head),
-                       (self.pub_left, sample.left.pose if sample.left else None),
-                       (self.pub_right, sample.right.pose if sample.right else None)):
-            # a topic nobody reads is not published: each publish costs ~50 us of this process's
-            # CPU even without a reader (measured), and no node of ours reads /teleop/left
-            if T is not None and pub.get_subscription_count():
-                msg = PoseStamped()
-                msg.header.stamp = stamp
-                msg.header.frame_id = contract.WORLD_FRAME
-                pub.publish(geometry.matrix_to_pose_msg(T, msg))
+        # the mapper's inputs first: it acts on the Joy, with the newest right pose, so the head's
+        # publish (~150 us on this machine) is not in the PSM's path
+        self._publish_pose(self.pub_right, sample.right.pose if sample.right else None, stamp)
         buttons, axes = sample.joy()
         self._publish_joy(stamp, buttons, axes)
+        self._publish_pose(self.pub_head, sample.head, stamp)
+        self._publish_pose(self.pub_left, sample.left.pose if sample.left else None, stamp)
+
+    def _publish_pose(self, pub, T, stamp) -> None:
+        # a topic nobody reads is not published: each publish costs ~50 us of this process's
+        # CPU even without a reader (measured), and no node of ours reads /teleop/left
+        if T is not None and pub.get_subscription_count():
+            msg = self._out_pose[pub]
+            msg.header.stamp = stamp
+            pub.publish(geometry.matrix_to_pose_msg(T, msg))
 
     def on_link_lost(self, reason: str) -> None:
         self.get_logger().warning(f"operator link lost ({reason}): deadman and clutch released")
@@ -168,7 +186,7 @@ class TeleopConsoleNode(Node):
         self._set("record", status)
 
     def _publish_joy(self, stamp, buttons, axes, frame: str = contract.WORLD_FRAME) -> None:
-        joy = Joy()
+        joy = self._out_joy
         joy.header.stamp = stamp
         joy.header.frame_id = frame
         joy.buttons, joy.axes = list(buttons), [float(a) for a in axes]

@@ -28,7 +28,7 @@ from std_srvs.srv import SetBool
 from surgbot import contract, geometry
 from surgbot.hw.crtk import subscribe_operating_state
 from surgbot.nodes.safety_link import SafetyLink
-from surgbot.rosutil import Diagnostics, declare_config, latched_qos, run_node
+from surgbot.rosutil import Diagnostics, declare_config, latched_qos, operator_stream_qos, run_node
 from surgbot.teleop.config import MapperConfig
 from surgbot.teleop.mapper import Command, State, TeleopMapperCore
 
@@ -68,8 +68,8 @@ class TeleopMapperNode(Node):
         self.pub_jaw = self.create_publisher(JointState, contract.psm_topic("jaw/servo_jp"), 10)
         self.pub_cv = self.create_publisher(TwistStamped, contract.ENDOSCOPE_SERVO_CV, 10)
         self.pub_state = self.create_publisher(String, MAPPER_STATE_TOPIC, latched_qos())
-        self.create_subscription(PoseStamped, contract.TELEOP_RIGHT, self._on_right, SAMPLE_QUEUE)
-        self.create_subscription(Joy, contract.TELEOP_BUTTONS, self._on_joy, SAMPLE_QUEUE)
+        self.create_subscription(PoseStamped, contract.TELEOP_RIGHT, self._on_right, operator_stream_qos(SAMPLE_QUEUE))
+        self.create_subscription(Joy, contract.TELEOP_BUTTONS, self._on_joy, operator_stream_qos(SAMPLE_QUEUE))
         self.create_subscription(PoseStamped, contract.ENDOSCOPE_MEASURED_CP, self._on_camera, 10)
         self.create_subscription(String, contract.ENDOSCOPE_MODE,
                                  lambda m: setattr(self.core, "endoscope_mode", m.data), latched_qos())
