@@ -221,7 +221,7 @@ def test_one_operator_viewers_watch(cert):
 def fuzz_messages(n: int, rng: random.Random):
     """(kind, payload) of n random malformed messages; payload is str or bytes."""
     good = json.dumps(xr_msg())
-    kinds = ["bad_json", "huge", "nested", "nonfinite", "shape", "type", "binary", "valid", "truncated", "mutant"]
+    kinds = ["bad_json", "huge", "nested", "nonfinite", "bigint", "shape", "type", "binary", "valid", "truncated", "mutant"]
     for _ in range(n):
         k = rng.choice(kinds)
         if k == "bad_json":
@@ -235,6 +235,17 @@ def fuzz_messages(n: int, rng: random.Random):
             m = xr_msg()
             m["head"][rng.randrange(16)] = float(rng.choice(["nan", "inf", "-inf"]))
             yield k, json.dumps(m)                    # Python writes NaN / Infinity literals
+        elif k == "bigint":                           # JSON allows it; no float holds it
+            m = xr_msg()
+            where = rng.choice(["t", "head", "trigger"])
+            big = rng.choice([1, -1]) * 10 ** rng.randint(309, 2000)
+            if where == "head":
+                m["head"][rng.randrange(16)] = big
+            elif where == "trigger":
+                m["right"]["trigger"] = big
+            else:
+                m["t"] = big
+            yield k, json.dumps(m)
         elif k == "shape":
             m = xr_msg()
             m["head"] = m["head"][: rng.randrange(16)]
