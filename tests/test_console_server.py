@@ -221,7 +221,8 @@ def test_one_operator_viewers_watch(cert):
 def fuzz_messages(n: int, rng: random.Random):
     """(kind, payload) of n random malformed messages; payload is str or bytes."""
     good = json.dumps(xr_msg())
-    kinds = ["bad_json", "huge", "nested", "nonfinite", "bigint", "shape", "type", "binary", "valid", "truncated", "mutant"]
+    kinds = ["bad_json", "huge", "nested", "nonfinite", "bigint", "shape", "type", "binary", "valid", "truncated",
+             "mutant"]
     for _ in range(n):
         k = rng.choice(kinds)
         if k == "bad_json":
