@@ -206,6 +206,27 @@ def test_limiter_clips_to_the_box_then_steps_at_most_the_limit_along_the_request
         PoseLimiter((0, 0, 0), (0, 1, 1), 0.01, 0.1)
 
 
+def test_rotation_checks_refuse_reflections_singular_and_non_finite_matrices_and_measure_angles():
+    R = rot([1, 2, 3], 40.0)
+    ok = checks.rotation_matrix("R", R)
+    assert ok and np.array_equal(ok.value, R)
+    assert checks.rotation_matrix("R", R + 0.0002 * np.eye(3))                   # within tol (1e-3)
+    for bad, cause in ((R @ np.diag([1.0, 1.0, -1.0]), checks.CAUSE_SINGULAR),   # a mirror: orthonormal, det -1
+                       (np.diag([1.0, 1.0, 0.0]), checks.CAUSE_SINGULAR),
+                       (R + 0.01 * np.eye(3), checks.CAUSE_SINGULAR),
+                       (np.full((3, 3), np.nan), checks.CAUSE_NON_FINITE),
+                       (np.eye(4), checks.CAUSE_SHAPE)):
+        r = checks.rotation_matrix("R", bad)
+        assert not r and checks.cause_of(r.reason) == cause, r.reason
+    for deg in (0.0, 1e-4, 30.0, 90.0, 179.9, 180.0):
+        assert checks.rotation_angle_between(R, R @ rotz(deg)) == pytest.approx(math.radians(deg), abs=1e-7)
+    assert math.isnan(checks.rotation_angle_between(np.eye(3), np.full((3, 3), np.nan)))
+    assert not checks.rotation_step_within("R", np.eye(3), rotz(10.0), math.radians(5.0))
+    assert checks.rotation_step_within("R", np.eye(3), rotz(4.0), math.radians(5.0))
+    p, clipped = checks.clip_to_box([0.5, -0.5, 0.0], (-0.1, -0.1, -0.1), (0.1, 0.1, 0.1))
+    assert clipped and p.tolist() == [0.1, -0.1, 0.0]
+
+
 def test_mapper_refuses_a_hand_glitch_when_configured_and_follows_on():
     from surgbot.teleop.config import MapperConfig
     r = Rig(MapperConfig(max_hand_jump_m=0.1))

@@ -6,6 +6,7 @@ key on them; the reason text adds the numbers.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -29,7 +30,7 @@ def finite(name: str, values, size: int | None = None) -> Result[np.ndarray]:
         return Result.failure(f"{CAUSE_SHAPE}: {name} is not numeric")
     if size is not None and a.size != size:
         return Result.failure(f"{CAUSE_SHAPE}: {name} has {a.size} values, {size} expected")
-    if not np.all(np.isfinite(a)):
+    if not np.isfinite(a).all():          # the method: ~half the cost of np.all() on a few values
         return Result.failure(f"{CAUSE_NON_FINITE}: {name} contains NaN or inf")
     return Result.success(a)
 
@@ -60,15 +61,12 @@ def step_within(name: str, previous: np.ndarray, new: np.ndarray, max_step: floa
 
 
 def rotation_step_within(name: str, R_prev: np.ndarray, R_new: np.ndarray, max_angle_rad: float) -> Result:
-    c = (np.trace(np.asarray(R_prev, float).T @ np.asarray(R_new, float)) - 1.0) / 2.0
-    angle = float(np.arccos(np.clip(c, -1.0, 1.0)))
+    angle = rotation_angle_between(R_prev, R_new)
     if angle > max_angle_rad:
         return Result.failure(f"{CAUSE_STEP}: {name} turns {np.degrees(angle):.3g} deg > "
                               f"{np.degrees(max_angle_rad):.3g} deg in one tick")
     return Result.success()
 
-
-_EYE3 = np.eye(3)
 
 
 def rotation_matrix(name: str, R, tol: float = 1e-3) -> Result[np.ndarray]:
@@ -77,10 +75,14 @@ def rotation_matrix(name: str, R, tol: float = 1e-3) -> Result[np.ndarray]:
     if not r:
         return r
     m = r.value.reshape(3, 3)
-    # max |M^T M - I| rather than np.allclose (a third of the cost; this runs on every pose that
-    # reaches a node: the mapper's 100-250 Hz state, every command through the safety filter)
-    det = float(np.linalg.det(m))
-    if not (float(np.abs(m.T @ m - _EYE3).max()) <= tol and abs(det - 1.0) <= tol):
+    # max |M^T M - I| (the columns' dot products) and the determinant on Python floats: a fifth of
+    # numpy's cost for one 3x3, and this runs on every pose that reaches a node (the mapper's
+    # 100-250 Hz state, every command through the safety filter)
+    (a, b, c), (d, e, f), (g, h, i) = m.tolist()
+    err = max(abs(a * a + d * d + g * g - 1.0), abs(b * b + e * e + h * h - 1.0), abs(c * c + f * f + i * i - 1.0),
+              abs(a * b + d * e + g * h), abs(a * c + d * f + g * i), abs(b * c + e * f + h * i))
+    det = a * (e * i - f * h) - b * (d * i - f * g) + c * (d * h - e * g)
+    if not (err <= tol and abs(det - 1.0) <= tol):
         return Result.failure(f"{CAUSE_SINGULAR}: {name} is not a rotation (det {det:.3g})")
     return Result.success(m)
 
@@ -106,7 +108,7 @@ def cause_of(reason: str) -> str:
 def clip_to_box(point, box_min: Sequence[float], box_max: Sequence[float]) -> tuple[np.ndarray, bool]:
     """`point` clipped into the box, and whether it had to be."""
     p = np.asarray(point, float)
-    clipped = np.clip(p, np.asarray(box_min, float), np.asarray(box_max, float))
+    clipped = np.minimum(np.maximum(p, np.asarray(box_min, float)), np.asarray(box_max, float))   # np.clip: 2x slower
     return clipped, bool(np.any(clipped != p))
 
 
@@ -121,8 +123,11 @@ def limit_step(previous, new, max_step: float) -> tuple[np.ndarray, bool]:
 
 
 def rotation_angle_between(R_a: np.ndarray, R_b: np.ndarray) -> float:
-    c = (np.trace(np.asarray(R_a, float).T @ np.asarray(R_b, float)) - 1.0) / 2.0
-    return float(np.arccos(np.clip(c, -1.0, 1.0)))
+    # trace(A^T B) is the sum of the elementwise products: one vdot, then scalar math (7x cheaper)
+    c = (float(np.vdot(np.asarray(R_a, float), np.asarray(R_b, float))) - 1.0) / 2.0
+    if not math.isfinite(c):
+        return math.nan             # as np.arccos gave: min/max below would turn NaN into 0 deg
+    return math.acos(max(-1.0, min(1.0, c)))
 
 
 def limit_rotation_step(R_prev: np.ndarray, R_new: np.ndarray, max_angle_rad: float) -> tuple[np.ndarray, bool]:
