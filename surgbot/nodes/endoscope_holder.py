@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from array import array
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,6 +121,11 @@ class EndoscopeHolderNode(Node):
         self.safety = SafetyLink(self, self._on_safety)
 
         self.pub_cmd = self.create_publisher(JointState, contract.G1_ARM_COMMAND, 10)
+        # the 500 Hz command is one reused message (the control timer alone publishes it): names set
+        # only when the active set changes, values as array('d'); a new JointState with list fields
+        # spent most of the tick's Python in the generated __init__ and per-element setter checks
+        self._cmd = JointState()
+        self._cmd_names: tuple[str, ...] = ()
         self.pub_cp = self.create_publisher(PoseStamped, contract.ENDOSCOPE_MEASURED_CP, 10)
         self.pub_fulcrum = self.create_publisher(PointStamped, contract.ENDOSCOPE_FULCRUM, 10)
         self.pub_ferr = self.create_publisher(Float64, contract.ENDOSCOPE_FULCRUM_ERROR, 10)
@@ -260,11 +266,12 @@ class EndoscopeHolderNode(Node):
         checked = time.perf_counter()
         if out is not None:
             names, q, dq = out
-            msg = JointState()
+            msg = self._cmd
             msg.header.stamp = self.get_clock().now().to_msg()
-            msg.name = list(names)
-            msg.position = q.tolist()
-            msg.velocity = dq.tolist()
+            if names != self._cmd_names:
+                msg.name, self._cmd_names = list(names), tuple(names)
+            msg.position = array("d", np.asarray(q, dtype=np.float64).tobytes())
+            msg.velocity = array("d", np.asarray(dq, dtype=np.float64).tobytes())
             # the process stopped inside this tick (SIGSTOP, a long preemption) after the check:
             # check again, or a command decided before the stop goes out after it, past a FAULT
             # the supervisor raised meanwhile (the fault suite's holder_sigstop_300ms: one at 304 ms)
