@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import sys
 import time
-from array import array
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +44,7 @@ from surgbot.rosutil import (
     Diagnostics,
     declare_config,
     fast_timer,
+    float64_field,
     latched_qos,
     operator_stream_qos,
     run_node,
@@ -121,9 +121,8 @@ class EndoscopeHolderNode(Node):
         self.safety = SafetyLink(self, self._on_safety)
 
         self.pub_cmd = self.create_publisher(JointState, contract.G1_ARM_COMMAND, 10)
-        # the 500 Hz command is one reused message (the control timer alone publishes it): names set
-        # only when the active set changes, values as array('d'); a new JointState with list fields
-        # spent most of the tick's Python in the generated __init__ and per-element setter checks
+        # the 500 Hz command: one reused message (the control timer alone publishes it;
+        # rosutil.float64_field), its names set only when the active joint set changes
         self._cmd = JointState()
         self._cmd_names: tuple[str, ...] = ()
         self.pub_cp = self.create_publisher(PoseStamped, contract.ENDOSCOPE_MEASURED_CP, 10)
@@ -270,8 +269,8 @@ class EndoscopeHolderNode(Node):
             msg.header.stamp = self.get_clock().now().to_msg()
             if names != self._cmd_names:
                 msg.name, self._cmd_names = list(names), tuple(names)
-            msg.position = array("d", np.asarray(q, dtype=np.float64).tobytes())
-            msg.velocity = array("d", np.asarray(dq, dtype=np.float64).tobytes())
+            msg.position = float64_field(q)
+            msg.velocity = float64_field(dq)
             # the process stopped inside this tick (SIGSTOP, a long preemption) after the check:
             # check again, or a command decided before the stop goes out after it, past a FAULT
             # the supervisor raised meanwhile (the fault suite's holder_sigstop_300ms: one at 304 ms)

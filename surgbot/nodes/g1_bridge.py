@@ -27,10 +27,8 @@ import math
 import sys
 import threading
 import time
-from array import array
 from dataclasses import dataclass
 
-import numpy as np
 from rclpy.node import Node
 from sensor_msgs.msg import Imu, JointState
 from std_srvs.srv import Trigger
@@ -44,7 +42,7 @@ from surgbot.control.g1_bridge import ArmSdkCommand, G1BridgeConfig, G1BridgeCor
 from surgbot.hw import unitree
 from surgbot.nodes.safety_link import SafetyLink
 from surgbot.pacing import Pacer, poll_until
-from surgbot.rosutil import Diagnostics, declare_config, run_node, trigger_handler
+from surgbot.rosutil import Diagnostics, declare_config, float64_field, run_node, trigger_handler
 
 NODE_NAME = "g1_bridge"
 SHUTDOWN_RAMP_MARGIN_S = 0.5     # s past the release ramp that shutdown waits for it
@@ -102,9 +100,8 @@ class G1BridgeNode(Node):
         self._latest = None          # latest decoded lowstate record
         self._published_tick: int | None = None     # robot tick (ms) of the last state published
         self._publish_every_ms = 1e3 / node_cfg.state_publish_hz
-        # /g1/joint_states is built in one message reused for each state (only the receive thread
-        # publishes it): the 29 names are validated once, and array('d') values skip the generated
-        # setters' per-element checks (half the Python cost of a state, 250 of them a second)
+        # /g1/joint_states: one message reused for each state (only the receive thread publishes it;
+        # rosutil.float64_field), its 29 names validated once
         self._js = JointState()
         self._js.name = list(contract.G1_JOINT_NAMES)
         self.lowstate_bad_crc = 0
@@ -251,9 +248,9 @@ class G1BridgeNode(Node):
         stamp = self.get_clock().now().to_msg()
         js = self._js
         js.header.stamp = stamp
-        js.position = array("d", ms["q"][:n].astype(np.float64).tobytes())
-        js.velocity = array("d", ms["dq"][:n].astype(np.float64).tobytes())
-        js.effort = array("d", ms["tau_est"][:n].astype(np.float64).tobytes())
+        js.position = float64_field(ms["q"][:n])
+        js.velocity = float64_field(ms["dq"][:n])
+        js.effort = float64_field(ms["tau_est"][:n])
         self.pub_js.publish(js)
         if not self.pub_imu.get_subscription_count():
             return          # nothing of ours reads /g1/imu: building and publishing it cost ~60 us at 250 Hz
