@@ -37,11 +37,11 @@ ALIVE_LAPSE_LOG_EVERY_S = 5.0
 
 class AliveWatch:
     def __init__(self, node: Node, core: SupervisorCore, own_stall: OwnStall, witnesses: dict[str, str],
-                 on_fault: Callable[[], None]):
+                 on_fault: Callable[[], None], now: Callable[[], float]):
         """`witnesses`: node name -> the watchdog of its own data stream; `on_fault()`: step the core
-        and react, at once (not at the next timer tick)."""
+        and react, at once (not at the next timer tick); `now`: the supervisor's clock (the core's)."""
         self.node, self.core, self.own_stall, self.witnesses = node, core, own_stall, witnesses
-        self.on_fault = on_fault
+        self.on_fault, self.now = on_fault, now
         self.lost_at: dict[str, float] = {}     # key -> wall time of the loss (compared with diagnostics' stamps)
         self.pending: dict[str, float] = {}     # key -> deadline: a loss heard right after our own stall
         self.lapses_with_data = 0               # liveliness losses its data stream disproved
@@ -50,10 +50,6 @@ class AliveWatch:
 
     def _log(self):
         return self.node.get_logger()
-
-    @staticmethod
-    def _now() -> float:
-        return time.monotonic()
 
     def watch(self, name: str) -> None:
         """Follow the node's liveliness from now on (it is alive: its diagnostics just came)."""
@@ -93,9 +89,9 @@ class AliveWatch:
             self.lost_at.pop(key, None)
             if self.pending.pop(key, None) is not None:
                 self._log().info(f"{key}: alive again within its lease after the supervisor's own stall")
-            self.core.feed(key, self._now())
+            self.core.feed(key, self.now())
             return
-        now = self._now()
+        now = self.now()
         if witness is not None and self.core.fresh(witness, now):     # see `witnesses`
             self.lapses_with_data += 1
             if now - self._lapse_logged_s >= ALIVE_LAPSE_LOG_EVERY_S:
@@ -129,6 +125,6 @@ class AliveWatch:
                 self._lost(key, "; not alive again within its lease after the supervisor's own stall")
 
     def _lost(self, key: str, after: str = "", detail: str = "") -> None:
-        self.core.feed(key, self._now(), ok=False, detail=detail or
+        self.core.feed(key, self.now(), ok=False, detail=detail or
                        f"stopped (DDS liveliness lost: the process was killed, exited or stalled{after})")
         self.on_fault()

@@ -123,7 +123,8 @@ class SafetySupervisorNode(Node):
         self.create_service(Trigger, contract.SAFETY_RESET, trigger_handler(lambda: self._reset()))
         self.own_stall = OwnStall(1.0 / c.publish_hz)
         self._stall_logged_s = -math.inf
-        self.alive = AliveWatch(self, self.core, self.own_stall, ALIVE_WITNESS, lambda: self._step(self._now()))
+        self.alive = AliveWatch(self, self.core, self.own_stall, ALIVE_WITNESS, lambda: self._step(self._now()),
+                                self._now)
         fast_timer(self, self.own_stall.period_s, self._on_timer)
         self.diagnostics = Diagnostics(self, NODE_NAME, self._status)
         self._publish()
