@@ -96,3 +96,21 @@ class GravityModel:
         self._mj.mj_comPos(self.model, d)
         self._mj.mj_rne(self.model, d, 0, self._out)
         return self._out[self._dadr].copy()
+
+    def inertia_torques(self, q29: np.ndarray, quat_wxyz: Sequence[float] | None,
+                        ddq_upper: np.ndarray) -> np.ndarray:
+        """The 29 joints' torques M(q) qdd that give the upper body the accelerations `ddq_upper`
+        (17, contract order; the pelvis and legs held still), at a measured posture: the braking
+        feed-forward of a safety stop (surgbot/control/safe_stop.py)."""
+        d = self.data
+        d.qpos[self._qadr] = q29
+        if self._quat_adr is not None and quat_wxyz is not None:
+            d.qpos[self._quat_adr:self._quat_adr + 4] = quat_wxyz
+        d.qvel[:] = 0.0
+        d.qacc[:] = 0.0
+        d.qacc[self._dadr[UPPER_SLICE]] = ddq_upper
+        self._mj.mj_kinematics(self.model, d)
+        self._mj.mj_comPos(self.model, d)
+        self._mj.mj_crb(self.model, d)
+        self._mj.mj_mulM(self.model, d, self._out, d.qacc)
+        return self._out[self._dadr].copy()

@@ -68,7 +68,8 @@ class G1BridgeNodeConfig:
     g1_domain: int = param(contract.G1_SIM_DOMAIN, "unitree DDS domain: 1 the sim twin, 0 the robot", lo=0, hi=232)
     g1_interface: str = param(contract.G1_SIM_INTERFACE, "network interface of the unitree DDS: lo for the sim, "
                                                           "the NIC on 192.168.123.0/24 for the robot")
-    gravity_compensation: bool = param(True, "tau feed-forward from sim/models/g1_29dof.xml")
+    gravity_compensation: bool = param(True, "tau feed-forward from sim/models/g1_29dof.xml: gravity, and a "
+                                             "safety stop's braking torque M(q) qdd")
     state_publish_hz: float = param(contract.G1_JOINT_STATES_HZ,
                                      "Hz of robot tick, /g1/joint_states and /g1/imu (endoscope_holder "
                                      "joint_state_period_s must be 1 / this: it paces its view by them)", lo=0.1)
@@ -94,8 +95,9 @@ class G1BridgeNode(Node):
         self.g1_domain = node_cfg.g1_domain
         self.g1_interface = node_cfg.g1_interface
         self.rate_hz = cfg.rate_hz
-        self.core = G1BridgeCore(cfg, limits=upper_limits(),
-                                 gravity=GravityModel() if node_cfg.gravity_compensation else None)
+        model = GravityModel() if node_cfg.gravity_compensation else None
+        self.core = G1BridgeCore(cfg, limits=upper_limits(), gravity=model,
+                                 inertia=None if model is None else model.inertia_torques)
         self.lock = threading.Lock()
         self._latest = None          # latest decoded lowstate record
         self._published_tick: int | None = None     # robot tick (ms) of the last state published
