@@ -85,7 +85,8 @@ class GravityModel:
         self._quat_adr = int(self.model.jnt_qposadr[free[0]]) + 3 if free else None
         self._out = np.zeros(self.model.nv)
 
-    def __call__(self, q29: np.ndarray, quat_wxyz: Sequence[float] | None = None) -> np.ndarray:
+    def _at(self, q29: np.ndarray, quat_wxyz: Sequence[float] | None) -> mujoco.MjData:
+        """The model's data at a measured posture, still (qvel = qacc = 0), positions and inertias computed."""
         d = self.data
         d.qpos[self._qadr] = q29
         if self._quat_adr is not None and quat_wxyz is not None:
@@ -94,23 +95,20 @@ class GravityModel:
         d.qacc[:] = 0.0
         self._mj.mj_kinematics(self.model, d)
         self._mj.mj_comPos(self.model, d)
-        self._mj.mj_rne(self.model, d, 0, self._out)
+        return d
+
+    def __call__(self, q29: np.ndarray, quat_wxyz: Sequence[float] | None = None) -> np.ndarray:
+        self._mj.mj_rne(self.model, self._at(q29, quat_wxyz), 0, self._out)
         return self._out[self._dadr].copy()
 
     def inertia_torques(self, q29: np.ndarray, quat_wxyz: Sequence[float] | None,
                         ddq_upper: np.ndarray) -> np.ndarray:
         """The 29 joints' torques M(q) qdd that give the upper body the accelerations `ddq_upper`
         (17, contract order; the pelvis and legs held still), at a measured posture: the braking
-        feed-forward of a safety stop (surgbot/control/safe_stop.py)."""
-        d = self.data
-        d.qpos[self._qadr] = q29
-        if self._quat_adr is not None and quat_wxyz is not None:
-            d.qpos[self._quat_adr:self._quat_adr + 4] = quat_wxyz
-        d.qvel[:] = 0.0
-        d.qacc[:] = 0.0
+        feed-forward of a safety stop (surgbot/control/safe_stop.py).  M includes the rotors'
+        armature: the motors accelerate their rotors too."""
+        d = self._at(q29, quat_wxyz)
         d.qacc[self._dadr[UPPER_SLICE]] = ddq_upper
-        self._mj.mj_kinematics(self.model, d)
-        self._mj.mj_comPos(self.model, d)
         self._mj.mj_crb(self.model, d)
         self._mj.mj_mulM(self.model, d, self._out, d.qacc)
         return self._out[self._dadr].copy()
