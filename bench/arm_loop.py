@@ -28,6 +28,14 @@ from surgbot.sim.g1_motors import STAND_KD, STAND_KP
 BRIDGE_MAX_VELOCITY = 2.0     # rad/s: g1_bridge `max_velocity` the holder needs (default 0.5)
 
 
+def loop_holder_config(port, use_waist: bool = True, **holder_overrides) -> HolderConfig:
+    """The in-process loops' holder config: the fulcrum at the scene's port, the right arm and (at
+    half weight in the IK) the waist; `holder_overrides` replace HolderConfig fields."""
+    active = (WAIST_JOINTS if use_waist else ()) + RIGHT_ARM_JOINTS
+    return HolderConfig(fulcrum=tuple(port), pivot=PivotConfig(
+        active_joints=active, joint_weights={n: 0.5 for n in WAIST_JOINTS if n in active}), **holder_overrides)
+
+
 class ArmLoop:
     """Steps MuJoCo at 500 Hz with the holder core in the loop (no threads, no DDS)."""
 
@@ -65,10 +73,7 @@ class ArmLoop:
         reference = {n: float(self.stand[i]) for i, n in enumerate(names)}
         self.arm = G1ScopeArm(reference=reference)
         if holder_config is None:
-            active = (WAIST_JOINTS if use_waist else ()) + RIGHT_ARM_JOINTS
-            holder_config = HolderConfig(fulcrum=tuple(self.port),
-                                         pivot=PivotConfig(active_joints=active,
-                                                           joint_weights={n: 0.5 for n in WAIST_JOINTS if n in active}))
+            holder_config = loop_holder_config(self.port, use_waist)
         self.core = EndoscopeHolderCore(self.arm, holder_config)
         self.index = contract.G1_INDEX
         self.t = 0.0

@@ -12,24 +12,21 @@ time.  Ground truth from MuJoCo's sites.
 
 from __future__ import annotations
 
-import os
 from collections import deque
 
 import mujoco
 import numpy as np
 
 from surgbot import contract
-from surgbot.control.endoscope_holder import TOOL_FOLLOW, EndoscopeHolderCore, HolderConfig
+from surgbot.bench.arm_loop import BRIDGE_MAX_VELOCITY, loop_holder_config
+from surgbot.control.endoscope_holder import TOOL_FOLLOW, EndoscopeHolderCore
 from surgbot.control.g1_arm import UPPER_SLICE, GravityModel
 from surgbot.control.g1_bridge import G1BridgeCore
-from surgbot.control.pivot_config import PivotConfig
-from surgbot.kinematics.g1_arm import RIGHT_ARM_JOINTS, WAIST_JOINTS, G1ScopeArm
+from surgbot.kinematics.g1_arm import G1ScopeArm
 from surgbot.sim import scene as scenes
 from surgbot.sim.entry_point import EntryModel
 from surgbot.sim.g1_motors import StandingController
 
-# the holder needs the bridge's targets to move this fast (config/endoscope_holder.yaml)
-HOLDER_MAX_VELOCITY = 2.0
 # the engage ramp is not what this loop measures: shorter than the shipped 2 s to save time
 LOOP_RAMP_S = 0.5
 # a PSM tool tip tracing a square in the image plane, each side in this many seconds: the
@@ -56,13 +53,10 @@ class BridgeLoop:
         self.port = d.site("scope_port").xpos.copy()
         self.tip_site = m.site("endoscope_tip").id
         model = GravityModel()
-        overrides = {"max_velocity": HOLDER_MAX_VELOCITY, "ramp_time": LOOP_RAMP_S, **bridge_overrides}
+        overrides = {"max_velocity": BRIDGE_MAX_VELOCITY, "ramp_time": LOOP_RAMP_S, **bridge_overrides}
         self.bridge = G1BridgeCore(gravity=model, inertia=model.inertia_torques, **overrides)
-        pivot = PivotConfig(active_joints=WAIST_JOINTS + RIGHT_ARM_JOINTS,
-                            joint_weights={n: 0.5 for n in WAIST_JOINTS})
         self.holder = EndoscopeHolderCore(G1ScopeArm(reference={n: float(stand[i]) for i, n in enumerate(names)}),
-                                          HolderConfig(fulcrum=tuple(self.port), pivot=pivot,
-                                                       psm_base_pose=(0, 0, 0, 0, 0, 0, 1)))
+                                          loop_holder_config(self.port, psm_base_pose=(0, 0, 0, 0, 0, 0, 1)))
         self.dt = 1.0 / self.bridge.config.rate_hz
         self.steps_per_control = max(1, int(round(self.dt / m.opt.timestep)))
         self.delay_steps = delay_steps
@@ -72,6 +66,7 @@ class BridgeLoop:
         self._weight = 0.0
         self._tick = 0
         self.tool = None            # the PSM tip the holder sees (PSM1_base = world here), or None
+        self._move = None           # how the tool moves (follow_a_moving_tool sets it)
         self.t = 0.0
 
     # ground truth ---------------------------------------------------------
@@ -170,7 +165,8 @@ def estop_in_tool_follow(follow_s: float, **bridge_overrides) -> tuple[float, fl
     return loop.safety_stop_displacement()
 
 
-if __name__ == "__main__":          # python -m surgbot.bench.bridge_loop [stop_time_s ...]
+if __name__ == "__main__":          # python -m surgbot.bench.bridge_loop [stop_time_s ...] (none: the default)
     import sys
-    for arg in sys.argv[1:] or [os.environ.get("STOP_TIME_S", "0.015")]:
-        print(arg, [estop_in_tool_follow(f, safety_stop_time=float(arg)) for f in (0.5, 1.3, 2.3)])
+    for arg in sys.argv[1:] or [None]:
+        kw = {} if arg is None else {"safety_stop_time": float(arg)}
+        print(arg or "default", [estop_in_tool_follow(f, **kw) for f in (0.5, 1.3, 2.3)])
