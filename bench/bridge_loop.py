@@ -6,8 +6,11 @@ braking feed-forward) and applies its `rt/arm_sdk` samples the way the twin
 does (`sim.g1_motors.StandingController`: the standing PD blended with the
 arm_sdk record by its weight), with `delay_steps` control periods of delay
 on each hop (holder -> bridge, bridge -> robot) for the DDS round trips.
-No threads, no DDS, no load: what the controllers do when they keep real
-time.  Ground truth from MuJoCo's sites.
+No threads, no DDS: what the controllers do when they keep real time, or,
+with `stall_from(seed)`, when the bridge and the holder are starved of the
+CPU now and then as on the loaded 2-core machine of the fault suite (the
+robot keeps the last sample meanwhile, as the twin and the G1's motor
+drivers do).  Ground truth from MuJoCo's sites.
 """
 
 from __future__ import annotations
@@ -33,6 +36,11 @@ LOOP_RAMP_S = 0.5
 # scope follows at ~13 mm/s, the speed the fault suite's policy-driven TOOL_FOLLOW reaches
 TOOL_SIDE_S = 0.85
 TOOL_HALF_SIDE_M = 0.02
+# stalls of the bridge and the holder (`stall_from`): each control period one starts with this
+# probability and lasts a uniform draw from STALL_MS; the loaded fault rig's bridge stream showed
+# gaps up to 31 ms (session 39's trace), this is about one every 70 ms
+STALL_PROBABILITY = 0.03
+STALL_MS = (8.0, 32.0)
 _RECORD = [("q", "f8"), ("dq", "f8"), ("kp", "f8"), ("kd", "f8"), ("tau", "f8")]
 
 
@@ -54,7 +62,7 @@ class BridgeLoop:
         self.tip_site = m.site("endoscope_tip").id
         model = GravityModel()
         overrides = {"max_velocity": BRIDGE_MAX_VELOCITY, "ramp_time": LOOP_RAMP_S, **bridge_overrides}
-        self.bridge = G1BridgeCore(gravity=model, inertia=model.inertia_torques, **overrides)
+        self.bridge = G1BridgeCore(gravity=model, inertia=model.inertia_diagonal, **overrides)
         self.holder = EndoscopeHolderCore(G1ScopeArm(reference={n: float(stand[i]) for i, n in enumerate(names)}),
                                           loop_holder_config(self.port, psm_base_pose=(0, 0, 0, 0, 0, 0, 1)))
         self.dt = 1.0 / self.bridge.config.rate_hz
@@ -68,6 +76,17 @@ class BridgeLoop:
         self.tool = None            # the PSM tip the holder sees (PSM1_base = world here), or None
         self._move = None           # how the tool moves (follow_a_moving_tool sets it)
         self.t = 0.0
+        self._stalls: np.random.Generator | None = None
+        self._stalled_until = -1.0
+
+    def stall_from(self, seed: int | None) -> None:
+        """From now on the bridge and the holder stall now and then (seeded; None: never)."""
+        self._stalls = None if seed is None else np.random.default_rng(seed)
+
+    def _stalled(self) -> bool:
+        if self._stalls is not None and self.t >= self._stalled_until and self._stalls.random() < STALL_PROBABILITY:
+            self._stalled_until = self.t + self._stalls.uniform(*STALL_MS) / 1e3
+        return self.t < self._stalled_until
 
     # ground truth ---------------------------------------------------------
     def tip(self) -> np.ndarray:
@@ -78,6 +97,9 @@ class BridgeLoop:
 
     # loop -----------------------------------------------------------------
     def step(self) -> None:
+        if self._stalled():
+            self._physics()
+            return
         d = self.data
         q, dq = d.qpos[self.qadr].copy(), d.qvel[self.dadr].copy()
         self._tick += 1
@@ -94,6 +116,11 @@ class BridgeLoop:
             r["q"][UPPER_SLICE], r["dq"][UPPER_SLICE], r["tau"][UPPER_SLICE] = sdk.q, sdk.dq, sdk.tau
             r["kp"][UPPER_SLICE], r["kd"][UPPER_SLICE] = sdk.kp, sdk.kd
             self._weight = sdk.weight
+        self._physics()
+
+    def _physics(self) -> None:
+        """One control period of the robot: its motors apply the last arm_sdk sample received."""
+        d = self.data
         for _ in range(self.steps_per_control):
             q, dq = d.qpos[self.qadr], d.qvel[self.dadr]
             d.ctrl[self.act] = self.standing.torques(d.time, q, dq, d.qfrc_bias[self.dadr],
@@ -157,16 +184,20 @@ class BridgeLoop:
         return worst[0] * 1e3, speed
 
 
-def estop_in_tool_follow(follow_s: float, **bridge_overrides) -> tuple[float, float]:
-    """(scope-tip displacement after an e-stop `follow_s` into TOOL_FOLLOW, mm; tip speed before, mm/s)."""
+def estop_in_tool_follow(follow_s: float, stall_seed: int | None = None, **bridge_overrides) -> tuple[float, float]:
+    """(scope-tip displacement after an e-stop `follow_s` into TOOL_FOLLOW, mm; tip speed before, mm/s);
+    with `stall_seed`, the bridge and holder stall now and then from the start of TOOL_FOLLOW on."""
     loop = BridgeLoop(**bridge_overrides)
     loop.engaged_holding()
+    loop.stall_from(stall_seed)
     loop.follow_a_moving_tool(follow_s)
     return loop.safety_stop_displacement()
 
 
-if __name__ == "__main__":          # python -m surgbot.bench.bridge_loop [stop_time_s ...] (none: the default)
+if __name__ == "__main__":   # python -m surgbot.bench.bridge_loop [time_constant_s ...] (none: the default)
     import sys
     for arg in sys.argv[1:] or [None]:
-        kw = {} if arg is None else {"safety_stop_time": float(arg)}
+        kw = {} if arg is None else {"safety_stop_time_constant": float(arg)}
         print(arg or "default", [estop_in_tool_follow(f, **kw) for f in (0.5, 1.3, 2.3)])
+        stalled = [estop_in_tool_follow(0.5 + 0.29 * s, stall_seed=s, **kw)[0] for s in range(16)]
+        print(f"  stalled, 16 seeds: median {np.median(stalled):.2f} mm, max {max(stalled):.2f} mm")

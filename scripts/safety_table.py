@@ -27,8 +27,9 @@ setpoints the twins received).  Do not edit by hand: rerun the suite with
 What happens on a fault (contract section 8): the safety supervisor publishes
 `/safety/state` (ESTOP or FAULT, with the reasons) and sends `/PSM1/hold`; every
 command source reacts to that topic at once: the G1 bridge stops its
-`rt/arm_sdk` targets where the arm is (a moving arm decelerates along its path to
-rest over 15 ms, `surgbot/control/safe_stop.py`) and keeps streaming them at full
+`rt/arm_sdk` targets where the arm is (a moving arm is damped to rest along its
+path, time constant 12 ms, by one sample that is safe to hold through a stalled
+stream, `surgbot/control/safe_stop.py`) and keeps streaming them at full
 weight (the scope is never dropped), the endoscope holder freezes on its last command, the teleop mapper and
 the policy node stop publishing.  A silent supervisor (no state for 150 ms) is
 treated the same way (fail-safe).  A node that dies, exits or stalls is seen by

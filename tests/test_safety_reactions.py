@@ -60,7 +60,7 @@ def test_watch_is_fail_safe_when_required_and_holds_once_a_supervisor_was_seen_w
 # ---------------------------------------------------------------------- bridge
 def test_bridge_holds_the_arm_where_it_is_at_full_weight_until_an_explicit_engage():
     # where the stop starts (the controlled stop from there along the path: tests/test_safe_stop.py)
-    core = G1BridgeCore(limits=UPPER_LIMITS_TABLE, safety_stop_time=0.0)
+    core = G1BridgeCore(limits=UPPER_LIMITS_TABLE, safety_stop_time_constant=0.0)
     clk = engaged(core)
     k = 6                                                 # left elbow in the upper-body order
     names = ["left_elbow_joint"]

@@ -84,6 +84,7 @@ class GravityModel:
         free = [j for j in range(self.model.njnt) if self.model.jnt_type[j] == mujoco.mjtJoint.mjJNT_FREE]
         self._quat_adr = int(self.model.jnt_qposadr[free[0]]) + 3 if free else None
         self._out = np.zeros(self.model.nv)
+        self._full = np.zeros((self.model.nv, self.model.nv))
 
     def _at(self, q29: np.ndarray, quat_wxyz: Sequence[float] | None) -> mujoco.MjData:
         """The model's data at a measured posture, still (qvel = qacc = 0), positions and inertias computed."""
@@ -101,14 +102,13 @@ class GravityModel:
         self._mj.mj_rne(self.model, self._at(q29, quat_wxyz), 0, self._out)
         return self._out[self._dadr].copy()
 
-    def inertia_torques(self, q29: np.ndarray, quat_wxyz: Sequence[float] | None,
-                        ddq_upper: np.ndarray) -> np.ndarray:
-        """The 29 joints' torques M(q) qdd that give the upper body the accelerations `ddq_upper`
-        (17, contract order; the pelvis and legs held still), at a measured posture: the braking
-        feed-forward of a safety stop (surgbot/control/safe_stop.py).  M includes the rotors'
-        armature: the motors accelerate their rotors too."""
+    def inertia_diagonal(self, q29: np.ndarray, quat_wxyz: Sequence[float] | None) -> np.ndarray:
+        """M_jj of the 17 upper-body joints (contract order) at a measured posture: each joint's
+        inertia about its own axis with the others held, rotor armature included (the motors turn
+        their rotors too).  What a safety stop scales each joint's damping by
+        (surgbot/control/safe_stop.py)."""
         d = self._at(q29, quat_wxyz)
-        d.qacc[self._dadr[UPPER_SLICE]] = ddq_upper
         self._mj.mj_crb(self.model, d)
-        self._mj.mj_mulM(self.model, d, self._out, d.qacc)
-        return self._out[self._dadr].copy()
+        self._mj.mj_fullM(self.model, d, self._full)
+        dofs = self._dadr[UPPER_SLICE]
+        return self._full[dofs, dofs].copy()

@@ -51,9 +51,9 @@ from surgbot.results import Result
 from surgbot.safety import checks
 from surgbot.safety.filter import RejectionLog
 
-# a controlled safety stop ends inside the contract's e-stop budget (section 8: 50 ms) with room for
-# the supervisor's detection and the DDS hop to the bridge
-SAFETY_STOP_MAX_S = 0.03
+# a controlled safety stop's velocity falls to 5 % in 3 time constants: inside the contract's e-stop
+# budget (section 8: 50 ms) with room for the supervisor's detection and the DDS hop to the bridge
+SAFETY_STOP_MAX_TIME_CONSTANT_S = 0.015
 # refusal causes of the bridge's own (the shared ones are surgbot.safety.checks.CAUSE_*)
 CAUSE_NAMES = "names"
 CAUSE_STATE = "state"
@@ -94,9 +94,14 @@ class G1BridgeConfig:
                                      "section 8)", lo=1e-6)
     rate_hz: float = param(contract.G1_LOWSTATE_HZ, "Hz, rt/arm_sdk stream while engaged", lo=1.0)
     command_timeout: float = param(0.1, "s a command's velocity feed-forward applies", lo=0.0)
-    safety_stop_time: float = param(0.015, "s, a safety stop brings a moving arm to rest along the path it was on "
-                                            "over this (surgbot/control/safe_stop.py; 0 freezes at once); within "
-                                            "the contract's 50 ms e-stop budget", lo=0.0, hi=SAFETY_STOP_MAX_S)
+    safety_stop_time_constant: float = param(
+        0.012, "s, a safety stop damps every joint of a moving arm to rest with this time constant, along the "
+               "path it was on (surgbot/control/safe_stop.py; 0 freezes at once with the arm's own gains); 3 "
+               "of them inside the contract's 50 ms e-stop budget", lo=0.0, hi=SAFETY_STOP_MAX_TIME_CONSTANT_S)
+    safety_stop_max_kd: float = param(
+        20.0, "N*m*s/rad, a safety stop raises no joint's kd above this (nor above the joint's own kd if that "
+              "is higher): the waist's own 5 -> 20 at most (to confirm on hardware: the motor drivers' "
+              "velocity noise times kd)", lo=0.0)
     release_on_shutdown: bool = param(False, "true: shutdown ramps the weight to 0 (drops the arm); false: "
                                              "the robot holds the last targets (the scope stays put)")
 
@@ -145,13 +150,13 @@ class G1BridgeCore:
 
     def __init__(self, config: G1BridgeConfig | None = None, *, limits: np.ndarray | None = None,
                  gravity: Callable[[np.ndarray, Sequence[float] | None], np.ndarray] | None = None,
-                 inertia: Callable[[np.ndarray, Sequence[float] | None, np.ndarray], np.ndarray] | None = None,
+                 inertia: Callable[[np.ndarray, Sequence[float] | None], np.ndarray] | None = None,
                  **overrides):
         """`overrides` replace fields of `config` (e.g. `release_on_shutdown=True` in a test).
 
         `gravity(q29, quat_wxyz)`: the 29 joints' gravity torques (tau feed-forward); `inertia(q29,
-        quat_wxyz, ddq17)`: the 29 joints' torques M(q) qdd for upper-body accelerations (the braking
-        feed-forward of a safety stop; `GravityModel.inertia_torques`).
+        quat_wxyz)`: the 17 upper-body joints' M_jj (a safety stop's damping;
+        `GravityModel.inertia_diagonal`).
         """
         cfg = dataclasses.replace(config or G1BridgeConfig(), **overrides)
         self.config = cfg
@@ -179,7 +184,8 @@ class G1BridgeCore:
         self._last_step: float | None = None
         self._lowstate: _Lowstate | None = None
         self.rest = RestOffset(N_UPPER)  # where a safety stop freezes a moving arm
-        self.stop = SafeStop(cfg.safety_stop_time)   # how it brings the arm to rest there
+        self.stop = SafeStop(cfg.safety_stop_time_constant, cfg.safety_stop_max_kd)   # and how it stops there
+        self.stop_kd: np.ndarray | None = None   # the damping a safety stop holds the arm with (None: own kd)
         # the last safety freeze, for the log: how old the posture was, how far the targets stepped
         # (back from where a moving arm was headed), how fast the arm was moving
         self.freeze_info: dict | None = None
@@ -271,32 +277,23 @@ class G1BridgeCore:
 
         A block stops the arm where it is now: from the measured posture plus the offset it needs at
         rest (`RestOffset`: neither the raw targets, which a lagging arm still moves to, nor the bare
-        measured posture, which sags), a moving arm decelerates along its path to rest over
-        `safety_stop_time` (`SafeStop`); and the bridge keeps streaming the result: an engaged or
-        engaging arm ends at full weight, a releasing one is taken back up (the scope is never
-        dropped).  Commands and `release` are refused until an explicit `engage` once the state
-        allows motion again.
+        measured posture, which sags), a moving arm is damped to rest along its path with the time
+        constant `safety_stop_time_constant` (`SafeStop`: one sample, safe to hold however long the
+        stream stalls); and the bridge keeps streaming it: an engaged or engaging arm ends at full
+        weight, a releasing one is taken back up (the scope is never dropped).  Commands and
+        `release` are refused until an explicit `engage` once the state allows motion again.
         """
         if block and not self.safety_block:
             self.counters.safety_stops += 1
             if self.state in STREAMING:
                 frozen = self.rest.freeze(self.measured_upper(), self.target)
-                path = self.stop.path_velocity()
-                rest = np.clip(self.stop.start(now, frozen, self.max_velocity), self.limits[:, 0], self.limits[:, 1])
-                velocity = None if self._lowstate is None else self._lowstate.dq[UPPER_SLICE]
-                speeds = None if velocity is None else np.abs(velocity)
-                fastest = None if speeds is None else int(np.argmax(speeds))
-                self.freeze_info = {"lowstate_age_ms": round(self.lowstate_age(now) * 1e3, 1),
-                                    "target_step_rad": float(np.max(np.abs(rest - self.target))),
-                                    "max_dq": None if speeds is None else float(speeds[fastest]),
-                                    "max_dq_joint": None if speeds is None else UPPER_NAMES[fastest],
-                                    "offset_known": self.rest.offset is not None,
-                                    "path_speed_rad_s": None if path is None else float(np.max(np.abs(path))),
-                                    "stop_time_ms": round(self.stop.stop_time_s * 1e3, 1) if self.stop.active
-                                    else 0.0}
-                if not self.stop.active:
-                    self.target = rest
-                self.goal = rest
+                ls = self._lowstate
+                inertia = None if self.inertia is None or ls is None else self.inertia(ls.q, ls.quat)
+                rest, self.stop_kd = self.stop.start(frozen, self.max_velocity, self.kd, inertia)
+                rest = np.clip(rest, self.limits[:, 0], self.limits[:, 1])
+                self.freeze_info = self._freeze_info(now, rest)
+                self.target = rest
+                self.goal = rest.copy()
                 self._ff_until = -math.inf
                 self.safety_stopped = block
                 if self.state == State.RELEASING:
@@ -305,6 +302,20 @@ class G1BridgeCore:
             elif self.state == State.FAULT:
                 self.safety_stopped = block
         self.safety_block = block
+
+    def _freeze_info(self, now: float, rest: np.ndarray) -> dict:
+        """For the log: how old the posture was, how far the targets stepped (back from where a lagging
+        arm was headed), how fast the arm and its path were moving, how hard the stop damps."""
+        velocity = None if self._lowstate is None else np.abs(self._lowstate.dq[UPPER_SLICE])
+        fastest = None if velocity is None else int(np.argmax(velocity))
+        path = self.stop.path_velocity()
+        return {"lowstate_age_ms": round(self.lowstate_age(now) * 1e3, 1),
+                "target_step_rad": float(np.max(np.abs(rest - self.target))),
+                "max_dq": None if velocity is None else float(velocity[fastest]),
+                "max_dq_joint": None if velocity is None else UPPER_NAMES[fastest],
+                "offset_known": self.rest.offset is not None,
+                "path_speed_rad_s": None if path is None else float(np.max(np.abs(path))),
+                "stop_max_kd": float(np.max(self.stop_kd)) if self.stop_kd is not None else None}
 
     def engage(self, now: float) -> Result:
         """Engage (ramp the weight up from the measured posture), or resume commands after a safety stop.
@@ -321,6 +332,7 @@ class G1BridgeCore:
         elif self.safety_stopped:
             self.safety_stopped = ""
             self.stop.forget_path()
+            self.stop_kd = None
             self.goal = self.target.copy()
             if self.state in (State.ENGAGING, State.ENGAGED):
                 self.reason = "engage requested: commands accepted again after the safety stop"
@@ -336,6 +348,8 @@ class G1BridgeCore:
             self._ff_until = -math.inf
             self.rest.reset()
             self.stop.forget_path()
+            if not self.safety_stopped:
+                self.stop_kd = None
         self.state = State.ENGAGING if self.weight < 1.0 else State.ENGAGED
         self.reason = "engage requested"
         self._last_step = None
@@ -392,20 +406,14 @@ class G1BridgeCore:
         elapsed = self.dt if self._last_step is None else min(self.dt, max(0.0, now - self._last_step))
         self._last_step = now
 
-        stopping = self.stop.sample(now)
-        ddq = None
-        if stopping is not None:
-            q, dq, ddq = stopping
-            self.target = np.clip(q, self.limits[:, 0], self.limits[:, 1])
-        else:
-            max_step = self.max_velocity * elapsed
-            delta = np.clip(self.goal - self.target, -max_step, max_step)
-            prev = self.target
-            self.target = np.clip(prev + delta, self.limits[:, 0], self.limits[:, 1])
-            moving = np.abs(self.goal - self.target) > 1e-12
-            dq = np.where(moving, delta / elapsed, 0.0) if elapsed > 0 else np.zeros(N_UPPER)
-            if now <= self._ff_until:
-                dq = np.where(moving, dq, self._ff_velocity)
+        max_step = self.max_velocity * elapsed
+        delta = np.clip(self.goal - self.target, -max_step, max_step)
+        prev = self.target
+        self.target = np.clip(prev + delta, self.limits[:, 0], self.limits[:, 1])
+        moving = np.abs(self.goal - self.target) > 1e-12
+        dq = np.where(moving, delta / elapsed, 0.0) if elapsed > 0 else np.zeros(N_UPPER)
+        if now <= self._ff_until:
+            dq = np.where(moving, dq, self._ff_velocity)
 
         if self.state == State.ENGAGING:
             self.weight = min(1.0, self.weight + elapsed / self.ramp_time)
@@ -424,9 +432,8 @@ class G1BridgeCore:
         tau = np.zeros(N_UPPER)
         if self.gravity is not None and self._lowstate is not None:
             tau = np.asarray(self.gravity(self._lowstate.q, self._lowstate.quat))[UPPER_SLICE]
-        if ddq is not None and np.any(ddq) and self.inertia is not None and self._lowstate is not None:
-            tau = tau + np.asarray(self.inertia(self._lowstate.q, self._lowstate.quat, ddq))[UPPER_SLICE]
-        cmd = ArmSdkCommand(q=self.target.copy(), dq=dq, tau=tau, kp=self.kp.copy(), kd=self.kd.copy(),
+        kd = self.kd if self.stop_kd is None else self.stop_kd
+        cmd = ArmSdkCommand(q=self.target.copy(), dq=dq, tau=tau, kp=self.kp.copy(), kd=kd.copy(),
                             weight=self.weight)
         if self.state == State.RELEASING and self.weight <= 0.0:
             self.state, self.reason = State.IDLE, "released"   # this weight-0 sample is the last one

@@ -6,26 +6,32 @@ is right for a still arm, but a moving arm that holds a scope through a port
 moves along a path where its joints' motions cancel at the tip: heavy joints
 (waist, shoulder) and light ones (wrist) swing together.  A step to zero
 commanded velocity stops the light joints within a few milliseconds and the
-heavy ones only after their momentum is spent, so for a moment the joints no
-longer cancel and the tip is flung off the path (measured in the in-process
-loop, TOOL_FOLLOW at ~13 mm/s: 0.9-1.3 mm, then the waist rings at ~6 Hz).
+heavy ones (waist at kd 5: M/kd ~ 0.15 s) only when their momentum is spent,
+so for a moment the joints no longer cancel and the tip is flung off the
+path (measured in the in-process loop, TOOL_FOLLOW at ~13 mm/s: 0.9-1.3 mm,
+then the waist rings at ~6 Hz).
 
-`SafeStop` instead decelerates every joint linearly from the velocity of the
-path it was commanded along to rest over the same `stop_time_s` (all joints
-on one time scale, so the arm stays on that path) and gives the acceleration
-of that profile, which the bridge turns into a torque feed-forward (M(q) qdd: the
-heavy joints get the braking torque up front instead of building it from a
-tracking error).  The arm travels v * stop_time / 2 more (13 mm/s, 15 ms:
-~0.1 mm at the tip); measured in the same loop: 0.31 mm in all
-(bench/bridge_loop.py, tests/test_safe_stop.py).  This is IEC 60204-1's stop
-category 2, kept shorter than the contract's 50 ms e-stop budget.
+`SafeStop` makes the stop ONE arm_sdk sample: the rest point a little ahead
+on the path (the posture plus `STOP_TRAVEL` x the time constant x the
+path's velocity) with zero velocity, gravity feed-forward only, and each
+joint's damping raised to kd = M_jj / time constant (its own inertia, rotor
+armature included, so every joint stops on the same time scale and the arm
+stays on its path; never below the joint's own kd, and not above
+`max_kd` unless its own kd is).  Why one sample and no profile in time:
+the robot keeps the last arm_sdk sample when the stream stalls (the motor
+drivers hold it; so does the twin), and on a loaded machine the bridge's
+stream stalls for 10-30 ms.  A profile (a deceleration ramp with a braking
+torque feed-forward, this module's first design) held through such a stall
+brakes past zero and throws the arm back (in the in-process loop with the
+bridge starved as the loaded fault rig measured it: 7 of 32 stops over 1
+mm, up to 2.05 mm); damping held for any time only ever brakes (2 of 32,
+max 1.21 mm; without stalls both 0.31 mm median).  This is IEC 60204-1's
+stop category 2; the velocity falls to 5 % in 3 time constants, inside the
+contract's 50 ms e-stop budget.
 
-The path's velocity is the bridge's own targets over the last PATH_WINDOW_S,
-not the measured joint velocity: on a loaded machine the targets come in
-bursts and the arm shakes about its path, and continuing a shake for the
-stop time throws the tip further (the fault suite's e-stop in TOOL_FOLLOW on
-a 2-core box: median 0.69 mm with the measured velocity, 0.62 mm with the
-path's, 1.58 mm frozen at once).
+The path's velocity is the bridge's own targets over the last
+PATH_WINDOW_S, not the measured joint velocity: on a loaded machine the
+arm shakes about its path, and continuing a shake throws the tip further.
 
 ROS-free; the clock is the caller's.
 """
@@ -41,24 +47,23 @@ import numpy as np
 PATH_WINDOW_S = 0.05
 # a shorter history than this says nothing about the path (just engaged: the arm is taken as still)
 PATH_MIN_SPAN_S = 0.01
+# the rest point is this many time constants of the path's velocity ahead: a damped joint pulled by its
+# PD toward the rest point coasts about that far (in-process loop, TOOL_FOLLOW: 1.0 -> 0.49 mm,
+# 1.5 -> 0.31 mm, 2.0 -> 0.46 mm median at a 12 ms time constant)
+STOP_TRAVEL = 1.5
 
 
 class SafeStop:
-    """A per-joint linear deceleration to rest, one time scale for all joints."""
+    """Where a safety stop puts the arm and with what damping (see module doc)."""
 
-    def __init__(self, stop_time_s: float):
-        if not stop_time_s >= 0.0:
-            raise ValueError(f"stop_time_s must be >= 0, got {stop_time_s}")
-        self.stop_time_s = float(stop_time_s)
-        self._t0 = 0.0
-        self._q0: np.ndarray | None = None
-        self._v0: np.ndarray | None = None
+    def __init__(self, time_constant_s: float, max_kd: float):
+        if not time_constant_s >= 0.0:
+            raise ValueError(f"time_constant_s must be >= 0, got {time_constant_s}")
+        if not max_kd >= 0.0:
+            raise ValueError(f"max_kd must be >= 0, got {max_kd}")
+        self.time_constant_s = float(time_constant_s)
+        self.max_kd = float(max_kd)
         self._path: deque[tuple[float, np.ndarray]] = deque()
-
-    @property
-    def active(self) -> bool:
-        """A stop is under way (its profile has not reached rest yet)."""
-        return self._q0 is not None
 
     def observe(self, now: float, target: np.ndarray) -> None:
         """The target just sent (the commanded path), once per stream period."""
@@ -75,35 +80,24 @@ class SafeStop:
         return None if tb - ta < PATH_MIN_SPAN_S else (qb - qa) / (tb - ta)
 
     def forget_path(self) -> None:
-        """A new engage: the path starts again (and no stop is under way)."""
+        """A new engage: the path starts again."""
         self._path.clear()
-        self.cancel()
 
-    def start(self, now: float, posture: np.ndarray, max_speed: float) -> np.ndarray:
-        """Begin a stop at `posture` moving at the commanded path's velocity (each joint clipped to
-        +-max_speed); returns where the arm will come to rest."""
+    def start(self, posture: np.ndarray, max_speed: float, kd: np.ndarray,
+              inertia_diagonal: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """(rest targets, kd) of the stop of an arm at `posture` (the freeze point) moving along the
+        commanded path (each joint's speed clipped to +-max_speed).  `inertia_diagonal`: M_jj of the
+        joints at this posture, armature included (None: unknown).  Without a time constant, a path,
+        or the inertias (or with non-finite ones) the arm freezes at `posture` with its own gains."""
         q0 = np.asarray(posture, dtype=float).copy()
+        kd = np.asarray(kd, dtype=float)
         velocity = self.path_velocity()
-        v0 = np.zeros_like(q0) if velocity is None else np.clip(velocity, -max_speed, max_speed)
-        if self.stop_time_s == 0.0 or not np.all(np.isfinite(v0)):
-            self.cancel()
-            return q0
-        self._t0, self._q0, self._v0 = float(now), q0, v0
-        return q0 + v0 * (self.stop_time_s / 2.0)
-
-    def cancel(self) -> None:
-        self._q0 = self._v0 = None
-
-    def sample(self, now: float) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-        """(q, dq, ddq) of the profile at `now`, None when no stop is under way.  The sample at or
-        after the end is at rest (dq = ddq = 0) and ends the stop."""
-        if self._q0 is None:
-            return None
-        T = self.stop_time_s
-        s = min(max(0.0, now - self._t0), T)
-        q = self._q0 + self._v0 * (s - s * s / (2.0 * T))
-        if s >= T:
-            self.cancel()
-            zero = np.zeros_like(q)
-            return q, zero, zero
-        return q, self._v0 * (1.0 - s / T), -self._v0 / T
+        tau = self.time_constant_s
+        if tau == 0.0 or velocity is None or inertia_diagonal is None:
+            return q0, kd.copy()
+        inertia = np.asarray(inertia_diagonal, dtype=float)
+        v0 = np.clip(velocity, -max_speed, max_speed)
+        if inertia.shape != kd.shape or not (np.all(np.isfinite(v0)) and np.all(np.isfinite(inertia))):
+            return q0, kd.copy()
+        stop_kd = np.clip(inertia / tau, kd, np.maximum(kd, self.max_kd))
+        return q0 + v0 * (STOP_TRAVEL * tau), stop_kd

@@ -97,7 +97,7 @@ class G1BridgeNode(Node):
         self.rate_hz = cfg.rate_hz
         model = GravityModel() if node_cfg.gravity_compensation else None
         self.core = G1BridgeCore(cfg, limits=upper_limits(), gravity=model,
-                                 inertia=None if model is None else model.inertia_torques)
+                                 inertia=None if model is None else model.inertia_diagonal)
         self.lock = threading.Lock()
         self._latest = None          # latest decoded lowstate record
         self._published_tick: int | None = None     # robot tick (ms) of the last state published
