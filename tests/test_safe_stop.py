@@ -99,7 +99,7 @@ def test_a_wild_path_is_clipped_and_what_is_unknown_freezes_at_once_with_the_arm
 def test_the_stop_parameters_are_checked_and_the_stop_fits_the_estop_budget():
     cfg = G1BridgeConfig()
     assert cfg.safety_stop_time_constant == pytest.approx(0.012) and cfg.safety_stop_max_kd == pytest.approx(20.0)
-    assert 3 * cfg.safety_stop_time_constant < 0.05                    # velocity at 5 % within the budget
+    assert 3 * cfg.safety_stop_time_constant < 0.05                    # an arm joint at 5 % within the budget
     for bad in (-0.001, 0.05, float("nan")):
         with pytest.raises(ValueError, match="safety_stop_time_constant"):
             G1BridgeConfig(safety_stop_time_constant=bad)

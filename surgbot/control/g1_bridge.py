@@ -51,8 +51,8 @@ from surgbot.results import Result
 from surgbot.safety import checks
 from surgbot.safety.filter import RejectionLog
 
-# a controlled safety stop's velocity falls to 5 % in 3 time constants: inside the contract's e-stop
-# budget (section 8: 50 ms) with room for the supervisor's detection and the DDS hop to the bridge
+# an arm joint's speed falls to 5 % in 3 time constants of a controlled safety stop: inside the
+# contract's e-stop budget (section 8: 50 ms) with room for the supervisor's detection and the DDS hop
 SAFETY_STOP_MAX_TIME_CONSTANT_S = 0.015
 # refusal causes of the bridge's own (the shared ones are surgbot.safety.checks.CAUSE_*)
 CAUSE_NAMES = "names"
@@ -95,12 +95,14 @@ class G1BridgeConfig:
     rate_hz: float = param(contract.G1_LOWSTATE_HZ, "Hz, rt/arm_sdk stream while engaged", lo=1.0)
     command_timeout: float = param(0.1, "s a command's velocity feed-forward applies", lo=0.0)
     safety_stop_time_constant: float = param(
-        0.012, "s, a safety stop damps every joint of a moving arm to rest with this time constant, along the "
-               "path it was on (surgbot/control/safe_stop.py; 0 freezes at once with the arm's own gains); 3 "
-               "of them inside the contract's 50 ms e-stop budget", lo=0.0, hi=SAFETY_STOP_MAX_TIME_CONSTANT_S)
+        0.012, "s, a safety stop damps the joints of a moving arm to rest with this time constant (the waist "
+               "slower: safety_stop_max_kd), along the "
+               "path it was on (surgbot/control/safe_stop.py; 0 freezes at once with the arm's own gains); an "
+               "arm joint's speed is at 5 % after 3 of them, inside the contract's 50 ms e-stop budget",
+        lo=0.0, hi=SAFETY_STOP_MAX_TIME_CONSTANT_S)
     safety_stop_max_kd: float = param(
         20.0, "N*m*s/rad, a safety stop raises no joint's kd above this (nor above the joint's own kd if that "
-              "is higher): the waist's own 5 -> 20 at most (to confirm on hardware: the motor drivers' "
+              "is higher): binds on the waist (5 -> 20, ~40 ms; to confirm on hardware: the motor drivers' "
               "velocity noise times kd)", lo=0.0)
     release_on_shutdown: bool = param(False, "true: shutdown ramps the weight to 0 (drops the arm); false: "
                                              "the robot holds the last targets (the scope stays put)")

@@ -15,9 +15,11 @@ then the waist rings at ~6 Hz).
 on the path (the posture plus `STOP_TRAVEL` x the time constant x the
 path's velocity) with zero velocity, gravity feed-forward only, and each
 joint's damping raised to kd = M_jj / time constant (its own inertia, rotor
-armature included, so every joint stops on the same time scale and the arm
-stays on its path; never below the joint's own kd, and not above
-`max_kd` unless its own kd is).  Why one sample and no profile in time:
+armature included, so the joints stop on one time scale and the arm stays
+on its path; never below the joint's own kd, and not above `max_kd`
+unless its own kd is).  The cap binds on the waist (M ~0.7-0.8 kg m^2:
+kd 20, ~40 ms, where 12 ms would ask ~67): in the loop a cap of 20, 40 or
+none gave the same figures, 10 was worse.  Why one sample and no profile:
 the robot keeps the last arm_sdk sample when the stream stalls (the motor
 drivers hold it; so does the twin), and on a loaded machine the bridge's
 stream stalls for 10-30 ms.  A profile (a deceleration ramp with a braking
@@ -26,8 +28,9 @@ brakes past zero and throws the arm back (in the in-process loop with the
 bridge starved as the loaded fault rig measured it: 7 of 32 stops over 1
 mm, up to 2.05 mm); damping held for any time only ever brakes (2 of 32,
 max 1.21 mm; without stalls both 0.31 mm median).  This is IEC 60204-1's
-stop category 2; the velocity falls to 5 % in 3 time constants, inside the
-contract's 50 ms e-stop budget.
+stop category 2: the commands stop at once (the targets are fixed with
+the first sample, inside the contract's 50 ms e-stop budget) and the arm
+decays to rest, an arm joint's speed to 5 % in 3 time constants.
 
 The path's velocity is the bridge's own targets over the last
 PATH_WINDOW_S, not the measured joint velocity: on a loaded machine the
