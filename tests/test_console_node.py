@@ -47,6 +47,10 @@ from tests.test_console_server import fuzz_messages, xr_msg
 pytestmark = pytest.mark.sim
 
 TOKEN = "node-test-token"
+# DDS discovery of the console's publishers by the listener (seconds on a loaded 2-core machine), then
+# a little more for the endpoints to match (the graph sees a publisher just before its data flows)
+DISCOVERY_TIMEOUT_S = 30.0
+DISCOVERY_SETTLE_S = 0.5
 
 
 class Listener:
@@ -69,6 +73,17 @@ class Listener:
         with self.lock:
             lst.append(v)
 
+    def wait_for_publishers(self) -> None:
+        """The console's /teleop publishers discovered: the streams are best effort without history, so
+        what the console publishes before then is lost to this listener (a loaded machine's fuzz test
+        once saw nothing at all), and "nothing published" would prove nothing."""
+        topics = (contract.TELEOP_HEAD, contract.TELEOP_LEFT, contract.TELEOP_RIGHT, contract.TELEOP_BUTTONS)
+        end = time.monotonic() + DISCOVERY_TIMEOUT_S
+        while any(self.node.count_publishers(t) == 0 for t in topics):
+            assert time.monotonic() < end, f"console publishers on {topics} not seen in {DISCOVERY_TIMEOUT_S} s"
+            time.sleep(0.05)
+        time.sleep(DISCOVERY_SETTLE_S)
+
     def counts(self) -> tuple[int, int]:
         with self.lock:
             return len(self.poses), len(self.joys)
@@ -89,6 +104,7 @@ def console(module_processes):
                         "-p", "video_source:=none"],
                        name="console", env={"SURGBOT_CONSOLE_TOKEN": TOKEN, "XDG_CONFIG_HOME": str(procs.tmp)})
     port = wait_for_console_port(procs, proc)
+    listener.wait_for_publishers()
     yield {"port": port, "proc": proc, "listener": listener, "procs": procs}
     listener.close()
 
