@@ -1,8 +1,8 @@
 """`BridgeLoop`: the holder core, the real `G1BridgeCore` and the twin's motor layer in one MuJoCo loop.
 
 `ArmLoop` stands in for the bridge with a PD of its gains; this loop runs the
-bridge core itself (its target shaping, its safety stop, its gravity and
-braking feed-forward) and applies its `rt/arm_sdk` samples the way the twin
+bridge core itself (its target shaping, its safety stop and its gravity
+feed-forward) and applies its `rt/arm_sdk` samples the way the twin
 does (`sim.g1_motors.StandingController`: the standing PD blended with the
 arm_sdk record by its weight), with `delay_steps` control periods of delay
 on each hop (holder -> bridge, bridge -> robot) for the DDS round trips.
@@ -41,6 +41,8 @@ TOOL_HALF_SIDE_M = 0.02
 # gaps up to 31 ms (session 39's trace), this is about one every 70 ms
 STALL_PROBABILITY = 0.03
 STALL_MS = (8.0, 32.0)
+# with stalls, seed s stops the arm this far into TOOL_FOLLOW: the seeds spread the stop over the square
+STALLED_FOLLOW_S = (0.5, 0.29)     # (first, step per seed)
 _RECORD = [("q", "f8"), ("dq", "f8"), ("kp", "f8"), ("kd", "f8"), ("tau", "f8")]
 
 
@@ -194,10 +196,17 @@ def estop_in_tool_follow(follow_s: float, stall_seed: int | None = None, **bridg
     return loop.safety_stop_displacement()
 
 
+def estop_with_stalls(seed: int, **bridge_overrides) -> float:
+    """Scope-tip displacement (mm) after an e-stop in TOOL_FOLLOW with the bridge and holder stalling
+    (`stall_from(seed)`), the stop at the seed's moment of the motion (STALLED_FOLLOW_S)."""
+    first, step = STALLED_FOLLOW_S
+    return estop_in_tool_follow(first + step * seed, stall_seed=seed, **bridge_overrides)[0]
+
+
 if __name__ == "__main__":   # python -m surgbot.bench.bridge_loop [time_constant_s ...] (none: the default)
     import sys
     for arg in sys.argv[1:] or [None]:
         kw = {} if arg is None else {"safety_stop_time_constant": float(arg)}
         print(arg or "default", [estop_in_tool_follow(f, **kw) for f in (0.5, 1.3, 2.3)])
-        stalled = [estop_in_tool_follow(0.5 + 0.29 * s, stall_seed=s, **kw)[0] for s in range(16)]
+        stalled = [estop_with_stalls(s, **kw) for s in range(16)]
         print(f"  stalled, 16 seeds: median {np.median(stalled):.2f} mm, max {max(stalled):.2f} mm")

@@ -14,7 +14,7 @@ import pinocchio as pin
 
 from surgbot import bench
 from surgbot.bench.arm_loop import ArmLoop
-from surgbot.bench.bridge_loop import estop_in_tool_follow
+from surgbot.bench.bridge_loop import estop_in_tool_follow, estop_with_stalls
 from surgbot.bench.casadi_pivot import CasadiPivotIK
 from surgbot.control.endoscope_holder import HolderConfig
 from surgbot.control.pivot_config import PivotConfig
@@ -270,9 +270,8 @@ def _estop_in_tool_follow(quick: bool) -> list[dict]:
         speeds.append(speed)
         frozen.append(estop_in_tool_follow(follow_s, safety_stop_time_constant=0.0)[0])
     seeds = range(4 if quick else 16)
-    stalled = [estop_in_tool_follow(0.5 + 0.29 * s, stall_seed=s)[0] for s in seeds]
-    stalled_frozen = [estop_in_tool_follow(0.5 + 0.29 * s, stall_seed=s, safety_stop_time_constant=0.0)[0]
-                      for s in seeds]
+    stalled = [estop_with_stalls(s) for s in seeds]
+    stalled_frozen = [estop_with_stalls(s, safety_stop_time_constant=0.0) for s in seeds]
     return [bench.figure("endoscope.estop_tool_follow_tip", "mm", samples=ours, baseline=float(np.median(frozen)),
                          baseline_name="the same arm frozen at once (safety_stop_time_constant 0)",
                          note=f"max scope-tip displacement in the 1 s after an e-stop at {len(moments)} moments of "

@@ -253,8 +253,8 @@ def test_an_estop_with_the_bridge_stream_stalling_still_stops_the_scope_within_1
     for the first design (a 15 ms deceleration with a braking feed-forward: 2.05 and 1.85 mm, its
     brake held through a stall threw the arm back); this stop: 0.27 and 0.33 mm (all 16: median
     0.42, max 0.82; frozen at once: median 1.05, max 1.51)."""
-    from surgbot.bench.bridge_loop import estop_in_tool_follow
+    from surgbot.bench.bridge_loop import estop_with_stalls
 
     for seed in (0, 10):
-        stalled, _ = estop_in_tool_follow(0.5 + 0.29 * seed, stall_seed=seed)
+        stalled = estop_with_stalls(seed)
         assert stalled < 1.0, (seed, stalled)
