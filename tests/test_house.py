@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from surgbot import config as config_mod
-from surgbot.control.g1_bridge import G1BridgeConfig
+from surgbot.control.g1_bridge_config import G1BridgeConfig
 from surgbot.control.holder_config import HolderConfig
 from surgbot.nodes.endoscope_holder import HolderNodeConfig
 from surgbot.nodes.g1_bridge import G1BridgeNodeConfig

@@ -51,7 +51,7 @@ def test_stack_nodes_are_console_scripts_with_existing_parameter_files(kind):
 
 def _node_configs() -> dict[str, tuple]:
     """executable -> the config dataclasses whose fields are its ROS parameters."""
-    from surgbot.control.g1_bridge import G1BridgeConfig
+    from surgbot.control.g1_bridge_config import G1BridgeConfig
     from surgbot.control.holder_config import HolderConfig
     from surgbot.nodes.endoscope_holder import HolderNodeConfig
     from surgbot.nodes.g1_bridge import G1BridgeNodeConfig

@@ -14,7 +14,8 @@ import pytest
 
 from surgbot import contract
 from surgbot.control.g1_arm import DEFAULT_KD, N_UPPER, UPPER, UPPER_LIMITS_TABLE, UPPER_NAMES, GravityModel
-from surgbot.control.g1_bridge import G1BridgeConfig, G1BridgeCore, State
+from surgbot.control.g1_bridge import G1BridgeCore, State
+from surgbot.control.g1_bridge_config import G1BridgeConfig
 from surgbot.control.safe_stop import STOP_TRAVEL, SafeStop
 
 BLOCK = "ESTOP: e-stop requested"

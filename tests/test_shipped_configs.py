@@ -27,7 +27,8 @@ from surgbot.config import build, yaml_parameters
 from surgbot.config import fields as config_fields
 from surgbot.control.endoscope_holder import FAULT, HOLD, HolderConfig
 from surgbot.control.g1_arm import DEFAULT_KD, DEFAULT_KP, UPPER_LIMITS_TABLE
-from surgbot.control.g1_bridge import G1BridgeConfig, G1BridgeCore, State
+from surgbot.control.g1_bridge import G1BridgeCore, State
+from surgbot.control.g1_bridge_config import G1BridgeConfig
 from surgbot.geometry import matrix_to_quat
 from surgbot.nodes.endoscope_holder import HolderNodeConfig
 from surgbot.nodes.g1_bridge import G1BridgeNodeConfig

@@ -15,6 +15,8 @@ import mujoco
 import numpy as np
 
 from surgbot import area_path, contract
+from surgbot.results import Result
+from surgbot.safety import checks
 
 UPPER = tuple(contract.G1_UPPER_BODY)                     # indices 12..28
 UPPER_NAMES = tuple(contract.G1_JOINT_NAMES[i] for i in UPPER)
@@ -22,6 +24,9 @@ UPPER_INDEX = {n: k for k, n in enumerate(UPPER_NAMES)}
 N_UPPER = len(UPPER)
 UPPER_SLICE = slice(UPPER[0], UPPER[-1] + 1)              # contiguous: a view, no copy per sample
 assert tuple(range(contract.G1_NUM_JOINTS)[UPPER_SLICE]) == UPPER
+
+# refusal cause: a joint name the upper body does not have (or twice, or a lower-body one)
+CAUSE_NAMES = "names"
 
 G1_MJCF = area_path("sim") / "models" / "g1_29dof.xml"
 
@@ -112,3 +117,38 @@ class GravityModel:
         self._mj.mj_fullM(self.model, d, self._full)
         dofs = self._dadr[UPPER_SLICE]
         return self._full[dofs, dofs].copy()
+
+
+def check_upper_command(names: Sequence[str], positions: Sequence[float], velocities: Sequence[float] | None,
+                        limits: np.ndarray) -> Result:
+    """A command for named upper-body joints, checked whole: value (joint indices, positions,
+    velocities or None), or a failure with its cause (shape, finite, names, limit)."""
+    names = list(names)
+    if len(names) == 0:
+        return Result.failure(f"{checks.CAUSE_SHAPE}: empty command: no joint names")
+    r = checks.finite("positions", positions, len(names))
+    if not r:
+        return r
+    pos = r.value.ravel()
+    vel = None
+    if velocities is not None and len(velocities) > 0:
+        r = checks.finite("velocities", velocities, len(names))
+        if not r:
+            return r
+        vel = r.value.ravel()
+    if len(set(names)) != len(names):
+        return Result.failure(f"{CAUSE_NAMES}: duplicate joint names")
+    lower = [n for n in names if n in contract.G1_INDEX and n not in UPPER_INDEX]
+    if lower:
+        return Result.failure(f"{CAUSE_NAMES}: not upper-body joints (arm_sdk drives indices 12..28 only): "
+                              f"{lower}")
+    unknown = [n for n in names if n not in UPPER_INDEX]
+    if unknown:
+        return Result.failure(f"{CAUSE_NAMES}: unknown joint names: {unknown}")
+    idx = np.array([UPPER_INDEX[n] for n in names])
+    lo, hi = limits[idx, 0], limits[idx, 1]
+    bad = [f"{n}={p:.4f} not in [{a:.4f}, {b:.4f}]"
+           for n, p, a, b in zip(names, pos, lo, hi, strict=True) if not a <= p <= b]
+    if bad:
+        return Result.failure(f"{checks.CAUSE_LIMIT}: target outside joint limits: " + "; ".join(bad))
+    return Result.success((idx, pos, vel))

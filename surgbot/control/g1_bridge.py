@@ -35,29 +35,21 @@ from enum import StrEnum
 import numpy as np
 
 from surgbot import contract
-from surgbot.config import check_ranges, param
-from surgbot.control.g1_arm import (
-    DEFAULT_KD,
-    DEFAULT_KP,
-    N_UPPER,
-    UPPER_INDEX,
-    UPPER_NAMES,
-    UPPER_SLICE,
-    upper_limits,
-)
+from surgbot.control.g1_arm import N_UPPER, UPPER_NAMES, UPPER_SLICE, check_upper_command, upper_limits
+from surgbot.control.g1_bridge_config import G1BridgeConfig
 from surgbot.control.rest_offset import RestOffset
 from surgbot.control.safe_stop import SafeStop
+from surgbot.control.target_shaper import TargetShaper
 from surgbot.results import Result
 from surgbot.safety import checks
 from surgbot.safety.filter import RejectionLog
 
-# an arm joint's speed falls to 5 % in 3 time constants of a controlled safety stop: inside the
-# contract's e-stop budget (section 8: 50 ms) with room for the supervisor's detection and the DDS hop
-SAFETY_STOP_MAX_TIME_CONSTANT_S = 0.015
-# refusal causes of the bridge's own (the shared ones are surgbot.safety.checks.CAUSE_*)
-CAUSE_NAMES = "names"
+# refusal causes of the bridge's own (the shared ones are surgbot.safety.checks.CAUSE_*; joint
+# names: g1_arm.CAUSE_NAMES)
 CAUSE_STATE = "state"
 CAUSE_SAFETY = "safety"
+
+
 class State(StrEnum):
     IDLE = "IDLE"            # not streaming, robot in its own standing control (weight 0)
     ENGAGING = "ENGAGING"    # weight ramping up
@@ -79,51 +71,6 @@ class ArmSdkCommand:
     kp: np.ndarray
     kd: np.ndarray
     weight: float
-
-
-@dataclass(frozen=True)
-class G1BridgeConfig:
-    """Target shaping and safety of the bridge core (ROS parameters of the g1_bridge node)."""
-
-    kp: tuple[float, ...] = param(tuple(DEFAULT_KP.tolist()), "arm_sdk kp per upper-body joint (17, contract order)")
-    kd: tuple[float, ...] = param(tuple(DEFAULT_KD.tolist()), "arm_sdk kd per upper-body joint (17, contract order)")
-    max_velocity: float = param(0.5, "rad/s, every target moves toward its goal at most this fast (Unitree's "
-                                     "arm_sdk example figure)", lo=1e-6)
-    ramp_time: float = param(2.0, "s, engage 0 -> 1 and release 1 -> 0 weight ramps", lo=1e-6)
-    stale_after: float = param(0.05, "s, rt/lowstate older than this while streaming -> FAULT (contract "
-                                     "section 8)", lo=1e-6)
-    rate_hz: float = param(contract.G1_LOWSTATE_HZ, "Hz, rt/arm_sdk stream while engaged", lo=1.0)
-    command_timeout: float = param(0.1, "s a command's velocity feed-forward applies", lo=0.0)
-    safety_stop_time_constant: float = param(
-        0.012, "s, a safety stop damps the joints of a moving arm to rest with this time constant (the waist "
-               "slower: safety_stop_max_kd), along the "
-               "path it was on (surgbot/control/safe_stop.py; 0 freezes at once with the arm's own gains); an "
-               "arm joint's speed is at 5 % after 3 of them, inside the contract's 50 ms e-stop budget",
-        lo=0.0, hi=SAFETY_STOP_MAX_TIME_CONSTANT_S)
-    safety_stop_max_kd: float = param(
-        20.0, "N*m*s/rad, a safety stop raises no joint's kd above this (nor above the joint's own kd if that "
-              "is higher): binds on the waist (5 -> 20, ~40 ms; to confirm on hardware: the motor drivers' "
-              "velocity noise times kd)", lo=0.0)
-    release_on_shutdown: bool = param(False, "true: shutdown ramps the weight to 0 (drops the arm); false: "
-                                             "the robot holds the last targets (the scope stays put)")
-
-    def __post_init__(self):
-        check_ranges(self)
-        for name in ("kp", "kd"):
-            v = tuple(float(x) for x in getattr(self, name))
-            object.__setattr__(self, name, v)
-            if len(v) != N_UPPER or not all(math.isfinite(x) and x >= 0 for x in v):
-                raise ValueError(f"{name} must be {N_UPPER} finite gains >= 0 (upper-body contract order)")
-        for name in ("max_velocity", "ramp_time", "stale_after", "rate_hz"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
-        if not self.command_timeout >= 0:
-            raise ValueError(f"command_timeout must be >= 0, got {self.command_timeout}")
-
-    @property
-    def dt(self) -> float:
-        """s, one stream period."""
-        return 1.0 / self.rate_hz
 
 
 @dataclass
@@ -171,7 +118,6 @@ class G1BridgeCore:
         self.ramp_time = cfg.ramp_time
         self.stale_after = cfg.stale_after
         self.dt = cfg.dt
-        self.command_timeout = cfg.command_timeout
         self.gravity = gravity
         self.inertia = inertia
         self.release_on_shutdown = cfg.release_on_shutdown
@@ -179,10 +125,7 @@ class G1BridgeCore:
         self.state = State.IDLE
         self.reason = "waiting for rt/lowstate"
         self.weight = 0.0
-        self.target = np.zeros(N_UPPER)
-        self.goal = np.zeros(N_UPPER)
-        self._ff_velocity = np.zeros(N_UPPER)
-        self._ff_until = -math.inf
+        self.shaper = TargetShaper(self.limits, cfg.max_velocity, cfg.command_timeout)
         self._last_step: float | None = None
         self._lowstate: _Lowstate | None = None
         self.rest = RestOffset(N_UPPER)  # where a safety stop freezes a moving arm
@@ -195,6 +138,16 @@ class G1BridgeCore:
         self.rejections = RejectionLog(0.0)   # counts by cause; the node logs (throttled)
         self.safety_block = ""       # why /safety/state forbids motion ("" = allowed)
         self.safety_stopped = ""     # set by a block, cleared only by an explicit engage once allowed
+
+    @property
+    def target(self) -> np.ndarray:
+        """rad, the upper body's targets being sent (17, contract order)."""
+        return self.shaper.target
+
+    @property
+    def goal(self) -> np.ndarray:
+        """rad, what the targets move toward (the last command, or where a stop holds)."""
+        return self.shaper.goal
 
     # ------------------------------------------------------------------ inputs
     def on_lowstate(self, q29: Sequence[float], dq29: Sequence[float], tick: int, t_recv: float,
@@ -229,50 +182,21 @@ class G1BridgeCore:
             self.counters.commands_rejected += 1
             self.rejections.reject(res.reason, now)
             return res
-        idx, pos, vel = res.value
-        self.goal[idx] = pos
-        if vel is not None:
-            self._ff_velocity[:] = 0.0
-            self._ff_velocity[idx] = np.clip(vel, -self.max_velocity, self.max_velocity)
-            self._ff_until = now + self.command_timeout
+        self.shaper.set_goals(*res.value, now)
         self.counters.commands_accepted += 1
         return Result.success()
 
     def _check_command(self, names: list[str], positions: Sequence[float],
                        velocities: Sequence[float] | None) -> Result:
-        if len(names) == 0:
-            return Result.failure(f"{checks.CAUSE_SHAPE}: empty command: no joint names")
-        r = checks.finite("positions", positions, len(names))
-        if not r:
-            return r
-        pos = r.value.ravel()
-        vel = None
-        if velocities is not None and len(velocities) > 0:
-            r = checks.finite("velocities", velocities, len(names))
-            if not r:
-                return r
-            vel = r.value.ravel()
-        if len(set(names)) != len(names):
-            return Result.failure(f"{CAUSE_NAMES}: duplicate joint names")
-        lower = [n for n in names if n in contract.G1_INDEX and n not in UPPER_INDEX]
-        if lower:
-            return Result.failure(f"{CAUSE_NAMES}: not upper-body joints (arm_sdk drives indices 12..28 only): "
-                                  f"{lower}")
-        unknown = [n for n in names if n not in UPPER_INDEX]
-        if unknown:
-            return Result.failure(f"{CAUSE_NAMES}: unknown joint names: {unknown}")
-        idx = np.array([UPPER_INDEX[n] for n in names])
-        lo, hi = self.limits[idx, 0], self.limits[idx, 1]
-        bad = [f"{n}={p:.4f} not in [{a:.4f}, {b:.4f}]"
-               for n, p, a, b in zip(names, pos, lo, hi, strict=True) if not a <= p <= b]
-        if bad:
-            return Result.failure(f"{checks.CAUSE_LIMIT}: target outside joint limits: " + "; ".join(bad))
+        res = check_upper_command(names, positions, velocities, self.limits)
+        if not res:
+            return res
         if self.state not in (State.ENGAGING, State.ENGAGED):
             return Result.failure(f"{CAUSE_STATE}: not engaged (state {self.state.value}): call /g1/engage first")
         if self.safety_stopped:
             return Result.failure(f"{CAUSE_SAFETY}: safety stop ({self.safety_stopped}): holding; /g1/engage after "
                                   "/safety/reset")
-        return Result.success((idx, pos, vel))
+        return res
 
     def set_safety(self, block: str, now: float) -> None:
         """`/safety/state` forbids motion (`block` says why) or allows it again ("").
@@ -294,9 +218,7 @@ class G1BridgeCore:
                 rest, self.stop_kd = self.stop.start(frozen, self.max_velocity, self.kd, inertia)
                 rest = np.clip(rest, self.limits[:, 0], self.limits[:, 1])
                 self.freeze_info = self._freeze_info(now, rest)
-                self.target = rest
-                self.goal = rest.copy()
-                self._ff_until = -math.inf
+                self.shaper.hold(rest)
                 self.safety_stopped = block
                 if self.state == State.RELEASING:
                     self.state = State.ENGAGING
@@ -335,7 +257,7 @@ class G1BridgeCore:
             self.safety_stopped = ""
             self.stop.forget_path()
             self.stop_kd = None
-            self.goal = self.target.copy()
+            self.shaper.hold()
             if self.state in (State.ENGAGING, State.ENGAGED):
                 self.reason = "engage requested: commands accepted again after the safety stop"
                 return Result.success(self.state, self.reason)
@@ -344,10 +266,7 @@ class G1BridgeCore:
         if self.state in (State.IDLE, State.FAULT):
             # Start where the arm is; after a FAULT the robot still holds the
             # weight last sent, so the ramp continues from there.
-            measured = self.measured_upper()
-            self.target = measured.copy()
-            self.goal = measured.copy()
-            self._ff_until = -math.inf
+            self.shaper.hold(self.measured_upper())
             self.rest.reset()
             self.stop.forget_path()
             if not self.safety_stopped:
@@ -376,8 +295,7 @@ class G1BridgeCore:
                                   "release after /safety/reset and engage")
         self.state = State.RELEASING
         self.reason = "release requested"
-        self.goal = self.target.copy()   # hold where we are while the weight goes down
-        self._ff_until = -math.inf
+        self.shaper.hold()   # where we are, while the weight goes down
         return Result.success(self.state, f"releasing from weight {self.weight:.3f}")
 
     def shutdown(self, now: float) -> Result:
@@ -408,14 +326,7 @@ class G1BridgeCore:
         elapsed = self.dt if self._last_step is None else min(self.dt, max(0.0, now - self._last_step))
         self._last_step = now
 
-        max_step = self.max_velocity * elapsed
-        delta = np.clip(self.goal - self.target, -max_step, max_step)
-        prev = self.target
-        self.target = np.clip(prev + delta, self.limits[:, 0], self.limits[:, 1])
-        moving = np.abs(self.goal - self.target) > 1e-12
-        dq = np.where(moving, delta / elapsed, 0.0) if elapsed > 0 else np.zeros(N_UPPER)
-        if now <= self._ff_until:
-            dq = np.where(moving, dq, self._ff_velocity)
+        dq = self.shaper.advance(now, elapsed)
 
         if self.state == State.ENGAGING:
             self.weight = min(1.0, self.weight + elapsed / self.ramp_time)

@@ -38,7 +38,8 @@ from surgbot import contract
 from surgbot.config import check_ranges, param
 from surgbot.control.bridge_memory import WeightMemory, default_path
 from surgbot.control.g1_arm import UPPER_SLICE, GravityModel, upper_limits
-from surgbot.control.g1_bridge import ArmSdkCommand, G1BridgeConfig, G1BridgeCore, State
+from surgbot.control.g1_bridge import ArmSdkCommand, G1BridgeCore, State
+from surgbot.control.g1_bridge_config import G1BridgeConfig
 from surgbot.hw import unitree
 from surgbot.nodes.safety_link import SafetyLink
 from surgbot.pacing import Pacer, poll_until
