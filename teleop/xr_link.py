@@ -16,7 +16,6 @@ from typing import Protocol
 
 from surgbot.teleop import protocol as P
 
-WATCHDOG_PERIOD_S = 0.02
 STALL_REPORT_MS = 50.0              # a watchdog check this late is named in the link-loss reason
 PUBLISH_MIN_INTERVAL_S = 1.0 / 500.0    # poses reach ROS at most this often (headsets run 72-120 Hz)
 RATE_WINDOW_S = 1.0                 # xr_rate_hz counts the samples of this last span
@@ -41,6 +40,7 @@ class XrLink:
         self.last_xr: P.XrSample | None = None
         self.last_xr_t: float | None = None
         self.up = False
+        self._came = asyncio.Event()        # a valid sample came (wakes the watchdog of a lost link)
         self._pending: tuple[P.XrSample, float] | None = None
         self._last_publish = -1e9
         self._flush: asyncio.TimerHandle | None = None
@@ -51,7 +51,9 @@ class XrLink:
         self.accepted += 1
         self.last_xr, self.last_xr_t = sample, now
         self._times.append(now)
-        self.up = True
+        if not self.up:
+            self.up = True
+            self._came.set()
         # Poses are "newest only" too: at most one publish per PUBLISH_MIN_INTERVAL_S; a sample
         # arriving sooner waits as the pending one (a newer replaces it, counted as coalesced) and
         # is flushed when the interval is over, so a client faster than the robot side needs (an
@@ -88,15 +90,27 @@ class XrLink:
             self.sink.on_link_lost(reason)
 
     async def watchdog(self) -> None:
+        """Declare the link lost `link_timeout_s` after the newest valid sample.
+
+        It sleeps until that deadline, not a fixed period (a 50 Hz check woke the idle console 50
+        times a second: ~1 % of a core on the 2-core machine, each wake-up of a sleeping process
+        costing ~0.2 ms there), and while the link is down it waits for the next sample.  A sleep
+        is never longer than the timeout, so a wall clock stepped back cannot stall the check.
+        """
         while True:
-            due = time.monotonic() + WATCHDOG_PERIOD_S
-            await asyncio.sleep(WATCHDOG_PERIOD_S)
-            if self.up and self.clock() - (self.last_xr_t or 0.0) > self.link_timeout_s:
-                # how late this check ran tells a stalled console (samples may be waiting in the socket)
-                # from an operator who stopped sending: the reason says which it may have been
-                late_ms = 1e3 * (time.monotonic() - due)
-                stalled = f"; the console itself ran {late_ms:.0f} ms late" if late_ms > STALL_REPORT_MS else ""
-                self.lose(f"no valid xr for {1e3 * self.link_timeout_s:.0f} ms{stalled}")
+            if not self.up:
+                self._came.clear()
+                await self._came.wait()
+                continue
+            left = (self.last_xr_t or 0.0) + self.link_timeout_s - self.clock()
+            if left > 0:
+                await asyncio.sleep(min(left, self.link_timeout_s))
+                continue
+            # how late this check ran past the deadline tells a stalled console (samples may be
+            # waiting in the socket) from an operator who stopped sending: the reason says which
+            late_ms = -1e3 * left
+            stalled = f"; the console itself ran {late_ms:.0f} ms late" if late_ms > STALL_REPORT_MS else ""
+            self.lose(f"no valid xr for {1e3 * self.link_timeout_s:.0f} ms{stalled}")
 
     def rate_hz(self) -> float:
         """Valid xr messages per second over the last RATE_WINDOW_S."""

@@ -375,6 +375,26 @@ def test_link_lost_after_timeout(cert):
     run(cert, body)
 
 
+def test_link_lost_again_after_it_came_back(cert):
+    """The watchdog sleeps while the link is down and wakes on the next sample: a second loss is
+    declared one timeout after the samples stop again, never before."""
+    async def body(server, sink, base):
+        async with aiohttp.ClientSession() as s:
+            ws = await connect(s, base)
+            await welcome(ws)
+            for round_ in range(2):
+                for i in range(5):
+                    await ws.send_str(json.dumps(xr_msg(t=float(10 * round_ + i + 1))))
+                    await asyncio.sleep(0.01)
+                end = time.monotonic() + 2
+                while len(sink.lost) <= round_ and time.monotonic() < end:
+                    await asyncio.sleep(0.005)
+                assert len(sink.lost) == round_ + 1, sink.lost
+                assert sink.lost_at - server.xr.last_xr_t >= 0.2
+                assert not server.xr.up
+    run(cert, body)
+
+
 def test_a_burst_of_poses_publishes_the_newest_not_a_backlog(cert):
     async def body(server, sink, base):
         async with aiohttp.ClientSession() as s:
