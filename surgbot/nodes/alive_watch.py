@@ -37,11 +37,13 @@ ALIVE_LAPSE_LOG_EVERY_S = 5.0
 
 class AliveWatch:
     def __init__(self, node: Node, core: SupervisorCore, own_stall: OwnStall, witnesses: dict[str, str],
-                 on_fault: Callable[[], None], now: Callable[[], float]):
+                 on_fault: Callable[[], None], now: Callable[[], float],
+                 refresh: Callable[[], None] = lambda: None):
         """`witnesses`: node name -> the watchdog of its own data stream; `on_fault()`: step the core
-        and react, at once (not at the next timer tick); `now`: the supervisor's clock (the core's)."""
+        and react, at once (not at the next timer tick); `now`: the supervisor's clock (the core's);
+        `refresh()`: feed the core what its polled streams brought (before a witness is judged)."""
         self.node, self.core, self.own_stall, self.witnesses = node, core, own_stall, witnesses
-        self.on_fault, self.now = on_fault, now
+        self.on_fault, self.now, self.refresh = on_fault, now, refresh
         self.lost_at: dict[str, float] = {}     # key -> wall time of the loss (compared with diagnostics' stamps)
         self.pending: dict[str, float] = {}     # key -> deadline: a loss heard right after our own stall
         self.lapses_with_data = 0               # liveliness losses its data stream disproved
@@ -91,6 +93,7 @@ class AliveWatch:
                 self._log().info(f"{key}: alive again within its lease after the supervisor's own stall")
             self.core.feed(key, self.now())
             return
+        self.refresh()
         now = self.now()
         if witness is not None and self.core.fresh(witness, now):     # see `witnesses`
             self.lapses_with_data += 1

@@ -7,6 +7,8 @@ Thin shell around `surgbot.safety.supervisor.SupervisorCore`.  Watches:
   (`lowstate_timeout_s`, 50 ms: the lowstate age as seen through the bridge);
 * the console link: `/teleop/head`, in every sample the console takes (`console_link_timeout_s`,
   200 ms, a deadline);
+  these three streams are read by polling at each judgement (`polled_arrivals.py`: their DDS
+  reception times, without a wake-up per message);
 * `/policy/state` while enabled (`judge_policy_state`: chunk age, `policy_chunk_timeout_s`; a lost
   server connection; a request the server left unanswered past the node's server timeout);
 * every node's `/diagnostics` (silent for `node_timeout_s`, or at ERROR level);
@@ -48,6 +50,7 @@ from std_srvs.srv import Trigger
 from surgbot import contract
 from surgbot.hw.crtk import subscribe_operating_state
 from surgbot.nodes.alive_watch import AliveWatch
+from surgbot.nodes.polled_arrivals import PolledArrivals
 from surgbot.rosutil import (
     Diagnostics,
     declare_config,
@@ -102,18 +105,13 @@ class SafetySupervisorNode(Node):
         self.core.watch(WATCH_PSM_STATE, math.inf)      # published on change: no silence timeout
         self.pub_state = self.create_publisher(String, contract.SAFETY_STATE, latched_qos())
         self.pub_hold = self.create_publisher(Empty, contract.psm_topic("hold"), 10)
-        # raw: a watchdog needs the arrival, not the content (deserialising 250 Hz JointStates cost
-        # ~10 % of a core in Python on the 2-core machine)
-        self.create_subscription(JointState, contract.psm_topic("measured_js"),
-                                 lambda _m: self.core.feed(WATCH_PSM, self._now()), 10, raw=True)
-        self.create_subscription(JointState, contract.G1_JOINT_STATES,
-                                 lambda _m: self.core.feed(WATCH_LOWSTATE, self._now()), 10, raw=True)
-        # the head pose alone: every xr sample carries one (a hand may be untracked), and each reader
-        # of a console topic costs the console ~60 us per sample in DDS (measured): /teleop/right too
-        # was a second watch of the same link
-        self.create_subscription(PoseStamped, contract.TELEOP_HEAD,
-                                 lambda _m: self.core.feed(WATCH_CONSOLE, self._now()), operator_stream_qos(10),
-                                 raw=True)
+        # polled, not subscribed (polled_arrivals.py): a watchdog needs the arrival, not the content,
+        # and a callback per message woke this process ~450 times a second.  The head pose alone of
+        # the console's topics: every xr sample carries one (a hand may be untracked)
+        self.arrivals = PolledArrivals(self, self._now)
+        self.arrivals.add(WATCH_PSM, JointState, contract.psm_topic("measured_js"), 10)
+        self.arrivals.add(WATCH_LOWSTATE, JointState, contract.G1_JOINT_STATES, 10)
+        self.arrivals.add(WATCH_CONSOLE, PoseStamped, contract.TELEOP_HEAD, operator_stream_qos(10))
         self.create_subscription(String, POLICY_STATE_TOPIC, self._on_policy_state, 10)
         self.psm_state: str | None = None        # None: not heard (hold is sent: fail-safe)
         self.holds_sent = 0
@@ -124,7 +122,7 @@ class SafetySupervisorNode(Node):
         self.own_stall = OwnStall(1.0 / c.publish_hz)
         self._stall_logged_s = -math.inf
         self.alive = AliveWatch(self, self.core, self.own_stall, ALIVE_WITNESS, lambda: self._step(self._now()),
-                                self._now)
+                                self._now, refresh=self._poll)
         fast_timer(self, self.own_stall.period_s, self._on_timer)
         self.diagnostics = Diagnostics(self, NODE_NAME, self._status)
         self._publish()
@@ -133,6 +131,16 @@ class SafetySupervisorNode(Node):
     @staticmethod
     def _now() -> float:
         return time.monotonic()
+
+    def _poll(self) -> None:
+        """Feed the polled watchdogs what arrived since the last poll (before anything judges them)."""
+        for name, arrival in self.arrivals.poll().items():
+            last = self.core.watchdogs[name].last_s
+            self.core.feed(name, arrival.t_s if last is None else max(arrival.t_s, last))
+
+    def destroy_node(self):
+        self.arrivals.destroy()
+        return super().destroy_node()
 
     def _on_policy_state(self, msg: String) -> None:
         armed, ok, detail = judge_policy_state(msg.data, self.cfg.policy_chunk_timeout_s)
@@ -161,6 +169,7 @@ class SafetySupervisorNode(Node):
         return result
 
     def _reset(self):
+        self._poll()
         result = self.core.reset(self._now())
         if not result:
             self.get_logger().warning(result.reason)
@@ -168,6 +177,7 @@ class SafetySupervisorNode(Node):
         return result
 
     def _on_timer(self) -> None:
+        self._poll()
         now = self._now()
         judge, late = self.own_stall.tick(now)
         if not judge:                              # see surgbot.safety.own_stall
@@ -193,6 +203,7 @@ class SafetySupervisorNode(Node):
 
     def _step(self, now: float) -> bool:
         """Judge now; entering FAULT: log it and react at once."""
+        self._poll()
         if not self.core.step(now):
             return False
         self.get_logger().error(f"FAULT: {'; '.join(self.core.reasons)}")
