@@ -207,7 +207,8 @@ HARDWARE_SIDE = [
     "surgbot.control.policy_exec", "surgbot.hw.policy_client", "surgbot.teleop.mapper", "surgbot.teleop.server",
     "surgbot.safety.supervisor", "surgbot.safety.state_watch", "surgbot.ctl", "surgbot.up", "surgbot.stack",
     "surgbot.nodes.safety_link", "surgbot.control.bridge_memory", "surgbot.nodes.alive_watch",
-    "surgbot.exit_watch", "surgbot.ctl_relay",
+    "surgbot.exit_watch", "surgbot.ctl_relay", "surgbot.nodes.polled_arrivals", "surgbot.control.g1_bridge_config",
+    "surgbot.control.target_shaper",
 ]
 SIM_OWN_NODES = {"sim_node"}
 
