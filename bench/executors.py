@@ -8,6 +8,12 @@ publisher process spinning the same executor, for each executor kind; the
 figure is the subscriber's CPU (% of one core, user + system) over the
 window, with the single-threaded executor as the same-process baseline.
 
+`executor.watch_<cb|polled>.js_500hz_timer_50hz_cpu`: the safety supervisor's
+pattern, a process that judges at 50 Hz whether a 500 Hz stream still comes:
+each message by a raw callback (baseline; how the supervisor read it until
+December 2026) or taken at the 50 Hz tick from a reader no executor spins
+(`surgbot.nodes.polled_arrivals`, how it reads it now).
+
 `machine.wake_penalty.publish_after_<G>ms_sleep`: building and publishing
 one PoseStamped (no subscriber) right after sleeping G ms, the way a 90 Hz
 console or a 1 kHz twin calls it, against the same call in a tight loop
@@ -34,6 +40,8 @@ from surgbot.bench import dds_domains, figure
 RATE_HZ = 500.0
 JOINTS = 29
 KINDS = ("single", "events")
+WATCH_HZ = 50.0                    # the supervisor's judgement rate (SupervisorConfig.publish_hz)
+WATCH_MODES = ("cb", "polled")
 
 
 def _child(role: str, seconds: float) -> None:
@@ -56,6 +64,19 @@ def _child(role: str, seconds: float) -> None:
             pub.publish(msg)
             count[0] += 1
         node.create_timer(1.0 / RATE_HZ, tick)
+    elif role == "watch_cb":
+        node.create_subscription(JointState, "/bench/executor_js", lambda _m: count.__setitem__(0, count[0] + 1), 10,
+                                 raw=True)
+        node.create_timer(1.0 / WATCH_HZ, lambda: None)
+    elif role == "watch_polled":
+        from surgbot.nodes.polled_arrivals import PolledArrivals
+        arrivals = PolledArrivals(node)
+        arrivals.add("js", JointState, "/bench/executor_js", 10)
+
+        def judge() -> None:
+            arrivals.poll()
+            count[0] = arrivals.taken["js"]
+        node.create_timer(1.0 / WATCH_HZ, judge)
     else:
         node.create_subscription(JointState, "/bench/executor_js", lambda _m: count.__setitem__(0, count[0] + 1), 10)
         node.create_timer(1.0 / RATE_HZ, lambda: None)
@@ -71,12 +92,12 @@ def _child(role: str, seconds: float) -> None:
     rclpy.try_shutdown()
 
 
-def _pair(kind: str, seconds: float) -> dict:
+def _pair(kind: str, seconds: float, role: str = "sub") -> dict:
     env = dict(os.environ, SURGBOT_ROS_EXECUTOR=kind)
     cmd = [sys.executable, "-m", "surgbot.bench.executors", "--child"]
     pub = subprocess.Popen(cmd + ["pub", "--seconds", str(seconds + 2.0)], env=env, stdout=subprocess.PIPE, text=True)
     time.sleep(1.0)             # the subscriber starts against a publisher that is already up
-    sub = subprocess.run(cmd + ["sub", "--seconds", str(seconds)], env=env, capture_output=True, text=True,
+    sub = subprocess.run(cmd + [role, "--seconds", str(seconds)], env=env, capture_output=True, text=True,
                          timeout=seconds + 60)
     pub.communicate(timeout=seconds + 60)
     if sub.returncode != 0:
@@ -138,12 +159,22 @@ def run(quick: bool = False) -> list[dict]:
         figs.append(figure(f"executor.{kind}.sub_500hz_js_plus_500hz_timer_cpu", "% of a core",
                            value=r["cpu_percent"], baseline=base, baseline_name="executor.single",
                            note=f"{r['messages']} JointStates received in {r['seconds']:.1f} s"))
-    return figs + _wake_penalty(quick)
+    return figs + _watch(seconds) + _wake_penalty(quick)
+
+
+def _watch(seconds: float) -> list[dict]:
+    res = {mode: _pair("events", seconds, role=f"watch_{mode}") for mode in WATCH_MODES}
+    base = res["cb"]["cpu_percent"]
+    return [figure(f"executor.watch_{mode}.js_500hz_timer_50hz_cpu", "% of a core", value=res[mode]["cpu_percent"],
+                   baseline=base, baseline_name="executor.watch_cb (a raw callback per message)",
+                   note=f"{res[mode]['messages']} JointStates taken in {res[mode]['seconds']:.1f} s; the safety "
+                        "supervisor's watchdog input (polled: surgbot.nodes.polled_arrivals)")
+            for mode in WATCH_MODES]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--child", choices=("pub", "sub", "wake"))
+    ap.add_argument("--child", choices=("pub", "sub", "watch_cb", "watch_polled", "wake"))
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args()

@@ -206,6 +206,53 @@ def test_fuzz_10000_messages_stays_up_publishes_only_valid(console):
         assert all(b in (0, 1) for b in j.buttons) and all(np.isfinite(a) and -1 <= a <= 1 for a in j.axes)
 
 
+def test_status_shows_the_streamed_fulcrum_error_and_the_latched_safety_state(console):
+    """The two status topics that stream (the holder's 100 Hz fulcrum error, the supervisor's 50 Hz
+    state, transient-local) are polled at the console's 10 Hz status tick, not taken by callback:
+    the page still sees the newest of each, and the latched state of a supervisor that published
+    before the console's reader matched."""
+    from std_msgs.msg import Float64, String
+
+    from surgbot.rosutil import latched_qos
+    node = console["listener"].node
+    pub_state = node.create_publisher(String, contract.SAFETY_STATE, latched_qos())
+    pub_state.publish(String(data=json.dumps({"state": "ESTOP", "reasons": ["test"]})))
+    pub_err = node.create_publisher(Float64, contract.ENDOSCOPE_FULCRUM_ERROR, 10)
+    stop = threading.Event()
+
+    def stream():
+        k = 0
+        while not stop.wait(0.01):
+            k += 1
+            pub_err.publish(Float64(data=0.00123 if k > 20 else 0.009))
+    feeder = threading.Thread(target=stream, daemon=True)
+    feeder.start()
+
+    async def body():
+        async with aiohttp.ClientSession() as s:
+            ws = await ws_connect(s, console["port"])
+            await ws.receive(timeout=10)                 # welcome
+            end = time.monotonic() + 30
+            last = None
+            while time.monotonic() < end:
+                m = await ws.receive(timeout=10)
+                if m.type == aiohttp.WSMsgType.TEXT and (obj := json.loads(m.data))["type"] == "status":
+                    last = obj
+                    if obj.get("safety") == "ESTOP" and obj.get("fulcrum_error_mm") == 1.23:
+                        break
+            await ws.close()
+            return last
+    try:
+        status = asyncio.run(body())
+    finally:
+        stop.set()
+        feeder.join(5.0)
+        node.destroy_publisher(pub_err)
+        node.destroy_publisher(pub_state)
+    assert status is not None and status.get("safety") == "ESTOP", status
+    assert status.get("fulcrum_error_mm") == 1.23, status
+
+
 @pytest.mark.parametrize("args, text", [(["--port", "70000"], "--port"), (["--cert", "/nonexistent"], "--key"),
                                         (["--jpeg-quality", "5"], "--jpeg-quality")])
 def test_cli_bad_input_exits_2_with_one_line(args, text):

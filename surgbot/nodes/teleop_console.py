@@ -10,7 +10,8 @@ so the holder's deadman lets go and the view stops.  Video: the camera's
 JPEG (`/endoscope/image_raw/compressed`) is passed through, or `image_raw`
 encoded (`video_source`).  Status shown by the page: `/endoscope/mode`,
 `/endoscope/fulcrum_error`, `/PSM1/operating_state`, `/safety/state`,
-`/teleop/mapper_state`.  Record: the page's `record` messages call the
+`/teleop/mapper_state` (the fulcrum error and the safety state, the two that
+stream, read at the 10 Hz status tick: `polled_arrivals.py`).  Record: the page's `record` messages call the
 recorder's episode services (`/recorder/episode/start`, `/stop`, `/discard`,
 std_srvs/Trigger; `surgbot data record --source ros` serves them)
 asynchronously, one at a time, never blocking the socket loop; the outcome
@@ -43,6 +44,7 @@ from std_msgs.msg import Float64, String
 from std_srvs.srv import Trigger
 
 from surgbot import area_path, contract, geometry
+from surgbot.nodes.polled_arrivals import PolledArrivals
 from surgbot.nodes.teleop_mapper import LINK_LOST_FRAME, MAPPER_STATE_TOPIC, SAMPLE_QUEUE, psm_state_subscription
 from surgbot.rosutil import (
     BackgroundSpinner,
@@ -65,7 +67,7 @@ TOKEN_BYTES = 24
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 RECORD_SERVICES = {"start": contract.RECORDER_EPISODE_START, "stop": contract.RECORDER_EPISODE_STOP,
                    "discard": contract.RECORDER_EPISODE_DISCARD}
-RECORD_TICK_S = 0.1             # the record status (elapsed time) refresh and the call-timeout check
+STATUS_TICK_S = 0.1             # the status' polled topics, the record status (elapsed time), the call-timeout check
 
 
 def console_token(given: str = "") -> tuple[str, bool]:
@@ -104,9 +106,12 @@ class TeleopConsoleNode(Node):
             self.create_subscription(Image, contract.ENDOSCOPE_IMAGE, self._on_raw, newest)
         self.create_subscription(String, contract.ENDOSCOPE_MODE, lambda m: self._set("endoscope_mode", m.data),
                                  latched_qos())
-        self.create_subscription(Float64, contract.ENDOSCOPE_FULCRUM_ERROR,
-                                 lambda m: self._set("fulcrum_error_mm", round(m.data * 1e3, 2)), 10)
-        self.create_subscription(String, contract.SAFETY_STATE, self._on_safety, latched_qos())
+        # only shown in the status, so read at the status tick (polled_arrivals.py): by callback the
+        # holder's 100 Hz fulcrum error and the supervisor's 50 Hz state woke this process, which
+        # otherwise sleeps between operator samples, 150 times a second
+        self.shown = PolledArrivals(self)
+        self.shown.add(contract.ENDOSCOPE_FULCRUM_ERROR, Float64, contract.ENDOSCOPE_FULCRUM_ERROR, 10)
+        self.shown.add(contract.SAFETY_STATE, String, contract.SAFETY_STATE, latched_qos())
         self.create_subscription(String, MAPPER_STATE_TOPIC, self._on_mapper, latched_qos())
         psm_state_subscription(self, lambda s: self._set("psm_state", s.get("state")))
         self.server: ConsoleServer | None = None
@@ -115,7 +120,7 @@ class TeleopConsoleNode(Node):
         self._record_call = None                # (client, future) of the call in flight
         self._record_logged = 0                 # outcomes logged so far
         self.robot["record"] = self.record.status(time.monotonic())
-        self.create_timer(RECORD_TICK_S, self._record_tick)
+        self.create_timer(STATUS_TICK_S, self._tick)
         Diagnostics(self, "teleop_console", self._diagnostics, hardware_id="console")
 
     # ------------------------------------------------------------------ ConsoleSink
@@ -164,7 +169,21 @@ class TeleopConsoleNode(Node):
                              time.monotonic())
         self._record_changed(time.monotonic())
 
-    def _record_tick(self) -> None:
+    def _read_shown(self) -> None:
+        """The newest fulcrum error and safety state, into the status."""
+        for topic, arrival in self.shown.poll().items():
+            msg = self.shown.decode(topic, arrival.raw)
+            if topic == contract.SAFETY_STATE:
+                self._on_safety(msg)
+            else:
+                self._set("fulcrum_error_mm", round(msg.data * 1e3, 2))
+
+    def destroy_node(self):
+        self.shown.destroy()
+        return super().destroy_node()
+
+    def _tick(self) -> None:
+        self._read_shown()
         now = time.monotonic()
         call = self._record_call
         if self.record.expire(now) and call is not None:
