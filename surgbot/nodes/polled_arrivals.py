@@ -7,7 +7,11 @@ arrived (`/g1/joint_states` 250 Hz, `/PSM1/measured_js` 100 Hz, `/teleop/head`
 judgements; on the 2-core machine a wake-up of a sleeping thread costs
 ~0.2 ms of CPU (bench `machine.wake_penalty`).  Measured here: a raw callback
 subscription to a 250 Hz JointState cost ~6 % of a core, the same stream
-taken at 50 Hz ~2 %; the supervisor in the 4-node stack 9.0-9.4 -> 6.4-6.7 %.
+taken at 50 Hz ~2 %; the supervisor in the 4-node stack 9.0-9.4 -> 6.4-6.7 %
+(bench `executor.watch_*`).  The teleop console, asleep between operator
+samples, reads the two status topics that stream (the fulcrum error, the
+safety state) the same way at its 10 Hz status tick: idle in the 6-node stack
+6.5-6.7 -> 4.4 %.
 (Not used where a node wakes at 100-500 Hz on its own timer anyway: the
 teleop mapper's robot state and the endoscope holder's joint states read this
 way measured the same CPU as by callback, within the runs' noise.)
