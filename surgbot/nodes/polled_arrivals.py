@@ -55,7 +55,7 @@ class PolledArrivals:
                                         enable_rosout=False)
         self.clock = clock
         self._subs: dict[str, object] = {}
-        self.taken: dict[str, int] = {}          # messages taken per key (diagnostics)
+        self.taken: dict[str, int] = {}          # messages taken per key (the tests and the bench count them)
 
     def add(self, key: str, msg_type, topic: str, qos: QoSProfile | int) -> None:
         self._subs[key] = self.reader.create_subscription(msg_type, topic, _never_called, qos, raw=True)

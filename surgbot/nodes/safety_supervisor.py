@@ -177,7 +177,8 @@ class SafetySupervisorNode(Node):
         return result
 
     def _on_timer(self) -> None:
-        self._poll()
+        # the polled streams are read by `_step`, when they are judged: a later poll loses nothing,
+        # it still gets the newest message with its reception time
         now = self._now()
         judge, late = self.own_stall.tick(now)
         if not judge:                              # see surgbot.safety.own_stall
