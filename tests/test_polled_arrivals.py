@@ -67,3 +67,26 @@ def test_a_late_poll_keeps_the_newest_messages_and_their_reception_time(ros):
     assert time.monotonic() - got["js"].t_s >= 0.25
     assert DEPTH <= arrivals.taken["js"] <= 3 * DEPTH
     assert isinstance(arrivals.decode("js", got["js"].raw), JointState)
+
+
+def test_drain_gives_every_message_in_order_with_its_reception_time(ros):
+    """The demo observer's use: every message since the last drain (up to DEPTH), oldest first."""
+    _owner, arrivals, pub = ros
+    sent = []
+    for i in range(DEPTH - 1):
+        msg = JointState()
+        msg.name = [f"m{i}"]
+        pub.publish(msg)
+        sent.append(time.monotonic())
+        time.sleep(0.02)
+    got: list = []
+
+    def all_came() -> bool:
+        got.extend(arrivals.drain().get("js", []))
+        return len(got) == DEPTH - 1
+    assert poll_until(all_came, 5.0), len(got)
+    assert [arrivals.decode("js", a.raw).name[0] for a in got] == [f"m{i}" for i in range(DEPTH - 1)]
+    times = [a.t_s for a in got]
+    assert times == sorted(times) and times[-1] - times[0] >= 0.02 * (DEPTH - 2) - 0.01, times
+    assert all(t0 - 0.005 <= t <= t0 + 0.5 for t, t0 in zip(times, sent, strict=True)), (times, sent)
+    assert arrivals.drain() == {}

@@ -63,18 +63,24 @@ class PolledArrivals:
 
     def poll(self) -> dict[str, Arrival]:
         """key -> the newest message that came since the last poll, and when."""
+        return {key: got[-1] for key, got in self.drain(newest_only=True).items()}
+
+    def drain(self, newest_only: bool = False) -> dict[str, list[Arrival]]:
+        """key -> every message that came since the last call (oldest first; as many as the
+        reader's keep-last depth holds), each with when it arrived."""
         now, wall = self.clock(), time.time()
         out = {}
         for key, sub in self._subs.items():
-            newest = None
+            got: list = []
             with sub.handle:
-                while (got := sub.handle.take_message(sub.msg_type, True)) is not None:
+                while (taken := sub.handle.take_message(sub.msg_type, True)) is not None:
                     self.taken[key] += 1
-                    newest = got
-            if newest is not None:
-                received_s = (newest[1].get("received_timestamp") or 0) / NS_PER_S
-                age = wall - received_s if received_s > 0 else 0.0
-                out[key] = Arrival(now - max(0.0, age), newest[0])
+                    if newest_only:
+                        got[:] = [taken]
+                    else:
+                        got.append(taken)
+            if got:
+                out[key] = [Arrival(now - _age_s(info, wall), raw) for raw, info in got]
         return out
 
     def decode(self, key: str, raw: bytes):
@@ -82,6 +88,12 @@ class PolledArrivals:
 
     def destroy(self) -> None:
         self.reader.destroy_node()
+
+
+def _age_s(info: dict, wall_s: float) -> float:
+    """How long ago the middleware received a message (0 without a stamp, or one ahead of the wall clock)."""
+    received_s = (info.get("received_timestamp") or 0) / NS_PER_S
+    return max(0.0, wall_s - received_s) if received_s > 0 else 0.0
 
 
 def _never_called(_msg) -> None:
