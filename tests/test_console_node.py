@@ -253,6 +253,59 @@ def test_status_shows_the_streamed_fulcrum_error_and_the_latched_safety_state(co
     assert status.get("fulcrum_error_mm") == 1.23, status
 
 
+def test_the_video_is_subscribed_only_while_a_page_is_connected(console):
+    """With no page connected the console does not take the endoscope video (15-30 frames a second
+    woke it for nothing, and the twin's camera JPEG-encodes only for a subscriber); a page that
+    connects gets frames, and the subscription goes when it leaves."""
+    import cv2
+    from sensor_msgs.msg import CompressedImage
+    procs, node = console["procs"], console["listener"].node
+    video_console = procs.start([PYTHON, "-m", "surgbot.nodes.teleop_console", "--ros-args", "--params-file",
+                                 str(REPO / "config" / "teleop_console.yaml"), "-p", "port:=0",
+                                 "-p", "video_source:=compressed"],
+                                name="video_console", env={"SURGBOT_CONSOLE_TOKEN": TOKEN,
+                                                           "XDG_CONFIG_HOME": str(procs.tmp)})
+    pub = node.create_publisher(CompressedImage, contract.ENDOSCOPE_IMAGE_COMPRESSED, 2)
+    ok, jpeg = cv2.imencode(".jpg", np.full((48, 64, 3), 120, np.uint8))
+    frame = CompressedImage(format="jpeg", data=jpeg.tobytes())
+
+    def readers_within(count: int, timeout_s: float) -> bool:
+        end = time.monotonic() + timeout_s
+        while time.monotonic() < end:
+            if pub.get_subscription_count() == count:
+                return True
+            time.sleep(0.05)
+        return pub.get_subscription_count() == count
+
+    async def a_page_gets_frames(port: int) -> tuple[bool, bool]:
+        async with aiohttp.ClientSession() as s:
+            ws = await ws_connect(s, port)
+            subscribed = await asyncio.to_thread(readers_within, 1, DISCOVERY_TIMEOUT_S)
+            got_frame = False
+            end = time.monotonic() + 20
+            while subscribed and not got_frame and time.monotonic() < end:
+                frame.header.stamp = node.get_clock().now().to_msg()
+                pub.publish(frame)
+                try:
+                    m = await ws.receive(timeout=0.1)
+                except TimeoutError:
+                    continue
+                got_frame = m.type == aiohttp.WSMsgType.BINARY
+            await ws.close()
+            return subscribed, got_frame
+    try:
+        assert ok
+        port = wait_for_console_port(procs, video_console)
+        time.sleep(2.0)                 # up, discovered, several status ticks: still no reader of the video
+        assert pub.get_subscription_count() == 0
+        subscribed, got_frame = asyncio.run(a_page_gets_frames(port))
+        assert subscribed and got_frame, (subscribed, got_frame)
+        assert readers_within(0, 10.0), "the video subscription stayed after the page left"
+    finally:
+        node.destroy_publisher(pub)
+        procs.stop(video_console)
+
+
 @pytest.mark.parametrize("args, text", [(["--port", "70000"], "--port"), (["--cert", "/nonexistent"], "--key"),
                                         (["--jpeg-quality", "5"], "--jpeg-quality")])
 def test_cli_bad_input_exits_2_with_one_line(args, text):

@@ -98,12 +98,12 @@ class TeleopConsoleNode(Node):
         self._out_joy = Joy()
         self.robot = {"endoscope_mode": None, "psm_state": None, "fulcrum_error_mm": None, "safety": None,
                       "mapper": None, "stamp_source": None}
-        newest = QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT)
-        if self.cfg.video_source == "compressed":
-            self.create_subscription(CompressedImage, contract.ENDOSCOPE_IMAGE_COMPRESSED, self._on_jpeg, newest)
-        elif self.cfg.video_source == "raw":
+        if self.cfg.video_source == "raw":
             self.encoder = JpegEncoder(self.cfg.jpeg_quality, self.cfg.video_width)
-            self.create_subscription(Image, contract.ENDOSCOPE_IMAGE, self._on_raw, newest)
+        # the video is subscribed only while a page is connected (`_watch_video`, at the status tick):
+        # with none, its 15-30 frames a second woke this process for nothing, and the twin's camera
+        # JPEG-encodes only for a subscriber of the compressed topic
+        self._video_sub = None
         self.create_subscription(String, contract.ENDOSCOPE_MODE, lambda m: self._set("endoscope_mode", m.data),
                                  latched_qos())
         # only shown in the status, so read at the status tick (polled_arrivals.py): by callback the
@@ -184,11 +184,26 @@ class TeleopConsoleNode(Node):
 
     def _tick(self) -> None:
         self._read_shown()
+        self._watch_video()
         now = time.monotonic()
         call = self._record_call
         if self.record.expire(now) and call is not None:
             call[0].remove_pending_request(call[1])       # a late answer must not count as this one's
         self._record_changed(now)
+
+    def _watch_video(self) -> None:
+        """Subscribe the endoscope video while any page (operator or viewer) is connected, not otherwise."""
+        wanted = self.server is not None and bool(self.server.clients)
+        if wanted and self._video_sub is None:
+            newest = QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT)
+            if self.cfg.video_source == "compressed":
+                self._video_sub = self.create_subscription(CompressedImage, contract.ENDOSCOPE_IMAGE_COMPRESSED,
+                                                           self._on_jpeg, newest)
+            elif self.cfg.video_source == "raw":
+                self._video_sub = self.create_subscription(Image, contract.ENDOSCOPE_IMAGE, self._on_raw, newest)
+        elif not wanted and self._video_sub is not None:
+            self.destroy_subscription(self._video_sub)
+            self._video_sub = None
 
     def _record_changed(self, now: float) -> None:
         status = self.record.status(now)
