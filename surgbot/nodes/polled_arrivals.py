@@ -11,7 +11,8 @@ taken at 50 Hz ~2 %; the supervisor in the 4-node stack 9.0-9.4 -> 6.4-6.7 %
 (bench `executor.watch_*`).  The teleop console, asleep between operator
 samples, reads the two status topics that stream (the fulcrum error, the
 safety state) the same way at its 10 Hz status tick: idle in the 6-node stack
-6.5-6.7 -> 4.4 %.
+6.5-6.7 -> 4.4 %.  `surgbot demo`'s observer drains its 100 Hz ground-truth and
+counted streams at 10 Hz (`drain`: every message, in order): 14 -> 10-11 %.
 (Not used where a node wakes at 100-500 Hz on its own timer anyway: the
 teleop mapper's robot state and the endoscope holder's joint states read this
 way measured the same CPU as by callback, within the runs' noise.)
