@@ -30,7 +30,7 @@ from unitree_sdk2py.utils.crc import CRC
 
 from surgbot import contract, processes
 from surgbot.bench import dds_domains, figure, time_calls
-from surgbot.hw import unitree
+from surgbot.hw import unitree, unitree_codec
 
 REPO = Path(__file__).resolve().parents[1]
 MAX_REENGAGE = 3                 # engagements after a command moved nothing (the bridge faulted meanwhile)
@@ -44,16 +44,16 @@ _stop = processes.stop
 
 
 def _codec_figures() -> list[dict]:
-    st = unitree.new_lowstate()
+    st = unitree_codec.new_lowstate()
     st["mode_machine"] = 5
-    sdk = unitree.lowstate_to_sdk(st)
+    sdk = unitree_codec.lowstate_to_sdk(st)
     crc = CRC()
 
     def sdk_path():
         sdk.crc = crc.Crc(sdk)
         sdk.serialize()
 
-    ours = time_calls(lambda: unitree.encode_lowstate(st), 300)
+    ours = time_calls(lambda: unitree_codec.encode_lowstate(st), 300)
     theirs = time_calls(sdk_path, 50, warmup=3)
     return [figure("g1.codec.lowstate_encode", "ms", samples=ours, baseline=float(np.median(theirs)),
                    baseline_name="unitree_sdk2py CRC().Crc + cyclonedds serialize",
@@ -75,7 +75,7 @@ def run(quick: bool = True) -> list[dict]:
     recv: list[tuple[float, int, float]] = []      # (t_recv, tick, right elbow q)
 
     def on_state(data: bytes, t: float) -> None:
-        rec, ok = unitree.decode_lowstate(data)
+        rec, ok = unitree_codec.decode_lowstate(data)
         if rec is not None and ok:
             with lock:
                 elbow = float(rec["motor_state"]["q"][contract.G1_INDEX["right_elbow_joint"]])

@@ -33,7 +33,7 @@ bad messages (unknown names, length mismatch, non-finite) are logged and
 ignored.
 
 Publishing `rt/lowstate` happens in `after_step` on the physics thread: with
-the numpy codec in `surgbot.hw.unitree` one sample costs tens of
+the numpy codec in `surgbot.hw.unitree_codec` one sample costs tens of
 microseconds (see `bench/g1.py`), cheaper than a hand-off to another thread
 under the GIL.
 """
@@ -56,7 +56,7 @@ from unitree_sdk2py.rpc.internal import RPC_ERR_SERVER_API_PARAMETER
 
 from surgbot import contract
 from surgbot.geometry import quat_to_rpy
-from surgbot.hw import unitree
+from surgbot.hw import unitree, unitree_codec
 from surgbot.pacing import Pacer
 from surgbot.safety.filter import RejectionLog
 from surgbot.sim.g1_motors import StandingController, damping_torques, lowcmd_torques
@@ -121,8 +121,8 @@ class G1Twin:
         self._prev_vel = None
         self._prev_vel_t = 0.0
         self._next_pub = world.time
-        self._state = unitree.new_lowstate()
-        self._state["mode_machine"] = unitree.MODE_MACHINE
+        self._state = unitree_codec.new_lowstate()
+        self._state["mode_machine"] = unitree_codec.MODE_MACHINE
         self._state["motor_state"]["mode"][: contract.G1_NUM_JOINTS] = 1
         self._state["imu_state"]["temperature"] = 35
         self._state["motor_state"]["temperature"][: contract.G1_NUM_JOINTS] = 35
@@ -185,15 +185,15 @@ class G1Twin:
         self._rejections.reject(f"{key}: {msg}", time.monotonic())
 
     def _on_lowcmd(self, data: bytes, _t: float) -> None:
-        rec, crc_ok = unitree.decode_lowcmd(data)
+        rec, crc_ok = unitree_codec.decode_lowcmd(data)
         if rec is None:
             return self._drop("lowcmd_malformed", "rt/lowcmd: malformed sample dropped")
         if not crc_ok:
             return self._drop("lowcmd_crc", "rt/lowcmd: bad crc, dropped")
-        if int(rec["mode_machine"]) != unitree.MODE_MACHINE:
+        if int(rec["mode_machine"]) != unitree_codec.MODE_MACHINE:
             return self._drop("lowcmd_mode_machine",
                               f"rt/lowcmd: mode_machine {int(rec['mode_machine'])} != "
-                              f"{unitree.MODE_MACHINE}, dropped")
+                              f"{unitree_codec.MODE_MACHINE}, dropped")
         mc = rec["motor_cmd"]
         fields = np.stack([mc["q"], mc["dq"], mc["tau"], mc["kp"], mc["kd"]])
         if not np.all(np.isfinite(fields[:, : contract.G1_NUM_JOINTS])):
@@ -211,7 +211,7 @@ class G1Twin:
                        "rt/lowcmd while a motion mode is active (call ReleaseMode first), dropped")
 
     def _on_arm_sdk(self, data: bytes, _t: float) -> None:
-        rec, crc_ok = unitree.decode_lowcmd(data)
+        rec, crc_ok = unitree_codec.decode_lowcmd(data)
         if rec is None:
             return self._drop("arm_sdk_malformed", "rt/arm_sdk: malformed sample dropped")
         if not crc_ok:
@@ -316,7 +316,7 @@ class G1Twin:
         imu["gyroscope"] = vel[:3]
         imu["accelerometer"] = R.T @ (acc_world - self._gravity)
         imu["rpy"] = quat_to_rpy((quat[1], quat[2], quat[3], quat[0]))   # unitree: w, x, y, z
-        self._writer.write(unitree.encode_lowstate(st), lambda: unitree.lowstate_to_sdk(st))
+        self._writer.write(unitree_codec.encode_lowstate(st), lambda: unitree_codec.lowstate_to_sdk(st))
         self.published += 1
 
     def counters(self) -> dict:

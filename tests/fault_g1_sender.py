@@ -15,7 +15,7 @@ import time
 from unitree_sdk2py.idl.unitree_hg.msg.dds_ import LowCmd_
 
 from surgbot import contract
-from surgbot.hw import unitree
+from surgbot.hw import unitree, unitree_codec
 
 BAD_CRC = 0xDEADBEEF
 PERIOD_S = 0.002
@@ -27,7 +27,7 @@ def main(argv: list[str]) -> int:
     name = contract.G1_TOPIC_ARM_SDK if topic == "arm_sdk" else contract.G1_TOPIC_LOWCMD
     writer = unitree.RawWriter(unitree.participant(), name, LowCmd_)
     time.sleep(0.5)                                   # discovery
-    cmd = unitree.new_lowcmd()
+    cmd = unitree_codec.new_lowcmd()
     cmd["mode_machine"] = int(mode_machine)
     mc = cmd["motor_cmd"]
     j = int(joint)
@@ -36,7 +36,7 @@ def main(argv: list[str]) -> int:
     bad = bad_crc == "1"
     if bad:
         cmd["crc"] = BAD_CRC
-    data = unitree.encode_lowcmd(cmd, set_crc=not bad)
+    data = unitree_codec.encode_lowcmd(cmd, set_crc=not bad)
     for _ in range(int(count)):
         writer.write(data)
         time.sleep(PERIOD_S)

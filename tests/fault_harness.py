@@ -50,7 +50,7 @@ from unitree_sdk2py.idl.unitree_hg.msg.dds_ import LowCmd_
 
 from surgbot import contract, stack
 from surgbot import processes as child_processes
-from surgbot.hw import unitree
+from surgbot.hw import unitree, unitree_codec
 from surgbot.hw.crtk import PSMClient
 from surgbot.rosutil import BackgroundSpinner, make_executor, stamp_of_raw
 from surgbot.teleop.url import wait_for_served_port
@@ -374,7 +374,7 @@ class Observer:
             self.diag[s.name] = (s.level, s.message, {kv.key: kv.value for kv in s.values})
 
     def _on_arm_sdk(self, data: bytes, t_recv: float) -> None:
-        rec, crc_ok = unitree.decode_lowcmd(data)
+        rec, crc_ok = unitree_codec.decode_lowcmd(data)
         if rec is None or not crc_ok:
             return                                     # what the twin drops too (checked by the twin's tests)
         q = rec["motor_cmd"]["q"]

@@ -153,15 +153,15 @@ class TickRecorder:
     def __init__(self):
         from unitree_sdk2py.idl.unitree_hg.msg.dds_ import LowState_
 
-        from surgbot.hw import unitree
+        from surgbot.hw import unitree, unitree_codec
         unitree.init_channel(G1_DOMAIN, "lo")
         self.lock = threading.Lock()
         self.rows: list[tuple[int, np.ndarray]] = []
-        self._unitree = unitree
+        self._decode = unitree_codec.decode_lowstate
         self.reader = unitree.RawReader(unitree.participant(), contract.G1_TOPIC_LOWSTATE, LowState_, self._on)
 
     def _on(self, data: bytes, _t: float) -> None:
-        rec, ok = self._unitree.decode_lowstate(data)
+        rec, ok = self._decode(data)
         if rec is not None and ok:
             with self.lock:
                 self.rows.append((int(rec["tick"]), rec["motor_state"]["q"][:contract.G1_NUM_JOINTS].astype(float)))

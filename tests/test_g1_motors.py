@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from surgbot import contract
-from surgbot.hw import unitree
+from surgbot.hw import unitree_codec
 from surgbot.sim.g1_motors import (
     STAND_KD,
     STAND_KP,
@@ -25,7 +25,7 @@ GRAVITY = np.linspace(1.0, 2.0, N)
 
 
 def _arm(q: float, kp: float, kd: float, tau: float) -> np.ndarray:
-    mc = unitree.new_lowcmd()["motor_cmd"].copy()
+    mc = unitree_codec.new_lowcmd()["motor_cmd"].copy()
     mc["q"][UB], mc["kp"][UB], mc["kd"][UB], mc["tau"][UB] = q, kp, kd, tau
     return mc
 
@@ -68,7 +68,7 @@ def test_arm_sdk_blends_the_upper_body_by_its_weight_and_leaves_the_legs():
 def test_released_motors_damp_then_follow_lowcmd_and_mode_zero_is_off():
     dq = np.full(N, 2.0)
     np.testing.assert_allclose(damping_torques(dq), -STAND_KD * 2.0)
-    cmd = unitree.new_lowcmd()["motor_cmd"][:N].copy()
+    cmd = unitree_codec.new_lowcmd()["motor_cmd"][:N].copy()
     cmd["mode"], cmd["q"], cmd["kp"], cmd["kd"], cmd["tau"] = 1, 1.0, 10.0, 1.0, 0.5
     cmd["mode"][3] = 0
     tau, enabled = lowcmd_torques(cmd, np.zeros(N), np.zeros(N))

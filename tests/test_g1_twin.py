@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from surgbot import contract
-from surgbot.hw import unitree
+from surgbot.hw import unitree, unitree_codec
 from tests.conftest import PYTHON
 
 pytestmark = pytest.mark.sim
@@ -41,13 +41,13 @@ def test_codecs_match_the_sdk_serializer_and_crc():
             m.reserve = int(rng.integers(0, 2**32))
         c.reserve = [int(x) for x in rng.integers(0, 2**32, 4)]
         c.crc = crc.Crc(c)
-        rec = unitree.lowcmd_from_sdk(c)
-        assert unitree.encode_lowcmd(rec) == c.serialize()
+        rec = unitree_codec.lowcmd_from_sdk(c)
+        assert unitree_codec.encode_lowcmd(rec) == c.serialize()
         assert int(rec["crc"]) == c.crc
-        back, ok = unitree.decode_lowcmd(c.serialize())
+        back, ok = unitree_codec.decode_lowcmd(c.serialize())
         assert ok and back.tobytes() == rec.tobytes()
 
-        st = unitree.new_lowstate()
+        st = unitree_codec.new_lowstate()
         st["version"] = rng.integers(0, 2**32, 2)
         st["mode_machine"], st["tick"] = 5, int(rng.integers(0, 2**32))
         for f in ("quaternion", "gyroscope", "accelerometer", "rpy"):
@@ -60,22 +60,22 @@ def test_codecs_match_the_sdk_serializer_and_crc():
         ms["temperature"] = rng.integers(-300, 300, (35, 2))
         ms["motorstate"] = rng.integers(0, 2**32, 35)
         st["wireless_remote"] = rng.integers(0, 256, 40)
-        sdk = unitree.lowstate_to_sdk(st)
+        sdk = unitree_codec.lowstate_to_sdk(st)
         sdk.crc = crc.Crc(sdk)
-        dec, ok = unitree.decode_lowstate(sdk.serialize())
+        dec, ok = unitree_codec.decode_lowstate(sdk.serialize())
         assert ok, "our CRC check accepts the SDK's CRC"
-        assert unitree.crc32_words(dec.tobytes()) == sdk.crc
-        assert unitree.encode_lowstate(dec.copy()) == sdk.serialize()
+        assert unitree_codec.crc32_words(dec.tobytes()) == sdk.crc
+        assert unitree_codec.encode_lowstate(dec.copy()) == sdk.serialize()
 
 
 def test_corrupted_crc_is_detected():
-    rec = unitree.new_lowcmd()
+    rec = unitree_codec.new_lowcmd()
     rec["mode_machine"] = 5
     rec["motor_cmd"]["q"][12] = 0.3
-    data = bytearray(unitree.encode_lowcmd(rec))
-    assert unitree.decode_lowcmd(bytes(data))[1]
+    data = bytearray(unitree_codec.encode_lowcmd(rec))
+    assert unitree_codec.decode_lowcmd(bytes(data))[1]
     data[40] ^= 0x01
-    assert not unitree.decode_lowcmd(bytes(data))[1]
+    assert not unitree_codec.decode_lowcmd(bytes(data))[1]
 
 
 # ---------------------------------------------------------------------- twin on DDS

@@ -27,7 +27,7 @@ import pytest
 from surgbot import contract
 from surgbot.bench.arm_loop import ArmLoop
 from surgbot.control.endoscope_holder import FAULT, HOLD
-from surgbot.hw import unitree
+from surgbot.hw import unitree, unitree_codec
 from tests.test_g1_twin import _KEEP_ALIVE, LowstateListener, _lowcmd, _stream, start_twin, stop_twin
 
 N = contract.G1_NUM_JOINTS
@@ -185,9 +185,9 @@ def test_arm_sdk_bad_crc_nan_wrong_length_or_released_is_dropped_counted_and_not
     nan_q[UPPER.index(elbow)] = np.nan
     n_nan = _stream(arm, _arm_sdk(nan_q, 1.0), 1.0)
     still("NaN")
-    rec = unitree.lowcmd_from_sdk(_arm_sdk(away, 1.0))
-    cdr = unitree.encode_lowcmd(rec)
-    assert unitree.decode_lowcmd(cdr)[1], "the full-length bytes are a valid sample"
+    rec = unitree_codec.lowcmd_from_sdk(_arm_sdk(away, 1.0))
+    cdr = unitree_codec.encode_lowcmd(rec)
+    assert unitree_codec.decode_lowcmd(cdr)[1], "the full-length bytes are a valid sample"
     n_short = _stream_raw(raw, cdr[:600], 1.0)
     still("wrong length")
 

@@ -2,7 +2,7 @@
 
 Thin shell around `surgbot.control.g1_bridge.G1BridgeCore`:
 
-* DDS side (`surgbot.hw.unitree`): reads `rt/lowstate` (crc and mode_machine
+* DDS side (`surgbot.hw.unitree`, codecs in `surgbot.hw.unitree_codec`): reads `rt/lowstate` (crc and mode_machine
   checked), streams `rt/arm_sdk` at 500 Hz (crc, mode_machine 5,
   `motor_cmd[29].q` = weight) from a dedicated thread with absolute
   deadlines, so the stream does not depend on the ROS executor's timing;
@@ -40,7 +40,7 @@ from surgbot.control.bridge_memory import WeightMemory, default_path
 from surgbot.control.g1_arm import UPPER_SLICE, GravityModel, upper_limits
 from surgbot.control.g1_bridge import ArmSdkCommand, G1BridgeCore, State
 from surgbot.control.g1_bridge_config import G1BridgeConfig
-from surgbot.hw import unitree
+from surgbot.hw import unitree, unitree_codec
 from surgbot.nodes.safety_link import SafetyLink
 from surgbot.pacing import Pacer, poll_until
 from surgbot.rosutil import Diagnostics, declare_config, float64_field, run_node, trigger_handler
@@ -119,8 +119,8 @@ class G1BridgeNode(Node):
         unitree.init_channel(self.g1_domain, self.g1_interface)
         self._dp = unitree.participant()
         self._arm_writer = unitree.RawWriter(self._dp, contract.G1_TOPIC_ARM_SDK, LowCmd_)
-        self._cmd = unitree.new_lowcmd()
-        self._cmd["mode_machine"] = unitree.MODE_MACHINE
+        self._cmd = unitree_codec.new_lowcmd()
+        self._cmd["mode_machine"] = unitree_codec.MODE_MACHINE
 
         # ROS
         # /safety/state: ESTOP, FAULT or a silent supervisor holds the current targets at full weight
@@ -145,11 +145,11 @@ class G1BridgeNode(Node):
 
     # ------------------------------------------------------------------ DDS in
     def _on_lowstate(self, data: bytes, t_recv: float) -> None:
-        rec, crc_ok = unitree.decode_lowstate(data)
+        rec, crc_ok = unitree_codec.decode_lowstate(data)
         if rec is None or not crc_ok:
             self.lowstate_bad_crc += 1
             return
-        if int(rec["mode_machine"]) != unitree.MODE_MACHINE:
+        if int(rec["mode_machine"]) != unitree_codec.MODE_MACHINE:
             self.lowstate_bad_mode_machine += 1
             return
         ms = rec["motor_state"]
@@ -178,7 +178,7 @@ class G1BridgeNode(Node):
         mc["kp"][ub] = c.kp
         mc["kd"][ub] = c.kd
         mc["q"][contract.G1_ARM_SDK_WEIGHT_INDEX] = c.weight
-        self._arm_writer.write(unitree.encode_lowcmd(self._cmd))
+        self._arm_writer.write(unitree_codec.encode_lowcmd(self._cmd))
 
     def _stream_loop(self) -> None:
         """rt/arm_sdk at rate_hz on absolute deadlines (`Pacer`: a stall drops the backlog, no burst)."""
