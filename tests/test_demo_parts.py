@@ -182,13 +182,15 @@ FAULT = {"state": "FAULT", "reasons": ["g1_lowstate: silent for 56 ms (> 50 ms)"
 
 def _script(to_start_faults: int):
     """A DemoScript's task preparation with its robot steps replaced: `_to_start` is interrupted by
-    a FAULT its first `to_start_faults` times; `_recover` (reset, engage, hold) clears the FAULT."""
+    a FAULT its first `to_start_faults` times; `steps.recover` (reset, engage, hold) clears the FAULT."""
     from types import SimpleNamespace
 
+    from surgbot.demo.safety_steps import SafetySteps
     from surgbot.demo.script import DemoScript
     s = object.__new__(DemoScript)
     s.notes, s.current, s.say = [], {}, lambda _m: None
     s.obs = SimpleNamespace(safety={"state": "OK", "reasons": []})
+    s.steps = SafetySteps(s.obs, None, s.say, s.notes)
     s.calls = []
 
     def to_start(_state):
@@ -202,7 +204,7 @@ def _script(to_start_faults: int):
         s.obs.safety = {"state": "OK", "reasons": []}
 
     s._lay_out = lambda task, seed, again=False: {"task": task, "instruction": "transfer the block"}
-    s._to_start, s._recover = to_start, recover
+    s._to_start, s.steps.recover = to_start, recover
     return s
 
 
@@ -256,12 +258,12 @@ def test_a_policy_refused_by_a_safety_stop_fails_the_task_not_the_demo():
 
 def test_a_reset_refused_for_a_nodes_own_fault_is_acknowledged_then_asked_again(monkeypatch):
     """The holder's own FAULT refuses /safety/reset until its user's `hold` acknowledges it."""
-    from surgbot.demo import script
+    from surgbot.demo import safety_steps
     s = _script(to_start_faults=0)
     calls, holder_fault = [], [True]
 
     def call(_obs, action, _timeout):
-        name = next(k for k, a in script.ACTIONS.items() if a is action)
+        name = next(k for k, a in safety_steps.ACTIONS.items() if a is action)
         calls.append(name)
         if name == "hold":
             holder_fault[0] = False
@@ -269,19 +271,19 @@ def test_a_reset_refused_for_a_nodes_own_fault_is_acknowledged_then_asked_again(
             return False, "reset refused, still: node:endoscope_holder: FAULT; held by safety"
         return True, "OK"
 
-    monkeypatch.setattr(script, "call_service", call)
-    assert s._reset() == (True, "OK") and calls == ["reset", "hold", "reset"]
+    monkeypatch.setattr(safety_steps, "call_service", call)
+    assert s.steps.reset() == (True, "OK") and calls == ["reset", "hold", "reset"]
     calls.clear()
-    assert s._reset() == (True, "OK") and calls == ["reset"]          # nothing to acknowledge
+    assert s.steps.reset() == (True, "OK") and calls == ["reset"]          # nothing to acknowledge
     holder_fault[0] = True
 
     def refuse_other(_obs, action, _timeout):
-        calls.append(next(k for k, a in script.ACTIONS.items() if a is action))
+        calls.append(next(k for k, a in safety_steps.ACTIONS.items() if a is action))
         return False, "reset refused, still: console_link: silent for 900 ms"
 
     calls.clear()
-    monkeypatch.setattr(script, "call_service", refuse_other)
-    assert s._reset()[0] is False and calls == ["reset"]              # a cause no node acknowledges
+    monkeypatch.setattr(safety_steps, "call_service", refuse_other)
+    assert s.steps.reset()[0] is False and calls == ["reset"]              # a cause no node acknowledges
 
 
 LIVELINESS = "alive:endoscope_holder: stopped (DDS liveliness lost: the process was killed, exited or stalled)"
@@ -352,18 +354,18 @@ def test_a_task_interrupted_by_lateness_twice_fails_with_both_attempts_reported(
 def test_a_reset_after_an_acknowledgement_is_asked_again_until_the_supervisor_has_heard_it(monkeypatch):
     """The supervisor hears the `hold` through the holder's /diagnostics, not at once: the reset is
     asked again while only the acknowledged node is named (a single retry 35 ms later ended a demo)."""
-    from surgbot.demo import script
+    from surgbot.demo import safety_steps
     s = _script(to_start_faults=0)
     calls = []
 
     def call(_obs, action, _timeout):
-        name = next(k for k, a in script.ACTIONS.items() if a is action)
+        name = next(k for k, a in safety_steps.ACTIONS.items() if a is action)
         calls.append(name)
         heard = "hold" in calls and calls.count("reset") >= 4          # the third reset after the hold
         if name == "reset" and not heard:
             return False, "reset refused, still: node:endoscope_holder: FAULT (joint state 116 ms old)"
         return True, "OK"
 
-    monkeypatch.setattr(script, "call_service", call)
-    monkeypatch.setattr(script, "ACK_RETRY_S", 0.0)
-    assert s._reset() == (True, "OK") and calls == ["reset", "hold", "reset", "reset", "reset"]
+    monkeypatch.setattr(safety_steps, "call_service", call)
+    monkeypatch.setattr(safety_steps, "ACK_RETRY_S", 0.0)
+    assert s.steps.reset() == (True, "OK") and calls == ["reset", "hold", "reset", "reset", "reset"]

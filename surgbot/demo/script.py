@@ -7,39 +7,25 @@ import math
 import time
 from pathlib import Path
 
-import psutil
 from std_msgs.msg import String
 
 from surgbot import contract
 from surgbot.ctl import ACTIONS, POLICY_INSTRUCTION, call_service
+from surgbot.demo.cpu_meter import CpuMeter
 from surgbot.demo.media import VideoRecorder
 from surgbot.demo.observer import DemoObserver
+from surgbot.demo.safety_steps import SERVICE_TIMEOUT_S, STEP_TIMEOUT_S, WATCH_PERIOD_S, SafetySteps
 from surgbot.demo.summary import build_summary, write_summary
 from surgbot.geometry import pose_to_matrix
 from surgbot.hw.crtk import PSMClient
 from surgbot.hw.policy_client import PolicyClient, PolicyServerError, PolicyTimeout
-from surgbot.pacing import poll_until
 from surgbot.rosutil import latched_qos
-from surgbot.safety.supervisor import only_lateness
 
-SERVICE_TIMEOUT_S = 10.0
-ENGAGE_RAMP_S = 2.5                   # the bridge ramps the arm_sdk weight 0 -> 1 over 2 s
 MOVE_TIMEOUT_S = 20.0
-ENGAGE_ATTEMPTS = 3
 PREPARE_ATTEMPTS = 2                  # a FAULT before a task's policy starts: one reset and re-engage
-MODE_TIMEOUT_S = 5.0
-WATCH_PERIOD_S = 0.05                 # how often the script looks at what the observer heard
-HOLD_CONFIRM_S = 2.0                  # the view must stay held this long before the tasks start
 RELAYOUT_TIMEOUT_S = 10.0
-HEARD_TIMEOUT_S = 30.0                # command sources hearing the supervisor (not fatal: engage retries)
-SAFETY_LISTENERS = ("g1_bridge", "endoscope_holder")    # the nodes that must hear /safety/state to engage
-# a node whose FAULT of its own refuses /safety/reset -> the surgbot ctl action that acknowledges it
-ACKNOWLEDGE = {"endoscope_holder": "hold", "g1_bridge": "engage"}
-ACK_HEARD_TIMEOUT_S = 2.0             # > the nodes' diagnostics period (1 s), which carries the acknowledgement
-ACK_RETRY_S = 0.1
 SETTLE_S = 0.5                        # let the objects come to rest after a new layout
 STARTUP_TIMEOUT_S = 120.0             # first start on 2 cores: imports, GL contexts, policy load
-STEP_TIMEOUT_S = 30.0
 HORIZON_MARGIN = 1.5                  # a task gets this many times its horizon (wall clock, under load)
 OPEN_JAW_RAD = math.radians(40)
 # A task a watchdog FAULT interrupted is run once more on a fresh layout of the same seed, after the
@@ -59,49 +45,6 @@ def _answers(client: PolicyClient) -> bool:
     return True
 
 
-class CpuMeter:
-    """CPU each node used (with its children: the sim's renderers), % of one core, between start and stop."""
-
-    def __init__(self, pids: dict[str, int]):
-        self.pids = pids
-        self._start: dict[str, float] = {}
-        self._t0 = 0.0
-
-    @staticmethod
-    def _cpu_s(pid: int) -> float:
-        try:
-            p = psutil.Process(pid)
-            procs = [p] + p.children(recursive=True)
-        except psutil.Error:
-            return float("nan")
-        total = 0.0
-        for q in procs:
-            try:
-                t = q.cpu_times()
-                total += t.user + t.system
-            except psutil.Error:
-                pass
-        return total
-
-    def start(self) -> None:
-        self._t0 = time.monotonic()
-        self._start = {name: self._cpu_s(pid) for name, pid in self.pids.items()}
-        self._start["demo (this process)"] = self._own()
-
-    @staticmethod
-    def _own() -> float:
-        t = psutil.Process().cpu_times()
-        return t.user + t.system
-
-    def stop(self) -> dict[str, float]:
-        if not self._start:
-            return {}
-        wall = max(time.monotonic() - self._t0, 1e-9)
-        now = {name: self._cpu_s(pid) for name, pid in self.pids.items()}
-        now["demo (this process)"] = self._own()
-        return {name: round(100.0 * (now[name] - self._start[name]) / wall, 1) for name in now}
-
-
 class DemoScript:
     def __init__(self, out: Path, args, tasks: list[str], say, wait, pids: dict[str, int]):
         self.pids = pids
@@ -119,6 +62,7 @@ class DemoScript:
         self.results: list[dict] = []
         self.attempts: list[dict] = []        # every task attempt, in order (a retried one too)
         self.notes: list[str] = []
+        self.steps = SafetySteps(self.obs, self.psm, self.say, self.notes, follow=args.follow)
         self._finished = False
 
     # ------------------------------------------------------------------ overlay
@@ -158,81 +102,8 @@ class DemoScript:
             self.psm.home(timeout=STEP_TIMEOUT_S)
         except TimeoutError as exc:
             raise RuntimeError(f"PSM: {exc}") from None
-        self._settle_safety()
-        self._engage_with_retries()
-
-    def _settle_safety(self) -> None:
-        """What an operator checks before engaging: the G1's command sources hear the supervisor
-        (engaging before would be refused), and a FAULT of the start-up is read and reset."""
-        obs = self.obs
-        def missing() -> list[str]:
-            return [n for n in SAFETY_LISTENERS if not obs.heard_supervisor(n)]
-
-        if not poll_until(lambda: not missing(), HEARD_TIMEOUT_S, WATCH_PERIOD_S):
-            self.notes.append(f"{', '.join(missing())}: no /safety/state heard after {HEARD_TIMEOUT_S:.0f} s")
-        state = obs.safety or {}
-        if state.get("state") != "OK":
-            self.notes.append(f"safety {state.get('state')} before engaging "
-                              f"({', '.join(state.get('reasons', [])) or 'no reason given'}): reset")
-            self.say(f"safety {state.get('state')} at start-up: resetting")
-            ok, message = self._reset()
-            if not ok:
-                self.notes.append(f"reset refused: {message}")
-            time.sleep(1.0)
-
-    def _reset(self) -> tuple[bool, str]:
-        """/safety/reset.  Refused because the holder or the bridge reports a FAULT of its own, it is
-        first acknowledged as its user would (`hold`, `engage`: the node stays frozen, reported as
-        held by safety) and asked again: without it a holder FAULT of its own ("joint state 101 ms
-        old" between two tasks) refused every reset, and a fresh clone's demo ended there."""
-        ok, message = call_service(self.obs, ACTIONS["reset"], SERVICE_TIMEOUT_S)
-        acked = [node for node in ACKNOWLEDGE if not ok and node in message]
-        for node in acked:
-            call_service(self.obs, ACTIONS[ACKNOWLEDGE[node]], SERVICE_TIMEOUT_S)
-        # the supervisor hears the acknowledgement through the node's /diagnostics: ask again until
-        # it has (while only those nodes are named), not once right after
-        deadline = time.monotonic() + ACK_HEARD_TIMEOUT_S
-        while acked:
-            ok, message = call_service(self.obs, ACTIONS["reset"], SERVICE_TIMEOUT_S)
-            if ok or time.monotonic() >= deadline or not any(node in message for node in acked):
-                break
-            time.sleep(ACK_RETRY_S)
-        return ok, message
-
-    def _engage_with_retries(self) -> None:
-        for attempt in range(1, ENGAGE_ATTEMPTS + 1):
-            self.say("G1: engage the arm and HOLD the endoscope through the port"
-                     + (f" (attempt {attempt})" if attempt > 1 else ""))
-            problem = self._engage_and_hold()
-            if problem is None:
-                return
-            # What an operator does after a fault: read it, reset, engage again.  It stays in the summary.
-            self.notes.append(f"engage attempt {attempt}: {problem}")
-            self.say(f"G1: {problem}; resetting")
-            ok, message = self._reset()
-            if not ok:
-                self.notes.append(f"reset refused: {message}")
-            time.sleep(1.0)
-        raise RuntimeError(f"the G1 did not engage and hold in {ENGAGE_ATTEMPTS} attempts: {self.notes[-1]}")
-
-    def _engage_and_hold(self) -> str | None:
-        """None when the holder holds (or follows) and the safety state is OK; else what went wrong."""
-        obs = self.obs
-        want = "TOOL_FOLLOW" if self.args.follow else "HOLD"
-        ok, message = call_service(obs, ACTIONS["engage"], SERVICE_TIMEOUT_S)
-        if not ok:
-            return f"engage refused: {message}"
-        time.sleep(ENGAGE_RAMP_S)
-        ok, message = call_service(obs, ACTIONS["follow-tool" if self.args.follow else "hold"], SERVICE_TIMEOUT_S)
-        if not ok:
-            return f"{want} refused: {message}"
-        poll_until(lambda: obs.endoscope_mode == want, MODE_TIMEOUT_S, WATCH_PERIOD_S)
-        # it must stay so for a moment, with safety OK
-        if not poll_until(lambda: obs.endoscope_mode not in (want, None) or (obs.safety or {}).get("state") != "OK",
-                          HOLD_CONFIRM_S, WATCH_PERIOD_S):
-            return None
-        return f"endoscope mode {obs.endoscope_mode}, safety {(obs.safety or {}).get('state')} " \
-               f"({', '.join((obs.safety or {}).get('reasons', [])) or 'no reason given'})"
+        self.steps.settle()
+        self.steps.engage_with_retries()
 
     def _lay_out(self, task: str, seed: int, again: bool = False) -> dict:
         """The layout of `task` at `seed` (a fresh episode of it when `again`)."""
@@ -254,34 +125,6 @@ class DemoScript:
         if not self.psm.move_cp(pose_to_matrix([x, y, z], [qx, qy, qz, qw])).wait(MOVE_TIMEOUT_S):
             raise RuntimeError("PSM: move_cp to the task's start pose was refused or interrupted")
 
-    def _safety_stop(self) -> str:
-        """'' while /safety/state is OK, else why the stack stopped."""
-        st = self.obs.safety or {}
-        if st.get("state") == "OK":
-            return ""
-        return f"safety {st.get('state')}: {', '.join(st.get('reasons', [])) or 'no reason given'}"
-
-    def _recover(self, why: str = "the last task ended in a FAULT") -> None:
-        """After a FAULT: what an operator does (reset, re-engage, HOLD); noted."""
-        self.say(f"safety: {why}; reset, engage and hold again")
-        ok, message = self._reset()
-        if not ok:
-            self.notes.append(f"reset after a task refused: {message}")
-        time.sleep(1.0)
-        if (self.psm.operating_state() or {}).get("state") != "ENABLED":
-            # the supervisor's FAULT only sends `hold` (the arm stays ENABLED); an arm FAULT of its
-            # own is cleared only by disable (dVRK), then it is powered and homed again
-            self.psm.disable(timeout=STEP_TIMEOUT_S)
-            self.psm.enable(timeout=STEP_TIMEOUT_S)
-            self.psm.home(timeout=STEP_TIMEOUT_S)
-        self._engage_with_retries()
-
-    def _interrupted_by_lateness(self) -> bool:
-        """Whether the latched FAULT (still there: no reset yet) has only lateness causes."""
-        st = self.obs.safety or {}
-        reasons = st.get("reasons") or []
-        return st.get("state") == "FAULT" and only_lateness(reasons)
-
     def _run_task(self, task: str, seed: int) -> dict:
         """`task` until it succeeds, fails, or a FAULT of lateness interrupts it TASK_ATTEMPTS times;
         the result says how many attempts it took and why the earlier ones stopped."""
@@ -290,7 +133,7 @@ class DemoScript:
             result = self._do_task(task, seed, again=bool(earlier))
             stopped_by_fault = result["failure"].startswith("safety FAULT")   # not the horizon, then a FAULT
             if (result["success"] or len(earlier) + 1 >= TASK_ATTEMPTS or not stopped_by_fault
-                    or not self._interrupted_by_lateness()):
+                    or not self.steps.interrupted_by_lateness()):
                 break
             earlier.append({k: result[k] for k in ("time_s", "failure")})
             self.notes.append(f"{task}: attempt {len(earlier)} interrupted after {result['time_s']:.1f} s by "
@@ -301,7 +144,7 @@ class DemoScript:
     def _do_task(self, task: str, seed: int, again: bool = False) -> dict:
         self.current.update(task=task, status="laying out" if not again else "laying out again", instruction="")
         if self.attempts and self.attempts[-1]["failure"].startswith("safety"):
-            self._recover()
+            self.steps.recover()
         if self.attempts:                                  # let go of what the last task held, lift clear
             self.psm.jaw.move_jp(OPEN_JAW_RAD).wait(MOVE_TIMEOUT_S)
         state = self._prepare(task, seed, again)
@@ -319,7 +162,7 @@ class DemoScript:
                 success = True
                 break
             # a FAULT/ESTOP stops every command source: the policy cannot go on, say so
-            if (stopped := self._safety_stop()):
+            if (stopped := self.steps.stop_reason()):
                 break
             time.sleep(WATCH_PERIOD_S)
         elapsed = time.monotonic() - t_start
@@ -349,15 +192,15 @@ class DemoScript:
                 self.current["status"] = "PSM to the start pose"
                 self._to_start(state)
             except RuntimeError:                  # a move the supervisor's hold interrupted
-                if attempt == PREPARE_ATTEMPTS or not self._safety_stop():
+                if attempt == PREPARE_ATTEMPTS or not self.steps.stop_reason():
                     raise
-            problem = self._safety_stop()
+            problem = self.steps.stop_reason()
             if not problem:
                 return state
             if attempt == PREPARE_ATTEMPTS:
                 raise RuntimeError(f"{task}: {problem} before the policy started, {attempt} times")
             self.notes.append(f"{task}: {problem} before the policy started: reset, engaged again")
-            self._recover(f"{problem} before {task} started")
+            self.steps.recover(f"{problem} before {task} started")
             attempt += 1
 
     def _enable_policy(self) -> str:
@@ -366,7 +209,7 @@ class DemoScript:
         try:
             self._set_policy(True)
         except RuntimeError:
-            if not (stopped := self._safety_stop()):
+            if not (stopped := self.steps.stop_reason()):
                 raise
             return stopped
         return ""
