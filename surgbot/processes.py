@@ -244,6 +244,49 @@ def take_realtime_priority() -> str:
     return f"running SCHED_FIFO {priority}"
 
 
+# The chain's ROS nodes that stay SCHED_OTHER at `--realtime sim` (G1 bridge ~40 %, endoscope holder
+# ~25 % of a core in `surgbot demo`, with 50 and 100 ms watchdogs) ask for a larger share of the
+# CPU instead: their session group's nice at CHAIN_NICE (env SHARE_ENV, set by the stack; a weight
+# of 3121 against the 1024 of every other group).  Under autogroup scheduling the CPU left by the
+# FIFO twin and supervisor (~1.3 cores) is shared between the sessions that want it, and the
+# bridge, the largest SCHED_OTHER user, is the one made to wait when they all do.  Measured in
+# `surgbot demo` on the 2-core machine (README "Real-time scheduling").  A weight, not FIFO: the
+# camera and the policy server still get their turn (at "chain" they starved).
+SHARE_ENV = "SURGBOT_GROUP_NICE"
+CHAIN_NICE = -5
+
+
+def take_cpu_share() -> str:
+    """This thread's nice (and its session group's, when it leads a session) at the value
+    `SHARE_ENV` asks for.  Call it in the main thread before any other thread starts (nice is
+    per thread on Linux; threads inherit it), before `forbid_realtime_scheduling()` drops the
+    capability a negative value needs.  Returns what happened ("" when nothing was asked)."""
+    asked = os.environ.get(SHARE_ENV, "")
+    if not asked:
+        return ""
+    try:
+        nice = int(asked)
+        if not NICE_MIN <= nice <= NICE_MAX:
+            raise ValueError
+    except ValueError:
+        return f"{SHARE_ENV}={asked!r} is not a nice value in {NICE_MIN}..{NICE_MAX}: left as it is"
+    try:
+        os.setpriority(os.PRIO_PROCESS, 0, nice)
+    except PermissionError:
+        return (f"nice {nice} not permitted (needs CAP_SYS_NICE or a nice limit): running at nice "
+                f"{os.getpriority(os.PRIO_PROCESS, 0)}; watchdogs may fire on a loaded machine")
+    if os.getsid(0) != os.getpid():
+        return f"nice {nice} (not a session leader: its group left as it is)"
+    try:
+        with open(AUTOGROUP.format(pid="self"), "w") as group:
+            group.write(str(nice))
+    except FileNotFoundError:
+        return f"nice {nice} (a kernel without autogroup)"
+    except OSError as exc:
+        return f"nice {nice}; its session group not: {exc}"
+    return f"nice {nice}, its session group too"
+
+
 def leave_realtime_scheduling() -> None:
     """Back to SCHED_OTHER (always permitted): for helpers a real-time process starts (the twin's
     renderer must not compete with the chain it serves)."""
@@ -259,9 +302,9 @@ def leave_realtime_scheduling() -> None:
 
 
 def settle_scheduling() -> str:
-    """A node process's first call: the real-time priority `surgbot up` asked for (if any), then
-    the guard.  Returns the line to log about it ("" when no priority was asked)."""
-    outcome = take_realtime_priority()
+    """A node process's first call: the real-time priority and CPU share `surgbot up` asked for
+    (if any), then the guard.  Returns the line to log about it ("" when no priority was asked)."""
+    outcome = "; ".join(done for done in (take_realtime_priority(), take_cpu_share()) if done)
     forbid_realtime_scheduling()
     return outcome
 

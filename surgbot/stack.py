@@ -38,7 +38,8 @@ NICE_BACKGROUND = 5
 # the twin alone at FIFO the supervisor's ticks ran 25-160 ms late several times a run and its
 # "g1_lowstate silent 56-69 ms" FAULTs ended tasks (1 of 4 runs with both tasks in session 33),
 # with the supervisor at FIFO too once a run, at start-up (2 of 3); "chain" starved the camera and
-# the policy server instead (inference p50 up to 91 ms).
+# the policy server instead (inference p50 up to 91 ms).  At "sim" the chain's ROS nodes ask for a
+# larger CPU share instead (`NodeSpec.share`, processes.CHAIN_NICE: why and the runs there).
 REALTIME_LEVELS = ("off", "sim", "chain")
 
 
@@ -75,22 +76,40 @@ class NodeSpec:
     # the lowest REALTIME_LEVELS entry at which this node asks for SCHED_FIFO (processes.REALTIME_ENV);
     # "" never
     realtime: str = ""
+    # the lowest REALTIME_LEVELS entry at which this node, when not at SCHED_FIFO, asks for a larger
+    # CPU share (processes.SHARE_ENV: its session group at processes.CHAIN_NICE); "" never
+    share: str = ""
 
     def __post_init__(self):
-        if self.realtime not in ("",) + REALTIME_LEVELS[1:]:
-            raise ValueError(f"{self.name}: realtime {self.realtime!r} not in {REALTIME_LEVELS[1:]} or ''")
+        for name in ("realtime", "share"):
+            if getattr(self, name) not in ("",) + REALTIME_LEVELS[1:]:
+                raise ValueError(f"{self.name}: {name} {getattr(self, name)!r} not in {REALTIME_LEVELS[1:]} or ''")
         if self.nice is None:
             background = self.ros and self.name in contract.BACKGROUND_NODES
             object.__setattr__(self, "nice", NICE_BACKGROUND if background else 0)
 
     def asks_realtime(self, level: str) -> bool:
         """Whether this node asks for SCHED_FIFO in a stack run at REALTIME_LEVELS `level`."""
-        check_realtime_level(level)
-        return bool(self.realtime) and REALTIME_LEVELS.index(level) >= REALTIME_LEVELS.index(self.realtime)
+        return _reached(self.realtime, level)
+
+    def asks_share(self, level: str) -> bool:
+        """Whether this node asks for the chain's larger CPU share at `level` (never when at FIFO)."""
+        return _reached(self.share, level) and not self.asks_realtime(level)
 
     def environment(self, level: str) -> dict[str, str]:
-        """Environment variables the process starts with in a stack at `level` (its real-time request)."""
-        return {processes.REALTIME_ENV: str(processes.REALTIME_PRIORITY)} if self.asks_realtime(level) else {}
+        """Environment variables the process starts with in a stack at `level` (its scheduling requests)."""
+        env = {}
+        if self.asks_realtime(level):
+            env[processes.REALTIME_ENV] = str(processes.REALTIME_PRIORITY)
+        if self.asks_share(level):
+            env[processes.SHARE_ENV] = str(processes.CHAIN_NICE)
+        return env
+
+
+def _reached(lowest: str, level: str) -> bool:
+    """Whether a request made from REALTIME_LEVELS entry `lowest` on ("" never) holds at `level`."""
+    check_realtime_level(level)
+    return bool(lowest) and REALTIME_LEVELS.index(level) >= REALTIME_LEVELS.index(lowest)
 
 
 @dataclass(frozen=True)
@@ -126,9 +145,11 @@ SIM = NodeSpec("sim_node", "sim_node", "surgbot.nodes.sim_node", ("psm.yaml",), 
 # commands only while /safety/state is OK and fresh, a missing supervisor holds (fail-safe).
 SAFETY = {"require_safety_supervisor": True}
 BRIDGE = NodeSpec("g1_bridge", "g1_bridge", "surgbot.nodes.g1_bridge", ("g1_bridge.yaml",),
-                  {"g1_domain": "$g1_domain", "g1_interface": "$g1_interface", **SAFETY}, realtime="chain")
+                  {"g1_domain": "$g1_domain", "g1_interface": "$g1_interface", **SAFETY}, realtime="chain",
+                  share="sim")
 HOLDER = NodeSpec("endoscope_holder", "endoscope_holder", "surgbot.nodes.endoscope_holder",
-                  ("endoscope_holder.yaml",), {"scene": "$scene", **SAFETY}, realtime="chain")
+                  ("endoscope_holder.yaml",), {"scene": "$scene", **SAFETY}, realtime="chain",
+                  share="sim")
 SUPERVISOR = NodeSpec("safety_supervisor", "safety_supervisor", "surgbot.nodes.safety_supervisor", realtime="sim")
 CONSOLE = NodeSpec("teleop_console", "teleop_console", "surgbot.nodes.teleop_console", ("teleop_console.yaml",),
                    {"host": "$console_host", "port": "$console_port"})   # token: SURGBOT_CONSOLE_TOKEN, never a param

@@ -135,8 +135,10 @@ def add_realtime_argument(p: argparse.ArgumentParser, default: str) -> None:
                    help=f"SCHED_FIFO {processes.REALTIME_PRIORITY} where permitted for: nothing (off), the sim "
                         "twin standing in for the robots' own controllers and the safety supervisor (sim), or "
                         "those and the nodes with "
-                        f"50 ms watchdogs (chain; --realtime alone); default {default}; the other nodes get "
-                        "less CPU (README: Real-time scheduling)")
+                        f"50 ms watchdogs (chain; --realtime alone); at sim those nodes (G1 bridge, endoscope "
+                        f"holder) get a larger CPU share instead (nice {processes.CHAIN_NICE}, their session "
+                        f"group too); default {default}; the other nodes get less CPU (README: Real-time "
+                        "scheduling)")
 
 
 class Stack:

@@ -114,3 +114,47 @@ def test_a_bad_priority_request_is_refused_with_a_reason():
                          timeout=60, env=dict(os.environ, **{REALTIME_ENV: "150"}))
     assert out.returncode == 0 and "not a priority in 1..99" in out.stdout
     assert out.stdout.split()[-1] == str(os.SCHED_OTHER)
+
+
+ASK_FOR_A_SHARE = """
+import os, threading
+from surgbot.processes import AUTOGROUP, settle_scheduling
+said = settle_scheduling()
+seen = {}
+t = threading.Thread(target=lambda: seen.update(thread=os.getpriority(os.PRIO_PROCESS, threading.get_native_id())))
+t.start(); t.join()
+try:
+    os.setpriority(os.PRIO_PROCESS, 0, -10)          # the guard: no higher afterwards
+    higher = True
+except PermissionError:
+    higher = False
+group = open(AUTOGROUP.format(pid="self")).read().split()
+print(os.getpriority(os.PRIO_PROCESS, 0), seen["thread"], higher, group[-1] if group else "none", "|", said)
+"""
+
+
+def test_a_chain_node_takes_its_cpu_share_for_its_threads_and_its_session_group():
+    """`surgbot up/demo --realtime sim`: the bridge and the holder (SCHED_OTHER) ask for a larger CPU
+    share: their nice and, leading a session of their own (as the stack starts them), their group's."""
+    from surgbot.processes import CHAIN_NICE, SHARE_ENV
+    out = subprocess.run([sys.executable, "-c", ASK_FOR_A_SHARE], capture_output=True, text=True, timeout=60,
+                         env=dict(os.environ, **{SHARE_ENV: str(CHAIN_NICE)}), start_new_session=True)
+    assert out.returncode == 0, out.stderr
+    fields, said = out.stdout.rsplit("|", 1)
+    nice, thread, higher, group = fields.split()
+    if "not permitted" in said:             # a machine without CAP_SYS_NICE: said so, nice unchanged
+        assert int(nice) >= 0
+        return
+    assert int(nice) == int(thread) == CHAIN_NICE, out.stdout
+    assert higher == "False"                # the capability is gone once the node has its share
+    if group != "none":                     # a kernel with autogroup scheduling (this machine)
+        assert said.strip() == f"nice {CHAIN_NICE}, its session group too" and int(group) == CHAIN_NICE
+
+
+def test_a_bad_share_request_is_refused_with_a_reason():
+    from surgbot.processes import SHARE_ENV
+    out = subprocess.run([sys.executable, "-c", "from surgbot.processes import take_cpu_share as t; "
+                          "import os; print(t(), os.getpriority(os.PRIO_PROCESS, 0))"], capture_output=True,
+                         text=True, timeout=60, env=dict(os.environ, **{SHARE_ENV: "-40"}))
+    assert out.returncode == 0 and "is not a nice value in -20..19" in out.stdout, out.stdout
+    assert out.stdout.split()[-1] == str(os.getpriority(os.PRIO_PROCESS, 0))

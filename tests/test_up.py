@@ -41,7 +41,7 @@ def test_node_command_lines_are_what_launch_would_run():
                                                                         "safety_supervisor"]
 
 
-def test_only_the_watchdog_chain_asks_for_realtime_and_only_at_its_level(tmp_path):
+def test_only_the_watchdog_chain_asks_for_realtime_or_a_share_and_only_at_its_level(tmp_path):
     from surgbot import processes
     from surgbot.stack import REALTIME_LEVELS
     from surgbot.up import Stack
@@ -50,8 +50,15 @@ def test_only_the_watchdog_chain_asks_for_realtime_and_only_at_its_level(tmp_pat
     asking = {level: {n.name for n in nodes if n.asks_realtime(level)} for level in REALTIME_LEVELS}
     assert asking == {"off": set(), "sim": {"sim_node", "safety_supervisor"},
                       "chain": {"sim_node", "g1_bridge", "endoscope_holder", "safety_supervisor"}}
+    # the chain's SCHED_OTHER nodes at "sim" ask for a larger CPU share instead (never with FIFO)
+    sharing = {level: {n.name for n in nodes if n.asks_share(level)} for level in REALTIME_LEVELS}
+    assert sharing == {"off": set(), "sim": {"g1_bridge", "endoscope_holder"}, "chain": set()}
     sim = next(n for n in nodes if n.name == "sim_node")
     assert sim.environment("sim") == {processes.REALTIME_ENV: str(processes.REALTIME_PRIORITY)}
+    bridge = next(n for n in nodes if n.name == "g1_bridge")
+    assert bridge.environment("sim") == {processes.SHARE_ENV: str(processes.CHAIN_NICE)}
+    assert bridge.environment("chain") == {processes.REALTIME_ENV: str(processes.REALTIME_PRIORITY)}
+    assert processes.CHAIN_NICE < 0
     with pytest.raises(ValueError, match="not in"):
         sim.asks_realtime("on")
     with pytest.raises(ValueError, match="not in"):
@@ -59,9 +66,9 @@ def test_only_the_watchdog_chain_asks_for_realtime_and_only_at_its_level(tmp_pat
     # plain processes standing in for a sim and a chain node print what they were started with
     probes = [dataclasses.replace(next(n for n in nodes if n.name == name), ros=False, module="tests.print_env",
                                   args=()) for name in ("sim_node", "g1_bridge")]
-    priority = str(processes.REALTIME_PRIORITY)
-    for level, expected in (("off", ["unset", "unset"]), ("sim", [priority, "unset"]),
-                            ("chain", [priority, priority])):
+    fifo, share = f"{processes.REALTIME_PRIORITY},unset", f"unset,{processes.CHAIN_NICE}"
+    for level, expected in (("off", ["unset,unset", "unset,unset"]), ("sim", [fifo, share]),
+                            ("chain", [fifo, fifo])):
         stack = Stack(probes, {}, tmp_path / f"logs-{level}", restart=False, say=lambda *_: None, realtime=level)
         stack.start()
         try:
