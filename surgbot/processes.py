@@ -107,19 +107,32 @@ def lower_priority(pid: int, increment: int) -> str:
         os.setpriority(os.PRIO_PROCESS, pid, os.getpriority(os.PRIO_PROCESS, pid) + increment)
     except OSError as exc:              # gone already, or not permitted
         problems.append(f"nice: {exc}")
-    try:
-        own_session = os.getsid(pid) == pid
-    except OSError:
-        own_session = False
-    if own_session:                     # never regroup a session others run in (the user's terminal)
-        try:
-            with open(AUTOGROUP.format(pid=pid), "w") as group:     # against the untouched groups (0)
-                group.write(str(max(NICE_MIN, min(NICE_MAX, increment))))
-        except FileNotFoundError:
-            pass                        # a kernel without autogroup: the nice value alone applies
-        except OSError as exc:
-            problems.append(f"autogroup: {exc}")
+    why = _set_group_nice(pid, max(NICE_MIN, min(NICE_MAX, increment)))   # against the untouched groups (0)
+    if why not in (None, NOT_SESSION_LEADER, NO_AUTOGROUP):   # without a group of its own its nice alone applies
+        problems.append(f"autogroup: {why}")
     return "; ".join(problems)
+
+
+NOT_SESSION_LEADER = "not a session leader"
+NO_AUTOGROUP = "a kernel without autogroup"
+
+
+def _set_group_nice(pid: int, nice: int) -> str | None:
+    """`pid`'s session scheduling group at `nice`, when `pid` leads a session of its own (a session
+    others run in, the user's terminal, is never regrouped).  None when done, else why not."""
+    try:
+        if os.getsid(pid) != pid:
+            return NOT_SESSION_LEADER
+    except OSError:                     # gone already: no session of its own to regroup
+        return NOT_SESSION_LEADER
+    try:
+        with open(AUTOGROUP.format(pid=pid), "w") as group:
+            group.write(str(nice))
+    except FileNotFoundError:
+        return NO_AUTOGROUP
+    except OSError as exc:
+        return str(exc)
+    return None
 
 
 def exit_skipping_finalisation(status: int) -> NoReturn:
@@ -275,16 +288,8 @@ def take_cpu_share() -> str:
     except PermissionError:
         return (f"nice {nice} not permitted (needs CAP_SYS_NICE or a nice limit): running at nice "
                 f"{os.getpriority(os.PRIO_PROCESS, 0)}; watchdogs may fire on a loaded machine")
-    if os.getsid(0) != os.getpid():
-        return f"nice {nice} (not a session leader: its group left as it is)"
-    try:
-        with open(AUTOGROUP.format(pid="self"), "w") as group:
-            group.write(str(nice))
-    except FileNotFoundError:
-        return f"nice {nice} (a kernel without autogroup)"
-    except OSError as exc:
-        return f"nice {nice}; its session group not: {exc}"
-    return f"nice {nice}, its session group too"
+    why = _set_group_nice(os.getpid(), nice)
+    return f"nice {nice}, its session group too" if why is None else f"nice {nice}; its session group not: {why}"
 
 
 def leave_realtime_scheduling() -> None:

@@ -45,10 +45,7 @@ class SafetySteps:
             self.notes.append(f"safety {state.get('state')} before engaging "
                               f"({', '.join(state.get('reasons', [])) or 'no reason given'}): reset")
             self.say(f"safety {state.get('state')} at start-up: resetting")
-            ok, message = self.reset()
-            if not ok:
-                self.notes.append(f"reset refused: {message}")
-            time.sleep(AFTER_RESET_S)
+            self._reset_noted("reset refused")
 
     def reset(self) -> tuple[bool, str]:
         """/safety/reset.  Refused because the holder or the bridge reports a FAULT of its own, it is
@@ -69,6 +66,13 @@ class SafetySteps:
             time.sleep(ACK_RETRY_S)
         return ok, message
 
+    def _reset_noted(self, refused: str) -> None:
+        """`reset`, a refusal noted as `refused: <why>`, then a moment for the nodes to hear it."""
+        ok, message = self.reset()
+        if not ok:
+            self.notes.append(f"{refused}: {message}")
+        time.sleep(AFTER_RESET_S)
+
     def engage_with_retries(self) -> None:
         for attempt in range(1, ENGAGE_ATTEMPTS + 1):
             self.say("G1: engage the arm and HOLD the endoscope through the port"
@@ -79,10 +83,7 @@ class SafetySteps:
             # What an operator does after a fault: read it, reset, engage again.  It stays in the summary.
             self.notes.append(f"engage attempt {attempt}: {problem}")
             self.say(f"G1: {problem}; resetting")
-            ok, message = self.reset()
-            if not ok:
-                self.notes.append(f"reset refused: {message}")
-            time.sleep(AFTER_RESET_S)
+            self._reset_noted("reset refused")
         raise RuntimeError(f"the G1 did not engage and hold in {ENGAGE_ATTEMPTS} attempts: {self.notes[-1]}")
 
     def engage_and_hold(self) -> str | None:
@@ -114,10 +115,7 @@ class SafetySteps:
     def recover(self, why: str = "the last task ended in a FAULT") -> None:
         """After a FAULT: what an operator does (reset, re-engage, HOLD); noted."""
         self.say(f"safety: {why}; reset, engage and hold again")
-        ok, message = self.reset()
-        if not ok:
-            self.notes.append(f"reset after a task refused: {message}")
-        time.sleep(AFTER_RESET_S)
+        self._reset_noted("reset after a task refused")
         if (self.psm.operating_state() or {}).get("state") != "ENABLED":
             # the supervisor's FAULT only sends `hold` (the arm stays ENABLED); an arm FAULT of its
             # own is cleared only by disable (dVRK), then it is powered and homed again
